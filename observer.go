@@ -1,0 +1,62 @@
+package masterjob
+
+import "time"
+
+// TransitionKind names a change of mastership on this instance.
+type TransitionKind string
+
+// Transition kinds.
+const (
+	// Acquired: this instance became master (its job is about to start).
+	Acquired TransitionKind = "acquired"
+	// Released: this instance stopped its job and released the lease
+	// (shutdown, disable, or the job returned).
+	Released TransitionKind = "released"
+	// Lost: the store said the lease is no longer this instance's.
+	Lost TransitionKind = "lost"
+	// Demoted: this instance stopped trusting its lease because it could not
+	// renew it in time.
+	Demoted TransitionKind = "demoted"
+)
+
+// Transition is one change of mastership on this instance.
+type Transition struct {
+	Lock     string
+	Kind     TransitionKind
+	Token    int64
+	Instance string
+	// Reason is the cause (one of the Err* reasons) for Released, Lost and
+	// Demoted; nil for Acquired.
+	Reason error
+}
+
+// Observer receives events for metrics and audit. Methods are called from
+// the executor's goroutine and must not block. Embed NopObserver to
+// implement only some methods.
+type Observer interface {
+	// Transition reports a change of mastership.
+	Transition(t Transition)
+	// Renewal reports one batched renewal round trip: how long it took, how
+	// many leases it carried and its error (nil on success).
+	Renewal(took time.Duration, leases int, err error)
+	// Check reports one batched check (acquisition attempt) round trip.
+	Check(took time.Duration, locks int, err error)
+	// LeaseTTL reports, after each successful renewal, the time left until
+	// the lease of lock would expire in the store.
+	LeaseTTL(lock string, ttl time.Duration)
+}
+
+// NopObserver ignores every event.
+type NopObserver struct{}
+
+// Transition implements Observer.
+func (NopObserver) Transition(Transition) {}
+
+// Renewal implements Observer.
+func (NopObserver) Renewal(time.Duration, int, error) {}
+
+// Check implements Observer.
+func (NopObserver) Check(time.Duration, int, error) {}
+
+// LeaseTTL implements Observer.
+func (NopObserver) LeaseTTL(string, time.Duration) {}

@@ -1,0 +1,207 @@
+// Package store defines the contract between the masterjob elector and the
+// databases that hold leases and controls.
+//
+// A Store keeps one record per lock name. The record holds the current lease
+// (holder, fencing token, expiry computed on the store's clock) and the
+// lock's control (disabled, reason). Keeping both in one record is what makes
+// acquisition check the control atomically: a Disable and an Acquire of the
+// same lock serialise on the same row or key.
+//
+// Every method that touches leases takes many locks at once, so that an
+// instance pays one round trip per heartbeat and one per check however many
+// locks it holds or follows. All expiry arithmetic happens in the store: the
+// caller passes durations, never timestamps, and receives remaining
+// time-to-live measured by the store.
+//
+// Backends live in sub-packages (sqlite, postgres, memstore); every backend
+// must pass the conformance suite in package storetest against a real server.
+package store
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits on lock names.
+const (
+	// MaxLockNameLen is the longest lock name, in bytes, every backend accepts.
+	MaxLockNameLen = 200
+)
+
+// Sentinel errors returned (possibly wrapped) by every backend.
+var (
+	// ErrClosed is returned by calls made after Close.
+	ErrClosed = errors.New("store: closed")
+	// ErrInvalidLockName is returned for an empty, over-long or non-UTF-8 lock name.
+	ErrInvalidLockName = errors.New("store: invalid lock name")
+	// ErrUnavailable wraps failures to reach the store (network, server down,
+	// timeouts). Callers retry with backoff.
+	ErrUnavailable = errors.New("store: unavailable")
+)
+
+// Holder identifies the instance that asks for leases.
+type Holder struct {
+	// ID is unique per process start.
+	ID string
+	// Info is a short, free-form description (JSON by convention: host, pid,
+	// address, version) that status displays. Backends store it verbatim.
+	Info string
+}
+
+// LeaseRef names one lease an instance believes it holds: renew and release
+// succeed only when both the lock's current holder and token match.
+type LeaseRef struct {
+	Lock  string
+	Token int64
+}
+
+// LockState is the store's view of one lock at the moment of a call.
+type LockState struct {
+	Lock string
+
+	// Lease. Holder is empty when nobody holds the lock (never acquired, or
+	// released). A lease whose TTL is not positive has expired even if Holder
+	// is set.
+	Holder     string
+	HolderInfo string
+	Token      int64     // token of the current or most recent lease; 0 if never acquired
+	AcquiredAt time.Time // store clock; zero when free
+	RenewedAt  time.Time // store clock; zero when free
+	ExpiresAt  time.Time // store clock; zero when free
+	// TTL is ExpiresAt minus the store's now at the time of the call. Callers
+	// use it, not ExpiresAt, to schedule: it needs no agreement between clocks.
+	TTL time.Duration
+
+	// Acquired is set by Acquire on the locks this call acquired.
+	Acquired bool
+	// Revoked is set when the current lease was revoked by Disable: its holder
+	// must stop the job and release. It can still renew (to keep the lease
+	// while the job stops) but nobody else can acquire until it is released
+	// or expires.
+	Revoked bool
+
+	// Control.
+	Disabled  bool
+	Reason    string
+	ChangedBy string
+	ChangedAt time.Time // store clock; zero if the control was never changed
+}
+
+// Held reports whether the lock has an unexpired lease.
+func (s LockState) Held() bool { return s.Holder != "" && s.TTL > 0 }
+
+// RenewResult says what happened to one lease in a Renew call.
+type RenewResult struct {
+	Lock  string
+	Token int64
+	// Renewed is true when the lease was extended: the holder and token
+	// matched and the lease had not expired.
+	Renewed bool
+	// TTL is the remaining lease after renewal, measured by the store.
+	TTL time.Duration
+	// Revoked and Disabled report the lock's control as seen by the renewal.
+	// A renewed but revoked lease must be stopped and released.
+	Revoked  bool
+	Disabled bool
+}
+
+// ControlChange is the result of Disable or Enable.
+type ControlChange struct {
+	// Changed is false when the lock was already in the requested state.
+	Changed bool
+	// State is the lock's state after the change.
+	State LockState
+}
+
+// Store is the contract every backend implements. All methods are safe for
+// concurrent use. Methods taking a slice perform one round trip (or one
+// transaction for an embedded store) whatever its length; a nil or empty
+// slice is a no-op.
+type Store interface {
+	// Acquire tries to take every named lock that has no unexpired lease and
+	// is not disabled, for holder, with a lease of ttl measured by the store's
+	// clock. Each new lease gets a token greater than every token ever issued
+	// for that lock, even across deleted records and store restarts. The
+	// check of the control and the take are one atomic step.
+	//
+	// It returns the state of every named lock (in any order); those taken by
+	// this call have Acquired set. A lock the holder already holds is returned
+	// unchanged, not re-acquired.
+	Acquire(ctx context.Context, holder Holder, locks []string, ttl time.Duration) ([]LockState, error)
+
+	// Renew extends, to ttl from the store's now, each lease that holderID
+	// still holds with the given token and that has not expired. It returns
+	// one result per ref.
+	Renew(ctx context.Context, holderID string, leases []LeaseRef, ttl time.Duration) ([]RenewResult, error)
+
+	// Release ends the named leases held by holderID with the given tokens, so
+	// that another instance can acquire at once. A ref that does not match the
+	// current holder and token is ignored. Backends that can push (Notifier)
+	// announce the release.
+	Release(ctx context.Context, holderID string, leases []LeaseRef) error
+
+	// Disable marks the lock disabled with reason, creating its record if
+	// needed, and revokes its current lease. by names who asked (for audit).
+	Disable(ctx context.Context, lock, reason, by string) (ControlChange, error)
+
+	// Enable clears the disabled mark. The lease, if any, is untouched: a
+	// revoked lease stays revoked until released or expired.
+	Enable(ctx context.Context, lock, by string) (ControlChange, error)
+
+	// Locks returns the state of the named locks, or of every known lock when
+	// names is empty, ordered by lock name. Unknown names are returned as free
+	// and enabled.
+	Locks(ctx context.Context, names ...string) ([]LockState, error)
+
+	// Close releases the backend's resources. It does not release leases.
+	Close() error
+}
+
+// Notifier is an optional capability of stores that can push changes
+// (PostgreSQL LISTEN/NOTIFY, Redis pub/sub, etcd watch).
+type Notifier interface {
+	// Subscribe delivers the name of each lock that was released, disabled or
+	// enabled, until ctx is done. Delivery is best effort: notifications can
+	// be lost (for example across a reconnect), so followers still check on
+	// their own schedule. The channel is closed when ctx is done.
+	Subscribe(ctx context.Context) (<-chan string, error)
+}
+
+// ValidateLockName returns an error wrapping ErrInvalidLockName when name is
+// empty, longer than MaxLockNameLen bytes, not valid UTF-8 or contains control
+// characters.
+func ValidateLockName(name string) error {
+	if name == "" {
+		return errInvalid(name, "empty")
+	}
+	if len(name) > MaxLockNameLen {
+		return errInvalid(name, "longer than 200 bytes")
+	}
+	if !utf8.ValidString(name) {
+		return errInvalid(name, "not valid UTF-8")
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return errInvalid(name, "contains a control character")
+		}
+	}
+	return nil
+}
+
+func errInvalid(name, why string) error {
+	if len(name) > 40 {
+		name = string([]rune(name[:40])) + "..."
+	}
+	return &lockNameError{name: name, why: why}
+}
+
+type lockNameError struct{ name, why string }
+
+func (e *lockNameError) Error() string {
+	return "store: invalid lock name " + strconv.Quote(e.name) + ": " + e.why
+}
+func (e *lockNameError) Unwrap() error { return ErrInvalidLockName }
