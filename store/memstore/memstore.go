@@ -1,0 +1,339 @@
+// Package memstore is an in-process store.Store: leases and controls live in
+// memory and its clock is the process's. It serves single-process programs
+// and tests (it passes the storetest conformance suite, and under
+// testing/synctest its clock is the bubble's fake clock). It is not shared
+// between processes.
+package memstore
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// Store is an in-memory store.Store and store.Notifier.
+type Store struct {
+	st     *state
+	mu     sync.Mutex
+	closed bool
+}
+
+var (
+	_ store.Store    = (*Store)(nil)
+	_ store.Notifier = (*Store)(nil)
+)
+
+type state struct {
+	mu        sync.Mutex
+	now       func() time.Time
+	lastToken int64
+	locks     map[string]*record
+	subs      map[chan string]struct{}
+	fail      error // injected failure, see SetFailure
+	delay     time.Duration
+}
+
+type record struct {
+	holder, holderInfo               string
+	token                            int64
+	acquiredAt, renewedAt, expiresAt time.Time
+	revoked, disabled                bool
+	reason, changedBy                string
+	changedAt                        time.Time
+}
+
+// Option configures New.
+type Option func(*state)
+
+// WithClock replaces time.Now as the store's clock.
+func WithClock(now func() time.Time) Option { return func(s *state) { s.now = now } }
+
+// New returns an empty store.
+func New(opts ...Option) *Store {
+	st := &state{now: time.Now, locks: map[string]*record{}, subs: map[chan string]struct{}{}}
+	for _, o := range opts {
+		o(st)
+	}
+	return &Store{st: st}
+}
+
+// Reopen returns a new handle on the same data, as reopening a database
+// would. Closing one handle does not affect the others.
+func (s *Store) Reopen() *Store { return &Store{st: s.st} }
+
+// DeleteRecords removes the records of the named locks, as an operator
+// deleting rows would. Tokens keep growing afterwards.
+func (s *Store) DeleteRecords(locks ...string) {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	for _, l := range locks {
+		delete(s.st.locks, l)
+	}
+}
+
+// SetFailure makes every following call fail with err (wrapped in
+// store.ErrUnavailable) until SetFailure(nil), simulating an outage.
+func (s *Store) SetFailure(err error) {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	s.st.fail = err
+}
+
+// SetDelay makes every following call take d longer (or until its context
+// is done), simulating a slow store. The call's effect happens after the
+// delay.
+func (s *Store) SetDelay(d time.Duration) {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	s.st.delay = d
+}
+
+// begin checks the handle and context, applies an injected delay, and
+// returns with the state locked.
+func (s *Store) begin(ctx context.Context) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return store.ErrClosed
+	}
+	s.st.mu.Lock()
+	d := s.st.delay
+	s.st.mu.Unlock()
+	if d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("memstore: %w: %w", store.ErrUnavailable, context.Cause(ctx))
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("memstore: %w", context.Cause(ctx))
+	}
+	s.st.mu.Lock()
+	if s.st.fail != nil {
+		err := s.st.fail
+		s.st.mu.Unlock()
+		return fmt.Errorf("memstore: %w: %w", store.ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (st *state) view(name string, r *record, now time.Time) store.LockState {
+	ls := store.LockState{Lock: name}
+	if r == nil {
+		return ls
+	}
+	ls.Token = r.token
+	ls.Disabled, ls.Reason, ls.ChangedBy, ls.ChangedAt = r.disabled, r.reason, r.changedBy, r.changedAt
+	if r.holder != "" {
+		ls.Holder, ls.HolderInfo = r.holder, r.holderInfo
+		ls.AcquiredAt, ls.RenewedAt, ls.ExpiresAt = r.acquiredAt, r.renewedAt, r.expiresAt
+		ls.TTL = r.expiresAt.Sub(now)
+		ls.Revoked = r.revoked
+	}
+	return ls
+}
+
+func (r *record) free(now time.Time) bool { return r.holder == "" || !r.expiresAt.After(now) }
+
+func validate(locks []string) error {
+	for _, l := range locks {
+		if err := store.ValidateLockName(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Acquire implements store.Store.
+func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
+	if err := validate(locks); err != nil {
+		return nil, err
+	}
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.st.mu.Unlock()
+	now := s.st.now()
+	out := make([]store.LockState, 0, len(locks))
+	for _, name := range locks {
+		r := s.st.locks[name]
+		if r == nil {
+			r = &record{}
+			s.st.locks[name] = r
+		}
+		if r.free(now) && !r.disabled {
+			s.st.lastToken++
+			*r = record{
+				holder: h.ID, holderInfo: h.Info, token: s.st.lastToken,
+				acquiredAt: now, renewedAt: now, expiresAt: now.Add(ttl),
+				disabled: r.disabled, reason: r.reason, changedBy: r.changedBy, changedAt: r.changedAt,
+			}
+			ls := s.st.view(name, r, now)
+			ls.Acquired = true
+			out = append(out, ls)
+			continue
+		}
+		out = append(out, s.st.view(name, r, now))
+	}
+	return out, nil
+}
+
+// Renew implements store.Store.
+func (s *Store) Renew(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.st.mu.Unlock()
+	now := s.st.now()
+	out := make([]store.RenewResult, 0, len(leases))
+	for _, ref := range leases {
+		res := store.RenewResult{Lock: ref.Lock, Token: ref.Token}
+		r := s.st.locks[ref.Lock]
+		if r != nil {
+			res.Disabled = r.disabled
+			if r.holder == holderID && r.token == ref.Token && r.expiresAt.After(now) {
+				r.renewedAt, r.expiresAt = now, now.Add(ttl)
+				res.Renewed, res.TTL, res.Revoked = true, ttl, r.revoked
+			}
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// Release implements store.Store.
+func (s *Store) Release(ctx context.Context, holderID string, leases []store.LeaseRef) error {
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	var released []string
+	for _, ref := range leases {
+		r := s.st.locks[ref.Lock]
+		if r != nil && r.holder == holderID && r.token == ref.Token {
+			r.holder, r.holderInfo, r.revoked = "", "", false
+			r.acquiredAt, r.renewedAt, r.expiresAt = time.Time{}, time.Time{}, time.Time{}
+			released = append(released, ref.Lock)
+		}
+	}
+	s.st.notify(released...)
+	s.st.mu.Unlock()
+	return nil
+}
+
+// Disable implements store.Store.
+func (s *Store) Disable(ctx context.Context, lock, reason, by string) (store.ControlChange, error) {
+	return s.setControl(ctx, lock, true, reason, by)
+}
+
+// Enable implements store.Store.
+func (s *Store) Enable(ctx context.Context, lock, by string) (store.ControlChange, error) {
+	return s.setControl(ctx, lock, false, "", by)
+}
+
+func (s *Store) setControl(ctx context.Context, lock string, disabled bool, reason, by string) (store.ControlChange, error) {
+	if err := store.ValidateLockName(lock); err != nil {
+		return store.ControlChange{}, err
+	}
+	if err := s.begin(ctx); err != nil {
+		return store.ControlChange{}, err
+	}
+	defer s.st.mu.Unlock()
+	now := s.st.now()
+	r := s.st.locks[lock]
+	if r == nil {
+		r = &record{}
+		s.st.locks[lock] = r
+	}
+	changed := r.disabled != disabled
+	if changed {
+		r.disabled, r.reason, r.changedBy, r.changedAt = disabled, reason, by, now
+		if disabled && !r.free(now) {
+			r.revoked = true
+		}
+		s.st.notify(lock)
+	}
+	return store.ControlChange{Changed: changed, State: s.st.view(lock, r, now)}, nil
+}
+
+// Locks implements store.Store.
+func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.st.mu.Unlock()
+	now := s.st.now()
+	if len(names) == 0 {
+		for n := range s.st.locks {
+			names = append(names, n)
+		}
+	} else {
+		names = append([]string(nil), names...)
+	}
+	sort.Strings(names)
+	out := make([]store.LockState, 0, len(names))
+	for _, n := range names {
+		out = append(out, s.st.view(n, s.st.locks[n], now))
+	}
+	return out, nil
+}
+
+// Subscribe implements store.Notifier.
+func (s *Store) Subscribe(ctx context.Context) (<-chan string, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	in := make(chan string, 64)
+	s.st.subs[in] = struct{}{}
+	s.st.mu.Unlock()
+	out := make(chan string)
+	go func() {
+		defer close(out)
+		defer func() {
+			s.st.mu.Lock()
+			delete(s.st.subs, in)
+			s.st.mu.Unlock()
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case l := <-in:
+				select {
+				case out <- l:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}
+
+// notify must be called with st.mu held. A full subscriber buffer drops the
+// notification, as a real push channel may.
+func (st *state) notify(locks ...string) {
+	for _, l := range locks {
+		for ch := range st.subs {
+			select {
+			case ch <- l:
+			default:
+			}
+		}
+	}
+}
+
+// Close implements store.Store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}

@@ -1,0 +1,270 @@
+package storetest_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/store/memstore"
+	"github.com/masterjob/masterjob/store/storetest"
+)
+
+// The suite is checked the way it checks backends: against a real one
+// (memstore) that passes, and against copies of it with one deliberate bug
+// each (mutants), which the subtests aimed at that bug must catch.
+
+const mutantEnv = "MASTERJOB_STORETEST_MUTANT"
+
+func memHarness(wrap func(store.Store) store.Store) func(t *testing.T) storetest.Harness {
+	return func(t *testing.T) storetest.Harness {
+		ms := memstore.New()
+		return storetest.Harness{
+			Open:          func(t *testing.T) store.Store { return wrap(ms.Reopen()) },
+			DeleteRecords: func(t *testing.T, locks ...string) { ms.DeleteRecords(locks...) },
+		}
+	}
+}
+
+// TestSuiteOnMemstore: the suite passes on a correct backend.
+func TestSuiteOnMemstore(t *testing.T) {
+	storetest.Run(t, memHarness(func(s store.Store) store.Store { return s }))
+}
+
+// Each mutant embeds the real store and overrides one method with a bug.
+type (
+	renewAlwaysSucceeds   struct{ store.Store }
+	ownLeaseReacquired    struct{ store.Store }
+	locksUnsorted         struct{ store.Store }
+	closeIgnored          struct{ store.Store }
+	contextIgnored        struct{ store.Store }
+	namesErrorUnwrapped   struct{ store.Store }
+	releaseUnfenced       struct{ store.Store }
+	leaseTooShort         struct{ store.Store }
+	revocationHidden      struct{ store.Store }
+	controlAlwaysChanged  struct{ store.Store }
+	unknownLocksOmitted   struct{ store.Store }
+	disableChecksLate     struct{ store.Store }
+	tokenReportedStale    struct{ store.Store }
+	renewResultsTruncated struct{ store.Store }
+)
+
+func (s renewAlwaysSucceeds) Renew(ctx context.Context, id string, l []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	res, err := s.Store.Renew(ctx, id, l, ttl)
+	for i := range res {
+		res[i].Renewed = true
+	}
+	return res, err
+}
+
+func (s ownLeaseReacquired) Acquire(ctx context.Context, h store.Holder, l []string, ttl time.Duration) ([]store.LockState, error) {
+	res, err := s.Store.Acquire(ctx, h, l, ttl)
+	for i := range res {
+		if res[i].Holder == h.ID {
+			res[i].Acquired = true
+		}
+	}
+	return res, err
+}
+
+func (s locksUnsorted) Locks(ctx context.Context, names ...string) ([]store.LockState, error) {
+	res, err := s.Store.Locks(ctx, names...)
+	slices.Reverse(res)
+	return res, err
+}
+
+func (closeIgnored) Close() error { return nil }
+
+func (s contextIgnored) Acquire(_ context.Context, h store.Holder, l []string, ttl time.Duration) ([]store.LockState, error) {
+	return s.Store.Acquire(context.Background(), h, l, ttl)
+}
+
+func (s namesErrorUnwrapped) Disable(ctx context.Context, lock, reason, by string) (store.ControlChange, error) {
+	ch, err := s.Store.Disable(ctx, lock, reason, by)
+	if err != nil {
+		err = errors.New(err.Error())
+	}
+	return ch, err
+}
+
+// Release frees whatever lease the lock has, whoever holds it.
+func (s releaseUnfenced) Release(ctx context.Context, _ string, l []store.LeaseRef) error {
+	for _, ref := range l {
+		st, err := s.Store.Locks(ctx, ref.Lock)
+		if err != nil {
+			return err
+		}
+		if err := s.Store.Release(ctx, st[0].Holder, []store.LeaseRef{{Lock: ref.Lock, Token: st[0].Token}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s leaseTooShort) Acquire(ctx context.Context, h store.Holder, l []string, ttl time.Duration) ([]store.LockState, error) {
+	return s.Store.Acquire(ctx, h, l, ttl/10)
+}
+
+func (s revocationHidden) Renew(ctx context.Context, id string, l []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	res, err := s.Store.Renew(ctx, id, l, ttl)
+	for i := range res {
+		res[i].Revoked = false
+	}
+	return res, err
+}
+
+func (s controlAlwaysChanged) Disable(ctx context.Context, lock, reason, by string) (store.ControlChange, error) {
+	ch, err := s.Store.Disable(ctx, lock, reason, by)
+	ch.Changed = err == nil
+	return ch, err
+}
+
+func (s unknownLocksOmitted) Locks(ctx context.Context, names ...string) ([]store.LockState, error) {
+	res, err := s.Store.Locks(ctx, names...)
+	return slices.DeleteFunc(res, func(st store.LockState) bool { return st.Token == 0 && !st.Disabled }), err
+}
+
+// Acquire checks the control before taking, in a separate step: a Disable
+// between the two is missed. (The enable/re-disable dance below emulates a
+// backend whose acquisition ignores the mark it did not see.)
+func (s disableChecksLate) Acquire(ctx context.Context, h store.Holder, l []string, ttl time.Duration) ([]store.LockState, error) {
+	before, err := s.Store.Locks(ctx, l...)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(2 * time.Millisecond) // widen the window
+	var wasOff []string
+	for _, st := range before {
+		if !st.Disabled {
+			after, err := s.Store.Locks(ctx, st.Lock)
+			if err == nil && after[0].Disabled {
+				wasOff = append(wasOff, st.Lock)
+				_, _ = s.Store.Enable(ctx, st.Lock, "mutant")
+			}
+		}
+	}
+	res, err := s.Store.Acquire(ctx, h, l, ttl)
+	for _, lock := range wasOff {
+		// Re-disable without revoking: set the mark back on the record.
+		_, _ = s.Store.Disable(ctx, lock, "race", "suite")
+	}
+	for i := range res {
+		if slices.Contains(wasOff, res[i].Lock) && res[i].Acquired {
+			res[i].Disabled = false
+		}
+	}
+	return res, err
+}
+
+// Acquire reports the token of the lock's first ever lease, as a backend
+// whose counter restarts would.
+func (s tokenReportedStale) Acquire(ctx context.Context, h store.Holder, l []string, ttl time.Duration) ([]store.LockState, error) {
+	res, err := s.Store.Acquire(ctx, h, l, ttl)
+	for i := range res {
+		res[i].Token = 1
+	}
+	return res, err
+}
+
+func (s renewResultsTruncated) Renew(ctx context.Context, id string, l []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	res, err := s.Store.Renew(ctx, id, l, ttl)
+	if len(res) > 1 {
+		res = res[:len(res)-1]
+	}
+	return res, err
+}
+
+var mutants = []struct {
+	name  string
+	wrap  func(store.Store) store.Store
+	fails []string // subtests that must catch it
+}{
+	{"renew-always-succeeds", func(s store.Store) store.Store { return renewAlwaysSucceeds{s} },
+		[]string{"Renew/WrongTokenRefused", "Renew/WrongHolderRefused", "Renew/ExpiredLeaseRefused", "Renew/BatchReportsLostLeases"}},
+	{"own-lease-reacquired", func(s store.Store) store.Store { return ownLeaseReacquired{s} },
+		[]string{"Acquire/OwnLeaseReturnedUnchanged", "Acquire/MixedBatch"}},
+	{"locks-unsorted", func(s store.Store) store.Store { return locksUnsorted{s} },
+		[]string{"Locks/ListsEveryKnownLockSorted", "Locks/UnknownNamesFreeAndEnabled"}},
+	{"close-ignored", func(s store.Store) store.Store { return closeIgnored{s} },
+		[]string{"Close/CallsAfterCloseFail"}},
+	{"context-ignored", func(s store.Store) store.Store { return contextIgnored{s} },
+		[]string{"Context/CancelledFailsFast"}},
+	{"names-error-unwrapped", func(s store.Store) store.Store { return namesErrorUnwrapped{s} },
+		[]string{"Names/InvalidRejected"}},
+	{"release-unfenced", func(s store.Store) store.Store { return releaseUnfenced{s} },
+		[]string{"Release/Fenced", "Release/OtherAcquiresImmediately"}},
+	{"lease-too-short", func(s store.Store) store.Store { return leaseTooShort{s} },
+		[]string{"Acquire/FreeLock", "Expiry/DecidedByStoreClock"}},
+	{"revocation-hidden", func(s store.Store) store.Store { return revocationHidden{s} },
+		[]string{"Control/DisableRevokesLease", "Renew/BatchReportsLostLeases"}},
+	{"control-always-changed", func(s store.Store) store.Store { return controlAlwaysChanged{s} },
+		[]string{"Control/DisableTwiceUnchanged"}},
+	{"unknown-locks-omitted", func(s store.Store) store.Store { return unknownLocksOmitted{s} },
+		[]string{"Locks/UnknownNamesFreeAndEnabled"}},
+	{"disable-checks-late", func(s store.Store) store.Store { return disableChecksLate{s} },
+		[]string{"Control/DisableAtomicWithAcquire"}},
+	{"token-reported-stale", func(s store.Store) store.Store { return tokenReportedStale{s} },
+		[]string{"Token/GrowsAcrossRelease", "Token/GrowsAcrossReopen", "Token/GrowsAcrossDeletedRecords",
+			"Concurrency/OneWinnerAfterEachRelease"}},
+	{"renew-results-truncated", func(s store.Store) store.Store { return renewResultsTruncated{s} },
+		[]string{"Renew/BatchReportsLostLeases", "Batch/ThousandLocks"}},
+}
+
+// TestMutant runs the suite on the mutant named by the environment; it is
+// run by TestMutantsAreCaught in a child process and skipped otherwise.
+func TestMutant(t *testing.T) {
+	name := os.Getenv(mutantEnv)
+	if name == "" {
+		t.Skip("run by TestMutantsAreCaught")
+	}
+	for _, m := range mutants {
+		if m.name == name {
+			storetest.Run(t, memHarness(m.wrap))
+			return
+		}
+	}
+	t.Fatalf("unknown mutant %q", name)
+}
+
+// TestMutantsAreCaught: for each mutant, the subtests aimed at its bug fail.
+func TestMutantsAreCaught(t *testing.T) {
+	if os.Getenv(mutantEnv) != "" {
+		t.Skip("inside a mutant run")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Skipf("cannot re-execute the test binary: %v", err)
+	}
+	for _, m := range mutants {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			// -test.run takes alternatives of whole slash-separated paths.
+			var alts []string
+			for _, sub := range m.fails {
+				parts := strings.Split("TestMutant/"+sub, "/")
+				for i, p := range parts {
+					parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+				}
+				alts = append(alts, strings.Join(parts, "/"))
+			}
+			pattern := strings.Join(alts, "|")
+			cmd := exec.CommandContext(t.Context(), exe, "-test.run="+pattern, "-test.v")
+			cmd.Env = append(os.Environ(), mutantEnv+"="+m.name)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("the suite passed on mutant %s:\n%s", m.name, out)
+			}
+			for _, sub := range m.fails {
+				if !strings.Contains(string(out), "--- FAIL: TestMutant/"+sub+" ") {
+					t.Errorf("mutant %s: subtest %s did not fail:\n%s", m.name, sub, out)
+				}
+			}
+		})
+	}
+}
