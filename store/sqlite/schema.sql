@@ -1,0 +1,37 @@
+-- masterjob schema for SQLite.
+--
+-- {{prefix}} stands for the table prefix (default "masterjob_"; letters a-z,
+-- digits and underscores, at most 40 characters). sqlite.Open applies this
+-- file, with the prefix substituted, unless given WithoutMigrate; to apply it
+-- yourself, substitute the prefix (or call sqlite.Schema) and run it once.
+-- Every statement is idempotent.
+--
+-- Times are integer milliseconds since the Unix epoch on SQLite's clock
+-- (unixepoch('subsec')), 0 meaning "not set".
+
+-- One row per lock name: the current or most recent lease and the control.
+CREATE TABLE IF NOT EXISTS "{{prefix}}locks" (
+    lock_name   TEXT    NOT NULL PRIMARY KEY,      -- 1 to 200 bytes of UTF-8
+    holder      TEXT    NOT NULL DEFAULT '',       -- '' when free
+    holder_info TEXT    NOT NULL DEFAULT '',
+    token       INTEGER NOT NULL DEFAULT 0,        -- fencing token of the current or last lease
+    acquired_at INTEGER NOT NULL DEFAULT 0,
+    renewed_at  INTEGER NOT NULL DEFAULT 0,
+    expires_at  INTEGER NOT NULL DEFAULT 0,
+    revoked     INTEGER NOT NULL DEFAULT 0,        -- 1: lease revoked by disable
+    disabled    INTEGER NOT NULL DEFAULT 0,        -- 1: nobody may acquire
+    reason      TEXT    NOT NULL DEFAULT '',
+    changed_by  TEXT    NOT NULL DEFAULT '',
+    changed_at  INTEGER NOT NULL DEFAULT 0
+);
+
+-- Counters that are never deleted. 'token' is the last fencing token issued
+-- for any lock: every acquisition takes the next one, so tokens keep growing
+-- even when rows of the locks table are deleted.
+CREATE TABLE IF NOT EXISTS "{{prefix}}meta" (
+    name  TEXT    NOT NULL PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+
+INSERT OR IGNORE INTO "{{prefix}}meta" (name, value) VALUES ('token', 0);
+INSERT OR IGNORE INTO "{{prefix}}meta" (name, value) VALUES ('schema_version', 1);

@@ -1,0 +1,731 @@
+// Package sqlite is the embedded store.Store: leases and controls live in
+// one SQLite database file, shared by the processes of one host. It is pure
+// Go (modernc.org/sqlite, driver name "sqlite"); no cgo.
+//
+// # One host only
+//
+// SQLite's locking relies on the host's file locks, and its clock is the
+// host's clock. Every process that opens the file must run on the same host:
+// a database on a network filesystem (NFS, SMB, most cloud volumes shared
+// between machines) can lose locks and corrupt itself, and processes on
+// different hosts would not share a clock. For several hosts use a server
+// backend (store/postgres).
+//
+// # Store time
+//
+// Every expiry decision uses SQLite's clock, unixepoch('subsec'), read once
+// per transaction inside SQL: the host's wall clock, which all processes on
+// the host share. The caller's clock is never consulted. Times are stored as
+// integer milliseconds since the Unix epoch; TTLs are rounded up to whole
+// milliseconds. A wall-clock step on the host (an NTP correction, a manual
+// change) shifts every lease on it: a step forward expires leases early, a
+// step backward extends them.
+//
+// # Concurrency
+//
+// The database runs in WAL mode, so readers (Locks) never block writers.
+// Every write transaction takes the write lock up front (BEGIN IMMEDIATE): a
+// transaction that started as a reader and then wrote would fail with
+// SQLITE_BUSY when another connection wrote in between, and the busy timeout
+// does not help in that case. Contention between processes is waited out by
+// the busy timeout (WithBusyTimeout, default 5s) and by the caller's context;
+// within one process, writes queue on a semaphore that honours the context.
+// Only a wait longer than the busy timeout fails, with an error wrapping
+// store.ErrUnavailable. Commits are synchronous (PRAGMA synchronous=FULL) so
+// that an issued fencing token survives power loss.
+//
+// # Schema
+//
+// Two tables, named with a prefix (WithTablePrefix, default "masterjob_"):
+// <prefix>locks holds one row per lock (lease and control together, so that
+// acquisition checks the control in the same transaction), and <prefix>meta
+// holds the token counter, which is never deleted, so tokens keep growing
+// even when an operator deletes lock rows. Open creates them if missing
+// (schema.sql, embedded); with WithoutMigrate a DBA applies Schema's output
+// beforehand and Open only checks that it is there.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"modernc.org/sqlite"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// Defaults.
+const (
+	// DefaultTablePrefix prefixes the names of the tables.
+	DefaultTablePrefix = "masterjob_"
+	// DefaultBusyTimeout is how long a call waits for another process's
+	// write transaction before failing with store.ErrUnavailable.
+	DefaultBusyTimeout = 5 * time.Second
+)
+
+// maxOpenConns bounds the connection pool of one Store. Writes are
+// serialised anyway (one writer per database); the other connections let
+// reads proceed beside a write.
+const maxOpenConns = 4
+
+// schemaSQL is the schema, with {{prefix}} standing for the table prefix.
+//
+//go:embed schema.sql
+var schemaSQL string
+
+// prefixPattern is what WithTablePrefix accepts.
+var prefixPattern = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
+
+// Store is a store.Store backed by a SQLite database file. It is safe for
+// concurrent use; several Stores, in one process or several, may open the
+// same file.
+type Store struct {
+	db     *sql.DB
+	q      queries
+	write  chan struct{} // held by the one in-process write transaction
+	closed atomic.Bool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	prefix  string
+	migrate bool
+	busy    time.Duration
+	err     error
+}
+
+// WithTablePrefix sets the prefix of the table names (default
+// "masterjob_"). It must match [a-z0-9_]{0,40}; Open fails otherwise.
+// Several prefixes can share one database file as independent namespaces.
+func WithTablePrefix(p string) Option {
+	return func(o *options) {
+		if !prefixPattern.MatchString(p) {
+			o.err = fmt.Errorf("sqlite: table prefix %q: must match [a-z0-9_]{0,40}", p)
+			return
+		}
+		o.prefix = p
+	}
+}
+
+// WithoutMigrate makes Open use the tables as they are instead of creating
+// missing ones; Open fails if they are absent. For databases whose schema a
+// DBA applies (see Schema).
+func WithoutMigrate() Option {
+	return func(o *options) { o.migrate = false }
+}
+
+// WithBusyTimeout sets how long a call waits for a write lock held by
+// another process before failing with store.ErrUnavailable (default 5s). It
+// must be at least a millisecond. The caller's context can end the wait
+// sooner.
+func WithBusyTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d < time.Millisecond {
+			o.err = fmt.Errorf("sqlite: busy timeout %v: must be at least 1ms", d)
+			return
+		}
+		o.busy = d
+	}
+}
+
+// Schema returns the SQL that creates the tables for prefix, for a DBA to
+// apply before opening with WithoutMigrate. Every statement is idempotent.
+func Schema(prefix string) (string, error) {
+	if !prefixPattern.MatchString(prefix) {
+		return "", fmt.Errorf("sqlite: table prefix %q: must match [a-z0-9_]{0,40}", prefix)
+	}
+	return strings.ReplaceAll(schemaSQL, "{{prefix}}", prefix), nil
+}
+
+// Open opens (creating if needed) the database file at path and, unless
+// WithoutMigrate is given, creates the tables if they are missing. path is
+// a file system path; ":memory:" is refused, as every pooled connection
+// would get its own database (use store/memstore instead).
+func Open(path string, opts ...Option) (*Store, error) {
+	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	if path == "" || path == ":memory:" {
+		return nil, fmt.Errorf("sqlite: path %q: need a database file (use store/memstore for an in-memory store)", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: path %q: %w", path, err)
+	}
+	db, err := sql.Open("sqlite", dsn(abs, o.busy))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	db.SetMaxOpenConns(maxOpenConns)
+	db.SetMaxIdleConns(maxOpenConns)
+
+	s := &Store{db: db, q: newQueries(o.prefix), write: make(chan struct{}, 1)}
+	ctx := context.Background()
+	if o.migrate {
+		err = s.migrate(ctx, o.prefix)
+	} else {
+		err = s.checkSchema(ctx)
+	}
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	return s, nil
+}
+
+// dsn builds the driver's data source name: a file: URI (so any path
+// character is safe) with the connection settings every connection needs.
+func dsn(absPath string, busy time.Duration) string {
+	p := filepath.ToSlash(absPath)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p // Windows: file:/C:/dir/x.db
+	}
+	p = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(p)
+	q := url.Values{}
+	q.Set("_busy_timeout", strconv.FormatInt(busy.Milliseconds(), 10))
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL")
+	q.Set("_txlock", "immediate")
+	return "file:" + p + "?" + q.Encode()
+}
+
+func (s *Store) migrate(ctx context.Context, prefix string) error {
+	ddl, err := Schema(prefix)
+	if err != nil {
+		return err
+	}
+	return s.writeTx(ctx, "migrate", func(tx *sql.Tx, _ int64) error {
+		_, err := tx.ExecContext(ctx, ddl)
+		return err
+	})
+}
+
+func (s *Store) checkSchema(ctx context.Context) error {
+	var n int64
+	err := s.db.QueryRowContext(ctx, s.q.checkSchema).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("schema not found (apply Schema's SQL or open without WithoutMigrate): %w", err)
+	}
+	return nil
+}
+
+// queries holds the SQL for one table prefix.
+type queries struct {
+	now, checkSchema        string
+	selectAll, selectNamed  string
+	getCounter, setCounter  string
+	acquire, renew, release string
+	ensureRow, setControl   string
+}
+
+const columns = `lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at,
+	revoked, disabled, reason, changed_by, changed_at`
+
+func newQueries(prefix string) queries {
+	locks := `"` + prefix + `locks"`
+	meta := `"` + prefix + `meta"`
+	return queries{
+		now: `SELECT CAST(round(unixepoch('subsec') * 1000) AS INTEGER)`,
+		// Preparing this checks that both tables and every column exist;
+		// it returns no row if the token counter is missing.
+		checkSchema: `SELECT value FROM ` + meta + ` WHERE name = 'token'
+			AND NOT EXISTS (SELECT ` + columns + ` FROM ` + locks + ` WHERE 0)`,
+		selectAll:   `SELECT ` + columns + ` FROM ` + locks + ` ORDER BY lock_name`,
+		selectNamed: `SELECT ` + columns + ` FROM ` + locks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
+		getCounter:  `SELECT value FROM ` + meta + ` WHERE name = 'token'`,
+		setCounter:  `UPDATE ` + meta + ` SET value = ? WHERE name = 'token'`,
+		acquire: `INSERT INTO ` + locks + ` (lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at, revoked)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 0)
+			ON CONFLICT (lock_name) DO UPDATE SET holder = ?2, holder_info = ?3, token = ?4,
+				acquired_at = ?5, renewed_at = ?5, expires_at = ?6, revoked = 0`,
+		renew: `UPDATE ` + locks + ` SET renewed_at = ?1, expires_at = ?2
+			WHERE lock_name = ?3 AND holder = ?4 AND token = ?5 AND expires_at > ?1`,
+		release: `UPDATE ` + locks + ` SET holder = '', holder_info = '', acquired_at = 0, renewed_at = 0,
+				expires_at = 0, revoked = 0
+			WHERE lock_name = ?1 AND holder = ?2 AND token = ?3 AND holder <> ''`,
+		ensureRow:  `INSERT INTO ` + locks + ` (lock_name) VALUES (?) ON CONFLICT (lock_name) DO NOTHING`,
+		setControl: `UPDATE ` + locks + ` SET disabled = ?, reason = ?, changed_by = ?, changed_at = ?, revoked = ? WHERE lock_name = ?`,
+	}
+}
+
+// row is one record of the locks table.
+type row struct {
+	name, holder, holderInfo         string
+	token                            int64
+	acquiredAt, renewedAt, expiresAt int64
+	revoked, disabled                bool
+	reason, changedBy                string
+	changedAt                        int64
+}
+
+func (r *row) scan(sc interface{ Scan(...any) error }) error {
+	return sc.Scan(&r.name, &r.holder, &r.holderInfo, &r.token, &r.acquiredAt, &r.renewedAt, &r.expiresAt,
+		&r.revoked, &r.disabled, &r.reason, &r.changedBy, &r.changedAt)
+}
+
+// held reports whether the row has an unexpired lease at now.
+func (r *row) held(now int64) bool { return r.holder != "" && r.expiresAt > now }
+
+func (r *row) state(now int64) store.LockState {
+	st := store.LockState{
+		Lock:      r.name,
+		Token:     r.token,
+		Disabled:  r.disabled,
+		Reason:    r.reason,
+		ChangedBy: r.changedBy,
+		ChangedAt: msTime(r.changedAt),
+	}
+	if r.holder != "" {
+		st.Holder, st.HolderInfo = r.holder, r.holderInfo
+		st.AcquiredAt, st.RenewedAt, st.ExpiresAt = msTime(r.acquiredAt), msTime(r.renewedAt), msTime(r.expiresAt)
+		st.TTL = time.Duration(r.expiresAt-now) * time.Millisecond
+		st.Revoked = r.revoked
+	}
+	return st
+}
+
+func msTime(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+// millis converts a TTL to whole milliseconds, rounding up.
+func millis(d time.Duration) int64 { return int64((d + time.Millisecond - 1) / time.Millisecond) }
+
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// loadRows reads the records of names (all valid lock names) in one query.
+func (s *Store) loadRows(ctx context.Context, q querier, names []string) (map[string]*row, error) {
+	out := make(map[string]*row, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	list, err := json.Marshal(names)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.QueryContext(ctx, s.q.selectNamed, string(list))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		r := new(row)
+		if err := r.scan(rows); err != nil {
+			return nil, err
+		}
+		out[r.name] = r
+	}
+	return out, rows.Err()
+}
+
+// validNames checks every name and returns them without duplicates, in
+// order of first appearance.
+func validNames(names []string) ([]string, error) {
+	seen := make(map[string]bool, len(names))
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if err := store.ValidateLockName(n); err != nil {
+			return nil, err
+		}
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// begin checks the handle and the context before a call does anything.
+func (s *Store) begin(ctx context.Context, op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("sqlite: %s: %w", op, store.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	return nil
+}
+
+// writeTx runs fn in a write transaction, which holds the database's write
+// lock from its start (BEGIN IMMEDIATE), with now read from SQLite's clock.
+func (s *Store) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx, now int64) error) error {
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	select {
+	case s.write <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("sqlite: %s: %w", op, ctx.Err())
+	}
+	defer func() { <-s.write }()
+	return s.tx(ctx, op, nil, fn)
+}
+
+// readTx runs fn in a read transaction: one consistent snapshot.
+func (s *Store) readTx(ctx context.Context, op string, fn func(tx *sql.Tx, now int64) error) error {
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	return s.tx(ctx, op, &sql.TxOptions{ReadOnly: true}, fn)
+}
+
+func (s *Store) tx(ctx context.Context, op string, opts *sql.TxOptions, fn func(tx *sql.Tx, now int64) error) error {
+	tx, err := s.db.BeginTx(ctx, opts)
+	if err != nil {
+		return s.wrap(ctx, op, err)
+	}
+	defer func() { _ = tx.Rollback() }() // a no-op after Commit
+	var now int64
+	if err := tx.QueryRowContext(ctx, s.q.now).Scan(&now); err != nil {
+		return s.wrap(ctx, op, err)
+	}
+	if err := fn(tx, now); err != nil {
+		return s.wrap(ctx, op, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return s.wrap(ctx, op, err)
+	}
+	return nil
+}
+
+// SQLite primary result codes that mean the database could not be reached
+// or was busy: the caller should retry.
+const (
+	codeNoMem    = 7
+	codeBusy     = 5
+	codeLocked   = 6
+	codeIOErr    = 10
+	codeFull     = 13
+	codeCantOpen = 14
+	codeProtocol = 15
+)
+
+// wrap translates a database error: context errors stay recognisable,
+// calls racing Close report store.ErrClosed, and contention or I/O failures
+// wrap store.ErrUnavailable.
+func (s *Store) wrap(ctx context.Context, op string, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("sqlite: %s: %w: %w", op, cerr, err)
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	if s.closed.Load() || errors.Is(err, sql.ErrConnDone) {
+		return fmt.Errorf("sqlite: %s: %w: %w", op, store.ErrClosed, err)
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff {
+		case codeBusy, codeLocked, codeIOErr, codeFull, codeCantOpen, codeProtocol, codeNoMem:
+			return fmt.Errorf("sqlite: %s: %w: %w", op, store.ErrUnavailable, err)
+		}
+	}
+	return fmt.Errorf("sqlite: %s: %w", op, err)
+}
+
+// Acquire implements store.Store. All names are decided in one IMMEDIATE
+// transaction, so the check of the control and the take are atomic.
+func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
+	if err := s.begin(ctx, "acquire"); err != nil {
+		return nil, err
+	}
+	names, err := validNames(locks)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: acquire: %w", err)
+	}
+	if len(names) == 0 {
+		return []store.LockState{}, nil
+	}
+	if holder.ID == "" {
+		return nil, errors.New("sqlite: acquire: empty holder ID")
+	}
+	if ttl < time.Millisecond {
+		return nil, fmt.Errorf("sqlite: acquire: ttl %v: must be at least 1ms", ttl)
+	}
+	ttlMs := millis(ttl)
+	var out []store.LockState
+	err = s.writeTx(ctx, "acquire", func(tx *sql.Tx, now int64) error {
+		out = make([]store.LockState, 0, len(names))
+		rows, err := s.loadRows(ctx, tx, names)
+		if err != nil {
+			return err
+		}
+		var (
+			take    *sql.Stmt
+			counter int64
+		)
+		for _, name := range names {
+			r := rows[name]
+			if r == nil {
+				r = &row{name: name}
+			}
+			if r.disabled || r.held(now) {
+				out = append(out, r.state(now))
+				continue
+			}
+			if take == nil {
+				err := tx.QueryRowContext(ctx, s.q.getCounter).Scan(&counter)
+				if errors.Is(err, sql.ErrNoRows) {
+					return errors.New("token counter missing from the meta table")
+				}
+				if err != nil {
+					return err
+				}
+				if take, err = tx.PrepareContext(ctx, s.q.acquire); err != nil {
+					return err
+				}
+				defer take.Close()
+			}
+			// The new token exceeds both the counter and the lock's own
+			// last token, so a counter restored from an old backup cannot
+			// repeat a token.
+			counter = max(counter, r.token) + 1
+			expires := now + ttlMs
+			if _, err := take.ExecContext(ctx, name, holder.ID, holder.Info, counter, now, expires); err != nil {
+				return err
+			}
+			r.holder, r.holderInfo, r.token, r.revoked = holder.ID, holder.Info, counter, false
+			r.acquiredAt, r.renewedAt, r.expiresAt = now, now, expires
+			st := r.state(now)
+			st.Acquired = true
+			out = append(out, st)
+		}
+		if take != nil {
+			if _, err := tx.ExecContext(ctx, s.q.setCounter, counter); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Renew implements store.Store, in one IMMEDIATE transaction.
+func (s *Store) Renew(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	if err := s.begin(ctx, "renew"); err != nil {
+		return nil, err
+	}
+	if len(leases) == 0 {
+		return []store.RenewResult{}, nil
+	}
+	if ttl < time.Millisecond {
+		return nil, fmt.Errorf("sqlite: renew: ttl %v: must be at least 1ms", ttl)
+	}
+	ttlMs := millis(ttl)
+	// A ref with an invalid name cannot name a lease this store issued.
+	names := make([]string, 0, len(leases))
+	for _, l := range leases {
+		if store.ValidateLockName(l.Lock) == nil {
+			names = append(names, l.Lock)
+		}
+	}
+	var out []store.RenewResult
+	err := s.writeTx(ctx, "renew", func(tx *sql.Tx, now int64) error {
+		out = make([]store.RenewResult, 0, len(leases))
+		rows, err := s.loadRows(ctx, tx, names)
+		if err != nil {
+			return err
+		}
+		var stmt *sql.Stmt
+		for _, l := range leases {
+			res := store.RenewResult{Lock: l.Lock, Token: l.Token}
+			r := rows[l.Lock]
+			if r != nil {
+				res.Disabled = r.disabled
+				if holderID != "" && r.holder == holderID && r.token == l.Token && r.held(now) {
+					if stmt == nil {
+						if stmt, err = tx.PrepareContext(ctx, s.q.renew); err != nil {
+							return err
+						}
+						defer stmt.Close()
+					}
+					expires := now + ttlMs
+					if _, err := stmt.ExecContext(ctx, now, expires, l.Lock, holderID, l.Token); err != nil {
+						return err
+					}
+					r.renewedAt, r.expiresAt = now, expires
+					res.Renewed, res.TTL, res.Revoked = true, time.Duration(ttlMs)*time.Millisecond, r.revoked
+				}
+			}
+			out = append(out, res)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Release implements store.Store, in one IMMEDIATE transaction. The released
+// record keeps its token, so Locks still reports the most recent one.
+func (s *Store) Release(ctx context.Context, holderID string, leases []store.LeaseRef) error {
+	if err := s.begin(ctx, "release"); err != nil {
+		return err
+	}
+	if len(leases) == 0 || holderID == "" {
+		return nil
+	}
+	return s.writeTx(ctx, "release", func(tx *sql.Tx, _ int64) error {
+		stmt, err := tx.PrepareContext(ctx, s.q.release)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, l := range leases {
+			if store.ValidateLockName(l.Lock) != nil {
+				continue
+			}
+			if _, err := stmt.ExecContext(ctx, l.Lock, holderID, l.Token); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Disable implements store.Store. It creates the lock's record if needed
+// and revokes an unexpired lease, in the transaction that sets the mark.
+// Disabling a disabled lock changes nothing (the first reason stays).
+func (s *Store) Disable(ctx context.Context, lock, reason, by string) (store.ControlChange, error) {
+	return s.control(ctx, "disable", lock, true, reason, by)
+}
+
+// Enable implements store.Store. It clears the mark and the reason and
+// records who enabled; a revoked lease stays revoked. Enabling an unknown
+// lock creates no record.
+func (s *Store) Enable(ctx context.Context, lock, by string) (store.ControlChange, error) {
+	return s.control(ctx, "enable", lock, false, "", by)
+}
+
+func (s *Store) control(ctx context.Context, op, lock string, disable bool, reason, by string) (store.ControlChange, error) {
+	if err := s.begin(ctx, op); err != nil {
+		return store.ControlChange{}, err
+	}
+	if err := store.ValidateLockName(lock); err != nil {
+		return store.ControlChange{}, fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	var ch store.ControlChange
+	err := s.writeTx(ctx, op, func(tx *sql.Tx, now int64) error {
+		if disable {
+			if _, err := tx.ExecContext(ctx, s.q.ensureRow, lock); err != nil {
+				return err
+			}
+		}
+		rows, err := s.loadRows(ctx, tx, []string{lock})
+		if err != nil {
+			return err
+		}
+		r := rows[lock]
+		if r == nil { // enabling an unknown lock
+			ch = store.ControlChange{State: (&row{name: lock}).state(now)}
+			return nil
+		}
+		ch.Changed = r.disabled != disable
+		if ch.Changed {
+			r.disabled, r.reason, r.changedBy, r.changedAt = disable, reason, by, now
+		}
+		if disable && r.held(now) {
+			r.revoked = true
+		}
+		if _, err := tx.ExecContext(ctx, s.q.setControl,
+			r.disabled, r.reason, r.changedBy, r.changedAt, r.revoked, lock); err != nil {
+			return err
+		}
+		ch.State = r.state(now)
+		return nil
+	})
+	if err != nil {
+		return store.ControlChange{}, err
+	}
+	return ch, nil
+}
+
+// Locks implements store.Store, reading one consistent snapshot.
+func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, error) {
+	if err := s.begin(ctx, "locks"); err != nil {
+		return nil, err
+	}
+	names, err := validNames(names)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: locks: %w", err)
+	}
+	var out []store.LockState
+	err = s.readTx(ctx, "locks", func(tx *sql.Tx, now int64) error {
+		if len(names) == 0 {
+			rows, err := tx.QueryContext(ctx, s.q.selectAll)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			out = []store.LockState{}
+			for rows.Next() {
+				var r row
+				if err := r.scan(rows); err != nil {
+					return err
+				}
+				out = append(out, r.state(now))
+			}
+			return rows.Err()
+		}
+		rows, err := s.loadRows(ctx, tx, names)
+		if err != nil {
+			return err
+		}
+		out = make([]store.LockState, 0, len(names))
+		for _, n := range names {
+			r := rows[n]
+			if r == nil {
+				r = &row{name: n}
+			}
+			out = append(out, r.state(now))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// BINARY collation orders like Go strings; sort named results the same way.
+	slices.SortFunc(out, func(a, b store.LockState) int { return strings.Compare(a.Lock, b.Lock) })
+	return out, nil
+}
+
+// Close closes the database handle. It does not release leases. Calls made
+// after Close fail with store.ErrClosed; closing twice is a no-op.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("sqlite: close: %w", err)
+	}
+	return nil
+}
