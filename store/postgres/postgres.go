@@ -1,0 +1,583 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// schemaSQL is the DDL template; see schema.sql.
+//
+//go:embed schema.sql
+var schemaSQL string
+
+// Defaults.
+const (
+	// DefaultTablePrefix is the prefix of the store's table and sequence
+	// names unless WithTablePrefix says otherwise.
+	DefaultTablePrefix = "masterjob_"
+	// DefaultCallTimeout bounds every store call unless WithCallTimeout says
+	// otherwise.
+	DefaultCallTimeout = 5 * time.Second
+)
+
+// maxIdentifierLen is PostgreSQL's NAMEDATALEN-1: longer identifiers are
+// truncated by the server, and longer NOTIFY channel names are rejected.
+const maxIdentifierLen = 63
+
+var (
+	_ store.Store    = (*Store)(nil)
+	_ store.Notifier = (*Store)(nil)
+)
+
+var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
+
+// Option configures a Store.
+type Option func(*config)
+
+type config struct {
+	schema      string
+	prefix      string
+	migrate     bool
+	callTimeout time.Duration
+	errs        []error
+}
+
+// WithSchema puts the store's table and sequence in schema s, which is
+// created if missing when migrating. The default, "", uses the connection's
+// search_path (normally public). The name is used verbatim as a quoted
+// identifier: "Jobs" and "jobs" are different schemas.
+func WithSchema(s string) Option {
+	return func(c *config) {
+		switch {
+		case len(s) > maxIdentifierLen:
+			c.errs = append(c.errs, fmt.Errorf("WithSchema: %q is longer than %d bytes", s, maxIdentifierLen))
+		case !utf8.ValidString(s) || strings.ContainsRune(s, 0):
+			c.errs = append(c.errs, fmt.Errorf("WithSchema: %q is not valid UTF-8 without NUL bytes", s))
+		default:
+			c.schema = s
+		}
+	}
+}
+
+// WithTablePrefix sets the prefix of the table (<prefix>locks), the
+// sequence (<prefix>token_seq) and the notification channel. The default is
+// "masterjob_". It must match [a-z0-9_]{0,40}.
+func WithTablePrefix(p string) Option {
+	return func(c *config) {
+		if !prefixRE.MatchString(p) {
+			c.errs = append(c.errs, fmt.Errorf("WithTablePrefix: %q does not match [a-z0-9_]{0,40}", p))
+			return
+		}
+		c.prefix = p
+	}
+}
+
+// WithoutMigrate stops Open and New from creating the schema, table and
+// sequence: a DBA applies schema.sql instead. Open and New still check that
+// the table and sequence exist.
+func WithoutMigrate() Option {
+	return func(c *config) { c.migrate = false }
+}
+
+// WithCallTimeout bounds every store call (default 5s), including the wait
+// for a pool connection, so that a renewal cannot starve behind other work
+// on a shared pool. A caller's earlier context deadline also applies.
+// d must be positive.
+func WithCallTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d <= 0 {
+			c.errs = append(c.errs, fmt.Errorf("WithCallTimeout: %v is not positive", d))
+			return
+		}
+		c.callTimeout = d
+	}
+}
+
+// Store is a store.Store and store.Notifier on a PostgreSQL database. It is
+// safe for concurrent use.
+type Store struct {
+	pool    *pgxpool.Pool
+	ownPool bool
+	cfg     config
+
+	table   string // sanitized, possibly schema-qualified table name
+	seq     string // sanitized, possibly schema-qualified sequence name
+	channel string // NOTIFY channel, verbatim
+	q       queries
+
+	mu      sync.Mutex // guards closed transitions and subs.Add
+	closed  atomic.Bool
+	closing context.Context // cancelled by Close; ends subscriptions
+	stop    context.CancelFunc
+	subs    sync.WaitGroup
+
+	// onListen, when set (by tests), is called with the backend PID of each
+	// new LISTEN connection once it listens.
+	onListen func(pid uint32)
+	// listenPing is how long a LISTEN connection may stay silent before it
+	// is pinged.
+	listenPing time.Duration
+}
+
+// Open connects to the database at dsn (a libpq URL or key=value string, as
+// accepted by pgxpool.ParseConfig) with a pool that the Store owns and Close
+// closes, then migrates the schema unless WithoutMigrate is given.
+func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store/postgres: open: %w", err)
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("store/postgres: open: %w", err)
+	}
+	s, err := newStore(ctx, pool, true, cfg)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// New returns a Store that uses pool, which stays the caller's: Close does
+// not close it. It migrates the schema unless WithoutMigrate is given.
+//
+// Store calls share the pool with the application's queries; each is
+// bounded by the call timeout (WithCallTimeout), including its wait for a
+// connection. Size the pool so that a renewal finds a connection in time, or
+// give the Store a pool of its own.
+func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error) {
+	if pool == nil {
+		return nil, errors.New("store/postgres: new: nil pool")
+	}
+	cfg, err := newConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	return newStore(ctx, pool, false, cfg)
+}
+
+func newConfig(opts []Option) (config, error) {
+	cfg := config{prefix: DefaultTablePrefix, migrate: true, callTimeout: DefaultCallTimeout}
+	for _, o := range opts {
+		if o != nil {
+			o(&cfg)
+		}
+	}
+	if len(cfg.errs) > 0 {
+		return cfg, fmt.Errorf("store/postgres: invalid option: %w", errors.Join(cfg.errs...))
+	}
+	return cfg, nil
+}
+
+func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*Store, error) {
+	s := &Store{
+		pool:       pool,
+		ownPool:    own,
+		cfg:        cfg,
+		table:      qualify(cfg.schema, cfg.prefix+"locks"),
+		seq:        qualify(cfg.schema, cfg.prefix+"token_seq"),
+		channel:    channelName(cfg.schema, cfg.prefix),
+		listenPing: 30 * time.Second,
+	}
+	s.q = buildQueries(s.table)
+	s.closing, s.stop = context.WithCancel(context.Background())
+	if err := s.prepare(ctx); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// qualify returns the sanitized name, schema-qualified when schema is set.
+func qualify(schema, name string) string {
+	if schema == "" {
+		return pgx.Identifier{name}.Sanitize()
+	}
+	return pgx.Identifier{schema, name}.Sanitize()
+}
+
+// channelName returns the NOTIFY channel of a schema and prefix: stores on
+// different tables never share a channel.
+func channelName(schema, prefix string) string {
+	ch := prefix + "locks"
+	if schema != "" {
+		ch = schema + "." + ch
+	}
+	if len(ch) > maxIdentifierLen {
+		sum := sha256.Sum256([]byte(ch))
+		ch = "masterjob_" + hex.EncodeToString(sum[:16])
+	}
+	return ch
+}
+
+// prepare checks that the table and sequence exist, creating them unless
+// migration is off.
+func (s *Store) prepare(ctx context.Context) error {
+	const op = "open"
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("store/postgres: %s: %w", op, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.callTimeout)
+	defer cancel()
+	ok, err := s.objectsExist(ctx, s.pool)
+	if err != nil {
+		return s.wrapErr(ctx, op, err)
+	}
+	if ok {
+		return nil
+	}
+	if !s.cfg.migrate {
+		return fmt.Errorf("store/postgres: %s: table %s or sequence %s does not exist; apply schema.sql or open without WithoutMigrate", op, s.table, s.seq)
+	}
+	if err := s.migrate(ctx); err != nil {
+		return s.wrapErr(ctx, "migrate", err)
+	}
+	return nil
+}
+
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func (s *Store) objectsExist(ctx context.Context, q querier) (bool, error) {
+	var ok bool
+	err := q.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL`,
+		pgx.QueryExecModeExec, s.table, s.seq).Scan(&ok)
+	return ok, err
+}
+
+// migrate applies schema.sql in a transaction serialised with every other
+// migrator of the same table by an advisory lock.
+func (s *Store) migrate(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		h := fnv.New64a()
+		h.Write([]byte("masterjob migrate " + s.table))
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, pgx.QueryExecModeExec, int64(h.Sum64())); err != nil {
+			return err
+		}
+		// Another process may have finished while we waited for the lock.
+		if ok, err := s.objectsExist(ctx, tx); err != nil || ok {
+			return err
+		}
+		if s.cfg.schema != "" {
+			var exists bool
+			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`,
+				pgx.QueryExecModeExec, s.cfg.schema).Scan(&exists); err != nil {
+				return err
+			}
+			schema := pgx.Identifier{s.cfg.schema}.Sanitize()
+			if !exists {
+				if _, err := tx.Exec(ctx, "CREATE SCHEMA IF NOT EXISTS "+schema, pgx.QueryExecModeSimpleProtocol); err != nil {
+					return err
+				}
+			}
+			// schema.sql creates its objects in the first schema of the
+			// search_path.
+			if _, err := tx.Exec(ctx, "SET LOCAL search_path TO "+schema, pgx.QueryExecModeSimpleProtocol); err != nil {
+				return err
+			}
+		}
+		ddl := strings.ReplaceAll(schemaSQL, "{{prefix}}", s.cfg.prefix)
+		_, err := tx.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol)
+		return err
+	})
+}
+
+// Close stops every subscription and, if the Store was made by Open, closes
+// its pool. It does not release leases. Calls made after Close fail with
+// store.ErrClosed; closing twice is harmless.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed.Store(true)
+	s.mu.Unlock()
+	s.stop()
+	s.subs.Wait()
+	if s.ownPool {
+		s.pool.Close()
+	}
+	return nil
+}
+
+// begin starts a store call: it fails for a closed store or a done context,
+// and returns the call's context, bounded by the call timeout.
+func (s *Store) begin(ctx context.Context, op string) (context.Context, context.CancelFunc, error) {
+	if s.closed.Load() {
+		return nil, nil, fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("store/postgres: %s: %w", op, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.callTimeout)
+	return cctx, cancel, nil
+}
+
+// run executes fn, a single statement, retrying it while it fails with a
+// deadlock or serialization failure (the statement rolled back, so retrying
+// is safe) and the call's context allows.
+func (s *Store) run(ctx context.Context, op string, fn func(ctx context.Context) error) error {
+	var err error
+	for attempt := 0; ; attempt++ {
+		err = fn(ctx)
+		if err == nil || attempt >= 4 || !isConflict(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	return s.wrapErr(ctx, op, err)
+}
+
+func validateNames(op string, names []string) error {
+	for _, n := range names {
+		if err := store.ValidateLockName(n); err != nil {
+			return fmt.Errorf("store/postgres: %s: %w", op, err)
+		}
+	}
+	return nil
+}
+
+// sortedUnique returns the distinct names in byte order: every batch takes
+// its row locks in the same order, which keeps concurrent batches from
+// deadlocking.
+func sortedUnique(names []string) []string {
+	out := slices.Clone(names)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func micros(d time.Duration) int64 { return d.Microseconds() }
+
+// Acquire implements store.Store. See the package documentation for the
+// statement it runs.
+func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
+	const op = "acquire"
+	if s.closed.Load() {
+		return nil, fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	if err := validateNames(op, locks); err != nil {
+		return nil, err
+	}
+	if holder.ID == "" {
+		return nil, fmt.Errorf("store/postgres: %s: empty holder ID", op)
+	}
+	if ttl < time.Microsecond {
+		return nil, fmt.Errorf("store/postgres: %s: ttl %v is shorter than the store's resolution of 1µs", op, ttl)
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	if len(locks) == 0 {
+		return nil, nil
+	}
+	names := sortedUnique(locks)
+	var out []store.LockState
+	err = s.run(ctx, op, func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, s.q.acquire, pgx.QueryExecModeExec, names, holder.ID, holder.Info, micros(ttl), s.seq)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, scanState)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Renew implements store.Store. Results come in the order of leases.
+func (s *Store) Renew(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	const op = "renew"
+	if s.closed.Load() {
+		return nil, fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	names, tokens := splitRefs(leases)
+	if err := validateNames(op, names); err != nil {
+		return nil, err
+	}
+	if ttl < time.Microsecond {
+		return nil, fmt.Errorf("store/postgres: %s: ttl %v is shorter than the store's resolution of 1µs", op, ttl)
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	if len(leases) == 0 {
+		return nil, nil
+	}
+	var out []store.RenewResult
+	err = s.run(ctx, op, func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, s.q.renew, pgx.QueryExecModeExec, names, tokens, holderID, micros(ttl))
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.RenewResult, error) {
+			var r store.RenewResult
+			var ttlUS int64
+			err := row.Scan(&r.Lock, &r.Token, &r.Renewed, &ttlUS, &r.Revoked, &r.Disabled)
+			r.TTL = time.Duration(ttlUS) * time.Microsecond
+			return r, err
+		})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func splitRefs(leases []store.LeaseRef) ([]string, []int64) {
+	names := make([]string, len(leases))
+	tokens := make([]int64, len(leases))
+	for i, l := range leases {
+		names[i], tokens[i] = l.Lock, l.Token
+	}
+	return names, tokens
+}
+
+// Release implements store.Store. It notifies subscribers of each lock it
+// released, in the same statement.
+func (s *Store) Release(ctx context.Context, holderID string, leases []store.LeaseRef) error {
+	const op = "release"
+	if s.closed.Load() {
+		return fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	names, tokens := splitRefs(leases)
+	if err := validateNames(op, names); err != nil {
+		return err
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	if len(leases) == 0 {
+		return nil
+	}
+	return s.run(ctx, op, func(ctx context.Context) error {
+		_, err := s.pool.Exec(ctx, s.q.release, pgx.QueryExecModeExec, names, tokens, holderID, s.channel)
+		return err
+	})
+}
+
+// Disable implements store.Store. A lock that is already disabled is left
+// as it is (its reason is not replaced) and Changed is false.
+func (s *Store) Disable(ctx context.Context, lock, reason, by string) (store.ControlChange, error) {
+	return s.control(ctx, "disable", s.q.disable, lock, reason, by, s.channel)
+}
+
+// Enable implements store.Store. It clears the disabled mark and the
+// reason, and records by and the store's time.
+func (s *Store) Enable(ctx context.Context, lock, by string) (store.ControlChange, error) {
+	return s.control(ctx, "enable", s.q.enable, lock, by, s.channel)
+}
+
+// control runs a Disable or Enable statement; its first parameter is lock.
+func (s *Store) control(ctx context.Context, op, sql, lock string, params ...any) (store.ControlChange, error) {
+	if s.closed.Load() {
+		return store.ControlChange{}, fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	if err := validateNames(op, []string{lock}); err != nil {
+		return store.ControlChange{}, err
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return store.ControlChange{}, err
+	}
+	defer cancel()
+	var states []store.LockState
+	err = s.run(ctx, op, func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, sql, append([]any{pgx.QueryExecModeExec, lock}, params...)...)
+		if err != nil {
+			return err
+		}
+		states, err = pgx.CollectRows(rows, scanState)
+		return err
+	})
+	if err != nil {
+		return store.ControlChange{}, err
+	}
+	if len(states) == 0 {
+		// Enable of an unknown lock, or a row created by a concurrent
+		// call after this statement's snapshot: report the current state.
+		err = s.run(ctx, op, func(ctx context.Context) error {
+			rows, err := s.pool.Query(ctx, s.q.locksNamed, pgx.QueryExecModeExec, []string{lock})
+			if err != nil {
+				return err
+			}
+			states, err = pgx.CollectRows(rows, scanState)
+			return err
+		})
+		if err != nil {
+			return store.ControlChange{}, err
+		}
+		if len(states) == 0 {
+			return store.ControlChange{}, fmt.Errorf("store/postgres: %s: no state returned for %q", op, lock)
+		}
+	}
+	// scanState put "changed" in Acquired: move it.
+	st := states[0]
+	changed := st.Acquired
+	st.Acquired = false
+	return store.ControlChange{Changed: changed, State: st}, nil
+}
+
+// Locks implements store.Store. Names are ordered in byte order.
+func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, error) {
+	const op = "locks"
+	if s.closed.Load() {
+		return nil, fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	if err := validateNames(op, names); err != nil {
+		return nil, err
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	sql, args := s.q.locksAll, []any{pgx.QueryExecModeExec}
+	if len(names) > 0 {
+		sql, args = s.q.locksNamed, []any{pgx.QueryExecModeExec, sortedUnique(names)}
+	}
+	var out []store.LockState
+	err = s.run(ctx, op, func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, scanState)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,1117 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.uber.org/goleak"
+
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/store/storetest"
+)
+
+// The tests run against a real server: MASTERJOB_TEST_POSTGRES, or a local
+// default. Each test works in its own schema, dropped when it ends.
+const defaultTestDSN = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+func testDSN() string {
+	if dsn := os.Getenv("MASTERJOB_TEST_POSTGRES"); dsn != "" {
+		return dsn
+	}
+	return defaultTestDSN
+}
+
+var admin struct {
+	once sync.Once
+	pool *pgxpool.Pool
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if admin.pool != nil {
+		admin.pool.Close()
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// adminPool returns a pool for the tests' own SQL. When the server cannot be
+// reached the test is skipped, or fails when the CI environment variable is
+// set: CI must not pass by skipping.
+func adminPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	admin.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		pool, err := pgxpool.New(ctx, testDSN())
+		if err == nil {
+			err = pool.Ping(ctx)
+			if err != nil {
+				pool.Close()
+			}
+		}
+		if err != nil {
+			admin.err = err
+			return
+		}
+		admin.pool = pool
+	})
+	if admin.err != nil {
+		msg := fmt.Sprintf("PostgreSQL not reachable at MASTERJOB_TEST_POSTGRES=%q: %v", testDSN(), admin.err)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg + " (CI is set: the PostgreSQL tests must run)")
+		}
+		t.Skip(msg + " (set MASTERJOB_TEST_POSTGRES to a reachable server to run these tests)")
+	}
+	return admin.pool
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newSchema returns a fresh schema name (not created) that is dropped when
+// the test ends.
+func newSchema(t testing.TB) string {
+	return newSchemaNamed(t, "mjtest_"+randomHex(6))
+}
+
+func newSchemaNamed(t testing.TB, schema string) string {
+	t.Helper()
+	pool := adminPool(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := pool.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("dropping schema %q: %v", schema, err)
+		}
+	})
+	return schema
+}
+
+// openStore opens a Store with its own pool, closed when the test ends.
+func openStore(t testing.TB, opts ...Option) *Store {
+	t.Helper()
+	adminPool(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := Open(ctx, testDSN(), opts...)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// userPool returns a pool the test owns, configured by edit.
+func userPool(t testing.TB, edit func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
+	adminPool(t)
+	cfg, err := pgxpool.ParseConfig(testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+func newStoreOn(t testing.TB, pool *pgxpool.Pool, opts ...Option) *Store {
+	t.Helper()
+	s, err := New(t.Context(), pool, opts...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+var (
+	holderA = store.Holder{ID: "holder-a", Info: `{"host":"a"}`}
+	holderB = store.Holder{ID: "holder-b", Info: `{"host":"b"}`}
+)
+
+func TestConformance(t *testing.T) {
+	adminPool(t)
+	storetest.Run(t, func(t *testing.T) storetest.Harness {
+		schema := newSchema(t)
+		opts := []Option{WithSchema(schema), WithTablePrefix("mj_")}
+		table := pgx.Identifier{schema, "mj_locks"}.Sanitize()
+		return storetest.Harness{
+			Open: func(t *testing.T) store.Store {
+				s, err := Open(t.Context(), testDSN(), opts...)
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				return s
+			},
+			DeleteRecords: func(t *testing.T, locks ...string) {
+				_, err := adminPool(t).Exec(t.Context(), "DELETE FROM "+table+" WHERE lock_name = ANY($1)", locks)
+				if err != nil {
+					t.Fatalf("deleting records: %v", err)
+				}
+			},
+		}
+	})
+}
+
+// TestConcurrentMigration opens the same new schema from four processes'
+// worth of pools at once, several times: nobody may fail.
+func TestConcurrentMigration(t *testing.T) {
+	for round := range 5 {
+		schema := newSchema(t)
+		const n = 4
+		stores := make([]*Store, n)
+		errs := make([]error, n)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				stores[i], errs[i] = Open(t.Context(), testDSN(), WithSchema(schema))
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: Open %d of %d concurrent: %v", round, i, n, err)
+			}
+			t.Cleanup(func() { _ = stores[i].Close() })
+		}
+		// They all work on the same table.
+		won := 0
+		for i, s := range stores {
+			st, err := s.Acquire(t.Context(), store.Holder{ID: fmt.Sprint("h", i)}, []string{"SHARED"}, time.Minute)
+			if err != nil {
+				t.Fatalf("Acquire: %v", err)
+			}
+			if st[0].Acquired {
+				won++
+			}
+		}
+		if won != 1 {
+			t.Fatalf("round %d: %d stores acquired the same lock", round, won)
+		}
+	}
+}
+
+// TestMigrateIsIdempotent reopens an existing schema: no DDL error.
+func TestMigrateIsIdempotent(t *testing.T) {
+	schema := newSchema(t)
+	for range 3 {
+		s := openStore(t, WithSchema(schema))
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestWithoutMigrate: without the objects Open fails clearly; once a DBA
+// applied schema.sql as documented, Open succeeds and creates nothing.
+func TestWithoutMigrate(t *testing.T) {
+	schema := newSchema(t)
+	_, err := Open(t.Context(), testDSN(), WithSchema(schema), WithoutMigrate())
+	if err == nil || !strings.Contains(err.Error(), "schema.sql") {
+		t.Fatalf("Open WithoutMigrate on an empty schema = %v, want an error pointing to schema.sql", err)
+	}
+	var exists bool
+	if err := adminPool(t).QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if exists {
+		t.Fatal("Open WithoutMigrate created the schema")
+	}
+
+	// What a DBA does, following schema.sql's header.
+	applySchemaSQL(t, schema, "dba_")
+
+	s := openStore(t, WithSchema(schema), WithTablePrefix("dba_"), WithoutMigrate())
+	st, err := s.Acquire(t.Context(), holderA, []string{"JOB"}, time.Minute)
+	if err != nil || !st[0].Acquired || st[0].Token <= 0 {
+		t.Fatalf("Acquire on a DBA-made schema = %+v, %v", st, err)
+	}
+}
+
+func applySchemaSQL(t *testing.T, schema, prefix string) {
+	t.Helper()
+	ctx := t.Context()
+	conn, err := adminPool(t).Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	id := pgx.Identifier{schema}.Sanitize()
+	sql := "BEGIN; CREATE SCHEMA IF NOT EXISTS " + id + "; SET LOCAL search_path TO " + id + ";\n" +
+		strings.ReplaceAll(schemaSQL, "{{prefix}}", prefix) + "\nCOMMIT;"
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Fatalf("applying schema.sql: %v", err)
+	}
+}
+
+// TestDefaultSchemaUsesSearchPath: without WithSchema the objects live in the
+// connection's search_path.
+func TestDefaultSchemaUsesSearchPath(t *testing.T) {
+	schema := newSchema(t)
+	if _, err := adminPool(t).Exec(t.Context(), "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	pool := userPool(t, func(c *pgxpool.Config) { c.ConnConfig.RuntimeParams["search_path"] = schema })
+	s := newStoreOn(t, pool)
+	if _, err := s.Disable(t.Context(), "JOB", "why", "me"); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	err := adminPool(t).QueryRow(t.Context(),
+		"SELECT count(*) FROM "+pgx.Identifier{schema, "masterjob_locks"}.Sanitize()+" WHERE disabled").Scan(&n)
+	if err != nil || n != 1 {
+		t.Fatalf("rows in %s.masterjob_locks = %d, %v; want 1", schema, n, err)
+	}
+}
+
+// TestNewLeavesPoolOpen: Close of a Store made by New does not close the
+// user's pool; Close of a Store made by Open closes its own.
+func TestNewLeavesPoolOpen(t *testing.T) {
+	schema := newSchema(t)
+	pool := userPool(t, nil)
+	s := newStoreOn(t, pool, WithSchema(schema))
+	if _, err := s.Locks(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.Ping(t.Context()); err != nil {
+		t.Fatalf("user's pool after Store.Close: %v", err)
+	}
+	if _, err := s.Locks(t.Context()); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("Locks after Close = %v, want ErrClosed", err)
+	}
+
+	own := openStore(t, WithSchema(schema))
+	if err := own.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := own.pool.Ping(t.Context()); err == nil {
+		t.Fatal("Open's pool still usable after Close")
+	}
+	if err := own.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestIsolation: stores in different schemas, or with different prefixes in
+// one schema, share neither locks, controls nor notifications.
+func TestIsolation(t *testing.T) {
+	s1, s2 := newSchema(t), newSchema(t)
+	stores := []*Store{
+		openStore(t, WithSchema(s1)),
+		openStore(t, WithSchema(s2)),
+		openStore(t, WithSchema(s1), WithTablePrefix("other_")),
+	}
+	subs := make([]<-chan string, len(stores))
+	for i, s := range stores {
+		st, err := s.Acquire(t.Context(), holderA, []string{"JOB"}, time.Minute)
+		if err != nil || !st[0].Acquired {
+			t.Fatalf("store %d: Acquire = %+v, %v; want acquired", i, st, err)
+		}
+		subs[i], err = s.Subscribe(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := stores[0].Disable(t.Context(), "JOB", "isolation", "test"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case name := <-subs[0]:
+		if name != "JOB" {
+			t.Fatalf("notification %q, want JOB", name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification on the disabled store's channel")
+	}
+	for i, s := range stores[1:] {
+		got, err := s.Locks(t.Context(), "JOB")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].Disabled || got[0].Revoked {
+			t.Errorf("store %d sees another namespace's disable: %+v", i+1, got[0])
+		}
+	}
+	select {
+	case name := <-subs[1]:
+		t.Errorf("other schema notified of %q", name)
+	case name := <-subs[2]:
+		t.Errorf("other prefix notified of %q", name)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// TestHostileNames: names and values that look like SQL are stored and
+// returned verbatim; schema names are quoted.
+func TestHostileNames(t *testing.T) {
+	schema := newSchemaNamed(t, `mj "evil"; DROP TABLE x; -- `+randomHex(4))
+	s := openStore(t, WithSchema(schema))
+	names := []string{
+		`x'); DROP TABLE masterjob_locks; --`,
+		`"; DROP SCHEMA public CASCADE; --`,
+		`Robert'); DELETE FROM masterjob_locks WHERE ('1'='1`,
+		`$1`, `%s %d %v`, `\x00`, `'`, `"`, `\`, `ünïcödé ✓`, `a b`,
+	}
+	got, err := s.Acquire(t.Context(), store.Holder{ID: `h'; --`, Info: `{"x":"'); DROP"}`}, names, time.Minute)
+	if err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+	for _, st := range got {
+		if !st.Acquired || st.Holder != `h'; --` || st.HolderInfo != `{"x":"'); DROP"}` {
+			t.Errorf("state %+v, want acquired by the hostile holder", st)
+		}
+	}
+	reason := `'); UPDATE masterjob_locks SET disabled = false; --`
+	if ch, err := s.Disable(t.Context(), names[0], reason, `by'--`); err != nil || ch.State.Reason != reason || ch.State.ChangedBy != `by'--` {
+		t.Fatalf("Disable = %+v, %v", ch, err)
+	}
+	all, err := s.Locks(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Clone(names)
+	slices.Sort(want)
+	var gotNames []string
+	for _, st := range all {
+		gotNames = append(gotNames, st.Lock)
+	}
+	if !slices.Equal(gotNames, want) {
+		t.Fatalf("Locks() = %q, want %q", gotNames, want)
+	}
+	// The notification channel of a hostile schema works too.
+	sub, err := s.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Enable(t.Context(), names[0], "me"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-sub:
+		if n != names[0] {
+			t.Fatalf("notification %q, want %q", n, names[0])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no notification")
+	}
+}
+
+// TestListenReconnect: when the server kills the LISTEN connection, the
+// subscription reconnects and later notifications arrive.
+func TestListenReconnect(t *testing.T) {
+	s := openStore(t, WithSchema(newSchema(t)))
+	pids := make(chan uint32, 10)
+	s.onListen = func(pid uint32) { pids <- pid }
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	sub, err := s.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := recv(t, pids, "first LISTEN")
+	if _, err := s.Disable(t.Context(), "BEFORE", "r", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, sub, "notification before the kill"); got != "BEFORE" {
+		t.Fatalf("got %q, want BEFORE", got)
+	}
+
+	var killed bool
+	if err := adminPool(t).QueryRow(t.Context(), "SELECT pg_terminate_backend($1)", int32(first)).Scan(&killed); err != nil || !killed {
+		t.Fatalf("pg_terminate_backend(%d) = %v, %v", first, killed, err)
+	}
+	second := recv(t, pids, "LISTEN after the kill")
+	if second == first {
+		t.Fatalf("reconnected to the same backend %d", first)
+	}
+	if _, err := s.Disable(t.Context(), "AFTER", "r", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, sub, "notification after reconnect"); got != "AFTER" {
+		t.Fatalf("got %q, want AFTER", got)
+	}
+
+	cancel()
+	waitClosed(t, sub)
+}
+
+// TestOutageAndRecovery cuts the network between the store and the server:
+// calls fail fast with ErrUnavailable, then everything recovers, the
+// subscription included, without reopening.
+func TestOutageAndRecovery(t *testing.T) {
+	schema := newSchema(t)
+	px := newProxy(t)
+	pool := userPool(t, func(c *pgxpool.Config) {
+		host, port, _ := net.SplitHostPort(px.addr)
+		c.ConnConfig.Host = host
+		fmt.Sscan(port, &c.ConnConfig.Port)
+		c.ConnConfig.ConnectTimeout = time.Second
+	})
+	s := newStoreOn(t, pool, WithSchema(schema), WithCallTimeout(time.Second))
+	pids := make(chan uint32, 100)
+	s.onListen = func(pid uint32) { pids <- pid }
+	sub, err := s.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recv(t, pids, "first LISTEN")
+	st, err := s.Acquire(t.Context(), holderA, []string{"JOB"}, time.Minute)
+	if err != nil || !st[0].Acquired {
+		t.Fatalf("Acquire = %+v, %v", st, err)
+	}
+
+	px.down()
+	start := time.Now()
+	_, err = s.Renew(t.Context(), holderA.ID, []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}, time.Minute)
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Renew during the outage = %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Renew during the outage took %v, want about the call timeout (1s)", d)
+	}
+	t.Logf("during the outage: %v", err)
+	if _, err := s.Locks(t.Context()); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Locks during the outage = %v, want ErrUnavailable", err)
+	}
+
+	px.up()
+	waitUntil(t, "Renew succeeds after the outage", func() bool {
+		res, err := s.Renew(t.Context(), holderA.ID, []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}, time.Minute)
+		return err == nil && res[0].Renewed
+	})
+	recv(t, pids, "LISTEN after the outage")
+	if _, err := s.Disable(t.Context(), "JOB", "after outage", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, sub, "notification after the outage"); got != "JOB" {
+		t.Fatalf("got %q, want JOB", got)
+	}
+}
+
+// TestListenDetectsSilentConnection: a LISTEN connection that stops
+// answering (a network that drops packets without closing anything) is
+// detected by the ping after listenPing of silence and replaced.
+func TestListenDetectsSilentConnection(t *testing.T) {
+	schema := newSchema(t)
+	px := newProxy(t)
+	pool := userPool(t, func(c *pgxpool.Config) {
+		host, port, _ := net.SplitHostPort(px.addr)
+		c.ConnConfig.Host = host
+		fmt.Sscan(port, &c.ConnConfig.Port)
+		c.ConnConfig.ConnectTimeout = time.Second
+	})
+	s := newStoreOn(t, pool, WithSchema(schema), WithCallTimeout(500*time.Millisecond))
+	s.listenPing = 200 * time.Millisecond
+	pids := make(chan uint32, 100)
+	s.onListen = func(pid uint32) { pids <- pid }
+	sub, err := s.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := recv(t, pids, "first LISTEN")
+
+	// Silence alone (several ping intervals) keeps the connection.
+	time.Sleep(time.Second)
+	select {
+	case pid := <-pids:
+		t.Fatalf("healthy but idle LISTEN connection replaced (new backend %d)", pid)
+	default:
+	}
+	other := openStore(t, WithSchema(schema))
+	if _, err := other.Disable(t.Context(), "IDLE", "r", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, sub, "notification after idle pings"); got != "IDLE" {
+		t.Fatalf("got %q, want IDLE", got)
+	}
+
+	px.frozen.Store(true)
+	time.Sleep(1500 * time.Millisecond) // ping interval + ping timeout, and some failed reconnects
+	px.frozen.Store(false)
+	second := recv(t, pids, "LISTEN after the silent outage")
+	if second == first {
+		t.Fatalf("still on backend %d", first)
+	}
+	if _, err := other.Disable(t.Context(), "AFTER-SILENCE", "r", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, sub, "notification after the silent outage"); got != "AFTER-SILENCE" {
+		t.Fatalf("got %q, want AFTER-SILENCE", got)
+	}
+}
+
+// TestFollowerCheckWritesNothing: Acquire of locks held by others, the
+// followers' periodic check, does not write their rows.
+func TestFollowerCheckWritesNothing(t *testing.T) {
+	s := openStore(t, WithSchema(newSchema(t)))
+	names := make([]string, 100)
+	for i := range names {
+		names[i] = fmt.Sprint("HELD-", i)
+	}
+	if _, err := s.Acquire(t.Context(), holderA, names, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Disable(t.Context(), "OFF", "r", "b"); err != nil {
+		t.Fatal(err)
+	}
+	versions := func() map[string]string {
+		rows, err := adminPool(t).Query(t.Context(), "SELECT lock_name, xmin::text FROM "+s.table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for rows.Next() {
+			var n, x string
+			if err := rows.Scan(&n, &x); err != nil {
+				t.Fatal(err)
+			}
+			m[n] = x
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	before := versions()
+	for range 3 {
+		got, err := s.Acquire(t.Context(), holderB, append(names, "OFF"), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, st := range got {
+			if st.Acquired {
+				t.Fatalf("%s acquired by a follower", st.Lock)
+			}
+		}
+	}
+	if after := versions(); !maps.Equal(before, after) {
+		t.Error("a follower's Acquire of held and disabled locks wrote their rows")
+	}
+}
+
+// TestUnavailableOnOpen: a server that cannot be reached is ErrUnavailable.
+func TestUnavailableOnOpen(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	_, err = Open(t.Context(), "postgres://postgres@"+addr+"/test?sslmode=disable&connect_timeout=2")
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Open of a closed port = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestCallTimeoutBoundsStarvation: a renewal on a pool the application has
+// exhausted, or behind a row lock, returns ErrUnavailable after the call
+// timeout instead of waiting.
+func TestCallTimeoutBoundsStarvation(t *testing.T) {
+	schema := newSchema(t)
+	pool := userPool(t, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	s := newStoreOn(t, pool, WithSchema(schema), WithCallTimeout(300*time.Millisecond))
+	st, err := s.Acquire(t.Context(), holderA, []string{"JOB"}, time.Minute)
+	if err != nil || !st[0].Acquired {
+		t.Fatalf("Acquire = %+v, %v", st, err)
+	}
+	refs := []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}
+
+	// The application holds the pool's only connection.
+	conn, err := pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = s.Renew(t.Context(), holderA.ID, refs, time.Minute)
+	d := time.Since(start)
+	conn.Release()
+	if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Renew on an exhausted pool = %v, want ErrUnavailable and DeadlineExceeded", err)
+	}
+	if d < 250*time.Millisecond || d > 2*time.Second {
+		t.Errorf("Renew on an exhausted pool returned after %v, want about 300ms", d)
+	}
+
+	// Someone holds the row locked.
+	tx, err := adminPool(t).Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), "SELECT 1 FROM "+s.table+" WHERE lock_name = 'JOB' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	_, err = s.Renew(t.Context(), holderA.ID, refs, time.Minute)
+	if !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Renew behind a row lock = %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Renew behind a row lock returned after %v, want about 300ms", d)
+	}
+	if err := tx.Rollback(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "Renew works again", func() bool {
+		res, err := s.Renew(t.Context(), holderA.ID, refs, time.Minute)
+		return err == nil && res[0].Renewed
+	})
+
+	// A caller's shorter deadline wins over the call timeout.
+	slow := newStoreOn(t, pool, WithSchema(schema), WithCallTimeout(time.Hour))
+	tx2, err := adminPool(t).Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx2.Rollback(context.Background())
+	if _, err := tx2.Exec(t.Context(), "SELECT 1 FROM "+s.table+" WHERE lock_name = 'JOB' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	_, err = slow.Renew(ctx, holderA.ID, refs, time.Minute)
+	if !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Renew with a caller deadline = %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("caller deadline ignored: returned after %v", d)
+	}
+}
+
+// TestCancelledCallIsNotUnavailable: a caller that cancels gets its
+// context's error, not ErrUnavailable.
+func TestCancelledCallIsNotUnavailable(t *testing.T) {
+	s := openStore(t, WithSchema(newSchema(t)))
+	tx, err := adminPool(t).Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := s.Disable(t.Context(), "JOB", "r", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), "SELECT 1 FROM "+s.table+" WHERE lock_name = 'JOB' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	_, err = s.Enable(ctx, "JOB", "me")
+	if !errors.Is(err, context.Canceled) || errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("Enable cancelled by its caller = %v, want context.Canceled and not ErrUnavailable", err)
+	}
+}
+
+// countingConn counts the writes (requests) a connection sends while
+// counting is on: each one is a round trip.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+	on     *atomic.Bool
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	if c.on.Load() {
+		c.writes.Add(1)
+	}
+	return c.Conn.Write(b)
+}
+
+type queryCounter struct{ n *atomic.Int64 }
+
+func (q queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+	q.n.Add(1)
+	return ctx
+}
+func (queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+// TestOneRoundTripPerBatch: Acquire, Renew, Release and Locks of 1000 locks
+// each send one request (one write on the wire) and run one query.
+// pg_stat_statements is not preloaded on the test server and is shared by
+// every test, so the test counts on the client side.
+func TestOneRoundTripPerBatch(t *testing.T) {
+	var writes, queries atomic.Int64
+	var on atomic.Bool
+	pool := userPool(t, func(c *pgxpool.Config) {
+		c.MaxConns = 1
+		c.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
+		c.ConnConfig.Tracer = queryCounter{&queries}
+		var d net.Dialer
+		c.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return countingConn{Conn: conn, writes: &writes, on: &on}, nil
+		}
+	})
+	s := newStoreOn(t, pool, WithSchema(newSchema(t)))
+	names := make([]string, 1000)
+	for i := range names {
+		names[i] = fmt.Sprintf("LOCK-%04d", i)
+	}
+	measure := func(what string, fn func() error) {
+		t.Helper()
+		writes.Store(0)
+		queries.Store(0)
+		on.Store(true)
+		start := time.Now()
+		err := fn()
+		d := time.Since(start)
+		on.Store(false)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if w, q := writes.Load(), queries.Load(); w != 1 || q != 1 {
+			t.Errorf("%s: %d requests and %d queries, want 1 and 1", what, w, q)
+		}
+		t.Logf("%s of 1000 locks: one round trip, %v", what, d)
+	}
+
+	var states []store.LockState
+	measure("Acquire", func() (err error) {
+		states, err = s.Acquire(t.Context(), holderA, names, time.Minute)
+		return err
+	})
+	refs := make([]store.LeaseRef, 0, len(states))
+	for _, st := range states {
+		if !st.Acquired {
+			t.Fatalf("%s not acquired", st.Lock)
+		}
+		refs = append(refs, store.LeaseRef{Lock: st.Lock, Token: st.Token})
+	}
+	measure("Acquire by another holder", func() error {
+		states, err := s.Acquire(t.Context(), holderB, names, time.Minute)
+		for _, st := range states {
+			if st.Acquired {
+				return fmt.Errorf("%s acquired twice", st.Lock)
+			}
+		}
+		return err
+	})
+	measure("Renew", func() error {
+		res, err := s.Renew(t.Context(), holderA.ID, refs, time.Minute)
+		for _, r := range res {
+			if !r.Renewed {
+				return fmt.Errorf("%s not renewed", r.Lock)
+			}
+		}
+		return err
+	})
+	measure("Locks", func() error {
+		got, err := s.Locks(t.Context(), names...)
+		if len(got) != len(names) {
+			return fmt.Errorf("%d states, %v", len(got), err)
+		}
+		return err
+	})
+	measure("Release", func() error { return s.Release(t.Context(), holderA.ID, refs) })
+}
+
+// TestTokensGrowAcrossDeletedRowsAndSequence: tokens come from the
+// sequence, which nothing resets.
+func TestTokensGrowAcrossDeletedRows(t *testing.T) {
+	s := openStore(t, WithSchema(newSchema(t)))
+	var last int64
+	for i := range 5 {
+		st, err := s.Acquire(t.Context(), holderA, []string{"JOB"}, time.Minute)
+		if err != nil || !st[0].Acquired {
+			t.Fatalf("round %d: %+v %v", i, st, err)
+		}
+		if st[0].Token <= last {
+			t.Fatalf("round %d: token %d after %d", i, st[0].Token, last)
+		}
+		last = st[0].Token
+		if _, err := adminPool(t).Exec(t.Context(), "DELETE FROM "+s.table); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestDisableVersusAcquireRace races Disable and Acquire on fresh locks:
+// whichever wins, a disabled lock is never held by an unrevoked lease.
+func TestDisableVersusAcquireRace(t *testing.T) {
+	schema := newSchema(t)
+	s1, s2 := openStore(t, WithSchema(schema)), openStore(t, WithSchema(schema))
+	for i := range 50 {
+		lock := fmt.Sprint("RACE-", i)
+		var wg sync.WaitGroup
+		var aerr, derr error
+		wg.Go(func() { _, aerr = s1.Acquire(t.Context(), holderA, []string{lock}, time.Minute) })
+		wg.Go(func() { _, derr = s2.Disable(t.Context(), lock, "race", "test") })
+		wg.Wait()
+		if aerr != nil || derr != nil {
+			t.Fatalf("acquire: %v, disable: %v", aerr, derr)
+		}
+		st, err := s1.Locks(t.Context(), lock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !st[0].Disabled || (st[0].Held() && !st[0].Revoked) {
+			t.Fatalf("after the race: %+v", st[0])
+		}
+	}
+}
+
+// TestSubscribeEndsWithStore: Close ends subscriptions and their goroutines.
+func TestSubscribeEndsWithStore(t *testing.T) {
+	s := openStore(t, WithSchema(newSchema(t)))
+	subs := make([]<-chan string, 3)
+	for i := range subs {
+		var err error
+		if subs[i], err = s.Subscribe(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range subs {
+		waitClosed(t, sub)
+	}
+	if _, err := s.Subscribe(t.Context()); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("Subscribe after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestSlowSubscriberCoalesces: a subscriber that does not read does not
+// block the store; repeated names wait once.
+func TestSlowSubscriberCoalesces(t *testing.T) {
+	s := openStore(t, WithSchema(newSchema(t)))
+	sub, err := s.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		for _, l := range []string{"A", "B"} {
+			if _, err := s.Disable(t.Context(), l, "r", "b"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Enable(t.Context(), l, "b"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Let the notifications arrive before reading any of them.
+	time.Sleep(300 * time.Millisecond)
+	got := map[string]int{}
+	timeout := time.After(2 * time.Second)
+	for len(got) < 2 {
+		select {
+		case n := <-sub:
+			got[n]++
+		case <-timeout:
+			t.Fatalf("got %v, want A and B", got)
+		}
+	}
+	select {
+	case n := <-sub:
+		got[n]++
+	case <-time.After(300 * time.Millisecond):
+	}
+	if got["A"] > 2 || got["B"] > 2 {
+		t.Errorf("deliveries %v: pending names were not coalesced", got)
+	}
+}
+
+func TestInvalidOptions(t *testing.T) {
+	for name, opt := range map[string]Option{
+		"prefix upper case": WithTablePrefix("Bad"),
+		"prefix quote":      WithTablePrefix(`a"b`),
+		"prefix too long":   WithTablePrefix(strings.Repeat("a", 41)),
+		"schema too long":   WithSchema(strings.Repeat("s", 64)),
+		"schema NUL":        WithSchema("a\x00b"),
+		"timeout zero":      WithCallTimeout(0),
+		"timeout negative":  WithCallTimeout(-time.Second),
+	} {
+		if _, err := Open(t.Context(), "postgres://127.0.0.1:1/x", opt); err == nil || !strings.Contains(err.Error(), "invalid option") {
+			t.Errorf("%s: Open = %v, want an invalid option error", name, err)
+		}
+	}
+}
+
+func TestChannelName(t *testing.T) {
+	if got := channelName("", "masterjob_"); got != "masterjob_locks" {
+		t.Errorf("channelName(\"\", masterjob_) = %q", got)
+	}
+	if got := channelName("tenant1", "mj_"); got != "tenant1.mj_locks" {
+		t.Errorf("channelName(tenant1, mj_) = %q", got)
+	}
+	a, b := channelName(strings.Repeat("s", 63), "a_"), channelName(strings.Repeat("s", 63), "b_")
+	if len(a) > maxIdentifierLen || a == b {
+		t.Errorf("long channel names %q, %q: want distinct and at most 63 bytes", a, b)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	for f := range 100 {
+		d := backoff(f)
+		if d <= 0 || d > reconnectMax {
+			t.Fatalf("backoff(%d) = %v", f, d)
+		}
+	}
+	if backoff(0) > reconnectBase {
+		t.Errorf("backoff(0) = %v, want at most %v", backoff(0), reconnectBase)
+	}
+}
+
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v, ok := <-ch:
+		if !ok {
+			t.Fatalf("channel closed waiting for %s", what)
+		}
+		return v
+	case <-time.After(15 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+	panic("unreachable")
+}
+
+func waitClosed(t *testing.T, ch <-chan string) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+		case <-deadline:
+			t.Fatal("subscription channel not closed")
+		}
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// proxy forwards TCP connections to the test server and can cut them all,
+// simulating a network outage.
+type proxy struct {
+	t      *testing.T
+	target string
+	addr   string
+
+	frozen atomic.Bool // while set, bytes are swallowed: a silent network
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func newProxy(t *testing.T) *proxy {
+	cfg, err := pgx.ParseConfig(testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{t: t, target: net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)), addr: "127.0.0.1:0", conns: map[net.Conn]struct{}{}}
+	p.up()
+	t.Cleanup(p.down)
+	return p
+}
+
+func (p *proxy) up() {
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatalf("proxy listen: %v", err)
+	}
+	p.mu.Lock()
+	p.ln, p.addr = ln, ln.Addr().String()
+	p.mu.Unlock()
+	p.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[c], p.conns[u] = struct{}{}, struct{}{}
+			p.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				defer dst.Close()
+				defer src.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if n > 0 && !p.frozen.Load() {
+						if _, werr := dst.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}
+			p.wg.Go(func() { pipe(u, c) })
+			p.wg.Go(func() { pipe(c, u) })
+		}
+	})
+}
+
+// down stops accepting and cuts every open connection.
+func (p *proxy) down() {
+	p.mu.Lock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
