@@ -2,6 +2,14 @@ package masterjob
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/masterjob/masterjob/store"
@@ -9,46 +17,197 @@ import (
 
 // Executor elects this instance master of the locks registered with
 // StartMaster and runs their jobs while it is. Create it with New, register
-// jobs, then call Run.
+// jobs, then call Run. An Executor runs once: after Run returns it is closed.
 type Executor struct {
-	st  store.Store
-	cfg Config
-	// TODO(core): implementation
+	st     store.Store
+	cfg    Config
+	log    *slog.Logger
+	obs    Observer
+	holder store.Holder
+
+	mu      sync.Mutex
+	jobs    map[string]Job
+	masters map[string]Lease
+	running bool
+	closed  bool
+	added   chan struct{} // wakes the loop after StartMaster; capacity 1
 }
 
 // New returns an executor on st. Its configuration is resolved from
 // defaults, the config file, the environment and opts (see Config); an
 // invalid value is reported as an error wrapping ErrInvalidConfig that names
 // the setting and its source.
-func New(st store.Store, opts ...Option) (*Executor, error) { panic("todo") }
+func New(st store.Store, opts ...Option) (*Executor, error) {
+	if st == nil {
+		return nil, fmt.Errorf("%w: store is nil", ErrInvalidConfig)
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	cfg, err := resolveConfig(&o)
+	if err != nil {
+		return nil, err
+	}
+	e := &Executor{
+		st:      st,
+		cfg:     cfg,
+		log:     o.logger,
+		obs:     o.observer,
+		jobs:    map[string]Job{},
+		masters: map[string]Lease{},
+		added:   make(chan struct{}, 1),
+	}
+	if e.log == nil {
+		e.log = slog.Default()
+	}
+	if e.obs == nil {
+		e.obs = NopObserver{}
+	}
+	e.holder.ID = o.instanceID
+	if e.holder.ID == "" {
+		e.holder.ID = newInstanceID()
+	}
+	info := o.info
+	if info == (InstanceInfo{}) {
+		info.Host, _ = os.Hostname()
+		info.PID = os.Getpid()
+	}
+	b, _ := json.Marshal(info)
+	e.holder.Info = string(b)
+	e.log = e.log.With("instance", e.holder.ID)
+	return e, nil
+}
+
+func newInstanceID() string {
+	host, _ := os.Hostname()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	if host == "" {
+		host = "instance"
+	}
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
 
 // Config returns the resolved configuration.
 func (e *Executor) Config() Config { return e.cfg }
 
 // InstanceID returns this instance's id.
-func (e *Executor) InstanceID() string { panic("todo") }
+func (e *Executor) InstanceID() string { return e.holder.ID }
 
 // StartMaster registers job under lock. It may be called before or while
 // Run runs. The lock name must pass store.ValidateLockName.
-func (e *Executor) StartMaster(lock string, job Job) error { panic("todo") }
+func (e *Executor) StartMaster(lock string, job Job) error {
+	if err := store.ValidateLockName(lock); err != nil {
+		return fmt.Errorf("masterjob: StartMaster: %w", err)
+	}
+	if job == nil {
+		return fmt.Errorf("masterjob: StartMaster %q: job is nil", lock)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	if _, ok := e.jobs[lock]; ok {
+		return fmt.Errorf("%w: %q", ErrDuplicateLock, lock)
+	}
+	e.jobs[lock] = job
+	select {
+	case e.added <- struct{}{}:
+	default:
+	}
+	return nil
+}
 
-// Run elects and runs jobs until ctx is done, then stops every running job
-// (cancel its context, wait for it to return), releases its lease, and
-// returns nil. Store outages are survived: Run retries with backoff and never
-// returns because of them.
-func (e *Executor) Run(ctx context.Context) error { panic("todo") }
-
-// Masters returns the leases this instance holds now.
-func (e *Executor) Masters() []Lease { panic("todo") }
+// Masters returns the leases whose jobs this instance runs now, sorted by
+// lock name.
+func (e *Executor) Masters() []Lease {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Lease, 0, len(e.masters))
+	for _, l := range e.masters {
+		out = append(out, l)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Lock < out[j].Lock })
+	return out
+}
 
 // Locks returns the store's state of the given locks, or of all known locks.
 func (e *Executor) Locks(ctx context.Context, locks ...string) ([]store.LockState, error) {
 	return e.st.Locks(ctx, locks...)
 }
 
+// Disable disables lock cluster-wide: its master stops the job and no
+// instance acquires it until Enable. The change is recorded as made by this
+// instance.
+func (e *Executor) Disable(ctx context.Context, lock, reason string) (store.ControlChange, error) {
+	return e.st.Disable(ctx, lock, reason, e.holder.ID)
+}
+
+// Enable enables lock again; one instance becomes master and starts the job.
+func (e *Executor) Enable(ctx context.Context, lock string) (store.ControlChange, error) {
+	return e.st.Enable(ctx, lock, e.holder.ID)
+}
+
+// Run elects and runs jobs until ctx is done, then stops every running job
+// (cancels its context and waits for it to return), releases its lease, and
+// returns nil. If jobs do not stop within Config.ShutdownTimeout, Run stops
+// renewing their leases and returns ErrShutdownTimeout. Store outages are
+// survived: Run retries with backoff and never returns because of them.
+func (e *Executor) Run(ctx context.Context) error {
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		return ErrClosed
+	case e.running:
+		e.mu.Unlock()
+		return ErrAlreadyRunning
+	}
+	e.running = true
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.closed = true
+		e.running = false
+		clear(e.masters)
+		e.mu.Unlock()
+	}()
+	l := newLoop(e)
+	return l.run(ctx)
+}
+
 // StopDeadline returns the time (on this process's monotonic clock) by which
 // the job that owns ctx must have stopped: after it, the lease may be
-// another instance's. ok is false for a context not created by an executor.
+// another instance's. It moves forward while renewals succeed. ok is false
+// for a context not created by an executor.
 func StopDeadline(ctx context.Context) (deadline time.Time, ok bool) { return stopDeadline(ctx) }
 
-func stopDeadline(ctx context.Context) (time.Time, bool) { panic("todo") }
+type leaseClockKey struct{}
+
+// leaseClock holds a mastership's expiry on the local monotonic clock.
+type leaseClock struct {
+	mu     sync.Mutex
+	expiry time.Time
+}
+
+func (c *leaseClock) set(t time.Time) {
+	c.mu.Lock()
+	c.expiry = t
+	c.mu.Unlock()
+}
+
+func (c *leaseClock) get() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.expiry
+}
+
+func stopDeadline(ctx context.Context) (time.Time, bool) {
+	c, ok := ctx.Value(leaseClockKey{}).(*leaseClock)
+	if !ok {
+		return time.Time{}, false
+	}
+	return c.get(), true
+}

@@ -100,13 +100,30 @@ func (j startStopJob) Run(ctx context.Context, lease Lease) error {
 	if j.stop == nil {
 		return nil
 	}
-	stopCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	defer cancel(nil)
+	stopCtx := context.WithValue(context.WithoutCancel(ctx), stopReasonKey{}, context.Cause(ctx))
+	stopCtx, cancel := context.WithCancel(stopCtx)
+	defer cancel()
 	if d, ok := stopDeadline(ctx); ok {
 		var c context.CancelFunc
 		stopCtx, c = context.WithDeadline(stopCtx, d)
 		defer c()
 	}
-	_ = context.Cause(ctx)
 	return j.stop(stopCtx, lease)
+}
+
+type stopReasonKey struct{}
+
+// StopReason returns why the mastership behind ctx ended: one of ErrShutdown,
+// ErrDisabled, ErrLeaseLost, ErrTrustWindowPassed, ErrLeaseExpired or
+// ErrJobReturned. It accepts the job's context (where it equals
+// context.Cause once the context is cancelled) and the context passed to a
+// StartStop job's stop function. It returns nil while the mastership lasts.
+func StopReason(ctx context.Context) error {
+	if err, ok := ctx.Value(stopReasonKey{}).(error); ok {
+		return err
+	}
+	if ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(ctx)
 }
