@@ -205,3 +205,46 @@ func (e *lockNameError) Error() string {
 	return "store: invalid lock name " + strconv.Quote(e.name) + ": " + e.why
 }
 func (e *lockNameError) Unwrap() error { return ErrInvalidLockName }
+
+// EventKind names an entry of the history.
+type EventKind string
+
+// Event kinds: control changes and mastership transitions.
+const (
+	EventDisabled EventKind = "disabled"
+	EventEnabled  EventKind = "enabled"
+	EventAcquired EventKind = "acquired"
+	EventReleased EventKind = "released"
+	EventLost     EventKind = "lost"
+	EventDemoted  EventKind = "demoted"
+)
+
+// Event is one entry of the audit history.
+type Event struct {
+	// ID is assigned by the store, increasing in insertion order.
+	ID       int64
+	Lock     string
+	Kind     EventKind
+	Instance string // the instance the event is about or that made the change
+	Token    int64  // for mastership transitions
+	Reason   string
+	Remote   string    // remote address of a control request, if any
+	At       time.Time // store clock, assigned by the store
+}
+
+// EventFilter selects history entries, newest first.
+type EventFilter struct {
+	Lock     string // "" for every lock
+	BeforeID int64  // 0 for the newest; else entries with ID < BeforeID
+	Limit    int    // at most this many (backends cap it; 0 means a default)
+}
+
+// History is an optional capability of stores that keep an audit history of
+// control changes and mastership transitions, with bounded retention.
+type History interface {
+	// AppendEvents records events in one round trip; ID and At are assigned
+	// by the store. Old entries beyond the retention are pruned.
+	AppendEvents(ctx context.Context, events []Event) error
+	// Events returns entries matching f, newest first.
+	Events(ctx context.Context, f EventFilter) ([]Event, error)
+}
