@@ -136,6 +136,10 @@ type Store struct {
 	listenPing time.Duration
 }
 
+// idlePingAfter is how long a connection of a pool made by Open may sit idle
+// before it is pinged on acquire.
+const idlePingAfter = time.Minute
+
 // Open connects to the database at dsn (a libpq URL or key=value string, as
 // accepted by pgxpool.ParseConfig) with a pool that the Store owns and Close
 // closes, then migrates the schema unless WithoutMigrate is given.
@@ -147,6 +151,13 @@ func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
 	pcfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store/postgres: open: %w", err)
+	}
+	// pgxpool pings a connection idle for more than a second before handing
+	// it out, which would double the round trips of every heartbeat. Ping
+	// only long-idle connections; a renewal that meets a dead connection
+	// fails fast and the executor retries it within the trust window.
+	pcfg.ShouldPing = func(_ context.Context, p pgxpool.ShouldPingParams) bool {
+		return p.IdleDuration > idlePingAfter
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
