@@ -1,0 +1,99 @@
+// Package masterjob runs a job on exactly one instance of a clustered
+// application, fails over to another instance when that one dies, and lets
+// operators disable and enable each job cluster-wide.
+//
+// Every instance creates an Executor on a shared store (see package store:
+// SQLite for one host, PostgreSQL beyond), registers jobs under lock names
+// with StartMaster, and calls Run. For each lock name the instances elect
+// one master; only the master runs the job.
+//
+//	st, _ := sqlite.Open("masterjob.db")
+//	ex, _ := masterjob.New(st, masterjob.WithLogger(logger))
+//	ex.StartMaster("JOB-SCHEDULER", masterjob.StartStop(start, stop))
+//	go ex.Run(ctx) // on ctx cancellation: stop jobs, release leases, return
+//
+// # Leases, tokens and the store's clock
+//
+// A lock's master holds a lease: a record in the store saying "instance X
+// holds lock L with token T until time E". E is computed by the store from
+// its own clock (now() + lease duration); instances only ever send
+// durations and read back remaining time-to-live, so their wall clocks
+// play no part. T, the fencing token, grows strictly with every
+// acquisition of a lock, across releases, expiries, deleted records and
+// store restarts. The job sees T (Lease.Token) and can pass it to
+// downstream systems, which refuse writes carrying a token lower than the
+// highest they have seen: that is what keeps a paused, stale master from
+// doing harm in the moments before it notices it is no longer master.
+//
+// # States of one lock on one instance
+//
+//	follower ──acquire committed──▶ master ──loss / demotion──▶ stopping ──job returned──▶ follower
+//	                                  │                           ▲
+//	                                  └─disable / shutdown ───────┘ (lease kept and renewed until the job returns, then released)
+//
+// Follower: the instance checks all the locks it follows in one store round
+// trip (Store.Acquire), which atomically takes any lock that is free and
+// enabled. It then sleeps until the earlier of CheckMasterInterval and the
+// moment the current lease expires (the store reports its remaining TTL),
+// or until the store pushes a release (PostgreSQL LISTEN/NOTIFY). A free
+// lock is taken at once on start: no cold-start wait.
+//
+// Master: the job starts only after the acquisition committed. All leases an
+// instance holds are renewed together, one round trip per
+// HeartbeatInterval.
+//
+// # The trust window
+//
+// A renewal that began at local monotonic time t makes the master trust its
+// lease until t + Tolerance - SafetyMargin: the store extended the lease to
+// at least t + Tolerance on its own clock, since it processed the renewal
+// after t. When that deadline passes without a newer successful renewal,
+// whatever the reason (store down, slow, partitioned, process paused), the
+// master demotes itself: it cancels the job's context (cause
+// ErrTrustWindowPassed, or ErrLeaseExpired if even the lease itself must
+// have run out, as after a SIGSTOP longer than the lease) and calls stop.
+// The deadline is checked against the monotonic clock on every wake of the
+// executor's loop, so a renewal that returns after a pause can never revive
+// a mastership whose window closed. Store calls run beside the loop and are
+// bounded by the deadline, so a hung store cannot hold the loop.
+//
+// A failed renewal is retried up to MaxHeartbeatRetryCount times, spread
+// over what is left of the window; if all fail, the master demotes itself
+// at once rather than wait for the deadline.
+//
+// # Stop, then release
+//
+// On a planned step-down (shutdown, disable, the job returning) the executor
+// cancels the job, keeps renewing the lease while the job stops, and only
+// when the job has returned releases the lease (fenced by holder and token)
+// so a follower takes over at once. Releasing first would let the next
+// master start beside a job that is still stopping. On a loss (the store
+// says the lease is gone, or the trust window closed) there is nothing to
+// keep: the job is stopped as fast as it will go, and a release is only
+// attempted afterwards, fenced, in case the lease was still ours.
+//
+// # Disable and enable
+//
+// Disable is stored in the lock's own record, so acquisition checks it in
+// the same atomic step as the take. Disable also revokes the current lease:
+// its holder learns at its next renewal (at once where the store pushes),
+// stops the job, then releases. Nobody can acquire a revoked or disabled
+// lock. Enable clears the mark; the next check elects one master.
+//
+// # Failures
+//
+// Store errors never end Run: checks back off exponentially with jitter up
+// to CheckMasterInterval, renewals are retried inside the trust window, and
+// everything recovers without a restart when the store returns. An
+// acquisition whose answer was lost is not adopted (its job might have run
+// already): the instance releases it and acquires afresh with a new token.
+//
+// # Jobs
+//
+// A Job's Run is called once per mastership with a context cancelled when
+// mastership ends (context.Cause, or StopReason, says why). StartStop adapts
+// the seed's start/stop shape; stop runs only for a start that succeeded.
+// StopDeadline tells a job by when it must have stopped. A job that returns
+// by itself ends the mastership: the lease is released and this instance
+// waits one CheckMasterInterval before competing for the lock again.
+package masterjob
