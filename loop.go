@@ -549,8 +549,10 @@ func (l *loop) onRelease(r releaseResult) {
 			delete(l.toRelease, ref.Lock)
 		}
 	}
-	if !l.shutdown && l.nextCheckAt.IsZero() {
-		l.nextCheckAt = time.Now().Add(l.cfg.CheckMasterInterval)
+	// The locks are followed again: learn at once who holds them now and
+	// when their leases expire, instead of waiting a full check interval.
+	if !l.shutdown {
+		l.checkSoon(time.Now())
 	}
 }
 
