@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -235,16 +236,65 @@ type Event struct {
 // EventFilter selects history entries, newest first.
 type EventFilter struct {
 	Lock     string // "" for every lock
-	BeforeID int64  // 0 for the newest; else entries with ID < BeforeID
+	BeforeID int64  // 0 (or less) for the newest; else entries with ID < BeforeID
 	Limit    int    // at most this many (backends cap it; 0 means a default)
+}
+
+// Limits of the history.
+const (
+	// DefaultEventsLimit is how many entries Events returns when the
+	// filter's Limit is not positive.
+	DefaultEventsLimit = 100
+	// MaxEventsLimit caps the filter's Limit: Events never returns more.
+	MaxEventsLimit = 1000
+	// DefaultHistoryLimit is how many entries a backend keeps unless told
+	// otherwise (each backend's WithHistoryLimit option).
+	DefaultHistoryLimit = 10000
+)
+
+// EventsLimit returns how many entries Events returns at most for a
+// filter's Limit: DefaultEventsLimit when limit is not positive, limit
+// capped at MaxEventsLimit otherwise.
+func EventsLimit(limit int) int {
+	switch {
+	case limit <= 0:
+		return DefaultEventsLimit
+	case limit > MaxEventsLimit:
+		return MaxEventsLimit
+	}
+	return limit
+}
+
+// CleanText returns s unchanged when it is valid UTF-8 without NUL bytes;
+// otherwise each invalid byte sequence and each NUL is replaced with U+FFFD.
+// Backends pass the text fields of events through it before storing them
+// (PostgreSQL text can hold neither), so that an entry is never refused for
+// its content and every backend stores the same text.
+func CleanText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // History is an optional capability of stores that keep an audit history of
 // control changes and mastership transitions, with bounded retention.
+//
+// Entries are kept in insertion order under increasing IDs. Text fields are
+// stored verbatim, after CleanText. Each backend keeps at most a configured
+// number of entries (DefaultHistoryLimit unless its WithHistoryLimit option
+// says otherwise), pruning the oldest as it appends; concurrent appends from
+// several processes may exceed the bound briefly, until the next append.
 type History interface {
-	// AppendEvents records events in one round trip; ID and At are assigned
-	// by the store. Old entries beyond the retention are pruned.
+	// AppendEvents records events in one round trip, in order; ID and At
+	// are assigned by the store (At on the store's clock), whatever the
+	// events carry. Every event must name a valid lock (ValidateLockName):
+	// otherwise the call fails with an error wrapping ErrInvalidLockName
+	// and appends nothing. Old entries beyond the retention are pruned. A
+	// nil or empty slice is a no-op.
 	AppendEvents(ctx context.Context, events []Event) error
-	// Events returns entries matching f, newest first.
+	// Events returns entries matching f, newest first: at most
+	// EventsLimit(f.Limit) of them. A non-empty f.Lock must be a valid lock
+	// name.
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/masterjob/masterjob/store"
 )
 
-// Store is an in-memory store.Store and store.Notifier.
+// Store is an in-memory store.Store, store.Notifier and store.History.
 type Store struct {
 	st     *state
 	mu     sync.Mutex
@@ -25,6 +25,7 @@ type Store struct {
 var (
 	_ store.Store    = (*Store)(nil)
 	_ store.Notifier = (*Store)(nil)
+	_ store.History  = (*Store)(nil)
 )
 
 type state struct {
@@ -35,6 +36,10 @@ type state struct {
 	subs      map[chan string]struct{}
 	fail      error // injected failure, see SetFailure
 	delay     time.Duration
+
+	history      []store.Event // oldest first
+	lastEventID  int64
+	historyLimit int
 }
 
 type record struct {
@@ -52,9 +57,17 @@ type Option func(*state)
 // WithClock replaces time.Now as the store's clock.
 func WithClock(now func() time.Time) Option { return func(s *state) { s.now = now } }
 
+// WithHistoryLimit sets how many history entries the store keeps (default
+// store.DefaultHistoryLimit); older ones are dropped as new ones arrive. A
+// limit below 1 is taken as 1.
+func WithHistoryLimit(n int) Option { return func(s *state) { s.historyLimit = max(n, 1) } }
+
 // New returns an empty store.
 func New(opts ...Option) *Store {
-	st := &state{now: time.Now, locks: map[string]*record{}, subs: map[chan string]struct{}{}}
+	st := &state{
+		now: time.Now, locks: map[string]*record{}, subs: map[chan string]struct{}{},
+		historyLimit: store.DefaultHistoryLimit,
+	}
 	for _, o := range opts {
 		o(st)
 	}
@@ -281,6 +294,63 @@ func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, 
 	out := make([]store.LockState, 0, len(names))
 	for _, n := range names {
 		out = append(out, s.st.view(n, s.st.locks[n], now))
+	}
+	return out, nil
+}
+
+// AppendEvents implements store.History.
+func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
+	for _, e := range events {
+		if err := store.ValidateLockName(e.Lock); err != nil {
+			return fmt.Errorf("memstore: append events: %w", err)
+		}
+	}
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	defer s.st.mu.Unlock()
+	now := s.st.now()
+	for _, e := range events {
+		s.st.lastEventID++
+		s.st.history = append(s.st.history, store.Event{
+			ID:       s.st.lastEventID,
+			Lock:     e.Lock,
+			Kind:     store.EventKind(store.CleanText(string(e.Kind))),
+			Instance: store.CleanText(e.Instance),
+			Token:    e.Token,
+			Reason:   store.CleanText(e.Reason),
+			Remote:   store.CleanText(e.Remote),
+			At:       now,
+		})
+	}
+	if over := len(s.st.history) - s.st.historyLimit; over > 0 {
+		// Amortised O(1): append reallocates (copying only the kept
+		// entries) once the backing array is full.
+		clear(s.st.history[:over])
+		s.st.history = s.st.history[over:]
+	}
+	return nil
+}
+
+// Events implements store.History.
+func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
+	if f.Lock != "" {
+		if err := store.ValidateLockName(f.Lock); err != nil {
+			return nil, fmt.Errorf("memstore: events: %w", err)
+		}
+	}
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.st.mu.Unlock()
+	limit := store.EventsLimit(f.Limit)
+	out := []store.Event{}
+	for i := len(s.st.history) - 1; i >= 0 && len(out) < limit; i-- {
+		e := s.st.history[i]
+		if (f.BeforeID > 0 && e.ID >= f.BeforeID) || (f.Lock != "" && e.Lock != f.Lock) {
+			continue
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }

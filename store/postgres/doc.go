@@ -6,8 +6,9 @@
 // Open creates and owns a pgxpool.Pool; New uses a pool the application
 // already has (Close then leaves that pool open). Options choose the schema
 // (WithSchema), the prefix of object names (WithTablePrefix, default
-// "masterjob_"), whether the store creates its objects (WithoutMigrate) and
-// the upper bound of every call (WithCallTimeout, default 5s).
+// "masterjob_"), whether the store creates its objects (WithoutMigrate), the
+// upper bound of every call (WithCallTimeout, default 5s) and the retention
+// of the history (WithHistoryLimit, default store.DefaultHistoryLimit).
 //
 // # Schema
 //
@@ -16,14 +17,15 @@
 // revoked) and the control (disabled, reason, changed_by, changed_at), and
 // one sequence, <prefix>token_seq, that issues fencing tokens. The sequence
 // is never reset, so tokens grow across deleted rows and server restarts.
+// A second table, <prefix>history, holds the audit history (store.History).
 //
 // The DDL ships embedded as schema.sql, a template documented for DBAs. Open
 // and New apply it unless WithoutMigrate is given: inside a transaction that
 // holds a pg_advisory_xact_lock keyed by the table's name, they create the
 // schema if missing and run schema.sql, whose statements are all idempotent.
-// Several processes may start at once. When the table and sequence already
+// Several processes may start at once. When the tables and sequence already
 // exist no DDL runs, so the application's role needs DDL rights only for the
-// first start.
+// first start (and the first start of a version that adds a table).
 //
 // # Protocol
 //
@@ -57,6 +59,12 @@
 //     revoked when a lease is held. Enable clears disabled and reason. Both
 //     call pg_notify in the same statement; neither changes a lock that is
 //     already in the requested state (Changed is false).
+//   - AppendEvents is one INSERT ... SELECT over unnest of one array per
+//     column, in a CTE, followed in the same statement by a DELETE of the
+//     rows whose id is at or below the highest new id minus the retention:
+//     one range delete on the primary key per batch. Entries are stamped
+//     with now(). Events reads newest first by id, using the index on
+//     (lock_name, id) when it filters by lock.
 //
 // Every call is one statement sent in one round trip (pgx's
 // QueryExecModeExec, which needs no prepared statement and therefore also
@@ -87,8 +95,9 @@
 // # Privileges
 //
 // At run time the application's role needs USAGE on the schema, SELECT,
-// INSERT and UPDATE on the locks table and USAGE on the token sequence
-// (LISTEN and NOTIFY need no grant). To let the store create its objects on
+// INSERT and UPDATE on the locks table, USAGE on the token sequence and
+// SELECT, INSERT and DELETE on the history table (LISTEN and NOTIFY need no
+// grant). To let the store create its objects on
 // first start it also needs CREATE on the schema, and CREATE on the database
 // if the schema does not exist yet; otherwise apply schema.sql as a DBA and
 // open with WithoutMigrate.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -44,6 +45,7 @@ const maxIdentifierLen = 63
 var (
 	_ store.Store    = (*Store)(nil)
 	_ store.Notifier = (*Store)(nil)
+	_ store.History  = (*Store)(nil)
 )
 
 var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
@@ -52,11 +54,12 @@ var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
 type Option func(*config)
 
 type config struct {
-	schema      string
-	prefix      string
-	migrate     bool
-	callTimeout time.Duration
-	errs        []error
+	schema       string
+	prefix       string
+	migrate      bool
+	callTimeout  time.Duration
+	historyLimit int
+	errs         []error
 }
 
 // WithSchema puts the store's table and sequence in schema s, which is
@@ -110,8 +113,22 @@ func WithCallTimeout(d time.Duration) Option {
 	}
 }
 
-// Store is a store.Store and store.Notifier on a PostgreSQL database. It is
-// safe for concurrent use.
+// WithHistoryLimit sets how many history entries the store keeps (default
+// store.DefaultHistoryLimit); each append prunes the oldest beyond it. n
+// must be at least 1. Stores sharing a table should use the same limit: the
+// one that appends last decides.
+func WithHistoryLimit(n int) Option {
+	return func(c *config) {
+		if n < 1 {
+			c.errs = append(c.errs, fmt.Errorf("WithHistoryLimit: %d is less than 1", n))
+			return
+		}
+		c.historyLimit = n
+	}
+}
+
+// Store is a store.Store, store.Notifier and store.History on a PostgreSQL
+// database. It is safe for concurrent use.
 type Store struct {
 	pool    *pgxpool.Pool
 	ownPool bool
@@ -119,6 +136,7 @@ type Store struct {
 
 	table   string // sanitized, possibly schema-qualified table name
 	seq     string // sanitized, possibly schema-qualified sequence name
+	history string // sanitized, possibly schema-qualified history table name
 	channel string // NOTIFY channel, verbatim
 	q       queries
 
@@ -190,7 +208,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 }
 
 func newConfig(opts []Option) (config, error) {
-	cfg := config{prefix: DefaultTablePrefix, migrate: true, callTimeout: DefaultCallTimeout}
+	cfg := config{prefix: DefaultTablePrefix, migrate: true, callTimeout: DefaultCallTimeout,
+		historyLimit: store.DefaultHistoryLimit}
 	for _, o := range opts {
 		if o != nil {
 			o(&cfg)
@@ -209,10 +228,11 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 		cfg:        cfg,
 		table:      qualify(cfg.schema, cfg.prefix+"locks"),
 		seq:        qualify(cfg.schema, cfg.prefix+"token_seq"),
+		history:    qualify(cfg.schema, cfg.prefix+"history"),
 		channel:    channelName(cfg.schema, cfg.prefix),
 		listenPing: 30 * time.Second,
 	}
-	s.q = buildQueries(s.table)
+	s.q = buildQueries(s.table, s.history)
 	s.closing, s.stop = context.WithCancel(context.Background())
 	if err := s.prepare(ctx); err != nil {
 		s.stop()
@@ -260,7 +280,8 @@ func (s *Store) prepare(ctx context.Context) error {
 		return nil
 	}
 	if !s.cfg.migrate {
-		return fmt.Errorf("store/postgres: %s: table %s or sequence %s does not exist; apply schema.sql or open without WithoutMigrate", op, s.table, s.seq)
+		return fmt.Errorf("store/postgres: %s: table %s or %s or sequence %s does not exist; apply schema.sql or open without WithoutMigrate",
+			op, s.table, s.history, s.seq)
 	}
 	if err := s.migrate(ctx); err != nil {
 		return s.wrapErr(ctx, "migrate", err)
@@ -274,8 +295,8 @@ type querier interface {
 
 func (s *Store) objectsExist(ctx context.Context, q querier) (bool, error) {
 	var ok bool
-	err := q.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL`,
-		pgx.QueryExecModeExec, s.table, s.seq).Scan(&ok)
+	err := q.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AND to_regclass($3) IS NOT NULL`,
+		pgx.QueryExecModeExec, s.table, s.seq, s.history).Scan(&ok)
 	return ok, err
 }
 
@@ -589,6 +610,89 @@ func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, 
 	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// AppendEvents implements store.History: one statement inserts the batch
+// (unnest of one array per column) and prunes the entries beyond the
+// retention.
+func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
+	const op = "append events"
+	if s.closed.Load() {
+		return fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	for _, e := range events {
+		if err := store.ValidateLockName(e.Lock); err != nil {
+			return fmt.Errorf("store/postgres: %s: %w", op, err)
+		}
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	if len(events) == 0 {
+		return nil
+	}
+	// Of a batch longer than the retention only the newest entries would
+	// survive the pruning: insert only those.
+	if over := len(events) - s.cfg.historyLimit; over > 0 {
+		events = events[over:]
+	}
+	n := len(events)
+	locks, kinds, instances, reasons, remotes := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	tokens := make([]int64, n)
+	for i, e := range events {
+		locks[i], kinds[i], instances[i] = e.Lock, store.CleanText(string(e.Kind)), store.CleanText(e.Instance)
+		tokens[i], reasons[i], remotes[i] = e.Token, store.CleanText(e.Reason), store.CleanText(e.Remote)
+	}
+	return s.run(ctx, op, func(ctx context.Context) error {
+		_, err := s.pool.Exec(ctx, s.q.appendEvents, pgx.QueryExecModeExec,
+			locks, kinds, instances, tokens, reasons, remotes, int64(s.cfg.historyLimit))
+		return err
+	})
+}
+
+// Events implements store.History.
+func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
+	const op = "events"
+	if s.closed.Load() {
+		return nil, fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	if f.Lock != "" {
+		if err := validateNames(op, []string{f.Lock}); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	before := f.BeforeID
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	limit := int64(store.EventsLimit(f.Limit))
+	query, args := s.q.eventsAll, []any{pgx.QueryExecModeExec, before, limit}
+	if f.Lock != "" {
+		query, args = s.q.eventsLock, []any{pgx.QueryExecModeExec, f.Lock, before, limit}
+	}
+	var out []store.Event
+	err = s.run(ctx, op, func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, scanEvent)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		out = []store.Event{}
 	}
 	return out, nil
 }

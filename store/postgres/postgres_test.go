@@ -159,11 +159,15 @@ var (
 	holderB = store.Holder{ID: "holder-b", Info: `{"host":"b"}`}
 )
 
+// historyLimit is the retention of the conformance suite's stores: above
+// store.MaxEventsLimit, so that the suite checks the cap on Limit too.
+const historyLimit = 1200
+
 func TestConformance(t *testing.T) {
 	adminPool(t)
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
 		schema := newSchema(t)
-		opts := []Option{WithSchema(schema), WithTablePrefix("mj_")}
+		opts := []Option{WithSchema(schema), WithTablePrefix("mj_"), WithHistoryLimit(historyLimit)}
 		table := pgx.Identifier{schema, "mj_locks"}.Sanitize()
 		return storetest.Harness{
 			Open: func(t *testing.T) store.Store {
@@ -179,6 +183,7 @@ func TestConformance(t *testing.T) {
 					t.Fatalf("deleting records: %v", err)
 				}
 			},
+			HistoryLimit: historyLimit,
 		}
 	})
 }
@@ -232,6 +237,64 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestMigrateAddsHistory: a schema made by version 1 (locks table and
+// sequence, no history table) gets the history table when a Store opens it,
+// and keeps its data; WithoutMigrate refuses it, pointing to schema.sql.
+func TestMigrateAddsHistory(t *testing.T) {
+	schema := newSchema(t)
+	s := openStore(t, WithSchema(schema))
+	if _, err := s.Disable(t.Context(), "JOB", "kept", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	history := pgx.Identifier{schema, "masterjob_history"}.Sanitize()
+	if _, err := adminPool(t).Exec(t.Context(), "DROP TABLE "+history); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Open(t.Context(), testDSN(), WithSchema(schema), WithoutMigrate())
+	if err == nil || !strings.Contains(err.Error(), "schema.sql") {
+		t.Fatalf("Open WithoutMigrate without the history table = %v, want an error pointing to schema.sql", err)
+	}
+	s = openStore(t, WithSchema(schema))
+	if err := s.AppendEvents(t.Context(), []store.Event{{Lock: "JOB", Kind: store.EventEnabled}}); err != nil {
+		t.Fatalf("AppendEvents after migration: %v", err)
+	}
+	st, err := s.Locks(t.Context(), "JOB")
+	if err != nil || !st[0].Disabled || st[0].Reason != "kept" {
+		t.Fatalf("lock after migration: %+v, %v; want it still disabled", st, err)
+	}
+}
+
+// TestHistoryPruneIsBounded: with many entries kept, an append deletes only
+// the entries its batch pushed out.
+func TestHistoryPruneIsBounded(t *testing.T) {
+	schema := newSchema(t)
+	s := openStore(t, WithSchema(schema), WithHistoryLimit(50))
+	ev := func(n int) []store.Event {
+		out := make([]store.Event, n)
+		for i := range out {
+			out[i] = store.Event{Lock: "JOB", Kind: store.EventAcquired, Token: int64(i)}
+		}
+		return out
+	}
+	for range 3 {
+		if err := s.AppendEvents(t.Context(), ev(40)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n, lo, hi int64
+	err := adminPool(t).QueryRow(t.Context(), "SELECT count(*), min(id), max(id) FROM "+
+		pgx.Identifier{schema, "masterjob_history"}.Sanitize()).Scan(&n, &lo, &hi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 50 || lo != 71 || hi != 120 {
+		t.Errorf("history holds %d rows, ids %d..%d; want 50, 71..120", n, lo, hi)
 	}
 }
 
@@ -842,6 +905,19 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		return err
 	})
 	measure("Release", func() error { return s.Release(t.Context(), holderA.ID, refs) })
+
+	events := make([]store.Event, len(names))
+	for i, n := range names {
+		events[i] = store.Event{Lock: n, Kind: store.EventReleased, Instance: holderA.ID, Token: refs[i].Token, Reason: "shutdown"}
+	}
+	measure("AppendEvents", func() error { return s.AppendEvents(t.Context(), events) })
+	measure("Events", func() error {
+		got, err := s.Events(t.Context(), store.EventFilter{Limit: store.MaxEventsLimit})
+		if len(got) != len(events) {
+			return fmt.Errorf("%d events, %v", len(got), err)
+		}
+		return err
+	})
 }
 
 // TestTokensGrowAcrossDeletedRowsAndSequence: tokens come from the
@@ -959,6 +1035,7 @@ func TestInvalidOptions(t *testing.T) {
 		"schema NUL":        WithSchema("a\x00b"),
 		"timeout zero":      WithCallTimeout(0),
 		"timeout negative":  WithCallTimeout(-time.Second),
+		"history limit 0":   WithHistoryLimit(0),
 	} {
 		if _, err := Open(t.Context(), "postgres://127.0.0.1:1/x", opt); err == nil || !strings.Contains(err.Error(), "invalid option") {
 			t.Errorf("%s: Open = %v, want an invalid option error", name, err)

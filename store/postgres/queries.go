@@ -21,6 +21,10 @@ type queries struct {
 	enable     string
 	locksAll   string
 	locksNamed string
+
+	appendEvents string
+	eventsAll    string
+	eventsLock   string
 }
 
 // stateCols selects a lock's state from the row aliased c, taking the name
@@ -45,11 +49,12 @@ func stateCols(name string) string {
 // ttlParam turns a parameter holding microseconds into an interval.
 func ttlParam(n string) string { return "(" + n + "::bigint * interval '1 microsecond')" }
 
-// buildQueries returns the statements on table.
-func buildQueries(table string) queries {
-	// One pass: text substituted (the table name) is not scanned again.
+// buildQueries returns the statements on table and the history table.
+func buildQueries(table, history string) queries {
+	// One pass: text substituted (the table names) is not scanned again.
 	r := strings.NewReplacer(
 		"{{T}}", table,
+		"{{H}}", history,
 		"{{C}}", stateCols("c.lock_name"),
 		"{{RC}}", stateCols("r.lock_name"),
 		// The row c (the latest version, locked) may be taken.
@@ -174,7 +179,42 @@ WHERE c.lock_name = $1 AND NOT EXISTS (SELECT 1 FROM up)`),
 		locksNamed: q(`SELECT false, {{RC}}
 FROM unnest($1::text[]) AS r(lock_name) LEFT JOIN {{T}} c ON c.lock_name = r.lock_name
 ORDER BY r.lock_name COLLATE "C"`),
+
+		// $1 locks, $2 kinds, $3 instances, $4 tokens, $5 reasons,
+		// $6 remotes (one array per column, one element per event), $7 the
+		// retention. Identity values are drawn in the order of the rows
+		// inserted (ORDER BY ord). The DELETE sees the snapshot taken before
+		// the INSERT, so it prunes only older rows: with at most $7 rows
+		// inserted, at most $7 remain.
+		appendEvents: q(`WITH ins AS (
+	INSERT INTO {{H}} (lock_name, kind, instance, token, reason, remote, at)
+	SELECT e.lock_name, e.kind, e.instance, e.token, e.reason, e.remote, now()
+	FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+		WITH ORDINALITY AS e(lock_name, kind, instance, token, reason, remote, ord)
+	ORDER BY e.ord
+	RETURNING id
+)
+DELETE FROM {{H}} WHERE id <= (SELECT max(id) FROM ins) - $7::bigint`),
+
+		// $1 before ID, $2 limit.
+		eventsAll: q(`SELECT id, lock_name, kind, instance, token, reason, remote, at
+FROM {{H}} WHERE id < $1 ORDER BY id DESC LIMIT $2`),
+
+		// $1 lock, $2 before ID, $3 limit.
+		eventsLock: q(`SELECT id, lock_name, kind, instance, token, reason, remote, at
+FROM {{H}} WHERE lock_name = $1 AND id < $2 ORDER BY id DESC LIMIT $3`),
 	}
+}
+
+// scanEvent reads a history row.
+func scanEvent(row pgx.CollectableRow) (store.Event, error) {
+	var (
+		e    store.Event
+		kind string
+	)
+	err := row.Scan(&e.ID, &e.Lock, &kind, &e.Instance, &e.Token, &e.Reason, &e.Remote, &e.At)
+	e.Kind = store.EventKind(kind)
+	return e, err
 }
 
 // scanState reads a row made of a flag (acquired, or changed for controls)

@@ -1,4 +1,4 @@
--- masterjob PostgreSQL schema, version 1.
+-- masterjob PostgreSQL schema, version 2.
 --
 -- This file is a template. masterjob applies it itself when a Store opens
 -- (unless the store is opened with WithoutMigrate), inside a transaction that
@@ -19,7 +19,8 @@
 --          GRANT USAGE ON SCHEMA myschema TO app;
 --          GRANT SELECT, INSERT, UPDATE ON myschema.masterjob_locks TO app;
 --          GRANT USAGE ON SEQUENCE myschema.masterjob_token_seq TO app;
---      (add DELETE on the table if operators clean up old rows through the app's role).
+--          GRANT SELECT, INSERT, DELETE ON myschema.masterjob_history TO app;
+--      (add DELETE on the locks table if operators clean up old rows through the app's role).
 --
 -- Every statement is idempotent.
 
@@ -56,3 +57,25 @@ CREATE TABLE IF NOT EXISTS "{{prefix}}locks" (
 );
 
 COMMENT ON TABLE "{{prefix}}locks" IS 'masterjob leases and controls, schema version 1';
+
+-- Version 2: the audit history (store.History): control changes and
+-- mastership transitions. Each append prunes the entries beyond the store's
+-- retention (WithHistoryLimit) with one range delete on the primary key. An
+-- identity column needs no grant on its sequence.
+CREATE TABLE IF NOT EXISTS "{{prefix}}history" (
+    id        bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    lock_name text        COLLATE "C" NOT NULL,
+    -- disabled, enabled, acquired, released, lost, demoted
+    kind      text        NOT NULL,
+    instance  text        NOT NULL DEFAULT '',
+    token     bigint      NOT NULL DEFAULT 0,
+    reason    text        NOT NULL DEFAULT '',
+    remote    text        NOT NULL DEFAULT '',
+    -- The server's now() when the entry was appended.
+    at        timestamptz NOT NULL DEFAULT now()
+);
+
+-- The history of one lock, newest first.
+CREATE INDEX IF NOT EXISTS "{{prefix}}history_lock" ON "{{prefix}}history" (lock_name, id);
+
+COMMENT ON TABLE "{{prefix}}history" IS 'masterjob audit history, schema version 2';

@@ -35,3 +35,23 @@ CREATE TABLE IF NOT EXISTS "{{prefix}}meta" (
 
 INSERT OR IGNORE INTO "{{prefix}}meta" (name, value) VALUES ('token', 0);
 INSERT OR IGNORE INTO "{{prefix}}meta" (name, value) VALUES ('schema_version', 1);
+
+-- Version 2: the audit history (store.History). Control changes and
+-- mastership transitions, oldest pruned beyond the store's retention
+-- (WithHistoryLimit). AUTOINCREMENT: ids keep growing even if every row is
+-- deleted. at is SQLite's clock when the entry was appended.
+CREATE TABLE IF NOT EXISTS "{{prefix}}history" (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    lock_name TEXT    NOT NULL,
+    kind      TEXT    NOT NULL,                  -- disabled, enabled, acquired, released, lost, demoted
+    instance  TEXT    NOT NULL DEFAULT '',
+    token     INTEGER NOT NULL DEFAULT 0,
+    reason    TEXT    NOT NULL DEFAULT '',
+    remote    TEXT    NOT NULL DEFAULT '',
+    at        INTEGER NOT NULL
+);
+
+-- The history of one lock, newest first.
+CREATE INDEX IF NOT EXISTS "{{prefix}}history_lock" ON "{{prefix}}history" (lock_name, id);
+
+UPDATE "{{prefix}}meta" SET value = 2 WHERE name = 'schema_version' AND value < 2;

@@ -36,13 +36,23 @@
 //
 // # Schema
 //
-// Two tables, named with a prefix (WithTablePrefix, default "masterjob_"):
+// Three tables, named with a prefix (WithTablePrefix, default "masterjob_"):
 // <prefix>locks holds one row per lock (lease and control together, so that
-// acquisition checks the control in the same transaction), and <prefix>meta
+// acquisition checks the control in the same transaction), <prefix>meta
 // holds the token counter, which is never deleted, so tokens keep growing
-// even when an operator deletes lock rows. Open creates them if missing
-// (schema.sql, embedded); with WithoutMigrate a DBA applies Schema's output
-// beforehand and Open only checks that it is there.
+// even when an operator deletes lock rows, and <prefix>history holds the
+// audit history (store.History). Open creates them if missing (schema.sql,
+// embedded; every statement is idempotent, so opening a database made by an
+// older version adds what is new); with WithoutMigrate a DBA applies
+// Schema's output beforehand and Open only checks that it is there.
+//
+// # History
+//
+// Store implements store.History. AppendEvents inserts a batch in one
+// IMMEDIATE transaction that also prunes the oldest entries beyond the
+// retention (WithHistoryLimit, default store.DefaultHistoryLimit): one
+// range delete on the primary key per batch. Entries are stamped with
+// SQLite's clock.
 package sqlite
 
 import (
@@ -52,6 +62,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -92,22 +103,27 @@ var prefixPattern = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
 // concurrent use; several Stores, in one process or several, may open the
 // same file.
 type Store struct {
-	db     *sql.DB
-	q      queries
-	write  chan struct{} // held by the one in-process write transaction
-	closed atomic.Bool
+	db           *sql.DB
+	q            queries
+	historyLimit int
+	write        chan struct{} // held by the one in-process write transaction
+	closed       atomic.Bool
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store   = (*Store)(nil)
+	_ store.History = (*Store)(nil)
+)
 
 // Option configures Open.
 type Option func(*options)
 
 type options struct {
-	prefix  string
-	migrate bool
-	busy    time.Duration
-	err     error
+	prefix       string
+	migrate      bool
+	busy         time.Duration
+	historyLimit int
+	err          error
 }
 
 // WithTablePrefix sets the prefix of the table names (default
@@ -144,6 +160,20 @@ func WithBusyTimeout(d time.Duration) Option {
 	}
 }
 
+// WithHistoryLimit sets how many history entries the store keeps (default
+// store.DefaultHistoryLimit); each append prunes the oldest beyond it. n
+// must be at least 1. Stores sharing a file should use the same limit: the
+// one that appends last decides.
+func WithHistoryLimit(n int) Option {
+	return func(o *options) {
+		if n < 1 {
+			o.err = fmt.Errorf("sqlite: history limit %d: must be at least 1", n)
+			return
+		}
+		o.historyLimit = n
+	}
+}
+
 // Schema returns the SQL that creates the tables for prefix, for a DBA to
 // apply before opening with WithoutMigrate. Every statement is idempotent.
 func Schema(prefix string) (string, error) {
@@ -158,7 +188,7 @@ func Schema(prefix string) (string, error) {
 // a file system path; ":memory:" is refused, as every pooled connection
 // would get its own database (use store/memstore instead).
 func Open(path string, opts ...Option) (*Store, error) {
-	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout}
+	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout, historyLimit: store.DefaultHistoryLimit}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -179,7 +209,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxOpenConns)
 
-	s := &Store{db: db, q: newQueries(o.prefix), write: make(chan struct{}, 1)}
+	s := &Store{db: db, q: newQueries(o.prefix), historyLimit: o.historyLimit, write: make(chan struct{}, 1)}
 	ctx := context.Background()
 	if o.migrate {
 		err = s.migrate(ctx, o.prefix)
@@ -236,20 +266,27 @@ type queries struct {
 	getCounter, setCounter  string
 	acquire, renew, release string
 	ensureRow, setControl   string
+
+	appendEvent, pruneHistory string
+	eventsAll, eventsLock     string
 }
 
 const columns = `lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at,
 	revoked, disabled, reason, changed_by, changed_at`
 
+const historyColumns = `id, lock_name, kind, instance, token, reason, remote, at`
+
 func newQueries(prefix string) queries {
 	locks := `"` + prefix + `locks"`
 	meta := `"` + prefix + `meta"`
+	history := `"` + prefix + `history"`
 	return queries{
 		now: `SELECT CAST(round(unixepoch('subsec') * 1000) AS INTEGER)`,
-		// Preparing this checks that both tables and every column exist;
-		// it returns no row if the token counter is missing.
+		// Preparing this checks that every table and column exists; it
+		// returns no row if the token counter is missing.
 		checkSchema: `SELECT value FROM ` + meta + ` WHERE name = 'token'
-			AND NOT EXISTS (SELECT ` + columns + ` FROM ` + locks + ` WHERE 0)`,
+			AND NOT EXISTS (SELECT ` + columns + ` FROM ` + locks + ` WHERE 0)
+			AND NOT EXISTS (SELECT ` + historyColumns + ` FROM ` + history + ` WHERE 0)`,
 		selectAll:   `SELECT ` + columns + ` FROM ` + locks + ` ORDER BY lock_name`,
 		selectNamed: `SELECT ` + columns + ` FROM ` + locks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
 		getCounter:  `SELECT value FROM ` + meta + ` WHERE name = 'token'`,
@@ -265,6 +302,14 @@ func newQueries(prefix string) queries {
 			WHERE lock_name = ?1 AND holder = ?2 AND token = ?3 AND holder <> ''`,
 		ensureRow:  `INSERT INTO ` + locks + ` (lock_name) VALUES (?) ON CONFLICT (lock_name) DO NOTHING`,
 		setControl: `UPDATE ` + locks + ` SET disabled = ?, reason = ?, changed_by = ?, changed_at = ?, revoked = ? WHERE lock_name = ?`,
+
+		appendEvent: `INSERT INTO ` + history + ` (lock_name, kind, instance, token, reason, remote, at)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		pruneHistory: `DELETE FROM ` + history + ` WHERE id <= ?`,
+		eventsAll: `SELECT ` + historyColumns + ` FROM ` + history + `
+			WHERE id < ?1 ORDER BY id DESC LIMIT ?2`,
+		eventsLock: `SELECT ` + historyColumns + ` FROM ` + history + `
+			WHERE lock_name = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3`,
 	}
 }
 
@@ -715,6 +760,94 @@ func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, 
 	}
 	// BINARY collation orders like Go strings; sort named results the same way.
 	slices.SortFunc(out, func(a, b store.LockState) int { return strings.Compare(a.Lock, b.Lock) })
+	return out, nil
+}
+
+// AppendEvents implements store.History: the batch is inserted, and the
+// entries beyond the retention pruned, in one IMMEDIATE transaction.
+func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
+	const op = "append events"
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	for _, e := range events {
+		if err := store.ValidateLockName(e.Lock); err != nil {
+			return fmt.Errorf("sqlite: %s: %w", op, err)
+		}
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	// Of a batch longer than the retention only the newest entries would
+	// survive the pruning: insert only those.
+	if over := len(events) - s.historyLimit; over > 0 {
+		events = events[over:]
+	}
+	return s.writeTx(ctx, op, func(tx *sql.Tx, now int64) error {
+		stmt, err := tx.PrepareContext(ctx, s.q.appendEvent)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		var last int64
+		for _, e := range events {
+			res, err := stmt.ExecContext(ctx, e.Lock, store.CleanText(string(e.Kind)), store.CleanText(e.Instance),
+				e.Token, store.CleanText(e.Reason), store.CleanText(e.Remote), now)
+			if err != nil {
+				return err
+			}
+			if last, err = res.LastInsertId(); err != nil {
+				return err
+			}
+		}
+		if floor := last - int64(s.historyLimit); floor > 0 {
+			if _, err := tx.ExecContext(ctx, s.q.pruneHistory, floor); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Events implements store.History.
+func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
+	const op = "events"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	before := f.BeforeID
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	limit := store.EventsLimit(f.Limit)
+	query, args := s.q.eventsAll, []any{before, limit}
+	if f.Lock != "" {
+		if err := store.ValidateLockName(f.Lock); err != nil {
+			return nil, fmt.Errorf("sqlite: %s: %w", op, err)
+		}
+		query, args = s.q.eventsLock, []any{f.Lock, before, limit}
+	}
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, s.wrap(ctx, op, err)
+	}
+	defer rows.Close()
+	out := make([]store.Event, 0, min(limit, 64))
+	for rows.Next() {
+		var (
+			e    store.Event
+			kind string
+			at   int64
+		)
+		if err := rows.Scan(&e.ID, &e.Lock, &kind, &e.Instance, &e.Token, &e.Reason, &e.Remote, &at); err != nil {
+			return nil, s.wrap(ctx, op, err)
+		}
+		e.Kind, e.At = store.EventKind(kind), msTime(at)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.wrap(ctx, op, err)
+	}
 	return out, nil
 }
 

@@ -31,6 +31,10 @@ func TestMain(m *testing.M) {
 
 const testPrefix = "mj_test_"
 
+// historyLimit is the retention of the conformance suite's stores: above
+// store.MaxEventsLimit, so that the suite checks the cap on Limit too.
+const historyLimit = 1200
+
 // rawDB opens the file without the store, as an operator's tool would.
 func rawDB(t *testing.T, path string) *sql.DB {
 	t.Helper()
@@ -59,12 +63,13 @@ func TestConformance(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "masterjob.db")
 		return storetest.Harness{
 			Open: func(t *testing.T) store.Store {
-				s, err := sqlite.Open(path, sqlite.WithTablePrefix(testPrefix))
+				s, err := sqlite.Open(path, sqlite.WithTablePrefix(testPrefix), sqlite.WithHistoryLimit(historyLimit))
 				if err != nil {
 					t.Fatalf("Open: %v", err)
 				}
 				return s
 			},
+			HistoryLimit: historyLimit,
 			DeleteRecords: func(t *testing.T, locks ...string) {
 				db := rawDB(t, path)
 				for _, l := range locks {
@@ -307,6 +312,7 @@ func TestOpenOptions(t *testing.T) {
 		{"quote in prefix", "a.db", []sqlite.Option{sqlite.WithTablePrefix(`x"; DROP`)}},
 		{"long prefix", "a.db", []sqlite.Option{sqlite.WithTablePrefix(strings.Repeat("p", 41))}},
 		{"zero busy timeout", "a.db", []sqlite.Option{sqlite.WithBusyTimeout(0)}},
+		{"zero history limit", "a.db", []sqlite.Option{sqlite.WithHistoryLimit(0)}},
 		{"empty path", "", nil},
 		{"memory", ":memory:", nil},
 		{"no schema", "empty.db", []sqlite.Option{sqlite.WithoutMigrate()}},
@@ -344,6 +350,46 @@ func TestWithoutMigrate(t *testing.T) {
 	}
 	if _, err := sqlite.Open(path, sqlite.WithoutMigrate()); err == nil {
 		t.Error("WithoutMigrate with the default prefix, whose tables are missing: Open succeeded")
+	}
+}
+
+// TestMigrateAddsHistory: a database made by version 1 (no history table)
+// gets the history table when a Store opens it, and keeps its data;
+// WithoutMigrate refuses it.
+func TestMigrateAddsHistory(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "v1.db")
+	s := openStore(t, path)
+	if _, err := s.Disable(t.Context(), "JOB", "kept", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	for _, q := range []string{
+		`DROP TABLE masterjob_history`,
+		`UPDATE masterjob_meta SET value = 1 WHERE name = 'schema_version'`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s, err := sqlite.Open(path, sqlite.WithoutMigrate()); err == nil {
+		_ = s.Close()
+		t.Fatal("WithoutMigrate on a version 1 database: Open succeeded")
+	}
+	s = openStore(t, path)
+	if err := s.AppendEvents(t.Context(), []store.Event{{Lock: "JOB", Kind: store.EventEnabled}}); err != nil {
+		t.Fatalf("AppendEvents after migration: %v", err)
+	}
+	st, err := s.Locks(t.Context(), "JOB")
+	if err != nil || !st[0].Disabled || st[0].Reason != "kept" {
+		t.Fatalf("lock after migration: %+v, %v; want it still disabled", st, err)
+	}
+	var version int
+	if err := db.QueryRow(`SELECT value FROM masterjob_meta WHERE name = 'schema_version'`).Scan(&version); err != nil || version != 2 {
+		t.Errorf("schema_version = %d, %v; want 2", version, err)
 	}
 }
 

@@ -22,19 +22,25 @@ import (
 
 const mutantEnv = "MASTERJOB_STORETEST_MUTANT"
 
-func memHarness(wrap func(store.Store) store.Store) func(t *testing.T) storetest.Harness {
+// historyLimit is the retention the harness declares (Harness.HistoryLimit).
+const historyLimit = 1200
+
+// memHarness builds memstores keeping keep history entries, each handle
+// wrapped by wrap; the harness declares historyLimit.
+func memHarness(wrap func(store.Store) store.Store, keep int) func(t *testing.T) storetest.Harness {
 	return func(t *testing.T) storetest.Harness {
-		ms := memstore.New()
+		ms := memstore.New(memstore.WithHistoryLimit(keep))
 		return storetest.Harness{
 			Open:          func(t *testing.T) store.Store { return wrap(ms.Reopen()) },
 			DeleteRecords: func(t *testing.T, locks ...string) { ms.DeleteRecords(locks...) },
+			HistoryLimit:  historyLimit,
 		}
 	}
 }
 
 // TestSuiteOnMemstore: the suite passes on a correct backend.
 func TestSuiteOnMemstore(t *testing.T) {
-	storetest.Run(t, memHarness(func(s store.Store) store.Store { return s }))
+	storetest.Run(t, memHarness(func(s store.Store) store.Store { return s }, historyLimit))
 }
 
 // Each mutant embeds the real store and overrides one method with a bug.
@@ -53,7 +59,60 @@ type (
 	disableChecksLate     struct{ store.Store }
 	tokenReportedStale    struct{ store.Store }
 	renewResultsTruncated struct{ store.Store }
+
+	// History mutants embed the memstore itself, so that they keep its
+	// store.History methods.
+	eventsOldestFirst     struct{ *memstore.Store }
+	eventsFilterIgnored   struct{ *memstore.Store }
+	eventsBeforeInclusive struct{ *memstore.Store }
+	eventsLimitIgnored    struct{ *memstore.Store }
+	eventTextTrimmed      struct{ *memstore.Store }
+	eventBatchPartial     struct{ *memstore.Store }
 )
+
+func (s eventsOldestFirst) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
+	res, err := s.Store.Events(ctx, f)
+	slices.Reverse(res)
+	return res, err
+}
+
+func (s eventsFilterIgnored) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
+	f.Lock = ""
+	return s.Store.Events(ctx, f)
+}
+
+func (s eventsBeforeInclusive) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
+	if f.BeforeID > 0 {
+		f.BeforeID++
+	}
+	return s.Store.Events(ctx, f)
+}
+
+func (s eventsLimitIgnored) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
+	f.Limit = store.MaxEventsLimit
+	return s.Store.Events(ctx, f)
+}
+
+func (s eventTextTrimmed) AppendEvents(ctx context.Context, events []store.Event) error {
+	events = slices.Clone(events)
+	for i := range events {
+		events[i].Reason = strings.TrimSpace(events[i].Reason)
+	}
+	return s.Store.AppendEvents(ctx, events)
+}
+
+// AppendEvents appends the valid events of a batch one by one, so that an
+// invalid one fails the call after the others were recorded.
+func (s eventBatchPartial) AppendEvents(ctx context.Context, events []store.Event) error {
+	for _, e := range events {
+		if err := s.Store.AppendEvents(ctx, []store.Event{e}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func mem(s store.Store) *memstore.Store { return s.(*memstore.Store) }
 
 func (s renewAlwaysSucceeds) Renew(ctx context.Context, id string, l []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
 	res, err := s.Store.Renew(ctx, id, l, ttl)
@@ -184,36 +243,53 @@ var mutants = []struct {
 	name  string
 	wrap  func(store.Store) store.Store
 	fails []string // subtests that must catch it
+	keep  int      // history entries the store keeps; 0: as declared
 }{
 	{"renew-always-succeeds", func(s store.Store) store.Store { return renewAlwaysSucceeds{s} },
-		[]string{"Renew/WrongTokenRefused", "Renew/WrongHolderRefused", "Renew/ExpiredLeaseRefused", "Renew/BatchReportsLostLeases"}},
+		[]string{"Renew/WrongTokenRefused", "Renew/WrongHolderRefused", "Renew/ExpiredLeaseRefused", "Renew/BatchReportsLostLeases"}, 0},
 	{"own-lease-reacquired", func(s store.Store) store.Store { return ownLeaseReacquired{s} },
-		[]string{"Acquire/OwnLeaseReturnedUnchanged", "Acquire/MixedBatch"}},
+		[]string{"Acquire/OwnLeaseReturnedUnchanged", "Acquire/MixedBatch"}, 0},
 	{"locks-unsorted", func(s store.Store) store.Store { return locksUnsorted{s} },
-		[]string{"Locks/ListsEveryKnownLockSorted", "Locks/UnknownNamesFreeAndEnabled"}},
+		[]string{"Locks/ListsEveryKnownLockSorted", "Locks/UnknownNamesFreeAndEnabled"}, 0},
 	{"close-ignored", func(s store.Store) store.Store { return closeIgnored{s} },
-		[]string{"Close/CallsAfterCloseFail"}},
+		[]string{"Close/CallsAfterCloseFail"}, 0},
 	{"context-ignored", func(s store.Store) store.Store { return contextIgnored{s} },
-		[]string{"Context/CancelledFailsFast"}},
+		[]string{"Context/CancelledFailsFast"}, 0},
 	{"names-error-unwrapped", func(s store.Store) store.Store { return namesErrorUnwrapped{s} },
-		[]string{"Names/InvalidRejected"}},
+		[]string{"Names/InvalidRejected"}, 0},
 	{"release-unfenced", func(s store.Store) store.Store { return releaseUnfenced{s} },
-		[]string{"Release/Fenced", "Release/OtherAcquiresImmediately"}},
+		[]string{"Release/Fenced", "Release/OtherAcquiresImmediately"}, 0},
 	{"lease-too-short", func(s store.Store) store.Store { return leaseTooShort{s} },
-		[]string{"Acquire/FreeLock", "Expiry/DecidedByStoreClock"}},
+		[]string{"Acquire/FreeLock", "Expiry/DecidedByStoreClock"}, 0},
 	{"revocation-hidden", func(s store.Store) store.Store { return revocationHidden{s} },
-		[]string{"Control/DisableRevokesLease", "Renew/BatchReportsLostLeases"}},
+		[]string{"Control/DisableRevokesLease", "Renew/BatchReportsLostLeases"}, 0},
 	{"control-always-changed", func(s store.Store) store.Store { return controlAlwaysChanged{s} },
-		[]string{"Control/DisableTwiceUnchanged"}},
+		[]string{"Control/DisableTwiceUnchanged"}, 0},
 	{"unknown-locks-omitted", func(s store.Store) store.Store { return unknownLocksOmitted{s} },
-		[]string{"Locks/UnknownNamesFreeAndEnabled"}},
+		[]string{"Locks/UnknownNamesFreeAndEnabled"}, 0},
 	{"disable-checks-late", func(s store.Store) store.Store { return disableChecksLate{s} },
-		[]string{"Control/DisableAtomicWithAcquire"}},
+		[]string{"Control/DisableAtomicWithAcquire"}, 0},
 	{"token-reported-stale", func(s store.Store) store.Store { return tokenReportedStale{s} },
 		[]string{"Token/GrowsAcrossRelease", "Token/GrowsAcrossReopen", "Token/GrowsAcrossDeletedRecords",
-			"Concurrency/OneWinnerAfterEachRelease"}},
+			"Concurrency/OneWinnerAfterEachRelease"}, 0},
 	{"renew-results-truncated", func(s store.Store) store.Store { return renewResultsTruncated{s} },
-		[]string{"Renew/BatchReportsLostLeases", "Batch/ThousandLocks"}},
+		[]string{"Renew/BatchReportsLostLeases", "Batch/ThousandLocks"}, 0},
+	{"events-oldest-first", func(s store.Store) store.Store { return eventsOldestFirst{mem(s)} },
+		[]string{"History/AppendedNewestFirst", "History/BeforeIDPaging", "History/Limit"}, 0},
+	{"events-filter-ignored", func(s store.Store) store.Store { return eventsFilterIgnored{mem(s)} },
+		[]string{"History/FilterByLock", "History/BeforeIDPaging"}, 0},
+	{"events-before-inclusive", func(s store.Store) store.Store { return eventsBeforeInclusive{mem(s)} },
+		[]string{"History/BeforeIDPaging", "History/RetentionBound"}, 0},
+	{"events-limit-ignored", func(s store.Store) store.Store { return eventsLimitIgnored{mem(s)} },
+		[]string{"History/Limit", "History/BeforeIDPaging"}, 0},
+	{"event-text-trimmed", func(s store.Store) store.Store { return eventTextTrimmed{mem(s)} },
+		[]string{"History/ValuesStoredVerbatim"}, 0},
+	{"event-batch-partial", func(s store.Store) store.Store { return eventBatchPartial{mem(s)} },
+		[]string{"History/InvalidLockRejected"}, 0},
+	{"retention-too-long", func(s store.Store) store.Store { return s },
+		[]string{"History/RetentionBound"}, historyLimit + 1},
+	{"retention-too-short", func(s store.Store) store.Store { return s },
+		[]string{"History/RetentionBound"}, historyLimit - 1},
 }
 
 // TestMutant runs the suite on the mutant named by the environment; it is
@@ -225,7 +301,11 @@ func TestMutant(t *testing.T) {
 	}
 	for _, m := range mutants {
 		if m.name == name {
-			storetest.Run(t, memHarness(m.wrap))
+			keep := m.keep
+			if keep == 0 {
+				keep = historyLimit
+			}
+			storetest.Run(t, memHarness(m.wrap, keep))
 			return
 		}
 	}

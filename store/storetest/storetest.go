@@ -8,8 +8,9 @@
 //		storetest.Run(t, func(t *testing.T) storetest.Harness {
 //			path := filepath.Join(t.TempDir(), "masterjob.db")
 //			return storetest.Harness{
-//				Open:          func(t *testing.T) store.Store { ... open path ... },
+//				Open:          func(t *testing.T) store.Store { ... open path, WithHistoryLimit(1200) ... },
 //				DeleteRecords: func(t *testing.T, locks ...string) { ... DELETE ... },
+//				HistoryLimit:  1200,
 //			}
 //		})
 //	}
@@ -18,8 +19,11 @@
 // lock, fencing by (holder, token), tokens that grow across release, expiry,
 // reopening and deleted records, expiry decided by the store's clock,
 // controls checked atomically with acquisition, batched calls, input
-// validation, closed handles and cancelled contexts, and, for backends that
-// implement store.Notifier, push notifications.
+// validation, closed handles and cancelled contexts, for backends that
+// implement store.Notifier, push notifications, and for backends that
+// implement store.History, the audit history (order, filters, paging,
+// limits, retention, verbatim values). Tests of a capability the backend
+// lacks are skipped, saying so.
 //
 // Every subtest runs in parallel with the others on its own namespace. Tests
 // that depend on time wait for conditions by polling with generous deadlines;
@@ -62,6 +66,12 @@ type Harness struct {
 	// database, as an operator might. The suite checks tokens still grow
 	// afterwards.
 	DeleteRecords func(t *testing.T, locks ...string)
+	// HistoryLimit is the history retention the harness's stores were
+	// opened with (their WithHistoryLimit), for backends that implement
+	// store.History. The retention test appends about twice that many
+	// entries, so keep it small; above store.MaxEventsLimit (1000) it lets
+	// the suite check the cap on Limit too. 0 skips the tests that need it.
+	HistoryLimit int
 }
 
 // testCase is one conformance test.
@@ -120,6 +130,19 @@ var tests = []testCase{
 
 	{"Notifier/DeliversChanges", testNotifierDelivers},
 	{"Notifier/ClosesOnCancel", testNotifierCloses},
+
+	{"History/AppendedNewestFirst", testHistoryNewestFirst},
+	{"History/FilterByLock", testHistoryFilter},
+	{"History/BeforeIDPaging", testHistoryPaging},
+	{"History/Limit", testHistoryLimit},
+	{"History/RetentionBound", testHistoryRetention},
+	{"History/ValuesStoredVerbatim", testHistoryVerbatim},
+	{"History/InvalidLockRejected", testHistoryInvalidLock},
+	{"History/EmptyBatchIsNoop", testHistoryEmptyBatch},
+	{"History/SharedAcrossHandles", testHistoryShared},
+	{"History/ConcurrentAppends", testHistoryConcurrent},
+	{"History/CancelledContextFailsFast", testHistoryCancelled},
+	{"History/CallsAfterCloseFail", testHistoryClosed},
 }
 
 // Run runs every conformance test; newHarness is called once per subtest

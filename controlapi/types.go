@@ -1,0 +1,144 @@
+package controlapi
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// ControlRequest is the body of POST /api/mastercontrols/disable and
+// /api/mastercontrols/enable: {"lockName": "...", "reason": "..."}. Reason
+// is optional; on enable it is recorded in the history only.
+type ControlRequest struct {
+	LockName string `json:"lockName"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// ControlResult is the response to a disable or enable request.
+type ControlResult struct {
+	// Changed is false when the lock already was in the requested state,
+	// which is not an error.
+	Changed bool `json:"changed"`
+	// Message says what happened, for people.
+	Message string `json:"message"`
+	// Lock is the lock's state after the request.
+	Lock Lock `json:"lock"`
+	// Warning is set when the change was made but could not be recorded in
+	// the history.
+	Warning string `json:"warning,omitempty"`
+}
+
+// LockList is the response to GET /api/mastercontrols.
+type LockList struct {
+	Locks []Lock `json:"locks"`
+}
+
+// Lock is the JSON form of one lock's state (store.LockState) at the time
+// of the request. Times are the store's, in RFC 3339; zero times are
+// omitted.
+type Lock struct {
+	LockName string `json:"lockName"`
+	// Master is the instance id of the holder of the unexpired lease, or
+	// "" when no instance is master.
+	Master string `json:"master"`
+	// Holder is what the master said of itself, when it said it in the
+	// usual JSON form (masterjob.InstanceInfo).
+	Holder *Holder `json:"holder,omitempty"`
+	// HolderInfo is the master's description verbatim, when it is not in
+	// that form.
+	HolderInfo string `json:"holderInfo,omitempty"`
+	// Token is the fencing token of the current or most recent lease; 0 if
+	// the lock was never acquired.
+	Token int64 `json:"token"`
+	// Since is when the master acquired the lease.
+	Since time.Time `json:"since,omitzero"`
+	// LastRenewal is when the master last renewed the lease.
+	LastRenewal time.Time `json:"lastRenewal,omitzero"`
+	// ExpiresAt is when the lease expires unless renewed.
+	ExpiresAt time.Time `json:"expiresAt,omitzero"`
+	// ExpiresInMs is the time left on the lease as measured by the store,
+	// in milliseconds; 0 when no instance is master.
+	ExpiresInMs int64 `json:"expiresInMs"`
+	// Revoked is set when the lock was disabled while held: the master is
+	// stopping its job and will release the lease.
+	Revoked bool `json:"revoked"`
+	// Disabled, Reason, ChangedBy and ChangedAt are the lock's control.
+	Disabled  bool      `json:"disabled"`
+	Reason    string    `json:"reason"`
+	ChangedBy string    `json:"changedBy"`
+	ChangedAt time.Time `json:"changedAt,omitzero"`
+}
+
+// Holder is the description a master gives of itself.
+type Holder struct {
+	Host    string `json:"host,omitempty"`
+	PID     int    `json:"pid,omitempty"`
+	Address string `json:"address,omitempty"`
+	Version string `json:"version,omitempty"`
+}
+
+// LockOf returns the JSON form of a lock's state.
+func LockOf(s store.LockState) Lock {
+	l := Lock{
+		LockName:  s.Lock,
+		Token:     s.Token,
+		Disabled:  s.Disabled,
+		Reason:    s.Reason,
+		ChangedBy: s.ChangedBy,
+		ChangedAt: s.ChangedAt,
+	}
+	if s.Held() {
+		l.Master = s.Holder
+		l.Since, l.LastRenewal, l.ExpiresAt = s.AcquiredAt, s.RenewedAt, s.ExpiresAt
+		l.ExpiresInMs = max(s.TTL.Milliseconds(), 1) // held: some time is left
+		l.Revoked = s.Revoked
+		if s.HolderInfo != "" {
+			var h Holder
+			if err := json.Unmarshal([]byte(s.HolderInfo), &h); err == nil {
+				l.Holder = &h
+			} else {
+				l.HolderInfo = s.HolderInfo
+			}
+		}
+	}
+	return l
+}
+
+// EventPage is the response to GET /api/mastercontrols/history: entries
+// newest first.
+type EventPage struct {
+	Events []Event `json:"events"`
+	// NextBefore, when set, is the "before" parameter that asks for the
+	// next (older) page; it is omitted when this page was the last.
+	NextBefore int64 `json:"nextBefore,omitempty"`
+}
+
+// Event is the JSON form of a history entry (store.Event).
+type Event struct {
+	ID       int64     `json:"id"`
+	LockName string    `json:"lockName"`
+	Kind     string    `json:"kind"`
+	Instance string    `json:"instance"`
+	Token    int64     `json:"token,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	Remote   string    `json:"remote,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// EventOf returns the JSON form of a history entry.
+func EventOf(e store.Event) Event {
+	return Event{
+		ID: e.ID, LockName: e.Lock, Kind: string(e.Kind), Instance: e.Instance,
+		Token: e.Token, Reason: e.Reason, Remote: e.Remote, At: e.At,
+	}
+}
+
+// Error is the body of every response with a 4xx or 5xx status.
+type Error struct {
+	// Error says what went wrong.
+	Error string `json:"error"`
+	// Field names the request field (body field, query parameter or path
+	// segment) at fault, if one is.
+	Field string `json:"field,omitempty"`
+}
