@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,12 +26,15 @@ type Executor struct {
 	obs    Observer
 	holder store.Holder
 
-	mu      sync.Mutex
-	jobs    map[string]Job
-	masters map[string]Lease
-	running bool
-	closed  bool
-	added   chan struct{} // wakes the loop after StartMaster; capacity 1
+	mu        sync.Mutex
+	jobs      map[string]Job
+	masters   map[string]Lease
+	deadlines map[string]time.Time // trust window of each lease in masters
+	storeErr  error                // error of the last store round trip, nil if it succeeded
+	errSince  time.Time            // when store round trips started failing
+	running   bool
+	closed    bool
+	added     chan struct{} // wakes the loop after StartMaster; capacity 1
 }
 
 // New returns an executor on st. Its configuration is resolved from
@@ -50,13 +54,14 @@ func New(st store.Store, opts ...Option) (*Executor, error) {
 		return nil, err
 	}
 	e := &Executor{
-		st:      st,
-		cfg:     cfg,
-		log:     o.logger,
-		obs:     o.observer,
-		jobs:    map[string]Job{},
-		masters: map[string]Lease{},
-		added:   make(chan struct{}, 1),
+		st:        st,
+		cfg:       cfg,
+		log:       o.logger,
+		obs:       o.observer,
+		jobs:      map[string]Job{},
+		masters:   map[string]Lease{},
+		deadlines: map[string]time.Time{},
+		added:     make(chan struct{}, 1),
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -133,6 +138,54 @@ func (e *Executor) Masters() []Lease {
 	return out
 }
 
+// Sentinel errors of Ready.
+var (
+	// ErrNotRunning: Run is not running.
+	ErrNotRunning = errors.New("masterjob: executor not running")
+	// ErrStoreUnreachable: the last store round trip failed.
+	ErrStoreUnreachable = errors.New("masterjob: store unreachable")
+	// ErrPastTrustWindow: a job is still running after its lease's trust
+	// window closed (it is slow to stop).
+	ErrPastTrustWindow = errors.New("masterjob: job running past its trust window")
+)
+
+// Ready returns nil when the executor is fit to serve, for readiness
+// probes: Run is running, its last store round trip succeeded, and no job
+// runs past its lease's trust window. Otherwise it returns an error
+// wrapping ErrNotRunning, ErrStoreUnreachable or ErrPastTrustWindow.
+func (e *Executor) Ready() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.running {
+		return ErrNotRunning
+	}
+	now := time.Now()
+	for lock, d := range e.deadlines {
+		if !now.Before(d) {
+			return fmt.Errorf("%w: lock %q, %s past", ErrPastTrustWindow, lock, now.Sub(d).Round(time.Millisecond))
+		}
+	}
+	if e.storeErr != nil {
+		return fmt.Errorf("%w since %s ago: %w", ErrStoreUnreachable,
+			time.Since(e.errSince).Round(time.Millisecond), e.storeErr)
+	}
+	return nil
+}
+
+// setStoreResult records the outcome of a store round trip for Ready.
+func (e *Executor) setStoreResult(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err == nil {
+		e.storeErr = nil
+		return
+	}
+	if e.storeErr == nil {
+		e.errSince = time.Now()
+	}
+	e.storeErr = err
+}
+
 // Locks returns the store's state of the given locks, or of all known locks.
 func (e *Executor) Locks(ctx context.Context, locks ...string) ([]store.LockState, error) {
 	return e.st.Locks(ctx, locks...)
@@ -172,6 +225,7 @@ func (e *Executor) Run(ctx context.Context) error {
 		e.closed = true
 		e.running = false
 		clear(e.masters)
+		clear(e.deadlines)
 		e.mu.Unlock()
 	}()
 	l := newLoop(e)

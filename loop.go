@@ -349,6 +349,7 @@ func (l *loop) startRelease() {
 func (l *loop) onCheck(r checkResult) {
 	now := time.Now()
 	l.e.obs.Check(now.Sub(r.began), len(r.states), r.err)
+	l.e.setStoreResult(r.err)
 	if r.err != nil {
 		l.checkFails++
 		wait := backoff(l.checkFails, min(100*time.Millisecond, l.cfg.CheckMasterInterval), l.cfg.CheckMasterInterval)
@@ -416,6 +417,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 	}
 	l.e.mu.Lock()
 	l.e.masters[s.Lock] = lease
+	l.e.deadlines[s.Lock] = m.deadline
 	job := l.e.jobs[s.Lock]
 	l.e.mu.Unlock()
 
@@ -447,6 +449,7 @@ func (p *panicError) Error() string { return fmt.Sprint("masterjob: job panicked
 func (l *loop) onRenew(r renewResult) {
 	now := time.Now()
 	l.e.obs.Renewal(now.Sub(r.began), len(r.results), r.err)
+	l.e.setStoreResult(r.err)
 	if r.err != nil {
 		l.renewFails++
 		if l.renewFails > l.cfg.MaxHeartbeatRetryCount {
@@ -497,6 +500,9 @@ func (l *loop) onRenew(r renewResult) {
 			m.deadline = r.began.Add(ttl - l.cfg.SafetyMargin)
 			m.expiry = r.began.Add(ttl)
 			m.clock.set(m.expiry)
+			l.e.mu.Lock()
+			l.e.deadlines[res.Lock] = m.deadline
+			l.e.mu.Unlock()
 			l.e.obs.LeaseTTL(res.Lock, res.TTL)
 		}
 		if res.Revoked || res.Disabled {
@@ -527,6 +533,7 @@ func (l *loop) onJobExit(x jobExit) {
 	delete(l.masters, x.lock)
 	l.e.mu.Lock()
 	delete(l.e.masters, x.lock)
+	delete(l.e.deadlines, x.lock)
 	l.e.mu.Unlock()
 	// Stop, then release: the job has returned, so the next master cannot
 	// start beside it. Releasing a lost lease is fenced and harmless.

@@ -60,3 +60,33 @@ func (NopObserver) Check(time.Duration, int, error) {}
 
 // LeaseTTL implements Observer.
 func (NopObserver) LeaseTTL(string, time.Duration) {}
+
+// Observers returns an Observer that passes every event to each of obs in
+// turn (for example metrics and an audit recorder).
+func Observers(obs ...Observer) Observer { return multiObserver(obs) }
+
+type multiObserver []Observer
+
+func (m multiObserver) Transition(t Transition) {
+	for _, o := range m {
+		o.Transition(t)
+	}
+}
+
+func (m multiObserver) Renewal(took time.Duration, leases int, err error) {
+	for _, o := range m {
+		o.Renewal(took, leases, err)
+	}
+}
+
+func (m multiObserver) Check(took time.Duration, locks int, err error) {
+	for _, o := range m {
+		o.Check(took, locks, err)
+	}
+}
+
+func (m multiObserver) LeaseTTL(lock string, ttl time.Duration) {
+	for _, o := range m {
+		o.LeaseTTL(lock, ttl)
+	}
+}
