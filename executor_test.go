@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -700,4 +701,54 @@ func bytesOf(b byte, n int) []byte {
 		out[i] = b
 	}
 	return out
+}
+
+// Stop, then release: when renewals fail and the master demotes itself,
+// its lease must not be released while the job is still stopping, or a
+// follower could start beside it.
+func TestDemotionReleasesOnlyAfterJobStopped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		// Renewals fail, everything else works: the release would get through.
+		view := &renewFails{Store: st}
+		stopped := make(chan struct{})
+		e := newExec(t, view, "a", masterjob.WithMaxHeartbeatRetryCount(0))
+		_ = e.StartMaster("JOB", masterjob.JobFunc(func(ctx context.Context, l masterjob.Lease) error {
+			<-ctx.Done()
+			time.Sleep(margin / 2) // slow to stop
+			close(stopped)
+			return nil
+		}))
+		stop := startRun(e)
+		synctest.Wait()
+		view.fail.Store(true)
+		time.Sleep(heartbeat + time.Millisecond) // the renewal fails: demotion
+		synctest.Wait()
+		select {
+		case <-stopped:
+			t.Fatal("precondition: the job stopped at once")
+		default:
+		}
+		if ls := lockState(t, st, "JOB"); ls.Holder != "a" {
+			t.Fatalf("lease released while the job was still stopping: %+v", ls)
+		}
+		<-stopped
+		synctest.Wait()
+		if ls := lockState(t, st, "JOB"); ls.Holder == "a" && ls.Token == 1 {
+			t.Fatalf("lease not released after the job stopped: %+v", ls)
+		}
+		_ = stop()
+	})
+}
+
+type renewFails struct {
+	store.Store
+	fail atomic.Bool
+}
+
+func (s *renewFails) Renew(ctx context.Context, id string, refs []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	if s.fail.Load() {
+		return nil, store.ErrUnavailable
+	}
+	return s.Store.Renew(ctx, id, refs, ttl)
 }

@@ -457,7 +457,6 @@ func (l *loop) onRenew(r renewResult) {
 			for _, m := range l.masters {
 				if !m.lost {
 					m.lost = true
-					l.toRelease[m.lease.Lock] = m.lease.Token // best effort, after the job stops
 					l.stop(m, ErrTrustWindowPassed, Demoted)
 				}
 			}
