@@ -1,0 +1,288 @@
+// Package cli implements the masterjob command: run a command on exactly one
+// instance of a cluster at a time, show the state of the locks, and disable
+// or enable a lock cluster-wide.
+//
+// The package is importable so that the command can be tested through its
+// arguments: cmd/masterjob only calls Main.
+//
+//	masterjob run --lock NAME [flags] -- COMMAND [ARGS...]
+//	masterjob status [--store URL] [--json] [LOCK...]
+//	masterjob disable --lock NAME --reason TEXT [--store URL]
+//	masterjob enable --lock NAME [--store URL]
+//	masterjob version
+//	masterjob help [COMMAND]
+//
+// Every instance runs `masterjob run` with the same lock and store; the one
+// elected master runs COMMAND as its child. When it stops being master (its
+// lease could not be renewed, an operator disabled the lock, the runner was
+// asked to stop), the child gets SIGTERM, and SIGKILL in time to be dead
+// before the lease can expire in the store; only then is the lease released
+// for another instance to take.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+	"strings"
+)
+
+// Exit codes of Main. A run whose command exited by itself exits with the
+// command's exit code instead (see `masterjob help run`).
+const (
+	ExitOK      = 0 // success
+	ExitFailure = 1 // a runtime failure: the store failed, the executor failed
+	ExitUsage   = 2 // bad input: an unknown command or flag, an invalid setting
+)
+
+// EnvStore is the environment variable that names the store URL when no
+// --store flag is given.
+const EnvStore = "MASTERJOB_STORE"
+
+// Version is the version `masterjob version` prints. Set it at link time
+// (-ldflags "-X github.com/masterjob/masterjob/cli.Version=v1.2.3"); when it
+// is empty, the module version from the build information is used.
+var Version = ""
+
+// errUsage marks errors that Main reports with ExitUsage.
+var errUsage = errors.New("usage")
+
+// usageError returns an error that Main reports with ExitUsage. Like
+// fmt.Errorf, it wraps the operands of %w verbs.
+func usageError(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errUsage}, args...)...)
+}
+
+// cmdEnv is what a command gets from Main.
+type cmdEnv struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+	lookupEnv      func(string) (string, bool)
+}
+
+// command is one subcommand.
+type command struct {
+	name     string
+	synopsis string // one line, for the command list
+	usage    string // usage lines and description, for `help NAME`
+	// flags returns the command's flag set, for help; the command builds its
+	// own when it runs.
+	flags func() *flag.FlagSet
+	run   func(e *cmdEnv, c *command, args []string) int
+}
+
+var commands []*command
+
+func init() {
+	commands = []*command{runCommand, statusCommand, disableCommand, enableCommand, versionCommand}
+}
+
+func lookupCommand(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Main runs the masterjob command with args (without the program name) and
+// returns the exit code. Output goes to stdout, diagnostics and logs to
+// stderr; lookupEnv replaces os.LookupEnv (nil means an empty environment).
+//
+// Cancelling ctx asks a run to stop gracefully, as SIGTERM does: the child
+// gets SIGTERM, the lease is released, and Main returns. `masterjob run`
+// handles SIGINT and SIGTERM itself (see `masterjob help run`), so the caller
+// should not turn them into a cancellation of ctx.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
+	if lookupEnv == nil {
+		lookupEnv = func(string) (string, bool) { return "", false }
+	}
+	e := &cmdEnv{ctx: ctx, stdout: stdout, stderr: stderr, lookupEnv: lookupEnv}
+	if len(args) == 0 {
+		printUsage(stderr)
+		return ExitUsage
+	}
+	switch name := args[0]; name {
+	case "help", "-h", "-help", "--help":
+		return help(e, args[1:])
+	default:
+		c := lookupCommand(name)
+		if c == nil {
+			fmt.Fprintf(stderr, "masterjob: unknown command %q\nRun 'masterjob help' for usage.\n", name)
+			return ExitUsage
+		}
+		return c.run(e, c, args[1:])
+	}
+}
+
+func help(e *cmdEnv, args []string) int {
+	switch len(args) {
+	case 0:
+		printUsage(e.stdout)
+		return ExitOK
+	case 1:
+		c := lookupCommand(args[0])
+		if c == nil {
+			fmt.Fprintf(e.stderr, "masterjob help: unknown command %q\nRun 'masterjob help' for usage.\n", args[0])
+			return ExitUsage
+		}
+		printCommandUsage(e.stdout, c)
+		return ExitOK
+	default:
+		fmt.Fprintln(e.stderr, "usage: masterjob help [COMMAND]")
+		return ExitUsage
+	}
+}
+
+const usageHeader = `masterjob runs a command on exactly one instance of a cluster at a time.
+
+Every instance runs 'masterjob run' with the same --lock and --store; the
+instance elected master runs the command. If the master dies, hangs or loses
+the store, another instance becomes master and runs the command again.
+
+Usage:
+  masterjob COMMAND [flags]
+
+Commands:
+`
+
+const usageFooter = `
+Store URLs (--store, else $MASTERJOB_STORE, else sqlite:masterjob.db):
+  sqlite:PATH[?prefix=P&busy_timeout=D]
+      A SQLite file. Instances must share one host: not for network filesystems.
+  postgres://USER@HOST:PORT/DB?sslmode=disable[&masterjob_schema=S&masterjob_prefix=P]
+      PostgreSQL (also postgresql://). Other parameters go to the driver.
+
+Configuration of 'masterjob run', per setting, later sources win:
+  1. defaults
+  2. the "masterJobExecutor" section of a JSON config file
+     (--config FILE, else $MASTERJOB_CONFIG)
+  3. environment: INIT_DELAY, CHECK_MASTER_INTERVAL,
+     MASTER_JOB_HEARTBEAT_INTERVAL, MASTER_JOB_TOLERANCE,
+     MASTER_JOB_MAX_HEARTBEAT_RETRY_COUNT
+  4. flags
+  In the file and the environment a duration is milliseconds (8000) or a Go
+  duration ("8s"); flags take either too.
+
+Exit codes: 0 success, 1 failure, 2 bad input; 'run' may exit with the
+command's own exit code (see 'masterjob help run').
+
+Run 'masterjob help COMMAND' for the flags of a command.
+`
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, usageHeader)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.synopsis)
+	}
+	fmt.Fprintf(w, "  %-8s %s\n", "help", "show this help, or the help of a command")
+	fmt.Fprint(w, usageFooter)
+}
+
+func printCommandUsage(w io.Writer, c *command) {
+	fmt.Fprint(w, c.usage)
+	if c.flags == nil {
+		return
+	}
+	fs := c.flags()
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n == 0 {
+		return
+	}
+	fmt.Fprint(w, "\nFlags (-name and --name are the same):\n")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// newFlagSet returns a flag set that reports nothing itself: parse does.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("masterjob "+name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parse parses args with fs. When it returns false, the command must return
+// code: help was printed (-h) or the arguments were bad.
+func parse(e *cmdEnv, c *command, fs *flag.FlagSet, args []string) (ok bool, code int) {
+	err := fs.Parse(args)
+	switch {
+	case err == nil:
+		return true, 0
+	case errors.Is(err, flag.ErrHelp):
+		printCommandUsage(e.stdout, c)
+		return false, ExitOK
+	default:
+		return false, reportUsage(e, c, err)
+	}
+}
+
+// reportUsage prints a bad-input error for command c and returns ExitUsage.
+func reportUsage(e *cmdEnv, c *command, err error) int {
+	msg := strings.TrimPrefix(err.Error(), errUsage.Error()+": ")
+	msg = strings.TrimPrefix(msg, "masterjob: ") // from masterjob.LoadConfig
+	fmt.Fprintf(e.stderr, "masterjob %s: %s\nRun 'masterjob help %s' for usage.\n", c.name, msg, c.name)
+	return ExitUsage
+}
+
+// storeURL returns the store URL: the flag, else $MASTERJOB_STORE, else the
+// default.
+func storeURL(e *cmdEnv, flagValue string, defaultURL string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v, ok := e.lookupEnv(EnvStore); ok && v != "" {
+		return v
+	}
+	return defaultURL
+}
+
+var versionCommand = &command{
+	name:     "version",
+	synopsis: "print the version",
+	usage:    "usage: masterjob version\n\nPrints the version of masterjob and of the Go toolchain that built it.\n",
+	flags:    func() *flag.FlagSet { return newFlagSet("version") },
+	run: func(e *cmdEnv, c *command, args []string) int {
+		fs := newFlagSet("version")
+		if ok, code := parse(e, c, fs, args); !ok {
+			return code
+		}
+		if fs.NArg() > 0 {
+			return reportUsage(e, c, usageError("unexpected argument %q", fs.Arg(0)))
+		}
+		fmt.Fprintf(e.stdout, "masterjob %s (%s %s/%s)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		return ExitOK
+	},
+}
+
+// version returns Version, else the module version and VCS revision from
+// the build information.
+func version() string {
+	if Version != "" {
+		return Version
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+		if s.Key == "vcs.modified" && s.Value == "true" {
+			v += "+dirty"
+		}
+	}
+	return v
+}

@@ -1,0 +1,512 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/storeurl"
+)
+
+// timing is a fast, valid configuration for runs in tests.
+var timing = []string{
+	"--init-delay", "0", "--heartbeat-interval", "100ms", "--tolerance", "1s",
+	"--check-master-interval", "200ms",
+}
+
+func args(parts ...any) []string {
+	var out []string
+	for _, p := range parts {
+		switch v := p.(type) {
+		case string:
+			out = append(out, v)
+		case []string:
+			out = append(out, v...)
+		}
+	}
+	return out
+}
+
+func sqliteURL(t *testing.T) string {
+	return "sqlite:" + filepath.Join(t.TempDir(), "mj.db")
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestHelp(t *testing.T) {
+	precedence := []string{"1. defaults", "2. the \"masterJobExecutor\" section", "3. environment", "4. flags",
+		"MASTERJOB_CONFIG", "MASTERJOB_STORE", "sqlite:masterjob.db"}
+	for _, a := range [][]string{{"help"}, {"-h"}, {"--help"}, {"-help"}} {
+		r := mainEnv(nil, a...)
+		if r.code != ExitOK {
+			t.Fatalf("%v: exit %d, stderr %q", a, r.code, r.stderr)
+		}
+		for _, w := range append(precedence, "run", "status", "disable", "enable", "version") {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("%v: usage lacks %q:\n%s", a, w, r.stdout)
+			}
+		}
+	}
+	for _, a := range [][]string{{"help", "run"}, {"run", "-h"}, {"run", "--help"}} {
+		r := mainEnv(nil, a...)
+		if r.code != ExitOK {
+			t.Fatalf("%v: exit %d, stderr %q", a, r.code, r.stderr)
+		}
+		for _, w := range []string{"usage: masterjob run --lock NAME", "-heartbeat-interval", "MASTER_JOB_HEARTBEAT_INTERVAL",
+			"-on-exit", "-restart-delay", "-log-format", "-config", "defaults", "environment", "SIGTERM"} {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("%v: help lacks %q:\n%s", a, w, r.stdout)
+			}
+		}
+	}
+	for _, c := range []string{"status", "disable", "enable", "version"} {
+		r := mainEnv(nil, c, "-h")
+		if r.code != ExitOK || !strings.Contains(r.stdout, "usage: masterjob "+c) {
+			t.Errorf("%s -h: exit %d, stdout %q", c, r.code, r.stdout)
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	r := mainEnv(nil, "version")
+	if r.code != ExitOK || !strings.HasPrefix(r.stdout, "masterjob ") || !strings.Contains(r.stdout, "go1") {
+		t.Fatalf("version: exit %d, stdout %q", r.code, r.stdout)
+	}
+}
+
+// Every bad input exits 2 with a message that names the problem.
+func TestBadInput(t *testing.T) {
+	badConfig := writeFile(t, "bad.json", `{"masterJobExecutor": {"heartbeatInterval": -5}}`)
+	notJSON := writeFile(t, "notjson.json", `{"masterJobExecutor": `)
+	long := strings.Repeat("x", 201)
+	tests := []struct {
+		name  string
+		env   map[string]string
+		args  []string
+		wants []string
+	}{
+		{"no arguments", nil, nil, []string{"Usage:"}},
+		{"unknown command", nil, args("frobnicate"), []string{`unknown command "frobnicate"`}},
+		{"help for an unknown command", nil, args("help", "frobnicate"), []string{`unknown command "frobnicate"`}},
+		{"unknown flag", nil, args("run", "--bogus", "--lock", "L", "--", "true"), []string{"flag provided but not defined: -bogus"}},
+		{"missing --lock", nil, args("run", "--", "true"), []string{"missing --lock"}},
+		{"empty lock name", nil, args("run", "--lock", "", "--", "true"), []string{"--lock", "empty"}},
+		{"over-long lock name", nil, args("run", "--lock", long, "--", "true"), []string{"--lock", "longer than 200"}},
+		{"control character in lock name", nil, args("run", "--lock", "a\nb", "--", "true"), []string{"--lock", "control character"}},
+		{"missing command", nil, args("run", "--lock", "L"), []string{"missing command after --"}},
+		{"missing command after --", nil, args("run", "--lock", "L", "--"), []string{"missing command after --"}},
+		{"command not found", nil, args("run", "--lock", "L", "--", "masterjob-no-such-command"), []string{`command "masterjob-no-such-command"`, "not found"}},
+		{"heartbeat not shorter than tolerance", nil, args("run", "--lock", "L", "--heartbeat-interval", "5s", "--tolerance", "1s", "--", "true"),
+			[]string{"invalid configuration", "flag --heartbeat-interval", "flag --tolerance"}},
+		{"negative interval", nil, args("run", "--lock", "L", "--check-master-interval", "-1s", "--", "true"),
+			[]string{"flag --check-master-interval", "negative"}},
+		{"negative retry count", nil, args("run", "--lock", "L", "--max-heartbeat-retry-count", "-1", "--", "true"),
+			[]string{"flag --max-heartbeat-retry-count"}},
+		{"malformed duration flag", nil, args("run", "--lock", "L", "--tolerance", "soon", "--", "true"),
+			[]string{"-tolerance", `"soon"`}},
+		{"malformed count flag", nil, args("run", "--lock", "L", "--max-heartbeat-retry-count", "many", "--", "true"),
+			[]string{"-max-heartbeat-retry-count", `"many"`}},
+		{"invalid environment", map[string]string{masterjob.EnvHeartbeatInterval: "abc"}, args("run", "--lock", "L", "--", "true"),
+			[]string{"MASTER_JOB_HEARTBEAT_INTERVAL", `"abc"`}},
+		{"environment against flag", map[string]string{masterjob.EnvTolerance: "500"}, args("run", "--lock", "L", "--heartbeat-interval", "1s", "--", "true"),
+			[]string{"flag --heartbeat-interval", "MASTER_JOB_TOLERANCE"}},
+		{"invalid config file value", nil, args("run", "--lock", "L", "--config", badConfig, "--", "true"),
+			[]string{"heartbeatInterval", badConfig}},
+		{"config file not JSON", nil, args("run", "--lock", "L", "--config", notJSON, "--", "true"),
+			[]string{notJSON}},
+		{"missing config file", nil, args("run", "--lock", "L", "--config", "/nonexistent/mj.json", "--", "true"),
+			[]string{"/nonexistent/mj.json", "flag --config"}},
+		{"missing config file from environment", map[string]string{masterjob.EnvConfigFile: "/nonexistent/env.json"}, args("run", "--lock", "L", "--", "true"),
+			[]string{"/nonexistent/env.json", "MASTERJOB_CONFIG"}},
+		{"unknown store scheme", nil, args("run", "--lock", "L", "--store", "redis://localhost:6379", "--", "true"),
+			[]string{"--store", "unknown store URL scheme", `"redis"`, "sqlite:PATH"}},
+		{"unknown store scheme from environment", map[string]string{EnvStore: "etcd://x"}, args("run", "--lock", "L", "--", "true"),
+			[]string{"unknown store URL scheme", `"etcd"`}},
+		{"store URL without scheme", nil, args("run", "--lock", "L", "--store", "mj.db", "--", "true"),
+			[]string{"--store", "no scheme"}},
+		{"bad store parameter", nil, args("run", "--lock", "L", "--store", "sqlite:mj.db?prefix=Bad-", "--", "true"),
+			[]string{"--store", "prefix"}},
+		{"bad --on-exit", nil, args("run", "--lock", "L", "--on-exit", "explode", "--", "true"),
+			[]string{"-on-exit", "release, restart"}},
+		{"bad --log-format", nil, args("run", "--lock", "L", "--log-format", "xml", "--", "true"),
+			[]string{"-log-format", "text, json"}},
+		{"negative --restart-delay", nil, args("run", "--lock", "L", "--restart-delay", "-1s", "--", "true"),
+			[]string{"--restart-delay", "negative"}},
+
+		{"status: unknown flag", nil, args("status", "--verbose"), []string{"-verbose"}},
+		{"status: unknown store scheme", nil, args("status", "--store", "zk://x"), []string{"unknown store URL scheme", `"zk"`}},
+		{"status: bad lock name", nil, args("status", long), []string{"longer than 200"}},
+
+		{"disable: missing --lock", nil, args("disable", "--reason", "r"), []string{"missing --lock"}},
+		{"disable: missing --reason", nil, args("disable", "--lock", "L"), []string{"missing --reason"}},
+		{"disable: empty lock name", nil, args("disable", "--lock", "", "--reason", "r"), []string{"empty"}},
+		{"disable: over-long lock name", nil, args("disable", "--lock", long, "--reason", "r"), []string{"longer than 200"}},
+		{"disable: unknown store scheme", nil, args("disable", "--lock", "L", "--reason", "r", "--store", "consul://x"), []string{`"consul"`}},
+		{"disable: stray argument", nil, args("disable", "--lock", "L", "--reason", "r", "extra"), []string{`unexpected argument "extra"`}},
+		{"enable: missing --lock", nil, args("enable"), []string{"missing --lock"}},
+		{"enable: --reason is not a flag of enable", nil, args("enable", "--lock", "L", "--reason", "r"), []string{"-reason"}},
+		{"enable: unknown store scheme", nil, args("enable", "--lock", "L", "--store", "x:y"), []string{`"x"`}},
+		{"version: stray argument", nil, args("version", "now"), []string{`unexpected argument "now"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mainEnv(tt.env, tt.args...)
+			if r.code != ExitUsage {
+				t.Fatalf("exit code %d, want %d; stderr:\n%s", r.code, ExitUsage, r.stderr)
+			}
+			for _, w := range tt.wants {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+				}
+			}
+			if r.stdout != "" {
+				t.Errorf("stdout not empty: %q", r.stdout)
+			}
+		})
+	}
+}
+
+// The store is --store, else $MASTERJOB_STORE, else the default.
+func TestStoreURLPrecedence(t *testing.T) {
+	e := &cmdEnv{lookupEnv: envFunc(map[string]string{EnvStore: "sqlite:env.db"})}
+	if got := storeURL(e, "sqlite:flag.db", storeurl.DefaultURL); got != "sqlite:flag.db" {
+		t.Errorf("flag: got %q", got)
+	}
+	if got := storeURL(e, "", storeurl.DefaultURL); got != "sqlite:env.db" {
+		t.Errorf("env: got %q", got)
+	}
+	e.lookupEnv = envFunc(nil)
+	if got := storeURL(e, "", storeurl.DefaultURL); got != storeurl.DefaultURL {
+		t.Errorf("default: got %q", got)
+	}
+}
+
+// Flags become options labelled with their flag, and win over the
+// environment and the config file.
+func TestRunFlagsPrecedence(t *testing.T) {
+	cfgFile := writeFile(t, "mj.json", `{"masterJobExecutor": {"heartbeatInterval": 2000, "checkMasterInterval": 4000, "initDelay": 50}}`)
+	f := newRunFlags()
+	if err := f.fs.Parse(args("--lock", "L", "--config", cfgFile, "--heartbeat-interval", "300ms",
+		"--tolerance", "1500", "--max-heartbeat-retry-count", "5", "--", "true")); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{masterjob.EnvHeartbeatInterval: "700", masterjob.EnvCheckMasterInterval: "900"}
+	cfg, err := masterjob.LoadConfig(append([]masterjob.Option{masterjob.WithLookupEnv(envFunc(env))}, f.options()...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := masterjob.Config{
+		InitDelay:              50 * time.Millisecond,  // file
+		CheckMasterInterval:    900 * time.Millisecond, // environment over file
+		HeartbeatInterval:      300 * time.Millisecond, // flag over environment and file
+		Tolerance:              1500 * time.Millisecond,
+		MaxHeartbeatRetryCount: 5,
+	}
+	if cfg.InitDelay != want.InitDelay || cfg.CheckMasterInterval != want.CheckMasterInterval ||
+		cfg.HeartbeatInterval != want.HeartbeatInterval || cfg.Tolerance != want.Tolerance ||
+		cfg.MaxHeartbeatRetryCount != want.MaxHeartbeatRetryCount {
+		t.Fatalf("config = %+v, want %+v", cfg, want)
+	}
+	if got := f.fs.Args(); len(got) != 1 || got[0] != "true" {
+		t.Fatalf("command = %q", got)
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{"250ms": 250 * time.Millisecond, "8000": 8 * time.Second, "2s": 2 * time.Second, "-1s": -time.Second, "0": 0} {
+		got, err := parseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "soon", "1e3", "99999999999999999999"} {
+		if _, err := parseDuration(in); err == nil {
+			t.Errorf("parseDuration(%q) succeeded", in)
+		}
+	}
+}
+
+func TestKillSlack(t *testing.T) {
+	for _, tt := range []struct{ margin, want time.Duration }{
+		{250 * time.Millisecond, 62500 * time.Microsecond},
+		{2 * time.Second, 250 * time.Millisecond},
+		{10 * time.Second, 250 * time.Millisecond},
+	} {
+		if got := killSlack(masterjob.Config{SafetyMargin: tt.margin}); got != tt.want {
+			t.Errorf("killSlack(margin %v) = %v, want %v", tt.margin, got, tt.want)
+		}
+	}
+}
+
+func TestControlCommandsSQLite(t *testing.T) { testControlCommands(t, sqliteURL(t)) }
+
+func TestControlCommandsPostgres(t *testing.T) { testControlCommands(t, postgresSchemaURL(t)) }
+
+func testControlCommands(t *testing.T, store string) {
+	env := map[string]string{EnvStore: store}
+	r := mainEnv(env, "status")
+	if r.code != ExitOK || !strings.Contains(r.stdout, "no locks") {
+		t.Fatalf("status on an empty store: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	r = mainEnv(env, "disable", "--lock", "JOB-SCHEDULER", "--reason", "maintenance window")
+	if r.code != ExitOK || !strings.Contains(r.stdout, `disabled lock "JOB-SCHEDULER": maintenance window`) {
+		t.Fatalf("disable: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = mainEnv(env, "disable", "--lock", "JOB-SCHEDULER", "--reason", "again")
+	if r.code != ExitOK || !strings.Contains(r.stdout, "already disabled: maintenance window (by cli@") {
+		t.Fatalf("disable again: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+
+	r = mainEnv(env, "status")
+	if r.code != ExitOK {
+		t.Fatalf("status: exit %d, stderr %q", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "LOCK") || !strings.Contains(lines[0], "DISABLED") {
+		t.Fatalf("status table:\n%s", r.stdout)
+	}
+	if f := strings.Fields(lines[1]); f[0] != "JOB-SCHEDULER" || !strings.Contains(lines[1], "yes") ||
+		!strings.Contains(lines[1], "maintenance window (by cli@") {
+		t.Fatalf("status row: %q", lines[1])
+	}
+
+	r = mainEnv(nil, "status", "--store", store, "--json", "JOB-SCHEDULER", "OTHER")
+	if r.code != ExitOK {
+		t.Fatalf("status --json: exit %d, stderr %q", r.code, r.stderr)
+	}
+	var locks []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &locks); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	}
+	if len(locks) != 2 || locks[0]["lockName"] != "JOB-SCHEDULER" || locks[0]["disabled"] != true ||
+		locks[0]["reason"] != "maintenance window" || !strings.HasPrefix(locks[0]["changedBy"].(string), "cli@") ||
+		locks[1]["lockName"] != "OTHER" || locks[1]["disabled"] != false {
+		t.Fatalf("status --json = %s", r.stdout)
+	}
+
+	r = mainEnv(env, "enable", "--lock", "JOB-SCHEDULER")
+	if r.code != ExitOK || !strings.Contains(r.stdout, `enabled lock "JOB-SCHEDULER"`) {
+		t.Fatalf("enable: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = mainEnv(env, "enable", "--lock", "JOB-SCHEDULER")
+	if r.code != ExitOK || !strings.Contains(r.stdout, "already enabled") {
+		t.Fatalf("enable again: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// With --on-exit release (the default) the run ends with the command's exit
+// code and releases the lease; the child sees the lease in its environment.
+func TestRunOnExitRelease(t *testing.T) {
+	store := sqliteURL(t)
+	r := mainEnv(nil, args("run", "--lock", "L", "--store", store, timing, "--",
+		"sh", "-c", `echo "$MASTERJOB_LOCK|$MASTERJOB_TOKEN|$MASTERJOB_INSTANCE"; exit 3`)...)
+	if r.code != 3 {
+		t.Fatalf("exit code %d, want the command's 3; stderr:\n%s", r.code, r.stderr)
+	}
+	parts := strings.Split(strings.TrimSpace(r.stdout), "|")
+	if len(parts) != 3 || parts[0] != "L" || parts[1] != "1" || parts[2] == "" {
+		t.Fatalf("child printed %q, want L|1|<instance>", r.stdout)
+	}
+	if !strings.Contains(r.stderr, "instance="+parts[2]) || !strings.Contains(r.stderr, "pid=") {
+		t.Errorf("logs lack the instance id or the child pid:\n%s", r.stderr)
+	}
+	s := mainEnv(nil, "status", "--store", store, "--json", "L")
+	var locks []map[string]any
+	if err := json.Unmarshal([]byte(s.stdout), &locks); err != nil || len(locks) != 1 {
+		t.Fatalf("status: %v %q", err, s.stdout)
+	}
+	if locks[0]["master"] != "" {
+		t.Fatalf("lease not released after the command exited: %s", s.stdout)
+	}
+
+	// A command killed by a signal: 128+N.
+	r = mainEnv(nil, args("run", "--lock", "L", "--store", store, "--log-format", "json", timing, "--", "sh", "-c", `kill -9 $$`)...)
+	if r.code != 128+9 {
+		t.Fatalf("exit code %d, want 137; stderr:\n%s", r.code, r.stderr)
+	}
+	// JSON logs.
+	for _, line := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("--log-format json wrote a non-JSON line %q", line)
+		}
+	}
+}
+
+// With --on-exit restart the command runs again while still master, and a
+// cancellation stops it gracefully with exit code 0.
+func TestRunOnExitRestart(t *testing.T) {
+	dir := t.TempDir()
+	count := filepath.Join(dir, "count")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan result, 1)
+	go func() {
+		done <- mainCtx(ctx, nil, args("run", "--lock", "L", "--store", sqliteURL(t), timing,
+			"--on-exit", "restart", "--restart-delay", "20ms", "--",
+			"sh", "-c", `echo "$MASTERJOB_TOKEN" >> "$0"`, count)...)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(count)
+		if lines := strings.Fields(string(b)); len(lines) >= 3 {
+			for _, l := range lines {
+				if l != "1" {
+					t.Fatalf("restarted command saw token %q, want the same mastership's 1", l)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("command not restarted 3 times; ran %q", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case r := <-done:
+		if r.code != ExitOK {
+			t.Fatalf("exit code %d after cancellation; stderr:\n%s", r.code, r.stderr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after cancellation")
+	}
+}
+
+// Cancelling Main's context stops the child with SIGTERM and exits 0.
+func TestRunGracefulStop(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan result, 1)
+	go func() {
+		done <- mainCtx(ctx, nil, args("run", "--lock", "L", "--store", sqliteURL(t), timing, "--",
+			"sh", "-c", `echo $$ > "$0.tmp"; mv "$0.tmp" "$0"; exec sleep 600`, pidFile)...)
+	}()
+	pid := waitPidFile(t, pidFile, 10*time.Second)
+	cancel()
+	select {
+	case r := <-done:
+		if r.code != ExitOK {
+			t.Fatalf("exit code %d; stderr:\n%s", r.code, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "pid="+strconv.Itoa(pid)) {
+			t.Errorf("logs lack the child pid %d:\n%s", pid, r.stderr)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after cancellation")
+	}
+	if alive(pid) {
+		t.Fatalf("child %d still alive after run returned", pid)
+	}
+}
+
+// An unreachable store is retried, with a clear log, until the run is
+// stopped; it is not a crash.
+func TestRunUnreachableStore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	r := mainCtx(ctx, nil, args("run", "--lock", "L", timing,
+		"--store", "postgres://nobody:pw@127.0.0.1:1/db?sslmode=disable&connect_timeout=1", "--", "true")...)
+	if r.code != ExitOK {
+		t.Fatalf("exit code %d; stderr:\n%s", r.code, r.stderr)
+	}
+	if n := strings.Count(r.stderr, "cannot open the store; retrying"); n < 2 {
+		t.Fatalf("want at least 2 logged retries, got %d:\n%s", n, r.stderr)
+	}
+	if strings.Contains(r.stderr, ":pw@") {
+		t.Fatalf("logs show the password:\n%s", r.stderr)
+	}
+}
+
+func waitPidFile(t *testing.T, path string, within time.Duration) int {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				return pid
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no pid in %s after %v", path, within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid runs and is not a zombie: the children of
+// SIGKILLed runners are reparented to PID 1, which does not reap them in
+// every container.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return syscall.Kill(pid, 0) == nil && !procAvailable()
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	state := b[i+2]
+	return state != 'Z' && state != 'X'
+}
+
+// parentOf returns the parent pid of pid from /proc.
+func parentOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
+}
+
+func procAvailable() bool {
+	_, err := os.Stat("/proc/self/stat")
+	return err == nil
+}
+
+// The kill time is now when the lease has expired or is another's, and the
+// safety margin minus the slack for a context no executor made.
+func TestKillAt(t *testing.T) {
+	cfg := masterjob.Config{Tolerance: time.Second, SafetyMargin: 400 * time.Millisecond, ShutdownTimeout: time.Second}
+	r := &runner{cfg: cfg}
+	for _, cause := range []error{masterjob.ErrLeaseExpired, masterjob.ErrLeaseLost} {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(cause)
+		if at := r.killAt(ctx)(); time.Until(at) > 0 {
+			t.Errorf("cause %v: kill time %v from now, want now", cause, time.Until(at))
+		}
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(masterjob.ErrShutdown)
+	left := time.Until(r.killAt(ctx)())
+	if want := cfg.SafetyMargin - killSlack(cfg); left > want || left < want-100*time.Millisecond {
+		t.Errorf("kill time %v from now, want about %v", left, want)
+	}
+}

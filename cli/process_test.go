@@ -1,0 +1,595 @@
+//go:build linux
+
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// These tests run the masterjob binary as separate processes, several
+// runners per lock, and check the children they start: by pid, through
+// /proc, never through log lines.
+
+// Timings of the runners: heartbeat 100ms, lease 1s, check every 200ms.
+const (
+	procTolerance     = time.Second
+	procCheckInterval = 200 * time.Millisecond
+)
+
+// childScript is the command every runner runs: it leaves an empty file
+// named INSTANCE.PID in $PIDDIR and runs until stopped. It needs 200ms to
+// stop after SIGTERM, so that releasing the lease before the child has
+// stopped would show as two children alive at once.
+// The file is written after the trap is set, so that the test never signals
+// a child that has not set it yet.
+const childScript = `trap 'sleep 0.2; exit 0' TERM; : > "$PIDDIR/$MASTERJOB_INSTANCE.$$"; while :; do sleep 0.05; done`
+
+// stubbornScript is a command that ignores SIGTERM: only SIGKILL stops it.
+const stubbornScript = `trap '' TERM; : > "$PIDDIR/$MASTERJOB_INSTANCE.$$"; while :; do sleep 0.05; done`
+
+// procRunner is one `masterjob run` process.
+type procRunner struct {
+	name    string
+	cmd     *exec.Cmd
+	logPath string
+	done    chan struct{} // closed when the process has been waited for
+	state   *os.ProcessState
+}
+
+func (r *procRunner) pid() int { return r.cmd.Process.Pid }
+
+// exitCode waits up to within for the runner to exit.
+func (r *procRunner) exitCode(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-r.done:
+		return r.state.ExitCode()
+	case <-time.After(within):
+		t.Fatalf("runner %s (pid %d) did not exit within %v", r.name, r.pid(), within)
+		return -1
+	}
+}
+
+func (r *procRunner) log() string {
+	b, _ := os.ReadFile(r.logPath)
+	return string(b)
+}
+
+// procCluster is a set of runners of one lock on one store.
+type procCluster struct {
+	t      *testing.T
+	bin    string
+	store  string
+	lock   string
+	dir    string
+	pidDir string
+
+	// script is the child's sh script (default childScript); flags replace
+	// the default timing flags when set.
+	script string
+	flags  []string
+
+	mu      sync.Mutex
+	runners []*procRunner
+	n       int
+}
+
+func newProcCluster(t *testing.T, store string) *procCluster {
+	t.Helper()
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	c := &procCluster{t: t, bin: bin, store: store, lock: "JOB-" + sanitize(t.Name()), dir: dir, pidDir: filepath.Join(dir, "pids")}
+	if err := os.Mkdir(c.pidDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.shutdown)
+	return c
+}
+
+// runnerEnv is the test's environment without the settings a developer's
+// shell might add, plus PIDDIR.
+func (c *procCluster) runnerEnv() []string {
+	drop := []string{"MASTERJOB_", "INIT_DELAY=", "CHECK_MASTER_INTERVAL=", "MASTER_JOB_"}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !slices.ContainsFunc(drop, func(p string) bool { return strings.HasPrefix(kv, p) }) {
+			env = append(env, kv)
+		}
+	}
+	return append(env, "PIDDIR="+c.pidDir)
+}
+
+// start starts a runner.
+func (c *procCluster) start() *procRunner {
+	c.t.Helper()
+	c.mu.Lock()
+	c.n++
+	name := fmt.Sprintf("r%d", c.n)
+	c.mu.Unlock()
+	logPath := filepath.Join(c.dir, name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer logFile.Close()
+	script, flags := c.script, c.flags
+	if script == "" {
+		script = childScript
+	}
+	if flags == nil {
+		flags = []string{"--init-delay", "0", "--heartbeat-interval", "100ms", "--tolerance", procTolerance.String(),
+			"--check-master-interval", procCheckInterval.String()}
+	}
+	store := c.store
+	if strings.HasPrefix(store, "postgres") {
+		// Name the runner's connections, for pg_stat_activity.
+		store += "&application_name=mj_" + name
+	}
+	cmd := exec.Command(c.bin, args("run", "--lock", c.lock, "--store", store, flags, "--", "sh", "-c", script)...)
+	cmd.Env = c.runnerEnv()
+	cmd.Stdout = logFile
+	cmd.Stderr = logFile
+	if err := cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	r := &procRunner{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		r.state = cmd.ProcessState
+		close(r.done)
+	}()
+	c.mu.Lock()
+	c.runners = append(c.runners, r)
+	c.mu.Unlock()
+	return r
+}
+
+// runnerOf returns the runner whose child is pid.
+func (c *procCluster) runnerOf(pid int) *procRunner {
+	ppid := parentOf(pid)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.runners {
+		if r.pid() == ppid {
+			return r
+		}
+	}
+	return nil
+}
+
+// children returns the pids of every child started so far.
+func (c *procCluster) children() []int {
+	entries, err := os.ReadDir(c.pidDir)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		name := e.Name()
+		i := strings.LastIndexByte(name, '.')
+		if pid, err := strconv.Atoi(name[i+1:]); i >= 0 && err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// aliveChildren returns the children alive now.
+func (c *procCluster) aliveChildren() []int {
+	var pids []int
+	for _, pid := range c.children() {
+		if alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitMaster waits for exactly one alive child other than the pids in not,
+// and returns it with its runner.
+func (c *procCluster) waitMaster(within time.Duration, not ...int) (int, *procRunner) {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		pids := c.aliveChildren()
+		if len(pids) == 1 && !slices.Contains(not, pids[0]) {
+			if r := c.runnerOf(pids[0]); r != nil {
+				return pids[0], r
+			}
+		}
+		if time.Now().After(deadline) {
+			c.dumpLogs()
+			c.t.Fatalf("no single new master child within %v: alive children %v (excluded %v)", within, pids, not)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func (c *procCluster) dumpLogs() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.runners {
+		c.t.Logf("--- log of runner %s (pid %d) ---\n%s", r.name, r.pid(), r.log())
+	}
+}
+
+// shutdown stops every runner still running: SIGTERM, then SIGKILL.
+func (c *procCluster) shutdown() {
+	c.mu.Lock()
+	runners := slices.Clone(c.runners)
+	c.mu.Unlock()
+	for _, r := range runners {
+		_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	deadline := time.After(5 * time.Second)
+	for _, r := range runners {
+		select {
+		case <-r.done:
+		case <-deadline:
+			_ = r.cmd.Process.Kill()
+			<-r.done
+		}
+	}
+	for _, pid := range c.aliveChildren() {
+		c.t.Errorf("child %d outlived its runner", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if c.t.Failed() {
+		c.dumpLogs()
+	}
+}
+
+// overlapWatcher samples the alive children every few milliseconds and
+// records every moment when more than one was alive.
+type overlapWatcher struct {
+	stop    chan struct{}
+	done    chan struct{}
+	samples int
+	seen    []string
+}
+
+func watchOverlap(c *procCluster) *overlapWatcher {
+	w := &overlapWatcher{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			w.samples++
+			if pids := c.aliveChildren(); len(pids) > 1 {
+				w.seen = append(w.seen, fmt.Sprintf("%s: children %v alive at once",
+					time.Now().Format("15:04:05.000"), pids))
+			}
+		}
+	}()
+	return w
+}
+
+func (w *overlapWatcher) check(t *testing.T) {
+	t.Helper()
+	close(w.stop)
+	<-w.done
+	t.Logf("overlap watcher: %d samples", w.samples)
+	if len(w.seen) > 0 {
+		t.Errorf("two masters' children alive at once, %d times:\n%s", len(w.seen), strings.Join(w.seen, "\n"))
+	}
+	if w.samples < 100 {
+		t.Errorf("overlap watcher took only %d samples", w.samples)
+	}
+}
+
+func TestProcessHandoffSQLite(t *testing.T) {
+	// Followers learn of a release at their next check.
+	testProcessHandoff(t, "sqlite:"+filepath.Join(t.TempDir(), "mj.db"), procCheckInterval+150*time.Millisecond)
+}
+
+func TestProcessHandoffPostgres(t *testing.T) {
+	// With LISTEN/NOTIFY a follower learns of a release at once.
+	testProcessHandoff(t, postgresSchemaURL(t), 150*time.Millisecond)
+}
+
+// testProcessHandoff checks, with three runners on one store, that exactly
+// one child runs; that SIGKILL of its runner kills it and another child
+// starts within the lease plus a second; that disable and enable move the
+// mastership; that SIGTERM of its runner exits 0 and hands off quickly (the
+// median handoff within medianHandoff, every one within the lease plus a
+// second); and that through all these handoffs two children are never alive
+// at once.
+func testProcessHandoff(t *testing.T, store string, medianHandoff time.Duration) {
+	c := newProcCluster(t, store)
+	watcher := watchOverlap(c)
+
+	// The first runner creates the schema and becomes master.
+	c.start()
+	master, masterRunner := c.waitMaster(15 * time.Second)
+	c.start()
+	c.start()
+	// Followers do not start a second child.
+	time.Sleep(3 * procCheckInterval)
+	if pids := c.aliveChildren(); len(pids) != 1 || pids[0] != master {
+		t.Fatalf("alive children %v, want only the master's %d", pids, master)
+	}
+
+	// SIGKILL of the master's runner: its child dies with it (Pdeathsig),
+	// and a follower takes over once the lease has expired.
+	killed := time.Now()
+	if err := masterRunner.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for alive(master) {
+		if time.Since(killed) > time.Second {
+			t.Fatalf("child %d still alive %v after its runner was SIGKILLed", master, time.Since(killed))
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Logf("SIGKILL: child gone after %v", time.Since(killed).Round(time.Millisecond))
+	prev := master
+	master, masterRunner = c.waitMaster(procTolerance+time.Second-time.Since(killed), prev)
+	t.Logf("SIGKILL: new master child after %v", time.Since(killed).Round(time.Millisecond))
+	c.start()
+
+	// Disable then enable at once: the master stops its child (200ms) and
+	// only then releases, so the next child cannot start beside it.
+	for i := range 3 {
+		prev := master
+		if r := mainEnv(nil, "disable", "--store", store, "--lock", c.lock, "--reason", "test"); r.code != 0 {
+			t.Fatalf("disable: exit %d: %s", r.code, r.stderr)
+		}
+		if r := mainEnv(nil, "enable", "--store", store, "--lock", c.lock); r.code != 0 {
+			t.Fatalf("enable: exit %d: %s", r.code, r.stderr)
+		}
+		master, masterRunner = c.waitMaster(procTolerance+time.Second, prev)
+		if alive(prev) {
+			t.Fatalf("disable round %d: child %d alive beside the new master's %d", i, prev, master)
+		}
+	}
+
+	// SIGTERM: graceful stop, exit 0, quick handoff.
+	rounds := 20
+	if testing.Short() {
+		rounds = 5
+	}
+	var handoffs []time.Duration
+	for i := range rounds {
+		prev, prevRunner := master, masterRunner
+		if err := prevRunner.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		// The handoff runs from the death of the old child (the lease is
+		// released after it) to the start of the new one.
+		stopped := waitDead(t, prev, 3*time.Second)
+		master, masterRunner = c.waitMaster(procTolerance+time.Second, prev)
+		handoff := time.Since(stopped)
+		handoffs = append(handoffs, handoff)
+		// A release can time out on a starved machine (the lease then
+		// expires): single rounds are held to the liveness floor only, the
+		// median to the quick handoff.
+		if handoff >= procTolerance+time.Second {
+			t.Errorf("round %d: graceful handoff took %v", i, handoff)
+		}
+		if code := prevRunner.exitCode(t, 5*time.Second); code != 0 {
+			t.Fatalf("round %d: runner %s exited with %d after SIGTERM, want 0:\n%s", i, prevRunner.name, code, prevRunner.log())
+		}
+		c.start() // keep three runners
+	}
+	slices.Sort(handoffs)
+	median := handoffs[len(handoffs)/2]
+	t.Logf("%d graceful handoffs: median %v, slowest %v", rounds,
+		median.Round(time.Millisecond), handoffs[len(handoffs)-1].Round(time.Millisecond))
+	if median > medianHandoff {
+		t.Errorf("median graceful handoff %v, want under %v", median, medianHandoff)
+	}
+	watcher.check(t)
+}
+
+// A runner that cannot reach its store logs the error and retries until it
+// is stopped; SIGTERM then ends it with exit code 0, not a crash.
+func TestProcessUnreachablePostgres(t *testing.T) {
+	bin := buildBinary(t)
+	cmd := exec.Command(bin, "run", "--lock", "L",
+		"--store", "postgres://u@127.0.0.1:1/db?sslmode=disable&connect_timeout=1", "--init-delay", "0", "--", "true")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("exit code %d, want 0 after SIGTERM:\n%s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "cannot open the store; retrying") || strings.Contains(out.String(), "panic") {
+		t.Fatalf("log:\n%s", out.String())
+	}
+}
+
+// waitDead waits up to within for pid to die and returns when it was seen
+// dead.
+func waitDead(t *testing.T, pid int, within time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still alive after %v", pid, within)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return time.Now()
+}
+
+// slackTiming is a lease of 2s with a 1s safety margin: the child is killed
+// 250ms (the largest slack) before its lease could expire, which leaves room
+// for a loaded machine.
+var slackTiming = []string{"--init-delay", "0", "--heartbeat-interval", "100ms", "--tolerance", "2s",
+	"--safety-margin", "1s", "--check-master-interval", procCheckInterval.String()}
+
+// SIGTERM gives a child that ignores it until shortly before the shutdown
+// timeout (by default the 2s lease); then SIGKILL, release, exit 0.
+func TestProcessGracefulStopKillsStubbornChild(t *testing.T) {
+	c := newProcCluster(t, "sqlite:"+filepath.Join(t.TempDir(), "mj.db"))
+	c.script = stubbornScript
+	c.flags = slackTiming
+	r := c.start()
+	child, _ := c.waitMaster(15 * time.Second)
+	start := time.Now()
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	dead := waitDead(t, child, 4*time.Second)
+	took := dead.Sub(start)
+	t.Logf("stubborn child killed %v after SIGTERM", took.Round(time.Millisecond))
+	if took < 1500*time.Millisecond || took >= 2*time.Second {
+		t.Errorf("stubborn child killed after %v, want 250ms before the 2s shutdown timeout", took)
+	}
+	if code := r.exitCode(t, 3*time.Second); code != 0 {
+		t.Fatalf("runner exited %d, want 0:\n%s", code, r.log())
+	}
+}
+
+// A second SIGTERM kills the child at once instead of waiting for its kill
+// time.
+func TestProcessSecondSignalKillsChild(t *testing.T) {
+	c := newProcCluster(t, "sqlite:"+filepath.Join(t.TempDir(), "mj.db"))
+	c.script = stubbornScript
+	c.flags = []string{"--init-delay", "0", "--heartbeat-interval", "1s", "--tolerance", "20s"}
+	r := c.start()
+	child, _ := c.waitMaster(15 * time.Second)
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if !alive(child) {
+		t.Fatalf("child %d killed at once by the first SIGTERM; want its grace", child)
+	}
+	second := time.Now()
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	dead := waitDead(t, child, 2*time.Second)
+	t.Logf("child killed %v after the second signal", dead.Sub(second).Round(time.Millisecond))
+	if code := r.exitCode(t, 3*time.Second); code != 0 {
+		t.Fatalf("runner exited %d, want 0:\n%s", code, r.log())
+	}
+}
+
+// While the store is unreachable (its table locked), the master demotes
+// itself and its child, which ignores SIGTERM, is SIGKILLed before the lease
+// can expire in the store. When the store is back, a master runs again.
+func TestProcessStoreOutagePostgres(t *testing.T) {
+	store := postgresSchemaURL(t)
+	base := postgresURL(t)
+	schema := store[strings.LastIndex(store, "masterjob_schema=")+len("masterjob_schema="):]
+	const tolerance = 2 * time.Second // see slackTiming
+	c := newProcCluster(t, store)
+	c.script = stubbornScript
+	c.flags = slackTiming
+	watcher := watchOverlap(c)
+	c.start()
+	child, _ := c.waitMaster(15 * time.Second)
+	c.start()
+	time.Sleep(3 * procCheckInterval)
+
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+pgx.Identifier{schema, "masterjob_locks"}.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	// No renewal can commit from now on: read when the lease expires, by the
+	// store's clock (this host's).
+	locked := time.Now()
+	var ttlMillis float64
+	if err := tx.QueryRow(ctx, "SELECT extract(epoch FROM expires_at - clock_timestamp()) * 1000 FROM "+
+		pgx.Identifier{schema, "masterjob_locks"}.Sanitize()+" WHERE lock_name = $1", c.lock).Scan(&ttlMillis); err != nil {
+		t.Fatal(err)
+	}
+	expires := locked.Add(time.Duration(ttlMillis * float64(time.Millisecond)))
+	dead := waitDead(t, child, 2*tolerance)
+	t.Logf("child killed %v after the store became unreachable, %v before its lease expired",
+		dead.Sub(locked).Round(time.Millisecond), expires.Sub(dead).Round(time.Millisecond))
+	if !dead.Before(expires) {
+		t.Errorf("child killed %v after its lease expired in the store", dead.Sub(expires))
+	}
+	time.Sleep(tolerance - time.Since(locked) + 300*time.Millisecond)
+	if pids := c.aliveChildren(); len(pids) != 0 {
+		t.Fatalf("children %v alive while the store is unreachable", pids)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	c.waitMaster(5*time.Second, child)
+	t.Logf("new master child %v after the store came back", time.Since(back).Round(time.Millisecond))
+	watcher.check(t)
+}
+
+// When a renewal fails and the master demotes itself, its child is stopped
+// before the lease is released: a follower that takes over at once (here on
+// a release notification) never runs beside it. The master's connections
+// are terminated on the server, so that its next renewal fails while other
+// calls, on new connections, succeed.
+func TestProcessRenewalFailureStopsBeforeRelease(t *testing.T) {
+	store := postgresSchemaURL(t)
+	base := postgresURL(t)
+	c := newProcCluster(t, store)
+	c.flags = []string{"--init-delay", "0", "--heartbeat-interval", "100ms", "--tolerance", procTolerance.String(),
+		"--check-master-interval", procCheckInterval.String(), "--max-heartbeat-retry-count", "0"}
+	watcher := watchOverlap(c)
+	c.start()
+	child, runner := c.waitMaster(15 * time.Second)
+	c.start()
+	time.Sleep(3 * procCheckInterval)
+
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1`,
+		"mj_"+runner.name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatalf("no connection of runner %s found", runner.name)
+	}
+	terminated := time.Now()
+	dead := waitDead(t, child, 2*procTolerance)
+	next, _ := c.waitMaster(procTolerance+time.Second, child)
+	t.Logf("terminated %d connections; child %d stopped %v later; new master child %d %v after that", n, child,
+		dead.Sub(terminated).Round(time.Millisecond), next, time.Since(dead).Round(time.Millisecond))
+	watcher.check(t)
+}

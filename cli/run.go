@@ -1,0 +1,538 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/internal/childproc"
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/storeurl"
+)
+
+// On-exit policies of run.
+const (
+	onExitRelease = "release"
+	onExitRestart = "restart"
+)
+
+// defaultRestartDelay is the default of --restart-delay.
+const defaultRestartDelay = time.Second
+
+// maxKillSlack bounds the slack between the SIGKILL of the child and the
+// moment its lease could expire in the store; see runner.killAt.
+const maxKillSlack = 250 * time.Millisecond
+
+// Backoff of the attempts to open the store at start.
+const (
+	openBackoffMin = 100 * time.Millisecond
+	openBackoffMax = 10 * time.Second
+	// openTimeout bounds one attempt to open the store.
+	openTimeout = 30 * time.Second
+)
+
+const runUsage = `usage: masterjob run --lock NAME [flags] -- COMMAND [ARGS...]
+
+Takes part in the election of the master of lock NAME and, while this
+instance is master, runs COMMAND as its child (in its own process group,
+with stdout and stderr passed through and stdin from /dev/null). The child
+sees MASTERJOB_LOCK, MASTERJOB_TOKEN (the fencing token of this mastership)
+and MASTERJOB_INSTANCE in its environment.
+
+When this instance stops being master (the lease could not be renewed in
+time, an operator disabled the lock), the child's process group gets SIGTERM
+and, if still running, SIGKILL shortly before the lease could expire in the
+store; at once if the lease has already expired. Only then is the lease
+released. On Linux the child is also killed if the runner dies, even by
+SIGKILL (processes the child started are not).
+
+SIGINT or SIGTERM to the runner stops it gracefully: the child gets SIGTERM
+as above, the lease is released so that another instance takes over at once,
+and the runner exits with status 0. A second signal kills the child at once.
+
+When the command exits by itself:
+  --on-exit release (default, like 'consul lock'): the runner releases the
+      lease and exits with the command's exit code (128+N if killed by
+      signal N, 127 if it could not be started).
+  --on-exit restart: the command is started again after --restart-delay,
+      as long as this instance is master.
+
+The store is --store, else $MASTERJOB_STORE, else sqlite:masterjob.db. While
+the store cannot be reached the runner logs the error and keeps retrying.
+
+Timing settings come, per setting, later winning, from: defaults, the
+"masterJobExecutor" section of the JSON config file (--config, else
+$MASTERJOB_CONFIG), the environment, and the flags below.
+`
+
+// runFlags are the flags of run.
+type runFlags struct {
+	fs *flag.FlagSet
+
+	lock, store, config string
+	initDelay           durationValue
+	checkInterval       durationValue
+	heartbeatInterval   durationValue
+	tolerance           durationValue
+	safetyMargin        durationValue
+	shutdownTimeout     durationValue
+	maxRetries          intValue
+	onExit              choiceValue
+	restartDelay        durationValue
+	logFormat           choiceValue
+	logLevel            choiceValue
+}
+
+func newRunFlags() *runFlags {
+	f := &runFlags{
+		fs:           newFlagSet("run"),
+		onExit:       choiceValue{onExitRelease, []string{onExitRelease, onExitRestart}},
+		restartDelay: durationValue{d: defaultRestartDelay},
+		logFormat:    choiceValue{"text", []string{"text", "json"}},
+		logLevel:     choiceValue{"info", []string{"debug", "info", "warn", "error"}},
+	}
+	fs := f.fs
+	fs.StringVar(&f.lock, "lock", "", "the lock `NAME` (required)")
+	fs.StringVar(&f.store, "store", "", "the store `URL` (default $"+EnvStore+", else "+storeurl.DefaultURL+")")
+	fs.StringVar(&f.config, "config", "", "JSON config `FILE` whose \"masterJobExecutor\" section is read (default $"+masterjob.EnvConfigFile+")")
+	fs.Var(&f.initDelay, "init-delay", "`duration` to wait before the first election (file initDelay, env "+masterjob.EnvInitDelay+"; default 1s)")
+	fs.Var(&f.checkInterval, "check-master-interval", "longest `duration` a follower waits between checks (file checkMasterInterval, env "+masterjob.EnvCheckMasterInterval+"; default 30s)")
+	fs.Var(&f.heartbeatInterval, "heartbeat-interval", "`duration` between lease renewals (file heartbeatInterval, env "+masterjob.EnvHeartbeatInterval+"; default 8s)")
+	fs.Var(&f.tolerance, "tolerance", "lease `duration`, by the store's clock (file masterJobTolerance, env "+masterjob.EnvTolerance+"; default 3 x heartbeat interval)")
+	fs.Var(&f.safetyMargin, "safety-margin", "`duration` before its lease could expire at which the master stops the command (file safetyMargin; default tolerance / 4)")
+	fs.Var(&f.shutdownTimeout, "shutdown-timeout", "longest `duration` to wait for the command to stop at shutdown (file shutdownTimeout; default tolerance)")
+	fs.Var(&f.maxRetries, "max-heartbeat-retry-count", "`number` of renewal retries before the master demotes itself (file maxHeartbeatRetryCount, env "+masterjob.EnvMaxHeartbeatRetryCount+"; default 3)")
+	fs.Var(&f.onExit, "on-exit", "what to do when the command exits by itself: `release|restart`")
+	fs.Var(&f.restartDelay, "restart-delay", "`duration` to wait before restarting the command (--on-exit restart)")
+	fs.Var(&f.logFormat, "log-format", "log format on stderr: `text|json`")
+	fs.Var(&f.logLevel, "log-level", "least level logged: `debug|info|warn|error`")
+	return f
+}
+
+// options returns the executor options set by flags, each labelled with its
+// flag so that validation errors name it.
+func (f *runFlags) options() []masterjob.Option {
+	var opts []masterjob.Option
+	if f.config != "" {
+		opts = append(opts, masterjob.Labeled("flag --config", masterjob.WithConfigFile(f.config)))
+	}
+	durations := []struct {
+		name string
+		v    *durationValue
+		opt  func(time.Duration) masterjob.Option
+	}{
+		{"init-delay", &f.initDelay, masterjob.WithInitDelay},
+		{"check-master-interval", &f.checkInterval, masterjob.WithCheckMasterInterval},
+		{"heartbeat-interval", &f.heartbeatInterval, masterjob.WithHeartbeatInterval},
+		{"tolerance", &f.tolerance, masterjob.WithTolerance},
+		{"safety-margin", &f.safetyMargin, masterjob.WithSafetyMargin},
+		{"shutdown-timeout", &f.shutdownTimeout, masterjob.WithShutdownTimeout},
+	}
+	for _, d := range durations {
+		if d.v.set {
+			opts = append(opts, masterjob.Labeled("flag --"+d.name, d.opt(d.v.d)))
+		}
+	}
+	if f.maxRetries.set {
+		opts = append(opts, masterjob.Labeled("flag --max-heartbeat-retry-count",
+			masterjob.WithMaxHeartbeatRetryCount(f.maxRetries.n)))
+	}
+	return opts
+}
+
+var runCommand = &command{
+	name:     "run",
+	synopsis: "run a command while this instance is master of a lock",
+	usage:    runUsage,
+	flags:    func() *flag.FlagSet { return newRunFlags().fs },
+	run:      runMain,
+}
+
+func runMain(e *cmdEnv, c *command, args []string) int {
+	f := newRunFlags()
+	if ok, code := parse(e, c, f.fs, args); !ok {
+		return code
+	}
+	r, err := newRunner(e, f)
+	if err != nil {
+		if errors.Is(err, errUsage) || errors.Is(err, masterjob.ErrInvalidConfig) {
+			return reportUsage(e, c, err)
+		}
+		fmt.Fprintf(e.stderr, "masterjob run: %v\n", err)
+		return ExitFailure
+	}
+	return r.run()
+}
+
+// runner is one `masterjob run`.
+type runner struct {
+	e            *cmdEnv
+	lock         string
+	path         string   // the command, resolved in $PATH
+	args         []string // its arguments
+	store        storeurl.URL
+	opts         []masterjob.Option
+	cfg          masterjob.Config
+	onExit       string
+	restartDelay time.Duration
+	log          *slog.Logger
+
+	cancelRun context.CancelCauseFunc
+	killNow   chan struct{} // closed by a second signal
+	killOnce  sync.Once
+
+	mu       sync.Mutex
+	child    *childproc.Process // the running child, if any
+	exitCode *int               // the command's exit code, with --on-exit release
+}
+
+// Causes of the end of a run, for the logs.
+var (
+	errCommandExited = errors.New("the command exited")
+	errSignal        = errors.New("received signal")
+)
+
+// newRunner validates the flags and the configuration. Its errors wrap
+// errUsage or masterjob.ErrInvalidConfig for bad input.
+func newRunner(e *cmdEnv, f *runFlags) (*runner, error) {
+	if !flagSet(f.fs, "lock") {
+		return nil, usageError("missing --lock NAME")
+	}
+	if err := store.ValidateLockName(f.lock); err != nil {
+		return nil, usageError("--lock: %w", err)
+	}
+	if f.fs.NArg() == 0 {
+		return nil, usageError("missing command after --")
+	}
+	if f.restartDelay.d < 0 {
+		return nil, usageError("--restart-delay: must not be negative, got %v", f.restartDelay.d)
+	}
+	u, err := storeurl.Parse(storeURL(e, f.store, storeurl.DefaultURL))
+	if err != nil {
+		return nil, usageError("--store: %w", err)
+	}
+	opts := append([]masterjob.Option{masterjob.WithLookupEnv(e.lookupEnv)}, f.options()...)
+	cfg, err := masterjob.LoadConfig(opts...)
+	if err != nil {
+		return nil, err
+	}
+	path, err := exec.LookPath(f.fs.Arg(0))
+	if err != nil {
+		return nil, usageError("command %q: %w", f.fs.Arg(0), unwrapExecError(err))
+	}
+	return &runner{
+		e:            e,
+		lock:         f.lock,
+		path:         path,
+		args:         f.fs.Args()[1:],
+		store:        u,
+		opts:         opts,
+		cfg:          cfg,
+		onExit:       f.onExit.value,
+		restartDelay: f.restartDelay.d,
+		log:          newLogger(e.stderr, f.logFormat.value, f.logLevel.value),
+		killNow:      make(chan struct{}),
+	}, nil
+}
+
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func unwrapExecError(err error) error {
+	var ee *exec.Error
+	if errors.As(err, &ee) {
+		return ee.Err
+	}
+	return err
+}
+
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	var lv slog.Level
+	_ = lv.UnmarshalText([]byte(level)) // validated by the flag
+	o := &slog.HandlerOptions{Level: lv}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// run runs the election until a signal, a cancellation of Main's context or,
+// with --on-exit release, the exit of the command; it returns the exit code.
+func (r *runner) run() int {
+	ctx, cancel := context.WithCancelCause(r.e.ctx)
+	defer cancel(nil)
+	r.cancelRun = cancel
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	quit := make(chan struct{})
+	log := r.log.With("lock", r.lock)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.watchSignals(log, sigs, quit)
+	}()
+	defer func() {
+		signal.Stop(sigs)
+		close(quit)
+		wg.Wait()
+	}()
+
+	st, err := r.openStore(ctx, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before the store could be opened", "cause", context.Cause(ctx))
+			return ExitOK
+		}
+		log.Error("cannot open the store", "store", r.store.String(), "err", err)
+		return ExitFailure
+	}
+	defer st.Close()
+
+	host, _ := os.Hostname()
+	opts := append(slices.Clip(r.opts),
+		masterjob.WithLogger(r.log),
+		masterjob.WithInstanceInfo(masterjob.InstanceInfo{Host: host, PID: os.Getpid(), Version: version()}),
+	)
+	ex, err := masterjob.New(st, opts...)
+	if err != nil {
+		log.Error("cannot create the executor", "err", err)
+		if errors.Is(err, masterjob.ErrInvalidConfig) {
+			return ExitUsage
+		}
+		return ExitFailure
+	}
+	r.log = r.log.With("lock", r.lock, "instance", ex.InstanceID())
+	if err := ex.StartMaster(r.lock, masterjob.JobFunc(r.job)); err != nil {
+		r.log.Error("cannot register the lock", "err", err)
+		return ExitFailure
+	}
+	r.log.Info("following lock", "store", r.store.String(), "command", r.path,
+		"heartbeat_interval", r.cfg.HeartbeatInterval, "tolerance", r.cfg.Tolerance,
+		"check_master_interval", r.cfg.CheckMasterInterval, "on_exit", r.onExit)
+
+	runErr := ex.Run(ctx)
+	r.killLeftover()
+
+	code := ExitOK
+	if runErr != nil {
+		r.log.Error("executor stopped with an error", "err", runErr)
+		code = ExitFailure
+	}
+	r.mu.Lock()
+	if r.exitCode != nil {
+		code = *r.exitCode
+	}
+	r.mu.Unlock()
+	r.log.Info("stopped", "cause", context.Cause(ctx), "exit_code", code)
+	return code
+}
+
+// watchSignals turns the first SIGINT/SIGTERM into a graceful stop and the
+// second into an immediate SIGKILL of the child.
+func (r *runner) watchSignals(log *slog.Logger, sigs <-chan os.Signal, quit <-chan struct{}) {
+	select {
+	case s := <-sigs:
+		log.Info("signal received: stopping (the command gets SIGTERM, then the lease is released)", "signal", s.String())
+		r.cancelRun(fmt.Errorf("%w %v", errSignal, s))
+	case <-quit:
+		return
+	}
+	select {
+	case s := <-sigs:
+		log.Warn("second signal received: killing the command", "signal", s.String())
+		r.killOnce.Do(func() { close(r.killNow) })
+	case <-quit:
+	}
+}
+
+// openStore opens the store, retrying with capped, jittered backoff while it
+// is unavailable (store.ErrUnavailable: unreachable, refusing connections,
+// timing out), until ctx is done. Other errors (a bad table prefix, a
+// missing directory, a failed migration) are returned: retrying would not
+// help.
+func (r *runner) openStore(ctx context.Context, log *slog.Logger) (store.Store, error) {
+	backoff := openBackoffMin
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, openTimeout)
+		st, err := r.store.Open(actx)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				log.Info("store opened", "store", r.store.String(), "attempts", attempt)
+			}
+			return st, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		log.Error("cannot open the store; retrying", "store", r.store.String(), "err", err,
+			"attempt", attempt, "retry_in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		backoff = min(2*backoff, openBackoffMax)
+	}
+}
+
+// job runs the command while this instance is master.
+func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
+	log := r.log.With("token", lease.Token)
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		p, err := childproc.Start(childproc.Spec{
+			Path:   r.path,
+			Args:   r.args,
+			Env:    childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance),
+			Stdout: r.e.stdout, // os.Stdout in the command: no copying
+			Stderr: r.e.stderr,
+		})
+		if err != nil {
+			log.Error("cannot start the command", "err", err)
+			if r.onExit == onExitRelease {
+				r.finish(127)
+				<-ctx.Done()
+				return err
+			}
+		} else {
+			r.setChild(p)
+			plog := log.With("pid", p.Pid())
+			plog.Info("command started")
+			select {
+			case <-p.Done():
+				res := r.stop(p, r.killAt(ctx)) // stop what it left in its group
+				r.setChild(nil)
+				plog.Info("command exited", "exit_code", res.ExitCode, "result", res.String())
+				if r.onExit == onExitRelease {
+					r.finish(res.ExitCode)
+					// Run's context is cancelled: wait for the executor to
+					// cancel this job, so that it releases the lease and
+					// does not acquire it again.
+					<-ctx.Done()
+					return nil
+				}
+			case <-ctx.Done():
+				killAt := r.killAt(ctx)
+				plog.Info("stopping the command", "cause", context.Cause(ctx),
+					"kill_in", max(0, time.Until(killAt())).Round(time.Millisecond))
+				res := r.stop(p, killAt)
+				r.setChild(nil)
+				plog.Info("command stopped", "exit_code", res.ExitCode, "result", res.String())
+				return nil
+			}
+		}
+		log.Info("restarting the command", "in", r.restartDelay)
+		t := time.NewTimer(r.restartDelay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// killAt returns the kill time of the child once the job's context is
+// cancelled (or, for what a child left behind in its group, once it exited):
+// the stop deadline of the mastership (masterjob.StopDeadline, which moves
+// forward while renewals succeed) minus a slack, so that the child is dead
+// before the lease can expire in the store; but no later than
+// ShutdownTimeout from now, so that a child ignoring SIGTERM cannot hold a
+// disabled lock for ever. When the lease has already expired or the store
+// says it is another's (masterjob.ErrLeaseExpired, ErrLeaseLost), another
+// master may run already: the kill time is now.
+//
+// The returned func is evaluated again and again while the child stops, so
+// that a later cancellation with one of those causes kills it at once.
+func (r *runner) killAt(ctx context.Context) func() time.Time {
+	slack := killSlack(r.cfg)
+	latest := time.Now().Add(r.cfg.ShutdownTimeout)
+	return func() time.Time {
+		if cause := context.Cause(ctx); errors.Is(cause, masterjob.ErrLeaseExpired) || errors.Is(cause, masterjob.ErrLeaseLost) {
+			return time.Time{}
+		}
+		deadline, ok := masterjob.StopDeadline(ctx)
+		if !ok {
+			// Not an executor's context; should not happen. Stay within
+			// the safety margin.
+			return time.Now().Add(r.cfg.SafetyMargin - slack)
+		}
+		if latest.Before(deadline) {
+			deadline = latest
+		}
+		return deadline.Add(-slack)
+	}
+}
+
+// killSlack is min(maxKillSlack, SafetyMargin/4): time for SIGKILL to take
+// effect and for the runner to reap the child before the deadline.
+func killSlack(cfg masterjob.Config) time.Duration {
+	return min(maxKillSlack, cfg.SafetyMargin/4)
+}
+
+// stop stops p by killAt, or at once after a second signal.
+func (r *runner) stop(p *childproc.Process, killAt func() time.Time) childproc.Result {
+	done := make(chan childproc.Result, 1)
+	go func() { done <- p.StopBy(killAt) }()
+	select {
+	case res := <-done:
+		return res
+	case <-r.killNow:
+		p.Kill()
+		return <-done
+	}
+}
+
+// finish records the command's exit code and ends the run (--on-exit release).
+func (r *runner) finish(code int) {
+	r.mu.Lock()
+	if r.exitCode == nil {
+		r.exitCode = &code
+	}
+	r.mu.Unlock()
+	r.cancelRun(fmt.Errorf("%w (exit code %d)", errCommandExited, code))
+}
+
+func (r *runner) setChild(p *childproc.Process) {
+	r.mu.Lock()
+	r.child = p
+	r.mu.Unlock()
+}
+
+// killLeftover kills a child still running when Run returned (only after a
+// shutdown timeout): it must not outlive the runner.
+func (r *runner) killLeftover() {
+	r.mu.Lock()
+	p := r.child
+	r.mu.Unlock()
+	if p != nil {
+		r.log.Warn("killing the command still running at exit", "pid", p.Pid())
+		p.Stop(time.Time{})
+	}
+}

@@ -1,0 +1,368 @@
+// Package storeurl opens a masterjob store named by a URL, so that command
+// line tools and configuration files can choose a backend with one string.
+//
+// Supported forms:
+//
+//	sqlite:PATH                 a SQLite file (relative or absolute path)
+//	sqlite://PATH               the same; sqlite:///abs/path.db is /abs/path.db
+//	postgres://USER@HOST:PORT/DB?sslmode=disable
+//	postgresql://...            the same
+//
+// A SQLite URL takes these query parameters:
+//
+//	prefix=P           table name prefix, [a-z0-9_]{0,40} (alias: masterjob_prefix)
+//	busy_timeout=D     SQLite busy timeout, a Go duration or milliseconds
+//	migrate=false      do not create or upgrade the tables
+//
+// A PostgreSQL URL takes these parameters, removed before the rest of the URL
+// reaches the driver (pgx), which receives every other parameter unchanged:
+//
+//	masterjob_schema=S        schema of the masterjob tables
+//	masterjob_prefix=P        table name prefix
+//	masterjob_call_timeout=D  bound on each store call (Go duration or ms)
+//	masterjob_migrate=false   do not create or upgrade the tables
+package storeurl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/store/postgres"
+	"github.com/masterjob/masterjob/store/sqlite"
+)
+
+// DefaultURL is the store URL used when none is given: a SQLite file in the
+// working directory.
+const DefaultURL = "sqlite:masterjob.db"
+
+// Sentinel errors returned (wrapped) by Parse and Open.
+var (
+	// ErrUnknownScheme is returned for a URL whose scheme names no supported
+	// backend, or that has no scheme at all.
+	ErrUnknownScheme = errors.New("storeurl: unknown store URL scheme")
+	// ErrInvalidURL is returned for a URL of a known scheme that cannot be
+	// used: an empty path, a malformed query or an unknown parameter.
+	ErrInvalidURL = errors.New("storeurl: invalid store URL")
+)
+
+// The supported URL schemes.
+const (
+	SchemeSQLite     = "sqlite"
+	SchemePostgres   = "postgres"
+	SchemePostgreSQL = "postgresql"
+)
+
+// URL is a parsed store URL. Create it with Parse.
+type URL struct {
+	// Scheme is the lower-cased scheme: one of Schemes.
+	Scheme string
+	// Path is the SQLite file (sqlite only).
+	Path string
+	// DSN is the connection string handed to pgx, with the masterjob_*
+	// parameters removed (postgres only).
+	DSN string
+	// Schema is the PostgreSQL schema, empty for the backend's default.
+	Schema string
+	// TablePrefix is the table name prefix; nil for the backend's default
+	// ("masterjob_"). Both backends accept [a-z0-9_]{0,40}.
+	TablePrefix *string
+	// Timeout is the SQLite busy timeout or the PostgreSQL call timeout; zero
+	// for the backend's default.
+	Timeout time.Duration
+	// NoMigrate is set by migrate=false (masterjob_migrate=false).
+	NoMigrate bool
+
+	raw string
+}
+
+// Parse checks rawURL without opening anything. Errors wrap ErrUnknownScheme
+// or ErrInvalidURL.
+func Parse(rawURL string) (URL, error) {
+	scheme, rest, ok := splitScheme(rawURL)
+	if !ok {
+		return URL{}, fmt.Errorf("%w: %q has no scheme (supported: %s)",
+			ErrUnknownScheme, redact(rawURL), supported())
+	}
+	switch scheme {
+	case SchemeSQLite:
+		return parseSQLite(rawURL, rest)
+	case SchemePostgres, SchemePostgreSQL:
+		return parsePostgres(rawURL, scheme)
+	default:
+		return URL{}, fmt.Errorf("%w %q in %q (supported: %s)",
+			ErrUnknownScheme, scheme, redact(rawURL), supported())
+	}
+}
+
+// Open opens the store named by rawURL. It is Parse followed by URL.Open.
+func Open(ctx context.Context, rawURL string) (store.Store, error) {
+	u, err := Parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return u.Open(ctx)
+}
+
+// Open opens the store. The caller closes it.
+func (u URL) Open(ctx context.Context) (store.Store, error) {
+	switch u.Scheme {
+	case SchemeSQLite:
+		var opts []sqlite.Option
+		if u.TablePrefix != nil {
+			opts = append(opts, sqlite.WithTablePrefix(*u.TablePrefix))
+		}
+		if u.Timeout > 0 {
+			opts = append(opts, sqlite.WithBusyTimeout(u.Timeout))
+		}
+		if u.NoMigrate {
+			opts = append(opts, sqlite.WithoutMigrate())
+		}
+		st, err := sqlite.Open(u.Path, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("storeurl: open %s: %w", u, err)
+		}
+		return st, nil
+	case SchemePostgres, SchemePostgreSQL:
+		var opts []postgres.Option
+		if u.Schema != "" {
+			opts = append(opts, postgres.WithSchema(u.Schema))
+		}
+		if u.TablePrefix != nil {
+			opts = append(opts, postgres.WithTablePrefix(*u.TablePrefix))
+		}
+		if u.Timeout > 0 {
+			opts = append(opts, postgres.WithCallTimeout(u.Timeout))
+		}
+		if u.NoMigrate {
+			opts = append(opts, postgres.WithoutMigrate())
+		}
+		st, err := postgres.Open(ctx, u.DSN, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("storeurl: open %s: %w", u, err)
+		}
+		return st, nil
+	default:
+		return nil, fmt.Errorf("%w %q (supported: %s)", ErrUnknownScheme, u.Scheme, supported())
+	}
+}
+
+// String returns the URL as given, with any password replaced by "xxxxx", for
+// logs and error messages.
+func (u URL) String() string { return redact(u.raw) }
+
+func supported() string {
+	return "sqlite:PATH, postgres://..., postgresql://..."
+}
+
+// splitScheme splits "scheme:rest" following RFC 3986's scheme syntax and
+// lower-cases the scheme.
+func splitScheme(raw string) (scheme, rest string, ok bool) {
+	i := strings.IndexByte(raw, ':')
+	if i <= 0 {
+		return "", "", false
+	}
+	for j := 0; j < i; j++ {
+		c := raw[j]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case j > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return "", "", false
+		}
+	}
+	return strings.ToLower(raw[:i]), raw[i+1:], true
+}
+
+func parseSQLite(raw, rest string) (URL, error) {
+	u := URL{Scheme: SchemeSQLite, raw: raw}
+	path, query, _ := strings.Cut(rest, "?")
+	path = strings.TrimPrefix(path, "//")
+	if path == "" {
+		return URL{}, fmt.Errorf("%w %q: no file path (want sqlite:PATH)", ErrInvalidURL, raw)
+	}
+	u.Path = path
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return URL{}, fmt.Errorf("%w %q: query: %w", ErrInvalidURL, raw, err)
+	}
+	for _, k := range sortedKeys(q) {
+		v := q.Get(k)
+		switch k {
+		case "prefix", "masterjob_prefix":
+			if err := checkPrefix(v); err != nil {
+				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, raw, k, err)
+			}
+			u.TablePrefix = &v
+		case "busy_timeout":
+			if u.Timeout, err = parseDuration(v); err != nil {
+				return URL{}, fmt.Errorf("%w %q: busy_timeout: %w", ErrInvalidURL, raw, err)
+			}
+		case "migrate":
+			if u.NoMigrate, err = parseNoMigrate(v); err != nil {
+				return URL{}, fmt.Errorf("%w %q: migrate: %w", ErrInvalidURL, raw, err)
+			}
+		default:
+			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: prefix, busy_timeout, migrate)",
+				ErrInvalidURL, raw, k)
+		}
+	}
+	return u, nil
+}
+
+func parsePostgres(raw, scheme string) (URL, error) {
+	pu, err := url.Parse(raw)
+	if err != nil {
+		// url.Error repeats the URL, password included: report only the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return URL{}, fmt.Errorf("%w %q: %w", ErrInvalidURL, redact(raw), err)
+	}
+	u := URL{Scheme: scheme, raw: raw}
+	q, err := url.ParseQuery(pu.RawQuery)
+	if err != nil {
+		return URL{}, fmt.Errorf("%w %q: query: %w", ErrInvalidURL, redact(raw), err)
+	}
+	for _, k := range sortedKeys(q) {
+		if !strings.HasPrefix(k, "masterjob_") {
+			continue
+		}
+		v := q.Get(k)
+		switch k {
+		case "masterjob_schema":
+			if err := checkSchema(v); err != nil {
+				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
+			}
+			u.Schema = v
+		case "masterjob_prefix":
+			if err := checkPrefix(v); err != nil {
+				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
+			}
+			u.TablePrefix = &v
+		case "masterjob_call_timeout":
+			if u.Timeout, err = parseDuration(v); err != nil {
+				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
+			}
+		case "masterjob_migrate":
+			if u.NoMigrate, err = parseNoMigrate(v); err != nil {
+				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
+			}
+		default:
+			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: masterjob_schema, "+
+				"masterjob_prefix, masterjob_call_timeout, masterjob_migrate)", ErrInvalidURL, redact(raw), k)
+		}
+		q.Del(k)
+	}
+	pu.RawQuery = q.Encode()
+	u.DSN = pu.String()
+	if _, err := pgxpool.ParseConfig(u.DSN); err != nil {
+		// pgx's parse errors can quote the connection string: keep only a
+		// redacted form of it in the message.
+		return URL{}, fmt.Errorf("%w %q: %s", ErrInvalidURL, redact(raw), pgxParseReason(err))
+	}
+	return u, nil
+}
+
+// pgxParseReason extracts the cause from a pgx ParseConfig error without the
+// connection string it quotes ("cannot parse `DSN`: why").
+func pgxParseReason(err error) string {
+	msg := err.Error()
+	if i := strings.LastIndex(msg, "`: "); i >= 0 {
+		return msg[i+3:]
+	}
+	return "cannot parse connection string"
+}
+
+// prefixPattern is the table prefix both backends accept.
+var prefixPattern = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
+
+func checkPrefix(p string) error {
+	if !prefixPattern.MatchString(p) {
+		return fmt.Errorf("%q does not match [a-z0-9_]{0,40}", p)
+	}
+	return nil
+}
+
+// maxIdentifierLen is PostgreSQL's limit on identifiers, in bytes.
+const maxIdentifierLen = 63
+
+func checkSchema(s string) error {
+	switch {
+	case s == "":
+		return errors.New("empty schema name")
+	case len(s) > maxIdentifierLen:
+		return fmt.Errorf("%q is longer than %d bytes", s, maxIdentifierLen)
+	case !utf8.ValidString(s) || strings.ContainsRune(s, 0):
+		return fmt.Errorf("%q is not valid UTF-8 without NUL bytes", s)
+	}
+	return nil
+}
+
+// parseDuration parses a timeout: a Go duration or milliseconds, at least
+// a millisecond.
+func parseDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if n, nerr := strconv.ParseInt(v, 10, 64); nerr == nil && n <= math.MaxInt64/int64(time.Millisecond) {
+		d, err = time.Duration(n)*time.Millisecond, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("want a duration such as 5s or milliseconds, got %q", v)
+	}
+	if d < time.Millisecond {
+		return 0, fmt.Errorf("%q is less than a millisecond", v)
+	}
+	return d, nil
+}
+
+func parseNoMigrate(v string) (bool, error) {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("want true or false, got %q", v)
+	}
+	return !b, nil
+}
+
+func sortedKeys(q url.Values) []string {
+	keys := make([]string, 0, len(q))
+	for k := range q {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// redact hides the password of a URL, in its user info and in a password
+// query parameter, for messages and logs.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if scheme, _, ok := strings.Cut(raw, "://"); ok && strings.Contains(raw, "@") {
+			// An unparseable URL with user info: hide everything after the
+			// scheme rather than guess where the password ends.
+			return scheme + "://xxxxx"
+		}
+		return raw
+	}
+	if u.Opaque != "" {
+		return raw
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
