@@ -1,0 +1,603 @@
+// masterjob dashboard: plain JavaScript, no dependencies, no build step.
+//
+// It polls the control API (api/mastercontrols, relative to the page) and
+// renders locks and history. Every piece of data goes into the page as
+// text (textContent, attributes): lock names and reasons are user input and
+// are never parsed as HTML.
+'use strict';
+
+(function () {
+  const API = 'api/mastercontrols';
+  const TOKEN_KEY = 'masterjob.token';
+  const HISTORY_LIMIT = 30;
+  const REFRESH_MS = Math.max(250, Number(document.body.dataset.refreshMs) || 1000);
+  const TICK_MS = 200;
+
+  const $ = (id) => document.getElementById(id);
+
+  const state = {
+    locks: [], // LockList.locks of the last answer
+    fetchedAt: 0, // performance.now() when that answer arrived
+    storeNow: 0, // the store's clock (ms since the epoch) at fetchedAt, estimated
+    events: [],
+    eventsKey: '', // what the rendered history shows, to skip needless redraws
+    historyLock: '', // '' for every lock
+    historyNote: 'Loading…',
+    lastOK: 0, // performance.now() of the last successful refresh; 0: never
+    inFlight: false,
+    again: false, // refresh once more when the one in flight ends
+    timer: 0,
+    failure: null, // the error of the last refresh, if it failed
+  };
+
+  // ---- DOM helpers -------------------------------------------------------
+
+  // el creates an element. props are assigned as properties, except
+  // "attrs" (set with setAttribute) and "on" (event listeners). Children
+  // that are strings become text nodes.
+  function el(tag, props, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(props || {})) {
+      if (k === 'attrs') {
+        for (const [a, av] of Object.entries(v)) e.setAttribute(a, av);
+      } else if (k === 'on') {
+        for (const [ev, fn] of Object.entries(v)) e.addEventListener(ev, fn);
+      } else {
+        e[k] = v;
+      }
+    }
+    for (const c of children) {
+      if (c !== null && c !== undefined && c !== false) e.append(c);
+    }
+    return e;
+  }
+
+  function setText(node, text) {
+    const s = String(text);
+    if (node.textContent !== s) node.textContent = s;
+  }
+
+  function badge(color, text) {
+    return el('span', { className: 'badge ' + color }, text);
+  }
+
+  // ---- time --------------------------------------------------------------
+
+  const timeFmt = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
+  const dateTimeFmt = new Intl.DateTimeFormat(undefined, {
+    month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
+  });
+
+  function parseTime(iso) {
+    const t = iso ? Date.parse(iso) : NaN;
+    return Number.isNaN(t) ? null : t;
+  }
+
+  // when formats a store time for people: the time of day, with the date
+  // when it is not today.
+  function when(t) {
+    const d = new Date(t);
+    return d.toDateString() === new Date().toDateString() ? timeFmt.format(d) : dateTimeFmt.format(d);
+  }
+
+  function ago(ms) {
+    const s = Math.max(0, ms) / 1000;
+    if (s < 1) return 'just now';
+    if (s < 60) return Math.floor(s) + ' s ago';
+    if (s < 3600) return Math.floor(s / 60) + ' min ago';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ago';
+    return Math.floor(s / 86400) + ' d ago';
+  }
+
+  function seconds(ms) {
+    return ms < 10000 ? (ms / 1000).toFixed(1) + ' s' : Math.round(ms / 1000) + ' s';
+  }
+
+  // storeNow estimates the store's clock now, from the last answer.
+  function storeNow() {
+    return state.storeNow + (performance.now() - state.fetchedAt);
+  }
+
+  // ---- token -------------------------------------------------------------
+
+  function token() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || '';
+    } catch {
+      return '';
+    }
+  }
+
+  function setToken(t) {
+    try {
+      if (t) sessionStorage.setItem(TOKEN_KEY, t);
+      else sessionStorage.removeItem(TOKEN_KEY);
+    } catch {
+      // Storage refused (private mode): the token lasts until reload.
+    }
+    memoryToken = t;
+    showToken();
+  }
+
+  let memoryToken = token();
+
+  function currentToken() {
+    return token() || memoryToken;
+  }
+
+  function showToken() {
+    const has = currentToken() !== '';
+    $('token').placeholder = has ? 'saved for this tab' : 'not set';
+    $('token-clear').hidden = !has;
+  }
+
+  // ---- API ---------------------------------------------------------------
+
+  class APIError extends Error {
+    constructor(status, message, field) {
+      super(message);
+      this.status = status;
+      this.field = field || '';
+    }
+  }
+
+  // api sends a request to the control API: a GET, or a POST of body as
+  // JSON. It resolves to {data, date} or rejects with an APIError (status 0
+  // when the server could not be reached).
+  async function api(path, body) {
+    const headers = { Accept: 'application/json' };
+    const t = currentToken();
+    if (t) headers.Authorization = 'Bearer ' + t;
+    const init = { headers, cache: 'no-store', credentials: 'same-origin' };
+    if (body !== undefined) {
+      init.method = 'POST';
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(body);
+    }
+    let res, text;
+    try {
+      res = await fetch(path, init);
+      text = await res.text();
+    } catch {
+      throw new APIError(0, 'the server cannot be reached');
+    }
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!res.ok) {
+      const msg = data && typeof data.error === 'string' ? data.error : (res.status + ' ' + res.statusText).trim();
+      throw new APIError(res.status, msg, data && data.field);
+    }
+    return { data, date: res.headers.get('Date') };
+  }
+
+  function describe(err) {
+    switch (err.status) {
+      case 0:
+        return ['Server unreachable.', 'The dashboard cannot reach its server. Retrying…'];
+      case 401:
+        return currentToken()
+          ? ['Token refused.', 'The server did not accept the bearer token (401). Check it and save it again.']
+          : ['Token required.', 'The server requires a bearer token (401). Enter it in the field at the top right.'];
+      case 403:
+        return ['Forbidden.', 'The server refused the request (403): ' + err.message];
+      case 503:
+        return ['Store unavailable.', 'The control API cannot reach the store (503): ' + err.message];
+      default:
+        return [err.status > 0 ? 'Error ' + err.status + '.' : 'Error.', err.message];
+    }
+  }
+
+  // ---- refresh -----------------------------------------------------------
+
+  function refreshSoon() {
+    if (state.inFlight) {
+      state.again = true;
+      return;
+    }
+    refresh();
+  }
+
+  async function refresh() {
+    state.inFlight = true;
+    clearTimeout(state.timer);
+    const histLock = state.historyLock;
+    const histPath = API + '/history?limit=' + HISTORY_LIMIT + (histLock ? '&lockName=' + encodeURIComponent(histLock) : '');
+    try {
+      const [locks, hist] = await Promise.allSettled([api(API), api(histPath)]);
+      if (locks.status === 'rejected') throw locks.reason;
+      applyLocks(locks.value);
+      if (histLock === state.historyLock) {
+        if (hist.status === 'fulfilled') {
+          state.events = (hist.value.data && hist.value.data.events) || [];
+          state.historyNote = '';
+        } else if (hist.reason.status === 501) {
+          state.events = [];
+          state.historyNote = 'This store keeps no history.';
+        } else {
+          state.historyNote = 'History unavailable: ' + describe(hist.reason)[1];
+        }
+        renderHistory();
+      }
+      state.lastOK = performance.now();
+      state.failure = null;
+      showStatus();
+    } catch (err) {
+      state.failure = err instanceof APIError ? err : new APIError(-1, String(err));
+      showStatus();
+    } finally {
+      state.inFlight = false;
+      if (state.again) {
+        state.again = false;
+        refresh();
+      } else {
+        state.timer = setTimeout(refresh, REFRESH_MS);
+      }
+    }
+  }
+
+  function applyLocks({ data, date }) {
+    const locks = (data && Array.isArray(data.locks)) ? data.locks : [];
+    state.locks = locks;
+    state.fetchedAt = performance.now();
+    // The store's clock when it answered: a held lock's expiresAt minus its
+    // expiresInMs; else the response's Date; else the browser's clock.
+    let now = null;
+    for (const l of locks) {
+      const exp = parseTime(l.expiresAt);
+      if (l.master && exp !== null) {
+        now = exp - l.expiresInMs;
+        break;
+      }
+    }
+    if (now === null) now = parseTime(date);
+    if (now === null) now = Date.now();
+    state.storeNow = now;
+    renderLocks();
+  }
+
+  // showStatus shows the connection state, the banner and the token hint.
+  function showStatus() {
+    const conn = $('conn');
+    const banner = $('banner');
+    const err = state.failure;
+    $('token-form').classList.toggle('needs', !!err && err.status === 401);
+    if (!err) {
+      conn.dataset.state = 'live';
+      setText($('conn-text'), 'Live');
+      banner.hidden = true;
+      return;
+    }
+    const [title, detail] = describe(err);
+    conn.dataset.state = err.status === 401 ? 'auth' : 'error';
+    setText($('conn-text'), err.status === 401 ? 'Token needed' : err.status === 503 ? 'Store unavailable' : 'Offline');
+    banner.dataset.kind = err.status === 401 ? 'auth' : 'error';
+    const stale = state.lastOK ? ' The data below is from ' + ago(performance.now() - state.lastOK) + '.' : '';
+    banner.replaceChildren(el('strong', null, title), ' ' + detail + stale);
+    banner.hidden = false;
+  }
+
+  // ---- locks -------------------------------------------------------------
+
+  const rows = new Map(); // lock name -> row
+
+  function renderLocks() {
+    const locks = state.locks;
+    let held = 0, free = 0, disabled = 0;
+    for (const l of locks) {
+      if (l.disabled) disabled++;
+      if (l.master) held++;
+      else if (!l.disabled) free++;
+    }
+    setText($('sum-locks'), locks.length);
+    setText($('sum-held'), held);
+    setText($('sum-free'), free);
+    setText($('sum-disabled'), disabled);
+
+    const body = $('locks-body');
+    const seen = new Set();
+    let prev = null;
+    for (const l of locks) {
+      seen.add(l.lockName);
+      let row = rows.get(l.lockName);
+      if (!row) {
+        row = newRow(l.lockName);
+        rows.set(l.lockName, row);
+      }
+      row.update(l);
+      const want = prev ? prev.nextSibling : body.firstChild;
+      if (want !== row.tr) body.insertBefore(row.tr, want);
+      prev = row.tr;
+    }
+    for (const [name, row] of rows) {
+      if (!seen.has(name)) {
+        row.tr.remove();
+        rows.delete(name);
+      }
+    }
+    $('locks-empty').hidden = locks.length > 0;
+    tick();
+  }
+
+  // newRow creates the row of one lock; its cells are updated in place on
+  // every refresh, so that buttons keep their identity and focus.
+  function newRow(name) {
+    const nameBtn = el('button', {
+      type: 'button', className: 'lock-name', textContent: name, title: 'Show the history of this lock',
+      attrs: { 'aria-pressed': 'false' },
+      on: { click: () => setHistoryLock(state.historyLock === name ? '' : name) },
+    });
+    const stateCell = el('td', { className: 'state' });
+    const masterCell = el('td', { className: 'master' });
+    const tokenCell = el('td', { className: 'num token-cell' });
+    const leaseText = el('span', { className: 'lease-text' });
+    const leaseBar = el('span');
+    const leaseBarWrap = el('div', { className: 'bar' }, leaseBar);
+    const leaseSub = el('span', { className: 'sub' });
+    const leaseCell = el('td', { className: 'lease' }, leaseText, leaseBarWrap, leaseSub);
+    const renewCell = el('td', { className: 'renewal' });
+    const controlCell = el('td', { className: 'control' });
+    const action = el('button', { type: 'button', className: 'btn btn-small' });
+    action.addEventListener('click', () => openDialog(action.dataset.action, name));
+    const tr = el('tr', null,
+      el('td', { className: 'lock' }, nameBtn),
+      stateCell, masterCell, tokenCell, leaseCell, renewCell, controlCell,
+      el('td', { className: 'actions' }, action));
+    tr.dataset.lock = name;
+
+    let lock = null;
+    let lastKey = '';
+
+    function update(l) {
+      lock = l;
+      nameBtn.setAttribute('aria-pressed', String(state.historyLock === l.lockName));
+      const held = !!l.master;
+      tr.dataset.state = held ? (l.revoked || l.disabled ? 'stopping' : 'master') : (l.disabled ? 'disabled' : 'free');
+      tr.dataset.disabled = String(!!l.disabled);
+      tr.dataset.master = l.master || '';
+
+      // Cells that change only with the lock's state are rebuilt only then.
+      const key = JSON.stringify([l.master, l.holder, l.holderInfo, l.token, l.since, l.revoked, l.disabled, l.reason, l.changedBy, l.changedAt]);
+      if (key !== lastKey) {
+        lastKey = key;
+        stateCell.replaceChildren(stateBadge(l));
+        masterCell.replaceChildren(...masterContent(l));
+        tokenCell.replaceChildren(l.token ? el('span', { className: held ? 'mono strong' : 'mono none' }, String(l.token)) : el('span', { className: 'none' }, '—'));
+        controlCell.replaceChildren(...controlContent(l));
+        action.dataset.action = l.disabled ? 'enable' : 'disable';
+        action.textContent = l.disabled ? 'Enable' : 'Disable';
+        action.className = 'btn btn-small ' + (l.disabled ? 'btn-success btn-enable' : 'btn-danger btn-disable');
+        action.title = (l.disabled ? 'Enable ' : 'Disable ') + l.lockName;
+      }
+      tickRow();
+    }
+
+    // tickRow updates what moves with time: the countdown and "ago" texts.
+    function tickRow() {
+      if (!lock) return;
+      const l = lock;
+      const elapsed = performance.now() - state.fetchedAt;
+      if (l.master) {
+        const left = Math.max(0, l.expiresInMs - elapsed);
+        const renewed = parseTime(l.lastRenewal), expires = parseTime(l.expiresAt);
+        const total = renewed !== null && expires !== null && expires > renewed ? expires - renewed : 0;
+        setText(leaseText, left > 0 ? seconds(left) + ' left' : 'expiring…');
+        leaseBarWrap.hidden = total === 0;
+        const pct = total ? Math.min(100, (left / total) * 100) : 0;
+        leaseBar.style.width = pct.toFixed(1) + '%';
+        leaseBarWrap.classList.toggle('low', pct < 34);
+        setText(leaseSub, total ? 'lease ' + seconds(total) : '');
+        leaseText.classList.remove('none');
+      } else {
+        setText(leaseText, '—');
+        leaseText.classList.add('none');
+        leaseBarWrap.hidden = true;
+        setText(leaseSub, '');
+      }
+      const renewed = parseTime(l.lastRenewal);
+      if (l.master && renewed !== null) {
+        const text = ago(storeNow() - renewed);
+        if (renewCell.textContent !== text) {
+          renewCell.replaceChildren(el('span', null, text), el('span', { className: 'sub' }, when(renewed)));
+        }
+        renewCell.title = new Date(renewed).toISOString();
+      } else if (renewCell.textContent !== '—') {
+        renewCell.replaceChildren(el('span', { className: 'none' }, '—'));
+        renewCell.title = '';
+      }
+    }
+
+    return { tr, update, tick: tickRow };
+  }
+
+  function stateBadge(l) {
+    if (l.master && (l.revoked || l.disabled)) return badge('amber', 'Stopping');
+    if (l.master) return badge('green', 'Master');
+    if (l.disabled) return badge('gray', 'Stopped');
+    return badge('red', 'No master');
+  }
+
+  function masterContent(l) {
+    if (!l.master) return [el('span', { className: 'none' }, '—')];
+    const who = [], where = [];
+    if (l.holder) {
+      if (l.holder.host) who.push(l.holder.host);
+      if (l.holder.pid) who.push('pid ' + l.holder.pid);
+      if (l.holder.version) who.push('v' + String(l.holder.version).replace(/^v/, ''));
+      if (l.holder.address) where.push(l.holder.address);
+    } else if (l.holderInfo) {
+      who.push(l.holderInfo);
+    }
+    const since = parseTime(l.since);
+    if (since !== null) where.push('since ' + when(since));
+    return [
+      el('span', { className: 'instance', title: 'Instance id' }, l.master),
+      who.length ? el('span', { className: 'sub' }, who.join(' · ')) : null,
+      where.length ? el('span', { className: 'sub' }, where.join(' · ')) : null,
+    ];
+  }
+
+  function controlContent(l) {
+    const out = [l.disabled ? badge('gray', 'Disabled') : badge('blue', 'Enabled')];
+    if (l.disabled && l.reason) out.push(el('span', { className: 'sub reason' }, '“' + l.reason + '”'));
+    const changed = parseTime(l.changedAt);
+    if (l.changedBy || changed !== null) {
+      const by = [];
+      if (l.changedBy) by.push('by ' + l.changedBy);
+      if (changed !== null) by.push(when(changed));
+      out.push(el('span', { className: 'sub', title: changed !== null ? new Date(changed).toISOString() : '' }, by.join(' · ')));
+    }
+    return out;
+  }
+
+  function tick() {
+    for (const row of rows.values()) row.tick();
+    if (state.lastOK) {
+      setText($('updated'), 'Updated ' + ago(performance.now() - state.lastOK) + (state.failure ? ' (stale)' : ''));
+    }
+  }
+
+  // ---- history -----------------------------------------------------------
+
+  const KIND_COLORS = { acquired: 'green', enabled: 'green', released: 'blue', disabled: 'gray', demoted: 'amber', lost: 'red' };
+
+  function setHistoryLock(name) {
+    state.historyLock = name;
+    state.events = [];
+    state.eventsKey = '';
+    state.historyNote = 'Loading…';
+    for (const [n, row] of rows) row.tr.querySelector('.lock-name').setAttribute('aria-pressed', String(n === name));
+    renderHistory();
+    refreshSoon();
+  }
+
+  $('history-all').addEventListener('click', () => setHistoryLock(''));
+
+  function renderHistory() {
+    const filter = $('history-filter');
+    filter.hidden = !state.historyLock;
+    setText($('history-lock'), state.historyLock);
+    setText($('history-note'), state.historyNote);
+    const events = state.events;
+    $('history-empty').hidden = events.length > 0 || state.historyNote !== '';
+    const key = state.historyLock + '\u0000' + events.map((e) => e.id).join(',');
+    if (key === state.eventsKey) return;
+    state.eventsKey = key;
+    const body = $('history-body');
+    body.replaceChildren(...events.map((e) => {
+      const at = parseTime(e.at);
+      return el('tr', { attrs: { 'data-kind': String(e.kind) } },
+        el('td', { className: 'time', title: at !== null ? new Date(at).toISOString() : '' }, at !== null ? when(at) : ''),
+        el('td', null, el('button', {
+          type: 'button', className: 'lock-name', textContent: String(e.lockName),
+          on: { click: () => setHistoryLock(String(e.lockName)) },
+        })),
+        el('td', null, badge(KIND_COLORS[e.kind] || 'gray', String(e.kind))),
+        el('td', { className: 'instance' }, String(e.instance || '')),
+        el('td', { className: 'num mono' }, e.token ? String(e.token) : '—'),
+        el('td', { className: 'reason' }, String(e.reason || '')),
+        el('td', { className: 'mono' }, String(e.remote || '')));
+    }));
+  }
+
+  // ---- disable / enable --------------------------------------------------
+
+  const dialog = $('confirm');
+  let pending = null; // {action, lock} of the open dialog
+
+  function openDialog(action, lock) {
+    const disable = action === 'disable';
+    pending = { action, lock };
+    setText($('confirm-title'), (disable ? 'Disable ' : 'Enable ') + lock + '?');
+    setText($('confirm-text'), disable
+      ? 'Its master stops the job within one heartbeat, and no instance takes the lock until it is enabled again.'
+      : 'One instance becomes master and starts the job.');
+    setText($('confirm-label'), disable ? 'Reason (kept in the history)' : 'Note (optional, kept in the history)');
+    const input = $('confirm-reason');
+    input.value = '';
+    input.placeholder = disable ? 'e.g. maintenance of the billing database' : '';
+    const ok = $('confirm-ok');
+    ok.textContent = disable ? 'Disable' : 'Enable';
+    ok.className = 'btn ' + (disable ? 'btn-danger' : 'btn-success');
+    ok.disabled = false;
+    formError('');
+    dialog.showModal();
+    input.focus();
+  }
+
+  function formError(text) {
+    const p = $('confirm-error');
+    setText(p, text);
+    p.hidden = text === '';
+  }
+
+  $('confirm-cancel').addEventListener('click', () => dialog.close());
+  dialog.addEventListener('close', () => { pending = null; });
+
+  $('confirm-form').addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    if (!pending) return;
+    const { action, lock } = pending;
+    const reason = $('confirm-reason').value.trim();
+    if (action === 'disable' && reason === '') {
+      formError('Give a reason: it is recorded in the history for whoever looks next.');
+      $('confirm-reason').focus();
+      return;
+    }
+    const ok = $('confirm-ok');
+    ok.disabled = true;
+    try {
+      const body = { lockName: lock };
+      if (reason) body.reason = reason;
+      const { data } = await api(API + '/' + action, body);
+      dialog.close();
+      toast((data && data.message) || 'Done.', data && data.warning ? 'error' : '');
+      refreshSoon();
+    } catch (err) {
+      ok.disabled = false;
+      const [title, detail] = describe(err);
+      formError(title + ' ' + detail);
+      if (err.status === 401) $('token-form').classList.add('needs');
+    }
+  });
+
+  let toastTimer = 0;
+  function toast(text, kind) {
+    const t = $('toast');
+    setText(t, text);
+    t.dataset.kind = kind || '';
+    t.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => { t.hidden = true; }, 6000);
+  }
+
+  // ---- token form --------------------------------------------------------
+
+  $('token-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const input = $('token');
+    const t = input.value.trim();
+    input.value = '';
+    if (t) {
+      setToken(t);
+      toast('Token saved for this browser tab.');
+    }
+    refreshSoon();
+  });
+
+  $('token-clear').addEventListener('click', () => {
+    setToken('');
+    toast('Token forgotten.');
+    refreshSoon();
+  });
+
+  // ---- start -------------------------------------------------------------
+
+  showToken();
+  renderHistory();
+  refresh();
+  setInterval(tick, TICK_MS);
+})();

@@ -1,0 +1,104 @@
+// Package httpserver composes masterjob's HTTP endpoints into one handler,
+// the one `masterjob run --http` and `masterjob serve --http` listen with:
+//
+//	/api/mastercontrols, /api/mastercontrols/...   the control API (package controlapi)
+//	/metrics                                       Prometheus metrics (promhttp)
+//	/healthz                                       liveness (package health)
+//	/readyz                                        readiness (package health)
+//	/                                              the dashboard (package dashboard)
+//
+// A typical composition, for an instance that runs an executor:
+//
+//	reg := prometheus.NewRegistry()
+//	obs, _ := prom.NewObserver(reg)
+//	ex, _ := masterjob.New(st, masterjob.WithObserver(obs))
+//	api, _ := controlapi.New(st, controlapi.WithToken(token))
+//	h := httpserver.New(httpserver.Config{
+//		API:      api,
+//		Gatherer: reg,
+//		Ready:    func(context.Context) error { return ex.Ready() },
+//	})
+//
+// and, for a node that runs no executor, Ready: health.StorePing(st).
+//
+// Only the control API checks a bearer token (and only if it was given
+// one). /metrics, /healthz, /readyz and the dashboard page answer anyone
+// who can reach the listener; the page holds no data, it reads everything
+// through the control API. /metrics does show lock names: keep the
+// listener off untrusted networks, as controlapi.CheckListenAddr asks.
+package httpserver
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/masterjob/masterjob/controlapi"
+	"github.com/masterjob/masterjob/dashboard"
+	"github.com/masterjob/masterjob/health"
+)
+
+// Paths served by New, besides controlapi.BasePath and the dashboard at "/".
+const (
+	MetricsPath = "/metrics"
+	LivePath    = "/healthz"
+	ReadyPath   = "/readyz"
+)
+
+// Config holds the pieces New composes. Every field is optional: a
+// missing piece is not served (its paths answer 404), except the probes,
+// which are always served.
+type Config struct {
+	// API is the control API (controlapi.New), served at
+	// controlapi.BasePath and below. The dashboard is served only with it.
+	API http.Handler
+	// Gatherer is the source of /metrics, usually the prometheus.Registry
+	// that prom.NewObserver registered with.
+	Gatherer prometheus.Gatherer
+	// MetricsOptions configures the /metrics handler (promhttp.HandlerFor).
+	// The zero value is fine.
+	MetricsOptions promhttp.HandlerOpts
+	// Ready is the readiness check of /readyz: for an instance that runs
+	// an executor, a func calling Executor.Ready; for one that does not,
+	// health.StorePing. Nil: ready whenever the process serves.
+	Ready func(ctx context.Context) error
+	// ReadyOptions configure /readyz (health.WithTimeout, WithLogger, ...).
+	ReadyOptions []health.Option
+	// Dashboard configures the page at "/" (dashboard.WithTitle, ...).
+	Dashboard []dashboard.Option
+	// NoDashboard leaves the page out: "/" answers 404.
+	NoDashboard bool
+}
+
+// New returns a handler that serves cfg's pieces on one ServeMux.
+func New(cfg Config) http.Handler {
+	mux := http.NewServeMux()
+	if cfg.API != nil {
+		// Both: a ServeMux would redirect the bare path to the subtree.
+		mux.Handle(controlapi.BasePath, cfg.API)
+		mux.Handle(controlapi.BasePath+"/", cfg.API)
+	}
+	if cfg.Gatherer != nil {
+		mux.Handle(MetricsPath, getOnly(promhttp.HandlerFor(cfg.Gatherer, cfg.MetricsOptions)))
+	}
+	mux.Handle(LivePath, health.Liveness())
+	mux.Handle(ReadyPath, health.Readiness(cfg.Ready, cfg.ReadyOptions...))
+	if cfg.API != nil && !cfg.NoDashboard {
+		mux.Handle("/", dashboard.Handler(cfg.Dashboard...))
+	}
+	return mux
+}
+
+// getOnly answers 405 to methods other than GET and HEAD.
+func getOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
