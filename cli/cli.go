@@ -1,14 +1,17 @@
 // Package cli implements the masterjob command: run a command on exactly one
-// instance of a cluster at a time, show the state of the locks, and disable
-// or enable a lock cluster-wide.
+// instance of a cluster at a time, serve the control API, dashboard, metrics
+// and health probes, show the state and history of the locks, and disable or
+// enable a lock cluster-wide.
 //
 // The package is importable so that the command can be tested through its
 // arguments: cmd/masterjob only calls Main.
 //
-//	masterjob run --lock NAME [flags] -- COMMAND [ARGS...]
-//	masterjob status [--store URL] [--json] [LOCK...]
-//	masterjob disable --lock NAME --reason TEXT [--store URL]
-//	masterjob enable --lock NAME [--store URL]
+//	masterjob run --lock NAME [--http ADDR [--http-token T]] [flags] -- COMMAND [ARGS...]
+//	masterjob serve --http ADDR [--http-token T] [--store URL]
+//	masterjob status [--store URL | --server URL [--token T]] [--json] [LOCK...]
+//	masterjob disable --lock NAME --reason TEXT [--store URL | --server URL [--token T]]
+//	masterjob enable --lock NAME [--store URL | --server URL [--token T]]
+//	masterjob history [--lock NAME] [--limit N] [--store URL | --server URL [--token T]] [--json]
 //	masterjob version
 //	masterjob help [COMMAND]
 //
@@ -18,6 +21,10 @@
 // asked to stop), the child gets SIGTERM, and SIGKILL in time to be dead
 // before the lease can expire in the store; only then is the lease released
 // for another instance to take.
+//
+// With --http, run also serves the HTTP side (package httpserver) on the
+// same store; serve serves it alone. status, disable, enable and history
+// work on the store directly, or through such a server with --server.
 package cli
 
 import (
@@ -78,7 +85,7 @@ type command struct {
 var commands []*command
 
 func init() {
-	commands = []*command{runCommand, statusCommand, disableCommand, enableCommand, versionCommand}
+	commands = []*command{runCommand, serveCommand, statusCommand, disableCommand, enableCommand, historyCommand, versionCommand}
 }
 
 func lookupCommand(name string) *command {
@@ -95,9 +102,11 @@ func lookupCommand(name string) *command {
 // stderr; lookupEnv replaces os.LookupEnv (nil means an empty environment).
 //
 // Cancelling ctx asks a run to stop gracefully, as SIGTERM does: the child
-// gets SIGTERM, the lease is released, and Main returns. `masterjob run`
-// handles SIGINT and SIGTERM itself (see `masterjob help run`), so the caller
-// should not turn them into a cancellation of ctx.
+// gets SIGTERM, the lease is released, the HTTP server (--http) shuts down,
+// and Main returns; a serve shuts its server down and returns. `masterjob
+// run` and `masterjob serve` handle SIGINT and SIGTERM themselves (see
+// `masterjob help run`), so the caller should not turn them into a
+// cancellation of ctx.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) int {
 	if lookupEnv == nil {
 		lookupEnv = func(string) (string, bool) { return "", false }
@@ -157,6 +166,18 @@ Store URLs (--store, else $MASTERJOB_STORE, else sqlite:masterjob.db):
       A SQLite file. Instances must share one host: not for network filesystems.
   postgres://USER@HOST:PORT/DB?sslmode=disable[&masterjob_schema=S&masterjob_prefix=P]
       PostgreSQL (also postgresql://). Other parameters go to the driver.
+
+Where status, disable, enable and history work, first match wins:
+  --server URL, --store URL, $MASTERJOB_SERVER, $MASTERJOB_STORE, the
+  default store. A server is 'masterjob run --http' or 'masterjob serve';
+  its bearer token is --token, else $MASTERJOB_HTTP_TOKEN.
+
+HTTP (run --http ADDR, serve --http ADDR): the control API at
+  /api/mastercontrols, the dashboard at /, /metrics, /healthz, /readyz.
+  The bearer token of disable and enable is --http-token, else
+  $MASTERJOB_HTTP_TOKEN. An ADDR other machines can reach (anything but
+  127.0.0.0/8, ::1, localhost; ":PORT" is every interface) refuses to start
+  without a token (exit 2) unless --http-allow-insecure is given.
 
 Configuration of 'masterjob run', per setting, later sources win:
   1. defaults

@@ -55,7 +55,8 @@ func TestHelp(t *testing.T) {
 		if r.code != ExitOK {
 			t.Fatalf("%v: exit %d, stderr %q", a, r.code, r.stderr)
 		}
-		for _, w := range append(precedence, "run", "status", "disable", "enable", "version") {
+		for _, w := range append(precedence, "run", "serve", "status", "disable", "enable", "history", "version",
+			"MASTERJOB_SERVER", "MASTERJOB_HTTP_TOKEN", "--http-allow-insecure", "/api/mastercontrols", "/metrics", "/readyz") {
 			if !strings.Contains(r.stdout, w) {
 				t.Errorf("%v: usage lacks %q:\n%s", a, w, r.stdout)
 			}
@@ -67,16 +68,37 @@ func TestHelp(t *testing.T) {
 			t.Fatalf("%v: exit %d, stderr %q", a, r.code, r.stderr)
 		}
 		for _, w := range []string{"usage: masterjob run --lock NAME", "-heartbeat-interval", "MASTER_JOB_HEARTBEAT_INTERVAL",
-			"-on-exit", "-restart-delay", "-log-format", "-config", "defaults", "environment", "SIGTERM"} {
+			"-on-exit", "-restart-delay", "-log-format", "-config", "defaults", "environment", "SIGTERM",
+			"-http ADDR", "-http-token", "-http-allow-insecure", "MASTERJOB_HTTP_TOKEN", "/metrics", "/readyz", "http_addr"} {
 			if !strings.Contains(r.stdout, w) {
 				t.Errorf("%v: help lacks %q:\n%s", a, w, r.stdout)
 			}
 		}
 	}
-	for _, c := range []string{"status", "disable", "enable", "version"} {
+	for _, a := range [][]string{{"help", "serve"}, {"serve", "-h"}} {
+		r := mainEnv(nil, a...)
+		if r.code != ExitOK {
+			t.Fatalf("%v: exit %d, stderr %q", a, r.code, r.stderr)
+		}
+		for _, w := range []string{"usage: masterjob serve --http ADDR", "-http ADDR", "-http-token", "-http-allow-insecure",
+			"-store", "-log-format", "MASTERJOB_HTTP_TOKEN", "MASTERJOB_STORE", "/api/mastercontrols", "/metrics",
+			"/healthz", "/readyz", "SIGTERM", "refuses to start without a token"} {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("%v: help lacks %q:\n%s", a, w, r.stdout)
+			}
+		}
+	}
+	for _, c := range []string{"status", "disable", "enable", "history", "version"} {
 		r := mainEnv(nil, c, "-h")
 		if r.code != ExitOK || !strings.Contains(r.stdout, "usage: masterjob "+c) {
 			t.Errorf("%s -h: exit %d, stdout %q", c, r.code, r.stdout)
+		}
+		if c != "version" {
+			for _, w := range []string{"-server URL", "-token TOKEN", "-store URL", "MASTERJOB_SERVER", "MASTERJOB_HTTP_TOKEN"} {
+				if !strings.Contains(r.stdout, w) {
+					t.Errorf("%s -h lacks %q:\n%s", c, w, r.stdout)
+				}
+			}
 		}
 	}
 }
@@ -161,6 +183,67 @@ func TestBadInput(t *testing.T) {
 		{"enable: --reason is not a flag of enable", nil, args("enable", "--lock", "L", "--reason", "r"), []string{"-reason"}},
 		{"enable: unknown store scheme", nil, args("enable", "--lock", "L", "--store", "x:y"), []string{`"x"`}},
 		{"version: stray argument", nil, args("version", "now"), []string{`unexpected argument "now"`}},
+
+		// The HTTP listener of run and serve.
+		{"run: every interface without a token", nil, args("run", "--lock", "L", "--http", ":8080", "--", "true"),
+			[]string{`--http ":8080"`, "--http-token", "MASTERJOB_HTTP_TOKEN", "--http-allow-insecure", "loopback"}},
+		{"run: a public address without a token", nil, args("run", "--lock", "L", "--http", "192.0.2.1:8080", "--", "true"),
+			[]string{`--http "192.0.2.1:8080"`, "--http-token", "--http-allow-insecure"}},
+		{"run: a host name without a token", nil, args("run", "--lock", "L", "--http", "example.com:80", "--", "true"),
+			[]string{"--http-token", "--http-allow-insecure"}},
+		{"run: empty token from the environment counts as none", map[string]string{EnvHTTPToken: ""},
+			args("run", "--lock", "L", "--http", "0.0.0.0:0", "--", "true"), []string{"--http-allow-insecure"}},
+		{"run: --http without a port", nil, args("run", "--lock", "L", "--http", "127.0.0.1", "--", "true"),
+			[]string{`--http "127.0.0.1"`, "missing port", "HOST:PORT"}},
+		{"run: --http not an address", nil, args("run", "--lock", "L", "--http", "nonsense", "--", "true"),
+			[]string{`--http "nonsense"`, "missing port"}},
+		{"run: --http with a bad port", nil, args("run", "--lock", "L", "--http", "127.0.0.1:99999", "--", "true"),
+			[]string{`--http "127.0.0.1:99999"`, "port"}},
+		{"run: --http empty", nil, args("run", "--lock", "L", "--http", "", "--", "true"),
+			[]string{"--http", "missing port"}},
+		{"run: --http-token without --http", nil, args("run", "--lock", "L", "--http-token", "t", "--", "true"),
+			[]string{"--http-token needs --http"}},
+		{"run: --http-allow-insecure without --http", nil, args("run", "--lock", "L", "--http-allow-insecure", "--", "true"),
+			[]string{"--http-allow-insecure needs --http"}},
+		{"run: empty --http-token", nil, args("run", "--lock", "L", "--http", "127.0.0.1:0", "--http-token", "", "--", "true"),
+			[]string{"--http-token", "empty token"}},
+		{"run: --http-token with a space", nil, args("run", "--lock", "L", "--http", "127.0.0.1:0", "--http-token", "a b", "--", "true"),
+			[]string{"--http-token", "printable ASCII"}},
+		{"run: bad token in the environment", map[string]string{EnvHTTPToken: "tok\n"},
+			args("run", "--lock", "L", "--http", "127.0.0.1:0", "--", "true"), []string{"$MASTERJOB_HTTP_TOKEN", "printable ASCII"}},
+		{"serve: missing --http", nil, args("serve"), []string{"missing --http ADDR"}},
+		{"serve: every interface without a token", nil, args("serve", "--http", ":0"),
+			[]string{`--http ":0"`, "--http-token", "--http-allow-insecure"}},
+		{"serve: bad address", nil, args("serve", "--http", "localhost"), []string{"missing port"}},
+		{"serve: stray argument", nil, args("serve", "--http", "127.0.0.1:0", "x"), []string{`unexpected argument "x"`}},
+		{"serve: unknown store scheme", nil, args("serve", "--http", "127.0.0.1:0", "--store", "zk://x"), []string{`"zk"`}},
+		{"serve: bad --log-format", nil, args("serve", "--http", "127.0.0.1:0", "--log-format", "xml"), []string{"-log-format"}},
+
+		// --server and --token of status, disable, enable and history.
+		{"status: --server and --store", nil, args("status", "--server", "http://127.0.0.1:1", "--store", "sqlite:x.db"),
+			[]string{"--server and --store exclude each other"}},
+		{"status: --server not http", nil, args("status", "--server", "ftp://host"), []string{"--server", "http://"}},
+		{"status: --server empty", nil, args("status", "--server", ""), []string{"--server", "empty"}},
+		{"status: --server with a password", nil, args("status", "--server", "http://u:pw@host:1"), []string{"--server", "--token"}},
+		{"status: --server with a query", nil, args("status", "--server", "http://host:1/?a=b"), []string{"--server", "query"}},
+		{"status: bad $MASTERJOB_SERVER", map[string]string{EnvServer: "gopher://x"}, args("status"), []string{"--server", "gopher://x"}},
+		{"status: --token without a server", nil, args("status", "--token", "t"), []string{"--token needs --server"}},
+		{"status: --token with a space", nil, args("status", "--server", "http://127.0.0.1:1", "--token", "a b"),
+			[]string{"--token", "printable ASCII"}},
+		{"disable: --token without a server", nil, args("disable", "--lock", "L", "--reason", "r", "--token", "t"),
+			[]string{"--token needs --server"}},
+		{"disable: over-long reason", nil, args("disable", "--lock", "L", "--reason", strings.Repeat("r", 1025)),
+			[]string{"--reason", "longer than 1024"}},
+		{"disable: control character in the reason", nil, args("disable", "--lock", "L", "--reason", "a\x00b"),
+			[]string{"--reason", "control character"}},
+		{"enable: --server not a URL", nil, args("enable", "--lock", "L", "--server", "http://[::1"), []string{"--server"}},
+		{"history: --limit 0", nil, args("history", "--limit", "0"), []string{"--limit", "1 to 1000"}},
+		{"history: --limit too large", nil, args("history", "--limit", "1001"), []string{"--limit", "1 to 1000"}},
+		{"history: --limit not a number", nil, args("history", "--limit", "ten"), []string{"-limit", `"ten"`}},
+		{"history: empty --lock", nil, args("history", "--lock", ""), []string{"--lock", "empty"}},
+		{"history: stray argument", nil, args("history", "L"), []string{`unexpected argument "L"`}},
+		{"history: --server and --store", nil, args("history", "--server", "h:1", "--store", "sqlite:x.db"),
+			[]string{"exclude each other"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -280,10 +363,9 @@ func testControlCommands(t *testing.T, store string) {
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "LOCK") || !strings.Contains(lines[0], "DISABLED") {
 		t.Fatalf("status table:\n%s", r.stdout)
 	}
-	if f := strings.Fields(lines[1]); f[0] != "JOB-SCHEDULER" || !strings.Contains(lines[1], "yes") ||
-		!strings.Contains(lines[1], "maintenance window (by cli@") {
-		t.Fatalf("status row: %q", lines[1])
-	}
+	checkStatusRow(t, r.stdout, "JOB-SCHEDULER", map[string]string{
+		"MASTER": "-", "TOKEN": "0", "DISABLED": "yes", "CHANGED-BY": "cli@*", "CHANGED-AT": "20*", "REASON": "maintenance window",
+	})
 
 	r = mainEnv(nil, "status", "--store", store, "--json", "JOB-SCHEDULER", "OTHER")
 	if r.code != ExitOK {
@@ -307,6 +389,63 @@ func testControlCommands(t *testing.T, store string) {
 	if r.code != ExitOK || !strings.Contains(r.stdout, "already enabled") {
 		t.Fatalf("enable again: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+
+	// The changes, not the repeats, are in the history, newest first.
+	r = mainEnv(env, "history", "--json")
+	if r.code != ExitOK {
+		t.Fatalf("history: exit %d, stderr %q", r.code, r.stderr)
+	}
+	var events []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &events); err != nil {
+		t.Fatalf("history --json: %v\n%s", err, r.stdout)
+	}
+	if len(events) != 2 || events[0]["kind"] != "enabled" || events[1]["kind"] != "disabled" ||
+		events[1]["reason"] != "maintenance window" || !strings.HasPrefix(events[1]["instance"].(string), "cli@") {
+		t.Fatalf("history --json = %s", r.stdout)
+	}
+	r = mainEnv(env, "history", "--lock", "OTHER")
+	if r.code != ExitOK || strings.TrimSpace(r.stdout) != "no history" {
+		t.Fatalf("history of another lock: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = mainEnv(env, "history", "--limit", "1")
+	if lines := strings.Split(strings.TrimSpace(r.stdout), "\n"); r.code != ExitOK || len(lines) != 2 ||
+		!strings.HasPrefix(lines[0], "TIME") || !strings.Contains(lines[1], "enabled") {
+		t.Fatalf("history --limit 1: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// checkStatusRow checks the row of lock in a status table: each column
+// named in want has that value, or starts with its prefix when it ends
+// with "*". The last column (REASON) may hold spaces.
+func checkStatusRow(t *testing.T, table, lock string, want map[string]string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(table, "\n"), "\n")
+	header := strings.Fields(lines[0])
+	if len(header) == 0 || header[0] != "LOCK" || header[len(header)-1] != "REASON" {
+		t.Fatalf("status table header %q", lines[0])
+	}
+	for _, line := range lines[1:] {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != lock {
+			continue
+		}
+		if len(f) < len(header) {
+			t.Fatalf("status row %q has %d columns, want %d", line, len(f), len(header))
+		}
+		got := map[string]string{}
+		for i, h := range header[:len(header)-1] {
+			got[h] = f[i]
+		}
+		got["REASON"] = strings.Join(f[len(header)-1:], " ")
+		for col, w := range want {
+			if p, ok := strings.CutSuffix(w, "*"); ok && strings.HasPrefix(got[col], p) || got[col] == w {
+				continue
+			}
+			t.Errorf("status row of %s: %s = %q, want %q\n%s", lock, col, got[col], w, table)
+		}
+		return
+	}
+	t.Fatalf("no status row for %s:\n%s", lock, table)
 }
 
 // With --on-exit release (the default) the run ends with the command's exit

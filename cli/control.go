@@ -11,7 +11,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
+	"github.com/masterjob/masterjob/controlapi"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/storeurl"
 )
@@ -19,37 +21,40 @@ import (
 // controlTimeout bounds status, disable and enable, store connection included.
 const controlTimeout = 30 * time.Second
 
-const statusUsage = `usage: masterjob status [--store URL] [--json] [LOCK...]
+const statusUsage = `usage: masterjob status [--store URL | --server URL [--token TOKEN]] [--json] [LOCK...]
 
 Shows every lock the store knows, or the named ones: its master (the holder
-of an unexpired lease) and what the master said of itself, the fencing token
-of the current or last lease, the time left on the lease as measured by the
-store, and whether the lock is disabled and why.
-`
+of an unexpired lease) with its host and pid, the fencing token of the
+current or last lease, the time left on the lease as measured by the store
+(TTL), whether the lock is disabled and why, and who changed its control
+last and when. --json prints the same as a JSON array.
+` + targetHelp
 
-const disableUsage = `usage: masterjob disable --lock NAME --reason TEXT [--store URL]
+const disableUsage = `usage: masterjob disable --lock NAME --reason TEXT [--store URL | --server URL [--token TOKEN]]
 
 Disables lock NAME cluster-wide: its master stops the command within one
 heartbeat and releases the lease, and no instance becomes master until the
 lock is enabled. Disabling a disabled lock changes nothing and is no error.
-`
+A lock may be disabled before any instance used it. The change is recorded
+in the store's history.
+` + targetHelp
 
-const enableUsage = `usage: masterjob enable --lock NAME [--store URL]
+const enableUsage = `usage: masterjob enable --lock NAME [--store URL | --server URL [--token TOKEN]]
 
 Enables lock NAME again: one of the instances running 'masterjob run' for it
 becomes master and starts the command. Enabling an enabled lock changes
-nothing and is no error.
-`
+nothing and is no error. The change is recorded in the store's history.
+` + targetHelp
 
 type statusFlags struct {
-	fs    *flag.FlagSet
-	store string
-	json  bool
+	fs     *flag.FlagSet
+	target targetFlags
+	json   bool
 }
 
 func newStatusFlags() *statusFlags {
 	f := &statusFlags{fs: newFlagSet("status")}
-	f.fs.StringVar(&f.store, "store", "", "the store `URL` (default $"+EnvStore+", else "+storeurl.DefaultURL+")")
+	f.target.register(f.fs)
 	f.fs.BoolVar(&f.json, "json", false, "print a JSON array instead of a table")
 	return f
 }
@@ -73,22 +78,22 @@ func statusMain(e *cmdEnv, c *command, args []string) int {
 			return reportUsage(e, c, err)
 		}
 	}
-	u, err := storeurl.Parse(storeURL(e, f.store, storeurl.DefaultURL))
+	tg, err := f.target.resolve(e, f.fs)
 	if err != nil {
-		return reportUsage(e, c, fmt.Errorf("--store: %w", err))
+		return reportUsage(e, c, err)
 	}
 	ctx, cancel := context.WithTimeout(e.ctx, controlTimeout)
 	defer cancel()
-	st, err := u.Open(ctx)
+	var states []store.LockState
+	if tg.client != nil {
+		defer tg.client.close()
+		states, err = tg.client.locks(ctx, names)
+	} else {
+		states, err = readLocks(ctx, tg.store, names)
+	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "masterjob status: %v\n", err)
-		return ExitFailure
-	}
-	defer st.Close()
-	states, err := st.Locks(ctx, names...)
-	if err != nil {
-		fmt.Fprintf(e.stderr, "masterjob status: read locks from %s: %v\n", u, err)
-		return ExitFailure
+		return exitCode(err)
 	}
 	if f.json {
 		err = writeStatusJSON(e.stdout, states)
@@ -100,6 +105,21 @@ func statusMain(e *cmdEnv, c *command, args []string) int {
 		return ExitFailure
 	}
 	return ExitOK
+}
+
+// readLocks reads the state of the named locks, or of every lock, from the
+// store at u.
+func readLocks(ctx context.Context, u storeurl.URL, names []string) ([]store.LockState, error) {
+	st, err := u.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	states, err := st.Locks(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("read locks from %s: %w", u, err)
+	}
+	return states, nil
 }
 
 // lockJSON is one lock in `status --json`.
@@ -164,57 +184,57 @@ func writeStatusTable(w io.Writer, states []store.LockState) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LOCK\tMASTER\tHOLDER INFO\tTOKEN\tTTL\tDISABLED\tREASON")
+	fmt.Fprintln(tw, "LOCK\tMASTER\tHOST\tPID\tTOKEN\tTTL\tDISABLED\tCHANGED-BY\tCHANGED-AT\tREASON")
 	for _, s := range states {
-		master, info, ttl := "-", "-", "-"
+		master, host, pid, ttl := "-", "-", "-", "-"
 		switch {
 		case s.Held():
-			master = s.Holder
+			master = quoteIfNeeded(s.Holder)
 			if s.Revoked {
 				master += " (revoked)"
 			}
-			info = describeHolder(s.HolderInfo)
+			host, pid = holderHostPID(s.HolderInfo)
 			ttl = s.TTL.Round(time.Millisecond).String()
 		case s.Holder != "":
-			info = describeHolder(s.HolderInfo)
 			ttl = "expired"
 		}
-		disabled, reason := "no", ""
+		disabled, reason := "no", "-"
 		if s.Disabled {
 			// The last column may hold spaces; only unprintable text is quoted.
-			disabled = "yes"
-			reason = quoteUnprintable(s.Reason)
-			if s.ChangedBy != "" {
-				reason += " (by " + quoteUnprintable(s.ChangedBy) + ")"
-			}
+			disabled, reason = "yes", quoteUnprintable(s.Reason)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n",
-			quoteIfNeeded(s.Lock), master, info, s.Token, ttl, disabled, reason)
+		changedBy, changedAt := "-", "-"
+		if s.ChangedBy != "" {
+			changedBy = quoteIfNeeded(s.ChangedBy)
+		}
+		if !s.ChangedAt.IsZero() {
+			changedAt = s.ChangedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n",
+			quoteIfNeeded(s.Lock), master, host, pid, s.Token, ttl, disabled, changedBy, changedAt, reason)
 	}
 	return tw.Flush()
 }
 
-// describeHolder turns a holder's JSON description into "host=h pid=1 ...";
-// any other text is shown as it is.
-func describeHolder(info string) string {
+// holderHostPID returns the host and pid a holder's JSON description
+// (masterjob.InstanceInfo) gives, "-" for what it lacks. A description that
+// is not JSON is shown as the host.
+func holderHostPID(info string) (host, pid string) {
+	host, pid = "-", "-"
 	if info == "" {
-		return "-"
+		return host, pid
 	}
 	var m map[string]any
-	if err := json.Unmarshal([]byte(info), &m); err != nil || len(m) == 0 {
-		return quoteIfNeeded(info)
+	if err := json.Unmarshal([]byte(info), &m); err != nil {
+		return quoteIfNeeded(info), pid
 	}
-	var parts []string
-	for _, k := range []string{"host", "pid", "address", "version"} {
-		if v, ok := m[k]; ok {
-			parts = append(parts, k+"="+quoteIfNeeded(fmt.Sprint(v)))
-			delete(m, k)
-		}
+	if v, ok := m["host"]; ok && fmt.Sprint(v) != "" {
+		host = quoteIfNeeded(fmt.Sprint(v))
 	}
-	for k, v := range m {
-		parts = append(parts, k+"="+quoteIfNeeded(fmt.Sprint(v)))
+	if v, ok := m["pid"].(float64); ok && v > 0 {
+		pid = strconv.FormatInt(int64(v), 10)
 	}
-	return strings.Join(parts, " ")
+	return host, pid
 }
 
 // quoteUnprintable quotes s when it holds characters that are not printable
@@ -236,8 +256,9 @@ func quoteIfNeeded(s string) string {
 }
 
 type controlFlags struct {
-	fs                  *flag.FlagSet
-	lock, reason, store string
+	fs           *flag.FlagSet
+	lock, reason string
+	target       targetFlags
 }
 
 func newControlFlags(name string, withReason bool) *controlFlags {
@@ -246,7 +267,7 @@ func newControlFlags(name string, withReason bool) *controlFlags {
 	if withReason {
 		f.fs.StringVar(&f.reason, "reason", "", "why the lock is disabled, shown by status (required)")
 	}
-	f.fs.StringVar(&f.store, "store", "", "the store `URL` (default $"+EnvStore+", else "+storeurl.DefaultURL+")")
+	f.target.register(f.fs)
 	return f
 }
 
@@ -283,44 +304,105 @@ func controlMain(e *cmdEnv, c *command, args []string, disable bool) int {
 	if disable && strings.TrimSpace(f.reason) == "" {
 		return reportUsage(e, c, usageError("missing --reason TEXT"))
 	}
-	u, err := storeurl.Parse(storeURL(e, f.store, storeurl.DefaultURL))
+	if err := checkReason(f.reason); err != nil {
+		return reportUsage(e, c, err)
+	}
+	tg, err := f.target.resolve(e, f.fs)
 	if err != nil {
-		return reportUsage(e, c, fmt.Errorf("--store: %w", err))
+		return reportUsage(e, c, err)
 	}
 	ctx, cancel := context.WithTimeout(e.ctx, controlTimeout)
 	defer cancel()
-	st, err := u.Open(ctx)
-	if err != nil {
-		fmt.Fprintf(e.stderr, "masterjob %s: %v\n", c.name, err)
-		return ExitFailure
-	}
-	defer st.Close()
 
-	var change store.ControlChange
-	if disable {
-		change, err = st.Disable(ctx, f.lock, f.reason, controlledBy())
+	var res controlResult
+	if tg.client != nil {
+		defer tg.client.close()
+		var r controlapi.ControlResult
+		r, err = tg.client.control(ctx, disable, f.lock, f.reason)
+		res = controlResult{changed: r.Changed, state: lockStateOf(r.Lock), warning: r.Warning}
 	} else {
-		change, err = st.Enable(ctx, f.lock, controlledBy())
+		res, err = controlStore(ctx, tg.store, disable, f.lock, f.reason)
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "masterjob %s: lock %q: %v\n", c.name, f.lock, err)
-		return ExitFailure
+		return exitCode(err)
 	}
-	s := change.State
+	s := res.state
 	switch {
-	case disable && change.Changed:
+	case disable && res.changed:
 		fmt.Fprintf(e.stdout, "disabled lock %q: %s\n", f.lock, s.Reason)
 		if s.Held() {
 			fmt.Fprintf(e.stdout, "its master %s stops within one heartbeat\n", s.Holder)
 		}
 	case disable:
 		fmt.Fprintf(e.stdout, "lock %q already disabled: %s (by %s)\n", f.lock, s.Reason, s.ChangedBy)
-	case change.Changed:
+	case res.changed:
 		fmt.Fprintf(e.stdout, "enabled lock %q\n", f.lock)
 	default:
 		fmt.Fprintf(e.stdout, "lock %q already enabled\n", f.lock)
 	}
+	if res.warning != "" {
+		fmt.Fprintf(e.stderr, "masterjob %s: warning: %s\n", c.name, res.warning)
+	}
 	return ExitOK
+}
+
+// checkReason applies the control API's rule for reasons to --reason: at
+// most controlapi.MaxReasonLen bytes, no control characters but tab and
+// line breaks. Its errors wrap errUsage.
+func checkReason(reason string) error {
+	if len(reason) > controlapi.MaxReasonLen {
+		return usageError("--reason: %d bytes long, longer than %d", len(reason), controlapi.MaxReasonLen)
+	}
+	for _, r := range reason {
+		if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
+			return usageError("--reason: contains the control character %U", r)
+		}
+	}
+	return nil
+}
+
+// controlResult is the outcome of disable or enable.
+type controlResult struct {
+	changed bool
+	state   store.LockState // after the change
+	warning string          // the change was made, but ...
+}
+
+// controlStore disables or enables lock in the store at u, and records the
+// change in the store's history when it keeps one.
+func controlStore(ctx context.Context, u storeurl.URL, disable bool, lock, reason string) (controlResult, error) {
+	st, err := u.Open(ctx)
+	if err != nil {
+		return controlResult{}, err
+	}
+	defer st.Close()
+	by := controlledBy()
+	var (
+		change store.ControlChange
+		kind   store.EventKind
+	)
+	if disable {
+		kind = store.EventDisabled
+		change, err = st.Disable(ctx, lock, reason, by)
+	} else {
+		kind = store.EventEnabled
+		change, err = st.Enable(ctx, lock, by)
+	}
+	if err != nil {
+		return controlResult{}, err
+	}
+	res := controlResult{changed: change.Changed, state: change.State}
+	if h, ok := st.(store.History); ok && change.Changed {
+		ev := store.Event{Lock: lock, Kind: kind, Instance: by, Reason: reason}
+		if change.State.Held() {
+			ev.Token = change.State.Token // the lease the change concerns
+		}
+		if err := h.AppendEvents(ctx, []store.Event{ev}); err != nil {
+			res.warning = fmt.Sprintf("the change was made but could not be recorded in the history: %v", err)
+		}
+	}
+	return res, nil
 }
 
 // controlledBy names the caller of Disable and Enable, for audit.

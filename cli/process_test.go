@@ -4,8 +4,11 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +21,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/masterjob/masterjob/controlapi"
 )
 
 // These tests run the masterjob binary as separate processes, several
@@ -37,6 +42,10 @@ const (
 // The file is written after the trap is set, so that the test never signals
 // a child that has not set it yet.
 const childScript = `trap 'sleep 0.2; exit 0' TERM; : > "$PIDDIR/$MASTERJOB_INSTANCE.$$"; while :; do sleep 0.05; done`
+
+// quickScript is childScript without the delay: it exits at once on
+// SIGTERM, so that the time from a disable to its death measures the runner.
+const quickScript = `trap 'exit 0' TERM; : > "$PIDDIR/$MASTERJOB_INSTANCE.$$"; while :; do sleep 0.05; done`
 
 // stubbornScript is a command that ignores SIGTERM: only SIGKILL stops it.
 const stubbornScript = `trap '' TERM; : > "$PIDDIR/$MASTERJOB_INSTANCE.$$"; while :; do sleep 0.05; done`
@@ -69,6 +78,22 @@ func (r *procRunner) log() string {
 	return string(b)
 }
 
+// url waits for the runner to log its HTTP listen address (--http) and
+// returns its base URL.
+func (r *procRunner) url(t *testing.T) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if a := findHTTPAddr(r.log()); a != "" {
+			return "http://" + a
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("runner %s logged no http_addr within 10s:\n%s", r.name, r.log())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // procCluster is a set of runners of one lock on one store.
 type procCluster struct {
 	t      *testing.T
@@ -82,6 +107,10 @@ type procCluster struct {
 	// the default timing flags when set.
 	script string
 	flags  []string
+	// httpToken, when set, makes every runner serve HTTP on a port of its
+	// own on 127.0.0.1 (--http 127.0.0.1:0) with this token, given in
+	// $MASTERJOB_HTTP_TOKEN.
+	httpToken string
 
 	mu      sync.Mutex
 	runners []*procRunner
@@ -139,8 +168,14 @@ func (c *procCluster) start() *procRunner {
 		// Name the runner's connections, for pg_stat_activity.
 		store += "&application_name=mj_" + name
 	}
-	cmd := exec.Command(c.bin, args("run", "--lock", c.lock, "--store", store, flags, "--", "sh", "-c", script)...)
-	cmd.Env = c.runnerEnv()
+	var httpFlags []string
+	env := c.runnerEnv()
+	if c.httpToken != "" {
+		httpFlags = []string{"--http", "127.0.0.1:0"}
+		env = append(env, EnvHTTPToken+"="+c.httpToken)
+	}
+	cmd := exec.Command(c.bin, args("run", "--lock", c.lock, "--store", store, flags, httpFlags, "--", "sh", "-c", script)...)
+	cmd.Env = env
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	if err := cmd.Start(); err != nil {
@@ -186,6 +221,19 @@ func (c *procCluster) children() []int {
 		}
 	}
 	return pids
+}
+
+// instanceOf returns the instance id of the runner that started child pid
+// (the name of its file in PIDDIR).
+func (c *procCluster) instanceOf(pid int) string {
+	entries, _ := os.ReadDir(c.pidDir)
+	for _, e := range entries {
+		name := e.Name()
+		if i := strings.LastIndexByte(name, '.'); i > 0 && name[i+1:] == strconv.Itoa(pid) {
+			return name[:i]
+		}
+	}
+	return ""
 }
 
 // aliveChildren returns the children alive now.
@@ -592,4 +640,198 @@ func TestProcessRenewalFailureStopsBeforeRelease(t *testing.T) {
 	t.Logf("terminated %d connections; child %d stopped %v later; new master child %d %v after that", n, child,
 		dead.Sub(terminated).Round(time.Millisecond), next, time.Since(dead).Round(time.Millisecond))
 	watcher.check(t)
+}
+
+func TestProcessHTTPControlSQLite(t *testing.T) {
+	testProcessHTTPControl(t, "sqlite:"+filepath.Join(t.TempDir(), "mj.db"))
+}
+
+func TestProcessHTTPControlPostgres(t *testing.T) { testProcessHTTPControl(t, postgresSchemaURL(t)) }
+
+// Timings of testProcessHTTPControl.
+const (
+	// procHeartbeat is the runners' --heartbeat-interval.
+	procHeartbeat = 100 * time.Millisecond
+	// procStopSlack is what the master's child may take beyond one
+	// heartbeat to be seen dead after a disable returned: the runner's
+	// wake-up, SIGTERM, the shell's exit and the test's polling, on a
+	// loaded machine.
+	procStopSlack = 400 * time.Millisecond
+	// procQuiet is how long the test samples the children after a
+	// disable (none may start) and after an enable (exactly one).
+	procQuiet = 6 * procHeartbeat
+)
+
+// testProcessHTTPControl runs three runners with --http and a token, and
+// drives them through one runner's control API: GET /api/mastercontrols
+// shows the master and its token; /metrics on the master shows it master;
+// a disable without the token is refused; a disable with it stops the
+// master's child within one heartbeat and no child starts while the lock is
+// disabled; an enable (through another runner) starts exactly one child.
+// Children are checked by pid, never through log lines.
+func testProcessHTTPControl(t *testing.T, store string) {
+	const token = "e2e-test-token"
+	c := newProcCluster(t, store)
+	c.script = quickScript
+	c.httpToken = token
+	watcher := watchOverlap(c)
+
+	c.start()
+	master, masterRunner := c.waitMaster(15 * time.Second)
+	c.start()
+	c.start()
+	c.mu.Lock()
+	runners := slices.Clone(c.runners)
+	c.mu.Unlock()
+	var follower *procRunner
+	for _, r := range runners {
+		if r != masterRunner {
+			follower = r
+			break
+		}
+	}
+	masterURL, followerURL := masterRunner.url(t), follower.url(t)
+	for _, r := range runners {
+		waitHTTP(t, r.url(t)+"/readyz", http.StatusOK, 10*time.Second)
+	}
+
+	// Any runner's API shows the master, its host and pid, and its token.
+	lock := lockOf(t, followerURL, c.lock)
+	if lock.Master == "" || lock.Master != c.instanceOf(master) || lock.Token < 1 ||
+		lock.Holder == nil || lock.Holder.PID != masterRunner.pid() || "http://"+lock.Holder.Address != masterURL {
+		t.Fatalf("GET %s/api/mastercontrols: %+v (holder %+v); want master %s, pid %d",
+			followerURL, lock, lock.Holder, c.instanceOf(master), masterRunner.pid())
+	}
+	firstToken := lock.Token
+	waitMetric(t, masterURL, isMasterMetric(c.lock, 1), 5*time.Second)
+	waitMetric(t, followerURL, isMasterMetric(c.lock, 0), 5*time.Second)
+
+	body := map[string]string{"lockName": c.lock, "reason": "e2e maintenance"}
+	if code, resp := postJSON(t, followerURL+"/api/mastercontrols/disable", "", body); code != http.StatusUnauthorized {
+		t.Fatalf("disable without a token: %d %s", code, resp)
+	}
+	if code, resp := postJSON(t, followerURL+"/api/mastercontrols/disable", "wrong-token", body); code != http.StatusUnauthorized {
+		t.Fatalf("disable with a wrong token: %d %s", code, resp)
+	}
+	if !alive(master) {
+		t.Fatal("the master's child died after refused disables")
+	}
+
+	// Disable: the master's child stops within one heartbeat.
+	sent := time.Now()
+	code, resp := postJSON(t, followerURL+"/api/mastercontrols/disable", token, body)
+	returned := time.Now()
+	var res controlapi.ControlResult
+	if err := json.Unmarshal([]byte(resp), &res); code != http.StatusOK || err != nil || !res.Changed || !res.Lock.Disabled {
+		t.Fatalf("disable: %d %s", code, resp)
+	}
+	dead := waitDead(t, master, 5*time.Second)
+	t.Logf("disable: child %d seen dead %v after the disable returned (request took %v)", master,
+		dead.Sub(returned).Round(time.Millisecond), returned.Sub(sent).Round(time.Millisecond))
+	if took := dead.Sub(returned); took > procHeartbeat+procStopSlack {
+		t.Errorf("the master's child stopped %v after the disable returned, want within one heartbeat (%v) + %v",
+			took, procHeartbeat, procStopSlack)
+	}
+	// No child starts while disabled.
+	started := len(c.children())
+	for end := time.Now().Add(procQuiet); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if pids := c.aliveChildren(); len(pids) > 0 || len(c.children()) != started {
+			t.Fatalf("children %v alive (%d started, %d before) while the lock is disabled", pids, len(c.children()), started)
+		}
+	}
+	lock = lockOf(t, masterURL, c.lock)
+	if !lock.Disabled || lock.Reason != "e2e maintenance" || lock.Master != "" || lock.ChangedBy != "http" {
+		t.Fatalf("lock after disable: %+v", lock)
+	}
+	waitMetric(t, masterURL, isMasterMetric(c.lock, 0), 2*time.Second)
+
+	// Enable, through another runner: exactly one child starts.
+	code, resp = postJSON(t, masterURL+"/api/mastercontrols/enable", token, map[string]string{"lockName": c.lock})
+	if err := json.Unmarshal([]byte(resp), &res); code != http.StatusOK || err != nil || !res.Changed || res.Lock.Disabled {
+		t.Fatalf("enable: %d %s", code, resp)
+	}
+	next, nextRunner := c.waitMaster(procTolerance+time.Second, master)
+	for end := time.Now().Add(procQuiet); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if pids := c.aliveChildren(); len(pids) != 1 || pids[0] != next || len(c.children()) != started+1 {
+			t.Fatalf("after enable: children %v alive, %d started, want only %d (%d started before)",
+				pids, len(c.children()), next, started)
+		}
+	}
+	nextURL := nextRunner.url(t)
+	lock = lockOf(t, followerURL, c.lock)
+	if lock.Master != c.instanceOf(next) || lock.Token <= firstToken || lock.Disabled ||
+		lock.Holder == nil || lock.Holder.PID != nextRunner.pid() {
+		t.Fatalf("lock after enable: %+v (holder %+v); want master %s with a token above %d",
+			lock, lock.Holder, c.instanceOf(next), firstToken)
+	}
+	waitMetric(t, nextURL, isMasterMetric(c.lock, 1), 5*time.Second)
+
+	// The history, through the CLI and one runner's API.
+	r := mainEnv(nil, "history", "--server", followerURL, "--lock", c.lock, "--json")
+	var events []controlapi.Event
+	if err := json.Unmarshal([]byte(r.stdout), &events); r.code != ExitOK || err != nil {
+		t.Fatalf("history: exit %d, %v, stdout %q, stderr %q", r.code, err, r.stdout, r.stderr)
+	}
+	kinds := map[string]int{}
+	for _, e := range events {
+		kinds[e.Kind]++
+	}
+	if kinds["disabled"] != 1 || kinds["enabled"] != 1 || kinds["acquired"] < 2 || kinds["released"] < 1 {
+		t.Errorf("history: %+v", events)
+	}
+	watcher.check(t)
+}
+
+// lockOf returns lock as GET /api/mastercontrols at base shows it.
+func lockOf(t *testing.T, base, lock string) controlapi.Lock {
+	t.Helper()
+	var list controlapi.LockList
+	getJSON(t, base+"/api/mastercontrols?lockName="+url.QueryEscape(lock), &list)
+	if len(list.Locks) != 1 || list.Locks[0].LockName != lock {
+		t.Fatalf("GET %s/api/mastercontrols?lockName=%s: %+v", base, lock, list)
+	}
+	return list.Locks[0]
+}
+
+// serve, a real process, answers on its listener and exits 0 on SIGTERM
+// after a graceful shutdown.
+func TestProcessServeSIGTERM(t *testing.T) {
+	bin := buildBinary(t)
+	cmd := exec.Command(bin, "serve", "--http", "127.0.0.1:0", "--store", "sqlite:"+filepath.Join(t.TempDir(), "mj.db"))
+	cmd.Env = append(os.Environ(), EnvHTTPToken+"=serve-token")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		_ = cmd.Process.Kill()
+		<-done
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for findHTTPAddr(out.String()) == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("no http_addr logged:\n%s", out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	base := "http://" + findHTTPAddr(out.String())
+	waitHTTP(t, base+"/readyz", http.StatusOK, 5*time.Second)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		done <- err
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Fatalf("serve exited %d after SIGTERM (%v):\n%s", code, err, out.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("serve did not exit after SIGTERM:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "HTTP server stopped") {
+		t.Errorf("no graceful shutdown logged:\n%s", out.String())
+	}
 }

@@ -16,8 +16,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/audit"
+	"github.com/masterjob/masterjob/controlapi"
+	"github.com/masterjob/masterjob/health"
+	"github.com/masterjob/masterjob/httpserver"
 	"github.com/masterjob/masterjob/internal/childproc"
+	"github.com/masterjob/masterjob/metrics/prom"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/storeurl"
 )
@@ -42,6 +49,10 @@ const (
 	// openTimeout bounds one attempt to open the store.
 	openTimeout = 30 * time.Second
 )
+
+// auditCloseTimeout bounds the recording of the last transitions in the
+// history at exit.
+const auditCloseTimeout = 5 * time.Second
 
 const runUsage = `usage: masterjob run --lock NAME [flags] -- COMMAND [ARGS...]
 
@@ -75,7 +86,24 @@ the store cannot be reached the runner logs the error and keeps retrying.
 Timing settings come, per setting, later winning, from: defaults, the
 "masterJobExecutor" section of the JSON config file (--config, else
 $MASTERJOB_CONFIG), the environment, and the flags below.
-`
+
+Every mastership transition (acquired, released, lost, demoted) is recorded
+in the store's history ('masterjob history').
+
+With --http ADDR the runner also serves, on ADDR:
+  /api/mastercontrols  the control API over the same store (see 'masterjob
+                       help serve'); disable and enable act on every lock
+  /                    the dashboard
+  /metrics             Prometheus metrics: masterjob_is_master{lock},
+                       transitions, renewal latency and failures, lease
+                       TTL, store errors; Go runtime and process metrics
+  /healthz             liveness: 200 while the process serves
+  /readyz              readiness: 200 while the executor runs, its store
+                       answers and no command runs past its lease
+The address it listens on is logged as http_addr (with port 0, the port
+picked). Until the store is open, /readyz and the API answer 503.
+
+` + httpSecurityHelp
 
 // runFlags are the flags of run.
 type runFlags struct {
@@ -93,6 +121,7 @@ type runFlags struct {
 	restartDelay        durationValue
 	logFormat           choiceValue
 	logLevel            choiceValue
+	http                httpFlags
 }
 
 func newRunFlags() *runFlags {
@@ -118,6 +147,7 @@ func newRunFlags() *runFlags {
 	fs.Var(&f.restartDelay, "restart-delay", "`duration` to wait before restarting the command (--on-exit restart)")
 	fs.Var(&f.logFormat, "log-format", "log format on stderr: `text|json`")
 	fs.Var(&f.logLevel, "log-level", "least level logged: `debug|info|warn|error`")
+	f.http.register(fs, false)
 	return f
 }
 
@@ -188,6 +218,7 @@ type runner struct {
 	onExit       string
 	restartDelay time.Duration
 	log          *slog.Logger
+	http         *httpConfig // nil without --http
 
 	cancelRun context.CancelCauseFunc
 	killNow   chan struct{} // closed by a second signal
@@ -219,6 +250,10 @@ func newRunner(e *cmdEnv, f *runFlags) (*runner, error) {
 	if f.restartDelay.d < 0 {
 		return nil, usageError("--restart-delay: must not be negative, got %v", f.restartDelay.d)
 	}
+	hc, err := f.http.resolve(e, f.fs, false)
+	if err != nil {
+		return nil, err
+	}
 	u, err := storeurl.Parse(storeURL(e, f.store, storeurl.DefaultURL))
 	if err != nil {
 		return nil, usageError("--store: %w", err)
@@ -243,6 +278,7 @@ func newRunner(e *cmdEnv, f *runFlags) (*runner, error) {
 		onExit:       f.onExit.value,
 		restartDelay: f.restartDelay.d,
 		log:          newLogger(e.stderr, f.logFormat.value, f.logLevel.value),
+		http:         hc,
 		killNow:      make(chan struct{}),
 	}, nil
 }
@@ -281,6 +317,7 @@ func (r *runner) run() int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	quit := make(chan struct{})
+	base := r.log // for what is not about this lock: the control API, the probes
 	log := r.log.With("lock", r.lock)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -294,7 +331,19 @@ func (r *runner) run() int {
 		wg.Wait()
 	}()
 
-	st, err := r.openStore(ctx, log)
+	// The listener comes first: a taken port fails at once, and the probes
+	// answer while the store cannot be reached.
+	var hs *runHTTP
+	if r.http != nil {
+		var err error
+		if hs, err = startRunHTTP(ctx, r.http, r.lock, base); err != nil {
+			log.Error("cannot serve HTTP", "err", err)
+			return ExitFailure
+		}
+		defer hs.srv.shutdown()
+	}
+
+	st, err := openStore(ctx, r.store, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped before the store could be opened", "cause", context.Cause(ctx))
@@ -303,13 +352,39 @@ func (r *runner) run() int {
 		log.Error("cannot open the store", "store", r.store.String(), "err", err)
 		return ExitFailure
 	}
+	// On early returns the store closes before the listener, which serves
+	// startingHandler (no store) until the end of the setup below.
 	defer st.Close()
 
+	// Observers: the metrics, and the audit history of the transitions.
+	var observers []masterjob.Observer
+	if hs != nil {
+		observers = append(observers, hs.obs)
+	}
+	closeAudit := func() {}
+	if h, ok := st.(store.History); ok {
+		rec := audit.NewRecorder(h, log)
+		observers = append(observers, rec)
+		closeAudit = func() {
+			actx, cancel := context.WithTimeout(context.Background(), auditCloseTimeout)
+			defer cancel()
+			_ = rec.Close(actx) // logs what it could not record
+		}
+		defer closeAudit() // on early returns; Close again is a no-op
+	}
+
 	host, _ := os.Hostname()
+	info := masterjob.InstanceInfo{Host: host, PID: os.Getpid(), Version: version()}
+	if hs != nil {
+		info.Address = advertisedAddr(hs.srv.addr, host)
+	}
 	opts := append(slices.Clip(r.opts),
 		masterjob.WithLogger(r.log),
-		masterjob.WithInstanceInfo(masterjob.InstanceInfo{Host: host, PID: os.Getpid(), Version: version()}),
+		masterjob.WithInstanceInfo(info),
 	)
+	if len(observers) > 0 {
+		opts = append(opts, masterjob.WithObserver(masterjob.Observers(observers...)))
+	}
 	ex, err := masterjob.New(st, opts...)
 	if err != nil {
 		log.Error("cannot create the executor", "err", err)
@@ -323,12 +398,25 @@ func (r *runner) run() int {
 		r.log.Error("cannot register the lock", "err", err)
 		return ExitFailure
 	}
+	if hs != nil {
+		if err := hs.serve(st, ex, r.http.token, base); err != nil {
+			r.log.Error("cannot serve the control API", "err", err)
+			return ExitFailure
+		}
+	}
 	r.log.Info("following lock", "store", r.store.String(), "command", r.path,
 		"heartbeat_interval", r.cfg.HeartbeatInterval, "tolerance", r.cfg.Tolerance,
 		"check_master_interval", r.cfg.CheckMasterInterval, "on_exit", r.onExit)
 
 	runErr := ex.Run(ctx)
 	r.killLeftover()
+	// Then, in this order: the listener (its requests use the store), the
+	// audit history (its last entries are the releases of the shutdown),
+	// the store (deferred).
+	if hs != nil {
+		hs.srv.shutdown()
+	}
+	closeAudit()
 
 	code := ExitOK
 	if runErr != nil {
@@ -342,6 +430,46 @@ func (r *runner) run() int {
 	r.mu.Unlock()
 	r.log.Info("stopped", "cause", context.Cause(ctx), "exit_code", code)
 	return code
+}
+
+// runHTTP is the HTTP side of a run: the listener and the metrics.
+type runHTTP struct {
+	srv *httpServer
+	reg *prometheus.Registry
+	obs *prom.Observer // the executor's observer for the metrics
+}
+
+// startRunHTTP creates the metrics of lock and listens on hc.addr, serving
+// the metrics and the probes (not ready) until serve.
+func startRunHTTP(ctx context.Context, hc *httpConfig, lock string, log *slog.Logger) (*runHTTP, error) {
+	reg := newRegistry()
+	obs, err := prom.NewObserver(reg, prom.WithLocks(lock))
+	if err != nil {
+		return nil, fmt.Errorf("create the metrics: %w", err)
+	}
+	srv, err := listenHTTP(ctx, hc.addr, startingHandler(reg, log), log)
+	if err != nil {
+		return nil, err
+	}
+	hc.warnInsecure(log)
+	return &runHTTP{srv: srv, reg: reg, obs: obs}, nil
+}
+
+// serve serves everything: the control API over st (token, if not empty,
+// required on disable and enable), the dashboard, the metrics and the
+// probes, ready while ex is.
+func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, token string, log *slog.Logger) error {
+	api, err := controlapi.New(st, apiOptions(token, log)...)
+	if err != nil {
+		return err
+	}
+	h.srv.setHandler(httpserver.New(httpserver.Config{
+		API:          api,
+		Gatherer:     h.reg,
+		Ready:        func(context.Context) error { return ex.Ready() },
+		ReadyOptions: []health.Option{health.WithLogger(log)},
+	}))
+	return nil
 }
 
 // watchSignals turns the first SIGINT/SIGTERM into a graceful stop and the
@@ -367,15 +495,15 @@ func (r *runner) watchSignals(log *slog.Logger, sigs <-chan os.Signal, quit <-ch
 // timing out), until ctx is done. Other errors (a bad table prefix, a
 // missing directory, a failed migration) are returned: retrying would not
 // help.
-func (r *runner) openStore(ctx context.Context, log *slog.Logger) (store.Store, error) {
+func openStore(ctx context.Context, u storeurl.URL, log *slog.Logger) (store.Store, error) {
 	backoff := openBackoffMin
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, openTimeout)
-		st, err := r.store.Open(actx)
+		st, err := u.Open(actx)
 		cancel()
 		if err == nil {
 			if attempt > 1 {
-				log.Info("store opened", "store", r.store.String(), "attempts", attempt)
+				log.Info("store opened", "store", u.String(), "attempts", attempt)
 			}
 			return st, nil
 		}
@@ -386,7 +514,7 @@ func (r *runner) openStore(ctx context.Context, log *slog.Logger) (store.Store, 
 			return nil, err
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		log.Error("cannot open the store; retrying", "store", r.store.String(), "err", err,
+		log.Error("cannot open the store; retrying", "store", u.String(), "err", err,
 			"attempt", attempt, "retry_in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
 		select {
