@@ -34,6 +34,13 @@
 // store.ErrUnavailable. Commits are synchronous (PRAGMA synchronous=FULL) so
 // that an issued fencing token survives power loss.
 //
+// A file lock has no lease: a process frozen while it holds the write lock
+// (SIGSTOP, a debugger, a paused VM) blocks every other process's Acquire
+// and Renew until it resumes or dies. Safety holds (no instance becomes
+// master while it cannot write), but election on the whole host stalls for
+// the pause, which the chaos harness observed in about 1-2% of its
+// SIGSTOPs (docs/chaos.md). PostgreSQL does not have this limitation.
+//
 // # Schema
 //
 // Three tables, named with a prefix (WithTablePrefix, default "masterjob_"):

@@ -1,0 +1,510 @@
+//go:build linux
+
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// EnvInstance marks a process started by the driver as an instance; a test
+// binary's TestMain uses it to run the instance instead of the tests.
+const EnvInstance = "MASTERJOB_CHAOS_INSTANCE"
+
+// envRun tags every instance process with its run, so that the driver can
+// find any that survived (leaked) at the end.
+const envRun = "MASTERJOB_CHAOS_RUN"
+
+// driver runs one chaos run.
+type driver struct {
+	cfg   Config
+	spec  storeSpec
+	runID string
+	ns    string
+	dir   string
+
+	ln      net.Listener
+	sink    *Sink
+	st      store.Store // the driver's own handle: controls and final checks
+	pg      *pgx.Conn   // PostgreSQL: for pg_terminate_backend; guarded by pgMu
+	pgMu    sync.Mutex
+	proxies []*Proxy
+	slots   []*slot
+	readers sync.WaitGroup // the goroutines reading instance connections
+
+	mu       sync.Mutex // guards the fields below
+	tl       Timeline
+	open     map[mkey]*Mastership
+	events   *json.Encoder
+	eventsF  *os.File
+	faults   []FaultRecord
+	stopping bool // the run is shutting instances down: exits are expected
+}
+
+// mkey identifies a mastership: one token of one lock in one process.
+type mkey struct {
+	index, gen int
+	lock       string
+	token      int64
+}
+
+// slot is one instance position; a killed instance is restarted in the
+// same slot with the next generation.
+type slot struct {
+	index int
+
+	mu       sync.Mutex // guards the fields below
+	gen      int
+	pid      int
+	conn     net.Conn
+	enc      *json.Encoder
+	ready    chan struct{}          // closed by the current generation's hello
+	exited   chan struct{}          // closed when the current generation was reaped
+	connDone chan struct{}          // closed when the driver read the current generation's last message
+	expected bool                   // its exit was asked for (SIGKILL or shutdown)
+	killedAt int64                  // Mono of a SIGKILL in progress; 0 otherwise
+	seq      int64                  // last control message number
+	acks     map[int64]chan Message // control messages waiting for their ack
+}
+
+// FaultRecord is one injected fault, as logged.
+type FaultRecord struct {
+	N      int    `json:"n"`
+	Kind   string `json:"kind"`
+	Target string `json:"target"`
+	Start  int64  `json:"start"`
+	End    int64  `json:"end"`
+	Detail string `json:"detail,omitempty"`
+	Err    string `json:"err,omitempty"`
+}
+
+func newRunID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// logf writes a progress line.
+func (d *driver) logf(format string, args ...any) {
+	fmt.Fprintf(d.cfg.Log, "chaos %s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
+}
+
+// record appends an entry to the run's event log (events.jsonl).
+func (d *driver) record(kind string, v any) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.events != nil {
+		_ = d.events.Encode(map[string]any{"t": Mono(), "kind": kind, "v": v})
+	}
+}
+
+func (d *driver) problem(kind, lock, format string, args ...any) {
+	v := Violation{Kind: kind, Lock: lock, At: Mono(), Detail: fmt.Sprintf(format, args...)}
+	d.mu.Lock()
+	d.tl.Problems = append(d.tl.Problems, v)
+	d.mu.Unlock()
+	d.record("violation", v)
+	d.logf("VIOLATION %s %s", kind, v.Detail)
+}
+
+func (d *driver) down(w Window) {
+	d.mu.Lock()
+	d.tl.Down = append(d.tl.Down, w)
+	d.mu.Unlock()
+	d.record("down", w)
+}
+
+// setup creates the work directory, the socket, the sink, the driver's
+// store handle and, for PostgreSQL, one proxy per instance.
+func (d *driver) setup(ctx context.Context) error {
+	var err error
+	if d.dir == "" {
+		if d.dir, err = os.MkdirTemp("", "masterjob-chaos-"); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		return err
+	}
+	if d.eventsF, err = os.Create(filepath.Join(d.dir, "events.jsonl")); err != nil {
+		return err
+	}
+	d.events = json.NewEncoder(d.eventsF)
+	// Unix socket paths are short (108 bytes): keep the socket in /tmp.
+	sock := filepath.Join(os.TempDir(), "mjchaos-"+d.runID+".sock")
+	if d.ln, err = net.Listen("unix", sock); err != nil {
+		return err
+	}
+	octx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if d.st, err = openStore(octx, d.spec, d.ns, ""); err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	if d.spec.kind == kindPostgres {
+		if d.pg, err = pgx.Connect(octx, d.spec.dsn); err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		for range d.cfg.Instances {
+			p, err := NewProxy(d.spec.upstream())
+			if err != nil {
+				return err
+			}
+			d.proxies = append(d.proxies, p)
+		}
+	}
+	for i := range d.cfg.Instances {
+		d.slots = append(d.slots, &slot{index: i})
+	}
+	go d.accept()
+	return nil
+}
+
+// cleanup releases everything setup made, kills any instance left and
+// drops the run's tables or schema.
+func (d *driver) cleanup(removeDir bool) {
+	for _, s := range d.slots {
+		s.mu.Lock()
+		pid, exited := s.pid, s.exited
+		s.expected = true
+		s.mu.Unlock()
+		if exited == nil {
+			continue
+		}
+		select {
+		case <-exited:
+		default:
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			<-exited
+		}
+	}
+	if d.ln != nil {
+		_ = d.ln.Close()
+		_ = os.Remove(d.ln.Addr().String())
+	}
+	for _, s := range d.slots {
+		s.mu.Lock()
+		if s.conn != nil {
+			_ = s.conn.Close()
+		}
+		s.mu.Unlock()
+	}
+	d.readers.Wait()
+	for _, p := range d.proxies {
+		_ = p.Close()
+	}
+	if d.st != nil {
+		_ = d.st.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if d.pg != nil {
+		_ = d.pg.Close(ctx)
+	}
+	if err := dropNamespace(ctx, d.spec, d.ns); err != nil {
+		d.logf("could not drop %s: %v", d.ns, err)
+	}
+	if d.eventsF != nil {
+		d.mu.Lock()
+		_ = d.eventsF.Close()
+		d.events = nil
+		d.mu.Unlock()
+	}
+	if removeDir && d.dir != "" {
+		_ = os.RemoveAll(d.dir)
+	}
+}
+
+// accept serves instance connections.
+func (d *driver) accept() {
+	for {
+		c, err := d.ln.Accept()
+		if err != nil {
+			return
+		}
+		d.readers.Add(1)
+		go d.serve(c)
+	}
+}
+
+// serve reads one instance's messages.
+func (d *driver) serve(c net.Conn) {
+	defer d.readers.Done()
+	defer c.Close()
+	sc := bufio.NewScanner(c)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var s *slot
+	gen := 0
+	for sc.Scan() {
+		var m Message
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			d.problem(VHarness, "", "bad message from an instance: %v", err)
+			continue
+		}
+		if s == nil {
+			if m.Type != msgHello || m.Index < 0 || m.Index >= len(d.slots) {
+				d.problem(VHarness, "", "first message from an instance was %q", m.Type)
+				return
+			}
+			s, gen = d.slots[m.Index], m.Gen
+			s.mu.Lock()
+			if s.gen != gen {
+				s.mu.Unlock()
+				d.problem(VHarness, "", "hello from instance %d gen %d, expected gen %d", m.Index, m.Gen, s.gen)
+				return
+			}
+			s.conn, s.enc = c, json.NewEncoder(c)
+			close(s.ready)
+			defer close(s.connDone)
+			s.mu.Unlock()
+			d.record("ready", m)
+			continue
+		}
+		d.onMessage(s, gen, m)
+	}
+}
+
+func (d *driver) onMessage(s *slot, gen int, m Message) {
+	switch m.Type {
+	case msgWrite:
+		if !d.sink.Write(m.Lock, m.Token, s.index, gen, m.T) {
+			m.Index, m.Gen = s.index, gen
+			d.record("sink-rejected", m)
+		}
+		return // the sink keeps its own log (sink.jsonl)
+	case msgStart:
+		d.mu.Lock()
+		d.open[mkey{s.index, gen, m.Lock, m.Token}] = &Mastership{Index: s.index, Gen: gen, Lock: m.Lock, Token: m.Token, Start: m.T}
+		d.mu.Unlock()
+	case msgStop:
+		d.mu.Lock()
+		k := mkey{s.index, gen, m.Lock, m.Token}
+		if ms := d.open[k]; ms != nil {
+			ms.Stop, ms.Reason = m.T, m.Reason
+			d.tl.Masterships = append(d.tl.Masterships, *ms)
+			delete(d.open, k)
+		}
+		d.mu.Unlock()
+	case msgAck:
+		s.mu.Lock()
+		ch := s.acks[m.Seq]
+		delete(s.acks, m.Seq)
+		s.mu.Unlock()
+		if ch != nil {
+			ch <- m
+		}
+	case msgResumed:
+		d.mu.Lock()
+		d.tl.Resumed = append(d.tl.Resumed, Window{Index: s.index, From: m.From, To: m.T, Cause: "resumed"})
+		d.mu.Unlock()
+	case msgBye:
+		if m.Err != "" {
+			d.problem(VCrash, "", "instance %d gen %d: Run returned %s", s.index, gen, m.Err)
+		}
+	}
+	m.Index, m.Gen = s.index, gen
+	d.record(m.Type, m)
+}
+
+// control sends a control message to slot s and waits for its ack (the
+// instance's Mono when it took effect).
+func (d *driver) control(s *slot, m Message) (Message, error) {
+	s.mu.Lock()
+	if s.enc == nil {
+		s.mu.Unlock()
+		return Message{}, errors.New("instance not connected")
+	}
+	s.seq++
+	m.Seq = s.seq
+	ch := make(chan Message, 1)
+	s.acks[m.Seq] = ch
+	err := s.enc.Encode(m)
+	s.mu.Unlock()
+	if err != nil {
+		return Message{}, err
+	}
+	select {
+	case a := <-ch:
+		if a.Err != "" {
+			return a, errors.New(a.Err)
+		}
+		return a, nil
+	case <-time.After(10 * time.Second):
+		return Message{}, fmt.Errorf("instance %d: no ack for %s", s.index, m.Type)
+	}
+}
+
+// appName tags the PostgreSQL backends of slot i.
+func (d *driver) appName(i int) string { return fmt.Sprintf("mjchaos-%s-i%d", d.runID, i) }
+
+// start starts the next generation of slot s and returns once the process
+// runs (not once it is ready). The process is started, and waited for, by
+// a goroutine locked to its OS thread for the child's whole life, so that
+// Pdeathsig (SIGKILL when the driver dies) fires only when the driver does.
+func (d *driver) start(s *slot) error {
+	s.mu.Lock()
+	s.gen++
+	gen := s.gen
+	s.ready, s.exited, s.connDone = make(chan struct{}), make(chan struct{}), make(chan struct{})
+	s.expected, s.conn, s.enc, s.acks = false, nil, nil, map[int64]chan Message{}
+	exited := s.exited
+	s.mu.Unlock()
+
+	a := instanceArgs{
+		sock: d.ln.Addr().String(), index: s.index, gen: gen, runID: d.runID,
+		storeURL: d.cfg.StoreURL, locks: d.cfg.Locks, timing: d.cfg.Timing,
+	}
+	if d.spec.kind == kindPostgres {
+		a.dsn = d.spec.viaProxy(d.proxies[s.index].Addr(), d.appName(s.index))
+	}
+	logPath := filepath.Join(d.dir, fmt.Sprintf("instance-%d-gen%d.log", s.index, gen))
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(d.cfg.Command[0], append(append([]string(nil), d.cfg.Command[1:]...), a.argv()...)...)
+	cmd.Env = append(os.Environ(), EnvInstance+"=1", envRun+"="+d.runID)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	started := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies after the child
+		defer logf.Close()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			close(exited)
+			return
+		}
+		s.mu.Lock()
+		s.pid = cmd.Process.Pid
+		s.mu.Unlock()
+		started <- nil
+		werr := cmd.Wait()
+		d.reaped(s, gen, werr, logPath)
+		close(exited)
+	}()
+	if err := <-started; err != nil {
+		return fmt.Errorf("start instance %d: %w", s.index, err)
+	}
+	d.record("started", map[string]any{"idx": s.index, "gen": gen, "pid": cmd.Process.Pid})
+	return nil
+}
+
+// reaped records the end of an instance process: the masterships it left
+// open end now, and an exit nobody asked for is a crash.
+func (d *driver) reaped(s *slot, gen int, werr error, logPath string) {
+	now := Mono()
+	s.mu.Lock()
+	expected, killedAt, ready, connDone := s.expected, s.killedAt, s.ready, s.connDone
+	s.mu.Unlock()
+	// Read what the process sent before it died first: its stop messages
+	// decide which masterships it ended itself.
+	select {
+	case <-ready:
+		select {
+		case <-connDone:
+		case <-time.After(5 * time.Second):
+			d.problem(VHarness, "", "instance %d gen %d: socket still open 5s after exit", s.index, gen)
+		}
+	default:
+	}
+	d.mu.Lock()
+	stopping := d.stopping
+	for k, ms := range d.open {
+		if k.index != s.index || k.gen != gen {
+			continue
+		}
+		ms.Stop = now
+		if killedAt > 0 {
+			ms.Reason = "killed"
+		} else {
+			ms.Open = true
+		}
+		d.tl.Masterships = append(d.tl.Masterships, *ms)
+		delete(d.open, k)
+		if killedAt == 0 {
+			d.tl.Problems = append(d.tl.Problems, Violation{Kind: VLeak, Lock: k.lock, At: now,
+				Detail: fmt.Sprintf("instance %d gen %d exited with the job of token %d still running (no stop reported)", s.index, gen, k.token)})
+		}
+	}
+	d.mu.Unlock()
+	d.record("exited", map[string]any{"idx": s.index, "gen": gen, "err": fmt.Sprint(werr), "expected": expected})
+	if killedAt > 0 {
+		return
+	}
+	if !expected || (stopping && werr != nil) {
+		d.problem(VCrash, "", "instance %d gen %d exited unexpectedly (%v); log %s: %s", s.index, gen, werr, logPath, tail(logPath, 800))
+	}
+}
+
+// tail returns the end of a file, for reports.
+func tail(path string, n int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := max(0, st.Size()-n)
+	b := make([]byte, st.Size()-off)
+	_, _ = f.ReadAt(b, off)
+	return string(b)
+}
+
+// waitReady waits for slot s's current generation to say hello.
+func (d *driver) waitReady(ctx context.Context, s *slot, timeout time.Duration) (int64, error) {
+	s.mu.Lock()
+	ready, exited := s.ready, s.exited
+	s.mu.Unlock()
+	select {
+	case <-ready:
+		return Mono(), nil
+	case <-exited:
+		return 0, fmt.Errorf("instance %d exited before it was ready", s.index)
+	case <-time.After(timeout):
+		return 0, fmt.Errorf("instance %d not ready after %v", s.index, timeout)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// kill SIGKILLs slot s and waits until it is reaped.
+func (d *driver) kill(s *slot) (int64, error) {
+	s.mu.Lock()
+	pid, exited := s.pid, s.exited
+	s.expected = true
+	s.killedAt = Mono()
+	at := s.killedAt
+	s.mu.Unlock()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return at, err
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		return at, fmt.Errorf("instance %d (pid %d) not reaped 10s after SIGKILL", s.index, pid)
+	}
+	s.mu.Lock()
+	s.killedAt = 0
+	s.mu.Unlock()
+	return at, nil
+}

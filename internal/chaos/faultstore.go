@@ -1,0 +1,143 @@
+//go:build linux
+
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// faultStore wraps an embedded store (SQLite) to inject, into one instance,
+// the faults a network would cause for a server store: every call fails at
+// once ("fail"), or hangs until its context ends or the outage is over
+// ("hang"), or is delayed. It can also close and reopen the underlying
+// handle. There is no network between a SQLite instance and its file, so
+// this is the honest substitute: it exercises the executor's handling of a
+// failing or slow store, not a real network partition.
+type faultStore struct {
+	reopen func() (store.Store, error)
+
+	mu       sync.Mutex
+	st       store.Store
+	mode     string // "", "fail" or "hang"
+	latency  time.Duration
+	restored chan struct{} // closed when the current outage ends
+}
+
+var _ store.Store = (*faultStore)(nil)
+
+func newFaultStore(st store.Store, reopen func() (store.Store, error)) *faultStore {
+	return &faultStore{st: st, reopen: reopen, restored: make(chan struct{})}
+}
+
+// setOutage sets the outage mode and added latency; mode "" ends an outage.
+func (f *faultStore) setOutage(mode string, latency time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mode != "" && mode == "" {
+		close(f.restored)
+		f.restored = make(chan struct{})
+	}
+	f.mode, f.latency = mode, latency
+}
+
+// reopenStore closes the handle and opens a new one; calls in flight on the
+// old handle fail.
+func (f *faultStore) reopenStore() error {
+	st, err := f.reopen()
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	old := f.st
+	f.st = st
+	f.mu.Unlock()
+	return old.Close()
+}
+
+// enter applies the fault in force and returns the store to call.
+func (f *faultStore) enter(ctx context.Context, op string) (store.Store, error) {
+	f.mu.Lock()
+	mode, lat, restored := f.mode, f.latency, f.restored
+	f.mu.Unlock()
+	switch mode {
+	case "fail":
+		return nil, fmt.Errorf("chaos: %s: injected outage: %w", op, store.ErrUnavailable)
+	case "hang":
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("chaos: %s: injected hang: %w: %w", op, store.ErrUnavailable, ctx.Err())
+		case <-restored:
+		}
+	}
+	if lat > 0 {
+		t := time.NewTimer(lat)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("chaos: %s: injected latency: %w: %w", op, store.ErrUnavailable, ctx.Err())
+		case <-t.C:
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st, nil
+}
+
+func (f *faultStore) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
+	st, err := f.enter(ctx, "acquire")
+	if err != nil {
+		return nil, err
+	}
+	return st.Acquire(ctx, h, locks, ttl)
+}
+
+func (f *faultStore) Renew(ctx context.Context, id string, leases []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	st, err := f.enter(ctx, "renew")
+	if err != nil {
+		return nil, err
+	}
+	return st.Renew(ctx, id, leases, ttl)
+}
+
+func (f *faultStore) Release(ctx context.Context, id string, leases []store.LeaseRef) error {
+	st, err := f.enter(ctx, "release")
+	if err != nil {
+		return err
+	}
+	return st.Release(ctx, id, leases)
+}
+
+func (f *faultStore) Disable(ctx context.Context, lock, reason, by string) (store.ControlChange, error) {
+	st, err := f.enter(ctx, "disable")
+	if err != nil {
+		return store.ControlChange{}, err
+	}
+	return st.Disable(ctx, lock, reason, by)
+}
+
+func (f *faultStore) Enable(ctx context.Context, lock, by string) (store.ControlChange, error) {
+	st, err := f.enter(ctx, "enable")
+	if err != nil {
+		return store.ControlChange{}, err
+	}
+	return st.Enable(ctx, lock, by)
+}
+
+func (f *faultStore) Locks(ctx context.Context, names ...string) ([]store.LockState, error) {
+	st, err := f.enter(ctx, "locks")
+	if err != nil {
+		return nil, err
+	}
+	return st.Locks(ctx, names...)
+}
+
+func (f *faultStore) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st.Close()
+}

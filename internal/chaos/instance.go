@@ -1,0 +1,288 @@
+//go:build linux
+
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/store"
+)
+
+// instanceArgs is what the driver passes to an instance process.
+type instanceArgs struct {
+	sock     string
+	index    int
+	gen      int
+	runID    string
+	storeURL string
+	dsn      string // PostgreSQL: the DSN through the instance's proxy
+	locks    int
+	timing   Timing
+}
+
+func (a instanceArgs) argv() []string {
+	return []string{
+		"--sock", a.sock,
+		"--index", strconv.Itoa(a.index),
+		"--gen", strconv.Itoa(a.gen),
+		"--run", a.runID,
+		"--store", a.storeURL,
+		"--dsn", a.dsn,
+		"--locks", strconv.Itoa(a.locks),
+		"--heartbeat", a.timing.Heartbeat.String(),
+		"--tolerance", a.timing.Tolerance.String(),
+		"--check", a.timing.Check.String(),
+		"--init-delay", a.timing.InitDelay.String(),
+		"--write-every", a.timing.WriteEvery.String(),
+	}
+}
+
+func parseInstanceArgs(args []string) (instanceArgs, error) {
+	var a instanceArgs
+	fs := flag.NewFlagSet("masterjob-chaos instance", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&a.sock, "sock", "", "driver socket")
+	fs.IntVar(&a.index, "index", 0, "instance slot")
+	fs.IntVar(&a.gen, "gen", 0, "restart generation")
+	fs.StringVar(&a.runID, "run", "", "run id")
+	fs.StringVar(&a.storeURL, "store", "", "store URL")
+	fs.StringVar(&a.dsn, "dsn", "", "PostgreSQL DSN through the proxy")
+	fs.IntVar(&a.locks, "locks", 1, "lock names")
+	fs.DurationVar(&a.timing.Heartbeat, "heartbeat", 0, "")
+	fs.DurationVar(&a.timing.Tolerance, "tolerance", 0, "")
+	fs.DurationVar(&a.timing.Check, "check", 0, "")
+	fs.DurationVar(&a.timing.InitDelay, "init-delay", 0, "")
+	fs.DurationVar(&a.timing.WriteEvery, "write-every", 20*time.Millisecond, "")
+	if err := fs.Parse(args); err != nil {
+		return a, err
+	}
+	if a.sock == "" || a.runID == "" || a.storeURL == "" {
+		return a, errors.New("instance: --sock, --run and --store are required")
+	}
+	return a, nil
+}
+
+// lockName returns the k-th lock name of a run.
+func lockName(k int) string { return "chaos-lock-" + strconv.Itoa(k) }
+
+// RunInstance is the instance process: it runs a masterjob.Executor for the
+// run's locks, reports every mastership and writes to the driver's fenced
+// sink over the driver's socket, and applies the driver's control messages.
+// It returns when the driver asks it to shut down (or goes away) and Run
+// has returned. It is called by Main for the "instance" subcommand.
+func RunInstance(args []string, stderr io.Writer) error {
+	a, err := parseInstanceArgs(args)
+	if err != nil {
+		return err
+	}
+	conn, err := net.Dial("unix", a.sock)
+	if err != nil {
+		return fmt.Errorf("instance: dial driver: %w", err)
+	}
+	defer conn.Close()
+	in := &instance{args: a, conn: conn, enc: json.NewEncoder(conn)}
+	return in.run(stderr)
+}
+
+type instance struct {
+	args instanceArgs
+	conn net.Conn
+
+	mu  sync.Mutex // serialises whole messages on conn
+	enc *json.Encoder
+
+	offset atomic.Int64 // the instance's wall-clock offset, ns
+	fs     *faultStore  // SQLite only
+}
+
+// send writes one message synchronously: once it returns, the message is in
+// the kernel's socket buffer and reaches the driver even if this process is
+// killed right after.
+func (in *instance) send(m Message) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	_ = in.enc.Encode(m)
+}
+
+// wall is this instance's view of wall time, which the clock fault jumps.
+// Nothing in the executor reads it: it only stamps this instance's records
+// and logs.
+func (in *instance) wall() time.Time {
+	return time.Now().Add(time.Duration(in.offset.Load()))
+}
+
+func (in *instance) wallString() string { return in.wall().Format(time.RFC3339Nano) }
+
+func (in *instance) run(stderr io.Writer) error {
+	a := in.args
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
+		Level: slog.LevelInfo,
+		ReplaceAttr: func(groups []string, at slog.Attr) slog.Attr {
+			if len(groups) == 0 && at.Key == slog.TimeKey {
+				return slog.Time(slog.TimeKey, in.wall())
+			}
+			return at
+		},
+	}))
+	spec, err := parseStoreURL(a.storeURL)
+	if err != nil {
+		return err
+	}
+	ns := namespace(a.runID)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	openCtx, openCancel := context.WithTimeout(ctx, 10*time.Second)
+	raw, err := openStore(openCtx, spec, ns, a.dsn)
+	openCancel()
+	if err != nil {
+		return fmt.Errorf("instance %d: open store: %w", a.index, err)
+	}
+	var st store.Store = raw
+	if spec.kind == kindSQLite {
+		in.fs = newFaultStore(raw, func() (store.Store, error) {
+			return openStore(context.Background(), spec, ns, "")
+		})
+		st = in.fs
+	}
+	defer st.Close()
+
+	id := fmt.Sprintf("i%d-g%d-%d", a.index, a.gen, os.Getpid())
+	ex, err := masterjob.New(st,
+		masterjob.WithLookupEnv(func(string) (string, bool) { return "", false }),
+		masterjob.WithInitDelay(a.timing.InitDelay),
+		masterjob.WithHeartbeatInterval(a.timing.Heartbeat),
+		masterjob.WithTolerance(a.timing.Tolerance),
+		masterjob.WithCheckMasterInterval(a.timing.Check),
+		masterjob.WithInstanceID(id),
+		masterjob.WithLogger(logger),
+		masterjob.WithObserver(observer{in}),
+	)
+	if err != nil {
+		return err
+	}
+	for k := range a.locks {
+		if err := ex.StartMaster(lockName(k), masterjob.JobFunc(in.job)); err != nil {
+			return err
+		}
+	}
+	go in.control(cancel)
+	go in.watchPauses(ctx)
+	in.send(Message{Type: msgHello, Index: a.index, Gen: a.gen, PID: os.Getpid(), ID: id, T: Mono()})
+	runErr := ex.Run(ctx)
+	bye := Message{Type: msgBye, T: Mono()}
+	if runErr != nil {
+		bye.Err = runErr.Error()
+	}
+	in.send(bye)
+	return runErr
+}
+
+// job is every lock's job: it reports its mastership and writes to the
+// fenced sink every WriteEvery until its context ends.
+func (in *instance) job(ctx context.Context, lease masterjob.Lease) error {
+	in.send(Message{Type: msgStart, Lock: lease.Lock, Token: lease.Token, T: Mono(), Wall: in.wallString()})
+	tick := time.NewTicker(in.args.timing.WriteEvery)
+	defer tick.Stop()
+	for {
+		in.send(Message{Type: msgWrite, Lock: lease.Lock, Token: lease.Token, T: Mono()})
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	reason := ""
+	if r := masterjob.StopReason(ctx); r != nil {
+		reason = r.Error()
+	}
+	in.send(Message{Type: msgStop, Lock: lease.Lock, Token: lease.Token, T: Mono(), Wall: in.wallString(), Reason: reason})
+	return nil
+}
+
+// pauseTick is how often watchPauses looks at the clock; a gap of more
+// than pauseGap between two looks is reported as a pause.
+const (
+	pauseTick = 5 * time.Millisecond
+	pauseGap  = 100 * time.Millisecond
+)
+
+// watchPauses reports when the process runs again after a pause (a SIGSTOP
+// or a long descheduling): the driver compares it with the time it sent
+// SIGCONT, which tells how long the process took to run again, apart from
+// how long the executor then took to stop its jobs.
+func (in *instance) watchPauses(ctx context.Context) {
+	t := time.NewTicker(pauseTick)
+	defer t.Stop()
+	last := Mono()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := Mono()
+		if now-last > int64(pauseGap) {
+			in.send(Message{Type: msgResumed, From: last, T: now})
+		}
+		last = now
+	}
+}
+
+// control applies the driver's messages until the connection ends; a lost
+// driver shuts the instance down.
+func (in *instance) control(shutdown context.CancelFunc) {
+	defer shutdown()
+	sc := bufio.NewScanner(in.conn)
+	for sc.Scan() {
+		var m Message
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			continue
+		}
+		switch m.Type {
+		case msgShutdown:
+			shutdown()
+		case msgOutage:
+			if in.fs != nil {
+				in.fs.setOutage(m.Mode, time.Duration(m.Latency))
+			}
+		case msgReopen:
+			if in.fs != nil {
+				if err := in.fs.reopenStore(); err != nil {
+					m.Err = err.Error()
+				}
+			}
+		case msgClock:
+			in.offset.Store(m.Offset)
+		}
+		in.send(Message{Type: msgAck, Kind: m.Type, Seq: m.Seq, Err: m.Err, T: Mono(), Wall: in.wallString()})
+	}
+}
+
+// observer forwards the executor's transitions to the driver, as evidence.
+type observer struct{ in *instance }
+
+func (o observer) Transition(t masterjob.Transition) {
+	reason := ""
+	if t.Reason != nil {
+		reason = t.Reason.Error()
+	}
+	o.in.send(Message{Type: msgTransition, Lock: t.Lock, Token: t.Token, Kind: string(t.Kind), Reason: reason, T: Mono()})
+}
+func (observer) Renewal(time.Duration, int, error) {}
+func (observer) Check(time.Duration, int, error)   {}
+func (observer) LeaseTTL(string, time.Duration)    {}

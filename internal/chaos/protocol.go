@@ -1,0 +1,49 @@
+//go:build linux
+
+package chaos
+
+// Message is one line of the JSON protocol between the driver and an
+// instance, over the driver's unix socket. Times (T) are Mono readings.
+type Message struct {
+	Type string `json:"type"`
+
+	// Instance to driver.
+	Index  int    `json:"idx,omitempty"`    // hello: instance slot
+	Gen    int    `json:"gen,omitempty"`    // hello: restart generation
+	PID    int    `json:"pid,omitempty"`    // hello
+	ID     string `json:"id,omitempty"`     // hello: executor instance id
+	Lock   string `json:"lock,omitempty"`   // start, stop, write, transition
+	Token  int64  `json:"token,omitempty"`  // start, stop, write, transition
+	Reason string `json:"reason,omitempty"` // stop, transition: the Err* cause
+	Kind   string `json:"kind,omitempty"`   // transition kind; ack: what was applied
+	Wall   string `json:"wall,omitempty"`   // the instance's (possibly jumped) wall clock
+	Err    string `json:"err,omitempty"`    // bye: Run's error
+	Seq    int64  `json:"seq,omitempty"`    // ack: the control message acknowledged
+	From   int64  `json:"from,omitempty"`   // resumed: the last tick before the pause
+
+	// Driver to instance.
+	Mode    string `json:"mode,omitempty"`    // outage: "fail", "hang" or "" (restore)
+	Latency int64  `json:"latency,omitempty"` // outage: added delay per store call, ns
+	Offset  int64  `json:"offset,omitempty"`  // clock: wall-clock offset, ns
+
+	T int64 `json:"t"`
+}
+
+// Message types.
+const (
+	// Instance to driver.
+	msgHello      = "hello"      // the executor is about to run
+	msgStart      = "start"      // a job began (after its acquisition committed)
+	msgStop       = "stop"       // a job is returning
+	msgWrite      = "write"      // a fenced write to the sink
+	msgTransition = "transition" // an observer transition (evidence only)
+	msgAck        = "ack"        // a control message took effect
+	msgBye        = "bye"        // Run returned; the process exits
+	msgResumed    = "resumed"    // the process ran again after a pause (SIGSTOP)
+
+	// Driver to instance.
+	msgOutage   = "outage"   // store-level outage or latency (SQLite)
+	msgReopen   = "reopen"   // close and reopen the store handle (SQLite)
+	msgClock    = "clock"    // set the instance's wall-clock offset
+	msgShutdown = "shutdown" // cancel Run and exit
+)

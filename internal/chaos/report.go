@@ -1,0 +1,160 @@
+//go:build linux
+
+package chaos
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Report summarises a run.
+type Report struct {
+	RunID     string
+	Store     string // the store URL, password redacted
+	Seed      uint64
+	Instances int
+	Locks     int
+	Timing    Timing
+	GapBound  time.Duration
+	Duration  time.Duration
+	// Faults counts the injected faults by kind; FaultsTotal is their sum.
+	Faults      map[string]int
+	FaultsTotal int
+	// Violations lists every broken promise, in time order.
+	Violations []Violation
+	// Masterships counts the mastership intervals; StopReasons counts how
+	// they ended.
+	Masterships  int
+	StopReasons  map[string]int
+	SinkAccepted int
+	SinkRejected int
+	Findings     Findings
+	// StoreBlocked counts the SIGSTOPs that caught an instance holding
+	// SQLite's write lock, and StoreBlockedFor their total length.
+	StoreBlocked    int
+	StoreBlockedFor time.Duration
+	// Dir is the kept work directory (logs, events.jsonl), if kept.
+	Dir string
+}
+
+// OK reports whether the run found no violation.
+func (r *Report) OK() bool { return len(r.Violations) == 0 }
+
+func newReport(cfg Config, runID string, tl *Timeline, faults []FaultRecord, f Findings) *Report {
+	r := &Report{
+		RunID: runID, Store: redactURL(cfg.StoreURL), Seed: cfg.Seed,
+		Instances: cfg.Instances, Locks: cfg.Locks, Timing: cfg.Timing, GapBound: cfg.gapBound(),
+		Faults: map[string]int{}, Violations: append([]Violation{}, f.Violations...), Masterships: len(tl.Masterships),
+		StopReasons: map[string]int{}, Findings: f,
+	}
+	for _, fr := range faults {
+		r.Faults[fr.Kind]++
+		r.FaultsTotal++
+	}
+	for _, w := range tl.StoreBlocked {
+		r.StoreBlocked++
+		r.StoreBlockedFor += dur(w.To - w.From)
+	}
+	for _, m := range tl.Masterships {
+		reason := m.Reason
+		if reason == "" {
+			reason = "(none)"
+		}
+		r.StopReasons[strings.TrimPrefix(reason, "masterjob: ")]++
+	}
+	for _, w := range tl.Writes {
+		if w.Accepted {
+			r.SinkAccepted++
+		} else {
+			r.SinkRejected++
+		}
+	}
+	return r
+}
+
+// WriteSummary prints the report for people.
+func (r *Report) WriteSummary(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	p("masterjob chaos run %s", r.RunID)
+	p("  store:        %s", r.Store)
+	p("  seed:         %d", r.Seed)
+	p("  instances:    %d, locks: %d", r.Instances, r.Locks)
+	p("  timing:       heartbeat %v, tolerance %v, check %v, init delay %v, write every %v",
+		r.Timing.Heartbeat, r.Timing.Tolerance, r.Timing.Check, r.Timing.InitDelay, r.Timing.WriteEvery)
+	p("  duration:     %v", r.Duration.Round(time.Millisecond))
+	var parts []string
+	for _, k := range FaultKinds {
+		if n := r.Faults[k]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k, n))
+		}
+	}
+	p("  faults:       %d (%s)", r.FaultsTotal, strings.Join(parts, ", "))
+	p("  masterships:  %d (stopped by: %s)", r.Masterships, countList(r.StopReasons))
+	p("  sink writes:  %d accepted, %d rejected (%d rejected as late writes of a superseded token)",
+		r.SinkAccepted, r.SinkRejected, r.Findings.RejectedLate)
+	p("  late writes accepted before the newer master wrote: %d", r.Findings.LateAccepted)
+	p("  overlaps excused by SIGSTOP: %d", r.Findings.ExcusedOverlaps)
+	p("    paused process ran again after SIGCONT: %s", quantiles(r.Findings.ResumesAfterCont))
+	p("    paused job ran on after that:           %s", quantiles(r.Findings.StopsAfterCont))
+	p("  max no-master gap: %v overall, %v while enabled with a healthy instance (bound %v)",
+		r.Findings.MaxGap.Round(time.Millisecond), r.Findings.MaxEligibleGap.Round(time.Millisecond), r.GapBound)
+	if r.StoreBlocked > 0 || strings.HasPrefix(r.Store, "sqlite") {
+		p("  SIGSTOPs that caught SQLite's write lock: %d (every instance blocked for %v in total; counted as store outages)",
+			r.StoreBlocked, r.StoreBlockedFor.Round(time.Millisecond))
+	}
+	p("  max job run after disable (healthy master): %v", r.Findings.MaxDisableStop.Round(time.Millisecond))
+	byKind := map[string]int{}
+	for _, v := range r.Violations {
+		byKind[v.Kind]++
+	}
+	if len(r.Violations) == 0 {
+		p("  violations:   0")
+	} else {
+		p("  violations:   %d (%s)", len(r.Violations), countList(byKind))
+		for i, v := range r.Violations {
+			if i == 50 {
+				p("    ... %d more", len(r.Violations)-50)
+				break
+			}
+			lock := ""
+			if v.Lock != "" {
+				lock = " " + v.Lock
+			}
+			p("    [%s]%s at %s: %s", v.Kind, lock, ts(v.At), v.Detail)
+		}
+	}
+	if r.Dir != "" {
+		p("  work dir:     %s", r.Dir)
+	}
+	if r.OK() {
+		p("RESULT: PASS")
+	} else {
+		p("RESULT: FAIL")
+	}
+}
+
+func countList(m map[string]int) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// quantiles formats the median, p99 and maximum of ds.
+func quantiles(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
+	return fmt.Sprintf("p50 %v, p99 %v, max %v", q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond), s[len(s)-1].Round(time.Microsecond))
+}

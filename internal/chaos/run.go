@@ -1,0 +1,224 @@
+//go:build linux
+
+package chaos
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Run runs one chaos run: it starts cfg.Instances instance processes on the
+// store, injects cfg.Faults faults, shuts everything down, checks the
+// timeline and returns the report. An error means the run itself could not
+// be carried out (bad configuration, store unreachable); broken promises
+// are in Report.Violations. Run kills every process it started and drops
+// the tables or schema it created before it returns.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg.applyDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("chaos: %w", err)
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = rand.Uint64()
+	}
+	if len(cfg.Command) == 0 {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("chaos: %w", err)
+		}
+		cfg.Command = []string{exe, "instance"}
+	}
+	spec, _ := parseStoreURL(cfg.StoreURL)
+	runID := newRunID()
+	d := &driver{
+		cfg: cfg, spec: spec, runID: runID, ns: namespace(runID), dir: cfg.Dir,
+		sink: NewSink(), open: map[mkey]*Mastership{},
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.MaxDuration)
+	defer cancel()
+	began := time.Now()
+	if err := d.setup(ctx); err != nil {
+		d.cleanup(cfg.Dir == "")
+		return nil, fmt.Errorf("chaos: setup: %w", err)
+	}
+	d.logf("run %s: %s, %d instances, %d locks, %d faults, seed %d, work dir %s",
+		runID, redactURL(cfg.StoreURL), cfg.Instances, cfg.Locks, cfg.Faults, cfg.Seed, d.dir)
+	rep, err := d.run(ctx)
+	keep := cfg.Keep || cfg.Dir != "" || err != nil || (rep != nil && len(rep.Violations) > 0)
+	d.cleanup(!keep)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: %w (work dir %s)", err, d.dir)
+	}
+	rep.Duration = time.Since(began)
+	if keep {
+		rep.Dir = d.dir
+	}
+	return rep, nil
+}
+
+func (d *driver) run(ctx context.Context) (*Report, error) {
+	cfg := d.cfg
+	for _, s := range d.slots {
+		if err := d.start(s); err != nil {
+			return nil, err
+		}
+	}
+	var from int64
+	for _, s := range d.slots {
+		t, err := d.waitReady(ctx, s, 30*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		from = max(from, t)
+	}
+	d.mu.Lock()
+	d.tl.From = from
+	d.mu.Unlock()
+	d.logf("all %d instances ready; injecting faults", cfg.Instances)
+
+	sc := &scheduler{d: d, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
+		busy: map[int]bool{}, disabled: map[string]bool{}}
+	sc.run(ctx)
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("run interrupted after %d faults: %w", len(d.faults), err)
+	}
+	d.logf("faults done; settling for %v", cfg.Settle)
+	sleepCtx(ctx, cfg.Settle)
+	d.mu.Lock()
+	d.tl.To = Mono()
+	d.stopping = true
+	d.mu.Unlock()
+
+	d.shutdown()
+	d.checkLeftovers()
+
+	d.mu.Lock()
+	d.tl.Instances = cfg.Instances
+	for k := range cfg.Locks {
+		d.tl.Locks = append(d.tl.Locks, lockName(k))
+	}
+	for _, ms := range d.open { // cannot happen: every process was reaped
+		d.tl.Problems = append(d.tl.Problems, Violation{Kind: VHarness, Lock: ms.Lock,
+			Detail: fmt.Sprintf("mastership of instance %d gen %d token %d never closed", ms.Index, ms.Gen, ms.Token)})
+	}
+	d.tl.Writes = d.sink.Log()
+	tl := d.tl
+	writeJSONLines(filepath.Join(d.dir, "sink.jsonl"), tl.Writes)
+	writeJSONLines(filepath.Join(d.dir, "masterships.jsonl"), tl.Masterships)
+	faults := append([]FaultRecord(nil), d.faults...)
+	d.mu.Unlock()
+
+	f := Check(&tl, Limits{
+		Heartbeat: cfg.Timing.Heartbeat, Tolerance: cfg.Timing.Tolerance, GapBound: cfg.gapBound(),
+		StopGrace: cfg.StopGrace, DisableSlack: cfg.DisableSlack,
+	})
+	for _, v := range f.Violations {
+		d.record("violation", v)
+	}
+	return newReport(cfg, d.runID, &tl, faults, f), nil
+}
+
+// shutdown asks every instance to stop, waits for them, and kills any that
+// does not exit.
+func (d *driver) shutdown() {
+	for _, s := range d.slots {
+		s.mu.Lock()
+		s.expected = true
+		s.mu.Unlock()
+		if _, err := d.control(s, Message{Type: msgShutdown}); err != nil {
+			d.logf("instance %d: shutdown: %v", s.index, err)
+		}
+	}
+	limit := time.After(d.cfg.Timing.Tolerance + 10*time.Second)
+	for _, s := range d.slots {
+		s.mu.Lock()
+		exited, pid := s.exited, s.pid
+		s.mu.Unlock()
+		select {
+		case <-exited:
+		case <-limit:
+			d.problem(VLeak, "", "instance %d (pid %d) did not exit after shutdown; killing it", s.index, pid)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			<-exited
+		}
+	}
+}
+
+// checkLeftovers looks for leases still held in the store and processes of
+// this run still alive after every instance exited.
+func (d *driver) checkLeftovers() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var names []string
+	for k := range d.cfg.Locks {
+		names = append(names, lockName(k))
+	}
+	states, err := d.st.Locks(ctx, names...)
+	if err != nil {
+		d.problem(VHarness, "", "reading the locks after shutdown: %v", err)
+	}
+	for _, s := range states {
+		if s.Held() {
+			d.problem(VLeak, s.Lock, "lease of token %d still held by %s %v after every instance shut down (not released)", s.Token, s.Holder, s.TTL)
+		}
+	}
+	for _, pid := range findRunProcesses(d.runID) {
+		d.problem(VLeak, "", "process %d of this run is still alive after shutdown; killing it", pid)
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// findRunProcesses returns the pids whose environment carries this run's
+// tag.
+func findRunProcesses(runID string) []int {
+	entries, _ := os.ReadDir("/proc")
+	tag := []byte(envRun + "=" + runID)
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		env, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+		if err != nil {
+			continue
+		}
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if bytes.Equal(kv, tag) {
+				// A zombie has no environment; a live process does.
+				out = append(out, pid)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// writeJSONLines writes one JSON document per element, best effort (the
+// files are evidence for a kept work directory).
+func writeJSONLines[T any](path string, items []T) {
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	for _, it := range items {
+		_ = enc.Encode(it)
+	}
+	_ = w.Flush()
+}
+
+// errUsage marks command-line errors.
+var errUsage = errors.New("usage")
