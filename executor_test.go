@@ -752,3 +752,48 @@ func (s *renewFails) Renew(ctx context.Context, id string, refs []store.LeaseRef
 	}
 	return s.Store.Renew(ctx, id, refs, ttl)
 }
+
+// slowAnswer applies Acquire at once but answers late, as a slow network
+// would, so that a release can happen between the read and the answer.
+type slowAnswer struct {
+	store.Store
+	delay time.Duration
+}
+
+func (s *slowAnswer) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
+	res, err := s.Store.Acquire(ctx, h, locks, ttl)
+	time.Sleep(s.delay)
+	return res, err
+}
+
+// A release pushed while a follower's check is in flight must still wake
+// the follower: the check read the store before the release.
+func TestReleasePushedDuringCheckIsNotLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		rec := newRecorder(t)
+		a := newExec(t, st, "a")
+		_ = a.StartMaster("JOB", rec.job())
+		stopA := startRun(a)
+		synctest.Wait()
+		const answerDelay = 50 * time.Millisecond
+		b := newExec(t, &slowAnswer{Store: st, delay: answerDelay}, "b", masterjob.WithCheckMasterInterval(time.Hour))
+		_ = b.StartMaster("JOB", rec.job())
+		stopB := startRun(b) // b's first check starts now and answers in 50ms
+		time.Sleep(10 * time.Millisecond)
+		released := time.Now()
+		if err := stopA(); err != nil { // a releases while b's check is in flight
+			t.Fatal(err)
+		}
+		for rec.runningNow()["b"] == 0 && time.Since(released) < time.Minute {
+			time.Sleep(time.Millisecond)
+		}
+		// b's stale answer arrives 40ms after the release; its next check
+		// (another 50ms) takes the lock. Without the pushed wake-up b would
+		// wait for a's lease to expire (3s).
+		if took := time.Since(released); took > 2*answerDelay {
+			t.Fatalf("b took over %v after the release, want within %v", took, 2*answerDelay)
+		}
+		_ = stopB()
+	})
+}

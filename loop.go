@@ -176,7 +176,9 @@ func (l *loop) nextWake() time.Time {
 		}
 	}
 	if !l.shutdown {
-		consider(l.nextCheckAt)
+		if !l.checking { // a check asked for during one waits for its answer
+			consider(l.nextCheckAt)
+		}
 	} else {
 		consider(l.shutdownBy)
 	}
@@ -348,6 +350,15 @@ func (l *loop) startRelease() {
 
 func (l *loop) onCheck(r checkResult) {
 	now := time.Now()
+	// A check asked for while this one was in flight (a pushed release, a
+	// new registration) must not be lost: this check may have read the
+	// store before that release.
+	requested := l.nextCheckAt
+	defer func() {
+		if !requested.IsZero() {
+			l.checkSoon(requested)
+		}
+	}()
 	l.e.obs.Check(now.Sub(r.began), len(r.states), r.err)
 	l.e.setStoreResult(r.err)
 	if r.err != nil {
