@@ -1,0 +1,31 @@
+//go:build linux
+
+package bench
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+)
+
+// Build builds the masterjob command and the instrumented child into dir
+// with the go tool, from the module that contains this package (the working
+// directory must be inside it).
+func Build(dir string) (Binaries, error) {
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := exec.LookPath(goTool); err != nil {
+		goTool = "go"
+	}
+	b := Binaries{Masterjob: filepath.Join(dir, "masterjob"), Child: filepath.Join(dir, "masterjob-bench-child")}
+	for _, t := range []struct{ out, pkg string }{
+		{b.Masterjob, "github.com/masterjob/masterjob/cmd/masterjob"},
+		{b.Child, "github.com/masterjob/masterjob/bench/cmd/masterjob-bench-child"},
+	} {
+		out, err := exec.Command(goTool, "build", "-o", t.out, t.pkg).CombinedOutput()
+		if err != nil {
+			return Binaries{}, fmt.Errorf("go build %s: %v\n%s", t.pkg, err, out)
+		}
+	}
+	return b, nil
+}

@@ -1,0 +1,302 @@
+//go:build linux
+
+// Command masterjob-bench measures masterjob's failover, handoff, control
+// latency, SIGSTOP recovery, store round trips and idle cost on SQLite and
+// PostgreSQL, and prints the results as Markdown (and JSON with -json).
+//
+// Run it from the repository, so that it can build the masterjob command and
+// its instrumented child (or pass them with -masterjob and -child):
+//
+//	go build -o /tmp/mjb/masterjob-bench ./bench/cmd/masterjob-bench
+//	/tmp/mjb/masterjob-bench -store sqlite \
+//	    -store 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable' \
+//	    -json /tmp/mjb/results.json -md /tmp/mjb/results.md
+//
+// See docs/benchmarks.md for every command and the figures.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/masterjob/masterjob/bench"
+)
+
+// scenarios, in the order they run.
+var allScenarios = []string{"exec", "failover", "handoff", "control", "sigstop", "roundtrips", "idle"}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+func parseDurations(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, f := range strings.Split(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var stores listFlag
+	flag.Var(&stores, "store", "store to measure: sqlite, or a PostgreSQL URL (each scenario uses its own masterjob_schema, dropped afterwards); repeatable (default sqlite)")
+	var (
+		masterjobBin = flag.String("masterjob", "", "the masterjob binary (default: go build ./cmd/masterjob into the work directory)")
+		childBin     = flag.String("child", "", "the instrumented child (default: go build ./bench/cmd/masterjob-bench-child into the work directory)")
+		scenarios    = flag.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", "))
+		trials       = flag.Int("trials", 30, "trials per scenario")
+		longTrials   = flag.Int("long-trials", 10, "trials for leases of 5s or more")
+		leasesFlag   = flag.String("leases", "1s,2s,10s", "leases (tolerance) of the failover and handoff scenarios; heartbeat = lease/3, check interval 30s")
+		controlLease = flag.Duration("control-lease", 2*time.Second, "lease of the disable/enable scenario (heartbeat = lease/3)")
+		controlCheck = flag.Duration("control-check", 5*time.Second, "check interval of the disable/enable scenario")
+		stopLease    = flag.Duration("sigstop-lease", time.Second, "lease of the SIGSTOP scenario")
+		stopPause    = flag.Duration("sigstop-pause", 2*time.Second, "how long the SIGSTOP scenario keeps the master stopped (more than the lease)")
+		stopReplace  = flag.Bool("sigstop-replace", false, "replace the resumed runner by a fresh one after each SIGSTOP trial (by default it stays and must take over from the next frozen master)")
+		sizesFlag    = flag.String("sizes", "1,100,1000,10000", "lock counts of the round-trip scenario")
+		rtLease      = flag.Duration("rt-lease", 3*time.Second, "lease of the round-trip scenario (heartbeat = lease/3, check interval 30s)")
+		window       = flag.Duration("window", 20*time.Second, "measuring window of the round-trip scenario")
+		idleWindow   = flag.Duration("idle-window", 60*time.Second, "measuring window of the idle scenario")
+		workDir      = flag.String("workdir", "", "directory for binaries, databases and runner logs (default: a new temporary directory, removed unless -keep)")
+		keep         = flag.Bool("keep", false, "keep the work directory")
+		jsonOut      = flag.String("json", "", "write the results as JSON to this file")
+		mdOut        = flag.String("md", "", "write the results as Markdown to this file (default: stdout)")
+	)
+	flag.Parse()
+	if len(stores) == 0 {
+		stores = listFlag{bench.SQLite}
+	}
+	leases, err := parseDurations(*leasesFlag)
+	if err != nil {
+		return usage("-leases: %v", err)
+	}
+	sizes, err := parseInts(*sizesFlag)
+	if err != nil {
+		return usage("-sizes: %v", err)
+	}
+	want := map[string]bool{}
+	for _, s := range strings.Split(*scenarios, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(allScenarios, s) {
+			return usage("-scenarios: unknown scenario %q", s)
+		}
+		want[s] = true
+	}
+	if *stopPause <= *stopLease {
+		return usage("-sigstop-pause must be longer than -sigstop-lease")
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05 ")+format+"\n", args...)
+	}
+
+	dir := *workDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "masterjob-bench-"); err != nil {
+			logf("%v", err)
+			return 1
+		}
+	}
+	if !*keep {
+		defer os.RemoveAll(dir)
+	} else {
+		logf("work directory: %s", dir)
+	}
+	var bins bench.Binaries
+	if *masterjobBin == "" || *childBin == "" {
+		logf("building masterjob and the child into %s", dir)
+		if bins, err = bench.Build(dir); err != nil {
+			logf("%v", err)
+			return 1
+		}
+	}
+	if *masterjobBin != "" {
+		bins.Masterjob = *masterjobBin
+	}
+	if *childBin != "" {
+		bins.Child = *childBin
+	}
+
+	var pgDSN string
+	var envs []*bench.Env
+	for i, spec := range stores {
+		b, err := bench.NewBackend(spec, filepath.Join(dir, fmt.Sprintf("store-%d", i)))
+		if err != nil {
+			return usage("-store: %v", err)
+		}
+		if err := os.MkdirAll(filepath.Join(dir, fmt.Sprintf("store-%d", i)), 0o755); err != nil {
+			logf("%v", err)
+			return 1
+		}
+		if b.Kind == bench.Postgres && pgDSN == "" {
+			pgDSN = b.DSN()
+		}
+		envs = append(envs, &bench.Env{Bin: bins, Backend: b, Dir: filepath.Join(dir, fmt.Sprintf("runs-%d", i)), Logf: logf})
+	}
+
+	rep := &bench.Report{
+		Machine: bench.DescribeMachine(ctx, pgDSN),
+		Command: commandLine(),
+		Started: time.Now(),
+	}
+	failed := false
+	note := func(what string, err error) {
+		if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+			return
+		}
+		logf("FAILED %s: %v", what, err)
+		failed = true
+	}
+	trialsFor := func(lease time.Duration) int {
+		if lease >= 5*time.Second {
+			return *longTrials
+		}
+		return *trials
+	}
+	if want["exec"] && len(envs) > 0 {
+		logf("exec baseline")
+		if r, err := envs[0].ExecBaseline(ctx, *trials); err != nil {
+			note("exec baseline", err)
+		} else {
+			rep.Results = append(rep.Results, r)
+		}
+	}
+	for _, env := range envs {
+		kind := env.Backend.Kind
+		if want["failover"] {
+			for _, lease := range leases {
+				logf("%s: crash failover, lease %v", kind, lease)
+				if r, err := env.CrashFailover(ctx, lease, trialsFor(lease)); err != nil {
+					note(kind+" crash failover", err)
+				} else {
+					rep.Results = append(rep.Results, r)
+				}
+			}
+		}
+		if want["handoff"] {
+			for _, lease := range leases {
+				logf("%s: graceful handoff, lease %v", kind, lease)
+				if r, err := env.Handoff(ctx, lease, trialsFor(lease)); err != nil {
+					note(kind+" handoff", err)
+				} else {
+					rep.Results = append(rep.Results, r)
+				}
+			}
+		}
+		if want["control"] {
+			timing := bench.LeaseTiming(*controlLease)
+			timing.Check = *controlCheck
+			logf("%s: disable/enable, %v", kind, timing)
+			if r, err := env.Control(ctx, timing, *trials); err != nil {
+				note(kind+" disable/enable", err)
+			} else {
+				rep.Results = append(rep.Results, r)
+			}
+		}
+		if want["sigstop"] {
+			logf("%s: SIGSTOP/SIGCONT, lease %v, pause %v", kind, *stopLease, *stopPause)
+			if r, err := env.SigStop(ctx, *stopLease, *stopPause, *trials, *stopReplace); err != nil {
+				note(kind+" sigstop", err)
+			} else {
+				rep.Results = append(rep.Results, r)
+			}
+		}
+		if want["roundtrips"] {
+			for _, mode := range []string{bench.ModeHeld, bench.ModeFollowed} {
+				for _, n := range sizes {
+					r, err := env.RoundTrips(ctx, mode, n, bench.LeaseTiming(*rtLease), *window)
+					if err != nil {
+						note(fmt.Sprintf("%s round trips %s %d", kind, mode, n), err)
+						continue
+					}
+					rep.RoundTrips = append(rep.RoundTrips, *r)
+				}
+			}
+		}
+		if want["idle"] {
+			logf("%s: idle runners, default timing", kind)
+			if r, err := env.Idle(ctx, *idleWindow); err != nil {
+				note(kind+" idle", err)
+			} else {
+				rep.Idle = append(rep.Idle, r)
+			}
+		}
+	}
+	rep.Elapsed = time.Since(rep.Started)
+
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(rep, "", "  ")
+		if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
+			logf("%v", err)
+			failed = true
+		}
+	}
+	out := os.Stdout
+	if *mdOut != "" {
+		f, err := os.Create(*mdOut)
+		if err != nil {
+			logf("%v", err)
+			return 1
+		}
+		defer f.Close()
+		out = f
+	}
+	rep.Markdown(out)
+	if ctx.Err() != nil {
+		logf("interrupted")
+		return 130
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+func usage(format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "masterjob-bench: "+format+"\n", args...)
+	flag.Usage()
+	return 2
+}
+
+// commandLine is the command as run, with PostgreSQL passwords hidden.
+func commandLine() string {
+	args := make([]string, len(os.Args))
+	for i, a := range os.Args {
+		args[i] = bench.RedactURL(a)
+	}
+	args[0] = "masterjob-bench"
+	return strings.Join(args, " ")
+}

@@ -1,0 +1,186 @@
+//go:build linux
+
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Report is everything one run of masterjob-bench measured.
+type Report struct {
+	Machine    Machine           `json:"machine"`
+	Command    string            `json:"command"`
+	Started    time.Time         `json:"started"`
+	Elapsed    time.Duration     `json:"elapsed"`
+	Results    []*Result         `json:"results"`
+	RoundTrips []RoundTripResult `json:"roundTrips"`
+	Idle       []*IdleResult     `json:"idle"`
+}
+
+// Targets from the benchmark issue.
+const (
+	FailoverSlack     = 100 * time.Millisecond // crash failover p99 ≤ lease + this
+	HandoffPostgres   = 50 * time.Millisecond  // graceful handoff p99 < this on PostgreSQL
+	HandoffSQLite     = time.Second            // and < this on SQLite
+	SigcontStopTarget = 100 * time.Millisecond // old child gone within this of SIGCONT
+)
+
+// ms formats d in milliseconds.
+func ms(d time.Duration) string {
+	v := float64(d) / float64(time.Millisecond)
+	switch {
+	case v >= 100 || v <= -100:
+		return fmt.Sprintf("%.0f ms", v)
+	case v >= 10 || v <= -10:
+		return fmt.Sprintf("%.1f ms", v)
+	default:
+		return fmt.Sprintf("%.2f ms", v)
+	}
+}
+
+// busy describes the host's load during a scenario.
+func busy(h HostLoad) string {
+	return fmt.Sprintf("%.0f %% (iowait %.0f %%, load %.1f)", h.BusyPct, h.IOWaitPct, h.Load1)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
+}
+
+// Markdown writes the report as Markdown tables.
+func (r *Report) Markdown(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	m := r.Machine
+	p("Run of %s, %s, took %s.\n\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), "`"+r.Command+"`", r.Elapsed.Round(time.Second))
+	p("| machine | |\n|---|---|\n")
+	p("| CPUs (nproc) | %d |\n| CPU model | %s |\n| memory | %s |\n| kernel | %s |\n| Go | %s |\n", m.NProc, m.CPU, m.MemTotal, m.Kernel, m.GoVersion)
+	if m.Postgres != "" {
+		p("| PostgreSQL | %s |\n", m.Postgres)
+	}
+	p("| SQLite | %s |\n\n", m.SQLite)
+
+	by := func(scenario string) []*Result {
+		var out []*Result
+		for _, x := range r.Results {
+			if x.Scenario == scenario {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+
+	if rs := by("exec baseline"); len(rs) > 0 {
+		p("### Baseline: process start\n\n| trials | median | p99 | max |\n|---|---|---|---|\n")
+		for _, x := range rs {
+			s := x.Get(SeriesExec).Summary
+			p("| %d | %s | %s | %s |\n", s.N, ms(s.Median), ms(s.P99), ms(s.Max))
+		}
+		p("\n")
+	}
+
+	if rs := by("crash failover"); len(rs) > 0 {
+		p("### Crash failover (SIGKILL of the master's runner → next child starts)\n\n")
+		p("| store | lease | trials | median | p99 | max | median − lease | p99 − lease | p99 / lease | expiry → start (median / p99 / max) | target p99 ≤ lease + 100 ms | host busy |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, x := range rs {
+			s := x.Get(SeriesFailover).Summary
+			e := x.Get(SeriesAfterExpiry).Summary
+			p("| %s | %s | %d | %s | %s | %s | %s | %s | %.3f | %s / %s / %s | %s | %s |\n", x.Store, x.Lease, s.N,
+				ms(s.Median), ms(s.P99), ms(s.Max), ms(s.Median-x.Lease), ms(s.P99-x.Lease),
+				float64(s.P99)/float64(x.Lease), ms(e.Median), ms(e.P99), ms(e.Max),
+				verdict(s.P99 <= x.Lease+FailoverSlack), busy(x.Host))
+		}
+		p("\n")
+	}
+
+	if rs := by("graceful handoff"); len(rs) > 0 {
+		p("### Graceful handoff (SIGTERM of the master's runner → next child starts)\n\n")
+		p("| store | lease | trials | median | p99 | max | SIGTERM → old child exited (median) | old child exited → next start (median / p99) | target | host busy |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, x := range rs {
+			s := x.Get(SeriesHandoff).Summary
+			st := x.Get(SeriesHandoffStop).Summary
+			g := x.Get(SeriesHandoffGap).Summary
+			target := HandoffPostgres
+			if x.Store == SQLite {
+				target = HandoffSQLite
+			}
+			p("| %s | %s | %d | %s | %s | %s | %s | %s / %s | p99 < %s: %s | %s |\n", x.Store, x.Lease, s.N,
+				ms(s.Median), ms(s.P99), ms(s.Max), ms(st.Median), ms(g.Median), ms(g.P99), target, verdict(s.P99 < target), busy(x.Host))
+		}
+		p("\n")
+	}
+
+	if rs := by("disable / enable"); len(rs) > 0 {
+		p("### Disable and enable (measured from the store call's return)\n\n")
+		p("| store | timing | trials | disable → child exited (median / p99 / max) | enable → child started (median / p99 / max) | the Disable call itself (median) | host busy |\n")
+		p("|---|---|---|---|---|---|---|\n")
+		for _, x := range rs {
+			d := x.Get(SeriesDisable).Summary
+			e := x.Get(SeriesEnable).Summary
+			c := x.Get(SeriesDisableCall).Summary
+			p("| %s | %s | %d | %s / %s / %s | %s / %s / %s | %s | %s |\n", x.Store, x.Timing, d.N,
+				ms(d.Median), ms(d.P99), ms(d.Max), ms(e.Median), ms(e.P99), ms(e.Max), ms(c.Median), busy(x.Host))
+		}
+		p("\n")
+	}
+
+	if rs := by("SIGSTOP / SIGCONT of the master"); len(rs) > 0 {
+		p("### SIGSTOP of the whole master (runner + child group) beyond the lease, then SIGCONT\n\n")
+		p("| store | timing | trials | SIGCONT → old child exited (median / p99 / max) | target ≤ 100 ms | SIGSTOP → other runner's child starts (median / p99) | host busy |\n")
+		p("|---|---|---|---|---|---|---|\n")
+		for _, x := range rs {
+			s := x.Get(SeriesSigcont).Summary
+			t := x.Get(SeriesStopTakeover).Summary
+			p("| %s | %s | %d | %s / %s / %s | %s | %s / %s | %s |\n", x.Store, x.Timing, s.N,
+				ms(s.Median), ms(s.P99), ms(s.Max), verdict(s.P99 <= SigcontStopTarget), ms(t.Median), ms(t.P99), busy(x.Host))
+		}
+		p("\n")
+	}
+
+	if len(r.RoundTrips) > 0 {
+		p("### Store round trips of one instance\n\n")
+		p("| store | mode | locks | window | round trips | per second | store calls (acquire / renew / release) | client messages | batched renewal (median / p99) | batched check (median / p99) | failed calls / masterships ended | host busy |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, x := range r.RoundTrips {
+			msgs := "-"
+			if len(x.Messages) > 0 {
+				var parts []string
+				for _, k := range []string{"Q", "P", "B", "D", "E", "S"} {
+					if n := x.Messages[k]; n > 0 {
+						parts = append(parts, fmt.Sprintf("%s %d", k, n))
+					}
+				}
+				msgs = strings.Join(parts, ", ")
+			}
+			lat := func(s Summary) string {
+				if s.N == 0 {
+					return "-"
+				}
+				return ms(s.Median) + " / " + ms(s.P99)
+			}
+			p("| %s | %s | %d | %s | %d | %.2f | %d / %d / %d | %s | %s | %s | %d / %d | %s |\n", x.Store, x.Mode, x.Locks, x.Window,
+				x.RoundTrips, x.PerSecond(), x.Calls.Acquire, x.Calls.Renew, x.Calls.Release, msgs, lat(x.Renew), lat(x.Check),
+				x.Failures, x.Ended, busy(x.Host))
+		}
+		p("\n")
+	}
+
+	if len(r.Idle) > 0 {
+		p("### Idle cost of a CLI runner (the runner process, not its child)\n\n")
+		p("| store | role | timing | window | CPU (schedstat) | %% of one core | utime+stime (10 ms ticks) | VmRSS | VmHWM | host busy |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, x := range r.Idle {
+			for _, u := range x.Usage {
+				p("| %s | %s | %s | %s | %s | %.4f %% | %s | %.1f MiB | %.1f MiB | %s |\n", x.Store, u.Role, x.Timing, u.Window,
+					ms(u.CPU), u.CPUPercent(), ms(u.Ticks), float64(u.RSS)/1024, float64(u.HWM)/1024, busy(x.Host))
+			}
+		}
+		p("\n")
+	}
+}

@@ -1,0 +1,190 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// Series is one measured quantity of a scenario.
+type Series struct {
+	Name    string          `json:"name"`
+	Samples []time.Duration `json:"samples"`
+	Summary Summary         `json:"summary"`
+}
+
+// Result is the outcome of one process scenario on one store.
+type Result struct {
+	Store    string        `json:"store"`
+	Scenario string        `json:"scenario"`
+	Timing   string        `json:"timing"`
+	Lease    time.Duration `json:"lease"`
+	Trials   int           `json:"trials"`
+	Series   []Series      `json:"series"`
+	Notes    []string      `json:"notes,omitempty"`
+	// Host is how busy the machine was meanwhile.
+	Host HostLoad `json:"host"`
+}
+
+func (r *Result) add(name string, samples []time.Duration) {
+	r.Series = append(r.Series, Series{Name: name, Samples: samples, Summary: Summarize(samples)})
+}
+
+// Get returns the series called name, or nil.
+func (r *Result) Get(name string) *Series {
+	for i := range r.Series {
+		if r.Series[i].Name == name {
+			return &r.Series[i]
+		}
+	}
+	return nil
+}
+
+// Env is what every scenario needs.
+type Env struct {
+	Bin     Binaries
+	Backend *Backend
+	// Dir holds the scenario's files (runner logs, SQLite databases).
+	Dir string
+	// Logf reports progress; nil is quiet.
+	Logf func(format string, args ...any)
+}
+
+func (e *Env) logf(format string, args ...any) {
+	if e.Logf != nil {
+		e.Logf(format, args...)
+	}
+}
+
+// session is a running cluster on a fresh store, with a library handle on
+// the same store and the start of the current master's child.
+type session struct {
+	env    *Env
+	c      *Cluster
+	st     store.Store
+	fresh  *Fresh
+	timing Timing
+	lock   string
+	cur    Start
+}
+
+// startSession makes a fresh store and starts n runners on it; it returns
+// once the first child runs and the other runners have had time for their
+// first check.
+func (e *Env) startSession(ctx context.Context, name string, timing Timing, n int) (*session, error) {
+	f, err := e.Backend.Fresh(name)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(e.Dir, name+"-"+randomHex(3))
+	lock := "BENCH-" + name
+	c, err := NewCluster(e.Bin, f.URL, lock, timing, dir)
+	if err != nil {
+		_ = f.Drop()
+		return nil, err
+	}
+	s := &session{env: e, c: c, fresh: f, timing: timing, lock: lock}
+	fail := func(err error) (*session, error) {
+		s.close()
+		return nil, err
+	}
+	if _, err := c.StartRunner(); err != nil {
+		return fail(err)
+	}
+	first, err := c.NextStart(timing.InitDelay + 30*time.Second)
+	if err != nil {
+		return fail(fmt.Errorf("%s: first master: %w (logs in %s)", name, err, dir))
+	}
+	s.cur = first
+	for range n - 1 {
+		if _, err := c.StartRunner(); err != nil {
+			return fail(err)
+		}
+	}
+	if s.st, err = f.Open(ctx, ""); err != nil {
+		return fail(err)
+	}
+	sleep(ctx, timing.InitDelay+500*time.Millisecond)
+	if extra := c.PendingStarts(); len(extra) > 0 {
+		return fail(fmt.Errorf("%s: %d more children started beside the master (logs in %s)", name, len(extra), dir))
+	}
+	return s, ctx.Err()
+}
+
+func (s *session) close() {
+	if err := s.c.Close(); err != nil {
+		s.env.logf("warning: %v", err)
+	}
+	if s.st != nil {
+		_ = s.st.Close()
+	}
+	if err := s.fresh.Drop(); err != nil {
+		s.env.logf("warning: %v", err)
+	}
+}
+
+// settle waits one heartbeat plus a random part of another, so that the
+// next fault falls at a random phase of the master's heartbeat.
+func (s *session) settle(ctx context.Context) {
+	hb := s.timing.Heartbeat
+	if hb <= 0 {
+		hb = time.Second
+	}
+	sleep(ctx, hb+rand.N(hb))
+}
+
+// master returns the runner of the current master's child.
+func (s *session) master() (*Runner, error) {
+	r := s.c.Runner(s.cur.PPid)
+	if r == nil || r.Exited() {
+		return nil, fmt.Errorf("the runner (pid %d) of the master's child %d is gone", s.cur.PPid, s.cur.Pid)
+	}
+	return r, nil
+}
+
+// takeOver waits for the next child and checks that it is a new mastership
+// (a greater token) that started after the old child had exited, unless
+// overlapOK (the old child was frozen by SIGSTOP: fencing is what protects
+// that case). It returns the new start and the time the old child exited.
+func (s *session) takeOver(timeout time.Duration, overlapOK bool) (Start, time.Duration, error) {
+	next, err := s.c.NextStart(timeout)
+	if err != nil {
+		return Start{}, 0, fmt.Errorf("%w (logs in %s)", err, s.c.dir)
+	}
+	if overlapOK {
+		return next, 0, nil
+	}
+	gone, err := s.cur.exit.Wait(5 * time.Second)
+	if err != nil {
+		return next, 0, fmt.Errorf("the old child %d still runs 5s after child %d started", s.cur.Pid, next.Pid)
+	}
+	if next.Token <= s.cur.Token {
+		return next, gone, fmt.Errorf("new child has token %d, not above the old %d", next.Token, s.cur.Token)
+	}
+	if !overlapOK && gone > next.Mono {
+		return next, gone, fmt.Errorf("overlap: child %d (token %d) started %v before the old child %d (token %d) exited",
+			next.Pid, next.Token, gone-next.Mono, s.cur.Pid, s.cur.Token)
+	}
+	return next, gone, nil
+}
+
+// advance makes next the current master's child.
+func (s *session) advance(next Start) {
+	s.cur.exit.Close()
+	s.cur = next
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
