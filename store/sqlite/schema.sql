@@ -55,3 +55,13 @@ CREATE TABLE IF NOT EXISTS "{{prefix}}history" (
 CREATE INDEX IF NOT EXISTS "{{prefix}}history_lock" ON "{{prefix}}history" (lock_name, id);
 
 UPDATE "{{prefix}}meta" SET value = 2 WHERE name = 'schema_version' AND value < 2;
+
+-- Version 3: change notifications (store.Notifier). Release, Disable and
+-- Enable append the lock's name in their transaction; subscribers poll for
+-- ids above the last they read. Rows are pruned beyond the newest 1000.
+CREATE TABLE IF NOT EXISTS "{{prefix}}notify" (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    lock_name TEXT    NOT NULL
+);
+
+UPDATE "{{prefix}}meta" SET value = 3 WHERE name = 'schema_version' AND value < 3;

@@ -43,15 +43,33 @@
 //
 // # Schema
 //
-// Three tables, named with a prefix (WithTablePrefix, default "masterjob_"):
+// Four tables, named with a prefix (WithTablePrefix, default "masterjob_"):
 // <prefix>locks holds one row per lock (lease and control together, so that
 // acquisition checks the control in the same transaction), <prefix>meta
 // holds the token counter, which is never deleted, so tokens keep growing
 // even when an operator deletes lock rows, and <prefix>history holds the
-// audit history (store.History). Open creates them if missing (schema.sql,
+// audit history (store.History), and <prefix>notify the change
+// notifications (store.Notifier). Open creates them if missing (schema.sql,
 // embedded; every statement is idempotent, so opening a database made by an
 // older version adds what is new); with WithoutMigrate a DBA applies
 // Schema's output beforehand and Open only checks that it is there.
+//
+// # Notifications
+//
+// Store implements store.Notifier, so that followers wake as soon as a
+// master releases its lease gracefully instead of waiting for the lease to
+// run out. Release (for each lease it actually releases), Disable and Enable
+// (when they change the mark) append the lock's name to <prefix>notify in
+// their own transaction, pruning all but the newest 1000 rows. Subscribe
+// opens a separate connection to the file (its own small pool, so it takes
+// nothing from the store's) and polls it every WithNotifyPoll (default
+// 50ms) with PRAGMA data_version, which changes only when another
+// connection has committed; only then does it read the new rows. A
+// subscription therefore costs one cheap PRAGMA per poll interval per
+// subscribed process, answered from the local file's state (no network, no
+// write), plus one indexed read per committed change. A wake-up arrives
+// within about one poll interval of the commit. Delivery is best effort: a
+// subscriber that falls more than 1000 notifications behind misses some.
 //
 // # History
 //
@@ -76,6 +94,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,6 +110,9 @@ const (
 	// DefaultBusyTimeout is how long a call waits for another process's
 	// write transaction before failing with store.ErrUnavailable.
 	DefaultBusyTimeout = 5 * time.Second
+	// DefaultNotifyPoll is how often a subscription checks the file for
+	// changes committed by other connections.
+	DefaultNotifyPoll = 50 * time.Millisecond
 )
 
 // maxOpenConns bounds the connection pool of one Store. Writes are
@@ -111,15 +133,23 @@ var prefixPattern = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
 // same file.
 type Store struct {
 	db           *sql.DB
+	dsn          string
 	q            queries
 	historyLimit int
+	notifyPoll   time.Duration
 	write        chan struct{} // held by the one in-process write transaction
 	closed       atomic.Bool
+
+	mu      sync.Mutex         // orders Subscribe against Close
+	closing context.Context    // done once Close has begun
+	stop    context.CancelFunc // cancels closing
+	subs    sync.WaitGroup     // running subscriptions
 }
 
 var (
-	_ store.Store   = (*Store)(nil)
-	_ store.History = (*Store)(nil)
+	_ store.Store    = (*Store)(nil)
+	_ store.History  = (*Store)(nil)
+	_ store.Notifier = (*Store)(nil)
 )
 
 // Option configures Open.
@@ -130,6 +160,7 @@ type options struct {
 	migrate      bool
 	busy         time.Duration
 	historyLimit int
+	notifyPoll   time.Duration
 	err          error
 }
 
@@ -181,6 +212,20 @@ func WithHistoryLimit(n int) Option {
 	}
 }
 
+// WithNotifyPoll sets how often a subscription (Subscribe) checks the
+// database for changes committed by other connections (default 50ms). d
+// must be positive. Each check is one PRAGMA on the subscription's own
+// connection.
+func WithNotifyPoll(d time.Duration) Option {
+	return func(o *options) {
+		if d <= 0 {
+			o.err = fmt.Errorf("sqlite: notify poll %v: must be positive", d)
+			return
+		}
+		o.notifyPoll = d
+	}
+}
+
 // Schema returns the SQL that creates the tables for prefix, for a DBA to
 // apply before opening with WithoutMigrate. Every statement is idempotent.
 func Schema(prefix string) (string, error) {
@@ -195,7 +240,7 @@ func Schema(prefix string) (string, error) {
 // a file system path; ":memory:" is refused, as every pooled connection
 // would get its own database (use store/memstore instead).
 func Open(path string, opts ...Option) (*Store, error) {
-	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout, historyLimit: store.DefaultHistoryLimit}
+	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout, historyLimit: store.DefaultHistoryLimit, notifyPoll: DefaultNotifyPoll}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -209,14 +254,17 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: path %q: %w", path, err)
 	}
-	db, err := sql.Open("sqlite", dsn(abs, o.busy))
+	dsn := dsn(abs, o.busy)
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxOpenConns)
 
-	s := &Store{db: db, q: newQueries(o.prefix), historyLimit: o.historyLimit, write: make(chan struct{}, 1)}
+	s := &Store{db: db, dsn: dsn, q: newQueries(o.prefix), historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
+		write: make(chan struct{}, 1)}
+	s.closing, s.stop = context.WithCancel(context.Background())
 	ctx := context.Background()
 	if o.migrate {
 		err = s.migrate(ctx, o.prefix)
@@ -224,6 +272,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 		err = s.checkSchema(ctx)
 	}
 	if err != nil {
+		s.stop()
 		_ = db.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
@@ -276,6 +325,8 @@ type queries struct {
 
 	appendEvent, pruneHistory string
 	eventsAll, eventsLock     string
+
+	notify, pruneNotify, notifyMax, notifySince string
 }
 
 const columns = `lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at,
@@ -283,17 +334,22 @@ const columns = `lock_name, holder, holder_info, token, acquired_at, renewed_at,
 
 const historyColumns = `id, lock_name, kind, instance, token, reason, remote, at`
 
+// notifyKeep is how many rows of the notify table each insert keeps.
+const notifyKeep = 1000
+
 func newQueries(prefix string) queries {
 	locks := `"` + prefix + `locks"`
 	meta := `"` + prefix + `meta"`
 	history := `"` + prefix + `history"`
+	notify := `"` + prefix + `notify"`
 	return queries{
 		now: `SELECT CAST(round(unixepoch('subsec') * 1000) AS INTEGER)`,
 		// Preparing this checks that every table and column exists; it
 		// returns no row if the token counter is missing.
 		checkSchema: `SELECT value FROM ` + meta + ` WHERE name = 'token'
 			AND NOT EXISTS (SELECT ` + columns + ` FROM ` + locks + ` WHERE 0)
-			AND NOT EXISTS (SELECT ` + historyColumns + ` FROM ` + history + ` WHERE 0)`,
+			AND NOT EXISTS (SELECT ` + historyColumns + ` FROM ` + history + ` WHERE 0)
+			AND NOT EXISTS (SELECT id, lock_name FROM ` + notify + ` WHERE 0)`,
 		selectAll:   `SELECT ` + columns + ` FROM ` + locks + ` ORDER BY lock_name`,
 		selectNamed: `SELECT ` + columns + ` FROM ` + locks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
 		getCounter:  `SELECT value FROM ` + meta + ` WHERE name = 'token'`,
@@ -317,6 +373,11 @@ func newQueries(prefix string) queries {
 			WHERE id < ?1 ORDER BY id DESC LIMIT ?2`,
 		eventsLock: `SELECT ` + historyColumns + ` FROM ` + history + `
 			WHERE lock_name = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3`,
+
+		notify:      `INSERT INTO ` + notify + ` (lock_name) VALUES (?)`,
+		pruneNotify: `DELETE FROM ` + notify + ` WHERE id <= ?`,
+		notifyMax:   `SELECT COALESCE(max(id), 0) FROM ` + notify,
+		notifySince: `SELECT id, lock_name FROM ` + notify + ` WHERE id > ? ORDER BY id`,
 	}
 }
 
@@ -656,8 +717,16 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 			if store.ValidateLockName(l.Lock) != nil {
 				continue
 			}
-			if _, err := stmt.ExecContext(ctx, l.Lock, holderID, l.Token); err != nil {
+			res, err := stmt.ExecContext(ctx, l.Lock, holderID, l.Token)
+			if err != nil {
 				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n > 0 {
+				if err := s.notifyTx(ctx, tx, l.Lock); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -704,6 +773,9 @@ func (s *Store) control(ctx context.Context, op, lock string, disable bool, reas
 		ch.Changed = r.disabled != disable
 		if ch.Changed {
 			r.disabled, r.reason, r.changedBy, r.changedAt = disable, reason, by, now
+			if err := s.notifyTx(ctx, tx, lock); err != nil {
+				return err
+			}
 		}
 		if disable && r.held(now) {
 			r.revoked = true
@@ -860,10 +932,16 @@ func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event,
 
 // Close closes the database handle. It does not release leases. Calls made
 // after Close fail with store.ErrClosed; closing twice is a no-op.
+// Subscriptions end (their channels close) before Close returns.
 func (s *Store) Close() error {
+	s.mu.Lock()
 	if !s.closed.CompareAndSwap(false, true) {
+		s.mu.Unlock()
 		return nil
 	}
+	s.stop()
+	s.mu.Unlock()
+	s.subs.Wait()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("sqlite: close: %w", err)
 	}

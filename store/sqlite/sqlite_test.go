@@ -353,8 +353,8 @@ func TestWithoutMigrate(t *testing.T) {
 	}
 }
 
-// TestMigrateAddsHistory: a database made by version 1 (no history table)
-// gets the history table when a Store opens it, and keeps its data;
+// TestMigrateAddsHistory: a database made by version 1 (no history and
+// notify tables) gets them when a Store opens it, and keeps its data;
 // WithoutMigrate refuses it.
 func TestMigrateAddsHistory(t *testing.T) {
 	t.Parallel()
@@ -369,6 +369,7 @@ func TestMigrateAddsHistory(t *testing.T) {
 	db := rawDB(t, path)
 	for _, q := range []string{
 		`DROP TABLE masterjob_history`,
+		`DROP TABLE masterjob_notify`,
 		`UPDATE masterjob_meta SET value = 1 WHERE name = 'schema_version'`,
 	} {
 		if _, err := db.Exec(q); err != nil {
@@ -388,8 +389,8 @@ func TestMigrateAddsHistory(t *testing.T) {
 		t.Fatalf("lock after migration: %+v, %v; want it still disabled", st, err)
 	}
 	var version int
-	if err := db.QueryRow(`SELECT value FROM masterjob_meta WHERE name = 'schema_version'`).Scan(&version); err != nil || version != 2 {
-		t.Errorf("schema_version = %d, %v; want 2", version, err)
+	if err := db.QueryRow(`SELECT value FROM masterjob_meta WHERE name = 'schema_version'`).Scan(&version); err != nil || version != 3 {
+		t.Errorf("schema_version = %d, %v; want 3", version, err)
 	}
 }
 

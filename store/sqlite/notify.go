@@ -1,0 +1,161 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// notifyBackoffMax caps the wait between polls after a failed one.
+const notifyBackoffMax = 2 * time.Second
+
+// notifyTx records, in the write transaction tx, that lock was released,
+// disabled or enabled, and prunes all but the newest notifyKeep rows.
+func (s *Store) notifyTx(ctx context.Context, tx *sql.Tx, lock string) error {
+	res, err := tx.ExecContext(ctx, s.q.notify, lock)
+	if err != nil {
+		return err
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return err
+	}
+	if floor := id - notifyKeep; floor > 0 {
+		if _, err := tx.ExecContext(ctx, s.q.pruneNotify, floor); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Subscribe implements store.Notifier. It opens a connection of its own to
+// the database file and reads the newest notification before it returns, so
+// that a change committed after Subscribe returns is delivered. A goroutine
+// then polls that connection every WithNotifyPoll interval with PRAGMA
+// data_version and, when another connection has committed, reads the new
+// notifications and sends their lock names, in commit order, on the
+// channel (waiting for the subscriber, or for ctx). Failed polls are
+// retried with a growing pause. The channel is closed, and the connection
+// and goroutine are gone, once ctx is done or the Store is closed.
+func (s *Store) Subscribe(ctx context.Context) (<-chan string, error) {
+	const op = "subscribe"
+	if err := s.begin(ctx, op); err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("sqlite", s.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	// One connection, kept open: data_version is per connection.
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	p := &poller{s: s, db: db}
+	if err := p.start(ctx); err != nil {
+		_ = db.Close()
+		return nil, s.wrap(ctx, op, err)
+	}
+
+	s.mu.Lock()
+	if s.closed.Load() {
+		s.mu.Unlock()
+		_ = db.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", op, store.ErrClosed)
+	}
+	s.subs.Add(1)
+	s.mu.Unlock()
+
+	ctx, cancel := context.WithCancel(ctx)
+	stopOnClose := context.AfterFunc(s.closing, cancel)
+	out := make(chan string)
+	go func() {
+		defer s.subs.Done()
+		defer close(out)
+		defer func() { _ = db.Close() }()
+		defer stopOnClose()
+		defer cancel()
+		p.run(ctx, out)
+	}()
+	return out, nil
+}
+
+// poller is one subscription's connection and position.
+type poller struct {
+	s       *Store
+	db      *sql.DB
+	version int64 // data_version at the last read
+	last    int64 // id of the last notification read
+}
+
+// start records the connection's data_version and then the newest id:
+// anything committed after the version was read is read by the next poll.
+func (p *poller) start(ctx context.Context) error {
+	if err := p.db.QueryRowContext(ctx, "PRAGMA data_version").Scan(&p.version); err != nil {
+		return err
+	}
+	return p.db.QueryRowContext(ctx, p.s.q.notifyMax).Scan(&p.last)
+}
+
+// run polls until ctx is done.
+func (p *poller) run(ctx context.Context, out chan<- string) {
+	interval := p.s.notifyPoll
+	wait := interval
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		names, err := p.poll(ctx)
+		for _, n := range names {
+			select {
+			case out <- n:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if err != nil {
+			wait = min(max(2*wait, interval), max(notifyBackoffMax, interval))
+		} else {
+			wait = interval
+		}
+		t.Reset(wait)
+	}
+}
+
+// poll returns the names notified since the last poll, if another
+// connection has committed since.
+func (p *poller) poll(ctx context.Context) ([]string, error) {
+	var v int64
+	if err := p.db.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+		return nil, err
+	}
+	if v == p.version {
+		return nil, nil
+	}
+	rows, err := p.db.QueryContext(ctx, p.s.q.notifySince, p.last)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var (
+		names []string
+		last  = p.last
+	)
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&last, &name); err != nil {
+			return nil, err
+		}
+		names = append(names, name)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	p.version, p.last = v, last
+	return names, nil
+}

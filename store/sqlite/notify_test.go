@@ -1,0 +1,124 @@
+package sqlite_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/store/sqlite"
+)
+
+// TestNotifyAcrossHandles: two Stores on one file, as two processes would
+// have, deliver a release made on one to a subscriber on the other, and
+// Close ends the subscription.
+func TestNotifyAcrossHandles(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "notify.db")
+	a := openStore(t, path, sqlite.WithNotifyPoll(10*time.Millisecond))
+	b, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := t.Context()
+	st, err := a.Acquire(ctx, store.Holder{ID: "a"}, []string{"JOB"}, time.Minute)
+	if err != nil || !st[0].Acquired {
+		t.Fatalf("Acquire: %+v, %v", st, err)
+	}
+	ch, err := b.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	// Changes that are not notified: an acquisition and a release that
+	// releases nothing.
+	if _, err := a.Acquire(ctx, store.Holder{ID: "a"}, []string{"OTHER"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, "nobody", []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := a.Release(ctx, "a", []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-ch:
+		if got != "JOB" {
+			t.Fatalf("notification %q, want JOB", got)
+		}
+		t.Logf("release delivered after %v", time.Since(start))
+	case <-time.After(5 * time.Second):
+		t.Fatal("release not delivered within 5s")
+	}
+
+	// A subscriber in the same Store as the writer is notified too.
+	ch2, err := a.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Disable(ctx, "JOB", "r", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []<-chan string{ch, ch2} {
+		select {
+		case got := <-c:
+			if got != "JOB" {
+				t.Fatalf("notification %q, want JOB", got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("disable not delivered within 5s")
+		}
+	}
+
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case _, ok := <-ch:
+		if ok {
+			t.Fatal("unexpected notification after Close")
+		}
+	default:
+		t.Fatal("subscription still open after Close returned")
+	}
+	if _, err := b.Subscribe(ctx); err == nil {
+		t.Error("Subscribe after Close succeeded")
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-ch2; ok {
+		t.Fatal("unexpected notification after Close")
+	}
+}
+
+// TestNotifyPrunes: the notify table keeps a bounded number of rows.
+func TestNotifyPrunes(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "prune.db")
+	s := openStore(t, path)
+	ctx := context.Background()
+	for i := range 1100 {
+		if i%2 == 0 {
+			_, _ = s.Disable(ctx, "JOB", "r", "ops")
+		} else {
+			_, _ = s.Enable(ctx, "JOB", "ops")
+		}
+	}
+	var n int
+	if err := rawDB(t, path).QueryRow(`SELECT count(*) FROM masterjob_notify`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1000 {
+		t.Errorf("notify rows = %d, want 1000", n)
+	}
+}
+
+func TestNotifyPollOption(t *testing.T) {
+	t.Parallel()
+	if _, err := sqlite.Open(filepath.Join(t.TempDir(), "x.db"), sqlite.WithNotifyPoll(0)); err == nil {
+		t.Error("WithNotifyPoll(0) accepted")
+	}
+}
