@@ -35,7 +35,8 @@
 // trip (Store.Acquire), which atomically takes any lock that is free and
 // enabled. It then sleeps until the earlier of CheckMasterInterval and the
 // moment the current lease expires (the store reports its remaining TTL),
-// or until the store pushes a release (PostgreSQL LISTEN/NOTIFY). A free
+// or until the store pushes a release (PostgreSQL LISTEN/NOTIFY; SQLite by
+// watching the file for a notification row). A free
 // lock is taken at once on start: no cold-start wait.
 //
 // Master: the job starts only after the acquisition committed. All leases an
