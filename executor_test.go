@@ -94,6 +94,25 @@ func (r *recorder) job() masterjob.Job {
 		})
 }
 
+// waitTakeover waits (on the bubble's clock) until instance to runs the
+// job, for at most limit, and returns when from last stopped it and when to
+// last started it (zero if it did not).
+func (r *recorder) waitTakeover(from, to string, limit time.Duration) (fromStop, toStart time.Time) {
+	for t0 := time.Now(); r.runningNow()[to] == 0 && time.Since(t0) < limit; {
+		time.Sleep(10 * time.Millisecond)
+		synctest.Wait()
+	}
+	for _, ev := range r.snapshot() {
+		if ev.instance == from && !ev.start {
+			fromStop = ev.at
+		}
+		if ev.instance == to && ev.start {
+			toStart = ev.at
+		}
+	}
+	return fromStop, toStart
+}
+
 func (r *recorder) snapshot() []event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -237,22 +256,9 @@ func TestFollowerWakesAtLeaseExpiryNotAtCheckInterval(t *testing.T) {
 		}
 		time.Sleep(heartbeat / 2)
 		aView.cut(true) // a partition between a and the store
-		lastRenewal := lockState(t, st, "JOB").RenewedAt
 		expires := lockState(t, st, "JOB").ExpiresAt
 		// b must take over right after the lease expires, not a minute later.
-		for rec.runningNow()["b"] == 0 && time.Since(lastRenewal) < time.Minute {
-			time.Sleep(10 * time.Millisecond)
-			synctest.Wait()
-		}
-		var aStop, bStart time.Time
-		for _, ev := range rec.snapshot() {
-			if ev.instance == "a" && !ev.start {
-				aStop = ev.at
-			}
-			if ev.instance == "b" && ev.start {
-				bStart = ev.at
-			}
-		}
+		aStop, bStart := rec.waitTakeover("a", "b", time.Minute)
 		if aStop.IsZero() || !aStop.Before(expires) {
 			t.Fatalf("a stopped at %v, not before its lease expired at %v", aStop, expires)
 		}

@@ -36,19 +36,7 @@ func TestInstanceWallClockSkewChangesNothing(t *testing.T) {
 				}
 				aView.cut(true) // a is cut off: it must demote itself, b takes over at expiry
 				lastRenewal := time.Now()
-				for rec.runningNow()["b"] == 0 && time.Since(lastRenewal) < time.Minute {
-					time.Sleep(10 * time.Millisecond)
-					synctest.Wait()
-				}
-				var aStop, bStart time.Time
-				for _, ev := range rec.snapshot() {
-					if ev.instance == "a" && !ev.start {
-						aStop = ev.at
-					}
-					if ev.instance == "b" && ev.start {
-						bStart = ev.at
-					}
-				}
+				aStop, bStart := rec.waitTakeover("a", "b", time.Minute)
 				took := bStart.Sub(lastRenewal)
 				if aStop.IsZero() || !aStop.Before(bStart) {
 					t.Fatalf("a stopped at %v, b started at %v", aStop, bStart)
