@@ -383,6 +383,30 @@ func (s *Store) run(ctx context.Context, op string, fn func(ctx context.Context)
 	return s.wrapErr(ctx, op, err)
 }
 
+// queryRows runs one statement (one round trip, no prepared statement)
+// under s.run and collects its rows with scan.
+func queryRows[T any](ctx context.Context, s *Store, op string, scan pgx.RowToFunc[T], sql string, args ...any) ([]T, error) {
+	var out []T
+	err := s.run(ctx, op, func(ctx context.Context) error {
+		rows, err := s.pool.Query(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, scan)
+		return err
+	})
+	return out, err
+}
+
+// scanRenewResult reads one row of the renew statement.
+func scanRenewResult(row pgx.CollectableRow) (store.RenewResult, error) {
+	var r store.RenewResult
+	var ttlUS int64
+	err := row.Scan(&r.Lock, &r.Token, &r.Renewed, &ttlUS, &r.Revoked, &r.Disabled)
+	r.TTL = time.Duration(ttlUS) * time.Microsecond
+	return r, err
+}
+
 func validateNames(op string, names []string) error {
 	for _, n := range names {
 		if err := store.ValidateLockName(n); err != nil {
@@ -428,15 +452,7 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 		return nil, nil
 	}
 	names := sortedUnique(locks)
-	var out []store.LockState
-	err = s.run(ctx, op, func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, s.q.acquire, pgx.QueryExecModeExec, names, holder.ID, holder.Info, micros(ttl), s.seq)
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, scanState)
-		return err
-	})
+	out, err := queryRows(ctx, s, op, scanState, s.q.acquire, names, holder.ID, holder.Info, micros(ttl), s.seq)
 	if err != nil {
 		return nil, err
 	}
@@ -464,21 +480,7 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 	if len(leases) == 0 {
 		return nil, nil
 	}
-	var out []store.RenewResult
-	err = s.run(ctx, op, func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, s.q.renew, pgx.QueryExecModeExec, names, tokens, holderID, micros(ttl))
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (store.RenewResult, error) {
-			var r store.RenewResult
-			var ttlUS int64
-			err := row.Scan(&r.Lock, &r.Token, &r.Renewed, &ttlUS, &r.Revoked, &r.Disabled)
-			r.TTL = time.Duration(ttlUS) * time.Microsecond
-			return r, err
-		})
-		return err
-	})
+	out, err := queryRows(ctx, s, op, scanRenewResult, s.q.renew, names, tokens, holderID, micros(ttl))
 	if err != nil {
 		return nil, err
 	}
@@ -544,29 +546,14 @@ func (s *Store) control(ctx context.Context, op, sql, lock string, params ...any
 		return store.ControlChange{}, err
 	}
 	defer cancel()
-	var states []store.LockState
-	err = s.run(ctx, op, func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, sql, append([]any{pgx.QueryExecModeExec, lock}, params...)...)
-		if err != nil {
-			return err
-		}
-		states, err = pgx.CollectRows(rows, scanState)
-		return err
-	})
+	states, err := queryRows(ctx, s, op, scanState, sql, append([]any{lock}, params...)...)
 	if err != nil {
 		return store.ControlChange{}, err
 	}
 	if len(states) == 0 {
 		// Enable of an unknown lock, or a row created by a concurrent
 		// call after this statement's snapshot: report the current state.
-		err = s.run(ctx, op, func(ctx context.Context) error {
-			rows, err := s.pool.Query(ctx, s.q.locksNamed, pgx.QueryExecModeExec, []string{lock})
-			if err != nil {
-				return err
-			}
-			states, err = pgx.CollectRows(rows, scanState)
-			return err
-		})
+		states, err = queryRows(ctx, s, op, scanState, s.q.locksNamed, []string{lock})
 		if err != nil {
 			return store.ControlChange{}, err
 		}
@@ -595,19 +582,11 @@ func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, 
 		return nil, err
 	}
 	defer cancel()
-	sql, args := s.q.locksAll, []any{pgx.QueryExecModeExec}
+	sql, args := s.q.locksAll, []any(nil)
 	if len(names) > 0 {
-		sql, args = s.q.locksNamed, []any{pgx.QueryExecModeExec, sortedUnique(names)}
+		sql, args = s.q.locksNamed, []any{sortedUnique(names)}
 	}
-	var out []store.LockState
-	err = s.run(ctx, op, func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, sql, args...)
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, scanState)
-		return err
-	})
+	out, err := queryRows(ctx, s, op, scanState, sql, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -675,19 +654,11 @@ func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event,
 		before = math.MaxInt64
 	}
 	limit := int64(store.EventsLimit(f.Limit))
-	query, args := s.q.eventsAll, []any{pgx.QueryExecModeExec, before, limit}
+	query, args := s.q.eventsAll, []any{before, limit}
 	if f.Lock != "" {
-		query, args = s.q.eventsLock, []any{pgx.QueryExecModeExec, f.Lock, before, limit}
+		query, args = s.q.eventsLock, []any{f.Lock, before, limit}
 	}
-	var out []store.Event
-	err = s.run(ctx, op, func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		out, err = pgx.CollectRows(rows, scanEvent)
-		return err
-	})
+	out, err := queryRows(ctx, s, op, scanEvent, query, args...)
 	if err != nil {
 		return nil, err
 	}
