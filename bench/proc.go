@@ -49,11 +49,7 @@ func (e *Env) CrashFailover(ctx context.Context, lease time.Duration, trials int
 	res := &Result{Store: e.Backend.Kind, Scenario: "crash failover", Timing: timing.String(), Lease: lease}
 	var failover, afterExpiry []time.Duration
 	for i := range trials {
-		s.settle(ctx)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		m, err := s.master()
+		m, err := s.settledMaster(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -103,11 +99,7 @@ func (e *Env) Handoff(ctx context.Context, lease time.Duration, trials int) (*Re
 	res := &Result{Store: e.Backend.Kind, Scenario: "graceful handoff", Timing: timing.String(), Lease: lease}
 	var handoff, stop, gap []time.Duration
 	for i := range trials {
-		s.settle(ctx)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		m, err := s.master()
+		m, err := s.settledMaster(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -227,11 +219,7 @@ func (e *Env) SigStop(ctx context.Context, lease, pause time.Duration, trials in
 	}
 	var stopped, takeover []time.Duration
 	for i := range trials {
-		s.settle(ctx)
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		m, err := s.master()
+		m, err := s.settledMaster(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -139,6 +139,16 @@ func (s *session) settle(ctx context.Context) {
 	sleep(ctx, hb+rand.N(hb))
 }
 
+// settledMaster waits for the cluster to settle and returns the master's
+// runner, the target of the next trial's fault.
+func (s *session) settledMaster(ctx context.Context) (*Runner, error) {
+	s.settle(ctx)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.master()
+}
+
 // master returns the runner of the current master's child.
 func (s *session) master() (*Runner, error) {
 	r := s.c.Runner(s.cur.PPid)
