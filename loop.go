@@ -182,7 +182,7 @@ func (l *loop) nextWake() time.Time {
 	} else {
 		consider(l.shutdownBy)
 	}
-	if !l.renewing && len(l.renewable()) > 0 {
+	if !l.renewing && l.holdsRenewable() {
 		consider(l.nextRenewAt)
 	}
 	for _, m := range l.masters {
@@ -252,6 +252,17 @@ func (l *loop) renewable() []store.LeaseRef {
 		}
 	}
 	return refs
+}
+
+// holdsRenewable reports whether renewable would return any lease, without
+// building the list: nextWake runs on every wake of the loop.
+func (l *loop) holdsRenewable() bool {
+	for _, m := range l.masters {
+		if !m.lost {
+			return true
+		}
+	}
+	return false
 }
 
 // followed returns the registered locks this instance does not hold and
