@@ -134,6 +134,7 @@ var prefixPattern = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
 type Store struct {
 	db           *sql.DB
 	dsn          string
+	path         string // absolute path of the database file
 	q            queries
 	historyLimit int
 	notifyPoll   time.Duration
@@ -262,7 +263,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxOpenConns)
 
-	s := &Store{db: db, dsn: dsn, q: newQueries(o.prefix), historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
+	s := &Store{db: db, dsn: dsn, path: abs, q: newQueries(o.prefix), historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
 		write: make(chan struct{}, 1)}
 	s.closing, s.stop = context.WithCancel(context.Background())
 	ctx := context.Background()
