@@ -62,12 +62,14 @@
 // (when they change the mark) append the lock's name to <prefix>notify in
 // their own transaction, pruning all but the newest 1000 rows. Subscribe
 // opens a separate connection to the file (its own small pool, so it takes
-// nothing from the store's) and polls it every WithNotifyPoll (default
-// 50ms) with PRAGMA data_version, which changes only when another
-// connection has committed; only then does it read the new rows. A
-// subscription therefore costs one cheap PRAGMA per poll interval per
-// subscribed process, answered from the local file's state (no network, no
-// write), plus one indexed read per committed change. A wake-up arrives
+// nothing from the store's). Every WithNotifyPoll (default 50ms) it stats
+// the -wal file, which every commit writes; when the file changed (and at
+// least once a second) it reads PRAGMA data_version, which changes only when
+// another connection has committed, and only then the new rows. A
+// subscription therefore costs a stat per poll interval per subscribed
+// process, and a cheap PRAGMA per commit elsewhere, all from the local
+// file's state (no network, no write): about 0.3% of a core and a few MiB
+// for the subscriber's connection (docs/benchmarks.md). A wake-up arrives
 // within about one poll interval of the commit. Delivery is best effort: a
 // subscriber that falls more than 1000 notifications behind misses some.
 //
