@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/masterjob/masterjob/internal/hostclock"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -25,6 +26,10 @@ type Executor struct {
 	log    *slog.Logger
 	obs    Observer
 	holder store.Holder
+	// now is the clock of trust windows and deadlines: hostclock.Now (the
+	// monotonic clock plus time the host spent suspended) unless a test
+	// injects another. Its readings compare only with each other.
+	now func() time.Time
 
 	mu        sync.Mutex
 	jobs      map[string]Job
@@ -62,6 +67,10 @@ func New(st store.Store, opts ...Option) (*Executor, error) {
 		masters:   map[string]Lease{},
 		deadlines: map[string]time.Time{},
 		added:     make(chan struct{}, 1),
+		now:       o.clock,
+	}
+	if e.now == nil {
+		e.now = hostclock.Now
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -159,7 +168,7 @@ func (e *Executor) Ready() error {
 	if !e.running {
 		return ErrNotRunning
 	}
-	now := time.Now()
+	now := e.now()
 	for lock, d := range e.deadlines {
 		if !now.Before(d) {
 			return fmt.Errorf("%w: lock %q, %s past", ErrPastTrustWindow, lock, now.Sub(d).Round(time.Millisecond))
@@ -232,36 +241,80 @@ func (e *Executor) Run(ctx context.Context) error {
 	return l.run(ctx)
 }
 
-// StopDeadline returns the time (on this process's monotonic clock) by which
-// the job that owns ctx must have stopped: after it, the lease may be
-// another instance's. It moves forward while renewals succeed. ok is false
-// for a context not created by an executor.
-func StopDeadline(ctx context.Context) (deadline time.Time, ok bool) { return stopDeadline(ctx) }
+// StopDeadline returns the time (on this process's monotonic clock, as
+// time.Now reads it: compare it with time.Now or pass it to time.Until) by
+// which the job that owns ctx must have stopped: after it, the lease may be
+// another instance's. It moves forward while renewals succeed, and back to
+// now at once when the mastership is lost, even while the job is already
+// stopping for a planned reason (shutdown, disable): poll it while
+// stopping. ok is false for a context not created by an executor.
+func StopDeadline(ctx context.Context) (deadline time.Time, ok bool) {
+	c := clockOf(ctx)
+	if c == nil {
+		return time.Time{}, false
+	}
+	return c.deadline(), true
+}
 
 type leaseClockKey struct{}
 
-// leaseClock holds a mastership's expiry on the local monotonic clock.
+// leaseClock is what a job's context knows of its mastership while the
+// executor's loop runs: the lease's expiry, and the loss, if the lease was
+// lost after the job's context had already been cancelled for a planned
+// reason (a context's cause cannot change once it is cancelled).
 type leaseClock struct {
+	now    func() time.Time // the executor's clock
 	mu     sync.Mutex
-	expiry time.Time
+	expiry time.Time // on the executor's clock
+	loss   error     // why the lease was lost; nil while it is not
+	lost   chan struct{}
+}
+
+func newLeaseClock(now func() time.Time, expiry time.Time) *leaseClock {
+	return &leaseClock{now: now, expiry: expiry, lost: make(chan struct{})}
 }
 
 func (c *leaseClock) set(t time.Time) {
 	c.mu.Lock()
-	c.expiry = t
+	if c.loss == nil {
+		c.expiry = t
+	}
 	c.mu.Unlock()
 }
 
-func (c *leaseClock) get() time.Time {
+// lose records that the lease is gone (or can no longer be trusted) with
+// cause, and moves the expiry back to at, if that is earlier. The first
+// loss wins.
+func (c *leaseClock) lose(cause error, at time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.expiry
+	if c.loss != nil {
+		return
+	}
+	c.loss = cause
+	if at.Before(c.expiry) {
+		c.expiry = at
+	}
+	close(c.lost)
 }
 
-func stopDeadline(ctx context.Context) (time.Time, bool) {
-	c, ok := ctx.Value(leaseClockKey{}).(*leaseClock)
-	if !ok {
-		return time.Time{}, false
-	}
-	return c.get(), true
+// lossCause returns the cause recorded by lose, or nil.
+func (c *leaseClock) lossCause() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loss
+}
+
+// deadline returns the expiry in time.Now terms: the executor's clock runs
+// ahead of time.Now by the time the host spent suspended.
+func (c *leaseClock) deadline() time.Time {
+	c.mu.Lock()
+	exp := c.expiry
+	c.mu.Unlock()
+	return exp.Add(-c.now().Sub(time.Now()))
+}
+
+func clockOf(ctx context.Context) *leaseClock {
+	c, _ := ctx.Value(leaseClockKey{}).(*leaseClock)
+	return c
 }

@@ -19,6 +19,7 @@ type loop struct {
 	e   *Executor
 	cfg Config
 	log *slog.Logger
+	now func() time.Time // the executor's clock: monotonic, counting host suspend
 
 	masters map[string]*mastership // includes masterships whose job is stopping
 	// toRelease holds leases to release once: jobs that stopped, and leases
@@ -89,6 +90,7 @@ func newLoop(e *Executor) *loop {
 		e:           e,
 		cfg:         e.cfg,
 		log:         e.log,
+		now:         e.now,
 		masters:     map[string]*mastership{},
 		toRelease:   map[string]int64{},
 		holdoff:     map[string]time.Time{},
@@ -101,7 +103,7 @@ func newLoop(e *Executor) *loop {
 
 func (l *loop) run(ctx context.Context) error {
 	l.jobCtx = context.WithoutCancel(ctx)
-	l.startAt = time.Now().Add(l.cfg.InitDelay)
+	l.startAt = l.now().Add(l.cfg.InitDelay)
 	l.nextCheckAt = l.startAt
 	l.subscribe()
 	defer func() {
@@ -112,7 +114,7 @@ func (l *loop) run(ctx context.Context) error {
 
 	ctxDone := ctx.Done()
 	for {
-		now := time.Now()
+		now := l.now()
 		l.enforceDeadlines(now)
 		if l.shutdown && l.idle() {
 			return nil
@@ -128,7 +130,7 @@ func (l *loop) run(ctx context.Context) error {
 		// in a select, or Reset, crashed the race-enabled runtime inside
 		// testing/synctest bubbles (go1.26.8). A wake that is due now is
 		// one nanosecond away, which changes nothing in real time.
-		timer := time.NewTimer(max(time.Until(l.nextWake()), time.Nanosecond))
+		timer := time.NewTimer(max(l.nextWake().Sub(l.now()), time.Nanosecond))
 		select {
 		case <-ctxDone:
 			ctxDone = nil
@@ -169,7 +171,7 @@ func (l *loop) idle() bool {
 }
 
 func (l *loop) nextWake() time.Time {
-	wake := time.Now().Add(time.Hour)
+	wake := l.now().Add(time.Hour)
 	consider := func(t time.Time) {
 		if !t.IsZero() && t.Before(wake) {
 			wake = t
@@ -196,7 +198,7 @@ func (l *loop) nextWake() time.Time {
 // checkSoon schedules a check at t, or now if t has passed, unless one is
 // due earlier.
 func (l *loop) checkSoon(t time.Time) {
-	if now := time.Now(); t.Before(now) {
+	if now := l.now(); t.Before(now) {
 		t = now
 	}
 	if l.nextCheckAt.IsZero() || t.Before(l.nextCheckAt) {
@@ -221,20 +223,32 @@ func (l *loop) enforceDeadlines(now time.Time) {
 	}
 }
 
-// stop cancels m's job with cause (once) and reports the transition.
+// stop cancels m's job with cause (once) and reports the transition. A loss
+// (kind Demoted or Lost) also reaches a job that is already stopping for a
+// planned reason: its StopReason turns to the loss and its StopDeadline to
+// now, so that it is killed at once rather than at the old expiry (another
+// instance may be master already).
 func (l *loop) stop(m *mastership, cause error, kind TransitionKind) {
+	loss := kind == Demoted || kind == Lost
+	if loss {
+		at := l.now()
+		if m.stopping == nil && errors.Is(cause, ErrTrustWindowPassed) {
+			// The lease itself lasts until its expiry: the job may use the
+			// safety margin to stop.
+			at = m.expiry
+		}
+		m.clock.lose(cause, at)
+	}
 	if m.stopping != nil {
-		// Already stopping for a planned reason; a loss now only changes
-		// whether the lease is renewed, which the caller set.
-		if kind == Demoted || kind == Lost {
-			l.log.Warn("lease lost while the job was stopping", "lock", m.lease.Lock, "token", m.lease.Token, "reason", cause)
+		if loss {
+			l.log.Warn("lease lost while the job was stopping: stop it at once", "lock", m.lease.Lock, "token", m.lease.Token, "reason", cause, "stopping_for", m.stopping)
 			l.e.obs.Transition(Transition{Lock: m.lease.Lock, Kind: kind, Token: m.lease.Token, Instance: l.e.holder.ID, Reason: cause})
 		}
 		return
 	}
 	m.stopping = cause
 	lvl := slog.LevelInfo
-	if kind == Demoted || kind == Lost {
+	if loss {
 		lvl = slog.LevelWarn
 		l.e.obs.Transition(Transition{Lock: m.lease.Lock, Kind: kind, Token: m.lease.Token, Instance: l.e.holder.ID, Reason: cause})
 	}
@@ -319,7 +333,7 @@ func (l *loop) startCalls(now time.Time) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		began := time.Now()
+		began := l.now()
 		states, err := l.e.st.Acquire(ctx, l.e.holder, locks, l.cfg.Tolerance)
 		l.checkDone <- checkResult{began: began, states: states, err: err}
 	}()
@@ -336,9 +350,12 @@ func (l *loop) startRenew(now time.Time, refs []store.LeaseRef) {
 	}
 	l.renewing = true
 	go func() {
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		// A timeout, not a deadline: deadline is on the executor's clock,
+		// which counts host suspend; context deadlines run on the
+		// monotonic clock.
+		ctx, cancel := context.WithTimeout(context.Background(), deadline.Sub(now))
 		defer cancel()
-		began := time.Now()
+		began := l.now()
 		res, err := l.e.st.Renew(ctx, l.e.holder.ID, refs, l.cfg.Tolerance)
 		l.renewDone <- renewResult{began: began, results: res, err: err}
 	}()
@@ -360,7 +377,7 @@ func (l *loop) startRelease() {
 }
 
 func (l *loop) onCheck(r checkResult) {
-	now := time.Now()
+	now := l.now()
 	// A check asked for while this one was in flight (a pushed release, a
 	// new registration) must not be lost: this check may have read the
 	// store before that release.
@@ -423,10 +440,9 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 		lease:    lease,
 		deadline: began.Add(ttl - l.cfg.SafetyMargin),
 		expiry:   began.Add(ttl),
-		clock:    &leaseClock{},
 	}
-	m.clock.set(m.expiry)
-	if !time.Now().Before(m.deadline) {
+	m.clock = newLeaseClock(l.now, m.expiry)
+	if !l.now().Before(m.deadline) {
 		// The acquisition took so long that the trust window is already
 		// over: do not start a job that would have to stop at once.
 		l.toRelease[s.Lock] = s.Token
@@ -469,7 +485,7 @@ type panicError struct{ value any }
 func (p *panicError) Error() string { return fmt.Sprint("masterjob: job panicked: ", p.value) }
 
 func (l *loop) onRenew(r renewResult) {
-	now := time.Now()
+	now := l.now()
 	l.e.obs.Renewal(now.Sub(r.began), len(r.results), r.err)
 	l.e.setStoreResult(r.err)
 	if r.err != nil {
@@ -547,7 +563,7 @@ func (l *loop) onJobExit(x jobExit) {
 			l.log.Info("job returned; releasing the lease", "lock", x.lock, "token", x.token)
 		}
 		// Give others the first chance to take over.
-		l.holdoff[x.lock] = time.Now().Add(l.cfg.CheckMasterInterval)
+		l.holdoff[x.lock] = l.now().Add(l.cfg.CheckMasterInterval)
 	} else if x.err != nil && !errors.Is(x.err, context.Canceled) && !errors.Is(x.err, m.stopping) {
 		l.log.Warn("job stopped with an error", "lock", x.lock, "token", x.token, "err", x.err)
 	}
@@ -580,7 +596,7 @@ func (l *loop) onRelease(r releaseResult) {
 	// The locks are followed again: learn at once who holds them now and
 	// when their leases expire, instead of waiting a full check interval.
 	if !l.shutdown {
-		l.checkSoon(time.Now())
+		l.checkSoon(l.now())
 	}
 }
 
@@ -590,18 +606,18 @@ func (l *loop) onNotify(lock string) {
 	}
 	if m := l.masters[lock]; m != nil {
 		if !m.lost {
-			l.nextRenewAt = time.Now() // see a revocation at once
+			l.nextRenewAt = l.now() // see a revocation at once
 		}
 		return
 	}
 	if l.jobFor(lock) != nil && l.started {
-		l.checkSoon(time.Now())
+		l.checkSoon(l.now())
 	}
 }
 
 func (l *loop) beginShutdown() {
 	l.shutdown = true
-	l.shutdownBy = time.Now().Add(l.cfg.ShutdownTimeout)
+	l.shutdownBy = l.now().Add(l.cfg.ShutdownTimeout)
 	l.nextCheckAt = time.Time{}
 	for _, m := range l.masters {
 		l.stop(m, ErrShutdown, Released)

@@ -74,6 +74,7 @@ type options struct {
 	instanceID string
 	info       InstanceInfo
 	observer   Observer
+	clock      func() time.Time // tests only: replaces hostclock.Now
 }
 
 // setting is a value with the name of the source it came from.
