@@ -17,14 +17,22 @@ import (
 type inbox struct {
 	wake chan struct{}
 
-	mu     sync.Mutex
-	locks  map[string]struct{} // notified lock names
-	resync bool                // notifications may have been missed
-	added  bool                // StartMaster registered a lock
+	mu       sync.Mutex
+	locks    map[string]struct{} // notified lock names
+	resync   bool                // notifications may have been missed
+	added    bool                // StartMaster registered a lock
+	handoffs map[string]string   // balancing: lock -> successor
 }
 
 func newInbox() *inbox {
-	return &inbox{wake: make(chan struct{}, 1), locks: map[string]struct{}{}}
+	return &inbox{wake: make(chan struct{}, 1), locks: map[string]struct{}{}, handoffs: map[string]string{}}
+}
+
+func (b *inbox) handoff(lock, to string) {
+	b.mu.Lock()
+	b.handoffs[lock] = to
+	b.mu.Unlock()
+	b.signal()
 }
 
 func (b *inbox) signal() {
@@ -55,7 +63,7 @@ func (b *inbox) markAdded() {
 	b.signal()
 }
 
-func (b *inbox) take() (locks []string, resync, added bool) {
+func (b *inbox) take() (locks []string, resync, added bool, handoffs map[string]string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for l := range b.locks {
@@ -64,7 +72,11 @@ func (b *inbox) take() (locks []string, resync, added bool) {
 	clear(b.locks)
 	resync, added = b.resync, b.added
 	b.resync, b.added = false, false
-	return locks, resync, added
+	if len(b.handoffs) > 0 {
+		handoffs = b.handoffs
+		b.handoffs = map[string]string{}
+	}
+	return locks, resync, added, handoffs
 }
 
 // Bounds of the subscription to store notifications.
