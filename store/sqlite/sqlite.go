@@ -102,6 +102,7 @@ import (
 
 	"modernc.org/sqlite"
 
+	"github.com/masterjob/masterjob/internal/hostclock"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -140,6 +141,7 @@ type Store struct {
 	q            queries
 	historyLimit int
 	notifyPoll   time.Duration
+	clock        clock
 	write        chan struct{} // held by the one in-process write transaction
 	closed       atomic.Bool
 
@@ -164,7 +166,19 @@ type options struct {
 	busy         time.Duration
 	historyLimit int
 	notifyPoll   time.Duration
+	clock        clock
 	err          error
+}
+
+// clock is where a Store reads time. Tests replace it (export_test.go).
+type clock struct {
+	// wall is the wall clock.
+	wall func() time.Time
+	// boottime reads CLOCK_BOOTTIME in nanoseconds; ok is false where it
+	// cannot be read.
+	boottime func() (ns int64, ok bool)
+	// bootID names the boot that boottime counts from; "" when unknown.
+	bootID string
 }
 
 // WithTablePrefix sets the prefix of the table names (default
@@ -243,7 +257,8 @@ func Schema(prefix string) (string, error) {
 // a file system path; ":memory:" is refused, as every pooled connection
 // would get its own database (use store/memstore instead).
 func Open(path string, opts ...Option) (*Store, error) {
-	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout, historyLimit: store.DefaultHistoryLimit, notifyPoll: DefaultNotifyPoll}
+	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout, historyLimit: store.DefaultHistoryLimit, notifyPoll: DefaultNotifyPoll,
+		clock: clock{wall: time.Now, boottime: hostclock.Boottime, bootID: hostclock.BootID()}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -266,7 +281,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	db.SetMaxIdleConns(maxOpenConns)
 
 	s := &Store{db: db, dsn: dsn, path: abs, q: newQueries(o.prefix), historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
-		write: make(chan struct{}, 1)}
+		clock: o.clock, write: make(chan struct{}, 1)}
 	s.closing, s.stop = context.WithCancel(context.Background())
 	ctx := context.Background()
 	if o.migrate {
@@ -320,7 +335,7 @@ func (s *Store) checkSchema(ctx context.Context) error {
 
 // queries holds the SQL for one table prefix.
 type queries struct {
-	now, checkSchema        string
+	checkSchema             string
 	selectAll, selectNamed  string
 	getCounter, setCounter  string
 	acquire, renew, release string
@@ -346,7 +361,6 @@ func newQueries(prefix string) queries {
 	history := `"` + prefix + `history"`
 	notify := `"` + prefix + `notify"`
 	return queries{
-		now: `SELECT CAST(round(unixepoch('subsec') * 1000) AS INTEGER)`,
 		// Preparing this checks that every table and column exists; it
 		// returns no row if the token counter is missing.
 		checkSchema: `SELECT value FROM ` + meta + ` WHERE name = 'token'
@@ -516,10 +530,7 @@ func (s *Store) tx(ctx context.Context, op string, opts *sql.TxOptions, fn func(
 		return s.wrap(ctx, op, err)
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
-	var now int64
-	if err := tx.QueryRowContext(ctx, s.q.now).Scan(&now); err != nil {
-		return s.wrap(ctx, op, err)
-	}
+	now := s.clock.wall().UnixMilli()
 	if err := fn(tx, now); err != nil {
 		return s.wrap(ctx, op, err)
 	}
