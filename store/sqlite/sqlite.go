@@ -13,13 +13,32 @@
 //
 // # Store time
 //
-// Every expiry decision uses SQLite's clock, unixepoch('subsec'), read once
-// per transaction inside SQL: the host's wall clock, which all processes on
-// the host share. The caller's clock is never consulted. Times are stored as
-// integer milliseconds since the Unix epoch; TTLs are rounded up to whole
-// milliseconds. A wall-clock step on the host (an NTP correction, a manual
-// change) shifts every lease on it: a step forward expires leases early, a
-// step backward extends them.
+// Lease arithmetic (expiry, TTLs, the expiry checks of Acquire, Renew,
+// Disable and Locks) is on the host's CLOCK_BOOTTIME, read once per
+// transaction after it has taken its lock: every process on the host reads
+// the same clock, it never steps (an NTP step, date -s or a VM's clock
+// catching up moves the wall clock only), and it counts the time the host
+// spent suspended. It restarts at each boot, so each lease's expiry is
+// stored with the boot id (/proc/sys/kernel/random/boot_id), and a lease
+// stamped in another boot has expired. Tokens do not depend on any clock:
+// the counter keeps growing across boots. Times are integer milliseconds;
+// TTLs are rounded up to whole milliseconds. The caller's clock is never
+// consulted.
+//
+// The wall clock is only shown: AcquiredAt, RenewedAt, ChangedAt and the
+// history's At are wall-clock times of the change, and ExpiresAt is the wall
+// clock at the call plus TTL. A wall-clock step moves what they show and
+// nothing else.
+//
+// The wall clock decides expiry, with its caveat (a step forward expires
+// leases early, a step backward delays failover by the step), in two cases:
+// a lease taken by a version of masterjob older than schema version 4,
+// which stored only a wall-clock expiry (a lease held when this version
+// first opens the file, and leases older processes take during a rolling
+// upgrade); and hosts where CLOCK_BOOTTIME or the boot id cannot be read:
+// every system other than Linux, and a Linux without /proc. Processes in
+// different time namespaces (unshare --time, checkpoint/restore) read
+// different CLOCK_BOOTTIMEs and must not share a file.
 //
 // # Concurrency
 //
@@ -43,11 +62,12 @@
 //
 // # Schema
 //
-// Four tables, named with a prefix (WithTablePrefix, default "masterjob_"):
+// Five tables, named with a prefix (WithTablePrefix, default "masterjob_"):
 // <prefix>locks holds one row per lock (lease and control together, so that
-// acquisition checks the control in the same transaction), <prefix>meta
+// acquisition checks the control in the same transaction), <prefix>lease_clock
+// each lease's expiry on CLOCK_BOOTTIME with the boot id, <prefix>meta
 // holds the token counter, which is never deleted, so tokens keep growing
-// even when an operator deletes lock rows, and <prefix>history holds the
+// even when an operator deletes lock rows, <prefix>history holds the
 // audit history (store.History), and <prefix>notify the change
 // notifications (store.Notifier). Open creates them if missing (schema.sql,
 // embedded; every statement is idempotent, so opening a database made by an
@@ -78,8 +98,8 @@
 // Store implements store.History. AppendEvents inserts a batch in one
 // IMMEDIATE transaction that also prunes the oldest entries beyond the
 // retention (WithHistoryLimit, default store.DefaultHistoryLimit): one
-// range delete on the primary key per batch. Entries are stamped with
-// SQLite's clock.
+// range delete on the primary key per batch. Entries are stamped with the
+// wall clock.
 package sqlite
 
 import (
@@ -102,7 +122,6 @@ import (
 
 	"modernc.org/sqlite"
 
-	"github.com/masterjob/masterjob/internal/hostclock"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -168,17 +187,6 @@ type options struct {
 	notifyPoll   time.Duration
 	clock        clock
 	err          error
-}
-
-// clock is where a Store reads time. Tests replace it (export_test.go).
-type clock struct {
-	// wall is the wall clock.
-	wall func() time.Time
-	// boottime reads CLOCK_BOOTTIME in nanoseconds; ok is false where it
-	// cannot be read.
-	boottime func() (ns int64, ok bool)
-	// bootID names the boot that boottime counts from; "" when unknown.
-	bootID string
 }
 
 // WithTablePrefix sets the prefix of the table names (default
@@ -258,7 +266,7 @@ func Schema(prefix string) (string, error) {
 // would get its own database (use store/memstore instead).
 func Open(path string, opts ...Option) (*Store, error) {
 	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout, historyLimit: store.DefaultHistoryLimit, notifyPoll: DefaultNotifyPoll,
-		clock: clock{wall: time.Now, boottime: hostclock.Boottime, bootID: hostclock.BootID()}}
+		clock: hostClock()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -318,7 +326,7 @@ func (s *Store) migrate(ctx context.Context, prefix string) error {
 	if err != nil {
 		return err
 	}
-	return s.writeTx(ctx, "migrate", func(tx *sql.Tx, _ int64) error {
+	return s.writeTx(ctx, "migrate", func(tx *sql.Tx, _ stamp) error {
 		_, err := tx.ExecContext(ctx, ddl)
 		return err
 	})
@@ -339,6 +347,7 @@ type queries struct {
 	selectAll, selectNamed  string
 	getCounter, setCounter  string
 	acquire, renew, release string
+	setClock                string
 	ensureRow, setControl   string
 
 	appendEvent, pruneHistory string
@@ -350,6 +359,11 @@ type queries struct {
 const columns = `lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at,
 	revoked, disabled, reason, changed_by, changed_at`
 
+// clockColumns are the lease_clock columns a row is read with, as they
+// come from a LEFT JOIN: zeros and an empty clock when there is no
+// lease_clock row.
+const clockColumns = `COALESCE(lease_token, 0), COALESCE(clock, ''), COALESCE(expires, 0)`
+
 const historyColumns = `id, lock_name, kind, instance, token, reason, remote, at`
 
 // notifyKeep is how many rows of the notify table each insert keeps.
@@ -360,23 +374,33 @@ func newQueries(prefix string) queries {
 	meta := `"` + prefix + `meta"`
 	history := `"` + prefix + `history"`
 	notify := `"` + prefix + `notify"`
+	leaseClock := `"` + prefix + `lease_clock"`
+	// Rows are read with their lease's CLOCK_BOOTTIME expiry. USING makes
+	// lock_name unambiguous; the other names are distinct across the two
+	// tables.
+	fromLocks := locks + ` LEFT JOIN ` + leaseClock + ` USING (lock_name)`
 	return queries{
 		// Preparing this checks that every table and column exists; it
 		// returns no row if the token counter is missing.
 		checkSchema: `SELECT value FROM ` + meta + ` WHERE name = 'token'
 			AND NOT EXISTS (SELECT ` + columns + ` FROM ` + locks + ` WHERE 0)
 			AND NOT EXISTS (SELECT ` + historyColumns + ` FROM ` + history + ` WHERE 0)
-			AND NOT EXISTS (SELECT id, lock_name FROM ` + notify + ` WHERE 0)`,
-		selectAll:   `SELECT ` + columns + ` FROM ` + locks + ` ORDER BY lock_name`,
-		selectNamed: `SELECT ` + columns + ` FROM ` + locks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
+			AND NOT EXISTS (SELECT id, lock_name FROM ` + notify + ` WHERE 0)
+			AND NOT EXISTS (SELECT lock_name, lease_token, clock, expires FROM ` + leaseClock + ` WHERE 0)`,
+		selectAll:   `SELECT ` + columns + `, ` + clockColumns + ` FROM ` + fromLocks + ` ORDER BY lock_name`,
+		selectNamed: `SELECT ` + columns + `, ` + clockColumns + ` FROM ` + fromLocks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
 		getCounter:  `SELECT value FROM ` + meta + ` WHERE name = 'token'`,
 		setCounter:  `UPDATE ` + meta + ` SET value = ? WHERE name = 'token'`,
 		acquire: `INSERT INTO ` + locks + ` (lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at, revoked)
 			VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 0)
 			ON CONFLICT (lock_name) DO UPDATE SET holder = ?2, holder_info = ?3, token = ?4,
 				acquired_at = ?5, renewed_at = ?5, expires_at = ?6, revoked = 0`,
+		// The caller has checked, in the same write transaction, that the
+		// lease is unexpired (row.held).
 		renew: `UPDATE ` + locks + ` SET renewed_at = ?1, expires_at = ?2
-			WHERE lock_name = ?3 AND holder = ?4 AND token = ?5 AND expires_at > ?1`,
+			WHERE lock_name = ?3 AND holder = ?4 AND token = ?5`,
+		setClock: `INSERT INTO ` + leaseClock + ` (lock_name, lease_token, clock, expires) VALUES (?1, ?2, ?3, ?4)
+			ON CONFLICT (lock_name) DO UPDATE SET lease_token = ?2, clock = ?3, expires = ?4`,
 		release: `UPDATE ` + locks + ` SET holder = '', holder_info = '', acquired_at = 0, renewed_at = 0,
 				expires_at = 0, revoked = 0
 			WHERE lock_name = ?1 AND holder = ?2 AND token = ?3 AND holder <> ''`,
@@ -398,7 +422,10 @@ func newQueries(prefix string) queries {
 	}
 }
 
-// row is one record of the locks table.
+// row is one record of the locks table with its lease's expiry on
+// CLOCK_BOOTTIME (the lease_clock table). The *At fields are wall-clock
+// times, for display; expiresAt decides only leases written by an older
+// version (row.remaining).
 type row struct {
 	name, holder, holderInfo         string
 	token                            int64
@@ -406,17 +433,28 @@ type row struct {
 	revoked, disabled                bool
 	reason, changedBy                string
 	changedAt                        int64
+
+	leaseToken   int64  // the token clockExpires belongs to
+	clock        string // the clock of clockExpires (stamp.clock)
+	clockExpires int64  // the lease's expiry on clock, in milliseconds
 }
 
 func (r *row) scan(sc interface{ Scan(...any) error }) error {
 	return sc.Scan(&r.name, &r.holder, &r.holderInfo, &r.token, &r.acquiredAt, &r.renewedAt, &r.expiresAt,
-		&r.revoked, &r.disabled, &r.reason, &r.changedBy, &r.changedAt)
+		&r.revoked, &r.disabled, &r.reason, &r.changedBy, &r.changedAt,
+		&r.leaseToken, &r.clock, &r.clockExpires)
 }
 
-// held reports whether the row has an unexpired lease at now.
-func (r *row) held(now int64) bool { return r.holder != "" && r.expiresAt > now }
+// setLease records a lease taken or renewed at now for ttlMs, in the row
+// and, through setClock, in the database.
+func (r *row) setLease(now stamp, ttlMs int64) {
+	r.renewedAt, r.expiresAt = now.wall, now.wall+ttlMs
+	r.leaseToken, r.clock, r.clockExpires = r.token, now.clock, now.at+ttlMs
+}
 
-func (r *row) state(now int64) store.LockState {
+// state is the row as the store package shows it at now. TTL is measured
+// on the lease's clock; ExpiresAt is the wall clock at now plus TTL.
+func (r *row) state(now stamp) store.LockState {
 	st := store.LockState{
 		Lock:      r.name,
 		Token:     r.token,
@@ -427,8 +465,9 @@ func (r *row) state(now int64) store.LockState {
 	}
 	if r.holder != "" {
 		st.Holder, st.HolderInfo = r.holder, r.holderInfo
-		st.AcquiredAt, st.RenewedAt, st.ExpiresAt = msTime(r.acquiredAt), msTime(r.renewedAt), msTime(r.expiresAt)
-		st.TTL = time.Duration(r.expiresAt-now) * time.Millisecond
+		ms, _ := r.remaining(now)
+		st.AcquiredAt, st.RenewedAt, st.ExpiresAt = msTime(r.acquiredAt), msTime(r.renewedAt), msTime(now.wall+ms)
+		st.TTL = time.Duration(ms) * time.Millisecond
 		st.Revoked = r.revoked
 	}
 	return st
@@ -502,8 +541,9 @@ func (s *Store) begin(ctx context.Context, op string) error {
 }
 
 // writeTx runs fn in a write transaction, which holds the database's write
-// lock from its start (BEGIN IMMEDIATE), with now read from SQLite's clock.
-func (s *Store) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx, now int64) error) error {
+// lock from its start (BEGIN IMMEDIATE), with now read once the lock is
+// held: a decision is never made on a time older than a commit it sees.
+func (s *Store) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx, now stamp) error) error {
 	if err := s.begin(ctx, op); err != nil {
 		return err
 	}
@@ -517,20 +557,20 @@ func (s *Store) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx, now 
 }
 
 // readTx runs fn in a read transaction: one consistent snapshot.
-func (s *Store) readTx(ctx context.Context, op string, fn func(tx *sql.Tx, now int64) error) error {
+func (s *Store) readTx(ctx context.Context, op string, fn func(tx *sql.Tx, now stamp) error) error {
 	if err := s.begin(ctx, op); err != nil {
 		return err
 	}
 	return s.tx(ctx, op, &sql.TxOptions{ReadOnly: true}, fn)
 }
 
-func (s *Store) tx(ctx context.Context, op string, opts *sql.TxOptions, fn func(tx *sql.Tx, now int64) error) error {
+func (s *Store) tx(ctx context.Context, op string, opts *sql.TxOptions, fn func(tx *sql.Tx, now stamp) error) error {
 	tx, err := s.db.BeginTx(ctx, opts)
 	if err != nil {
 		return s.wrap(ctx, op, err)
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
-	now := s.clock.wall().UnixMilli()
+	now := s.clock.now()
 	if err := fn(tx, now); err != nil {
 		return s.wrap(ctx, op, err)
 	}
@@ -596,15 +636,15 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 	}
 	ttlMs := millis(ttl)
 	var out []store.LockState
-	err = s.writeTx(ctx, "acquire", func(tx *sql.Tx, now int64) error {
+	err = s.writeTx(ctx, "acquire", func(tx *sql.Tx, now stamp) error {
 		out = make([]store.LockState, 0, len(names))
 		rows, err := s.loadRows(ctx, tx, names)
 		if err != nil {
 			return err
 		}
 		var (
-			take    *sql.Stmt
-			counter int64
+			take, setClock *sql.Stmt
+			counter        int64
 		)
 		for _, name := range names {
 			r := rows[name]
@@ -627,17 +667,24 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 					return err
 				}
 				defer take.Close()
+				if setClock, err = tx.PrepareContext(ctx, s.q.setClock); err != nil {
+					return err
+				}
+				defer setClock.Close()
 			}
 			// The new token exceeds both the counter and the lock's own
 			// last token, so a counter restored from an old backup cannot
 			// repeat a token.
 			counter = max(counter, r.token) + 1
-			expires := now + ttlMs
-			if _, err := take.ExecContext(ctx, name, holder.ID, holder.Info, counter, now, expires); err != nil {
+			r.holder, r.holderInfo, r.token, r.revoked = holder.ID, holder.Info, counter, false
+			r.acquiredAt = now.wall
+			r.setLease(now, ttlMs)
+			if _, err := take.ExecContext(ctx, name, holder.ID, holder.Info, counter, now.wall, r.expiresAt); err != nil {
 				return err
 			}
-			r.holder, r.holderInfo, r.token, r.revoked = holder.ID, holder.Info, counter, false
-			r.acquiredAt, r.renewedAt, r.expiresAt = now, now, expires
+			if _, err := setClock.ExecContext(ctx, name, counter, r.clock, r.clockExpires); err != nil {
+				return err
+			}
 			st := r.state(now)
 			st.Acquired = true
 			out = append(out, st)
@@ -675,13 +722,13 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 		}
 	}
 	var out []store.RenewResult
-	err := s.writeTx(ctx, "renew", func(tx *sql.Tx, now int64) error {
+	err := s.writeTx(ctx, "renew", func(tx *sql.Tx, now stamp) error {
 		out = make([]store.RenewResult, 0, len(leases))
 		rows, err := s.loadRows(ctx, tx, names)
 		if err != nil {
 			return err
 		}
-		var stmt *sql.Stmt
+		var stmt, setClock *sql.Stmt
 		for _, l := range leases {
 			res := store.RenewResult{Lock: l.Lock, Token: l.Token}
 			r := rows[l.Lock]
@@ -693,12 +740,18 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 							return err
 						}
 						defer stmt.Close()
+						if setClock, err = tx.PrepareContext(ctx, s.q.setClock); err != nil {
+							return err
+						}
+						defer setClock.Close()
 					}
-					expires := now + ttlMs
-					if _, err := stmt.ExecContext(ctx, now, expires, l.Lock, holderID, l.Token); err != nil {
+					r.setLease(now, ttlMs)
+					if _, err := stmt.ExecContext(ctx, r.renewedAt, r.expiresAt, l.Lock, holderID, l.Token); err != nil {
 						return err
 					}
-					r.renewedAt, r.expiresAt = now, expires
+					if _, err := setClock.ExecContext(ctx, l.Lock, r.token, r.clock, r.clockExpires); err != nil {
+						return err
+					}
 					res.Renewed, res.TTL, res.Revoked = true, time.Duration(ttlMs)*time.Millisecond, r.revoked
 				}
 			}
@@ -721,7 +774,7 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if len(leases) == 0 || holderID == "" {
 		return nil
 	}
-	return s.writeTx(ctx, "release", func(tx *sql.Tx, _ int64) error {
+	return s.writeTx(ctx, "release", func(tx *sql.Tx, _ stamp) error {
 		stmt, err := tx.PrepareContext(ctx, s.q.release)
 		if err != nil {
 			return err
@@ -769,7 +822,7 @@ func (s *Store) control(ctx context.Context, op, lock string, disable bool, reas
 		return store.ControlChange{}, fmt.Errorf("sqlite: %s: %w", op, err)
 	}
 	var ch store.ControlChange
-	err := s.writeTx(ctx, op, func(tx *sql.Tx, now int64) error {
+	err := s.writeTx(ctx, op, func(tx *sql.Tx, now stamp) error {
 		if disable {
 			if _, err := tx.ExecContext(ctx, s.q.ensureRow, lock); err != nil {
 				return err
@@ -786,7 +839,7 @@ func (s *Store) control(ctx context.Context, op, lock string, disable bool, reas
 		}
 		ch.Changed = r.disabled != disable
 		if ch.Changed {
-			r.disabled, r.reason, r.changedBy, r.changedAt = disable, reason, by, now
+			r.disabled, r.reason, r.changedBy, r.changedAt = disable, reason, by, now.wall
 			if err := s.notifyTx(ctx, tx, lock); err != nil {
 				return err
 			}
@@ -817,7 +870,7 @@ func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, 
 		return nil, fmt.Errorf("sqlite: locks: %w", err)
 	}
 	var out []store.LockState
-	err = s.readTx(ctx, "locks", func(tx *sql.Tx, now int64) error {
+	err = s.readTx(ctx, "locks", func(tx *sql.Tx, now stamp) error {
 		if len(names) == 0 {
 			rows, err := tx.QueryContext(ctx, s.q.selectAll)
 			if err != nil {
@@ -876,7 +929,7 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 	if over := len(events) - s.historyLimit; over > 0 {
 		events = events[over:]
 	}
-	return s.writeTx(ctx, op, func(tx *sql.Tx, now int64) error {
+	return s.writeTx(ctx, op, func(tx *sql.Tx, now stamp) error {
 		stmt, err := tx.PrepareContext(ctx, s.q.appendEvent)
 		if err != nil {
 			return err
@@ -885,7 +938,7 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 		var last int64
 		for _, e := range events {
 			res, err := stmt.ExecContext(ctx, e.Lock, store.CleanText(string(e.Kind)), store.CleanText(e.Instance),
-				e.Token, store.CleanText(e.Reason), store.CleanText(e.Remote), now)
+				e.Token, store.CleanText(e.Reason), store.CleanText(e.Remote), now.wall)
 			if err != nil {
 				return err
 			}

@@ -353,8 +353,9 @@ func TestWithoutMigrate(t *testing.T) {
 	}
 }
 
-// TestMigrateAddsHistory: a database made by version 1 (no history and
-// notify tables) gets them when a Store opens it, and keeps its data;
+// TestMigrateAddsHistory: a database made by version 1 (no history,
+// notify and lease_clock tables) gets them when a Store opens it, and keeps
+// its data;
 // WithoutMigrate refuses it.
 func TestMigrateAddsHistory(t *testing.T) {
 	t.Parallel()
@@ -370,6 +371,8 @@ func TestMigrateAddsHistory(t *testing.T) {
 	for _, q := range []string{
 		`DROP TABLE masterjob_history`,
 		`DROP TABLE masterjob_notify`,
+		`DROP TABLE masterjob_lease_clock`,
+		`DROP TRIGGER masterjob_lease_clock_gone`,
 		`UPDATE masterjob_meta SET value = 1 WHERE name = 'schema_version'`,
 	} {
 		if _, err := db.Exec(q); err != nil {
@@ -389,8 +392,8 @@ func TestMigrateAddsHistory(t *testing.T) {
 		t.Fatalf("lock after migration: %+v, %v; want it still disabled", st, err)
 	}
 	var version int
-	if err := db.QueryRow(`SELECT value FROM masterjob_meta WHERE name = 'schema_version'`).Scan(&version); err != nil || version != 3 {
-		t.Errorf("schema_version = %d, %v; want 3", version, err)
+	if err := db.QueryRow(`SELECT value FROM masterjob_meta WHERE name = 'schema_version'`).Scan(&version); err != nil || version != 4 {
+		t.Errorf("schema_version = %d, %v; want 4", version, err)
 	}
 }
 
