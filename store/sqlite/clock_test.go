@@ -300,7 +300,7 @@ func TestDeletedRecordTakesItsClock(t *testing.T) {
 }
 
 // TestEndLeaseByHand: the way schema.sql documents to end a lease from
-// outside (holder set to ''): the holder's renewal is refused and another
+// outside (its holder set to the empty string): the holder's renewal is refused and another
 // takes the lock with a greater token.
 func TestEndLeaseByHand(t *testing.T) {
 	t.Parallel()
