@@ -71,8 +71,26 @@
 // audit history (store.History), and <prefix>notify the change
 // notifications (store.Notifier). Open creates them if missing (schema.sql,
 // embedded; every statement is idempotent, so opening a database made by an
-// older version adds what is new); with WithoutMigrate a DBA applies
-// Schema's output beforehand and Open only checks that it is there.
+// older version adds what is new; a database already at the current
+// version is only read, so opening it takes no write lock); with
+// WithoutMigrate a DBA applies Schema's output beforehand and Open only
+// checks that it is there.
+//
+// # Files
+//
+// Open creates the database file, if it does not exist, readable and
+// writable by its owner only (mode 0600; the umask can only narrow it), and
+// SQLite gives the -wal and -shm files beside it the database file's mode.
+// A file that exists keeps its mode: to share the database with a group,
+// create the file first with the mode wanted (an empty file is a new
+// database). Open creates no directory: a missing one is an error at once,
+// naming it, and not store.ErrUnavailable, which callers retry.
+//
+// ReadOnly opens a database without writing anything to it: no file, no
+// table, no migration (a database of an older version is read as it is),
+// and the calls that write fail with ErrReadOnly. The CLI's status and
+// history commands open SQLite this way (URL parameter mode=ro), so they
+// read a file their user may not write.
 //
 // # Notifications
 //
@@ -109,8 +127,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -161,6 +181,7 @@ type Store struct {
 	historyLimit int
 	notifyPoll   time.Duration
 	clock        clock
+	readOnly     bool
 	write        chan struct{} // held by the one in-process write transaction
 	closed       atomic.Bool
 
@@ -182,6 +203,7 @@ type Option func(*options)
 type options struct {
 	prefix       string
 	migrate      bool
+	readOnly     bool
 	busy         time.Duration
 	historyLimit int
 	notifyPoll   time.Duration
@@ -208,6 +230,23 @@ func WithTablePrefix(p string) Option {
 func WithoutMigrate() Option {
 	return func(o *options) { o.migrate = false }
 }
+
+// ReadOnly opens the database for reading only: Open creates nothing and
+// changes nothing (no file, no table, no migration), the file must exist,
+// and the calls that write (Acquire, Renew, Release, Disable, Enable,
+// AppendEvents) fail with an error wrapping ErrReadOnly. Locks, Events and
+// Subscribe work. Read-only commands (status, history) use it, so that they
+// can read a file their user may not write. Reading a database in WAL mode
+// needs its -wal and -shm files to exist (they do while a process has the
+// database open) or write permission on the directory (SQLite creates
+// them); a database from an older version is read as it is.
+func ReadOnly() Option {
+	return func(o *options) { o.readOnly = true }
+}
+
+// ErrReadOnly is returned (wrapped) by the calls that write, on a Store
+// opened with ReadOnly.
+var ErrReadOnly = errors.New("sqlite: store opened read-only")
 
 // WithBusyTimeout sets how long a call waits for a write lock held by
 // another process before failing with store.ErrUnavailable (default 5s). It
@@ -261,9 +300,18 @@ func Schema(prefix string) (string, error) {
 }
 
 // Open opens (creating if needed) the database file at path and, unless
-// WithoutMigrate is given, creates the tables if they are missing. path is
-// a file system path; ":memory:" is refused, as every pooled connection
-// would get its own database (use store/memstore instead).
+// WithoutMigrate or ReadOnly is given, creates or upgrades the tables if
+// they are missing or older. path is a file system path; ":memory:" is
+// refused, as every pooled connection would get its own database (use
+// store/memstore instead).
+//
+// A database file Open creates is readable and writable by its owner only
+// (mode 0600; the umask can only narrow it), and SQLite gives its -wal and
+// -shm files the same mode. A file that exists keeps its mode: to share
+// the database with a group, create the file beforehand with the mode
+// wanted (an empty file is a new database). A directory that does not
+// exist is an error at once (not store.ErrUnavailable, which callers
+// retry), naming it; Open creates no directory.
 func Open(path string, opts ...Option) (*Store, error) {
 	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout, historyLimit: store.DefaultHistoryLimit, notifyPoll: DefaultNotifyPoll,
 		clock: hostClock()}
@@ -280,7 +328,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: path %q: %w", path, err)
 	}
-	dsn := dsn(abs, o.busy)
+	if err := prepareFile(abs, o.readOnly); err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	dsn := dsn(abs, o.busy, o.readOnly)
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
@@ -288,13 +339,16 @@ func Open(path string, opts ...Option) (*Store, error) {
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxOpenConns)
 
-	s := &Store{db: db, dsn: dsn, path: abs, q: newQueries(o.prefix), historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
-		clock: o.clock, write: make(chan struct{}, 1)}
+	s := &Store{db: db, dsn: dsn, path: abs, q: newQueries(o.prefix, true), historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
+		clock: o.clock, readOnly: o.readOnly, write: make(chan struct{}, 1)}
 	s.closing, s.stop = context.WithCancel(context.Background())
 	ctx := context.Background()
-	if o.migrate {
+	switch {
+	case o.readOnly:
+		err = s.checkReadable(ctx, o.prefix)
+	case o.migrate:
 		err = s.migrate(ctx, o.prefix)
-	} else {
+	default:
 		err = s.checkSchema(ctx)
 	}
 	if err != nil {
@@ -305,9 +359,55 @@ func Open(path string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// prepareFile makes sure the database file can be opened: for writing, it
+// creates the file (mode 0600) if it does not exist, so that SQLite does
+// not create it with its default 0644; read-only, it checks that the file
+// exists. A missing directory or file is reported here, plainly, and not
+// as SQLite's "unable to open" (which Store reports as unavailable).
+func prepareFile(path string, readOnly bool) error {
+	var err error
+	if readOnly {
+		_, err = os.Stat(path)
+	} else {
+		var f *os.File
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			return f.Close()
+		}
+		if errors.Is(err, fs.ErrExist) {
+			// The user's file, or another process's: its mode stays.
+			if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
+				return errors.New("is a directory, not a database file")
+			}
+			return nil
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		dir := filepath.Dir(path)
+		if _, derr := os.Stat(dir); errors.Is(derr, fs.ErrNotExist) {
+			return fmt.Errorf("directory %s does not exist (create it first)", dir)
+		}
+		if readOnly {
+			return errors.New("no database file there (opened read-only: nothing is created)")
+		}
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err // the path is in the caller's message already
+	}
+	if readOnly {
+		return fmt.Errorf("cannot read the database file: %w", err)
+	}
+	return fmt.Errorf("cannot create the database file: %w", err)
+}
+
 // dsn builds the driver's data source name: a file: URI (so any path
 // character is safe) with the connection settings every connection needs.
-func dsn(absPath string, busy time.Duration) string {
+// A read-only connection (SQLite's mode=ro) sets nothing that writes.
+func dsn(absPath string, busy time.Duration, readOnly bool) string {
 	p := filepath.ToSlash(absPath)
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p // Windows: file:/C:/dir/x.db
@@ -315,21 +415,59 @@ func dsn(absPath string, busy time.Duration) string {
 	p = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(p)
 	q := url.Values{}
 	q.Set("_busy_timeout", strconv.FormatInt(busy.Milliseconds(), 10))
-	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", "FULL")
-	q.Set("_txlock", "immediate")
+	if readOnly {
+		q.Set("mode", "ro")
+	} else {
+		q.Set("_journal_mode", "WAL")
+		q.Set("_synchronous", "FULL")
+		q.Set("_txlock", "immediate")
+	}
 	return "file:" + p + "?" + q.Encode()
 }
 
+// schemaVersion is the schema_version schema.sql ends with.
+const schemaVersion = 4
+
+// migrate brings the schema to schemaVersion. A database already there is
+// only read: opening it takes no write lock.
 func (s *Store) migrate(ctx context.Context, prefix string) error {
 	ddl, err := Schema(prefix)
 	if err != nil {
 		return err
 	}
+	if v, err := s.version(ctx); err == nil && v >= schemaVersion && s.checkSchema(ctx) == nil {
+		return nil
+	}
 	return s.writeTx(ctx, "migrate", func(tx *sql.Tx, _ stamp) error {
 		_, err := tx.ExecContext(ctx, ddl)
 		return err
 	})
+}
+
+// version returns the database's schema_version.
+func (s *Store) version(ctx context.Context) (int64, error) {
+	var v int64
+	err := s.db.QueryRowContext(ctx, s.q.version).Scan(&v)
+	return v, err
+}
+
+// checkReadable checks, for a read-only Store, that the database has the
+// tables a read needs. A database from before version 4 has no
+// lease_clock table: its leases are all on the wall clock, and s reads
+// them as such.
+func (s *Store) checkReadable(ctx context.Context, prefix string) error {
+	var n int
+	if err := s.db.QueryRowContext(ctx, s.q.hasClock).Scan(&n); err != nil {
+		return s.wrap(ctx, "open", err)
+	}
+	if n == 0 {
+		s.q = newQueries(prefix, false)
+	}
+	var v int64
+	if err := s.db.QueryRowContext(ctx, s.q.checkLocks).Scan(&v); err != nil {
+		return fmt.Errorf("schema not found (no masterjob tables with prefix %q in the file): %w", prefix, s.wrap(ctx, "open", err))
+	}
+	return nil
 }
 
 func (s *Store) checkSchema(ctx context.Context) error {
@@ -343,7 +481,8 @@ func (s *Store) checkSchema(ctx context.Context) error {
 
 // queries holds the SQL for one table prefix.
 type queries struct {
-	checkSchema             string
+	checkSchema, checkLocks string
+	version, hasClock       string
 	selectAll, selectNamed  string
 	getCounter, setCounter  string
 	acquire, renew, release string
@@ -369,7 +508,9 @@ const historyColumns = `id, lock_name, kind, instance, token, reason, remote, at
 // notifyKeep is how many rows of the notify table each insert keeps.
 const notifyKeep = 1000
 
-func newQueries(prefix string) queries {
+// newQueries returns the SQL for prefix. withClock false is for reading a
+// database older than version 4, which has no lease_clock table.
+func newQueries(prefix string, withClock bool) queries {
 	locks := `"` + prefix + `locks"`
 	meta := `"` + prefix + `meta"`
 	history := `"` + prefix + `history"`
@@ -379,7 +520,15 @@ func newQueries(prefix string) queries {
 	// lock_name unambiguous; the other names are distinct across the two
 	// tables.
 	fromLocks := locks + ` LEFT JOIN ` + leaseClock + ` USING (lock_name)`
+	clockCols := clockColumns
+	if !withClock {
+		fromLocks, clockCols = locks, `0, '', 0`
+	}
 	return queries{
+		checkLocks: `SELECT value FROM ` + meta + ` WHERE name = 'token'
+			AND NOT EXISTS (SELECT ` + columns + ` FROM ` + locks + ` WHERE 0)`,
+		version:  `SELECT value FROM ` + meta + ` WHERE name = 'schema_version'`,
+		hasClock: `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '` + prefix + `lease_clock'`,
 		// Preparing this checks that every table and column exists; it
 		// returns no row if the token counter is missing.
 		checkSchema: `SELECT value FROM ` + meta + ` WHERE name = 'token'
@@ -387,8 +536,8 @@ func newQueries(prefix string) queries {
 			AND NOT EXISTS (SELECT ` + historyColumns + ` FROM ` + history + ` WHERE 0)
 			AND NOT EXISTS (SELECT id, lock_name FROM ` + notify + ` WHERE 0)
 			AND NOT EXISTS (SELECT lock_name, lease_token, clock, expires FROM ` + leaseClock + ` WHERE 0)`,
-		selectAll:   `SELECT ` + columns + `, ` + clockColumns + ` FROM ` + fromLocks + ` ORDER BY lock_name`,
-		selectNamed: `SELECT ` + columns + `, ` + clockColumns + ` FROM ` + fromLocks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
+		selectAll:   `SELECT ` + columns + `, ` + clockCols + ` FROM ` + fromLocks + ` ORDER BY lock_name`,
+		selectNamed: `SELECT ` + columns + `, ` + clockCols + ` FROM ` + fromLocks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
 		getCounter:  `SELECT value FROM ` + meta + ` WHERE name = 'token'`,
 		setCounter:  `UPDATE ` + meta + ` SET value = ? WHERE name = 'token'`,
 		acquire: `INSERT INTO ` + locks + ` (lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at, revoked)
@@ -546,6 +695,9 @@ func (s *Store) begin(ctx context.Context, op string) error {
 func (s *Store) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx, now stamp) error) error {
 	if err := s.begin(ctx, op); err != nil {
 		return err
+	}
+	if s.readOnly {
+		return fmt.Errorf("sqlite: %s: %w", op, ErrReadOnly)
 	}
 	select {
 	case s.write <- struct{}{}:
