@@ -300,8 +300,8 @@ func TestDeletedRecordTakesItsClock(t *testing.T) {
 }
 
 // TestEndLeaseByHand: the way schema.sql documents to end a lease from
-// outside (its holder set to the empty string): the holder's renewal is refused and another
-// takes the lock with a greater token.
+// outside (its holder set to the empty string): the holder's renewal is
+// refused and another takes the lock with a greater token.
 func TestEndLeaseByHand(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "byhand.db")
