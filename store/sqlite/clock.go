@@ -59,8 +59,7 @@ func (c clock) now() stamp {
 }
 
 // remaining returns the time left on the row's lease at now, in
-// milliseconds (not positive: expired), and whether it was measured on
-// now's clock (false: on the wall clock). It does not look at the holder.
+// milliseconds (not positive: expired). It does not look at the holder.
 //
 // The lease's CLOCK_BOOTTIME expiry counts when it belongs to the row's
 // current token (leaseToken == token); otherwise the lease was written by
@@ -68,18 +67,18 @@ func (c clock) now() stamp {
 // expiry (expires_at) decides, with the old caveat. A lease stamped in
 // another boot has expired. A lease on one clock read by a process on
 // another (CLOCK_BOOTTIME against the wall-clock fallback; not expected on
-// one host) also falls back to the wall clock: it is never taken early for
-// want of a common clock.
-func (r *row) remaining(now stamp) (ms int64, onClock bool) {
+// one host) is decided on the wall clock too, as before version 4, rather
+// than counted as expired.
+func (r *row) remaining(now stamp) int64 {
 	if r.leaseToken == r.token && r.leaseToken != 0 {
 		switch {
 		case r.clock == now.clock && now.clock != clockWall:
-			return r.clockExpires - now.at, true
+			return r.clockExpires - now.at
 		case strings.HasPrefix(r.clock, clockBootPrefix) && strings.HasPrefix(now.clock, clockBootPrefix):
-			return min(r.expiresAt-now.wall, 0), false // an earlier boot
+			return min(r.expiresAt-now.wall, 0) // an earlier boot
 		}
 	}
-	return r.expiresAt - now.wall, false
+	return r.expiresAt - now.wall
 }
 
 // held reports whether the row has an unexpired lease at now.
@@ -87,6 +86,5 @@ func (r *row) held(now stamp) bool {
 	if r.holder == "" {
 		return false
 	}
-	ms, _ := r.remaining(now)
-	return ms > 0
+	return r.remaining(now) > 0
 }

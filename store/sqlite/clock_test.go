@@ -318,3 +318,31 @@ func TestEndLeaseByHand(t *testing.T) {
 		t.Fatalf("Acquire after the lease was ended by hand: %+v", b)
 	}
 }
+
+// TestWithoutBoottime: where CLOCK_BOOTTIME cannot be read (other systems)
+// the wall clock decides, with its caveat, and a lease stamped on
+// CLOCK_BOOTTIME by another process is read on the wall clock too rather
+// than counted as expired.
+func TestWithoutBoottime(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "noboot.db")
+	clk := newFakeClocks()
+	linux := openStore(t, path, clk.option("boot-1"))
+	other := openStore(t, path, sqlite.WithClocks(clk.Wall, func() (int64, bool) { return 0, false }, ""))
+	a := acquire(t, linux, "a", "JOB", time.Minute)
+	if st := acquire(t, other, "b", "JOB", time.Minute); st.Acquired || st.TTL != time.Minute {
+		t.Fatalf("without CLOCK_BOOTTIME, a lease stamped on it: %+v; want held for 1m", st)
+	}
+	clk.advance(30 * time.Second)
+	if err := linux.Release(t.Context(), "a", []store.LeaseRef{{Lock: "JOB", Token: a.Token}}); err != nil {
+		t.Fatal(err)
+	}
+	b := acquire(t, other, "b", "JOB", time.Minute)
+	if !b.Acquired {
+		t.Fatalf("Acquire after the release: %+v", b)
+	}
+	clk.step(time.Minute) // the documented caveat: a step forward expires it
+	if st := lockState(t, other, "JOB"); st.Held() {
+		t.Errorf("without CLOCK_BOOTTIME a +1m wall step left %+v; the wall clock should decide", st)
+	}
+}

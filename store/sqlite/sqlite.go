@@ -614,7 +614,7 @@ func (r *row) state(now stamp) store.LockState {
 	}
 	if r.holder != "" {
 		st.Holder, st.HolderInfo = r.holder, r.holderInfo
-		ms, _ := r.remaining(now)
+		ms := r.remaining(now)
 		st.AcquiredAt, st.RenewedAt, st.ExpiresAt = msTime(r.acquiredAt), msTime(r.renewedAt), msTime(now.wall+ms)
 		st.TTL = time.Duration(ms) * time.Millisecond
 		st.Revoked = r.revoked
