@@ -116,7 +116,7 @@ func (s *membershipOf) Members(ctx context.Context, f store.MemberFilter) ([]sto
 	return s.m.Members(ctx, f)
 }
 func (s *membershipOf) Leave(ctx context.Context, id string) error { return s.m.Leave(ctx, id) }
-func (s *membershipOf) Subscribe(ctx context.Context) (<-chan string, error) {
+func (s *membershipOf) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	return s.m.Subscribe(ctx)
 }
 

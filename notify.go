@@ -129,8 +129,13 @@ func (h *hub) run(ctx context.Context) {
 			h.each((*inbox).markResync)
 		}
 		fails = 0
-		for lock := range ch {
-			h.each(func(b *inbox) { b.notify(lock) })
+		for c := range ch {
+			switch c.Kind {
+			case store.ChangeHistory, store.ChangeMember:
+				// Nothing the loops act on.
+			default:
+				h.each(func(b *inbox) { b.notify(c.Lock) })
+			}
 		}
 		cancel()
 		if ctx.Err() != nil {
@@ -159,10 +164,10 @@ func (h *hub) each(f func(*inbox)) {
 // returns the channel and the function that ends the subscription. On
 // failure it returns only once the store has let go of the subscription:
 // Subscribe has returned, and its channel, if any, is closed.
-func (h *hub) subscribe(ctx context.Context) (<-chan string, context.CancelFunc, error) {
+func (h *hub) subscribe(ctx context.Context) (<-chan store.Change, context.CancelFunc, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	type answer struct {
-		ch  <-chan string
+		ch  <-chan store.Change
 		err error
 	}
 	ans := make(chan answer, 1)

@@ -400,7 +400,7 @@ func TestIsolation(t *testing.T) {
 		openStore(t, WithSchema(s2)),
 		openStore(t, WithSchema(s1), WithTablePrefix("other_")),
 	}
-	subs := make([]<-chan string, len(stores))
+	subs := make([]<-chan store.Change, len(stores))
 	for i, s := range stores {
 		st, err := s.Acquire(t.Context(), holderA, []string{"JOB"}, time.Minute)
 		if err != nil || !st[0].Acquired {
@@ -415,9 +415,9 @@ func TestIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case name := <-subs[0]:
-		if name != "JOB" {
-			t.Fatalf("notification %q, want JOB", name)
+	case c := <-subs[0]:
+		if c.Lock != "JOB" {
+			t.Fatalf("notification %+v, want JOB", c)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no notification on the disabled store's channel")
@@ -432,10 +432,10 @@ func TestIsolation(t *testing.T) {
 		}
 	}
 	select {
-	case name := <-subs[1]:
-		t.Errorf("other schema notified of %q", name)
-	case name := <-subs[2]:
-		t.Errorf("other prefix notified of %q", name)
+	case c := <-subs[1]:
+		t.Errorf("other schema notified of %+v", c)
+	case c := <-subs[2]:
+		t.Errorf("other prefix notified of %+v", c)
 	case <-time.After(500 * time.Millisecond):
 	}
 }
@@ -487,8 +487,8 @@ func TestHostileNames(t *testing.T) {
 	}
 	select {
 	case n := <-sub:
-		if n != names[0] {
-			t.Fatalf("notification %q, want %q", n, names[0])
+		if n.Lock != names[0] {
+			t.Fatalf("notification %+v, want %q", n, names[0])
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no notification")
@@ -511,7 +511,7 @@ func TestListenReconnect(t *testing.T) {
 	if _, err := s.Disable(t.Context(), "BEFORE", "r", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification before the kill"); got != "BEFORE" {
+	if got := recv(t, sub, "notification before the kill").Lock; got != "BEFORE" {
 		t.Fatalf("got %q, want BEFORE", got)
 	}
 
@@ -526,7 +526,7 @@ func TestListenReconnect(t *testing.T) {
 	if _, err := s.Disable(t.Context(), "AFTER", "r", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification after reconnect"); got != "AFTER" {
+	if got := recv(t, sub, "notification after reconnect").Lock; got != "AFTER" {
 		t.Fatalf("got %q, want AFTER", got)
 	}
 
@@ -582,7 +582,7 @@ func TestOutageAndRecovery(t *testing.T) {
 	if _, err := s.Disable(t.Context(), "JOB", "after outage", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification after the outage"); got != "JOB" {
+	if got := recv(t, sub, "notification after the outage").Lock; got != "JOB" {
 		t.Fatalf("got %q, want JOB", got)
 	}
 }
@@ -620,7 +620,7 @@ func TestListenDetectsSilentConnection(t *testing.T) {
 	if _, err := other.Disable(t.Context(), "IDLE", "r", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification after idle pings"); got != "IDLE" {
+	if got := recv(t, sub, "notification after idle pings").Lock; got != "IDLE" {
 		t.Fatalf("got %q, want IDLE", got)
 	}
 
@@ -634,7 +634,7 @@ func TestListenDetectsSilentConnection(t *testing.T) {
 	if _, err := other.Disable(t.Context(), "AFTER-SILENCE", "r", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification after the silent outage"); got != "AFTER-SILENCE" {
+	if got := recv(t, sub, "notification after the silent outage").Lock; got != "AFTER-SILENCE" {
 		t.Fatalf("got %q, want AFTER-SILENCE", got)
 	}
 }
@@ -968,7 +968,7 @@ func TestDisableVersusAcquireRace(t *testing.T) {
 // TestSubscribeEndsWithStore: Close ends subscriptions and their goroutines.
 func TestSubscribeEndsWithStore(t *testing.T) {
 	s := openStore(t, WithSchema(newSchema(t)))
-	subs := make([]<-chan string, 3)
+	subs := make([]<-chan store.Change, 3)
 	for i := range subs {
 		var err error
 		if subs[i], err = s.Subscribe(t.Context()); err != nil {
@@ -1011,14 +1011,14 @@ func TestSlowSubscriberCoalesces(t *testing.T) {
 	for len(got) < 2 {
 		select {
 		case n := <-sub:
-			got[n]++
+			got[n.Lock]++
 		case <-timeout:
 			t.Fatalf("got %v, want A and B", got)
 		}
 	}
 	select {
 	case n := <-sub:
-		got[n]++
+		got[n.Lock]++
 	case <-time.After(300 * time.Millisecond):
 	}
 	if got["A"] > 2 || got["B"] > 2 {
@@ -1082,7 +1082,7 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	panic("unreachable")
 }
 
-func waitClosed(t *testing.T, ch <-chan string) {
+func waitClosed(t *testing.T, ch <-chan store.Change) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {

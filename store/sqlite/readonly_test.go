@@ -82,8 +82,8 @@ func TestReadOnly(t *testing.T) {
 	}
 	select {
 	case got := <-ch:
-		if got != "JOB" {
-			t.Errorf("read-only subscription got %q, want JOB", got)
+		if got.Lock != "JOB" {
+			t.Errorf("read-only subscription got %+v, want JOB", got)
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("read-only subscription: no notification of a release within 5s")
