@@ -188,7 +188,9 @@ Configuration of 'masterjob run', per setting, later sources win:
      MASTER_JOB_MAX_HEARTBEAT_RETRY_COUNT
   4. flags
   In the file and the environment a duration is milliseconds (8000) or a Go
-  duration ("8s"); flags take either too.
+  duration ("8s"); flags take either too, but refuse a bare number below 10
+  ("5" would be 5ms: write 5s). Every timing but the init delay must be at
+  least 10ms, whatever its source.
 
 Exit codes: 0 success, 1 failure, 2 bad input; 'run' may exit with the
 command's own exit code (see 'masterjob help run').
