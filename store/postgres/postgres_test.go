@@ -241,32 +241,47 @@ func TestMigrateIsIdempotent(t *testing.T) {
 }
 
 // TestMigrateAddsHistory: a schema made by version 1 (locks table and
-// sequence, no history table) gets the history table when a Store opens it,
-// and keeps its data; WithoutMigrate refuses it, pointing to schema.sql.
+// sequence, no history table, no version table) gets the history table when
+// a Store opens it, and keeps its data; so does a schema whose history table
+// was dropped although its version says it has one. WithoutMigrate refuses
+// both, pointing to schema.sql.
 func TestMigrateAddsHistory(t *testing.T) {
-	schema := newSchema(t)
-	s := openStore(t, WithSchema(schema))
-	if _, err := s.Disable(t.Context(), "JOB", "kept", "ops"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	history := pgx.Identifier{schema, "masterjob_history"}.Sanitize()
-	if _, err := adminPool(t).Exec(t.Context(), "DROP TABLE "+history); err != nil {
-		t.Fatal(err)
-	}
-	_, err := Open(t.Context(), testDSN(), WithSchema(schema), WithoutMigrate())
-	if err == nil || !strings.Contains(err.Error(), "schema.sql") {
-		t.Fatalf("Open WithoutMigrate without the history table = %v, want an error pointing to schema.sql", err)
-	}
-	s = openStore(t, WithSchema(schema))
-	if err := s.AppendEvents(t.Context(), []store.Event{{Lock: "JOB", Kind: store.EventEnabled}}); err != nil {
-		t.Fatalf("AppendEvents after migration: %v", err)
-	}
-	st, err := s.Locks(t.Context(), "JOB")
-	if err != nil || !st[0].Disabled || st[0].Reason != "kept" {
-		t.Fatalf("lock after migration: %+v, %v; want it still disabled", st, err)
+	for _, tc := range []struct {
+		name, drop, want string
+	}{
+		{"version 1", "masterjob_history, masterjob_meta", `masterjob_history" missing`},
+		{"history dropped at version 3", "masterjob_history", "schema version 3 recorded, but table"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			schema := newSchema(t)
+			s := openStore(t, WithSchema(schema))
+			if _, err := s.Disable(t.Context(), "JOB", "kept", "ops"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, table := range strings.Split(tc.drop, ", ") {
+				if _, err := adminPool(t).Exec(t.Context(), "DROP TABLE "+pgx.Identifier{schema, table}.Sanitize()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := Open(t.Context(), testDSN(), WithSchema(schema), WithoutMigrate())
+			if err == nil || !strings.Contains(err.Error(), "schema.sql") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open WithoutMigrate without the history table = %v, want an error pointing to schema.sql and containing %q", err, tc.want)
+			}
+			s = openStore(t, WithSchema(schema))
+			if err := s.AppendEvents(t.Context(), []store.Event{{Lock: "JOB", Kind: store.EventEnabled}}); err != nil {
+				t.Fatalf("AppendEvents after migration: %v", err)
+			}
+			if v := recordedVersion(t, schema, "masterjob_"); v != 3 {
+				t.Errorf("schema version after migration = %d, want 3", v)
+			}
+			st, err := s.Locks(t.Context(), "JOB")
+			if err != nil || !st[0].Disabled || st[0].Reason != "kept" {
+				t.Fatalf("lock after migration: %+v, %v; want it still disabled", st, err)
+			}
+		})
 	}
 }
 
@@ -326,6 +341,12 @@ func TestWithoutMigrate(t *testing.T) {
 
 func applySchemaSQL(t *testing.T, schema, prefix string) {
 	t.Helper()
+	applySQLFile(t, schema, prefix, schemaSQL)
+}
+
+// applySQLFile runs a schema file as schema.sql's header tells a DBA to.
+func applySQLFile(t *testing.T, schema, prefix, file string) {
+	t.Helper()
 	ctx := t.Context()
 	conn, err := adminPool(t).Acquire(ctx)
 	if err != nil {
@@ -334,7 +355,7 @@ func applySchemaSQL(t *testing.T, schema, prefix string) {
 	defer conn.Release()
 	id := pgx.Identifier{schema}.Sanitize()
 	sql := "BEGIN; CREATE SCHEMA IF NOT EXISTS " + id + "; SET LOCAL search_path TO " + id + ";\n" +
-		strings.ReplaceAll(schemaSQL, "{{prefix}}", prefix) + "\nCOMMIT;"
+		strings.ReplaceAll(file, "{{prefix}}", prefix) + "\nCOMMIT;"
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		t.Fatalf("applying schema.sql: %v", err)
 	}
