@@ -354,3 +354,69 @@ func testMembersPerHandle(t *testing.T, h Harness) {
 		t.Errorf("another handle's Acquire wrote the member: %v", memberIDs(got))
 	}
 }
+
+// expectChange waits for a change of kind about lock.
+func expectChange(t *testing.T, ch <-chan store.Change, kind store.ChangeKind, lock, after string) {
+	t.Helper()
+	timeout := time.After(waitLimit)
+	var seen []store.Change
+	for {
+		select {
+		case got, ok := <-ch:
+			if !ok {
+				t.Fatalf("subscription closed while waiting for %s %q after %s", kind, lock, after)
+			}
+			if got.Kind == kind && got.Lock == lock {
+				return
+			}
+			seen = append(seen, got)
+		case <-timeout:
+			t.Fatalf("no %s change for %q within %v after %s (saw %v)", kind, lock, waitLimit, after, seen)
+		}
+	}
+}
+
+// testNotifierKinds: each change is pushed with its kind: leases
+// (acquire, release), controls (disable, enable, hand-off request),
+// history appends, and members joining and leaving.
+func testNotifierKinds(t *testing.T, h Harness) {
+	sub := open(t, h)
+	n := notifier(t, sub)
+	s := open(t, h)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	ch, err := n.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	st := mustAcquire(t, s, holderA, "K-LEASE", longTTL)
+	expectChange(t, ch, store.ChangeLease, "K-LEASE", "Acquire")
+	release(t, s, holderA.ID, ref(st))
+	expectChange(t, ch, store.ChangeLease, "K-LEASE", "Release")
+	disable(t, s, "K-CONTROL", "kinds", "ops")
+	expectChange(t, ch, store.ChangeControl, "K-CONTROL", "Disable")
+	enable(t, s, "K-CONTROL", "ops")
+	expectChange(t, ch, store.ChangeControl, "K-CONTROL", "Enable")
+	if ho, ok := s.(store.Handoffs); ok {
+		mustAcquire(t, s, holderA, "K-HANDOFF", longTTL)
+		if _, err := ho.Handoff(testCtx(t), "K-HANDOFF", "", "ops"); err != nil {
+			t.Fatalf("Handoff: %v", err)
+		}
+		expectChange(t, ch, store.ChangeControl, "K-HANDOFF", "Handoff")
+	}
+	if hs, ok := s.(store.History); ok {
+		if err := hs.AppendEvents(testCtx(t), []store.Event{{Lock: "K-HISTORY", Kind: store.EventAcquired}}); err != nil {
+			t.Fatalf("AppendEvents: %v", err)
+		}
+		expectChange(t, ch, store.ChangeHistory, "K-HISTORY", "AppendEvents")
+	}
+	if ms, ok := s.(store.Membership); ok {
+		ms.Announce(store.Member{ID: holderB.ID, Locks: []string{"K-MEMBER"}, LockSetID: "k"}, longTTL)
+		mustAcquire(t, s, holderB, "K-MEMBER", longTTL)
+		expectChange(t, ch, store.ChangeMember, "", "a member's first record")
+		if err := ms.Leave(testCtx(t), holderB.ID); err != nil {
+			t.Fatalf("Leave: %v", err)
+		}
+		expectChange(t, ch, store.ChangeMember, "", "Leave")
+	}
+}
