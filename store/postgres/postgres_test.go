@@ -242,15 +242,16 @@ func TestMigrateIsIdempotent(t *testing.T) {
 
 // TestMigrateAddsHistory: a schema made by version 1 (locks table and
 // sequence, no history table, no version table) gets the history table when
-// a Store opens it, and keeps its data; so does a schema whose history table
-// was dropped although its version says it has one. WithoutMigrate refuses
-// both, pointing to schema.sql.
+// a Store opens it, and keeps its data; so does a schema whose history (or
+// members) table was dropped although its version says it has one.
+// WithoutMigrate refuses them, pointing to schema.sql.
 func TestMigrateAddsHistory(t *testing.T) {
 	for _, tc := range []struct {
 		name, drop, want string
 	}{
 		{"version 1", "masterjob_history, masterjob_meta", `masterjob_history" missing`},
-		{"history dropped at version 3", "masterjob_history", "schema version 3 recorded, but table"},
+		{"history dropped at version 4", "masterjob_history", "schema version 4 recorded, but table"},
+		{"members dropped at version 4", "masterjob_members", "schema version 4 recorded, but table"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			schema := newSchema(t)
@@ -268,14 +269,17 @@ func TestMigrateAddsHistory(t *testing.T) {
 			}
 			_, err := Open(t.Context(), testDSN(), WithSchema(schema), WithoutMigrate())
 			if err == nil || !strings.Contains(err.Error(), "schema.sql") || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Open WithoutMigrate without the history table = %v, want an error pointing to schema.sql and containing %q", err, tc.want)
+				t.Fatalf("Open WithoutMigrate without %s = %v, want an error pointing to schema.sql and containing %q", tc.drop, err, tc.want)
 			}
 			s = openStore(t, WithSchema(schema))
 			if err := s.AppendEvents(t.Context(), []store.Event{{Lock: "JOB", Kind: store.EventEnabled}}); err != nil {
 				t.Fatalf("AppendEvents after migration: %v", err)
 			}
-			if v := recordedVersion(t, schema, "masterjob_"); v != 3 {
-				t.Errorf("schema version after migration = %d, want 3", v)
+			if _, err := s.Members(t.Context(), store.MemberFilter{}); err != nil {
+				t.Fatalf("Members after migration: %v", err)
+			}
+			if v := recordedVersion(t, schema, "masterjob_"); v != 4 {
+				t.Errorf("schema version after migration = %d, want 4", v)
 			}
 			st, err := s.Locks(t.Context(), "JOB")
 			if err != nil || !st[0].Disabled || st[0].Reason != "kept" {
