@@ -889,11 +889,11 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		if w, q := writes.Load(), queries.Load(); w != 1 || q != 1 {
 			t.Errorf("%s: %d requests and %d queries, want 1 and 1", what, w, q)
 		}
-		t.Logf("%s of 1000 locks: one round trip, %v", what, d)
+		t.Logf("%s: one round trip, %v", what, d)
 	}
 
 	var states []store.LockState
-	measure("Acquire", func() (err error) {
+	measure("Acquire of 1000 locks", func() (err error) {
 		states, err = s.Acquire(t.Context(), holderA, names, time.Minute)
 		return err
 	})
@@ -904,7 +904,7 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		}
 		refs = append(refs, store.LeaseRef{Lock: st.Lock, Token: st.Token})
 	}
-	measure("Acquire by another holder", func() error {
+	measure("Acquire by another holder of 1000 locks", func() error {
 		states, err := s.Acquire(t.Context(), holderB, names, time.Minute)
 		for _, st := range states {
 			if st.Acquired {
@@ -913,7 +913,7 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		}
 		return err
 	})
-	measure("Renew", func() error {
+	measure("Renew of 1000 locks", func() error {
 		res, err := s.Renew(t.Context(), holderA.ID, refs, time.Minute)
 		for _, r := range res {
 			if !r.Renewed {
@@ -922,27 +922,50 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		}
 		return err
 	})
-	measure("Locks", func() error {
+	measure("Locks of 1000 locks", func() error {
 		got, err := s.Locks(t.Context(), names...)
 		if len(got) != len(names) {
 			return fmt.Errorf("%d states, %v", len(got), err)
 		}
 		return err
 	})
-	measure("Release", func() error { return s.Release(t.Context(), holderA.ID, refs) })
+	measure("Release of 1000 locks", func() error { return s.Release(t.Context(), holderA.ID, refs) })
 
 	events := make([]store.Event, len(names))
 	for i, n := range names {
 		events[i] = store.Event{Lock: n, Kind: store.EventReleased, Instance: holderA.ID, Token: refs[i].Token, Reason: "shutdown"}
 	}
-	measure("AppendEvents", func() error { return s.AppendEvents(t.Context(), events) })
-	measure("Events", func() error {
+	measure("AppendEvents of 1000 locks", func() error { return s.AppendEvents(t.Context(), events) })
+	measure("Events (1000)", func() error {
 		got, err := s.Events(t.Context(), store.EventFilter{Limit: store.MaxEventsLimit})
 		if len(got) != len(events) {
 			return fmt.Errorf("%d events, %v", len(got), err)
 		}
 		return err
 	})
+
+	// Hand-off and members (their writes with Acquire and Renew are
+	// counted in TestMemberWriteOneRoundTrip).
+	states, err := s.Acquire(t.Context(), holderA, names[:1], time.Minute)
+	if err != nil || !states[0].Acquired {
+		t.Fatalf("Acquire = %+v, %v", states, err)
+	}
+	measure("Handoff of one lock", func() error {
+		_, err := s.Handoff(t.Context(), names[0], holderB.ID, "ops")
+		return err
+	})
+	s.Announce(store.Member{ID: holderA.ID, Locks: names, LockSetID: "all"}, time.Minute)
+	if _, err := s.Acquire(t.Context(), holderA, names[:1], time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	measure("Members of a lock, with 1000 locks each", func() error {
+		got, err := s.Members(t.Context(), store.MemberFilter{Lock: names[999], WithLocks: true})
+		if len(got) != 1 || len(got[0].Locks) != len(names) {
+			return fmt.Errorf("members %+v, %v", got, err)
+		}
+		return err
+	})
+	measure("Leave of a member of 1000 locks", func() error { return s.Leave(t.Context(), holderA.ID) })
 }
 
 // TestTokensGrowAcrossDeletedRowsAndSequence: tokens come from the
@@ -1012,7 +1035,8 @@ func TestSubscribeEndsWithStore(t *testing.T) {
 }
 
 // TestSlowSubscriberCoalesces: a subscriber that does not read does not
-// block the store; repeated names wait once.
+// block the store; a repeated change (same kind, same lock) waits once,
+// changes of different kinds each wait.
 func TestSlowSubscriberCoalesces(t *testing.T) {
 	s := openStore(t, WithSchema(newSchema(t)))
 	sub, err := s.Subscribe(t.Context())
@@ -1027,27 +1051,43 @@ func TestSlowSubscriberCoalesces(t *testing.T) {
 			if _, err := s.Enable(t.Context(), l, "b"); err != nil {
 				t.Fatal(err)
 			}
+			st, err := s.Acquire(t.Context(), holderA, []string{l}, time.Minute)
+			if err != nil || !st[0].Acquired {
+				t.Fatalf("Acquire = %+v, %v", st, err)
+			}
+			if err := s.Release(t.Context(), holderA.ID, []store.LeaseRef{{Lock: l, Token: st[0].Token}}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	// Let the notifications arrive before reading any of them.
 	time.Sleep(300 * time.Millisecond)
-	got := map[string]int{}
+	got := map[store.Change]int{}
 	timeout := time.After(2 * time.Second)
-	for len(got) < 2 {
+	for len(got) < 4 {
 		select {
 		case n := <-sub:
-			got[n.Lock]++
+			got[n]++
 		case <-timeout:
-			t.Fatalf("got %v, want A and B", got)
+			t.Fatalf("got %v, want lease and control changes of A and B", got)
 		}
 	}
 	select {
 	case n := <-sub:
-		got[n.Lock]++
+		got[n]++
 	case <-time.After(300 * time.Millisecond):
 	}
-	if got["A"] > 2 || got["B"] > 2 {
-		t.Errorf("deliveries %v: pending names were not coalesced", got)
+	for c, n := range got {
+		if n > 2 {
+			t.Errorf("%d deliveries of %+v (all: %v): pending changes were not coalesced", n, c, got)
+		}
+	}
+	for _, k := range []store.ChangeKind{store.ChangeLease, store.ChangeControl} {
+		for _, l := range []string{"A", "B"} {
+			if got[store.Change{Kind: k, Lock: l}] == 0 {
+				t.Errorf("no %s change of %s delivered (all: %v)", k, l, got)
+			}
+		}
 	}
 }
 
