@@ -235,8 +235,13 @@ type stmt struct {
 	args []any
 }
 
-// binaryFormat asks for every parameter or result column in binary.
-var binaryFormat = []int16{pgtype.BinaryFormatCode}
+// Formats of a batch's parameters and results. Parameters go as text,
+// which for arrays of short names and small numbers is about half the size
+// of binary (no 4-byte length per element); results come back in binary.
+var (
+	textFormat   = []int16{pgtype.TextFormatCode}
+	binaryFormat = []int16{pgtype.BinaryFormatCode}
+)
 
 // batch sends stmts as one pipeline of Parse, Bind, Describe and Execute
 // messages followed by a single Sync (whatever the pool's default query
@@ -255,7 +260,7 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 		if err != nil {
 			return err
 		}
-		b.ExecParams(st.sql, vals, oids, binaryFormat, binaryFormat)
+		b.ExecParams(st.sql, vals, oids, textFormat, binaryFormat)
 	}
 	mrr := c.PgConn().ExecBatch(ctx, b)
 	for i := 0; mrr.NextResult(); i++ {
@@ -272,7 +277,7 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 	return mrr.Close()
 }
 
-// encodeParams encodes args in binary, with the type each Go type stands
+// encodeParams encodes args as text, with the type each Go type stands
 // for.
 func encodeParams(m *pgtype.Map, args []any) ([][]byte, []uint32, error) {
 	vals := make([][]byte, len(args))
@@ -298,7 +303,7 @@ func encodeParams(m *pgtype.Map, args []any) ([][]byte, []uint32, error) {
 			return nil, nil, fmt.Errorf("store/postgres: parameter %d: no type for %T", i+1, a)
 		}
 		// A non-nil buf: Encode returns nil only for NULL, not for "".
-		buf, err := m.Encode(oid, pgtype.BinaryFormatCode, a, []byte{})
+		buf, err := m.Encode(oid, pgtype.TextFormatCode, a, []byte{})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store/postgres: parameter %d: %w", i+1, err)
 		}
@@ -307,8 +312,10 @@ func encodeParams(m *pgtype.Map, args []any) ([][]byte, []uint32, error) {
 	return vals, oids, nil
 }
 
-// Members implements store.Membership: one statement reads the unexpired
-// records (those taking part in f.Lock, if set) and prunes expired ones.
+// Members implements store.Membership: one SELECT reads the unexpired
+// records (those taking part in f.Lock, if set). Expired records are
+// pruned by the members' writes, not here: Members works on a read-only
+// connection.
 func (s *Store) Members(ctx context.Context, f store.MemberFilter) ([]store.Member, error) {
 	const op = "members"
 	if s.closed.Load() {

@@ -518,3 +518,138 @@ func TestReservedLockNotWrittenByOthersChecks(t *testing.T) {
 		t.Fatalf("the successor's Acquire = %+v, %v", got, err)
 	}
 }
+
+// TestDocumentedGrantsSuffice: a role with exactly the grants schema.sql's
+// header lists can do everything the store does at run time, on a schema a
+// DBA applied: leases, hand-offs, members (with pruning), history and
+// notifications.
+func TestDocumentedGrantsSuffice(t *testing.T) {
+	schema := newSchema(t)
+	applySchemaSQL(t, schema, "masterjob_")
+	role := "mjtest_app_" + randomHex(4)
+	ctx := t.Context()
+	if _, err := adminPool(t).Exec(ctx, "CREATE ROLE "+role+" LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, q := range []string{"REVOKE ALL ON ALL TABLES IN SCHEMA " + pgx.Identifier{schema}.Sanitize() + " FROM " + role,
+			"REVOKE ALL ON ALL SEQUENCES IN SCHEMA " + pgx.Identifier{schema}.Sanitize() + " FROM " + role,
+			"REVOKE ALL ON SCHEMA " + pgx.Identifier{schema}.Sanitize() + " FROM " + role,
+			"DROP ROLE IF EXISTS " + role} {
+			if _, err := adminPool(t).Exec(ctx, q); err != nil && !strings.Contains(err.Error(), "does not exist") {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	})
+	var grants int
+	for _, line := range strings.Split(schemaSQL, "\n") {
+		g, ok := strings.CutPrefix(strings.TrimSpace(strings.TrimPrefix(line, "--")), "GRANT ")
+		if !ok {
+			continue
+		}
+		g = strings.ReplaceAll(strings.TrimSuffix(g, ";"), "myschema", pgx.Identifier{schema}.Sanitize())
+		g = strings.TrimSuffix(g, " TO app") + " TO " + role
+		if _, err := adminPool(t).Exec(ctx, "GRANT "+g); err != nil {
+			t.Fatalf("GRANT %s: %v", g, err)
+		}
+		grants++
+	}
+	if grants != 6 {
+		t.Fatalf("schema.sql lists %d grants, want 6", grants)
+	}
+	cfg, err := pgxpool.ParseConfig(testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.User = role
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	s := newStoreOn(t, pool, WithSchema(schema), WithoutMigrate())
+	sub, err := s.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Announce(store.Member{ID: holderA.ID, Locks: []string{"G"}, LockSetID: "g"}, time.Minute)
+	// B's record is written already expired: Members prunes it.
+	s.Announce(store.Member{ID: holderB.ID, Locks: []string{"G"}, LockSetID: "g"}, 0)
+	st, err := s.Acquire(ctx, holderA, []string{"G"}, time.Minute)
+	if err != nil || !st[0].Acquired {
+		t.Fatalf("Acquire as %s = %+v, %v", role, st, err)
+	}
+	if _, err := s.Acquire(ctx, holderB, []string{"G"}, time.Minute); err != nil {
+		t.Fatalf("Acquire as %s: %v", role, err)
+	}
+	recv(t, sub, "a notification")
+	ref := store.LeaseRef{Lock: "G", Token: st[0].Token}
+	if _, err := s.Handoff(ctx, "G", holderB.ID, "ops"); err != nil {
+		t.Fatalf("Handoff as %s: %v", role, err)
+	}
+	if _, err := s.Renew(ctx, holderA.ID, []store.LeaseRef{ref}, time.Minute); err != nil {
+		t.Fatalf("Renew as %s: %v", role, err)
+	}
+	ref.Successor, ref.Reserve = holderB.ID, time.Minute
+	if err := s.Release(ctx, holderA.ID, []store.LeaseRef{ref}); err != nil {
+		t.Fatalf("Release as %s: %v", role, err)
+	}
+	if ms, err := s.Members(ctx, store.MemberFilter{Lock: "G"}); err != nil || len(ms) != 1 {
+		t.Fatalf("Members as %s = %+v, %v", role, ms, err)
+	}
+	if err := s.Leave(ctx, holderA.ID); err != nil {
+		t.Fatalf("Leave as %s: %v", role, err)
+	}
+	if _, err := s.Disable(ctx, "G", "r", "ops"); err != nil {
+		t.Fatalf("Disable as %s: %v", role, err)
+	}
+	if _, err := s.Enable(ctx, "G", "ops"); err != nil {
+		t.Fatalf("Enable as %s: %v", role, err)
+	}
+	if err := s.AppendEvents(ctx, []store.Event{{Lock: "G", Kind: store.EventHandoff}}); err != nil {
+		t.Fatalf("AppendEvents as %s: %v", role, err)
+	}
+	if _, err := s.Events(ctx, store.EventFilter{}); err != nil {
+		t.Fatalf("Events as %s: %v", role, err)
+	}
+	var left int
+	if err := adminPool(t).QueryRow(ctx, "SELECT count(*) FROM "+s.members).Scan(&left); err != nil || left != 0 {
+		t.Errorf("member rows left after pruning and Leave: %d, %v", left, err)
+	}
+}
+
+// TestReadsOnReadOnlyConnection: the reads (Locks, Members, Events) work on
+// a read-only connection (a standby, or a role limited to reading); the
+// writes fail there.
+func TestReadsOnReadOnlyConnection(t *testing.T) {
+	schema := newSchema(t)
+	w := openStore(t, WithSchema(schema))
+	w.Announce(store.Member{ID: holderA.ID, Locks: []string{"R"}, LockSetID: "r"}, time.Minute)
+	w.Announce(store.Member{ID: holderB.ID, Locks: []string{"R"}, LockSetID: "r"}, 0) // expired at once
+	for _, h := range []store.Holder{holderB, holderA} {
+		if _, err := w.Acquire(t.Context(), h, []string{"R"}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := userPool(t, func(c *pgxpool.Config) { c.ConnConfig.RuntimeParams["default_transaction_read_only"] = "on" })
+	r := newStoreOn(t, pool, WithSchema(schema), WithoutMigrate())
+	ms, err := r.Members(t.Context(), store.MemberFilter{Lock: "R", WithLocks: true})
+	if err != nil || len(ms) != 1 || ms[0].ID != holderA.ID {
+		t.Fatalf("Members on a read-only connection = %+v, %v; want only %s", ms, err, holderA.ID)
+	}
+	if _, err := r.Locks(t.Context()); err != nil {
+		t.Fatalf("Locks on a read-only connection: %v", err)
+	}
+	if _, err := r.Events(t.Context(), store.EventFilter{}); err != nil {
+		t.Fatalf("Events on a read-only connection: %v", err)
+	}
+	if _, err := r.Acquire(t.Context(), holderA, []string{"W"}, time.Minute); err == nil {
+		t.Fatal("Acquire succeeded on a read-only connection: the test does not test")
+	}
+	var n int
+	if err := adminPool(t).QueryRow(t.Context(), "SELECT count(*) FROM "+w.members).Scan(&n); err != nil || n != 1 {
+		t.Errorf("member rows = %d, %v; want 1: A's write pruned B's expired row", n, err)
+	}
+}

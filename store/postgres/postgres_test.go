@@ -475,10 +475,24 @@ func TestHostileNames(t *testing.T) {
 		`"; DROP SCHEMA public CASCADE; --`,
 		`Robert'); DELETE FROM masterjob_locks WHERE ('1'='1`,
 		`$1`, `%s %d %v`, `\x00`, `'`, `"`, `\`, `ünïcödé ✓`, `a b`,
+		`NULL`, `null`, `{a,b}`, ` padded `, `a,b`, `"quoted"`, `{`, `}`,
 	}
-	got, err := s.Acquire(t.Context(), store.Holder{ID: `h'; --`, Info: `{"x":"'); DROP"}`}, names, time.Minute)
+	// The member's record goes with Acquire, its parameters encoded by
+	// the store (arrays as text literals): the names come back verbatim.
+	hostile := store.Holder{ID: `h'; --`, Info: `{"x":"'); DROP"}`}
+	s.Announce(store.Member{ID: hostile.ID, Info: hostile.Info, Locks: names, LockSetID: `set'--`}, time.Minute)
+	got, err := s.Acquire(t.Context(), hostile, names, time.Minute)
 	if err != nil {
 		t.Fatalf("Acquire: %v", err)
+	}
+	members, err := s.Members(t.Context(), store.MemberFilter{Lock: `NULL`, WithLocks: true})
+	if err != nil || len(members) != 1 || members[0].ID != hostile.ID || members[0].LockSetID != `set'--` {
+		t.Fatalf("Members = %+v, %v", members, err)
+	}
+	sorted := slices.Clone(names)
+	slices.Sort(sorted)
+	if !slices.Equal(members[0].Locks, sorted) {
+		t.Errorf("member's locks %q, want %q", members[0].Locks, sorted)
 	}
 	for _, st := range got {
 		if !st.Acquired || st.Holder != `h'; --` || st.HolderInfo != `{"x":"'); DROP"}` {

@@ -309,8 +309,13 @@ FROM {{H}} WHERE lock_name = $1 AND id < $2 ORDER BY id DESC LIMIT $3`),
 		// announcement of the same handle (a call that overtook this one);
 		// the lock list only when it was sent. A row written for the first
 		// time, or over an expired one, has since = now(): it is announced.
-		// The result tells the handle what the row now holds.
-		memberWrite: q(`WITH up AS (
+		// The result tells the handle what the row now holds. The write
+		// also prunes the other members' expired rows (those no other call
+		// has locked: it never waits), so that reads stay reads.
+		memberWrite: q(`WITH pruned AS (
+	DELETE FROM {{M}} WHERE id IN (
+		SELECT id FROM {{M}} WHERE expires_at <= now() AND id <> $1 FOR UPDATE SKIP LOCKED)
+), up AS (
 	INSERT INTO {{M}} AS m (id, info, lock_set_id, locks, lock_count, masters, weight,
 		since, seen_at, expires_at, writer, gen)
 	VALUES ($1, $2, CASE WHEN $4::text[] IS NULL THEN '' ELSE $3 END, coalesce($4::text[], '{}'),
@@ -334,13 +339,8 @@ SELECT up.writer, up.gen, up.lock_set_id,
 FROM up`),
 
 		// $1 lock ('' for every member), $2 with locks. Expired rows are
-		// pruned on the way (those another call has locked are left for
-		// later: a read never waits for a writer).
-		members: q(`WITH pruned AS (
-	DELETE FROM {{M}} WHERE id IN (
-		SELECT id FROM {{M}} WHERE expires_at <= now() FOR UPDATE SKIP LOCKED)
-)
-SELECT id, info, CASE WHEN $2::boolean THEN locks END, lock_count, lock_set_id, masters, weight, seen_at,
+		// skipped (members' writes prune them).
+		members: q(`SELECT id, info, CASE WHEN $2::boolean THEN locks END, lock_count, lock_set_id, masters, weight, seen_at,
 	floor(extract(epoch FROM expires_at - now()) * 1000000)::bigint
 FROM {{M}}
 WHERE expires_at > now() AND ($1::text = '' OR $1::text = ANY(locks))

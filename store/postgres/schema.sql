@@ -1,4 +1,4 @@
--- masterjob PostgreSQL schema, version 3.
+-- masterjob PostgreSQL schema, version 4.
 --
 -- This file is a template. masterjob applies it itself when a Store opens
 -- (unless the store is opened with WithoutMigrate), inside a transaction that
@@ -12,7 +12,9 @@
 -- sections above the database's version and nothing else, so a section may
 -- hold statements that cannot run twice (ALTER TABLE ... ADD COLUMN). Every
 -- section from version 3 on ends by recording its version. A database at a
--- version newer than this file is accepted: migrations only add.
+-- version newer than this file is accepted: migrations only add. (Sections
+-- 1 to 4 can all run twice: the store runs them again when it finds one of
+-- their tables dropped.)
 --
 -- To apply it yourself (WithoutMigrate):
 --   1. Replace every {{prefix}} with the table prefix the application uses
@@ -34,6 +36,7 @@
 --          GRANT USAGE ON SEQUENCE myschema.masterjob_token_seq TO app;
 --          GRANT SELECT, INSERT, DELETE ON myschema.masterjob_history TO app;
 --          GRANT SELECT ON myschema.masterjob_meta TO app;
+--          GRANT SELECT, INSERT, UPDATE, DELETE ON myschema.masterjob_members TO app;
 --      (add DELETE on the locks table if operators clean up old rows through the app's role).
 --      Open with WithoutMigrate refuses a database whose version is older
 --      than this file's, naming the sections to apply.
