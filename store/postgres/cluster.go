@@ -195,28 +195,49 @@ func scanMemberResult(row pgx.CollectableRow) (memberResult, error) {
 	return r, err
 }
 
+// asyncIfUnwritten makes the transaction's commit asynchronous when
+// nothing it did so far wrote (no transaction ID assigned): a follower's
+// check, whose only write is the refresh of its member record that
+// follows. Losing that refresh in a server crash costs nothing (the next
+// call writes it again), and the commit then waits for no WAL flush, which
+// otherwise costs the check one disk sync it did not pay before members
+// existed. A transaction that took or renewed a lease keeps its synchronous
+// commit.
+const asyncIfUnwritten = `SELECT set_config('synchronous_commit', 'off', true) WHERE txid_current_if_assigned() IS NULL`
+
 // withMember runs sql, one statement, and collects its rows with scan.
 // When member id is announced on this handle, the statement that writes its
 // record goes with it: both in one batch ending with one Sync, so one round
-// trip, which the server runs as one implicit transaction. Conflicts are
-// retried as in run.
+// trip, which the server runs as one implicit transaction. When the write
+// does not carry the lock list, asyncIfUnwritten goes between them. Conflicts
+// are retried as in run.
 func withMember[T any](ctx context.Context, s *Store, op, id string, scan pgx.RowToFunc[T], sql string, args ...any) ([]T, error) {
 	w := s.ann.begin(id, s.channel)
 	if w == nil {
 		return queryRows(ctx, s, op, scan, sql, args...)
+	}
+	stmts := []stmt{{sql, args}, {s.q.memberWrite, w.args}}
+	if w.args[3].([]string) == nil {
+		// The list is not sent: a lost commit loses a refresh, which the
+		// next call makes again. A write of the list stays synchronous, so
+		// that what the handle believes the record holds survives a crash.
+		stmts = []stmt{stmts[0], {asyncIfUnwritten, nil}, stmts[1]}
 	}
 	var (
 		out []T
 		res memberResult
 	)
 	err := s.run(ctx, op, func(ctx context.Context) error {
-		return s.batch(ctx, []stmt{{sql, args}, {s.q.memberWrite, w.args}}, func(i int, rows pgx.Rows) error {
+		return s.batch(ctx, stmts, func(i int, rows pgx.Rows) error {
 			var err error
 			switch i {
 			case 0:
 				out, err = pgx.CollectRows(rows, scan)
-			default:
+			case len(stmts) - 1:
 				res, err = pgx.CollectExactlyOneRow(rows, scanMemberResult)
+			default:
+				rows.Close()
+				err = rows.Err()
 			}
 			return err
 		})

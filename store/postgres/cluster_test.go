@@ -653,3 +653,50 @@ func TestReadsOnReadOnlyConnection(t *testing.T) {
 		t.Errorf("member rows = %d, %v; want 1: A's write pruned B's expired row", n, err)
 	}
 }
+
+// TestAsyncCommitOnlyWhenNothingWritten: the statement that relaxes the
+// commit of a member's refresh does so only when the lease statement
+// before it wrote nothing (a check of locks others hold); an acquisition or
+// a renewal keeps its synchronous commit.
+func TestAsyncCommitOnlyWhenNothingWritten(t *testing.T) {
+	// One connection: the last check reads the setting on the connection
+	// the batches ran on.
+	s := newStoreOn(t, userPool(t, func(c *pgxpool.Config) { c.MaxConns = 1 }), WithSchema(newSchema(t)))
+	hour := micros(time.Hour)
+	commitMode := func(sql string, args ...any) string {
+		t.Helper()
+		var mode string
+		err := s.batch(t.Context(), []stmt{{sql, args}, {asyncIfUnwritten, nil}, {"SELECT current_setting('synchronous_commit')", nil}},
+			func(i int, rows pgx.Rows) error {
+				if i == 2 {
+					var err error
+					mode, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[string])
+					return err
+				}
+				rows.Close()
+				return rows.Err()
+			})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mode
+	}
+	if got := commitMode(s.q.acquire, []string{"J"}, holderA.ID, "", hour, s.seq, s.channel); got != "on" {
+		t.Errorf("commit of an acquisition: synchronous_commit=%s, want on", got)
+	}
+	var token int64
+	if err := adminPool(t).QueryRow(t.Context(), "SELECT token FROM "+s.table+" WHERE lock_name = 'J'").Scan(&token); err != nil {
+		t.Fatal(err)
+	}
+	if got := commitMode(s.q.renew, []string{"J"}, []int64{token}, holderA.ID, hour); got != "on" {
+		t.Errorf("commit of a renewal: synchronous_commit=%s, want on", got)
+	}
+	if got := commitMode(s.q.acquire, []string{"J"}, holderB.ID, "", hour, s.seq, s.channel); got != "off" {
+		t.Errorf("commit of a check that took nothing: synchronous_commit=%s, want off", got)
+	}
+	// And the setting ends with the transaction.
+	var after string
+	if err := s.pool.QueryRow(t.Context(), "SELECT current_setting('synchronous_commit')").Scan(&after); err != nil || after != "on" {
+		t.Errorf("synchronous_commit after the batch = %q, %v; want on", after, err)
+	}
+}

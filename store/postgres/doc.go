@@ -128,6 +128,16 @@
 // the writer and the number of the announcement it holds). A row written
 // for the first time, or over an expired one, is announced with pg_notify.
 //
+// A follower's check used to write nothing; with its member's refresh it
+// commits a write, and a synchronous commit waits for a WAL flush (about
+// 5 ms on the test machine's disk, more than the rest of the check). When
+// the write does not carry the lock list, a third statement between the
+// two (still before the one Sync) makes the commit asynchronous, but only
+// if the lease statement wrote nothing (txid_current_if_assigned() IS
+// NULL): a crash of the server may then lose that refresh, which the next
+// call makes again. Acquisitions, renewals and writes of the lock list
+// keep their synchronous commit.
+//
 // Each member's write also deletes the other members' expired rows (those
 // no other call has locked: it never waits), a scan of a table of one row
 // per instance. Members is one SELECT of the unexpired rows (for a lock:
