@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	backoffpkg "github.com/masterjob/masterjob/internal/backoff"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -1061,16 +1062,5 @@ func (l *loop) drainCalls() {
 	}
 }
 
-// backoff returns a jittered exponential delay for the n-th consecutive
-// failure: between half and all of base*2^(n-1), capped at max.
-func backoff(n int, base, limit time.Duration) time.Duration {
-	d := base
-	for i := 1; i < n && d < limit; i++ {
-		d *= 2
-	}
-	d = min(d, limit)
-	if d <= 1 {
-		return max(d, time.Millisecond)
-	}
-	return d/2 + rand.N(d/2+1)
-}
+// backoff is backoff.Delay.
+var backoff = backoffpkg.Delay
