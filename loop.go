@@ -485,7 +485,7 @@ func (l *loop) onCheck(r checkResult) {
 	if r.err != nil {
 		l.checkFails++
 		wait := backoff(l.checkFails, min(100*time.Millisecond, l.cfg.CheckMasterInterval), l.cfg.CheckMasterInterval)
-		l.failed("check failed; retrying", r.err, "retry_in", wait, "attempt", l.checkFails)
+		l.failed("check failed; retrying", r.err, "retry_in", wait.Round(time.Millisecond).String(), "attempt", l.checkFails)
 		l.nextCheckAt = now.Add(wait)
 		return
 	}
