@@ -159,7 +159,7 @@ func WithAllowedHosts(hosts ...string) Option {
 // DefaultMaxInFlight is how many reads, and how many control requests,
 // the handler lets call the store at once unless WithMaxInFlight says
 // otherwise.
-const DefaultMaxInFlight = 4
+const DefaultMaxInFlight = 2
 
 // BusyWait is how long a request waits for its turn when the handler
 // already serves its maximum of requests in flight, before it is answered
