@@ -90,7 +90,7 @@ func testAPIFlood(t *testing.T, storeURL string) {
 		codes    = map[int]int{}
 		errs     int
 		lat503   []time.Duration // how long each 503 took
-		noRetry  atomic.Int64  // 503s without Retry-After
+		noRetry  atomic.Int64    // 503s without Retry-After
 		firstErr error
 		wg       sync.WaitGroup
 	)
