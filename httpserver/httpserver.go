@@ -12,14 +12,17 @@
 //	reg := prometheus.NewRegistry()
 //	obs, _ := prom.NewObserver(reg)
 //	ex, _ := masterjob.New(st, masterjob.WithObserver(obs))
-//	api, _ := controlapi.New(st, controlapi.WithToken(token))
+//	apiSt, _ := sqlite.Open(path) // the API's own handle on the same database
+//	api, _ := controlapi.New(apiSt, controlapi.WithToken(token))
 //	h := httpserver.New(httpserver.Config{
 //		API:      api,
 //		Gatherer: reg,
 //		Ready:    func(context.Context) error { return ex.Ready() },
 //	})
 //
-// and, for a node that runs no executor, Ready: health.StorePing(st).
+// and, for a node that runs no executor, Ready: health.StorePing(st). The
+// control API gets a store handle of its own, so that its requests never
+// hold the connections the executor's renewals need.
 //
 // Only the control API checks a bearer token (and only if it was given
 // one). Without a token, the API and the dashboard page answer only
