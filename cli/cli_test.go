@@ -341,6 +341,13 @@ func TestControlCommandsPostgres(t *testing.T) { testControlCommands(t, postgres
 
 func testControlCommands(t *testing.T, store string) {
 	env := map[string]string{EnvStore: store}
+	if strings.HasPrefix(store, "sqlite:") {
+		// status opens SQLite read-only, creating nothing: a write creates
+		// the file (sqlite_test.go tests status on a missing file).
+		if r := mainEnv(env, "enable", "--lock", "JOB-SCHEDULER"); r.code != ExitOK {
+			t.Fatalf("enable: exit %d, stderr %q", r.code, r.stderr)
+		}
+	}
 	r := mainEnv(env, "status")
 	if r.code != ExitOK || !strings.Contains(r.stdout, "no locks") {
 		t.Fatalf("status on an empty store: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)

@@ -33,7 +33,8 @@ shape (the README's "Operating it" and 'go doc controlapi.Lock').
 A lock the store has no record of (no instance has been its master and it
 was never disabled) is unknown: status says so on stderr instead of showing
 a row (--json marks it "unknown": true), and exits with status 1 when every
-lock named is unknown.
+lock named is unknown. A SQLite store is opened read-only: status creates
+and changes nothing, and reads a file its user cannot write.
 ` + targetHelp
 
 const disableUsage = `usage: masterjob disable --lock NAME --reason TEXT [--store URL | --server URL [--token TOKEN]]
@@ -125,7 +126,7 @@ func statusMain(e *cmdEnv, c *command, args []string) int {
 
 // readLocks reads the named locks, or every lock, from the store at u.
 func readLocks(ctx context.Context, u storeurl.URL, names []string) ([]controlapi.Lock, error) {
-	st, err := u.Open(ctx)
+	st, err := openForReading(ctx, u)
 	if err != nil {
 		return nil, err
 	}
@@ -139,6 +140,16 @@ func readLocks(ctx context.Context, u storeurl.URL, names []string) ([]controlap
 		locks[i] = controlapi.LockOf(s)
 	}
 	return locks, nil
+}
+
+// openForReading opens the store for a command that only reads: SQLite
+// read-only, so that the command never writes (no file, no migration) and
+// works on a file its user cannot write.
+func openForReading(ctx context.Context, u storeurl.URL) (store.Store, error) {
+	if u.Scheme == storeurl.SchemeSQLite {
+		u.ReadOnly = true
+	}
+	return u.Open(ctx)
 }
 
 // writeStatusJSON prints locks as a JSON array of controlapi.Lock: the
