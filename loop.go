@@ -11,6 +11,7 @@ import (
 	"time"
 
 	backoffpkg "github.com/masterjob/masterjob/internal/backoff"
+	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -301,6 +302,7 @@ func (l *loop) stop(m *mastership, cause error, kind TransitionKind) {
 	}
 	m.stopping = cause
 	m.cancel(cause)
+	trace.Mark("job.cancel", m.lease.Lock)
 	if loss {
 		l.e.obs.Transition(Transition{Lock: m.lease.Lock, Kind: kind, Token: m.lease.Token, Instance: l.e.holder.ID, Reason: cause})
 		l.log.Warn("stopping job: mastership lost", "lock", m.lease.Lock, "token", m.lease.Token, "reason", cause)
@@ -397,7 +399,19 @@ func (l *loop) startCalls(now time.Time) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		began := l.now()
+		if trace.Enabled() {
+			for _, lk := range locks {
+				trace.Mark("acquire.sent", lk)
+			}
+		}
 		states, err := l.e.st.Acquire(ctx, l.e.holder, locks, l.cfg.Tolerance)
+		if trace.Enabled() {
+			for _, s := range states {
+				if s.Acquired {
+					trace.Mark("acquire.done", s.Lock)
+				}
+			}
+		}
 		if err == nil && len(left) > 0 {
 			// Balancing left these to others: read them, without taking
 			// them. Only while more locks are free than this instance's
@@ -443,7 +457,9 @@ func (l *loop) startRelease() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
+		markAll("release.sent", refs)
 		err := l.e.st.Release(ctx, l.e.holder.ID, refs)
+		markAll("release.done", refs)
 		l.releaseDone <- releaseResult{refs: refs, err: err}
 	}()
 }
@@ -635,6 +651,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 		l.log.Info("became master", "lock", lease.Lock, "token", lease.Token)
 	}
 	l.e.obs.Transition(tr)
+	trace.Mark("job.start", lease.Lock)
 	go func() {
 		err := runJob(ctx, job, lease)
 		l.jobDone <- jobExit{lock: lease.Lock, token: lease.Token, err: err}
@@ -750,6 +767,7 @@ func (l *loop) retryWait(now time.Time) time.Duration {
 const minRetryWait = 2 * time.Millisecond
 
 func (l *loop) onJobExit(x jobExit) {
+	trace.Mark("job.stopped", x.lock)
 	m := l.masters[x.lock]
 	if m == nil || m.lease.Token != x.token {
 		return
@@ -1058,6 +1076,15 @@ func (l *loop) drainCalls() {
 					delete(l.toRelease, ref.Lock)
 				}
 			}
+		}
+	}
+}
+
+// markAll records a trace mark for each lease.
+func markAll(event string, refs []store.LeaseRef) {
+	if trace.Enabled() {
+		for _, r := range refs {
+			trace.Mark(event, r.Lock)
 		}
 	}
 }
