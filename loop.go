@@ -170,6 +170,12 @@ func (l *loop) run(ctx context.Context) error {
 			return nil
 		}
 		if l.shutdown && !now.Before(l.shutdownBy) {
+			if len(l.masters) == 0 {
+				// Every job stopped in time; only releases are left,
+				// each bounded by its own timeout.
+				l.finishReleases()
+				return nil
+			}
 			return l.abandon()
 		}
 		l.startCalls(now)
@@ -1050,12 +1056,18 @@ func (l *loop) abandon() error {
 			<-done
 		}
 	}(len(l.masters), l.jobDone)
+	l.finishReleases()
+	return ErrShutdownTimeout
+}
+
+// finishReleases waits for the store calls in flight, then releases what
+// is still to be released.
+func (l *loop) finishReleases() {
 	l.drainCalls()
 	if len(l.toRelease) > 0 {
 		l.startRelease()
 		l.drainCalls()
 	}
-	return ErrShutdownTimeout
 }
 
 // drainCalls waits for in-flight store calls; each is bounded by a timeout.
