@@ -46,7 +46,7 @@ func chaosConfig(t *testing.T, storeURL string) Config {
 		Faults:    faults,
 		Seed:      *chaosSeed,
 		// The test binary is the instance: TestMain runs it.
-		Command: []string{os.Args[0], "instance"},
+		Command: []string{os.Args[0]},
 		Log:     &log,
 	}
 }

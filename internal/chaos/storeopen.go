@@ -122,7 +122,7 @@ func dropNamespace(ctx context.Context, s storeSpec, ns string) error {
 			return err
 		}
 		defer db.Close()
-		for _, t := range []string{ns + "_locks", ns + "_meta"} {
+		for _, t := range []string{ns + "_locks", ns + "_meta", ns + "_history", ns + "_notify"} {
 			if _, err := db.ExecContext(ctx, `DROP TABLE IF EXISTS "`+t+`"`); err != nil {
 				return fmt.Errorf("drop %s: %w", t, err)
 			}
@@ -149,4 +149,86 @@ func terminateBackends(ctx context.Context, conn *pgx.Conn, appName string) (int
 		`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()`,
 		appName).Scan(&n)
 	return n, err
+}
+
+// Store-side loss modes (see endLease).
+const (
+	// LossDelete deletes the lock's record, as an operator cleaning up or
+	// a failover to a replica that never saw the acquisition would. The
+	// record also holds the lock's control, so a disabled lock's record is
+	// never deleted (nothing happens then).
+	LossDelete = "delete"
+	// LossExpire sets the lease's expiry in the past and keeps the record
+	// (and its control), as a failover to a replica that missed the last
+	// renewals, or a step of the store's clock, would.
+	LossExpire = "expire"
+)
+
+// endLease ends lock's current lease in the store behind its holder's back,
+// through the driver's own connection (PostgreSQL: pg; SQLite: db, a
+// connection of its own to the file), and returns the token and holder of
+// the lease it ended; token 0 when no lease was held (or, with LossDelete,
+// the lock was disabled). The holder's next renewal is refused.
+func endLease(ctx context.Context, kind string, pg *pgx.Conn, db *sql.DB, ns, lock, mode string) (token int64, holder string, err error) {
+	q, err := endLeaseSQL(kind, ns, mode)
+	if err != nil {
+		return 0, "", err
+	}
+	switch kind {
+	case kindPostgres:
+		err = pg.QueryRow(ctx, q, lock).Scan(&token, &holder)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return 0, "", nil
+		}
+	case kindSQLite:
+		err = db.QueryRowContext(ctx, q, lock).Scan(&token, &holder)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, "", nil
+		}
+	}
+	return token, holder, err
+}
+
+// endLeaseSQL returns endLease's statement: one parameter, the lock name;
+// it returns the token and holder of the lease it ended, or no row.
+func endLeaseSQL(kind, ns, mode string) (string, error) {
+	switch kind + "/" + mode {
+	case kindPostgres + "/" + LossDelete:
+		return `DELETE FROM ` + pgLocksTable(ns) + ` WHERE lock_name = $1 AND holder IS NOT NULL AND expires_at > now() AND NOT disabled
+			RETURNING token, holder`, nil
+	case kindPostgres + "/" + LossExpire:
+		return `UPDATE ` + pgLocksTable(ns) + ` SET expires_at = now() - interval '1 millisecond'
+			WHERE lock_name = $1 AND holder IS NOT NULL AND expires_at > now() RETURNING token, holder`, nil
+	case kindSQLite + "/" + LossDelete:
+		// No clock column is read: this holds whatever clock the store
+		// keeps its expiry on.
+		return `DELETE FROM ` + sqliteLocksTable(ns) + ` WHERE lock_name = ?1 AND holder <> '' AND disabled = 0
+			RETURNING token, holder`, nil
+	case kindSQLite + "/" + LossExpire:
+		return `UPDATE ` + sqliteLocksTable(ns) + ` SET ` + sqliteExpiredLease + `
+			WHERE lock_name = ?1 AND holder <> '' RETURNING token, holder`, nil
+	}
+	return "", fmt.Errorf("store-side loss: no mode %q on %s", mode, kind)
+}
+
+// sqliteExpiredLease is the assignment that makes a SQLite lease expired
+// for every reader: its expiry (integer milliseconds on the store's clock)
+// set to 1, long past on any clock that counts from the Unix epoch or from
+// boot. It depends on how the SQLite store keeps expiries: when that
+// changes (schema.sql), change this, and nothing else.
+const sqliteExpiredLease = `expires_at = 1`
+
+func pgLocksTable(ns string) string { return pgx.Identifier{ns, "masterjob_locks"}.Sanitize() }
+
+func sqliteLocksTable(ns string) string { return `"` + ns + `_locks"` }
+
+// openLossDB opens the driver's own connection to a SQLite file, for the
+// store-side loss: an outside writer, as an operator's sqlite3 shell.
+func openLossDB(path string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?_busy_timeout=5000&_txlock=immediate")
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(1)
+	return db, nil
 }
