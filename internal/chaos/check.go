@@ -87,6 +87,16 @@ func (l StoreLoss) describe() string {
 	return fmt.Sprintf("store-side %s of %s: ended token %d of %s", l.Mode, l.Lock, l.Token, l.Holder)
 }
 
+// Renewal is one renewal round trip of an instance, as its executor
+// reported it: when it began and ended, and whether the store answered.
+type Renewal struct {
+	Index int   `json:"idx"`
+	Gen   int   `json:"gen"`
+	Began int64 `json:"began"`
+	Ended int64 `json:"ended"`
+	OK    bool  `json:"ok"`
+}
+
 // Demotion is an instance's report (its observer's transition) that it
 // lost a lease: the store refused a renewal (lost), or its trust window
 // closed (demoted).
@@ -150,6 +160,8 @@ type Timeline struct {
 	Losses []StoreLoss
 	// Demotions holds the instances' reports of lost leases.
 	Demotions []Demotion
+	// Renewals holds the instances' renewal round trips (executor mode).
+	Renewals []Renewal
 	// Resumed holds, per instance, the pauses the instance saw itself: From
 	// is its last clock reading before the pause, To its first after.
 	Resumed []Window
@@ -213,6 +225,10 @@ type Findings struct {
 	// ExcusedByLoss counts overlaps whose older master's lease was ended
 	// by a store-side loss before the newer one started.
 	ExcusedByLoss int
+	// NeverRanAfterCont counts SIGSTOPped masters that showed no sign of
+	// running (no resume seen, no write) between SIGCONT and their
+	// SIGKILL, so that how late they stopped cannot be judged.
+	NeverRanAfterCont int
 	// MaxStopAfterCont is the longest a SIGSTOPped master's job ran after
 	// SIGCONT when a newer master had started meanwhile.
 	MaxStopAfterCont time.Duration
@@ -248,7 +264,7 @@ type Findings struct {
 	StoreLossHits, StoreLossWhileStopping int
 }
 
-// Check checks tl against the promises of the design.
+// Check checks tl against masterjob's promises (see the package doc).
 func Check(tl *Timeline, lim Limits) Findings {
 	var f Findings
 	f.Violations = append(f.Violations, tl.Problems...)
@@ -340,6 +356,13 @@ func (f *Findings) checkOverlaps(tl *Timeline, lock string, ms []Mastership, lim
 				f.WritesAfterCont = append(f.WritesAfterCont, dur(first-excuse.To))
 			}
 			f.MaxStopAfterCont = max(f.MaxStopAfterCont, dur(after))
+			_, wrote := tl.firstWriteAfter(a, excuse.To)
+			if dur(after) > lim.StopGrace && !seen && !wrote && a.Reason == "killed" {
+				// No sign that the process ran at all between SIGCONT and
+				// its SIGKILL (the host starved it): nothing to judge.
+				f.NeverRanAfterCont++
+				continue
+			}
 			if dur(after) > lim.StopGrace {
 				ran := "its pause detector saw no resume"
 				if seen {
@@ -628,12 +651,30 @@ func (f *Findings) checkLosses(tl *Timeline, lock string, ms []Mastership, lim L
 					}
 				}
 			}
+			// The store tells the holder at its first renewal that begins
+			// after the loss: a slow one tells it late, a failed one not
+			// at all (then it learns by the end of its trust window).
+			for _, r := range tl.Renewals {
+				if r.Index != m.Index || r.Gen != m.Gen || r.Began < l.Returned || r.Began > limit {
+					continue
+				}
+				if !r.OK {
+					limit = max(limit, l.Returned+int64(lim.Tolerance+lim.LossSlack))
+					why = "its renewals failed"
+					continue
+				}
+				if r.Ended+int64(lim.LossSlack) > limit {
+					limit = r.Ended + int64(lim.LossSlack)
+					why = fmt.Sprintf("its next renewal took %v", dur(r.Ended-r.Began))
+				}
+				break
+			}
 			limit, paused := tl.pauseLimit(m.Index, l.Called, limit, lim)
 			if paused {
-				why = "SIGSTOPped"
+				why = "paused"
 			}
 			ran := dur(m.Stop - l.Returned)
-			if why == "able to renew" {
+			if why == "able to renew" || strings.HasPrefix(why, "its next renewal") {
 				f.MaxStoreLossStop = max(f.MaxStoreLossStop, ran)
 			}
 			if m.Stop > limit {

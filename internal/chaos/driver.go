@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -315,18 +316,18 @@ func (d *driver) serve(c net.Conn) {
 	}
 }
 
-// childEnded ends the mastership of a runner's child whose connection
-// closed without a stop: it died (the runner killed it, or it died with
-// the runner).
+// childEnded ends the mastership of a runner's child when its connection
+// closes: the child is dead (it exited after its stop, the runner killed
+// it, or it died with the runner).
 func (d *driver) childEnded(index, gen int, lock string, token int64, pid int) {
 	now := Mono()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := mkey{index, gen, lock, token}
 	if ms := d.open[k]; ms != nil {
-		ms.Stop, ms.How = now, "died"
-		if ms.Reason == "" {
-			ms.Reason = "killed"
+		ms.Stop = now
+		if ms.How == "" {
+			ms.How, ms.Reason = "died", "killed"
 		}
 		d.tl.Masterships = append(d.tl.Masterships, *ms)
 		delete(d.open, k)
@@ -385,9 +386,12 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 		d.mu.Lock()
 		k := mkey{s.index, gen, m.Lock, m.Token}
 		if ms := d.open[k]; ms != nil {
-			ms.Stop, ms.Reason, ms.How = m.T, m.Reason, m.How
-			d.tl.Masterships = append(d.tl.Masterships, *ms)
-			delete(d.open, k)
+			ms.Reason, ms.How = m.Reason, m.How
+			if !child { // a child's mastership ends when the process is dead (childEnded)
+				ms.Stop = m.T
+				d.tl.Masterships = append(d.tl.Masterships, *ms)
+				delete(d.open, k)
+			}
 		}
 		d.mu.Unlock()
 	case msgTransition:
@@ -397,6 +401,11 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 				Kind: m.Kind, Reason: m.Reason, At: m.T})
 			d.mu.Unlock()
 		}
+	case msgRenewal:
+		d.mu.Lock()
+		d.tl.Renewals = append(d.tl.Renewals, Renewal{Index: s.index, Gen: gen, Began: m.T - m.Latency, Ended: m.T, OK: m.Err == ""})
+		d.mu.Unlock()
+		return // too many for the event log
 	case msgAck:
 		s.mu.Lock()
 		ch := s.acks[m.Seq]
@@ -496,7 +505,10 @@ func (d *driver) start(s *slot) error {
 	}
 	argv := append(append(slices.Clone(d.cfg.Command[1:]), sub), a.argv()...)
 	cmd := exec.Command(d.cfg.Command[0], argv...)
-	cmd.Env = append(os.Environ(), EnvInstance+"=1", envRun+"="+d.runID, fmt.Sprintf("%s=%d.%d", envSlot, s.index, gen))
+	cmd.Env = append(os.Environ(), EnvInstance+"=1", envRun+"="+d.runID, fmt.Sprintf("%s=%d.%d", envSlot, s.index, gen),
+		// A race-enabled binary sleeps 1s at exit by default: a runner's
+		// child would seem to outlive its stop by that much.
+		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := make(chan error, 1)

@@ -389,7 +389,7 @@ func (in *instance) control(shutdown context.CancelFunc) {
 	}
 }
 
-// observer forwards the executor's transitions to the driver, as evidence.
+// observer forwards the executor's transitions and renewals to the driver.
 type observer struct{ in *instance }
 
 func (o observer) Transition(t masterjob.Transition) {
@@ -399,6 +399,12 @@ func (o observer) Transition(t masterjob.Transition) {
 	}
 	o.in.send(Message{Type: msgTransition, Lock: t.Lock, Token: t.Token, Kind: string(t.Kind), Reason: reason, T: Mono()})
 }
-func (observer) Renewal(time.Duration, int, error) {}
-func (observer) Check(time.Duration, int, error)   {}
-func (observer) LeaseTTL(string, time.Duration)    {}
+func (o observer) Renewal(d time.Duration, _ int, err error) {
+	m := Message{Type: msgRenewal, Latency: int64(d), T: Mono()}
+	if err != nil {
+		m.Err = err.Error()
+	}
+	o.in.send(m)
+}
+func (observer) Check(time.Duration, int, error) {}
+func (observer) LeaseTTL(string, time.Duration)  {}

@@ -75,12 +75,14 @@ func parseFlags(args []string, stderr io.Writer) (Config, string, error) {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: masterjob-chaos --store URL [flags]
 
-Starts N instance processes of a masterjob executor on the store, injects
-faults on a seeded random schedule (SIGKILL, SIGSTOP, SIGTERM, cut and
-latency to the store, store restart, wall-clock jumps, disable/enable,
-store-side loss of a lease, and combinations of a planned stop with a loss,
-cut or pause while the job stops), then checks the promises of the design. Exit status: 0 no violation, 1 violations, 2 the
-run could not be carried out. See docs/chaos.md.
+Starts N instance processes of a masterjob executor (or, with --runner, of
+'masterjob run' with a child command) on the store, injects faults on a
+seeded random schedule (SIGKILL, SIGSTOP, SIGTERM, cut and latency to the
+store, store restart, wall-clock jumps, disable/enable, store-side loss of
+a lease, and a planned stop combined with a loss, cut or pause while the
+job stops), then checks masterjob's promises (package doc, README
+"Guarantees and their limits"). Exit status: 0 no violation, 1 violations,
+2 the run could not be carried out. See docs/chaos.md.
 
 `)
 		fs.PrintDefaults()

@@ -26,7 +26,7 @@ type Message struct {
 
 	// Driver to instance.
 	Mode    string `json:"mode,omitempty"`    // outage: "fail", "hang" or "" (restore)
-	Latency int64  `json:"latency,omitempty"` // outage: added delay per store call, ns
+	Latency int64  `json:"latency,omitempty"` // outage: added delay per store call; renewal: its round trip; ns
 	Offset  int64  `json:"offset,omitempty"`  // clock: wall-clock offset, ns
 
 	T int64 `json:"t"`
@@ -45,6 +45,7 @@ const (
 	msgBye        = "bye"        // Run returned; the process exits
 	msgResumed    = "resumed"    // the process ran again after a pause (SIGSTOP)
 	msgChild      = "child"      // first message of a runner's child (runner mode)
+	msgRenewal    = "renewal"    // a renewal round trip ended (Latency, Err: evidence)
 
 	// Driver to instance.
 	msgOutage   = "outage"   // store-level outage or latency (SQLite)

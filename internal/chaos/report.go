@@ -122,6 +122,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 	p("  overlaps excused by SIGSTOP: %d", r.Findings.ExcusedOverlaps)
 	p("    paused process ran again after SIGCONT: %s", quantiles(r.Findings.ResumesAfterCont))
 	p("    paused job ran on after that:           %s", quantiles(r.Findings.StopsAfterCont))
+	if n := r.Findings.NeverRanAfterCont; n > 0 {
+		p("    paused process never ran again before its SIGKILL (host starved it; not judged): %d", n)
+	}
 	p("  max no-master gap: %v overall, %v while enabled with a healthy instance (bound %v)",
 		r.Findings.MaxGap.Round(time.Millisecond), r.Findings.MaxEligibleGap.Round(time.Millisecond), r.GapBound)
 	if r.StoreBlocked > 0 || strings.HasPrefix(r.Store, "sqlite") {

@@ -149,11 +149,12 @@ func RunChild(args []string, _, _ io.Writer) error {
 	// Catch SIGTERM (and SIGINT) from the start: the stop is ours to pace.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	// The connection is never closed here: the kernel closes it when the
+	// process dies, which is how the driver learns that it is dead.
 	conn, err := net.Dial("unix", a.sock)
 	if err != nil {
 		return fmt.Errorf("child: dial driver: %w", err)
 	}
-	defer conn.Close()
 	in := &instance{args: a, conn: conn, enc: json.NewEncoder(conn)}
 	gone := make(chan struct{}) // the driver went away
 	go func() {
