@@ -443,6 +443,11 @@ func (d *driver) control(s *slot, m Message) (Message, error) {
 	err := s.enc.Encode(m)
 	s.mu.Unlock()
 	if err != nil {
+		select {
+		case <-connDone: // it exited (and the driver closed its end)
+			return Message{}, fmt.Errorf("instance %d: %s: %w", s.index, m.Type, errExited)
+		default:
+		}
 		return Message{}, err
 	}
 	acked := func(a Message) (Message, error) {
