@@ -520,6 +520,10 @@ func (r *resolution) validate() {
 	if !r.unsure[keyMaxHeartbeatRetryCount] && r.cfg.MaxHeartbeatRetryCount < 0 {
 		r.errs = append(r.errs, invalid("%s must not be negative", r.describe(keyMaxHeartbeatRetryCount)))
 	}
+	if !r.unsure[keyMaxHeartbeatRetryCount] && r.cfg.MaxHeartbeatRetryCount > MaxHeartbeatRetryCountLimit {
+		r.errs = append(r.errs, invalid("%s must be at most %d: the retries of one heartbeat share what is left of the trust window",
+			r.describe(keyMaxHeartbeatRetryCount), MaxHeartbeatRetryCountLimit))
+	}
 
 	// The relations hold only between settings that are valid on their own.
 	valid := func(keys ...string) bool {
