@@ -158,8 +158,8 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("parseFlags runner: %+v %v", cfg, err)
 	}
 	cfg.applyDefaults()
-	if cfg.SlowStop != 0 || cfg.SlowStopMax != 900*time.Millisecond || cfg.Timing.ShutdownTimeout != 1500*time.Millisecond {
-		t.Errorf("defaults: slow stop %v up to %v, shutdown timeout %v; want 0, 900ms, 1.5s", cfg.SlowStop, cfg.SlowStopMax, cfg.Timing.ShutdownTimeout)
+	if cfg.SlowStop != 0 || cfg.SlowStopMax != 900*time.Millisecond || cfg.Timing.ShutdownTimeout != 3100*time.Millisecond {
+		t.Errorf("defaults: slow stop %v up to %v, shutdown timeout %v; want 0, 900ms, 3.1s", cfg.SlowStop, cfg.SlowStopMax, cfg.Timing.ShutdownTimeout)
 	}
 	if err := cfg.validate(); err != nil {
 		t.Errorf("validate runner: %v", err)

@@ -23,8 +23,10 @@ type Timing struct {
 	// WriteEvery is how often a master writes to the fenced sink.
 	WriteEvery time.Duration
 	// ShutdownTimeout is the executor's (or runner's) ShutdownTimeout.
-	// Default: SlowStopMax + Tolerance, so that a slow job can finish its
-	// stop within it.
+	// Default: SlowStopMax + 2 x Tolerance + 1s, so that a slow job can
+	// finish its stop within it even when a combo SIGSTOPs its instance
+	// (for up to a lease + 800ms) while it stops: Run then rightly returns
+	// ErrShutdownTimeout, which the harness counts as a crash.
 	ShutdownTimeout time.Duration
 }
 
@@ -171,7 +173,7 @@ func (c *Config) applyDefaults() {
 		c.SlowStop = 0
 	}
 	def(&c.SlowStopMax, c.Timing.Tolerance*3/2)
-	def(&c.Timing.ShutdownTimeout, c.SlowStopMax+c.Timing.Tolerance)
+	def(&c.Timing.ShutdownTimeout, c.SlowStopMax+2*c.Timing.Tolerance+time.Second)
 	def(&c.Settle, DefaultSettle)
 	// Each fault lasts at most a few seconds and at most Instances-1 run at
 	// once; a run needs about Faults*FaultGap plus start-up and settling.

@@ -105,7 +105,7 @@ job stops), then checks masterjob's promises (package doc, README
 	fs.DurationVar(&cfg.LossSlack, "loss-slack", DefaultLossSlack, "slack added to one heartbeat for a job to stop after its lease was lost")
 	fs.Float64Var(&cfg.SlowStop, "slow-stop", DefaultSlowStop, "fraction of jobs slow to stop (0: none)")
 	fs.DurationVar(&cfg.SlowStopMax, "slow-stop-max", 0, "longest stop of a slow job (0: 1.5 x tolerance)")
-	fs.DurationVar(&cfg.Timing.ShutdownTimeout, "shutdown-timeout", 0, "instances' shutdown timeout (0: slow-stop-max + tolerance)")
+	fs.DurationVar(&cfg.Timing.ShutdownTimeout, "shutdown-timeout", 0, "instances' shutdown timeout (0: slow-stop-max + 2 x tolerance + 1s)")
 	fs.BoolVar(&cfg.Runner, "runner", false, "run each instance as a real `masterjob run` runner with a child command (needs --locks 1)")
 	fs.BoolVar(&cfg.DirectChild, "direct-child", false, "runner mode: run the child command directly, not under sh -c 'CHILD & wait'")
 	fs.BoolVar(&cfg.StrictSQLiteLock, "strict-sqlite-lock", false, "count a SIGSTOP that catches SQLite's write lock as a violation instead of a store outage")
