@@ -293,7 +293,6 @@ func (sc *scheduler) planCombo(rec *FaultRecord) func(*FaultRecord) {
 
 	c := combo{
 		lock:  m.Lock,
-		token: m.Token,
 		first: []string{comboDisable, comboTerm}[sc.rng.IntN(2)],
 		// The second fault lands 0 to 2 heartbeats into the stop.
 		wait:    sc.uniform(0, 2*cfg.Timing.Heartbeat),
@@ -704,7 +703,6 @@ func (d *driver) storeLoss(lock, mode string) (StoreLoss, error) {
 // combo is the plan of one combination fault (see planCombo).
 type combo struct {
 	lock          string
-	token         int64
 	first, second string
 	wait          time.Duration // from the planned stop to the fault
 	restart       time.Duration // sigterm: from the exit to the restart
