@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"os"
 	"sort"
 	"sync"
@@ -43,6 +44,16 @@ type Executor struct {
 	running   bool
 	closed    bool
 	run       *runState // while Run runs
+
+	leaders      map[string]Leader // latest known master of each registered lock
+	balance      balanceView       // latest balance view (balance.go)
+	balanceCfg   BalanceConfig
+	weight       float64
+	lockSet      []string // registered locks, sorted, for the member record
+	lockSetID    string
+	lockSetDirty bool
+	left         bool                 // the member record was removed at the end of Run
+	suspects     map[string]time.Time // instances suspected dead, until when (balance.go)
 }
 
 // registration is a job registered with StartMaster, with the timing of
@@ -88,6 +99,8 @@ func New(st store.Store, opts ...Option) (*Executor, error) {
 		obs:       o.observer,
 		jobs:      map[string]*registration{},
 		opts:      o,
+		leaders:   map[string]Leader{},
+		weight:    1,
 		masters:   map[string]Lease{},
 		deadlines: map[string]time.Time{},
 		now:       o.clock,
@@ -105,10 +118,22 @@ func New(st store.Store, opts ...Option) (*Executor, error) {
 	if e.holder.ID == "" {
 		e.holder.ID = newInstanceID()
 	}
+	if o.balance != nil {
+		e.balanceCfg = *o.balance
+		if e.balanceCfg.Weight < 0 || math.IsNaN(e.balanceCfg.Weight) || math.IsInf(e.balanceCfg.Weight, 0) || e.balanceCfg.Slack < 0 {
+			return nil, fmt.Errorf("%w: balance weight %v and slack %d (option WithBalance) must not be negative", ErrInvalidConfig, e.balanceCfg.Weight, e.balanceCfg.Slack)
+		}
+		if e.balanceCfg.Weight > 0 {
+			e.weight = e.balanceCfg.Weight
+		}
+	}
 	info := o.info
 	if info == (InstanceInfo{}) {
 		info.Host, _ = os.Hostname()
 		info.PID = os.Getpid()
+	}
+	if info.Started.IsZero() {
+		info.Started = time.Now().UTC().Truncate(time.Millisecond)
 	}
 	b, _ := json.Marshal(info)
 	e.holder.Info = string(b)
@@ -166,6 +191,7 @@ func (e *Executor) StartMaster(lock string, job Job, opts ...Option) error {
 		return fmt.Errorf("%w: %q", ErrDuplicateLock, lock)
 	}
 	e.jobs[lock] = &registration{job: job, cfg: cfg}
+	e.lockSetDirty = true
 	if r := e.run; r != nil && !r.ended {
 		if l := r.loops[cfg]; l != nil {
 			l.inbox.markAdded()
@@ -353,15 +379,28 @@ func (e *Executor) Run(ctx context.Context) error {
 		close(hubDone)
 	}
 
+	balDone := make(chan struct{})
+	if ms, ok := e.st.(store.Membership); ok && !e.balanceCfg.Off && ctx.Err() == nil {
+		b := &balancer{e: e, ms: ms, interval: e.cfg.CheckMasterInterval, cfg: e.balanceCfg}
+		go func() {
+			defer close(balDone)
+			b.run(hubCtx)
+		}()
+	} else {
+		close(balDone)
+	}
+
 	<-ctx.Done()
 	e.mu.Lock()
 	r.ended = true
 	e.mu.Unlock()
 	r.wg.Wait()
+	e.leave()
 	// The loops have ended: end the subscription, and wait until the store
 	// has let go of it, so that nothing of Run outlives it.
 	stopHub()
 	<-hubDone
+	<-balDone
 	alog.close()
 
 	e.mu.Lock()
@@ -373,6 +412,17 @@ func (e *Executor) Run(ctx context.Context) error {
 	errs := r.errs
 	e.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// runLog returns the logger of the current Run (asynchronous), or the
+// executor's outside Run.
+func (e *Executor) runLog() *slog.Logger {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.run != nil {
+		return e.run.log
+	}
+	return e.log
 }
 
 // subscribeTimeout bounds a Subscribe call: the trust window, within

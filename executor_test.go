@@ -775,7 +775,7 @@ func (s *slowAnswer) Acquire(ctx context.Context, h store.Holder, locks []string
 // Subscribe passes the store's notifications on: embedding store.Store
 // alone would hide the Notifier capability, and with it the push this
 // test is about.
-func (s *slowAnswer) Subscribe(ctx context.Context) (<-chan string, error) {
+func (s *slowAnswer) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	return s.Store.(store.Notifier).Subscribe(ctx)
 }
 

@@ -1,11 +1,13 @@
 package masterjob
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/masterjob/masterjob/store"
@@ -26,12 +28,15 @@ type loop struct {
 	masters map[string]*mastership // includes masterships whose job is stopping
 	// toRelease holds leases to release once: jobs that stopped, and leases
 	// the store says this instance holds but the loop does not run.
-	toRelease map[string]int64
+	toRelease map[string]pendingRelease
 	// holdoff keeps this instance from acquiring a lock until the time
 	// given, after its job returned by itself: others get the first chance.
 	holdoff map[string]time.Time
 	// known is the latest master seen of each followed lock, for the log.
 	known map[string]knownMaster
+	// seen is what the last check saw of each followed lock, for choosing
+	// which free locks to ask for when balancing.
+	seen map[string]seenLock
 
 	started     bool      // the init delay has passed
 	runStart    time.Time // when Run started
@@ -42,6 +47,8 @@ type loop struct {
 	renewFails  int       // consecutive failed renewals
 	lastErr     string    // message of the last failure logged at warning level
 	renewAgain  bool      // a renewal was asked for while one was in flight
+	leftUntil   time.Time // balancing: when the free locks the check left to others are due
+	recheck     bool      // the check's answer calls for another check at once
 
 	checking, renewing, releasing bool
 	checkDone                     chan checkResult
@@ -58,14 +65,35 @@ type loop struct {
 
 // mastership is one lease held by this instance and its running job.
 type mastership struct {
-	lease    Lease
-	deadline time.Time // end of the trust window, on the executor's clock
-	expiry   time.Time // the latest the store could consider the lease ours
-	renewBy  time.Time // when its next renewal is due
-	clock    *leaseClock
-	cancel   context.CancelCauseFunc
-	stopping error // cause, once the job's context was cancelled
-	lost     bool  // the lease is (or may be) gone: do not renew
+	lease     Lease
+	deadline  time.Time // end of the trust window, on the executor's clock
+	expiry    time.Time // the latest the store could consider the lease ours
+	renewBy   time.Time // when its next renewal is due
+	clock     *leaseClock
+	cancel    context.CancelCauseFunc
+	stopping  error  // cause, once the job's context was cancelled
+	lost      bool   // the lease is (or may be) gone: do not renew
+	successor string // a hand-off: release reserved for this instance
+}
+
+// pendingRelease is a lease to release, with the successor it is reserved
+// for after a hand-off.
+type pendingRelease struct {
+	token     int64
+	successor string
+	reserve   time.Duration
+}
+
+// seenLock is a followed lock as a check saw it.
+type seenLock struct {
+	// freeSince is when it was (or, for a lease seen held, will be) free,
+	// on the executor's clock; zero while it is disabled or reserved for
+	// another instance.
+	freeSince time.Time
+	// mine: it is reserved for this instance (a hand-off to it).
+	mine bool
+	// holder held it when seen, until freeSince (unless it releases it).
+	holder string
 }
 
 // knownMaster is the master of a followed lock as the last check saw it.
@@ -104,9 +132,10 @@ func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 		log:         log,
 		now:         e.now,
 		masters:     map[string]*mastership{},
-		toRelease:   map[string]int64{},
+		toRelease:   map[string]pendingRelease{},
 		holdoff:     map[string]time.Time{},
 		known:       map[string]knownMaster{},
+		seen:        map[string]seenLock{},
 		checkDone:   make(chan checkResult, 1),
 		renewDone:   make(chan renewResult, 1),
 		releaseDone: make(chan releaseResult, 1),
@@ -335,33 +364,47 @@ func (l *loop) startCalls(now time.Time) {
 		l.startRelease()
 	}
 	if !l.renewing && l.holdsRenewable() && !now.Before(l.nextRenewAt) {
+		l.e.announce()
 		l.startRenew(now, l.renewable())
 	}
 	if l.shutdown || l.checking || l.nextCheckAt.IsZero() || now.Before(l.nextCheckAt) {
 		return
 	}
 	l.started = true
-	locks := l.followed(now)
-	if len(locks) == 0 {
+	locks, left, leftUntil := l.checkList(now, l.followed(now))
+	if len(locks) == 0 && len(left) == 0 {
 		// StartMaster, a release or the end of a holdoff schedules the next.
 		l.nextCheckAt = time.Time{}
 		for _, until := range l.holdoff {
 			l.checkSoon(until)
 		}
+		if !leftUntil.IsZero() {
+			l.checkSoon(leftUntil)
+		}
 		return
 	}
 	l.checking = true
 	l.nextCheckAt = time.Time{}
+	l.leftUntil = leftUntil
 	// A check is useful only if it answers within the trust window: a
 	// lease acquired later is not trusted (becomeMaster releases it). The
 	// check interval plays no part: a short interval must not time out
 	// every check of a slow store.
 	timeout := l.cfg.TrustWindow()
+	l.e.announce()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		began := l.now()
 		states, err := l.e.st.Acquire(ctx, l.e.holder, locks, l.cfg.Tolerance)
+		if err == nil && len(left) > 0 {
+			// Balancing left these to others: read them, without taking
+			// them. Only while more locks are free than this instance's
+			// share, so the steady state costs no second round trip.
+			if more, lerr := l.e.st.Locks(ctx, left...); lerr == nil {
+				states = append(states, more...)
+			}
+		}
 		l.checkDone <- checkResult{began: began, states: states, err: err}
 	}()
 }
@@ -391,8 +434,8 @@ func (l *loop) startRenew(now time.Time, refs []store.LeaseRef) {
 
 func (l *loop) startRelease() {
 	refs := make([]store.LeaseRef, 0, len(l.toRelease))
-	for lock, token := range l.toRelease {
-		refs = append(refs, store.LeaseRef{Lock: lock, Token: token})
+	for lock, p := range l.toRelease {
+		refs = append(refs, store.LeaseRef{Lock: lock, Token: p.token, Successor: p.successor, Reserve: p.reserve})
 	}
 	l.releasing = true
 	timeout := min(l.cfg.HeartbeatInterval, l.cfg.SafetyMargin)
@@ -451,8 +494,9 @@ func (l *loop) onCheck(r checkResult) {
 	for _, s := range r.states {
 		switch {
 		case s.Acquired:
+			delete(l.seen, s.Lock)
 			if l.shutdown || l.jobFor(s.Lock) == nil {
-				l.toRelease[s.Lock] = s.Token
+				l.toRelease[s.Lock] = pendingRelease{token: s.Token}
 				continue
 			}
 			l.becomeMaster(s, r.began)
@@ -460,12 +504,17 @@ func (l *loop) onCheck(r checkResult) {
 			// A lease the loop does not run: an acquisition whose answer was
 			// lost, or a release that failed. Never adopt it (its job may
 			// have run already): release it so a fresh token is issued.
-			l.toRelease[s.Lock] = s.Token
+			l.toRelease[s.Lock] = pendingRelease{token: s.Token}
 		default:
 			l.noteMaster(s)
+			l.see(s, r.began)
 			if s.Held() && !s.Disabled {
 				// Wake when the current lease expires, not a full interval later.
 				sleep = min(sleep, max(s.TTL, time.Millisecond))
+			}
+			if s.ReservedFor != "" && s.ReservedFor != l.e.holder.ID && s.ReservedTTL > 0 {
+				// Reserved for a successor: wake when that lapses.
+				sleep = min(sleep, max(s.ReservedTTL, time.Millisecond))
 			}
 		}
 	}
@@ -473,11 +522,20 @@ func (l *loop) onCheck(r checkResult) {
 	for _, until := range l.holdoff {
 		l.checkSoon(until)
 	}
+	if !l.leftUntil.IsZero() {
+		l.checkSoon(l.leftUntil)
+		l.leftUntil = time.Time{}
+	}
+	if l.recheck {
+		l.recheck = false
+		l.checkSoon(now)
+	}
 }
 
 // noteMaster logs the master of a followed lock when it changed since the
 // last check: who runs the job while this instance stands by.
 func (l *loop) noteMaster(s store.LockState) {
+	l.e.setLeader(leaderOf(s, l.e.holder.ID))
 	cur := knownMaster{}
 	if s.Held() {
 		cur = knownMaster{holder: s.Holder, token: s.Token}
@@ -542,7 +600,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 	if !l.now().Before(m.deadline) {
 		// The acquisition took so long that the trust window is already
 		// over: do not start a job that would have to stop at once.
-		l.toRelease[s.Lock] = s.Token
+		l.toRelease[s.Lock] = pendingRelease{token: s.Token}
 		l.log.Warn("acquired a lease too late to trust it; releasing", "lock", s.Lock, "token", s.Token,
 			"took", l.now().Sub(began).Round(time.Millisecond).String())
 		return
@@ -562,8 +620,20 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 
 	ctx := context.WithValue(l.jobCtx, leaseClockKey{}, m.clock)
 	ctx, m.cancel = context.WithCancelCause(ctx)
-	l.log.Info("became master", "lock", lease.Lock, "token", lease.Token)
-	l.e.obs.Transition(Transition{Lock: lease.Lock, Kind: Acquired, Token: lease.Token, Instance: lease.Instance})
+	info, _ := parseInstanceInfo(l.e.holder.Info)
+	l.e.setLeader(Leader{Lock: s.Lock, Instance: lease.Instance, Info: info, Token: lease.Token, Self: true, TTL: s.TTL})
+	tr := Transition{Lock: lease.Lock, Kind: Acquired, Token: lease.Token, Instance: lease.Instance}
+	if s.PrevExpired {
+		if s.PrevHolder != l.e.holder.ID {
+			l.e.suspect(s.PrevHolder)
+		}
+		tr.Takeover, tr.PrevHolder, tr.PrevToken = true, s.PrevHolder, s.PrevToken
+		l.log.Info("became master: took over an expired lease", "lock", lease.Lock, "token", lease.Token,
+			slog.Group("previous", "instance", s.PrevHolder, "token", s.PrevToken))
+	} else {
+		l.log.Info("became master", "lock", lease.Lock, "token", lease.Token)
+	}
+	l.e.obs.Transition(tr)
 	go func() {
 		err := runJob(ctx, job, lease)
 		l.jobDone <- jobExit{lock: lease.Lock, token: lease.Token, err: err}
@@ -633,8 +703,11 @@ func (l *loop) onRenew(r renewResult) {
 			l.e.mu.Unlock()
 			l.e.obs.LeaseTTL(res.Lock, res.TTL)
 		}
-		if res.Revoked || res.Disabled {
+		switch {
+		case res.Revoked || res.Disabled:
 			l.stop(m, ErrDisabled, Released)
+		case res.HandoffRequested:
+			l.handOff(m, res.HandoffTo)
 		}
 	}
 	// The next renewal is due when the first lease needs it: the ones this
@@ -713,10 +786,22 @@ func (l *loop) onJobExit(x jobExit) {
 	}
 	// Stop, then release: the job has returned, so the next master cannot
 	// start beside it. Releasing a lost lease is fenced and harmless.
-	l.toRelease[x.lock] = x.token
-	if !m.lost {
-		l.e.obs.Transition(Transition{Lock: x.lock, Kind: Released, Token: x.token, Instance: l.e.holder.ID, Reason: m.stopping})
+	rel := pendingRelease{token: x.token}
+	if m.successor != "" && !m.lost {
+		rel.successor, rel.reserve = m.successor, handoffReserve(l.cfg)
 	}
+	if errors.Is(m.stopping, ErrHandoff) && !m.lost {
+		// Do not take the lock back at once: the successor (or, after a
+		// hand-off to anyone, another instance) gets it.
+		if _, _, peers, _ := l.e.balanceNow().share(l.e.suspected); peers != 1 {
+			l.holdoff[x.lock] = l.now().Add(l.cfg.CheckMasterInterval)
+		}
+	}
+	l.toRelease[x.lock] = rel
+	if !m.lost {
+		l.e.obs.Transition(Transition{Lock: x.lock, Kind: Released, Token: x.token, Instance: l.e.holder.ID, Reason: m.stopping, Successor: rel.successor})
+	}
+	l.e.setLeader(Leader{Lock: x.lock}) // unknown until the next check
 }
 
 func (l *loop) onRelease(r releaseResult) {
@@ -725,7 +810,7 @@ func (l *loop) onRelease(r releaseResult) {
 		l.failed("release failed; the lease will expire instead", r.err)
 	}
 	for _, ref := range r.refs {
-		if l.toRelease[ref.Lock] == ref.Token {
+		if l.toRelease[ref.Lock].token == ref.Token {
 			delete(l.toRelease, ref.Lock)
 		}
 	}
@@ -736,12 +821,138 @@ func (l *loop) onRelease(r releaseResult) {
 	}
 }
 
+// handOff stops m's job to hand the lease over to successor ("" for any
+// other instance): an operator's request seen in a renewal, or balancing.
+// The lease is released, reserved for the successor, once the job stopped.
+func (l *loop) handOff(m *mastership, successor string) {
+	if m.stopping != nil || m.lost || successor == l.e.holder.ID {
+		return
+	}
+	m.successor = successor
+	l.stop(m, ErrHandoff, Released)
+}
+
+// see records what a check saw of a followed lock.
+func (l *loop) see(s store.LockState, began time.Time) {
+	switch {
+	case s.Disabled:
+		delete(l.seen, s.Lock)
+	case s.ReservedFor != "" && s.ReservedTTL > 0:
+		if s.ReservedFor == l.e.holder.ID {
+			// Handed to this instance: take it now, whatever the share.
+			l.seen[s.Lock] = seenLock{freeSince: began, mine: true}
+			l.recheck = true
+		} else {
+			l.seen[s.Lock] = seenLock{freeSince: began.Add(s.ReservedTTL)}
+		}
+	case s.Held():
+		l.seen[s.Lock] = seenLock{freeSince: began.Add(s.TTL), holder: s.Holder}
+	default:
+		prev, ok := l.seen[s.Lock]
+		if ok && prev.holder != "" && prev.holder != l.e.holder.ID && !l.e.suspected(prev.holder) {
+			// Its holder's lease ran out with no release pushed (a
+			// release resets what was seen): it is probably dead. Leave it
+			// out of the shares now, not when its member record expires,
+			// so that its locks spread over the others, and check again
+			// with the new shares.
+			l.e.suspect(prev.holder)
+			l.recheck = true
+		}
+		if !ok || prev.freeSince.IsZero() || prev.freeSince.After(began) {
+			prev = seenLock{freeSince: began}
+		}
+		prev.mine, prev.holder = false, ""
+		l.seen[s.Lock] = prev
+	}
+}
+
+// checkList returns the locks a check asks for. Without balancing, every
+// followed lock. With it, the free locks (or those whose lease has
+// expired) beyond this instance's share are left to others for a grace of
+// half a check interval, after which anyone takes them; locks held by
+// others, disabled or reserved are asked for anyway (the answer tells who
+// holds them and when they expire), and a lock reserved for this instance
+// always.
+//
+// It also returns the locks it left out, which the check reads without
+// taking (so that what it knows of them stays fresh), and when the first
+// of them is due (zero if none was left out).
+func (l *loop) checkList(now time.Time, locks []string) (take, left []string, due time.Time) {
+	capacity := l.e.capacity()
+	if capacity < 0 || len(locks) == 0 {
+		return locks, nil, time.Time{}
+	}
+	share, slack, _, _ := l.e.balanceNow().share(l.e.suspected)
+	grace := l.cfg.CheckMasterInterval / 2
+	out := locks[:0:0]
+	var free, starving []string
+	for _, lk := range locks {
+		s, ok := l.seen[lk]
+		switch {
+		case !ok:
+			free = append(free, lk) // never seen: free as far as we know
+		case s.mine, s.freeSince.IsZero(), s.freeSince.After(now), !now.Before(s.freeSince.Add(2 * grace)):
+			// Held by another (ask anyway: the answer says until when),
+			// reserved for this instance, or free for two graces: nobody
+			// else wants it, take it whatever the share.
+			out = append(out, lk)
+		case !now.Before(s.freeSince.Add(grace)):
+			starving = append(starving, lk)
+		default:
+			free = append(free, lk)
+		}
+	}
+	me := l.e.holder.ID
+	byRank := func(a, b string) int { return cmp.Compare(rank(me, b), rank(me, a)) }
+	leave := func(lk string, at time.Time) {
+		left = append(left, lk)
+		if due.IsZero() || at.Before(due) {
+			due = at
+		}
+	}
+	// Free locks beyond this instance's share wait for the grace.
+	if len(free) > capacity {
+		slices.SortFunc(free, byRank)
+		for _, lk := range free[capacity:] {
+			since := now
+			if s, ok := l.seen[lk]; ok {
+				since = s.freeSince
+			} else {
+				l.seen[lk] = seenLock{freeSince: now}
+			}
+			leave(lk, since.Add(grace))
+		}
+		free = free[:capacity]
+	}
+	out = append(out, free...)
+	// Locks nobody took within the grace (the peers' preferences
+	// overlapped, or a peer counted in the shares is dead) are taken up to
+	// the share plus the slack; after a second grace, by anyone.
+	if len(starving) > 0 {
+		part := max(0, share+slack-l.e.heldCount()-len(free))
+		if len(starving) > part {
+			slices.SortFunc(starving, byRank)
+			for _, lk := range starving[part:] {
+				leave(lk, l.seen[lk].freeSince.Add(2*grace))
+			}
+			starving = starving[:part]
+		}
+		out = append(out, starving...)
+	}
+	return out, left, due
+}
+
 // onInbox handles what the notification hub and StartMaster left in the
 // inbox.
 func (l *loop) onInbox() {
-	locks, resync, added := l.inbox.take()
+	locks, resync, added, handoffs := l.inbox.take()
 	if l.shutdown {
 		return
+	}
+	for lock, to := range handoffs {
+		if m := l.masters[lock]; m != nil {
+			l.handOff(m, to)
+		}
 	}
 	if added {
 		l.checkSoon(l.startAt)
@@ -763,6 +974,12 @@ func (l *loop) onNotify(lock string) {
 		return
 	}
 	if l.jobFor(lock) != nil && l.started {
+		// It changed (released, most likely): what the last check saw
+		// of its holder no longer holds. Balancing treats it as free
+		// from now, so it is taken only within this instance's share.
+		if s, ok := l.seen[lock]; ok && !s.mine && s.freeSince.After(l.now()) {
+			l.seen[lock] = seenLock{freeSince: l.now()}
+		}
 		l.checkSoon(l.now())
 	}
 }
@@ -778,7 +995,16 @@ func (l *loop) beginShutdown(ctx context.Context) {
 	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) && !errors.Is(c, ErrShutdown) {
 		l.stopCause = fmt.Errorf("%w: %w", ErrShutdown, c)
 	}
+	// A graceful shutdown hands the masterships to the live peers, fewest
+	// masterships first, so that they spread instead of going to whoever
+	// checks first (with balancing; otherwise to anyone).
+	peers := l.e.peers()
+	i := 0
 	for _, m := range l.masters {
+		if len(peers) > 0 && m.stopping == nil {
+			m.successor = peers[i%len(peers)]
+			i++
+		}
 		l.stop(m, l.stopCause, Released)
 	}
 }
@@ -827,7 +1053,7 @@ func (l *loop) drainCalls() {
 				l.failed("release failed; the lease will expire instead", r.err)
 			}
 			for _, ref := range r.refs {
-				if l.toRelease[ref.Lock] == ref.Token {
+				if l.toRelease[ref.Lock].token == ref.Token {
 					delete(l.toRelease, ref.Lock)
 				}
 			}

@@ -64,7 +64,7 @@ type blockingSubscribe struct {
 	block time.Duration
 }
 
-func (s *blockingSubscribe) Subscribe(ctx context.Context) (<-chan string, error) {
+func (s *blockingSubscribe) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	if s.calls.Add(1) == 1 {
 		return nil, store.ErrUnavailable
 	}
@@ -191,7 +191,7 @@ func (s *lateRenewAnswer) Renew(ctx context.Context, id string, refs []store.Lea
 	return res, err
 }
 
-func (s *lateRenewAnswer) Subscribe(ctx context.Context) (<-chan string, error) {
+func (s *lateRenewAnswer) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	return s.Store.(store.Notifier).Subscribe(ctx)
 }
 
@@ -324,8 +324,8 @@ type lingeringSubscription struct {
 	closed atomic.Bool
 }
 
-func (s *lingeringSubscription) Subscribe(ctx context.Context) (<-chan string, error) {
-	ch := make(chan string)
+func (s *lingeringSubscription) Subscribe(ctx context.Context) (<-chan store.Change, error) {
+	ch := make(chan store.Change)
 	go func() {
 		<-ctx.Done()
 		time.Sleep(50 * time.Millisecond)

@@ -44,6 +44,10 @@ var (
 	// ErrJobReturned: the job's Run returned before its context was cancelled;
 	// the executor releases the lease and goes on following the lock.
 	ErrJobReturned = errors.New("masterjob: job returned")
+	// ErrHandoff: the mastership is handed over to another instance (an
+	// operator's hand-off, or balancing): the executor stops the job, then
+	// releases the lease reserved for the successor.
+	ErrHandoff = errors.New("masterjob: handed off to another instance")
 )
 
 // Lease is what a job knows of its mastership.
@@ -123,8 +127,8 @@ func (j startStopJob) Run(ctx context.Context, lease Lease) error {
 type stopReasonKey struct{}
 
 // StopReason returns why the mastership behind ctx ended: one of ErrShutdown,
-// ErrDisabled, ErrLeaseLost, ErrTrustWindowPassed, ErrLeaseExpired or
-// ErrJobReturned. It accepts the job's context (where it equals
+// ErrDisabled, ErrHandoff, ErrLeaseLost, ErrTrustWindowPassed,
+// ErrLeaseExpired or ErrJobReturned. It accepts the job's context (where it equals
 // context.Cause once the context is cancelled) and the context passed to a
 // StartStop job's stop function. It returns nil while the mastership lasts.
 //

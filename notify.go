@@ -17,14 +17,22 @@ import (
 type inbox struct {
 	wake chan struct{}
 
-	mu     sync.Mutex
-	locks  map[string]struct{} // notified lock names
-	resync bool                // notifications may have been missed
-	added  bool                // StartMaster registered a lock
+	mu       sync.Mutex
+	locks    map[string]struct{} // notified lock names
+	resync   bool                // notifications may have been missed
+	added    bool                // StartMaster registered a lock
+	handoffs map[string]string   // balancing: lock -> successor
 }
 
 func newInbox() *inbox {
-	return &inbox{wake: make(chan struct{}, 1), locks: map[string]struct{}{}}
+	return &inbox{wake: make(chan struct{}, 1), locks: map[string]struct{}{}, handoffs: map[string]string{}}
+}
+
+func (b *inbox) handoff(lock, to string) {
+	b.mu.Lock()
+	b.handoffs[lock] = to
+	b.mu.Unlock()
+	b.signal()
 }
 
 func (b *inbox) signal() {
@@ -55,7 +63,7 @@ func (b *inbox) markAdded() {
 	b.signal()
 }
 
-func (b *inbox) take() (locks []string, resync, added bool) {
+func (b *inbox) take() (locks []string, resync, added bool, handoffs map[string]string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for l := range b.locks {
@@ -64,7 +72,11 @@ func (b *inbox) take() (locks []string, resync, added bool) {
 	clear(b.locks)
 	resync, added = b.resync, b.added
 	b.resync, b.added = false, false
-	return locks, resync, added
+	if len(b.handoffs) > 0 {
+		handoffs = b.handoffs
+		b.handoffs = map[string]string{}
+	}
+	return locks, resync, added, handoffs
 }
 
 // Bounds of the subscription to store notifications.
@@ -117,8 +129,13 @@ func (h *hub) run(ctx context.Context) {
 			h.each((*inbox).markResync)
 		}
 		fails = 0
-		for lock := range ch {
-			h.each(func(b *inbox) { b.notify(lock) })
+		for c := range ch {
+			switch c.Kind {
+			case store.ChangeHistory, store.ChangeMember:
+				// Nothing the loops act on.
+			default:
+				h.each(func(b *inbox) { b.notify(c.Lock) })
+			}
 		}
 		cancel()
 		if ctx.Err() != nil {
@@ -147,10 +164,10 @@ func (h *hub) each(f func(*inbox)) {
 // returns the channel and the function that ends the subscription. On
 // failure it returns only once the store has let go of the subscription:
 // Subscribe has returned, and its channel, if any, is closed.
-func (h *hub) subscribe(ctx context.Context) (<-chan string, context.CancelFunc, error) {
+func (h *hub) subscribe(ctx context.Context) (<-chan store.Change, context.CancelFunc, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	type answer struct {
-		ch  <-chan string
+		ch  <-chan store.Change
 		err error
 	}
 	ans := make(chan answer, 1)

@@ -81,6 +81,7 @@ type options struct {
 	info       InstanceInfo
 	observer   Observer
 	clock      func() time.Time // tests only: replaces hostclock.Now
+	balance    *BalanceConfig
 }
 
 // setting is a value with the name of the source it came from.
@@ -187,6 +188,8 @@ type InstanceInfo struct {
 	PID     int    `json:"pid,omitempty"`
 	Address string `json:"address,omitempty"`
 	Version string `json:"version,omitempty"`
+	// Started is when the executor was created; New sets it when zero.
+	Started time.Time `json:"started,omitzero"`
 }
 
 // parseInstanceInfo reads a holder's description written by New (JSON); ok

@@ -196,14 +196,50 @@ type Store interface {
 	Close() error
 }
 
+// ChangeKind says what a Change is about.
+type ChangeKind string
+
+// Kinds of changes a Notifier pushes.
+const (
+	// ChangeLease: a lease of Lock was acquired or released (including a
+	// release reserved for a successor).
+	ChangeLease ChangeKind = "lease"
+	// ChangeControl: Lock was disabled or enabled, or a hand-off of its
+	// lease was requested.
+	ChangeControl ChangeKind = "control"
+	// ChangeHistory: entries about Lock were appended to the history
+	// (stores that implement History).
+	ChangeHistory ChangeKind = "history"
+	// ChangeMember: a member record was written for the first time, or
+	// removed by Leave (stores that implement Membership). Lock is empty.
+	ChangeMember ChangeKind = "member"
+)
+
+// Change is one notification: something about Lock changed. It carries no
+// state: the receiver reads what it needs.
+type Change struct {
+	Kind ChangeKind
+	Lock string
+}
+
 // Notifier is an optional capability of stores that can push changes
-// (PostgreSQL LISTEN/NOTIFY, Redis pub/sub, etcd watch).
+// (PostgreSQL LISTEN/NOTIFY, Redis pub/sub, etcd watch, SQLite's notify
+// table).
+//
+// Subscribe is called beside the executor's loops, never on them, with a
+// context that lives as long as the subscription; the caller bounds the
+// call itself with a timeout by cancelling that context, so Subscribe must
+// return promptly once ctx is done. It must return only once it is
+// listening: a change committed by any handle after it returned is
+// delivered (unless a connection failure loses it). Delivery is best
+// effort: notifications can be lost (across a reconnect, or a full
+// buffer), so followers still check on their own schedule. Every change
+// listed with ChangeKind is pushed, at or after its commit. The channel is
+// closed once ctx is done and the backend has let go of everything the
+// subscription used, or earlier if the subscription fails for good; the
+// caller then subscribes again.
 type Notifier interface {
-	// Subscribe delivers the name of each lock that was released, disabled or
-	// enabled, until ctx is done. Delivery is best effort: notifications can
-	// be lost (for example across a reconnect), so followers still check on
-	// their own schedule. The channel is closed when ctx is done.
-	Subscribe(ctx context.Context) (<-chan string, error)
+	Subscribe(ctx context.Context) (<-chan Change, error)
 }
 
 // Handoffs is an optional capability of stores that can move a lease from

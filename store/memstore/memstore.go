@@ -8,6 +8,7 @@ package memstore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -38,7 +39,7 @@ type state struct {
 	now       func() time.Time
 	lastToken int64
 	locks     map[string]*record
-	subs      map[chan string]struct{}
+	subs      map[chan store.Change]struct{}
 	fail      error // injected failure, see SetFailure
 	delay     time.Duration
 
@@ -90,7 +91,7 @@ func WithHistoryLimit(n int) Option { return func(s *state) { s.historyLimit = m
 // New returns an empty store.
 func New(opts ...Option) *Store {
 	st := &state{
-		now: time.Now, locks: map[string]*record{}, subs: map[chan string]struct{}{},
+		now: time.Now, locks: map[string]*record{}, subs: map[chan store.Change]struct{}{},
 		historyLimit: store.DefaultHistoryLimit, members: map[string]*memberRecord{},
 	}
 	for _, o := range opts {
@@ -240,7 +241,7 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 		out = append(out, s.st.view(name, r, now))
 	}
 	s.writeMember(h.ID, now)
-	s.st.notify(acquired...)
+	s.st.notify(store.ChangeLease, acquired...)
 	return out, nil
 }
 
@@ -289,7 +290,7 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 			released = append(released, ref.Lock)
 		}
 	}
-	s.st.notify(released...)
+	s.st.notify(store.ChangeLease, released...)
 	s.st.mu.Unlock()
 	return nil
 }
@@ -327,7 +328,7 @@ func (s *Store) setControl(ctx context.Context, lock string, disabled bool, reas
 		if disabled {
 			r.handoff, r.handoffTo = false, ""
 		}
-		s.st.notify(lock)
+		s.st.notify(store.ChangeControl, lock)
 	}
 	return store.ControlChange{Changed: changed, State: s.st.view(lock, r, now)}, nil
 }
@@ -379,6 +380,13 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 			At:       now,
 		})
 	}
+	locks := make([]string, 0, len(events))
+	for _, e := range events {
+		if !slices.Contains(locks, e.Lock) {
+			locks = append(locks, e.Lock)
+		}
+	}
+	s.st.notify(store.ChangeHistory, locks...)
 	if over := len(s.st.history) - s.st.historyLimit; over > 0 {
 		// Amortised O(1): append reallocates (copying only the kept
 		// entries) once the backing array is full.
@@ -412,14 +420,14 @@ func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event,
 }
 
 // Subscribe implements store.Notifier.
-func (s *Store) Subscribe(ctx context.Context) (<-chan string, error) {
+func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	if err := s.begin(ctx); err != nil {
 		return nil, err
 	}
-	in := make(chan string, 64)
+	in := make(chan store.Change, 64)
 	s.st.subs[in] = struct{}{}
 	s.st.mu.Unlock()
-	out := make(chan string)
+	out := make(chan store.Change)
 	go func() {
 		defer close(out)
 		defer func() {
@@ -445,11 +453,11 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan string, error) {
 
 // notify must be called with st.mu held. A full subscriber buffer drops the
 // notification, as a real push channel may.
-func (st *state) notify(locks ...string) {
+func (st *state) notify(kind store.ChangeKind, locks ...string) {
 	for _, l := range locks {
 		for ch := range st.subs {
 			select {
-			case ch <- l:
+			case ch <- store.Change{Kind: kind, Lock: l}:
 			default:
 			}
 		}
@@ -482,7 +490,7 @@ func (s *Store) Handoff(ctx context.Context, lock, to, by string) (store.LockSta
 		return s.st.view(lock, r, now), fmt.Errorf("memstore: hand-off of %q: %w", lock, store.ErrNotHeld)
 	}
 	r.handoff, r.handoffTo = true, to
-	s.st.notify(lock)
+	s.st.notify(store.ChangeControl, lock)
 	return s.st.view(lock, r, now), nil
 }
 
@@ -508,7 +516,11 @@ func (s *Store) writeMember(id string, now time.Time) {
 	if !ok {
 		return
 	}
+	prev, ok := s.st.members[id]
 	s.st.members[id] = &memberRecord{m: a.m, seenAt: now, expires: now.Add(a.ttl)}
+	if !ok || !prev.expires.After(now) {
+		s.st.notify(store.ChangeMember, "")
+	}
 }
 
 // Members implements store.Membership.
@@ -556,6 +568,9 @@ func (s *Store) Leave(ctx context.Context, id string) error {
 		return err
 	}
 	defer s.st.mu.Unlock()
-	delete(s.st.members, id)
+	if _, ok := s.st.members[id]; ok {
+		delete(s.st.members, id)
+		s.st.notify(store.ChangeMember, "")
+	}
 	return nil
 }
