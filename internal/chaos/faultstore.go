@@ -85,7 +85,7 @@ func (f *faultStore) reopenStore() error {
 // Subscribe subscribes to the notifications of the store in use, after the
 // outage or latency in force; the subscription ends with ctx, or when an
 // outage begins or the handle is reopened.
-func (f *faultStore) Subscribe(ctx context.Context) (<-chan string, error) {
+func (f *faultStore) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	st, err := f.enter(ctx, "subscribe")
 	if err != nil {
 		return nil, err

@@ -164,7 +164,7 @@ func TestFaultStoreSubscribe(t *testing.T) {
 	fs := newFaultStore(memstore.New(), func() (store.Store, error) { return memstore.New(), nil })
 	defer fs.Close()
 	ctx := t.Context()
-	ended := func(ch <-chan string) bool {
+	ended := func(ch <-chan store.Change) bool {
 		select {
 		case _, ok := <-ch:
 			return !ok
@@ -194,7 +194,7 @@ func TestFaultStoreSubscribe(t *testing.T) {
 
 	fs.setOutage("hang", 0)
 	type result struct {
-		ch  <-chan string
+		ch  <-chan store.Change
 		err error
 	}
 	got := make(chan result, 1)

@@ -117,12 +117,33 @@ func openStore(ctx context.Context, s storeSpec, ns, dsn string) (store.Store, e
 func dropNamespace(ctx context.Context, s storeSpec, ns string) error {
 	switch s.kind {
 	case kindSQLite:
-		db, err := sql.Open("sqlite", "file:"+s.path)
+		db, err := sql.Open("sqlite", "file:"+s.path+"?_busy_timeout=5000")
 		if err != nil {
 			return err
 		}
 		defer db.Close()
-		for _, t := range []string{ns + "_locks", ns + "_meta", ns + "_history", ns + "_notify"} {
+		// Every table of the run's prefix, whatever the store's schema
+		// version made (their triggers and indexes go with them).
+		rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table'`)
+		if err != nil {
+			return err
+		}
+		var tables []string
+		for rows.Next() {
+			var t string
+			if err := rows.Scan(&t); err != nil {
+				rows.Close()
+				return err
+			}
+			if strings.HasPrefix(t, ns+"_") {
+				tables = append(tables, t)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, t := range tables {
 			if _, err := db.ExecContext(ctx, `DROP TABLE IF EXISTS "`+t+`"`); err != nil {
 				return fmt.Errorf("drop %s: %w", t, err)
 			}
@@ -205,18 +226,24 @@ func endLeaseSQL(kind, ns, mode string) (string, error) {
 		return `DELETE FROM ` + sqliteLocksTable(ns) + ` WHERE lock_name = ?1 AND holder <> '' AND disabled = 0
 			RETURNING token, holder`, nil
 	case kindSQLite + "/" + LossExpire:
-		return `UPDATE ` + sqliteLocksTable(ns) + ` SET ` + sqliteExpiredLease + `
-			WHERE lock_name = ?1 AND holder <> '' RETURNING token, holder`, nil
+		return sqliteExpireSQL(ns), nil
 	}
 	return "", fmt.Errorf("store-side loss: no mode %q on %s", mode, kind)
 }
 
-// sqliteExpiredLease is the assignment that makes a SQLite lease expired
-// for every reader: its expiry (integer milliseconds on the store's clock)
-// set to 1, long past on any clock that counts from the Unix epoch or from
-// boot. It depends on how the SQLite store keeps expiries: when that
-// changes (schema.sql), change this, and nothing else.
-const sqliteExpiredLease = `expires_at = 1`
+// sqliteExpireSQL is the statement that sets the current SQLite lease of
+// lock ?1 expired for every reader, keeping the record, and returns its
+// token and holder. It depends on how the SQLite store keeps expiries
+// (store/sqlite/schema.sql, version 4: the lease's end in milliseconds on
+// the host's boot clock, in the lease_clock table, for the lease whose
+// token it names; 0 is the boot itself, long past): when that changes,
+// change this, and nothing else.
+func sqliteExpireSQL(ns string) string {
+	locks := sqliteLocksTable(ns)
+	return `UPDATE "` + ns + `_lease_clock" SET expires = 0
+		WHERE lock_name = ?1 AND lease_token = (SELECT token FROM ` + locks + ` WHERE lock_name = ?1 AND holder <> '')
+		RETURNING lease_token, (SELECT holder FROM ` + locks + ` WHERE lock_name = ?1)`
+}
 
 func pgLocksTable(ns string) string { return pgx.Identifier{ns, "masterjob_locks"}.Sanitize() }
 
