@@ -3,8 +3,10 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -57,6 +59,7 @@ func verdict(ok bool) string {
 // Markdown writes the report as Markdown tables.
 func (r *Report) Markdown(w io.Writer) {
 	defer r.scaleMarkdown(w)
+	defer r.stepsMarkdown(w)
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	m := r.Machine
 	p("Run of %s, %s, took %s.\n\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), "`"+r.Command+"`", r.Elapsed.Round(time.Second))
@@ -218,4 +221,32 @@ func minMaxF(v []float64) (lo, hi float64) {
 		}
 	}
 	return lo, hi
+}
+
+// stepsMarkdown writes the step-by-step breakdown of traced hand-offs.
+func (r *Report) stepsMarkdown(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	for _, x := range r.Results {
+		if len(x.Steps) == 0 {
+			continue
+		}
+		p("\n### Graceful hand-off step by step: %s, %s (%d trials)\n\n", x.Store, x.Timing, x.Trials)
+		p("Each mark's time since the SIGTERM to the master's runner, on CLOCK_MONOTONIC (the runners' trace marks, the child's own report), ordered by median; the step is the gap from the previous row's median.\n\n")
+		p("| mark | since SIGTERM, median | p99 | step | trials |\n|---|---|---|---|---|\n")
+		steps := slices.Clone(x.Steps)
+		slices.SortStableFunc(steps, func(a, b StepSeries) int { return cmp.Compare(a.Summary.Median, b.Summary.Median) })
+		var prev time.Duration
+		for _, st := range steps {
+			if len(st.Samples) == 0 {
+				continue
+			}
+			p("| %s | %s | %s | %s | %d |\n", st.Step, ms(st.Summary.Median), ms(st.Summary.P99), ms(st.Summary.Median-prev), len(st.Samples))
+			prev = st.Summary.Median
+		}
+		for _, st := range x.Steps {
+			if len(st.Samples) == 0 {
+				p("| %s | (no mark) | | | 0 |\n", st.Step)
+			}
+		}
+	}
 }

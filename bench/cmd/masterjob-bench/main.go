@@ -93,6 +93,7 @@ func run() int {
 		scaleLease   = flag.Duration("scale-lease", 3*time.Second, "lease of the scale scenario (heartbeat = lease/3)")
 		scaleCheck   = flag.Duration("scale-check", 5*time.Second, "check interval of the scale scenario")
 		scaleWindow  = flag.Duration("scale-window", 20*time.Second, "window over which the scale scenario counts round trips")
+		traceSteps   = flag.Bool("trace", false, "trace the runners ($MASTERJOB_TRACE) and break each graceful handoff down into its steps")
 		instanceBin  = flag.String("instance", "", "the scale scenario's instance (default: go build ./bench/cmd/masterjob-bench-instance into the work directory)")
 		workDir      = flag.String("workdir", "", "directory for binaries, databases and runner logs (default: a new temporary directory, removed unless -keep)")
 		keep         = flag.Bool("keep", false, "keep the work directory")
@@ -181,7 +182,7 @@ func run() int {
 		if b.Kind == bench.Postgres && pgDSN == "" {
 			pgDSN = b.DSN()
 		}
-		envs = append(envs, &bench.Env{Bin: bins, Backend: b, Dir: filepath.Join(dir, fmt.Sprintf("runs-%d", i)), Logf: logf})
+		envs = append(envs, &bench.Env{Bin: bins, Backend: b, Dir: filepath.Join(dir, fmt.Sprintf("runs-%d", i)), Logf: logf, Trace: *traceSteps})
 	}
 
 	rep := &bench.Report{
