@@ -193,9 +193,10 @@ func (c *procCluster) start() *procRunner {
 	return r
 }
 
-// runnerOf returns the runner whose child is pid.
+// runnerOf returns the runner whose child is pid: its grandparent (the
+// runner starts a supervisor, which starts the child).
 func (c *procCluster) runnerOf(pid int) *procRunner {
-	ppid := parentOf(pid)
+	ppid := parentOf(parentOf(pid))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, r := range c.runners {
