@@ -28,6 +28,16 @@ const (
 	keyShutdownTimeout        = "shutdownTimeout"
 )
 
+// MinTiming is the shortest value accepted for every timing but InitDelay
+// (which may be zero): CheckMasterInterval, HeartbeatInterval, Tolerance,
+// SafetyMargin and ShutdownTimeout, whatever their source. Shorter timings
+// make every instance write or read the store hundreds of times a second
+// (a 5 ms heartbeat is 200 renewals a second), and a safety margin that
+// short leaves a job no time to stop. Below it, the likelier story is a
+// unit left out: in the config file, the environment and the command line's
+// flags a bare number is milliseconds, so "5" is 5ms, not 5s.
+const MinTiming = 10 * time.Millisecond
+
 // sourceDefault labels a value that came from the constants in options.go.
 const sourceDefault = "default"
 
@@ -114,7 +124,10 @@ type resolution struct {
 	// invalid one. Their problem is already reported, so validation skips
 	// every check that involves them rather than report consequences.
 	unsure map[string]bool
-	errs   []error
+	// bare holds the keys whose value was written as a bare number (in the
+	// file or the environment): milliseconds, which errors remind of.
+	bare map[string]bool
+	errs []error
 }
 
 // invalid returns an error that wraps ErrInvalidConfig.
@@ -125,7 +138,7 @@ func invalid(format string, args ...any) error {
 // resolve applies the four sources in order, derives the remaining
 // defaults and validates the result.
 func resolve(o *options) *resolution {
-	r := &resolution{source: map[string]string{}, unsure: map[string]bool{}}
+	r := &resolution{source: map[string]string{}, unsure: map[string]bool{}, bare: map[string]bool{}}
 	lookup := o.lookupEnv
 	if lookup == nil {
 		lookup = os.LookupEnv
@@ -172,6 +185,7 @@ func (r *resolution) setDuration(key string, d time.Duration, source string) {
 	*settingFor(key).field(&r.cfg) = d
 	r.source[key] = source
 	delete(r.unsure, key)
+	delete(r.bare, key)
 }
 
 func (r *resolution) setRetry(n int, source string) {
@@ -253,6 +267,7 @@ func (r *resolution) loadFile(o *options, lookup func(string) (string, bool)) {
 				r.fail(key, invalid("%s %s (%s): %v", key, showJSON(raw), source, err))
 			} else if set {
 				r.setDuration(key, d, source)
+				r.bare[key] = isBareNumber(raw)
 			}
 		default:
 			r.errs = append(r.errs, invalid("unknown key %q in the %q section of config file %s (named by %s)%s; known keys: %s",
@@ -459,6 +474,7 @@ func (r *resolution) loadEnv(lookup func(string) (string, bool)) {
 			continue
 		}
 		r.setDuration(s.key, d, source)
+		r.bare[s.key] = isBareNumber(json.RawMessage(strconv.Quote(v)))
 	}
 	if v, ok := lookup(EnvMaxHeartbeatRetryCount); ok && strings.TrimSpace(v) != "" {
 		source := "environment " + EnvMaxHeartbeatRetryCount
@@ -481,7 +497,9 @@ func (r *resolution) derive() {
 		}
 		r.source[key] = label
 		b := r.duration(base)
-		if r.unsure[base] || b <= 0 {
+		if r.unsure[base] || b < MinTiming {
+			// The base is invalid and reported: a value derived from it
+			// would only report its consequence.
 			r.unsure[key] = true
 			return
 		}
@@ -503,6 +521,29 @@ func (r *resolution) derive() {
 	})
 }
 
+// isBareNumber reports whether a config-file value (a JSON number, or a
+// string) is a number without a unit, which means milliseconds.
+func isBareNumber(raw json.RawMessage) bool {
+	text := string(bytes.TrimSpace(raw))
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		text = s
+	}
+	_, err := parseMillis(strings.TrimSpace(text))
+	return err == nil
+}
+
+// unitHint reminds, for a timing below MinTiming that was written as a bare
+// number, that it means milliseconds, and shows the value the user
+// probably meant.
+func unitHint(bare bool, d time.Duration) string {
+	if !bare {
+		return ""
+	}
+	ms := strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', -1, 64)
+	return fmt.Sprintf(` (a bare number is milliseconds: %s is %v; write the unit, such as "%ss")`, ms, d, ms)
+}
+
 // validate checks each setting, then the relations between them, skipping
 // checks that involve unsure settings.
 func (r *resolution) validate() {
@@ -515,16 +556,24 @@ func (r *resolution) validate() {
 			r.errs = append(r.errs, invalid("%s must not be negative", r.describe(s.key)))
 		case d == 0 && s.positive:
 			r.errs = append(r.errs, invalid("%s must be positive", r.describe(s.key)))
+		case d < MinTiming && s.positive:
+			r.errs = append(r.errs, invalid("%s is shorter than %v, the shortest timing accepted%s",
+				r.describe(s.key), MinTiming, unitHint(r.bare[s.key], d)))
 		}
 	}
 	if !r.unsure[keyMaxHeartbeatRetryCount] && r.cfg.MaxHeartbeatRetryCount < 0 {
 		r.errs = append(r.errs, invalid("%s must not be negative", r.describe(keyMaxHeartbeatRetryCount)))
 	}
+	if !r.unsure[keyMaxHeartbeatRetryCount] && r.cfg.MaxHeartbeatRetryCount > MaxHeartbeatRetryCountLimit {
+		r.errs = append(r.errs, invalid("%s must be at most %d: the retries of one heartbeat share what is left of the trust window",
+			r.describe(keyMaxHeartbeatRetryCount), MaxHeartbeatRetryCountLimit))
+	}
 
-	// The relations hold only between settings that are valid on their own.
+	// The relations hold only between settings that are valid on their own
+	// (all of them are floored at MinTiming).
 	valid := func(keys ...string) bool {
 		for _, k := range keys {
-			if r.unsure[k] || r.duration(k) <= 0 {
+			if r.unsure[k] || r.duration(k) < MinTiming {
 				return false
 			}
 		}

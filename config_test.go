@@ -436,6 +436,43 @@ func TestConfigDerived(t *testing.T) {
 	}
 }
 
+// TestConfigFloor: timings at MinTiming are accepted from every source,
+// the seed's milliseconds stay what they were, and InitDelay, a delay rather
+// than a rate, may be shorter (or zero).
+func TestConfigFloor(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		opts []Option
+		want Config
+	}{
+		{"options at the floor", []Option{WithInitDelay(time.Millisecond), WithCheckMasterInterval(MinTiming), WithHeartbeatInterval(MinTiming),
+			WithTolerance(4 * MinTiming), WithSafetyMargin(MinTiming), WithShutdownTimeout(MinTiming)},
+			Config{time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond, DefaultMaxHeartbeatRetryCount,
+				40 * time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond}},
+		{"environment at the floor, bare", []Option{envMap(map[string]string{EnvInitDelay: "1", EnvCheckMasterInterval: "10",
+			EnvHeartbeatInterval: "10", EnvTolerance: "40"})},
+			Config{time.Millisecond, 10 * time.Millisecond, 10 * time.Millisecond, DefaultMaxHeartbeatRetryCount,
+				40 * time.Millisecond, 10 * time.Millisecond, 40 * time.Millisecond}},
+		{"the seed's file", []Option{WithConfigFile(writeSection(t,
+			`"initDelay": 0, "checkMasterInterval": 20000, "heartbeatInterval": 5000, "masterJobTolerance": 15000`))},
+			Config{0, 20 * time.Second, 5 * time.Second, DefaultMaxHeartbeatRetryCount,
+				15 * time.Second, 3750 * time.Millisecond, 15 * time.Second}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg, err := LoadConfig(append([]Option{envMap(nil)}, tc.opts...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg != tc.want {
+				t.Errorf("config = %+v\nwant %+v", cfg, tc.want)
+			}
+		})
+	}
+}
+
 // checkConfigError asserts that err wraps ErrInvalidConfig, joins n errors
 // that each wrap it too, and contains every string in wants.
 func checkConfigError(t *testing.T, err error, n int, wants ...string) {
@@ -603,6 +640,66 @@ func TestConfigErrors(t *testing.T) {
 			opts: []Option{WithShutdownTimeout(0)},
 			n:    1,
 			want: []string{"shutdownTimeout 0s (option WithShutdownTimeout) must be positive"},
+		},
+
+		// The floor (MinTiming).
+		{
+			name: "bare number below the floor from env",
+			env:  map[string]string{EnvHeartbeatInterval: "5"},
+			n:    1, // not also the tolerance and margin derived from it
+			want: []string{`heartbeatInterval 5ms (environment MASTER_JOB_HEARTBEAT_INTERVAL) is shorter than 10ms, the shortest timing accepted ` +
+				`(a bare number is milliseconds: 5 is 5ms; write the unit, such as "5s")`},
+		},
+		{
+			name: "bare number below the floor from file",
+			file: `{"masterJobExecutor": {"checkMasterInterval": 2}}`,
+			n:    1,
+			want: []string{`checkMasterInterval 2ms (config file $FILE (masterJobExecutor.checkMasterInterval)) is shorter than 10ms, ` +
+				`the shortest timing accepted (a bare number is milliseconds: 2 is 2ms; write the unit, such as "2s")`},
+		},
+		{
+			name: "bare number in a string below the floor from file",
+			file: `{"masterJobExecutor": {"masterJobTolerance": "7.5"}}`,
+			n:    1,
+			want: []string{`masterJobTolerance 7.5ms (config file $FILE (masterJobExecutor.masterJobTolerance)) is shorter than 10ms, ` +
+				`the shortest timing accepted (a bare number is milliseconds: 7.5 is 7.5ms; write the unit, such as "7.5s")`},
+		},
+		{
+			name: "a unit below the floor from env: no hint",
+			env:  map[string]string{EnvCheckMasterInterval: "5ms"},
+			n:    1,
+			want: []string{`checkMasterInterval 5ms (environment CHECK_MASTER_INTERVAL) is shorter than 10ms, the shortest timing accepted`},
+		},
+		{
+			name: "option below the floor",
+			opts: []Option{WithHeartbeatInterval(time.Millisecond)},
+			n:    1,
+			want: []string{`heartbeatInterval 1ms (option WithHeartbeatInterval) is shorter than 10ms, the shortest timing accepted`},
+		},
+		{
+			name: "labeled option below the floor",
+			opts: []Option{Labeled("flag --safety-margin", WithSafetyMargin(9*time.Millisecond))},
+			n:    1,
+			want: []string{`safetyMargin 9ms (flag --safety-margin) is shorter than 10ms, the shortest timing accepted`},
+		},
+		{
+			name: "shutdown timeout below the floor",
+			opts: []Option{WithShutdownTimeout(time.Microsecond)},
+			n:    1,
+			want: []string{`shutdownTimeout 1µs (option WithShutdownTimeout) is shorter than 10ms`},
+		},
+		{
+			name: "a derived safety margin below the floor",
+			opts: []Option{WithHeartbeatInterval(10 * time.Millisecond)},
+			n:    1,
+			want: []string{`safetyMargin 7.5ms (default: masterJobTolerance / 4) is shorter than 10ms, the shortest timing accepted`},
+		},
+		{
+			name: "the floor applies after precedence: a later source below it",
+			file: `{"masterJobExecutor": {"heartbeatInterval": 5000}}`,
+			env:  map[string]string{EnvHeartbeatInterval: "5"},
+			n:    1,
+			want: []string{`heartbeatInterval 5ms (environment MASTER_JOB_HEARTBEAT_INTERVAL) is shorter than 10ms`},
 		},
 
 		// Values that do not parse.

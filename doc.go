@@ -41,7 +41,14 @@
 //
 // Master: the job starts only after the acquisition committed. All leases an
 // instance holds are renewed together, one round trip per
-// HeartbeatInterval.
+// HeartbeatInterval. A lease whose acquisition answered late joins that
+// schedule no later than a heartbeat after its acquisition began.
+//
+// Timings belong to the executor, and StartMaster may override them for a
+// lock (the seed's per-call settings). Locks with equal timings form a
+// timing class served by one loop goroutine: an instance pays one renewal
+// per heartbeat and one check per check interval for each class, whatever
+// the number of locks in it.
 //
 // # The trust window
 //
@@ -53,10 +60,26 @@
 // master demotes itself: it cancels the job's context (cause
 // ErrTrustWindowPassed, or ErrLeaseExpired if even the lease itself must
 // have run out, as after a SIGSTOP longer than the lease) and calls stop.
-// The deadline is checked against the monotonic clock on every wake of the
-// executor's loop, so a renewal that returns after a pause can never revive
-// a mastership whose window closed. Store calls run beside the loop and are
-// bounded by the deadline, so a hung store cannot hold the loop.
+// The deadline is checked on every wake of the executor's loop, so a
+// renewal that returns after a pause can never revive a mastership whose
+// window closed. Store calls run beside the loop and are bounded by the
+// deadline, so a hung store cannot hold the loop; so does the subscription
+// to the store's notifications (one per executor, with its own timeout and
+// backoff), and the loop's log lines go through a bounded queue, so that a
+// blocked log output cannot hold it either.
+//
+// The clock of trust windows is the monotonic clock plus the time the host
+// spent suspended (Linux CLOCK_BOOTTIME; elsewhere the monotonic clock
+// alone). Go's monotonic clock stops during a host suspend while the
+// store's clock runs on: measured on it alone, a window would stay open
+// after a resume although the lease expired in the store long ago. With the
+// suspend counted, the master stops its job at the first wake of its loop
+// after resuming (its next scheduled renewal or deadline, at most a
+// heartbeat later, since Go's timers do not count the suspend) without
+// waiting for a store answer. What no clock can prevent: a process frozen
+// as a whole (SIGSTOP, a paused VM whose clocks stop with it, a debugger)
+// runs no code while frozen, and a write it had in flight may land after
+// another master started. That window is what the fencing token is for.
 //
 // A failed renewal is retried up to MaxHeartbeatRetryCount times, spread
 // over what is left of the window; if all fail, the master demotes itself
@@ -72,6 +95,15 @@
 // says the lease is gone, or the trust window closed) there is nothing to
 // keep: the job is stopped as fast as it will go, and a release is only
 // attempted afterwards, fenced, in case the lease was still ours.
+//
+// A loss during a planned stop is still a loss. While a job stops for a
+// planned reason its lease is renewed; if the store then refuses a renewal
+// (an operator deleted the record, a failover to a replica that missed the
+// last renewals) or the trust window closes, another instance may already
+// be master. The job's context was cancelled already and its cause cannot
+// change, so StopReason turns to the loss, StopDeadline moves to now and a
+// StartStop job's stop context is cancelled: the CLI kills its child at
+// once instead of at the old expiry.
 //
 // # Disable and enable
 //

@@ -8,11 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
 	"os"
 	"sort"
 	"sync"
 	"time"
 
+	"github.com/masterjob/masterjob/internal/hostclock"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -25,16 +28,52 @@ type Executor struct {
 	log    *slog.Logger
 	obs    Observer
 	holder store.Holder
+	// now is the clock of trust windows and deadlines: hostclock.Now (the
+	// monotonic clock plus time the host spent suspended) unless a test
+	// injects another. Its readings compare only with each other.
+	now func() time.Time
+
+	opts options // as given to New, for the per-lock settings of StartMaster
 
 	mu        sync.Mutex
-	jobs      map[string]Job
+	jobs      map[string]*registration
 	masters   map[string]Lease
 	deadlines map[string]time.Time // trust window of each lease in masters
 	storeErr  error                // error of the last store round trip, nil if it succeeded
 	errSince  time.Time            // when store round trips started failing
 	running   bool
 	closed    bool
-	added     chan struct{} // wakes the loop after StartMaster; capacity 1
+	run       *runState // while Run runs
+
+	leaders      map[string]Leader // latest known master of each registered lock
+	balance      balanceView       // latest balance view (balance.go)
+	balanceCfg   BalanceConfig
+	weight       float64
+	lockSet      []string // registered locks, sorted, for the member record
+	lockSetID    string
+	lockSetDirty bool
+	left         bool                 // the member record was removed at the end of Run
+	suspects     map[string]time.Time // instances suspected dead, until when (balance.go)
+}
+
+// registration is a job registered with StartMaster, with the timing of
+// its lock. Locks with equal timings form a timing class, served by one
+// loop: one renewal and one check per heartbeat and check interval for the
+// whole class.
+type registration struct {
+	job Job
+	cfg Config
+}
+
+// runState is the state of one Run that StartMaster needs.
+type runState struct {
+	ctx     context.Context
+	log     *slog.Logger
+	startAt time.Time // when Run started, on the executor's clock
+	loops   map[Config]*loop
+	wg      sync.WaitGroup
+	errs    []error // of loops that ended with an error
+	ended   bool    // Run's context is done: no new loops
 }
 
 // New returns an executor on st. Its configuration is resolved from
@@ -58,10 +97,16 @@ func New(st store.Store, opts ...Option) (*Executor, error) {
 		cfg:       cfg,
 		log:       o.logger,
 		obs:       o.observer,
-		jobs:      map[string]Job{},
+		jobs:      map[string]*registration{},
+		opts:      o,
+		leaders:   map[string]Leader{},
+		weight:    1,
 		masters:   map[string]Lease{},
 		deadlines: map[string]time.Time{},
-		added:     make(chan struct{}, 1),
+		now:       o.clock,
+	}
+	if e.now == nil {
+		e.now = hostclock.Now
 	}
 	if e.log == nil {
 		e.log = slog.Default()
@@ -73,10 +118,22 @@ func New(st store.Store, opts ...Option) (*Executor, error) {
 	if e.holder.ID == "" {
 		e.holder.ID = newInstanceID()
 	}
+	if o.balance != nil {
+		e.balanceCfg = *o.balance
+		if e.balanceCfg.Weight < 0 || math.IsNaN(e.balanceCfg.Weight) || math.IsInf(e.balanceCfg.Weight, 0) || e.balanceCfg.Slack < 0 {
+			return nil, fmt.Errorf("%w: balance weight %v and slack %d (option WithBalance) must not be negative", ErrInvalidConfig, e.balanceCfg.Weight, e.balanceCfg.Slack)
+		}
+		if e.balanceCfg.Weight > 0 {
+			e.weight = e.balanceCfg.Weight
+		}
+	}
 	info := o.info
 	if info == (InstanceInfo{}) {
 		info.Host, _ = os.Hostname()
 		info.PID = os.Getpid()
+	}
+	if info.Started.IsZero() {
+		info.Started = time.Now().UTC().Truncate(time.Millisecond)
 	}
 	b, _ := json.Marshal(info)
 	e.holder.Info = string(b)
@@ -102,12 +159,28 @@ func (e *Executor) InstanceID() string { return e.holder.ID }
 
 // StartMaster registers job under lock. It may be called before or while
 // Run runs. The lock name must pass store.ValidateLockName.
-func (e *Executor) StartMaster(lock string, job Job) error {
+//
+// opts may set the timings of this lock (WithCheckMasterInterval,
+// WithHeartbeatInterval, WithTolerance, WithSafetyMargin,
+// WithShutdownTimeout, WithMaxHeartbeatRetryCount, WithInitDelay), as the
+// seed's startMaster did per call. They come last in the order of sources:
+// defaults < config file < environment < New's options < StartMaster's
+// options. Locks with equal timings share their store round trips: an
+// instance pays one renewal per heartbeat and one check per check
+// interval for each distinct set of timings, whatever the number of locks.
+// Other options apply to the executor as a whole and are refused here. An
+// invalid timing is an error wrapping ErrInvalidConfig that names the
+// setting, its source and the lock.
+func (e *Executor) StartMaster(lock string, job Job, opts ...Option) error {
 	if err := store.ValidateLockName(lock); err != nil {
 		return fmt.Errorf("masterjob: StartMaster: %w", err)
 	}
-	if job == nil {
-		return fmt.Errorf("masterjob: StartMaster %q: job is nil", lock)
+	if err := checkJob(job); err != nil {
+		return fmt.Errorf("masterjob: StartMaster %q: %w", lock, err)
+	}
+	cfg, err := e.lockConfig(lock, opts)
+	if err != nil {
+		return err
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -117,12 +190,77 @@ func (e *Executor) StartMaster(lock string, job Job) error {
 	if _, ok := e.jobs[lock]; ok {
 		return fmt.Errorf("%w: %q", ErrDuplicateLock, lock)
 	}
-	e.jobs[lock] = job
-	select {
-	case e.added <- struct{}{}:
-	default:
+	e.jobs[lock] = &registration{job: job, cfg: cfg}
+	e.lockSetDirty = true
+	if r := e.run; r != nil && !r.ended {
+		if l := r.loops[cfg]; l != nil {
+			l.inbox.markAdded()
+		} else {
+			e.startLoopLocked(cfg)
+		}
 	}
 	return nil
+}
+
+// LockConfig returns the timing of a registered lock: the executor's
+// Config, overridden by the options given to StartMaster for it. ok is
+// false for a lock not registered.
+func (e *Executor) LockConfig(lock string) (cfg Config, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	reg := e.jobs[lock]
+	if reg == nil {
+		return Config{}, false
+	}
+	return reg.cfg, true
+}
+
+// ErrNilJob is returned (wrapped) by StartMaster for a job that cannot run:
+// a nil Job, a nil JobFunc, or StartStop with a nil start function.
+var ErrNilJob = errors.New("masterjob: job has no start function")
+
+func checkJob(job Job) error {
+	switch j := job.(type) {
+	case nil:
+		return fmt.Errorf("%w: job is nil", ErrNilJob)
+	case JobFunc:
+		if j == nil {
+			return fmt.Errorf("%w: JobFunc is nil", ErrNilJob)
+		}
+	case startStopJob:
+		if j.start == nil {
+			return fmt.Errorf("%w: StartStop's start is nil", ErrNilJob)
+		}
+	}
+	return nil
+}
+
+// lockConfig resolves the timing of lock: the executor's sources, then
+// opts.
+func (e *Executor) lockConfig(lock string, opts []Option) (Config, error) {
+	if len(opts) == 0 {
+		return e.cfg, nil
+	}
+	var only options
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&only)
+		}
+	}
+	if only.configFile != nil || only.lookupEnv != nil || only.logger != nil || only.instanceID != "" ||
+		only.info != (InstanceInfo{}) || only.observer != nil || only.clock != nil {
+		return Config{}, fmt.Errorf("%w: StartMaster %q: only timing options apply to a lock; the config file, environment, logger, instance and observer belong to the executor (New)",
+			ErrInvalidConfig, lock)
+	}
+	o := e.opts
+	o.overrides = maps.Clone(e.opts.overrides)
+	o.lock = lock
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	return resolveConfig(&o)
 }
 
 // Masters returns the leases whose jobs this instance runs now, sorted by
@@ -159,7 +297,7 @@ func (e *Executor) Ready() error {
 	if !e.running {
 		return ErrNotRunning
 	}
-	now := time.Now()
+	now := e.now()
 	for lock, d := range e.deadlines {
 		if !now.Before(d) {
 			return fmt.Errorf("%w: lock %q, %s past", ErrPastTrustWindow, lock, now.Sub(d).Round(time.Millisecond))
@@ -219,49 +357,185 @@ func (e *Executor) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	e.running = true
+	alog, h := newAsyncLog(e.log.Handler())
+	r := &runState{ctx: ctx, log: slog.New(h), startAt: e.now(), loops: map[Config]*loop{}}
+	e.run = r
+	for _, reg := range e.jobs {
+		if r.loops[reg.cfg] == nil {
+			e.startLoopLocked(reg.cfg)
+		}
+	}
 	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		e.closed = true
-		e.running = false
-		clear(e.masters)
-		clear(e.deadlines)
-		e.mu.Unlock()
-	}()
-	l := newLoop(e)
-	return l.run(ctx)
+
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	hubDone := make(chan struct{})
+	if n, ok := e.st.(store.Notifier); ok && ctx.Err() == nil {
+		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes}
+		go func() {
+			defer close(hubDone)
+			hb.run(hubCtx)
+		}()
+	} else {
+		close(hubDone)
+	}
+
+	balDone := make(chan struct{})
+	if ms, ok := e.st.(store.Membership); ok && !e.balanceCfg.Off && ctx.Err() == nil {
+		b := &balancer{e: e, ms: ms, interval: e.cfg.CheckMasterInterval, cfg: e.balanceCfg}
+		go func() {
+			defer close(balDone)
+			b.run(hubCtx)
+		}()
+	} else {
+		close(balDone)
+	}
+
+	<-ctx.Done()
+	e.mu.Lock()
+	r.ended = true
+	e.mu.Unlock()
+	r.wg.Wait()
+	e.leave()
+	// The loops have ended: end the subscription, and wait until the store
+	// has let go of it, so that nothing of Run outlives it.
+	stopHub()
+	<-hubDone
+	<-balDone
+	alog.close()
+
+	e.mu.Lock()
+	e.closed = true
+	e.running = false
+	e.run = nil
+	clear(e.masters)
+	clear(e.deadlines)
+	errs := r.errs
+	e.mu.Unlock()
+	return errors.Join(errs...)
 }
 
-// StopDeadline returns the time (on this process's monotonic clock) by which
-// the job that owns ctx must have stopped: after it, the lease may be
-// another instance's. It moves forward while renewals succeed. ok is false
-// for a context not created by an executor.
-func StopDeadline(ctx context.Context) (deadline time.Time, ok bool) { return stopDeadline(ctx) }
+// runLog returns the logger of the current Run (asynchronous), or the
+// executor's outside Run.
+func (e *Executor) runLog() *slog.Logger {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.run != nil {
+		return e.run.log
+	}
+	return e.log
+}
+
+// subscribeTimeout bounds a Subscribe call: the trust window, within
+// bounds.
+func subscribeTimeout(cfg Config) time.Duration {
+	return min(max(cfg.TrustWindow(), subscribeTimeoutMin), subscribeTimeoutMax)
+}
+
+// startLoopLocked starts the loop of a timing class. e.mu is held.
+func (e *Executor) startLoopLocked(cfg Config) {
+	r := e.run
+	l := newLoop(e, cfg, r.log)
+	l.runStart = r.startAt
+	r.loops[cfg] = l
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		if err := l.run(r.ctx); err != nil {
+			e.mu.Lock()
+			r.errs = append(r.errs, err)
+			e.mu.Unlock()
+		}
+	}()
+}
+
+// inboxes returns the inbox of every loop of the current Run.
+func (e *Executor) inboxes() []*inbox {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.run == nil {
+		return nil
+	}
+	out := make([]*inbox, 0, len(e.run.loops))
+	for _, l := range e.run.loops {
+		out = append(out, l.inbox)
+	}
+	return out
+}
+
+// StopDeadline returns the time (on this process's monotonic clock, as
+// time.Now reads it: compare it with time.Now or pass it to time.Until) by
+// which the job that owns ctx must have stopped: after it, the lease may be
+// another instance's. It moves forward while renewals succeed, and back to
+// now at once when the mastership is lost, even while the job is already
+// stopping for a planned reason (shutdown, disable): poll it while
+// stopping. ok is false for a context not created by an executor.
+func StopDeadline(ctx context.Context) (deadline time.Time, ok bool) {
+	c := clockOf(ctx)
+	if c == nil {
+		return time.Time{}, false
+	}
+	return c.deadline(), true
+}
 
 type leaseClockKey struct{}
 
-// leaseClock holds a mastership's expiry on the local monotonic clock.
+// leaseClock is what a job's context knows of its mastership while the
+// executor's loop runs: the lease's expiry, and the loss, if the lease was
+// lost after the job's context had already been cancelled for a planned
+// reason (a context's cause cannot change once it is cancelled).
 type leaseClock struct {
+	now    func() time.Time // the executor's clock
 	mu     sync.Mutex
-	expiry time.Time
+	expiry time.Time // on the executor's clock
+	loss   error     // why the lease was lost; nil while it is not
+	lost   chan struct{}
+}
+
+func newLeaseClock(now func() time.Time, expiry time.Time) *leaseClock {
+	return &leaseClock{now: now, expiry: expiry, lost: make(chan struct{})}
 }
 
 func (c *leaseClock) set(t time.Time) {
 	c.mu.Lock()
-	c.expiry = t
+	if c.loss == nil {
+		c.expiry = t
+	}
 	c.mu.Unlock()
 }
 
-func (c *leaseClock) get() time.Time {
+// lose records that the lease is gone (or can no longer be trusted) with
+// cause, and moves the expiry back to at, if that is earlier. The first
+// loss wins.
+func (c *leaseClock) lose(cause error, at time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.expiry
+	if c.loss != nil {
+		return
+	}
+	c.loss = cause
+	if at.Before(c.expiry) {
+		c.expiry = at
+	}
+	close(c.lost)
 }
 
-func stopDeadline(ctx context.Context) (time.Time, bool) {
-	c, ok := ctx.Value(leaseClockKey{}).(*leaseClock)
-	if !ok {
-		return time.Time{}, false
-	}
-	return c.get(), true
+// lossCause returns the cause recorded by lose, or nil.
+func (c *leaseClock) lossCause() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.loss
+}
+
+// deadline returns the expiry in time.Now terms: the executor's clock runs
+// ahead of time.Now by the time the host spent suspended.
+func (c *leaseClock) deadline() time.Time {
+	c.mu.Lock()
+	exp := c.expiry
+	c.mu.Unlock()
+	return exp.Add(-c.now().Sub(time.Now()))
+}
+
+func clockOf(ctx context.Context) *leaseClock {
+	c, _ := ctx.Value(leaseClockKey{}).(*leaseClock)
+	return c
 }

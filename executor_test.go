@@ -772,6 +772,13 @@ func (s *slowAnswer) Acquire(ctx context.Context, h store.Holder, locks []string
 	return res, err
 }
 
+// Subscribe passes the store's notifications on: embedding store.Store
+// alone would hide the Notifier capability, and with it the push this
+// test is about.
+func (s *slowAnswer) Subscribe(ctx context.Context) (<-chan store.Change, error) {
+	return s.Store.(store.Notifier).Subscribe(ctx)
+}
+
 // A release pushed while a follower's check is in flight must still wake
 // the follower: the check read the store before the release.
 func TestReleasePushedDuringCheckIsNotLost(t *testing.T) {

@@ -1,64 +1,105 @@
 package masterjob
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/masterjob/masterjob/store"
 )
 
-// loop is the state of one Run: a single goroutine owns it. Store calls run
+// loop elects and runs the jobs of one timing class (the locks that share a
+// Config) during one Run: a single goroutine owns its state. Store calls run
 // in their own goroutines (at most one check, one renewal and one release
 // at a time) so that the loop stays responsive and can enforce the trust
-// window on every wake, whatever the store does.
+// window on every wake, whatever the store does. Store notifications arrive
+// through the executor's notification hub, never from a call the loop makes.
 type loop struct {
 	e   *Executor
 	cfg Config
 	log *slog.Logger
+	now func() time.Time // the executor's clock: monotonic, counting host suspend
 
 	masters map[string]*mastership // includes masterships whose job is stopping
 	// toRelease holds leases to release once: jobs that stopped, and leases
 	// the store says this instance holds but the loop does not run.
-	toRelease map[string]int64
+	toRelease map[string]pendingRelease
 	// holdoff keeps this instance from acquiring a lock until the time
 	// given, after its job returned by itself: others get the first chance.
 	holdoff map[string]time.Time
+	// known is the latest master seen of each followed lock, for the log.
+	known map[string]knownMaster
+	// seen is what the last check saw of each followed lock, for choosing
+	// which free locks to ask for when balancing.
+	seen map[string]seenLock
 
 	started     bool      // the init delay has passed
+	runStart    time.Time // when Run started
 	startAt     time.Time // when the init delay ends
 	nextCheckAt time.Time // zero: no check scheduled
 	nextRenewAt time.Time // zero: nothing to renew
 	checkFails  int       // consecutive failed checks, for backoff
 	renewFails  int       // consecutive failed renewals
+	lastErr     string    // message of the last failure logged at warning level
+	renewAgain  bool      // a renewal was asked for while one was in flight
+	leftUntil   time.Time // balancing: when the free locks the check left to others are due
+	recheck     bool      // the check's answer calls for another check at once
 
 	checking, renewing, releasing bool
 	checkDone                     chan checkResult
 	renewDone                     chan renewResult
 	releaseDone                   chan releaseResult
 	jobDone                       chan jobExit
-
-	notify      <-chan string
-	notifyStop  context.CancelFunc
-	notifyFails int
+	inbox                         *inbox // store notifications and registrations
 
 	shutdown   bool
 	shutdownBy time.Time
+	stopCause  error           // why the executor shuts down: ErrShutdown, maybe wrapping Run's cause
 	jobCtx     context.Context // parent of job contexts: Run's values, not its cancellation
 }
 
 // mastership is one lease held by this instance and its running job.
 type mastership struct {
-	lease    Lease
-	deadline time.Time // end of the trust window, monotonic
-	expiry   time.Time // the latest the store could consider the lease ours
-	clock    *leaseClock
-	cancel   context.CancelCauseFunc
-	stopping error // cause, once the job's context was cancelled
-	lost     bool  // the lease is (or may be) gone: do not renew
+	lease     Lease
+	deadline  time.Time // end of the trust window, on the executor's clock
+	expiry    time.Time // the latest the store could consider the lease ours
+	renewBy   time.Time // when its next renewal is due
+	clock     *leaseClock
+	cancel    context.CancelCauseFunc
+	stopping  error  // cause, once the job's context was cancelled
+	lost      bool   // the lease is (or may be) gone: do not renew
+	successor string // a hand-off: release reserved for this instance
+}
+
+// pendingRelease is a lease to release, with the successor it is reserved
+// for after a hand-off.
+type pendingRelease struct {
+	token     int64
+	successor string
+	reserve   time.Duration
+}
+
+// seenLock is a followed lock as a check saw it.
+type seenLock struct {
+	// freeSince is when it was (or, for a lease seen held, will be) free,
+	// on the executor's clock; zero while it is disabled or reserved for
+	// another instance.
+	freeSince time.Time
+	// mine: it is reserved for this instance (a hand-off to it).
+	mine bool
+	// holder held it when seen, until freeSince (unless it releases it).
+	holder string
+}
+
+// knownMaster is the master of a followed lock as the last check saw it.
+type knownMaster struct {
+	holder string
+	token  int64
 }
 
 type checkResult struct {
@@ -84,35 +125,44 @@ type jobExit struct {
 	err   error
 }
 
-func newLoop(e *Executor) *loop {
+func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 	return &loop{
 		e:           e,
-		cfg:         e.cfg,
-		log:         e.log,
+		cfg:         cfg,
+		log:         log,
+		now:         e.now,
 		masters:     map[string]*mastership{},
-		toRelease:   map[string]int64{},
+		toRelease:   map[string]pendingRelease{},
 		holdoff:     map[string]time.Time{},
+		known:       map[string]knownMaster{},
+		seen:        map[string]seenLock{},
 		checkDone:   make(chan checkResult, 1),
 		renewDone:   make(chan renewResult, 1),
 		releaseDone: make(chan releaseResult, 1),
 		jobDone:     make(chan jobExit),
+		inbox:       newInbox(),
 	}
 }
 
 func (l *loop) run(ctx context.Context) error {
 	l.jobCtx = context.WithoutCancel(ctx)
-	l.startAt = time.Now().Add(l.cfg.InitDelay)
+	if l.runStart.IsZero() {
+		l.runStart = l.now()
+	}
+	l.startAt = l.runStart.Add(l.cfg.InitDelay)
 	l.nextCheckAt = l.startAt
-	l.subscribe()
-	defer func() {
-		if l.notifyStop != nil {
-			l.notifyStop()
-		}
-	}()
 
 	ctxDone := ctx.Done()
 	for {
-		now := time.Now()
+		// Shutdown first: a Run whose context is already done acquires
+		// nothing.
+		select {
+		case <-ctxDone:
+			ctxDone = nil
+			l.beginShutdown(ctx)
+		default:
+		}
+		now := l.now()
 		l.enforceDeadlines(now)
 		if l.shutdown && l.idle() {
 			return nil
@@ -128,16 +178,12 @@ func (l *loop) run(ctx context.Context) error {
 		// in a select, or Reset, crashed the race-enabled runtime inside
 		// testing/synctest bubbles (go1.26.8). A wake that is due now is
 		// one nanosecond away, which changes nothing in real time.
-		timer := time.NewTimer(max(time.Until(l.nextWake()), time.Nanosecond))
+		timer := time.NewTimer(max(l.nextWake().Sub(l.now()), time.Nanosecond))
 		select {
 		case <-ctxDone:
-			ctxDone = nil
-			l.beginShutdown()
 		case <-timer.C:
-		case <-l.e.added:
-			if !l.shutdown {
-				l.checkSoon(l.startAt)
-			}
+		case <-l.inbox.wake:
+			l.onInbox()
 		case r := <-l.checkDone:
 			l.checking = false
 			l.onCheck(r)
@@ -149,15 +195,6 @@ func (l *loop) run(ctx context.Context) error {
 			l.onRelease(r)
 		case x := <-l.jobDone:
 			l.onJobExit(x)
-		case lock, ok := <-l.notify:
-			if ok {
-				l.onNotify(lock)
-				break
-			}
-			l.notify = nil
-			l.notifyStop()
-			l.notifyStop = nil
-			l.log.Warn("store notifications ended; relying on polling until resubscribed")
 		}
 		timer.Stop()
 	}
@@ -169,7 +206,7 @@ func (l *loop) idle() bool {
 }
 
 func (l *loop) nextWake() time.Time {
-	wake := time.Now().Add(time.Hour)
+	wake := l.now().Add(time.Hour)
 	consider := func(t time.Time) {
 		if !t.IsZero() && t.Before(wake) {
 			wake = t
@@ -196,7 +233,7 @@ func (l *loop) nextWake() time.Time {
 // checkSoon schedules a check at t, or now if t has passed, unless one is
 // due earlier.
 func (l *loop) checkSoon(t time.Time) {
-	if now := time.Now(); t.Before(now) {
+	if now := l.now(); t.Before(now) {
 		t = now
 	}
 	if l.nextCheckAt.IsZero() || t.Before(l.nextCheckAt) {
@@ -204,9 +241,23 @@ func (l *loop) checkSoon(t time.Time) {
 	}
 }
 
+// renewSoon schedules a renewal at t unless one is due earlier. A renewal
+// asked for while one is in flight runs when that one returns: the one in
+// flight may have read the store before whatever prompted the request.
+func (l *loop) renewSoon(t time.Time) {
+	if l.renewing {
+		l.renewAgain = true
+		return
+	}
+	if l.nextRenewAt.IsZero() || t.Before(l.nextRenewAt) {
+		l.nextRenewAt = t
+	}
+}
+
 // enforceDeadlines demotes every master whose trust window has passed. It
-// runs on every wake, so a process that was paused (SIGSTOP, GC) notices at
-// its first instruction after resuming.
+// runs on every wake, so a process that was paused (SIGSTOP, GC, a host
+// suspend: the executor's clock counts it) notices at its first instruction
+// after resuming.
 func (l *loop) enforceDeadlines(now time.Time) {
 	for _, m := range l.masters {
 		if m.lost || now.Before(m.deadline) {
@@ -221,25 +272,40 @@ func (l *loop) enforceDeadlines(now time.Time) {
 	}
 }
 
-// stop cancels m's job with cause (once) and reports the transition.
+// stop cancels m's job with cause (once) and reports the transition. A loss
+// (kind Demoted or Lost) also reaches a job that is already stopping for a
+// planned reason: its StopReason turns to the loss and its StopDeadline to
+// now, so that it is killed at once rather than at the old expiry (another
+// instance may be master already).
 func (l *loop) stop(m *mastership, cause error, kind TransitionKind) {
+	loss := kind == Demoted || kind == Lost
+	if loss {
+		at := l.now()
+		if m.stopping == nil && errors.Is(cause, ErrTrustWindowPassed) {
+			// The lease itself lasts until its expiry: the job may use the
+			// safety margin to stop.
+			at = m.expiry
+		}
+		// Cancel before anything else (the log below, the observers): the
+		// job must learn first.
+		m.clock.lose(cause, at)
+	}
 	if m.stopping != nil {
-		// Already stopping for a planned reason; a loss now only changes
-		// whether the lease is renewed, which the caller set.
-		if kind == Demoted || kind == Lost {
-			l.log.Warn("lease lost while the job was stopping", "lock", m.lease.Lock, "token", m.lease.Token, "reason", cause)
+		if loss {
 			l.e.obs.Transition(Transition{Lock: m.lease.Lock, Kind: kind, Token: m.lease.Token, Instance: l.e.holder.ID, Reason: cause})
+			l.log.Warn("lease lost while the job was stopping: stop it at once", "lock", m.lease.Lock, "token", m.lease.Token,
+				"reason", cause, "stopping_for", m.stopping)
 		}
 		return
 	}
 	m.stopping = cause
-	lvl := slog.LevelInfo
-	if kind == Demoted || kind == Lost {
-		lvl = slog.LevelWarn
-		l.e.obs.Transition(Transition{Lock: m.lease.Lock, Kind: kind, Token: m.lease.Token, Instance: l.e.holder.ID, Reason: cause})
-	}
-	l.log.Log(context.Background(), lvl, "stopping job", "lock", m.lease.Lock, "token", m.lease.Token, "reason", cause)
 	m.cancel(cause)
+	if loss {
+		l.e.obs.Transition(Transition{Lock: m.lease.Lock, Kind: kind, Token: m.lease.Token, Instance: l.e.holder.ID, Reason: cause})
+		l.log.Warn("stopping job: mastership lost", "lock", m.lease.Lock, "token", m.lease.Token, "reason", cause)
+		return
+	}
+	l.log.Info("stopping job", "lock", m.lease.Lock, "token", m.lease.Token, "reason", cause)
 }
 
 // renewable returns the leases to renew: held and not lost, including those
@@ -265,13 +331,16 @@ func (l *loop) holdsRenewable() bool {
 	return false
 }
 
-// followed returns the registered locks this instance does not hold and
-// may acquire now.
+// followed returns the locks of this timing class this instance does not
+// hold and may acquire now.
 func (l *loop) followed(now time.Time) []string {
 	l.e.mu.Lock()
 	defer l.e.mu.Unlock()
 	var locks []string
-	for name := range l.e.jobs {
+	for name, reg := range l.e.jobs {
+		if reg.cfg != l.cfg {
+			continue
+		}
 		if _, ok := l.masters[name]; ok {
 			continue
 		}
@@ -294,33 +363,48 @@ func (l *loop) startCalls(now time.Time) {
 	if !l.releasing && len(l.toRelease) > 0 {
 		l.startRelease()
 	}
-	if refs := l.renewable(); !l.renewing && len(refs) > 0 && !now.Before(l.nextRenewAt) {
-		l.startRenew(now, refs)
+	if !l.renewing && l.holdsRenewable() && !now.Before(l.nextRenewAt) {
+		l.e.announce()
+		l.startRenew(now, l.renewable())
 	}
 	if l.shutdown || l.checking || l.nextCheckAt.IsZero() || now.Before(l.nextCheckAt) {
 		return
 	}
 	l.started = true
-	if l.notify == nil && l.notifyStop == nil {
-		l.subscribe()
-	}
-	locks := l.followed(now)
-	if len(locks) == 0 {
+	locks, left, leftUntil := l.checkList(now, l.followed(now))
+	if len(locks) == 0 && len(left) == 0 {
 		// StartMaster, a release or the end of a holdoff schedules the next.
 		l.nextCheckAt = time.Time{}
 		for _, until := range l.holdoff {
 			l.checkSoon(until)
 		}
+		if !leftUntil.IsZero() {
+			l.checkSoon(leftUntil)
+		}
 		return
 	}
 	l.checking = true
 	l.nextCheckAt = time.Time{}
-	timeout := min(l.cfg.CheckMasterInterval, l.cfg.TrustWindow())
+	l.leftUntil = leftUntil
+	// A check is useful only if it answers within the trust window: a
+	// lease acquired later is not trusted (becomeMaster releases it). The
+	// check interval plays no part: a short interval must not time out
+	// every check of a slow store.
+	timeout := l.cfg.TrustWindow()
+	l.e.announce()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		began := time.Now()
+		began := l.now()
 		states, err := l.e.st.Acquire(ctx, l.e.holder, locks, l.cfg.Tolerance)
+		if err == nil && len(left) > 0 {
+			// Balancing left these to others: read them, without taking
+			// them. Only while more locks are free than this instance's
+			// share, so the steady state costs no second round trip.
+			if more, lerr := l.e.st.Locks(ctx, left...); lerr == nil {
+				states = append(states, more...)
+			}
+		}
 		l.checkDone <- checkResult{began: began, states: states, err: err}
 	}()
 }
@@ -335,10 +419,14 @@ func (l *loop) startRenew(now time.Time, refs []store.LeaseRef) {
 		}
 	}
 	l.renewing = true
+	l.renewAgain = false
 	go func() {
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		// A timeout, not a deadline: deadline is on the executor's clock,
+		// which counts host suspend; context deadlines run on the
+		// monotonic clock.
+		ctx, cancel := context.WithTimeout(context.Background(), deadline.Sub(now))
 		defer cancel()
-		began := time.Now()
+		began := l.now()
 		res, err := l.e.st.Renew(ctx, l.e.holder.ID, refs, l.cfg.Tolerance)
 		l.renewDone <- renewResult{began: began, results: res, err: err}
 	}()
@@ -346,8 +434,8 @@ func (l *loop) startRenew(now time.Time, refs []store.LeaseRef) {
 
 func (l *loop) startRelease() {
 	refs := make([]store.LeaseRef, 0, len(l.toRelease))
-	for lock, token := range l.toRelease {
-		refs = append(refs, store.LeaseRef{Lock: lock, Token: token})
+	for lock, p := range l.toRelease {
+		refs = append(refs, store.LeaseRef{Lock: lock, Token: p.token, Successor: p.successor, Reserve: p.reserve})
 	}
 	l.releasing = true
 	timeout := min(l.cfg.HeartbeatInterval, l.cfg.SafetyMargin)
@@ -359,8 +447,29 @@ func (l *loop) startRelease() {
 	}()
 }
 
+// failed logs a failed store call: at warning level when its message is
+// new, at debug level while the same failure repeats, so that an outage
+// writes one warning, not one per attempt.
+func (l *loop) failed(msg string, err error, attrs ...any) {
+	attrs = append(attrs, "err", err)
+	if s := err.Error(); s != l.lastErr {
+		l.lastErr = s
+		l.log.Warn(msg, attrs...)
+		return
+	}
+	l.log.Debug(msg, attrs...)
+}
+
+// recovered logs that the store answers again after failures.
+func (l *loop) recovered(what string, failures int) {
+	if failures > 0 {
+		l.log.Info("store reachable again", "call", what, "after_failures", failures)
+	}
+	l.lastErr = ""
+}
+
 func (l *loop) onCheck(r checkResult) {
-	now := time.Now()
+	now := l.now()
 	// A check asked for while this one was in flight (a pushed release, a
 	// new registration) must not be lost: this check may have read the
 	// store before that release.
@@ -375,20 +484,19 @@ func (l *loop) onCheck(r checkResult) {
 	if r.err != nil {
 		l.checkFails++
 		wait := backoff(l.checkFails, min(100*time.Millisecond, l.cfg.CheckMasterInterval), l.cfg.CheckMasterInterval)
-		l.log.Warn("check failed; retrying", "err", r.err, "retry_in", wait, "attempt", l.checkFails)
+		l.failed("check failed; retrying", r.err, "retry_in", wait, "attempt", l.checkFails)
 		l.nextCheckAt = now.Add(wait)
 		return
 	}
-	if l.checkFails > 0 {
-		l.log.Info("store reachable again", "after_failures", l.checkFails)
-	}
+	l.recovered("check", l.checkFails)
 	l.checkFails = 0
 	sleep := l.cfg.CheckMasterInterval
 	for _, s := range r.states {
 		switch {
 		case s.Acquired:
+			delete(l.seen, s.Lock)
 			if l.shutdown || l.jobFor(s.Lock) == nil {
-				l.toRelease[s.Lock] = s.Token
+				l.toRelease[s.Lock] = pendingRelease{token: s.Token}
 				continue
 			}
 			l.becomeMaster(s, r.began)
@@ -396,22 +504,81 @@ func (l *loop) onCheck(r checkResult) {
 			// A lease the loop does not run: an acquisition whose answer was
 			// lost, or a release that failed. Never adopt it (its job may
 			// have run already): release it so a fresh token is issued.
-			l.toRelease[s.Lock] = s.Token
-		case s.Held() && !s.Disabled:
-			// Wake when the current lease expires, not a full interval later.
-			sleep = min(sleep, max(s.TTL, time.Millisecond))
+			l.toRelease[s.Lock] = pendingRelease{token: s.Token}
+		default:
+			l.noteMaster(s)
+			l.see(s, r.began)
+			if s.Held() && !s.Disabled {
+				// Wake when the current lease expires, not a full interval later.
+				sleep = min(sleep, max(s.TTL, time.Millisecond))
+			}
+			if s.ReservedFor != "" && s.ReservedFor != l.e.holder.ID && s.ReservedTTL > 0 {
+				// Reserved for a successor: wake when that lapses.
+				sleep = min(sleep, max(s.ReservedTTL, time.Millisecond))
+			}
 		}
 	}
 	l.nextCheckAt = now.Add(sleep)
 	for _, until := range l.holdoff {
 		l.checkSoon(until)
 	}
+	if !l.leftUntil.IsZero() {
+		l.checkSoon(l.leftUntil)
+		l.leftUntil = time.Time{}
+	}
+	if l.recheck {
+		l.recheck = false
+		l.checkSoon(now)
+	}
+}
+
+// noteMaster logs the master of a followed lock when it changed since the
+// last check: who runs the job while this instance stands by.
+func (l *loop) noteMaster(s store.LockState) {
+	l.e.setLeader(leaderOf(s, l.e.holder.ID))
+	cur := knownMaster{}
+	if s.Held() {
+		cur = knownMaster{holder: s.Holder, token: s.Token}
+	}
+	prev, seen := l.known[s.Lock]
+	if seen && prev == cur {
+		return
+	}
+	l.known[s.Lock] = cur
+	switch {
+	case s.Disabled:
+		l.log.Info("standing by: lock disabled", "lock", s.Lock, "reason", s.Reason, "by", s.ChangedBy)
+	case cur.holder == "":
+		l.log.Info("standing by: no master", "lock", s.Lock)
+	default:
+		l.log.Info("standing by: another instance is master", "lock", s.Lock,
+			slog.Group("master", holderAttrs(s.Holder, s.HolderInfo, s.Token)...),
+			"ttl", s.TTL.Round(time.Millisecond).String())
+	}
+}
+
+// holderAttrs describes a lease holder for the log: its id and token, and
+// the host and pid of its description.
+func holderAttrs(id, info string, token int64) []any {
+	attrs := []any{"instance", id, "token", token}
+	if d, ok := parseInstanceInfo(info); ok {
+		if d.Host != "" {
+			attrs = append(attrs, "host", d.Host)
+		}
+		if d.PID != 0 {
+			attrs = append(attrs, "pid", d.PID)
+		}
+	}
+	return attrs
 }
 
 func (l *loop) jobFor(lock string) Job {
 	l.e.mu.Lock()
 	defer l.e.mu.Unlock()
-	return l.e.jobs[lock]
+	if reg := l.e.jobs[lock]; reg != nil && reg.cfg == l.cfg {
+		return reg.job
+	}
+	return nil
 }
 
 // becomeMaster starts the job of an acquired lease. The acquisition has
@@ -423,30 +590,50 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 		lease:    lease,
 		deadline: began.Add(ttl - l.cfg.SafetyMargin),
 		expiry:   began.Add(ttl),
-		clock:    &leaseClock{},
+		// The renewal is due a heartbeat after the acquisition began, as
+		// for a renewal: an acquisition that answered late (a slow store)
+		// must not wait for the shared schedule, which could come after
+		// its trust window closed.
+		renewBy: began.Add(l.cfg.HeartbeatInterval),
 	}
-	m.clock.set(m.expiry)
-	if !time.Now().Before(m.deadline) {
+	m.clock = newLeaseClock(l.now, m.expiry)
+	if !l.now().Before(m.deadline) {
 		// The acquisition took so long that the trust window is already
 		// over: do not start a job that would have to stop at once.
-		l.toRelease[s.Lock] = s.Token
-		l.log.Warn("acquired a lease too late to trust it; releasing", "lock", s.Lock, "token", s.Token)
+		l.toRelease[s.Lock] = pendingRelease{token: s.Token}
+		l.log.Warn("acquired a lease too late to trust it; releasing", "lock", s.Lock, "token", s.Token,
+			"took", l.now().Sub(began).Round(time.Millisecond).String())
 		return
 	}
+	delete(l.known, s.Lock)
 	l.masters[s.Lock] = m
-	if len(l.masters) == 1 || l.nextRenewAt.IsZero() {
-		l.nextRenewAt = began.Add(l.cfg.HeartbeatInterval)
+	if !l.renewing && (l.nextRenewAt.IsZero() || m.renewBy.Before(l.nextRenewAt)) {
+		// (A renewal in flight schedules the next from every mastership's
+		// renewBy when it returns.)
+		l.nextRenewAt = m.renewBy
 	}
 	l.e.mu.Lock()
 	l.e.masters[s.Lock] = lease
 	l.e.deadlines[s.Lock] = m.deadline
-	job := l.e.jobs[s.Lock]
+	job := l.e.jobs[s.Lock].job
 	l.e.mu.Unlock()
 
 	ctx := context.WithValue(l.jobCtx, leaseClockKey{}, m.clock)
 	ctx, m.cancel = context.WithCancelCause(ctx)
-	l.log.Info("became master", "lock", lease.Lock, "token", lease.Token)
-	l.e.obs.Transition(Transition{Lock: lease.Lock, Kind: Acquired, Token: lease.Token, Instance: lease.Instance})
+	info, _ := parseInstanceInfo(l.e.holder.Info)
+	l.e.setLeader(Leader{Lock: s.Lock, Instance: lease.Instance, Info: info, Token: lease.Token, Self: true, TTL: s.TTL})
+	tr := Transition{Lock: lease.Lock, Kind: Acquired, Token: lease.Token, Instance: lease.Instance}
+	if s.PrevExpired {
+		if s.PrevHolder != l.e.holder.ID {
+			l.e.suspect(s.PrevHolder)
+		}
+		tr.Takeover, tr.PrevHolder, tr.PrevToken = true, s.PrevHolder, s.PrevToken
+		l.log.Info("became master: took over an expired lease", "lock", lease.Lock, "token", lease.Token,
+			slog.Group("previous", "instance", s.PrevHolder, "token", s.PrevToken))
+	} else {
+		l.log.Info("became master", "lock", lease.Lock, "token", lease.Token)
+	}
+	l.e.obs.Transition(tr)
 	go func() {
 		err := runJob(ctx, job, lease)
 		l.jobDone <- jobExit{lock: lease.Lock, token: lease.Token, err: err}
@@ -469,7 +656,7 @@ type panicError struct{ value any }
 func (p *panicError) Error() string { return fmt.Sprint("masterjob: job panicked: ", p.value) }
 
 func (l *loop) onRenew(r renewResult) {
-	now := time.Now()
+	now := l.now()
 	l.e.obs.Renewal(now.Sub(r.began), len(r.results), r.err)
 	l.e.setStoreResult(r.err)
 	if r.err != nil {
@@ -483,27 +670,16 @@ func (l *loop) onRenew(r renewResult) {
 				}
 			}
 			l.renewFails = 0
+			l.renewAgain = false
 			return
 		}
-		// Spread the remaining retries over what is left of the window.
-		earliest := time.Time{}
-		for _, m := range l.masters {
-			if !m.lost && (earliest.IsZero() || m.deadline.Before(earliest)) {
-				earliest = m.deadline
-			}
-		}
-		wait := l.cfg.HeartbeatInterval / time.Duration(l.cfg.MaxHeartbeatRetryCount+1)
-		if !earliest.IsZero() {
-			left := l.cfg.MaxHeartbeatRetryCount - l.renewFails + 1
-			wait = min(wait, earliest.Sub(now)/time.Duration(left+1))
-		}
-		wait = max(wait, time.Millisecond)
-		l.log.Warn("heartbeat failed; retrying", "err", r.err, "retry_in", wait, "attempt", l.renewFails)
-		l.nextRenewAt = now.Add(wait)
+		l.nextRenewAt = now.Add(l.retryWait(now))
+		l.renewAgain = false
+		l.failed("heartbeat failed; retrying", r.err, "retry_in", l.nextRenewAt.Sub(now).Round(time.Millisecond).String(), "attempt", l.renewFails)
 		return
 	}
+	l.recovered("heartbeat", l.renewFails)
 	l.renewFails = 0
-	l.nextRenewAt = r.began.Add(l.cfg.HeartbeatInterval)
 	for _, res := range r.results {
 		m := l.masters[res.Lock]
 		if m == nil || m.lease.Token != res.Token || m.lost {
@@ -514,6 +690,7 @@ func (l *loop) onRenew(r renewResult) {
 			l.stop(m, ErrLeaseLost, Lost)
 			continue
 		}
+		m.renewBy = r.began.Add(l.cfg.HeartbeatInterval)
 		// A renewal counts from when it began, and only if the trust
 		// window had not closed before it returned.
 		if now.Before(m.deadline) {
@@ -526,11 +703,50 @@ func (l *loop) onRenew(r renewResult) {
 			l.e.mu.Unlock()
 			l.e.obs.LeaseTTL(res.Lock, res.TTL)
 		}
-		if res.Revoked || res.Disabled {
+		switch {
+		case res.Revoked || res.Disabled:
 			l.stop(m, ErrDisabled, Released)
+		case res.HandoffRequested:
+			l.handOff(m, res.HandoffTo)
 		}
 	}
+	// The next renewal is due when the first lease needs it: the ones this
+	// call renewed, a heartbeat after it began; masterships that started
+	// while it was in flight, a heartbeat after their acquisition began.
+	l.nextRenewAt = time.Time{}
+	for _, m := range l.masters {
+		if !m.lost && (l.nextRenewAt.IsZero() || m.renewBy.Before(l.nextRenewAt)) {
+			l.nextRenewAt = m.renewBy
+		}
+	}
+	if l.renewAgain {
+		l.renewAgain = false
+		l.nextRenewAt = now
+	}
 }
+
+// retryWait returns the jittered wait before retrying a failed renewal: the
+// remaining retries are spread over what is left of the earliest trust
+// window, and jittered so that instances that failed together do not
+// retry in lockstep.
+func (l *loop) retryWait(now time.Time) time.Duration {
+	left := time.Duration(l.cfg.MaxHeartbeatRetryCount - l.renewFails + 1) // retries left, this one included
+	wait := l.cfg.HeartbeatInterval / time.Duration(l.cfg.MaxHeartbeatRetryCount+1)
+	earliest := time.Time{}
+	for _, m := range l.masters {
+		if !m.lost && (earliest.IsZero() || m.deadline.Before(earliest)) {
+			earliest = m.deadline
+		}
+	}
+	if !earliest.IsZero() {
+		wait = min(wait, earliest.Sub(now)/(left+1))
+	}
+	wait = max(wait, minRetryWait)
+	return wait/2 + rand.N(wait/2+1)
+}
+
+// minRetryWait is the shortest wait between renewal attempts.
+const minRetryWait = 2 * time.Millisecond
 
 func (l *loop) onJobExit(x jobExit) {
 	m := l.masters[x.lock]
@@ -547,72 +763,266 @@ func (l *loop) onJobExit(x jobExit) {
 			l.log.Info("job returned; releasing the lease", "lock", x.lock, "token", x.token)
 		}
 		// Give others the first chance to take over.
-		l.holdoff[x.lock] = time.Now().Add(l.cfg.CheckMasterInterval)
-	} else if x.err != nil && !errors.Is(x.err, context.Canceled) && !errors.Is(x.err, m.stopping) {
-		l.log.Warn("job stopped with an error", "lock", x.lock, "token", x.token, "err", x.err)
+		l.holdoff[x.lock] = l.now().Add(l.cfg.CheckMasterInterval)
+	} else {
+		attrs := []any{"lock", x.lock, "token", x.token, "reason", m.stopping}
+		if loss := m.clock.lossCause(); loss != nil && loss != m.stopping {
+			attrs = append(attrs, "lost", loss)
+		}
+		if x.err != nil && !errors.Is(x.err, context.Canceled) && !errors.Is(x.err, m.stopping) {
+			attrs = append(attrs, "err", x.err)
+		}
+		l.log.Info("job stopped", attrs...)
 	}
 	delete(l.masters, x.lock)
 	l.e.mu.Lock()
 	delete(l.e.masters, x.lock)
 	delete(l.e.deadlines, x.lock)
 	l.e.mu.Unlock()
+	if len(l.masters) == 0 {
+		// Nothing left to renew: the next mastership starts afresh.
+		l.renewFails = 0
+		l.nextRenewAt = time.Time{}
+	}
 	// Stop, then release: the job has returned, so the next master cannot
 	// start beside it. Releasing a lost lease is fenced and harmless.
-	l.toRelease[x.lock] = x.token
-	if !m.lost {
-		l.e.obs.Transition(Transition{Lock: x.lock, Kind: Released, Token: x.token, Instance: l.e.holder.ID, Reason: m.stopping})
+	rel := pendingRelease{token: x.token}
+	if m.successor != "" && !m.lost {
+		rel.successor, rel.reserve = m.successor, handoffReserve(l.cfg)
 	}
-	l.log.Info("job stopped", "lock", x.lock, "token", x.token, "reason", m.stopping)
+	if errors.Is(m.stopping, ErrHandoff) && !m.lost {
+		// Do not take the lock back at once: the successor (or, after a
+		// hand-off to anyone, another instance) gets it.
+		if _, _, peers, _ := l.e.balanceNow().share(l.e.suspected); peers != 1 {
+			l.holdoff[x.lock] = l.now().Add(l.cfg.CheckMasterInterval)
+		}
+	}
+	l.toRelease[x.lock] = rel
+	if !m.lost {
+		l.e.obs.Transition(Transition{Lock: x.lock, Kind: Released, Token: x.token, Instance: l.e.holder.ID, Reason: m.stopping, Successor: rel.successor})
+	}
+	l.e.setLeader(Leader{Lock: x.lock}) // unknown until the next check
 }
 
 func (l *loop) onRelease(r releaseResult) {
-	if r.err != nil && !l.shutdown {
+	if r.err != nil {
 		// The lease expires by itself; no retry storm against a sick store.
-		l.log.Warn("release failed; the lease will expire instead", "err", r.err)
-	} else if r.err != nil {
-		l.log.Warn("release on shutdown failed; the lease will expire instead", "err", r.err)
+		l.failed("release failed; the lease will expire instead", r.err)
 	}
 	for _, ref := range r.refs {
-		if l.toRelease[ref.Lock] == ref.Token {
+		if l.toRelease[ref.Lock].token == ref.Token {
 			delete(l.toRelease, ref.Lock)
 		}
 	}
 	// The locks are followed again: learn at once who holds them now and
 	// when their leases expire, instead of waiting a full check interval.
 	if !l.shutdown {
-		l.checkSoon(time.Now())
+		l.checkSoon(l.now())
+	}
+}
+
+// handOff stops m's job to hand the lease over to successor ("" for any
+// other instance): an operator's request seen in a renewal, or balancing.
+// The lease is released, reserved for the successor, once the job stopped.
+func (l *loop) handOff(m *mastership, successor string) {
+	if m.stopping != nil || m.lost || successor == l.e.holder.ID {
+		return
+	}
+	m.successor = successor
+	l.stop(m, ErrHandoff, Released)
+}
+
+// see records what a check saw of a followed lock.
+func (l *loop) see(s store.LockState, began time.Time) {
+	switch {
+	case s.Disabled:
+		delete(l.seen, s.Lock)
+	case s.ReservedFor != "" && s.ReservedTTL > 0:
+		if s.ReservedFor == l.e.holder.ID {
+			// Handed to this instance: take it now, whatever the share.
+			l.seen[s.Lock] = seenLock{freeSince: began, mine: true}
+			l.recheck = true
+		} else {
+			l.seen[s.Lock] = seenLock{freeSince: began.Add(s.ReservedTTL)}
+		}
+	case s.Held():
+		l.seen[s.Lock] = seenLock{freeSince: began.Add(s.TTL), holder: s.Holder}
+	default:
+		prev, ok := l.seen[s.Lock]
+		if ok && prev.holder != "" && prev.holder != l.e.holder.ID && !l.e.suspected(prev.holder) {
+			// Its holder's lease ran out with no release pushed (a
+			// release resets what was seen): it is probably dead. Leave it
+			// out of the shares now, not when its member record expires,
+			// so that its locks spread over the others, and check again
+			// with the new shares.
+			l.e.suspect(prev.holder)
+			l.recheck = true
+		}
+		if !ok || prev.freeSince.IsZero() || prev.freeSince.After(began) {
+			prev = seenLock{freeSince: began}
+		}
+		prev.mine, prev.holder = false, ""
+		l.seen[s.Lock] = prev
+	}
+}
+
+// checkList returns the locks a check asks for. Without balancing, every
+// followed lock. With it, the free locks (or those whose lease has
+// expired) beyond this instance's share are left to others for a grace of
+// half a check interval, after which anyone takes them; locks held by
+// others, disabled or reserved are asked for anyway (the answer tells who
+// holds them and when they expire), and a lock reserved for this instance
+// always.
+//
+// It also returns the locks it left out, which the check reads without
+// taking (so that what it knows of them stays fresh), and when the first
+// of them is due (zero if none was left out).
+func (l *loop) checkList(now time.Time, locks []string) (take, left []string, due time.Time) {
+	capacity := l.e.capacity()
+	if capacity < 0 || len(locks) == 0 {
+		return locks, nil, time.Time{}
+	}
+	share, slack, _, _ := l.e.balanceNow().share(l.e.suspected)
+	grace := l.cfg.CheckMasterInterval / 2
+	out := locks[:0:0]
+	var free, starving []string
+	for _, lk := range locks {
+		s, ok := l.seen[lk]
+		switch {
+		case !ok:
+			free = append(free, lk) // never seen: free as far as we know
+		case s.mine, s.freeSince.IsZero(), s.freeSince.After(now), !now.Before(s.freeSince.Add(2 * grace)):
+			// Held by another (ask anyway: the answer says until when),
+			// reserved for this instance, or free for two graces: nobody
+			// else wants it, take it whatever the share.
+			out = append(out, lk)
+		case !now.Before(s.freeSince.Add(grace)):
+			starving = append(starving, lk)
+		default:
+			free = append(free, lk)
+		}
+	}
+	me := l.e.holder.ID
+	byRank := func(a, b string) int { return cmp.Compare(rank(me, b), rank(me, a)) }
+	leave := func(lk string, at time.Time) {
+		left = append(left, lk)
+		if due.IsZero() || at.Before(due) {
+			due = at
+		}
+	}
+	// Free locks beyond this instance's share wait for the grace.
+	if len(free) > capacity {
+		slices.SortFunc(free, byRank)
+		for _, lk := range free[capacity:] {
+			since := now
+			if s, ok := l.seen[lk]; ok {
+				since = s.freeSince
+			} else {
+				l.seen[lk] = seenLock{freeSince: now}
+			}
+			leave(lk, since.Add(grace))
+		}
+		free = free[:capacity]
+	}
+	out = append(out, free...)
+	// Locks nobody took within the grace (the peers' preferences
+	// overlapped, or a peer counted in the shares is dead) are taken up to
+	// the share plus the slack; after a second grace, by anyone.
+	if len(starving) > 0 {
+		part := max(0, share+slack-l.e.heldCount()-len(free))
+		if len(starving) > part {
+			slices.SortFunc(starving, byRank)
+			for _, lk := range starving[part:] {
+				leave(lk, l.seen[lk].freeSince.Add(2*grace))
+			}
+			starving = starving[:part]
+		}
+		out = append(out, starving...)
+	}
+	return out, left, due
+}
+
+// onInbox handles what the notification hub and StartMaster left in the
+// inbox.
+func (l *loop) onInbox() {
+	locks, resync, added, handoffs := l.inbox.take()
+	if l.shutdown {
+		return
+	}
+	for lock, to := range handoffs {
+		if m := l.masters[lock]; m != nil {
+			l.handOff(m, to)
+		}
+	}
+	if added {
+		l.checkSoon(l.startAt)
+	}
+	if resync && l.started {
+		// Notifications may have been missed while unsubscribed.
+		l.checkSoon(l.now())
+	}
+	for _, lock := range locks {
+		l.onNotify(lock)
 	}
 }
 
 func (l *loop) onNotify(lock string) {
-	if l.shutdown {
-		return
-	}
 	if m := l.masters[lock]; m != nil {
 		if !m.lost {
-			l.nextRenewAt = time.Now() // see a revocation at once
+			l.renewSoon(l.now()) // see a revocation at once
 		}
 		return
 	}
 	if l.jobFor(lock) != nil && l.started {
-		l.checkSoon(time.Now())
+		// It changed (released, most likely): what the last check saw
+		// of its holder no longer holds. Balancing treats it as free
+		// from now, so it is taken only within this instance's share.
+		if s, ok := l.seen[lock]; ok && !s.mine && s.freeSince.After(l.now()) {
+			l.seen[lock] = seenLock{freeSince: l.now()}
+		}
+		l.checkSoon(l.now())
 	}
 }
 
-func (l *loop) beginShutdown() {
+// beginShutdown stops every job. The cause the jobs see is ErrShutdown,
+// wrapping the cause of Run's context when it has one (the CLI's "the
+// command exited", say), so that logs tell why.
+func (l *loop) beginShutdown(ctx context.Context) {
 	l.shutdown = true
-	l.shutdownBy = time.Now().Add(l.cfg.ShutdownTimeout)
+	l.shutdownBy = l.now().Add(l.cfg.ShutdownTimeout)
 	l.nextCheckAt = time.Time{}
+	l.stopCause = ErrShutdown
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) && !errors.Is(c, ErrShutdown) {
+		l.stopCause = fmt.Errorf("%w: %w", ErrShutdown, c)
+	}
+	// A graceful shutdown hands the masterships to the live peers, fewest
+	// masterships first, so that they spread instead of going to whoever
+	// checks first (with balancing; otherwise to anyone).
+	peers := l.e.peers()
+	i := 0
 	for _, m := range l.masters {
-		l.stop(m, ErrShutdown, Released)
+		if len(peers) > 0 && m.stopping == nil {
+			m.successor = peers[i%len(peers)]
+			i++
+		}
+		l.stop(m, l.stopCause, Released)
 	}
 }
 
 // abandon ends Run when jobs did not stop in time. Their leases are not
-// released (a job may still run) and expire by themselves. Goroutines of
+// released (a job may still run) and expire by themselves; the leases of
+// jobs that did stop, even at the last moment, are released. Goroutines of
 // store calls end within their own timeouts; job goroutines end when the
 // jobs return.
 func (l *loop) abandon() error {
+	for more := true; more; { // jobs that stopped at the same moment
+		select {
+		case x := <-l.jobDone:
+			l.onJobExit(x)
+		default:
+			more = false
+		}
+	}
 	for _, m := range l.masters {
 		l.log.Error("job did not stop within the shutdown timeout; its lease will expire", "lock", m.lease.Lock, "token", m.lease.Token)
 	}
@@ -622,6 +1032,10 @@ func (l *loop) abandon() error {
 		}
 	}(len(l.masters), l.jobDone)
 	l.drainCalls()
+	if len(l.toRelease) > 0 {
+		l.startRelease()
+		l.drainCalls()
+	}
 	return ErrShutdownTimeout
 }
 
@@ -633,29 +1047,18 @@ func (l *loop) drainCalls() {
 			l.checking = false
 		case <-l.renewDone:
 			l.renewing = false
-		case <-l.releaseDone:
+		case r := <-l.releaseDone:
 			l.releasing = false
+			if r.err != nil {
+				l.failed("release failed; the lease will expire instead", r.err)
+			}
+			for _, ref := range r.refs {
+				if l.toRelease[ref.Lock].token == ref.Token {
+					delete(l.toRelease, ref.Lock)
+				}
+			}
 		}
 	}
-}
-
-func (l *loop) subscribe() {
-	n, ok := l.e.st.(store.Notifier)
-	if !ok {
-		return
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := n.Subscribe(ctx)
-	if err != nil {
-		cancel()
-		l.notifyFails++
-		if l.notifyFails == 1 {
-			l.log.Warn("cannot subscribe to store notifications; polling", "err", err)
-		}
-		return
-	}
-	l.notifyFails = 0
-	l.notify, l.notifyStop = ch, cancel
 }
 
 // backoff returns a jittered exponential delay for the n-th consecutive

@@ -44,6 +44,10 @@ var (
 	// ErrJobReturned: the job's Run returned before its context was cancelled;
 	// the executor releases the lease and goes on following the lock.
 	ErrJobReturned = errors.New("masterjob: job returned")
+	// ErrHandoff: the mastership is handed over to another instance (an
+	// operator's hand-off, or balancing): the executor stops the job, then
+	// releases the lease reserved for the successor.
+	ErrHandoff = errors.New("masterjob: handed off to another instance")
 )
 
 // Lease is what a job knows of its mastership.
@@ -101,12 +105,21 @@ func (j startStopJob) Run(ctx context.Context, lease Lease) error {
 		return nil
 	}
 	stopCtx := context.WithValue(context.WithoutCancel(ctx), stopReasonKey{}, context.Cause(ctx))
-	stopCtx, cancel := context.WithCancel(stopCtx)
-	defer cancel()
-	if d, ok := stopDeadline(ctx); ok {
-		var c context.CancelFunc
-		stopCtx, c = context.WithDeadline(stopCtx, d)
-		defer c()
+	stopCtx, cancel := context.WithCancelCause(stopCtx)
+	defer cancel(nil)
+	if c := clockOf(ctx); c != nil {
+		var cd context.CancelFunc
+		stopCtx, cd = context.WithDeadline(stopCtx, c.deadline())
+		defer cd()
+		// A loss while stopping (the store refused a renewal, the trust
+		// window closed) ends the grace at once.
+		go func() {
+			select {
+			case <-c.lost:
+				cancel(c.lossCause())
+			case <-stopCtx.Done():
+			}
+		}()
 	}
 	return j.stop(stopCtx, lease)
 }
@@ -114,11 +127,23 @@ func (j startStopJob) Run(ctx context.Context, lease Lease) error {
 type stopReasonKey struct{}
 
 // StopReason returns why the mastership behind ctx ended: one of ErrShutdown,
-// ErrDisabled, ErrLeaseLost, ErrTrustWindowPassed, ErrLeaseExpired or
-// ErrJobReturned. It accepts the job's context (where it equals
+// ErrDisabled, ErrHandoff, ErrLeaseLost, ErrTrustWindowPassed,
+// ErrLeaseExpired or ErrJobReturned. It accepts the job's context (where it equals
 // context.Cause once the context is cancelled) and the context passed to a
 // StartStop job's stop function. It returns nil while the mastership lasts.
+//
+// A loss wins over a planned stop: when the lease is lost (ErrLeaseLost,
+// ErrTrustWindowPassed, ErrLeaseExpired) while the job is already stopping
+// for a planned reason (ErrShutdown, ErrDisabled, ErrJobReturned), StopReason
+// reports the loss from then on, although context.Cause keeps the planned
+// reason; another instance may be master already, so the job must stop at
+// once (StopDeadline has moved to now).
 func StopReason(ctx context.Context) error {
+	if c := clockOf(ctx); c != nil {
+		if err := c.lossCause(); err != nil {
+			return err
+		}
+	}
 	if err, ok := ctx.Value(stopReasonKey{}).(error); ok {
 		return err
 	}

@@ -28,6 +28,15 @@ type Transition struct {
 	// Reason is the cause (one of the Err* reasons) for Released, Lost and
 	// Demoted; nil for Acquired.
 	Reason error
+	// Successor, for a Released hand-off, is the instance the lease was
+	// released to ("" for any).
+	Successor string
+	// For Acquired: the lease this one replaced, when it had expired
+	// instead of being released (a takeover after a crash, hang or
+	// partition of its holder).
+	Takeover   bool
+	PrevHolder string
+	PrevToken  int64
 }
 
 // Observer receives events for metrics and audit. Methods are called from
@@ -66,6 +75,16 @@ func (NopObserver) LeaseTTL(string, time.Duration) {}
 func Observers(obs ...Observer) Observer { return multiObserver(obs) }
 
 type multiObserver []Observer
+
+// LeaderChanged implements LeaderObserver: it passes l to each observer
+// that implements it.
+func (m multiObserver) LeaderChanged(l Leader) {
+	for _, o := range m {
+		if lo, ok := o.(LeaderObserver); ok {
+			lo.LeaderChanged(l)
+		}
+	}
+}
 
 func (m multiObserver) Transition(t Transition) {
 	for _, o := range m {

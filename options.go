@@ -1,6 +1,8 @@
 package masterjob
 
 import (
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"time"
 )
@@ -11,6 +13,9 @@ const (
 	DefaultCheckMasterInterval    = 30000 * time.Millisecond
 	DefaultHeartbeatInterval      = 8000 * time.Millisecond
 	DefaultMaxHeartbeatRetryCount = 3
+	// MaxHeartbeatRetryCountLimit is the largest MaxHeartbeatRetryCount
+	// accepted.
+	MaxHeartbeatRetryCountLimit = 100
 	// The default Tolerance is DefaultToleranceFactor x HeartbeatInterval.
 	DefaultToleranceFactor = 3
 	// The default SafetyMargin is Tolerance / DefaultSafetyMarginDivisor.
@@ -69,11 +74,14 @@ type options struct {
 	overrides     map[string]setting[time.Duration]
 	retryOverride *setting[int]
 	label         string // set by Labeled while applying an option
+	lock          string // set while applying StartMaster's options
 
 	logger     *slog.Logger
 	instanceID string
 	info       InstanceInfo
 	observer   Observer
+	clock      func() time.Time // tests only: replaces hostclock.Now
+	balance    *BalanceConfig
 }
 
 // setting is a value with the name of the source it came from.
@@ -83,10 +91,14 @@ type setting[T any] struct {
 }
 
 func (o *options) source(def string) string {
+	src := def
 	if o.label != "" {
-		return o.label
+		src = o.label
 	}
-	return def
+	if o.lock != "" {
+		src += fmt.Sprintf(" of StartMaster(%q)", o.lock)
+	}
+	return src
 }
 
 func (o *options) setDuration(key, def string, d time.Duration) {
@@ -176,4 +188,16 @@ type InstanceInfo struct {
 	PID     int    `json:"pid,omitempty"`
 	Address string `json:"address,omitempty"`
 	Version string `json:"version,omitempty"`
+	// Started is when the executor was created; New sets it when zero.
+	Started time.Time `json:"started,omitzero"`
+}
+
+// parseInstanceInfo reads a holder's description written by New (JSON); ok
+// is false for anything else.
+func parseInstanceInfo(s string) (InstanceInfo, bool) {
+	var info InstanceInfo
+	if s == "" || s[0] != '{' || json.Unmarshal([]byte(s), &info) != nil {
+		return InstanceInfo{}, false
+	}
+	return info, true
 }

@@ -174,7 +174,23 @@ func EventOf(t masterjob.Transition) store.Event {
 	if t.Reason != nil {
 		e.Reason = t.Reason.Error()
 	}
+	if t.Successor != "" {
+		e.Reason += " (to " + t.Successor + ")"
+	}
 	return e
+}
+
+// TakeoverEventOf returns the history entry that records a takeover, for
+// an Acquired transition whose previous lease had expired: ok is false for
+// any other transition.
+func TakeoverEventOf(t masterjob.Transition) (e store.Event, ok bool) {
+	if t.Kind != masterjob.Acquired || !t.Takeover {
+		return store.Event{}, false
+	}
+	return store.Event{
+		Lock: t.Lock, Kind: store.EventTakeover, Instance: t.Instance, Token: t.Token,
+		Reason: fmt.Sprintf("previous lease of %s (token %d) expired", t.PrevHolder, t.PrevToken),
+	}, true
 }
 
 // Transition implements masterjob.Observer: it queues the transition's
@@ -185,6 +201,9 @@ func (r *Recorder) Transition(t masterjob.Transition) {
 		// such a lock.
 		r.log.Warn("audit: transition of an invalid lock not recorded", "err", err)
 		return
+	}
+	if e, ok := TakeoverEventOf(t); ok {
+		r.enqueue(e)
 	}
 	r.enqueue(EventOf(t))
 }

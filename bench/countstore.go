@@ -26,7 +26,7 @@ type countingNotifier struct {
 
 // Subscribe forwards to the wrapped store; subscriptions are not counted
 // (the PostgreSQL proxy counts the LISTEN connection's traffic).
-func (c countingNotifier) Subscribe(ctx context.Context) (<-chan string, error) {
+func (c countingNotifier) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	return c.n.Subscribe(ctx)
 }
 

@@ -188,7 +188,9 @@ Configuration of 'masterjob run', per setting, later sources win:
      MASTER_JOB_MAX_HEARTBEAT_RETRY_COUNT
   4. flags
   In the file and the environment a duration is milliseconds (8000) or a Go
-  duration ("8s"); flags take either too.
+  duration ("8s"); flags take either too, but refuse a bare number below 10
+  ("5" would be 5ms: write 5s). Every timing but the init delay must be at
+  least 10ms, whatever its source.
 
 Exit codes: 0 success, 1 failure, 2 bad input; 'run' may exit with the
 command's own exit code (see 'masterjob help run').
@@ -268,8 +270,20 @@ func storeURL(e *cmdEnv, flagValue string, defaultURL string) string {
 var versionCommand = &command{
 	name:     "version",
 	synopsis: "print the version",
-	usage:    "usage: masterjob version\n\nPrints the version of masterjob and of the Go toolchain that built it.\n",
-	flags:    func() *flag.FlagSet { return newFlagSet("version") },
+	usage: `usage: masterjob version
+
+Prints the version of masterjob on the first line ("masterjob VERSION"), then
+the source revision it was built from, if known, and the Go toolchain.
+
+VERSION is the module version: v1.2.3 for a binary installed with
+'go install github.com/masterjob/masterjob/cmd/masterjob@v1.2.3', or, for a
+binary built with 'go build' in a git checkout, the tag at HEAD if the tree is
+clean, else a pseudo-version (v0.0.0-DATE-REVISION, with +dirty for
+uncommitted changes). The revision line shows the commit, its time, and
+"modified" when the tree had uncommitted changes. 'go run' and builds with
+-buildvcs=false record neither: VERSION is then "(devel)".
+`,
+	flags: func() *flag.FlagSet { return newFlagSet("version") },
 	run: func(e *cmdEnv, c *command, args []string) int {
 		fs := newFlagSet("version")
 		if ok, code := parse(e, c, fs, args); !ok {
@@ -278,13 +292,61 @@ var versionCommand = &command{
 		if fs.NArg() > 0 {
 			return reportUsage(e, c, usageError("unexpected argument %q", fs.Arg(0)))
 		}
-		fmt.Fprintf(e.stdout, "masterjob %s (%s %s/%s)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		bi, _ := debug.ReadBuildInfo()
+		fmt.Fprint(e.stdout, versionText(bi, Version, runtime.GOOS+"/"+runtime.GOARCH))
 		return ExitOK
 	},
 }
 
-// version returns Version, else the module version and VCS revision from
-// the build information.
+// versionText is what `masterjob version` prints: the version on the first
+// line, the VCS revision if the build recorded one, and the toolchain. bi may
+// be nil (a binary without build information); override, when set, replaces
+// the module version (Version, set at link time).
+func versionText(bi *debug.BuildInfo, override, platform string) string {
+	var b strings.Builder
+	v, goVersion := "(unknown)", runtime.Version()
+	var rev, at, modified string
+	if bi != nil {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		if bi.GoVersion != "" {
+			goVersion = bi.GoVersion
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.time":
+				at = s.Value
+			case "vcs.modified":
+				modified = s.Value
+			}
+		}
+	}
+	if override != "" {
+		v = override
+	}
+	fmt.Fprintf(&b, "masterjob %s\n", v)
+	if rev != "" {
+		fmt.Fprintf(&b, "revision %s", rev)
+		if at != "" {
+			fmt.Fprintf(&b, ", committed %s", at)
+		}
+		if modified == "true" {
+			b.WriteString(", modified")
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "built with %s %s\n", goVersion, platform)
+	return b.String()
+}
+
+// version returns the short version that instances report (status shows it)
+// and the client sends as its User-Agent: Version if set, else the module
+// version from the build information; a "(devel)" build that recorded its
+// VCS revision gets the revision's first 12 digits, and "+dirty" when the
+// tree was modified.
 func version() string {
 	if Version != "" {
 		return Version
@@ -293,15 +355,33 @@ func version() string {
 	if !ok {
 		return "(unknown)"
 	}
+	return shortVersion(bi)
+}
+
+func shortVersion(bi *debug.BuildInfo) string {
 	v := bi.Main.Version
 	if v == "" {
 		v = "(devel)"
 	}
+	if v != "(devel)" {
+		return v // a module version: a tag or a pseudo-version that names the revision
+	}
+	var rev string
+	var dirty bool
 	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += " " + s.Value[:12]
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
 		}
-		if s.Key == "vcs.modified" && s.Value == "true" {
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" {
+		v += " " + rev
+		if dirty {
 			v += "+dirty"
 		}
 	}

@@ -168,6 +168,14 @@ func TestBadInput(t *testing.T) {
 			[]string{"-log-format", "text, json"}},
 		{"negative --restart-delay", nil, args("run", "--lock", "L", "--restart-delay", "-1s", "--", "true"),
 			[]string{"--restart-delay", "negative"}},
+		{"a bare number below the floor", nil, args("run", "--lock", "L", "--heartbeat-interval", "5", "--", "true"),
+			[]string{`invalid value "5" for flag -heartbeat-interval`, "a bare number is milliseconds: 5 would be 5ms, shorter than 10ms", "such as 5s"}},
+		{"a bare number below the floor on --init-delay", nil, args("run", "--lock", "L", "--init-delay", "3", "--", "true"),
+			[]string{`invalid value "3" for flag -init-delay`, "such as 3s"}},
+		{"a duration below the floor", nil, args("run", "--lock", "L", "--check-master-interval", "2ms", "--", "true"),
+			[]string{"checkMasterInterval 2ms (flag --check-master-interval) is shorter than 10ms"}},
+		{"a bare number below the floor from the environment", map[string]string{masterjob.EnvHeartbeatInterval: "5"}, args("run", "--lock", "L", "--", "true"),
+			[]string{"heartbeatInterval 5ms (environment MASTER_JOB_HEARTBEAT_INTERVAL) is shorter than 10ms", `such as "5s"`}},
 
 		{"status: unknown flag", nil, args("status", "--verbose"), []string{"-verbose"}},
 		{"status: unknown store scheme", nil, args("status", "--store", "zk://x"), []string{"unknown store URL scheme", `"zk"`}},
@@ -310,13 +318,14 @@ func TestRunFlagsPrecedence(t *testing.T) {
 }
 
 func TestParseDuration(t *testing.T) {
-	for in, want := range map[string]time.Duration{"250ms": 250 * time.Millisecond, "8000": 8 * time.Second, "2s": 2 * time.Second, "-1s": -time.Second, "0": 0} {
+	for in, want := range map[string]time.Duration{"250ms": 250 * time.Millisecond, "8000": 8 * time.Second, "2s": 2 * time.Second, "-1s": -time.Second, "0": 0,
+		"10": 10 * time.Millisecond, "5ms": 5 * time.Millisecond, "-5": -5 * time.Millisecond} { // below the floor with a unit, or negative: validation names the setting
 		got, err := parseDuration(in)
 		if err != nil || got != want {
 			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "soon", "1e3", "99999999999999999999"} {
+	for _, in := range []string{"", "soon", "1e3", "99999999999999999999", "5", "9"} {
 		if _, err := parseDuration(in); err == nil {
 			t.Errorf("parseDuration(%q) succeeded", in)
 		}
@@ -341,6 +350,13 @@ func TestControlCommandsPostgres(t *testing.T) { testControlCommands(t, postgres
 
 func testControlCommands(t *testing.T, store string) {
 	env := map[string]string{EnvStore: store}
+	if strings.HasPrefix(store, "sqlite:") {
+		// status opens SQLite read-only, creating nothing: a write creates
+		// the file (sqlite_test.go tests status on a missing file).
+		if r := mainEnv(env, "enable", "--lock", "JOB-SCHEDULER"); r.code != ExitOK {
+			t.Fatalf("enable: exit %d, stderr %q", r.code, r.stderr)
+		}
+	}
 	r := mainEnv(env, "status")
 	if r.code != ExitOK || !strings.Contains(r.stdout, "no locks") {
 		t.Fatalf("status on an empty store: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)

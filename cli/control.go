@@ -27,7 +27,9 @@ Shows every lock the store knows, or the named ones: its master (the holder
 of an unexpired lease) with its host and pid, the fencing token of the
 current or last lease, the time left on the lease as measured by the store
 (TTL), whether the lock is disabled and why, and who changed its control
-last and when. --json prints the same as a JSON array.
+last and when. --json prints the same as a JSON array. A SQLite store is
+opened read-only: status creates and changes nothing, and reads a file its
+user cannot write.
 ` + targetHelp
 
 const disableUsage = `usage: masterjob disable --lock NAME --reason TEXT [--store URL | --server URL [--token TOKEN]]
@@ -110,7 +112,7 @@ func statusMain(e *cmdEnv, c *command, args []string) int {
 // readLocks reads the state of the named locks, or of every lock, from the
 // store at u.
 func readLocks(ctx context.Context, u storeurl.URL, names []string) ([]store.LockState, error) {
-	st, err := u.Open(ctx)
+	st, err := openForReading(ctx, u)
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +122,16 @@ func readLocks(ctx context.Context, u storeurl.URL, names []string) ([]store.Loc
 		return nil, fmt.Errorf("read locks from %s: %w", u, err)
 	}
 	return states, nil
+}
+
+// openForReading opens the store for a command that only reads: SQLite
+// read-only, so that the command never writes (no file, no migration) and
+// works on a file its user cannot write.
+func openForReading(ctx context.Context, u storeurl.URL) (store.Store, error) {
+	if u.Scheme == storeurl.SchemeSQLite {
+		u.ReadOnly = true
+	}
+	return u.Open(ctx)
 }
 
 // lockJSON is one lock in `status --json`.

@@ -6,12 +6,16 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/masterjob/masterjob"
 )
 
 // durationValue is a flag.Value for a duration given as a Go duration
 // ("250ms", "8s") or as milliseconds ("8000"), like the config file and the
 // environment. It remembers whether the flag was set. The sign is not
-// checked here: the configuration's validation names the flag.
+// checked here: the configuration's validation names the flag. A bare
+// number below masterjob.MinTiming other than 0 is refused: "5" would be
+// 5ms, and whoever typed it more likely meant 5s.
 type durationValue struct {
 	d   time.Duration
 	set bool
@@ -39,7 +43,12 @@ func parseDuration(s string) (time.Duration, error) {
 		if maxMs := int64(math.MaxInt64 / time.Millisecond); n > maxMs || n < -maxMs {
 			return 0, fmt.Errorf("%s milliseconds is out of range", s)
 		}
-		return time.Duration(n) * time.Millisecond, nil
+		d := time.Duration(n) * time.Millisecond
+		if d > 0 && d < masterjob.MinTiming {
+			return 0, fmt.Errorf("a bare number is milliseconds: %s would be %v, shorter than %v; write the unit, such as %ss",
+				s, d, masterjob.MinTiming, s)
+		}
+		return d, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {

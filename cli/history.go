@@ -27,6 +27,7 @@ Prints the most recent entries of the audit history the store keeps, newest
 first: control changes (disabled, enabled: who, why, from which address)
 and mastership transitions (acquired, released, lost, demoted: which
 instance, which fencing token, why). --json prints the same as a JSON array.
+A SQLite store is opened read-only, as by status.
 ` + targetHelp
 
 type historyFlags struct {
@@ -105,7 +106,7 @@ func historyMain(e *cmdEnv, c *command, args []string) int {
 // readEvents reads the newest limit entries of the history of the store at
 // u, of lock only when it is not "".
 func readEvents(ctx context.Context, u storeurl.URL, lock string, limit int) ([]controlapi.Event, error) {
-	st, err := u.Open(ctx)
+	st, err := openForReading(ctx, u)
 	if err != nil {
 		return nil, err
 	}

@@ -58,6 +58,14 @@ type Holder struct {
 type LeaseRef struct {
 	Lock  string
 	Token int64
+
+	// Successor and Reserve matter only to Release on a store that
+	// implements Handoffs: a non-empty Successor reserves the released lock
+	// for that instance for Reserve (measured by the store's clock), during
+	// which Acquire refuses it to every other holder. Other stores ignore
+	// them: the lock is released to anyone.
+	Successor string
+	Reserve   time.Duration
 }
 
 // LockState is the store's view of one lock at the moment of a call.
@@ -90,6 +98,27 @@ type LockState struct {
 	Reason    string
 	ChangedBy string
 	ChangedAt time.Time // store clock; zero if the control was never changed
+
+	// The lease before this one, set by Acquire on the locks it acquired:
+	// its holder and token, and whether it had expired (or was revoked and
+	// expired) rather than been released. An expired predecessor is a
+	// takeover: its holder crashed, hung or lost the store. PrevHolder is
+	// empty when the lock was free (released, never held, or its record
+	// deleted).
+	PrevHolder  string
+	PrevToken   int64
+	PrevExpired bool
+
+	// Hand-off (stores that implement Handoffs). HandoffRequested is set
+	// while an operator's request to move the current lease is pending,
+	// HandoffTo naming the instance asked for ("" for any other). After a
+	// release with a successor, ReservedFor names the only instance that
+	// may acquire the lock until ReservedTTL runs out (by the store's
+	// clock); a reservation whose TTL is not positive has lapsed.
+	HandoffRequested bool
+	HandoffTo        string
+	ReservedFor      string
+	ReservedTTL      time.Duration
 }
 
 // Held reports whether the lock has an unexpired lease.
@@ -108,6 +137,11 @@ type RenewResult struct {
 	// A renewed but revoked lease must be stopped and released.
 	Revoked  bool
 	Disabled bool
+	// HandoffRequested reports a pending hand-off request (Handoffs): the
+	// holder should stop its job and release the lock with HandoffTo as
+	// its successor ("" for any other instance).
+	HandoffRequested bool
+	HandoffTo        string
 }
 
 // ControlChange is the result of Disable or Enable.
@@ -162,14 +196,133 @@ type Store interface {
 	Close() error
 }
 
+// ChangeKind says what a Change is about.
+type ChangeKind string
+
+// Kinds of changes a Notifier pushes.
+const (
+	// ChangeLease: a lease of Lock was acquired or released (including a
+	// release reserved for a successor).
+	ChangeLease ChangeKind = "lease"
+	// ChangeControl: Lock was disabled or enabled, or a hand-off of its
+	// lease was requested.
+	ChangeControl ChangeKind = "control"
+	// ChangeHistory: entries about Lock were appended to the history
+	// (stores that implement History).
+	ChangeHistory ChangeKind = "history"
+	// ChangeMember: a member record was written for the first time, or
+	// removed by Leave (stores that implement Membership). Lock is empty.
+	ChangeMember ChangeKind = "member"
+)
+
+// Change is one notification: something about Lock changed. It carries no
+// state: the receiver reads what it needs.
+type Change struct {
+	Kind ChangeKind
+	Lock string
+}
+
 // Notifier is an optional capability of stores that can push changes
-// (PostgreSQL LISTEN/NOTIFY, Redis pub/sub, etcd watch).
+// (PostgreSQL LISTEN/NOTIFY, Redis pub/sub, etcd watch, SQLite's notify
+// table).
+//
+// Subscribe is called beside the executor's loops, never on them, with a
+// context that lives as long as the subscription; the caller bounds the
+// call itself with a timeout by cancelling that context, so Subscribe must
+// return promptly once ctx is done. It must return only once it is
+// listening: a change committed by any handle after it returned is
+// delivered (unless a connection failure loses it). Delivery is best
+// effort: notifications can be lost (across a reconnect, or a full
+// buffer), so followers still check on their own schedule. Every change
+// listed with ChangeKind is pushed, at or after its commit. The channel is
+// closed once ctx is done and the backend has let go of everything the
+// subscription used, or earlier if the subscription fails for good; the
+// caller then subscribes again.
 type Notifier interface {
-	// Subscribe delivers the name of each lock that was released, disabled or
-	// enabled, until ctx is done. Delivery is best effort: notifications can
-	// be lost (for example across a reconnect), so followers still check on
-	// their own schedule. The channel is closed when ctx is done.
-	Subscribe(ctx context.Context) (<-chan string, error)
+	Subscribe(ctx context.Context) (<-chan Change, error)
+}
+
+// Handoffs is an optional capability of stores that can move a lease from
+// one instance to another without disabling the lock: an operator's request
+// that the holder sees in its renewal, and a release that reserves the lock
+// for a named successor for a short time.
+//
+// A store that implements Handoffs also honours LeaseRef.Successor and
+// LeaseRef.Reserve in Release, reports HandoffRequested and HandoffTo in
+// RenewResult and LockState, and in Acquire refuses a lock reserved for
+// another holder until the reservation lapses. A new lease, a Disable or
+// the expiry of the lease clears a pending request.
+type Handoffs interface {
+	// Handoff asks the current holder of lock to hand it over to the
+	// instance to ("" for any other instance), recording by for audit. It
+	// returns the lock's state after the request. It fails with an error
+	// wrapping ErrNotHeld when the lock has no unexpired lease, and
+	// ErrLockDisabled when it is disabled. Stores that push (Notifier)
+	// announce the request, so that the holder renews at once.
+	Handoff(ctx context.Context, lock, to, by string) (LockState, error)
+}
+
+// Errors of Handoff.
+var (
+	// ErrNotHeld: the lock has no unexpired lease to hand over.
+	ErrNotHeld = errors.New("store: lock has no master")
+	// ErrLockDisabled: the lock is disabled.
+	ErrLockDisabled = errors.New("store: lock is disabled")
+)
+
+// Member is one instance's announcement of itself (Membership).
+type Member struct {
+	// ID is the instance id, as Holder.ID.
+	ID string
+	// Info is the instance's description (JSON by convention: host, pid,
+	// version, HTTP address, start time), as Holder.Info.
+	Info string
+	// Locks lists the locks the instance takes part in, sorted. Members
+	// returns it only when asked (MemberFilter.WithLocks).
+	Locks []string
+	// LockCount is len(Locks), always returned.
+	LockCount int
+	// LockSetID identifies the set of Locks (a hash the caller computes):
+	// instances with equal ids take part in the same locks. A backend may
+	// rewrite the lock list only when it changes.
+	LockSetID string
+	// Masters is how many masterships the instance held when it last
+	// announced itself.
+	Masters int
+	// Weight is the instance's share of the work relative to others
+	// (1 when not set), for balancing.
+	Weight float64
+	// SeenAt is when the store last wrote the record (store clock), and TTL
+	// the time left before it expires. Members never returns an expired
+	// record.
+	SeenAt time.Time
+	TTL    time.Duration
+}
+
+// MemberFilter selects what Members returns.
+type MemberFilter struct {
+	// Lock, if not empty, selects the members taking part in that lock.
+	Lock string
+	// WithLocks fills each Member's Locks.
+	WithLocks bool
+}
+
+// Membership is an optional capability of stores that keep the list of live
+// instances. An instance announces itself in the round trips it makes
+// anyway: Announce records what to write, and every later Acquire and Renew
+// made for that member's id through the same handle writes it in the same
+// round trip (transaction, script or request), refreshing its TTL. A record
+// that is not refreshed expires by itself.
+type Membership interface {
+	// Announce sets the record that every later Acquire and Renew for m.ID
+	// on this handle writes, with a TTL of ttl on the store's clock. It
+	// makes no call itself and never blocks.
+	Announce(m Member, ttl time.Duration)
+	// Members returns the unexpired members matching f, sorted by ID.
+	Members(ctx context.Context, f MemberFilter) ([]Member, error)
+	// Leave deletes member id's record (on shutdown), so that others see
+	// it gone at once, and stops this handle from writing it again.
+	Leave(ctx context.Context, id string) error
 }
 
 // ValidateLockName returns an error wrapping ErrInvalidLockName when name is
@@ -218,6 +371,16 @@ const (
 	EventReleased EventKind = "released"
 	EventLost     EventKind = "lost"
 	EventDemoted  EventKind = "demoted"
+	// EventTakeover: an instance acquired a lock whose previous lease had
+	// expired instead of being released (its holder crashed, hung or lost
+	// the store). Reason names the previous holder and token.
+	EventTakeover EventKind = "takeover"
+	// EventHandoff: a hand-off was requested (Reason names from and to).
+	EventHandoff EventKind = "handoff"
+	// EventJoined and EventLeft: an instance started or stopped taking part
+	// in a lock.
+	EventJoined EventKind = "joined"
+	EventLeft   EventKind = "left"
 )
 
 // Event is one entry of the audit history.

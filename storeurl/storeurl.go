@@ -13,6 +13,8 @@
 //	prefix=P           table name prefix, [a-z0-9_]{0,40} (alias: masterjob_prefix)
 //	busy_timeout=D     SQLite busy timeout, a Go duration or milliseconds
 //	migrate=false      do not create or upgrade the tables
+//	mode=ro            open read-only: create and change nothing (see
+//	                   sqlite.ReadOnly); mode=rw is the default
 //
 // A PostgreSQL URL takes these parameters, removed before the rest of the URL
 // reaches the driver (pgx), which receives every other parameter unchanged:
@@ -83,6 +85,9 @@ type URL struct {
 	Timeout time.Duration
 	// NoMigrate is set by migrate=false (masterjob_migrate=false).
 	NoMigrate bool
+	// ReadOnly opens the store for reading only (sqlite.ReadOnly); set by
+	// mode=ro. SQLite only: Open refuses it for PostgreSQL.
+	ReadOnly bool
 
 	raw string
 }
@@ -129,12 +134,18 @@ func (u URL) Open(ctx context.Context) (store.Store, error) {
 		if u.NoMigrate {
 			opts = append(opts, sqlite.WithoutMigrate())
 		}
+		if u.ReadOnly {
+			opts = append(opts, sqlite.ReadOnly())
+		}
 		st, err := sqlite.Open(u.Path, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("storeurl: open %s: %w", u, err)
 		}
 		return st, nil
 	case SchemePostgres, SchemePostgreSQL:
+		if u.ReadOnly {
+			return nil, fmt.Errorf("%w %s: read-only opening is supported for sqlite: URLs only", ErrInvalidURL, u)
+		}
 		var opts []postgres.Option
 		if u.Schema != "" {
 			opts = append(opts, postgres.WithSchema(u.Schema))
@@ -213,8 +224,16 @@ func parseSQLite(raw, rest string) (URL, error) {
 			if u.NoMigrate, err = parseNoMigrate(v); err != nil {
 				return URL{}, fmt.Errorf("%w %q: migrate: %w", ErrInvalidURL, raw, err)
 			}
+		case "mode":
+			switch v {
+			case "ro":
+				u.ReadOnly = true
+			case "rw":
+			default:
+				return URL{}, fmt.Errorf("%w %q: mode: want ro or rw, got %q", ErrInvalidURL, raw, v)
+			}
 		default:
-			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: prefix, busy_timeout, migrate)",
+			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: prefix, busy_timeout, migrate, mode)",
 				ErrInvalidURL, raw, k)
 		}
 	}

@@ -8,6 +8,7 @@ package memstore
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -20,12 +21,17 @@ type Store struct {
 	st     *state
 	mu     sync.Mutex
 	closed bool
+	// announce holds, per member id, the record this handle writes with
+	// each Acquire and Renew for it (Membership).
+	announce map[string]announcement
 }
 
 var (
-	_ store.Store    = (*Store)(nil)
-	_ store.Notifier = (*Store)(nil)
-	_ store.History  = (*Store)(nil)
+	_ store.Store      = (*Store)(nil)
+	_ store.Notifier   = (*Store)(nil)
+	_ store.History    = (*Store)(nil)
+	_ store.Handoffs   = (*Store)(nil)
+	_ store.Membership = (*Store)(nil)
 )
 
 type state struct {
@@ -33,13 +39,28 @@ type state struct {
 	now       func() time.Time
 	lastToken int64
 	locks     map[string]*record
-	subs      map[chan string]struct{}
+	subs      map[chan store.Change]struct{}
 	fail      error // injected failure, see SetFailure
 	delay     time.Duration
 
 	history      []store.Event // oldest first
 	lastEventID  int64
 	historyLimit int
+
+	members map[string]*memberRecord
+}
+
+type memberRecord struct {
+	m       store.Member // Locks sorted; SeenAt, TTL unset
+	seenAt  time.Time
+	expires time.Time
+}
+
+// announcement is what a handle writes for a member with each Acquire and
+// Renew.
+type announcement struct {
+	m   store.Member
+	ttl time.Duration
 }
 
 type record struct {
@@ -49,6 +70,11 @@ type record struct {
 	revoked, disabled                bool
 	reason, changedBy                string
 	changedAt                        time.Time
+
+	handoff        bool // a hand-off of the current lease was requested
+	handoffTo      string
+	reservedFor    string // after a release to a successor
+	reservedExpiry time.Time
 }
 
 // Option configures New.
@@ -65,8 +91,8 @@ func WithHistoryLimit(n int) Option { return func(s *state) { s.historyLimit = m
 // New returns an empty store.
 func New(opts ...Option) *Store {
 	st := &state{
-		now: time.Now, locks: map[string]*record{}, subs: map[chan string]struct{}{},
-		historyLimit: store.DefaultHistoryLimit,
+		now: time.Now, locks: map[string]*record{}, subs: map[chan store.Change]struct{}{},
+		historyLimit: store.DefaultHistoryLimit, members: map[string]*memberRecord{},
 	}
 	for _, o := range opts {
 		o(st)
@@ -150,8 +176,20 @@ func (st *state) view(name string, r *record, now time.Time) store.LockState {
 		ls.AcquiredAt, ls.RenewedAt, ls.ExpiresAt = r.acquiredAt, r.renewedAt, r.expiresAt
 		ls.TTL = r.expiresAt.Sub(now)
 		ls.Revoked = r.revoked
+		if ls.TTL > 0 {
+			ls.HandoffRequested, ls.HandoffTo = r.handoff, r.handoffTo
+		}
+	}
+	if r.reservedFor != "" && r.reservedExpiry.After(now) {
+		ls.ReservedFor, ls.ReservedTTL = r.reservedFor, r.reservedExpiry.Sub(now)
 	}
 	return ls
+}
+
+// reservedAgainst reports whether a reservation keeps holder from
+// acquiring r.
+func (r *record) reservedAgainst(holder string, now time.Time) bool {
+	return r.reservedFor != "" && r.reservedFor != holder && r.reservedExpiry.After(now)
 }
 
 func (r *record) free(now time.Time) bool { return r.holder == "" || !r.expiresAt.After(now) }
@@ -176,13 +214,15 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 	defer s.st.mu.Unlock()
 	now := s.st.now()
 	out := make([]store.LockState, 0, len(locks))
+	var acquired []string
 	for _, name := range locks {
 		r := s.st.locks[name]
 		if r == nil {
 			r = &record{}
 			s.st.locks[name] = r
 		}
-		if r.free(now) && !r.disabled {
+		if r.free(now) && !r.disabled && !r.reservedAgainst(h.ID, now) {
+			prev, prevToken, expired := r.holder, r.token, r.holder != ""
 			s.st.lastToken++
 			*r = record{
 				holder: h.ID, holderInfo: h.Info, token: s.st.lastToken,
@@ -191,11 +231,17 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 			}
 			ls := s.st.view(name, r, now)
 			ls.Acquired = true
+			if expired {
+				ls.PrevHolder, ls.PrevToken, ls.PrevExpired = prev, prevToken, true
+			}
 			out = append(out, ls)
+			acquired = append(acquired, name)
 			continue
 		}
 		out = append(out, s.st.view(name, r, now))
 	}
+	s.writeMember(h.ID, now)
+	s.st.notify(store.ChangeLease, acquired...)
 	return out, nil
 }
 
@@ -215,10 +261,12 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 			if r.holder == holderID && r.token == ref.Token && r.expiresAt.After(now) {
 				r.renewedAt, r.expiresAt = now, now.Add(ttl)
 				res.Renewed, res.TTL, res.Revoked = true, ttl, r.revoked
+				res.HandoffRequested, res.HandoffTo = r.handoff, r.handoffTo
 			}
 		}
 		out = append(out, res)
 	}
+	s.writeMember(holderID, now)
 	return out, nil
 }
 
@@ -228,15 +276,21 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		return err
 	}
 	var released []string
+	now := s.st.now()
 	for _, ref := range leases {
 		r := s.st.locks[ref.Lock]
 		if r != nil && r.holder == holderID && r.token == ref.Token {
 			r.holder, r.holderInfo, r.revoked = "", "", false
 			r.acquiredAt, r.renewedAt, r.expiresAt = time.Time{}, time.Time{}, time.Time{}
+			r.handoff, r.handoffTo = false, ""
+			r.reservedFor, r.reservedExpiry = "", time.Time{}
+			if ref.Successor != "" && ref.Reserve > 0 {
+				r.reservedFor, r.reservedExpiry = ref.Successor, now.Add(ref.Reserve)
+			}
 			released = append(released, ref.Lock)
 		}
 	}
-	s.st.notify(released...)
+	s.st.notify(store.ChangeLease, released...)
 	s.st.mu.Unlock()
 	return nil
 }
@@ -271,7 +325,10 @@ func (s *Store) setControl(ctx context.Context, lock string, disabled bool, reas
 		if disabled && !r.free(now) {
 			r.revoked = true
 		}
-		s.st.notify(lock)
+		if disabled {
+			r.handoff, r.handoffTo = false, ""
+		}
+		s.st.notify(store.ChangeControl, lock)
 	}
 	return store.ControlChange{Changed: changed, State: s.st.view(lock, r, now)}, nil
 }
@@ -323,6 +380,13 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 			At:       now,
 		})
 	}
+	locks := make([]string, 0, len(events))
+	for _, e := range events {
+		if !slices.Contains(locks, e.Lock) {
+			locks = append(locks, e.Lock)
+		}
+	}
+	s.st.notify(store.ChangeHistory, locks...)
 	if over := len(s.st.history) - s.st.historyLimit; over > 0 {
 		// Amortised O(1): append reallocates (copying only the kept
 		// entries) once the backing array is full.
@@ -356,14 +420,14 @@ func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event,
 }
 
 // Subscribe implements store.Notifier.
-func (s *Store) Subscribe(ctx context.Context) (<-chan string, error) {
+func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	if err := s.begin(ctx); err != nil {
 		return nil, err
 	}
-	in := make(chan string, 64)
+	in := make(chan store.Change, 64)
 	s.st.subs[in] = struct{}{}
 	s.st.mu.Unlock()
-	out := make(chan string)
+	out := make(chan store.Change)
 	go func() {
 		defer close(out)
 		defer func() {
@@ -389,11 +453,11 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan string, error) {
 
 // notify must be called with st.mu held. A full subscriber buffer drops the
 // notification, as a real push channel may.
-func (st *state) notify(locks ...string) {
+func (st *state) notify(kind store.ChangeKind, locks ...string) {
 	for _, l := range locks {
 		for ch := range st.subs {
 			select {
-			case ch <- l:
+			case ch <- store.Change{Kind: kind, Lock: l}:
 			default:
 			}
 		}
@@ -405,5 +469,108 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	return nil
+}
+
+// Handoff implements store.Handoffs.
+func (s *Store) Handoff(ctx context.Context, lock, to, by string) (store.LockState, error) {
+	if err := store.ValidateLockName(lock); err != nil {
+		return store.LockState{}, err
+	}
+	if err := s.begin(ctx); err != nil {
+		return store.LockState{}, err
+	}
+	defer s.st.mu.Unlock()
+	now := s.st.now()
+	r := s.st.locks[lock]
+	switch {
+	case r != nil && r.disabled:
+		return s.st.view(lock, r, now), fmt.Errorf("memstore: hand-off of %q: %w", lock, store.ErrLockDisabled)
+	case r == nil || r.free(now):
+		return s.st.view(lock, r, now), fmt.Errorf("memstore: hand-off of %q: %w", lock, store.ErrNotHeld)
+	}
+	r.handoff, r.handoffTo = true, to
+	s.st.notify(store.ChangeControl, lock)
+	return s.st.view(lock, r, now), nil
+}
+
+// Announce implements store.Membership.
+func (s *Store) Announce(m store.Member, ttl time.Duration) {
+	m.Locks = append([]string(nil), m.Locks...)
+	sort.Strings(m.Locks)
+	m.LockCount = len(m.Locks)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.announce == nil {
+		s.announce = map[string]announcement{}
+	}
+	s.announce[m.ID] = announcement{m: m, ttl: ttl}
+}
+
+// writeMember writes the announcement of id, if any, as part of the call
+// that holds st.mu.
+func (s *Store) writeMember(id string, now time.Time) {
+	s.mu.Lock()
+	a, ok := s.announce[id]
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	prev, ok := s.st.members[id]
+	s.st.members[id] = &memberRecord{m: a.m, seenAt: now, expires: now.Add(a.ttl)}
+	if !ok || !prev.expires.After(now) {
+		s.st.notify(store.ChangeMember, "")
+	}
+}
+
+// Members implements store.Membership.
+func (s *Store) Members(ctx context.Context, f store.MemberFilter) ([]store.Member, error) {
+	if f.Lock != "" {
+		if err := store.ValidateLockName(f.Lock); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	defer s.st.mu.Unlock()
+	now := s.st.now()
+	out := []store.Member{}
+	for id, r := range s.st.members {
+		if !r.expires.After(now) {
+			delete(s.st.members, id)
+			continue
+		}
+		if f.Lock != "" {
+			if i := sort.SearchStrings(r.m.Locks, f.Lock); i == len(r.m.Locks) || r.m.Locks[i] != f.Lock {
+				continue
+			}
+		}
+		m := r.m
+		m.SeenAt, m.TTL = r.seenAt, r.expires.Sub(now)
+		if f.WithLocks {
+			m.Locks = append([]string(nil), r.m.Locks...)
+		} else {
+			m.Locks = nil
+		}
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Leave implements store.Membership.
+func (s *Store) Leave(ctx context.Context, id string) error {
+	s.mu.Lock()
+	delete(s.announce, id)
+	s.mu.Unlock()
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	defer s.st.mu.Unlock()
+	if _, ok := s.st.members[id]; ok {
+		delete(s.st.members, id)
+		s.st.notify(store.ChangeMember, "")
+	}
 	return nil
 }

@@ -19,13 +19,20 @@
 // is never reset, so tokens grow across deleted rows and server restarts.
 // A second table, <prefix>history, holds the audit history (store.History).
 //
-// The DDL ships embedded as schema.sql, a template documented for DBAs. Open
-// and New apply it unless WithoutMigrate is given: inside a transaction that
-// holds a pg_advisory_xact_lock keyed by the table's name, they create the
-// schema if missing and run schema.sql, whose statements are all idempotent.
-// Several processes may start at once. When the tables and sequence already
-// exist no DDL runs, so the application's role needs DDL rights only for the
-// first start (and the first start of a version that adds a table).
+// The DDL ships embedded as schema.sql, a template documented for DBAs,
+// written as numbered migrations ("-- masterjob:version N" sections). The
+// version a database has reached is recorded in a fourth object, the table
+// <prefix>meta (a database made before that table existed is recognised by
+// its objects: version 1 or 2). Open and New migrate forward unless
+// WithoutMigrate is given: inside a transaction that holds a
+// pg_advisory_xact_lock keyed by the table's name, they create the schema if
+// missing, read the version again and apply each section above it, once, in
+// order; a failed section rolls the whole migration back. Several processes
+// may start at once. When the database is at this version or a newer one,
+// no DDL runs, so the application's role needs DDL rights only for the
+// first start (and the first start of a version that adds a migration).
+// With WithoutMigrate, Open refuses a database at an older version, naming
+// the sections of schema.sql to apply.
 //
 // # Protocol
 //
@@ -95,9 +102,9 @@
 // # Privileges
 //
 // At run time the application's role needs USAGE on the schema, SELECT,
-// INSERT and UPDATE on the locks table, USAGE on the token sequence and
-// SELECT, INSERT and DELETE on the history table (LISTEN and NOTIFY need no
-// grant). To let the store create its objects on
+// INSERT and UPDATE on the locks table, USAGE on the token sequence,
+// SELECT, INSERT and DELETE on the history table and SELECT on the meta
+// table (LISTEN and NOTIFY need no grant). To let the store create its objects on
 // first start it also needs CREATE on the schema, and CREATE on the database
 // if the schema does not exist yet; otherwise apply schema.sql as a DBA and
 // open with WithoutMigrate.

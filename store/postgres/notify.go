@@ -36,7 +36,7 @@ const (
 // Names arrive in commit order; a name already waiting for delivery is not
 // queued twice. The channel is closed, and the connection and goroutines are
 // gone, once ctx is done or the Store is closed.
-func (s *Store) Subscribe(ctx context.Context) (<-chan string, error) {
+func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	const op = "subscribe"
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("store/postgres: %s: %w", op, err)
@@ -53,7 +53,7 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan string, error) {
 	stopOnClose := context.AfterFunc(s.closing, cancel)
 	l := &listener{s: s, wake: make(chan struct{}, 1), set: map[string]struct{}{}}
 	conn, _ := l.connect(ctx) // on failure, read retries in the background
-	out := make(chan string)
+	out := make(chan store.Change)
 	go func() {
 		defer s.subs.Done()
 		defer stopOnClose()
@@ -191,7 +191,7 @@ func (l *listener) pop() (string, bool) {
 }
 
 // deliver sends queued names to out until ctx is done.
-func (l *listener) deliver(ctx context.Context, out chan<- string) {
+func (l *listener) deliver(ctx context.Context, out chan<- store.Change) {
 	for {
 		name, ok := l.pop()
 		if !ok {
@@ -203,7 +203,7 @@ func (l *listener) deliver(ctx context.Context, out chan<- string) {
 			}
 		}
 		select {
-		case out <- name:
+		case out <- store.Change{Kind: store.ChangeLease, Lock: name}:
 		case <-ctx.Done():
 			return
 		}

@@ -60,6 +60,9 @@ type config struct {
 	callTimeout  time.Duration
 	historyLimit int
 	errs         []error
+	// migrations replaces the migrations of schema.sql (tests simulate a
+	// future version with it); nil means schemaMigrations.
+	migrations []migration
 }
 
 // WithSchema puts the store's table and sequence in schema s, which is
@@ -102,7 +105,8 @@ func WithoutMigrate() Option {
 // WithCallTimeout bounds every store call (default 5s), including the wait
 // for a pool connection, so that a renewal cannot starve behind other work
 // on a shared pool. A caller's earlier context deadline also applies.
-// d must be positive.
+// d must be positive. A migration at open, if one is needed, may take up to
+// 30s or d, whichever is longer.
 func WithCallTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {
@@ -137,6 +141,7 @@ type Store struct {
 	table   string // sanitized, possibly schema-qualified table name
 	seq     string // sanitized, possibly schema-qualified sequence name
 	history string // sanitized, possibly schema-qualified history table name
+	meta    string // sanitized, possibly schema-qualified meta table name (the schema version)
 	channel string // NOTIFY channel, verbatim
 	q       queries
 
@@ -229,6 +234,7 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 		table:      qualify(cfg.schema, cfg.prefix+"locks"),
 		seq:        qualify(cfg.schema, cfg.prefix+"token_seq"),
 		history:    qualify(cfg.schema, cfg.prefix+"history"),
+		meta:       qualify(cfg.schema, cfg.prefix+"meta"),
 		channel:    channelName(cfg.schema, cfg.prefix),
 		listenPing: 30 * time.Second,
 	}
@@ -263,55 +269,140 @@ func channelName(schema, prefix string) string {
 	return ch
 }
 
-// prepare checks that the table and sequence exist, creating them unless
-// migration is off.
+// prepare checks that the schema has reached the version this code needs,
+// migrating it forward unless migration is off.
 func (s *Store) prepare(ctx context.Context) error {
 	const op = "open"
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("store/postgres: %s: %w", op, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.callTimeout)
-	defer cancel()
-	ok, err := s.objectsExist(ctx, s.pool)
+	steps := s.migrations()
+	latest := steps[len(steps)-1].version
+	ictx, cancel := context.WithTimeout(ctx, s.cfg.callTimeout)
+	st, err := s.inspect(ictx, s.pool)
 	if err != nil {
-		return s.wrapErr(ctx, op, err)
+		err = s.wrapErr(ictx, op, err)
 	}
-	if ok {
+	cancel()
+	if err != nil {
+		return err
+	}
+	if st.version >= latest && len(st.missing) == 0 {
 		return nil
 	}
 	if !s.cfg.migrate {
-		return fmt.Errorf("store/postgres: %s: table %s or %s or sequence %s does not exist; apply schema.sql or open without WithoutMigrate",
-			op, s.table, s.history, s.seq)
+		apply := "schema.sql"
+		if st.version > 0 && len(st.missing) == 0 {
+			apply = fmt.Sprintf("the sections of schema.sql after version %d", st.version)
+		}
+		return fmt.Errorf("store/postgres: %s: %s; apply %s or open without WithoutMigrate", op, st.describe(latest), apply)
 	}
-	if err := s.migrate(ctx); err != nil {
-		return s.wrapErr(ctx, "migrate", err)
+	// DDL waits for the advisory lock (another process may be migrating)
+	// and for the table locks it takes: the call timeout, sized for
+	// renewals, is too short a bound for it.
+	mctx, cancel := context.WithTimeout(ctx, max(s.cfg.callTimeout, migrateTimeout))
+	defer cancel()
+	if err := s.migrate(mctx, steps); err != nil {
+		return s.wrapErr(mctx, "migrate", err)
 	}
 	return nil
 }
+
+// migrateTimeout bounds a migration at open, unless the call timeout is
+// longer (a caller's earlier deadline also applies).
+const migrateTimeout = 30 * time.Second
 
 type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-func (s *Store) objectsExist(ctx context.Context, q querier) (bool, error) {
-	var ok bool
-	err := q.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL AND to_regclass($3) IS NOT NULL`,
-		pgx.QueryExecModeExec, s.table, s.seq, s.history).Scan(&ok)
-	return ok, err
+// schemaState is what inspect found.
+type schemaState struct {
+	// version is the schema version the database has reached: the one
+	// recorded in the meta table, else what the objects made by versions 1
+	// and 2 (which kept no record) say. A recorded version is believed
+	// only while those objects exist: if one was dropped, the migrations
+	// run again from what is left (those of versions 1 and 2 are
+	// idempotent), as they would for a database that never had it.
+	version int
+	// recorded is the version in the meta table, -1 if none.
+	recorded int
+	// missing names the objects of versions 1 and 2 that do not exist.
+	missing []string
 }
 
-// migrate applies schema.sql in a transaction serialised with every other
-// migrator of the same table by an advisory lock.
-func (s *Store) migrate(ctx context.Context) error {
+func (st schemaState) describe(latest int) string {
+	switch {
+	case len(st.missing) == 3 && st.recorded < 0:
+		return "no masterjob tables (" + strings.Join(st.missing, ", ") + " do not exist)"
+	case len(st.missing) > 0 && st.recorded >= 0:
+		return fmt.Sprintf("schema version %d recorded, but %s missing", st.recorded, strings.Join(st.missing, ", "))
+	case len(st.missing) > 0:
+		return fmt.Sprintf("%s missing", strings.Join(st.missing, ", "))
+	default:
+		return fmt.Sprintf("schema version %d, this version of masterjob needs %d", st.version, latest)
+	}
+}
+
+// inspect returns the schema's version and which base objects are missing.
+func (s *Store) inspect(ctx context.Context, q querier) (schemaState, error) {
+	var locks, seq, history, meta bool
+	err := q.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL,
+		to_regclass($3) IS NOT NULL, to_regclass($4) IS NOT NULL`,
+		pgx.QueryExecModeExec, s.table, s.seq, s.history, s.meta).Scan(&locks, &seq, &history, &meta)
+	if err != nil {
+		return schemaState{}, err
+	}
+	st := schemaState{recorded: -1}
+	for _, o := range []struct {
+		exists bool
+		name   string
+	}{{locks, "table " + s.table}, {seq, "sequence " + s.seq}, {history, "table " + s.history}} {
+		if !o.exists {
+			st.missing = append(st.missing, o.name)
+		}
+	}
+	if meta {
+		var v int64
+		err := q.QueryRow(ctx, `SELECT value FROM `+s.meta+` WHERE name = 'schema_version'`, pgx.QueryExecModeExec).Scan(&v)
+		switch {
+		case err == nil:
+			st.recorded = int(v)
+			if len(st.missing) == 0 {
+				st.version = st.recorded
+				return st, nil
+			}
+		case !errors.Is(err, pgx.ErrNoRows):
+			return schemaState{}, err
+		}
+	}
+	switch {
+	case locks && seq && history:
+		st.version = 2
+	case locks && seq:
+		st.version = 1
+	}
+	return st, nil
+}
+
+// migrate applies the migrations above the schema's version in one
+// transaction, serialised with every other migrator of the same table by an
+// advisory lock.
+func (s *Store) migrate(ctx context.Context, steps []migration) error {
+	latest := steps[len(steps)-1].version
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		h := fnv.New64a()
 		h.Write([]byte("masterjob migrate " + s.table))
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, pgx.QueryExecModeExec, int64(h.Sum64())); err != nil {
 			return err
 		}
-		// Another process may have finished while we waited for the lock.
-		if ok, err := s.objectsExist(ctx, tx); err != nil || ok {
+		// Another process may have migrated while we waited for the lock.
+		st, err := s.inspect(ctx, tx)
+		if err != nil {
 			return err
+		}
+		if st.version >= latest && len(st.missing) == 0 {
+			return nil
 		}
 		if s.cfg.schema != "" {
 			var exists bool
@@ -331,9 +422,23 @@ func (s *Store) migrate(ctx context.Context) error {
 				return err
 			}
 		}
-		ddl := strings.ReplaceAll(schemaSQL, "{{prefix}}", s.cfg.prefix)
-		_, err := tx.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol)
-		return err
+		for _, m := range steps {
+			if m.version <= st.version {
+				continue
+			}
+			ddl := strings.ReplaceAll(m.sql, "{{prefix}}", s.cfg.prefix)
+			if _, err := tx.Exec(ctx, ddl, pgx.QueryExecModeSimpleProtocol); err != nil {
+				return fmt.Errorf("schema version %d: %w", m.version, err)
+			}
+		}
+		after, err := s.inspect(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if after.version < latest || len(after.missing) > 0 {
+			return fmt.Errorf("after migrating from version %d: %s", st.version, after.describe(latest))
+		}
+		return nil
 	})
 }
 

@@ -241,32 +241,47 @@ func TestMigrateIsIdempotent(t *testing.T) {
 }
 
 // TestMigrateAddsHistory: a schema made by version 1 (locks table and
-// sequence, no history table) gets the history table when a Store opens it,
-// and keeps its data; WithoutMigrate refuses it, pointing to schema.sql.
+// sequence, no history table, no version table) gets the history table when
+// a Store opens it, and keeps its data; so does a schema whose history table
+// was dropped although its version says it has one. WithoutMigrate refuses
+// both, pointing to schema.sql.
 func TestMigrateAddsHistory(t *testing.T) {
-	schema := newSchema(t)
-	s := openStore(t, WithSchema(schema))
-	if _, err := s.Disable(t.Context(), "JOB", "kept", "ops"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	history := pgx.Identifier{schema, "masterjob_history"}.Sanitize()
-	if _, err := adminPool(t).Exec(t.Context(), "DROP TABLE "+history); err != nil {
-		t.Fatal(err)
-	}
-	_, err := Open(t.Context(), testDSN(), WithSchema(schema), WithoutMigrate())
-	if err == nil || !strings.Contains(err.Error(), "schema.sql") {
-		t.Fatalf("Open WithoutMigrate without the history table = %v, want an error pointing to schema.sql", err)
-	}
-	s = openStore(t, WithSchema(schema))
-	if err := s.AppendEvents(t.Context(), []store.Event{{Lock: "JOB", Kind: store.EventEnabled}}); err != nil {
-		t.Fatalf("AppendEvents after migration: %v", err)
-	}
-	st, err := s.Locks(t.Context(), "JOB")
-	if err != nil || !st[0].Disabled || st[0].Reason != "kept" {
-		t.Fatalf("lock after migration: %+v, %v; want it still disabled", st, err)
+	for _, tc := range []struct {
+		name, drop, want string
+	}{
+		{"version 1", "masterjob_history, masterjob_meta", `masterjob_history" missing`},
+		{"history dropped at version 3", "masterjob_history", "schema version 3 recorded, but table"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			schema := newSchema(t)
+			s := openStore(t, WithSchema(schema))
+			if _, err := s.Disable(t.Context(), "JOB", "kept", "ops"); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, table := range strings.Split(tc.drop, ", ") {
+				if _, err := adminPool(t).Exec(t.Context(), "DROP TABLE "+pgx.Identifier{schema, table}.Sanitize()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := Open(t.Context(), testDSN(), WithSchema(schema), WithoutMigrate())
+			if err == nil || !strings.Contains(err.Error(), "schema.sql") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Open WithoutMigrate without the history table = %v, want an error pointing to schema.sql and containing %q", err, tc.want)
+			}
+			s = openStore(t, WithSchema(schema))
+			if err := s.AppendEvents(t.Context(), []store.Event{{Lock: "JOB", Kind: store.EventEnabled}}); err != nil {
+				t.Fatalf("AppendEvents after migration: %v", err)
+			}
+			if v := recordedVersion(t, schema, "masterjob_"); v != 3 {
+				t.Errorf("schema version after migration = %d, want 3", v)
+			}
+			st, err := s.Locks(t.Context(), "JOB")
+			if err != nil || !st[0].Disabled || st[0].Reason != "kept" {
+				t.Fatalf("lock after migration: %+v, %v; want it still disabled", st, err)
+			}
+		})
 	}
 }
 
@@ -326,6 +341,12 @@ func TestWithoutMigrate(t *testing.T) {
 
 func applySchemaSQL(t *testing.T, schema, prefix string) {
 	t.Helper()
+	applySQLFile(t, schema, prefix, schemaSQL)
+}
+
+// applySQLFile runs a schema file as schema.sql's header tells a DBA to.
+func applySQLFile(t *testing.T, schema, prefix, file string) {
+	t.Helper()
 	ctx := t.Context()
 	conn, err := adminPool(t).Acquire(ctx)
 	if err != nil {
@@ -334,7 +355,7 @@ func applySchemaSQL(t *testing.T, schema, prefix string) {
 	defer conn.Release()
 	id := pgx.Identifier{schema}.Sanitize()
 	sql := "BEGIN; CREATE SCHEMA IF NOT EXISTS " + id + "; SET LOCAL search_path TO " + id + ";\n" +
-		strings.ReplaceAll(schemaSQL, "{{prefix}}", prefix) + "\nCOMMIT;"
+		strings.ReplaceAll(file, "{{prefix}}", prefix) + "\nCOMMIT;"
 	if _, err := conn.Exec(ctx, sql); err != nil {
 		t.Fatalf("applying schema.sql: %v", err)
 	}
@@ -400,7 +421,7 @@ func TestIsolation(t *testing.T) {
 		openStore(t, WithSchema(s2)),
 		openStore(t, WithSchema(s1), WithTablePrefix("other_")),
 	}
-	subs := make([]<-chan string, len(stores))
+	subs := make([]<-chan store.Change, len(stores))
 	for i, s := range stores {
 		st, err := s.Acquire(t.Context(), holderA, []string{"JOB"}, time.Minute)
 		if err != nil || !st[0].Acquired {
@@ -415,9 +436,9 @@ func TestIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case name := <-subs[0]:
-		if name != "JOB" {
-			t.Fatalf("notification %q, want JOB", name)
+	case c := <-subs[0]:
+		if c.Lock != "JOB" {
+			t.Fatalf("notification %+v, want JOB", c)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no notification on the disabled store's channel")
@@ -432,10 +453,10 @@ func TestIsolation(t *testing.T) {
 		}
 	}
 	select {
-	case name := <-subs[1]:
-		t.Errorf("other schema notified of %q", name)
-	case name := <-subs[2]:
-		t.Errorf("other prefix notified of %q", name)
+	case c := <-subs[1]:
+		t.Errorf("other schema notified of %+v", c)
+	case c := <-subs[2]:
+		t.Errorf("other prefix notified of %+v", c)
 	case <-time.After(500 * time.Millisecond):
 	}
 }
@@ -487,8 +508,8 @@ func TestHostileNames(t *testing.T) {
 	}
 	select {
 	case n := <-sub:
-		if n != names[0] {
-			t.Fatalf("notification %q, want %q", n, names[0])
+		if n.Lock != names[0] {
+			t.Fatalf("notification %+v, want %q", n, names[0])
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no notification")
@@ -511,7 +532,7 @@ func TestListenReconnect(t *testing.T) {
 	if _, err := s.Disable(t.Context(), "BEFORE", "r", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification before the kill"); got != "BEFORE" {
+	if got := recv(t, sub, "notification before the kill").Lock; got != "BEFORE" {
 		t.Fatalf("got %q, want BEFORE", got)
 	}
 
@@ -526,7 +547,7 @@ func TestListenReconnect(t *testing.T) {
 	if _, err := s.Disable(t.Context(), "AFTER", "r", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification after reconnect"); got != "AFTER" {
+	if got := recv(t, sub, "notification after reconnect").Lock; got != "AFTER" {
 		t.Fatalf("got %q, want AFTER", got)
 	}
 
@@ -582,7 +603,7 @@ func TestOutageAndRecovery(t *testing.T) {
 	if _, err := s.Disable(t.Context(), "JOB", "after outage", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification after the outage"); got != "JOB" {
+	if got := recv(t, sub, "notification after the outage").Lock; got != "JOB" {
 		t.Fatalf("got %q, want JOB", got)
 	}
 }
@@ -620,7 +641,7 @@ func TestListenDetectsSilentConnection(t *testing.T) {
 	if _, err := other.Disable(t.Context(), "IDLE", "r", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification after idle pings"); got != "IDLE" {
+	if got := recv(t, sub, "notification after idle pings").Lock; got != "IDLE" {
 		t.Fatalf("got %q, want IDLE", got)
 	}
 
@@ -634,7 +655,7 @@ func TestListenDetectsSilentConnection(t *testing.T) {
 	if _, err := other.Disable(t.Context(), "AFTER-SILENCE", "r", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification after the silent outage"); got != "AFTER-SILENCE" {
+	if got := recv(t, sub, "notification after the silent outage").Lock; got != "AFTER-SILENCE" {
 		t.Fatalf("got %q, want AFTER-SILENCE", got)
 	}
 }
@@ -968,7 +989,7 @@ func TestDisableVersusAcquireRace(t *testing.T) {
 // TestSubscribeEndsWithStore: Close ends subscriptions and their goroutines.
 func TestSubscribeEndsWithStore(t *testing.T) {
 	s := openStore(t, WithSchema(newSchema(t)))
-	subs := make([]<-chan string, 3)
+	subs := make([]<-chan store.Change, 3)
 	for i := range subs {
 		var err error
 		if subs[i], err = s.Subscribe(t.Context()); err != nil {
@@ -1011,14 +1032,14 @@ func TestSlowSubscriberCoalesces(t *testing.T) {
 	for len(got) < 2 {
 		select {
 		case n := <-sub:
-			got[n]++
+			got[n.Lock]++
 		case <-timeout:
 			t.Fatalf("got %v, want A and B", got)
 		}
 	}
 	select {
 	case n := <-sub:
-		got[n]++
+		got[n.Lock]++
 	case <-time.After(300 * time.Millisecond):
 	}
 	if got["A"] > 2 || got["B"] > 2 {
@@ -1082,7 +1103,7 @@ func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	panic("unreachable")
 }
 
-func waitClosed(t *testing.T, ch <-chan string) {
+func waitClosed(t *testing.T, ch <-chan store.Change) {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {

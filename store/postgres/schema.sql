@@ -1,8 +1,18 @@
--- masterjob PostgreSQL schema, version 2.
+-- masterjob PostgreSQL schema, version 3.
 --
 -- This file is a template. masterjob applies it itself when a Store opens
 -- (unless the store is opened with WithoutMigrate), inside a transaction that
 -- holds a pg_advisory_xact_lock, so that many processes can start at once.
+--
+-- It is a sequence of migrations, each starting with a line
+-- "-- masterjob:version N" (N = 1, 2, 3, ...). The version a database has
+-- reached is the row 'schema_version' of the table {{prefix}}meta (version 3
+-- created it; a database without it was made by versions 1 or 2, which the
+-- store tells apart by the tables that exist). Open applies, in order, the
+-- sections above the database's version and nothing else, so a section may
+-- hold statements that cannot run twice (ALTER TABLE ... ADD COLUMN). Every
+-- section from version 3 on ends by recording its version. A database at a
+-- version newer than this file is accepted: migrations only add.
 --
 -- To apply it yourself (WithoutMigrate):
 --   1. Replace every {{prefix}} with the table prefix the application uses
@@ -13,16 +23,25 @@
 --          CREATE SCHEMA IF NOT EXISTS myschema;
 --          SET search_path TO myschema;
 --      Objects are created in the first schema of the search_path.
---   3. Run the file, for example:
---          sed 's/{{prefix}}/masterjob_/g' schema.sql | psql -v ON_ERROR_STOP=1 "$DSN"
+--   3. Run the file (on a new database), or the sections above the version
+--      the database has reached (to upgrade: SELECT value FROM
+--      {{prefix}}meta WHERE name = 'schema_version', or 2 if that table
+--      does not exist), in one transaction, for example:
+--          sed 's/{{prefix}}/masterjob_/g' schema.sql | psql -1 -v ON_ERROR_STOP=1 "$DSN"
 --   4. Grant the application's role:
 --          GRANT USAGE ON SCHEMA myschema TO app;
 --          GRANT SELECT, INSERT, UPDATE ON myschema.masterjob_locks TO app;
 --          GRANT USAGE ON SEQUENCE myschema.masterjob_token_seq TO app;
 --          GRANT SELECT, INSERT, DELETE ON myschema.masterjob_history TO app;
+--          GRANT SELECT ON myschema.masterjob_meta TO app;
 --      (add DELETE on the locks table if operators clean up old rows through the app's role).
---
--- Every statement is idempotent.
+--      Open with WithoutMigrate refuses a database whose version is older
+--      than this file's, naming the sections to apply.
+
+-- masterjob:version 1
+-- (Versions 1 and 2 predate the version table: their statements are
+-- idempotent, so that a database with only some of their objects is
+-- completed.)
 
 -- Fencing tokens. One sequence for all locks: a new lease takes nextval, so
 -- tokens grow strictly for every lock, across deleted rows and server
@@ -58,7 +77,8 @@ CREATE TABLE IF NOT EXISTS "{{prefix}}locks" (
 
 COMMENT ON TABLE "{{prefix}}locks" IS 'masterjob leases and controls, schema version 1';
 
--- Version 2: the audit history (store.History): control changes and
+-- masterjob:version 2
+-- The audit history (store.History): control changes and
 -- mastership transitions. Each append prunes the entries beyond the store's
 -- retention (WithHistoryLimit) with one range delete on the primary key. An
 -- identity column needs no grant on its sequence.
@@ -79,3 +99,15 @@ CREATE TABLE IF NOT EXISTS "{{prefix}}history" (
 CREATE INDEX IF NOT EXISTS "{{prefix}}history_lock" ON "{{prefix}}history" (lock_name, id);
 
 COMMENT ON TABLE "{{prefix}}history" IS 'masterjob audit history, schema version 2';
+
+-- masterjob:version 3
+-- The schema's version, so that later migrations run once each (and only
+-- those a database has not had). A later section ends with the same
+-- statement and its own number.
+CREATE TABLE IF NOT EXISTS "{{prefix}}meta" (
+    name  text   COLLATE "C" PRIMARY KEY,
+    value bigint NOT NULL
+);
+
+INSERT INTO "{{prefix}}meta" AS m (name, value) VALUES ('schema_version', 3)
+    ON CONFLICT (name) DO UPDATE SET value = greatest(m.value, EXCLUDED.value);

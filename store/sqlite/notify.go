@@ -41,7 +41,7 @@ func (s *Store) notifyTx(ctx context.Context, tx *sql.Tx, lock string) error {
 // channel (waiting for the subscriber, or for ctx). Failed polls are
 // retried with a growing pause. The channel is closed, and the connection
 // and goroutine are gone, once ctx is done or the Store is closed.
-func (s *Store) Subscribe(ctx context.Context) (<-chan string, error) {
+func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	const op = "subscribe"
 	if err := s.begin(ctx, op); err != nil {
 		return nil, err
@@ -70,7 +70,7 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan string, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	stopOnClose := context.AfterFunc(s.closing, cancel)
-	out := make(chan string)
+	out := make(chan store.Change)
 	go func() {
 		defer s.subs.Done()
 		defer close(out)
@@ -102,7 +102,7 @@ func (p *poller) start(ctx context.Context) error {
 }
 
 // run polls until ctx is done.
-func (p *poller) run(ctx context.Context, out chan<- string) {
+func (p *poller) run(ctx context.Context, out chan<- store.Change) {
 	interval := p.s.notifyPoll
 	wait := interval
 	t := time.NewTimer(wait)
@@ -116,7 +116,7 @@ func (p *poller) run(ctx context.Context, out chan<- string) {
 		names, err := p.poll(ctx)
 		for _, n := range names {
 			select {
-			case out <- n:
+			case out <- store.Change{Kind: store.ChangeLease, Lock: n}:
 			case <-ctx.Done():
 				return
 			}

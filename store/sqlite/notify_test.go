@@ -45,8 +45,8 @@ func TestNotifyAcrossHandles(t *testing.T) {
 	}
 	select {
 	case got := <-ch:
-		if got != "JOB" {
-			t.Fatalf("notification %q, want JOB", got)
+		if got.Lock != "JOB" {
+			t.Fatalf("notification %+v, want JOB", got)
 		}
 		t.Logf("release delivered after %v", time.Since(start))
 	case <-time.After(5 * time.Second):
@@ -61,11 +61,11 @@ func TestNotifyAcrossHandles(t *testing.T) {
 	if _, err := a.Disable(ctx, "JOB", "r", "ops"); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []<-chan string{ch, ch2} {
+	for _, c := range []<-chan store.Change{ch, ch2} {
 		select {
 		case got := <-c:
-			if got != "JOB" {
-				t.Fatalf("notification %q, want JOB", got)
+			if got.Lock != "JOB" {
+				t.Fatalf("notification %+v, want JOB", got)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("disable not delivered within 5s")

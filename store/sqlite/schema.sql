@@ -6,8 +6,10 @@
 -- yourself, substitute the prefix (or call sqlite.Schema) and run it once.
 -- Every statement is idempotent.
 --
--- Times are integer milliseconds since the Unix epoch on SQLite's clock
--- (unixepoch('subsec')), 0 meaning "not set".
+-- Times (*_at) are integer milliseconds since the Unix epoch on the host's
+-- wall clock, 0 meaning "not set". They are for display: lease expiry is
+-- decided on CLOCK_BOOTTIME (the lease_clock table, version 4), except for
+-- leases taken by a version older than 4.
 
 -- One row per lock name: the current or most recent lease and the control.
 CREATE TABLE IF NOT EXISTS "{{prefix}}locks" (
@@ -39,7 +41,7 @@ INSERT OR IGNORE INTO "{{prefix}}meta" (name, value) VALUES ('schema_version', 1
 -- Version 2: the audit history (store.History). Control changes and
 -- mastership transitions, oldest pruned beyond the store's retention
 -- (WithHistoryLimit). AUTOINCREMENT: ids keep growing even if every row is
--- deleted. at is SQLite's clock when the entry was appended.
+-- deleted. at is the wall clock when the entry was appended.
 CREATE TABLE IF NOT EXISTS "{{prefix}}history" (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
     lock_name TEXT    NOT NULL,
@@ -65,3 +67,30 @@ CREATE TABLE IF NOT EXISTS "{{prefix}}notify" (
 );
 
 UPDATE "{{prefix}}meta" SET value = 3 WHERE name = 'schema_version' AND value < 3;
+
+-- Version 4: lease expiry on the host's CLOCK_BOOTTIME, which every process
+-- on the host shares, which never steps and which counts time suspended.
+-- One row per lock, written with each acquisition and renewal. expires is
+-- the lease's end in milliseconds on clock: 'boot:' followed by the boot id
+-- (/proc/sys/kernel/random/boot_id; a lease from another boot has expired),
+-- or 'wall' where the host has no CLOCK_BOOTTIME. It applies only while
+-- lease_token equals the token in the locks table: a lease taken by an
+-- older version of masterjob (which does not write this table) expires by
+-- expires_at in the locks table, on the wall clock. The times in the locks
+-- and history tables are wall-clock times, kept for display.
+CREATE TABLE IF NOT EXISTS "{{prefix}}lease_clock" (
+    lock_name   TEXT    NOT NULL PRIMARY KEY,
+    lease_token INTEGER NOT NULL,
+    clock       TEXT    NOT NULL,
+    expires     INTEGER NOT NULL
+);
+
+-- A lock record deleted by hand takes its lease's expiry with it. To end a
+-- lease by hand, delete the lock's row or set its holder to '' (the token
+-- stays); changing expires_at no longer ends a lease taken by this version.
+CREATE TRIGGER IF NOT EXISTS "{{prefix}}lease_clock_gone" AFTER DELETE ON "{{prefix}}locks"
+BEGIN
+    DELETE FROM "{{prefix}}lease_clock" WHERE lock_name = old.lock_name;
+END;
+
+UPDATE "{{prefix}}meta" SET value = 4 WHERE name = 'schema_version' AND value < 4;

@@ -13,13 +13,32 @@
 //
 // # Store time
 //
-// Every expiry decision uses SQLite's clock, unixepoch('subsec'), read once
-// per transaction inside SQL: the host's wall clock, which all processes on
-// the host share. The caller's clock is never consulted. Times are stored as
-// integer milliseconds since the Unix epoch; TTLs are rounded up to whole
-// milliseconds. A wall-clock step on the host (an NTP correction, a manual
-// change) shifts every lease on it: a step forward expires leases early, a
-// step backward extends them.
+// Lease arithmetic (expiry, TTLs, the expiry checks of Acquire, Renew,
+// Disable and Locks) is on the host's CLOCK_BOOTTIME, read once per
+// transaction after it has taken its lock: every process on the host reads
+// the same clock, it never steps (an NTP step, date -s or a VM's clock
+// catching up moves the wall clock only), and it counts the time the host
+// spent suspended. It restarts at each boot, so each lease's expiry is
+// stored with the boot id (/proc/sys/kernel/random/boot_id), and a lease
+// stamped in another boot has expired. Tokens do not depend on any clock:
+// the counter keeps growing across boots. Times are integer milliseconds;
+// TTLs are rounded up to whole milliseconds. The caller's clock is never
+// consulted.
+//
+// The wall clock is only shown: AcquiredAt, RenewedAt, ChangedAt and the
+// history's At are wall-clock times of the change, and ExpiresAt is the wall
+// clock at the call plus TTL. A wall-clock step moves what they show and
+// nothing else.
+//
+// The wall clock decides expiry, with its caveat (a step forward expires
+// leases early, a step backward delays failover by the step), in two cases:
+// a lease taken by a version of masterjob older than schema version 4,
+// which stored only a wall-clock expiry (a lease held when this version
+// first opens the file, and leases older processes take during a rolling
+// upgrade); and hosts where CLOCK_BOOTTIME or the boot id cannot be read:
+// every system other than Linux, and a Linux without /proc. Processes in
+// different time namespaces (unshare --time, checkpoint/restore) read
+// different CLOCK_BOOTTIMEs and must not share a file.
 //
 // # Concurrency
 //
@@ -43,16 +62,35 @@
 //
 // # Schema
 //
-// Four tables, named with a prefix (WithTablePrefix, default "masterjob_"):
+// Five tables, named with a prefix (WithTablePrefix, default "masterjob_"):
 // <prefix>locks holds one row per lock (lease and control together, so that
-// acquisition checks the control in the same transaction), <prefix>meta
+// acquisition checks the control in the same transaction), <prefix>lease_clock
+// each lease's expiry on CLOCK_BOOTTIME with the boot id, <prefix>meta
 // holds the token counter, which is never deleted, so tokens keep growing
-// even when an operator deletes lock rows, and <prefix>history holds the
+// even when an operator deletes lock rows, <prefix>history holds the
 // audit history (store.History), and <prefix>notify the change
 // notifications (store.Notifier). Open creates them if missing (schema.sql,
 // embedded; every statement is idempotent, so opening a database made by an
-// older version adds what is new); with WithoutMigrate a DBA applies
-// Schema's output beforehand and Open only checks that it is there.
+// older version adds what is new; a database already at the current
+// version is only read, so opening it takes no write lock); with
+// WithoutMigrate a DBA applies Schema's output beforehand and Open only
+// checks that it is there.
+//
+// # Files
+//
+// Open creates the database file, if it does not exist, readable and
+// writable by its owner only (mode 0600; the umask can only narrow it), and
+// SQLite gives the -wal and -shm files beside it the database file's mode.
+// A file that exists keeps its mode: to share the database with a group,
+// create the file first with the mode wanted (an empty file is a new
+// database). Open creates no directory: a missing one is an error at once,
+// naming it, and not store.ErrUnavailable, which callers retry.
+//
+// ReadOnly opens a database without writing anything to it: no file, no
+// table, no migration (a database of an older version is read as it is),
+// and the calls that write fail with ErrReadOnly. The CLI's status and
+// history commands open SQLite this way (URL parameter mode=ro), so they
+// read a file their user may not write.
 //
 // # Notifications
 //
@@ -78,8 +116,8 @@
 // Store implements store.History. AppendEvents inserts a batch in one
 // IMMEDIATE transaction that also prunes the oldest entries beyond the
 // retention (WithHistoryLimit, default store.DefaultHistoryLimit): one
-// range delete on the primary key per batch. Entries are stamped with
-// SQLite's clock.
+// range delete on the primary key per batch. Entries are stamped with the
+// wall clock.
 package sqlite
 
 import (
@@ -89,8 +127,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -140,6 +180,8 @@ type Store struct {
 	q            queries
 	historyLimit int
 	notifyPoll   time.Duration
+	clock        clock
+	readOnly     bool
 	write        chan struct{} // held by the one in-process write transaction
 	closed       atomic.Bool
 
@@ -161,9 +203,11 @@ type Option func(*options)
 type options struct {
 	prefix       string
 	migrate      bool
+	readOnly     bool
 	busy         time.Duration
 	historyLimit int
 	notifyPoll   time.Duration
+	clock        clock
 	err          error
 }
 
@@ -186,6 +230,23 @@ func WithTablePrefix(p string) Option {
 func WithoutMigrate() Option {
 	return func(o *options) { o.migrate = false }
 }
+
+// ReadOnly opens the database for reading only: Open creates nothing and
+// changes nothing (no file, no table, no migration), the file must exist,
+// and the calls that write (Acquire, Renew, Release, Disable, Enable,
+// AppendEvents) fail with an error wrapping ErrReadOnly. Locks, Events and
+// Subscribe work. Read-only commands (status, history) use it, so that they
+// can read a file their user may not write. Reading a database in WAL mode
+// needs its -wal and -shm files to exist (they do while a process has the
+// database open) or write permission on the directory (SQLite creates
+// them); a database from an older version is read as it is.
+func ReadOnly() Option {
+	return func(o *options) { o.readOnly = true }
+}
+
+// ErrReadOnly is returned (wrapped) by the calls that write, on a Store
+// opened with ReadOnly.
+var ErrReadOnly = errors.New("sqlite: store opened read-only")
 
 // WithBusyTimeout sets how long a call waits for a write lock held by
 // another process before failing with store.ErrUnavailable (default 5s). It
@@ -239,11 +300,21 @@ func Schema(prefix string) (string, error) {
 }
 
 // Open opens (creating if needed) the database file at path and, unless
-// WithoutMigrate is given, creates the tables if they are missing. path is
-// a file system path; ":memory:" is refused, as every pooled connection
-// would get its own database (use store/memstore instead).
+// WithoutMigrate or ReadOnly is given, creates or upgrades the tables if
+// they are missing or older. path is a file system path; ":memory:" is
+// refused, as every pooled connection would get its own database (use
+// store/memstore instead).
+//
+// A database file Open creates is readable and writable by its owner only
+// (mode 0600; the umask can only narrow it), and SQLite gives its -wal and
+// -shm files the same mode. A file that exists keeps its mode: to share
+// the database with a group, create the file beforehand with the mode
+// wanted (an empty file is a new database). A directory that does not
+// exist is an error at once (not store.ErrUnavailable, which callers
+// retry), naming it; Open creates no directory.
 func Open(path string, opts ...Option) (*Store, error) {
-	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout, historyLimit: store.DefaultHistoryLimit, notifyPoll: DefaultNotifyPoll}
+	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout, historyLimit: store.DefaultHistoryLimit, notifyPoll: DefaultNotifyPoll,
+		clock: hostClock()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -257,7 +328,10 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: path %q: %w", path, err)
 	}
-	dsn := dsn(abs, o.busy)
+	if err := prepareFile(abs, o.readOnly); err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	dsn := dsn(abs, o.busy, o.readOnly)
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
@@ -265,13 +339,16 @@ func Open(path string, opts ...Option) (*Store, error) {
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxOpenConns)
 
-	s := &Store{db: db, dsn: dsn, path: abs, q: newQueries(o.prefix), historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
-		write: make(chan struct{}, 1)}
+	s := &Store{db: db, dsn: dsn, path: abs, q: newQueries(o.prefix, true), historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
+		clock: o.clock, readOnly: o.readOnly, write: make(chan struct{}, 1)}
 	s.closing, s.stop = context.WithCancel(context.Background())
 	ctx := context.Background()
-	if o.migrate {
+	switch {
+	case o.readOnly:
+		err = s.checkReadable(ctx, o.prefix)
+	case o.migrate:
 		err = s.migrate(ctx, o.prefix)
-	} else {
+	default:
 		err = s.checkSchema(ctx)
 	}
 	if err != nil {
@@ -282,9 +359,55 @@ func Open(path string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// prepareFile makes sure the database file can be opened: for writing, it
+// creates the file (mode 0600) if it does not exist, so that SQLite does
+// not create it with its default 0644; read-only, it checks that the file
+// exists. A missing directory or file is reported here, plainly, and not
+// as SQLite's "unable to open" (which Store reports as unavailable).
+func prepareFile(path string, readOnly bool) error {
+	var err error
+	if readOnly {
+		_, err = os.Stat(path)
+	} else {
+		var f *os.File
+		f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			return f.Close()
+		}
+		if errors.Is(err, fs.ErrExist) {
+			// The user's file, or another process's: its mode stays.
+			if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
+				return errors.New("is a directory, not a database file")
+			}
+			return nil
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		dir := filepath.Dir(path)
+		if _, derr := os.Stat(dir); errors.Is(derr, fs.ErrNotExist) {
+			return fmt.Errorf("directory %s does not exist (create it first)", dir)
+		}
+		if readOnly {
+			return errors.New("no database file there (opened read-only: nothing is created)")
+		}
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err // the path is in the caller's message already
+	}
+	if readOnly {
+		return fmt.Errorf("cannot read the database file: %w", err)
+	}
+	return fmt.Errorf("cannot create the database file: %w", err)
+}
+
 // dsn builds the driver's data source name: a file: URI (so any path
 // character is safe) with the connection settings every connection needs.
-func dsn(absPath string, busy time.Duration) string {
+// A read-only connection (SQLite's mode=ro) sets nothing that writes.
+func dsn(absPath string, busy time.Duration, readOnly bool) string {
 	p := filepath.ToSlash(absPath)
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p // Windows: file:/C:/dir/x.db
@@ -292,21 +415,59 @@ func dsn(absPath string, busy time.Duration) string {
 	p = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(p)
 	q := url.Values{}
 	q.Set("_busy_timeout", strconv.FormatInt(busy.Milliseconds(), 10))
-	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", "FULL")
-	q.Set("_txlock", "immediate")
+	if readOnly {
+		q.Set("mode", "ro")
+	} else {
+		q.Set("_journal_mode", "WAL")
+		q.Set("_synchronous", "FULL")
+		q.Set("_txlock", "immediate")
+	}
 	return "file:" + p + "?" + q.Encode()
 }
 
+// schemaVersion is the schema_version schema.sql ends with.
+const schemaVersion = 4
+
+// migrate brings the schema to schemaVersion. A database already there is
+// only read: opening it takes no write lock.
 func (s *Store) migrate(ctx context.Context, prefix string) error {
 	ddl, err := Schema(prefix)
 	if err != nil {
 		return err
 	}
-	return s.writeTx(ctx, "migrate", func(tx *sql.Tx, _ int64) error {
+	if v, err := s.version(ctx); err == nil && v >= schemaVersion && s.checkSchema(ctx) == nil {
+		return nil
+	}
+	return s.writeTx(ctx, "migrate", func(tx *sql.Tx, _ stamp) error {
 		_, err := tx.ExecContext(ctx, ddl)
 		return err
 	})
+}
+
+// version returns the database's schema_version.
+func (s *Store) version(ctx context.Context) (int64, error) {
+	var v int64
+	err := s.db.QueryRowContext(ctx, s.q.version).Scan(&v)
+	return v, err
+}
+
+// checkReadable checks, for a read-only Store, that the database has the
+// tables a read needs. A database from before version 4 has no
+// lease_clock table: its leases are all on the wall clock, and s reads
+// them as such.
+func (s *Store) checkReadable(ctx context.Context, prefix string) error {
+	var n int
+	if err := s.db.QueryRowContext(ctx, s.q.hasClock).Scan(&n); err != nil {
+		return s.wrap(ctx, "open", err)
+	}
+	if n == 0 {
+		s.q = newQueries(prefix, false)
+	}
+	var v int64
+	if err := s.db.QueryRowContext(ctx, s.q.checkLocks).Scan(&v); err != nil {
+		return fmt.Errorf("schema not found (no masterjob tables with prefix %q in the file): %w", prefix, s.wrap(ctx, "open", err))
+	}
+	return nil
 }
 
 func (s *Store) checkSchema(ctx context.Context) error {
@@ -320,10 +481,12 @@ func (s *Store) checkSchema(ctx context.Context) error {
 
 // queries holds the SQL for one table prefix.
 type queries struct {
-	now, checkSchema        string
+	checkSchema, checkLocks string
+	version, hasClock       string
 	selectAll, selectNamed  string
 	getCounter, setCounter  string
 	acquire, renew, release string
+	setClock                string
 	ensureRow, setControl   string
 
 	appendEvent, pruneHistory string
@@ -335,34 +498,58 @@ type queries struct {
 const columns = `lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at,
 	revoked, disabled, reason, changed_by, changed_at`
 
+// clockColumns are the lease_clock columns a row is read with, as they
+// come from a LEFT JOIN: zeros and an empty clock when there is no
+// lease_clock row.
+const clockColumns = `COALESCE(lease_token, 0), COALESCE(clock, ''), COALESCE(expires, 0)`
+
 const historyColumns = `id, lock_name, kind, instance, token, reason, remote, at`
 
 // notifyKeep is how many rows of the notify table each insert keeps.
 const notifyKeep = 1000
 
-func newQueries(prefix string) queries {
+// newQueries returns the SQL for prefix. withClock false is for reading a
+// database older than version 4, which has no lease_clock table.
+func newQueries(prefix string, withClock bool) queries {
 	locks := `"` + prefix + `locks"`
 	meta := `"` + prefix + `meta"`
 	history := `"` + prefix + `history"`
 	notify := `"` + prefix + `notify"`
+	leaseClock := `"` + prefix + `lease_clock"`
+	// Rows are read with their lease's CLOCK_BOOTTIME expiry. USING makes
+	// lock_name unambiguous; the other names are distinct across the two
+	// tables.
+	fromLocks := locks + ` LEFT JOIN ` + leaseClock + ` USING (lock_name)`
+	clockCols := clockColumns
+	if !withClock {
+		fromLocks, clockCols = locks, `0, '', 0`
+	}
 	return queries{
-		now: `SELECT CAST(round(unixepoch('subsec') * 1000) AS INTEGER)`,
+		checkLocks: `SELECT value FROM ` + meta + ` WHERE name = 'token'
+			AND NOT EXISTS (SELECT ` + columns + ` FROM ` + locks + ` WHERE 0)`,
+		version:  `SELECT value FROM ` + meta + ` WHERE name = 'schema_version'`,
+		hasClock: `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '` + prefix + `lease_clock'`,
 		// Preparing this checks that every table and column exists; it
 		// returns no row if the token counter is missing.
 		checkSchema: `SELECT value FROM ` + meta + ` WHERE name = 'token'
 			AND NOT EXISTS (SELECT ` + columns + ` FROM ` + locks + ` WHERE 0)
 			AND NOT EXISTS (SELECT ` + historyColumns + ` FROM ` + history + ` WHERE 0)
-			AND NOT EXISTS (SELECT id, lock_name FROM ` + notify + ` WHERE 0)`,
-		selectAll:   `SELECT ` + columns + ` FROM ` + locks + ` ORDER BY lock_name`,
-		selectNamed: `SELECT ` + columns + ` FROM ` + locks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
+			AND NOT EXISTS (SELECT id, lock_name FROM ` + notify + ` WHERE 0)
+			AND NOT EXISTS (SELECT lock_name, lease_token, clock, expires FROM ` + leaseClock + ` WHERE 0)`,
+		selectAll:   `SELECT ` + columns + `, ` + clockCols + ` FROM ` + fromLocks + ` ORDER BY lock_name`,
+		selectNamed: `SELECT ` + columns + `, ` + clockCols + ` FROM ` + fromLocks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
 		getCounter:  `SELECT value FROM ` + meta + ` WHERE name = 'token'`,
 		setCounter:  `UPDATE ` + meta + ` SET value = ? WHERE name = 'token'`,
 		acquire: `INSERT INTO ` + locks + ` (lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at, revoked)
 			VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, 0)
 			ON CONFLICT (lock_name) DO UPDATE SET holder = ?2, holder_info = ?3, token = ?4,
 				acquired_at = ?5, renewed_at = ?5, expires_at = ?6, revoked = 0`,
+		// The caller has checked, in the same write transaction, that the
+		// lease is unexpired (row.held).
 		renew: `UPDATE ` + locks + ` SET renewed_at = ?1, expires_at = ?2
-			WHERE lock_name = ?3 AND holder = ?4 AND token = ?5 AND expires_at > ?1`,
+			WHERE lock_name = ?3 AND holder = ?4 AND token = ?5`,
+		setClock: `INSERT INTO ` + leaseClock + ` (lock_name, lease_token, clock, expires) VALUES (?1, ?2, ?3, ?4)
+			ON CONFLICT (lock_name) DO UPDATE SET lease_token = ?2, clock = ?3, expires = ?4`,
 		release: `UPDATE ` + locks + ` SET holder = '', holder_info = '', acquired_at = 0, renewed_at = 0,
 				expires_at = 0, revoked = 0
 			WHERE lock_name = ?1 AND holder = ?2 AND token = ?3 AND holder <> ''`,
@@ -384,7 +571,10 @@ func newQueries(prefix string) queries {
 	}
 }
 
-// row is one record of the locks table.
+// row is one record of the locks table with its lease's expiry on
+// CLOCK_BOOTTIME (the lease_clock table). The *At fields are wall-clock
+// times, for display; expiresAt decides only leases written by an older
+// version (row.remaining).
 type row struct {
 	name, holder, holderInfo         string
 	token                            int64
@@ -392,17 +582,28 @@ type row struct {
 	revoked, disabled                bool
 	reason, changedBy                string
 	changedAt                        int64
+
+	leaseToken   int64  // the token clockExpires belongs to
+	clock        string // the clock of clockExpires (stamp.clock)
+	clockExpires int64  // the lease's expiry on clock, in milliseconds
 }
 
 func (r *row) scan(sc interface{ Scan(...any) error }) error {
 	return sc.Scan(&r.name, &r.holder, &r.holderInfo, &r.token, &r.acquiredAt, &r.renewedAt, &r.expiresAt,
-		&r.revoked, &r.disabled, &r.reason, &r.changedBy, &r.changedAt)
+		&r.revoked, &r.disabled, &r.reason, &r.changedBy, &r.changedAt,
+		&r.leaseToken, &r.clock, &r.clockExpires)
 }
 
-// held reports whether the row has an unexpired lease at now.
-func (r *row) held(now int64) bool { return r.holder != "" && r.expiresAt > now }
+// setLease records a lease taken or renewed at now for ttlMs, in the row
+// and, through setClock, in the database.
+func (r *row) setLease(now stamp, ttlMs int64) {
+	r.renewedAt, r.expiresAt = now.wall, now.wall+ttlMs
+	r.leaseToken, r.clock, r.clockExpires = r.token, now.clock, now.at+ttlMs
+}
 
-func (r *row) state(now int64) store.LockState {
+// state is the row as the store package shows it at now. TTL is measured
+// on the lease's clock; ExpiresAt is the wall clock at now plus TTL.
+func (r *row) state(now stamp) store.LockState {
 	st := store.LockState{
 		Lock:      r.name,
 		Token:     r.token,
@@ -413,8 +614,9 @@ func (r *row) state(now int64) store.LockState {
 	}
 	if r.holder != "" {
 		st.Holder, st.HolderInfo = r.holder, r.holderInfo
-		st.AcquiredAt, st.RenewedAt, st.ExpiresAt = msTime(r.acquiredAt), msTime(r.renewedAt), msTime(r.expiresAt)
-		st.TTL = time.Duration(r.expiresAt-now) * time.Millisecond
+		ms := r.remaining(now)
+		st.AcquiredAt, st.RenewedAt, st.ExpiresAt = msTime(r.acquiredAt), msTime(r.renewedAt), msTime(now.wall+ms)
+		st.TTL = time.Duration(ms) * time.Millisecond
 		st.Revoked = r.revoked
 	}
 	return st
@@ -488,10 +690,14 @@ func (s *Store) begin(ctx context.Context, op string) error {
 }
 
 // writeTx runs fn in a write transaction, which holds the database's write
-// lock from its start (BEGIN IMMEDIATE), with now read from SQLite's clock.
-func (s *Store) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx, now int64) error) error {
+// lock from its start (BEGIN IMMEDIATE), with now read once the lock is
+// held: a decision is never made on a time older than a commit it sees.
+func (s *Store) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx, now stamp) error) error {
 	if err := s.begin(ctx, op); err != nil {
 		return err
+	}
+	if s.readOnly {
+		return fmt.Errorf("sqlite: %s: %w", op, ErrReadOnly)
 	}
 	select {
 	case s.write <- struct{}{}:
@@ -503,23 +709,20 @@ func (s *Store) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx, now 
 }
 
 // readTx runs fn in a read transaction: one consistent snapshot.
-func (s *Store) readTx(ctx context.Context, op string, fn func(tx *sql.Tx, now int64) error) error {
+func (s *Store) readTx(ctx context.Context, op string, fn func(tx *sql.Tx, now stamp) error) error {
 	if err := s.begin(ctx, op); err != nil {
 		return err
 	}
 	return s.tx(ctx, op, &sql.TxOptions{ReadOnly: true}, fn)
 }
 
-func (s *Store) tx(ctx context.Context, op string, opts *sql.TxOptions, fn func(tx *sql.Tx, now int64) error) error {
+func (s *Store) tx(ctx context.Context, op string, opts *sql.TxOptions, fn func(tx *sql.Tx, now stamp) error) error {
 	tx, err := s.db.BeginTx(ctx, opts)
 	if err != nil {
 		return s.wrap(ctx, op, err)
 	}
 	defer func() { _ = tx.Rollback() }() // a no-op after Commit
-	var now int64
-	if err := tx.QueryRowContext(ctx, s.q.now).Scan(&now); err != nil {
-		return s.wrap(ctx, op, err)
-	}
+	now := s.clock.now()
 	if err := fn(tx, now); err != nil {
 		return s.wrap(ctx, op, err)
 	}
@@ -585,15 +788,15 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 	}
 	ttlMs := millis(ttl)
 	var out []store.LockState
-	err = s.writeTx(ctx, "acquire", func(tx *sql.Tx, now int64) error {
+	err = s.writeTx(ctx, "acquire", func(tx *sql.Tx, now stamp) error {
 		out = make([]store.LockState, 0, len(names))
 		rows, err := s.loadRows(ctx, tx, names)
 		if err != nil {
 			return err
 		}
 		var (
-			take    *sql.Stmt
-			counter int64
+			take, setClock *sql.Stmt
+			counter        int64
 		)
 		for _, name := range names {
 			r := rows[name]
@@ -616,17 +819,24 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 					return err
 				}
 				defer take.Close()
+				if setClock, err = tx.PrepareContext(ctx, s.q.setClock); err != nil {
+					return err
+				}
+				defer setClock.Close()
 			}
 			// The new token exceeds both the counter and the lock's own
 			// last token, so a counter restored from an old backup cannot
 			// repeat a token.
 			counter = max(counter, r.token) + 1
-			expires := now + ttlMs
-			if _, err := take.ExecContext(ctx, name, holder.ID, holder.Info, counter, now, expires); err != nil {
+			r.holder, r.holderInfo, r.token, r.revoked = holder.ID, holder.Info, counter, false
+			r.acquiredAt = now.wall
+			r.setLease(now, ttlMs)
+			if _, err := take.ExecContext(ctx, name, holder.ID, holder.Info, counter, now.wall, r.expiresAt); err != nil {
 				return err
 			}
-			r.holder, r.holderInfo, r.token, r.revoked = holder.ID, holder.Info, counter, false
-			r.acquiredAt, r.renewedAt, r.expiresAt = now, now, expires
+			if _, err := setClock.ExecContext(ctx, name, counter, r.clock, r.clockExpires); err != nil {
+				return err
+			}
 			st := r.state(now)
 			st.Acquired = true
 			out = append(out, st)
@@ -664,13 +874,13 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 		}
 	}
 	var out []store.RenewResult
-	err := s.writeTx(ctx, "renew", func(tx *sql.Tx, now int64) error {
+	err := s.writeTx(ctx, "renew", func(tx *sql.Tx, now stamp) error {
 		out = make([]store.RenewResult, 0, len(leases))
 		rows, err := s.loadRows(ctx, tx, names)
 		if err != nil {
 			return err
 		}
-		var stmt *sql.Stmt
+		var stmt, setClock *sql.Stmt
 		for _, l := range leases {
 			res := store.RenewResult{Lock: l.Lock, Token: l.Token}
 			r := rows[l.Lock]
@@ -682,12 +892,18 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 							return err
 						}
 						defer stmt.Close()
+						if setClock, err = tx.PrepareContext(ctx, s.q.setClock); err != nil {
+							return err
+						}
+						defer setClock.Close()
 					}
-					expires := now + ttlMs
-					if _, err := stmt.ExecContext(ctx, now, expires, l.Lock, holderID, l.Token); err != nil {
+					r.setLease(now, ttlMs)
+					if _, err := stmt.ExecContext(ctx, r.renewedAt, r.expiresAt, l.Lock, holderID, l.Token); err != nil {
 						return err
 					}
-					r.renewedAt, r.expiresAt = now, expires
+					if _, err := setClock.ExecContext(ctx, l.Lock, r.token, r.clock, r.clockExpires); err != nil {
+						return err
+					}
 					res.Renewed, res.TTL, res.Revoked = true, time.Duration(ttlMs)*time.Millisecond, r.revoked
 				}
 			}
@@ -710,7 +926,7 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if len(leases) == 0 || holderID == "" {
 		return nil
 	}
-	return s.writeTx(ctx, "release", func(tx *sql.Tx, _ int64) error {
+	return s.writeTx(ctx, "release", func(tx *sql.Tx, _ stamp) error {
 		stmt, err := tx.PrepareContext(ctx, s.q.release)
 		if err != nil {
 			return err
@@ -758,7 +974,7 @@ func (s *Store) control(ctx context.Context, op, lock string, disable bool, reas
 		return store.ControlChange{}, fmt.Errorf("sqlite: %s: %w", op, err)
 	}
 	var ch store.ControlChange
-	err := s.writeTx(ctx, op, func(tx *sql.Tx, now int64) error {
+	err := s.writeTx(ctx, op, func(tx *sql.Tx, now stamp) error {
 		if disable {
 			if _, err := tx.ExecContext(ctx, s.q.ensureRow, lock); err != nil {
 				return err
@@ -775,7 +991,7 @@ func (s *Store) control(ctx context.Context, op, lock string, disable bool, reas
 		}
 		ch.Changed = r.disabled != disable
 		if ch.Changed {
-			r.disabled, r.reason, r.changedBy, r.changedAt = disable, reason, by, now
+			r.disabled, r.reason, r.changedBy, r.changedAt = disable, reason, by, now.wall
 			if err := s.notifyTx(ctx, tx, lock); err != nil {
 				return err
 			}
@@ -806,7 +1022,7 @@ func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, 
 		return nil, fmt.Errorf("sqlite: locks: %w", err)
 	}
 	var out []store.LockState
-	err = s.readTx(ctx, "locks", func(tx *sql.Tx, now int64) error {
+	err = s.readTx(ctx, "locks", func(tx *sql.Tx, now stamp) error {
 		if len(names) == 0 {
 			rows, err := tx.QueryContext(ctx, s.q.selectAll)
 			if err != nil {
@@ -865,7 +1081,7 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 	if over := len(events) - s.historyLimit; over > 0 {
 		events = events[over:]
 	}
-	return s.writeTx(ctx, op, func(tx *sql.Tx, now int64) error {
+	return s.writeTx(ctx, op, func(tx *sql.Tx, now stamp) error {
 		stmt, err := tx.PrepareContext(ctx, s.q.appendEvent)
 		if err != nil {
 			return err
@@ -874,7 +1090,7 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 		var last int64
 		for _, e := range events {
 			res, err := stmt.ExecContext(ctx, e.Lock, store.CleanText(string(e.Kind)), store.CleanText(e.Instance),
-				e.Token, store.CleanText(e.Reason), store.CleanText(e.Remote), now)
+				e.Token, store.CleanText(e.Reason), store.CleanText(e.Remote), now.wall)
 			if err != nil {
 				return err
 			}

@@ -275,7 +275,7 @@ func notifier(t *testing.T, s store.Store) store.Notifier {
 }
 
 // expectNotification waits for lock on ch, skipping other names.
-func expectNotification(t *testing.T, ch <-chan string, lock, after string) {
+func expectNotification(t *testing.T, ch <-chan store.Change, lock, after string) {
 	t.Helper()
 	timeout := time.After(waitLimit)
 	for {
@@ -284,7 +284,7 @@ func expectNotification(t *testing.T, ch <-chan string, lock, after string) {
 			if !ok {
 				t.Fatalf("subscription closed while waiting for %q after %s", lock, after)
 			}
-			if got == lock {
+			if got.Lock == lock {
 				return
 			}
 		case <-timeout:

@@ -131,6 +131,19 @@ var tests = []testCase{
 	{"Notifier/DeliversChanges", testNotifierDelivers},
 	{"Notifier/ClosesOnCancel", testNotifierCloses},
 
+	{"Handoff/RequestSeenByHolder", testHandoffRequestSeenByHolder},
+	{"Handoff/RefusedWithoutMasterOrWhenDisabled", testHandoffRefused},
+	{"Handoff/ClearedByDisable", testHandoffClearedByDisable},
+	{"Handoff/ReleaseReservesForSuccessor", testHandoffReservesForSuccessor},
+	{"Handoff/ReservationLapses", testHandoffReservationLapses},
+	{"Handoff/RequestIsPushed", testHandoffNotifies},
+
+	{"Members/WrittenByAcquireAndRenew", testMembersWrittenByCalls},
+	{"Members/FilterByLock", testMembersFilterByLock},
+	{"Members/Expire", testMembersExpire},
+	{"Members/Leave", testMembersLeave},
+	{"Members/WrittenOnlyByTheAnnouncingHandle", testMembersPerHandle},
+
 	{"History/AppendedNewestFirst", testHistoryNewestFirst},
 	{"History/FilterByLock", testHistoryFilter},
 	{"History/BeforeIDPaging", testHistoryPaging},

@@ -1,0 +1,360 @@
+package masterjob
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// Balancing spreads the masterships of many locks over the instances that
+// take part in them. On stores with store.Membership every instance reads
+// the member list once per check interval (the only round trip balancing
+// adds) and computes, for the members that take part in the same locks as
+// itself (the same lock set), each one's fair share:
+//
+//	share(i) = ceil(L × weight(i) / Σ weight)
+//
+// where L is the number of locks of the set. Then:
+//
+//   - a follower takes at most share - held free locks in a check,
+//     preferring different locks than its peers (rendezvous hashing), and
+//     leaves the rest to instances under their share; a lock nobody took
+//     within the grace (half a check interval) is taken by anyone, so no
+//     lock waits for a master longer than that;
+//   - an instance holding more than share + slack hands its extra locks
+//     over to peers under their share: stop, then release reserved for the
+//     peer, which acquires at once on the store's push. Never by taking an
+//     unexpired lease. A peer receives at most its room divided among the
+//     instances over their share, so one round converges and nothing moves
+//     back: a lock moves at most once per change of the member list.
+//
+// slack is max(1, 5% of share) unless set. Instances with a lock set of
+// their own (a rolling deploy that adds a lock, say) balance only within
+// their set; a lock with one candidate stays where it is.
+
+// BalanceConfig configures balancing (WithBalance).
+type BalanceConfig struct {
+	// Off disables balancing: every instance takes every free lock it
+	// sees, as before.
+	Off bool
+	// Weight is this instance's share relative to its peers (default 1): an
+	// instance of weight 2 holds twice as many masterships as one of
+	// weight 1.
+	Weight float64
+	// Slack is how many masterships over its share an instance may hold
+	// before it hands some off. 0 means the default, max(1, 5% of share).
+	Slack int
+}
+
+// WithBalance configures balancing. It is on by default on stores that keep
+// a member list (store.Membership).
+func WithBalance(b BalanceConfig) Option { return func(o *options) { o.balance = &b } }
+
+// balanceView is what the balancer last read of this instance's group: the
+// live members that take part in the same locks.
+type balanceView struct {
+	me        string
+	lockCount int
+	group     []peerInfo // this instance included, sorted by id
+	slack     int        // configured slack; 0 for the default
+}
+
+// peerInfo is one member of the group as last read.
+type peerInfo struct {
+	id      string
+	weight  float64
+	masters int
+}
+
+// signature describes the group's live members and their masterships, and
+// returns the sum of those.
+func (v balanceView) signature(suspect func(string) bool) (sig string, masters int) {
+	var b strings.Builder
+	for _, p := range v.group {
+		if p.id != v.me && suspect(p.id) {
+			continue
+		}
+		fmt.Fprintf(&b, "%s=%d;", p.id, p.masters)
+		masters += p.masters
+	}
+	return b.String(), masters
+}
+
+// share returns this instance's fair share and slack among the group's
+// members that are not suspected dead, and how many those are; ok is false
+// when balancing does not apply (no live peer, or no lock).
+func (v balanceView) share(suspect func(string) bool) (share, slack, peers int, ok bool) {
+	total, mine := 0.0, 0.0
+	for _, p := range v.group {
+		if p.id != v.me && suspect(p.id) {
+			continue
+		}
+		peers++
+		total += p.weight
+		if p.id == v.me {
+			mine = p.weight
+		}
+	}
+	if peers < 2 || v.lockCount == 0 || mine == 0 {
+		return 0, 0, peers, false
+	}
+	share = shareOf(v.lockCount, mine, total)
+	return share, slackOf(v.slack, share), peers, true
+}
+
+func shareOf(locks int, weight, total float64) int {
+	return int(math.Ceil(float64(locks) * weight / total))
+}
+
+func slackOf(configured, share int) int {
+	if configured > 0 {
+		return configured
+	}
+	return defaultSlack(share)
+}
+
+// capacity returns how many more masterships this instance should take,
+// or -1 for no limit.
+func (e *Executor) capacity() int {
+	v, held := e.balanceNow(), e.heldCount()
+	share, _, _, ok := v.share(e.suspected)
+	if !ok {
+		return -1
+	}
+	return max(0, share-held)
+}
+
+// peers returns the live members of the group other than this instance,
+// fewest masterships first: the successors of a graceful shutdown.
+func (e *Executor) peers() []string {
+	v := e.balanceNow()
+	if _, _, _, ok := v.share(e.suspected); !ok {
+		return nil
+	}
+	ps := make([]peerInfo, 0, len(v.group))
+	for _, p := range v.group {
+		if p.id != v.me && !e.suspected(p.id) {
+			ps = append(ps, p)
+		}
+	}
+	slices.SortFunc(ps, func(a, b peerInfo) int { return cmp.Or(cmp.Compare(a.masters, b.masters), cmp.Compare(a.id, b.id)) })
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.id
+	}
+	return out
+}
+
+// suspect marks instance id as probably dead: a lease of its expired
+// without a release. Balancing leaves it out until its member record
+// would have expired.
+func (e *Executor) suspect(id string) {
+	until := time.Now().Add(e.memberTTL())
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.suspects == nil {
+		e.suspects = map[string]time.Time{}
+	}
+	e.suspects[id] = until
+}
+
+// suspected reports whether id is suspected dead.
+func (e *Executor) suspected(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	until, ok := e.suspects[id]
+	if ok && time.Now().After(until) {
+		delete(e.suspects, id)
+		return false
+	}
+	return ok
+}
+
+// balancer refreshes the member list beside the loops and plans hand-offs.
+type balancer struct {
+	e        *Executor
+	ms       store.Membership
+	interval time.Duration
+	cfg      BalanceConfig
+	last     string // signature of the group at the previous round
+}
+
+// defaultSlack returns the slack of a share: max(1, 5% of it).
+func defaultSlack(share int) int {
+	return max(1, int(math.Ceil(0.05*float64(share))))
+}
+
+func (b *balancer) run(ctx context.Context) {
+	// The first member list is read once the loops have announced this
+	// instance (their first round trip), a moment after start.
+	wait := min(b.interval, 100*time.Millisecond)
+	for sleepCtx(ctx, wait) {
+		wait = b.interval
+		rctx, cancel := context.WithTimeout(ctx, b.interval)
+		members, err := b.ms.Members(rctx, store.MemberFilter{})
+		cancel()
+		if err != nil {
+			b.e.runLog().Debug("cannot read the member list for balancing", "err", err)
+			continue
+		}
+		b.round(members)
+	}
+}
+
+// round computes this instance's share from members and hands off what
+// exceeds it.
+func (b *balancer) round(members []store.Member) {
+	e := b.e
+	e.mu.Lock()
+	me, setID := e.holder.ID, e.lockSetID
+	held := make([]string, 0, len(e.masters))
+	for l := range e.masters {
+		held = append(held, l)
+	}
+	weight := e.weight
+	e.mu.Unlock()
+
+	view := balanceView{me: me, slack: b.cfg.Slack}
+	found := false
+	for _, m := range members {
+		if m.LockSetID != setID {
+			continue
+		}
+		p := peerInfo{id: m.ID, weight: m.Weight, masters: m.Masters}
+		if m.ID == me {
+			found = true
+			p.weight, p.masters = weight, len(held)
+			view.lockCount = m.LockCount
+		}
+		if p.weight <= 0 {
+			p.weight = 1
+		}
+		view.group = append(view.group, p)
+	}
+	if !found {
+		view.lockCount = len(e.lockSetSnapshot())
+		view.group = append(view.group, peerInfo{id: me, weight: weight, masters: len(held)})
+	}
+	e.mu.Lock()
+	e.balance = view
+	e.mu.Unlock()
+	share, slack, peers, ok := view.share(e.suspected)
+	// Hand off only once the group has settled: the same members, with
+	// the same masterships, at two rounds in a row, and every lock
+	// mastered. While masterships move (a takeover after a crash, a
+	// hand-off in flight) the counts are stale; acting on them would move
+	// locks twice.
+	sig, sum := view.signature(e.suspected)
+	settled := sig == b.last && sum == view.lockCount
+	b.last = sig
+	if !ok || !settled || len(held) <= share+slack {
+		return
+	}
+
+	// Over the share: hand the extra locks to peers under theirs. A peer
+	// gets at most its room divided among those over their share.
+	total := 0.0
+	for _, p := range view.group {
+		if p.id == me || !e.suspected(p.id) {
+			total += p.weight
+		}
+	}
+	over := 0
+	type target struct {
+		id   string
+		room int
+	}
+	var under []target
+	for _, p := range view.group {
+		if p.id != me && e.suspected(p.id) {
+			continue
+		}
+		s := shareOf(view.lockCount, p.weight, total)
+		switch {
+		case p.masters > s+slackOf(b.cfg.Slack, s):
+			over++
+		case p.id != me && p.masters < s:
+			under = append(under, target{p.id, s - p.masters})
+		}
+	}
+	if len(under) == 0 {
+		return
+	}
+	slices.SortFunc(under, func(a, c target) int {
+		return cmp.Or(cmp.Compare(c.room, a.room), cmp.Compare(a.id, c.id))
+	})
+	excess := len(held) - share
+	// Keep the locks this instance ranks highest; hand off the others.
+	slices.SortFunc(held, func(a, c string) int { return cmp.Compare(rank(me, a), rank(me, c)) })
+	var plan []handoffPlan
+	for _, p := range under {
+		give := min((p.room+over-1)/max(over, 1), excess-len(plan))
+		for range give {
+			plan = append(plan, handoffPlan{lock: held[len(plan)], to: p.id})
+		}
+		if len(plan) == excess {
+			break
+		}
+	}
+	if len(plan) > 0 {
+		e.runLog().Info("balancing: handing off masterships over this instance's share",
+			"held", len(held), "share", share, "slack", slack, "peers", peers, "handoffs", len(plan))
+		e.planHandoffs(plan)
+	}
+}
+
+// handoffPlan is one lock to hand over to a peer.
+type handoffPlan struct {
+	lock, to string
+}
+
+// planHandoffs passes each planned hand-off to the loop that holds the
+// lock.
+func (e *Executor) planHandoffs(plan []handoffPlan) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.run == nil {
+		return
+	}
+	for _, p := range plan {
+		reg := e.jobs[p.lock]
+		if reg == nil {
+			continue
+		}
+		if l := e.run.loops[reg.cfg]; l != nil {
+			l.inbox.handoff(p.lock, p.to)
+		}
+	}
+}
+
+// balanceNow returns the latest balance view.
+func (e *Executor) balanceNow() balanceView {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.balance
+}
+
+// lockSetSnapshot returns the registered locks, sorted.
+func (e *Executor) lockSetSnapshot() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, 0, len(e.jobs))
+	for l := range e.jobs {
+		out = append(out, l)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// heldCount returns how many masterships this instance holds.
+func (e *Executor) heldCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.masters)
+}

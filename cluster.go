@@ -1,0 +1,208 @@
+package masterjob
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"hash/fnv"
+	"slices"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// Leader is what an instance knows of the master of a lock it takes part
+// in: learnt from its own checks and renewals and from the store's pushes,
+// with no round trip of its own.
+type Leader struct {
+	// Lock is the lock name.
+	Lock string
+	// Instance is the master's instance id; empty when the lock has no
+	// master (free, expired, or disabled).
+	Instance string
+	// Info describes the master (host, pid, address, version), as it
+	// announced itself.
+	Info InstanceInfo
+	// Token is the master's fencing token (0 without a master).
+	Token int64
+	// Self is true when this instance is the master.
+	Self bool
+	// Disabled reports that the lock is disabled.
+	Disabled bool
+	// TTL is the master's lease time left when observed, by the store's
+	// clock; 0 when unknown or without a master.
+	TTL time.Duration
+	// ObservedAt is when this instance learnt it (time.Now): how fresh the
+	// knowledge is.
+	ObservedAt time.Time
+}
+
+// same reports whether l and o name the same mastership.
+func (l Leader) same(o Leader) bool {
+	return l.Instance == o.Instance && l.Token == o.Token && l.Disabled == o.Disabled
+}
+
+// LeaderObserver is an optional interface of an Observer (WithObserver):
+// an observer that implements it is told, from the executor's goroutine,
+// each time the master of a lock this instance takes part in changes, as
+// client-go's OnNewLeader callback and etcd's Election.Observe do. The
+// change is seen within one store round trip after it happened on stores
+// that push (PostgreSQL, SQLite, memstore), and at the next check
+// otherwise. LeaderChanged must not block.
+type LeaderObserver interface {
+	LeaderChanged(l Leader)
+}
+
+// Leader returns the latest known master of lock, which must be registered
+// with StartMaster; ok is false for a lock that is not registered or not
+// yet observed (Run has not checked it yet).
+func (e *Executor) Leader(lock string) (l Leader, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	l, ok = e.leaders[lock]
+	return l, ok
+}
+
+// setLeader records the master of a lock and tells the observers when it
+// changed. Called from loops.
+func (e *Executor) setLeader(l Leader) {
+	l.ObservedAt = time.Now()
+	e.mu.Lock()
+	prev, seen := e.leaders[l.Lock]
+	e.leaders[l.Lock] = l
+	e.mu.Unlock()
+	if seen && prev.same(l) {
+		return
+	}
+	if lo, ok := e.obs.(LeaderObserver); ok {
+		lo.LeaderChanged(l)
+	}
+}
+
+// leaderOf turns a lock's state into a Leader.
+func leaderOf(s store.LockState, self string) Leader {
+	l := Leader{Lock: s.Lock, Disabled: s.Disabled}
+	if s.Held() {
+		l.Instance, l.Token, l.TTL = s.Holder, s.Token, s.TTL
+		l.Info, _ = parseInstanceInfo(s.HolderInfo)
+		l.Self = s.Holder == self
+	}
+	return l
+}
+
+// ErrHandoffUnsupported is returned by Handoff when the store cannot hand
+// a lease over (it does not implement store.Handoffs).
+var ErrHandoffUnsupported = errors.New("masterjob: the store does not support hand-offs")
+
+// Handoff asks the master of lock, on whichever instance it runs, to hand
+// the lock over without disabling it: the master stops its job, then
+// releases the lease reserved for the instance to (for a short while; ""
+// for any other instance), and does not take the lock back soon unless no
+// other instance takes part in it. The request is recorded as made by
+// this instance. It fails with an error wrapping store.ErrNotHeld when the
+// lock has no master, store.ErrLockDisabled when it is disabled, and
+// ErrHandoffUnsupported when the store cannot do it.
+func (e *Executor) Handoff(ctx context.Context, lock, to string) (store.LockState, error) {
+	ho, ok := e.st.(store.Handoffs)
+	if !ok {
+		return store.LockState{}, ErrHandoffUnsupported
+	}
+	return ho.Handoff(ctx, lock, to, e.holder.ID)
+}
+
+// handoffReserve is how long a lock released to a named successor stays
+// reserved for it: long enough for a live successor, woken by the store's
+// push, to acquire it; short enough that a dead one keeps the lock without
+// a master only briefly.
+func handoffReserve(cfg Config) time.Duration {
+	return min(cfg.HeartbeatInterval, 5*time.Second)
+}
+
+// memberTTL is the lifetime of this instance's member record: it is
+// refreshed by every check and renewal, and a follower checks at least
+// once per check interval.
+func (e *Executor) memberTTL() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	longest := e.cfg.CheckMasterInterval + e.cfg.Tolerance
+	for _, reg := range e.jobs {
+		longest = max(longest, reg.cfg.CheckMasterInterval+reg.cfg.Tolerance)
+	}
+	return 2 * longest
+}
+
+// announce records, on stores with store.Membership, the member record that
+// the next check or renewal writes in its round trip. Cheap: no call.
+func (e *Executor) announce() {
+	ms, ok := e.st.(store.Membership)
+	if !ok {
+		return
+	}
+	ttl := e.memberTTL()
+	e.mu.Lock()
+	if e.left {
+		e.mu.Unlock()
+		return
+	}
+	if e.lockSetDirty {
+		e.lockSet = e.lockSet[:0]
+		for l := range e.jobs {
+			e.lockSet = append(e.lockSet, l)
+		}
+		slices.Sort(e.lockSet)
+		e.lockSetID = lockSetID(e.lockSet)
+		e.lockSetDirty = false
+	}
+	m := store.Member{
+		ID:        e.holder.ID,
+		Info:      e.holder.Info,
+		Locks:     e.lockSet,
+		LockCount: len(e.lockSet),
+		LockSetID: e.lockSetID,
+		Masters:   len(e.masters),
+		Weight:    e.weight,
+	}
+	e.mu.Unlock()
+	ms.Announce(m, ttl)
+}
+
+// leave removes this instance's member record at the end of Run.
+func (e *Executor) leave() {
+	ms, ok := e.st.(store.Membership)
+	if !ok {
+		return
+	}
+	e.mu.Lock()
+	e.left = true
+	e.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
+	if err := ms.Leave(ctx, e.holder.ID); err != nil {
+		e.log.Warn("cannot remove this instance from the store's member list; it expires by itself", "err", err)
+	}
+}
+
+// leaveTimeout bounds the removal of the member record at shutdown.
+const leaveTimeout = 2 * time.Second
+
+// lockSetID identifies a sorted set of lock names.
+func lockSetID(locks []string) string {
+	h := sha256.New()
+	for _, l := range locks {
+		h.Write([]byte(l))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// rank is the rendezvous (highest random weight) score of lock for
+// instance: every instance ranks the locks differently, so that instances
+// limited to a share of the free locks prefer different ones.
+func rank(instance, lock string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(instance))
+	h.Write([]byte{0})
+	h.Write([]byte(lock))
+	return h.Sum64()
+}

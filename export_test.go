@@ -1,0 +1,8 @@
+package masterjob
+
+import "time"
+
+// WithClock replaces the executor's clock (hostclock.Now) in tests, so
+// that a host suspend can be simulated: a clock that jumps ahead of the
+// bubble's time.Now.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.clock = now } }

@@ -1,0 +1,422 @@
+package storetest
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// Conformance tests of the cluster view: takeovers reported by Acquire,
+// hand-offs (store.Handoffs) and members (store.Membership).
+
+// testAcquireReportsTakeover: Acquire tells a takeover (the previous lease
+// expired) from an acquisition of a released or never held lock.
+func testAcquireReportsTakeover(t *testing.T, h Harness) {
+	s := open(t, h)
+	first := mustAcquire(t, s, holderA, "TAKEOVER", shortTTL)
+	var second store.LockState
+	waitFor(t, "the short lease to expire", func() bool {
+		second = acquireOne(t, s, holderB, "TAKEOVER", longTTL)
+		return second.Acquired
+	})
+	if second.PrevHolder != holderA.ID || second.PrevToken != first.Token || !second.PrevExpired {
+		t.Errorf("after an expiry: prev = %q token %d expired %v, want %q token %d expired true",
+			second.PrevHolder, second.PrevToken, second.PrevExpired, holderA.ID, first.Token)
+	}
+	release(t, s, holderB.ID, ref(second))
+	third := mustAcquire(t, s, holderC, "TAKEOVER", longTTL)
+	if third.PrevHolder != "" || third.PrevExpired {
+		t.Errorf("after a release: prev = %q expired %v, want none", third.PrevHolder, third.PrevExpired)
+	}
+	fresh := mustAcquire(t, s, holderA, "TAKEOVER-FRESH", longTTL)
+	if fresh.PrevHolder != "" || fresh.PrevExpired || fresh.PrevToken != 0 {
+		t.Errorf("a never held lock: prev = %q token %d expired %v", fresh.PrevHolder, fresh.PrevToken, fresh.PrevExpired)
+	}
+}
+
+func handoffs(t *testing.T, s store.Store) store.Handoffs {
+	t.Helper()
+	ho, ok := s.(store.Handoffs)
+	if !ok {
+		t.Skipf("storetest: %T does not implement store.Handoffs; hand-off tests skipped", s)
+	}
+	return ho
+}
+
+func requestHandoff(t *testing.T, s store.Store, lock, to string) store.LockState {
+	t.Helper()
+	st, err := handoffs(t, s).Handoff(testCtx(t), lock, to, "ops")
+	if err != nil {
+		t.Fatalf("Handoff(%q, to %q): %v", lock, to, err)
+	}
+	return st
+}
+
+// testHandoffRequestSeenByHolder: a request reaches the holder's renewal
+// and every reader; the lease itself is untouched.
+func testHandoffRequestSeenByHolder(t *testing.T, h Harness) {
+	s := open(t, h)
+	handoffs(t, s)
+	st := mustAcquire(t, s, holderA, "HO-REQ", longTTL)
+	got := requestHandoff(t, s, "HO-REQ", holderB.ID)
+	if !got.HandoffRequested || got.HandoffTo != holderB.ID || got.Holder != holderA.ID || got.Token != st.Token {
+		t.Errorf("Handoff returned %s requested=%v to=%q", describe(got), got.HandoffRequested, got.HandoffTo)
+	}
+	res := renewOne(t, s, holderA.ID, ref(st), longTTL)
+	if !res.Renewed || !res.HandoffRequested || res.HandoffTo != holderB.ID {
+		t.Errorf("Renew = %+v, want renewed with the hand-off request to %q", res, holderB.ID)
+	}
+	other := lockState(t, open(t, h), "HO-REQ")
+	if !other.HandoffRequested || other.HandoffTo != holderB.ID {
+		t.Errorf("Locks on another handle: requested=%v to=%q", other.HandoffRequested, other.HandoffTo)
+	}
+	// To anyone.
+	st2 := mustAcquire(t, s, holderA, "HO-ANY", longTTL)
+	requestHandoff(t, s, "HO-ANY", "")
+	if res := renewOne(t, s, holderA.ID, ref(st2), longTTL); !res.HandoffRequested || res.HandoffTo != "" {
+		t.Errorf("Renew after a request to anyone = %+v", res)
+	}
+}
+
+// testHandoffRefused: a free, expired or disabled lock cannot be handed
+// off.
+func testHandoffRefused(t *testing.T, h Harness) {
+	s := open(t, h)
+	ho := handoffs(t, s)
+	ctx := testCtx(t)
+	if _, err := ho.Handoff(ctx, "HO-FREE", "", "ops"); !isErr(err, store.ErrNotHeld) {
+		t.Errorf("hand-off of an unknown lock: %v, want ErrNotHeld", err)
+	}
+	st := mustAcquire(t, s, holderA, "HO-RELEASED", longTTL)
+	release(t, s, holderA.ID, ref(st))
+	if _, err := ho.Handoff(ctx, "HO-RELEASED", "", "ops"); !isErr(err, store.ErrNotHeld) {
+		t.Errorf("hand-off of a released lock: %v, want ErrNotHeld", err)
+	}
+	mustAcquire(t, s, holderA, "HO-DISABLED", longTTL)
+	disable(t, s, "HO-DISABLED", "maintenance", "ops")
+	if _, err := ho.Handoff(ctx, "HO-DISABLED", "", "ops"); !isErr(err, store.ErrLockDisabled) {
+		t.Errorf("hand-off of a disabled lock: %v, want ErrLockDisabled", err)
+	}
+	if _, err := ho.Handoff(ctx, "", "", "ops"); !isErr(err, store.ErrInvalidLockName) {
+		t.Errorf("hand-off of an invalid name: %v, want ErrInvalidLockName", err)
+	}
+}
+
+// testHandoffClearedByDisable: a disable cancels a pending request (the
+// holder stops for the disable instead).
+func testHandoffClearedByDisable(t *testing.T, h Harness) {
+	s := open(t, h)
+	handoffs(t, s)
+	st := mustAcquire(t, s, holderA, "HO-RACE", longTTL)
+	requestHandoff(t, s, "HO-RACE", holderB.ID)
+	disable(t, s, "HO-RACE", "race", "ops")
+	res := renewOne(t, s, holderA.ID, ref(st), longTTL)
+	if res.HandoffRequested || !res.Revoked {
+		t.Errorf("Renew after hand-off then disable = %+v, want revoked and no hand-off", res)
+	}
+}
+
+// testHandoffReservesForSuccessor: a release naming a successor keeps the
+// lock for it, and only it, until the reservation lapses.
+func testHandoffReservesForSuccessor(t *testing.T, h Harness) {
+	s := open(t, h)
+	handoffs(t, s)
+	st := mustAcquire(t, s, holderA, "HO-RESERVE", longTTL)
+	requestHandoff(t, s, "HO-RESERVE", holderB.ID)
+	r := ref(st)
+	r.Successor, r.Reserve = holderB.ID, longTTL
+	release(t, s, holderA.ID, r)
+	got := mustNotAcquire(t, s, holderC, "HO-RESERVE", longTTL)
+	if got.ReservedFor != holderB.ID || got.ReservedTTL <= 0 || got.ReservedTTL > longTTL+clockSlack {
+		t.Errorf("refused acquisition shows reserved for %q ttl %v, want %q within %v", got.ReservedFor, got.ReservedTTL, holderB.ID, longTTL)
+	}
+	if got.HandoffRequested {
+		t.Error("the request survived the release")
+	}
+	next := mustAcquire(t, s, holderB, "HO-RESERVE", longTTL)
+	if next.Token <= st.Token || next.PrevExpired {
+		t.Errorf("successor's lease %s, want a greater token than %d and no takeover", describe(next), st.Token)
+	}
+	if next.ReservedFor != "" {
+		t.Errorf("reservation %q survived the successor's acquisition", next.ReservedFor)
+	}
+	if res := renewOne(t, s, holderB.ID, ref(next), longTTL); res.HandoffRequested {
+		t.Error("the new lease inherited the old hand-off request")
+	}
+}
+
+// testHandoffReservationLapses: a successor that never comes (a dead
+// instance) holds the lock only for the reservation.
+func testHandoffReservationLapses(t *testing.T, h Harness) {
+	s := open(t, h)
+	handoffs(t, s)
+	st := mustAcquire(t, s, holderA, "HO-LAPSE", longTTL)
+	r := ref(st)
+	r.Successor, r.Reserve = "holder-gone", shortTTL
+	release(t, s, holderA.ID, r)
+	mustNotAcquire(t, s, holderC, "HO-LAPSE", longTTL)
+	waitFor(t, "the reservation to lapse", func() bool {
+		return acquireOne(t, s, holderC, "HO-LAPSE", longTTL).Acquired
+	})
+}
+
+// testHandoffNotifies: a request is pushed, so that the holder renews at
+// once.
+func testHandoffNotifies(t *testing.T, h Harness) {
+	sub := open(t, h)
+	n := notifier(t, sub)
+	s := open(t, h)
+	handoffs(t, s)
+	mustAcquire(t, s, holderA, "HO-PUSH", longTTL)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	ch, err := n.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	requestHandoff(t, s, "HO-PUSH", "")
+	expectNotification(t, ch, "HO-PUSH", "Handoff")
+}
+
+// testNotifierDeliversAcquisitions: an acquisition is pushed, so that
+// followers learn of a new master within one round trip.
+func testNotifierDeliversAcquisitions(t *testing.T, h Harness) {
+	sub := open(t, h)
+	n := notifier(t, sub)
+	s := open(t, h)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	ch, err := n.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	mustAcquire(t, s, holderA, "N-ACQUIRE", longTTL)
+	expectNotification(t, ch, "N-ACQUIRE", "Acquire")
+}
+
+func membership(t *testing.T, s store.Store) store.Membership {
+	t.Helper()
+	m, ok := s.(store.Membership)
+	if !ok {
+		t.Skipf("storetest: %T does not implement store.Membership; member tests skipped", s)
+	}
+	return m
+}
+
+func members(t *testing.T, s store.Store, f store.MemberFilter) []store.Member {
+	t.Helper()
+	got, err := membership(t, s).Members(testCtx(t), f)
+	if err != nil {
+		t.Fatalf("Members(%+v): %v", f, err)
+	}
+	return got
+}
+
+func memberIDs(ms []store.Member) []string {
+	ids := make([]string, len(ms))
+	for i, m := range ms {
+		ids[i] = m.ID
+	}
+	return ids
+}
+
+// testMembersWrittenByCalls: Announce makes no call; the next Acquire or
+// Renew for the member writes the record, readable from another handle.
+func testMembersWrittenByCalls(t *testing.T, h Harness) {
+	s := open(t, h)
+	ms := membership(t, s)
+	reader := open(t, h)
+	a := store.Member{ID: holderA.ID, Info: holderA.Info, Locks: []string{"M-2", "M-1"}, LockSetID: "set-1", Masters: 1, Weight: 2}
+	ms.Announce(a, longTTL)
+	if got := members(t, reader, store.MemberFilter{}); len(got) != 0 {
+		t.Fatalf("Announce alone wrote %v: it must make no call", memberIDs(got))
+	}
+	st := mustAcquire(t, s, holderA, "M-1", longTTL)
+	got := members(t, reader, store.MemberFilter{})
+	if len(got) != 1 {
+		t.Fatalf("after Acquire: members %v, want %q", memberIDs(got), holderA.ID)
+	}
+	m := got[0]
+	if m.ID != a.ID || m.Info != a.Info || m.LockCount != 2 || m.LockSetID != "set-1" || m.Masters != 1 || m.Weight != 2 {
+		t.Errorf("member %+v, want id %q info %q 2 locks set-1 1 master weight 2", m, a.ID, a.Info)
+	}
+	if m.Locks != nil {
+		t.Errorf("Locks %v returned without WithLocks", m.Locks)
+	}
+	if m.TTL <= 0 || m.TTL > longTTL+clockSlack || m.SeenAt.IsZero() {
+		t.Errorf("TTL %v SeenAt %v", m.TTL, m.SeenAt)
+	}
+	withLocks := members(t, reader, store.MemberFilter{WithLocks: true})
+	if len(withLocks) != 1 || !slices.Equal(withLocks[0].Locks, []string{"M-1", "M-2"}) {
+		t.Errorf("WithLocks: %+v, want locks [M-1 M-2] sorted", withLocks)
+	}
+
+	// Renew writes it too, with what was announced since.
+	a.Masters, a.Locks, a.LockSetID = 0, []string{"M-3"}, "set-2"
+	ms.Announce(a, longTTL)
+	renewOne(t, s, holderA.ID, ref(st), longTTL)
+	got = members(t, reader, store.MemberFilter{WithLocks: true})
+	if len(got) != 1 || got[0].Masters != 0 || got[0].LockSetID != "set-2" || !slices.Equal(got[0].Locks, []string{"M-3"}) {
+		t.Errorf("after Renew with a new lock set: %+v", got)
+	}
+	if by := members(t, reader, store.MemberFilter{Lock: "M-1"}); len(by) != 0 {
+		t.Errorf("filter by a lock the member left: %v", memberIDs(by))
+	}
+	if by := members(t, reader, store.MemberFilter{Lock: "M-3"}); len(by) != 1 {
+		t.Errorf("filter by the member's lock: %v", memberIDs(by))
+	}
+}
+
+// testMembersFilterByLock: the candidates of a lock are the members taking
+// part in it, sorted by id.
+func testMembersFilterByLock(t *testing.T, h Harness) {
+	s := open(t, h)
+	ms := membership(t, s)
+	for i, locks := range [][]string{{"F-1", "F-2"}, {"F-2"}, {"F-3"}} {
+		hd := holderN(i)
+		ms.Announce(store.Member{ID: hd.ID, Info: hd.Info, Locks: locks, LockSetID: locks[0]}, longTTL)
+		acquire(t, s, hd, longTTL, locks...)
+	}
+	check := func(lock string, want ...string) {
+		t.Helper()
+		if got := memberIDs(members(t, s, store.MemberFilter{Lock: lock})); !slices.Equal(got, want) {
+			t.Errorf("members of %q = %v, want %v", lock, got, want)
+		}
+	}
+	check("F-1", holderN(0).ID)
+	check("F-2", holderN(0).ID, holderN(1).ID)
+	check("F-3", holderN(2).ID)
+	check("F-NONE")
+	if got := memberIDs(members(t, s, store.MemberFilter{})); !slices.Equal(got, []string{holderN(0).ID, holderN(1).ID, holderN(2).ID}) {
+		t.Errorf("all members = %v, want sorted by id", got)
+	}
+}
+
+// testMembersExpire: a member that stops calling disappears by itself;
+// one that keeps renewing stays.
+func testMembersExpire(t *testing.T, h Harness) {
+	s := open(t, h)
+	ms := membership(t, s)
+	ms.Announce(store.Member{ID: holderA.ID, Locks: []string{"E-1"}, LockSetID: "e"}, shortTTL)
+	// B's record lives 5 short TTLs and is renewed every short TTL / 3:
+	// generous, so that a loaded machine does not expire it between calls.
+	const bTTL = 5 * shortTTL
+	ms.Announce(store.Member{ID: holderB.ID, Locks: []string{"E-2"}, LockSetID: "e2"}, bTTL)
+	mustAcquire(t, s, holderA, "E-1", longTTL)
+	b := mustAcquire(t, s, holderB, "E-2", longTTL)
+	first := members(t, s, store.MemberFilter{})
+	deadline := time.Now().Add(bTTL + shortTTL)
+	for time.Now().Before(deadline) {
+		renewOne(t, s, holderB.ID, ref(b), longTTL)
+		time.Sleep(shortTTL / 3)
+	}
+	got := members(t, s, store.MemberFilter{})
+	if ids := memberIDs(got); !slices.Equal(ids, []string{holderB.ID}) {
+		t.Fatalf("members = %v, want only %q: a silent member must expire, a renewing one stay", ids, holderB.ID)
+	}
+	if len(first) != 2 || !got[0].SeenAt.After(first[1].SeenAt) {
+		t.Errorf("renewals did not refresh the record: first %+v, now %+v", first, got)
+	}
+}
+
+// testMembersLeave: Leave deletes the record at once, and the handle stops
+// writing it.
+func testMembersLeave(t *testing.T, h Harness) {
+	s := open(t, h)
+	ms := membership(t, s)
+	ms.Announce(store.Member{ID: holderA.ID, Locks: []string{"L-1"}, LockSetID: "l"}, longTTL)
+	st := mustAcquire(t, s, holderA, "L-1", longTTL)
+	if len(members(t, s, store.MemberFilter{})) != 1 {
+		t.Fatal("precondition: member not written")
+	}
+	if err := ms.Leave(testCtx(t), holderA.ID); err != nil {
+		t.Fatalf("Leave: %v", err)
+	}
+	if got := members(t, s, store.MemberFilter{}); len(got) != 0 {
+		t.Errorf("after Leave: %v", memberIDs(got))
+	}
+	renewOne(t, s, holderA.ID, ref(st), longTTL)
+	if got := members(t, s, store.MemberFilter{}); len(got) != 0 {
+		t.Errorf("a renewal after Leave wrote the member again: %v", memberIDs(got))
+	}
+}
+
+// testMembersPerHandle: a handle writes only what was announced on it.
+func testMembersPerHandle(t *testing.T, h Harness) {
+	s := open(t, h)
+	membership(t, s).Announce(store.Member{ID: holderA.ID, Locks: []string{"P-1"}, LockSetID: "p"}, longTTL)
+	other := open(t, h)
+	mustAcquire(t, other, holderA, "P-1", longTTL)
+	if got := members(t, other, store.MemberFilter{}); len(got) != 0 {
+		t.Errorf("another handle's Acquire wrote the member: %v", memberIDs(got))
+	}
+}
+
+// expectChange waits for a change of kind about lock.
+func expectChange(t *testing.T, ch <-chan store.Change, kind store.ChangeKind, lock, after string) {
+	t.Helper()
+	timeout := time.After(waitLimit)
+	var seen []store.Change
+	for {
+		select {
+		case got, ok := <-ch:
+			if !ok {
+				t.Fatalf("subscription closed while waiting for %s %q after %s", kind, lock, after)
+			}
+			if got.Kind == kind && got.Lock == lock {
+				return
+			}
+			seen = append(seen, got)
+		case <-timeout:
+			t.Fatalf("no %s change for %q within %v after %s (saw %v)", kind, lock, waitLimit, after, seen)
+		}
+	}
+}
+
+// testNotifierKinds: each change is pushed with its kind: leases
+// (acquire, release), controls (disable, enable, hand-off request),
+// history appends, and members joining and leaving.
+func testNotifierKinds(t *testing.T, h Harness) {
+	sub := open(t, h)
+	n := notifier(t, sub)
+	s := open(t, h)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	ch, err := n.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	st := mustAcquire(t, s, holderA, "K-LEASE", longTTL)
+	expectChange(t, ch, store.ChangeLease, "K-LEASE", "Acquire")
+	release(t, s, holderA.ID, ref(st))
+	expectChange(t, ch, store.ChangeLease, "K-LEASE", "Release")
+	disable(t, s, "K-CONTROL", "kinds", "ops")
+	expectChange(t, ch, store.ChangeControl, "K-CONTROL", "Disable")
+	enable(t, s, "K-CONTROL", "ops")
+	expectChange(t, ch, store.ChangeControl, "K-CONTROL", "Enable")
+	if ho, ok := s.(store.Handoffs); ok {
+		mustAcquire(t, s, holderA, "K-HANDOFF", longTTL)
+		if _, err := ho.Handoff(testCtx(t), "K-HANDOFF", "", "ops"); err != nil {
+			t.Fatalf("Handoff: %v", err)
+		}
+		expectChange(t, ch, store.ChangeControl, "K-HANDOFF", "Handoff")
+	}
+	if hs, ok := s.(store.History); ok {
+		if err := hs.AppendEvents(testCtx(t), []store.Event{{Lock: "K-HISTORY", Kind: store.EventAcquired}}); err != nil {
+			t.Fatalf("AppendEvents: %v", err)
+		}
+		expectChange(t, ch, store.ChangeHistory, "K-HISTORY", "AppendEvents")
+	}
+	if ms, ok := s.(store.Membership); ok {
+		ms.Announce(store.Member{ID: holderB.ID, Locks: []string{"K-MEMBER"}, LockSetID: "k"}, longTTL)
+		mustAcquire(t, s, holderB, "K-MEMBER", longTTL)
+		expectChange(t, ch, store.ChangeMember, "", "a member's first record")
+		if err := ms.Leave(testCtx(t), holderB.ID); err != nil {
+			t.Fatalf("Leave: %v", err)
+		}
+		expectChange(t, ch, store.ChangeMember, "", "Leave")
+	}
+}
