@@ -14,12 +14,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
-
-	"github.com/masterjob/masterjob/internal/childproc"
 )
 
 func TestMain(m *testing.M) {
-	childproc.Init() // run's supervisor re-executes this test binary
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

@@ -293,6 +293,11 @@ func (c *procCluster) shutdown() {
 			<-r.done
 		}
 	}
+	// A runner SIGKILLed above leaves its supervisor a few milliseconds to
+	// kill what it supervised.
+	for end := time.Now().Add(time.Second); len(c.aliveChildren()) > 0 && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	for _, pid := range c.aliveChildren() {
 		c.t.Errorf("child %d outlived its runner", pid)
 		_ = syscall.Kill(pid, syscall.SIGKILL)

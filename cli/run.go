@@ -348,6 +348,9 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 // run runs the election until a signal, a cancellation of Main's context or,
 // with --on-exit release, the exit of the command; it returns the exit code.
 func (r *runner) run() int {
+	// As PID 1 (a container's init), reap the orphans reparented to the
+	// runner; its only children are the supervisors of its command.
+	childproc.StartReaper()
 	ctx, cancel := context.WithCancelCause(r.e.ctx)
 	defer cancel(nil)
 	r.cancelRun = cancel

@@ -8,13 +8,9 @@ import (
 	"os"
 
 	"github.com/masterjob/masterjob/cli"
-	"github.com/masterjob/masterjob/internal/childproc"
 )
 
 func main() {
-	// First: `masterjob run` re-executes this binary as the supervisor of
-	// its command (a hidden mode), which Init runs.
-	childproc.Init()
 	// No signal.NotifyContext here: `masterjob run` handles SIGINT and
 	// SIGTERM itself (the first stops the command gracefully and releases the
 	// lease, a second kills the command), `masterjob serve` too (a graceful

@@ -5,9 +5,10 @@
 //
 // On Linux the command does not run as the runner's own child: Start
 // re-executes the running program (os.Executable) as a small supervisor,
-// which starts the command and stays between the two. Every program that
-// calls Start must therefore call Init first thing in main (and in TestMain
-// of a test binary that calls Start): in the supervisor, Init never returns.
+// which starts the command and stays between the two. The supervisor mode
+// is run by this package's initialization, before main (and before TestMain
+// in a test binary), so every program that links the package can be
+// re-executed that way with no call to make.
 //
 // The supervisor is a child subreaper (PR_SET_CHILD_SUBREAPER): whatever the
 // command starts, including processes that leave its process group, call
@@ -30,9 +31,9 @@
 // by the caller (the moment after which the lease may belong to another
 // instance); it returns once every descendant has been reaped.
 //
-// In a process that is PID 1 (a container's init), Init also starts reaping
-// the orphans that the kernel reparents to it, without taking the exit
-// status of the supervisors from their waiters.
+// In a process that is PID 1 (a container's init), StartReaper reaps the
+// orphans that the kernel reparents to it, without taking the exit status
+// of the supervisors from their waiters.
 //
 // Elsewhere (other Unix systems) the command is the runner's own child in
 // its own process group, signals go to that group, and nothing kills it

@@ -26,7 +26,6 @@ const helperEnv = "CHILDPROC_TEST_HELPER"
 func init() { runtime.LockOSThread() }
 
 func TestMain(m *testing.M) {
-	Init() // the supervisor, when Start re-executes this binary
 	switch os.Getenv(helperEnv) {
 	case "runner":
 		runnerHelper("sleep", "600")

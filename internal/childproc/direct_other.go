@@ -14,8 +14,8 @@ import (
 // sysProcess is empty outside Linux: the child is the runner's own child.
 type sysProcess struct{}
 
-// Init does nothing outside Linux, where Start runs no supervisor.
-func Init() {}
+// StartReaper does nothing outside Linux.
+func StartReaper() {}
 
 // start runs the command as the runner's own child in its own process group.
 // Outside Linux there is no Pdeathsig: a child survives a runner killed by

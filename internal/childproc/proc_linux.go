@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"slices"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -99,17 +101,17 @@ func descendants(root int) map[int]procInfo {
 }
 
 // signalDescendants sends sig to every live descendant of root and returns
-// how many it found. Each target is pinned with a pidfd and checked again
-// (still a child of root or of a descendant) before the signal, so that a
-// pid reused between the scan and the signal is never hit.
-func signalDescendants(root int, sig syscall.Signal) int {
+// the pids it signalled. Each target is pinned with a pidfd and checked
+// again (still a child of root or of a descendant) before the signal, so
+// that a pid reused between the scan and the signal is never hit.
+func signalDescendants(root int, sig syscall.Signal) []int {
 	ds := descendants(root)
-	n := 0
+	var sent []int
 	for pid, info := range ds {
 		if !info.live() {
 			continue
 		}
-		n++
+		sent = append(sent, pid)
 		fd, err := unix.PidfdOpen(pid, 0)
 		if errors.Is(err, syscall.ENOSYS) {
 			_ = syscall.Kill(pid, sig) // kernels before 5.3
@@ -125,5 +127,23 @@ func signalDescendants(root int, sig syscall.Signal) int {
 		}
 		_ = syscall.Close(fd)
 	}
-	return n
+	return sent
+}
+
+// awaitDeath waits, at most for within, until none of pids is alive (zombies
+// are dead), checking only them: cheaper than a scan of /proc.
+func awaitDeath(pids []int, within time.Duration) {
+	deadline := time.Now().Add(within)
+	pause := 100 * time.Microsecond
+	for {
+		pids = slices.DeleteFunc(pids, func(pid int) bool {
+			info, ok := procStat(pid)
+			return !ok || !info.live()
+		})
+		if len(pids) == 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, 2*time.Millisecond)
+	}
 }

@@ -3,6 +3,7 @@ package childproc
 import (
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -26,9 +27,23 @@ import (
 // reapInterval is how often the reaper looks for zombies without a SIGCHLD.
 const reapInterval = time.Second
 
-// startReaper reaps, on every SIGCHLD and every reapInterval, the zombie
-// children of this process that are not supervisors. It runs until the
-// process exits.
+// reaperOnce guards StartReaper.
+var reaperOnce sync.Once
+
+// StartReaper, in a process that is PID 1 (a container's init), starts
+// reaping the orphans that the kernel reparents to it: on every SIGCHLD and
+// every reapInterval, every zombie child that is not a supervisor of Start.
+// Elsewhere it does nothing. The reaper runs until the process exits.
+//
+// Call it only in a program whose children are all started by Start: it
+// reaps any other child, and would take its exit status from a Wait.
+func StartReaper() {
+	if os.Getpid() != 1 {
+		return
+	}
+	reaperOnce.Do(startReaper)
+}
+
 func startReaper() {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGCHLD)

@@ -34,9 +34,6 @@ type sysProcess struct {
 // start starts a supervisor that starts the command, and waits for the
 // command to run.
 func start(spec Spec, path string) (*Process, error) {
-	if !initDone.Load() {
-		return nil, errors.New("childproc.Init was not called at the start of main (it runs the supervisor)")
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find this program to run the supervisor: %w", err)

@@ -41,27 +41,16 @@ const supervisorArg = "__childproc-supervisor"
 // ctlFD is the supervisor's end of the socket pair.
 const ctlFD = 3
 
-// initDone records that Init ran and returned: Start may re-execute this
-// program as a supervisor.
-var initDone atomic.Bool
-
-// Init must be called first thing in main, and in TestMain of a test binary
-// whose tests call Start. In a process started by Start as a supervisor it
-// runs the supervisor and exits the process; otherwise it returns at once
-// (and, in a process that is PID 1, starts reaping orphans). Start refuses
-// to run before Init.
-func Init() {
+// init runs the supervisor when this program was started as one: package
+// initialization runs before main (and before TestMain in a test binary),
+// so every program that links this package can be re-executed as the
+// supervisor of its commands, with no call to make in main.
+func init() {
 	if len(os.Args) > 1 && os.Args[1] == supervisorArg {
 		// syscall.Exit, not os.Exit: nothing to flush, and a binary built
 		// with -race would linger a second at exit (GORACE atexit_sleep_ms)
 		// while the runner waits for it.
 		syscall.Exit(supervise(os.Args[2:]))
-	}
-	if initDone.Swap(true) {
-		return
-	}
-	if os.Getpid() == 1 {
-		startReaper()
 	}
 }
 
@@ -202,16 +191,20 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal) int {
 
 // killAll SIGKILLs every descendant, again and again until none is left
 // alive (each pass also finds what the previous victims forked, or what was
-// reparented here meanwhile). Zombies are left to the reaper.
+// reparented here meanwhile). Between passes it waits for the victims of
+// the last pass to die, watching only them: a pass reads every
+// /proc/PID/stat of the host. Zombies are left to the reaper.
 func (s *supervisor) killAll() {
 	// The command's process group first, in one call: most descendants
 	// are there. A group id stays allocated while the group has a member.
 	if !s.cmdReaped.Load() {
 		_ = syscall.Kill(-s.cmdPid, syscall.SIGKILL)
 	}
-	pause := 100 * time.Microsecond
-	for signalDescendants(s.self, syscall.SIGKILL) > 0 {
-		time.Sleep(pause)
-		pause = min(2*pause, 5*time.Millisecond)
+	for {
+		victims := signalDescendants(s.self, syscall.SIGKILL)
+		if len(victims) == 0 {
+			return
+		}
+		awaitDeath(victims, 50*time.Millisecond)
 	}
 }

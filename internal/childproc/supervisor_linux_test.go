@@ -101,18 +101,23 @@ func aliveOf(pids []int) []int {
 // called setsid, and those orphaned by a double fork. Every trial must kill
 // them all; the median of three must do it within 100ms (a single trial on
 // a host loaded by other tests can be starved for longer). The time from
-// the signal to the runner's death is the kernel's teardown of the runner
-// (here a -race test binary): the CLI's process test measures a real
-// runner from the signal.
+// the signal to the runner's death is the kernel's teardown of the runner.
+// Under -race the supervisor (this test binary) is several times slower:
+// the bound is then 250ms, and the CLI's process test holds a real runner
+// (no -race) to 100ms from the signal.
 func TestSIGKILLedRunnerKillsEveryDescendant(t *testing.T) {
+	limit := 100 * time.Millisecond
+	if raceEnabled {
+		limit = 250 * time.Millisecond
+	}
 	var took []time.Duration
 	for range 3 {
 		took = append(took, sigkillRunnerTrial(t))
 	}
 	slices.Sort(took)
 	t.Logf("last descendant dead after the runner: %v (median %v)", took, took[1])
-	if took[1] > 100*time.Millisecond {
-		t.Errorf("median time from the runner's death to its last descendant's: %v, want within 100ms", took[1])
+	if took[1] > limit {
+		t.Errorf("median time from the runner's death to its last descendant's: %v, want within %v", took[1], limit)
 	}
 }
 
@@ -265,17 +270,6 @@ func TestDropEnvAndRunnerPID(t *testing.T) {
 	}
 }
 
-// Start refuses to run before Init: it would re-execute a program that does
-// not know it is a supervisor.
-func TestStartRequiresInit(t *testing.T) {
-	initDone.Store(false)
-	defer initDone.Store(true)
-	_, err := Start(Spec{Path: "true"})
-	if err == nil || !strings.Contains(err.Error(), "Init") {
-		t.Fatalf("Start before Init = %v, want an error naming Init", err)
-	}
-}
-
 // A command that cannot be executed is reported by Start.
 func TestStartExecError(t *testing.T) {
 	f, err := os.CreateTemp(t.TempDir(), "noexec")
@@ -303,6 +297,7 @@ func pid1Helper() {
 		fmt.Println("not pid 1:", os.Getpid())
 		os.Exit(1)
 	}
+	StartReaper()
 	// Supervisors are waited for late, 20ms after they exited, so that a
 	// reaper that took their exit status (waitpid(-1)) would have every
 	// chance to.
