@@ -18,6 +18,7 @@ type Report struct {
 	Results    []*Result         `json:"results"`
 	RoundTrips []RoundTripResult `json:"roundTrips"`
 	Idle       []*IdleResult     `json:"idle"`
+	Scale      []*ScaleResult    `json:"scale,omitempty"`
 }
 
 // Targets from the benchmark issue.
@@ -55,6 +56,7 @@ func verdict(ok bool) string {
 
 // Markdown writes the report as Markdown tables.
 func (r *Report) Markdown(w io.Writer) {
+	defer r.scaleMarkdown(w)
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	m := r.Machine
 	p("Run of %s, %s, took %s.\n\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), "`"+r.Command+"`", r.Elapsed.Round(time.Second))
@@ -183,4 +185,37 @@ func (r *Report) Markdown(w io.Writer) {
 		}
 		p("\n")
 	}
+}
+
+// scaleMarkdown writes the scale results.
+func (r *Report) scaleMarkdown(w io.Writer) {
+	if len(r.Scale) == 0 {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("\n### Scale: many locks on many instances\n\n")
+	p("| store | instances × locks | timing | all mastered after | masterships per instance (min / max, share) | round trips per instance per s (min / max) | RSS per instance (max) | kill -9: locks | mastered again after (bound) | spread over survivors | host |\n")
+	p("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range r.Scale {
+		lo, hi := minMaxF(x.RoundTrips)
+		var rss int64
+		for _, v := range x.RSS {
+			rss = max(rss, v)
+		}
+		p("| %s | %d × %d | %s | %s | %d / %d (%d) | %.2f / %.2f | %.1f MiB | %d | %s (%s) | %d of %d | %s |\n",
+			x.Store, x.Instances, x.Locks, x.Timing, ms(x.AllMastered), x.MinHeld, x.MaxHeld, x.Share, lo, hi,
+			float64(rss)/(1<<20), x.KilledHeld, ms(x.Refailover), ms(x.FailoverBound), x.SpreadOver, x.Survivors, busy(x.Host))
+	}
+}
+
+func minMaxF(v []float64) (lo, hi float64) {
+	for i, x := range v {
+		if i == 0 || x < lo {
+			lo = x
+		}
+		if i == 0 || x > hi {
+			hi = x
+		}
+	}
+	return lo, hi
 }

@@ -236,8 +236,8 @@ func (c *apiClient) errorOf(resp *http.Response, data []byte) error {
 	return e
 }
 
-// locks reads the state of the named locks, or of every lock.
-func (c *apiClient) locks(ctx context.Context, names []string) ([]store.LockState, error) {
+// locks reads the named locks, or every lock, in the control API's shape.
+func (c *apiClient) locks(ctx context.Context, names []string) ([]controlapi.Lock, error) {
 	q := url.Values{}
 	for _, n := range names {
 		q.Add("lockName", n)
@@ -246,11 +246,7 @@ func (c *apiClient) locks(ctx context.Context, names []string) ([]store.LockStat
 	if err := c.call(ctx, http.MethodGet, controlapi.BasePath, q, nil, &list); err != nil {
 		return nil, err
 	}
-	states := make([]store.LockState, len(list.Locks))
-	for i, l := range list.Locks {
-		states[i] = lockStateOf(l)
-	}
-	return states, nil
+	return list.Locks, nil
 }
 
 // control disables or enables a lock.
@@ -281,8 +277,8 @@ func (c *apiClient) events(ctx context.Context, lock string, limit int) ([]contr
 }
 
 // lockStateOf turns the control API's form of a lock back into the
-// store's, so that status prints both the same way. The API reports the
-// lease of a master only: an expired lease shows as none.
+// store's, for disable's and enable's report. The API reports the lease of
+// a master only: an expired lease shows as none.
 func lockStateOf(l controlapi.Lock) store.LockState {
 	s := store.LockState{
 		Lock:       l.LockName,

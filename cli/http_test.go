@@ -467,10 +467,10 @@ func TestRunHTTP(t *testing.T) {
 		t.Errorf("/: %d\n%s", code, body)
 	}
 	var lock controlapi.Lock
-	getJSON(t, base+"/api/mastercontrols/L", &lock)
+	getJSON(t, base+"/api/mastercontrols/locks/L", &lock)
 	if lock.Master == "" || lock.Token != 1 || lock.Holder == nil || lock.Holder.PID != os.Getpid() ||
 		"http://"+lock.Holder.Address != base {
-		t.Fatalf("GET /api/mastercontrols/L: %+v (holder %+v)", lock, lock.Holder)
+		t.Fatalf("GET /api/mastercontrols/locks/L: %+v (holder %+v)", lock, lock.Holder)
 	}
 	if code, body := postJSON(t, base+"/api/mastercontrols/disable", "", map[string]string{"lockName": "L", "reason": "x"}); code != 401 {
 		t.Fatalf("disable without a token: %d %s", code, body)

@@ -440,7 +440,19 @@ func (r *runner) run() int {
 		return ExitFailure
 	}
 	if hs != nil {
-		if err := hs.serve(st, ex, r.http.token, base); err != nil {
+		// The control API gets a store handle of its own: its requests
+		// never hold the connections the renewals and checks need.
+		apiSt, err := openStore(ctx, r.store, log)
+		if err != nil {
+			if ctx.Err() != nil {
+				log.Info("stopped before the store could be opened", "cause", context.Cause(ctx))
+				return ExitOK
+			}
+			log.Error("cannot open the store for the control API", "store", r.store.String(), "err", err)
+			return ExitFailure
+		}
+		defer apiSt.Close() // after the listener's shutdown below
+		if err := hs.serve(apiSt, ex, r.http, base); err != nil {
 			r.log.Error("cannot serve the control API", "err", err)
 			return ExitFailure
 		}
@@ -496,11 +508,11 @@ func startRunHTTP(ctx context.Context, hc *httpConfig, lock string, log *slog.Lo
 	return &runHTTP{srv: srv, reg: reg, obs: obs}, nil
 }
 
-// serve serves everything: the control API over st (token, if not empty,
-// required on disable and enable), the dashboard, the metrics and the
-// probes, ready while ex is.
-func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, token string, log *slog.Logger) error {
-	api, err := controlapi.New(st, apiOptions(token, log)...)
+// serve serves everything: the control API over st, a store handle of its
+// own (hc's token, if not empty, required on disable and enable), the
+// dashboard, the metrics and the probes, ready while ex is.
+func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, hc *httpConfig, log *slog.Logger) error {
+	api, err := controlapi.New(st, controlAPIOptions(hc, log)...)
 	if err != nil {
 		return err
 	}

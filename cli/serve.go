@@ -123,7 +123,20 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 		}
 	})
 	defer closeStore()
-	api, err := controlapi.New(st, apiOptions(hc.token, log)...)
+	// The control API gets a store handle of its own, apart from the
+	// readiness check's.
+	apiSt, err := openStore(ctx, u, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before the store could be opened", "cause", context.Cause(ctx))
+			return ExitOK
+		}
+		log.Error("cannot open the store for the control API", "store", u.String(), "err", err)
+		return ExitFailure
+	}
+	closeAPIStore := sync.OnceFunc(func() { _ = apiSt.Close() })
+	defer closeAPIStore()
+	api, err := controlapi.New(apiSt, controlAPIOptions(hc, log)...)
 	if err != nil {
 		log.Error("cannot create the control API", "err", err)
 		return ExitFailure
@@ -143,6 +156,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 		code = ExitFailure // logged by shutdown
 	}
 	hs.shutdown() // before the store closes: running requests use it
+	closeAPIStore()
 	closeStore()
 	log.Info("stopped", "cause", context.Cause(ctx), "exit_code", code)
 	return code

@@ -33,6 +33,10 @@ func ExampleNew() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// In production the API gets a store handle of its own, a second
+	// sqlite.Open or postgres.Open of the same database: its requests then
+	// never hold the connections the executor's renewals need. (A second
+	// memstore.New would be another store.)
 	api, err := controlapi.New(st, controlapi.WithToken("change-me"))
 	if err != nil {
 		log.Fatal(err)

@@ -12,17 +12,22 @@
 //	reg := prometheus.NewRegistry()
 //	obs, _ := prom.NewObserver(reg)
 //	ex, _ := masterjob.New(st, masterjob.WithObserver(obs))
-//	api, _ := controlapi.New(st, controlapi.WithToken(token))
+//	apiSt, _ := sqlite.Open(path) // the API's own handle on the same database
+//	api, _ := controlapi.New(apiSt, controlapi.WithToken(token))
 //	h := httpserver.New(httpserver.Config{
 //		API:      api,
 //		Gatherer: reg,
 //		Ready:    func(context.Context) error { return ex.Ready() },
 //	})
 //
-// and, for a node that runs no executor, Ready: health.StorePing(st).
+// and, for a node that runs no executor, Ready: health.StorePing(st). The
+// control API gets a store handle of its own, so that its requests never
+// hold the connections the executor's renewals need.
 //
 // Only the control API checks a bearer token (and only if it was given
-// one). /metrics, /healthz, /readyz and the dashboard page answer anyone
+// one). Without a token, the API and the dashboard page answer only
+// requests addressed to a loopback host or localhost
+// (controlapi.Handler.HostAllowed), against DNS rebinding. /metrics, /healthz, /readyz and the dashboard page answer anyone
 // who can reach the listener; the page holds no data, it reads everything
 // through the control API. /metrics does show lock names: keep the
 // listener off untrusted networks, as controlapi.CheckListenAddr asks.
@@ -86,10 +91,19 @@ func New(cfg Config) http.Handler {
 	mux.Handle(LivePath, health.Liveness())
 	mux.Handle(ReadyPath, health.Readiness(cfg.Ready, cfg.ReadyOptions...))
 	if cfg.API != nil && !cfg.NoDashboard {
-		mux.Handle("/", dashboard.Handler(cfg.Dashboard...))
+		opts := cfg.Dashboard
+		if hc, ok := cfg.API.(hostChecker); ok {
+			// The page is refused where the API's answers are.
+			opts = append([]dashboard.Option{dashboard.WithHostCheck(hc.HostAllowed)}, opts...)
+		}
+		mux.Handle("/", dashboard.Handler(opts...))
 	}
 	return mux
 }
+
+// hostChecker is what controlapi.Handler offers: its rule for the Host
+// header.
+type hostChecker interface{ HostAllowed(host string) bool }
 
 // getOnly answers 405 to methods other than GET and HEAD.
 func getOnly(h http.Handler) http.Handler {
