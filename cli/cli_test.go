@@ -334,9 +334,9 @@ func TestParseDuration(t *testing.T) {
 
 func TestKillSlack(t *testing.T) {
 	for _, tt := range []struct{ margin, want time.Duration }{
-		{250 * time.Millisecond, 62500 * time.Microsecond},
-		{2 * time.Second, 250 * time.Millisecond},
-		{10 * time.Second, 250 * time.Millisecond},
+		{250 * time.Millisecond, 125 * time.Millisecond},
+		{2 * time.Second, time.Second},
+		{10 * time.Second, 5 * time.Second},
 	} {
 		if got := killSlack(masterjob.Config{SafetyMargin: tt.margin}); got != tt.want {
 			t.Errorf("killSlack(margin %v) = %v, want %v", tt.margin, got, tt.want)

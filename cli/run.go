@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -38,10 +39,6 @@ const (
 // defaultRestartDelay is the default of --restart-delay.
 const defaultRestartDelay = time.Second
 
-// maxKillSlack bounds the slack between the SIGKILL of the child and the
-// moment its lease could expire in the store; see runner.killAt.
-const maxKillSlack = 250 * time.Millisecond
-
 // Backoff of the attempts to open the store at start.
 const (
 	openBackoffMin = 100 * time.Millisecond
@@ -58,16 +55,30 @@ const runUsage = `usage: masterjob run --lock NAME [flags] -- COMMAND [ARGS...]
 
 Takes part in the election of the master of lock NAME and, while this
 instance is master, runs COMMAND as its child (in its own process group,
-with stdout and stderr passed through and stdin from /dev/null). The child
-sees MASTERJOB_LOCK, MASTERJOB_TOKEN (the fencing token of this mastership)
-and MASTERJOB_INSTANCE in its environment.
+with stdout and stderr passed through and stdin from /dev/null).
+
+The command's environment is the runner's, with:
+  MASTERJOB_LOCK        the lock NAME
+  MASTERJOB_TOKEN       the fencing token of this mastership
+  MASTERJOB_INSTANCE    this instance's id
+  MASTERJOB_RUNNER_PID  the pid of this runner (on Linux not the command's
+                        parent, a supervisor is): kill -9 it to simulate
+                        a crash of this instance
+and without the runner's secrets: MASTERJOB_STORE (its URL may carry a
+database password) and MASTERJOB_HTTP_TOKEN are removed. --keep-env NAME
+passes one of them on (repeat the flag for both).
 
 When this instance stops being master (the lease could not be renewed in
-time, an operator disabled the lock), the child's process group gets SIGTERM
-and, if still running, SIGKILL shortly before the lease could expire in the
-store; at once if the lease has already expired. Only then is the lease
-released. On Linux the child is also killed if the runner dies, even by
-SIGKILL (processes the child started are not).
+time, an operator disabled the lock), the command and every process it
+started get SIGTERM and, if still running, SIGKILL half the safety margin
+before the lease could expire in the store; at once if the lease has
+expired or the store says it is another's, even while the command was
+already stopping for another reason. Only when all are gone is the lease
+released. On Linux a supervisor process between the runner and the command
+(the same binary) keeps every process the command started, including those
+that call setsid or double-fork, and kills them all if the runner dies,
+even by SIGKILL; it also reaps them, so no zombie piles up when the runner
+is PID 1 in a container.
 
 SIGINT or SIGTERM to the runner stops it gracefully: the child gets SIGTERM
 as above, the lease is released so that another instance takes over at once,
@@ -121,6 +132,7 @@ type runFlags struct {
 	restartDelay        durationValue
 	logFormat           choiceValue
 	logLevel            choiceValue
+	keepEnv             listValue
 	http                httpFlags
 }
 
@@ -147,6 +159,8 @@ func newRunFlags() *runFlags {
 	fs.Var(&f.restartDelay, "restart-delay", "`duration` to wait before restarting the command (--on-exit restart)")
 	fs.Var(&f.logFormat, "log-format", "log format on stderr: `text|json`")
 	fs.Var(&f.logLevel, "log-level", "least level logged: `debug|info|warn|error`")
+	fs.Var(&f.keepEnv, "keep-env", "pass the runner's secret environment variable `NAME` ("+
+		strings.Join(secretEnv, " or ")+") on to the command; repeatable")
 	f.http.register(fs, false)
 	return f
 }
@@ -182,6 +196,21 @@ func (f *runFlags) options() []masterjob.Option {
 	return opts
 }
 
+// secretEnv names the runner's environment variables that may carry a
+// secret, removed from the command's environment unless --keep-env names
+// them. A new secret setting read from the environment belongs here.
+var secretEnv = []string{EnvStore, EnvHTTPToken}
+
+// listValue is a repeatable string flag.
+type listValue []string
+
+func (v *listValue) String() string { return strings.Join(*v, ",") }
+
+func (v *listValue) Set(s string) error {
+	*v = append(*v, s)
+	return nil
+}
+
 var runCommand = &command{
 	name:     "run",
 	synopsis: "run a command while this instance is master of a lock",
@@ -212,6 +241,7 @@ type runner struct {
 	lock         string
 	path         string   // the command, resolved in $PATH
 	args         []string // its arguments
+	dropEnv      []string // the secrets removed from its environment
 	store        storeurl.URL
 	opts         []masterjob.Option
 	cfg          masterjob.Config
@@ -250,6 +280,13 @@ func newRunner(e *cmdEnv, f *runFlags) (*runner, error) {
 	if f.restartDelay.d < 0 {
 		return nil, usageError("--restart-delay: must not be negative, got %v", f.restartDelay.d)
 	}
+	for _, name := range f.keepEnv {
+		if !slices.Contains(secretEnv, name) {
+			return nil, usageError("--keep-env %q: only %s are removed from the command's environment",
+				name, strings.Join(secretEnv, " and "))
+		}
+	}
+	dropEnv := slices.DeleteFunc(slices.Clone(secretEnv), func(n string) bool { return slices.Contains(f.keepEnv, n) })
 	hc, err := f.http.resolve(e, f.fs, false)
 	if err != nil {
 		return nil, err
@@ -272,6 +309,7 @@ func newRunner(e *cmdEnv, f *runFlags) (*runner, error) {
 		lock:         f.lock,
 		path:         path,
 		args:         f.fs.Args()[1:],
+		dropEnv:      dropEnv,
 		store:        u,
 		opts:         opts,
 		cfg:          cfg,
@@ -310,6 +348,9 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 // run runs the election until a signal, a cancellation of Main's context or,
 // with --on-exit release, the exit of the command; it returns the exit code.
 func (r *runner) run() int {
+	// As PID 1 (a container's init), reap the orphans reparented to the
+	// runner; its only children are the supervisors of its command.
+	childproc.StartReaper()
 	ctx, cancel := context.WithCancelCause(r.e.ctx)
 	defer cancel(nil)
 	r.cancelRun = cancel
@@ -547,11 +588,12 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 			return nil
 		}
 		p, err := childproc.Start(childproc.Spec{
-			Path:   r.path,
-			Args:   r.args,
-			Env:    childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance),
-			Stdout: r.e.stdout, // os.Stdout in the command: no copying
-			Stderr: r.e.stderr,
+			Path:    r.path,
+			Args:    r.args,
+			DropEnv: r.dropEnv,
+			Env:     childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance),
+			Stdout:  r.e.stdout, // os.Stdout in the command: no copying
+			Stderr:  r.e.stderr,
 		})
 		if err != nil {
 			log.Error("cannot start the command", "err", err)
@@ -599,22 +641,26 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 }
 
 // killAt returns the kill time of the child once the job's context is
-// cancelled (or, for what a child left behind in its group, once it exited):
-// the stop deadline of the mastership (masterjob.StopDeadline, which moves
-// forward while renewals succeed) minus a slack, so that the child is dead
-// before the lease can expire in the store; but no later than
-// ShutdownTimeout from now, so that a child ignoring SIGTERM cannot hold a
-// disabled lock for ever. When the lease has already expired or the store
-// says it is another's (masterjob.ErrLeaseExpired, ErrLeaseLost), another
-// master may run already: the kill time is now.
+// cancelled (or, for what a child left behind, once it exited): the stop
+// deadline of the mastership (masterjob.StopDeadline: the local estimate of
+// the lease's expiry, which moves forward while renewals succeed, and back
+// when the lease is lost while the job is stopping) minus killSlack, so
+// that the child is dead before the lease can expire in the store; but no
+// later than ShutdownTimeout from now (minus a smaller slack: that bound is
+// about liveness, not safety), so that a child ignoring SIGTERM cannot hold
+// a disabled lock for ever. When the lease has already expired or the store
+// says it is another's (masterjob.StopReason is ErrLeaseExpired or
+// ErrLeaseLost, even when the job was already stopping for a planned reason
+// such as a shutdown), another master may run already: the kill time is
+// now.
 //
 // The returned func is evaluated again and again while the child stops, so
-// that a later cancellation with one of those causes kills it at once.
+// that a loss noticed meanwhile kills it at once.
 func (r *runner) killAt(ctx context.Context) func() time.Time {
 	slack := killSlack(r.cfg)
-	latest := time.Now().Add(r.cfg.ShutdownTimeout)
+	latest := time.Now().Add(r.cfg.ShutdownTimeout - min(slack, r.cfg.ShutdownTimeout/4))
 	return func() time.Time {
-		if cause := context.Cause(ctx); errors.Is(cause, masterjob.ErrLeaseExpired) || errors.Is(cause, masterjob.ErrLeaseLost) {
+		if reason := masterjob.StopReason(ctx); errors.Is(reason, masterjob.ErrLeaseExpired) || errors.Is(reason, masterjob.ErrLeaseLost) {
 			return time.Time{}
 		}
 		deadline, ok := masterjob.StopDeadline(ctx)
@@ -623,17 +669,23 @@ func (r *runner) killAt(ctx context.Context) func() time.Time {
 			// the safety margin.
 			return time.Now().Add(r.cfg.SafetyMargin - slack)
 		}
-		if latest.Before(deadline) {
-			deadline = latest
+		if at := deadline.Add(-slack); at.Before(latest) {
+			return at
 		}
-		return deadline.Add(-slack)
+		return latest
 	}
 }
 
-// killSlack is min(maxKillSlack, SafetyMargin/4): time for SIGKILL to take
-// effect and for the runner to reap the child before the deadline.
+// killSlack is how long before the local estimate of the lease's expiry the
+// child is SIGKILLed: half the safety margin. The master demotes itself a
+// safety margin before that estimate, so the child gets the first half of
+// the margin to stop after SIGTERM, and the second half is left for the
+// SIGKILL to land and the child to be reaped on a loaded host (a starved
+// runner, a child in a page fault). The margin is the user's statement of
+// how much delay the host may add: a fixed slack (250ms before) is either
+// too short on a loaded host or wasteful with a large margin.
 func killSlack(cfg masterjob.Config) time.Duration {
-	return min(maxKillSlack, cfg.SafetyMargin/4)
+	return cfg.SafetyMargin / 2
 }
 
 // stop stops p by killAt, or at once after a second signal.
