@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -24,7 +23,9 @@ import (
 	"github.com/masterjob/masterjob/controlapi"
 	"github.com/masterjob/masterjob/health"
 	"github.com/masterjob/masterjob/httpserver"
+	"github.com/masterjob/masterjob/internal/backoff"
 	"github.com/masterjob/masterjob/internal/childproc"
+	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/metrics/prom"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/storeurl"
@@ -338,11 +339,20 @@ func unwrapExecError(err error) error {
 func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated by the flag
-	o := &slog.HandlerOptions{Level: lv}
+	o := &slog.HandlerOptions{Level: lv, ReplaceAttr: durationsAsText}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, o))
 	}
 	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// durationsAsText logs a time.Duration as a Go duration string ("1.5s"):
+// the JSON handler would write nanoseconds.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
 
 // run runs the election until a signal, a cancellation of Main's context or,
@@ -387,7 +397,7 @@ func (r *runner) run() int {
 	st, err := openStore(ctx, r.store, log)
 	if err != nil {
 		if ctx.Err() != nil {
-			log.Info("stopped before the store could be opened", "cause", context.Cause(ctx))
+			log.Info("stopped before the store could be opened", "reason", context.Cause(ctx))
 			return ExitOK
 		}
 		log.Error("cannot open the store", "store", r.store.String(), "err", err)
@@ -445,7 +455,7 @@ func (r *runner) run() int {
 		apiSt, err := openStore(ctx, r.store, log)
 		if err != nil {
 			if ctx.Err() != nil {
-				log.Info("stopped before the store could be opened", "cause", context.Cause(ctx))
+				log.Info("stopped before the store could be opened", "reason", context.Cause(ctx))
 				return ExitOK
 			}
 			log.Error("cannot open the store for the control API", "store", r.store.String(), "err", err)
@@ -481,7 +491,7 @@ func (r *runner) run() int {
 		code = *r.exitCode
 	}
 	r.mu.Unlock()
-	r.log.Info("stopped", "cause", context.Cause(ctx), "exit_code", code)
+	r.log.Info("stopped", "reason", context.Cause(ctx), "exit_code", code)
 	return code
 }
 
@@ -530,7 +540,8 @@ func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, hc *httpConfig, 
 func (r *runner) watchSignals(log *slog.Logger, sigs <-chan os.Signal, quit <-chan struct{}) {
 	select {
 	case s := <-sigs:
-		log.Info("signal received: stopping (the command gets SIGTERM, then the lease is released)", "signal", s.String())
+		trace.Mark("signal.received", r.lock)
+		log.Debug("signal received: stopping (the command gets SIGTERM, then the lease is released)", "signal", s.String())
 		r.cancelRun(fmt.Errorf("%w %v", errSignal, s))
 	case <-quit:
 		return
@@ -549,7 +560,7 @@ func (r *runner) watchSignals(log *slog.Logger, sigs <-chan os.Signal, quit <-ch
 // missing directory, a failed migration) are returned: retrying would not
 // help.
 func openStore(ctx context.Context, u storeurl.URL, log *slog.Logger) (store.Store, error) {
-	backoff := openBackoffMin
+	lastErr := ""
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, openTimeout)
 		st, err := u.Open(actx)
@@ -566,8 +577,13 @@ func openStore(ctx context.Context, u storeurl.URL, log *slog.Logger) (store.Sto
 		if !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		log.Error("cannot open the store; retrying", "store", u.String(), "err", err,
+		wait := backoff.Delay(attempt, openBackoffMin, openBackoffMax)
+		// The whole error once; while it repeats, only at debug level.
+		lvl := slog.LevelDebug
+		if msg := err.Error(); msg != lastErr {
+			lvl, lastErr = slog.LevelError, msg
+		}
+		log.Log(ctx, lvl, "cannot open the store; retrying", "store", u.String(), "err", err,
 			"attempt", attempt, "retry_in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
 		select {
@@ -576,7 +592,6 @@ func openStore(ctx context.Context, u storeurl.URL, log *slog.Logger) (store.Sto
 			return nil, ctx.Err()
 		case <-t.C:
 		}
-		backoff = min(2*backoff, openBackoffMax)
 	}
 }
 
@@ -603,6 +618,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 				return err
 			}
 		} else {
+			trace.Mark("child.forked", lease.Lock)
 			r.setChild(p)
 			plog := log.With("pid", p.Pid())
 			plog.Info("command started")
@@ -621,11 +637,19 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 				}
 			case <-ctx.Done():
 				killAt := r.killAt(ctx)
-				plog.Info("stopping the command", "cause", context.Cause(ctx),
+				// The executor logs the stop and its reason; this line adds
+				// only the kill time.
+				trace.Mark("child.signalled", lease.Lock)
+				plog.Debug("stopping the command", "reason", masterjob.StopReason(ctx),
 					"kill_in", max(0, time.Until(killAt())).Round(time.Millisecond))
 				res := r.stop(p, killAt)
+				trace.Mark("child.reaped", lease.Lock)
 				r.setChild(nil)
-				plog.Info("command stopped", "exit_code", res.ExitCode, "result", res.String())
+				lvl := slog.LevelDebug
+				if res.Signal == syscall.SIGKILL {
+					lvl = slog.LevelWarn // it did not stop by itself in time
+				}
+				plog.Log(ctx, lvl, "command stopped", "exit_code", res.ExitCode, "result", res.String())
 				return nil
 			}
 		}

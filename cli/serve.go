@@ -111,7 +111,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 	st, err := openStore(ctx, u, log)
 	if err != nil {
 		if ctx.Err() != nil {
-			log.Info("stopped before the store could be opened", "cause", context.Cause(ctx))
+			log.Info("stopped before the store could be opened", "reason", context.Cause(ctx))
 			return ExitOK
 		}
 		log.Error("cannot open the store", "store", u.String(), "err", err)
@@ -128,7 +128,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 	apiSt, err := openStore(ctx, u, log)
 	if err != nil {
 		if ctx.Err() != nil {
-			log.Info("stopped before the store could be opened", "cause", context.Cause(ctx))
+			log.Info("stopped before the store could be opened", "reason", context.Cause(ctx))
 			return ExitOK
 		}
 		log.Error("cannot open the store for the control API", "store", u.String(), "err", err)
@@ -158,6 +158,6 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 	hs.shutdown() // before the store closes: running requests use it
 	closeAPIStore()
 	closeStore()
-	log.Info("stopped", "cause", context.Cause(ctx), "exit_code", code)
+	log.Info("stopped", "reason", context.Cause(ctx), "exit_code", code)
 	return code
 }
