@@ -257,6 +257,9 @@ type runner struct {
 
 	mu       sync.Mutex
 	child    *childproc.Process // the running child, if any
+	standby  *childproc.Standby // a supervisor ready to start the next child
+	closing  bool               // no more standbys
+	standbys sync.WaitGroup     // preparations in flight
 	exitCode *int               // the command's exit code, with --on-exit release
 }
 
@@ -471,8 +474,10 @@ func (r *runner) run() int {
 		"heartbeat_interval", r.cfg.HeartbeatInterval, "tolerance", r.cfg.Tolerance,
 		"check_master_interval", r.cfg.CheckMasterInterval, "on_exit", r.onExit)
 
+	r.prepareStandby()
 	runErr := ex.Run(ctx)
 	r.killLeftover()
+	r.closeStandby()
 	// Then, in this order: the listener (its requests use the store), the
 	// audit history (its last entries are the releases of the shutdown),
 	// the store (deferred).
@@ -595,6 +600,80 @@ func openStore(ctx context.Context, u storeurl.URL, log *slog.Logger) (store.Sto
 	}
 }
 
+// childSpec is the command without the lease's environment.
+func (r *runner) childSpec() childproc.Spec {
+	return childproc.Spec{
+		Path:    r.path,
+		Args:    r.args,
+		DropEnv: r.dropEnv,
+		Stdout:  r.e.stdout, // os.Stdout in the command: no copying
+		Stderr:  r.e.stderr,
+	}
+}
+
+// startChild starts the command for lease, from the standby supervisor if
+// one is ready (the fork of the supervisor is then already done), and has
+// the next standby prepared once this child is gone.
+func (r *runner) startChild(lease masterjob.Lease) (*childproc.Process, error) {
+	env := childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance)
+	r.mu.Lock()
+	sb := r.standby
+	r.standby = nil
+	r.mu.Unlock()
+	if sb != nil {
+		p, err := sb.Start(env)
+		if err == nil {
+			return p, nil
+		}
+		r.log.Debug("the standby supervisor failed; starting afresh", "err", err)
+		sb.Close()
+	}
+	spec := r.childSpec()
+	spec.Env = env
+	return childproc.Start(spec)
+}
+
+// prepareStandby starts a standby supervisor in the background, unless one
+// is ready or the runner is closing.
+func (r *runner) prepareStandby() {
+	r.mu.Lock()
+	if r.standby != nil || r.closing {
+		r.mu.Unlock()
+		return
+	}
+	r.standbys.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.standbys.Done()
+		sb, err := childproc.Prepare(r.childSpec())
+		if err != nil {
+			r.log.Debug("cannot prepare a standby supervisor; the next command starts afresh", "err", err)
+			return
+		}
+		r.mu.Lock()
+		if r.standby != nil || r.closing {
+			r.mu.Unlock()
+			sb.Close()
+			return
+		}
+		r.standby = sb
+		r.mu.Unlock()
+	}()
+}
+
+// closeStandby discards the standby supervisor and stops preparing them.
+func (r *runner) closeStandby() {
+	r.mu.Lock()
+	r.closing = true
+	sb := r.standby
+	r.standby = nil
+	r.mu.Unlock()
+	r.standbys.Wait()
+	if sb != nil {
+		sb.Close()
+	}
+}
+
 // job runs the command while this instance is master.
 func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 	log := r.log.With("token", lease.Token)
@@ -602,14 +681,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		p, err := childproc.Start(childproc.Spec{
-			Path:    r.path,
-			Args:    r.args,
-			DropEnv: r.dropEnv,
-			Env:     childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance),
-			Stdout:  r.e.stdout, // os.Stdout in the command: no copying
-			Stderr:  r.e.stderr,
-		})
+		p, err := r.startChild(lease)
 		if err != nil {
 			log.Error("cannot start the command", "err", err)
 			if r.onExit == onExitRelease {
@@ -626,6 +698,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 			case <-p.Done():
 				res := r.stop(p, r.killAt(ctx)) // stop what it left in its group
 				r.setChild(nil)
+				r.prepareStandby()
 				plog.Info("command exited", "exit_code", res.ExitCode, "result", res.String())
 				if r.onExit == onExitRelease {
 					r.finish(res.ExitCode)
@@ -645,6 +718,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 				res := r.stop(p, killAt)
 				trace.Mark("child.reaped", lease.Lock)
 				r.setChild(nil)
+				r.prepareStandby()
 				lvl := slog.LevelDebug
 				if res.Signal == syscall.SIGKILL {
 					lvl = slog.LevelWarn // it did not stop by itself in time
