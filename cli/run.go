@@ -79,7 +79,9 @@ released. On Linux a supervisor process between the runner and the command
 (the same binary) keeps every process the command started, including those
 that call setsid or double-fork, and kills them all if the runner dies,
 even by SIGKILL; it also reaps them, so no zombie piles up when the runner
-is PID 1 in a container.
+is PID 1 in a container. While this instance follows, one supervisor waits
+beside the runner, started ahead of time, so that the command starts at
+once when this instance becomes master.
 
 SIGINT or SIGTERM to the runner stops it gracefully: the child gets SIGTERM
 as above, the lease is released so that another instance takes over at once,
