@@ -214,8 +214,9 @@ func (c *apiClient) call(ctx context.Context, method, path string, query url.Val
 func (c *apiClient) errorOf(resp *http.Response, data []byte) error {
 	e := &apiError{server: c.String(), status: resp.StatusCode}
 	var je controlapi.Error
+	// The server's words are escaped: they must not reach the terminal raw.
 	if err := json.Unmarshal(data, &je); err == nil && je.Error != "" {
-		e.msg, e.field = je.Error, je.Field
+		e.msg, e.field = quoteUnprintable(je.Error), je.Field // field is printed with %q
 	} else {
 		e.msg = strings.TrimSpace(string(data))
 		if len(e.msg) > 200 {
