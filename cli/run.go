@@ -399,7 +399,7 @@ func (r *runner) run() int {
 		return ExitFailure
 	}
 	if hs != nil {
-		if err := hs.serve(st, ex, r.http.token, base); err != nil {
+		if err := hs.serve(st, ex, base); err != nil {
 			r.log.Error("cannot serve the control API", "err", err)
 			return ExitFailure
 		}
@@ -434,6 +434,7 @@ func (r *runner) run() int {
 
 // runHTTP is the HTTP side of a run: the listener and the metrics.
 type runHTTP struct {
+	hc  *httpConfig
 	srv *httpServer
 	reg *prometheus.Registry
 	obs *prom.Observer // the executor's observer for the metrics
@@ -447,23 +448,24 @@ func startRunHTTP(ctx context.Context, hc *httpConfig, lock string, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("create the metrics: %w", err)
 	}
-	srv, err := listenHTTP(ctx, hc.addr, startingHandler(reg, log), log)
+	srv, err := listenHTTP(ctx, hc, startingHandler(reg, log), log)
 	if err != nil {
 		return nil, err
 	}
 	hc.warnInsecure(log)
-	return &runHTTP{srv: srv, reg: reg, obs: obs}, nil
+	return &runHTTP{hc: hc, srv: srv, reg: reg, obs: obs}, nil
 }
 
-// serve serves everything: the control API over st (token, if not empty,
-// required on disable and enable), the dashboard, the metrics and the
-// probes, ready while ex is.
-func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, token string, log *slog.Logger) error {
-	api, err := controlapi.New(st, apiOptions(token, log)...)
+// serve serves everything: the control API over st (with the token of
+// h.hc, if any), the dashboard, the metrics and the probes, ready while ex
+// is.
+func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, log *slog.Logger) error {
+	api, err := controlapi.New(st, apiOptions(h.hc, log)...)
 	if err != nil {
 		return err
 	}
 	h.srv.setHandler(httpserver.New(httpserver.Config{
+		Logger:       log,
 		API:          api,
 		Gatherer:     h.reg,
 		Ready:        func(context.Context) error { return ex.Ready() },

@@ -101,7 +101,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 	}()
 
 	reg := newRegistry()
-	hs, err := listenHTTP(ctx, hc.addr, startingHandler(reg, log), log)
+	hs, err := listenHTTP(ctx, hc, startingHandler(reg, log), log)
 	if err != nil {
 		log.Error("cannot serve HTTP", "err", err)
 		return ExitFailure
@@ -123,12 +123,13 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 		}
 	})
 	defer closeStore()
-	api, err := controlapi.New(st, apiOptions(hc.token, log)...)
+	api, err := controlapi.New(st, apiOptions(hc, log)...)
 	if err != nil {
 		log.Error("cannot create the control API", "err", err)
 		return ExitFailure
 	}
 	hs.setHandler(httpserver.New(httpserver.Config{
+		Logger:       log,
 		API:          api,
 		Gatherer:     reg,
 		Ready:        health.StorePing(st),
