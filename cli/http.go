@@ -22,6 +22,7 @@ import (
 	"github.com/masterjob/masterjob/controlapi"
 	"github.com/masterjob/masterjob/health"
 	"github.com/masterjob/masterjob/httpserver"
+	"github.com/masterjob/masterjob/logthrottle"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -279,6 +280,22 @@ func apiOptions(hc *httpConfig, log *slog.Logger) []controlapi.Option {
 		}
 	}
 	return opts
+}
+
+// throttleLog wraps the CLI's log handler so that lines a remote client or
+// a store outage can repeat at will (refused requests, failed store
+// calls, HTTP server errors, retries) cost at most a few lines and a
+// summary per window, per kind of line (and per lock).
+func throttleLog(h slog.Handler) slog.Handler {
+	return logthrottle.New(h, logthrottle.Options{KeyAttrs: []string{"lock"}})
+}
+
+// flushLog logs the summaries of the lines log's handler is still
+// holding back, at exit.
+func flushLog(log *slog.Logger) {
+	if h, ok := log.Handler().(*logthrottle.Handler); ok {
+		h.Flush(context.Background())
+	}
 }
 
 // newRegistry returns a registry of its own, with the Go runtime and

@@ -301,15 +301,17 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated by the flag
 	o := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(w, o)
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, o))
+		h = slog.NewJSONHandler(w, o)
 	}
-	return slog.New(slog.NewTextHandler(w, o))
+	return slog.New(throttleLog(h)) // cli/http.go
 }
 
 // run runs the election until a signal, a cancellation of Main's context or,
 // with --on-exit release, the exit of the command; it returns the exit code.
 func (r *runner) run() int {
+	defer flushLog(r.log)
 	ctx, cancel := context.WithCancelCause(r.e.ctx)
 	defer cancel(nil)
 	r.cancelRun = cancel

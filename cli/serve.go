@@ -84,6 +84,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 		return reportUsage(e, c, usageError("--store: %w", err))
 	}
 	log := newLogger(e.stderr, f.logFormat.value, f.logLevel.value)
+	defer flushLog(log)
 	hc.warnInsecure(log)
 
 	ctx, cancel := context.WithCancelCause(e.ctx)
