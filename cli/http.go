@@ -23,6 +23,7 @@ import (
 	"github.com/masterjob/masterjob/health"
 	"github.com/masterjob/masterjob/httpserver"
 	"github.com/masterjob/masterjob/logthrottle"
+	"github.com/masterjob/masterjob/metrics/prom"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -296,6 +297,19 @@ func flushLog(log *slog.Logger) {
 	if h, ok := log.Handler().(*logthrottle.Handler); ok {
 		h.Flush(context.Background())
 	}
+}
+
+// registerStoreMetrics adds the store's view of every lock
+// (masterjob_lock_*) to reg, read at scrape time.
+func registerStoreMetrics(reg prometheus.Registerer, st store.Store) error {
+	col, err := prom.NewStoreCollector(st)
+	if err != nil {
+		return err
+	}
+	if err := reg.Register(col); err != nil {
+		return fmt.Errorf("register the store's metrics: %w", err)
+	}
+	return nil
 }
 
 // newRegistry returns a registry of its own, with the Go runtime and

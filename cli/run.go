@@ -96,7 +96,8 @@ With --http ADDR the runner also serves, on ADDR:
   /                    the dashboard
   /metrics             Prometheus metrics: masterjob_is_master{lock},
                        transitions, renewal latency and failures, lease
-                       TTL, store errors; Go runtime and process metrics
+                       TTL, store errors; the store's view of every lock
+                       (masterjob_lock_*); Go runtime and process metrics
   /healthz             liveness: 200 while the process serves
   /readyz              readiness: 200 while the executor runs, its store
                        answers and no command runs past its lease
@@ -464,6 +465,9 @@ func startRunHTTP(ctx context.Context, hc *httpConfig, lock string, log *slog.Lo
 func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, log *slog.Logger) error {
 	api, err := controlapi.New(st, apiOptions(h.hc, log)...)
 	if err != nil {
+		return err
+	}
+	if err := registerStoreMetrics(h.reg, st); err != nil {
 		return err
 	}
 	h.srv.setHandler(httpserver.New(httpserver.Config{

@@ -22,8 +22,9 @@ Serves, on ADDR, for operators and monitoring, without running a job:
   /api/mastercontrols  the control API: every lock's master, token, lease
                        and control; disable, enable; the history
   /                    the dashboard, a page on that API
-  /metrics             Prometheus metrics of this process (Go runtime,
-                       process; 'run --http' adds the lock's metrics)
+  /metrics             Prometheus metrics: the store's view of every lock
+                       (masterjob_lock_has_master, _disabled, _token,
+                       _ttl_seconds), Go runtime and process
   /healthz             liveness: 200 while the process serves
   /readyz              readiness: 200 while the store answers
 
@@ -127,6 +128,10 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 	api, err := controlapi.New(st, apiOptions(hc, log)...)
 	if err != nil {
 		log.Error("cannot create the control API", "err", err)
+		return ExitFailure
+	}
+	if err := registerStoreMetrics(reg, st); err != nil {
+		log.Error("cannot create the metrics", "err", err)
 		return ExitFailure
 	}
 	hs.setHandler(httpserver.New(httpserver.Config{
