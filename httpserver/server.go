@@ -238,15 +238,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.shutdownErr
 }
 
-// Close stops the server at once, closing every connection.
+// Close stops the server at once, closing every connection (a Shutdown
+// in progress returns).
 func (s *Server) Close() error {
-	return s.Shutdown(canceledContext())
-}
-
-func canceledContext() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
+	err := s.srv.Close()
+	<-s.done
+	return err
 }
 
 // errorWriter turns http.Server's error log into slog records under one

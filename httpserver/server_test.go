@@ -316,3 +316,54 @@ func TestServerTLS(t *testing.T) {
 		}
 	}
 }
+
+// Shutdown lets a running request finish; past its context, it cuts it
+// and says so. Err is nil after either.
+func TestServerShutdown(t *testing.T) {
+	for _, patient := range []bool{true, false} {
+		started, release := make(chan struct{}), make(chan struct{})
+		s := serveT(t, httpserver.ServerConfig{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			close(started)
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+			_, _ = io.WriteString(w, "done")
+		})})
+		got := make(chan error, 1)
+		go func() {
+			resp, err := plainClient(10 * time.Second).Get(s.URL())
+			if err == nil {
+				resp.Body.Close()
+			}
+			got <- err
+		}()
+		<-started
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		if patient {
+			go func() { time.Sleep(50 * time.Millisecond); close(release) }()
+			cancel()
+			ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+		}
+		err := s.Shutdown(ctx)
+		cancel()
+		reqErr := <-got
+		switch {
+		case patient && (err != nil || reqErr != nil):
+			t.Errorf("graceful: Shutdown %v, request %v; want both nil", err, reqErr)
+		case !patient && (err == nil || reqErr == nil):
+			t.Errorf("past the deadline: Shutdown %v, request %v; want both to fail", err, reqErr)
+		}
+		select {
+		case <-s.Done():
+		default:
+			t.Errorf("Done not closed after Shutdown")
+		}
+		if s.Err() != nil {
+			t.Errorf("Err after Shutdown: %v", s.Err())
+		}
+		if !patient {
+			close(release)
+		}
+	}
+}
