@@ -110,7 +110,8 @@ With --http ADDR the runner also serves, on ADDR:
   /                    the dashboard
   /metrics             Prometheus metrics: masterjob_is_master{lock},
                        transitions, renewal latency and failures, lease
-                       TTL, store errors; Go runtime and process metrics
+                       TTL, store errors; the store's view of every lock
+                       (masterjob_lock_*); Go runtime and process metrics
   /healthz             liveness: 200 while the process serves
   /readyz              readiness: 200 while the executor runs, its store
                        answers and no command runs past its lease
@@ -345,10 +346,11 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated by the flag
 	o := &slog.HandlerOptions{Level: lv, ReplaceAttr: durationsAsText}
+	var h slog.Handler = slog.NewTextHandler(w, o)
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, o))
+		h = slog.NewJSONHandler(w, o)
 	}
-	return slog.New(slog.NewTextHandler(w, o))
+	return slog.New(throttleLog(h)) // cli/http.go
 }
 
 // durationsAsText logs a time.Duration as a Go duration string ("1.5s"):
@@ -366,6 +368,7 @@ func (r *runner) run() int {
 	// As PID 1 (a container's init), reap the orphans reparented to the
 	// runner; its only children are the supervisors of its command.
 	childproc.StartReaper()
+	defer flushLog(r.log)
 	ctx, cancel := context.WithCancelCause(r.e.ctx)
 	defer cancel(nil)
 	r.cancelRun = cancel
@@ -467,7 +470,7 @@ func (r *runner) run() int {
 			return ExitFailure
 		}
 		defer apiSt.Close() // after the listener's shutdown below
-		if err := hs.serve(apiSt, ex, r.http, base); err != nil {
+		if err := hs.serve(apiSt, ex, base); err != nil {
 			r.log.Error("cannot serve the control API", "err", err)
 			return ExitFailure
 		}
@@ -504,6 +507,7 @@ func (r *runner) run() int {
 
 // runHTTP is the HTTP side of a run: the listener and the metrics.
 type runHTTP struct {
+	hc  *httpConfig
 	srv *httpServer
 	reg *prometheus.Registry
 	obs *prom.Observer // the executor's observer for the metrics
@@ -517,23 +521,27 @@ func startRunHTTP(ctx context.Context, hc *httpConfig, lock string, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("create the metrics: %w", err)
 	}
-	srv, err := listenHTTP(ctx, hc.addr, startingHandler(reg, log), log)
+	srv, err := listenHTTP(ctx, hc, startingHandler(reg, log), log)
 	if err != nil {
 		return nil, err
 	}
 	hc.warnInsecure(log)
-	return &runHTTP{srv: srv, reg: reg, obs: obs}, nil
+	return &runHTTP{hc: hc, srv: srv, reg: reg, obs: obs}, nil
 }
 
 // serve serves everything: the control API over st, a store handle of its
-// own (hc's token, if not empty, required on disable and enable), the
-// dashboard, the metrics and the probes, ready while ex is.
-func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, hc *httpConfig, log *slog.Logger) error {
-	api, err := controlapi.New(st, controlAPIOptions(hc, log)...)
+// own (with the token of h.hc, if any), the dashboard, the metrics and the
+// probes, ready while ex is.
+func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, log *slog.Logger) error {
+	api, err := controlapi.New(st, controlAPIOptions(h.hc, log)...)
 	if err != nil {
 		return err
 	}
+	if err := registerStoreMetrics(h.reg, st); err != nil {
+		return err
+	}
 	h.srv.setHandler(httpserver.New(httpserver.Config{
+		Logger:       log,
 		API:          api,
 		Gatherer:     h.reg,
 		Ready:        func(context.Context) error { return ex.Ready() },
