@@ -390,22 +390,33 @@ func (s *Store) run(ctx context.Context, calls []scriptCall) ([]any, error) {
 	return out, nil
 }
 
-// bySlot groups the indexes of names by the hash slot of their keys, in
-// order of first appearance; on a single server there is one group.
-func (s *Store) bySlot(names []string) [][]int {
-	if !s.cluster {
-		idx := make([]int, len(names))
-		for i := range idx {
-			idx[i] = i
-		}
-		return [][]int{idx}
-	}
-	pos := map[int]int{}
+// maxLocksPerScript bounds the locks one script handles. A script runs
+// alone on the server, blocking every other client until it ends: a call
+// on more locks sends several scripts in one pipeline, still one round
+// trip, and the server serves other clients between them. Each lock is
+// handled entirely within one script.
+const maxLocksPerScript = 1000
+
+// groups splits the indexes of names into the groups that one script
+// handles: the locks of one hash slot (everything, on a single server), at
+// most maxLocksPerScript at a time, in order of first appearance.
+func (s *Store) groups(names []string) [][]int {
 	var groups [][]int
+	if !s.cluster {
+		for i := 0; i < len(names); i += maxLocksPerScript {
+			g := make([]int, 0, min(maxLocksPerScript, len(names)-i))
+			for j := i; j < len(names) && j < i+maxLocksPerScript; j++ {
+				g = append(g, j)
+			}
+			groups = append(groups, g)
+		}
+		return groups
+	}
+	pos := map[int]int{} // slot -> its current group
 	for i, n := range names {
 		slot := slotOf(s.k.lease(n))
 		g, ok := pos[slot]
-		if !ok {
+		if !ok || len(groups[g]) == maxLocksPerScript {
 			g = len(groups)
 			pos[slot] = g
 			groups = append(groups, nil)
@@ -530,16 +541,16 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 	}
 	names := sortedUnique(locks)
 	member, ann, set := s.memberArgs(holder.ID)
-	groups := s.bySlot(names)
+	groups := s.groups(names)
 	calls := make([]scriptCall, 0, len(groups)+1)
-	for _, g := range groups {
+	for gi, g := range groups {
 		c := scriptCall{script: acquireScript}
 		flag := "0"
 		if !s.cluster {
 			flag = "1"
 		}
 		memberFlag := "0"
-		if !s.cluster && member != nil {
+		if !s.cluster && member != nil && gi == 0 {
 			memberFlag = "1"
 		}
 		c.args = []any{flag, holder.ID, holder.Info, ms, len(g), s.k.channel(), memberFlag}
@@ -549,7 +560,7 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 		}
 		if !s.cluster {
 			c.keys = append(c.keys, s.k.index(), s.k.member(holder.ID), s.k.mlocks(holder.ID), s.k.memberIndex())
-			if member != nil {
+			if memberFlag == "1" {
 				c.args = append(c.args, member...)
 			}
 		}
@@ -701,13 +712,13 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 		return nil, nil
 	}
 	member, ann, set := s.memberArgs(holderID)
-	groups := s.bySlot(names)
+	groups := s.groups(names)
 	calls := make([]scriptCall, 0, len(groups)+1)
-	for _, g := range groups {
+	for gi, g := range groups {
 		flag, memberFlag := "0", "0"
 		if !s.cluster {
 			flag = "1"
-			if member != nil {
+			if member != nil && gi == 0 {
 				memberFlag = "1"
 			}
 		}
@@ -718,7 +729,7 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 		}
 		if !s.cluster {
 			c.keys = append(c.keys, s.k.member(holderID), s.k.mlocks(holderID), s.k.memberIndex())
-			if member != nil {
+			if memberFlag == "1" {
 				c.args = append(c.args, member...)
 			}
 		}
@@ -791,7 +802,7 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if len(leases) == 0 {
 		return nil
 	}
-	groups := s.bySlot(names)
+	groups := s.groups(names)
 	calls := make([]scriptCall, 0, len(groups))
 	for _, g := range groups {
 		c := scriptCall{script: releaseScript, args: []any{holderID, len(g), s.k.channel()}}
@@ -925,7 +936,7 @@ func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, 
 		}
 	}
 	names = sortedUnique(names)
-	groups := s.bySlot(names)
+	groups := s.groups(names)
 	calls := make([]scriptCall, 0, len(groups))
 	for _, g := range groups {
 		c := scriptCall{script: locksScript}

@@ -90,33 +90,54 @@ func adminClient(t testing.TB) *goredis.Client {
 func testPrefix(t testing.TB) string {
 	t.Helper()
 	c := adminClient(t)
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	p := "mjtest:" + hex.EncodeToString(b) + ":"
+	p := randomPrefix()
 	t.Cleanup(func() { deleteKeys(t, c, p) })
 	return p
 }
 
+// randomPrefix returns a new key prefix for a test: "mjtest:" and twelve
+// random hex digits.
+func randomPrefix() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return "mjtest:" + hex.EncodeToString(b) + ":"
+}
+
+// deleteKeys deletes every key under prefix, which must not be empty.
 func deleteKeys(t testing.TB, c goredis.UniversalClient, prefix string) {
 	t.Helper()
+	if prefix == "" {
+		t.Fatal("deleteKeys: empty prefix")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	scan := func(ctx context.Context, node *goredis.Client) error {
 		iter := node.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 		var batch []string
+		flush := func() error {
+			// One UNLINK per key, pipelined: in a cluster the keys of a
+			// batch lie in many slots.
+			_, err := node.Pipelined(ctx, func(p goredis.Pipeliner) error {
+				for _, k := range batch {
+					p.Unlink(ctx, k)
+				}
+				return nil
+			})
+			batch = batch[:0]
+			return err
+		}
 		for iter.Next(ctx) {
 			batch = append(batch, iter.Val())
-			if len(batch) == 500 {
-				for _, k := range batch { // one by one: keys of many slots in a cluster
-					node.Unlink(ctx, k)
+			if len(batch) == 1000 {
+				if err := flush(); err != nil {
+					return err
 				}
-				batch = batch[:0]
 			}
 		}
-		for _, k := range batch {
-			node.Unlink(ctx, k)
+		if err := iter.Err(); err != nil {
+			return err
 		}
-		return iter.Err()
+		return flush()
 	}
 	var err error
 	switch c := c.(type) {
@@ -209,4 +230,12 @@ func TestDurabilityWarning(t *testing.T) {
 		t.Errorf("server with persistence warned: %s", buf.String())
 	}
 	t.Logf("server: appendonly=%q save=%q appendfsync=%q; log: %s", cfg["appendonly"], cfg["save"], cfg["appendfsync"], buf.String())
+}
+
+// TestEscapedNames: names holding the characters the key layout escapes
+// are distinct locks (on one server; TestCluster checks a cluster).
+func TestEscapedNames(t *testing.T) {
+	s := openTest(t, testPrefix(t))
+	defer s.Close()
+	checkEscapedNames(t, s)
 }

@@ -31,27 +31,27 @@ local function num(s) if s then return tonumber(s) or 0 end return 0 end
 local function str(s) if s then return s end return '' end
 local function stem(k) return string.sub(k, 1, -6) end
 
--- state returns the reply for one lock: the fields decoded by parseState.
-local function state(lk, now)
+-- read_lease and read_rec read a lock's lease and record; state turns
+-- them into the reply fields decoded by parseState. A record exists when
+-- it has a control (d) or a last token (lt).
+local function read_lease(lk) return redis.call('HMGET', lk, 'h', 'i', 't', 'a', 'r', 'e', 'v', 'ho', 'hto', 'd') end
+local function read_rec(s) return redis.call('HMGET', s .. 'rec', 'd', 'rs', 'by', 'at', 'lt', 'lh') end
+local function state(lk, l, r, now)
   local s = stem(lk)
-  local l = redis.call('HMGET', lk, 'h', 'i', 't', 'a', 'r', 'e', 'v', 'ho', 'hto')
-  local r = redis.call('HMGET', s .. 'rec', 'd', 'rs', 'by', 'at', 'lt')
   local known = 0
-  if l[1] or redis.call('EXISTS', s .. 'rec') == 1 then known = 1 end
+  if l[1] or r[1] or r[5] then known = 1 end
   local st = {known, '', '', num(r[5]), 0, 0, 0, 0, 0, 0, str(r[2]), str(r[3]), num(r[4]), 0, '', '', 0}
+  if r[1] == '1' then st[10] = 1 end
   if l[1] then
     st[2], st[3], st[4], st[5], st[6], st[7] = l[1], str(l[2]), num(l[3]), num(l[4]), num(l[5]), num(l[6])
     st[8] = num(l[6]) - now
     if st[8] < 1 then st[8] = 1 end -- the key exists: Redis says it has not expired
     if l[7] == '1' then st[9] = 1 end
     if l[8] == '1' then st[14], st[15] = 1, str(l[9]) end
+    return st -- a new lease deletes the reservation: there is none
   end
-  if r[1] == '1' then st[10] = 1 end
-  local resv = redis.call('GET', s .. 'resv')
-  if resv then
-    local pttl = redis.call('PTTL', s .. 'resv')
-    if pttl > 0 then st[16], st[17] = resv, pttl * 1000 end
-  end
+  local pttl = redis.call('PTTL', s .. 'resv')
+  if pttl > 0 then st[16], st[17] = redis.call('GET', s .. 'resv'), pttl * 1000 end
   return st
 end
 
@@ -110,31 +110,28 @@ local out, acquired = {}, {}
 for i = 1, n do
   local lk = KEYS[i]
   local s = stem(lk)
+  local l, r = read_lease(lk), read_rec(s)
   local st
-  if redis.call('EXISTS', lk) == 0 and redis.call('HGET', s .. 'rec', 'd') ~= '1' then
-    local resv = redis.call('GET', s .. 'resv')
+  if not l[1] and r[1] ~= '1' then
+    local resv = false
+    if redis.call('PTTL', s .. 'resv') > 0 then resv = redis.call('GET', s .. 'resv') end
     if not resv or resv == holder then
-      local prev = redis.call('HMGET', s .. 'rec', 'lh', 'lt')
       local tok = num(redis.call('GET', s .. 'tok')) + 1
       if tok < now then tok = now end
+      local exp = now + ttl * 1000
       redis.call('SET', s .. 'tok', fmt(tok))
-      redis.call('HSET', lk, 'h', holder, 'i', info, 't', fmt(tok), 'a', fmt(now), 'r', fmt(now), 'e', fmt(now + ttl * 1000))
+      redis.call('HSET', lk, 'h', holder, 'i', info, 't', fmt(tok), 'a', fmt(now), 'r', fmt(now), 'e', fmt(exp))
       redis.call('PEXPIRE', lk, ttl)
       redis.call('HSET', s .. 'rec', 'lh', holder, 'lt', fmt(tok))
-      redis.call('DEL', s .. 'resv')
-      if g then redis.call('ZADD', KEYS[n + 1], 'NX', 0, ARGV[7 + i]) end
-      st = state(lk, now)
-      st[18] = 1
-      if prev[1] and prev[1] ~= '' then
-        st[19], st[20], st[21] = prev[1], num(prev[2]), 1
-      else
-        st[19], st[20], st[21] = '', 0, 0
-      end
+      if resv then redis.call('DEL', s .. 'resv') end
+      if g and not (r[1] or r[5]) then redis.call('ZADD', KEYS[n + 1], 'NX', 0, ARGV[7 + i]) end
+      st = {1, holder, info, tok, now, now, exp, ttl * 1000, 0, 0, str(r[2]), str(r[3]), num(r[4]), 0, '', '', 0, 1, '', 0, 0}
+      if r[6] and r[6] ~= '' then st[19], st[20], st[21] = r[6], num(r[5]), 1 end
       acquired[#acquired + 1] = ARGV[7 + i]
     end
   end
   if not st then
-    st = state(lk, now)
+    st = state(lk, l, r, now)
     st[18], st[19], st[20], st[21] = 0, '', 0, 0
   end
   out[i] = st
@@ -161,17 +158,18 @@ local now = now_us()
 local out = {}
 for i = 1, n do
   local lk = KEYS[i]
-  local l = redis.call('HMGET', lk, 'h', 't', 'v', 'ho', 'hto')
-  local dis = 0
-  if redis.call('HGET', stem(lk) .. 'rec', 'd') == '1' then dis = 1 end
+  local l = redis.call('HMGET', lk, 'h', 't', 'v', 'ho', 'hto', 'd')
   if l[1] == holder and l[2] == ARGV[6 + i] then
     redis.call('HSET', lk, 'r', fmt(now), 'e', fmt(now + ttl * 1000))
     redis.call('PEXPIRE', lk, ttl)
-    local rev, ho = 0, 0
+    local rev, dis, ho = 0, 0, 0
     if l[3] == '1' then rev = 1 end
+    if l[6] == '1' then dis = 1 end
     if l[4] == '1' then ho = 1 end
     out[i] = {1, ttl * 1000, rev, dis, ho, str(l[5])}
   else
+    local dis = 0
+    if redis.call('HGET', stem(lk) .. 'rec', 'd') == '1' then dis = 1 end
     out[i] = {0, 0, 0, dis, 0, ''}
   end
 end
@@ -225,17 +223,18 @@ local changed = 0
 if op == 'disable' and not d then
   redis.call('HSET', s .. 'rec', 'd', '1', 'rs', reason, 'by', by, 'at', fmt(now))
   if redis.call('EXISTS', lk) == 1 then
-    redis.call('HSET', lk, 'v', '1')
+    redis.call('HSET', lk, 'v', '1', 'd', '1')
     redis.call('HDEL', lk, 'ho', 'hto')
   end
   if ARGV[1] == '1' then redis.call('ZADD', KEYS[2], 'NX', 0, name) end
   changed = 1
 elseif op == 'enable' and d then
   redis.call('HSET', s .. 'rec', 'd', '0', 'rs', '', 'by', by, 'at', fmt(now))
+  if redis.call('EXISTS', lk) == 1 then redis.call('HSET', lk, 'd', '0') end
   changed = 1
 end
 if changed == 1 then redis.call('PUBLISH', chan, 'control\n' .. name) end
-return {changed, state(lk, now)}
+return {changed, state(lk, read_lease(lk), read_rec(s), now)}
 `)
 
 // handoffScript records a hand-off request on the lease of KEYS[1].
@@ -245,19 +244,21 @@ return {changed, state(lk, now)}
 // Reply: {status, state}: 0 requested, 1 no unexpired lease, 2 disabled.
 var handoffScript = goredis.NewScript(luaPrelude + `
 local lk = KEYS[1]
+local s = stem(lk)
 local now = now_us()
-if redis.call('HGET', stem(lk) .. 'rec', 'd') == '1' then return {2, state(lk, now)} end
-if redis.call('EXISTS', lk) == 0 then return {1, state(lk, now)} end
+local l, r = read_lease(lk), read_rec(s)
+if r[1] == '1' then return {2, state(lk, l, r, now)} end
+if not l[1] then return {1, state(lk, l, r, now)} end
 redis.call('HSET', lk, 'ho', '1', 'hto', ARGV[2])
 redis.call('PUBLISH', ARGV[3], 'control\n' .. ARGV[1])
-return {0, state(lk, now)}
+return {0, state(lk, read_lease(lk), r, now)}
 `)
 
 // locksScript reads the state of each lock of KEYS.
 var locksScript = goredis.NewScript(luaPrelude + `
 local now = now_us()
 local out = {}
-for i = 1, #KEYS do out[i] = state(KEYS[i], now) end
+for i = 1, #KEYS do out[i] = state(KEYS[i], read_lease(KEYS[i]), read_rec(stem(KEYS[i])), now) end
 return out
 `)
 
