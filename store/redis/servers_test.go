@@ -43,37 +43,66 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// startServer starts redis-server with args on a free port and returns its
-// address once it answers PING.
-func startServer(t *testing.T, args ...string) string {
+// server is a redis-server process of a test's own.
+type server struct {
+	t    *testing.T
+	bin  string
+	dir  string
+	port int
+	args []string
+	cmd  *exec.Cmd
+}
+
+func (s *server) addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
+
+// start starts the process on s.port and waits until it answers PING.
+func (s *server) start() error {
+	all := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "log.txt")}, s.args...)
+	s.cmd = exec.Command(s.bin, all...)
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("starting redis-server: %w", err)
+	}
+	if err := waitPing(s.addr(), 5*time.Second); err != nil {
+		s.kill()
+		log, _ := os.ReadFile(filepath.Join(s.dir, "log.txt"))
+		return fmt.Errorf("redis-server on port %d did not answer: %w\n%s", s.port, err, log)
+	}
+	return nil
+}
+
+// kill ends the process at once (SIGKILL): what it held in memory is lost.
+func (s *server) kill() {
+	if s.cmd != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+// restart kills the server and starts a new, empty one on the same port.
+func (s *server) restart() {
+	s.t.Helper()
+	s.kill()
+	if err := s.start(); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// startServer starts redis-server with args on a free port.
+func startServer(t *testing.T, args ...string) *server {
 	t.Helper()
-	bin := requireBinary(t, "redis-server")
-	dir := t.TempDir()
-	var cmd *exec.Cmd
-	var port int
-	for attempt := 0; ; attempt++ {
-		port = freePort(t)
-		all := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", dir, "--logfile", filepath.Join(dir, "log.txt")}, args...)
-		cmd = exec.Command(bin, all...)
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting redis-server: %v", err)
-		}
-		if waitPing(fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second) == nil {
-			break
-		}
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if attempt == 2 {
-			log, _ := os.ReadFile(filepath.Join(dir, "log.txt"))
-			t.Fatalf("redis-server on port %d did not answer: %s", port, log)
+	s := &server{t: t, bin: requireBinary(t, "redis-server"), dir: t.TempDir(), args: args}
+	var err error
+	for range 3 {
+		s.port = freePort(t)
+		if err = s.start(); err == nil {
+			t.Cleanup(s.kill)
+			return s
 		}
 	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	return fmt.Sprintf("127.0.0.1:%d", port)
+	t.Fatal(err)
+	return nil
 }
 
 func waitPing(addr string, within time.Duration) error {
@@ -99,7 +128,7 @@ func startCluster(t *testing.T, n int) []string {
 	addrs := make([]string, n)
 	for i := range addrs {
 		addrs[i] = startServer(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", "5000")
+			"--cluster-node-timeout", "5000").addr()
 	}
 	args := append([]string{"--cluster", "create"}, addrs...)
 	args = append(args, "--cluster-yes")
