@@ -3,6 +3,8 @@ package redis
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -166,4 +168,83 @@ func TestRoundTripsFlat(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestServerCommandStats measures on a private server, with INFO
+// commandstats, what each call costs the server: how many scripts ran
+// (EVALSHA calls, counted by the server itself) and how long they held
+// it, at 1, 100 and 10,000 locks.
+func TestServerCommandStats(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 locks: not in -short")
+	}
+	srv := startServer(t)
+	s := openAddr(t, srv.addr(), "?call_timeout=1m")
+	admin := goredis.NewClient(&goredis.Options{Addr: srv.addr()})
+	defer admin.Close()
+	warmUp(t, s)
+	ctx := t.Context()
+	stats := func() (calls, usec int64) {
+		info, err := admin.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := infoField(info, "cmdstat_evalsha")
+		for f := range strings.SplitSeq(line, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			n, _ := strconv.ParseInt(v, 10, 64)
+			switch k {
+			case "calls":
+				calls = n
+			case "usec":
+				usec = n
+			}
+		}
+		return calls, usec
+	}
+	for _, n := range []int{1, 100, 10000} {
+		names := make([]string, n)
+		for i := range names {
+			names[i] = costName(n, i)
+		}
+		scripts := int64(len(s.groups(names)))
+		h := store.Holder{ID: "stats"}
+		var states []store.LockState
+		each := []struct {
+			op   string
+			call func() error
+		}{
+			{"Acquire", func() (err error) { states, err = s.Acquire(ctx, h, names, time.Minute); return err }},
+			{"Renew", func() error {
+				_, err := s.Renew(ctx, h.ID, leaseRefs(states), time.Minute)
+				return err
+			}},
+			{"Locks(names)", func() error { _, err := s.Locks(ctx, names...); return err }},
+			{"Release", func() error { return s.Release(ctx, h.ID, leaseRefs(states)) }},
+		}
+		for _, e := range each {
+			if err := admin.ConfigResetStat(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			if err := e.call(); err != nil {
+				t.Fatalf("%s of %d locks: %v", e.op, n, err)
+			}
+			elapsed := time.Since(start)
+			calls, usec := stats()
+			t.Logf("%-12s %5d locks: %d script(s) run by the server, %v of server time, %v in all",
+				e.op, n, calls, time.Duration(usec)*time.Microsecond, elapsed.Round(10*time.Microsecond))
+			if calls != scripts {
+				t.Errorf("%s of %d locks: the server ran %d scripts, want %d", e.op, n, calls, scripts)
+			}
+		}
+	}
+}
+
+func leaseRefs(states []store.LockState) []store.LeaseRef {
+	refs := make([]store.LeaseRef, len(states))
+	for i, st := range states {
+		refs[i] = store.LeaseRef{Lock: st.Lock, Token: st.Token}
+	}
+	return refs
 }

@@ -395,7 +395,7 @@ func (s *Store) run(ctx context.Context, calls []scriptCall) ([]any, error) {
 // on more locks sends several scripts in one pipeline, still one round
 // trip, and the server serves other clients between them. Each lock is
 // handled entirely within one script.
-const maxLocksPerScript = 1000
+const maxLocksPerScript = 250
 
 // groups splits the indexes of names into the groups that one script
 // handles: the locks of one hash slot (everything, on a single server), at

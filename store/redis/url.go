@@ -171,6 +171,16 @@ func (u URL) Open(ctx context.Context, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// CheckURL validates rawURL without opening anything (ParseURL without
+// its result), for storeurl's registry of schemes.
+func CheckURL(rawURL string) error {
+	_, err := ParseURL(rawURL)
+	return err
+}
+
+// URLUsage is the URL form, for messages listing the supported stores.
+const URLUsage = "redis://[USER:PASSWORD@]HOST:PORT/DB?prefix=P (rediss:// for TLS)"
+
 // OpenURL opens the store a redis:// or rediss:// URL names, as
 // storeurl's registry of schemes expects: ParseURL, then URL.Open.
 func OpenURL(ctx context.Context, rawURL string) (store.Store, error) {
