@@ -389,3 +389,33 @@ func TestClientWithoutContextTimeoutsWarned(t *testing.T) {
 		t.Errorf("no warning about ContextTimeoutEnabled; log:\n%s", buf.String())
 	}
 }
+
+// TestDurabilitySettings: on private servers, the one warning at open
+// names each setting that can lose leases or disables, and a server that
+// persists every write and never evicts gets none.
+func TestDurabilitySettings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string // in the warning; none: no warning
+	}{
+		{"volatile and evicting", []string{"--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru"},
+			[]string{"keeps nothing on disk", "evicts keys when full", "allkeys-lru"}},
+		{"durable", []string{"--appendonly", "yes", "--appendfsync", "always"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startServer(t, tc.args...)
+			var buf bytes.Buffer
+			s := openAddr(t, srv.addr(), "", WithLogger(slog.New(slog.NewTextHandler(&buf, nil))))
+			log := buf.String()
+			if n := strings.Count(log, "level=WARN"); (tc.want == nil && n != 0) || (tc.want != nil && n != 1) {
+				t.Fatalf("%d warnings, want %d; durability %+v; log:\n%s", n, len(tc.want[:min(len(tc.want), 1)]), s.Durability(), log)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(log, w) {
+					t.Errorf("warning does not say %q: %s", w, log)
+				}
+			}
+		})
+	}
+}

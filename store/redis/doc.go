@@ -122,6 +122,11 @@
 //     written since the last one; with appendonly yes and appendfsync
 //     everysec, up to about a second on a power loss; with appendfsync
 //     always, nothing acknowledged.
+//   - Eviction: a server with a maxmemory limit and a policy other than
+//     noeviction (a cache, often) may evict a lease before it expires
+//     (another instance then acquires while the master runs, until its
+//     next renewal fails), a record (a disable is forgotten) or a member.
+//     Use maxmemory-policy noeviction, or a Redis of masterjob's own.
 //   - Through all of these the fencing token still guarantees, because a
 //     token is at least the issuing server's time: the next master's token
 //     is greater than the old master's (unless the clocks went back as said
@@ -130,9 +135,10 @@
 //     It cannot stop the two jobs from running at once; it stops the stale
 //     one from doing damage where the token is checked.
 //
-// Open and New read the server's persistence settings (CONFIG GET) and log
-// one warning when the server keeps nothing on disk, or when CONFIG is
-// refused and the settings are unknown; Durability reports what was found.
+// Open and New read the server's persistence and eviction settings
+// (CONFIG GET) and log one warning when the server keeps nothing on disk,
+// evicts keys when full, or refuses CONFIG so that neither is known;
+// Durability reports what was found.
 // They do not refuse such a server: tokens stay monotonic without
 // persistence (above), and whether a restart may forget leases and
 // disables is the operator's choice to make, knowing it. What cannot be

@@ -234,7 +234,7 @@ func newStore(ctx context.Context, client goredis.UniversalClient, own bool, opt
 	s.durability = d
 	if w := d.warning(); w != "" {
 		cfg.logger.Warn("store/redis: "+w, "appendonly", d.AppendOnly, "appendfsync", d.AppendFsync,
-			"save", d.Save, "redis_version", d.Version)
+			"save", d.Save, "maxmemory", d.MaxMemory, "maxmemory_policy", d.MaxMemoryPolicy, "redis_version", d.Version)
 	}
 	return s, nil
 }
@@ -242,13 +242,16 @@ func newStore(ctx context.Context, client goredis.UniversalClient, own bool, opt
 // Durability is what the store found out, when it opened, about how the
 // server keeps data.
 type Durability struct {
-	// Version is the server's redis_version.
+	// Version is the server's redis_version ("" if INFO was refused).
 	Version string
 	// Known is false when CONFIG GET was refused (managed services often
 	// disable it): the fields below are then empty.
 	Known bool
 	// AppendOnly, AppendFsync and Save are the values of those settings.
 	AppendOnly, AppendFsync, Save string
+	// MaxMemory and MaxMemoryPolicy are the server's memory limit and what
+	// it does when the limit is reached.
+	MaxMemory, MaxMemoryPolicy string
 }
 
 // Volatile reports whether the server keeps nothing on disk (appendonly
@@ -257,17 +260,34 @@ func (d Durability) Volatile() bool {
 	return d.Known && d.AppendOnly == "no" && d.Save == ""
 }
 
+// Evicts reports whether the server may evict keys when it runs out of
+// memory (a maxmemory limit with a policy other than noeviction): a lease,
+// a disable or a member record can then vanish before its time.
+func (d Durability) Evicts() bool {
+	return d.Known && d.MaxMemory != "" && d.MaxMemory != "0" && d.MaxMemoryPolicy != "" && d.MaxMemoryPolicy != "noeviction"
+}
+
+// warning returns the one warning Open and New log, "" for none.
 func (d Durability) warning() string {
-	switch {
-	case !d.Known:
-		return "cannot read the server's persistence settings (CONFIG GET refused): what a restart loses is unknown; " +
-			"fencing tokens still grow after a restart that loses data, unless the server's clock went back"
-	case d.Volatile():
-		return "the Redis server keeps nothing on disk (appendonly no, save \"\"): a restart loses every lease, " +
-			"every disable (disabled jobs start again) and the history; fencing tokens still grow after it, " +
-			"unless the server's clock went back. Enable appendonly (appendfsync always keeps every change) for durable controls"
+	const tokens = "fencing tokens still grow after a loss of data, unless the server's clock went back"
+	if !d.Known {
+		return "cannot read the server's persistence and eviction settings (CONFIG GET refused): " +
+			"what a restart or a full memory loses is unknown; " + tokens
 	}
-	return ""
+	var problems []string
+	if d.Volatile() {
+		problems = append(problems, "the Redis server keeps nothing on disk (appendonly no, save \"\"): "+
+			"a restart loses every lease, every disable (disabled jobs start again) and the history")
+	}
+	if d.Evicts() {
+		problems = append(problems, fmt.Sprintf("the Redis server evicts keys when full (maxmemory %s, maxmemory-policy %s): "+
+			"a lease or a disable can vanish early; use maxmemory-policy noeviction", d.MaxMemory, d.MaxMemoryPolicy))
+	}
+	if len(problems) == 0 {
+		return ""
+	}
+	return strings.Join(problems, "; ") + "; " + tokens +
+		". Enable appendonly (appendfsync always keeps every change) for durable controls"
 }
 
 // Durability returns what the store found out, when it opened, about how
@@ -282,17 +302,22 @@ const minVersion = 5
 // inspect reads the server's version and persistence settings.
 func (s *Store) inspect(ctx context.Context) (Durability, error) {
 	var d Durability
+	var rerr goredis.Error
 	info, err := s.c.Info(ctx, "server").Result()
-	if err != nil {
+	switch {
+	case errors.As(err, &rerr):
+		// INFO refused (an ACL): the server answered; its version is
+		// unknown.
+	case err != nil:
 		return d, err
-	}
-	d.Version = infoField(info, "redis_version")
-	if major, _, _ := cutInt(d.Version); major < minVersion {
-		return d, fmt.Errorf("Redis %d.0 or newer is needed, the server says redis_version:%q", minVersion, d.Version)
+	default:
+		d.Version = infoField(info, "redis_version")
+		if major, _, _ := cutInt(d.Version); major < minVersion {
+			return d, fmt.Errorf("Redis %d.0 or newer is needed, the server says redis_version:%q", minVersion, d.Version)
+		}
 	}
 	cfg, err := s.c.ConfigGet(ctx, "*").Result()
 	if err != nil {
-		var rerr goredis.Error
 		if errors.As(err, &rerr) {
 			return d, nil // CONFIG refused: unknown
 		}
@@ -300,6 +325,7 @@ func (s *Store) inspect(ctx context.Context) (Durability, error) {
 	}
 	d.Known = true
 	d.AppendOnly, d.AppendFsync, d.Save = cfg["appendonly"], cfg["appendfsync"], cfg["save"]
+	d.MaxMemory, d.MaxMemoryPolicy = cfg["maxmemory"], cfg["maxmemory-policy"]
 	return d, nil
 }
 
