@@ -187,7 +187,7 @@
 // TestServerCommandStats:
 //
 //	locks   Acquire   Renew    Locks(names)  Release
-//	1       0.1-0.6ms 0.1ms    0.1ms         0.1ms
+//	1       0.4-0.6ms 0.1ms    0.1ms         0.1ms
 //	100     4.5ms     1.7ms    2.0ms         1.1ms
 //	10,000  2.2s      0.42s    0.60s         0.24s
 //

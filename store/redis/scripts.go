@@ -124,7 +124,7 @@ for i = 1, n do
       redis.call('PEXPIRE', lk, ttl)
       redis.call('HSET', s .. 'rec', 'lh', holder, 'lt', fmt(tok))
       if resv then redis.call('DEL', s .. 'resv') end
-      if g and not (r[1] or r[5]) then redis.call('ZADD', KEYS[n + 1], 'NX', 0, ARGV[7 + i]) end
+      if g then redis.call('ZADD', KEYS[n + 1], 'NX', 0, ARGV[7 + i]) end
       st = {1, holder, info, tok, now, now, exp, ttl * 1000, 0, 0, str(r[2]), str(r[3]), num(r[4]), 0, '', '', 0, 1, '', 0, 0}
       if r[6] and r[6] ~= '' then st[19], st[20], st[21] = r[6], num(r[5]), 1 end
       acquired[#acquired + 1] = ARGV[7 + i]
