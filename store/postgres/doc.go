@@ -46,7 +46,11 @@
 // version a database has reached is recorded in the table <prefix>meta (a
 // database made before that table existed is recognised by its objects:
 // version 1 or 2). Version 4 added the columns of the cluster view to the
-// locks table and the members table. Open and New migrate forward unless
+// locks table and the members table. A store of version 3 still works on a
+// version 4 database (the new columns have defaults), but it knows nothing
+// of them: during a rolling upgrade an older instance can take a lock
+// reserved for another, leaves a hand-off request of an earlier lease in
+// place when it takes a lock, and writes no member record. Open and New migrate forward unless
 // WithoutMigrate is given: inside a transaction that holds a
 // pg_advisory_xact_lock keyed by the table's name, they create the schema if
 // missing, read the version again and apply each section above it, once, in
