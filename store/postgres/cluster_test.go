@@ -700,3 +700,33 @@ func TestAsyncCommitOnlyWhenNothingWritten(t *testing.T) {
 		t.Errorf("synchronous_commit after the batch = %q, %v; want on", after, err)
 	}
 }
+
+// TestHandoffRequestBoundToItsLease: a request counts only for the lease it
+// was made for, even when something that does not know the request (a
+// store of an older version, an operator's UPDATE) replaces that lease.
+func TestHandoffRequestBoundToItsLease(t *testing.T) {
+	s := openStore(t, WithSchema(newSchema(t)))
+	st, err := s.Acquire(t.Context(), holderA, []string{"H"}, time.Minute)
+	if err != nil || !st[0].Acquired {
+		t.Fatal(st, err)
+	}
+	if _, err := s.Handoff(t.Context(), "H", holderB.ID, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	// A new lease written the way a version 3 store writes it: the
+	// hand-off columns are left as they were.
+	var token int64
+	if err := adminPool(t).QueryRow(t.Context(), "UPDATE "+s.table+` SET holder = 'old-version', token = nextval($1::text::regclass),
+		acquired_at = now(), renewed_at = now(), expires_at = now() + interval '1 minute' WHERE lock_name = 'H' RETURNING token`,
+		s.seq).Scan(&token); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Locks(t.Context(), "H")
+	if err != nil || got[0].HandoffRequested || got[0].HandoffTo != "" {
+		t.Errorf("the lease of another holder shows the earlier lease's request: %+v, %v", got, err)
+	}
+	res, err := s.Renew(t.Context(), "old-version", []store.LeaseRef{{Lock: "H", Token: token}}, time.Minute)
+	if err != nil || !res[0].Renewed || res[0].HandoffRequested {
+		t.Errorf("renewal of the new lease = %+v, %v; want renewed without the earlier request", res, err)
+	}
+}

@@ -16,11 +16,11 @@
 // name holding the lease (holder, token, acquired/renewed/expires times,
 // revoked), the control (disabled, reason, changed_by, changed_at), the
 // lease the current one replaced (prev_holder, prev_token), a pending
-// hand-off request (handoff_to, handoff_by, handoff_at) and a reservation
-// for a successor (reserved_for, reserved_until); and one sequence,
-// <prefix>token_seq, that issues fencing tokens. The sequence is never
-// reset, so tokens grow across deleted rows and server restarts. The table
-// <prefix>history holds the audit history (store.History), and
+// hand-off request (handoff_to, handoff_token, handoff_by, handoff_at) and
+// a reservation for a successor (reserved_for, reserved_until); and one
+// sequence, <prefix>token_seq, that issues fencing tokens. The sequence is
+// never reset, so tokens grow across deleted rows and server restarts. The
+// table <prefix>history holds the audit history (store.History), and
 // <prefix>members one row per live instance (store.Membership).
 //
 // A member's row holds the locks it takes part in as one sorted text[]
@@ -49,8 +49,9 @@
 // locks table and the members table. A store of version 3 still works on a
 // version 4 database (the new columns have defaults), but it knows nothing
 // of them: during a rolling upgrade an older instance can take a lock
-// reserved for another, leaves a hand-off request of an earlier lease in
-// place when it takes a lock, and writes no member record. Open and New migrate forward unless
+// reserved for another and writes no member record (a hand-off request
+// made for an earlier lease does not count for the lease it takes: the
+// request holds that lease's token). Open and New migrate forward unless
 // WithoutMigrate is given: inside a transaction that holds a
 // pg_advisory_xact_lock keyed by the table's name, they create the schema if
 // missing, read the version again and apply each section above it, once, in
@@ -106,8 +107,9 @@
 //   - Handoff is one UPDATE of the lock's row that marks the request only
 //     while the row holds an unexpired lease and is enabled, with
 //     pg_notify; otherwise the row as the statement saw it says why
-//     (ErrLockDisabled, or ErrNotHeld). A request counts only while the
-//     lease it was made for is unexpired.
+//     (ErrLockDisabled, or ErrNotHeld). The request records the token of
+//     the lease it was made for, and counts only while that lease is the
+//     current one and unexpired.
 //   - AppendEvents is one INSERT ... SELECT over unnest of one array per
 //     column, in a CTE, followed in the same statement by a DELETE of the
 //     rows whose id is at or below the highest new id minus the retention:

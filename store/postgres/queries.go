@@ -61,9 +61,10 @@ func stateCols(name, prev string) string {
 		prevCols = `CASE WHEN ` + prev + ` THEN coalesce(c.prev_holder, '') ELSE '' END AS prev_holder,
 	CASE WHEN ` + prev + ` AND c.prev_holder IS NOT NULL THEN c.prev_token ELSE 0 END AS prev_token`
 	}
-	// A hand-off request counts while the lease it was made for is
-	// unexpired; a reservation until it lapses.
-	const handoff = `coalesce(c.handoff_to IS NOT NULL AND c.holder IS NOT NULL AND c.expires_at > now(), false)`
+	// A hand-off request counts while the lease it was made for (its
+	// token) is the current one and unexpired; a reservation until it
+	// lapses.
+	const handoff = `coalesce(c.handoff_to IS NOT NULL AND c.handoff_token = c.token AND c.holder IS NOT NULL AND c.expires_at > now(), false)`
 	const reserved = `coalesce(c.reserved_for <> '' AND c.reserved_until > now(), false)`
 	return name + ` AS lock_name,
 	coalesce(c.holder, '') AS holder,
@@ -183,7 +184,7 @@ WHERE NOT EXISTS (SELECT 1 FROM acq a WHERE a.lock_name = r.lock_name)`),
 	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $3 AND c.expires_at > now()
 	RETURNING c.lock_name, c.token, c.revoked, c.disabled,
 		floor(extract(epoch FROM c.expires_at - now()) * 1000000)::bigint AS ttl_us,
-		c.handoff_to
+		CASE WHEN c.handoff_token = c.token THEN c.handoff_to END AS handoff_to
 )
 SELECT r.lock_name, r.token, u.lock_name IS NOT NULL, coalesce(u.ttl_us, 0),
 	coalesce(u.revoked, o.revoked AND o.holder = $3 AND o.token = r.token, false),
@@ -255,7 +256,7 @@ WHERE c.lock_name = $1 AND NOT EXISTS (SELECT 1 FROM up)`),
 		// version if a concurrent call changed it); otherwise the row as
 		// the snapshot saw it tells why (no row at all: an unknown lock).
 		handoff: q(`WITH up AS (
-	UPDATE {{T}} c SET handoff_to = $2, handoff_by = $3, handoff_at = now()
+	UPDATE {{T}} c SET handoff_to = $2, handoff_by = $3, handoff_at = now(), handoff_token = c.token
 	WHERE c.lock_name = $1 AND c.holder IS NOT NULL AND c.expires_at > now() AND NOT c.disabled
 	RETURNING {{C}}
 ), n AS (

@@ -127,10 +127,12 @@ ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS prev_holder text;
 ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS prev_token bigint NOT NULL DEFAULT 0;
 -- A pending request to hand the current lease over (store.Handoffs):
 -- handoff_to is NULL when there is none, '' for any other instance, else
--- the instance asked for; who asked and when (server time), for audit. The
--- request counts only while the lease it was made for is unexpired; a new
--- lease, a release and a disable clear it.
+-- the instance asked for; the token of the lease it was made for; who asked
+-- and when (server time), for audit. The request counts only while that
+-- lease is the current one and unexpired; a new lease, a release and a
+-- disable clear it.
 ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS handoff_to text;
+ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS handoff_token bigint;
 ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS handoff_by text NOT NULL DEFAULT '';
 ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS handoff_at timestamptz;
 -- After a release to a successor: only reserved_for may acquire the lock
