@@ -178,6 +178,7 @@ type Store struct {
 	dsn          string
 	path         string // absolute path of the database file
 	q            queries
+	features     features // of the database's schema
 	historyLimit int
 	notifyPoll   time.Duration
 	clock        clock
@@ -189,12 +190,19 @@ type Store struct {
 	closing context.Context    // done once Close has begun
 	stop    context.CancelFunc // cancels closing
 	subs    sync.WaitGroup     // running subscriptions
+
+	// announced holds, per member id, the record this handle's Acquire
+	// and Renew calls write (Membership).
+	annMu    sync.Mutex
+	announce map[string]*announcement
 }
 
 var (
-	_ store.Store    = (*Store)(nil)
-	_ store.History  = (*Store)(nil)
-	_ store.Notifier = (*Store)(nil)
+	_ store.Store      = (*Store)(nil)
+	_ store.History    = (*Store)(nil)
+	_ store.Notifier   = (*Store)(nil)
+	_ store.Handoffs   = (*Store)(nil)
+	_ store.Membership = (*Store)(nil)
 )
 
 // Option configures Open.
@@ -339,7 +347,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxOpenConns)
 
-	s := &Store{db: db, dsn: dsn, path: abs, q: newQueries(o.prefix, true), historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
+	s := &Store{db: db, dsn: dsn, path: abs, q: newQueries(o.prefix, current), features: current, historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
 		clock: o.clock, readOnly: o.readOnly, write: make(chan struct{}, 1)}
 	s.closing, s.stop = context.WithCancel(context.Background())
 	ctx := context.Background()
@@ -426,10 +434,13 @@ func dsn(absPath string, busy time.Duration, readOnly bool) string {
 }
 
 // schemaVersion is the schema_version schema.sql ends with.
-const schemaVersion = 4
+const schemaVersion = 5
 
-// migrate brings the schema to schemaVersion. A database already there is
-// only read: opening it takes no write lock.
+// migrate brings the schema to schemaVersion, in one write transaction: it
+// applies schema.sql (idempotent) and adds the notify table's kind column
+// to a database made before version 5 (ALTER TABLE cannot be made
+// idempotent, so it is not in schema.sql). A database already at the
+// current version is only read: opening it takes no write lock.
 func (s *Store) migrate(ctx context.Context, prefix string) error {
 	ddl, err := Schema(prefix)
 	if err != nil {
@@ -439,7 +450,20 @@ func (s *Store) migrate(ctx context.Context, prefix string) error {
 		return nil
 	}
 	return s.writeTx(ctx, "migrate", func(tx *sql.Tx, _ stamp) error {
-		_, err := tx.ExecContext(ctx, ddl)
+		if _, err := tx.ExecContext(ctx, ddl); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, s.q.hasKind).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, s.q.addKind); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, s.q.setVersion5)
 		return err
 	})
 }
@@ -452,16 +476,26 @@ func (s *Store) version(ctx context.Context) (int64, error) {
 }
 
 // checkReadable checks, for a read-only Store, that the database has the
-// tables a read needs. A database from before version 4 has no
-// lease_clock table: its leases are all on the wall clock, and s reads
-// them as such.
+// tables a read needs, and reads an older one as it is. A database from
+// before version 4 has no lease_clock table: its leases are all on the
+// wall clock, and s reads them as such. One from before version 5 has no
+// hand-off or member tables (s reads no hand-off and no member) and no
+// notification kinds (s reads them all as leases).
 func (s *Store) checkReadable(ctx context.Context, prefix string) error {
-	var n int
-	if err := s.db.QueryRowContext(ctx, s.q.hasClock).Scan(&n); err != nil {
-		return s.wrap(ctx, "open", err)
+	f := current
+	for _, c := range []struct {
+		query string
+		want  int
+		has   *bool
+	}{{s.q.hasClock, 1, &f.clock}, {s.q.hasKind, 1, &f.kind}, {s.q.hasCluster, 3, &f.cluster}} {
+		var n int
+		if err := s.db.QueryRowContext(ctx, c.query).Scan(&n); err != nil {
+			return s.wrap(ctx, "open", err)
+		}
+		*c.has = n == c.want
 	}
-	if n == 0 {
-		s.q = newQueries(prefix, false)
+	if f != current {
+		s.q, s.features = newQueries(prefix, f), f
 	}
 	var v int64
 	if err := s.db.QueryRowContext(ctx, s.q.checkLocks).Scan(&v); err != nil {
@@ -473,27 +507,51 @@ func (s *Store) checkReadable(ctx context.Context, prefix string) error {
 func (s *Store) checkSchema(ctx context.Context) error {
 	var n int64
 	err := s.db.QueryRowContext(ctx, s.q.checkSchema).Scan(&n)
-	if err != nil {
-		return fmt.Errorf("schema not found (apply Schema's SQL or open without WithoutMigrate): %w", err)
+	if err == nil {
+		return nil
 	}
-	return nil
+	if v, verr := s.version(ctx); verr == nil && v < schemaVersion {
+		return fmt.Errorf("schema version %d, this version needs %d (open once without WithoutMigrate, which migrates it; "+
+			"or apply Schema's SQL and the ALTER TABLE its version 5 section names): %w", v, schemaVersion, err)
+	}
+	return fmt.Errorf("schema not found (apply Schema's SQL or open without WithoutMigrate): %w", err)
 }
 
 // queries holds the SQL for one table prefix.
 type queries struct {
 	checkSchema, checkLocks string
 	version, hasClock       string
+	hasKind, hasCluster     string
+	addKind, setVersion5    string
 	selectAll, selectNamed  string
 	getCounter, setCounter  string
 	acquire, renew, release string
 	setClock                string
 	ensureRow, setControl   string
 
+	deleteHandoff, clearRequest, setRequest, setReserve string
+
 	appendEvent, pruneHistory string
 	eventsAll, eventsLock     string
 
-	notify, pruneNotify, notifyMax, notifySince string
+	notify, notifyMany, pruneNotify, notifyMax, notifySince string
+
+	getMember, upsertMember, memberExpiries, deleteMember string
+	hasSet, insertSet, dropSet                            string
+	membersAll, membersLock, setLocks                     string
 }
+
+// features says which parts of the schema a Store uses: all of them, but
+// for a read-only Store of a database an older version made, which it
+// reads as it is.
+type features struct {
+	clock   bool // the lease_clock table (version 4)
+	kind    bool // the kind column of the notify table (version 5)
+	cluster bool // the handoff, members and member_locks tables (version 5)
+}
+
+// current is the schema of schemaVersion.
+var current = features{clock: true, kind: true, cluster: true}
 
 const columns = `lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at,
 	revoked, disabled, reason, changed_by, changed_at`
@@ -503,41 +561,69 @@ const columns = `lock_name, holder, holder_info, token, acquired_at, renewed_at,
 // lease_clock row.
 const clockColumns = `COALESCE(lease_token, 0), COALESCE(clock, ''), COALESCE(expires, 0)`
 
+// handoffColumns are the handoff columns a row is read with, as they come
+// from a LEFT JOIN; the last is 1 when the lock has a handoff row.
+const handoffColumns = `COALESCE(request_token, 0), COALESCE(request_to, ''), COALESCE(reserved_for, ''),
+	COALESCE(reserved_token, 0), COALESCE(reserved_clock, ''), COALESCE(reserved_expires, 0),
+	COALESCE(reserved_wall, 0), request_token IS NOT NULL`
+
+const memberColumns = `member_id, info, lock_set_id, set_key, lock_count, masters, weight, seen_at, clock, expires, wall_expires`
+
 const historyColumns = `id, lock_name, kind, instance, token, reason, remote, at`
 
 // notifyKeep is how many rows of the notify table each insert keeps.
 const notifyKeep = 1000
 
-// newQueries returns the SQL for prefix. withClock false is for reading a
-// database older than version 4, which has no lease_clock table.
-func newQueries(prefix string, withClock bool) queries {
+// newQueries returns the SQL for prefix and the features of its schema.
+func newQueries(prefix string, f features) queries {
 	locks := `"` + prefix + `locks"`
 	meta := `"` + prefix + `meta"`
 	history := `"` + prefix + `history"`
 	notify := `"` + prefix + `notify"`
 	leaseClock := `"` + prefix + `lease_clock"`
-	// Rows are read with their lease's CLOCK_BOOTTIME expiry. USING makes
-	// lock_name unambiguous; the other names are distinct across the two
-	// tables.
-	fromLocks := locks + ` LEFT JOIN ` + leaseClock + ` USING (lock_name)`
-	clockCols := clockColumns
-	if !withClock {
-		fromLocks, clockCols = locks, `0, '', 0`
+	handoff := `"` + prefix + `handoff"`
+	members := `"` + prefix + `members"`
+	memberLocks := `"` + prefix + `member_locks"`
+	// Rows are read with their lease's CLOCK_BOOTTIME expiry and their
+	// hand-off. USING makes lock_name unambiguous; the other names are
+	// distinct across the three tables.
+	fromLocks := locks
+	clockCols, handoffCols := clockColumns, handoffColumns
+	if f.clock {
+		fromLocks += ` LEFT JOIN ` + leaseClock + ` USING (lock_name)`
+	} else {
+		clockCols = `0, '', 0`
+	}
+	if f.cluster {
+		fromLocks += ` LEFT JOIN ` + handoff + ` USING (lock_name)`
+	} else {
+		handoffCols = `0, '', '', 0, '', 0, 0, 0`
+	}
+	kindCol := `kind`
+	if !f.kind {
+		kindCol = `'lease'`
 	}
 	return queries{
 		checkLocks: `SELECT value FROM ` + meta + ` WHERE name = 'token'
 			AND NOT EXISTS (SELECT ` + columns + ` FROM ` + locks + ` WHERE 0)`,
-		version:  `SELECT value FROM ` + meta + ` WHERE name = 'schema_version'`,
-		hasClock: `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '` + prefix + `lease_clock'`,
+		version:     `SELECT value FROM ` + meta + ` WHERE name = 'schema_version'`,
+		hasClock:    `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = '` + prefix + `lease_clock'`,
+		hasCluster:  `SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN ('` + prefix + `handoff', '` + prefix + `members', '` + prefix + `member_locks')`,
+		hasKind:     `SELECT count(*) FROM pragma_table_info('` + prefix + `notify') WHERE name = 'kind'`,
+		addKind:     `ALTER TABLE ` + notify + ` ADD COLUMN kind TEXT NOT NULL DEFAULT 'lease'`,
+		setVersion5: `UPDATE ` + meta + ` SET value = 5 WHERE name = 'schema_version' AND value < 5`,
 		// Preparing this checks that every table and column exists; it
 		// returns no row if the token counter is missing.
 		checkSchema: `SELECT value FROM ` + meta + ` WHERE name = 'token'
 			AND NOT EXISTS (SELECT ` + columns + ` FROM ` + locks + ` WHERE 0)
 			AND NOT EXISTS (SELECT ` + historyColumns + ` FROM ` + history + ` WHERE 0)
-			AND NOT EXISTS (SELECT id, lock_name FROM ` + notify + ` WHERE 0)
-			AND NOT EXISTS (SELECT lock_name, lease_token, clock, expires FROM ` + leaseClock + ` WHERE 0)`,
-		selectAll:   `SELECT ` + columns + `, ` + clockCols + ` FROM ` + fromLocks + ` ORDER BY lock_name`,
-		selectNamed: `SELECT ` + columns + `, ` + clockCols + ` FROM ` + fromLocks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
+			AND NOT EXISTS (SELECT id, lock_name, kind FROM ` + notify + ` WHERE 0)
+			AND NOT EXISTS (SELECT lock_name, lease_token, clock, expires FROM ` + leaseClock + ` WHERE 0)
+			AND NOT EXISTS (SELECT lock_name, ` + handoffColumns + `, request_by FROM ` + handoff + ` WHERE 0)
+			AND NOT EXISTS (SELECT ` + memberColumns + ` FROM ` + members + ` WHERE 0)
+			AND NOT EXISTS (SELECT set_key, lock_name FROM ` + memberLocks + ` WHERE 0)`,
+		selectAll:   `SELECT ` + columns + `, ` + clockCols + `, ` + handoffCols + ` FROM ` + fromLocks + ` ORDER BY lock_name`,
+		selectNamed: `SELECT ` + columns + `, ` + clockCols + `, ` + handoffCols + ` FROM ` + fromLocks + ` WHERE lock_name IN (SELECT value FROM json_each(?))`,
 		getCounter:  `SELECT value FROM ` + meta + ` WHERE name = 'token'`,
 		setCounter:  `UPDATE ` + meta + ` SET value = ? WHERE name = 'token'`,
 		acquire: `INSERT INTO ` + locks + ` (lock_name, holder, holder_info, token, acquired_at, renewed_at, expires_at, revoked)
@@ -556,6 +642,16 @@ func newQueries(prefix string, withClock bool) queries {
 		ensureRow:  `INSERT INTO ` + locks + ` (lock_name) VALUES (?) ON CONFLICT (lock_name) DO NOTHING`,
 		setControl: `UPDATE ` + locks + ` SET disabled = ?, reason = ?, changed_by = ?, changed_at = ?, revoked = ? WHERE lock_name = ?`,
 
+		deleteHandoff: `DELETE FROM ` + handoff + ` WHERE lock_name = ?`,
+		clearRequest:  `UPDATE ` + handoff + ` SET request_token = 0, request_to = '', request_by = '' WHERE lock_name = ?`,
+		setRequest: `INSERT INTO ` + handoff + ` (lock_name, request_token, request_to, request_by) VALUES (?1, ?2, ?3, ?4)
+			ON CONFLICT (lock_name) DO UPDATE SET request_token = ?2, request_to = ?3, request_by = ?4,
+				reserved_for = '', reserved_token = 0, reserved_clock = '', reserved_expires = 0, reserved_wall = 0`,
+		setReserve: `INSERT INTO ` + handoff + ` (lock_name, reserved_for, reserved_token, reserved_clock, reserved_expires, reserved_wall)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+			ON CONFLICT (lock_name) DO UPDATE SET request_token = 0, request_to = '', request_by = '',
+				reserved_for = ?2, reserved_token = ?3, reserved_clock = ?4, reserved_expires = ?5, reserved_wall = ?6`,
+
 		appendEvent: `INSERT INTO ` + history + ` (lock_name, kind, instance, token, reason, remote, at)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		pruneHistory: `DELETE FROM ` + history + ` WHERE id <= ?`,
@@ -564,10 +660,27 @@ func newQueries(prefix string, withClock bool) queries {
 		eventsLock: `SELECT ` + historyColumns + ` FROM ` + history + `
 			WHERE lock_name = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3`,
 
-		notify:      `INSERT INTO ` + notify + ` (lock_name) VALUES (?)`,
+		notify:      `INSERT INTO ` + notify + ` (kind, lock_name) VALUES (?, ?)`,
+		notifyMany:  `INSERT INTO ` + notify + ` (kind, lock_name) SELECT ?, value FROM json_each(?)`,
 		pruneNotify: `DELETE FROM ` + notify + ` WHERE id <= ?`,
 		notifyMax:   `SELECT COALESCE(max(id), 0) FROM ` + notify,
-		notifySince: `SELECT id, lock_name FROM ` + notify + ` WHERE id > ? ORDER BY id`,
+		notifySince: `SELECT id, ` + kindCol + `, lock_name FROM ` + notify + ` WHERE id > ? ORDER BY id`,
+
+		getMember: `SELECT set_key, clock, expires, wall_expires FROM ` + members + ` WHERE member_id = ?`,
+		upsertMember: `INSERT INTO ` + members + ` (` + memberColumns + `) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+			ON CONFLICT (member_id) DO UPDATE SET info = ?2, lock_set_id = ?3, set_key = ?4, lock_count = ?5,
+				masters = ?6, weight = ?7, seen_at = ?8, clock = ?9, expires = ?10, wall_expires = ?11`,
+		memberExpiries: `SELECT member_id, set_key, clock, expires, wall_expires FROM ` + members,
+		deleteMember:   `DELETE FROM ` + members + ` WHERE member_id = ? RETURNING set_key`,
+		hasSet:         `SELECT EXISTS (SELECT 1 FROM ` + memberLocks + ` WHERE set_key = ?)`,
+		insertSet:      `INSERT OR IGNORE INTO ` + memberLocks + ` (set_key, lock_name) SELECT ?, value FROM json_each(?)`,
+		// A set goes with the last member that has it.
+		dropSet: `DELETE FROM ` + memberLocks + ` WHERE set_key = ?1
+			AND NOT EXISTS (SELECT 1 FROM ` + members + ` WHERE set_key = ?1)`,
+		membersAll: `SELECT ` + memberColumns + ` FROM ` + members + ` ORDER BY member_id`,
+		membersLock: `SELECT ` + memberColumns + ` FROM ` + members + `
+			WHERE set_key IN (SELECT set_key FROM ` + memberLocks + ` WHERE lock_name = ?) ORDER BY member_id`,
+		setLocks: `SELECT lock_name FROM ` + memberLocks + ` WHERE set_key = ? ORDER BY lock_name`,
 	}
 }
 
@@ -586,12 +699,52 @@ type row struct {
 	leaseToken   int64  // the token clockExpires belongs to
 	clock        string // the clock of clockExpires (stamp.clock)
 	clockExpires int64  // the lease's expiry on clock, in milliseconds
+
+	// The handoff table's row, if any (hasHandoff).
+	hasHandoff      bool
+	requestToken    int64  // the lease a hand-off request is about; 0: none
+	requestTo       string // the instance asked for; "" for any
+	reservedFor     string // the successor a released lease is reserved for
+	reservedToken   int64  // the released lease
+	reservedClock   string // the clock of reservedExpires (stamp.clock)
+	reservedExpires int64  // the reservation's end on reservedClock
+	reservedWall    int64  // the reservation's end on the wall clock
 }
 
 func (r *row) scan(sc interface{ Scan(...any) error }) error {
 	return sc.Scan(&r.name, &r.holder, &r.holderInfo, &r.token, &r.acquiredAt, &r.renewedAt, &r.expiresAt,
 		&r.revoked, &r.disabled, &r.reason, &r.changedBy, &r.changedAt,
-		&r.leaseToken, &r.clock, &r.clockExpires)
+		&r.leaseToken, &r.clock, &r.clockExpires,
+		&r.requestToken, &r.requestTo, &r.reservedFor, &r.reservedToken, &r.reservedClock, &r.reservedExpires,
+		&r.reservedWall, &r.hasHandoff)
+}
+
+// handoffRequested reports whether a hand-off of the row's current lease
+// is pending at now: the request is about this lease, which has not
+// expired.
+func (r *row) handoffRequested(now stamp) bool {
+	return r.requestToken != 0 && r.requestToken == r.token && r.held(now)
+}
+
+// reservation returns the instance the lock is reserved for at now and the
+// time left, in milliseconds; "" when there is no reservation in force. A
+// reservation holds while the released lease is the lock's last (no lease
+// was taken since) and until it lapses.
+func (r *row) reservation(now stamp) (string, int64) {
+	if r.reservedFor == "" || r.holder != "" || r.reservedToken != r.token {
+		return "", 0
+	}
+	if ms := remainingOn(r.reservedClock, r.reservedExpires, r.reservedWall, now); ms > 0 {
+		return r.reservedFor, ms
+	}
+	return "", 0
+}
+
+// reservedAgainst reports whether a reservation keeps holder from
+// acquiring the lock at now.
+func (r *row) reservedAgainst(holder string, now stamp) bool {
+	who, _ := r.reservation(now)
+	return who != "" && who != holder
 }
 
 // setLease records a lease taken or renewed at now for ttlMs, in the row
@@ -618,6 +771,12 @@ func (r *row) state(now stamp) store.LockState {
 		st.AcquiredAt, st.RenewedAt, st.ExpiresAt = msTime(r.acquiredAt), msTime(r.renewedAt), msTime(now.wall+ms)
 		st.TTL = time.Duration(ms) * time.Millisecond
 		st.Revoked = r.revoked
+		if r.handoffRequested(now) {
+			st.HandoffRequested, st.HandoffTo = true, r.requestTo
+		}
+	}
+	if who, ms := r.reservation(now); who != "" {
+		st.ReservedFor, st.ReservedTTL = who, time.Duration(ms)*time.Millisecond
 	}
 	return st
 }
@@ -768,7 +927,11 @@ func (s *Store) wrap(ctx context.Context, op string, err error) error {
 }
 
 // Acquire implements store.Store. All names are decided in one IMMEDIATE
-// transaction, so the check of the control and the take are atomic.
+// transaction, so the check of the control and the take are atomic. A
+// lock reserved for another holder (Handoffs) is refused until the
+// reservation lapses. The same transaction notifies the acquisitions and
+// writes the holder's member record, if one was announced on this handle
+// (then even for an empty list of locks).
 func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
 	if err := s.begin(ctx, "acquire"); err != nil {
 		return nil, err
@@ -777,7 +940,7 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: acquire: %w", err)
 	}
-	if len(names) == 0 {
+	if len(names) == 0 && !s.announced(holder.ID) {
 		return []store.LockState{}, nil
 	}
 	if holder.ID == "" {
@@ -795,15 +958,16 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 			return err
 		}
 		var (
-			take, setClock *sql.Stmt
-			counter        int64
+			take, setClock, dropHandoff *sql.Stmt
+			counter                     int64
+			acquired                    []string
 		)
 		for _, name := range names {
 			r := rows[name]
 			if r == nil {
 				r = &row{name: name}
 			}
-			if r.disabled || r.held(now) {
+			if r.disabled || r.held(now) || r.reservedAgainst(holder.ID, now) {
 				out = append(out, r.state(now))
 				continue
 			}
@@ -824,6 +988,9 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 				}
 				defer setClock.Close()
 			}
+			// An unexpired lease was refused above: a holder still set is
+			// an expired lease taken over.
+			prevHolder, prevToken := r.holder, r.token
 			// The new token exceeds both the counter and the lock's own
 			// last token, so a counter restored from an old backup cannot
 			// repeat a token.
@@ -837,16 +1004,37 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 			if _, err := setClock.ExecContext(ctx, name, counter, r.clock, r.clockExpires); err != nil {
 				return err
 			}
+			if r.hasHandoff {
+				// The new lease ends the old one's request and the
+				// reservation (the token check already ignores them).
+				if dropHandoff == nil {
+					if dropHandoff, err = tx.PrepareContext(ctx, s.q.deleteHandoff); err != nil {
+						return err
+					}
+					defer dropHandoff.Close()
+				}
+				if _, err := dropHandoff.ExecContext(ctx, name); err != nil {
+					return err
+				}
+				r.hasHandoff, r.requestToken, r.reservedFor = false, 0, ""
+			}
 			st := r.state(now)
 			st.Acquired = true
+			if prevHolder != "" {
+				st.PrevHolder, st.PrevToken, st.PrevExpired = prevHolder, prevToken, true
+			}
 			out = append(out, st)
+			acquired = append(acquired, name)
 		}
 		if take != nil {
 			if _, err := tx.ExecContext(ctx, s.q.setCounter, counter); err != nil {
 				return err
 			}
 		}
-		return nil
+		if err := s.notifyTx(ctx, tx, store.ChangeLease, acquired...); err != nil {
+			return err
+		}
+		return s.writeMember(ctx, tx, now, holder.ID)
 	})
 	if err != nil {
 		return nil, err
@@ -854,12 +1042,14 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 	return out, nil
 }
 
-// Renew implements store.Store, in one IMMEDIATE transaction.
+// Renew implements store.Store, in one IMMEDIATE transaction, which also
+// writes the holder's member record if one was announced on this handle
+// (then even for an empty list of leases).
 func (s *Store) Renew(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
 	if err := s.begin(ctx, "renew"); err != nil {
 		return nil, err
 	}
-	if len(leases) == 0 {
+	if len(leases) == 0 && !s.announced(holderID) {
 		return []store.RenewResult{}, nil
 	}
 	if ttl < time.Millisecond {
@@ -905,11 +1095,14 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 						return err
 					}
 					res.Renewed, res.TTL, res.Revoked = true, time.Duration(ttlMs)*time.Millisecond, r.revoked
+					if r.handoffRequested(now) {
+						res.HandoffRequested, res.HandoffTo = true, r.requestTo
+					}
 				}
 			}
 			out = append(out, res)
 		}
-		return nil
+		return s.writeMember(ctx, tx, now, holderID)
 	})
 	if err != nil {
 		return nil, err
@@ -918,7 +1111,10 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 }
 
 // Release implements store.Store, in one IMMEDIATE transaction. The released
-// record keeps its token, so Locks still reports the most recent one.
+// record keeps its token, so Locks still reports the most recent one. A ref
+// naming a Successor with a positive Reserve reserves the lock for it
+// (Handoffs), on the lease clock; every release ends a pending hand-off
+// request.
 func (s *Store) Release(ctx context.Context, holderID string, leases []store.LeaseRef) error {
 	if err := s.begin(ctx, "release"); err != nil {
 		return err
@@ -926,12 +1122,16 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if len(leases) == 0 || holderID == "" {
 		return nil
 	}
-	return s.writeTx(ctx, "release", func(tx *sql.Tx, _ stamp) error {
+	return s.writeTx(ctx, "release", func(tx *sql.Tx, now stamp) error {
 		stmt, err := tx.PrepareContext(ctx, s.q.release)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
+		var (
+			released             []string
+			reserve, dropHandoff *sql.Stmt
+		)
 		for _, l := range leases {
 			if store.ValidateLockName(l.Lock) != nil {
 				continue
@@ -940,21 +1140,45 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 			if err != nil {
 				return err
 			}
-			if n, err := res.RowsAffected(); err != nil {
+			n, err := res.RowsAffected()
+			if err != nil {
 				return err
-			} else if n > 0 {
-				if err := s.notifyTx(ctx, tx, l.Lock); err != nil {
+			}
+			if n == 0 {
+				continue
+			}
+			released = append(released, l.Lock)
+			if l.Successor != "" && l.Reserve > 0 {
+				if reserve == nil {
+					if reserve, err = tx.PrepareContext(ctx, s.q.setReserve); err != nil {
+						return err
+					}
+					defer reserve.Close()
+				}
+				ms := millis(l.Reserve)
+				if _, err := reserve.ExecContext(ctx, l.Lock, l.Successor, l.Token, now.clock, now.at+ms, now.wall+ms); err != nil {
 					return err
 				}
+				continue
+			}
+			if dropHandoff == nil {
+				if dropHandoff, err = tx.PrepareContext(ctx, s.q.deleteHandoff); err != nil {
+					return err
+				}
+				defer dropHandoff.Close()
+			}
+			if _, err := dropHandoff.ExecContext(ctx, l.Lock); err != nil {
+				return err
 			}
 		}
-		return nil
+		return s.notifyTx(ctx, tx, store.ChangeLease, released...)
 	})
 }
 
 // Disable implements store.Store. It creates the lock's record if needed
-// and revokes an unexpired lease, in the transaction that sets the mark.
-// Disabling a disabled lock changes nothing (the first reason stays).
+// and revokes an unexpired lease, in the transaction that sets the mark,
+// which also ends a pending hand-off request. Disabling a disabled lock
+// changes nothing (the first reason stays).
 func (s *Store) Disable(ctx context.Context, lock, reason, by string) (store.ControlChange, error) {
 	return s.control(ctx, "disable", lock, true, reason, by)
 }
@@ -992,8 +1216,15 @@ func (s *Store) control(ctx context.Context, op, lock string, disable bool, reas
 		ch.Changed = r.disabled != disable
 		if ch.Changed {
 			r.disabled, r.reason, r.changedBy, r.changedAt = disable, reason, by, now.wall
-			if err := s.notifyTx(ctx, tx, lock); err != nil {
+			if err := s.notifyTx(ctx, tx, store.ChangeControl, lock); err != nil {
 				return err
+			}
+			if disable && r.requestToken != 0 {
+				// The holder stops for the disable instead.
+				if _, err := tx.ExecContext(ctx, s.q.clearRequest, lock); err != nil {
+					return err
+				}
+				r.requestToken, r.requestTo = 0, ""
 			}
 		}
 		if disable && r.held(now) {
@@ -1010,6 +1241,55 @@ func (s *Store) control(ctx context.Context, op, lock string, disable bool, reas
 		return store.ControlChange{}, err
 	}
 	return ch, nil
+}
+
+// Handoff implements store.Handoffs: it records, in one IMMEDIATE
+// transaction, a request about the lock's current lease (replacing an
+// earlier one), which the holder's next Renew reports, and notifies it.
+// by is stored beside the request (the handoff table's request_by).
+func (s *Store) Handoff(ctx context.Context, lock, to, by string) (store.LockState, error) {
+	const op = "handoff"
+	if err := s.begin(ctx, op); err != nil {
+		return store.LockState{}, err
+	}
+	if err := store.ValidateLockName(lock); err != nil {
+		return store.LockState{}, fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	var (
+		st      store.LockState
+		refused error
+	)
+	err := s.writeTx(ctx, op, func(tx *sql.Tx, now stamp) error {
+		rows, err := s.loadRows(ctx, tx, []string{lock})
+		if err != nil {
+			return err
+		}
+		r := rows[lock]
+		if r == nil {
+			r = &row{name: lock}
+		}
+		switch {
+		case r.disabled:
+			st, refused = r.state(now), store.ErrLockDisabled
+			return nil
+		case !r.held(now):
+			st, refused = r.state(now), store.ErrNotHeld
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, s.q.setRequest, lock, r.token, to, by); err != nil {
+			return err
+		}
+		r.hasHandoff, r.requestToken, r.requestTo, r.reservedFor = true, r.token, to, ""
+		st = r.state(now)
+		return s.notifyTx(ctx, tx, store.ChangeControl, lock)
+	})
+	if err != nil {
+		return store.LockState{}, err
+	}
+	if refused != nil {
+		return st, fmt.Errorf("sqlite: hand-off of %q: %w", lock, refused)
+	}
+	return st, nil
 }
 
 // Locks implements store.Store, reading one consistent snapshot.
@@ -1103,7 +1383,15 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 				return err
 			}
 		}
-		return nil
+		seen := make(map[string]bool, 1)
+		locks := make([]string, 0, 1)
+		for _, e := range events {
+			if !seen[e.Lock] {
+				seen[e.Lock] = true
+				locks = append(locks, e.Lock)
+			}
+		}
+		return s.notifyTx(ctx, tx, store.ChangeHistory, locks...)
 	})
 }
 
