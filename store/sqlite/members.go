@@ -95,7 +95,7 @@ func (s *Store) writeMember(ctx context.Context, tx *sql.Tx, now stamp, id strin
 		oldKey, clk       string
 		expires, wallExps int64
 	)
-	err := tx.QueryRowContext(ctx, s.q.getMember, id).Scan(&oldKey, &clk, &expires, &wallExps)
+	err := s.queryRow(ctx, tx, s.q.getMember, id).Scan(&oldKey, &clk, &expires, &wallExps)
 	existed := err == nil
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
@@ -117,7 +117,7 @@ func (s *Store) writeMember(ctx context.Context, tx *sql.Tx, now stamp, id strin
 		}
 	}
 	m := a.m
-	if _, err := tx.ExecContext(ctx, s.q.upsertMember, id, m.Info, m.LockSetID, a.key, m.LockCount, m.Masters, m.Weight,
+	if _, err := s.exec(ctx, tx, s.q.upsertMember, id, m.Info, m.LockSetID, a.key, m.LockCount, m.Masters, m.Weight,
 		now.wall, now.clock, now.at+a.ttl, now.wall+a.ttl); err != nil {
 		return err
 	}
@@ -139,7 +139,11 @@ func (s *Store) writeMember(ctx context.Context, tx *sql.Tx, now stamp, id strin
 // live member has any more. The members table has a row per live instance
 // (and those that died since the last prune): reading it is cheap.
 func (s *Store) pruneMembers(ctx context.Context, tx *sql.Tx, now stamp) error {
-	rows, err := tx.QueryContext(ctx, s.q.memberExpiries)
+	stmt, err := s.prep(ctx, tx, s.q.memberExpiries)
+	if err != nil {
+		return err
+	}
+	rows, err := stmt.QueryContext(ctx)
 	if err != nil {
 		return err
 	}
