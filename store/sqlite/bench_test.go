@@ -71,3 +71,41 @@ func BenchmarkCalls(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLockSetChange measures a Renew of one lease by the only member
+// of a lock set of n locks whose set changes at each call (alternating
+// between two sets): the new set's n rows are written and the old set's n
+// deleted, in the Renew's transaction. It is what a member's first call
+// costs too, without the deletion.
+//
+//	go test -run '^$' -bench BenchmarkLockSetChange ./store/sqlite/
+func BenchmarkLockSetChange(b *testing.B) {
+	for _, n := range []int{100, 10000} {
+		b.Run(fmt.Sprintf("locks=%d", n), func(b *testing.B) {
+			s, err := sqlite.Open(filepath.Join(b.TempDir(), "bench.db"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			ctx := b.Context()
+			sets := [2][]string{make([]string, n), make([]string, n)}
+			for i := range n {
+				sets[0][i], sets[1][i] = fmt.Sprintf("tenant-%05d", i), fmt.Sprintf("tenant-%05d", i+1)
+			}
+			h := store.Holder{ID: "member"}
+			got, err := s.Acquire(ctx, h, sets[0][:1], time.Hour)
+			if err != nil {
+				b.Fatal(err)
+			}
+			refs := []store.LeaseRef{{Lock: got[0].Lock, Token: got[0].Token}}
+			i := 0
+			for b.Loop() {
+				i++
+				s.Announce(store.Member{ID: h.ID, Locks: sets[i%2], LockSetID: fmt.Sprint(i % 2)}, time.Hour)
+				if _, err := s.Renew(ctx, h.ID, refs, time.Hour); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
