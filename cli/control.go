@@ -27,9 +27,14 @@ Shows every lock the store knows, or the named ones: its master (the holder
 of an unexpired lease) with its host and pid, the fencing token of the
 current or last lease, the time left on the lease as measured by the store
 (TTL), whether the lock is disabled and why, and who changed its control
-last and when. --json prints the same as a JSON array. A SQLite store is
-opened read-only: status creates and changes nothing, and reads a file its
-user cannot write.
+last and when. --json prints a JSON array of locks in the control API's
+shape (the README's "Operating it" and 'go doc controlapi.Lock').
+
+A lock the store has no record of (no instance has been its master and it
+was never disabled) is unknown: status says so on stderr instead of showing
+a row (--json marks it "unknown": true), and exits with status 1 when every
+lock named is unknown. A SQLite store is opened read-only: status creates
+and changes nothing, and reads a file its user cannot write.
 ` + targetHelp
 
 const disableUsage = `usage: masterjob disable --lock NAME --reason TEXT [--store URL | --server URL [--token TOKEN]]
@@ -86,32 +91,41 @@ func statusMain(e *cmdEnv, c *command, args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(e.ctx, controlTimeout)
 	defer cancel()
-	var states []store.LockState
+	var locks []controlapi.Lock
 	if tg.client != nil {
 		defer tg.client.close()
-		states, err = tg.client.locks(ctx, names)
+		locks, err = tg.client.locks(ctx, names)
 	} else {
-		states, err = readLocks(ctx, tg.store, names)
+		locks, err = readLocks(ctx, tg.store, names)
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "masterjob status: %v\n", err)
 		return exitCode(err)
 	}
 	if f.json {
-		err = writeStatusJSON(e.stdout, states)
+		err = writeStatusJSON(e.stdout, locks)
 	} else {
-		err = writeStatusTable(e.stdout, states)
+		err = writeStatusTable(e.stdout, locks)
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "masterjob status: %v\n", err)
 		return ExitFailure
 	}
+	unknown := 0
+	for _, l := range locks {
+		if l.Unknown {
+			unknown++
+			fmt.Fprintf(e.stderr, "masterjob status: unknown lock %s: no instance has been its master and it was never disabled\n", quoteIfNeeded(l.LockName))
+		}
+	}
+	if len(names) > 0 && unknown == len(locks) {
+		return ExitFailure
+	}
 	return ExitOK
 }
 
-// readLocks reads the state of the named locks, or of every lock, from the
-// store at u.
-func readLocks(ctx context.Context, u storeurl.URL, names []string) ([]store.LockState, error) {
+// readLocks reads the named locks, or every lock, from the store at u.
+func readLocks(ctx context.Context, u storeurl.URL, names []string) ([]controlapi.Lock, error) {
 	st, err := openForReading(ctx, u)
 	if err != nil {
 		return nil, err
@@ -121,7 +135,11 @@ func readLocks(ctx context.Context, u storeurl.URL, names []string) ([]store.Loc
 	if err != nil {
 		return nil, fmt.Errorf("read locks from %s: %w", u, err)
 	}
-	return states, nil
+	locks := make([]controlapi.Lock, len(states))
+	for i, s := range states {
+		locks[i] = controlapi.LockOf(s)
+	}
+	return locks, nil
 }
 
 // openForReading opens the store for a command that only reads: SQLite
@@ -134,117 +152,78 @@ func openForReading(ctx context.Context, u storeurl.URL) (store.Store, error) {
 	return u.Open(ctx)
 }
 
-// lockJSON is one lock in `status --json`.
-type lockJSON struct {
-	Lock string `json:"lockName"`
-	// Master is the holder of an unexpired lease, empty when there is none.
-	Master string `json:"master"`
-	// Holder and HolderInfo describe the holder of the current or last
-	// lease (possibly expired).
-	Holder     string          `json:"holder,omitempty"`
-	HolderInfo json.RawMessage `json:"holderInfo,omitempty"`
-	Token      int64           `json:"token"`
-	AcquiredAt *time.Time      `json:"acquiredAt,omitempty"`
-	RenewedAt  *time.Time      `json:"renewedAt,omitempty"`
-	ExpiresAt  *time.Time      `json:"expiresAt,omitempty"`
-	// TTLMillis is the time left on the lease, by the store's clock;
-	// zero or negative when expired or free.
-	TTLMillis int64      `json:"ttlMs"`
-	Revoked   bool       `json:"revoked"`
-	Disabled  bool       `json:"disabled"`
-	Reason    string     `json:"reason,omitempty"`
-	ChangedBy string     `json:"changedBy,omitempty"`
-	ChangedAt *time.Time `json:"changedAt,omitempty"`
-}
-
-func optTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
-}
-
-func writeStatusJSON(w io.Writer, states []store.LockState) error {
-	out := make([]lockJSON, 0, len(states))
-	for _, s := range states {
-		l := lockJSON{
-			Lock: s.Lock, Holder: s.Holder, Token: s.Token,
-			AcquiredAt: optTime(s.AcquiredAt), RenewedAt: optTime(s.RenewedAt), ExpiresAt: optTime(s.ExpiresAt),
-			TTLMillis: s.TTL.Milliseconds(), Revoked: s.Revoked,
-			Disabled: s.Disabled, Reason: s.Reason, ChangedBy: s.ChangedBy, ChangedAt: optTime(s.ChangedAt),
-		}
-		if s.Held() {
-			l.Master = s.Holder
-		}
-		if s.HolderInfo != "" {
-			if json.Valid([]byte(s.HolderInfo)) {
-				l.HolderInfo = json.RawMessage(s.HolderInfo)
-			} else {
-				l.HolderInfo, _ = json.Marshal(s.HolderInfo)
-			}
-		}
-		out = append(out, l)
+// writeStatusJSON prints locks as a JSON array of controlapi.Lock: the
+// shape of the control API's answers.
+func writeStatusJSON(w io.Writer, locks []controlapi.Lock) error {
+	if locks == nil {
+		locks = []controlapi.Lock{}
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return enc.Encode(locks)
 }
 
-func writeStatusTable(w io.Writer, states []store.LockState) error {
-	if len(states) == 0 {
+// writeStatusTable prints the known locks as a table (unknown ones are
+// reported apart).
+func writeStatusTable(w io.Writer, locks []controlapi.Lock) error {
+	known := make([]controlapi.Lock, 0, len(locks))
+	for _, l := range locks {
+		if !l.Unknown {
+			known = append(known, l)
+		}
+	}
+	if len(known) == 0 {
+		if len(locks) > 0 {
+			return nil // every lock asked for is unknown: said on stderr
+		}
 		_, err := fmt.Fprintln(w, "no locks")
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "LOCK\tMASTER\tHOST\tPID\tTOKEN\tTTL\tDISABLED\tCHANGED-BY\tCHANGED-AT\tREASON")
-	for _, s := range states {
+	for _, l := range known {
 		master, host, pid, ttl := "-", "-", "-", "-"
-		switch {
-		case s.Held():
-			master = quoteIfNeeded(s.Holder)
-			if s.Revoked {
+		if l.Master != "" {
+			master = quoteIfNeeded(l.Master)
+			if l.Revoked {
 				master += " (revoked)"
 			}
-			host, pid = holderHostPID(s.HolderInfo)
-			ttl = s.TTL.Round(time.Millisecond).String()
-		case s.Holder != "":
-			ttl = "expired"
+			host, pid = holderHostPID(l)
+			ttl = (time.Duration(l.ExpiresInMs) * time.Millisecond).String()
 		}
 		disabled, reason := "no", "-"
-		if s.Disabled {
+		if l.Disabled {
 			// The last column may hold spaces; only unprintable text is quoted.
-			disabled, reason = "yes", quoteUnprintable(s.Reason)
+			disabled, reason = "yes", quoteUnprintable(l.Reason)
 		}
 		changedBy, changedAt := "-", "-"
-		if s.ChangedBy != "" {
-			changedBy = quoteIfNeeded(s.ChangedBy)
+		if l.ChangedBy != "" {
+			changedBy = quoteIfNeeded(l.ChangedBy)
 		}
-		if !s.ChangedAt.IsZero() {
-			changedAt = s.ChangedAt.UTC().Format(time.RFC3339)
+		if !l.ChangedAt.IsZero() {
+			changedAt = l.ChangedAt.UTC().Format(time.RFC3339)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n",
-			quoteIfNeeded(s.Lock), master, host, pid, s.Token, ttl, disabled, changedBy, changedAt, reason)
+			quoteIfNeeded(l.LockName), master, host, pid, l.Token, ttl, disabled, changedBy, changedAt, reason)
 	}
 	return tw.Flush()
 }
 
-// holderHostPID returns the host and pid a holder's JSON description
-// (masterjob.InstanceInfo) gives, "-" for what it lacks. A description that
-// is not JSON is shown as the host.
-func holderHostPID(info string) (host, pid string) {
+// holderHostPID returns the host and pid of a lock's master, "-" for what
+// its description lacks. A description that is not the usual JSON
+// (holderInfo) is shown as the host.
+func holderHostPID(l controlapi.Lock) (host, pid string) {
 	host, pid = "-", "-"
-	if info == "" {
-		return host, pid
-	}
-	var m map[string]any
-	if err := json.Unmarshal([]byte(info), &m); err != nil {
-		return quoteIfNeeded(info), pid
-	}
-	if v, ok := m["host"]; ok && fmt.Sprint(v) != "" {
-		host = quoteIfNeeded(fmt.Sprint(v))
-	}
-	if v, ok := m["pid"].(float64); ok && v > 0 {
-		pid = strconv.FormatInt(int64(v), 10)
+	switch {
+	case l.Holder != nil:
+		if l.Holder.Host != "" {
+			host = quoteIfNeeded(l.Holder.Host)
+		}
+		if l.Holder.PID > 0 {
+			pid = strconv.Itoa(l.Holder.PID)
+		}
+	case l.HolderInfo != "":
+		host = quoteIfNeeded(l.HolderInfo)
 	}
 	return host, pid
 }
@@ -339,22 +318,24 @@ func controlMain(e *cmdEnv, c *command, args []string, disable bool) int {
 		fmt.Fprintf(e.stderr, "masterjob %s: lock %q: %v\n", c.name, f.lock, err)
 		return exitCode(err)
 	}
+	// What the store or the server says is escaped as status escapes it:
+	// it must not reach the terminal raw.
 	s := res.state
 	switch {
 	case disable && res.changed:
-		fmt.Fprintf(e.stdout, "disabled lock %q: %s\n", f.lock, s.Reason)
+		fmt.Fprintf(e.stdout, "disabled lock %q: %s\n", f.lock, quoteUnprintable(s.Reason))
 		if s.Held() {
-			fmt.Fprintf(e.stdout, "its master %s stops within one heartbeat\n", s.Holder)
+			fmt.Fprintf(e.stdout, "its master %s stops within one heartbeat\n", quoteIfNeeded(s.Holder))
 		}
 	case disable:
-		fmt.Fprintf(e.stdout, "lock %q already disabled: %s (by %s)\n", f.lock, s.Reason, s.ChangedBy)
+		fmt.Fprintf(e.stdout, "lock %q already disabled: %s (by %s)\n", f.lock, quoteUnprintable(s.Reason), quoteIfNeeded(s.ChangedBy))
 	case res.changed:
 		fmt.Fprintf(e.stdout, "enabled lock %q\n", f.lock)
 	default:
 		fmt.Fprintf(e.stdout, "lock %q already enabled\n", f.lock)
 	}
 	if res.warning != "" {
-		fmt.Fprintf(e.stderr, "masterjob %s: warning: %s\n", c.name, res.warning)
+		fmt.Fprintf(e.stderr, "masterjob %s: warning: %s\n", c.name, quoteUnprintable(res.warning))
 	}
 	return ExitOK
 }

@@ -8,8 +8,9 @@ import (
 )
 
 // ControlRequest is the body of POST /api/mastercontrols/disable and
-// /api/mastercontrols/enable: {"lockName": "...", "reason": "..."}. Reason
-// is optional; on enable it is recorded in the history only.
+// /api/mastercontrols/enable: {"lockName": "...", "reason": "..."}. A
+// disable needs a reason (not only white space), as the seed's did; on
+// enable it is optional and recorded in the history only.
 type ControlRequest struct {
 	LockName string `json:"lockName"`
 	Reason   string `json:"reason,omitempty"`
@@ -20,7 +21,9 @@ type ControlResult struct {
 	// Changed is false when the lock already was in the requested state,
 	// which is not an error.
 	Changed bool `json:"changed"`
-	// Message says what happened, for people.
+	// Message says what happened, for people. It begins with the seed's
+	// sentence: "Flagged X as disabled", "X is already flagged as
+	// disabled" or "X is flagged for (re)enablement".
 	Message string `json:"message"`
 	// Lock is the lock's state after the request.
 	Lock Lock `json:"lock"`
@@ -35,10 +38,26 @@ type LockList struct {
 }
 
 // Lock is the JSON form of one lock's state (store.LockState) at the time
-// of the request. Times are the store's, in RFC 3339; zero times are
-// omitted.
+// of the request: the one shape of a lock in every view, the control API's
+// answers, `masterjob status --json` (an array of them) and the dashboard.
+// Times are the store's, in RFC 3339; zero times are omitted. The lease
+// fields (master, holder, holderInfo, since, lastRenewal, expiresAt,
+// revoked) describe an unexpired lease only: when no instance is master
+// they are empty and expiresInMs is 0.
+//
+//	{"lockName": "JOB-SCHEDULER", "master": "web-1-3f2a", "holder": {"host": "web-1", "pid": 4242,
+//	 "address": "10.0.0.5:8080", "version": "v1.2.0"}, "token": 7, "since": "2025-01-02T03:04:05Z",
+//	 "lastRenewal": "2025-01-02T03:09:01Z", "expiresAt": "2025-01-02T03:09:25Z", "expiresInMs": 23890,
+//	 "revoked": false, "disabled": false, "reason": "", "changedBy": ""}
 type Lock struct {
 	LockName string `json:"lockName"`
+	// Unknown is set (and present) only for a lock the store has no
+	// record of: no instance has ever been its master and it was never
+	// disabled (token 0, never changed). The store reports such a name as
+	// free and enabled; the answer to a request that named it says it is
+	// unknown instead. GET /api/mastercontrols/locks/{lockName} answers
+	// 404 for it.
+	Unknown bool `json:"unknown,omitempty"`
 	// Master is the instance id of the holder of the unexpired lease, or
 	// "" when no instance is master.
 	Master string `json:"master"`
@@ -87,6 +106,7 @@ func LockOf(s store.LockState) Lock {
 		Reason:    s.Reason,
 		ChangedBy: s.ChangedBy,
 		ChangedAt: s.ChangedAt,
+		Unknown:   s.Token == 0 && s.ChangedAt.IsZero() && !s.Disabled && s.Holder == "",
 	}
 	if s.Held() {
 		l.Master = s.Holder

@@ -17,14 +17,24 @@
 //
 // The page refreshes itself (every second by default). When the API wants a
 // bearer token, the operator enters it in the page; it is kept in the
-// browser tab's sessionStorage and sent as "Authorization: Bearer". The
-// page itself needs no token: it holds no data.
+// browser tab's sessionStorage and sent as "Authorization: Bearer", never
+// in a URL: the token field has no name and its form posts, so that even
+// a browser without the script cannot put it in the address. The page
+// itself needs no token: it holds no data.
+//
+// WithHostCheck refuses (421) requests whose Host header a rule rejects;
+// httpserver passes the control API's rule (controlapi.Handler.HostAllowed:
+// without a token, loopback hosts and localhost only), so that a page
+// reached through DNS rebinding is refused as the API's answers are.
 //
 // Every response carries a Content-Security-Policy that allows only the
 // page's own scripts, styles and requests (default-src 'self',
 // frame-ancestors 'none'), and X-Content-Type-Options: nosniff. The page
 // builds its DOM with textContent, never innerHTML, so lock names and
-// reasons, which are user input, are always shown as text.
+// reasons, which are user input, are always shown as text, and shows
+// invisible characters in them (format characters such as the
+// bidirectional override U+202E, control characters) escaped, as
+// [U+202E], so that a reason cannot display as another text.
 package dashboard
 
 import (
@@ -35,6 +45,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -59,6 +70,7 @@ type Option func(*config)
 type config struct {
 	title   string
 	refresh time.Duration
+	host    func(host string) bool
 }
 
 // WithTitle sets the title shown in the page's header and the browser's
@@ -75,6 +87,14 @@ func WithTitle(title string) Option {
 // DefaultRefreshInterval, at least 250 ms).
 func WithRefreshInterval(d time.Duration) Option {
 	return func(c *config) { c.refresh = max(d, 250*time.Millisecond) }
+}
+
+// WithHostCheck makes the handler answer only requests whose Host header
+// (with its port, if any) allowed accepts, and 421 Misdirected Request to
+// the others. httpserver.New passes the control API's rule
+// (controlapi.Handler.HostAllowed).
+func WithHostCheck(allowed func(host string) bool) Option {
+	return func(c *config) { c.host = allowed }
 }
 
 // asset is a file the handler serves.
@@ -116,6 +136,11 @@ func Handler(opts ...Option) http.Handler {
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "no-referrer")
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
+		if c.host != nil && !c.host(r.Host) {
+			http.Error(w, "421 misdirected request: this server does not answer for host "+strconv.Quote(r.Host)+
+				" (without a token only loopback addresses and localhost are served)", http.StatusMisdirectedRequest)
+			return
+		}
 		path := r.URL.Path
 		if path == "" {
 			path = "/"

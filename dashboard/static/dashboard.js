@@ -52,6 +52,17 @@
     return e;
   }
 
+  // INVISIBLE matches what would make a text display as another: format
+  // characters (Cf: the bidirectional overrides and isolates such as
+  // U+202E, zero-width characters), control characters other than tab and
+  // line breaks, and the line and paragraph separators.
+  const INVISIBLE = /[\p{Cf}\p{Zl}\p{Zp}\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/gu;
+
+  // visible returns s with those characters written out, as [U+202E].
+  function visible(s) {
+    return String(s).replace(INVISIBLE, (c) => '[U+' + c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0') + ']');
+  }
+
   function setText(node, text) {
     const s = String(text);
     if (node.textContent !== s) node.textContent = s;
@@ -276,7 +287,7 @@
     setText($('conn-text'), err.status === 401 ? 'Token needed' : err.status === 503 ? 'Store unavailable' : 'Offline');
     banner.dataset.kind = err.status === 401 ? 'auth' : 'error';
     const stale = state.lastOK ? ' The data below is from ' + ago(performance.now() - state.lastOK) + '.' : '';
-    banner.replaceChildren(el('strong', null, title), ' ' + detail + stale);
+    banner.replaceChildren(el('strong', null, title), ' ' + visible(detail) + stale);
     banner.hidden = false;
   }
 
@@ -326,7 +337,7 @@
   // every refresh, so that buttons keep their identity and focus.
   function newRow(name) {
     const nameBtn = el('button', {
-      type: 'button', className: 'lock-name', textContent: name, title: 'Show the history of this lock',
+      type: 'button', className: 'lock-name', textContent: visible(name), title: 'Show the history of this lock',
       attrs: { 'aria-pressed': 'false' },
       on: { click: () => setHistoryLock(state.historyLock === name ? '' : name) },
     });
@@ -370,7 +381,7 @@
         action.dataset.action = l.disabled ? 'enable' : 'disable';
         action.textContent = l.disabled ? 'Enable' : 'Disable';
         action.className = 'btn btn-small ' + (l.disabled ? 'btn-success btn-enable' : 'btn-danger btn-disable');
-        action.title = (l.disabled ? 'Enable ' : 'Disable ') + l.lockName;
+        action.title = (l.disabled ? 'Enable ' : 'Disable ') + visible(l.lockName);
       }
       tickRow();
     }
@@ -424,17 +435,17 @@
     if (!l.master) return [el('span', { className: 'none' }, '—')];
     const who = [], where = [];
     if (l.holder) {
-      if (l.holder.host) who.push(l.holder.host);
+      if (l.holder.host) who.push(visible(l.holder.host));
       if (l.holder.pid) who.push('pid ' + l.holder.pid);
-      if (l.holder.version) who.push('v' + String(l.holder.version).replace(/^v/, ''));
-      if (l.holder.address) where.push(l.holder.address);
+      if (l.holder.version) who.push('v' + visible(l.holder.version).replace(/^v/, ''));
+      if (l.holder.address) where.push(visible(l.holder.address));
     } else if (l.holderInfo) {
-      who.push(l.holderInfo);
+      who.push(visible(l.holderInfo));
     }
     const since = parseTime(l.since);
     if (since !== null) where.push('since ' + when(since));
     return [
-      el('span', { className: 'instance', title: 'Instance id' }, l.master),
+      el('span', { className: 'instance', title: 'Instance id' }, visible(l.master)),
       who.length ? el('span', { className: 'sub' }, who.join(' · ')) : null,
       where.length ? el('span', { className: 'sub' }, where.join(' · ')) : null,
     ];
@@ -442,11 +453,11 @@
 
   function controlContent(l) {
     const out = [l.disabled ? badge('gray', 'Disabled') : badge('blue', 'Enabled')];
-    if (l.disabled && l.reason) out.push(el('span', { className: 'sub reason' }, '“' + l.reason + '”'));
+    if (l.disabled && l.reason) out.push(el('span', { className: 'sub reason' }, '“' + visible(l.reason) + '”'));
     const changed = parseTime(l.changedAt);
     if (l.changedBy || changed !== null) {
       const by = [];
-      if (l.changedBy) by.push('by ' + l.changedBy);
+      if (l.changedBy) by.push('by ' + visible(l.changedBy));
       if (changed !== null) by.push(when(changed));
       out.push(el('span', { className: 'sub', title: changed !== null ? new Date(changed).toISOString() : '' }, by.join(' · ')));
     }
@@ -479,7 +490,7 @@
   function renderHistory() {
     const filter = $('history-filter');
     filter.hidden = !state.historyLock;
-    setText($('history-lock'), state.historyLock);
+    setText($('history-lock'), visible(state.historyLock));
     setText($('history-note'), state.historyNote);
     const events = state.events;
     $('history-empty').hidden = events.length > 0 || state.historyNote !== '';
@@ -492,14 +503,14 @@
       return el('tr', { attrs: { 'data-kind': String(e.kind) } },
         el('td', { className: 'time', title: at !== null ? new Date(at).toISOString() : '' }, at !== null ? when(at) : ''),
         el('td', null, el('button', {
-          type: 'button', className: 'lock-name', textContent: String(e.lockName),
+          type: 'button', className: 'lock-name', textContent: visible(e.lockName),
           on: { click: () => setHistoryLock(String(e.lockName)) },
         })),
-        el('td', null, badge(KIND_COLORS[e.kind] || 'gray', String(e.kind))),
-        el('td', { className: 'instance' }, String(e.instance || '')),
+        el('td', null, badge(KIND_COLORS[e.kind] || 'gray', visible(e.kind))),
+        el('td', { className: 'instance' }, visible(e.instance || '')),
         el('td', { className: 'num mono' }, e.token ? String(e.token) : '—'),
-        el('td', { className: 'reason' }, String(e.reason || '')),
-        el('td', { className: 'mono' }, String(e.remote || '')));
+        el('td', { className: 'reason' }, visible(e.reason || '')),
+        el('td', { className: 'mono' }, visible(e.remote || '')));
     }));
   }
 
@@ -511,7 +522,7 @@
   function openDialog(action, lock) {
     const disable = action === 'disable';
     pending = { action, lock };
-    setText($('confirm-title'), (disable ? 'Disable ' : 'Enable ') + lock + '?');
+    setText($('confirm-title'), (disable ? 'Disable ' : 'Enable ') + visible(lock) + '?');
     setText($('confirm-text'), disable
       ? 'Its master stops the job within one heartbeat, and no instance takes the lock until it is enabled again.'
       : 'One instance becomes master and starts the job.');
@@ -530,7 +541,7 @@
 
   function formError(text) {
     const p = $('confirm-error');
-    setText(p, text);
+    setText(p, visible(text));
     p.hidden = text === '';
   }
 
@@ -567,7 +578,7 @@
   let toastTimer = 0;
   function toast(text, kind) {
     const t = $('toast');
-    setText(t, text);
+    setText(t, visible(text));
     t.dataset.kind = kind || '';
     t.hidden = false;
     clearTimeout(toastTimer);

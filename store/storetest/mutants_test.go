@@ -411,7 +411,7 @@ var mutants = []struct {
 	{"takeover-unreported", func(s store.Store) store.Store { return takeoverUnreported{mem(s)} },
 		[]string{"Acquire/ReportsTakeover"}, 0},
 	{"acquisitions-not-pushed", func(s store.Store) store.Store { return acquisitionsNotPushed{mem(s)} },
-		[]string{"Notifier/DeliversAcquisitions", "Notifier/KindsOfChanges"}, 0},
+		[]string{"Notifier/DeliversAcquisitions", "Notifier/Kinds"}, 0},
 	{"retention-too-long", func(s store.Store) store.Store { return s },
 		[]string{"History/RetentionBound"}, historyLimit + 1},
 	{"retention-too-short", func(s store.Store) store.Store { return s },

@@ -132,7 +132,7 @@ var tests = []testCase{
 	{"Notifier/DeliversChanges", testNotifierDelivers},
 	{"Notifier/ClosesOnCancel", testNotifierCloses},
 	{"Notifier/DeliversAcquisitions", testNotifierDeliversAcquisitions},
-	{"Notifier/KindsOfChanges", testNotifierKinds},
+	{"Notifier/Kinds", testNotifierKinds},
 
 	{"Handoff/RequestSeenByHolder", testHandoffRequestSeenByHolder},
 	{"Handoff/RefusedWithoutMasterOrWhenDisabled", testHandoffRefused},
