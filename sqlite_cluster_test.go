@@ -76,9 +76,13 @@ func TestClusterOnSQLite(t *testing.T) {
 	reader := open()
 	locks := lockNames(12)
 	jobs := &overlapChecker{t: t, running: map[string]string{}}
+	// The heartbeat and tolerance of newExec (1s, 3s), which a loaded
+	// machine running -race keeps (a 200ms heartbeat with a 1s tolerance
+	// lost leases there, and a hand-off's reservation, one heartbeat, lapsed
+	// before its successor's check); checks every second.
 	const (
-		hb  = 200 * time.Millisecond
-		tol = time.Second
+		hb  = heartbeat
+		tol = tolerance
 		chk = time.Second
 	)
 	execs := map[string]*masterjob.Executor{}
@@ -120,8 +124,15 @@ func TestClusterOnSQLite(t *testing.T) {
 		t.Fatalf("candidates of %s: %+v, %v; want a, b, c taking part in the 12 locks", locks[0], ms, err)
 	}
 	// Share ceil(12/3) = 4, slack 1: within 5 check intervals.
+	var last map[string]int
+	defer func() {
+		if t.Failed() {
+			t.Logf("masterships when the test ended: %v (last seen while balancing: %v)", heldBy(t, reader, locks), last)
+		}
+	}()
 	took := eventually(t, 5*chk+2*time.Second, "each instance masters 2 to 5 of 12 locks", func() bool {
 		got := heldBy(t, reader, locks)
+		last = got
 		for _, id := range []string{"a", "b", "c"} {
 			if got[id] > 5 || got[id] < 2 {
 				return false
