@@ -380,8 +380,8 @@ func (l *loop) startCalls(now time.Time) {
 		return
 	}
 	l.started = true
-	locks, left, leftUntil := l.checkList(now, l.followed(now))
-	if len(locks) == 0 && len(left) == 0 {
+	locks, leftUntil := l.checkList(now, l.followed(now))
+	if len(locks) == 0 {
 		// StartMaster, a release or the end of a holdoff schedules the next.
 		l.nextCheckAt = time.Time{}
 		for _, until := range l.holdoff {
@@ -416,14 +416,6 @@ func (l *loop) startCalls(now time.Time) {
 				if s.Acquired {
 					trace.Mark("acquire.done", s.Lock)
 				}
-			}
-		}
-		if err == nil && len(left) > 0 {
-			// Balancing left these to others: read them, without taking
-			// them. Only while more locks are free than this instance's
-			// share, so the steady state costs no second round trip.
-			if more, lerr := l.e.st.Locks(ctx, left...); lerr == nil {
-				states = append(states, more...)
 			}
 		}
 		l.checkDone <- checkResult{began: began, states: states, err: err}
@@ -871,15 +863,26 @@ func (l *loop) see(s store.LockState, began time.Time) {
 			l.seen[s.Lock] = seenLock{freeSince: began.Add(s.ReservedTTL)}
 		}
 	case s.Held():
-		l.seen[s.Lock] = seenLock{freeSince: began.Add(s.TTL), holder: s.Holder}
+		until := began.Add(s.TTL)
+		l.seen[s.Lock] = seenLock{freeSince: until, holder: s.Holder}
+		// Its holder renews all its leases together: those of its leases
+		// this check did not ask for (balancing probes one per holder)
+		// live as long.
+		for lk, o := range l.seen {
+			if o.holder == s.Holder && !o.freeSince.After(began) {
+				o.freeSince = until
+				l.seen[lk] = o
+			}
+		}
 	default:
 		prev, ok := l.seen[s.Lock]
-		if ok && prev.holder != "" && prev.holder != l.e.holder.ID && !l.e.suspected(prev.holder) {
-			// Its holder's lease ran out with no release pushed (a
-			// release resets what was seen): it is probably dead. Leave it
-			// out of the shares now, not when its member record expires,
-			// so that its locks spread over the others, and check again
-			// with the new shares.
+		if ok && prev.holder != "" && prev.holder != l.e.holder.ID && !prev.freeSince.After(began) && !l.e.suspected(prev.holder) {
+			// Its holder's lease ran out (it is free, and its expiry as
+			// last seen has passed: not a release, which frees a lock
+			// early): the holder is probably dead. Leave it out of the
+			// shares now, not when its member record expires, so that its
+			// locks spread over the others, and check again with the new
+			// shares.
 			l.e.suspect(prev.holder)
 			l.recheck = true
 		}
@@ -892,35 +895,44 @@ func (l *loop) see(s store.LockState, began time.Time) {
 }
 
 // checkList returns the locks a check asks for. Without balancing, every
-// followed lock. With it, the free locks (or those whose lease has
-// expired) beyond this instance's share are left to others for a grace of
-// half a check interval, after which anyone takes them; locks held by
-// others, disabled or reserved are asked for anyway (the answer tells who
-// holds them and when they expire), and a lock reserved for this instance
-// always.
+// followed lock. With it:
+//   - locks held by others (until when the last answer said), reserved for
+//     this instance, disabled or reserved for another, are asked for:
+//     the answer tells who holds them and until when;
+//   - locks whose holder's lease should have run out by now (the last
+//     answer's TTL has passed) are asked for one per holder, as a probe:
+//     a holder renews all its leases together, so one answer tells
+//     whether it lives (see refreshes the others) or is gone (see
+//     suspects it, and a new check follows with the new shares);
+//   - free locks, up to this instance's share; those beyond it are left to
+//     others for a grace of half a check interval, then taken up to the
+//     share plus the slack, and after a second grace by anyone, so that no
+//     lock waits long for a master.
 //
-// It also returns the locks it left out, which the check reads without
-// taking (so that what it knows of them stays fresh), and when the first
-// of them is due (zero if none was left out).
-func (l *loop) checkList(now time.Time, locks []string) (take, left []string, due time.Time) {
+// It also returns when the first of the locks it left out is due (zero if
+// none was). Balancing adds no round trip: what is left out is not read.
+func (l *loop) checkList(now time.Time, locks []string) (take []string, due time.Time) {
 	capacity := l.e.capacity()
 	if capacity < 0 || len(locks) == 0 {
-		return locks, nil, time.Time{}
+		return locks, time.Time{}
 	}
 	share, slack, _, _ := l.e.balanceNow().share(l.e.suspected)
 	grace := l.cfg.CheckMasterInterval / 2
 	out := locks[:0:0]
 	var free, starving []string
+	probed := map[string]bool{}
 	for _, lk := range locks {
 		s, ok := l.seen[lk]
 		switch {
 		case !ok:
 			free = append(free, lk) // never seen: free as far as we know
 		case s.mine, s.freeSince.IsZero(), s.freeSince.After(now), !now.Before(s.freeSince.Add(2 * grace)):
-			// Held by another (ask anyway: the answer says until when),
-			// reserved for this instance, or free for two graces: nobody
-			// else wants it, take it whatever the share.
 			out = append(out, lk)
+		case s.holder != "" && !l.e.suspected(s.holder):
+			if !probed[s.holder] {
+				probed[s.holder] = true
+				out = append(out, lk)
+			}
 		case !now.Before(s.freeSince.Add(grace)):
 			starving = append(starving, lk)
 		default:
@@ -929,8 +941,7 @@ func (l *loop) checkList(now time.Time, locks []string) (take, left []string, du
 	}
 	me := l.e.holder.ID
 	byRank := func(a, b string) int { return cmp.Compare(rank(me, b), rank(me, a)) }
-	leave := func(lk string, at time.Time) {
-		left = append(left, lk)
+	leave := func(at time.Time) {
 		if due.IsZero() || at.Before(due) {
 			due = at
 		}
@@ -945,7 +956,7 @@ func (l *loop) checkList(now time.Time, locks []string) (take, left []string, du
 			} else {
 				l.seen[lk] = seenLock{freeSince: now}
 			}
-			leave(lk, since.Add(grace))
+			leave(since.Add(grace))
 		}
 		free = free[:capacity]
 	}
@@ -958,13 +969,13 @@ func (l *loop) checkList(now time.Time, locks []string) (take, left []string, du
 		if len(starving) > part {
 			slices.SortFunc(starving, byRank)
 			for _, lk := range starving[part:] {
-				leave(lk, l.seen[lk].freeSince.Add(2*grace))
+				leave(l.seen[lk].freeSince.Add(2 * grace))
 			}
 			starving = starving[:part]
 		}
 		out = append(out, starving...)
 	}
-	return out, left, due
+	return out, due
 }
 
 // onInbox handles what the notification hub and StartMaster left in the
