@@ -349,7 +349,9 @@ func (l *loop) followed(now time.Time) []string {
 			continue
 		}
 		if until, ok := l.holdoff[name]; ok {
-			if now.Before(until) {
+			// A lock handed back to this instance (reserved for it, as the
+			// last check saw) is taken whatever the holdoff.
+			if now.Before(until) && !l.seen[name].mine {
 				continue
 			}
 			delete(l.holdoff, name)
@@ -357,6 +359,25 @@ func (l *loop) followed(now time.Time) []string {
 		locks = append(locks, name)
 	}
 	return locks
+}
+
+// heldOff returns the locks this instance holds off from acquiring now:
+// checks read them without taking them, so that a lock handed back to
+// this instance (reserved for it) is seen and taken.
+func (l *loop) heldOff(now time.Time) []string {
+	var out []string
+	for name, until := range l.holdoff {
+		if _, ok := l.masters[name]; ok {
+			continue
+		}
+		if _, pending := l.toRelease[name]; pending {
+			continue
+		}
+		if now.Before(until) && !l.seen[name].mine {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // startCalls starts the store calls that are due and not already running.
@@ -373,6 +394,7 @@ func (l *loop) startCalls(now time.Time) {
 	}
 	l.started = true
 	locks, left, leftUntil := l.checkList(now, l.followed(now))
+	left = append(left, l.heldOff(now)...)
 	if len(locks) == 0 && len(left) == 0 {
 		// StartMaster, a release or the end of a holdoff schedules the next.
 		l.nextCheckAt = time.Time{}
