@@ -319,13 +319,13 @@ func handoff(ctx context.Context, st store.Store, hist store.History, req Handof
 		}
 		switch {
 		case req.To == master:
-			return HandoffResult{}, fmt.Errorf("%w: %q is the master of %q already", ErrNotCandidate, req.To, req.LockName)
+			return HandoffResult{}, refusal(ErrNotCandidate, "%q is the master of %q already", req.To, req.LockName)
 		case req.To != "" && !slices.Contains(ids, req.To):
-			return HandoffResult{}, fmt.Errorf("%w: %q is not a live member taking part in %q (candidates: %s)",
-				ErrNotCandidate, req.To, req.LockName, listOrNone(ids))
+			return HandoffResult{}, refusal(ErrNotCandidate, "%q is not a live member taking part in %q (candidates: %s)",
+				req.To, req.LockName, listOrNone(ids))
 		case len(ids) == 0:
-			return HandoffResult{}, fmt.Errorf("%w: no live member other than its master %q takes part in %q",
-				ErrNoCandidate, master, req.LockName)
+			return HandoffResult{}, refusal(ErrNoCandidate, "no live member other than its master %q takes part in %q: a hand-off would only restart its job there",
+				master, req.LockName)
 		}
 	}
 	state, err := ho.Handoff(ctx, req.LockName, req.To, by)
@@ -366,13 +366,27 @@ func handoff(ctx context.Context, st store.Store, hist store.History, req Handof
 func handoffRefused(s store.LockState, name string) error {
 	switch {
 	case LockOf(s).Unknown:
-		return fmt.Errorf("%w %q: the store has no record of it", ErrUnknownLock, name)
+		return refusal(ErrUnknownLock, "unknown lock %q: the store has no record of it", name)
 	case s.Disabled:
-		return fmt.Errorf("%w: %q is disabled; enable it first", store.ErrLockDisabled, name)
+		return refusal(store.ErrLockDisabled, "%q is disabled: enable it first", name)
 	case !s.Held():
-		return fmt.Errorf("%w: %q has no master to hand it over", store.ErrNotHeld, name)
+		return refusal(store.ErrNotHeld, "%q has no master to hand it over", name)
 	}
 	return nil
+}
+
+// handoffRefusal is a hand-off refused for the state of the lock or of
+// the cluster: its message is for people, its sentinel for callers.
+type handoffRefusal struct {
+	sentinel error
+	msg      string
+}
+
+func (e *handoffRefusal) Error() string { return e.msg }
+func (e *handoffRefusal) Unwrap() error { return e.sentinel }
+
+func refusal(sentinel error, format string, args ...any) error {
+	return &handoffRefusal{sentinel: sentinel, msg: fmt.Sprintf(format, args...)}
 }
 
 func listOrNone(ids []string) string {
@@ -413,7 +427,7 @@ func (h *Handler) handoffRequest(w http.ResponseWriter, r *http.Request) {
 	defer end()
 	res, err := handoff(ctx, h.st, h.history, req, caller, r.RemoteAddr)
 	if err != nil {
-		msg := strings.TrimPrefix(strings.TrimPrefix(err.Error(), "controlapi: "), "store: ")
+		msg := err.Error()
 		switch {
 		case errors.Is(err, ErrUnknownLock):
 			h.refuse(w, r, &requestError{status: http.StatusNotFound, Error: Error{Field: fieldLockName, Error: msg}})
