@@ -262,15 +262,26 @@ func TestHandoffRacingDisable(t *testing.T) {
 		default:
 			t.Fatalf("round %d: hand-off: %d %s", i, hs, hb)
 		}
-		waitUntil(t, "the job to stop", func() bool { r, _ := c.jobs.state(); return r == 0 && len(c.masters()) == 0 })
+		var dres controlapi.ControlResult
+		if err := json.Unmarshal([]byte(db), &dres); err != nil {
+			t.Fatal(err)
+		}
+		// The job stops (a successor that acquired before the disable
+		// stops too), and nobody acquires the lock after the disable: its
+		// token stays the one the disable answered with.
+		waitUntil(t, "the job to stop", func() bool {
+			r, _ := c.jobs.state()
+			states, err := ms.Locks(context.Background(), clusterLock)
+			return r == 0 && len(c.masters()) == 0 && err == nil && !states[0].Held()
+		})
 		_, starts := c.jobs.state()
 		time.Sleep(2 * check)
 		if r, s := c.jobs.state(); r != 0 || s != starts {
 			t.Fatalf("round %d: the job started while the lock was disabled (hand-off %d)", i, hs)
 		}
 		states, err := ms.Locks(context.Background(), clusterLock)
-		if err != nil || !states[0].Disabled || states[0].Held() {
-			t.Fatalf("round %d: %+v, %v", i, states, err)
+		if err != nil || !states[0].Disabled || states[0].Held() || states[0].Token != dres.Lock.Token {
+			t.Fatalf("round %d: after the disable (token %d): %+v, %v", i, dres.Lock.Token, states, err)
 		}
 		if s, b := post(t, srv, "/api/mastercontrols/enable", fmt.Sprintf(`{"lockName":%q}`, clusterLock)); s != http.StatusOK {
 			t.Fatalf("round %d: enable: %d %s", i, s, b)

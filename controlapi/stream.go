@@ -31,10 +31,11 @@ const (
 	// safety net (pushes can be lost); the member list is read every 5
 	// intervals (an expired member is not pushed).
 	DefaultPollInterval = time.Second
-	// DefaultStreamBuffer is how many events may wait for one client;
-	// a client that falls further behind is dropped (it may reconnect
-	// with Last-Event-ID).
-	DefaultStreamBuffer = 1024
+	// DefaultStreamBuffer is how many recent events the stream keeps for
+	// its clients, unless WithStreamBuffer says otherwise: a client that
+	// falls further behind is dropped (it may reconnect with
+	// Last-Event-ID and resume from the store's history).
+	DefaultStreamBuffer = 8192
 )
 
 const (
@@ -44,12 +45,11 @@ const (
 	// streamRetry is the reconnection delay the stream suggests to
 	// EventSource clients.
 	streamRetry = 2 * time.Second
-	// ringSize is how many recent history entries the feed keeps for
-	// clients that resume.
-	ringSize = 4096
-	// catchUpPages bounds the pages of history read to resume a client or
-	// to catch up after a burst; beyond, the client is told of a gap.
+	// catchUpPages bounds the pages of history read to resume a client;
+	// beyond, the client is told of a gap.
 	catchUpPages = 10
+	// writeBatch is about how many bytes a stream writes at once.
+	writeBatch = 64 << 10
 )
 
 // WithMaxStreams sets how many event streams may be open at once (default
@@ -90,12 +90,14 @@ func WithPollInterval(d time.Duration) Option {
 	}
 }
 
-// WithStreamBuffer sets how many events may wait for one stream client
-// before it is dropped (default DefaultStreamBuffer, at least 1).
+// WithStreamBuffer sets how many recent events the event stream keeps
+// for its clients (default DefaultStreamBuffer, at least 16): a client
+// further behind is dropped, and more entries appended to the history at
+// once than that reach clients as a gap (an event of type "gap").
 func WithStreamBuffer(n int) Option {
 	return func(c *config) {
-		if n < 1 {
-			c.errs = append(c.errs, fmt.Errorf("stream buffer %d: want at least 1", n))
+		if n < 16 {
+			c.errs = append(c.errs, fmt.Errorf("stream buffer %d: want at least 16", n))
 			return
 		}
 		c.streamBuffer = n
@@ -104,7 +106,11 @@ func WithStreamBuffer(n int) Option {
 
 // feed reads the store's history and member list for every stream client
 // at once: one goroutine (a feedRun) while at least one client is
-// connected, none otherwise.
+// connected, none otherwise. What it reads goes, as frames, into a ring
+// shared by the clients; each client reads the ring at its own pace, from
+// its own cursor, and is dropped when the ring moves past its cursor.
+// Neither the reading of the store nor other clients ever wait for a
+// client.
 type feed struct {
 	h *Handler
 
@@ -124,27 +130,43 @@ type feedRun struct {
 	pending int           // clients waiting for ready
 
 	lastID int64 // newest history entry sent, or seen at start
-	// floor: entries with an id above it were sent (and are in ring)
-	// or are still to be sent; those at or below are not sent live.
+	// floor: history entries with an id above it were sent (and are in
+	// the ring while it holds them) or are still to be sent; those at or
+	// below are not sent live.
 	floor   int64
-	ring    []ringEntry // recent entries sent, oldest first
+	next    uint64      // sequence number of the next frame
+	ring    []ringEntry // recent frames, oldest first
 	inRing  map[int64]struct{}
 	members map[string]store.Member // last member list read; nil before
 }
 
 type ringEntry struct {
-	id    int64
+	seq   uint64
+	id    int64 // history entry id; 0 for other events
 	lock  string
 	frame []byte
 }
 
+// first returns the sequence number of the oldest frame in the ring (the
+// next one when it is empty).
+func (r *feedRun) first() uint64 {
+	if len(r.ring) == 0 {
+		return r.next
+	}
+	return r.ring[0].seq
+}
+
 // streamClient is one open stream.
 type streamClient struct {
-	lock    string // only this lock's history entries; "" for all
-	ch      chan []byte
+	lock    string        // only this lock's history entries; "" for all
+	cursor  uint64        // next frame to send (guarded by feed.mu)
+	wake    chan struct{} // capacity 1: frames were added
 	dropped chan struct{} // closed when the feed lets go of the client
 	slow    bool          // dropped for falling behind (guarded by feed.mu)
 	srv     *http.Server  // the server it came through, if known
+	// cut makes a write to the client in progress fail now: a client
+	// dropped for falling behind is not waited for.
+	cut func()
 }
 
 func (c *streamClient) wants(lock string) bool { return c.lock == "" || lock == "" || c.lock == lock }
@@ -201,7 +223,8 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 
-	c := &streamClient{lock: lock, ch: make(chan []byte, h.streamBuffer), dropped: make(chan struct{})}
+	c := &streamClient{lock: lock, wake: make(chan struct{}, 1), dropped: make(chan struct{}),
+		cut: func() { _ = rc.SetWriteDeadline(time.Now()) }}
 	if srv, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok {
 		c.srv = srv
 		if _, loaded := h.feed.servers.LoadOrStore(srv, struct{}{}); !loaded {
@@ -210,7 +233,7 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 			srv.RegisterOnShutdown(func() { h.feed.closeServer(srv) })
 		}
 	}
-	backlog, floor, from, err := h.feed.join(r.Context(), c, last, resume)
+	floor, from, err := h.feed.join(r.Context(), c, last, resume)
 	if err != nil {
 		return // the client went away while the feed started
 	}
@@ -246,42 +269,38 @@ func (h *Handler) stream(w http.ResponseWriter, r *http.Request) {
 	for _, f := range catchUp {
 		buf = append(buf, f...)
 	}
-	for _, f := range backlog {
-		buf = append(buf, f...)
-	}
-	if !write(buf) {
-		return
-	}
 	hb := time.NewTicker(h.heartbeat)
 	defer hb.Stop()
 	for {
-		select {
-		case f := <-c.ch:
-			buf = append(buf[:0], f...)
-		more:
-			for len(buf) < 64<<10 {
-				select {
-				case f := <-c.ch:
-					buf = append(buf, f...)
-				default:
-					break more
+		// What the ring holds for this client, a batch at a time.
+		for {
+			var more, ok bool
+			buf, more, ok = h.feed.take(c, buf, writeBatch)
+			if !ok {
+				if h.feed.wasSlow(c) {
+					h.log.Warn("event stream dropped: the client fell behind", "remote", r.RemoteAddr, "buffer", h.streamBuffer)
 				}
-			}
-			if !write(buf) {
 				return
 			}
+			if len(buf) > 0 && !write(buf) {
+				if h.feed.wasSlow(c) {
+					h.log.Warn("event stream dropped: the client fell behind", "remote", r.RemoteAddr, "buffer", h.streamBuffer)
+				}
+				return
+			}
+			buf = buf[:0]
+			if !more {
+				break
+			}
+		}
+		select {
+		case <-c.wake:
 		case <-hb.C:
 			if !write([]byte(": ping\n\n")) {
 				return
 			}
 		case <-c.dropped:
-			if h.feed.wasSlow(c) {
-				h.log.Warn("event stream dropped: the client falls behind", "remote", r.RemoteAddr, "buffer", h.streamBuffer)
-				// Cut the connection now rather than wait for the
-				// client to take what is still buffered.
-				_ = rc.SetWriteDeadline(time.Now())
-			}
-			return
+			// take says why.
 		case <-r.Context().Done():
 			return
 		}
@@ -340,11 +359,11 @@ func gapFrame(msg string) []byte {
 }
 
 // join registers c, starting the feed's goroutine if it is not running,
-// and waits until the feed is ready. It returns the recent entries after
-// last (after the newest, without resume) that c wants, the feed's floor
-// (entries at or below it are not in the backlog) and the id the client
-// starts from.
-func (f *feed) join(ctx context.Context, c *streamClient, last int64, resume bool) (backlog [][]byte, floor, from int64, err error) {
+// and waits until the feed is ready. It sets c's cursor to the first
+// frame after history entry last (after the newest, without resume), and
+// returns the feed's floor (entries at or below it are not in the ring)
+// and the id the client starts from.
+func (f *feed) join(ctx context.Context, c *streamClient, last int64, resume bool) (floor, from int64, err error) {
 	f.mu.Lock()
 	if f.clients == nil {
 		f.clients = map[*streamClient]struct{}{}
@@ -367,21 +386,50 @@ func (f *feed) join(ctx context.Context, c *streamClient, last int64, resume boo
 		run.pending--
 		f.stopIfIdle()
 		f.mu.Unlock()
-		return nil, 0, 0, ctx.Err()
+		return 0, 0, ctx.Err()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	run.pending--
-	if !resume {
+	c.cursor = run.next
+	if resume && last < run.lastID {
+		// From the first history entry after last still in the ring.
+		for _, e := range run.ring {
+			if e.id > last {
+				c.cursor = e.seq
+				break
+			}
+		}
+	} else {
 		last = run.lastID
 	}
-	for _, e := range run.ring {
-		if e.id > last && c.wants(e.lock) {
-			backlog = append(backlog, e.frame)
+	f.clients[c] = struct{}{}
+	return run.floor, last, nil
+}
+
+// take appends to buf the frames c wants from its cursor on, about max
+// bytes of them, and moves the cursor past them; more reports that frames
+// are left. ok is false when c was dropped (or is dropped now, having
+// fallen behind the ring).
+func (f *feed) take(c *streamClient, buf []byte, most int) (out []byte, more, ok bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	run := f.run
+	if _, ok := f.clients[c]; !ok || run == nil {
+		return buf, false, false
+	}
+	if c.cursor < run.first() {
+		f.drop(c, true)
+		return buf, false, false
+	}
+	i := int(c.cursor - run.first())
+	for ; i < len(run.ring) && len(buf) < most; i++ {
+		if e := run.ring[i]; c.wants(e.lock) {
+			buf = append(buf, e.frame...)
 		}
 	}
-	f.clients[c] = struct{}{}
-	return backlog, run.floor, last, nil
+	c.cursor = run.first() + uint64(i)
+	return buf, i < len(run.ring), true
 }
 
 // leave unregisters c and stops the feed's goroutine when nobody is left.
@@ -409,6 +457,11 @@ func (f *feed) drop(c *streamClient, slow bool) {
 	delete(f.clients, c)
 	c.slow = slow
 	close(c.dropped)
+	if slow && c.cut != nil {
+		// Cut the connection now rather than wait for the client to
+		// take what is buffered, or for the write deadline.
+		c.cut()
+	}
 }
 
 func (f *feed) wasSlow(c *streamClient) bool {
@@ -428,17 +481,39 @@ func (f *feed) closeServer(srv *http.Server) {
 	}
 }
 
-// broadcast sends frame to the clients that want lock's events, dropping
-// those whose buffer is full. f.mu must be held.
-func (f *feed) broadcast(lock string, frame []byte) {
+// add puts a frame in the ring, the oldest leaving it beyond the
+// buffer. f.mu must be held; wake the clients after.
+func (f *feed) add(run *feedRun, id int64, lock string, frame []byte) {
+	run.ring = append(run.ring, ringEntry{seq: run.next, id: id, lock: lock, frame: frame})
+	run.next++
+	if id != 0 {
+		run.inRing[id] = struct{}{}
+		run.lastID = max(run.lastID, id)
+	}
+	if over := len(run.ring) - f.h.streamBuffer; over > 0 {
+		for _, e := range run.ring[:over] {
+			if e.id != 0 {
+				delete(run.inRing, e.id)
+				run.floor = max(run.floor, e.id)
+			}
+		}
+		clear(run.ring[:over])
+		run.ring = run.ring[over:]
+	}
+}
+
+// wakeAll wakes the clients after frames were added, and drops those the
+// ring left behind. f.mu must be held.
+func (f *feed) wakeAll(run *feedRun) {
+	first := run.first()
 	for c := range f.clients {
-		if !c.wants(lock) {
+		if c.cursor < first {
+			f.drop(c, true)
 			continue
 		}
 		select {
-		case c.ch <- frame:
+		case c.wake <- struct{}{}:
 		default:
-			f.drop(c, true)
 		}
 	}
 }
@@ -600,18 +675,21 @@ func (f *feed) readMembers(ctx context.Context) (map[string]store.Member, error)
 
 // fetch reads the entries appended since the last read and sends them.
 // It reads the newest page of the history, and older pages while they may
-// hold entries not sent yet (at most catchUpPages); an entry committed
-// late under a smaller id is still sent if the page holds it.
+// hold entries not sent yet (at most the stream's buffer in all); an entry
+// committed late under a smaller id is still sent if the page holds it.
 func (f *feed) fetch(ctx context.Context, run *feedRun) error {
 	h := f.h
 	f.mu.Lock()
 	floor, lastID := run.floor, run.lastID
 	f.mu.Unlock()
+	// At most the stream's buffer: a fetch never pushes a client that
+	// had taken everything out of the ring.
 	var got []store.Event
 	before, complete := int64(0), false
-	for range catchUpPages {
+	limit := min(store.MaxEventsLimit, h.streamBuffer)
+	for range h.streamBuffer / limit {
 		cctx, cancel := context.WithTimeout(ctx, h.callTimeout)
-		evs, err := h.history.Events(cctx, store.EventFilter{BeforeID: before, Limit: store.MaxEventsLimit})
+		evs, err := h.history.Events(cctx, store.EventFilter{BeforeID: before, Limit: limit})
 		cancel()
 		if err != nil {
 			return err
@@ -621,7 +699,7 @@ func (f *feed) fetch(ctx context.Context, run *feedRun) error {
 				got = append(got, e)
 			}
 		}
-		if len(evs) < store.MaxEventsLimit || evs[len(evs)-1].ID <= lastID {
+		if len(evs) < limit || evs[len(evs)-1].ID <= lastID {
 			complete = true
 			break
 		}
@@ -632,25 +710,15 @@ func (f *feed) fetch(ctx context.Context, run *feedRun) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !complete {
-		f.broadcast("", gapFrame(fmt.Sprintf("more than %d entries were appended to the history at once: only the newest are sent", len(got))))
+		f.add(run, 0, "", gapFrame(fmt.Sprintf("more entries were appended to the history at once than the stream keeps (%d): only the newest are sent", len(got))))
 	}
 	for _, e := range got {
 		if _, sent := run.inRing[e.ID]; sent || e.ID <= run.floor {
 			continue
 		}
-		frame := eventFrame(e)
-		run.ring = append(run.ring, ringEntry{id: e.ID, lock: e.Lock, frame: frame})
-		run.inRing[e.ID] = struct{}{}
-		run.lastID = max(run.lastID, e.ID)
-		f.broadcast(e.Lock, frame)
+		f.add(run, e.ID, e.Lock, eventFrame(e))
 	}
-	if over := len(run.ring) - ringSize; over > 0 {
-		for _, e := range run.ring[:over] {
-			delete(run.inRing, e.id)
-			run.floor = max(run.floor, e.id)
-		}
-		run.ring = slices.Delete(run.ring, 0, over)
-	}
+	f.wakeAll(run)
 	return nil
 }
 
@@ -678,8 +746,9 @@ func (f *feed) diffMembers(ctx context.Context, run *feedRun) error {
 	}
 	slices.SortFunc(events, func(a, b MemberEvent) int { return cmp.Compare(a.Instance, b.Instance) })
 	for _, e := range events {
-		f.broadcast("", memberFrame(e))
+		f.add(run, 0, "", memberFrame(e))
 	}
+	f.wakeAll(run)
 	return nil
 }
 
