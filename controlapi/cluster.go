@@ -170,9 +170,10 @@ func (h *Handler) forgetMembers() {
 	h.memberCache.mu.Unlock()
 }
 
-// setStandbys sets the standby count of each lock from members (each with
-// its locks, sorted).
-func setStandbys(locks []Lock, members []store.Member) {
+// SetStandbys sets the standby count of each lock (Lock.Standbys) from
+// members, each with its locks sorted (store.MemberFilter.WithLocks), as
+// the lock list of the API does.
+func SetStandbys(locks []Lock, members []store.Member) {
 	takers := make(map[string]int, len(locks))
 	for _, m := range members {
 		for _, l := range m.Locks {

@@ -559,7 +559,7 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		// The locks are worth more than the standbys: answer without them.
 		h.log.Warn("cannot read the member list; answering without standbys", "err", err)
 	case ok:
-		setStandbys(all, members)
+		SetStandbys(all, members)
 	}
 	out := LockList{Summary: Summarize(all), Locks: []Lock{}}
 	for _, l := range all {

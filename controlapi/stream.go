@@ -26,10 +26,11 @@ const (
 	// WithHeartbeat says otherwise.
 	DefaultHeartbeat = 15 * time.Second
 	// DefaultPollInterval is how often the stream reads the history when
-	// the store does not push changes, unless WithPollInterval says
-	// otherwise. With pushes it reads it every 10 intervals too, as a
-	// safety net (pushes can be lost); the member list is read every 5
-	// intervals (an expired member is not pushed).
+	// the store does not push its changes, unless WithPollInterval says
+	// otherwise. Once the store has pushed a change of the history it
+	// reads it every 10 intervals too, as a safety net (pushes can be
+	// lost); the member list is read every 5 intervals (an expired member
+	// is not pushed).
 	DefaultPollInterval = time.Second
 	// DefaultStreamBuffer is how many recent events the stream keeps for
 	// its clients, unless WithStreamBuffer says otherwise: a client that
@@ -544,6 +545,10 @@ func (f *feed) loop(ctx context.Context, run *feedRun) {
 		histPoll = time.NewTimer(h.poll)
 		memPoll  = time.NewTicker(5 * h.poll)
 		subFails int
+		// Until the store has pushed a change of the history, it may not
+		// push them (a backend that pushes only lease changes): poll as
+		// if it did not push.
+		histPushed bool
 	)
 	defer func() { stopSub() }()
 	defer resub.Stop()
@@ -566,6 +571,7 @@ func (f *feed) loop(ctx context.Context, run *feedRun) {
 				histPoll.Reset(h.poll)
 				continue
 			}
+			histPushed = histPushed || ch.Kind == store.ChangeHistory
 			wantHist, wantMembers = classify(ch, wantHist, wantMembers)
 		drain:
 			for range 1000 {
@@ -574,6 +580,7 @@ func (f *feed) loop(ctx context.Context, run *feedRun) {
 					if !ok {
 						break drain // seen closed at the next turn
 					}
+					histPushed = histPushed || ch.Kind == store.ChangeHistory
 					wantHist, wantMembers = classify(ch, wantHist, wantMembers)
 				default:
 					break drain
@@ -607,7 +614,7 @@ func (f *feed) loop(ctx context.Context, run *feedRun) {
 				h.log.Debug("event stream: cannot read the history", "err", err)
 			}
 			next := h.poll
-			if changes != nil {
+			if changes != nil && histPushed {
 				next = 10 * h.poll
 			}
 			histPoll.Reset(next)

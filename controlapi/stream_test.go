@@ -309,6 +309,51 @@ func TestStreamPolls(t *testing.T) {
 	}
 }
 
+// leaseOnly is a memstore that pushes lease changes only, as a backend
+// that does not push the changes of its history.
+type leaseOnly struct {
+	noPush
+	ms *memstore.Store
+}
+
+func (l leaseOnly) Subscribe(ctx context.Context) (<-chan store.Change, error) {
+	in, err := l.ms.Subscribe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan store.Change)
+	go func() {
+		defer close(out)
+		for c := range in {
+			if c.Kind == store.ChangeLease {
+				out <- c
+			}
+		}
+	}()
+	return out, nil
+}
+
+// TestStreamLeasePushesOnly: a store that pushes lease changes but not
+// those of its history is read on the poll interval, not on the safety
+// net's ten times longer one.
+func TestStreamLeasePushesOnly(t *testing.T) {
+	ms := memstore.New()
+	st := leaseOnly{noPush{ms, ms, ms}, ms}
+	srv := streamServer(t, newHandler(t, st, controlapi.WithPollInterval(100*time.Millisecond)))
+	s := openStream(t, srv.URL+"/api/mastercontrols/events")
+	s.ready()
+	time.Sleep(150 * time.Millisecond) // subscribed
+	acquire(t, ms, store.Holder{ID: "a"}, "JOB", time.Minute) // a lease change is pushed
+	t0 := time.Now()
+	if err := ms.AppendEvents(context.Background(), []store.Event{{Lock: "JOB", Kind: store.EventAcquired, Instance: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.next(2 * time.Second)
+	if took := time.Since(t0); took > 500*time.Millisecond {
+		t.Errorf("delivered %v after the append, polling every 100ms", took)
+	}
+}
+
 // TestStreamResume: a client that reconnects with Last-Event-ID gets
 // exactly the entries it missed, in order, then the live ones: from the
 // stream's recent entries while another client keeps the stream's reader
