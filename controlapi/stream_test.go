@@ -342,7 +342,7 @@ func TestStreamLeasePushesOnly(t *testing.T) {
 	srv := streamServer(t, newHandler(t, st, controlapi.WithPollInterval(100*time.Millisecond)))
 	s := openStream(t, srv.URL+"/api/mastercontrols/events")
 	s.ready()
-	time.Sleep(150 * time.Millisecond) // subscribed
+	time.Sleep(150 * time.Millisecond)                        // subscribed
 	acquire(t, ms, store.Holder{ID: "a"}, "JOB", time.Minute) // a lease change is pushed
 	t0 := time.Now()
 	if err := ms.AppendEvents(context.Background(), []store.Event{{Lock: "JOB", Kind: store.EventAcquired, Instance: "a"}}); err != nil {
