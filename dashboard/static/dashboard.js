@@ -22,7 +22,7 @@
   // LIVE_REFRESH_MAX_MS and at least every REFRESH_MS.
   const LIVE_REFRESH_MAX_MS = 10000;
   const TICK_MS = 200;
-  const EVENT_DEBOUNCE_MS = 100;
+  const EVENT_DEBOUNCE_MS = 50;
 
   const $ = (id) => document.getElementById(id);
 
