@@ -174,29 +174,46 @@ func (h *Handler) forgetMembers() {
 // members, each with its locks sorted (store.MemberFilter.WithLocks), as
 // the lock list of the API does.
 func SetStandbys(locks []Lock, members []store.Member) {
+	// Members with the same lock set take part in the same locks: count
+	// each set once, however many members share it.
+	setOf := make(map[string]string, len(members)) // member id -> set
+	count := map[string]int{}
+	first := map[string]*store.Member{}
+	for i := range members {
+		key := members[i].LockSetID
+		if key == "" {
+			key = "\x00" + members[i].ID
+		}
+		if count[key] == 0 {
+			first[key] = &members[i]
+		}
+		count[key]++
+		setOf[members[i].ID] = key
+	}
 	takers := make(map[string]int, len(locks))
-	for _, m := range members {
-		for _, l := range m.Locks {
-			takers[l]++
+	for key, n := range count {
+		for _, l := range first[key].Locks {
+			takers[l] += n
 		}
 	}
-	byID := make(map[string]*store.Member, len(members))
-	for i := range members {
-		byID[members[i].ID] = &members[i]
-	}
+	in := map[string]map[string]struct{}{} // set -> its locks, built when a master needs it
 	for i := range locks {
 		n := takers[locks[i].LockName]
-		if master := byID[locks[i].Master]; master != nil && takesPart(*master, locks[i].LockName) {
-			n--
+		if key, ok := setOf[locks[i].Master]; ok && locks[i].Master != "" {
+			set := in[key]
+			if set == nil {
+				set = make(map[string]struct{}, len(first[key].Locks))
+				for _, l := range first[key].Locks {
+					set[l] = struct{}{}
+				}
+				in[key] = set
+			}
+			if _, part := set[locks[i].LockName]; part {
+				n--
+			}
 		}
 		locks[i].Standbys = &n
 	}
-}
-
-// takesPart reports whether m, with its locks sorted, takes part in lock.
-func takesPart(m store.Member, lock string) bool {
-	_, found := slices.BinarySearch(m.Locks, lock)
-	return found
 }
 
 // candidatesOf returns the ids of members (those taking part in one lock),

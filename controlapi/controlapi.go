@@ -545,8 +545,9 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	all := make([]Lock, len(states))
+	holders := map[string]*Holder{} // each master's description, parsed once
 	for i, s := range states {
-		all[i] = LockOf(s)
+		all[i] = lockOf(s, holders)
 	}
 	// Ordered by name byte by byte, whatever the database's collation:
 	// the order the "after" cursor follows.

@@ -150,7 +150,12 @@ type Holder struct {
 }
 
 // LockOf returns the JSON form of a lock's state.
-func LockOf(s store.LockState) Lock {
+func LockOf(s store.LockState) Lock { return lockOf(s, nil) }
+
+// lockOf is LockOf, parsing each description once when holders (by
+// description) is not nil: a list of many locks has few masters. The
+// Holder values are shared between the locks; nothing changes them.
+func lockOf(s store.LockState, holders map[string]*Holder) Lock {
 	l := Lock{
 		LockName:  s.Lock,
 		Token:     s.Token,
@@ -170,9 +175,18 @@ func LockOf(s store.LockState) Lock {
 		l.ExpiresInMs = max(s.TTL.Milliseconds(), 1) // held: some time is left
 		l.Revoked = s.Revoked
 		if s.HolderInfo != "" {
-			var h Holder
-			if err := json.Unmarshal([]byte(s.HolderInfo), &h); err == nil {
-				l.Holder = &h
+			h, seen := holders[s.HolderInfo]
+			if !seen {
+				var v Holder
+				if err := json.Unmarshal([]byte(s.HolderInfo), &v); err == nil {
+					h = &v
+				}
+				if holders != nil {
+					holders[s.HolderInfo] = h
+				}
+			}
+			if h != nil {
+				l.Holder = h
 			} else {
 				l.HolderInfo = s.HolderInfo
 			}
