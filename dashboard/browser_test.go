@@ -373,10 +373,6 @@ func TestBrowser(t *testing.T) {
 	until("the full history", `document.getElementById('history-filter').hidden &&
 		[...document.querySelectorAll('#history-body tr .lock-name')].some(b => b.textContent === 'CACHE-WARMER')`)
 
-	if os.Getenv(envScreenshot) == "1" {
-		screenshot(t, ctx, eval)
-	}
-
 	// Lock names and reasons are user input: shown as text, never markup.
 	const evilLock, evilReason = `<img src=x onerror=alert(1)>`, `<b>bold</b> & "quoted"`
 	post("disable", evilLock, evilReason)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -179,6 +180,11 @@ func TestBrowserCluster(t *testing.T) {
 	p.until("the new master on the page", row(lockName)+`.dataset.master === 'gamma'`, 5*time.Second)
 	p.until("the hand-off in the history", `[...document.querySelectorAll('#history-body tr')].some(r => r.dataset.kind === 'handoff' &&
 		r.querySelector('td.reason').textContent === 'from alpha to gamma: patching alpha')`, 5*time.Second)
+
+	if os.Getenv(envScreenshot) == "1" {
+		p.until("the history", `document.querySelectorAll('#history-body tr').length >= 4`, 5*time.Second)
+		screenshot(t, bctx, p.eval)
+	}
 
 	// A change made elsewhere shows without a reload and without polling.
 	events := p.evalFloat(`Number(document.body.dataset.liveEvents || 0)`)
