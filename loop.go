@@ -11,6 +11,7 @@ import (
 	"time"
 
 	backoffpkg "github.com/masterjob/masterjob/internal/backoff"
+	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -169,6 +170,12 @@ func (l *loop) run(ctx context.Context) error {
 			return nil
 		}
 		if l.shutdown && !now.Before(l.shutdownBy) {
+			if len(l.masters) == 0 {
+				// Every job stopped in time; only releases are left,
+				// each bounded by its own timeout.
+				l.finishReleases()
+				return nil
+			}
 			return l.abandon()
 		}
 		l.startCalls(now)
@@ -301,6 +308,7 @@ func (l *loop) stop(m *mastership, cause error, kind TransitionKind) {
 	}
 	m.stopping = cause
 	m.cancel(cause)
+	trace.Mark("job.cancel", m.lease.Lock)
 	if loss {
 		l.e.obs.Transition(Transition{Lock: m.lease.Lock, Kind: kind, Token: m.lease.Token, Instance: l.e.holder.ID, Reason: cause})
 		l.log.Warn("stopping job: mastership lost", "lock", m.lease.Lock, "token", m.lease.Token, "reason", cause)
@@ -419,7 +427,19 @@ func (l *loop) startCalls(now time.Time) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		began := l.now()
+		if trace.Enabled() {
+			for _, lk := range locks {
+				trace.Mark("acquire.sent", lk)
+			}
+		}
 		states, err := l.e.st.Acquire(ctx, l.e.holder, locks, l.cfg.Tolerance)
+		if trace.Enabled() {
+			for _, s := range states {
+				if s.Acquired {
+					trace.Mark("acquire.done", s.Lock)
+				}
+			}
+		}
 		if err == nil && len(left) > 0 {
 			// Balancing left these to others: read them, without taking
 			// them. Only while more locks are free than this instance's
@@ -465,7 +485,9 @@ func (l *loop) startRelease() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
+		markAll("release.sent", refs)
 		err := l.e.st.Release(ctx, l.e.holder.ID, refs)
+		markAll("release.done", refs)
 		l.releaseDone <- releaseResult{refs: refs, err: err}
 	}()
 }
@@ -657,6 +679,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 		l.log.Info("became master", "lock", lease.Lock, "token", lease.Token)
 	}
 	l.e.obs.Transition(tr)
+	trace.Mark("job.start", lease.Lock)
 	go func() {
 		err := runJob(ctx, job, lease)
 		l.jobDone <- jobExit{lock: lease.Lock, token: lease.Token, err: err}
@@ -772,6 +795,7 @@ func (l *loop) retryWait(now time.Time) time.Duration {
 const minRetryWait = 2 * time.Millisecond
 
 func (l *loop) onJobExit(x jobExit) {
+	trace.Mark("job.stopped", x.lock)
 	m := l.masters[x.lock]
 	if m == nil || m.lease.Token != x.token {
 		return
@@ -1054,12 +1078,18 @@ func (l *loop) abandon() error {
 			<-done
 		}
 	}(len(l.masters), l.jobDone)
+	l.finishReleases()
+	return ErrShutdownTimeout
+}
+
+// finishReleases waits for the store calls in flight, then releases what
+// is still to be released.
+func (l *loop) finishReleases() {
 	l.drainCalls()
 	if len(l.toRelease) > 0 {
 		l.startRelease()
 		l.drainCalls()
 	}
-	return ErrShutdownTimeout
 }
 
 // drainCalls waits for in-flight store calls; each is bounded by a timeout.
@@ -1080,6 +1110,15 @@ func (l *loop) drainCalls() {
 					delete(l.toRelease, ref.Lock)
 				}
 			}
+		}
+	}
+}
+
+// markAll records a trace mark for each lease.
+func markAll(event string, refs []store.LeaseRef) {
+	if trace.Enabled() {
+		for _, r := range refs {
+			trace.Mark(event, r.Lock)
 		}
 	}
 }
