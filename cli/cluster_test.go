@@ -445,3 +445,58 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestClusterCommandsPostgres: instances, status, handoff and watch on a
+// PostgreSQL store directly (it keeps members, hands off and pushes its
+// history's changes).
+func TestClusterCommandsPostgres(t *testing.T) {
+	u := postgresSchemaURL(t)
+	ctx := context.Background()
+	open := func() store.Store {
+		t.Helper()
+		st, err := storeurl.Open(ctx, u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		return st
+	}
+	for i, id := range []string{"pg-a", "pg-b"} {
+		st := open()
+		info := fmt.Sprintf(`{"host":"host-%s","pid":%d}`, id, 10+i)
+		st.(store.Membership).Announce(store.Member{ID: id, Info: info, Locks: []string{"JOB"}, LockSetID: "s"}, time.Minute)
+		got, err := st.Acquire(ctx, store.Holder{ID: id, Info: info}, []string{"JOB"}, time.Minute)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("Acquire: %+v, %v", got, err)
+		}
+	}
+	r := mainEnv(nil, "instances", "--store", u, "--json")
+	var list []controlapi.Instance
+	if err := json.Unmarshal([]byte(r.stdout), &list); r.code != ExitOK || err != nil || len(list) != 2 || list[1].Host != "host-pg-b" {
+		t.Fatalf("instances: exit %d, %v, %s %s", r.code, err, r.stdout, r.stderr)
+	}
+	r = mainEnv(nil, "status", "--store", u)
+	checkStatusRow(t, strings.Split(r.stdout, "\n\n")[0], "JOB", map[string]string{"MASTER": "pg-a", "STANDBYS": "1"})
+
+	w := startMain(t, nil, "watch", "--store", u, "--lock", "JOB")
+	waitFor(t, 10*time.Second, "watch to start", func() bool { return strings.Contains(w.stderr.String(), "watching the store") })
+	t0 := time.Now()
+	r = mainEnv(nil, "handoff", "--store", u, "--lock", "JOB", "--to", "pg-b", "--reason", "moving")
+	if r.code != ExitOK || !strings.Contains(r.stdout, `asked pg-a to hand lock "JOB" over to pg-b`) {
+		t.Fatalf("handoff: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	waitFor(t, 5*time.Second, "watch to print the hand-off", func() bool { return strings.Contains(w.stdout.String(), "JOB  handoff  cli@") })
+	t.Logf("watch printed the hand-off %v after the command began", time.Since(t0))
+	if !strings.Contains(w.stdout.String(), "from pg-a to pg-b: moving") {
+		t.Errorf("watch printed %q", w.stdout.String())
+	}
+	states, err := open().Locks(ctx, "JOB")
+	if err != nil || !states[0].HandoffRequested || states[0].HandoffTo != "pg-b" {
+		t.Errorf("the store after the hand-off: %+v, %v", states, err)
+	}
+	r = mainEnv(nil, "handoff", "--store", u, "--lock", "JOB", "--to", "pg-a")
+	if r.code != ExitFailure || !strings.Contains(r.stderr, "is the master of") {
+		t.Errorf("handoff to the master: exit %d, stderr %q", r.code, r.stderr)
+	}
+	w.stop(t)
+}

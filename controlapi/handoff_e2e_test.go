@@ -22,7 +22,7 @@ import (
 // cluster is a few executors of one lock on a memstore, in real time.
 type cluster struct {
 	t      *testing.T
-	ms     *memstore.Store
+	open   func() store.Store // a handle of its own for each instance
 	jobs   *jobLog
 	execs  map[string]*masterjob.Executor
 	stops  map[string]context.CancelFunc
@@ -34,7 +34,13 @@ type cluster struct {
 const clusterLock = "JOB-SCHEDULER"
 
 func newCluster(t *testing.T, ms *memstore.Store, heartbeat, tolerance, check time.Duration, rec masterjob.Observer, ids ...string) *cluster {
-	c := &cluster{t: t, ms: ms, jobs: newJobLog(t), execs: map[string]*masterjob.Executor{}, stops: map[string]context.CancelFunc{},
+	return newClusterOn(t, func() store.Store { return ms.Reopen() }, heartbeat, tolerance, check, rec, ids...)
+}
+
+// newClusterOn starts executors of one lock, each on a store handle of
+// its own from open.
+func newClusterOn(t *testing.T, open func() store.Store, heartbeat, tolerance, check time.Duration, rec masterjob.Observer, ids ...string) *cluster {
+	c := &cluster{t: t, open: open, jobs: newJobLog(t), execs: map[string]*masterjob.Executor{}, stops: map[string]context.CancelFunc{},
 		lock: clusterLock, timing: [3]time.Duration{heartbeat, tolerance, check}}
 	for _, id := range ids {
 		c.start(id, rec)
@@ -59,7 +65,7 @@ func (c *cluster) start(id string, rec masterjob.Observer) {
 		opts = append(opts, masterjob.WithObserver(rec))
 	}
 	// Each instance on a handle of its own, as separate processes would.
-	e, err := masterjob.New(c.ms.Reopen(), opts...)
+	e, err := masterjob.New(c.open(), opts...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
