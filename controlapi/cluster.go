@@ -313,7 +313,22 @@ func handoff(ctx context.Context, st store.Store, hist store.History, req Handof
 	if err := store.ValidateLockName(req.LockName); err != nil {
 		return HandoffResult{}, err
 	}
+	// The lock's state and its members, read at once: both are on the
+	// path of the hand-off.
+	ms, withMembers := st.(store.Membership)
+	var (
+		members    []store.Member
+		membersErr error
+		read       = make(chan struct{})
+	)
+	go func() {
+		defer close(read)
+		if withMembers {
+			members, membersErr = ms.Members(ctx, store.MemberFilter{Lock: req.LockName})
+		}
+	}()
 	states, err := st.Locks(ctx, req.LockName)
+	<-read
 	if err != nil {
 		return HandoffResult{}, err
 	}
@@ -324,10 +339,9 @@ func handoff(ctx context.Context, st store.Store, hist store.History, req Handof
 		return HandoffResult{}, err
 	}
 	master := states[0].Holder
-	if ms, ok := st.(store.Membership); ok {
-		members, err := ms.Members(ctx, store.MemberFilter{Lock: req.LockName})
-		if err != nil {
-			return HandoffResult{}, err
+	if withMembers {
+		if membersErr != nil {
+			return HandoffResult{}, membersErr
 		}
 		ids := make([]string, 0, len(members))
 		for _, m := range members {
