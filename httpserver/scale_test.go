@@ -30,12 +30,15 @@ import (
 const envScaleLocks = "MASTERJOB_SCALE_LOCKS"
 
 // TestMetricsScrapeAtScale: one instance master of 10,000 locks (a
-// memstore, the metrics of prom.NewObserver with WithLocks of every lock,
-// the Go and process collectors, as `masterjob run --http` registers them),
-// scraped over a real listener: it counts the series per family and times
-// the scrapes. The series of the locks are 2 per lock (is_master,
-// lease_ttl_seconds) plus 1 per lock acquired (transitions_total); the
-// rest does not grow with the locks. docs/benchmarks.md has the figures.
+// memstore; the metrics of prom.NewObserver with WithLocks of every lock,
+// the store's view of every lock (prom.NewStoreCollector), the Go and
+// process collectors, as `masterjob run --http` registers them), scraped
+// over a real listener: it counts the series per family and times the
+// scrapes. The series of the locks are 2 per lock (is_master,
+// lease_ttl_seconds), 1 per lock acquired (transitions_total) and 4 per
+// lock of the store's view (lock_has_master, lock_disabled, lock_token,
+// lock_ttl_seconds); the rest does not grow with the locks.
+// docs/benchmarks.md has the figures.
 func TestMetricsScrapeAtScale(t *testing.T) {
 	if testing.Short() {
 		t.Skip("scale test skipped in -short mode")
@@ -58,6 +61,11 @@ func TestMetricsScrapeAtScale(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms := memstore.New()
+	view, err := prom.NewStoreCollector(ms.Reopen())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg.MustRegister(view)
 	ex, err := masterjob.New(ms,
 		masterjob.WithLookupEnv(func(string) (string, bool) { return "", false }),
 		masterjob.WithInitDelay(0), masterjob.WithLogger(slog.New(slog.DiscardHandler)), masterjob.WithObserver(obs),
@@ -122,13 +130,19 @@ func TestMetricsScrapeAtScale(t *testing.T) {
 		times = append(times, took)
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	lockSeries := families["masterjob_is_master"] + families["masterjob_lease_ttl_seconds"] + families["masterjob_transitions_total"]
-	t.Logf("%d locks: %d samples (%d of them per lock: is_master %d, lease_ttl_seconds %d, transitions_total %d; %d others), %d bytes; scrape time min %v, median %v, max %v",
-		n, samples, lockSeries, families["masterjob_is_master"], families["masterjob_lease_ttl_seconds"], families["masterjob_transitions_total"],
-		samples-lockSeries, size, times[0], times[len(times)/2], times[len(times)-1])
-	if families["masterjob_is_master"] != n || families["masterjob_lease_ttl_seconds"] != n || families["masterjob_transitions_total"] != n {
-		t.Errorf("per-lock series: %d, %d, %d; want %d each", families["masterjob_is_master"], families["masterjob_lease_ttl_seconds"], families["masterjob_transitions_total"], n)
+	perLock := []string{"masterjob_is_master", "masterjob_lease_ttl_seconds", "masterjob_transitions_total",
+		"masterjob_lock_has_master", "masterjob_lock_disabled", "masterjob_lock_token", "masterjob_lock_ttl_seconds"}
+	lockSeries := 0
+	var counts []string
+	for _, f := range perLock {
+		lockSeries += families[f]
+		counts = append(counts, fmt.Sprintf("%s %d", strings.TrimPrefix(f, "masterjob_"), families[f]))
+		if families[f] != n {
+			t.Errorf("%s: %d series, want %d", f, families[f], n)
+		}
 	}
+	t.Logf("%d locks: %d samples (%d of them per lock: %s; %d others), %d bytes; scrape time min %v, median %v, max %v",
+		n, samples, lockSeries, strings.Join(counts, ", "), samples-lockSeries, size, times[0], times[len(times)/2], times[len(times)-1])
 	if others := samples - lockSeries; others > 300 {
 		t.Errorf("%d series that are not per lock", others)
 	}
