@@ -51,6 +51,9 @@ type loop struct {
 	renewAgain  bool      // a renewal was asked for while one was in flight
 	leftUntil   time.Time // balancing: when the free locks the check left to others are due
 	recheck     bool      // the check's answer calls for another check at once
+	// pushedHeldOff holds the held-off locks the store pushed a change of
+	// since the last check.
+	pushedHeldOff map[string]bool
 
 	checking, renewing, releasing bool
 	checkDone                     chan checkResult
@@ -357,7 +360,9 @@ func (l *loop) followed(now time.Time) []string {
 			continue
 		}
 		if until, ok := l.holdoff[name]; ok {
-			if now.Before(until) {
+			// A lock handed back to this instance (reserved for it, as the
+			// last check saw) is taken whatever the holdoff.
+			if now.Before(until) && !l.seen[name].mine {
 				continue
 			}
 			delete(l.holdoff, name)
@@ -365,6 +370,25 @@ func (l *loop) followed(now time.Time) []string {
 		locks = append(locks, name)
 	}
 	return locks
+}
+
+// heldOffPushed returns, and forgets, the held-off locks the store pushed
+// a change of since the last check: the check reads them without taking
+// them, so that a lock handed back to this instance (reserved for it) is
+// seen and taken at once.
+func (l *loop) heldOffPushed() []string {
+	if len(l.pushedHeldOff) == 0 {
+		return nil
+	}
+	now := l.now()
+	var out []string
+	for name := range l.pushedHeldOff {
+		if until, ok := l.holdoff[name]; ok && now.Before(until) && l.masters[name] == nil {
+			out = append(out, name)
+		}
+	}
+	clear(l.pushedHeldOff)
+	return out
 }
 
 // startCalls starts the store calls that are due and not already running.
@@ -381,7 +405,8 @@ func (l *loop) startCalls(now time.Time) {
 	}
 	l.started = true
 	locks, leftUntil := l.checkList(now, l.followed(now))
-	if len(locks) == 0 {
+	peek := l.heldOffPushed()
+	if len(locks) == 0 && len(peek) == 0 {
 		// StartMaster, a release or the end of a holdoff schedules the next.
 		l.nextCheckAt = time.Time{}
 		for _, until := range l.holdoff {
@@ -411,6 +436,14 @@ func (l *loop) startCalls(now time.Time) {
 			}
 		}
 		states, err := l.e.st.Acquire(ctx, l.e.holder, locks, l.cfg.Tolerance)
+		if err == nil && len(peek) > 0 {
+			// Held-off locks the store pushed a change of: read, not
+			// taken, to see whether one was handed back to this
+			// instance. A round trip only after such a push.
+			if more, lerr := l.e.st.Locks(ctx, peek...); lerr == nil {
+				states = append(states, more...)
+			}
+		}
 		if trace.Enabled() {
 			for _, s := range states {
 				if s.Acquired {
@@ -1008,6 +1041,12 @@ func (l *loop) onNotify(lock string) {
 			l.renewSoon(l.now()) // see a revocation at once
 		}
 		return
+	}
+	if until, ok := l.holdoff[lock]; ok && l.now().Before(until) {
+		if l.pushedHeldOff == nil {
+			l.pushedHeldOff = map[string]bool{}
+		}
+		l.pushedHeldOff[lock] = true
 	}
 	if l.jobFor(lock) != nil && l.started {
 		// It changed (released, most likely): what the last check saw

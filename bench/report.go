@@ -122,6 +122,22 @@ func (r *Report) Markdown(w io.Writer) {
 		p("\n")
 	}
 
+	if rs := by("hand-off through the API"); len(rs) > 0 {
+		p("### Hand-off through the control API (POST /api/mastercontrols/handoff with \"to\" → next child starts)\n\n")
+		p("| store | lease | trials | median | p99 | max | POST → old child exited (median) | old child exited → next start (median / p99) | the request itself (median) | target | host busy |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, x := range rs {
+			s := x.Get(SeriesHandoffAPI).Summary
+			st := x.Get(SeriesHandoffAPIStop).Summary
+			g := x.Get(SeriesHandoffGap).Summary
+			c := x.Get(SeriesHandoffAPICall).Summary
+			p("| %s | %s | %d | %s | %s | %s | %s | %s / %s | %s | p99 ≤ %s: %s | %s |\n", x.Store, x.Lease, s.N,
+				ms(s.Median), ms(s.P99), ms(s.Max), ms(st.Median), ms(g.Median), ms(g.P99), ms(c.Median),
+				HandoffPostgres, verdict(s.P99 <= HandoffPostgres), busy(x.Host))
+		}
+		p("\n")
+	}
+
 	if rs := by("disable / enable"); len(rs) > 0 {
 		p("### Disable and enable (measured from the store call's return)\n\n")
 		p("| store | timing | trials | disable → child exited (median / p99 / max) | enable → child started (median / p99 / max) | the Disable call itself (median) | host busy |\n")

@@ -21,14 +21,22 @@ import (
 // controlTimeout bounds status, disable and enable, store connection included.
 const controlTimeout = 30 * time.Second
 
-const statusUsage = `usage: masterjob status [--store URL | --server URL [--token TOKEN]] [--json] [LOCK...]
+const statusUsage = `usage: masterjob status [--match TEXT] [--state STATE] [--instance ID] [--store URL | --server URL [--token TOKEN]] [--json] [LOCK...]
 
 Shows every lock the store knows, or the named ones: its master (the holder
 of an unexpired lease) with its host and pid, the fencing token of the
 current or last lease, the time left on the lease as measured by the store
-(TTL), whether the lock is disabled and why, and who changed its control
-last and when. --json prints a JSON array of locks in the control API's
-shape (the README's "Operating it" and 'go doc controlapi.Lock').
+(TTL), how many live instances other than the master take part in it
+(STANDBYS: those that could take over; "-" on a store that keeps no member
+list), whether the lock is disabled and why, and who changed its control
+last and when. Below the table, how many masterships each instance holds.
+--json prints a JSON array of locks in the control API's shape (the
+README's "Operating it" and 'go doc controlapi.Lock').
+
+--match, --state and --instance keep the locks whose name contains TEXT
+(ignoring case), that are in STATE (master, nomaster, disabled, nostandby)
+or whose master is instance ID; the masterships below the table count every
+lock.
 
 A lock the store has no record of (no instance has been its master and it
 was never disabled) is unknown: status says so on stderr instead of showing
@@ -57,12 +65,14 @@ type statusFlags struct {
 	fs     *flag.FlagSet
 	target targetFlags
 	json   bool
+	filter lockFilterFlags
 }
 
 func newStatusFlags() *statusFlags {
 	f := &statusFlags{fs: newFlagSet("status")}
 	f.target.register(f.fs)
 	f.fs.BoolVar(&f.json, "json", false, "print a JSON array instead of a table")
+	f.filter.register(f.fs)
 	return f
 }
 
@@ -85,27 +95,35 @@ func statusMain(e *cmdEnv, c *command, args []string) int {
 			return reportUsage(e, c, err)
 		}
 	}
+	filter, err := f.filter.resolve()
+	if err != nil {
+		return reportUsage(e, c, err)
+	}
 	tg, err := f.target.resolve(e, f.fs)
 	if err != nil {
 		return reportUsage(e, c, err)
 	}
 	ctx, cancel := context.WithTimeout(e.ctx, controlTimeout)
 	defer cancel()
-	var locks []controlapi.Lock
+	var list controlapi.LockList
 	if tg.client != nil {
 		defer tg.client.close()
-		locks, err = tg.client.locks(ctx, names)
+		list, err = tg.client.lockList(ctx, names, filter)
 	} else {
-		locks, err = readLocks(ctx, tg.store, names)
+		list, err = readLockList(ctx, tg.store, names, filter)
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "masterjob status: %v\n", err)
 		return exitCode(err)
 	}
+	locks := list.Locks
 	if f.json {
 		err = writeStatusJSON(e.stdout, locks)
 	} else {
 		err = writeStatusTable(e.stdout, locks)
+		if err == nil && len(list.Summary.Masters) > 0 {
+			err = writeMasterships(e.stdout, list.Summary.Masters)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "masterjob status: %v\n", err)
@@ -118,28 +136,60 @@ func statusMain(e *cmdEnv, c *command, args []string) int {
 			fmt.Fprintf(e.stderr, "masterjob status: unknown lock %s: no instance has been its master and it was never disabled\n", quoteIfNeeded(l.LockName))
 		}
 	}
-	if len(names) > 0 && unknown == len(locks) {
+	if len(names) > 0 && len(locks) > 0 && unknown == len(locks) {
 		return ExitFailure
 	}
 	return ExitOK
 }
 
-// readLocks reads the named locks, or every lock, from the store at u.
-func readLocks(ctx context.Context, u storeurl.URL, names []string) ([]controlapi.Lock, error) {
+// readLockList reads the named locks, or every lock, from the store at u,
+// with their standbys on a store that keeps a member list, and keeps
+// those that pass filter, as the control API's list does (without a
+// page).
+func readLockList(ctx context.Context, u storeurl.URL, names []string, filter controlapi.LockFilter) (controlapi.LockList, error) {
 	st, err := openForReading(ctx, u)
 	if err != nil {
-		return nil, err
+		return controlapi.LockList{}, err
 	}
 	defer st.Close()
 	states, err := st.Locks(ctx, names...)
 	if err != nil {
-		return nil, fmt.Errorf("read locks from %s: %w", u, err)
+		return controlapi.LockList{}, fmt.Errorf("read locks from %s: %w", u, err)
 	}
-	locks := make([]controlapi.Lock, len(states))
+	all := make([]controlapi.Lock, len(states))
 	for i, s := range states {
-		locks[i] = controlapi.LockOf(s)
+		all[i] = controlapi.LockOf(s)
 	}
-	return locks, nil
+	if ms, ok := st.(store.Membership); ok {
+		members, err := ms.Members(ctx, store.MemberFilter{WithLocks: true})
+		if err != nil {
+			return controlapi.LockList{}, fmt.Errorf("read the member list from %s: %w", u, err)
+		}
+		controlapi.SetStandbys(all, members)
+	}
+	list := controlapi.LockList{Summary: controlapi.Summarize(all), Locks: []controlapi.Lock{}}
+	for _, l := range all {
+		if filter.Matches(l) {
+			list.Locks = append(list.Locks, l)
+		}
+	}
+	list.Total = len(list.Locks)
+	return list, nil
+}
+
+// writeMasterships prints how many masterships each instance holds.
+func writeMasterships(w io.Writer, ms []controlapi.Masterships) error {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tHOST\tMASTERSHIPS")
+	for _, m := range ms {
+		host := "-"
+		if m.Host != "" {
+			host = quoteIfNeeded(m.Host)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", quoteIfNeeded(m.Instance), host, m.Count)
+	}
+	return tw.Flush()
 }
 
 // openForReading opens the store for a command that only reads: SQLite
@@ -180,7 +230,7 @@ func writeStatusTable(w io.Writer, locks []controlapi.Lock) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LOCK\tMASTER\tHOST\tPID\tTOKEN\tTTL\tDISABLED\tCHANGED-BY\tCHANGED-AT\tREASON")
+	fmt.Fprintln(tw, "LOCK\tMASTER\tHOST\tPID\tTOKEN\tTTL\tSTANDBYS\tDISABLED\tCHANGED-BY\tCHANGED-AT\tREASON")
 	for _, l := range known {
 		master, host, pid, ttl := "-", "-", "-", "-"
 		if l.Master != "" {
@@ -203,8 +253,12 @@ func writeStatusTable(w io.Writer, locks []controlapi.Lock) error {
 		if !l.ChangedAt.IsZero() {
 			changedAt = l.ChangedAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n",
-			quoteIfNeeded(l.LockName), master, host, pid, l.Token, ttl, disabled, changedBy, changedAt, reason)
+		standbys := "-"
+		if l.Standbys != nil {
+			standbys = strconv.Itoa(*l.Standbys)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			quoteIfNeeded(l.LockName), master, host, pid, l.Token, ttl, standbys, disabled, changedBy, changedAt, reason)
 	}
 	return tw.Flush()
 }

@@ -138,6 +138,8 @@ type runFlags struct {
 	logLevel            choiceValue
 	keepEnv             listValue
 	http                httpFlags
+	balance             bool
+	weight              weightValue
 }
 
 func newRunFlags() *runFlags {
@@ -166,6 +168,8 @@ func newRunFlags() *runFlags {
 	fs.Var(&f.keepEnv, "keep-env", "pass the runner's secret environment variable `NAME` ("+
 		strings.Join(secretEnv, " or ")+") on to the command; repeatable")
 	f.http.register(fs, false)
+	fs.BoolVar(&f.balance, "balance", true, "spread the masterships of the locks over the instances that take part in the same locks (stores with a member list); --balance=false takes every free lock at once")
+	fs.Var(&f.weight, "weight", "this instance's share of the masterships relative to the others, for balancing (`number` > 0; default 1)")
 	return f
 }
 
@@ -196,6 +200,9 @@ func (f *runFlags) options() []masterjob.Option {
 	if f.maxRetries.set {
 		opts = append(opts, masterjob.Labeled("flag --max-heartbeat-retry-count",
 			masterjob.WithMaxHeartbeatRetryCount(f.maxRetries.n)))
+	}
+	if !f.balance || f.weight.set {
+		opts = append(opts, masterjob.WithBalance(masterjob.BalanceConfig{Off: !f.balance, Weight: f.weight.w}))
 	}
 	return opts
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -45,6 +46,10 @@ type config struct {
 	hosts         []string
 	anyHost       bool
 	maxInFlight   int
+	maxStreams    int
+	heartbeat     time.Duration
+	poll          time.Duration
+	streamBuffer  int
 	errs          []error
 }
 
@@ -185,19 +190,25 @@ func WithMaxInFlight(n int) Option {
 // Handler serves the control API. Create it with New; it is safe for
 // concurrent use.
 type Handler struct {
-	st          store.Store
-	history     store.History
-	log         *slog.Logger
-	tokens      []token
-	readsAuth   bool
-	maxBody     int64
-	callTimeout time.Duration
-	origins     *http.CrossOriginProtection
-	hosts       []string // names allowed in Host besides loopback ones, lower case
-	anyHost     bool
-	reads       chan struct{} // a slot per read calling the store
-	writes      chan struct{} // a slot per control request calling the store
-	mux         *http.ServeMux
+	st           store.Store
+	history      store.History
+	log          *slog.Logger
+	tokens       []token
+	readsAuth    bool
+	maxBody      int64
+	callTimeout  time.Duration
+	origins      *http.CrossOriginProtection
+	hosts        []string // names allowed in Host besides loopback ones, lower case
+	anyHost      bool
+	reads        chan struct{} // a slot per read calling the store
+	writes       chan struct{} // a slot per control request calling the store
+	streams      chan struct{} // a slot per open event stream
+	heartbeat    time.Duration
+	poll         time.Duration
+	streamBuffer int
+	feed         feed
+	memberCache  memberCache
+	mux          *http.ServeMux
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -208,7 +219,8 @@ func New(st store.Store, opts ...Option) (*Handler, error) {
 	if st == nil {
 		return nil, errors.New("controlapi: nil store")
 	}
-	c := config{maxBody: DefaultMaxBodyBytes, callTimeout: DefaultCallTimeout, maxInFlight: DefaultMaxInFlight}
+	c := config{maxBody: DefaultMaxBodyBytes, callTimeout: DefaultCallTimeout, maxInFlight: DefaultMaxInFlight,
+		maxStreams: DefaultMaxStreams, heartbeat: DefaultHeartbeat, poll: DefaultPollInterval, streamBuffer: DefaultStreamBuffer}
 	for _, o := range opts {
 		if o != nil {
 			o(&c)
@@ -227,19 +239,24 @@ func New(st store.Store, opts ...Option) (*Handler, error) {
 		return nil, fmt.Errorf("controlapi: invalid option: %w", errors.Join(c.errs...))
 	}
 	h := &Handler{
-		st:          st,
-		history:     c.history,
-		log:         c.log,
-		tokens:      c.tokens,
-		readsAuth:   c.tokenForReads,
-		maxBody:     c.maxBody,
-		callTimeout: c.callTimeout,
-		origins:     cop,
-		hosts:       c.hosts,
-		anyHost:     c.anyHost,
-		reads:       make(chan struct{}, c.maxInFlight),
-		writes:      make(chan struct{}, c.maxInFlight),
+		st:           st,
+		history:      c.history,
+		log:          c.log,
+		tokens:       c.tokens,
+		readsAuth:    c.tokenForReads,
+		maxBody:      c.maxBody,
+		callTimeout:  c.callTimeout,
+		origins:      cop,
+		hosts:        c.hosts,
+		anyHost:      c.anyHost,
+		reads:        make(chan struct{}, c.maxInFlight),
+		writes:       make(chan struct{}, c.maxInFlight),
+		streams:      make(chan struct{}, c.maxStreams),
+		heartbeat:    c.heartbeat,
+		poll:         c.poll,
+		streamBuffer: c.streamBuffer,
 	}
+	h.feed.h = h
 	h.mux = h.routes()
 	if h.history == nil {
 		h.history, _ = st.(store.History)
@@ -262,6 +279,8 @@ const (
 	pathDisable     = "/disable"
 	pathEnable      = "/enable"
 	pathHistory     = "/history"
+	pathHandoff     = "/handoff"
+	pathEvents      = "/events"
 	pathLocks       = "/locks"
 	pathLockValue   = "lockName" // the path wildcard
 	lockPathHint    = "read one lock at " + BasePath + pathLocks + "/{lockName} (percent-encoded)"
@@ -281,6 +300,9 @@ func (h *Handler) routes() *http.ServeMux {
 	mux.Handle(BasePath+"/{$}", list)
 	mux.HandleFunc(BasePath+pathDisable, func(w http.ResponseWriter, r *http.Request) { h.write(w, r, true) })
 	mux.HandleFunc(BasePath+pathEnable, func(w http.ResponseWriter, r *http.Request) { h.write(w, r, false) })
+	mux.HandleFunc(BasePath+pathHandoff, h.handoffRequest)
+	mux.Handle(BasePath+pathEvents, h.reader(h.stream))
+	mux.Handle(InstancesPath, h.reader(h.instances))
 	mux.Handle(BasePath+pathHistory, h.reader(func(w http.ResponseWriter, r *http.Request) { h.events(w, r, "") }))
 	mux.Handle(BasePath+pathHistory+"/{"+pathLockValue+"...}", h.reader(h.lockPath(func(w http.ResponseWriter, r *http.Request, name string) {
 		h.events(w, r, name)
@@ -291,7 +313,8 @@ func (h *Handler) routes() *http.ServeMux {
 	return mux
 }
 
-// ServeHTTP serves the endpoints below BasePath; other paths get 404.
+// ServeHTTP serves the endpoints below BasePath and InstancesPath; other
+// paths get 404.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	hdr.Set("Cache-Control", "no-store")
@@ -373,7 +396,8 @@ func (h *Handler) lockPath(serve func(w http.ResponseWriter, r *http.Request, na
 
 func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) {
 	h.refuse(w, r, &requestError{status: http.StatusNotFound, Error: Error{
-		Error: "no such endpoint: " + echo(r.URL.Path) + "; " + BasePath + " lists the locks; " + lockPathHint + ", " + historyPathHint,
+		Error: "no such endpoint: " + echo(r.URL.Path) + "; " + BasePath + " lists the locks; " + lockPathHint + ", " + historyPathHint +
+			"; " + InstancesPath + " lists the instances",
 	}})
 }
 
@@ -503,9 +527,9 @@ func (h *Handler) begin(w http.ResponseWriter, r *http.Request, slots chan struc
 	return ctx, func() { cancel(); <-slots }, true
 }
 
-// list serves GET /api/mastercontrols[?lockName=...].
+// list serves GET /api/mastercontrols[?lockName=...&match=&state=&instance=&limit=&after=].
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
-	names, rerr := parseListQuery(r.URL.RawQuery)
+	lq, rerr := parseListQuery(r.URL.RawQuery)
 	if rerr != nil {
 		h.refuse(w, r, rerr)
 		return
@@ -515,17 +539,47 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer end()
-	states, err := h.st.Locks(ctx, names...)
+	states, err := h.st.Locks(ctx, lq.names...)
 	if err != nil {
 		h.storeFailed(w, r, "locks", err)
 		return
 	}
-	out := LockList{Locks: make([]Lock, len(states))}
+	all := make([]Lock, len(states))
+	holders := map[string]*Holder{} // each master's description, parsed once
 	for i, s := range states {
-		out.Locks[i] = LockOf(s)
+		all[i] = lockOf(s, holders)
+	}
+	// Ordered by name byte by byte, whatever the database's collation:
+	// the order the "after" cursor follows.
+	if !slices.IsSortedFunc(all, byName) {
+		slices.SortFunc(all, byName)
+	}
+	members, ok, err := h.allMembers(ctx)
+	switch {
+	case err != nil:
+		// The locks are worth more than the standbys: answer without them.
+		h.log.Warn("cannot read the member list; answering without standbys", "err", err)
+	case ok:
+		SetStandbys(all, members)
+	}
+	out := LockList{Summary: Summarize(all), Locks: []Lock{}}
+	for _, l := range all {
+		if !lq.filter.Matches(l) {
+			continue
+		}
+		out.Total++
+		switch {
+		case lq.after != "" && l.LockName <= lq.after:
+		case lq.limit > 0 && len(out.Locks) == lq.limit:
+			out.NextAfter = out.Locks[len(out.Locks)-1].LockName
+		default:
+			out.Locks = append(out.Locks, l)
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+func byName(a, b Lock) int { return strings.Compare(a.LockName, b.LockName) }
 
 // one serves GET /api/mastercontrols/locks/{lockName}, name being valid. A
 // lock the store has no record of gets 404.
@@ -553,6 +607,19 @@ func (h *Handler) one(w http.ResponseWriter, r *http.Request, name string) {
 			Error: "unknown lock " + echo(name) + ": the store has no record of it (no instance has been its master, and it was never disabled)",
 		}})
 		return
+	}
+	if ms, ok := h.st.(store.Membership); ok {
+		members, err := ms.Members(ctx, store.MemberFilter{Lock: name})
+		if err != nil {
+			h.log.Warn("cannot read the member list; answering without candidates", "err", err)
+		} else {
+			l.Candidates = candidatesOf(l.Master, members)
+			n := len(l.Candidates)
+			if n > 0 && l.Candidates[0] == l.Master {
+				n--
+			}
+			l.Standbys = &n
+		}
 	}
 	writeJSON(w, http.StatusOK, l)
 }
@@ -589,28 +656,30 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, lock string) {
 	writeJSON(w, http.StatusOK, page)
 }
 
-// write serves POST /api/mastercontrols/disable and .../enable.
-func (h *Handler) write(w http.ResponseWriter, r *http.Request, disable bool) {
+// controlBody checks a control request (POST, same origin, token, no
+// query, JSON) and reads its body. It returns the caller to record; when
+// ok is false it has answered.
+func (h *Handler) controlBody(w http.ResponseWriter, r *http.Request) (caller string, body []byte, ok bool) {
 	if r.Method != http.MethodPost {
 		h.methodNotAllowed(w, r, allowWrite)
-		return
+		return "", nil, false
 	}
 	if err := h.origins.Check(r); err != nil {
 		h.refuse(w, r, &requestError{status: http.StatusForbidden, Error: Error{Error: "cross-origin request refused"}})
-		return
+		return "", nil, false
 	}
-	caller, ok := h.authenticate(w, r)
+	caller, ok = h.authenticate(w, r)
 	if !ok {
-		return
+		return "", nil, false
 	}
 	if _, rerr := parseQuery(r.URL.RawQuery, nil); rerr != nil {
 		h.refuse(w, r, rerr)
-		return
+		return "", nil, false
 	}
 	if rerr := checkContentType(r.Header.Get("Content-Type")); rerr != nil {
 		w.Header().Set("Accept-Post", "application/json")
 		h.refuse(w, r, rerr)
-		return
+		return "", nil, false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
@@ -619,9 +688,18 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, disable bool) {
 			h.refuse(w, r, &requestError{status: http.StatusRequestEntityTooLarge, Error: Error{
 				Error: fmt.Sprintf("request body longer than %d bytes", h.maxBody),
 			}})
-			return
+			return "", nil, false
 		}
 		h.refuse(w, r, badRequest("", "cannot read the request body"))
+		return "", nil, false
+	}
+	return caller, body, true
+}
+
+// write serves POST /api/mastercontrols/disable and .../enable.
+func (h *Handler) write(w http.ResponseWriter, r *http.Request, disable bool) {
+	caller, body, ok := h.controlBody(w, r)
+	if !ok {
 		return
 	}
 	req, rerr := decodeControlRequest(body)
@@ -642,6 +720,7 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, disable bool) {
 		change store.ControlChange
 		kind   store.EventKind
 		op     string
+		err    error
 	)
 	if disable {
 		op, kind = "disable", store.EventDisabled

@@ -397,7 +397,12 @@ func TestBadInput(t *testing.T) {
 		{"empty segment", "POST", "//disable", `{"lockName":"JOB","reason":"r"}`, nil, 404, ""},
 		{"deep path", "GET", "/a/b/c", ``, nil, 404, ""},
 		{"prefix lookalike", "GET", "x", ``, nil, 404, ""},
-		{"list unknown param", "GET", "?limit=3", ``, nil, 400, "limit"},
+		{"list unknown param", "GET", "?sort=name", ``, nil, 400, "sort"},
+		{"list zero limit", "GET", "?limit=0", ``, nil, 400, "limit"},
+		{"list huge limit", "GET", "?limit=10001", ``, nil, 400, "limit"},
+		{"list bad state", "GET", "?state=held", ``, nil, 400, "state"},
+		{"list bad after", "GET", "?after=", ``, nil, 400, "after"},
+		{"list bad instance", "GET", "?instance=%E2%80%AE", ``, nil, 400, "instance"},
 		{"list bad name", "GET", "?lockName=" + long, ``, nil, 400, "lockName"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -268,7 +268,10 @@ func TestBrowser(t *testing.T) {
 		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
 		if err != nil {
 			text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('main').innerText`))
-			t.Fatalf("waiting for %s: %v\npage:\n%s", what, err, text)
+			problemsMu.Lock()
+			seen := strings.Join(problems, "\n")
+			problemsMu.Unlock()
+			t.Fatalf("waiting for %s: %v\npage:\n%s\nproblems:\n%s", what, err, text, seen)
 		}
 	}
 	eval := func(expr string) string {
@@ -369,10 +372,6 @@ func TestBrowser(t *testing.T) {
 	step("showing every lock", chromedp.Click(chromedp.ID("history-all")))
 	until("the full history", `document.getElementById('history-filter').hidden &&
 		[...document.querySelectorAll('#history-body tr .lock-name')].some(b => b.textContent === 'CACHE-WARMER')`)
-
-	if os.Getenv(envScreenshot) == "1" {
-		screenshot(t, ctx, eval)
-	}
 
 	// Lock names and reasons are user input: shown as text, never markup.
 	const evilLock, evilReason = `<img src=x onerror=alert(1)>`, `<b>bold</b> & "quoted"`

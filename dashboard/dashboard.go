@@ -1,7 +1,10 @@
 // Package dashboard serves masterjob's operator dashboard: one page, embedded
-// in the binary, that shows every lock's master, fencing token, lease
-// countdown, disabled state and recent history, and disables and enables
-// locks through the control API (package controlapi).
+// in the binary, that shows every lock's master, standbys, fencing token,
+// lease countdown, disabled state and recent history, the live instances
+// with their masterships, and disables, enables and hands off locks through
+// the control API (package controlapi). It shows the locks a page of 100 at
+// a time, with a search by name and filters by state and master, so that
+// it stays fast with tens of thousands of locks.
 //
 // The page is plain HTML, CSS and JavaScript with no build step and loads
 // nothing from other origins. It calls the control API with URLs relative to
@@ -10,12 +13,20 @@
 //
 //	mux.Handle("/api/mastercontrols", api)
 //	mux.Handle("/api/mastercontrols/", api)
+//	mux.Handle("/api/instances", api)
 //	mux.Handle("/", dashboard.Handler())
 //
 // or under a common prefix with http.StripPrefix. Package httpserver
 // composes both with metrics and health probes.
 //
-// The page refreshes itself (every second by default). When the API wants a
+// The page follows the control API's event stream (GET
+// /api/mastercontrols/events, read with fetch so that it can send the
+// token) and reads the locks again when an event arrives, and every half
+// lease for the renewals (which are no events). While the stream is down
+// (refused, or broken until it reconnects) the page polls instead (every
+// second by default), and says so next to its connection dot ("Live
+// (polling)"). The member list comes from GET /api/instances, beside the
+// API; the page calls it relative to itself too. When the API wants a
 // bearer token, the operator enters it in the page; it is kept in the
 // browser tab's sessionStorage and sent as "Authorization: Bearer", never
 // in a URL: the token field has no name and its form posts, so that even
@@ -54,7 +65,8 @@ import (
 var static embed.FS
 
 // DefaultRefreshInterval is how often the page reloads the locks and the
-// history unless WithRefreshInterval says otherwise.
+// history while the event stream is down, unless WithRefreshInterval says
+// otherwise.
 const DefaultRefreshInterval = time.Second
 
 // DefaultTitle is the page's title unless WithTitle says otherwise.
@@ -83,7 +95,8 @@ func WithTitle(title string) Option {
 	}
 }
 
-// WithRefreshInterval sets how often the page reloads its data (default
+// WithRefreshInterval sets how often the page reloads its data while the
+// event stream is down, and how often at most while it is up (default
 // DefaultRefreshInterval, at least 250 ms).
 func WithRefreshInterval(d time.Duration) Option {
 	return func(c *config) { c.refresh = max(d, 250*time.Millisecond) }

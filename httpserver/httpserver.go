@@ -2,6 +2,7 @@
 // the one `masterjob run --http` and `masterjob serve --http` listen with:
 //
 //	/api/mastercontrols, /api/mastercontrols/...   the control API (package controlapi)
+//	/api/instances                                 the control API's member list
 //	/metrics                                       Prometheus metrics (promhttp)
 //	/healthz                                       liveness (package health)
 //	/readyz                                        readiness (package health)
@@ -105,6 +106,7 @@ func New(cfg Config) http.Handler {
 		// Both: a ServeMux would redirect the bare path to the subtree.
 		mux.Handle(controlapi.BasePath, cfg.API)
 		mux.Handle(controlapi.BasePath+"/", cfg.API)
+		mux.Handle(controlapi.InstancesPath, cfg.API)
 	}
 	if cfg.Gatherer != nil {
 		mux.Handle(MetricsPath, getOnly(promhttp.HandlerFor(cfg.Gatherer, cfg.MetricsOptions)))

@@ -34,7 +34,7 @@ import (
 )
 
 // scenarios, in the order they run.
-var allScenarios = []string{"exec", "failover", "handoff", "control", "sigstop", "roundtrips", "idle", "scale"}
+var allScenarios = []string{"exec", "failover", "handoff", "handoff-api", "control", "sigstop", "roundtrips", "idle", "scale"}
 
 type listFlag []string
 
@@ -78,7 +78,7 @@ func run() int {
 		scenarios    = flag.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", "))
 		trials       = flag.Int("trials", 30, "trials per scenario")
 		longTrials   = flag.Int("long-trials", 10, "trials for leases of 5s or more")
-		leasesFlag   = flag.String("leases", "1s,2s,10s", "leases (tolerance) of the failover and handoff scenarios; heartbeat = lease/3, check interval 30s")
+		leasesFlag   = flag.String("leases", "1s,2s,10s", "leases (tolerance) of the failover, handoff and handoff-api scenarios; heartbeat = lease/3, check interval 30s")
 		controlLease = flag.Duration("control-lease", 2*time.Second, "lease of the disable/enable scenario (heartbeat = lease/3)")
 		controlCheck = flag.Duration("control-check", 5*time.Second, "check interval of the disable/enable scenario")
 		stopLease    = flag.Duration("sigstop-lease", time.Second, "lease of the SIGSTOP scenario")
@@ -229,6 +229,16 @@ func run() int {
 				logf("%s: graceful handoff, lease %v", kind, lease)
 				if r, err := env.Handoff(ctx, lease, trialsFor(lease)); err != nil {
 					note(kind+" handoff", err)
+				} else {
+					rep.Results = append(rep.Results, r)
+				}
+			}
+		}
+		if want["handoff-api"] {
+			for _, lease := range leases {
+				logf("%s: hand-off through the API, lease %v", kind, lease)
+				if r, err := env.HandoffAPI(ctx, lease, trialsFor(lease)); err != nil {
+					note(kind+" hand-off through the API", err)
 				} else {
 					rep.Results = append(rep.Results, r)
 				}
