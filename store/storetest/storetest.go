@@ -87,6 +87,7 @@ var tests = []testCase{
 	{"Acquire/OwnLeaseReturnedUnchanged", testAcquireOwnLease},
 	{"Acquire/MixedBatch", testAcquireMixedBatch},
 	{"Acquire/EmptyBatchIsNoop", testEmptyBatch},
+	{"Acquire/ReportsTakeover", testAcquireReportsTakeover},
 
 	{"Renew/ExtendsLease", testRenewExtends},
 	{"Renew/WrongTokenRefused", testRenewWrongToken},
@@ -130,6 +131,8 @@ var tests = []testCase{
 
 	{"Notifier/DeliversChanges", testNotifierDelivers},
 	{"Notifier/ClosesOnCancel", testNotifierCloses},
+	{"Notifier/DeliversAcquisitions", testNotifierDeliversAcquisitions},
+	{"Notifier/Kinds", testNotifierKinds},
 
 	{"Handoff/RequestSeenByHolder", testHandoffRequestSeenByHolder},
 	{"Handoff/RefusedWithoutMasterOrWhenDisabled", testHandoffRefused},
