@@ -170,14 +170,10 @@ func (s *Store) run(ctx context.Context, op string, b batch, wantSets int, reset
 	return s.wrapErr(ctx, op, err)
 }
 
-// afterRun, when set (by tests), is called after each attempt of a batch
-// with its error.
-var afterRun func(err error)
-
 func (s *Store) runOnce(ctx context.Context, b batch, wantSets int, scan scanFunc) (err error) {
 	defer func() {
-		if afterRun != nil {
-			afterRun(err)
+		if s.afterAttempt != nil {
+			s.afterAttempt(err)
 		}
 	}()
 	conn, err := s.db.Conn(ctx)

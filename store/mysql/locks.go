@@ -137,7 +137,7 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 	in.str("mj_info", holder.Info)
 	in.int("mj_ttl", ttl.Microseconds())
 	mw := s.memberWrite(holder.ID, &in)
-	body := s.q.acquire + "\n" + mw.body + s.q.acquireEnd + "\n" + mw.result + "COMMIT;"
+	body := s.q.acquire + "\n" + mw.pre + s.q.acquireLock + "\n" + mw.body + s.q.acquireEnd + "\n" + mw.result + "COMMIT;"
 	temps := append([]string{"mj_cand", "mj_n", "mj_need", "mj_base", "mj_mnote"}, mw.temps...)
 	b := s.batchText(in, temps, body)
 
@@ -230,7 +230,7 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 	in.str("mj_h", holderID)
 	in.int("mj_ttl", ttl.Microseconds())
 	mw := s.memberWrite(holderID, &in)
-	body := s.q.renew + "\n" + mw.body + s.q.renewEnd + "\n" + mw.result + "COMMIT;"
+	body := s.q.renewStart + "\n" + mw.pre + s.q.renew + "\n" + mw.body + s.q.renewEnd + "\n" + mw.result + "COMMIT;"
 	temps := append([]string{"mj_need", "mj_base", "mj_mnote"}, mw.temps...)
 	b := s.batchText(in, temps, body)
 

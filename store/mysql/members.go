@@ -43,10 +43,11 @@ func (s *Store) Announce(m store.Member, ttl time.Duration) {
 
 // memberPart is the member's share of an Acquire or Renew batch.
 type memberPart struct {
-	body, result string   // statements, and the SELECT of the stored set id
-	sets         int      // result sets result adds
-	temps        []string // variables body sets
-	a            *announcement
+	pre, body string   // statements before and after the sequence is locked
+	result    string   // the SELECT of the stored set id
+	sets      int      // result sets result adds
+	temps     []string // variables body sets
+	a         *announcement
 }
 
 // memberWrite adds to in what the batch of a call for holder id needs to
@@ -80,10 +81,11 @@ func (s *Store) memberWrite(id string, in *vars) memberPart {
 	in.float("mj_mweight", m.Weight)
 	in.int("mj_mttl", max(ttl.Microseconds(), 1))
 	return memberPart{
+		pre:    s.q.memberPre + "\n",
 		body:   s.q.member + "\n",
 		result: s.q.memberResult + "\n",
 		sets:   1,
-		temps:  []string{"mj_mold", "mj_mlive", "mj_mrw", "mj_dead"},
+		temps:  []string{"mj_mold", "mj_mrw", "mj_dead"},
 		a:      a,
 	}
 }

@@ -140,6 +140,10 @@ type Store struct {
 	stop     context.CancelFunc
 	subs     sync.WaitGroup
 	announce map[string]*announcement
+
+	// afterAttempt, when set (by tests, before the first call), is called
+	// after each attempt of a batch with its error.
+	afterAttempt func(err error)
 }
 
 // tables holds the quoted names of the store's tables.

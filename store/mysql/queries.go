@@ -23,19 +23,19 @@ const memberPurgeAfter = "INTERVAL 1 HOUR"
 // never granted beyond @mj_now + ttl; a wait for a row lock only shortens
 // it).
 type queries struct {
-	acquire, acquireEnd   string
-	renew, renewEnd       string
-	member, memberResult  string
-	release               string
-	disable, enable       string
-	handoff               string
-	locksAll, locksNamed  string
-	appendEvents          string
-	eventsAll, eventsLock string
-	members, memberLocks  string
-	membersOfLock         string
-	leave                 string
-	notifyFrom, notifyMax string
+	acquire, acquireLock, acquireEnd string
+	renewStart, renew, renewEnd      string
+	memberPre, member, memberResult  string
+	release                          string
+	disable, enable                  string
+	handoff                          string
+	locksAll, locksNamed             string
+	appendEvents                     string
+	eventsAll, eventsLock            string
+	members, memberLocks             string
+	membersOfLock                    string
+	leave                            string
+	notifyFrom, notifyMax            string
 }
 
 // Pieces of SQL shared by the statements.
@@ -94,15 +94,25 @@ func joinLocks(jsonTable, locks string) string {
 	return jsonTable + " c STRAIGHT_JOIN " + locks + " l FORCE INDEX (PRIMARY) ON l.lock_name = c.name"
 }
 
-// drawSeq draws @mj_need numbers from the sequence, the first being
-// @mj_base + 1, and prunes the notifications far behind them. It locks the
-// sequence's row only when @mj_need > 0 (a condition on a variable is
-// decided before any row is read). Every transaction takes the sequence's
-// row after the rows of locks and members it writes, so that they cannot
-// deadlock on it.
-func drawSeq(t tables) string {
-	return `UPDATE ` + t.seq + ` SET value = value + @mj_need WHERE id = 1 AND @mj_need > 0;
-SELECT value - @mj_need INTO @mj_base FROM ` + t.seq + ` WHERE id = 1 AND @mj_need > 0;
+// The sequence's row is the first row a writing transaction locks: a
+// transaction that takes it takes it before any row of a lock or member,
+// so writers that need numbers serialise on it and cannot deadlock with
+// each other, and transactions that need none (renewals, and checks that
+// find nothing to take) never wait for it. seqLock locks it when @mj_need
+// > 0 (a condition on a variable is decided before any row is read, so
+// nothing is locked otherwise), giving @mj_base; seqEnd records the
+// @mj_need numbers drawn (@mj_base + 1 ...) and prunes the notifications
+// far behind them.
+func seqLock(t tables, always bool) string {
+	cond := " AND @mj_need > 0"
+	if always {
+		cond = ""
+	}
+	return `SELECT value INTO @mj_base FROM ` + t.seq + ` WHERE id = 1` + cond + ` FOR UPDATE;`
+}
+
+func seqEnd(t tables) string {
+	return `UPDATE ` + t.seq + ` SET value = @mj_base + @mj_need WHERE id = 1 AND @mj_need > 0;
 DELETE FROM ` + t.notify + ` WHERE ver <= @mj_base - ` + strconv.Itoa(notifyKeep) + ` AND @mj_need > 0;`
 }
 
@@ -110,52 +120,52 @@ func buildQueries(t tables, cfg config) queries {
 	r := strings.NewReplacer(
 		"{{T}}", t.locks, "{{S}}", t.seq, "{{N}}", t.notify, "{{H}}", t.history,
 		"{{M}}", t.members, "{{ML}}", t.memberLocks,
-		"{{NOW}}", now, "{{ELIGIBLE}}", eligible, "{{SEQ}}", drawSeq(t),
+		"{{NOW}}", now, "{{ELIGIBLE}}", eligible,
+		"{{SEQLOCK}}", seqLock(t, false), "{{SEQLOCKALWAYS}}", seqLock(t, true), "{{SEQEND}}", seqEnd(t),
 		"{{REQ}}", names("@mj_req", false),
 		"{{CAND}}", joinLocks(names("@mj_cand", false), t.locks),
 		"{{CANDORD}}", joinLocks(names("@mj_cand", true), t.locks),
 		"{{STATE_C}}", stateCols("c.name"),
 		"{{STATE_L}}", stateCols("l.lock_name"),
-		"{{KEEP}}", strconv.Itoa(notifyKeep),
 	)
 	q := r.Replace
 	return queries{
 		// Inputs: @mj_req (JSON array of the names, sorted, distinct), @mj_h
-		// and @mj_info (the holder), @mj_ttl (µs). The member part
-		// (memberWrite), if any, goes between acquire and acquireEnd.
+		// and @mj_info (the holder), @mj_ttl (µs). The member's parts
+		// (memberPre, member), if any, go after acquire and acquireLock.
 		//
 		// 1. The candidates: names whose row is missing, or free/expired,
 		//    enabled and not reserved for another, in a consistent read
 		//    (no locks: a follower's periodic check of locks held by others
 		//    locks and writes nothing).
-		// 2. Create the candidates' missing rows and lock every
-		//    candidate's row, in byte order (the same order for every
-		//    caller).
 		acquire: q(`START TRANSACTION;
 SELECT JSON_ARRAYAGG(c.name) INTO @mj_cand
 FROM {{REQ}} c LEFT JOIN {{T}} l ON l.lock_name = c.name
-WHERE l.lock_name IS NULL OR {{ELIGIBLE}};
+WHERE l.lock_name IS NULL OR {{ELIGIBLE}};`),
+
+		// 2. With candidates, lock the sequence: one number per candidate
+		//    (its token if taken, and its notification's number) and one
+		//    for the member's notification, if any.
+		// 3. Create the candidates' missing rows and lock every
+		//    candidate's row, in byte order.
+		acquireLock: q(`SET @mj_n = COALESCE(JSON_LENGTH(@mj_cand), 0);
+SET @mj_need = @mj_n + COALESCE(@mj_mnote, 0);
+{{SEQLOCK}}
 INSERT INTO {{T}} (lock_name)
 SELECT c.name FROM ` + names("@mj_cand", false) + ` c ORDER BY CAST(c.name AS BINARY)
 ON DUPLICATE KEY UPDATE lock_name = lock_name;`),
 
-		// 3. Draw one number per candidate (its token if taken, and the
-		//    number of its notification) and one for the member's
-		//    notification, if any.
 		// 4. Record the lease being replaced, then take every candidate
 		//    still eligible: the rows are locked, and the condition reads
 		//    their latest committed version, so the check of the control
 		//    and reservation is atomic with the take. GREATEST keeps tokens
 		//    growing even if the sequence was reset by hand.
-		// 5. Notify each lock taken.
+		// 5. Notify each lock taken, and the member's arrival.
 		// 6. Result sets: the candidates' rows (a locking read, so the
 		//    latest version: the lease this call took, or that of whoever
 		//    won), then every requested name from the transaction's
 		//    snapshot (the caller prefers the first).
-		acquireEnd: q(`SET @mj_n = COALESCE(JSON_LENGTH(@mj_cand), 0);
-SET @mj_need = @mj_n + COALESCE(@mj_mnote, 0);
-{{SEQ}}
-UPDATE {{CAND}}
+		acquireEnd: q(`UPDATE {{CAND}}
 SET l.prev_holder = l.holder, l.prev_token = l.token, l.prev_expired = (l.holder IS NOT NULL)
 WHERE {{ELIGIBLE}};
 UPDATE {{CANDORD}}
@@ -168,23 +178,28 @@ SELECT @mj_base + c.ord, 'lease', l.lock_name, {{NOW}} FROM {{CANDORD}}
 WHERE l.holder = @mj_h AND l.acquired_at = {{NOW}} AND l.token > @mj_base;
 INSERT INTO {{N}} (ver, kind, lock_name, at)
 SELECT @mj_base + @mj_n + 1, 'member', '', {{NOW}} FROM DUAL WHERE @mj_mnote > 0;
+{{SEQEND}}
 SELECT COALESCE(l.holder = @mj_h AND l.acquired_at = {{NOW}} AND l.token > @mj_base, FALSE), {{STATE_C}}
 FROM {{CAND}} FOR UPDATE;
 SELECT FALSE, {{STATE_C}} FROM {{REQ}} c LEFT JOIN {{T}} l ON l.lock_name = c.name;`),
 
 		// Inputs: @mj_req (JSON array of [name, token], sorted by name),
-		// @mj_h, @mj_ttl (µs). A revoked lease renews too (its holder keeps
-		// it while the job stops).
-		renew: q(`START TRANSACTION;
+		// @mj_h, @mj_ttl (µs). The member's parts, if any, go between
+		// renewStart and renew. A renewal locks only the rows of the leases
+		// it renews (and the sequence, when its member record is new). A
+		// revoked lease renews too (its holder keeps it while the job
+		// stops).
+		renewStart: `START TRANSACTION;`,
+		renew: q(`SET @mj_need = COALESCE(@mj_mnote, 0);
+{{SEQLOCK}}
 UPDATE ` + joinLocks("JSON_TABLE(@mj_req, '$[*]' COLUMNS (name "+nameCol+" PATH '$[0]', tok BIGINT PATH '$[1]'))", t.locks) + `
 SET l.renewed_at = {{NOW}}, l.expires_at = {{NOW}} + INTERVAL @mj_ttl MICROSECOND
 WHERE l.token = c.tok AND l.holder = @mj_h AND l.expires_at > {{NOW}};`),
 
 		// One row per ref, with its ordinal in @mj_req.
-		renewEnd: q(`SET @mj_need = COALESCE(@mj_mnote, 0);
-{{SEQ}}
-INSERT INTO {{N}} (ver, kind, lock_name, at)
+		renewEnd: q(`INSERT INTO {{N}} (ver, kind, lock_name, at)
 SELECT @mj_base + 1, 'member', '', {{NOW}} FROM DUAL WHERE @mj_mnote > 0;
+{{SEQEND}}
 SELECT c.ord, COALESCE(l.holder = @mj_h AND l.token = c.tok AND l.renewed_at = {{NOW}}, FALSE),
 	COALESCE(TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), l.expires_at), 0),
 	COALESCE(l.revoked, FALSE), COALESCE(l.disabled, FALSE),
@@ -196,15 +211,20 @@ LEFT JOIN {{T}} l ON l.lock_name = c.name;`),
 		// Renew. Inputs: @mj_mid, @mj_minfo, @mj_mset (the announced lock
 		// set id), @mj_mlocks (JSON array of its locks, or NULL when this
 		// handle knows the record has that set's list), @mj_mcount,
-		// @mj_mmasters, @mj_mweight, @mj_mttl (µs). Sets @mj_mnote when the
-		// record is new or had expired (a member joined). The lock list is
-		// rewritten only when a list is given and the set id differs from
-		// the stored one; then members that expired over an hour ago are
-		// deleted too, by primary key (ids gathered by a consistent read,
-		// so that live members' rows are not locked).
+		// @mj_mmasters, @mj_mweight, @mj_mttl (µs).
+		//
+		// memberPre, a consistent read before the sequence is locked, sets
+		// @mj_mnote when the record is missing or expired (a member joins).
+		memberPre: q(`SELECT COUNT(*) = 0 INTO @mj_mnote FROM {{M}} WHERE id = @mj_mid AND expires_at > {{NOW}};`),
+
+		// member writes the record. The lock list is rewritten only when a
+		// list is given and the set id differs from the stored one; then
+		// members that expired over an hour ago are deleted too, by
+		// primary key (ids gathered by a consistent read, so that live
+		// members' rows are not locked).
 		member: q(`INSERT INTO {{M}} (id) VALUES (@mj_mid) ON DUPLICATE KEY UPDATE id = id;
-SELECT lock_set_id, COALESCE(expires_at > {{NOW}}, FALSE) INTO @mj_mold, @mj_mlive FROM {{M}} WHERE id = @mj_mid FOR UPDATE;
-SET @mj_mrw = (@mj_mlocks IS NOT NULL AND (@mj_mold <> @mj_mset OR @mj_mset = '')), @mj_mnote = NOT @mj_mlive;
+SELECT lock_set_id INTO @mj_mold FROM {{M}} WHERE id = @mj_mid FOR UPDATE;
+SET @mj_mrw = (@mj_mlocks IS NOT NULL AND (@mj_mold <> @mj_mset OR @mj_mset = ''));
 DELETE FROM {{ML}} WHERE member_id = @mj_mid AND @mj_mrw AND (@mj_mold <> '' OR @mj_mset = '');
 INSERT INTO {{ML}} (lock_name, member_id)
 SELECT c.name, @mj_mid FROM ` + names("@mj_mlocks", false) + ` c WHERE @mj_mrw ORDER BY CAST(c.name AS BINARY);
@@ -227,11 +247,11 @@ WHERE m.expires_at < {{NOW}} - ` + memberPurgeAfter + `;`),
 		// reserve µs], sorted by name), @mj_h. The row stays: it keeps the
 		// control and the last token.
 		release: q(`START TRANSACTION;
+{{SEQLOCKALWAYS}}
 SELECT JSON_ARRAYAGG(c.name) INTO @mj_rel
 FROM ` + joinLocks("JSON_TABLE(@mj_req, '$[*]' COLUMNS (name "+nameCol+" PATH '$[0]', tok BIGINT PATH '$[1]'))", t.locks) + `
 WHERE l.holder = @mj_h AND l.token = c.tok FOR UPDATE;
 SET @mj_need = COALESCE(JSON_LENGTH(@mj_rel), 0);
-{{SEQ}}
 UPDATE ` + joinLocks("JSON_TABLE(@mj_req, '$[*]' COLUMNS (name "+nameCol+" PATH '$[0]', tok BIGINT PATH '$[1]', "+
 			"succ VARCHAR(510) CHARACTER SET ascii PATH '$[2]', res BIGINT PATH '$[3]'))", t.locks) + `
 SET l.holder = NULL, l.holder_info = NULL, l.acquired_at = NULL, l.renewed_at = NULL, l.expires_at = NULL,
@@ -241,40 +261,44 @@ SET l.holder = NULL, l.holder_info = NULL, l.acquired_at = NULL, l.renewed_at = 
 WHERE l.holder = @mj_h AND l.token = c.tok;
 INSERT INTO {{N}} (ver, kind, lock_name, at)
 SELECT @mj_base + r.ord, 'lease', r.name, {{NOW}} FROM ` + names("@mj_rel", true) + ` r;
+{{SEQEND}}
 COMMIT;`),
 
 		// Inputs: @mj_lock, @mj_reason, @mj_by. A lock already disabled is
 		// left as it is. The leading flag of the result is "changed".
 		disable: q(`START TRANSACTION;
+{{SEQLOCKALWAYS}}
 INSERT INTO {{T}} (lock_name) VALUES (@mj_lock) ON DUPLICATE KEY UPDATE lock_name = lock_name;
 UPDATE {{T}} SET disabled = TRUE, reason = @mj_reason, changed_by = @mj_by, changed_at = {{NOW}},
 	revoked = (holder IS NOT NULL AND expires_at > {{NOW}}), handoff = FALSE, handoff_to = ''
 WHERE lock_name = @mj_lock AND NOT disabled;
 SET @mj_need = (ROW_COUNT() > 0);
-{{SEQ}}
 INSERT INTO {{N}} (ver, kind, lock_name, at) SELECT @mj_base + 1, 'control', @mj_lock, {{NOW}} FROM DUAL WHERE @mj_need > 0;
+{{SEQEND}}
 SELECT @mj_need > 0, {{STATE_L}} FROM {{T}} l WHERE l.lock_name = @mj_lock;
 COMMIT;`),
 
 		// Inputs: @mj_lock, @mj_by. An unknown lock is not created.
 		enable: q(`START TRANSACTION;
+{{SEQLOCKALWAYS}}
 UPDATE {{T}} SET disabled = FALSE, reason = '', changed_by = @mj_by, changed_at = {{NOW}}
 WHERE lock_name = @mj_lock AND disabled;
 SET @mj_need = (ROW_COUNT() > 0);
-{{SEQ}}
 INSERT INTO {{N}} (ver, kind, lock_name, at) SELECT @mj_base + 1, 'control', @mj_lock, {{NOW}} FROM DUAL WHERE @mj_need > 0;
+{{SEQEND}}
 SELECT @mj_need > 0, {{STATE_C}} FROM (SELECT @mj_lock AS name) c LEFT JOIN {{T}} l ON l.lock_name = c.name;
 COMMIT;`),
 
 		// Inputs: @mj_lock, @mj_to. The result: disabled, held, then the
 		// state.
 		handoff: q(`START TRANSACTION;
+{{SEQLOCKALWAYS}}
 SELECT disabled, COALESCE(holder IS NOT NULL AND expires_at > {{NOW}}, FALSE) INTO @mj_dis, @mj_held
 FROM {{T}} WHERE lock_name = @mj_lock FOR UPDATE;
 SET @mj_need = (COALESCE(@mj_dis, 0) = 0 AND COALESCE(@mj_held, 0) = 1);
 UPDATE {{T}} SET handoff = TRUE, handoff_to = @mj_to WHERE lock_name = @mj_lock AND @mj_need > 0;
-{{SEQ}}
 INSERT INTO {{N}} (ver, kind, lock_name, at) SELECT @mj_base + 1, 'control', @mj_lock, {{NOW}} FROM DUAL WHERE @mj_need > 0;
+{{SEQEND}}
 SELECT COALESCE(@mj_dis, 0), COALESCE(@mj_held, 0), {{STATE_C}} FROM (SELECT @mj_lock AS name) c LEFT JOIN {{T}} l ON l.lock_name = c.name;
 COMMIT;`),
 
@@ -284,23 +308,25 @@ COMMIT;`),
 		// Inputs: @mj_req (JSON array of [lock, kind, instance, token,
 		// reason, remote]), @mj_locks (JSON array of the distinct locks),
 		// @mj_limit (the retention). Ids are drawn from row 2 of the
-		// sequence, in the order of the events, without gaps: the prune is
-		// one range delete on the primary key below the newest id minus the
+		// sequence (locked before row 1: no other transaction takes row 2),
+		// in the order of the events, without gaps: the prune is one range
+		// delete on the primary key below the newest id minus the
 		// retention. Appenders serialise on that row.
 		appendEvents: q(`START TRANSACTION;
 SET @mj_hn = JSON_LENGTH(@mj_req);
 UPDATE {{S}} SET value = value + @mj_hn WHERE id = 2;
 SELECT value - @mj_hn INTO @mj_hbase FROM {{S}} WHERE id = 2;
+SET @mj_need = JSON_LENGTH(@mj_locks);
+{{SEQLOCK}}
 INSERT INTO {{H}} (id, lock_name, kind, instance, token, reason, remote, at)
 SELECT @mj_hbase + e.ord, e.name, e.kind, e.inst, e.tok, e.reason, e.remote, {{NOW}}
 FROM JSON_TABLE(@mj_req, '$[*]' COLUMNS (ord FOR ORDINALITY, name ` + nameCol + ` PATH '$[0]',
 	kind ` + textCol + ` PATH '$[1]', inst ` + textCol + ` PATH '$[2]', tok BIGINT PATH '$[3]',
 	reason ` + textCol + ` PATH '$[4]', remote ` + textCol + ` PATH '$[5]')) e;
 DELETE FROM {{H}} WHERE id <= @mj_hbase + @mj_hn - @mj_limit;
-SET @mj_need = JSON_LENGTH(@mj_locks);
-{{SEQ}}
 INSERT INTO {{N}} (ver, kind, lock_name, at)
 SELECT @mj_base + c.ord, 'history', c.name, {{NOW}} FROM ` + names("@mj_locks", true) + ` c;
+{{SEQEND}}
 COMMIT;`),
 
 		// Inputs: @mj_before; LIMIT is formatted in (an integer).
@@ -320,11 +346,12 @@ WHERE m.expires_at > UTC_TIMESTAMP(6);`),
 
 		// Input: @mj_mid.
 		leave: q(`START TRANSACTION;
+{{SEQLOCKALWAYS}}
 DELETE FROM {{ML}} WHERE member_id = @mj_mid;
 DELETE FROM {{M}} WHERE id = @mj_mid;
 SET @mj_need = (ROW_COUNT() > 0);
-{{SEQ}}
 INSERT INTO {{N}} (ver, kind, lock_name, at) SELECT @mj_base + 1, 'member', '', {{NOW}} FROM DUAL WHERE @mj_need > 0;
+{{SEQEND}}
 COMMIT;`),
 
 		// Input: the last number seen, formatted in.
