@@ -86,7 +86,7 @@ func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event,
 		in.str("mj_lock", f.Lock)
 		body = s.q.eventsLock
 	}
-	body += strconv.Itoa(store.EventsLimit(f.Limit)) + ";"
+	body += " " + strconv.Itoa(store.EventsLimit(f.Limit)) + ";"
 	b := s.batchText(in, nil, body)
 	out := []store.Event{}
 	err = s.run(ctx, op, b, 1, func() { out = out[:0] }, func(_ int, rows *sql.Rows) error {

@@ -106,7 +106,7 @@ func (s *Store) poll(ctx context.Context, last int64, out chan<- store.Change) {
 func (s *Store) pollOnce(ctx context.Context, last int64) ([]store.Change, int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.callTimeout)
 	defer cancel()
-	rows, err := s.db.QueryContext(ctx, s.q.notifyFrom+strconv.FormatInt(last, 10)+
+	rows, err := s.db.QueryContext(ctx, s.q.notifyFrom+" "+strconv.FormatInt(last, 10)+
 		" ORDER BY ver LIMIT "+strconv.Itoa(notifyBatch))
 	if err != nil {
 		return nil, last, err

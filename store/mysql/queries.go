@@ -128,7 +128,10 @@ func buildQueries(t tables, cfg config) queries {
 		"{{STATE_C}}", stateCols("c.name"),
 		"{{STATE_L}}", stateCols("l.lock_name"),
 	)
-	q := r.Replace
+	// Runs of spaces, tabs and newlines become one space: every byte of a
+	// statement is sent on every call. No literal in the statements holds
+	// two blanks in a row.
+	q := func(s string) string { return strings.Join(strings.Fields(r.Replace(s)), " ") }
 	return queries{
 		// Inputs: @mj_req (JSON array of the names, sorted, distinct), @mj_h
 		// and @mj_info (the holder), @mj_ttl (µs). The member's parts
