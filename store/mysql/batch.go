@@ -82,6 +82,7 @@ func lockWaitSeconds(d time.Duration) int64 {
 // that a connection of the application's pool is handed back as it came.
 // temps lists the variables body sets itself.
 func (s *Store) batchText(in vars, temps []string, body string) batch {
+	temps = append([]string{"mj_need", "mj_base", "mj_nmax"}, temps...)
 	var b strings.Builder
 	b.Grow(len(body) + 256 + sumLen(in.exprs))
 	b.WriteString("SET @mj_lwt = @@SESSION.innodb_lock_wait_timeout, @mj_mdl = @@SESSION.lock_wait_timeout;\n")

@@ -55,7 +55,7 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 		return fmt.Errorf("store/mysql: %s: %w", op, err)
 	}
 	in.int("mj_limit", int64(s.cfg.historyLimit))
-	b := s.batchText(in, []string{"mj_hn", "mj_hbase", "mj_need", "mj_base"}, s.q.appendEvents)
+	b := s.batchText(in, []string{"mj_hn", "mj_hmax", "mj_hbase"}, s.q.appendEvents)
 	return s.run(ctx, op, b, 0, nil, nil)
 }
 

@@ -108,7 +108,12 @@ func seqLock(t tables, always bool) string {
 	if always {
 		cond = ""
 	}
-	return `SELECT value INTO @mj_base FROM ` + t.seq + ` WHERE id = 1` + cond + ` FOR UPDATE;`
+	// The notifications' highest number (a primary key lookup at the end
+	// of the index) heals a sequence reset by hand. It is a consistent
+	// read, taken before: inside the locking read it would lock the end of
+	// the notify table, where the holder of the sequence inserts.
+	return `SELECT COALESCE(MAX(ver), 0) INTO @mj_nmax FROM ` + t.notify + ` WHERE 1 = 1` + cond + `;
+SELECT GREATEST(value, @mj_nmax) INTO @mj_base FROM ` + t.seq + ` WHERE id = 1` + cond + ` FOR UPDATE;`
 }
 
 func seqEnd(t tables) string {
@@ -317,7 +322,8 @@ COMMIT;`),
 		// retention. Appenders serialise on that row.
 		appendEvents: q(`START TRANSACTION;
 SET @mj_hn = JSON_LENGTH(@mj_req);
-UPDATE {{S}} SET value = value + @mj_hn WHERE id = 2;
+SELECT COALESCE(MAX(id), 0) INTO @mj_hmax FROM {{H}};
+UPDATE {{S}} SET value = GREATEST(value, @mj_hmax) + @mj_hn WHERE id = 2;
 SELECT value - @mj_hn INTO @mj_hbase FROM {{S}} WHERE id = 2;
 SET @mj_need = JSON_LENGTH(@mj_locks);
 {{SEQLOCK}}
