@@ -138,7 +138,7 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 	in.int("mj_ttl", ttl.Microseconds())
 	mw := s.memberWrite(holder.ID, &in)
 	body := s.q.acquire + "\n" + mw.pre + s.q.acquireLock + "\n" + mw.body + s.q.acquireEnd + "\n" + mw.result + "COMMIT;"
-	temps := append([]string{"mj_cand", "mj_n", "mj_need", "mj_base", "mj_mnote"}, mw.temps...)
+	temps := append([]string{"mj_cand", "mj_n", "mj_all", "mj_mnote"}, mw.temps...)
 	b := s.batchText(in, temps, body)
 
 	taken := map[string]store.LockState{}
@@ -156,12 +156,12 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 		if err := rows.Scan(r.dests()...); err != nil {
 			return err
 		}
+		st := r.state(r.flag)
+		st.Acquired = r.flag
 		if set == 0 {
-			st := r.state(r.flag)
-			st.Acquired = r.flag
 			taken[st.Lock] = st
 		} else {
-			snapshot = append(snapshot, r.state(false))
+			snapshot = append(snapshot, st)
 		}
 		return nil
 	})

@@ -132,6 +132,7 @@ func buildQueries(t tables, cfg config) queries {
 		"{{CANDORD}}", joinLocks(names("@mj_cand", true), t.locks),
 		"{{STATE_C}}", stateCols("c.name"),
 		"{{STATE_L}}", stateCols("l.lock_name"),
+		"{{TAKEN}}", "COALESCE(l.holder = @mj_h AND l.acquired_at = "+now+" AND l.token > @mj_base, FALSE)",
 	)
 	// Runs of spaces, tabs and newlines become one space: every byte of a
 	// statement is sent on every call. No literal in the statements holds
@@ -168,11 +169,15 @@ ON DUPLICATE KEY UPDATE lock_name = lock_name;`),
 		//    their latest committed version, so the check of the control
 		//    and reservation is atomic with the take. GREATEST keeps tokens
 		//    growing even if the sequence was reset by hand.
-		// 5. Notify each lock taken, and the member's arrival.
-		// 6. Result sets: the candidates' rows (a locking read, so the
-		//    latest version: the lease this call took, or that of whoever
-		//    won), then every requested name from the transaction's
-		//    snapshot (the caller prefers the first).
+		// 5. Notify each lock taken, and the member's arrival. When every
+		//    candidate was taken (the usual case) the names come straight
+		//    from @mj_cand.
+		// 6. Result sets: unless every candidate was taken, the
+		//    candidates' rows (a locking read, so the latest version: the
+		//    lease this call took, or that of whoever won), then every
+		//    requested name from the transaction's snapshot, in which the
+		//    rows this transaction wrote are current (the caller prefers
+		//    the first). The leading flag is "taken by this call".
 		acquireEnd: q(`UPDATE {{CAND}}
 SET l.prev_holder = l.holder, l.prev_token = l.token, l.prev_expired = (l.holder IS NOT NULL)
 WHERE {{ELIGIBLE}};
@@ -181,15 +186,17 @@ SET l.holder = @mj_h, l.holder_info = @mj_info, l.token = GREATEST(@mj_base + c.
 	l.acquired_at = {{NOW}}, l.renewed_at = {{NOW}}, l.expires_at = {{NOW}} + INTERVAL @mj_ttl MICROSECOND,
 	l.revoked = FALSE, l.handoff = FALSE, l.handoff_to = '', l.reserved_for = NULL, l.reserved_until = NULL
 WHERE {{ELIGIBLE}};
+SET @mj_all = (ROW_COUNT() = @mj_n);
+INSERT INTO {{N}} (ver, kind, lock_name, at)
+SELECT @mj_base + c.ord, 'lease', c.name, {{NOW}} FROM ` + names("@mj_cand", true) + ` c WHERE @mj_all;
 INSERT INTO {{N}} (ver, kind, lock_name, at)
 SELECT @mj_base + c.ord, 'lease', l.lock_name, {{NOW}} FROM {{CANDORD}}
-WHERE l.holder = @mj_h AND l.acquired_at = {{NOW}} AND l.token > @mj_base;
+WHERE NOT @mj_all AND {{TAKEN}};
 INSERT INTO {{N}} (ver, kind, lock_name, at)
 SELECT @mj_base + @mj_n + 1, 'member', '', {{NOW}} FROM DUAL WHERE @mj_mnote > 0;
 {{SEQEND}}
-SELECT COALESCE(l.holder = @mj_h AND l.acquired_at = {{NOW}} AND l.token > @mj_base, FALSE), {{STATE_C}}
-FROM {{CAND}} FOR UPDATE;
-SELECT FALSE, {{STATE_C}} FROM {{REQ}} c LEFT JOIN {{T}} l ON l.lock_name = c.name;`),
+SELECT {{TAKEN}}, {{STATE_C}} FROM {{CAND}} WHERE NOT @mj_all FOR UPDATE;
+SELECT {{TAKEN}}, {{STATE_C}} FROM {{REQ}} c LEFT JOIN {{T}} l ON l.lock_name = c.name;`),
 
 		// Inputs: @mj_req (JSON array of [name, token], sorted by name),
 		// @mj_h, @mj_ttl (µs). The member's parts, if any, go between
