@@ -13,6 +13,8 @@ import (
 	"time"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
+
+	"github.com/masterjob/masterjob/store"
 )
 
 // URLSchemes are the schemes of the store URLs OpenURL accepts.
@@ -184,6 +186,20 @@ func OpenURL(ctx context.Context, raw string, opts ...Option) (*Store, error) {
 	if err != nil {
 		// The driver's and the store's errors never include the password.
 		return nil, fmt.Errorf("%s: %w", RedactURL(raw), err)
+	}
+	return s, nil
+}
+
+// OpenStoreURL is OpenURL returning the store.Store interface: with
+// CheckURL and URLUsage it is what a registry of URL schemes needs, e.g.
+//
+//	for _, scheme := range mysql.URLSchemes {
+//		storeurl.Register(scheme, storeurl.Engine{Usage: mysql.URLUsage, Check: mysql.CheckURL, Open: mysql.OpenStoreURL})
+//	}
+func OpenStoreURL(ctx context.Context, raw string) (store.Store, error) {
+	s, err := OpenURL(ctx, raw)
+	if err != nil {
+		return nil, err
 	}
 	return s, nil
 }
