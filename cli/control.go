@@ -318,22 +318,24 @@ func controlMain(e *cmdEnv, c *command, args []string, disable bool) int {
 		fmt.Fprintf(e.stderr, "masterjob %s: lock %q: %v\n", c.name, f.lock, err)
 		return exitCode(err)
 	}
+	// What the store or the server says is escaped as status escapes it:
+	// it must not reach the terminal raw.
 	s := res.state
 	switch {
 	case disable && res.changed:
-		fmt.Fprintf(e.stdout, "disabled lock %q: %s\n", f.lock, s.Reason)
+		fmt.Fprintf(e.stdout, "disabled lock %q: %s\n", f.lock, quoteUnprintable(s.Reason))
 		if s.Held() {
-			fmt.Fprintf(e.stdout, "its master %s stops within one heartbeat\n", s.Holder)
+			fmt.Fprintf(e.stdout, "its master %s stops within one heartbeat\n", quoteIfNeeded(s.Holder))
 		}
 	case disable:
-		fmt.Fprintf(e.stdout, "lock %q already disabled: %s (by %s)\n", f.lock, s.Reason, s.ChangedBy)
+		fmt.Fprintf(e.stdout, "lock %q already disabled: %s (by %s)\n", f.lock, quoteUnprintable(s.Reason), quoteIfNeeded(s.ChangedBy))
 	case res.changed:
 		fmt.Fprintf(e.stdout, "enabled lock %q\n", f.lock)
 	default:
 		fmt.Fprintf(e.stdout, "lock %q already enabled\n", f.lock)
 	}
 	if res.warning != "" {
-		fmt.Fprintf(e.stderr, "masterjob %s: warning: %s\n", c.name, res.warning)
+		fmt.Fprintf(e.stderr, "masterjob %s: warning: %s\n", c.name, quoteUnprintable(res.warning))
 	}
 	return ExitOK
 }

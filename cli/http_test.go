@@ -252,7 +252,8 @@ func TestTargetPrecedence(t *testing.T) {
 		return tg
 	}
 	env := map[string]string{EnvServer: "http://env:1", EnvStore: "sqlite:env.db", EnvHTTPToken: "envtoken"}
-	if tg := resolve(env, "--server", "flag:2/prefix/"); tg.client == nil || tg.client.String() != "http://flag:2/prefix" || tg.client.token != "envtoken" {
+	// --insecure: these hosts are not this machine and the URLs are http://.
+	if tg := resolve(env, "--server", "flag:2/prefix/", "--insecure"); tg.client == nil || tg.client.String() != "http://flag:2/prefix" || tg.client.token != "envtoken" {
 		t.Errorf("--server: %+v", tg)
 	}
 	if tg := resolve(env, "--server", "https://flag:2", "--token", "flagtoken"); tg.client == nil || tg.client.String() != "https://flag:2" || tg.client.token != "flagtoken" {
@@ -261,7 +262,7 @@ func TestTargetPrecedence(t *testing.T) {
 	if tg := resolve(env, "--store", "sqlite:flag.db"); tg.client != nil || tg.store.String() != "sqlite:flag.db" {
 		t.Errorf("--store over $%s: %+v", EnvServer, tg)
 	}
-	if tg := resolve(env); tg.client == nil || tg.client.String() != "http://env:1" {
+	if tg := resolve(env, "--insecure"); tg.client == nil || tg.client.String() != "http://env:1" {
 		t.Errorf("$%s over $%s: %+v", EnvServer, EnvStore, tg)
 	}
 	delete(env, EnvServer)

@@ -12,7 +12,7 @@ import (
 // controlapi's rule (without a token, loopback hosts and localhost only)
 // would refuse the names they reach it by.
 func controlAPIOptions(hc *httpConfig, log *slog.Logger) []controlapi.Option {
-	opts := apiOptions(hc.token, log)
+	opts := apiOptions(hc, log)
 	if hc.insecure {
 		opts = append(opts, controlapi.WithAllowedHosts("*"))
 	}

@@ -79,7 +79,9 @@ released. On Linux a supervisor process between the runner and the command
 (the same binary) keeps every process the command started, including those
 that call setsid or double-fork, and kills them all if the runner dies,
 even by SIGKILL; it also reaps them, so no zombie piles up when the runner
-is PID 1 in a container.
+is PID 1 in a container. While this instance follows, one supervisor waits
+beside the runner, started ahead of time, so that the command starts at
+once when this instance becomes master.
 
 SIGINT or SIGTERM to the runner stops it gracefully: the child gets SIGTERM
 as above, the lease is released so that another instance takes over at once,
@@ -108,7 +110,8 @@ With --http ADDR the runner also serves, on ADDR:
   /                    the dashboard
   /metrics             Prometheus metrics: masterjob_is_master{lock},
                        transitions, renewal latency and failures, lease
-                       TTL, store errors; Go runtime and process metrics
+                       TTL, store errors; the store's view of every lock
+                       (masterjob_lock_*); Go runtime and process metrics
   /healthz             liveness: 200 while the process serves
   /readyz              readiness: 200 while the executor runs, its store
                        answers and no command runs past its lease
@@ -257,6 +260,9 @@ type runner struct {
 
 	mu       sync.Mutex
 	child    *childproc.Process // the running child, if any
+	standby  *childproc.Standby // a supervisor ready to start the next child
+	closing  bool               // no more standbys
+	standbys sync.WaitGroup     // preparations in flight
 	exitCode *int               // the command's exit code, with --on-exit release
 }
 
@@ -340,10 +346,11 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated by the flag
 	o := &slog.HandlerOptions{Level: lv, ReplaceAttr: durationsAsText}
+	var h slog.Handler = slog.NewTextHandler(w, o)
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, o))
+		h = slog.NewJSONHandler(w, o)
 	}
-	return slog.New(slog.NewTextHandler(w, o))
+	return slog.New(throttleLog(h)) // cli/http.go
 }
 
 // durationsAsText logs a time.Duration as a Go duration string ("1.5s"):
@@ -361,6 +368,7 @@ func (r *runner) run() int {
 	// As PID 1 (a container's init), reap the orphans reparented to the
 	// runner; its only children are the supervisors of its command.
 	childproc.StartReaper()
+	defer flushLog(r.log)
 	ctx, cancel := context.WithCancelCause(r.e.ctx)
 	defer cancel(nil)
 	r.cancelRun = cancel
@@ -462,7 +470,7 @@ func (r *runner) run() int {
 			return ExitFailure
 		}
 		defer apiSt.Close() // after the listener's shutdown below
-		if err := hs.serve(apiSt, ex, r.http, base); err != nil {
+		if err := hs.serve(apiSt, ex, base); err != nil {
 			r.log.Error("cannot serve the control API", "err", err)
 			return ExitFailure
 		}
@@ -471,8 +479,10 @@ func (r *runner) run() int {
 		"heartbeat_interval", r.cfg.HeartbeatInterval, "tolerance", r.cfg.Tolerance,
 		"check_master_interval", r.cfg.CheckMasterInterval, "on_exit", r.onExit)
 
+	r.prepareStandby()
 	runErr := ex.Run(ctx)
 	r.killLeftover()
+	r.closeStandby()
 	// Then, in this order: the listener (its requests use the store), the
 	// audit history (its last entries are the releases of the shutdown),
 	// the store (deferred).
@@ -497,6 +507,7 @@ func (r *runner) run() int {
 
 // runHTTP is the HTTP side of a run: the listener and the metrics.
 type runHTTP struct {
+	hc  *httpConfig
 	srv *httpServer
 	reg *prometheus.Registry
 	obs *prom.Observer // the executor's observer for the metrics
@@ -510,23 +521,27 @@ func startRunHTTP(ctx context.Context, hc *httpConfig, lock string, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("create the metrics: %w", err)
 	}
-	srv, err := listenHTTP(ctx, hc.addr, startingHandler(reg, log), log)
+	srv, err := listenHTTP(ctx, hc, startingHandler(reg, log), log)
 	if err != nil {
 		return nil, err
 	}
 	hc.warnInsecure(log)
-	return &runHTTP{srv: srv, reg: reg, obs: obs}, nil
+	return &runHTTP{hc: hc, srv: srv, reg: reg, obs: obs}, nil
 }
 
 // serve serves everything: the control API over st, a store handle of its
-// own (hc's token, if not empty, required on disable and enable), the
-// dashboard, the metrics and the probes, ready while ex is.
-func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, hc *httpConfig, log *slog.Logger) error {
-	api, err := controlapi.New(st, controlAPIOptions(hc, log)...)
+// own (with the token of h.hc, if any), the dashboard, the metrics and the
+// probes, ready while ex is.
+func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, log *slog.Logger) error {
+	api, err := controlapi.New(st, controlAPIOptions(h.hc, log)...)
 	if err != nil {
 		return err
 	}
+	if err := registerStoreMetrics(h.reg, st); err != nil {
+		return err
+	}
 	h.srv.setHandler(httpserver.New(httpserver.Config{
+		Logger:       log,
 		API:          api,
 		Gatherer:     h.reg,
 		Ready:        func(context.Context) error { return ex.Ready() },
@@ -595,6 +610,80 @@ func openStore(ctx context.Context, u storeurl.URL, log *slog.Logger) (store.Sto
 	}
 }
 
+// childSpec is the command without the lease's environment.
+func (r *runner) childSpec() childproc.Spec {
+	return childproc.Spec{
+		Path:    r.path,
+		Args:    r.args,
+		DropEnv: r.dropEnv,
+		Stdout:  r.e.stdout, // os.Stdout in the command: no copying
+		Stderr:  r.e.stderr,
+	}
+}
+
+// startChild starts the command for lease, from the standby supervisor if
+// one is ready (the fork of the supervisor is then already done), and has
+// the next standby prepared once this child is gone.
+func (r *runner) startChild(lease masterjob.Lease) (*childproc.Process, error) {
+	env := childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance)
+	r.mu.Lock()
+	sb := r.standby
+	r.standby = nil
+	r.mu.Unlock()
+	if sb != nil {
+		p, err := sb.Start(env)
+		if err == nil {
+			return p, nil
+		}
+		r.log.Debug("the standby supervisor failed; starting afresh", "err", err)
+		sb.Close()
+	}
+	spec := r.childSpec()
+	spec.Env = env
+	return childproc.Start(spec)
+}
+
+// prepareStandby starts a standby supervisor in the background, unless one
+// is ready or the runner is closing.
+func (r *runner) prepareStandby() {
+	r.mu.Lock()
+	if r.standby != nil || r.closing {
+		r.mu.Unlock()
+		return
+	}
+	r.standbys.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.standbys.Done()
+		sb, err := childproc.Prepare(r.childSpec())
+		if err != nil {
+			r.log.Debug("cannot prepare a standby supervisor; the next command starts afresh", "err", err)
+			return
+		}
+		r.mu.Lock()
+		if r.standby != nil || r.closing {
+			r.mu.Unlock()
+			sb.Close()
+			return
+		}
+		r.standby = sb
+		r.mu.Unlock()
+	}()
+}
+
+// closeStandby discards the standby supervisor and stops preparing them.
+func (r *runner) closeStandby() {
+	r.mu.Lock()
+	r.closing = true
+	sb := r.standby
+	r.standby = nil
+	r.mu.Unlock()
+	r.standbys.Wait()
+	if sb != nil {
+		sb.Close()
+	}
+}
+
 // job runs the command while this instance is master.
 func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 	log := r.log.With("token", lease.Token)
@@ -602,14 +691,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		p, err := childproc.Start(childproc.Spec{
-			Path:    r.path,
-			Args:    r.args,
-			DropEnv: r.dropEnv,
-			Env:     childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance),
-			Stdout:  r.e.stdout, // os.Stdout in the command: no copying
-			Stderr:  r.e.stderr,
-		})
+		p, err := r.startChild(lease)
 		if err != nil {
 			log.Error("cannot start the command", "err", err)
 			if r.onExit == onExitRelease {
@@ -626,6 +708,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 			case <-p.Done():
 				res := r.stop(p, r.killAt(ctx)) // stop what it left in its group
 				r.setChild(nil)
+				r.prepareStandby()
 				plog.Info("command exited", "exit_code", res.ExitCode, "result", res.String())
 				if r.onExit == onExitRelease {
 					r.finish(res.ExitCode)
@@ -645,6 +728,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 				res := r.stop(p, killAt)
 				trace.Mark("child.reaped", lease.Lock)
 				r.setChild(nil)
+				r.prepareStandby()
 				lvl := slog.LevelDebug
 				if res.Signal == syscall.SIGKILL {
 					lvl = slog.LevelWarn // it did not stop by itself in time

@@ -22,8 +22,9 @@ Serves, on ADDR, for operators and monitoring, without running a job:
   /api/mastercontrols  the control API: every lock's master, token, lease
                        and control; disable, enable; the history
   /                    the dashboard, a page on that API
-  /metrics             Prometheus metrics of this process (Go runtime,
-                       process; 'run --http' adds the lock's metrics)
+  /metrics             Prometheus metrics: the store's view of every lock
+                       (masterjob_lock_has_master, _disabled, _token,
+                       _ttl_seconds), Go runtime and process
   /healthz             liveness: 200 while the process serves
   /readyz              readiness: 200 while the store answers
 
@@ -84,6 +85,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 		return reportUsage(e, c, usageError("--store: %w", err))
 	}
 	log := newLogger(e.stderr, f.logFormat.value, f.logLevel.value)
+	defer flushLog(log)
 	hc.warnInsecure(log)
 
 	ctx, cancel := context.WithCancelCause(e.ctx)
@@ -101,7 +103,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 	}()
 
 	reg := newRegistry()
-	hs, err := listenHTTP(ctx, hc.addr, startingHandler(reg, log), log)
+	hs, err := listenHTTP(ctx, hc, startingHandler(reg, log), log)
 	if err != nil {
 		log.Error("cannot serve HTTP", "err", err)
 		return ExitFailure
@@ -141,7 +143,12 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 		log.Error("cannot create the control API", "err", err)
 		return ExitFailure
 	}
+	if err := registerStoreMetrics(reg, st); err != nil {
+		log.Error("cannot create the metrics", "err", err)
+		return ExitFailure
+	}
 	hs.setHandler(httpserver.New(httpserver.Config{
+		Logger:       log,
 		API:          api,
 		Gatherer:     reg,
 		Ready:        health.StorePing(st),

@@ -47,7 +47,8 @@ func ExampleNew() {
 		Ready:     func(context.Context) error { return ex.Ready() },
 		Dashboard: []dashboard.Option{dashboard.WithTitle("billing")},
 	})
-	// http.ListenAndServe(addr, h), after controlapi.CheckListenAddr(addr, ...)
+	// httpserver.Listen(ctx, addr, httpserver.ServerConfig{Handler: h}),
+	// after controlapi.CheckListenAddr(addr, ...)
 
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))

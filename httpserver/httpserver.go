@@ -24,17 +24,32 @@
 // control API gets a store handle of its own, so that its requests never
 // hold the connections the executor's renewals need.
 //
+// Listen (or Serve) serves such a handler with the limits the CLI uses:
+// read, write and idle timeouts, a cap on open connections (Limits), and
+// HTTPS when given a certificate and key:
+//
+//	srv, err := httpserver.Listen(ctx, addr, httpserver.ServerConfig{
+//		Handler:     h,
+//		TLSCertFile: "/etc/masterjob/tls.crt",
+//		TLSKeyFile:  "/etc/masterjob/tls.key",
+//	})
+//	...
+//	defer srv.Shutdown(context.Background())
+//
 // Only the control API checks a bearer token (and only if it was given
 // one). Without a token, the API and the dashboard page answer only
 // requests addressed to a loopback host or localhost
-// (controlapi.Handler.HostAllowed), against DNS rebinding. /metrics, /healthz, /readyz and the dashboard page answer anyone
-// who can reach the listener; the page holds no data, it reads everything
-// through the control API. /metrics does show lock names: keep the
-// listener off untrusted networks, as controlapi.CheckListenAddr asks.
+// (controlapi.Handler.HostAllowed), against DNS rebinding. New's handler
+// throttles addresses that keep sending wrong tokens (AuthThrottle).
+// /metrics, /healthz, /readyz and the dashboard page answer anyone who can
+// reach the listener; the page holds no data, it reads everything through
+// the control API. /metrics does show lock names: keep the listener off
+// untrusted networks, as controlapi.CheckListenAddr asks.
 package httpserver
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -75,6 +90,12 @@ type Config struct {
 	Dashboard []dashboard.Option
 	// NoDashboard leaves the page out: "/" answers 404.
 	NoDashboard bool
+	// AuthThrottle slows down addresses that keep sending wrong tokens
+	// (see AuthThrottle); the zero value is the defaults.
+	AuthThrottle AuthThrottle
+	// Logger receives what the composition itself logs: addresses
+	// throttled for wrong tokens (default slog.Default()).
+	Logger *slog.Logger
 }
 
 // New returns a handler that serves cfg's pieces on one ServeMux.
@@ -98,7 +119,14 @@ func New(cfg Config) http.Handler {
 		}
 		mux.Handle("/", dashboard.Handler(opts...))
 	}
-	return mux
+	if cfg.AuthThrottle.Disabled {
+		return mux
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return newThrottle(cfg.AuthThrottle, log, mux)
 }
 
 // hostChecker is what controlapi.Handler offers: its rule for the Host

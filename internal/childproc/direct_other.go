@@ -75,3 +75,27 @@ func (p *Process) kill() { _ = p.signal(syscall.SIGKILL) }
 func groupAlive(pgid int) bool {
 	return !errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH)
 }
+
+// Standby outside Linux holds the Spec only: Start starts the command then
+// (there is no supervisor to prepare).
+type Standby struct {
+	spec Spec
+	used bool
+}
+
+// Prepare returns a Standby for spec.
+func Prepare(spec Spec) (*Standby, error) { return &Standby{spec: spec}, nil }
+
+// Start starts the command with env added to the Spec's environment.
+func (s *Standby) Start(env []string) (*Process, error) {
+	if s.used {
+		return nil, errors.New("childproc: standby already used")
+	}
+	s.used = true
+	spec := s.spec
+	spec.Env = append(append([]string(nil), spec.Env...), env...)
+	return Start(spec)
+}
+
+// Close discards the standby.
+func (s *Standby) Close() { s.used = true }

@@ -34,18 +34,33 @@ type sysProcess struct {
 // start starts a supervisor that starts the command, and waits for the
 // command to run.
 func start(spec Spec, path string) (*Process, error) {
+	p, r, err := spawn(spec, path, false)
+	if err != nil {
+		return nil, err
+	}
+	return p.handshake(r)
+}
+
+// spawn starts a supervisor. A standby supervisor waits for the runner's
+// "go" (with the entries to add to the command's environment) before it
+// starts the command; see Standby.
+func spawn(spec Spec, path string, standby bool) (*Process, *bufio.Reader, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("find this program to run the supervisor: %w", err)
+		return nil, nil, fmt.Errorf("find this program to run the supervisor: %w", err)
 	}
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("socket pair for the supervisor: %w", err)
+		return nil, nil, fmt.Errorf("socket pair for the supervisor: %w", err)
 	}
 	mine := os.NewFile(uintptr(fds[0]), "childproc-control")
 	theirs := os.NewFile(uintptr(fds[1]), "childproc-control")
 
-	args := append([]string{supervisorArg, strconv.Itoa(os.Getpid()), path, "--", spec.Path}, spec.Args...)
+	args := []string{supervisorArg}
+	if standby {
+		args = append(args, standbyArg)
+	}
+	args = append(append(args, strconv.Itoa(os.Getpid()), path, "--", spec.Path), spec.Args...)
 	cmd := exec.Command(exe, args...)
 	cmd.Env = spec.environ()
 	cmd.Dir = spec.Dir
@@ -63,7 +78,7 @@ func start(spec Spec, path string) (*Process, error) {
 		mine.Close()
 		theirs.Close()
 		p.sys.closeOutputs(copyEnds)
-		return nil, err
+		return nil, nil, err
 	}
 	cmd.ExtraFiles = []*os.File{theirs} // descriptor 3 = ctlFD
 	// Its own process group: a Ctrl-C in the runner's terminal does not
@@ -81,12 +96,17 @@ func start(spec Spec, path string) (*Process, error) {
 	if err != nil {
 		mine.Close()
 		p.sys.closeOutputs(nil)
-		return nil, err
+		return nil, nil, err
 	}
-	r := bufio.NewReader(mine)
+	return p, bufio.NewReader(mine), nil
+}
+
+// handshake waits for the supervisor to report the command's start.
+func (p *Process) handshake(r *bufio.Reader) (*Process, error) {
 	line, rerr := r.ReadString('\n')
 	verb, arg, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
 	if rerr == nil && verb == "pid" {
+		var err error
 		if p.pid, err = strconv.Atoi(arg); err == nil {
 			go p.follow(r)
 			return p, nil
@@ -276,3 +296,59 @@ func (p *Process) signal(sig syscall.Signal) error {
 // kill has the supervisor SIGKILL every descendant until none is left, and
 // exit.
 func (p *Process) kill() { p.sys.send("kill") }
+
+// Standby is a supervisor started ahead of time: it has done everything a
+// start needs but fork the command (Go's runtime start, the subreaper, the
+// files), so that Start runs the command at once. A runner keeps one ready
+// while it follows, and the next mastership's command starts a few
+// milliseconds sooner.
+type Standby struct {
+	p    *Process
+	r    *bufio.Reader
+	once sync.Once
+}
+
+// Prepare starts a standby supervisor for spec; Start starts the command,
+// Close discards it.
+func Prepare(spec Spec) (*Standby, error) {
+	path, err := exec.LookPath(spec.Path)
+	if err != nil {
+		return nil, fmt.Errorf("childproc: prepare %s: %w", spec.Path, err)
+	}
+	p, r, err := spawn(spec, path, true)
+	if err != nil {
+		return nil, fmt.Errorf("childproc: prepare %s: %w", spec.Path, err)
+	}
+	return &Standby{p: p, r: r}, nil
+}
+
+// Start starts the command, with env added to the environment of the
+// Spec it was prepared with. A Standby starts at most once.
+func (s *Standby) Start(env []string) (*Process, error) {
+	used := true
+	s.once.Do(func() { used = false })
+	if used {
+		return nil, errors.New("childproc: standby already used")
+	}
+	var b strings.Builder
+	for _, kv := range env {
+		b.WriteString("env " + strconv.Quote(kv) + "\n")
+	}
+	b.WriteString("go\n")
+	s.p.sys.send(strings.TrimSuffix(b.String(), "\n"))
+	p, err := s.p.handshake(s.r)
+	if err != nil {
+		return nil, fmt.Errorf("childproc: start from standby: %w", err)
+	}
+	return p, nil
+}
+
+// Close discards the standby supervisor (when it was not used) and waits
+// for it to exit.
+func (s *Standby) Close() {
+	s.once.Do(func() {
+		s.p.sys.close() // end of file: the standby exits
+		<-s.p.gone
+		s.p.sys.finishOutputs()
+	})
+}

@@ -3,6 +3,7 @@ package childproc
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -35,8 +36,18 @@ import (
 // SIGKILLs every descendant. It exits once it has no child left: the command
 // has exited and every process it started has exited and been reaped.
 
-// supervisorArg is the first argument of a supervisor.
-const supervisorArg = "__childproc-supervisor"
+// supervisorArg is the first argument of a supervisor; standbyArg after it
+// makes a standby supervisor, which reads the runner's
+//
+//	env "KEY=value"   (quoted as Go strings; any number of them)
+//	go
+//
+// before it starts the command with those entries added to its
+// environment. End of file instead of "go" discards it.
+const (
+	supervisorArg = "__childproc-supervisor"
+	standbyArg    = "standby"
+)
 
 // ctlFD is the supervisor's end of the socket pair.
 const ctlFD = 3
@@ -64,6 +75,10 @@ func supervise(args []string) int {
 		fmt.Fprintf(os.Stderr, "masterjob: supervisor: "+format+"\n", a...)
 		return 125
 	}
+	standby := len(args) > 0 && args[0] == standbyArg
+	if standby {
+		args = args[1:]
+	}
 	if len(args) < 4 || args[2] != "--" {
 		return fail("bad arguments %q (this mode is only for the runner's use)", args)
 	}
@@ -90,8 +105,18 @@ func supervise(args []string) int {
 		s.send("err become a child subreaper: %v", err)
 		return 125
 	}
+	env := os.Environ()
+	var ctl *bufio.Reader
+	if standby {
+		ctl = bufio.NewReader(s.ctl)
+		extra, ok := readStart(ctl)
+		if !ok {
+			return 0 // discarded, or the runner is gone
+		}
+		env = append(env, extra...)
+	}
 	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
-		Env:   os.Environ(),
+		Env:   env,
 		Files: []uintptr{0, 1, 2},
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	})
@@ -100,7 +125,31 @@ func supervise(args []string) int {
 		return 127
 	}
 	s.send("pid %d", pid)
-	return s.loop(pid, sigs)
+	return s.loop(pid, sigs, ctl)
+}
+
+// readStart reads a standby's start request: the environment entries to
+// add, then "go". ok is false at end of file or on a malformed request.
+func readStart(r *bufio.Reader) (env []string, ok bool) {
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return nil, false
+		}
+		verb, arg, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		switch verb {
+		case "go":
+			return env, true
+		case "env":
+			kv, err := strconv.Unquote(arg)
+			if err != nil {
+				return nil, false
+			}
+			env = append(env, kv)
+		default:
+			return nil, false
+		}
+	}
 }
 
 // supervisor is the state of a supervisor process.
@@ -124,7 +173,7 @@ func (s *supervisor) send(format string, a ...any) {
 
 // loop reaps children and serves the runner's requests until no child is
 // left.
-func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal) int {
+func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) int {
 	s.cmdPid = cmdPid
 	cmdStatus := make(chan syscall.WaitStatus, 1)
 	empty := make(chan struct{})
@@ -149,7 +198,11 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal) int {
 	}()
 	cmds := make(chan string)
 	go func() {
-		sc := bufio.NewScanner(s.ctl)
+		var src io.Reader = s.ctl
+		if ctl != nil {
+			src = ctl // what the standby read ahead is in its buffer
+		}
+		sc := bufio.NewScanner(src)
 		for sc.Scan() {
 			cmds <- sc.Text()
 		}
