@@ -237,7 +237,7 @@
 // found in information_schema.processlist by the client address of the
 // proxy's upstream connections (performance_schema's connection
 // attributes are off by default on MariaDB); the store-side loss check
-// reading <prefix>locks; and the CLI opening mysql:// URLs (OpenStoreURL,
+// reading <prefix>locks; and the CLI opening mysql:// URLs (OpenURL,
 // CheckURL and URLUsage are what a registry of URL schemes needs).
 //
 // # Tests

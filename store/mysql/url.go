@@ -55,10 +55,16 @@ func ParseURL(raw string) (*mysqldrv.Config, []Option, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		// url.Error repeats the URL, password included: report the cause.
+		// url.Error repeats the URL, password included, and its cause can
+		// quote part of it ("invalid port \":pa\" after host" for a
+		// password with a "/"): show the cause only for a URL without user
+		// information.
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
+		}
+		if strings.Contains(raw, "@") {
+			return fail("not a URL of the form %s (escape reserved characters of the user and password with %%XX)", URLUsage)
 		}
 		return fail("%v", err)
 	}
@@ -176,51 +182,58 @@ func CheckURL(raw string) error {
 }
 
 // OpenURL opens the store named by a URL (see ParseURL), with a pool that
-// the Store owns. Options given here apply after those of the URL.
-func OpenURL(ctx context.Context, raw string, opts ...Option) (*Store, error) {
-	cfg, urlOpts, err := ParseURL(raw)
-	if err != nil {
-		return nil, err
-	}
-	s, err := OpenConfig(ctx, cfg, append(urlOpts, opts...)...)
-	if err != nil {
-		// The driver's and the store's errors never include the password.
-		return nil, fmt.Errorf("%s: %w", RedactURL(raw), err)
-	}
-	return s, nil
-}
-
-// OpenStoreURL is OpenURL returning the store.Store interface: with
-// CheckURL and URLUsage it is what a registry of URL schemes needs, e.g.
+// the Store (a *Store) owns. With CheckURL and URLUsage it is what a
+// registry of URL schemes needs:
 //
 //	for _, scheme := range mysql.URLSchemes {
-//		storeurl.Register(scheme, storeurl.Engine{Usage: mysql.URLUsage, Check: mysql.CheckURL, Open: mysql.OpenStoreURL})
+//		storeurl.Register(scheme, storeurl.Engine{Usage: mysql.URLUsage, Check: mysql.CheckURL, Open: mysql.OpenURL})
 //	}
-func OpenStoreURL(ctx context.Context, raw string) (store.Store, error) {
-	s, err := OpenURL(ctx, raw)
+//
+// For options beyond the URL's, use ParseURL and OpenConfig.
+func OpenURL(ctx context.Context, raw string) (store.Store, error) {
+	cfg, opts, err := ParseURL(raw)
 	if err != nil {
 		return nil, err
+	}
+	s, err := OpenConfig(ctx, cfg, opts...)
+	if err != nil {
+		// The driver's and the store's errors do not include the password.
+		return nil, fmt.Errorf("store/mysql: open %s: %w", RedactURL(raw), err)
 	}
 	return s, nil
 }
 
-// RedactURL returns raw with its password replaced by "xxxxx", in the user
-// information and in a password parameter, for messages and logs. A URL
-// that cannot be parsed loses everything between "://" and its last "@".
+// RedactURL returns raw with its password replaced by "xxxxx", for
+// messages and logs: the password of the user information, and the value
+// of every query parameter whose name contains "password". A URL that does
+// not parse, or the opaque form scheme:user:password@host, loses
+// everything before its last "@".
 func RedactURL(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, ":")
+	at := strings.LastIndexByte(rest, '@')
 	u, err := url.Parse(raw)
-	if err != nil {
-		scheme, rest, ok := strings.Cut(raw, "://")
-		if !ok {
-			return raw
-		}
-		if at := strings.LastIndexByte(rest, '@'); at >= 0 {
-			return scheme + "://xxxxx" + rest[at:]
+	switch {
+	case !ok:
+		return raw
+	case err != nil || u.Opaque != "":
+		if at >= 0 {
+			sep := ":"
+			if strings.HasPrefix(rest, "//") {
+				sep = "://"
+			}
+			return scheme + sep + "xxxxx" + rest[at:]
 		}
 		return raw
 	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
+	q := u.Query()
+	changed := false
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "password") {
+			q[k] = []string{"xxxxx"}
+			changed = true
+		}
+	}
+	if changed {
 		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
