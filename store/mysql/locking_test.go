@@ -385,3 +385,63 @@ func TestDeadlockRetriedInsideCall(t *testing.T) {
 		})
 	}
 }
+
+// TestQueuedAcquirerHoldsNoRow: an acquirer that waits for the sequence
+// (another writer holds it) holds no row of a lock meanwhile, so that the
+// holders of those locks are not kept waiting behind the queue. Here the
+// sequence is held by an operator's transaction, B's Acquire of an expired
+// lock waits for it, and A's renewal of that lock must answer at once
+// (refused: it expired).
+func TestQueuedAcquirerHoldsNoRow(t *testing.T) {
+	for _, iso := range isolations {
+		t.Run(iso, func(t *testing.T) {
+			prefix := newPrefix(t)
+			dsn := isolationDSN(t, iso)
+			a := openStoreDSN(t, dsn, WithTablePrefix(prefix), WithCallTimeout(3*time.Second))
+			b := openStoreDSN(t, dsn, WithTablePrefix(prefix), WithCallTimeout(20*time.Second))
+			ctx := t.Context()
+			st, err := a.Acquire(ctx, holderA, []string{"Q"}, 200*time.Millisecond)
+			if err != nil || !st[0].Acquired {
+				t.Fatalf("Acquire: %v %+v", err, st)
+			}
+			time.Sleep(300 * time.Millisecond) // the lease expires (store clock: checked below)
+			if got, err := a.Locks(ctx, "Q"); err != nil || got[0].Held() {
+				t.Fatalf("the lease has not expired: %v %+v", err, got)
+			}
+			release := holdRowLocks(t, "SELECT id FROM "+quoteIdent(prefix+"seq")+" WHERE id = 1")
+			done := make(chan error, 1)
+			go func() {
+				got, err := b.Acquire(ctx, holderB, []string{"Q"}, time.Minute)
+				if err == nil && !got[0].Acquired {
+					err = fmt.Errorf("not acquired: %+v", got[0])
+				}
+				done <- err
+			}()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				var waiting int
+				if err := adminDB(t).QueryRowContext(ctx, "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'").Scan(&waiting); err != nil {
+					t.Fatal(err)
+				}
+				if waiting > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("B's Acquire never waited for the sequence")
+				}
+				time.Sleep(150 * time.Millisecond) // innodb_trx refreshes when unread for 100ms
+			}
+			start := time.Now()
+			res, err := a.Renew(ctx, holderA.ID, []store.LeaseRef{{Lock: "Q", Token: st[0].Token}}, time.Minute)
+			if err != nil || res[0].Renewed {
+				t.Errorf("A's renewal while B queues: %v %+v (after %v), want a prompt refusal", err, res, time.Since(start))
+			} else if d := time.Since(start); d > time.Second {
+				t.Errorf("A's renewal took %v while B queued for the sequence", d)
+			}
+			release()
+			if err := <-done; err != nil {
+				t.Errorf("B's Acquire after the sequence was free: %v", err)
+			}
+		})
+	}
+}
