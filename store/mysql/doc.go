@@ -214,16 +214,21 @@
 // Round trips per call, counted on the wire (one client write per
 // command): 1 for every call at 1, 100 and 10,000 locks
 // (TestRoundTripsPerCall). Time per call on MariaDB 10.11 over loopback,
-// same machine, load average 9 to 13 (so upper bounds; the medians of 5
-// runs at 1 and 100 locks, of 3 at 10,000):
+// on the project's machine (2 cores shared with other work, load average
+// 9 to 13, so upper bounds), the medians of two runs (5 calls each at 1
+// and 100 locks, 3 at 10,000):
 //
 //	call                              1 lock    100 locks   10,000 locks
-//	Acquire, takes all (and joins)    11-36ms   28-60ms     1.7-2.4s
-//	Acquire, follower (all held)      6-17ms    10-28ms     0.3-0.5s
-//	Renew (member record written)     5-21ms    11-25ms     0.36-0.61s
-//	Release                           5-13ms    12-39ms     0.7-1.3s
-//	Locks (named)                     1-3ms     2-4ms       0.19-0.31s
+//	Acquire, takes all (and joins)    14-36ms   32-60ms     1.2-2.3s
+//	Acquire, follower (all held)      6-17ms    8-28ms      0.23-0.51s
+//	Renew (member record written)     8-21ms    10-25ms     0.25-0.61s
+//	Release                           8-13ms    17-39ms     0.41-1.26s
+//	Locks (named; one run)            1.2ms     2.8ms       0.17s
 //
+// At 10,000 locks the time is InnoDB writing rows: timed statement by
+// statement (mariadb -vvv), the first Acquire spent it creating the rows,
+// writing the member's list, taking the leases and writing their
+// notifications, 0.2 to 0.6s each.
 // A call sends about 1 to 9KB of SQL besides its lists. Commands:
 //
 //	go test -run TestRoundTripsPerCall -v ./store/mysql
