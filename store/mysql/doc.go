@@ -228,7 +228,7 @@
 // At 10,000 locks the time is InnoDB writing rows: timed statement by
 // statement (mariadb -vvv), the first Acquire spent it creating the rows,
 // writing the member's list, taking the leases and writing their
-// notifications, 0.2 to 0.6s each.
+// notifications, 0.17 to 1.1s each (two runs, at load averages 9 and 13).
 // A call sends about 1 to 9KB of SQL besides its lists. Commands:
 //
 //	go test -run TestRoundTripsPerCall -v ./store/mysql
