@@ -142,8 +142,8 @@
 // (the servers' default) and READ COMMITTED the conformance suite passes,
 // and concurrent acquirers on overlapping lock sets (TestConcurrentAcquirers)
 // never lose a lease they hold, never share a lock, and see tokens grow.
-// SERIALIZABLE works but turns the candidates' read into a shared-locking
-// read, which makes checks wait for renewals. A deadlock or lock wait
+// SERIALIZABLE was not tested: it turns the candidates' read into a
+// shared-locking read, which would make checks wait for renewals. A deadlock or lock wait
 // timeout rolls the batch back and is retried inside the call (up to 10
 // attempts, with short jittered pauses, within the call timeout):
 // TestDeadlockRetriedInsideCall makes the server pick a renewal as a
