@@ -130,23 +130,39 @@ func (e *Executor) capacity() int {
 	return max(0, share-held)
 }
 
-// peers returns the live members of the group other than this instance,
-// fewest masterships first: the successors of a graceful shutdown.
-func (e *Executor) peers() []string {
+// successors returns, for n masterships to hand over at shutdown, the live
+// peer of the group each should go to: each to the peer with the fewest
+// masterships for its weight, counting those already given, so that the
+// peers end as even as they can. Empty without balancing.
+func (e *Executor) successors(n int) []string {
 	v := e.balanceNow()
 	if _, _, _, ok := v.share(e.suspected); !ok {
 		return nil
 	}
-	ps := make([]peerInfo, 0, len(v.group))
+	type load struct {
+		id     string
+		held   float64
+		weight float64
+	}
+	var ps []*load
 	for _, p := range v.group {
 		if p.id != v.me && !e.suspected(p.id) {
-			ps = append(ps, p)
+			ps = append(ps, &load{p.id, float64(p.masters), p.weight})
 		}
 	}
-	slices.SortFunc(ps, func(a, b peerInfo) int { return cmp.Or(cmp.Compare(a.masters, b.masters), cmp.Compare(a.id, b.id)) })
-	out := make([]string, len(ps))
-	for i, p := range ps {
-		out[i] = p.id
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]string, n)
+	for i := range out {
+		best := ps[0]
+		for _, p := range ps[1:] {
+			if p.held/p.weight < best.held/best.weight || (p.held/p.weight == best.held/best.weight && p.id < best.id) {
+				best = p
+			}
+		}
+		out[i] = best.id
+		best.held++
 	}
 	return out
 }
@@ -154,7 +170,8 @@ func (e *Executor) peers() []string {
 // suspect marks instance id as probably dead: a lease of its expired
 // without a release. Balancing leaves it out until its member record
 // would have expired.
-func (e *Executor) suspect(id string) {
+func (e *Executor) suspect(id, why string) {
+	e.runLog().Debug("balancing: instance suspected dead", "suspect", id, "why", why)
 	until := time.Now().Add(e.memberTTL())
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -51,9 +51,9 @@ type loop struct {
 	renewAgain  bool      // a renewal was asked for while one was in flight
 	leftUntil   time.Time // balancing: when the free locks the check left to others are due
 	recheck     bool      // the check's answer calls for another check at once
-	// pushedHeldOff holds the held-off locks the store pushed a change of
-	// since the last check.
-	pushedHeldOff map[string]bool
+	// pushed holds the followed locks the store pushed a change of since
+	// the last check.
+	pushed map[string]bool
 
 	checking, renewing, releasing bool
 	checkDone                     chan checkResult
@@ -372,22 +372,25 @@ func (l *loop) followed(now time.Time) []string {
 	return locks
 }
 
-// heldOffPushed returns, and forgets, the held-off locks the store pushed
-// a change of since the last check: the check reads them without taking
-// them, so that a lock handed back to this instance (reserved for it) is
-// seen and taken at once.
-func (l *loop) heldOffPushed() []string {
-	if len(l.pushedHeldOff) == 0 {
+// pushedLeftOut returns, and forgets, the locks the store pushed a change of
+// since the last check that this check does not ask for (held off, or
+// left to others by balancing): the check reads them without taking them,
+// so that a lock handed to this instance (reserved for it) is seen and
+// taken at once. A second round trip only after such a push.
+func (l *loop) pushedLeftOut(asked []string) []string {
+	if len(l.pushed) == 0 {
 		return nil
 	}
-	now := l.now()
+	for _, lk := range asked {
+		delete(l.pushed, lk)
+	}
 	var out []string
-	for name := range l.pushedHeldOff {
-		if until, ok := l.holdoff[name]; ok && now.Before(until) && l.masters[name] == nil {
-			out = append(out, name)
+	for lk := range l.pushed {
+		if l.masters[lk] == nil && l.jobFor(lk) != nil {
+			out = append(out, lk)
 		}
 	}
-	clear(l.pushedHeldOff)
+	clear(l.pushed)
 	return out
 }
 
@@ -405,7 +408,7 @@ func (l *loop) startCalls(now time.Time) {
 	}
 	l.started = true
 	locks, leftUntil := l.checkList(now, l.followed(now))
-	peek := l.heldOffPushed()
+	peek := l.pushedLeftOut(locks)
 	if len(locks) == 0 && len(peek) == 0 {
 		// StartMaster, a release or the end of a holdoff schedules the next.
 		l.nextCheckAt = time.Time{}
@@ -437,9 +440,9 @@ func (l *loop) startCalls(now time.Time) {
 		}
 		states, err := l.e.st.Acquire(ctx, l.e.holder, locks, l.cfg.Tolerance)
 		if err == nil && len(peek) > 0 {
-			// Held-off locks the store pushed a change of: read, not
-			// taken, to see whether one was handed back to this
-			// instance. A round trip only after such a push.
+			// Locks the store pushed a change of that this check does
+			// not take: read, to see whether one was handed to this
+			// instance.
 			if more, lerr := l.e.st.Locks(ctx, peek...); lerr == nil {
 				states = append(states, more...)
 			}
@@ -673,7 +676,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 	tr := Transition{Lock: lease.Lock, Kind: Acquired, Token: lease.Token, Instance: lease.Instance}
 	if s.PrevExpired {
 		if s.PrevHolder != l.e.holder.ID {
-			l.e.suspect(s.PrevHolder)
+			l.e.suspect(s.PrevHolder, "took over its expired lease of "+s.Lock)
 		}
 		tr.Takeover, tr.PrevHolder, tr.PrevToken = true, s.PrevHolder, s.PrevToken
 		l.log.Info("became master: took over an expired lease", "lock", lease.Lock, "token", lease.Token,
@@ -916,7 +919,7 @@ func (l *loop) see(s store.LockState, began time.Time) {
 			// shares now, not when its member record expires, so that its
 			// locks spread over the others, and check again with the new
 			// shares.
-			l.e.suspect(prev.holder)
+			l.e.suspect(prev.holder, "its lease of "+s.Lock+" ran out")
 			l.recheck = true
 		}
 		if !ok || prev.freeSince.IsZero() || prev.freeSince.After(began) {
@@ -1042,13 +1045,11 @@ func (l *loop) onNotify(lock string) {
 		}
 		return
 	}
-	if until, ok := l.holdoff[lock]; ok && l.now().Before(until) {
-		if l.pushedHeldOff == nil {
-			l.pushedHeldOff = map[string]bool{}
-		}
-		l.pushedHeldOff[lock] = true
-	}
 	if l.jobFor(lock) != nil && l.started {
+		if l.pushed == nil {
+			l.pushed = map[string]bool{}
+		}
+		l.pushed[lock] = true
 		// It changed (released, most likely): what the last check saw
 		// of its holder no longer holds. Balancing treats it as free
 		// from now, so it is taken only within this instance's share.
@@ -1070,16 +1071,26 @@ func (l *loop) beginShutdown(ctx context.Context) {
 	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) && !errors.Is(c, ErrShutdown) {
 		l.stopCause = fmt.Errorf("%w: %w", ErrShutdown, c)
 	}
-	// A graceful shutdown hands the masterships to the live peers, fewest
-	// masterships first, so that they spread instead of going to whoever
-	// checks first (with balancing; otherwise to anyone).
-	peers := l.e.peers()
-	i := 0
+	// A graceful shutdown hands the masterships to the live peers, each to
+	// the one with the fewest masterships for its weight, so that they
+	// spread evenly instead of going to whoever checks first (with
+	// balancing; otherwise to anyone).
+	var running []*mastership
 	for _, m := range l.masters {
-		if len(peers) > 0 && m.stopping == nil {
-			m.successor = peers[i%len(peers)]
-			i++
+		if m.stopping == nil {
+			running = append(running, m)
 		}
+	}
+	succ := l.e.successors(len(running))
+	if len(succ) > 0 {
+		l.log.Debug("shutdown: handing masterships to peers", "successors", succ)
+	}
+	for i, m := range running {
+		if len(succ) > 0 {
+			m.successor = succ[i]
+		}
+	}
+	for _, m := range l.masters {
 		l.stop(m, l.stopCause, Released)
 	}
 }
