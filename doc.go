@@ -132,7 +132,7 @@
 // the master sees it at its next renewal (at once where the store pushes),
 // stops its job, and releases the lease reserved for the successor named
 // in the request, or for anyone. Stop, then release, as always; the
-// reservation lapses after min(HeartbeatInterval, 5s) if the successor does
+// reservation lapses after min(Tolerance, 5s) if the successor does
 // not come, and the old master waits a check interval before competing for
 // the lock again unless no other instance takes part in it.
 //

@@ -433,19 +433,29 @@ func (l *loop) startCalls(now time.Time) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		began := l.now()
+		var peeked []store.LockState
+		if len(peek) > 0 {
+			// Locks the store pushed a change of that this check would
+			// not take: read first (a round trip only after such a push),
+			// and take in this check those handed to this instance.
+			if ps, err := l.e.st.Locks(ctx, peek...); err == nil {
+				for _, s := range ps {
+					if s.ReservedFor == l.e.holder.ID && s.ReservedTTL > 0 && !s.Held() && !s.Disabled {
+						locks = append(locks, s.Lock)
+					} else {
+						peeked = append(peeked, s)
+					}
+				}
+			}
+		}
 		if trace.Enabled() {
 			for _, lk := range locks {
 				trace.Mark("acquire.sent", lk)
 			}
 		}
 		states, err := l.e.st.Acquire(ctx, l.e.holder, locks, l.cfg.Tolerance)
-		if err == nil && len(peek) > 0 {
-			// Locks the store pushed a change of that this check does
-			// not take: read, to see whether one was handed to this
-			// instance.
-			if more, lerr := l.e.st.Locks(ctx, peek...); lerr == nil {
-				states = append(states, more...)
-			}
+		if err == nil {
+			states = append(states, peeked...)
 		}
 		if trace.Enabled() {
 			for _, s := range states {

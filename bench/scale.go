@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -38,6 +39,8 @@ type ScaleConfig struct {
 	Timing Timing
 	// Window is how long round trips are counted once stable.
 	Window time.Duration
+	// LogDir, if set, keeps each instance's debug log there.
+	LogDir string
 }
 
 // ScaleResult is what the scale scenario measured.
@@ -260,6 +263,16 @@ func (e *Env) startInstance(bin, storeURL, id string, cfg ScaleConfig) (*scaleIn
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
+	if cfg.LogDir != "" {
+		// Each instance's log (debug level) in a file of its own.
+		f, err := os.Create(filepath.Join(cfg.LogDir, id+".log"))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close() // the child has its own descriptor once started
+		cmd.Args = append(cmd.Args, "-v")
+		cmd.Stderr = f
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

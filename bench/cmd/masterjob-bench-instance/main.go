@@ -67,7 +67,7 @@ func run(url, id string, locks int, heartbeat, tolerance, check, every time.Dura
 		masterjob.WithLookupEnv(func(string) (string, bool) { return "", false }),
 		masterjob.WithInstanceID(id),
 		masterjob.WithInitDelay(0),
-		masterjob.WithLogger(slog.New(slog.NewTextHandler(w, nil))),
+		masterjob.WithLogger(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		masterjob.WithBalance(masterjob.BalanceConfig{Off: !balance}),
 	}
 	if heartbeat > 0 {

@@ -94,6 +94,7 @@ func run() int {
 		scaleCheck   = flag.Duration("scale-check", 5*time.Second, "check interval of the scale scenario")
 		scaleWindow  = flag.Duration("scale-window", 20*time.Second, "window over which the scale scenario counts round trips")
 		traceSteps   = flag.Bool("trace", false, "trace the runners ($MASTERJOB_TRACE) and break each graceful handoff down into its steps")
+		scaleLogs    = flag.String("scale-logs", "", "directory for the scale instances' debug logs (default: none)")
 		instanceBin  = flag.String("instance", "", "the scale scenario's instance (default: go build ./bench/cmd/masterjob-bench-instance into the work directory)")
 		workDir      = flag.String("workdir", "", "directory for binaries, databases and runner logs (default: a new temporary directory, removed unless -keep)")
 		keep         = flag.Bool("keep", false, "keep the work directory")
@@ -279,7 +280,7 @@ func run() int {
 				timing := bench.LeaseTiming(*scaleLease)
 				timing.Check = *scaleCheck
 				logf("%s: scale, %d instances × %d locks, %v", kind, *scaleInsts, n, timing)
-				r, err := env.Scale(ctx, *instanceBin, bench.ScaleConfig{Instances: *scaleInsts, Locks: n, Timing: timing, Window: *scaleWindow})
+				r, err := env.Scale(ctx, *instanceBin, bench.ScaleConfig{Instances: *scaleInsts, Locks: n, Timing: timing, Window: *scaleWindow, LogDir: *scaleLogs})
 				if err != nil {
 					note(fmt.Sprintf("%s scale %d", kind, n), err)
 					continue
