@@ -119,7 +119,9 @@
 //     eligible): the check of the control and of a reservation is atomic
 //     with the take. It notifies each lock taken and returns every lock's
 //     state.
-//   - Renew: one UPDATE fenced by holder, token and expires_at > now; a
+//   - Renew: one UPDATE fenced by holder, token and expires_at > the time
+//     the row is read (not the batch's start: a lease another writer ended
+//     while the renewal waited for the row is not revived); a
 //     revoked lease renews too. Release: fenced by holder and token; the row
 //     keeps the control and the last token; a successor (LeaseRef.Successor)
 //     gets a reservation of LeaseRef.Reserve. Disable, Enable and Handoff

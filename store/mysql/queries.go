@@ -18,6 +18,16 @@ const memberPurgeAfter = "INTERVAL 1 HOUR"
 // table names are the only text spliced into them; every value reaches
 // them through the user variables a batch's prologue sets (batchText).
 //
+// rowNow is the server's UTC time when it evaluates a row, not when the
+// statement (or the batch) began: a renewal that locks a row another
+// writer just updated must judge that writer's expiry against the time
+// now, or it would revive a lease the writer ended while it waited (the
+// statement's start, UTC_TIMESTAMP(6), made that lease look valid still).
+// SYSDATE(6) is the time of evaluation, in the session's time zone; its
+// difference with NOW(6), the statement's start in the same zone, is the
+// time elapsed since, added to the statement's UTC start.
+const rowNow = `(UTC_TIMESTAMP(6) + INTERVAL TIMESTAMPDIFF(MICROSECOND, NOW(6), SYSDATE(6)) MICROSECOND)`
+
 // Variables every batch has: @mj_now, the server's UTC_TIMESTAMP(6) when
 // the batch began, which decides expiry for the whole call (a lease is
 // never granted beyond @mj_now + ttl; a wait for a row lock only shortens
@@ -209,7 +219,7 @@ SELECT {{TAKEN}}, {{STATE_C}} FROM {{REQ}} c LEFT JOIN {{T}} l ON l.lock_name = 
 {{SEQLOCK}}
 UPDATE ` + joinLocks("JSON_TABLE(@mj_req, '$[*]' COLUMNS (name "+nameCol+" PATH '$[0]', tok BIGINT PATH '$[1]'))", t.locks) + `
 SET l.renewed_at = {{NOW}}, l.expires_at = {{NOW}} + INTERVAL @mj_ttl MICROSECOND
-WHERE l.token = c.tok AND l.holder = @mj_h AND l.expires_at > {{NOW}};`),
+WHERE l.token = c.tok AND l.holder = @mj_h AND l.expires_at > ` + rowNow + `;`),
 
 		// One row per ref, with its ordinal in @mj_req.
 		renewEnd: q(`INSERT INTO {{N}} (ver, kind, lock_name, at)

@@ -91,7 +91,9 @@
 //     the state of the other names from the snapshot (unknown names as free
 //     and enabled). A lease the holder already holds is returned unchanged.
 //   - Renew is one UPDATE ... FROM unnest($locks, $tokens) fenced by holder,
-//     token and expires_at > now(). A revoked lease still renews (its holder
+//     token and expires_at > clock_timestamp() (the time the row is read:
+//     a lease another writer ended while the renewal waited for the row
+//     is not revived). A revoked lease still renews (its holder
 //     keeps it while the job stops) and reports Revoked; a pending hand-off
 //     request is reported as HandoffRequested and HandoffTo.
 //   - Release is one UPDATE fenced by holder and token that clears the lease

@@ -181,7 +181,12 @@ WHERE NOT EXISTS (SELECT 1 FROM acq a WHERE a.lock_name = r.lock_name)`),
 ), upd AS (
 	UPDATE {{T}} c SET expires_at = now() + ` + ttlParam("$4") + `, renewed_at = now()
 	FROM req r
-	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $3 AND c.expires_at > now()
+	-- clock_timestamp(), not now(): a row another writer updated while
+	-- this statement ran is re-checked with the statement's start as
+	-- now(), by which a lease that writer ended could still look valid
+	-- and be revived. The new expiry counts from now(), the statement's
+	-- start, which is after the renewal began on its caller's clock.
+	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $3 AND c.expires_at > clock_timestamp()
 	RETURNING c.lock_name, c.token, c.revoked, c.disabled,
 		floor(extract(epoch FROM c.expires_at - now()) * 1000000)::bigint AS ttl_us,
 		CASE WHEN c.handoff_token = c.token THEN c.handoff_to END AS handoff_to
