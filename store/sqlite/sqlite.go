@@ -275,10 +275,14 @@ type Store struct {
 	features     features // of the database's schema
 	historyLimit int
 	notifyPoll   time.Duration
+	safetyPoll   time.Duration // poll of a watched file (Subscribe)
+	noWatch      bool          // never watch the file: poll (tests)
 	clock        clock
 	readOnly     bool
 	write        chan struct{} // held by the one in-process write transaction
+	rung         bool          // the write transaction wrote notifications: ring once committed; guarded by write
 	closed       atomic.Bool
+	notifyWakes  atomic.Int64 // wake-ups of this Store's subscriptions (tests)
 
 	mu      sync.Mutex         // orders Subscribe against Close
 	closing context.Context    // done once Close has begun
@@ -312,6 +316,8 @@ type options struct {
 	busy         time.Duration
 	historyLimit int
 	notifyPoll   time.Duration
+	safetyPoll   time.Duration
+	noWatch      bool
 	clock        clock
 	err          error
 }
@@ -421,7 +427,7 @@ func Schema(prefix string) (string, error) {
 // retry), naming it; Open creates no directory.
 func Open(path string, opts ...Option) (*Store, error) {
 	o := options{prefix: DefaultTablePrefix, migrate: true, busy: DefaultBusyTimeout, historyLimit: store.DefaultHistoryLimit, notifyPoll: DefaultNotifyPoll,
-		clock: hostClock()}
+		safetyPoll: notifySafetyPoll, clock: hostClock()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -447,7 +453,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	db.SetMaxIdleConns(maxOpenConns)
 
 	s := &Store{db: db, dsn: dsn, path: abs, q: newQueries(o.prefix, current), features: current, historyLimit: o.historyLimit, notifyPoll: o.notifyPoll,
-		clock: o.clock, readOnly: o.readOnly, write: make(chan struct{}, 1)}
+		safetyPoll: o.safetyPoll, noWatch: o.noWatch, clock: o.clock, readOnly: o.readOnly, write: make(chan struct{}, 1)}
 	s.closing, s.stop = context.WithCancel(context.Background())
 	ctx := context.Background()
 	switch {
@@ -1017,7 +1023,14 @@ func (s *Store) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx, now 
 		return fmt.Errorf("sqlite: %s: %w", op, ctx.Err())
 	}
 	defer func() { <-s.write }()
-	return s.tx(ctx, op, nil, fn)
+	s.rung = false
+	if err := s.tx(ctx, op, nil, fn); err != nil {
+		return err
+	}
+	if s.rung {
+		ring(s.path) // committed: wake the subscriptions watching the file
+	}
+	return nil
 }
 
 // readTx runs fn in a read transaction: one consistent snapshot.
