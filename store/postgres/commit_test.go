@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/masterjob/masterjob/store"
@@ -97,4 +98,47 @@ func requireOrSkip(t *testing.T, why string) {
 		t.Fatal(why + " (CI is set: this test must run)")
 	}
 	t.Skip(why)
+}
+
+// BenchmarkReleaseCommit compares, interleaved so that the server's load
+// hits both alike, a release as the store makes it (asynchronous commit)
+// with the same statement committed synchronously (as before), each after
+// an acquisition of the lock. It reports the median of each:
+//
+//	go test -run '^$' -bench ReleaseCommit -benchtime 200x ./store/postgres/
+func BenchmarkReleaseCommit(b *testing.B) {
+	s := openStore(b, WithSchema(newSchema(b)))
+	ctx := b.Context()
+	var syncT, asyncT []time.Duration
+	acquire := func() []store.LeaseRef {
+		st, err := s.Acquire(ctx, holderA, []string{"J"}, time.Minute)
+		if err != nil || !st[0].Acquired {
+			b.Fatalf("Acquire: %+v, %v", st, err)
+		}
+		return []store.LeaseRef{{Lock: "J", Token: st[0].Token}}
+	}
+	syncOn := stmt{"SELECT set_config('synchronous_commit', 'on', true)", nil}
+	for b.Loop() {
+		ref := acquire()
+		start := time.Now()
+		err := s.batch(ctx, []stmt{{s.q.release, []any{[]string{"J"}, []int64{ref[0].Token}, []string{""}, []int64{0}, holderA.ID, s.channel}}, syncOn},
+			func(_ int, rows pgx.Rows) error { rows.Close(); return rows.Err() })
+		syncT = append(syncT, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ref = acquire()
+		start = time.Now()
+		if err := s.Release(ctx, holderA.ID, ref); err != nil {
+			b.Fatal(err)
+		}
+		asyncT = append(asyncT, time.Since(start))
+	}
+	median := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2].Microseconds()) / 1000
+	}
+	b.ReportMetric(median(syncT), "ms/sync-release")
+	b.ReportMetric(median(asyncT), "ms/release")
+	b.ReportMetric(0, "ns/op")
 }

@@ -18,7 +18,7 @@ const notifyBackoffMax = 2 * time.Second
 // polls all the same, for commits that rang no doorbell: those of older
 // versions (during a rolling upgrade), of a writer that died between its
 // commit and its ring, or whose ring failed.
-const notifySafetyPoll = time.Second
+const notifySafetyPoll = 5 * time.Second
 
 // notifyTx records, in the write transaction tx, a change of kind about
 // each of locks, and prunes all but the newest notifyKeep rows. Of a batch
@@ -66,7 +66,7 @@ func (s *Store) notifyTx(ctx context.Context, tx *sql.Tx, kind store.ChangeKind,
 // after Subscribe returns is delivered. A goroutine then waits for the
 // file's doorbell, which every writer of this version rings once a
 // transaction that wrote notifications has committed (ring), or for the
-// safety poll (every second, or WithNotifyPoll if longer); where the file
+// safety poll (every 5 seconds, or WithNotifyPoll if longer); where the file
 // cannot be watched (another system, no inotify instance left) it polls
 // every WithNotifyPoll instead. Woken, it reads PRAGMA data_version on its
 // connection and, when another connection has committed, the new
