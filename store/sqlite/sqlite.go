@@ -160,10 +160,10 @@
 // An idle subscription therefore costs one wake-up every 5 seconds, and
 // one per notifying commit elsewhere (a few stats and PRAGMAs on the local
 // file, no network, no write), plus a few MiB for its connection: an idle
-// runner used 6 to 24 ms of CPU per minute with it, against 270 to 360 ms
-// with the 50ms poll it replaced, and a follower hears of a release a
-// median of 0.2 ms after the releasing call returned, against 31 ms
-// (docs/benchmarks.md, "The store's side of the graceful hand-off").
+// runner used 9 to 24 ms of CPU per minute with it, against 275 to 377 ms
+// with the 50ms poll it replaced, and a follower heard of a release a
+// median of 0.2 to 0.7 ms after the releasing call returned, against 19 to
+// 31 ms (docs/benchmarks.md, "The store's side of the graceful hand-off").
 // Delivery is best effort: a subscriber that falls more than 1000
 // notifications behind misses some.
 //
