@@ -163,8 +163,12 @@ func (p *poller) start(ctx context.Context) error {
 func (p *poller) run(ctx context.Context, out chan<- store.Change) {
 	interval := p.interval()
 	wait := interval
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	var t *time.Timer // for polling without a watch
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		rung := false
 		if p.w != nil {
@@ -177,7 +181,11 @@ func (p *poller) run(ctx context.Context, out chan<- store.Change) {
 				interval = p.interval()
 			}
 		} else {
-			t.Reset(wait)
+			if t == nil {
+				t = time.NewTimer(wait)
+			} else {
+				t.Reset(wait)
+			}
 			select {
 			case <-ctx.Done():
 			case <-t.C:
@@ -248,7 +256,18 @@ func (p *poller) poll(ctx context.Context, rung bool) ([]store.Change, error) {
 	if !rung && stamp == p.files && p.polls < fullReadEvery {
 		return nil, nil
 	}
-	p.files, p.polls = stamp, 0
+	changes, err := p.read(ctx)
+	if err == nil {
+		// Only a read that worked: after a failed one, the next poll reads
+		// again, whatever the files look like.
+		p.files, p.polls = stamp, 0
+	}
+	return changes, err
+}
+
+// read returns the changes notified since the last read, if another
+// connection has committed since.
+func (p *poller) read(ctx context.Context) ([]store.Change, error) {
 	var v int64
 	if err := p.db.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
 		return nil, err
