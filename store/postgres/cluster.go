@@ -203,7 +203,7 @@ func scanMemberResult(row pgx.CollectableRow) (memberResult, error) {
 // otherwise costs the check one disk sync it did not pay before members
 // existed. A transaction that took or renewed a lease keeps its synchronous
 // commit.
-const asyncIfUnwritten = `SELECT set_config('synchronous_commit', 'off', true) WHERE txid_current_if_assigned() IS NULL`
+const asyncIfUnwritten = `SELECT ` + asyncCommit + ` WHERE txid_current_if_assigned() IS NULL`
 
 // withMember runs sql, one statement, and collects its rows with scan.
 // When member id is announced on this handle, the statement that writes its

@@ -100,7 +100,8 @@
 //     and any hand-off request but keeps the row (its control and its last
 //     token), reserves the lock for LeaseRef.Successor until now() +
 //     LeaseRef.Reserve when both are set, and calls pg_notify for each
-//     released lock in the same statement.
+//     released lock in the same statement. Its commit is asynchronous
+//     (see "Asynchronous commits").
 //   - Disable upserts the row: disabled, reason, changed_by, changed_at, and
 //     revoked when a lease is held; it clears a pending hand-off request.
 //     Enable clears disabled and reason. Both call pg_notify in the same
@@ -148,7 +149,7 @@
 // if the lease statement wrote nothing (txid_current_if_assigned() IS
 // NULL): a crash of the server may then lose that refresh, which the next
 // call makes again. Acquisitions, renewals and writes of the lock list
-// keep their synchronous commit.
+// keep their synchronous commit (see "Asynchronous commits").
 //
 // Each member's write also deletes the other members' expired rows (those
 // no other call has locked: it never waits), a scan of a table of one row
@@ -158,6 +159,32 @@
 // from writing the record, waits, within its context, for the writes of
 // it already in flight (so that none lands after the delete), then deletes
 // the row with pg_notify in one statement.
+//
+// # Asynchronous commits
+//
+// Two kinds of transaction commit with synchronous_commit = off (set for
+// the transaction only, by set_config(..., true)), so that they return
+// without waiting for the WAL flush, which on a disk is most of their time:
+// a follower's check that wrote nothing but its member's refresh (see
+// Members), and every Release. Everything else (acquisitions, renewals,
+// hand-off requests, disables, enables, history, member records that carry
+// the lock list, Leave) commits synchronously: when the call returns, the
+// change survives a crash of the server. The server still writes and
+// flushes an asynchronous commit within about three times
+// wal_writer_delay (200ms by default); only a crash of the server, or a
+// fail-over to a standby, in that window loses it.
+//
+// What a lost release costs: the row still holds the lease of an instance
+// that stopped its job before releasing, and nobody can take the lock
+// until that lease expires. The next master then comes a lease later, as
+// after a crash of the master, never early: no promise depends on a
+// release being durable. And an instance that took the lock after a
+// release cannot keep a lease whose release was lost: its acquisition
+// commits synchronously, and flushing its commit record flushes all the
+// WAL written before it, the release's included.
+// TestOnlyReleaseSkipsTheWALFlush checks which calls wait for a flush;
+// docs/benchmarks.md ("The store's side of the graceful hand-off") has
+// what it saves.
 //
 // # Round trips
 //

@@ -84,6 +84,10 @@ func stateCols(name, prev string) string {
 	` + prevCols
 }
 
+// asyncCommit, evaluated in a transaction, makes its commit asynchronous
+// (synchronous_commit = off until the transaction ends, as SET LOCAL).
+const asyncCommit = `set_config('synchronous_commit', 'off', true)`
+
 // ttlParam turns a parameter holding microseconds into an interval.
 func ttlParam(n string) string { return "(" + n + "::bigint * interval '1 microsecond')" }
 
@@ -114,6 +118,7 @@ func buildQueries(table, history, members string) queries {
 		"{{CONTROL}}", payload(store.ChangeControl, "lock_name"),
 		"{{HISTORY}}", payload(store.ChangeHistory, "lock_name"),
 		"{{MEMBER}}", payload(store.ChangeMember, ""),
+		"{{ASYNC}}", asyncCommit,
 	)
 	q := func(s string) string { return r.Replace(s) }
 	return queries{
@@ -205,6 +210,21 @@ ORDER BY r.ord`),
 		// token. A successor with a positive reservation gets the lock
 		// reserved until now() + reservation; otherwise any reservation
 		// ends. A pending hand-off request ends with the lease.
+		//
+		// The commit is asynchronous ({{ASYNC}}, evaluated once for the
+		// result row, before the commit): it does not wait for the WAL
+		// flush, which on a disk is most of a release's time. That is safe
+		// because a lost release only keeps the lease until it expires. A
+		// crash of the server (or a fail-over to a standby) can lose a
+		// release whose caller already returned; the row then still holds
+		// the lease of an instance that stopped its job before releasing,
+		// and nobody may take it until it expires: the next master comes a
+		// lease later, as after a crash of the master, and never early. A
+		// successor's acquisition cannot outlive the release it followed:
+		// its commit is synchronous, and flushing its commit record flushes
+		// the WAL before it, the release's record included (readers may see
+		// a lost release's free row before the crash, nothing more).
+		// Acquisitions, renewals, disables and enables stay synchronous.
 		release: q(`WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) AS r(lock_name, token, successor, reserve_us)
 ), rel AS (
@@ -217,7 +237,7 @@ ORDER BY r.ord`),
 	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $5
 	RETURNING c.lock_name
 )
-SELECT count(pg_notify($6, {{LEASE}})) FROM rel`),
+SELECT count(pg_notify($6, {{LEASE}})), {{ASYNC}} FROM rel`),
 
 		// $1 name, $2 reason, $3 by, $4 channel. The leading flag is
 		// "changed". The CTE n is referenced so that it runs: pg_notify for

@@ -14,6 +14,12 @@ import (
 // notifyBackoffMax caps the wait between polls after a failed one.
 const notifyBackoffMax = 2 * time.Second
 
+// notifySafetyPoll is how often a subscription that watches the file
+// polls all the same, for commits that rang no doorbell: those of older
+// versions (during a rolling upgrade), of a writer that died between its
+// commit and its ring, or whose ring failed.
+const notifySafetyPoll = 5 * time.Second
+
 // notifyTx records, in the write transaction tx, a change of kind about
 // each of locks, and prunes all but the newest notifyKeep rows. Of a batch
 // longer than that only the last notifyKeep are written: the others would
@@ -41,6 +47,7 @@ func (s *Store) notifyTx(ctx context.Context, tx *sql.Tx, kind store.ChangeKind,
 	if err != nil {
 		return err
 	}
+	s.rung = true // ring once committed (writeTx)
 	id, err := res.LastInsertId()
 	if err != nil {
 		return err
@@ -54,16 +61,21 @@ func (s *Store) notifyTx(ctx context.Context, tx *sql.Tx, kind store.ChangeKind,
 }
 
 // Subscribe implements store.Notifier. It opens a connection of its own to
-// the database file and reads the newest notification before it returns, so
-// that a change committed after Subscribe returns is delivered. A goroutine
-// then polls that connection every WithNotifyPoll interval with PRAGMA
-// data_version and, when another connection has committed, reads the new
-// notifications and sends them, with their kind, in commit order, on the
+// the database file, watches the file (on Linux, with inotify) and reads
+// the newest notification before it returns, so that a change committed
+// after Subscribe returns is delivered. A goroutine then waits for the
+// file's doorbell, which every writer of this version rings once a
+// transaction that wrote notifications has committed (ring), or for the
+// safety poll (every 5 seconds, or WithNotifyPoll if longer); where the file
+// cannot be watched (another system, no inotify instance left) it polls
+// every WithNotifyPoll instead. Woken, it reads PRAGMA data_version on its
+// connection and, when another connection has committed, the new
+// notifications, and sends them, with their kind, in commit order, on the
 // channel (waiting for the subscriber, or for ctx). A row of a kind this
 // version does not know, or written by an older version (which wrote no
-// kind), is sent as store.ChangeLease. Failed polls are
-// retried with a growing pause. The channel is closed, and the connection
-// and goroutine are gone, once ctx is done or the Store is closed.
+// kind), is sent as store.ChangeLease. Failed reads are retried with a
+// growing pause. The channel is closed, and the connection, the watch and
+// the goroutine are gone, once ctx is done or the Store is closed.
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	const op = "subscribe"
 	if err := s.begin(ctx, op); err != nil {
@@ -76,40 +88,63 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	// One connection, kept open: data_version is per connection.
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
+
+	sctx, cancel := context.WithCancel(ctx)
 	p := &poller{s: s, db: db}
-	if err := p.start(ctx); err != nil {
+	// The watch comes first: a commit after the reads of start rings
+	// after it, and so wakes this subscription.
+	if !s.noWatch {
+		p.w, _ = newWaker(sctx, s.path) // nil: poll at the full rate
+	}
+	release := func() {
+		cancel()
+		if p.w != nil {
+			_ = p.w.close()
+		}
 		_ = db.Close()
-		return nil, s.wrap(ctx, op, err)
+	}
+	if err := p.start(sctx); err != nil {
+		err = s.wrap(ctx, op, err)
+		release()
+		return nil, err
 	}
 
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()
-		_ = db.Close()
+		release()
 		return nil, fmt.Errorf("sqlite: %s: %w", op, store.ErrClosed)
 	}
 	s.subs.Add(1)
 	s.mu.Unlock()
 
-	ctx, cancel := context.WithCancel(ctx)
 	stopOnClose := context.AfterFunc(s.closing, cancel)
 	out := make(chan store.Change)
 	go func() {
 		defer s.subs.Done()
 		defer close(out)
-		defer func() { _ = db.Close() }()
+		defer release()
 		defer stopOnClose()
-		defer cancel()
-		p.run(ctx, out)
+		p.run(sctx, out)
 	}()
 	return out, nil
+}
+
+// waker tells a subscription when to look at the file.
+type waker interface {
+	// wait blocks until the file is rung, d has passed or ctx is done
+	// (the caller checks ctx); rung is false when d passed. An error means
+	// the waker is unusable from now on.
+	wait(ctx context.Context, d time.Duration) (rung bool, err error)
+	close() error
 }
 
 // poller is one subscription's connection and position.
 type poller struct {
 	s       *Store
 	db      *sql.DB
-	wal     fileStamp // the -wal file when data_version was last read
+	w       waker     // nil: no watch, poll at the full rate
+	files   fileStamp // the database and -wal files when data_version was last read
 	polls   int       // polls since data_version was last read
 	version int64     // data_version at the last read
 	last    int64     // id of the last notification read
@@ -124,19 +159,43 @@ func (p *poller) start(ctx context.Context) error {
 	return p.db.QueryRowContext(ctx, p.s.q.notifyMax).Scan(&p.last)
 }
 
-// run polls until ctx is done.
+// run waits and reads until ctx is done.
 func (p *poller) run(ctx context.Context, out chan<- store.Change) {
-	interval := p.s.notifyPoll
+	interval := p.interval()
 	wait := interval
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	var t *time.Timer // for polling without a watch
+	defer func() {
+		if t != nil {
+			t.Stop()
 		}
-		changes, err := p.poll(ctx)
+	}()
+	for {
+		rung := false
+		if p.w != nil {
+			var err error
+			rung, err = p.w.wait(ctx, wait)
+			if err != nil {
+				// Poll at the full rate from now on, starting now.
+				_ = p.w.close()
+				p.w, rung = nil, true
+				interval = p.interval()
+			}
+		} else {
+			if t == nil {
+				t = time.NewTimer(wait)
+			} else {
+				t.Reset(wait)
+			}
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		p.s.notifyWakes.Add(1)
+		changes, err := p.poll(ctx, rung)
 		for _, c := range changes {
 			select {
 			case out <- c:
@@ -149,41 +208,66 @@ func (p *poller) run(ctx context.Context, out chan<- store.Change) {
 		} else {
 			wait = interval
 		}
-		t.Reset(wait)
 	}
 }
 
-// fileStamp identifies a version of a file's content cheaply.
+// interval is the time between polls: the safety poll while the file is
+// watched, WithNotifyPoll otherwise.
+func (p *poller) interval() time.Duration {
+	if p.w != nil {
+		return max(p.s.notifyPoll, p.s.safetyPoll)
+	}
+	return p.s.notifyPoll
+}
+
+// fileStamp identifies a version of the database and -wal files' content
+// cheaply.
 type fileStamp struct {
+	db, wal stat
+}
+
+type stat struct {
 	size    int64
 	modTime time.Time
 }
 
-func stampOf(path string) fileStamp {
+func statOf(path string) stat {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return fileStamp{size: -1}
+		return stat{size: -1}
 	}
-	return fileStamp{fi.Size(), fi.ModTime()}
+	return stat{fi.Size(), fi.ModTime()}
 }
 
 // fullReadEvery bounds how many polls may skip data_version because the
-// -wal file looked unchanged: a safety net for filesystems whose
-// modification times are coarse.
+// files looked unchanged: a safety net for file systems whose modification
+// times are coarse.
 const fullReadEvery = 20
 
-// poll returns the changes notified since the last poll, if another
-// connection has committed since.
-func (p *poller) poll(ctx context.Context) ([]store.Change, error) {
-	// Every commit in WAL mode writes the -wal file, so an unchanged file
-	// means nothing new: a stat costs microseconds, a query through the
-	// driver hundreds of times more, twenty times a second in every process.
-	stamp := stampOf(p.s.path + "-wal")
+// poll returns the changes notified since the last read, if another
+// connection has committed since. rung says the doorbell woke it: the
+// files' stamps are then not consulted.
+func (p *poller) poll(ctx context.Context, rung bool) ([]store.Change, error) {
+	// Every commit writes the -wal file in WAL mode, the database file in
+	// rollback-journal mode, so unchanged files mean nothing new: a stat
+	// costs microseconds, a query through the driver far more.
+	stamp := fileStamp{db: statOf(p.s.path), wal: statOf(p.s.path + "-wal")}
 	p.polls++
-	if stamp == p.wal && p.polls < fullReadEvery {
+	if !rung && stamp == p.files && p.polls < fullReadEvery {
 		return nil, nil
 	}
-	p.wal, p.polls = stamp, 0
+	changes, err := p.read(ctx)
+	if err == nil {
+		// Only a read that worked: after a failed one, the next poll reads
+		// again, whatever the files look like.
+		p.files, p.polls = stamp, 0
+	}
+	return changes, err
+}
+
+// read returns the changes notified since the last read, if another
+// connection has committed since.
+func (p *poller) read(ctx context.Context) ([]store.Change, error) {
 	var v int64
 	if err := p.db.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
 		return nil, err

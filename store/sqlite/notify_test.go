@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -129,5 +130,119 @@ func TestNotifyPollOption(t *testing.T) {
 	t.Parallel()
 	if _, err := sqlite.Open(filepath.Join(t.TempDir(), "x.db"), sqlite.WithNotifyPoll(0)); err == nil {
 		t.Error("WithNotifyPoll(0) accepted")
+	}
+}
+
+// nextChange waits up to limit for the next change on ch.
+func nextChange(t *testing.T, ch <-chan store.Change, limit time.Duration) (store.Change, bool) {
+	t.Helper()
+	select {
+	case c, ok := <-ch:
+		if !ok {
+			t.Fatal("subscription closed")
+		}
+		return c, true
+	case <-time.After(limit):
+		return store.Change{}, false
+	}
+}
+
+// TestNotifyWakesOnCommitNotOnPoll: a subscription whose polls are an hour
+// apart is still woken by a release on another handle, at once: the
+// writer's doorbell, not a poll, wakes it. Renewals, which notify nothing,
+// do not wake it at all. (With the 50ms poll this replaced, the release
+// came only with the next poll, and an idle subscription woke 20 times a
+// second.)
+func TestNotifyWakesOnCommitNotOnPoll(t *testing.T) {
+	t.Parallel()
+	if runtime.GOOS != "linux" {
+		t.Skipf("the file watch is Linux only (GOOS %s): subscriptions poll", runtime.GOOS)
+	}
+	path := filepath.Join(t.TempDir(), "wake.db")
+	writer := openStore(t, path)
+	sub := openStore(t, path, sqlite.WithNotifyPoll(time.Hour))
+	ctx := t.Context()
+	st, err := writer.Acquire(ctx, store.Holder{ID: "a"}, []string{"JOB"}, time.Minute)
+	if err != nil || !st[0].Acquired {
+		t.Fatalf("Acquire: %+v, %v", st, err)
+	}
+	ch, err := sub.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}
+	for range 50 {
+		if _, err := writer.Renew(ctx, "a", ref, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, ok := nextChange(t, ch, 100*time.Millisecond); ok {
+		t.Fatalf("notification %+v after renewals only", c)
+	}
+	if n := sqlite.NotifyWakes(sub); n != 0 {
+		t.Errorf("the subscription woke %d times during 50 renewals, want 0", n)
+	}
+	start := time.Now()
+	if err := writer.Release(ctx, "a", ref); err != nil {
+		t.Fatal(err)
+	}
+	c, ok := nextChange(t, ch, 5*time.Second)
+	if !ok {
+		t.Fatal("release not delivered within 5s (the next poll is an hour away)")
+	}
+	if want := (store.Change{Kind: store.ChangeLease, Lock: "JOB"}); c != want {
+		t.Fatalf("notification %+v, want %+v", c, want)
+	}
+	t.Logf("release delivered %v after the call, %d wake-up(s)", time.Since(start), sqlite.NotifyWakes(sub))
+}
+
+// TestNotifySafetyPoll: a commit that rings no doorbell (a writer of an
+// older version, one that died between its commit and its ring) is still
+// delivered, by the subscription's safety poll.
+func TestNotifySafetyPoll(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "safety.db")
+	sub := openStore(t, path, sqlite.WithSafetyPoll(20*time.Millisecond))
+	ch, err := sub.Subscribe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rawDB(t, path).Exec(`INSERT INTO masterjob_notify (kind, lock_name) VALUES ('control', 'OLD')`); err != nil {
+		t.Fatal(err)
+	}
+	c, ok := nextChange(t, ch, 5*time.Second)
+	if !ok {
+		t.Fatal("a commit without a ring was not delivered within 5s")
+	}
+	if want := (store.Change{Kind: store.ChangeControl, Lock: "OLD"}); c != want {
+		t.Fatalf("notification %+v, want %+v", c, want)
+	}
+}
+
+// TestNotifyWithoutWatch: where the file cannot be watched, a subscription
+// polls at WithNotifyPoll and delivers all the same.
+func TestNotifyWithoutWatch(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "nowatch.db")
+	writer := openStore(t, path)
+	sub := openStore(t, path, sqlite.WithoutWatch(), sqlite.WithNotifyPoll(10*time.Millisecond))
+	ctx := t.Context()
+	ch, err := sub.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.Disable(ctx, "JOB", "r", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	c, ok := nextChange(t, ch, 5*time.Second)
+	if !ok {
+		t.Fatal("disable not delivered within 5s")
+	}
+	if want := (store.Change{Kind: store.ChangeControl, Lock: "JOB"}); c != want {
+		t.Fatalf("notification %+v, want %+v", c, want)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := sqlite.NotifyWakes(sub); n < 5 {
+		t.Errorf("%d wake-ups in over 100ms at a 10ms poll: is the subscription polling?", n)
 	}
 }
