@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/masterjob/masterjob/internal/backoff"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -130,7 +130,7 @@ func (l *listener) read(ctx context.Context, conn *pgx.Conn) {
 	failures := 0
 	for {
 		if conn == nil {
-			if !sleep(ctx, backoff(failures)) {
+			if !sleep(ctx, backoff.Delay(failures+1, reconnectBase, reconnectMax)) {
 				return
 			}
 			c, err := l.connect(ctx)
@@ -220,17 +220,6 @@ func (l *listener) deliver(ctx context.Context, out chan<- store.Change) {
 			return
 		}
 	}
-}
-
-// backoff returns the wait before reconnection attempt number failures+1:
-// exponential from reconnectBase, capped at reconnectMax, with the upper
-// half jittered so that many subscribers do not reconnect in step.
-func backoff(failures int) time.Duration {
-	d := reconnectMax
-	if failures < 20 {
-		d = min(reconnectBase<<failures, reconnectMax)
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // sleep waits for d or until ctx is done; it reports whether d passed.

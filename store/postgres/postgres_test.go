@@ -1135,18 +1135,6 @@ func TestChannelName(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	for f := range 100 {
-		d := backoff(f)
-		if d <= 0 || d > reconnectMax {
-			t.Fatalf("backoff(%d) = %v", f, d)
-		}
-	}
-	if backoff(0) > reconnectBase {
-		t.Errorf("backoff(0) = %v, want at most %v", backoff(0), reconnectBase)
-	}
-}
-
 func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
 	select {

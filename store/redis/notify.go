@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"strconv"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/masterjob/masterjob/internal/backoff"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -174,7 +174,7 @@ func (l *listener) read(ctx context.Context, ps *goredis.PubSub) {
 	pinged := false
 	for {
 		if ps == nil {
-			if !sleep(ctx, backoff(l.s.cfg.reconnectBase, failures)) {
+			if !sleep(ctx, backoff.Delay(failures+1, l.s.cfg.reconnectBase, reconnectMax)) {
 				return
 			}
 			p, err := l.connect(ctx)
@@ -301,17 +301,6 @@ func (l *listener) deliver(ctx context.Context, out chan<- store.Change) {
 			return
 		}
 	}
-}
-
-// backoff returns the wait before reconnection attempt number failures+1:
-// exponential from base, capped at reconnectMax, with the upper half
-// jittered so that many subscribers do not reconnect in step.
-func backoff(base time.Duration, failures int) time.Duration {
-	d := reconnectMax
-	if failures < 20 {
-		d = min(base<<failures, reconnectMax)
-	}
-	return d/2 + rand.N(d/2+1)
 }
 
 // sleep waits for d or until ctx is done; it reports whether d passed.
