@@ -3,7 +3,7 @@ module github.com/masterjob/masterjob/store/etcd
 go 1.26.0
 
 require (
-	github.com/masterjob/masterjob v0.0.0
+	github.com/masterjob/masterjob v0.0.0-00010101000000-000000000000
 	go.etcd.io/etcd/api/v3 v3.7.3
 	go.etcd.io/etcd/client/v3 v3.7.3
 	go.etcd.io/etcd/server/v3 v3.7.3
