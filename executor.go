@@ -11,6 +11,7 @@ import (
 	"maps"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -356,6 +357,25 @@ func (e *Executor) Run(ctx context.Context) error {
 		e.mu.Unlock()
 		return ErrAlreadyRunning
 	}
+	tolerances := []time.Duration{e.cfg.Tolerance}
+	for _, reg := range e.jobs {
+		if !slices.Contains(tolerances, reg.cfg.Tolerance) {
+			tolerances = append(tolerances, reg.cfg.Tolerance)
+		}
+	}
+	e.mu.Unlock()
+	if err := e.checkTolerances(ctx, tolerances); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		return ErrClosed
+	case e.running:
+		e.mu.Unlock()
+		return ErrAlreadyRunning
+	}
 	e.running = true
 	alog, h := newAsyncLog(e.log.Handler())
 	r := &runState{ctx: ctx, log: slog.New(h), startAt: e.now(), loops: map[Config]*loop{}}
@@ -424,6 +444,31 @@ func (e *Executor) runLog() *slog.Logger {
 	}
 	return e.log
 }
+
+// checkTolerances refuses, on stores that say so (store.LeaseLimits), a
+// masterJobTolerance shorter than the store can grant. A store that cannot
+// be asked now is not a reason to refuse: its calls will say it again.
+func (e *Executor) checkTolerances(ctx context.Context, tolerances []time.Duration) error {
+	ll, ok := e.st.(store.LeaseLimits)
+	if !ok {
+		return nil
+	}
+	for _, tol := range tolerances {
+		cctx, cancel := context.WithTimeout(ctx, checkTTLTimeout)
+		err := ll.CheckTTL(cctx, tol)
+		cancel()
+		switch {
+		case errors.Is(err, store.ErrLeaseTooShort):
+			return fmt.Errorf("%w: %s = %v: %w", ErrInvalidConfig, keyTolerance, tol, err)
+		case err != nil:
+			e.log.Warn("cannot ask the store for its shortest lease; going on", "err", err)
+		}
+	}
+	return nil
+}
+
+// checkTTLTimeout bounds the question of checkTolerances.
+const checkTTLTimeout = 5 * time.Second
 
 // subscribeTimeout bounds a Subscribe call: the trust window, within
 // bounds.

@@ -32,7 +32,8 @@ const maxBatch = 100
 
 // ErrLeaseTooShort is returned (wrapped) when a lease duration is below
 // what etcd can grant: whole seconds, at least the cluster's minimum TTL.
-var ErrLeaseTooShort = errors.New("etcd: lease duration below etcd's minimum TTL")
+// It is store.ErrLeaseTooShort.
+var ErrLeaseTooShort = store.ErrLeaseTooShort
 
 // Store is a store.Store on etcd. It also implements store.Notifier,
 // store.History, store.Handoffs and store.Membership. Create it with New
@@ -56,11 +57,12 @@ type Store struct {
 }
 
 var (
-	_ store.Store      = (*Store)(nil)
-	_ store.Notifier   = (*Store)(nil)
-	_ store.History    = (*Store)(nil)
-	_ store.Handoffs   = (*Store)(nil)
-	_ store.Membership = (*Store)(nil)
+	_ store.Store       = (*Store)(nil)
+	_ store.Notifier    = (*Store)(nil)
+	_ store.History     = (*Store)(nil)
+	_ store.Handoffs    = (*Store)(nil)
+	_ store.Membership  = (*Store)(nil)
+	_ store.LeaseLimits = (*Store)(nil)
 )
 
 // Option configures New and Open.
