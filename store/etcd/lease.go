@@ -73,7 +73,7 @@ func (s *Store) leaseSeconds(d time.Duration) (int64, error) {
 func tooShort(d time.Duration, minTTL int64) error {
 	if minTTL == 0 {
 		return fmt.Errorf("%w: a lease of %v was asked, but etcd grants leases in whole seconds, "+
-			"at least ceil(1.5 × its election timeout) (2s with etcd's defaults): "+
+			"at least etcd's minimum lease TTL, ceil(1.5 × election timeout) (2s with etcd's defaults): "+
 			"masterJobTolerance must be at least that", ErrLeaseTooShort, d)
 	}
 	return fmt.Errorf("%w: a lease of %v was asked, but this etcd cluster grants at least %ds "+

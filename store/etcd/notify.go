@@ -18,11 +18,20 @@ import (
 // seen, or from the current one after a compaction (the changes in between
 // are lost, as the contract allows: followers check on their schedule).
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
+	return s.subscribe(ctx, 0)
+}
+
+// subscribe watches from revision from (0: the current one).
+func (s *Store) subscribe(ctx context.Context, from int64) (<-chan store.Change, error) {
 	if err := s.begin(ctx); err != nil {
 		return nil, err
 	}
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCreatedNotify()}
+	if from > 0 {
+		opts = append(opts, clientv3.WithRev(from))
+	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	wch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	wch := s.cli.Watch(wctx, s.prefix, opts...)
 	var rev int64
 	select {
 	case resp, ok := <-wch:
