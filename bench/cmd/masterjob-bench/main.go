@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/masterjob/masterjob/bench"
+	"github.com/masterjob/masterjob/store/etcd/etcdtest"
 )
 
 // scenarios, in the order they run.
@@ -71,7 +72,8 @@ func main() {
 
 func run() int {
 	var stores listFlag
-	flag.Var(&stores, "store", "store to measure: sqlite, or a PostgreSQL URL (each scenario uses its own masterjob_schema, dropped afterwards); repeatable (default sqlite)")
+	flag.Var(&stores, "store", "store to measure: sqlite, a PostgreSQL URL (each scenario uses its own masterjob_schema, dropped afterwards), "+
+		"etcd (masterjob on a throw-away etcd server, each scenario under its own key prefix) or etcd-election (etcd's own election on that server); repeatable (default sqlite)")
 	var (
 		masterjobBin = flag.String("masterjob", "", "the masterjob binary (default: go build ./cmd/masterjob into the work directory)")
 		childBin     = flag.String("child", "", "the instrumented child (default: go build ./bench/cmd/masterjob-bench-child into the work directory)")
@@ -92,8 +94,11 @@ func run() int {
 		keep         = flag.Bool("keep", false, "keep the work directory")
 		jsonOut      = flag.String("json", "", "write the results as JSON to this file")
 		mdOut        = flag.String("md", "", "write the results as Markdown to this file (default: stdout)")
+		etcdBuild    = flag.String("etcd-build", string(bench.EtcdKind), "etcd of -store etcd and etcd-election: debian (the system's etcd binary) or current (built from go.etcd.io/etcd/server/v3)")
 	)
 	flag.Parse()
+	bench.EtcdKind = etcdtest.Kind(*etcdBuild)
+	defer bench.StopEtcd()
 	if len(stores) == 0 {
 		stores = listFlag{bench.SQLite}
 	}
@@ -196,6 +201,7 @@ func run() int {
 	}
 	for _, env := range envs {
 		kind := env.Backend.Kind
+		election := kind == bench.EtcdElection // no store API: no disable/enable, no round trips
 		if want["failover"] {
 			for _, lease := range leases {
 				logf("%s: crash failover, lease %v", kind, lease)
@@ -216,7 +222,7 @@ func run() int {
 				}
 			}
 		}
-		if want["control"] {
+		if want["control"] && !election {
 			timing := bench.LeaseTiming(*controlLease)
 			timing.Check = *controlCheck
 			logf("%s: disable/enable, %v", kind, timing)
@@ -234,7 +240,7 @@ func run() int {
 				rep.Results = append(rep.Results, r)
 			}
 		}
-		if want["roundtrips"] {
+		if want["roundtrips"] && !election {
 			for _, mode := range []string{bench.ModeHeld, bench.ModeFollowed} {
 				for _, n := range sizes {
 					r, err := env.RoundTrips(ctx, mode, n, bench.LeaseTiming(*rtLease), *window)
@@ -256,6 +262,7 @@ func run() int {
 		}
 	}
 	rep.Elapsed = time.Since(rep.Started)
+	rep.Machine.Etcd = bench.EtcdVersion()
 
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")
