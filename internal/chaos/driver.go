@@ -160,6 +160,8 @@ func (d *driver) setup(ctx context.Context) error {
 		if d.pg, err = pgx.Connect(octx, d.spec.dsn); err != nil {
 			return fmt.Errorf("connect: %w", err)
 		}
+	}
+	if d.spec.proxied() {
 		for range d.cfg.Instances {
 			p, err := NewProxy(d.spec.upstream())
 			if err != nil {
@@ -370,7 +372,10 @@ func (d *driver) start(s *slot) error {
 		sock: d.ln.Addr().String(), index: s.index, gen: gen, runID: d.runID,
 		storeURL: d.cfg.StoreURL, locks: d.cfg.Locks, timing: d.cfg.Timing,
 	}
-	if d.spec.kind == kindPostgres {
+	switch {
+	case d.spec.engine != nil:
+		a.dsn = d.proxies[s.index].Addr()
+	case d.spec.kind == kindPostgres:
 		a.dsn = d.spec.viaProxy(d.proxies[s.index].Addr(), d.appName(s.index))
 	}
 	logPath := filepath.Join(d.dir, fmt.Sprintf("instance-%d-gen%d.log", s.index, gen))

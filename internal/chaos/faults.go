@@ -9,6 +9,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/masterjob/masterjob/store"
 )
 
 // Fault kinds.
@@ -258,7 +260,7 @@ func (d *driver) faultStop(ctx context.Context, r *FaultRecord, s *slot, hold ti
 
 func (d *driver) faultCut(ctx context.Context, r *FaultRecord, s *slot, mode string, hold time.Duration) {
 	var from, to int64
-	if d.spec.kind == kindPostgres {
+	if d.spec.proxied() {
 		p := d.proxies[s.index]
 		p.Cut(mode)
 		from = Mono()
@@ -291,7 +293,7 @@ func (d *driver) faultCut(ctx context.Context, r *FaultRecord, s *slot, mode str
 
 func (d *driver) faultLatency(ctx context.Context, r *FaultRecord, s *slot, lat, hold time.Duration) {
 	var from, to int64
-	if d.spec.kind == kindPostgres {
+	if d.spec.proxied() {
 		p := d.proxies[s.index]
 		p.SetLatency(lat)
 		from = Mono()
@@ -324,6 +326,10 @@ func (d *driver) faultLatency(ctx context.Context, r *FaultRecord, s *slot, lat,
 }
 
 func (d *driver) faultRestart(ctx context.Context, r *FaultRecord, s *slot) {
+	if d.spec.engine != nil {
+		d.faultRestartEngine(ctx, r, s)
+		return
+	}
 	from := Mono()
 	if d.spec.kind == kindPostgres {
 		d.pgMu.Lock()
@@ -370,7 +376,9 @@ func (d *driver) faultDisable(ctx context.Context, r *FaultRecord, lock string, 
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	c.DisableCalled = Mono()
-	ch, err := d.st.Disable(cctx, lock, "chaos fault", "masterjob-chaos")
+	ch, err := retryUnavailable(cctx, func(ctx context.Context) (store.ControlChange, error) {
+		return d.st.Disable(ctx, lock, "chaos fault", "masterjob-chaos")
+	})
 	c.DisableReturned = Mono()
 	if err != nil {
 		r.Err = "disable: " + err.Error()
@@ -381,7 +389,9 @@ func (d *driver) faultDisable(ctx context.Context, r *FaultRecord, lock string, 
 	ectx, ecancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ecancel()
 	c.EnableCalled = Mono()
-	_, err = d.st.Enable(ectx, lock, "masterjob-chaos")
+	_, err = retryUnavailable(ectx, func(ctx context.Context) (store.ControlChange, error) {
+		return d.st.Enable(ctx, lock, "masterjob-chaos")
+	})
 	c.EnableReturned = Mono()
 	if err != nil {
 		r.Err = "enable: " + err.Error()

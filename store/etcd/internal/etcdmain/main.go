@@ -68,7 +68,18 @@ func main() {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	select {
 	case <-sig:
-		e.Close()
+		// A graceful close waits for clients' streams (watches,
+		// keepalives), up to seconds: bound it, as etcd's own binary is
+		// quick to stop. Every commit is already on disk.
+		closed := make(chan struct{})
+		go func() {
+			e.Close()
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(time.Second):
+		}
 	case err := <-e.Err():
 		e.Close()
 		fail(err)
