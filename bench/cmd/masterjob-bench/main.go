@@ -77,6 +77,7 @@ func run() int {
 	var (
 		masterjobBin = flag.String("masterjob", "", "the masterjob binary (default: go build ./cmd/masterjob into the work directory)")
 		childBin     = flag.String("child", "", "the instrumented child (default: go build ./bench/cmd/masterjob-bench-child into the work directory)")
+		electionBin  = flag.String("election", "", "etcd's election runner of -store etcd-election (default: go build ./bench/cmd/masterjob-bench-etcd-election into the work directory)")
 		scenarios    = flag.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", "))
 		trials       = flag.Int("trials", 30, "trials per scenario")
 		longTrials   = flag.Int("long-trials", 10, "trials for leases of 5s or more")
@@ -141,8 +142,8 @@ func run() int {
 		logf("work directory: %s", dir)
 	}
 	var bins bench.Binaries
-	if *masterjobBin == "" || *childBin == "" {
-		logf("building masterjob and the child into %s", dir)
+	if *masterjobBin == "" || *childBin == "" || *electionBin == "" {
+		logf("building masterjob, the child and etcd's election runner into %s", dir)
 		if bins, err = bench.Build(dir); err != nil {
 			logf("%v", err)
 			return 1
@@ -153,6 +154,9 @@ func run() int {
 	}
 	if *childBin != "" {
 		bins.Child = *childBin
+	}
+	if *electionBin != "" {
+		bins.Election = *electionBin
 	}
 
 	var pgDSN string
