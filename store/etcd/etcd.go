@@ -120,6 +120,10 @@ func Open(ctx context.Context, cfg clientv3.Config, opts ...Option) (*Store, err
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
+		// A refused password is not an outage: retrying would not help.
+		if permanent(err) {
+			return nil, fmt.Errorf("etcd: connect to %s: %w", strings.Join(cfg.Endpoints, ","), err)
+		}
 		return nil, fmt.Errorf("etcd: connect to %s: %w: %w", strings.Join(cfg.Endpoints, ","), store.ErrUnavailable, err)
 	}
 	s, err := New(cli, opts...)
