@@ -364,3 +364,32 @@ func TestOpenURL(t *testing.T) {
 		t.Errorf("open of an unreachable URL: %v; want ErrUnavailable, no password", err)
 	}
 }
+
+// TestAcquireTTLFromCallStart: a lock acquired on a lease kept alive a
+// while ago gets a whole TTL counted from the call's start (the lease is
+// kept alive beside the writes), not what was left of the lease: the
+// executor counts its trust window from the call's start, and a large
+// acquisition (10,000 locks, a second of writes) was otherwise released as
+// acquired too late to trust.
+func TestAcquireTTLFromCallStart(t *testing.T) {
+	srv := server(t, etcdtest.Current)
+	st := open(t, srv, newPrefix())
+	defer st.Close()
+	ctx := ctxFor(t)
+	const ttl = 3 * time.Second // a lease of 2 s (LeaseTTL)
+	if _, err := st.Acquire(ctx, holder, []string{"FIRST"}, ttl); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // under a third of the lease: no keepalive before the writes
+	start := time.Now()
+	got, err := st.Acquire(ctx, holder, []string{"SECOND"}, ttl)
+	if err != nil || !got[0].Acquired {
+		t.Fatalf("Acquire: %+v %v", got, err)
+	}
+	if got[0].TTL < 2*time.Second-50*time.Millisecond || got[0].TTL > ttl {
+		t.Errorf("TTL of the second lock = %v, want about the lease's 2s from the call's start", got[0].TTL)
+	}
+	if lo := start.Add(got[0].TTL); got[0].ExpiresAt.Before(lo.Add(-5 * time.Millisecond)) {
+		t.Errorf("ExpiresAt %v before the call's start + TTL %v", got[0].ExpiresAt, lo)
+	}
+}

@@ -123,6 +123,16 @@ func state(k *lockKeys, times map[clientv3.LeaseID]leaseTime, now time.Time) sto
 	return ls
 }
 
+// ttlFrom is the time l has left from t, a moment before its last grant or
+// keepalive began: l.secs, plus the time from t to that start. It is not
+// positive for a lease found gone.
+func ttlFrom(l lease, t time.Time) time.Duration {
+	if l.secs <= 0 {
+		return 0
+	}
+	return time.Duration(l.secs)*time.Second + l.began.Sub(t)
+}
+
 // acquirable reports whether holder may take the lock as read.
 func (k *lockKeys) acquirable(holder string) bool {
 	if k.lease != nil || k.controlRec().Disabled {
@@ -146,6 +156,7 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 	if len(locks) == 0 {
 		return []store.LockState{}, nil
 	}
+	callStart := time.Now()
 	names := dedupe(locks)
 	ks, err := s.readLocks(ctx, names)
 	if err != nil {
@@ -163,7 +174,7 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 		return nil, err
 	}
 	if len(want) > 0 {
-		if acquired, err = s.take(ctx, h, ks, want, ttl, memberOps); err != nil {
+		if acquired, err = s.take(ctx, h, ks, want, ttl, callStart, memberOps); err != nil {
 			return nil, err
 		}
 		memberOps = nil
@@ -195,21 +206,38 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 // ks with what the losers' else branches read, and returns the states of
 // the locks taken. extra (the member record) goes in the first
 // transaction.
-func (s *Store) take(ctx context.Context, h store.Holder, ks map[string]*lockKeys, want []string, ttl time.Duration, extra []clientv3.Op) (map[string]store.LockState, error) {
+//
+// The TTL it reports is counted from callStart, the start of the Acquire
+// call, as the executor counts its trust window from there: the lease is
+// granted or kept alive after callStart (a keepalive beside the writes
+// when the lease was kept alive before the call), so it expires no
+// earlier than callStart plus that TTL, however long the writes took.
+func (s *Store) take(ctx context.Context, h store.Holder, ks map[string]*lockKeys, want []string, ttl time.Duration, callStart time.Time, extra []clientv3.Op) (map[string]store.LockState, error) {
 	var l lease
 	var err error
 	var acquiredAt int64
 	var resps []*clientv3.TxnResponse
 	for attempt := 0; ; attempt++ {
-		// A lease kept alive less than a third of its TTL ago needs no
-		// keepalive: the acquired locks get at least two thirds of a TTL.
+		// A lease kept alive less than a third of its TTL ago can take the
+		// keys without a keepalive first.
 		if l, err = s.ensureLease(ctx, h.ID, ttl, time.Duration(LeaseTTL(ttl))*time.Second/3); err != nil {
 			return nil, err
 		}
 		acquiredAt = time.Now().UnixNano()
 		batches := chunks(len(want))
 		resps = make([]*clientv3.TxnResponse, len(batches))
-		err = parallel(len(batches), func(b int) error {
+		n := len(batches)
+		keepalive := l.began.Before(callStart)
+		if keepalive {
+			n++
+		}
+		err = parallel(n, func(b int) error {
+			if b == len(batches) {
+				if _, err := s.keepAlive(ctx, l.id); err != nil {
+					return err
+				}
+				return nil
+			}
 			ops := make([]clientv3.Op, 0, maxBatch+len(extra))
 			for _, n := range want[batches[b][0]:batches[b][1]] {
 				k := ks[n]
@@ -245,7 +273,16 @@ func (s *Store) take(ctx context.Context, h store.Holder, ks map[string]*lockKey
 		}
 		break
 	}
-	now := time.Now()
+	s.mu.Lock()
+	if cur := s.byID[l.id]; cur != nil {
+		l = *cur // as the keepalive beside the writes left it
+	}
+	s.mu.Unlock()
+	if l.began.Before(callStart) {
+		// The keepalive found the lease gone: so are the keys just put on
+		// it.
+		l.secs = 0
+	}
 	out := map[string]store.LockState{}
 	for b, bt := range chunks(len(want)) {
 		resp := resps[b]
@@ -272,7 +309,7 @@ func (s *Store) take(ctx context.Context, h store.Holder, ks map[string]*lockKey
 				holder: &mvccpb.KeyValue{Key: []byte(s.holderKey(n)), Value: hv, ModRevision: rev},
 				ctl:    k.ctl,
 			}
-			st := state(nk, map[clientv3.LeaseID]leaseTime{l.id: {remaining: l.remaining(now), renewedAt: l.began}}, now)
+			st := state(nk, map[clientv3.LeaseID]leaseTime{l.id: {remaining: min(ttlFrom(l, callStart), ttl), renewedAt: l.began}}, callStart)
 			st.Acquired = true
 			if k.holder != nil && prev.Holder != "" && !prev.Released {
 				st.PrevHolder, st.PrevToken, st.PrevExpired = prev.Holder, prev.Token, true
