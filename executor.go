@@ -387,10 +387,14 @@ func (e *Executor) Run(ctx context.Context) error {
 	}
 	e.mu.Unlock()
 
+	// A member joining or leaving, pushed by the store, makes the balancer
+	// read the member list again (a graceful shutdown hands its locks to
+	// the peers of that list: it must not name one that left).
+	members := make(chan struct{}, 1)
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	hubDone := make(chan struct{})
 	if n, ok := e.st.(store.Notifier); ok && ctx.Err() == nil {
-		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes}
+		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes, members: members}
 		go func() {
 			defer close(hubDone)
 			hb.run(hubCtx)
@@ -401,7 +405,7 @@ func (e *Executor) Run(ctx context.Context) error {
 
 	balDone := make(chan struct{})
 	if ms, ok := e.st.(store.Membership); ok && !e.balanceCfg.Off && ctx.Err() == nil {
-		b := &balancer{e: e, ms: ms, interval: e.cfg.CheckMasterInterval, cfg: e.balanceCfg}
+		b := &balancer{e: e, ms: ms, interval: e.cfg.CheckMasterInterval, cfg: e.balanceCfg, changed: members}
 		go func() {
 			defer close(balDone)
 			b.run(hubCtx)
