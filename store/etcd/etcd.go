@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -54,6 +55,11 @@ type Store struct {
 	byID     map[clientv3.LeaseID]*lease
 	minTTL   int64 // the cluster's minimum TTL in seconds, once a grant showed it
 	announce map[string]*announcement
+
+	// freed counts the lease keys this handle's subscriptions saw deleted
+	// (releases, expiries); Acquire compares it with freedSeen to grant a
+	// lease beside its read when a lock has just been freed.
+	freed, freedSeen atomic.Uint64
 }
 
 var (

@@ -158,7 +158,24 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 	}
 	callStart := time.Now()
 	names := dedupe(locks)
+	// A lock was just freed (a release or an expiry this handle was
+	// pushed): this call will likely take it, so grant (or keep alive)
+	// the holder's lease beside the read rather than after it. A follower's
+	// lease has lapsed, as it renews nothing; the grant is one more
+	// durable write, which the takeover would otherwise wait for.
+	var early chan error
+	if n := s.freed.Load(); s.freedSeen.Swap(n) != n {
+		early = make(chan error, 1)
+		go func() {
+			_, err := s.ensureLease(ctx, h.ID, ttl, time.Duration(LeaseTTL(ttl))*time.Second/3)
+			early <- err
+		}()
+	}
 	ks, err := s.readLocks(ctx, names)
+	if early != nil {
+		// Its error, if any, comes again from take's own ensureLease.
+		<-early
+	}
 	if err != nil {
 		return nil, err
 	}

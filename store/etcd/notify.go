@@ -102,6 +102,9 @@ func (s *Store) follow(ctx context.Context, cancel context.CancelFunc, wch clien
 			rev = resp.Header.Revision
 		}
 		for _, ev := range resp.Events {
+			if _, suffix, ok := s.splitLockKey(string(ev.Kv.Key)); ok && suffix == sufLease && ev.Type == mvccpb.DELETE {
+				s.freed.Add(1)
+			}
 			if ch, ok := s.change(ev); ok {
 				select {
 				case out <- ch:
