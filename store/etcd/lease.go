@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -119,7 +120,7 @@ func (s *Store) lockLeases(ctx context.Context) error {
 	}
 }
 
-var errLeaseBusy = fmt.Errorf("waiting for another call's keepalive")
+var errLeaseBusy = errors.New("waiting for another call's keepalive")
 
 func (s *Store) unlockLeases() { <-s.leaseSem }
 
