@@ -82,10 +82,8 @@ func TestAuth(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = root.Close() })
-			n := 0
 			storetest.Run(t, func(t *testing.T) storetest.Harness {
-				n++
-				sub := prefix + "s" + strings.Repeat("x", n%7) + newPrefix()
+				sub := prefix + newPrefix()
 				return storetest.Harness{
 					Open: func(t *testing.T) store.Store {
 						s, err := storeurl.Open(context.Background(), "etcd://app:s3cret-pw@"+srv.Endpoint+"/?history_limit=1200&prefix="+sub)
