@@ -3,10 +3,8 @@ package masterjob
 import (
 	"cmp"
 	"context"
-	"fmt"
 	"math"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/masterjob/masterjob/store"
@@ -72,18 +70,35 @@ type peerInfo struct {
 	masters int
 }
 
-// signature describes the group's live members and their masterships, and
-// returns the sum of those.
-func (v balanceView) signature(suspect func(string) bool) (sig string, masters int) {
-	var b strings.Builder
+// counts returns the masterships of the group's live members, by id, and
+// their sum.
+func (v balanceView) counts(suspect func(string) bool) (map[string]int, int) {
+	out := map[string]int{}
+	sum := 0
 	for _, p := range v.group {
 		if p.id != v.me && suspect(p.id) {
 			continue
 		}
-		fmt.Fprintf(&b, "%s=%d;", p.id, p.masters)
-		masters += p.masters
+		out[p.id] = p.masters
+		sum += p.masters
 	}
-	return b.String(), masters
+	return out, sum
+}
+
+// settledSince reports whether the group is the same as at the previous
+// round (the same members) and its masterships moved by at most slack
+// each: no hand-off or takeover in flight.
+func settledSince(prev, cur map[string]int, slack int) bool {
+	if prev == nil || len(prev) != len(cur) {
+		return false
+	}
+	for id, n := range cur {
+		p, ok := prev[id]
+		if !ok || n-p > slack || p-n > slack {
+			return false
+		}
+	}
+	return true
 }
 
 // share returns this instance's fair share and slack among the group's
@@ -130,23 +145,39 @@ func (e *Executor) capacity() int {
 	return max(0, share-held)
 }
 
-// peers returns the live members of the group other than this instance,
-// fewest masterships first: the successors of a graceful shutdown.
-func (e *Executor) peers() []string {
+// successors returns, for n masterships to hand over at shutdown, the live
+// peer of the group each should go to: each to the peer with the fewest
+// masterships for its weight, counting those already given, so that the
+// peers end as even as they can. Empty without balancing.
+func (e *Executor) successors(n int) []string {
 	v := e.balanceNow()
 	if _, _, _, ok := v.share(e.suspected); !ok {
 		return nil
 	}
-	ps := make([]peerInfo, 0, len(v.group))
+	type load struct {
+		id     string
+		held   float64
+		weight float64
+	}
+	var ps []*load
 	for _, p := range v.group {
 		if p.id != v.me && !e.suspected(p.id) {
-			ps = append(ps, p)
+			ps = append(ps, &load{p.id, float64(p.masters), p.weight})
 		}
 	}
-	slices.SortFunc(ps, func(a, b peerInfo) int { return cmp.Or(cmp.Compare(a.masters, b.masters), cmp.Compare(a.id, b.id)) })
-	out := make([]string, len(ps))
-	for i, p := range ps {
-		out[i] = p.id
+	if len(ps) == 0 {
+		return nil
+	}
+	out := make([]string, n)
+	for i := range out {
+		best := ps[0]
+		for _, p := range ps[1:] {
+			if p.held/p.weight < best.held/best.weight || (p.held/p.weight == best.held/best.weight && p.id < best.id) {
+				best = p
+			}
+		}
+		out[i] = best.id
+		best.held++
 	}
 	return out
 }
@@ -154,7 +185,8 @@ func (e *Executor) peers() []string {
 // suspect marks instance id as probably dead: a lease of its expired
 // without a release. Balancing leaves it out until its member record
 // would have expired.
-func (e *Executor) suspect(id string) {
+func (e *Executor) suspect(id, why string) {
+	e.runLog().Debug("balancing: instance suspected dead", "suspect", id, "why", why)
 	until := time.Now().Add(e.memberTTL())
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -182,7 +214,7 @@ type balancer struct {
 	ms       store.Membership
 	interval time.Duration
 	cfg      BalanceConfig
-	last     string // signature of the group at the previous round
+	last     map[string]int // masterships per live member at the previous round
 	// changed is signalled when the store pushes a member joining or
 	// leaving: the list is read again then, at most every
 	// memberRefreshMin, rather than only once per interval.
@@ -267,14 +299,15 @@ func (b *balancer) round(members []store.Member) {
 	e.balance = view
 	e.mu.Unlock()
 	share, slack, peers, ok := view.share(e.suspected)
-	// Hand off only once the group has settled: the same members, with
-	// the same masterships, at two rounds in a row, and every lock
-	// mastered. While masterships move (a takeover after a crash, a
-	// hand-off in flight) the counts are stale; acting on them would move
-	// locks twice.
-	sig, sum := view.signature(e.suspected)
-	settled := sig == b.last && sum == view.lockCount
-	b.last = sig
+	// Hand off only once the group has settled: the same members at two
+	// rounds in a row, each one's masterships moved by at most the slack,
+	// and every lock mastered. While masterships move (a takeover after a
+	// crash, hand-offs in flight) the counts are stale; acting on them
+	// would move locks twice. A little churn (a job that returned and
+	// restarts) does not hold balancing back.
+	cur, sum := view.counts(e.suspected)
+	settled := settledSince(b.last, cur, slack) && sum == view.lockCount
+	b.last = cur
 	if !ok || !settled || len(held) <= share+slack {
 		return
 	}

@@ -3,6 +3,7 @@ package masterjob_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -106,7 +107,11 @@ func testBalanceProperty(t *testing.T, seed uint64, rounds int) {
 		id := fmt.Sprintf("i%02d", next)
 		next++
 		v := &switchable{Store: st}
-		e := newExec(t, &membershipOf{v, st}, id)
+		opts := []masterjob.Option{}
+		if os.Getenv("MASTERJOB_BALANCE_DEBUG") != "" {
+			opts = append(opts, masterjob.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+		}
+		e := newExec(t, &membershipOf{v, st}, id, opts...)
 		for _, l := range locks {
 			_ = e.StartMaster(l, log.job(id))
 		}

@@ -113,10 +113,11 @@ func (e *Executor) Handoff(ctx context.Context, lock, to string) (store.LockStat
 
 // handoffReserve is how long a lock released to a named successor stays
 // reserved for it: long enough for a live successor, woken by the store's
-// push, to acquire it; short enough that a dead one keeps the lock without
-// a master only briefly.
+// push, to acquire it even when its checks carry thousands of locks; short
+// enough that a dead one keeps the lock without a master no longer than a
+// lease (or 5 s).
 func handoffReserve(cfg Config) time.Duration {
-	return min(cfg.HeartbeatInterval, 5*time.Second)
+	return min(cfg.Tolerance, 5*time.Second)
 }
 
 // memberTTL is the lifetime of this instance's member record: it is

@@ -201,7 +201,7 @@ func TestHandoff(t *testing.T) {
 				}
 				limit := 100 * time.Millisecond
 				if tc.to == "dead" {
-					limit = 2 * heartbeat // the reservation must lapse
+					limit = 2 * tolerance // the reservation must lapse
 				}
 				for synctest.Wait(); masterOf(t, st, "JOB") == "a" || masterOf(t, st, "JOB") == ""; synctest.Wait() {
 					if time.Since(asked) > limit {
@@ -221,9 +221,9 @@ func TestHandoff(t *testing.T) {
 						t.Fatalf("master %q after %v, want another instance at once", got, took)
 					}
 				case "dead":
-					// The reservation lasts min(heartbeat, 5s) = 1s here.
-					if took < heartbeat || took > heartbeat+100*time.Millisecond {
-						t.Fatalf("master %q after %v, want right after the reservation for the dead instance lapsed (%v)", got, took, heartbeat)
+					// The reservation lasts min(lease, 5s) = 3s here.
+					if took < tolerance || took > tolerance+100*time.Millisecond {
+						t.Fatalf("master %q after %v, want right after the reservation for the dead instance lapsed (%v)", got, took, tolerance)
 					}
 				}
 				// a does not take it back.
@@ -315,7 +315,7 @@ func heldBy(t *testing.T, st store.Store, locks []string) map[string]int {
 func lockNames(n int) []string {
 	out := make([]string, n)
 	for i := range out {
-		out[i] = fmt.Sprintf("L%03d", i)
+		out[i] = fmt.Sprintf("L%05d", i)
 	}
 	return out
 }

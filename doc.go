@@ -113,6 +113,45 @@
 // stops the job, then releases. Nobody can acquire a revoked or disabled
 // lock. Enable clears the mark; the next check elects one master.
 //
+// # Members, leaders and hand-offs
+//
+// On stores that keep a member list (store.Membership) every instance
+// announces itself (host, pid, version, address, start time, the locks it
+// takes part in, how many it masters) in the checks and renewals it makes
+// anyway: no round trip of its own. The record expires when they stop, and
+// Run removes it on shutdown.
+//
+// Every instance knows the master of each lock it takes part in
+// (Executor.Leader), from its own checks and renewals; stores that push
+// report acquisitions too, so a follower hears of a new master within one
+// round trip. An Observer that implements LeaderObserver is told of each
+// change, as client-go's OnNewLeader callback is.
+//
+// A hand-off (Executor.Handoff, the API, the CLI) moves a mastership without
+// disabling the lock: the store records the request in the lock's record,
+// the master sees it at its next renewal (at once where the store pushes),
+// stops its job, and releases the lease reserved for the successor named
+// in the request, or for anyone. Stop, then release, as always; the
+// reservation lapses after min(Tolerance, 5s) if the successor does
+// not come, and the old master waits a check interval before competing for
+// the lock again unless no other instance takes part in it.
+//
+// # Balancing
+//
+// With a member list, instances that take part in the same locks share the
+// masterships: each takes at most its share (ceil(L × weight / Σ weight))
+// of the free locks in a check, preferring other locks than its peers
+// (rendezvous hashing), and leaves the rest for half a check interval to
+// instances under their share; after that anyone takes them, so a lock
+// never waits long for a master. An instance holding more than its share
+// plus a slack hands the extra masterships to peers under their share, by
+// hand-offs, once the member list has been the same for two reads (one
+// read per check interval is the only round trip balancing adds). A lease
+// that expired without a release marks its holder as probably dead, so its
+// locks spread over the survivors at once; a graceful shutdown hands its
+// masterships to the live peers. See WithBalance to weight an instance or
+// switch balancing off.
+//
 // # Failures
 //
 // Store errors never end Run: checks back off exponentially with jitter up

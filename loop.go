@@ -10,6 +10,8 @@ import (
 	"slices"
 	"time"
 
+	backoffpkg "github.com/masterjob/masterjob/internal/backoff"
+	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -49,6 +51,9 @@ type loop struct {
 	renewAgain  bool      // a renewal was asked for while one was in flight
 	leftUntil   time.Time // balancing: when the free locks the check left to others are due
 	recheck     bool      // the check's answer calls for another check at once
+	// pushed holds the followed locks the store pushed a change of since
+	// the last check.
+	pushed map[string]bool
 
 	checking, renewing, releasing bool
 	checkDone                     chan checkResult
@@ -168,6 +173,12 @@ func (l *loop) run(ctx context.Context) error {
 			return nil
 		}
 		if l.shutdown && !now.Before(l.shutdownBy) {
+			if len(l.masters) == 0 {
+				// Every job stopped in time; only releases are left,
+				// each bounded by its own timeout.
+				l.finishReleases()
+				return nil
+			}
 			return l.abandon()
 		}
 		l.startCalls(now)
@@ -300,6 +311,7 @@ func (l *loop) stop(m *mastership, cause error, kind TransitionKind) {
 	}
 	m.stopping = cause
 	m.cancel(cause)
+	trace.Mark("job.cancel", m.lease.Lock)
 	if loss {
 		l.e.obs.Transition(Transition{Lock: m.lease.Lock, Kind: kind, Token: m.lease.Token, Instance: l.e.holder.ID, Reason: cause})
 		l.log.Warn("stopping job: mastership lost", "lock", m.lease.Lock, "token", m.lease.Token, "reason", cause)
@@ -348,7 +360,9 @@ func (l *loop) followed(now time.Time) []string {
 			continue
 		}
 		if until, ok := l.holdoff[name]; ok {
-			if now.Before(until) {
+			// A lock handed back to this instance (reserved for it, as the
+			// last check saw) is taken whatever the holdoff.
+			if now.Before(until) && !l.seen[name].mine {
 				continue
 			}
 			delete(l.holdoff, name)
@@ -356,6 +370,28 @@ func (l *loop) followed(now time.Time) []string {
 		locks = append(locks, name)
 	}
 	return locks
+}
+
+// pushedLeftOut returns, and forgets, the locks the store pushed a change of
+// since the last check that this check does not ask for (held off, or
+// left to others by balancing): the check reads them without taking them,
+// so that a lock handed to this instance (reserved for it) is seen and
+// taken at once. A second round trip only after such a push.
+func (l *loop) pushedLeftOut(asked []string) []string {
+	if len(l.pushed) == 0 {
+		return nil
+	}
+	for _, lk := range asked {
+		delete(l.pushed, lk)
+	}
+	var out []string
+	for lk := range l.pushed {
+		if l.masters[lk] == nil && l.jobFor(lk) != nil {
+			out = append(out, lk)
+		}
+	}
+	clear(l.pushed)
+	return out
 }
 
 // startCalls starts the store calls that are due and not already running.
@@ -371,8 +407,9 @@ func (l *loop) startCalls(now time.Time) {
 		return
 	}
 	l.started = true
-	locks, left, leftUntil := l.checkList(now, l.followed(now))
-	if len(locks) == 0 && len(left) == 0 {
+	locks, leftUntil := l.checkList(now, l.followed(now))
+	peek := l.pushedLeftOut(locks)
+	if len(locks) == 0 && len(peek) == 0 {
 		// StartMaster, a release or the end of a holdoff schedules the next.
 		l.nextCheckAt = time.Time{}
 		for _, until := range l.holdoff {
@@ -396,13 +433,35 @@ func (l *loop) startCalls(now time.Time) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		began := l.now()
+		var peeked []store.LockState
+		if len(peek) > 0 {
+			// Locks the store pushed a change of that this check would
+			// not take: read first (a round trip only after such a push),
+			// and take in this check those handed to this instance.
+			if ps, err := l.e.st.Locks(ctx, peek...); err == nil {
+				for _, s := range ps {
+					if s.ReservedFor == l.e.holder.ID && s.ReservedTTL > 0 && !s.Held() && !s.Disabled {
+						locks = append(locks, s.Lock)
+					} else {
+						peeked = append(peeked, s)
+					}
+				}
+			}
+		}
+		if trace.Enabled() {
+			for _, lk := range locks {
+				trace.Mark("acquire.sent", lk)
+			}
+		}
 		states, err := l.e.st.Acquire(ctx, l.e.holder, locks, l.cfg.Tolerance)
-		if err == nil && len(left) > 0 {
-			// Balancing left these to others: read them, without taking
-			// them. Only while more locks are free than this instance's
-			// share, so the steady state costs no second round trip.
-			if more, lerr := l.e.st.Locks(ctx, left...); lerr == nil {
-				states = append(states, more...)
+		if err == nil {
+			states = append(states, peeked...)
+		}
+		if trace.Enabled() {
+			for _, s := range states {
+				if s.Acquired {
+					trace.Mark("acquire.done", s.Lock)
+				}
 			}
 		}
 		l.checkDone <- checkResult{began: began, states: states, err: err}
@@ -442,7 +501,9 @@ func (l *loop) startRelease() {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
+		markAll("release.sent", refs)
 		err := l.e.st.Release(ctx, l.e.holder.ID, refs)
+		markAll("release.done", refs)
 		l.releaseDone <- releaseResult{refs: refs, err: err}
 	}()
 }
@@ -484,7 +545,7 @@ func (l *loop) onCheck(r checkResult) {
 	if r.err != nil {
 		l.checkFails++
 		wait := backoff(l.checkFails, min(100*time.Millisecond, l.cfg.CheckMasterInterval), l.cfg.CheckMasterInterval)
-		l.failed("check failed; retrying", r.err, "retry_in", wait, "attempt", l.checkFails)
+		l.failed("check failed; retrying", r.err, "retry_in", wait.Round(time.Millisecond).String(), "attempt", l.checkFails)
 		l.nextCheckAt = now.Add(wait)
 		return
 	}
@@ -625,7 +686,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 	tr := Transition{Lock: lease.Lock, Kind: Acquired, Token: lease.Token, Instance: lease.Instance}
 	if s.PrevExpired {
 		if s.PrevHolder != l.e.holder.ID {
-			l.e.suspect(s.PrevHolder)
+			l.e.suspect(s.PrevHolder, "took over its expired lease of "+s.Lock)
 		}
 		tr.Takeover, tr.PrevHolder, tr.PrevToken = true, s.PrevHolder, s.PrevToken
 		l.log.Info("became master: took over an expired lease", "lock", lease.Lock, "token", lease.Token,
@@ -634,6 +695,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 		l.log.Info("became master", "lock", lease.Lock, "token", lease.Token)
 	}
 	l.e.obs.Transition(tr)
+	trace.Mark("job.start", lease.Lock)
 	go func() {
 		err := runJob(ctx, job, lease)
 		l.jobDone <- jobExit{lock: lease.Lock, token: lease.Token, err: err}
@@ -749,6 +811,7 @@ func (l *loop) retryWait(now time.Time) time.Duration {
 const minRetryWait = 2 * time.Millisecond
 
 func (l *loop) onJobExit(x jobExit) {
+	trace.Mark("job.stopped", x.lock)
 	m := l.masters[x.lock]
 	if m == nil || m.lease.Token != x.token {
 		return
@@ -846,16 +909,27 @@ func (l *loop) see(s store.LockState, began time.Time) {
 			l.seen[s.Lock] = seenLock{freeSince: began.Add(s.ReservedTTL)}
 		}
 	case s.Held():
-		l.seen[s.Lock] = seenLock{freeSince: began.Add(s.TTL), holder: s.Holder}
+		until := began.Add(s.TTL)
+		l.seen[s.Lock] = seenLock{freeSince: until, holder: s.Holder}
+		// Its holder renews all its leases together: those of its leases
+		// this check did not ask for (balancing probes one per holder)
+		// live as long.
+		for lk, o := range l.seen {
+			if o.holder == s.Holder && !o.freeSince.After(began) {
+				o.freeSince = until
+				l.seen[lk] = o
+			}
+		}
 	default:
 		prev, ok := l.seen[s.Lock]
-		if ok && prev.holder != "" && prev.holder != l.e.holder.ID && !l.e.suspected(prev.holder) {
-			// Its holder's lease ran out with no release pushed (a
-			// release resets what was seen): it is probably dead. Leave it
-			// out of the shares now, not when its member record expires,
-			// so that its locks spread over the others, and check again
-			// with the new shares.
-			l.e.suspect(prev.holder)
+		if ok && prev.holder != "" && prev.holder != l.e.holder.ID && !prev.freeSince.After(began) && !l.e.suspected(prev.holder) {
+			// Its holder's lease ran out (it is free, and its expiry as
+			// last seen has passed: not a release, which frees a lock
+			// early): the holder is probably dead. Leave it out of the
+			// shares now, not when its member record expires, so that its
+			// locks spread over the others, and check again with the new
+			// shares.
+			l.e.suspect(prev.holder, "its lease of "+s.Lock+" ran out")
 			l.recheck = true
 		}
 		if !ok || prev.freeSince.IsZero() || prev.freeSince.After(began) {
@@ -867,35 +941,44 @@ func (l *loop) see(s store.LockState, began time.Time) {
 }
 
 // checkList returns the locks a check asks for. Without balancing, every
-// followed lock. With it, the free locks (or those whose lease has
-// expired) beyond this instance's share are left to others for a grace of
-// half a check interval, after which anyone takes them; locks held by
-// others, disabled or reserved are asked for anyway (the answer tells who
-// holds them and when they expire), and a lock reserved for this instance
-// always.
+// followed lock. With it:
+//   - locks held by others (until when the last answer said), reserved for
+//     this instance, disabled or reserved for another, are asked for:
+//     the answer tells who holds them and until when;
+//   - locks whose holder's lease should have run out by now (the last
+//     answer's TTL has passed) are asked for one per holder, as a probe:
+//     a holder renews all its leases together, so one answer tells
+//     whether it lives (see refreshes the others) or is gone (see
+//     suspects it, and a new check follows with the new shares);
+//   - free locks, up to this instance's share; those beyond it are left to
+//     others for a grace of half a check interval, then taken up to the
+//     share plus the slack, and after a second grace by anyone, so that no
+//     lock waits long for a master.
 //
-// It also returns the locks it left out, which the check reads without
-// taking (so that what it knows of them stays fresh), and when the first
-// of them is due (zero if none was left out).
-func (l *loop) checkList(now time.Time, locks []string) (take, left []string, due time.Time) {
+// It also returns when the first of the locks it left out is due (zero if
+// none was). Balancing adds no round trip: what is left out is not read.
+func (l *loop) checkList(now time.Time, locks []string) (take []string, due time.Time) {
 	capacity := l.e.capacity()
 	if capacity < 0 || len(locks) == 0 {
-		return locks, nil, time.Time{}
+		return locks, time.Time{}
 	}
 	share, slack, _, _ := l.e.balanceNow().share(l.e.suspected)
 	grace := l.cfg.CheckMasterInterval / 2
 	out := locks[:0:0]
 	var free, starving []string
+	probed := map[string]bool{}
 	for _, lk := range locks {
 		s, ok := l.seen[lk]
 		switch {
 		case !ok:
 			free = append(free, lk) // never seen: free as far as we know
 		case s.mine, s.freeSince.IsZero(), s.freeSince.After(now), !now.Before(s.freeSince.Add(2 * grace)):
-			// Held by another (ask anyway: the answer says until when),
-			// reserved for this instance, or free for two graces: nobody
-			// else wants it, take it whatever the share.
 			out = append(out, lk)
+		case s.holder != "" && !l.e.suspected(s.holder):
+			if !probed[s.holder] {
+				probed[s.holder] = true
+				out = append(out, lk)
+			}
 		case !now.Before(s.freeSince.Add(grace)):
 			starving = append(starving, lk)
 		default:
@@ -904,8 +987,7 @@ func (l *loop) checkList(now time.Time, locks []string) (take, left []string, du
 	}
 	me := l.e.holder.ID
 	byRank := func(a, b string) int { return cmp.Compare(rank(me, b), rank(me, a)) }
-	leave := func(lk string, at time.Time) {
-		left = append(left, lk)
+	leave := func(at time.Time) {
 		if due.IsZero() || at.Before(due) {
 			due = at
 		}
@@ -920,7 +1002,7 @@ func (l *loop) checkList(now time.Time, locks []string) (take, left []string, du
 			} else {
 				l.seen[lk] = seenLock{freeSince: now}
 			}
-			leave(lk, since.Add(grace))
+			leave(since.Add(grace))
 		}
 		free = free[:capacity]
 	}
@@ -933,13 +1015,13 @@ func (l *loop) checkList(now time.Time, locks []string) (take, left []string, du
 		if len(starving) > part {
 			slices.SortFunc(starving, byRank)
 			for _, lk := range starving[part:] {
-				leave(lk, l.seen[lk].freeSince.Add(2*grace))
+				leave(l.seen[lk].freeSince.Add(2 * grace))
 			}
 			starving = starving[:part]
 		}
 		out = append(out, starving...)
 	}
-	return out, left, due
+	return out, due
 }
 
 // onInbox handles what the notification hub and StartMaster left in the
@@ -974,6 +1056,10 @@ func (l *loop) onNotify(lock string) {
 		return
 	}
 	if l.jobFor(lock) != nil && l.started {
+		if l.pushed == nil {
+			l.pushed = map[string]bool{}
+		}
+		l.pushed[lock] = true
 		// It changed (released, most likely): what the last check saw
 		// of its holder no longer holds. Balancing treats it as free
 		// from now, so it is taken only within this instance's share.
@@ -995,16 +1081,26 @@ func (l *loop) beginShutdown(ctx context.Context) {
 	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) && !errors.Is(c, ErrShutdown) {
 		l.stopCause = fmt.Errorf("%w: %w", ErrShutdown, c)
 	}
-	// A graceful shutdown hands the masterships to the live peers, fewest
-	// masterships first, so that they spread instead of going to whoever
-	// checks first (with balancing; otherwise to anyone).
-	peers := l.e.peers()
-	i := 0
+	// A graceful shutdown hands the masterships to the live peers, each to
+	// the one with the fewest masterships for its weight, so that they
+	// spread evenly instead of going to whoever checks first (with
+	// balancing; otherwise to anyone).
+	var running []*mastership
 	for _, m := range l.masters {
-		if len(peers) > 0 && m.stopping == nil {
-			m.successor = peers[i%len(peers)]
-			i++
+		if m.stopping == nil {
+			running = append(running, m)
 		}
+	}
+	succ := l.e.successors(len(running))
+	if len(succ) > 0 {
+		l.log.Debug("shutdown: handing masterships to peers", "successors", succ)
+	}
+	for i, m := range running {
+		if len(succ) > 0 {
+			m.successor = succ[i]
+		}
+	}
+	for _, m := range l.masters {
 		l.stop(m, l.stopCause, Released)
 	}
 }
@@ -1031,12 +1127,18 @@ func (l *loop) abandon() error {
 			<-done
 		}
 	}(len(l.masters), l.jobDone)
+	l.finishReleases()
+	return ErrShutdownTimeout
+}
+
+// finishReleases waits for the store calls in flight, then releases what
+// is still to be released.
+func (l *loop) finishReleases() {
 	l.drainCalls()
 	if len(l.toRelease) > 0 {
 		l.startRelease()
 		l.drainCalls()
 	}
-	return ErrShutdownTimeout
 }
 
 // drainCalls waits for in-flight store calls; each is bounded by a timeout.
@@ -1061,16 +1163,14 @@ func (l *loop) drainCalls() {
 	}
 }
 
-// backoff returns a jittered exponential delay for the n-th consecutive
-// failure: between half and all of base*2^(n-1), capped at max.
-func backoff(n int, base, limit time.Duration) time.Duration {
-	d := base
-	for i := 1; i < n && d < limit; i++ {
-		d *= 2
+// markAll records a trace mark for each lease.
+func markAll(event string, refs []store.LeaseRef) {
+	if trace.Enabled() {
+		for _, r := range refs {
+			trace.Mark(event, r.Lock)
+		}
 	}
-	d = min(d, limit)
-	if d <= 1 {
-		return max(d, time.Millisecond)
-	}
-	return d/2 + rand.N(d/2+1)
 }
+
+// backoff is backoff.Delay.
+var backoff = backoffpkg.Delay

@@ -499,3 +499,25 @@ func TestBlockedLogOutputDoesNotBlockDeadlines(t *testing.T) {
 		_ = stop()
 	})
 }
+
+// A shutdown whose jobs all stopped in time, but whose last release is
+// still in flight when the shutdown timeout ends, is not a timeout: Run
+// returns nil once the release is done (found by the chaos harness: the
+// CLI exited 1 after a clean stop).
+func TestShutdownWaitsForReleaseOfStoppedJobs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const shutdown = 2 * time.Second
+		view := &slowRelease{Store: st, lock: "JOB", delay: 500 * time.Millisecond}
+		a := newExec(t, view, "a", masterjob.WithShutdownTimeout(shutdown))
+		_ = a.StartMaster("JOB", newStopTimes().job(shutdown-100*time.Millisecond))
+		stop := startRun(a)
+		synctest.Wait()
+		if err := stop(); err != nil {
+			t.Fatalf("Run: %v, want nil: the job stopped within the shutdown timeout", err)
+		}
+		if ls := lockState(t, st, "JOB"); ls.Holder != "" {
+			t.Fatalf("lease not released: %+v", ls)
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -133,6 +134,7 @@ func (h *hub) run(ctx context.Context) {
 		}
 		fails = 0
 		for c := range ch {
+			trace.Mark("notify."+string(c.Kind), c.Lock)
 			switch c.Kind {
 			case store.ChangeMember:
 				// The balancer's, not the loops'.

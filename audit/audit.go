@@ -35,12 +35,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/internal/backoff"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -337,7 +337,7 @@ func (r *Recorder) run(ctx context.Context) {
 		}
 		r.log.Log(context.Background(), lvl, "audit: cannot record history, retrying",
 			"err", err, "attempt", failures, "queued", r.Queued())
-		t := time.NewTimer(backoff(r.cfg.minBackoff, r.cfg.maxBackoff, failures))
+		t := time.NewTimer(backoff.Delay(failures, r.cfg.minBackoff, r.cfg.maxBackoff))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -357,17 +357,6 @@ func (r *Recorder) reportDrops() {
 		r.log.Warn("audit: events were dropped while the history store was unavailable",
 			"dropped", streak, "dropped_total", total)
 	}
-}
-
-// backoff returns the wait before attempt n+1 (n >= 1): minimum doubled
-// n-1 times, capped at maximum, then jittered down by up to a half.
-func backoff(minimum, maximum time.Duration, n int) time.Duration {
-	d := minimum
-	for i := 1; i < n && d < maximum; i++ {
-		d *= 2
-	}
-	d = min(d, maximum)
-	return d/2 + rand.N(d/2+1)
 }
 
 // Close stops accepting transitions, appends every queued event and ends

@@ -4,6 +4,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"os"
 	"sync"
 	"testing"
@@ -94,6 +95,13 @@ func TestSmoke(t *testing.T) {
 			}
 			t.Run("failover", func(t *testing.T) { check(env.CrashFailover(ctx, lease, 2)) })
 			t.Run("handoff", func(t *testing.T) { check(env.Handoff(ctx, lease, 2)) })
+			t.Run("handoff-api", func(t *testing.T) {
+				r, err := env.HandoffAPI(ctx, lease, 2)
+				if errors.Is(err, ErrNoHandoffs) {
+					t.Skipf("%v: the scenario runs once this store implements store.Handoffs", err)
+				}
+				check(r, err)
+			})
 			t.Run("control", func(t *testing.T) {
 				timing := LeaseTiming(lease)
 				timing.Check = time.Second

@@ -9,6 +9,19 @@ import (
 	"runtime"
 )
 
+// BuildPackage builds the package pkg (an import path in this module) to
+// out with the go tool.
+func BuildPackage(out, pkg string) error {
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := exec.LookPath(goTool); err != nil {
+		goTool = "go"
+	}
+	if b, err := exec.Command(goTool, "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
 // Build builds the masterjob command, the instrumented child and etcd's
 // election runner into dir with the go tool, from the workspace that
 // contains this package (the working directory must be inside it).

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/masterjob/masterjob/bench/internal/probe"
+	"github.com/masterjob/masterjob/internal/trace"
 )
 
 // Timing is the timing of the runners; a zero field is left to the
@@ -121,6 +122,8 @@ type Cluster struct {
 	timing Timing
 	dir    string
 	extra  []string // more flags for every runner
+	// traceFile, when set, is where runners write their trace marks.
+	traceFile string
 
 	ln     *probe.Listener
 	starts chan Start
@@ -188,7 +191,11 @@ func (c *Cluster) runnerEnv() []string {
 			env = append(env, kv)
 		}
 	}
-	return append(env, probe.EnvSocket+"="+c.ln.Path())
+	env = append(env, probe.EnvSocket+"="+c.ln.Path())
+	if c.traceFile != "" {
+		env = append(env, trace.EnvFile+"="+c.traceFile)
+	}
+	return env
 }
 
 // StartRunner starts one more runner.

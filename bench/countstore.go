@@ -30,11 +30,42 @@ func (c countingNotifier) Subscribe(ctx context.Context) (<-chan store.Change, e
 	return c.n.Subscribe(ctx)
 }
 
+// countingCluster is a CountingStore whose store pushes, keeps a member
+// list and hands leases off: the executor keeps balancing and hand-offs.
+// Members reads are counted with Locks (they are reads the executor makes).
+type countingCluster struct {
+	countingNotifier
+	m store.Membership
+	h store.Handoffs
+}
+
+func (c countingCluster) Announce(m store.Member, ttl time.Duration) { c.m.Announce(m, ttl) }
+
+func (c countingCluster) Members(ctx context.Context, f store.MemberFilter) ([]store.Member, error) {
+	c.locks.Add(1)
+	return c.m.Members(ctx, f)
+}
+
+func (c countingCluster) Leave(ctx context.Context, id string) error { return c.m.Leave(ctx, id) }
+
+func (c countingCluster) Handoff(ctx context.Context, lock, to, by string) (store.LockState, error) {
+	c.control.Add(1)
+	return c.h.Handoff(ctx, lock, to, by)
+}
+
 // NewCountingStore wraps st. The returned store implements store.Notifier
-// when st does, so the executor keeps its push path.
+// when st does, so the executor keeps its push path, and store.Membership
+// and store.Handoffs too when st implements all three, so that it keeps
+// balancing.
 func NewCountingStore(st store.Store) (*CountingStore, store.Store) {
 	c := &CountingStore{Store: st}
-	if n, ok := st.(store.Notifier); ok {
+	n, push := st.(store.Notifier)
+	m, members := st.(store.Membership)
+	h, handoffs := st.(store.Handoffs)
+	switch {
+	case push && members && handoffs:
+		return c, countingCluster{countingNotifier{c, n}, m, h}
+	case push:
 		return c, countingNotifier{c, n}
 	}
 	return c, c

@@ -1,5 +1,6 @@
 // Package bench measures what masterjob promises about time and cost:
-// crash failover, graceful handoff, disable and enable latency, the
+// crash failover, graceful handoff (SIGTERM of the master's runner, and an
+// operator's hand-off through the control API), disable and enable latency, the
 // SIGSTOP/SIGCONT stop time, store round trips per instance as the number of
 // locks grows, and the idle CPU and memory of a runner. The command
 // bench/cmd/masterjob-bench runs it; docs/benchmarks.md has the commands and

@@ -123,6 +123,13 @@ func (e *Env) Handoff(ctx context.Context, lease time.Duration, trials int) (*Re
 		handoff = append(handoff, next.Mono-t0)
 		stop = append(stop, gone-t0)
 		gap = append(gap, next.Mono-gone)
+		if s.c.traceFile != "" {
+			steps, err := handoffSteps(s.c.traceFile, s.lock, m.Pid, t0, next.Mono)
+			if err != nil {
+				return nil, fmt.Errorf("handoff trial %d: trace: %w", i+1, err)
+			}
+			res.addSteps(steps)
+		}
 		e.logf("  %s handoff %d/%d: %v", e.Backend.Kind, i+1, trials, (next.Mono - t0).Round(time.Microsecond))
 		s.advance(next)
 		if _, err := s.c.StartRunner(); err != nil {

@@ -3,8 +3,10 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 )
@@ -18,6 +20,7 @@ type Report struct {
 	Results    []*Result         `json:"results"`
 	RoundTrips []RoundTripResult `json:"roundTrips"`
 	Idle       []*IdleResult     `json:"idle"`
+	Scale      []*ScaleResult    `json:"scale,omitempty"`
 }
 
 // Targets from the benchmark issue.
@@ -57,6 +60,8 @@ func verdict(ok bool) string {
 
 // Markdown writes the report as Markdown tables.
 func (r *Report) Markdown(w io.Writer) {
+	defer r.scaleMarkdown(w)
+	defer r.stepsMarkdown(w)
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	m := r.Machine
 	p("Run of %s, %s, took %s.\n\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), "`"+r.Command+"`", r.Elapsed.Round(time.Second))
@@ -125,6 +130,22 @@ func (r *Report) Markdown(w io.Writer) {
 			}
 			p("| %s | %s | %d | %s | %s | %s | %s | %s / %s | %s | %s |\n", x.Store, x.Lease, s.N,
 				ms(s.Median), ms(s.P99), ms(s.Max), ms(st.Median), ms(g.Median), ms(g.P99), goal, busy(x.Host))
+		}
+		p("\n")
+	}
+
+	if rs := by("hand-off through the API"); len(rs) > 0 {
+		p("### Hand-off through the control API (POST /api/mastercontrols/handoff with \"to\" → next child starts)\n\n")
+		p("| store | lease | trials | median | p99 | max | POST → old child exited (median) | old child exited → next start (median / p99) | the request itself (median) | target | host busy |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, x := range rs {
+			s := x.Get(SeriesHandoffAPI).Summary
+			st := x.Get(SeriesHandoffAPIStop).Summary
+			g := x.Get(SeriesHandoffGap).Summary
+			c := x.Get(SeriesHandoffAPICall).Summary
+			p("| %s | %s | %d | %s | %s | %s | %s | %s / %s | %s | p99 ≤ %s: %s | %s |\n", x.Store, x.Lease, s.N,
+				ms(s.Median), ms(s.P99), ms(s.Max), ms(st.Median), ms(g.Median), ms(g.P99), ms(c.Median),
+				HandoffPostgres, verdict(s.P99 <= HandoffPostgres), busy(x.Host))
 		}
 		p("\n")
 	}
@@ -256,5 +277,66 @@ func (r *Report) etcdComparison(p func(string, ...any), by func(string) []*Resul
 				ms(e.Median), ms(e.P99), ms(e.Max), verdict(m.P99 <= SigcontStopTarget))
 		}
 		p("\n")
+	}
+}
+
+// scaleMarkdown writes the scale results.
+func (r *Report) scaleMarkdown(w io.Writer) {
+	if len(r.Scale) == 0 {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("\n### Scale: many locks on many instances\n\n")
+	p("| store | instances × locks | timing | all mastered after | masterships per instance (min / max, share) | round trips per instance per s (min / max) | RSS per instance (max) | kill -9: locks | mastered again after (bound) | spread over survivors | host |\n")
+	p("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range r.Scale {
+		lo, hi := minMaxF(x.RoundTrips)
+		var rss int64
+		for _, v := range x.RSS {
+			rss = max(rss, v)
+		}
+		p("| %s | %d × %d | %s | %s | %d / %d (%d) | %.2f / %.2f | %.1f MiB | %d | %s (%s) | %d of %d | %s |\n",
+			x.Store, x.Instances, x.Locks, x.Timing, ms(x.AllMastered), x.MinHeld, x.MaxHeld, x.Share, lo, hi,
+			float64(rss)/(1<<20), x.KilledHeld, ms(x.Refailover), ms(x.FailoverBound), x.SpreadOver, x.Survivors, busy(x.Host))
+	}
+}
+
+func minMaxF(v []float64) (lo, hi float64) {
+	for i, x := range v {
+		if i == 0 || x < lo {
+			lo = x
+		}
+		if i == 0 || x > hi {
+			hi = x
+		}
+	}
+	return lo, hi
+}
+
+// stepsMarkdown writes the step-by-step breakdown of traced hand-offs.
+func (r *Report) stepsMarkdown(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	for _, x := range r.Results {
+		if len(x.Steps) == 0 {
+			continue
+		}
+		p("\n### Graceful hand-off step by step: %s, %s (%d trials)\n\n", x.Store, x.Timing, x.Trials)
+		p("Each mark's time since the SIGTERM to the master's runner, on CLOCK_MONOTONIC (the runners' trace marks, the child's own report), ordered by median; the step is the gap from the previous row's median.\n\n")
+		p("| mark | since SIGTERM, median | p99 | step | trials |\n|---|---|---|---|---|\n")
+		steps := slices.Clone(x.Steps)
+		slices.SortStableFunc(steps, func(a, b StepSeries) int { return cmp.Compare(a.Summary.Median, b.Summary.Median) })
+		var prev time.Duration
+		for _, st := range steps {
+			if len(st.Samples) == 0 {
+				continue
+			}
+			p("| %s | %s | %s | %s | %d |\n", st.Step, ms(st.Summary.Median), ms(st.Summary.P99), ms(st.Summary.Median-prev), len(st.Samples))
+			prev = st.Summary.Median
+		}
+		for _, st := range x.Steps {
+			if len(st.Samples) == 0 {
+				p("| %s | (no mark) | | | 0 |\n", st.Step)
+			}
+		}
 	}
 }

@@ -28,6 +28,8 @@ type Result struct {
 	Trials   int           `json:"trials"`
 	Series   []Series      `json:"series"`
 	Notes    []string      `json:"notes,omitempty"`
+	// Steps break a traced hand-off down (Env.Trace).
+	Steps []StepSeries `json:"steps,omitempty"`
 	// Host is how busy the machine was meanwhile.
 	Host HostLoad `json:"host"`
 }
@@ -54,6 +56,9 @@ type Env struct {
 	Dir string
 	// Logf reports progress; nil is quiet.
 	Logf func(format string, args ...any)
+	// Trace makes the runners write trace marks ($MASTERJOB_TRACE), and
+	// the handoff scenario break each hand-off down into its steps.
+	Trace bool
 }
 
 func (e *Env) logf(format string, args ...any) {
@@ -93,6 +98,9 @@ func (e *Env) startSession(ctx context.Context, name string, timing Timing, n in
 	if err != nil {
 		_ = f.Drop()
 		return nil, err
+	}
+	if e.Trace {
+		c.traceFile = filepath.Join(dir, "trace.log")
 	}
 	s := &session{env: e, c: c, fresh: f, timing: timing, lock: lock}
 	fail := func(err error) (*session, error) {

@@ -12,6 +12,9 @@
 //	masterjob disable --lock NAME --reason TEXT [--store URL | --server URL [--token T]]
 //	masterjob enable --lock NAME [--store URL | --server URL [--token T]]
 //	masterjob history [--lock NAME] [--limit N] [--store URL | --server URL [--token T]] [--json]
+//	masterjob instances [--lock NAME] [--store URL | --server URL [--token T]] [--json]
+//	masterjob handoff --lock NAME [--to ID] [--reason TEXT] [--store URL | --server URL [--token T]]
+//	masterjob watch [--lock NAME] [--store URL | --server URL [--token T]] [--json]
 //	masterjob version
 //	masterjob help [COMMAND]
 //
@@ -23,8 +26,9 @@
 // for another instance to take.
 //
 // With --http, run also serves the HTTP side (package httpserver) on the
-// same store; serve serves it alone. status, disable, enable and history
-// work on the store directly, or through such a server with --server.
+// same store; serve serves it alone. status, disable, enable, history,
+// instances, handoff and watch work on the store directly, or through such
+// a server with --server.
 package cli
 
 import (
@@ -85,7 +89,8 @@ type command struct {
 var commands []*command
 
 func init() {
-	commands = []*command{runCommand, serveCommand, statusCommand, disableCommand, enableCommand, historyCommand, versionCommand}
+	commands = []*command{runCommand, serveCommand, statusCommand, disableCommand, enableCommand, historyCommand,
+		instancesCommand, handoffCommand, watchCommand, versionCommand}
 }
 
 func lookupCommand(name string) *command {
@@ -167,7 +172,8 @@ Store URLs (--store, else $MASTERJOB_STORE, else sqlite:masterjob.db):
   postgres://USER@HOST:PORT/DB?sslmode=disable[&masterjob_schema=S&masterjob_prefix=P]
       PostgreSQL (also postgresql://). Other parameters go to the driver.
 
-Where status, disable, enable and history work, first match wins:
+Where status, disable, enable, history, instances, handoff and watch work,
+first match wins:
   --server URL, --store URL, $MASTERJOB_SERVER, $MASTERJOB_STORE, the
   default store. A server is 'masterjob run --http' or 'masterjob serve';
   its bearer token is --token, else $MASTERJOB_HTTP_TOKEN.
@@ -201,9 +207,9 @@ Run 'masterjob help COMMAND' for the flags of a command.
 func printUsage(w io.Writer) {
 	fmt.Fprint(w, usageHeader)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.synopsis)
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.synopsis)
 	}
-	fmt.Fprintf(w, "  %-8s %s\n", "help", "show this help, or the help of a command")
+	fmt.Fprintf(w, "  %-9s %s\n", "help", "show this help, or the help of a command")
 	fmt.Fprint(w, usageFooter)
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -334,9 +335,9 @@ func TestParseDuration(t *testing.T) {
 
 func TestKillSlack(t *testing.T) {
 	for _, tt := range []struct{ margin, want time.Duration }{
-		{250 * time.Millisecond, 62500 * time.Microsecond},
-		{2 * time.Second, 250 * time.Millisecond},
-		{10 * time.Second, 250 * time.Millisecond},
+		{250 * time.Millisecond, 125 * time.Millisecond},
+		{2 * time.Second, time.Second},
+		{10 * time.Second, 5 * time.Second},
 	} {
 		if got := killSlack(masterjob.Config{SafetyMargin: tt.margin}); got != tt.want {
 			t.Errorf("killSlack(margin %v) = %v, want %v", tt.margin, got, tt.want)
@@ -573,20 +574,27 @@ func TestRunGracefulStop(t *testing.T) {
 }
 
 // An unreachable store is retried, with a clear log, until the run is
-// stopped; it is not a crash.
+// stopped; it is not a crash. The error is logged once at error level,
+// and each further attempt, with the same error, only at debug level.
 func TestRunUnreachableStore(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
-	defer cancel()
-	r := mainCtx(ctx, nil, args("run", "--lock", "L", timing,
-		"--store", "postgres://nobody:pw@127.0.0.1:1/db?sslmode=disable&connect_timeout=1", "--", "true")...)
-	if r.code != ExitOK {
-		t.Fatalf("exit code %d; stderr:\n%s", r.code, r.stderr)
-	}
-	if n := strings.Count(r.stderr, "cannot open the store; retrying"); n < 2 {
-		t.Fatalf("want at least 2 logged retries, got %d:\n%s", n, r.stderr)
-	}
-	if strings.Contains(r.stderr, ":pw@") {
-		t.Fatalf("logs show the password:\n%s", r.stderr)
+	for _, level := range []string{"info", "debug"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+		r := mainCtx(ctx, nil, args("run", "--lock", "L", timing, "--log-level", level,
+			"--store", "postgres://nobody:pw@127.0.0.1:1/db?sslmode=disable&connect_timeout=1", "--", "true")...)
+		cancel()
+		if r.code != ExitOK {
+			t.Fatalf("%s: exit code %d; stderr:\n%s", level, r.code, r.stderr)
+		}
+		n := strings.Count(r.stderr, "cannot open the store; retrying")
+		if level == "info" && n != 1 {
+			t.Fatalf("log level info: want the retried error logged once, got %d:\n%s", n, r.stderr)
+		}
+		if level == "debug" && n < 2 {
+			t.Fatalf("log level debug: want every attempt logged (at least 2), got %d:\n%s", n, r.stderr)
+		}
+		if strings.Contains(r.stderr, ":pw@") {
+			t.Fatalf("logs show the password:\n%s", r.stderr)
+		}
 	}
 }
 
@@ -663,5 +671,54 @@ func TestKillAt(t *testing.T) {
 	left := time.Until(r.killAt(ctx)())
 	if want := cfg.SafetyMargin - killSlack(cfg); left > want || left < want-100*time.Millisecond {
 		t.Errorf("kill time %v from now, want about %v", left, want)
+	}
+}
+
+// A graceful stop logs one line per transition, each with its reason under
+// one key, and durations as Go duration strings in JSON (issue 8, item 17):
+// before, one stop wrote 4-5 INFO lines with the same idea under "reason"
+// and "cause", and JSON durations were nanoseconds.
+func TestRunLogsOneLinePerTransition(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan result, 1)
+	go func() {
+		done <- mainCtx(ctx, nil, args("run", "--lock", "L", "--store", sqliteURL(t), timing, "--log-format", "json", "--",
+			"sh", "-c", `echo $$ > "$0.tmp"; mv "$0.tmp" "$0"; exec sleep 600`, pidFile)...)
+	}()
+	waitPidFile(t, pidFile, 10*time.Second)
+	cancel()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return after cancellation")
+	}
+	var stopLines []string
+	for _, line := range strings.Split(strings.TrimSpace(r.stderr), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("not a JSON log line: %q", line)
+		}
+		if _, ok := rec["cause"]; ok {
+			t.Errorf("a line still says \"cause\": %s", line)
+		}
+		for k, v := range rec {
+			if f, ok := v.(float64); ok && (strings.HasSuffix(k, "_in") || k == "ttl" || k == "took") && f > 1e6 {
+				t.Errorf("duration %s logged as a number (nanoseconds?): %s", k, line)
+			}
+		}
+		if rec["level"] != "INFO" {
+			continue
+		}
+		if msg, _ := rec["msg"].(string); strings.Contains(msg, "stop") {
+			stopLines = append(stopLines, msg)
+		}
+	}
+	want := []string{"stopping job", "job stopped", "stopped"}
+	if !slices.Equal(stopLines, want) {
+		t.Fatalf("INFO lines about the stop: %q, want %q; stderr:\n%s", stopLines, want, r.stderr)
 	}
 }

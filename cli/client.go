@@ -3,13 +3,17 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -24,13 +28,16 @@ const maxResponseBytes = 16 << 20
 // targetFlags are the flags that say where status, disable, enable and
 // history read and write: a store, or a masterjob HTTP server.
 type targetFlags struct {
-	store, server, token string
+	store, server, token, caFile string
+	insecure                     bool
 }
 
 func (f *targetFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.store, "store", "", "the store `URL` (default $"+EnvStore+", else "+storeurl.DefaultURL+"; not with --server)")
 	fs.StringVar(&f.server, "server", "", "use the control API of the masterjob HTTP server at `URL` instead of the store (default $"+EnvServer+")")
 	fs.StringVar(&f.token, "token", "", "bearer `TOKEN` sent to --server (default $"+EnvHTTPToken+")")
+	fs.StringVar(&f.caFile, "ca-file", "", "trust only the certificate authorities in PEM `FILE` for an https:// --server (default $"+EnvCAFile+", else the system's)")
+	fs.BoolVar(&f.insecure, "insecure", false, "send the token to a --server other than this machine over plain http:// (anyone on the path can read it)")
 }
 
 // targetHelp says how the target is chosen, for the help texts.
@@ -38,7 +45,11 @@ const targetHelp = `
 Where it reads (and writes), first match wins: --server URL, --store URL,
 $` + EnvServer + `, $` + EnvStore + `, sqlite:masterjob.db. With a server, the
 control API of 'masterjob run --http' or 'masterjob serve' is used, with the
-bearer token of --token, else $` + EnvHTTPToken + `. Errors of the server are
+bearer token of --token, else $` + EnvHTTPToken + `. An https:// server is
+checked against the system's certificate authorities, or only those of
+--ca-file (else $` + EnvCAFile + `). The token is not sent over plain
+http:// to a host other than this machine (127.0.0.0/8, ::1, localhost)
+unless --insecure is given: exit status 2. Errors of the server are
 shown with its JSON error; a request the server refused as bad (400) exits
 with status 2, other server and network errors with 1.
 `
@@ -68,8 +79,10 @@ func (f *targetFlags) resolve(e *cmdEnv, fs *flag.FlagSet) (target, error) {
 		server, _ = e.lookupEnv(EnvServer)
 	}
 	if server == "" {
-		if flagSet(fs, "token") {
-			return target{}, usageError("--token needs --server URL (or $%s)", EnvServer)
+		for _, name := range []string{"token", "ca-file", "insecure"} {
+			if flagSet(fs, name) {
+				return target{}, usageError("--%s needs --server URL (or $%s)", name, EnvServer)
+			}
 		}
 		u, err := storeurl.Parse(storeURL(e, f.store, storeurl.DefaultURL))
 		if err != nil {
@@ -77,15 +90,29 @@ func (f *targetFlags) resolve(e *cmdEnv, fs *flag.FlagSet) (target, error) {
 		}
 		return target{store: u}, nil
 	}
-	token, err := resolveToken(e, fs, "token", f.token)
+	token, _, err := resolveToken(e, fs, "token", f.token)
 	if err != nil {
 		return target{}, err
 	}
-	c, err := newAPIClient(server, token)
+	caFile, caSource := f.caFile, "--ca-file"
+	if !flagSet(fs, "ca-file") {
+		caFile, _ = e.lookupEnv(EnvCAFile)
+		caSource = "$" + EnvCAFile
+	}
+	c, err := newAPIClient(server, token, clientTLS{caFile: caFile, caSource: caSource, insecure: f.insecure})
 	if err != nil {
 		return target{}, err
 	}
 	return target{client: c}, nil
+}
+
+// clientTLS is how the client protects the connection and the token.
+type clientTLS struct {
+	caFile   string // PEM certificate authorities for https://; "" for the system's
+	caSource string // where caFile came from, for messages
+	// insecure allows sending the token over http:// to a host other than
+	// this machine.
+	insecure bool
 }
 
 // apiClient calls the control API of a masterjob HTTP server.
@@ -97,7 +124,7 @@ type apiClient struct {
 
 // newAPIClient returns a client of the server at rawURL ("http://host:port",
 // a path prefix allowed; "host:port" means http). Its errors wrap errUsage.
-func newAPIClient(rawURL, token string) (*apiClient, error) {
+func newAPIClient(rawURL, token string, ct clientTLS) (*apiClient, error) {
 	raw := rawURL
 	if !strings.Contains(raw, "://") {
 		raw = "http://" + raw
@@ -122,8 +149,38 @@ func newAPIClient(rawURL, token string) (*apiClient, error) {
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	u.RawPath = ""
+	if u.Scheme == "http" && token != "" && !ct.insecure && !isLoopbackHost(u.Hostname()) {
+		return nil, usageError("--server %q: refusing to send the token over plain http:// to a host other than this machine: "+
+			"anyone on the path could read it. Serve HTTPS (--http-tls-cert and --http-tls-key) and use https://, "+
+			"or pass --insecure", rawURL)
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	return &apiClient{base: u, token: token, hc: &http.Client{Transport: tr}}, nil
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	if ct.caFile != "" && u.Scheme == "https" {
+		pem, err := os.ReadFile(ct.caFile)
+		if err != nil {
+			return nil, usageError("%s: %w", ct.caSource, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, usageError("%s %q: no PEM certificate in the file", ct.caSource, ct.caFile)
+		}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	hc := &http.Client{
+		Transport: tr,
+		// The API never redirects; following one could carry the token
+		// to another scheme or host.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return &apiClient{base: u, token: token, hc: hc}, nil
+}
+
+// isLoopbackHost reports whether host (a name or an IP, without port) is
+// this machine by the listener rule: 127.0.0.0/8, ::1 or localhost. Names
+// are not resolved.
+func isLoopbackHost(host string) bool {
+	return isLoopbackListener(net.JoinHostPort(host, "0"))
 }
 
 // close closes the client's idle connections.
@@ -193,6 +250,10 @@ func (c *apiClient) call(ctx context.Context, method, path string, query url.Val
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
+		var ua x509.UnknownAuthorityError
+		if errors.As(err, &ua) {
+			return fmt.Errorf("server %s: %w (pass the certificate authority with --ca-file or $%s)", c, err, EnvCAFile)
+		}
 		return fmt.Errorf("server %s: %w", c, err)
 	}
 	defer resp.Body.Close()
@@ -214,8 +275,9 @@ func (c *apiClient) call(ctx context.Context, method, path string, query url.Val
 func (c *apiClient) errorOf(resp *http.Response, data []byte) error {
 	e := &apiError{server: c.String(), status: resp.StatusCode}
 	var je controlapi.Error
+	// The server's words are escaped: they must not reach the terminal raw.
 	if err := json.Unmarshal(data, &je); err == nil && je.Error != "" {
-		e.msg, e.field = je.Error, je.Field
+		e.msg, e.field = quoteUnprintable(je.Error), je.Field // field is printed with %q
 	} else {
 		e.msg = strings.TrimSpace(string(data))
 		if len(e.msg) > 200 {
@@ -236,8 +298,8 @@ func (c *apiClient) errorOf(resp *http.Response, data []byte) error {
 	return e
 }
 
-// locks reads the state of the named locks, or of every lock.
-func (c *apiClient) locks(ctx context.Context, names []string) ([]store.LockState, error) {
+// locks reads the named locks, or every lock, in the control API's shape.
+func (c *apiClient) locks(ctx context.Context, names []string) ([]controlapi.Lock, error) {
 	q := url.Values{}
 	for _, n := range names {
 		q.Add("lockName", n)
@@ -246,11 +308,7 @@ func (c *apiClient) locks(ctx context.Context, names []string) ([]store.LockStat
 	if err := c.call(ctx, http.MethodGet, controlapi.BasePath, q, nil, &list); err != nil {
 		return nil, err
 	}
-	states := make([]store.LockState, len(list.Locks))
-	for i, l := range list.Locks {
-		states[i] = lockStateOf(l)
-	}
-	return states, nil
+	return list.Locks, nil
 }
 
 // control disables or enables a lock.
@@ -281,8 +339,8 @@ func (c *apiClient) events(ctx context.Context, lock string, limit int) ([]contr
 }
 
 // lockStateOf turns the control API's form of a lock back into the
-// store's, so that status prints both the same way. The API reports the
-// lease of a master only: an expired lease shows as none.
+// store's, for disable's and enable's report. The API reports the lease of
+// a master only: an expired lease shows as none.
 func lockStateOf(l controlapi.Lock) store.LockState {
 	s := store.LockState{
 		Lock:       l.LockName,

@@ -21,15 +21,28 @@ import (
 // controlTimeout bounds status, disable and enable, store connection included.
 const controlTimeout = 30 * time.Second
 
-const statusUsage = `usage: masterjob status [--store URL | --server URL [--token TOKEN]] [--json] [LOCK...]
+const statusUsage = `usage: masterjob status [--match TEXT] [--state STATE] [--instance ID] [--store URL | --server URL [--token TOKEN]] [--json] [LOCK...]
 
 Shows every lock the store knows, or the named ones: its master (the holder
 of an unexpired lease) with its host and pid, the fencing token of the
 current or last lease, the time left on the lease as measured by the store
-(TTL), whether the lock is disabled and why, and who changed its control
-last and when. --json prints the same as a JSON array. A SQLite store is
-opened read-only: status creates and changes nothing, and reads a file its
-user cannot write.
+(TTL), how many live instances other than the master take part in it
+(STANDBYS: those that could take over; "-" on a store that keeps no member
+list), whether the lock is disabled and why, and who changed its control
+last and when. Below the table, how many masterships each instance holds.
+--json prints a JSON array of locks in the control API's shape (the
+README's "Operating it" and 'go doc controlapi.Lock').
+
+--match, --state and --instance keep the locks whose name contains TEXT
+(ignoring case), that are in STATE (master, nomaster, disabled, nostandby)
+or whose master is instance ID; the masterships below the table count every
+lock.
+
+A lock the store has no record of (no instance has been its master and it
+was never disabled) is unknown: status says so on stderr instead of showing
+a row (--json marks it "unknown": true), and exits with status 1 when every
+lock named is unknown. A SQLite store is opened read-only: status creates
+and changes nothing, and reads a file its user cannot write.
 ` + targetHelp
 
 const disableUsage = `usage: masterjob disable --lock NAME --reason TEXT [--store URL | --server URL [--token TOKEN]]
@@ -52,12 +65,14 @@ type statusFlags struct {
 	fs     *flag.FlagSet
 	target targetFlags
 	json   bool
+	filter lockFilterFlags
 }
 
 func newStatusFlags() *statusFlags {
 	f := &statusFlags{fs: newFlagSet("status")}
 	f.target.register(f.fs)
 	f.fs.BoolVar(&f.json, "json", false, "print a JSON array instead of a table")
+	f.filter.register(f.fs)
 	return f
 }
 
@@ -80,48 +95,101 @@ func statusMain(e *cmdEnv, c *command, args []string) int {
 			return reportUsage(e, c, err)
 		}
 	}
+	filter, err := f.filter.resolve()
+	if err != nil {
+		return reportUsage(e, c, err)
+	}
 	tg, err := f.target.resolve(e, f.fs)
 	if err != nil {
 		return reportUsage(e, c, err)
 	}
 	ctx, cancel := context.WithTimeout(e.ctx, controlTimeout)
 	defer cancel()
-	var states []store.LockState
+	var list controlapi.LockList
 	if tg.client != nil {
 		defer tg.client.close()
-		states, err = tg.client.locks(ctx, names)
+		list, err = tg.client.lockList(ctx, names, filter)
 	} else {
-		states, err = readLocks(ctx, tg.store, names)
+		list, err = readLockList(ctx, tg.store, names, filter)
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "masterjob status: %v\n", err)
 		return exitCode(err)
 	}
+	locks := list.Locks
 	if f.json {
-		err = writeStatusJSON(e.stdout, states)
+		err = writeStatusJSON(e.stdout, locks)
 	} else {
-		err = writeStatusTable(e.stdout, states)
+		err = writeStatusTable(e.stdout, locks)
+		if err == nil && len(list.Summary.Masters) > 0 {
+			err = writeMasterships(e.stdout, list.Summary.Masters)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(e.stderr, "masterjob status: %v\n", err)
 		return ExitFailure
 	}
+	unknown := 0
+	for _, l := range locks {
+		if l.Unknown {
+			unknown++
+			fmt.Fprintf(e.stderr, "masterjob status: unknown lock %s: no instance has been its master and it was never disabled\n", quoteIfNeeded(l.LockName))
+		}
+	}
+	if len(names) > 0 && len(locks) > 0 && unknown == len(locks) {
+		return ExitFailure
+	}
 	return ExitOK
 }
 
-// readLocks reads the state of the named locks, or of every lock, from the
-// store at u.
-func readLocks(ctx context.Context, u storeurl.URL, names []string) ([]store.LockState, error) {
+// readLockList reads the named locks, or every lock, from the store at u,
+// with their standbys on a store that keeps a member list, and keeps
+// those that pass filter, as the control API's list does (without a
+// page).
+func readLockList(ctx context.Context, u storeurl.URL, names []string, filter controlapi.LockFilter) (controlapi.LockList, error) {
 	st, err := openForReading(ctx, u)
 	if err != nil {
-		return nil, err
+		return controlapi.LockList{}, err
 	}
 	defer st.Close()
 	states, err := st.Locks(ctx, names...)
 	if err != nil {
-		return nil, fmt.Errorf("read locks from %s: %w", u, err)
+		return controlapi.LockList{}, fmt.Errorf("read locks from %s: %w", u, err)
 	}
-	return states, nil
+	all := make([]controlapi.Lock, len(states))
+	for i, s := range states {
+		all[i] = controlapi.LockOf(s)
+	}
+	if ms, ok := st.(store.Membership); ok {
+		members, err := ms.Members(ctx, store.MemberFilter{WithLocks: true})
+		if err != nil {
+			return controlapi.LockList{}, fmt.Errorf("read the member list from %s: %w", u, err)
+		}
+		controlapi.SetStandbys(all, members)
+	}
+	list := controlapi.LockList{Summary: controlapi.Summarize(all), Locks: []controlapi.Lock{}}
+	for _, l := range all {
+		if filter.Matches(l) {
+			list.Locks = append(list.Locks, l)
+		}
+	}
+	list.Total = len(list.Locks)
+	return list, nil
+}
+
+// writeMasterships prints how many masterships each instance holds.
+func writeMasterships(w io.Writer, ms []controlapi.Masterships) error {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "INSTANCE\tHOST\tMASTERSHIPS")
+	for _, m := range ms {
+		host := "-"
+		if m.Host != "" {
+			host = quoteIfNeeded(m.Host)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", quoteIfNeeded(m.Instance), host, m.Count)
+	}
+	return tw.Flush()
 }
 
 // openForReading opens the store for a command that only reads: SQLite
@@ -134,117 +202,82 @@ func openForReading(ctx context.Context, u storeurl.URL) (store.Store, error) {
 	return u.Open(ctx)
 }
 
-// lockJSON is one lock in `status --json`.
-type lockJSON struct {
-	Lock string `json:"lockName"`
-	// Master is the holder of an unexpired lease, empty when there is none.
-	Master string `json:"master"`
-	// Holder and HolderInfo describe the holder of the current or last
-	// lease (possibly expired).
-	Holder     string          `json:"holder,omitempty"`
-	HolderInfo json.RawMessage `json:"holderInfo,omitempty"`
-	Token      int64           `json:"token"`
-	AcquiredAt *time.Time      `json:"acquiredAt,omitempty"`
-	RenewedAt  *time.Time      `json:"renewedAt,omitempty"`
-	ExpiresAt  *time.Time      `json:"expiresAt,omitempty"`
-	// TTLMillis is the time left on the lease, by the store's clock;
-	// zero or negative when expired or free.
-	TTLMillis int64      `json:"ttlMs"`
-	Revoked   bool       `json:"revoked"`
-	Disabled  bool       `json:"disabled"`
-	Reason    string     `json:"reason,omitempty"`
-	ChangedBy string     `json:"changedBy,omitempty"`
-	ChangedAt *time.Time `json:"changedAt,omitempty"`
-}
-
-func optTime(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
-}
-
-func writeStatusJSON(w io.Writer, states []store.LockState) error {
-	out := make([]lockJSON, 0, len(states))
-	for _, s := range states {
-		l := lockJSON{
-			Lock: s.Lock, Holder: s.Holder, Token: s.Token,
-			AcquiredAt: optTime(s.AcquiredAt), RenewedAt: optTime(s.RenewedAt), ExpiresAt: optTime(s.ExpiresAt),
-			TTLMillis: s.TTL.Milliseconds(), Revoked: s.Revoked,
-			Disabled: s.Disabled, Reason: s.Reason, ChangedBy: s.ChangedBy, ChangedAt: optTime(s.ChangedAt),
-		}
-		if s.Held() {
-			l.Master = s.Holder
-		}
-		if s.HolderInfo != "" {
-			if json.Valid([]byte(s.HolderInfo)) {
-				l.HolderInfo = json.RawMessage(s.HolderInfo)
-			} else {
-				l.HolderInfo, _ = json.Marshal(s.HolderInfo)
-			}
-		}
-		out = append(out, l)
+// writeStatusJSON prints locks as a JSON array of controlapi.Lock: the
+// shape of the control API's answers.
+func writeStatusJSON(w io.Writer, locks []controlapi.Lock) error {
+	if locks == nil {
+		locks = []controlapi.Lock{}
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return enc.Encode(locks)
 }
 
-func writeStatusTable(w io.Writer, states []store.LockState) error {
-	if len(states) == 0 {
+// writeStatusTable prints the known locks as a table (unknown ones are
+// reported apart).
+func writeStatusTable(w io.Writer, locks []controlapi.Lock) error {
+	known := make([]controlapi.Lock, 0, len(locks))
+	for _, l := range locks {
+		if !l.Unknown {
+			known = append(known, l)
+		}
+	}
+	if len(known) == 0 {
+		if len(locks) > 0 {
+			return nil // every lock asked for is unknown: said on stderr
+		}
 		_, err := fmt.Fprintln(w, "no locks")
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LOCK\tMASTER\tHOST\tPID\tTOKEN\tTTL\tDISABLED\tCHANGED-BY\tCHANGED-AT\tREASON")
-	for _, s := range states {
+	fmt.Fprintln(tw, "LOCK\tMASTER\tHOST\tPID\tTOKEN\tTTL\tSTANDBYS\tDISABLED\tCHANGED-BY\tCHANGED-AT\tREASON")
+	for _, l := range known {
 		master, host, pid, ttl := "-", "-", "-", "-"
-		switch {
-		case s.Held():
-			master = quoteIfNeeded(s.Holder)
-			if s.Revoked {
+		if l.Master != "" {
+			master = quoteIfNeeded(l.Master)
+			if l.Revoked {
 				master += " (revoked)"
 			}
-			host, pid = holderHostPID(s.HolderInfo)
-			ttl = s.TTL.Round(time.Millisecond).String()
-		case s.Holder != "":
-			ttl = "expired"
+			host, pid = holderHostPID(l)
+			ttl = (time.Duration(l.ExpiresInMs) * time.Millisecond).String()
 		}
 		disabled, reason := "no", "-"
-		if s.Disabled {
+		if l.Disabled {
 			// The last column may hold spaces; only unprintable text is quoted.
-			disabled, reason = "yes", quoteUnprintable(s.Reason)
+			disabled, reason = "yes", quoteUnprintable(l.Reason)
 		}
 		changedBy, changedAt := "-", "-"
-		if s.ChangedBy != "" {
-			changedBy = quoteIfNeeded(s.ChangedBy)
+		if l.ChangedBy != "" {
+			changedBy = quoteIfNeeded(l.ChangedBy)
 		}
-		if !s.ChangedAt.IsZero() {
-			changedAt = s.ChangedAt.UTC().Format(time.RFC3339)
+		if !l.ChangedAt.IsZero() {
+			changedAt = l.ChangedAt.UTC().Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n",
-			quoteIfNeeded(s.Lock), master, host, pid, s.Token, ttl, disabled, changedBy, changedAt, reason)
+		standbys := "-"
+		if l.Standbys != nil {
+			standbys = strconv.Itoa(*l.Standbys)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			quoteIfNeeded(l.LockName), master, host, pid, l.Token, ttl, standbys, disabled, changedBy, changedAt, reason)
 	}
 	return tw.Flush()
 }
 
-// holderHostPID returns the host and pid a holder's JSON description
-// (masterjob.InstanceInfo) gives, "-" for what it lacks. A description that
-// is not JSON is shown as the host.
-func holderHostPID(info string) (host, pid string) {
+// holderHostPID returns the host and pid of a lock's master, "-" for what
+// its description lacks. A description that is not the usual JSON
+// (holderInfo) is shown as the host.
+func holderHostPID(l controlapi.Lock) (host, pid string) {
 	host, pid = "-", "-"
-	if info == "" {
-		return host, pid
-	}
-	var m map[string]any
-	if err := json.Unmarshal([]byte(info), &m); err != nil {
-		return quoteIfNeeded(info), pid
-	}
-	if v, ok := m["host"]; ok && fmt.Sprint(v) != "" {
-		host = quoteIfNeeded(fmt.Sprint(v))
-	}
-	if v, ok := m["pid"].(float64); ok && v > 0 {
-		pid = strconv.FormatInt(int64(v), 10)
+	switch {
+	case l.Holder != nil:
+		if l.Holder.Host != "" {
+			host = quoteIfNeeded(l.Holder.Host)
+		}
+		if l.Holder.PID > 0 {
+			pid = strconv.Itoa(l.Holder.PID)
+		}
+	case l.HolderInfo != "":
+		host = quoteIfNeeded(l.HolderInfo)
 	}
 	return host, pid
 }
@@ -339,22 +372,24 @@ func controlMain(e *cmdEnv, c *command, args []string, disable bool) int {
 		fmt.Fprintf(e.stderr, "masterjob %s: lock %q: %v\n", c.name, f.lock, err)
 		return exitCode(err)
 	}
+	// What the store or the server says is escaped as status escapes it:
+	// it must not reach the terminal raw.
 	s := res.state
 	switch {
 	case disable && res.changed:
-		fmt.Fprintf(e.stdout, "disabled lock %q: %s\n", f.lock, s.Reason)
+		fmt.Fprintf(e.stdout, "disabled lock %q: %s\n", f.lock, quoteUnprintable(s.Reason))
 		if s.Held() {
-			fmt.Fprintf(e.stdout, "its master %s stops within one heartbeat\n", s.Holder)
+			fmt.Fprintf(e.stdout, "its master %s stops within one heartbeat\n", quoteIfNeeded(s.Holder))
 		}
 	case disable:
-		fmt.Fprintf(e.stdout, "lock %q already disabled: %s (by %s)\n", f.lock, s.Reason, s.ChangedBy)
+		fmt.Fprintf(e.stdout, "lock %q already disabled: %s (by %s)\n", f.lock, quoteUnprintable(s.Reason), quoteIfNeeded(s.ChangedBy))
 	case res.changed:
 		fmt.Fprintf(e.stdout, "enabled lock %q\n", f.lock)
 	default:
 		fmt.Fprintf(e.stdout, "lock %q already enabled\n", f.lock)
 	}
 	if res.warning != "" {
-		fmt.Fprintf(e.stderr, "masterjob %s: warning: %s\n", c.name, res.warning)
+		fmt.Fprintf(e.stderr, "masterjob %s: warning: %s\n", c.name, quoteUnprintable(res.warning))
 	}
 	return ExitOK
 }

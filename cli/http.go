@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +22,8 @@ import (
 	"github.com/masterjob/masterjob/controlapi"
 	"github.com/masterjob/masterjob/health"
 	"github.com/masterjob/masterjob/httpserver"
+	"github.com/masterjob/masterjob/logthrottle"
+	"github.com/masterjob/masterjob/metrics/prom"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -30,63 +34,95 @@ const (
 	// --http-token flag is given, and the one status, disable, enable and
 	// history send to a --server when no --token flag is given.
 	EnvHTTPToken = "MASTERJOB_HTTP_TOKEN"
+	// EnvHTTPTokenReads, when true (1, true, yes), makes `run --http` and
+	// `serve` require the token on the control API's reads too, as
+	// --http-token-reads does.
+	EnvHTTPTokenReads = "MASTERJOB_HTTP_TOKEN_READS"
 	// EnvServer is the URL of a masterjob HTTP server (`run --http` or
 	// `serve`) that status, disable, enable and history talk to when
 	// neither --server nor --store is given.
 	EnvServer = "MASTERJOB_SERVER"
+	// EnvCAFile is the PEM file of the certificate authorities that
+	// status, disable, enable and history trust for an https:// --server
+	// when no --ca-file flag is given.
+	EnvCAFile = "MASTERJOB_CA_FILE"
 )
 
-// Timeouts of the HTTP server.
-const (
-	// httpShutdownTimeout bounds the graceful shutdown of the HTTP server:
-	// requests still running then are cut off.
-	httpShutdownTimeout   = 5 * time.Second
-	httpReadHeaderTimeout = 10 * time.Second
-	httpIdleTimeout       = 2 * time.Minute
-)
+// minRemoteTokenLen is the shortest token a listener other machines can
+// reach accepts.
+const minRemoteTokenLen = 16
 
-// httpSecurityHelp states the HTTP security rule, for the help texts.
-const httpSecurityHelp = `The control API's disable and enable need "Authorization: Bearer TOKEN"
-when a token is set (--http-token, else $` + EnvHTTPToken + `; prefer the
-environment: flags show in ps). A listener other machines can reach (any
-address but 127.0.0.0/8, ::1 and localhost, including ":PORT", every
+// httpShutdownTimeout bounds the graceful shutdown of the HTTP server:
+// requests still running then are cut off.
+const httpShutdownTimeout = 5 * time.Second
+
+// httpLimits are the timeouts and the connection cap of the listener: the
+// zero value is httpserver's defaults (tests shorten them).
+var httpLimits httpserver.Limits
+
+// httpSecurityHelp states the HTTP security rules, for the help texts.
+const httpSecurityHelp = `Security. The control API's disable and enable need "Authorization: Bearer
+TOKEN" when a token is set (--http-token, else $` + EnvHTTPToken + `; prefer
+the environment: flags show in ps). A listener other machines can reach
+(any address but 127.0.0.0/8, ::1 and localhost, including ":PORT", every
 interface) refuses to start without a token (exit status 2) unless
---http-allow-insecure is given. Reads, /metrics, the probes and the
-dashboard page need no token: keep the listener off untrusted networks.
+--http-allow-insecure is given, and refuses a token shorter than 16 bytes
+(make one with: openssl rand -hex 16). --http-token-reads (or
+$` + EnvHTTPTokenReads + `=true) requires the token on the API's reads too:
+use it when lock names, hosts, pids, addresses and reasons are not for
+everyone who reaches the listener. /metrics, the probes and the dashboard
+page need no token. --http-tls-cert and --http-tls-key serve HTTPS: use
+them whenever the token crosses a network. An address that keeps sending
+wrong tokens gets 429 for a while. Requests time out (headers 10s, whole
+request 15s, response 30s) and at most 1024 connections are open at once.
 `
 
 // httpFlags are the flags of the HTTP listener of run and serve.
 type httpFlags struct {
-	addr          string
-	token         string
-	allowInsecure bool
+	addr            string
+	token           string
+	allowInsecure   bool
+	tokenReads      bool
+	tlsCert, tlsKey string
 }
 
-// register adds --http, --http-token and --http-allow-insecure to fs.
+// httpFlagNames are the flags that need --http.
+var httpFlagNames = []string{"http-token", "http-allow-insecure", "http-token-reads", "http-tls-cert", "http-tls-key"}
+
+// register adds --http and the flags of its listener to fs.
 func (f *httpFlags) register(fs *flag.FlagSet, required bool) {
 	usage := "serve the control API, dashboard, metrics and probes on `ADDR` (HOST:PORT; port 0 picks a free port, logged as http_addr)"
 	if required {
 		usage += " (required)"
 	}
 	fs.StringVar(&f.addr, "http", "", usage)
-	fs.StringVar(&f.token, "http-token", "", "bearer `TOKEN` the control API requires on disable and enable (default $"+EnvHTTPToken+")")
+	fs.StringVar(&f.token, "http-token", "", "bearer `TOKEN` the control API requires on disable and enable (default $"+EnvHTTPToken+"; at least 16 bytes unless the listener is loopback)")
 	fs.BoolVar(&f.allowInsecure, "http-allow-insecure", false, "allow --http on an address other machines can reach without a token")
+	fs.BoolVar(&f.tokenReads, "http-token-reads", false, "require the token on the control API's reads too (default $"+EnvHTTPTokenReads+")")
+	fs.StringVar(&f.tlsCert, "http-tls-cert", "", "serve HTTPS with the certificate (and chain) in PEM `FILE` (with --http-tls-key)")
+	fs.StringVar(&f.tlsKey, "http-tls-key", "", "the private key of --http-tls-cert, PEM `FILE`")
 }
 
 // httpConfig is a validated HTTP listener setup.
 type httpConfig struct {
 	addr  string
 	token string // "" when the control API is open to anyone who reaches it
+	// tokenReads requires the token on the API's reads too.
+	tokenReads bool
 	// insecure is set when other machines can reach the listener and no
 	// token protects it (--http-allow-insecure).
-	insecure bool
+	insecure        bool
+	tlsCert, tlsKey string // both or neither
 }
 
 // warnInsecure logs a warning when other machines can change the locks
-// through the listener without a token.
+// through the listener without a token, or see the token in cleartext.
 func (hc *httpConfig) warnInsecure(log *slog.Logger) {
-	if hc.insecure {
+	switch {
+	case hc.insecure:
 		log.Warn("--http-allow-insecure: anyone who can reach the listener can disable and enable locks", "http", hc.addr)
+	case hc.token != "" && hc.tlsCert == "" && !isLoopbackListener(hc.addr):
+		log.Warn("the token crosses the network in cleartext: serve HTTPS with --http-tls-cert and --http-tls-key", "http", hc.addr)
 	}
 }
 
@@ -97,40 +133,101 @@ func (f *httpFlags) resolve(e *cmdEnv, fs *flag.FlagSet, required bool) (*httpCo
 		if required {
 			return nil, usageError("missing --http ADDR")
 		}
-		for _, name := range []string{"http-token", "http-allow-insecure"} {
+		for _, name := range httpFlagNames {
 			if flagSet(fs, name) {
 				return nil, usageError("--%s needs --http ADDR", name)
 			}
 		}
 		return nil, nil
 	}
-	token, err := resolveToken(e, fs, "http-token", f.token)
+	token, source, err := resolveToken(e, fs, "http-token", f.token)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkListenAddr(f.addr, token != "", f.allowInsecure); err != nil {
 		return nil, err
 	}
-	insecure := token == "" && controlapi.CheckListenAddr(f.addr, false, false) != nil
-	return &httpConfig{addr: f.addr, token: token, insecure: insecure}, nil
+	remote := !isLoopbackListener(f.addr)
+	if remote && token != "" && len(token) < minRemoteTokenLen {
+		return nil, usageError("%s: the token is %d bytes long; a listener other machines can reach (--http %q) "+
+			"needs a token of at least %d bytes: make one with 'openssl rand -hex 16'", source, len(token), f.addr, minRemoteTokenLen)
+	}
+	tokenReads, err := resolveTokenReads(e, fs, f.tokenReads)
+	if err != nil {
+		return nil, err
+	}
+	if tokenReads && token == "" {
+		return nil, usageError("--http-token-reads needs a token: set --http-token or $%s", EnvHTTPToken)
+	}
+	if err := checkTLSFiles(fs, f.tlsCert, f.tlsKey); err != nil {
+		return nil, err
+	}
+	return &httpConfig{
+		addr: f.addr, token: token, tokenReads: tokenReads,
+		insecure: token == "" && remote,
+		tlsCert:  f.tlsCert, tlsKey: f.tlsKey,
+	}, nil
+}
+
+// resolveTokenReads returns --http-token-reads if set, else
+// $MASTERJOB_HTTP_TOKEN_READS, else false. Its errors wrap errUsage.
+func resolveTokenReads(e *cmdEnv, fs *flag.FlagSet, flagValue bool) (bool, error) {
+	if flagSet(fs, "http-token-reads") {
+		return flagValue, nil
+	}
+	v, ok := e.lookupEnv(EnvHTTPTokenReads)
+	if !ok || v == "" {
+		return false, nil
+	}
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "1", "true", "yes", "on":
+		return true, nil
+	case "0", "false", "no", "off":
+		return false, nil
+	}
+	return false, usageError("$%s=%q: want true or false", EnvHTTPTokenReads, v)
+}
+
+// checkTLSFiles checks that --http-tls-cert and --http-tls-key are given
+// together and hold a certificate and its key. Its errors wrap errUsage.
+func checkTLSFiles(fs *flag.FlagSet, cert, key string) error {
+	certSet, keySet := flagSet(fs, "http-tls-cert"), flagSet(fs, "http-tls-key")
+	switch {
+	case !certSet && !keySet:
+		return nil
+	case !keySet || key == "":
+		return usageError("--http-tls-cert needs --http-tls-key FILE")
+	case !certSet || cert == "":
+		return usageError("--http-tls-key needs --http-tls-cert FILE")
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		return usageError("--http-tls-cert %q, --http-tls-key %q: %w", cert, key, err)
+	}
+	return nil
+}
+
+// isLoopbackListener reports whether only this machine can reach addr.
+func isLoopbackListener(addr string) bool {
+	return controlapi.CheckListenAddr(addr, false, false) == nil
 }
 
 // resolveToken returns the bearer token: flag name's value if it was set,
-// else $MASTERJOB_HTTP_TOKEN, else "". Its errors wrap errUsage.
-func resolveToken(e *cmdEnv, fs *flag.FlagSet, name, value string) (string, error) {
+// else $MASTERJOB_HTTP_TOKEN, else "", and where it came from ("--NAME" or
+// "$MASTERJOB_HTTP_TOKEN"), for messages. Its errors wrap errUsage.
+func resolveToken(e *cmdEnv, fs *flag.FlagSet, name, value string) (token, source string, err error) {
 	if flagSet(fs, name) {
 		if err := checkToken(value); err != nil {
-			return "", usageError("--%s: %w", name, err)
+			return "", "", usageError("--%s: %w", name, err)
 		}
-		return value, nil
+		return value, "--" + name, nil
 	}
 	if v, ok := e.lookupEnv(EnvHTTPToken); ok && v != "" {
 		if err := checkToken(v); err != nil {
-			return "", usageError("$%s: %w", EnvHTTPToken, err)
+			return "", "", usageError("$%s: %w", EnvHTTPToken, err)
 		}
-		return v, nil
+		return v, "$" + EnvHTTPToken, nil
 	}
-	return "", nil
+	return "", "", nil
 }
 
 // checkToken applies controlapi's rule for tokens (WithToken): non-empty
@@ -175,12 +272,44 @@ func checkListenAddr(addr string, tokenSet, allowInsecure bool) error {
 }
 
 // apiOptions returns the options of the control API the CLI serves.
-func apiOptions(token string, log *slog.Logger) []controlapi.Option {
+func apiOptions(hc *httpConfig, log *slog.Logger) []controlapi.Option {
 	opts := []controlapi.Option{controlapi.WithLogger(log)}
-	if token != "" {
-		opts = append(opts, controlapi.WithToken(token))
+	if hc.token != "" {
+		opts = append(opts, controlapi.WithToken(hc.token))
+		if hc.tokenReads {
+			opts = append(opts, controlapi.WithTokenForReads())
+		}
 	}
 	return opts
+}
+
+// throttleLog wraps the CLI's log handler so that lines a remote client or
+// a store outage can repeat at will (refused requests, failed store
+// calls, HTTP server errors, retries) cost at most a few lines and a
+// summary per window, per kind of line (and per lock).
+func throttleLog(h slog.Handler) slog.Handler {
+	return logthrottle.New(h, logthrottle.Options{KeyAttrs: []string{"lock"}})
+}
+
+// flushLog logs the summaries of the lines log's handler is still
+// holding back, at exit.
+func flushLog(log *slog.Logger) {
+	if h, ok := log.Handler().(*logthrottle.Handler); ok {
+		h.Flush(context.Background())
+	}
+}
+
+// registerStoreMetrics adds the store's view of every lock
+// (masterjob_lock_*) to reg, read at scrape time.
+func registerStoreMetrics(reg prometheus.Registerer, st store.Store) error {
+	col, err := prom.NewStoreCollector(st)
+	if err != nil {
+		return err
+	}
+	if err := reg.Register(col); err != nil {
+		return fmt.Errorf("register the store's metrics: %w", err)
+	}
+	return nil
 }
 
 // newRegistry returns a registry of its own, with the Go runtime and
@@ -198,6 +327,7 @@ var errStarting = fmt.Errorf("starting: %w", store.ErrUnavailable)
 // metrics and probes (not ready), and 503 with a JSON error elsewhere.
 func startingHandler(reg prometheus.Gatherer, log *slog.Logger) http.Handler {
 	probes := httpserver.New(httpserver.Config{
+		Logger:       log,
 		Gatherer:     reg,
 		Ready:        func(context.Context) error { return errStarting },
 		ReadyOptions: []health.Option{health.WithLogger(log)},
@@ -220,40 +350,34 @@ func startingHandler(reg prometheus.Gatherer, log *slog.Logger) http.Handler {
 // it serves: it starts with startingHandler and gets the full handler once
 // the store is open.
 type httpServer struct {
-	srv     *http.Server
+	srv     *httpserver.Server
 	addr    net.Addr
 	handler atomic.Pointer[http.Handler]
 	log     *slog.Logger
 
-	done     chan struct{} // closed when Serve has returned
-	serveErr error         // Serve's error, set before done is closed
-
 	shutdownOnce sync.Once
 }
 
-// listenHTTP listens on addr and serves h there until shutdown. It logs
-// the address it listens on (with port 0, the port picked) as http_addr.
-func listenHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger) (*httpServer, error) {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	s := &httpServer{addr: ln.Addr(), log: log, done: make(chan struct{})}
+// listenHTTP listens on hc's address and serves h there, with httpLimits
+// and TLS when configured, until shutdown. It logs the address it listens
+// on (with port 0, the port picked) as http_addr.
+func listenHTTP(ctx context.Context, hc *httpConfig, h http.Handler, log *slog.Logger) (*httpServer, error) {
+	s := &httpServer{log: log}
 	s.setHandler(h)
-	s.srv = &http.Server{
+	srv, err := httpserver.Listen(ctx, hc.addr, httpserver.ServerConfig{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			(*s.handler.Load()).ServeHTTP(w, r)
 		}),
-		ReadHeaderTimeout: httpReadHeaderTimeout,
-		IdleTimeout:       httpIdleTimeout,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		Limits:      httpLimits,
+		TLSCertFile: hc.tlsCert,
+		TLSKeyFile:  hc.tlsKey,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, err
 	}
-	go func() {
-		defer close(s.done)
-		s.serveErr = s.srv.Serve(ln)
-	}()
-	log.Info("serving HTTP", "http_addr", s.addr.String(), "url", "http://"+s.addr.String()+"/")
+	s.srv, s.addr = srv, srv.Addr()
+	log.Info("serving HTTP", "http_addr", s.addr.String(), "url", srv.URL()+"/", "tls", srv.TLS())
 	return s, nil
 }
 
@@ -262,7 +386,7 @@ func (s *httpServer) setHandler(h http.Handler) { s.handler.Store(&h) }
 
 // stopped returns a channel closed when the server has stopped serving:
 // after shutdown, or by itself when its listener failed.
-func (s *httpServer) stopped() <-chan struct{} { return s.done }
+func (s *httpServer) stopped() <-chan struct{} { return s.srv.Done() }
 
 // shutdown stops the server gracefully: no new connections, idle ones
 // closed, running requests given httpShutdownTimeout to finish before
@@ -276,12 +400,10 @@ func (s *httpServer) shutdown() {
 		ctx, cancel := context.WithTimeout(context.Background(), httpShutdownTimeout)
 		defer cancel()
 		if err := s.srv.Shutdown(ctx); err != nil {
-			s.log.Warn("HTTP requests still running at shutdown; closing their connections", "err", err)
-			_ = s.srv.Close()
+			s.log.Warn("HTTP requests still running at shutdown; their connections were closed", "err", err)
 		}
-		<-s.done
-		if s.serveErr != nil && !errors.Is(s.serveErr, http.ErrServerClosed) {
-			s.log.Error("HTTP server failed", "err", s.serveErr)
+		if err := s.srv.Err(); err != nil {
+			s.log.Error("HTTP server failed", "err", err)
 		}
 		s.log.Info("HTTP server stopped", "http_addr", s.addr.String())
 	})

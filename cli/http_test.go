@@ -252,7 +252,8 @@ func TestTargetPrecedence(t *testing.T) {
 		return tg
 	}
 	env := map[string]string{EnvServer: "http://env:1", EnvStore: "sqlite:env.db", EnvHTTPToken: "envtoken"}
-	if tg := resolve(env, "--server", "flag:2/prefix/"); tg.client == nil || tg.client.String() != "http://flag:2/prefix" || tg.client.token != "envtoken" {
+	// --insecure: these hosts are not this machine and the URLs are http://.
+	if tg := resolve(env, "--server", "flag:2/prefix/", "--insecure"); tg.client == nil || tg.client.String() != "http://flag:2/prefix" || tg.client.token != "envtoken" {
 		t.Errorf("--server: %+v", tg)
 	}
 	if tg := resolve(env, "--server", "https://flag:2", "--token", "flagtoken"); tg.client == nil || tg.client.String() != "https://flag:2" || tg.client.token != "flagtoken" {
@@ -261,7 +262,7 @@ func TestTargetPrecedence(t *testing.T) {
 	if tg := resolve(env, "--store", "sqlite:flag.db"); tg.client != nil || tg.store.String() != "sqlite:flag.db" {
 		t.Errorf("--store over $%s: %+v", EnvServer, tg)
 	}
-	if tg := resolve(env); tg.client == nil || tg.client.String() != "http://env:1" {
+	if tg := resolve(env, "--insecure"); tg.client == nil || tg.client.String() != "http://env:1" {
 		t.Errorf("$%s over $%s: %+v", EnvServer, EnvStore, tg)
 	}
 	delete(env, EnvServer)
@@ -467,10 +468,10 @@ func TestRunHTTP(t *testing.T) {
 		t.Errorf("/: %d\n%s", code, body)
 	}
 	var lock controlapi.Lock
-	getJSON(t, base+"/api/mastercontrols/L", &lock)
+	getJSON(t, base+"/api/mastercontrols/locks/L", &lock)
 	if lock.Master == "" || lock.Token != 1 || lock.Holder == nil || lock.Holder.PID != os.Getpid() ||
 		"http://"+lock.Holder.Address != base {
-		t.Fatalf("GET /api/mastercontrols/L: %+v (holder %+v)", lock, lock.Holder)
+		t.Fatalf("GET /api/mastercontrols/locks/L: %+v (holder %+v)", lock, lock.Holder)
 	}
 	if code, body := postJSON(t, base+"/api/mastercontrols/disable", "", map[string]string{"lockName": "L", "reason": "x"}); code != 401 {
 		t.Fatalf("disable without a token: %d %s", code, body)

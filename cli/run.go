@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,7 +23,9 @@ import (
 	"github.com/masterjob/masterjob/controlapi"
 	"github.com/masterjob/masterjob/health"
 	"github.com/masterjob/masterjob/httpserver"
+	"github.com/masterjob/masterjob/internal/backoff"
 	"github.com/masterjob/masterjob/internal/childproc"
+	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/metrics/prom"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/storeurl"
@@ -37,10 +39,6 @@ const (
 
 // defaultRestartDelay is the default of --restart-delay.
 const defaultRestartDelay = time.Second
-
-// maxKillSlack bounds the slack between the SIGKILL of the child and the
-// moment its lease could expire in the store; see runner.killAt.
-const maxKillSlack = 250 * time.Millisecond
 
 // Backoff of the attempts to open the store at start.
 const (
@@ -58,16 +56,32 @@ const runUsage = `usage: masterjob run --lock NAME [flags] -- COMMAND [ARGS...]
 
 Takes part in the election of the master of lock NAME and, while this
 instance is master, runs COMMAND as its child (in its own process group,
-with stdout and stderr passed through and stdin from /dev/null). The child
-sees MASTERJOB_LOCK, MASTERJOB_TOKEN (the fencing token of this mastership)
-and MASTERJOB_INSTANCE in its environment.
+with stdout and stderr passed through and stdin from /dev/null).
+
+The command's environment is the runner's, with:
+  MASTERJOB_LOCK        the lock NAME
+  MASTERJOB_TOKEN       the fencing token of this mastership
+  MASTERJOB_INSTANCE    this instance's id
+  MASTERJOB_RUNNER_PID  the pid of this runner (on Linux not the command's
+                        parent, a supervisor is): kill -9 it to simulate
+                        a crash of this instance
+and without the runner's secrets: MASTERJOB_STORE (its URL may carry a
+database password) and MASTERJOB_HTTP_TOKEN are removed. --keep-env NAME
+passes one of them on (repeat the flag for both).
 
 When this instance stops being master (the lease could not be renewed in
-time, an operator disabled the lock), the child's process group gets SIGTERM
-and, if still running, SIGKILL shortly before the lease could expire in the
-store; at once if the lease has already expired. Only then is the lease
-released. On Linux the child is also killed if the runner dies, even by
-SIGKILL (processes the child started are not).
+time, an operator disabled the lock), the command and every process it
+started get SIGTERM and, if still running, SIGKILL half the safety margin
+before the lease could expire in the store; at once if the lease has
+expired or the store says it is another's, even while the command was
+already stopping for another reason. Only when all are gone is the lease
+released. On Linux a supervisor process between the runner and the command
+(the same binary) keeps every process the command started, including those
+that call setsid or double-fork, and kills them all if the runner dies,
+even by SIGKILL; it also reaps them, so no zombie piles up when the runner
+is PID 1 in a container. While this instance follows, one supervisor waits
+beside the runner, started ahead of time, so that the command starts at
+once when this instance becomes master.
 
 SIGINT or SIGTERM to the runner stops it gracefully: the child gets SIGTERM
 as above, the lease is released so that another instance takes over at once,
@@ -96,7 +110,8 @@ With --http ADDR the runner also serves, on ADDR:
   /                    the dashboard
   /metrics             Prometheus metrics: masterjob_is_master{lock},
                        transitions, renewal latency and failures, lease
-                       TTL, store errors; Go runtime and process metrics
+                       TTL, store errors; the store's view of every lock
+                       (masterjob_lock_*); Go runtime and process metrics
   /healthz             liveness: 200 while the process serves
   /readyz              readiness: 200 while the executor runs, its store
                        answers and no command runs past its lease
@@ -121,7 +136,10 @@ type runFlags struct {
 	restartDelay        durationValue
 	logFormat           choiceValue
 	logLevel            choiceValue
+	keepEnv             listValue
 	http                httpFlags
+	balance             bool
+	weight              weightValue
 }
 
 func newRunFlags() *runFlags {
@@ -147,7 +165,11 @@ func newRunFlags() *runFlags {
 	fs.Var(&f.restartDelay, "restart-delay", "`duration` to wait before restarting the command (--on-exit restart)")
 	fs.Var(&f.logFormat, "log-format", "log format on stderr: `text|json`")
 	fs.Var(&f.logLevel, "log-level", "least level logged: `debug|info|warn|error`")
+	fs.Var(&f.keepEnv, "keep-env", "pass the runner's secret environment variable `NAME` ("+
+		strings.Join(secretEnv, " or ")+") on to the command; repeatable")
 	f.http.register(fs, false)
+	fs.BoolVar(&f.balance, "balance", true, "spread the masterships of the locks over the instances that take part in the same locks (stores with a member list); --balance=false takes every free lock at once")
+	fs.Var(&f.weight, "weight", "this instance's share of the masterships relative to the others, for balancing (`number` > 0; default 1)")
 	return f
 }
 
@@ -179,7 +201,25 @@ func (f *runFlags) options() []masterjob.Option {
 		opts = append(opts, masterjob.Labeled("flag --max-heartbeat-retry-count",
 			masterjob.WithMaxHeartbeatRetryCount(f.maxRetries.n)))
 	}
+	if !f.balance || f.weight.set {
+		opts = append(opts, masterjob.WithBalance(masterjob.BalanceConfig{Off: !f.balance, Weight: f.weight.w}))
+	}
 	return opts
+}
+
+// secretEnv names the runner's environment variables that may carry a
+// secret, removed from the command's environment unless --keep-env names
+// them. A new secret setting read from the environment belongs here.
+var secretEnv = []string{EnvStore, EnvHTTPToken}
+
+// listValue is a repeatable string flag.
+type listValue []string
+
+func (v *listValue) String() string { return strings.Join(*v, ",") }
+
+func (v *listValue) Set(s string) error {
+	*v = append(*v, s)
+	return nil
 }
 
 var runCommand = &command{
@@ -212,6 +252,7 @@ type runner struct {
 	lock         string
 	path         string   // the command, resolved in $PATH
 	args         []string // its arguments
+	dropEnv      []string // the secrets removed from its environment
 	store        storeurl.URL
 	opts         []masterjob.Option
 	cfg          masterjob.Config
@@ -226,6 +267,9 @@ type runner struct {
 
 	mu       sync.Mutex
 	child    *childproc.Process // the running child, if any
+	standby  *childproc.Standby // a supervisor ready to start the next child
+	closing  bool               // no more standbys
+	standbys sync.WaitGroup     // preparations in flight
 	exitCode *int               // the command's exit code, with --on-exit release
 }
 
@@ -250,6 +294,13 @@ func newRunner(e *cmdEnv, f *runFlags) (*runner, error) {
 	if f.restartDelay.d < 0 {
 		return nil, usageError("--restart-delay: must not be negative, got %v", f.restartDelay.d)
 	}
+	for _, name := range f.keepEnv {
+		if !slices.Contains(secretEnv, name) {
+			return nil, usageError("--keep-env %q: only %s are removed from the command's environment",
+				name, strings.Join(secretEnv, " and "))
+		}
+	}
+	dropEnv := slices.DeleteFunc(slices.Clone(secretEnv), func(n string) bool { return slices.Contains(f.keepEnv, n) })
 	hc, err := f.http.resolve(e, f.fs, false)
 	if err != nil {
 		return nil, err
@@ -272,6 +323,7 @@ func newRunner(e *cmdEnv, f *runFlags) (*runner, error) {
 		lock:         f.lock,
 		path:         path,
 		args:         f.fs.Args()[1:],
+		dropEnv:      dropEnv,
 		store:        u,
 		opts:         opts,
 		cfg:          cfg,
@@ -300,16 +352,30 @@ func unwrapExecError(err error) error {
 func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated by the flag
-	o := &slog.HandlerOptions{Level: lv}
+	o := &slog.HandlerOptions{Level: lv, ReplaceAttr: durationsAsText}
+	var h slog.Handler = slog.NewTextHandler(w, o)
 	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, o))
+		h = slog.NewJSONHandler(w, o)
 	}
-	return slog.New(slog.NewTextHandler(w, o))
+	return slog.New(throttleLog(h)) // cli/http.go
+}
+
+// durationsAsText logs a time.Duration as a Go duration string ("1.5s"):
+// the JSON handler would write nanoseconds.
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }
 
 // run runs the election until a signal, a cancellation of Main's context or,
 // with --on-exit release, the exit of the command; it returns the exit code.
 func (r *runner) run() int {
+	// As PID 1 (a container's init), reap the orphans reparented to the
+	// runner; its only children are the supervisors of its command.
+	childproc.StartReaper()
+	defer flushLog(r.log)
 	ctx, cancel := context.WithCancelCause(r.e.ctx)
 	defer cancel(nil)
 	r.cancelRun = cancel
@@ -346,7 +412,7 @@ func (r *runner) run() int {
 	st, err := openStore(ctx, r.store, log)
 	if err != nil {
 		if ctx.Err() != nil {
-			log.Info("stopped before the store could be opened", "cause", context.Cause(ctx))
+			log.Info("stopped before the store could be opened", "reason", context.Cause(ctx))
 			return ExitOK
 		}
 		log.Error("cannot open the store", "store", r.store.String(), "err", err)
@@ -399,7 +465,19 @@ func (r *runner) run() int {
 		return ExitFailure
 	}
 	if hs != nil {
-		if err := hs.serve(st, ex, r.http.token, base); err != nil {
+		// The control API gets a store handle of its own: its requests
+		// never hold the connections the renewals and checks need.
+		apiSt, err := openStore(ctx, r.store, log)
+		if err != nil {
+			if ctx.Err() != nil {
+				log.Info("stopped before the store could be opened", "reason", context.Cause(ctx))
+				return ExitOK
+			}
+			log.Error("cannot open the store for the control API", "store", r.store.String(), "err", err)
+			return ExitFailure
+		}
+		defer apiSt.Close() // after the listener's shutdown below
+		if err := hs.serve(apiSt, ex, base); err != nil {
 			r.log.Error("cannot serve the control API", "err", err)
 			return ExitFailure
 		}
@@ -408,8 +486,10 @@ func (r *runner) run() int {
 		"heartbeat_interval", r.cfg.HeartbeatInterval, "tolerance", r.cfg.Tolerance,
 		"check_master_interval", r.cfg.CheckMasterInterval, "on_exit", r.onExit)
 
+	r.prepareStandby()
 	runErr := ex.Run(ctx)
 	r.killLeftover()
+	r.closeStandby()
 	// Then, in this order: the listener (its requests use the store), the
 	// audit history (its last entries are the releases of the shutdown),
 	// the store (deferred).
@@ -428,12 +508,13 @@ func (r *runner) run() int {
 		code = *r.exitCode
 	}
 	r.mu.Unlock()
-	r.log.Info("stopped", "cause", context.Cause(ctx), "exit_code", code)
+	r.log.Info("stopped", "reason", context.Cause(ctx), "exit_code", code)
 	return code
 }
 
 // runHTTP is the HTTP side of a run: the listener and the metrics.
 type runHTTP struct {
+	hc  *httpConfig
 	srv *httpServer
 	reg *prometheus.Registry
 	obs *prom.Observer // the executor's observer for the metrics
@@ -447,23 +528,27 @@ func startRunHTTP(ctx context.Context, hc *httpConfig, lock string, log *slog.Lo
 	if err != nil {
 		return nil, fmt.Errorf("create the metrics: %w", err)
 	}
-	srv, err := listenHTTP(ctx, hc.addr, startingHandler(reg, log), log)
+	srv, err := listenHTTP(ctx, hc, startingHandler(reg, log), log)
 	if err != nil {
 		return nil, err
 	}
 	hc.warnInsecure(log)
-	return &runHTTP{srv: srv, reg: reg, obs: obs}, nil
+	return &runHTTP{hc: hc, srv: srv, reg: reg, obs: obs}, nil
 }
 
-// serve serves everything: the control API over st (token, if not empty,
-// required on disable and enable), the dashboard, the metrics and the
+// serve serves everything: the control API over st, a store handle of its
+// own (with the token of h.hc, if any), the dashboard, the metrics and the
 // probes, ready while ex is.
-func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, token string, log *slog.Logger) error {
-	api, err := controlapi.New(st, apiOptions(token, log)...)
+func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, log *slog.Logger) error {
+	api, err := controlapi.New(st, controlAPIOptions(h.hc, log)...)
 	if err != nil {
 		return err
 	}
+	if err := registerStoreMetrics(h.reg, st); err != nil {
+		return err
+	}
 	h.srv.setHandler(httpserver.New(httpserver.Config{
+		Logger:       log,
 		API:          api,
 		Gatherer:     h.reg,
 		Ready:        func(context.Context) error { return ex.Ready() },
@@ -477,7 +562,8 @@ func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, token string, lo
 func (r *runner) watchSignals(log *slog.Logger, sigs <-chan os.Signal, quit <-chan struct{}) {
 	select {
 	case s := <-sigs:
-		log.Info("signal received: stopping (the command gets SIGTERM, then the lease is released)", "signal", s.String())
+		trace.Mark("signal.received", r.lock)
+		log.Debug("signal received: stopping (the command gets SIGTERM, then the lease is released)", "signal", s.String())
 		r.cancelRun(fmt.Errorf("%w %v", errSignal, s))
 	case <-quit:
 		return
@@ -496,7 +582,7 @@ func (r *runner) watchSignals(log *slog.Logger, sigs <-chan os.Signal, quit <-ch
 // missing directory, a failed migration) are returned: retrying would not
 // help.
 func openStore(ctx context.Context, u storeurl.URL, log *slog.Logger) (store.Store, error) {
-	backoff := openBackoffMin
+	lastErr := ""
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, openTimeout)
 		st, err := u.Open(actx)
@@ -513,8 +599,13 @@ func openStore(ctx context.Context, u storeurl.URL, log *slog.Logger) (store.Sto
 		if !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
 			return nil, err
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
-		log.Error("cannot open the store; retrying", "store", u.String(), "err", err,
+		wait := backoff.Delay(attempt, openBackoffMin, openBackoffMax)
+		// The whole error once; while it repeats, only at debug level.
+		lvl := slog.LevelDebug
+		if msg := err.Error(); msg != lastErr {
+			lvl, lastErr = slog.LevelError, msg
+		}
+		log.Log(ctx, lvl, "cannot open the store; retrying", "store", u.String(), "err", err,
 			"attempt", attempt, "retry_in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
 		select {
@@ -523,7 +614,80 @@ func openStore(ctx context.Context, u storeurl.URL, log *slog.Logger) (store.Sto
 			return nil, ctx.Err()
 		case <-t.C:
 		}
-		backoff = min(2*backoff, openBackoffMax)
+	}
+}
+
+// childSpec is the command without the lease's environment.
+func (r *runner) childSpec() childproc.Spec {
+	return childproc.Spec{
+		Path:    r.path,
+		Args:    r.args,
+		DropEnv: r.dropEnv,
+		Stdout:  r.e.stdout, // os.Stdout in the command: no copying
+		Stderr:  r.e.stderr,
+	}
+}
+
+// startChild starts the command for lease, from the standby supervisor if
+// one is ready (the fork of the supervisor is then already done), and has
+// the next standby prepared once this child is gone.
+func (r *runner) startChild(lease masterjob.Lease) (*childproc.Process, error) {
+	env := childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance)
+	r.mu.Lock()
+	sb := r.standby
+	r.standby = nil
+	r.mu.Unlock()
+	if sb != nil {
+		p, err := sb.Start(env)
+		if err == nil {
+			return p, nil
+		}
+		r.log.Debug("the standby supervisor failed; starting afresh", "err", err)
+		sb.Close()
+	}
+	spec := r.childSpec()
+	spec.Env = env
+	return childproc.Start(spec)
+}
+
+// prepareStandby starts a standby supervisor in the background, unless one
+// is ready or the runner is closing.
+func (r *runner) prepareStandby() {
+	r.mu.Lock()
+	if r.standby != nil || r.closing {
+		r.mu.Unlock()
+		return
+	}
+	r.standbys.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.standbys.Done()
+		sb, err := childproc.Prepare(r.childSpec())
+		if err != nil {
+			r.log.Debug("cannot prepare a standby supervisor; the next command starts afresh", "err", err)
+			return
+		}
+		r.mu.Lock()
+		if r.standby != nil || r.closing {
+			r.mu.Unlock()
+			sb.Close()
+			return
+		}
+		r.standby = sb
+		r.mu.Unlock()
+	}()
+}
+
+// closeStandby discards the standby supervisor and stops preparing them.
+func (r *runner) closeStandby() {
+	r.mu.Lock()
+	r.closing = true
+	sb := r.standby
+	r.standby = nil
+	r.mu.Unlock()
+	r.standbys.Wait()
+	if sb != nil {
+		sb.Close()
 	}
 }
 
@@ -534,13 +698,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		p, err := childproc.Start(childproc.Spec{
-			Path:   r.path,
-			Args:   r.args,
-			Env:    childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance),
-			Stdout: r.e.stdout, // os.Stdout in the command: no copying
-			Stderr: r.e.stderr,
-		})
+		p, err := r.startChild(lease)
 		if err != nil {
 			log.Error("cannot start the command", "err", err)
 			if r.onExit == onExitRelease {
@@ -549,6 +707,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 				return err
 			}
 		} else {
+			trace.Mark("child.forked", lease.Lock)
 			r.setChild(p)
 			plog := log.With("pid", p.Pid())
 			plog.Info("command started")
@@ -556,6 +715,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 			case <-p.Done():
 				res := r.stop(p, r.killAt(ctx)) // stop what it left in its group
 				r.setChild(nil)
+				r.prepareStandby()
 				plog.Info("command exited", "exit_code", res.ExitCode, "result", res.String())
 				if r.onExit == onExitRelease {
 					r.finish(res.ExitCode)
@@ -567,11 +727,20 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 				}
 			case <-ctx.Done():
 				killAt := r.killAt(ctx)
-				plog.Info("stopping the command", "cause", context.Cause(ctx),
+				// The executor logs the stop and its reason; this line adds
+				// only the kill time.
+				trace.Mark("child.signalled", lease.Lock)
+				plog.Debug("stopping the command", "reason", masterjob.StopReason(ctx),
 					"kill_in", max(0, time.Until(killAt())).Round(time.Millisecond))
 				res := r.stop(p, killAt)
+				trace.Mark("child.reaped", lease.Lock)
 				r.setChild(nil)
-				plog.Info("command stopped", "exit_code", res.ExitCode, "result", res.String())
+				r.prepareStandby()
+				lvl := slog.LevelDebug
+				if res.Signal == syscall.SIGKILL {
+					lvl = slog.LevelWarn // it did not stop by itself in time
+				}
+				plog.Log(ctx, lvl, "command stopped", "exit_code", res.ExitCode, "result", res.String())
 				return nil
 			}
 		}
@@ -587,22 +756,26 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 }
 
 // killAt returns the kill time of the child once the job's context is
-// cancelled (or, for what a child left behind in its group, once it exited):
-// the stop deadline of the mastership (masterjob.StopDeadline, which moves
-// forward while renewals succeed) minus a slack, so that the child is dead
-// before the lease can expire in the store; but no later than
-// ShutdownTimeout from now, so that a child ignoring SIGTERM cannot hold a
-// disabled lock for ever. When the lease has already expired or the store
-// says it is another's (masterjob.ErrLeaseExpired, ErrLeaseLost), another
-// master may run already: the kill time is now.
+// cancelled (or, for what a child left behind, once it exited): the stop
+// deadline of the mastership (masterjob.StopDeadline: the local estimate of
+// the lease's expiry, which moves forward while renewals succeed, and back
+// when the lease is lost while the job is stopping) minus killSlack, so
+// that the child is dead before the lease can expire in the store; but no
+// later than ShutdownTimeout from now (minus a smaller slack: that bound is
+// about liveness, not safety), so that a child ignoring SIGTERM cannot hold
+// a disabled lock for ever. When the lease has already expired or the store
+// says it is another's (masterjob.StopReason is ErrLeaseExpired or
+// ErrLeaseLost, even when the job was already stopping for a planned reason
+// such as a shutdown), another master may run already: the kill time is
+// now.
 //
 // The returned func is evaluated again and again while the child stops, so
-// that a later cancellation with one of those causes kills it at once.
+// that a loss noticed meanwhile kills it at once.
 func (r *runner) killAt(ctx context.Context) func() time.Time {
 	slack := killSlack(r.cfg)
-	latest := time.Now().Add(r.cfg.ShutdownTimeout)
+	latest := time.Now().Add(r.cfg.ShutdownTimeout - min(slack, r.cfg.ShutdownTimeout/4))
 	return func() time.Time {
-		if cause := context.Cause(ctx); errors.Is(cause, masterjob.ErrLeaseExpired) || errors.Is(cause, masterjob.ErrLeaseLost) {
+		if reason := masterjob.StopReason(ctx); errors.Is(reason, masterjob.ErrLeaseExpired) || errors.Is(reason, masterjob.ErrLeaseLost) {
 			return time.Time{}
 		}
 		deadline, ok := masterjob.StopDeadline(ctx)
@@ -611,17 +784,23 @@ func (r *runner) killAt(ctx context.Context) func() time.Time {
 			// the safety margin.
 			return time.Now().Add(r.cfg.SafetyMargin - slack)
 		}
-		if latest.Before(deadline) {
-			deadline = latest
+		if at := deadline.Add(-slack); at.Before(latest) {
+			return at
 		}
-		return deadline.Add(-slack)
+		return latest
 	}
 }
 
-// killSlack is min(maxKillSlack, SafetyMargin/4): time for SIGKILL to take
-// effect and for the runner to reap the child before the deadline.
+// killSlack is how long before the local estimate of the lease's expiry the
+// child is SIGKILLed: half the safety margin. The master demotes itself a
+// safety margin before that estimate, so the child gets the first half of
+// the margin to stop after SIGTERM, and the second half is left for the
+// SIGKILL to land and the child to be reaped on a loaded host (a starved
+// runner, a child in a page fault). The margin is the user's statement of
+// how much delay the host may add: a fixed slack (250ms before) is either
+// too short on a loaded host or wasteful with a large margin.
 func killSlack(cfg masterjob.Config) time.Duration {
-	return min(maxKillSlack, cfg.SafetyMargin/4)
+	return cfg.SafetyMargin / 2
 }
 
 // stop stops p by killAt, or at once after a second signal.

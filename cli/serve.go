@@ -22,8 +22,9 @@ Serves, on ADDR, for operators and monitoring, without running a job:
   /api/mastercontrols  the control API: every lock's master, token, lease
                        and control; disable, enable; the history
   /                    the dashboard, a page on that API
-  /metrics             Prometheus metrics of this process (Go runtime,
-                       process; 'run --http' adds the lock's metrics)
+  /metrics             Prometheus metrics: the store's view of every lock
+                       (masterjob_lock_has_master, _disabled, _token,
+                       _ttl_seconds), Go runtime and process
   /healthz             liveness: 200 while the process serves
   /readyz              readiness: 200 while the store answers
 
@@ -84,6 +85,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 		return reportUsage(e, c, usageError("--store: %w", err))
 	}
 	log := newLogger(e.stderr, f.logFormat.value, f.logLevel.value)
+	defer flushLog(log)
 	hc.warnInsecure(log)
 
 	ctx, cancel := context.WithCancelCause(e.ctx)
@@ -101,7 +103,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 	}()
 
 	reg := newRegistry()
-	hs, err := listenHTTP(ctx, hc.addr, startingHandler(reg, log), log)
+	hs, err := listenHTTP(ctx, hc, startingHandler(reg, log), log)
 	if err != nil {
 		log.Error("cannot serve HTTP", "err", err)
 		return ExitFailure
@@ -111,7 +113,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 	st, err := openStore(ctx, u, log)
 	if err != nil {
 		if ctx.Err() != nil {
-			log.Info("stopped before the store could be opened", "cause", context.Cause(ctx))
+			log.Info("stopped before the store could be opened", "reason", context.Cause(ctx))
 			return ExitOK
 		}
 		log.Error("cannot open the store", "store", u.String(), "err", err)
@@ -123,12 +125,30 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 		}
 	})
 	defer closeStore()
-	api, err := controlapi.New(st, apiOptions(hc.token, log)...)
+	// The control API gets a store handle of its own, apart from the
+	// readiness check's.
+	apiSt, err := openStore(ctx, u, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before the store could be opened", "reason", context.Cause(ctx))
+			return ExitOK
+		}
+		log.Error("cannot open the store for the control API", "store", u.String(), "err", err)
+		return ExitFailure
+	}
+	closeAPIStore := sync.OnceFunc(func() { _ = apiSt.Close() })
+	defer closeAPIStore()
+	api, err := controlapi.New(apiSt, controlAPIOptions(hc, log)...)
 	if err != nil {
 		log.Error("cannot create the control API", "err", err)
 		return ExitFailure
 	}
+	if err := registerStoreMetrics(reg, st); err != nil {
+		log.Error("cannot create the metrics", "err", err)
+		return ExitFailure
+	}
 	hs.setHandler(httpserver.New(httpserver.Config{
+		Logger:       log,
 		API:          api,
 		Gatherer:     reg,
 		Ready:        health.StorePing(st),
@@ -143,7 +163,8 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 		code = ExitFailure // logged by shutdown
 	}
 	hs.shutdown() // before the store closes: running requests use it
+	closeAPIStore()
 	closeStore()
-	log.Info("stopped", "cause", context.Cause(ctx), "exit_code", code)
+	log.Info("stopped", "reason", context.Cause(ctx), "exit_code", code)
 	return code
 }

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
-	"net/url"
+	"path"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -41,6 +43,13 @@ type config struct {
 	maxBody       int64
 	callTimeout   time.Duration
 	origins       []string
+	hosts         []string
+	anyHost       bool
+	maxInFlight   int
+	maxStreams    int
+	heartbeat     time.Duration
+	poll          time.Duration
+	streamBuffer  int
 	errs          []error
 }
 
@@ -133,17 +142,73 @@ func WithTrustedOrigin(origin string) Option {
 	return func(c *config) { c.origins = append(c.origins, origin) }
 }
 
+// WithAllowedHosts adds host names (such as "ops.example.com", without a
+// port) that a handler without a token answers besides the loopback ones;
+// "*" answers every host. See HostAllowed. With a token it changes
+// nothing.
+func WithAllowedHosts(hosts ...string) Option {
+	return func(c *config) {
+		for _, host := range hosts {
+			switch {
+			case host == "*":
+				c.anyHost = true
+			case host == "" || strings.ContainsAny(host, ":/ \t\r\n"):
+				c.errs = append(c.errs, fmt.Errorf("allowed host %s: want a host name without a port, or \"*\"", echo(host)))
+			default:
+				c.hosts = append(c.hosts, strings.ToLower(strings.TrimSuffix(host, ".")))
+			}
+		}
+	}
+}
+
+// DefaultMaxInFlight is how many reads, and how many control requests,
+// the handler lets call the store at once unless WithMaxInFlight says
+// otherwise.
+const DefaultMaxInFlight = 2
+
+// BusyWait is how long a request waits for its turn when the handler
+// already serves its maximum of requests in flight, before it is answered
+// 503 with Retry-After.
+const BusyWait = 100 * time.Millisecond
+
+// WithMaxInFlight sets how many reads, and separately how many disable
+// and enable requests, may call the store at once (default
+// DefaultMaxInFlight, at least 1). A request beyond that waits up to
+// BusyWait for its turn, then gets 503 with "Retry-After: 1". The bound
+// keeps a flood of requests from taking the process's CPU and the store's
+// connections from the executor beside it.
+func WithMaxInFlight(n int) Option {
+	return func(c *config) {
+		if n < 1 {
+			c.errs = append(c.errs, fmt.Errorf("max in flight %d: want at least 1", n))
+			return
+		}
+		c.maxInFlight = n
+	}
+}
+
 // Handler serves the control API. Create it with New; it is safe for
 // concurrent use.
 type Handler struct {
-	st          store.Store
-	history     store.History
-	log         *slog.Logger
-	tokens      []token
-	readsAuth   bool
-	maxBody     int64
-	callTimeout time.Duration
-	origins     *http.CrossOriginProtection
+	st           store.Store
+	history      store.History
+	log          *slog.Logger
+	tokens       []token
+	readsAuth    bool
+	maxBody      int64
+	callTimeout  time.Duration
+	origins      *http.CrossOriginProtection
+	hosts        []string // names allowed in Host besides loopback ones, lower case
+	anyHost      bool
+	reads        chan struct{} // a slot per read calling the store
+	writes       chan struct{} // a slot per control request calling the store
+	streams      chan struct{} // a slot per open event stream
+	heartbeat    time.Duration
+	poll         time.Duration
+	streamBuffer int
+	feed         feed
+	memberCache  memberCache
+	mux          *http.ServeMux
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -154,7 +219,8 @@ func New(st store.Store, opts ...Option) (*Handler, error) {
 	if st == nil {
 		return nil, errors.New("controlapi: nil store")
 	}
-	c := config{maxBody: DefaultMaxBodyBytes, callTimeout: DefaultCallTimeout}
+	c := config{maxBody: DefaultMaxBodyBytes, callTimeout: DefaultCallTimeout, maxInFlight: DefaultMaxInFlight,
+		maxStreams: DefaultMaxStreams, heartbeat: DefaultHeartbeat, poll: DefaultPollInterval, streamBuffer: DefaultStreamBuffer}
 	for _, o := range opts {
 		if o != nil {
 			o(&c)
@@ -173,15 +239,25 @@ func New(st store.Store, opts ...Option) (*Handler, error) {
 		return nil, fmt.Errorf("controlapi: invalid option: %w", errors.Join(c.errs...))
 	}
 	h := &Handler{
-		st:          st,
-		history:     c.history,
-		log:         c.log,
-		tokens:      c.tokens,
-		readsAuth:   c.tokenForReads,
-		maxBody:     c.maxBody,
-		callTimeout: c.callTimeout,
-		origins:     cop,
+		st:           st,
+		history:      c.history,
+		log:          c.log,
+		tokens:       c.tokens,
+		readsAuth:    c.tokenForReads,
+		maxBody:      c.maxBody,
+		callTimeout:  c.callTimeout,
+		origins:      cop,
+		hosts:        c.hosts,
+		anyHost:      c.anyHost,
+		reads:        make(chan struct{}, c.maxInFlight),
+		writes:       make(chan struct{}, c.maxInFlight),
+		streams:      make(chan struct{}, c.maxStreams),
+		heartbeat:    c.heartbeat,
+		poll:         c.poll,
+		streamBuffer: c.streamBuffer,
 	}
+	h.feed.h = h
+	h.mux = h.routes()
 	if h.history == nil {
 		h.history, _ = st.(store.History)
 	}
@@ -198,71 +274,147 @@ const (
 	allowWrite = "POST"
 )
 
-// ServeHTTP routes a request whose path starts with BasePath.
+// The endpoints' paths, below BasePath.
+const (
+	pathDisable     = "/disable"
+	pathEnable      = "/enable"
+	pathHistory     = "/history"
+	pathHandoff     = "/handoff"
+	pathEvents      = "/events"
+	pathLocks       = "/locks"
+	pathLockValue   = "lockName" // the path wildcard
+	lockPathHint    = "read one lock at " + BasePath + pathLocks + "/{lockName} (percent-encoded)"
+	historyPathHint = "and its history at " + BasePath + pathHistory + "/{lockName}"
+)
+
+// routes returns the handler's ServeMux. The lock name is always the last
+// part of a path and takes the whole rest of it ({lockName...}), so that
+// every valid name, "/" included, has a path: GET /api/mastercontrols/disable
+// is the endpoint's (405), GET /api/mastercontrols/locks/disable the lock's.
+// Methods are checked by the handlers, so that a wrong one gets the API's
+// JSON 405 with its Allow header.
+func (h *Handler) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	list := h.reader(h.list)
+	mux.Handle(BasePath, list)
+	mux.Handle(BasePath+"/{$}", list)
+	mux.HandleFunc(BasePath+pathDisable, func(w http.ResponseWriter, r *http.Request) { h.write(w, r, true) })
+	mux.HandleFunc(BasePath+pathEnable, func(w http.ResponseWriter, r *http.Request) { h.write(w, r, false) })
+	mux.HandleFunc(BasePath+pathHandoff, h.handoffRequest)
+	mux.Handle(BasePath+pathEvents, h.reader(h.stream))
+	mux.Handle(InstancesPath, h.reader(h.instances))
+	mux.Handle(BasePath+pathHistory, h.reader(func(w http.ResponseWriter, r *http.Request) { h.events(w, r, "") }))
+	mux.Handle(BasePath+pathHistory+"/{"+pathLockValue+"...}", h.reader(h.lockPath(func(w http.ResponseWriter, r *http.Request, name string) {
+		h.events(w, r, name)
+	})))
+	mux.Handle(BasePath+pathLocks+"/{"+pathLockValue+"...}", h.reader(h.lockPath(h.one)))
+	mux.HandleFunc(BasePath+pathLocks, h.notFound) // not a redirect to .../locks/
+	mux.HandleFunc("/", h.notFound)
+	return mux
+}
+
+// ServeHTTP serves the endpoints below BasePath and InstancesPath; other
+// paths get 404.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("X-Content-Type-Options", "nosniff")
-
-	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), BasePath)
-	if !ok || (rest != "" && rest[0] != '/') {
+	if !h.HostAllowed(r.Host) {
+		h.refuse(w, r, &requestError{status: http.StatusMisdirectedRequest, Error: Error{
+			Error: "host " + echo(r.Host) + " is not served: without a token the control API answers only requests " +
+				"addressed to a loopback address or localhost (a defence against DNS rebinding); " +
+				"use http://127.0.0.1:PORT or http://localhost:PORT, or set a token",
+		}})
+		return
+	}
+	if !canonicalPath(r.URL.EscapedPath()) {
+		// Not to the ServeMux, which would answer with a redirect to the
+		// cleaned path, in HTML.
 		h.notFound(w, r)
 		return
 	}
-	rest = strings.TrimPrefix(rest, "/")
-	var segs []string
-	if rest != "" {
-		segs = strings.Split(rest, "/")
+	h.mux.ServeHTTP(w, r)
+}
+
+// canonicalPath reports whether p, an escaped path, is absolute and has
+// no empty, "." or ".." segment (but may end with "/").
+func canonicalPath(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
 	}
-	switch {
-	case len(segs) == 0:
-		h.read(w, r, h.list)
-	case len(segs) == 1 && segs[0] == "disable":
-		h.write(w, r, true)
-	case len(segs) == 1 && segs[0] == "enable":
-		h.write(w, r, false)
-	case len(segs) == 1 && segs[0] == "history":
-		h.read(w, r, func(w http.ResponseWriter, r *http.Request) { h.events(w, r, "") })
-	case len(segs) == 1 || (len(segs) == 2 && segs[1] == "history"):
-		name, err := url.PathUnescape(segs[0])
-		if err != nil {
-			h.refuse(w, r, badRequest(fieldLockName, "lock name in the path is not validly percent-encoded"))
+	c := path.Clean(p)
+	if c != "/" && strings.HasSuffix(p, "/") {
+		c += "/"
+	}
+	return c == p
+}
+
+// HostAllowed reports whether the handler answers a request whose Host
+// header is host (with or without a port). With a token, every host is
+// answered. Without one, only a loopback address (127.0.0.0/8, ::1),
+// "localhost" and the names of WithAllowedHosts are: a web page whose name
+// its owner points at 127.0.0.1 (DNS rebinding) is a page of another
+// origin to the browser, but its requests reach a loopback listener with
+// that name in Host, and are refused (421). Package dashboard applies the
+// same rule to its page when httpserver composes the two.
+func (h *Handler) HostAllowed(host string) bool {
+	if len(h.tokens) > 0 || h.anyHost {
+		return true
+	}
+	if name, _, err := net.SplitHostPort(host); err == nil {
+		host = name
+	} else {
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	}
+	if host == "" {
+		return false
+	}
+	if isLoopback(host) {
+		return true
+	}
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, a := range h.hosts {
+		if a == host {
+			return true
+		}
+	}
+	return false
+}
+
+// lockPath adapts a handler of one lock to the paths that end with its
+// name: it checks the name first.
+func (h *Handler) lockPath(serve func(w http.ResponseWriter, r *http.Request, name string)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue(pathLockValue)
+		if rerr := checkLockName(name); rerr != nil {
+			h.refuse(w, r, rerr)
 			return
 		}
-		serve := func(w http.ResponseWriter, r *http.Request) { h.one(w, r, name) }
-		if len(segs) == 2 {
-			serve = func(w http.ResponseWriter, r *http.Request) { h.events(w, r, name) }
-		}
-		h.read(w, r, func(w http.ResponseWriter, r *http.Request) {
-			if rerr := checkLockName(name); rerr != nil {
-				h.refuse(w, r, rerr)
-				return
-			}
-			serve(w, r)
-		})
-	default:
-		h.notFound(w, r)
+		serve(w, r, name)
 	}
 }
 
 func (h *Handler) notFound(w http.ResponseWriter, r *http.Request) {
 	h.refuse(w, r, &requestError{status: http.StatusNotFound, Error: Error{
-		Error: "no such endpoint: " + echo(r.URL.Path) + "; see " + BasePath,
+		Error: "no such endpoint: " + echo(r.URL.Path) + "; " + BasePath + " lists the locks; " + lockPathHint + ", " + historyPathHint +
+			"; " + InstancesPath + " lists the instances",
 	}})
 }
 
-// read serves a GET or HEAD endpoint.
-func (h *Handler) read(w http.ResponseWriter, r *http.Request, serve http.HandlerFunc) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		h.methodNotAllowed(w, r, allowRead)
-		return
-	}
-	if h.readsAuth {
-		if _, ok := h.authenticate(w, r); !ok {
+// reader serves a GET or HEAD endpoint.
+func (h *Handler) reader(serve http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			h.methodNotAllowed(w, r, allowRead)
 			return
 		}
+		if h.readsAuth {
+			if _, ok := h.authenticate(w, r); !ok {
+				return
+			}
+		}
+		serve(w, r)
 	}
-	serve(w, r)
 }
 
 func (h *Handler) methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
@@ -348,40 +500,99 @@ func (h *Handler) storeFailed(w http.ResponseWriter, r *http.Request, op string,
 	writeJSON(w, status, Error{Error: msg})
 }
 
-func (h *Handler) callCtx(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), h.callTimeout)
+// begin takes one of the slots (h.reads or h.writes) for a request about
+// to call the store, waiting up to BusyWait, and returns the context of
+// its store calls and the func that ends them. When no slot frees in time
+// it answers 503 with Retry-After and returns ok false.
+func (h *Handler) begin(w http.ResponseWriter, r *http.Request, slots chan struct{}) (ctx context.Context, end func(), ok bool) {
+	select {
+	case slots <- struct{}{}:
+	default:
+		t := time.NewTimer(BusyWait)
+		defer t.Stop()
+		select {
+		case slots <- struct{}{}:
+		case <-t.C:
+			w.Header().Set("Retry-After", "1")
+			h.refuse(w, r, &requestError{status: http.StatusServiceUnavailable, Error: Error{
+				Error: fmt.Sprintf("busy: %d requests are being served; try again", cap(slots)),
+			}})
+			return nil, nil, false
+		case <-r.Context().Done():
+			h.refuse(w, r, &requestError{status: http.StatusServiceUnavailable, Error: Error{Error: "request cancelled"}})
+			return nil, nil, false
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.callTimeout)
+	return ctx, func() { cancel(); <-slots }, true
 }
 
-// list serves GET /api/mastercontrols[?lockName=...].
+// list serves GET /api/mastercontrols[?lockName=...&match=&state=&instance=&limit=&after=].
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
-	names, rerr := parseListQuery(r.URL.RawQuery)
+	lq, rerr := parseListQuery(r.URL.RawQuery)
 	if rerr != nil {
 		h.refuse(w, r, rerr)
 		return
 	}
-	ctx, cancel := h.callCtx(r)
-	defer cancel()
-	states, err := h.st.Locks(ctx, names...)
+	ctx, end, ok := h.begin(w, r, h.reads)
+	if !ok {
+		return
+	}
+	defer end()
+	states, err := h.st.Locks(ctx, lq.names...)
 	if err != nil {
 		h.storeFailed(w, r, "locks", err)
 		return
 	}
-	out := LockList{Locks: make([]Lock, len(states))}
+	all := make([]Lock, len(states))
+	holders := map[string]*Holder{} // each master's description, parsed once
 	for i, s := range states {
-		out.Locks[i] = LockOf(s)
+		all[i] = lockOf(s, holders)
+	}
+	// Ordered by name byte by byte, whatever the database's collation:
+	// the order the "after" cursor follows.
+	if !slices.IsSortedFunc(all, byName) {
+		slices.SortFunc(all, byName)
+	}
+	members, ok, err := h.allMembers(ctx)
+	switch {
+	case err != nil:
+		// The locks are worth more than the standbys: answer without them.
+		h.log.Warn("cannot read the member list; answering without standbys", "err", err)
+	case ok:
+		SetStandbys(all, members)
+	}
+	out := LockList{Summary: Summarize(all), Locks: []Lock{}}
+	for _, l := range all {
+		if !lq.filter.Matches(l) {
+			continue
+		}
+		out.Total++
+		switch {
+		case lq.after != "" && l.LockName <= lq.after:
+		case lq.limit > 0 && len(out.Locks) == lq.limit:
+			out.NextAfter = out.Locks[len(out.Locks)-1].LockName
+		default:
+			out.Locks = append(out.Locks, l)
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// one serves GET /api/mastercontrols/{lockName}, name being valid. A lock
-// the store has never seen is free and enabled.
+func byName(a, b Lock) int { return strings.Compare(a.LockName, b.LockName) }
+
+// one serves GET /api/mastercontrols/locks/{lockName}, name being valid. A
+// lock the store has no record of gets 404.
 func (h *Handler) one(w http.ResponseWriter, r *http.Request, name string) {
 	if _, rerr := parseQuery(r.URL.RawQuery, nil); rerr != nil {
 		h.refuse(w, r, rerr)
 		return
 	}
-	ctx, cancel := h.callCtx(r)
-	defer cancel()
+	ctx, end, ok := h.begin(w, r, h.reads)
+	if !ok {
+		return
+	}
+	defer end()
 	states, err := h.st.Locks(ctx, name)
 	if err == nil && (len(states) != 1 || states[0].Lock != name) {
 		err = fmt.Errorf("store returned %d states for one lock", len(states))
@@ -390,7 +601,27 @@ func (h *Handler) one(w http.ResponseWriter, r *http.Request, name string) {
 		h.storeFailed(w, r, "locks", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, LockOf(states[0]))
+	l := LockOf(states[0])
+	if l.Unknown {
+		h.refuse(w, r, &requestError{status: http.StatusNotFound, Error: Error{Field: fieldLockName,
+			Error: "unknown lock " + echo(name) + ": the store has no record of it (no instance has been its master, and it was never disabled)",
+		}})
+		return
+	}
+	if ms, ok := h.st.(store.Membership); ok {
+		members, err := ms.Members(ctx, store.MemberFilter{Lock: name})
+		if err != nil {
+			h.log.Warn("cannot read the member list; answering without candidates", "err", err)
+		} else {
+			l.Candidates = candidatesOf(l.Master, members)
+			n := len(l.Candidates)
+			if n > 0 && l.Candidates[0] == l.Master {
+				n--
+			}
+			l.Standbys = &n
+		}
+	}
+	writeJSON(w, http.StatusOK, l)
 }
 
 // events serves the history endpoints; lock is the (valid) lock named in
@@ -405,8 +636,11 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, lock string) {
 		writeJSON(w, http.StatusNotImplemented, Error{Error: "this store keeps no history"})
 		return
 	}
-	ctx, cancel := h.callCtx(r)
-	defer cancel()
+	ctx, end, ok := h.begin(w, r, h.reads)
+	if !ok {
+		return
+	}
+	defer end()
 	events, err := h.history.Events(ctx, f)
 	if err != nil {
 		h.storeFailed(w, r, "events", err)
@@ -422,28 +656,30 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, lock string) {
 	writeJSON(w, http.StatusOK, page)
 }
 
-// write serves POST /api/mastercontrols/disable and .../enable.
-func (h *Handler) write(w http.ResponseWriter, r *http.Request, disable bool) {
+// controlBody checks a control request (POST, same origin, token, no
+// query, JSON) and reads its body. It returns the caller to record; when
+// ok is false it has answered.
+func (h *Handler) controlBody(w http.ResponseWriter, r *http.Request) (caller string, body []byte, ok bool) {
 	if r.Method != http.MethodPost {
 		h.methodNotAllowed(w, r, allowWrite)
-		return
+		return "", nil, false
 	}
 	if err := h.origins.Check(r); err != nil {
 		h.refuse(w, r, &requestError{status: http.StatusForbidden, Error: Error{Error: "cross-origin request refused"}})
-		return
+		return "", nil, false
 	}
-	caller, ok := h.authenticate(w, r)
+	caller, ok = h.authenticate(w, r)
 	if !ok {
-		return
+		return "", nil, false
 	}
 	if _, rerr := parseQuery(r.URL.RawQuery, nil); rerr != nil {
 		h.refuse(w, r, rerr)
-		return
+		return "", nil, false
 	}
 	if rerr := checkContentType(r.Header.Get("Content-Type")); rerr != nil {
 		w.Header().Set("Accept-Post", "application/json")
 		h.refuse(w, r, rerr)
-		return
+		return "", nil, false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
 	if err != nil {
@@ -452,23 +688,39 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, disable bool) {
 			h.refuse(w, r, &requestError{status: http.StatusRequestEntityTooLarge, Error: Error{
 				Error: fmt.Sprintf("request body longer than %d bytes", h.maxBody),
 			}})
-			return
+			return "", nil, false
 		}
 		h.refuse(w, r, badRequest("", "cannot read the request body"))
+		return "", nil, false
+	}
+	return caller, body, true
+}
+
+// write serves POST /api/mastercontrols/disable and .../enable.
+func (h *Handler) write(w http.ResponseWriter, r *http.Request, disable bool) {
+	caller, body, ok := h.controlBody(w, r)
+	if !ok {
 		return
 	}
 	req, rerr := decodeControlRequest(body)
+	if rerr == nil && disable && strings.TrimSpace(req.Reason) == "" {
+		rerr = badRequest(fieldReason, "missing reason: a disable says why (status shows it, the history keeps it)")
+	}
 	if rerr != nil {
 		h.refuse(w, r, rerr)
 		return
 	}
 
-	ctx, cancel := h.callCtx(r)
-	defer cancel()
+	ctx, end, ok := h.begin(w, r, h.writes)
+	if !ok {
+		return
+	}
+	defer end()
 	var (
 		change store.ControlChange
 		kind   store.EventKind
 		op     string
+		err    error
 	)
 	if disable {
 		op, kind = "disable", store.EventDisabled
@@ -497,18 +749,22 @@ func (h *Handler) write(w http.ResponseWriter, r *http.Request, disable bool) {
 	writeJSON(w, http.StatusOK, res)
 }
 
+// message says what a control request did. It begins with the seed's
+// sentence ("Flagged X as disabled", "X is already flagged as disabled",
+// "X is flagged for (re)enablement"), which scripts written for the seed
+// look for, and goes on with what follows.
 func message(disable bool, c store.ControlChange) string {
 	s := c.State
 	switch {
 	case disable && c.Changed && s.Held():
-		return fmt.Sprintf("lock %q disabled; its master %q stops its job within one heartbeat", s.Lock, s.Holder)
+		return fmt.Sprintf("Flagged %s as disabled; its master %q stops its job within one heartbeat", s.Lock, s.Holder)
 	case disable && c.Changed:
-		return fmt.Sprintf("lock %q disabled; no instance will become its master until it is enabled", s.Lock)
+		return fmt.Sprintf("Flagged %s as disabled; no instance will become its master until it is enabled", s.Lock)
 	case disable:
-		return fmt.Sprintf("lock %q was already disabled", s.Lock)
+		return fmt.Sprintf("%s is already flagged as disabled; nothing changed", s.Lock)
 	case c.Changed:
-		return fmt.Sprintf("lock %q enabled; one instance will become its master and start the job", s.Lock)
+		return fmt.Sprintf("%s is flagged for (re)enablement; one instance will become its master and start the job", s.Lock)
 	default:
-		return fmt.Sprintf("lock %q was already enabled", s.Lock)
+		return fmt.Sprintf("%s is flagged for (re)enablement; it was not disabled, nothing changed", s.Lock)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -36,6 +37,11 @@ const (
 	fieldReason   = "reason"
 	fieldLimit    = "limit"
 	fieldBefore   = "before"
+	fieldTo       = "to"
+	fieldAfter    = "after"
+	fieldMatch    = "match"
+	fieldState    = "state"
+	fieldInstance = "instance"
 )
 
 // requestError is a request the handler refuses: its status and the body
@@ -64,58 +70,11 @@ func echo(s string) string {
 // is one.
 func decodeControlRequest(body []byte) (ControlRequest, *requestError) {
 	var req ControlRequest
-	if !utf8.Valid(body) {
-		return req, badRequest("", "request body is not valid UTF-8")
+	fields, rerr := decodeObject(body, fieldLockName, fieldReason)
+	if rerr != nil {
+		return req, rerr
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	tok, err := dec.Token()
-	if errors.Is(err, io.EOF) {
-		return req, badRequest(fieldLockName, `empty request body: want a JSON object such as {"lockName": "JOB-SCHEDULER"}`)
-	}
-	if err != nil {
-		return req, malformed(err)
-	}
-	if tok != json.Delim('{') {
-		return req, badRequest("", "request body is a JSON %s, want an object", kindOf(tok))
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return req, malformed(err)
-		}
-		key, _ := tok.(string) // object keys are strings
-		if key != fieldLockName && key != fieldReason {
-			return req, badRequest(truncate(key), "unknown field %s: the fields are lockName and reason", echo(key))
-		}
-		if seen[key] {
-			return req, badRequest(key, "field %s given twice", key)
-		}
-		seen[key] = true
-		tok, err = dec.Token()
-		if err != nil {
-			return req, malformed(err)
-		}
-		s, ok := tok.(string)
-		if !ok {
-			return req, badRequest(key, "field %s is a JSON %s, want a string", key, kindOf(tok))
-		}
-		if key == fieldLockName {
-			req.LockName = s
-		} else {
-			req.Reason = s
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return req, malformed(err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return req, badRequest("", "unexpected data after the JSON object")
-	}
-	if !seen[fieldLockName] {
-		return req, badRequest(fieldLockName, "missing field lockName")
-	}
+	req.LockName, req.Reason = fields[fieldLockName], fields[fieldReason]
 	if rerr := checkLockName(req.LockName); rerr != nil {
 		return req, rerr
 	}
@@ -123,6 +82,114 @@ func decodeControlRequest(body []byte) (ControlRequest, *requestError) {
 		return req, rerr
 	}
 	return req, nil
+}
+
+// decodeHandoffRequest parses the body of a hand-off request as
+// decodeControlRequest does, with the fields lockName (required), to and
+// reason (optional).
+func decodeHandoffRequest(body []byte) (HandoffRequest, *requestError) {
+	var req HandoffRequest
+	fields, rerr := decodeObject(body, fieldLockName, fieldTo, fieldReason)
+	if rerr != nil {
+		return req, rerr
+	}
+	req.LockName, req.To, req.Reason = fields[fieldLockName], fields[fieldTo], fields[fieldReason]
+	if rerr := checkLockName(req.LockName); rerr != nil {
+		return req, rerr
+	}
+	if _, ok := fields[fieldTo]; ok {
+		if rerr := checkInstanceID(fieldTo, req.To); rerr != nil {
+			return req, rerr
+		}
+	}
+	if rerr := checkReason(req.Reason); rerr != nil {
+		return req, rerr
+	}
+	return req, nil
+}
+
+// decodeObject parses body as exactly one JSON object whose members are
+// among names (the first required), each a string given at most once,
+// spelled exactly so, and nothing after it.
+func decodeObject(body []byte, names ...string) (map[string]string, *requestError) {
+	if !utf8.Valid(body) {
+		return nil, badRequest("", "request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if errors.Is(err, io.EOF) {
+		return nil, badRequest(names[0], `empty request body: want a JSON object such as {"lockName": "JOB-SCHEDULER"}`)
+	}
+	if err != nil {
+		return nil, malformed(err)
+	}
+	if tok != json.Delim('{') {
+		return nil, badRequest("", "request body is a JSON %s, want an object", kindOf(tok))
+	}
+	fields := map[string]string{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, malformed(err)
+		}
+		key, _ := tok.(string) // object keys are strings
+		if !slices.Contains(names, key) {
+			return nil, badRequest(truncate(key), "unknown field %s: the fields are %s", echo(key), fieldList(names))
+		}
+		if _, seen := fields[key]; seen {
+			return nil, badRequest(key, "field %s given twice", key)
+		}
+		tok, err = dec.Token()
+		if err != nil {
+			return nil, malformed(err)
+		}
+		s, ok := tok.(string)
+		if !ok {
+			return nil, badRequest(key, "field %s is a JSON %s, want a string", key, kindOf(tok))
+		}
+		fields[key] = s
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, malformed(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, badRequest("", "unexpected data after the JSON object")
+	}
+	if _, ok := fields[names[0]]; !ok {
+		return nil, badRequest(names[0], "missing field %s", names[0])
+	}
+	return fields, nil
+}
+
+// fieldList writes names as "a and b" or "a, b and c".
+func fieldList(names []string) string {
+	if len(names) == 1 {
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// MaxInstanceIDLen is the longest instance id a request may name.
+const MaxInstanceIDLen = 200
+
+// checkInstanceID refuses an empty or over-long instance id and one with
+// characters that are not printable.
+func checkInstanceID(field, id string) *requestError {
+	switch {
+	case id == "":
+		return badRequest(field, "%s is empty: name an instance id, or leave the field out", field)
+	case len(id) > MaxInstanceIDLen:
+		return badRequest(field, "%s is %d bytes long, longer than %d", field, len(id), MaxInstanceIDLen)
+	case !utf8.ValidString(id):
+		return badRequest(field, "%s is not valid UTF-8", field)
+	}
+	for _, r := range id {
+		if !unicode.IsPrint(r) || unicode.Is(unicode.Cf, r) {
+			return badRequest(field, "%s contains the character %U, which is not printable", field, r)
+		}
+	}
+	return nil
 }
 
 func truncate(s string) string {
@@ -227,23 +294,81 @@ func parseQuery(raw string, allowed map[string]bool) (url.Values, *requestError)
 	return q, nil
 }
 
+// listQuery is what GET /api/mastercontrols asks for.
+type listQuery struct {
+	names []string // lockName parameters: only those locks
+	// Filters (see LockFilter) and the page.
+	filter LockFilter
+	limit  int    // 0: every matching lock
+	after  string // the page begins after this lock name
+}
+
+// MaxListLimit is the largest page of locks GET /api/mastercontrols
+// returns (its limit parameter).
+const MaxListLimit = 10000
+
 // parseListQuery parses the query of GET /api/mastercontrols: lockName,
-// repeatable, to list only those locks.
-func parseListQuery(raw string) ([]string, *requestError) {
-	q, rerr := parseQuery(raw, map[string]bool{fieldLockName: true})
+// repeatable, to list only those locks; the filters match, state and
+// instance; limit and after for a page.
+func parseListQuery(raw string) (listQuery, *requestError) {
+	var lq listQuery
+	q, rerr := parseQuery(raw, map[string]bool{fieldLockName: true, fieldLimit: false, fieldAfter: false,
+		fieldMatch: false, fieldState: false, fieldInstance: false})
 	if rerr != nil {
-		return nil, rerr
+		return lq, rerr
 	}
 	names := q[fieldLockName]
 	if len(names) > maxListNames {
-		return nil, badRequest(fieldLockName, "%d lockName parameters, at most %d", len(names), maxListNames)
+		return lq, badRequest(fieldLockName, "%d lockName parameters, at most %d", len(names), maxListNames)
 	}
 	for _, n := range names {
 		if rerr := checkLockName(n); rerr != nil {
-			return nil, rerr
+			return lq, rerr
 		}
 	}
-	return names, nil
+	lq.names = names
+	if q.Has(fieldLimit) {
+		n, err := strconv.Atoi(q.Get(fieldLimit))
+		if err != nil || n < 1 || n > MaxListLimit {
+			return lq, badRequest(fieldLimit, "limit %s: want a whole number from 1 to %d", echo(q.Get(fieldLimit)), MaxListLimit)
+		}
+		lq.limit = n
+	}
+	if q.Has(fieldAfter) {
+		lq.after = q.Get(fieldAfter)
+		if rerr := checkLockName(lq.after); rerr != nil {
+			rerr.Field, rerr.Error.Error = fieldAfter, "after: want the nextAfter of the previous page: "+rerr.Error.Error
+			return lq, rerr
+		}
+	}
+	if q.Has(fieldMatch) {
+		lq.filter.Match = q.Get(fieldMatch)
+		if len(lq.filter.Match) > store.MaxLockNameLen || !utf8.ValidString(lq.filter.Match) {
+			return lq, badRequest(fieldMatch, "match: want at most %d bytes of UTF-8", store.MaxLockNameLen)
+		}
+	}
+	if q.Has(fieldState) {
+		st := LockState(q.Get(fieldState))
+		if !slices.Contains(lockStates, st) {
+			return lq, badRequest(fieldState, "state %s: want one of %s", echo(string(st)), stateList())
+		}
+		lq.filter.State = st
+	}
+	if q.Has(fieldInstance) {
+		lq.filter.Instance = q.Get(fieldInstance)
+		if rerr := checkInstanceID(fieldInstance, lq.filter.Instance); rerr != nil {
+			return lq, rerr
+		}
+	}
+	return lq, nil
+}
+
+func stateList() string {
+	s := make([]string, len(lockStates))
+	for i, st := range lockStates {
+		s[i] = string(st)
+	}
+	return fieldList(s)
 }
 
 // parseHistoryQuery parses the query of the history endpoints: lockName

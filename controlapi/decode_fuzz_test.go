@@ -43,6 +43,8 @@ var controlSeeds = []string{
 	`{"lockName":"` + strings.Repeat("x", store.MaxLockNameLen+1) + `"}`,
 	`{"lockName":"a","reason":"` + strings.Repeat("r", MaxReasonLen+1) + `"}`,
 	`{"lockName":"'; DROP TABLE masterjob_locks; --"}`,
+	`{"lockName":"gnp-\u202Egnillib","reason":"r"}`,
+	"{\"lockName\":\"a\u2066b\",\"reason\":\"\u202Eesrever\"}",
 	`{"` + strings.Repeat("k", 500) + `":1}`,
 }
 

@@ -148,7 +148,7 @@ func TestEndToEndDisableEnable(t *testing.T) {
 		if running, starts := jobs.state(); running != 0 || starts != 1 {
 			t.Fatalf("while disabled: %d running, %d starts", running, starts)
 		}
-		if l := decode[controlapi.Lock](t, do(t, h, "GET", "/api/mastercontrols/JOB-SCHEDULER", ""), http.StatusOK); l.Master != "" || !l.Disabled {
+		if l := decode[controlapi.Lock](t, do(t, h, "GET", "/api/mastercontrols/locks/JOB-SCHEDULER", ""), http.StatusOK); l.Master != "" || !l.Disabled {
 			t.Errorf("while disabled: %+v", l)
 		}
 
@@ -170,7 +170,7 @@ func TestEndToEndDisableEnable(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		page := decode[controlapi.EventPage](t, do(t, h, "GET", "/api/mastercontrols/JOB-SCHEDULER/history", ""), http.StatusOK)
+		page := decode[controlapi.EventPage](t, do(t, h, "GET", "/api/mastercontrols/history/JOB-SCHEDULER", ""), http.StatusOK)
 		var kinds []string
 		for i := len(page.Events) - 1; i >= 0; i-- {
 			kinds = append(kinds, page.Events[i].Kind)

@@ -28,13 +28,17 @@ func FuzzHandler(f *testing.F) {
 		{"POST", "/api/mastercontrols/disable", "application/json", `{"lockName":"HELD","lockName":"X"}`},
 		{"GET", "/api/mastercontrols", "", ""},
 		{"GET", "/api/mastercontrols?lockName=HELD&lockName=x", "", ""},
-		{"GET", "/api/mastercontrols/HELD", "", ""},
-		{"GET", "/api/mastercontrols/HELD/history?limit=5", "", ""},
+		{"GET", "/api/mastercontrols/locks/HELD", "", ""},
+		{"GET", "/api/mastercontrols/history/HELD?limit=5", "", ""},
+		{"GET", "/api/mastercontrols/locks/history", "", ""},
+		{"GET", "/api/mastercontrols/locks/a/../b", "", ""},
+		{"GET", "/api/mastercontrols/locks/%2F", "", ""},
 		{"GET", "/api/mastercontrols/history?before=3&lockName=HELD", "", ""},
-		{"DELETE", "/api/mastercontrols/HELD", "", ""},
-		{"GET", "/api/mastercontrols/a%2F..%2Fb", "", ""},
+		{"DELETE", "/api/mastercontrols/locks/HELD", "", ""},
+		{"GET", "/api/mastercontrols/locks/a%2F..%2Fb", "", ""},
 		{"PATCH", "/api/mastercontrols/disable", "application/json", `{}`},
-		{"GET", "/api/mastercontrols/%00", "", ""},
+		{"GET", "/api/mastercontrols/locks/%00", "", ""},
+		{"GET", "/api/mastercontrols//locks/x", "", ""},
 	} {
 		f.Add(s.method, s.target, s.ct, []byte(s.body))
 	}
@@ -54,7 +58,7 @@ func FuzzHandler(f *testing.F) {
 			t.Fatal(err)
 		}
 		req := &http.Request{
-			Method: method, URL: u, RequestURI: target, Host: "example.com",
+			Method: method, URL: u, RequestURI: target, Host: "127.0.0.1:8080",
 			Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(body)),
 			ContentLength: int64(len(body)), RemoteAddr: "192.0.2.1:1", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		}

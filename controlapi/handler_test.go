@@ -62,18 +62,22 @@ func TestDisableEnable(t *testing.T) {
 			res.Lock.ChangedAt.IsZero() || res.Lock.LockName != "JOB-SCHEDULER" || res.Lock.Master != "" {
 			t.Errorf("first disable: %+v", res)
 		}
-		if !strings.Contains(res.Message, "disabled") {
+		// The seed's sentences begin the messages.
+		if !strings.HasPrefix(res.Message, "Flagged JOB-SCHEDULER as disabled") {
 			t.Errorf("message %q", res.Message)
 		}
 		again := disable(t, h, "JOB-SCHEDULER", "another reason")
-		if again.Changed || !again.Lock.Disabled || again.Lock.Reason != "testing" || !strings.Contains(again.Message, "already disabled") {
+		if again.Changed || !again.Lock.Disabled || again.Lock.Reason != "testing" ||
+			!strings.HasPrefix(again.Message, "JOB-SCHEDULER is already flagged as disabled") {
 			t.Errorf("second disable: %+v, want unchanged, first reason kept, said so", again)
 		}
 		en := enable(t, h, "JOB-SCHEDULER")
-		if !en.Changed || en.Lock.Disabled || en.Lock.Reason != "" || en.Lock.ChangedBy != "http" {
+		if !en.Changed || en.Lock.Disabled || en.Lock.Reason != "" || en.Lock.ChangedBy != "http" ||
+			!strings.HasPrefix(en.Message, "JOB-SCHEDULER is flagged for (re)enablement") {
 			t.Errorf("enable: %+v", en)
 		}
-		if en2 := enable(t, h, "JOB-SCHEDULER"); en2.Changed || !strings.Contains(en2.Message, "already enabled") {
+		if en2 := enable(t, h, "JOB-SCHEDULER"); en2.Changed || !strings.HasPrefix(en2.Message, "JOB-SCHEDULER is flagged for (re)enablement") ||
+			!strings.Contains(en2.Message, "was not disabled") {
 			t.Errorf("second enable: %+v", en2)
 		}
 		if en3 := enable(t, h, "NEVER-SEEN"); en3.Changed || en3.Lock.Disabled {
@@ -152,33 +156,30 @@ func TestList(t *testing.T) {
 	})
 }
 
-// TestGetLock: one lock by name; an unknown name is free and enabled; the
-// name is validated and may hold any character, percent-encoded.
+// TestGetLock: one lock by name; the name is validated and may hold any
+// character, percent-encoded.
 func TestGetLock(t *testing.T) {
 	eachBackend(t, func(t *testing.T, st store.Store) {
 		h := newHandler(t, st)
 		a := acquire(t, st, holderA, "JOB", time.Minute)
-		got := decode[controlapi.Lock](t, do(t, h, "GET", "/api/mastercontrols/JOB", ""), http.StatusOK)
-		if got.LockName != "JOB" || got.Master != holderA.ID || got.Token != a.Token || got.ExpiresInMs <= 0 {
+		got := decode[controlapi.Lock](t, do(t, h, "GET", "/api/mastercontrols/locks/JOB", ""), http.StatusOK)
+		if got.LockName != "JOB" || got.Master != holderA.ID || got.Token != a.Token || got.ExpiresInMs <= 0 || got.Unknown {
 			t.Errorf("GET JOB: %+v", got)
-		}
-		unknown := decode[controlapi.Lock](t, do(t, h, "GET", "/api/mastercontrols/NOBODY", ""), http.StatusOK)
-		if unknown != (controlapi.Lock{LockName: "NOBODY"}) {
-			t.Errorf("GET of an unknown lock: %+v, want free and enabled", unknown)
 		}
 		odd := "a/b c?d#e%f ü"
 		acquire(t, st, holderB, odd, time.Minute)
-		got = decode[controlapi.Lock](t, do(t, h, "GET", "/api/mastercontrols/"+url.PathEscape(odd), ""), http.StatusOK)
+		got = decode[controlapi.Lock](t, do(t, h, "GET", "/api/mastercontrols/locks/"+url.PathEscape(odd), ""), http.StatusOK)
 		if got.LockName != odd || got.Master != holderB.ID {
 			t.Errorf("GET %q: %+v", odd, got)
 		}
-		if rec := do(t, h, "HEAD", "/api/mastercontrols/JOB", ""); rec.Code != http.StatusOK {
+		if rec := do(t, h, "HEAD", "/api/mastercontrols/locks/JOB", ""); rec.Code != http.StatusOK {
 			t.Errorf("HEAD: %d", rec.Code)
 		}
-		wantError(t, do(t, h, "GET", "/api/mastercontrols/"+strings.Repeat("x", store.MaxLockNameLen+1), ""), 400, "lockName")
-		wantError(t, do(t, h, "GET", "/api/mastercontrols/bad%01name", ""), 400, "lockName")
-		wantError(t, do(t, h, "GET", "/api/mastercontrols//history", ""), 400, "lockName")
-		wantError(t, do(t, h, "GET", "/api/mastercontrols/JOB?x=1", ""), 400, "x")
+		wantError(t, do(t, h, "GET", "/api/mastercontrols/locks/"+strings.Repeat("x", store.MaxLockNameLen+1), ""), 400, "lockName")
+		wantError(t, do(t, h, "GET", "/api/mastercontrols/locks/bad%01name", ""), 400, "lockName")
+		wantError(t, do(t, h, "GET", "/api/mastercontrols/locks/", ""), 400, "lockName")
+		wantError(t, do(t, h, "GET", "/api/mastercontrols/history/", ""), 400, "lockName")
+		wantError(t, do(t, h, "GET", "/api/mastercontrols/locks/JOB?x=1", ""), 400, "x")
 		// The stores did not learn any of these names.
 		all := decode[controlapi.LockList](t, do(t, h, "GET", "/api/mastercontrols", ""), http.StatusOK)
 		if len(all.Locks) != 2 {
@@ -207,7 +208,7 @@ func TestHistoryEndpoints(t *testing.T) {
 			page.Events[0].Remote != remote || page.Events[1].Token != 30 || page.NextBefore != 0 {
 			t.Fatalf("history: %d events, first %+v, nextBefore %d", len(page.Events), page.Events[0], page.NextBefore)
 		}
-		for _, target := range []string{"/api/mastercontrols/history?lockName=B&limit=4", "/api/mastercontrols/B/history?limit=4"} {
+		for _, target := range []string{"/api/mastercontrols/history?lockName=B&limit=4", "/api/mastercontrols/history/B?limit=4"} {
 			var tokens []int64
 			next := target
 			for range 10 {
@@ -238,7 +239,7 @@ func TestHistoryEndpoints(t *testing.T) {
 			{"/api/mastercontrols/history?lockName=", "lockName"},
 			{"/api/mastercontrols/history?lockName=%00", "lockName"},
 			{"/api/mastercontrols/history?since=yesterday", "since"},
-			{"/api/mastercontrols/A/history?lockName=B", "lockName"},
+			{"/api/mastercontrols/history/A?lockName=B", "lockName"},
 			{"/api/mastercontrols/history?a=%zz", ""},
 		} {
 			wantError(t, do(t, h, "GET", tc.target, ""), http.StatusBadRequest, tc.field)
@@ -253,7 +254,7 @@ func TestHistoryUnsupported(t *testing.T) {
 	ms := memstore.New()
 	h := newHandler(t, noHistory{ms})
 	wantError(t, do(t, h, "GET", "/api/mastercontrols/history", ""), http.StatusNotImplemented, "")
-	wantError(t, do(t, h, "GET", "/api/mastercontrols/JOB/history", ""), http.StatusNotImplemented, "")
+	wantError(t, do(t, h, "GET", "/api/mastercontrols/history/JOB", ""), http.StatusNotImplemented, "")
 	// Control still works, unrecorded.
 	if res := disable(t, h, "JOB", "r"); !res.Changed || res.Warning != "" {
 		t.Errorf("disable without history: %+v", res)
@@ -292,6 +293,7 @@ func TestAuth(t *testing.T) {
 	}
 	// Two Authorization headers are refused.
 	req, _ := http.NewRequest("POST", "/api/mastercontrols/disable", strings.NewReader(body))
+	req.Host = "localhost"
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Add("Authorization", "Bearer s3cret-token")
 	req.Header.Add("Authorization", "Bearer alice-token")
@@ -319,7 +321,7 @@ func TestAuth(t *testing.T) {
 
 	// WithTokenForReads closes the reads too.
 	h = newHandler(t, ms, controlapi.WithToken("s3cret-token"), controlapi.WithTokenForReads())
-	for _, path := range []string{"/api/mastercontrols", "/api/mastercontrols/JOB", "/api/mastercontrols/history", "/api/mastercontrols/JOB/history"} {
+	for _, path := range []string{"/api/mastercontrols", "/api/mastercontrols/locks/JOB", "/api/mastercontrols/history", "/api/mastercontrols/history/JOB"} {
 		wantError(t, do(t, h, "GET", path, ""), http.StatusUnauthorized, "")
 		if rec := do(t, h, "GET", path, "", "Authorization", "Bearer s3cret-token"); rec.Code != http.StatusOK {
 			t.Errorf("GET %s with the token: %d %s", path, rec.Code, rec.Body)
@@ -360,11 +362,18 @@ func TestBadInput(t *testing.T) {
 		{"trailing garbage", "POST", "/disable", `{"lockName":"JOB"}x`, nil, 400, ""},
 		{"trailing comma", "POST", "/disable", `{"lockName":"JOB",}`, nil, 400, ""},
 		{"missing lockName", "POST", "/disable", `{"reason":"r"}`, nil, 400, "lockName"},
+		{"missing reason", "POST", "/disable", `{"lockName":"JOB"}`, nil, 400, "reason"},
+		{"empty reason", "POST", "/disable", `{"lockName":"JOB","reason":""}`, nil, 400, "reason"},
+		{"blank reason", "POST", "/disable", `{"lockName":"JOB","reason":" \t\n"}`, nil, 400, "reason"},
 		{"empty object", "POST", "/enable", `{}`, nil, 400, "lockName"},
 		{"empty lockName", "POST", "/disable", `{"lockName":""}`, nil, 400, "lockName"},
 		{"long lockName", "POST", "/disable", `{"lockName":"` + long + `"}`, nil, 400, "lockName"},
 		{"control char lockName", "POST", "/disable", `{"lockName":"JO\u0000B"}`, nil, 400, "lockName"},
 		{"newline lockName", "POST", "/disable", `{"lockName":"JOB\n"}`, nil, 400, "lockName"},
+		{"bidi override lockName", "POST", "/disable", `{"lockName":"gnp-\u202Egnillib","reason":"r"}`, nil, 400, "lockName"},
+		{"zero-width lockName", "POST", "/enable", "{\"lockName\":\"JOB\u200B\"}", nil, 400, "lockName"},
+		{"bidi override in path", "GET", "/locks/gnp-%E2%80%AEgnillib", ``, nil, 400, "lockName"},
+		{"bidi override in query", "GET", "?lockName=%E2%80%AEx", ``, nil, 400, "lockName"},
 		{"long reason", "POST", "/disable", `{"lockName":"JOB","reason":"` + strings.Repeat("r", controlapi.MaxReasonLen+1) + `"}`, nil, 400, "reason"},
 		{"NUL in reason", "POST", "/disable", `{"lockName":"JOB","reason":"a\u0000b"}`, nil, 400, "reason"},
 		{"invalid UTF-8", "POST", "/disable", "{\"lockName\":\"J\xffOB\"}", nil, 400, ""},
@@ -378,12 +387,22 @@ func TestBadInput(t *testing.T) {
 		{"GET disable", "GET", "/disable", ``, nil, 405, ""},
 		{"PUT enable", "PUT", "/enable", `{"lockName":"JOB"}`, nil, 405, ""},
 		{"POST list", "POST", "", `{"lockName":"JOB"}`, nil, 405, ""},
-		{"DELETE lock", "DELETE", "/JOB", ``, nil, 405, ""},
+		{"DELETE lock", "DELETE", "/locks/JOB", ``, nil, 405, ""},
+		{"POST lock history", "POST", "/history/JOB", ``, nil, 405, ""},
 		{"POST history", "POST", "/history", ``, nil, 405, ""},
-		{"unknown path", "GET", "/JOB/extra", ``, nil, 404, ""},
+		{"unknown path", "GET", "/JOB", ``, nil, 404, ""},
+		{"unknown path below", "GET", "/JOB/history", ``, nil, 404, ""},
+		{"locks without a name", "GET", "/locks", ``, nil, 404, ""},
+		{"dot segment", "GET", "/locks/../disable", ``, nil, 404, ""},
+		{"empty segment", "POST", "//disable", `{"lockName":"JOB","reason":"r"}`, nil, 404, ""},
 		{"deep path", "GET", "/a/b/c", ``, nil, 404, ""},
 		{"prefix lookalike", "GET", "x", ``, nil, 404, ""},
-		{"list unknown param", "GET", "?limit=3", ``, nil, 400, "limit"},
+		{"list unknown param", "GET", "?sort=name", ``, nil, 400, "sort"},
+		{"list zero limit", "GET", "?limit=0", ``, nil, 400, "limit"},
+		{"list huge limit", "GET", "?limit=10001", ``, nil, 400, "limit"},
+		{"list bad state", "GET", "?state=held", ``, nil, 400, "state"},
+		{"list bad after", "GET", "?after=", ``, nil, 400, "after"},
+		{"list bad instance", "GET", "?instance=%E2%80%AE", ``, nil, 400, "instance"},
 		{"list bad name", "GET", "?lockName=" + long, ``, nil, 400, "lockName"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -404,7 +423,7 @@ func TestBadInput(t *testing.T) {
 	if got := do(t, h, "GET", "/api/mastercontrols/disable", "").Header().Get("Allow"); got != "POST" {
 		t.Errorf("Allow on /disable = %q, want POST", got)
 	}
-	if got := do(t, h, "POST", "/api/mastercontrols/JOB", "{}").Header().Get("Allow"); got != "GET, HEAD" {
+	if got := do(t, h, "POST", "/api/mastercontrols/locks/JOB", "{}").Header().Get("Allow"); got != "GET, HEAD" {
 		t.Errorf("Allow on a lock = %q, want GET, HEAD", got)
 	}
 	if got := do(t, h, "GET", "/other", "").Code; got != 404 {
@@ -451,9 +470,9 @@ func TestStoreFailures(t *testing.T) {
 		Result() *http.Response
 	}{
 		do(t, h, "GET", "/api/mastercontrols", ""),
-		do(t, h, "GET", "/api/mastercontrols/JOB", ""),
+		do(t, h, "GET", "/api/mastercontrols/locks/JOB", ""),
 		do(t, h, "GET", "/api/mastercontrols/history", ""),
-		do(t, h, "POST", "/api/mastercontrols/disable", `{"lockName":"JOB"}`),
+		do(t, h, "POST", "/api/mastercontrols/disable", `{"lockName":"JOB","reason":"r"}`),
 		do(t, h, "POST", "/api/mastercontrols/enable", `{"lockName":"JOB"}`),
 	} {
 		resp := rec.Result()
@@ -476,7 +495,7 @@ func TestStoreFailures(t *testing.T) {
 		Result() *http.Response
 	}{
 		do(t, h, "GET", "/api/mastercontrols", ""),
-		do(t, h, "POST", "/api/mastercontrols/disable", `{"lockName":"JOB"}`),
+		do(t, h, "POST", "/api/mastercontrols/disable", `{"lockName":"JOB","reason":"r"}`),
 	} {
 		resp := rec.Result()
 		var e controlapi.Error
@@ -561,13 +580,13 @@ func TestCannotCorruptLease(t *testing.T) {
 func TestCrossOrigin(t *testing.T) {
 	ms := memstore.New()
 	h := newHandler(t, ms, controlapi.WithTrustedOrigin("https://ops.example.com"))
-	body := `{"lockName":"JOB"}`
+	body := `{"lockName":"JOB","reason":"r"}`
 	wantError(t, do(t, h, "POST", "/api/mastercontrols/disable", body,
 		"Origin", "https://evil.example", "Sec-Fetch-Site", "cross-site"), http.StatusForbidden, "")
 	if s := lockState(t, ms, "JOB"); s.Disabled {
 		t.Fatal("a cross-origin request disabled the lock")
 	}
-	disable(t, h, "JOB", "", "Origin", "http://example.com", "Sec-Fetch-Site", "same-origin")
+	disable(t, h, "JOB", "r", "Origin", "http://localhost:8080", "Sec-Fetch-Site", "same-origin")
 	enable(t, h, "JOB", "Origin", "https://ops.example.com", "Sec-Fetch-Site", "cross-site")
 }
 
@@ -588,7 +607,7 @@ func TestMounting(t *testing.T) {
 			t.Errorf("GET %s: %+v", path, l)
 		}
 	}
-	if l := decode[controlapi.Lock](t, do(t, mux, "GET", "/ops/api/mastercontrols/a%2Fb", ""), http.StatusOK); !l.Disabled {
+	if l := decode[controlapi.Lock](t, do(t, mux, "GET", "/ops/api/mastercontrols/locks/a%2Fb", ""), http.StatusOK); !l.Disabled {
 		t.Errorf("GET under /ops: %+v", l)
 	}
 	if rec := do(t, mux, "GET", "/elsewhere", ""); rec.Code != http.StatusTeapot {

@@ -61,17 +61,23 @@ func newHandler(t testing.TB, st store.Store, opts ...controlapi.Option) *contro
 	return h
 }
 
-// do sends one request to h. A non-empty body is sent as JSON unless hdr
-// says otherwise; hdr holds header name, value pairs (an empty value
-// deletes the header).
+// do sends one request to h, addressed to localhost:8080 (the Host of a
+// loopback listener). A non-empty body is sent as JSON unless hdr says
+// otherwise; hdr holds header name, value pairs (an empty value deletes the
+// header; "Host" sets the request's Host).
 func do(t testing.TB, h http.Handler, method, target, body string, hdr ...string) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequest(method, target, strings.NewReader(body))
 	req.RemoteAddr = remote
+	req.Host = "localhost:8080"
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	for i := 0; i+1 < len(hdr); i += 2 {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+			continue
+		}
 		if hdr[i+1] == "" {
 			req.Header.Del(hdr[i])
 		} else {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,16 +17,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/masterjob/masterjob"
 	"github.com/masterjob/masterjob/audit"
 	"github.com/masterjob/masterjob/controlapi"
 	"github.com/masterjob/masterjob/dashboard"
 	"github.com/masterjob/masterjob/httpserver"
+	"github.com/masterjob/masterjob/store/memstore"
 	"github.com/masterjob/masterjob/store/sqlite"
 )
 
@@ -162,11 +166,12 @@ func TestBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(httpserver.New(httpserver.Config{
+	seen := &requestLog{}
+	srv := httptest.NewServer(seen.wrap(httpserver.New(httpserver.Config{
 		API:       api,
 		Ready:     func(context.Context) error { return ex1.Ready() },
 		Dashboard: []dashboard.Option{dashboard.WithTitle("billing · production")},
-	}))
+	})))
 	defer srv.Close()
 	post := func(action, lock, reason string) {
 		t.Helper()
@@ -207,31 +212,8 @@ func TestBrowser(t *testing.T) {
 	waitFor(t, 5*time.Second, "billing-2 to become master of CACHE-WARMER", func() bool { return len(ex2.Masters()) == 1 })
 
 	// The browser.
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(execPath),
-		chromedp.Headless,
-		chromedp.NoSandbox, // tests run as root
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-default-apps", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("force-color-profile", "srgb"),
-		chromedp.Flag("lang", "en-US"),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 800),
-	)
-	defer cancelAlloc()
-	ctx, cancelTab := chromedp.NewContext(allocCtx)
-	defer cancelTab()
-	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
-	defer cancelTimeout()
-
+	ctx, stopBrowser := newBrowser(t, execPath)
+	defer stopBrowser()
 	// Start the browser, then watch for exceptions, dialogs (an injected
 	// alert would open one) and CSP violations from the first document on.
 	if err := chromedp.Do(ctx); err != nil {
@@ -286,7 +268,10 @@ func TestBrowser(t *testing.T) {
 		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
 		if err != nil {
 			text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector('main').innerText`))
-			t.Fatalf("waiting for %s: %v\npage:\n%s", what, err, text)
+			problemsMu.Lock()
+			seen := strings.Join(problems, "\n")
+			problemsMu.Unlock()
+			t.Fatalf("waiting for %s: %v\npage:\n%s\nproblems:\n%s", what, err, text, seen)
 		}
 	}
 	eval := func(expr string) string {
@@ -388,10 +373,6 @@ func TestBrowser(t *testing.T) {
 	until("the full history", `document.getElementById('history-filter').hidden &&
 		[...document.querySelectorAll('#history-body tr .lock-name')].some(b => b.textContent === 'CACHE-WARMER')`)
 
-	if os.Getenv(envScreenshot) == "1" {
-		screenshot(t, ctx, eval)
-	}
-
 	// Lock names and reasons are user input: shown as text, never markup.
 	const evilLock, evilReason = `<img src=x onerror=alert(1)>`, `<b>bold</b> & "quoted"`
 	post("disable", evilLock, evilReason)
@@ -406,6 +387,22 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("%s elements made from user input", n)
 	}
 
+	// Invisible characters in a reason are shown escaped: a right-to-left
+	// override cannot make it read as another text.
+	const bidiLock, bidiReason = "BIDI-REASON", "ok ‮gnillib-dorp‬ ⁦x⁩ zero​width"
+	const bidiShown = "ok [U+202E]gnillib-dorp[U+202C] [U+2066]x[U+2069] zero[U+200B]width"
+	post("disable", bidiLock, bidiReason)
+	until("the lock with the bidi reason", row(bidiLock)+` !== null`)
+	for _, where := range []string{
+		row(bidiLock) + `.querySelector('td.control')`,
+		`[...document.querySelectorAll('#history-body tr')].find(r => r.querySelector('.lock-name').textContent === 'BIDI-REASON').querySelector('td.reason')`,
+	} {
+		until("the escaped reason", where+`?.textContent.includes(`+jsString(bidiShown)+`)`)
+		if got := eval(where + `.textContent`); strings.ContainsAny(got, "\u202E\u202C\u2066\u2069\u200B") {
+			t.Errorf("%s shows the invisible characters raw: %q", where, got)
+		}
+	}
+
 	// The store goes away: the page says so.
 	stopExecutors()
 	if err := st.Close(); err != nil {
@@ -417,11 +414,212 @@ func TestBrowser(t *testing.T) {
 	if v := eval(`JSON.stringify(window.__csp)`); v != "[]" {
 		t.Errorf("CSP violations: %s", v)
 	}
+	// The token went in headers only, never in a URL.
+	if uris := seen.containing(apiToken); len(uris) > 0 {
+		t.Errorf("the token appeared in request URLs or bodies: %q", uris)
+	}
 	problemsMu.Lock()
 	defer problemsMu.Unlock()
 	for _, p := range problems {
 		t.Error(p)
 	}
+}
+
+// requestLog records the URL and the body of every request a handler
+// gets.
+type requestLog struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (l *requestLog) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		l.mu.Lock()
+		l.seen = append(l.seen, r.Method+" "+r.RequestURI+" "+string(body))
+		l.mu.Unlock()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// containing returns the requests whose URL or body contain s.
+func (l *requestLog) containing(s string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, r := range l.seen {
+		if strings.Contains(r, s) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (l *requestLog) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.seen...)
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// TestBrowserTokenFormWithoutScript: in a browser that runs no script,
+// entering the token and submitting its form (Enter, then the Save button)
+// puts the token in no URL and no request body.
+func TestBrowserTokenFormWithoutScript(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	execPath := chromium(t)
+	ms := memstore.New()
+	api, err := controlapi.New(ms, controlapi.WithToken(apiToken), controlapi.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := &requestLog{}
+	srv := httptest.NewServer(seen.wrap(httpserver.New(httpserver.Config{API: api})))
+	defer srv.Close()
+	ctx, stop := newBrowser(t, execPath, chromedp.Flag("blink-settings", "scriptEnabled=false"))
+	defer stop()
+
+	for _, submit := range []struct {
+		what   string
+		action chromedp.Action[chromedp.Void]
+	}{
+		{"pressing Enter", chromedp.SendKeys(chromedp.ID("token"), kb.Enter)},
+		{"clicking Save", chromedp.Click(chromedp.ID("token-save"))},
+	} {
+		if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/")); err != nil {
+			t.Fatalf("loading the page: %v", err)
+		}
+		before := len(seen.all())
+		if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("token"), apiToken), submit.action); err != nil {
+			t.Fatalf("entering the token and %s: %v", submit.what, err)
+		}
+		// The form went somewhere: wait for its request.
+		waitFor(t, 10*time.Second, "the form's request", func() bool { return len(seen.all()) > before })
+		time.Sleep(200 * time.Millisecond) // and for anything after it
+		hist, err := chromedp.Call(ctx, page.GetNavigationHistory, cdp.Empty{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur := hist.Entries[hist.CurrentIndex].URL
+		t.Logf("%s: the browser went to %s; requests %q", submit.what, cur, seen.all()[before:])
+		if strings.Contains(cur, apiToken) {
+			t.Errorf("%s: the token is in the address: %s", submit.what, cur)
+		}
+	}
+	if got := seen.containing(apiToken); len(got) > 0 {
+		t.Errorf("the token reached the server in a URL or a body: %q", got)
+	}
+}
+
+// TestBrowserDNSRebinding: a name pointed at 127.0.0.1 (Chromium's
+// host-resolver-rules stand for the attacker's DNS) is, to the browser,
+// an origin of its own, whose scripts may send same-origin requests to a
+// loopback listener. Without a token, the listener refuses them (421) and
+// the dashboard page too; through localhost the page works and a disable
+// from it goes through.
+func TestBrowserDNSRebinding(t *testing.T) {
+	if testing.Short() {
+		t.Skip("browser test skipped in -short mode")
+	}
+	execPath := chromium(t)
+	ms := memstore.New()
+	api, err := controlapi.New(ms, controlapi.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(httpserver.New(httpserver.Config{API: api}))
+	defer srv.Close()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	ctx, stop := newBrowser(t, execPath, chromedp.Flag("host-resolver-rules", "MAP rebind.attacker.test 127.0.0.1"))
+	defer stop()
+	eval := func(expr string) string {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr, chromedp.EvalAwaitPromise))
+		if err != nil {
+			t.Fatalf("evaluating %s: %v", expr, err)
+		}
+		return s
+	}
+	// What the attacker's script does, in its own origin.
+	const disable = `fetch('/api/mastercontrols/disable', {method: 'POST', headers: {'Content-Type': 'application/json'},
+		body: JSON.stringify({lockName: 'prod-billing', reason: 'pwned'})}).then(r => String(r.status))`
+
+	evil := fmt.Sprintf("http://rebind.attacker.test:%d/", port)
+	if err := chromedp.Do(ctx, chromedp.Navigate(evil)); err != nil {
+		t.Fatalf("loading %s: %v", evil, err)
+	}
+	if text := eval(`document.body.innerText`); !strings.Contains(text, "421") {
+		t.Errorf("the dashboard at %s: %q, want a 421 refusal", evil, text)
+	}
+	if got := eval(disable); got != "421" {
+		t.Errorf("disable from %s: status %s, want 421", evil, got)
+	}
+	if got := eval(`fetch('/api/mastercontrols').then(r => String(r.status))`); got != "421" {
+		t.Errorf("read from %s: status %s, want 421", evil, got)
+	}
+	states, err := ms.Locks(context.Background(), "prod-billing")
+	if err != nil || states[0].Disabled {
+		t.Fatalf("after the rebinding page's request: %+v, %v", states, err)
+	}
+
+	local := fmt.Sprintf("http://localhost:%d/", port)
+	if err := chromedp.Do(ctx, chromedp.Navigate(local)); err != nil {
+		t.Fatalf("loading %s: %v", local, err)
+	}
+	_, err = chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById('conn')?.dataset.state === 'live'`,
+		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
+	if err != nil {
+		t.Fatalf("the dashboard at %s did not go live: %v", local, err)
+	}
+	if got := eval(disable); got != "200" {
+		t.Errorf("disable from %s: status %s, want 200", local, got)
+	}
+	if states, err := ms.Locks(context.Background(), "prod-billing"); err != nil || !states[0].Disabled {
+		t.Errorf("after the same-origin disable: %+v, %v", states, err)
+	}
+}
+
+// newBrowser starts a headless Chromium and returns the context of its
+// tab and the func that stops the browser (called at the latest when the
+// test ends). opts add flags.
+func newBrowser(t *testing.T, execPath string, opts ...chromedp.ExecAllocatorOption) (context.Context, func()) {
+	t.Helper()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append([]chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(execPath),
+		chromedp.Headless,
+		chromedp.NoSandbox, // tests run as root
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("force-color-profile", "srgb"),
+		chromedp.Flag("lang", "en-US"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+	}, opts...)...)
+	ctx, cancelTab := chromedp.NewContext(allocCtx)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 60*time.Second)
+	stop := func() {
+		cancelTimeout()
+		cancelTab()
+		cancelAlloc()
+	}
+	t.Cleanup(stop)
+	return ctx, stop
 }
 
 // screenshot saves the page as docs/dashboard.png.

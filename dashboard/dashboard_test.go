@@ -169,3 +169,39 @@ func TestStaticSafety(t *testing.T) {
 		}
 	}
 }
+
+// TestHostCheck: with WithHostCheck, requests for a host the rule refuses
+// get 421 and no page; the others are served.
+func TestHostCheck(t *testing.T) {
+	h := dashboard.Handler(dashboard.WithHostCheck(func(host string) bool { return host == "localhost:8080" }))
+	for host, want := range map[string]int{"localhost:8080": 200, "rebind.attacker.example:8080": 421, "": 421} {
+		req := httptest.NewRequest("GET", "/", nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("Host %q: %d, want %d", host, rec.Code, want)
+		}
+		if want == 421 && strings.Contains(rec.Body.String(), "<!DOCTYPE html>") {
+			t.Errorf("Host %q: the page was served with the refusal", host)
+		}
+	}
+}
+
+// TestTokenFieldNeverSubmitted reads the page: the token's field has no
+// name, so that no form submission can carry it, and its form posts, so
+// that a submission without the script puts nothing in the address.
+func TestTokenFieldNeverSubmitted(t *testing.T) {
+	body := serve(t, dashboard.Handler(), "GET", "/").Body.String()
+	input := regexp.MustCompile(`<input[^>]*\sid="token"[^>]*>`).FindString(body)
+	if input == "" {
+		t.Fatal("no token field in the page")
+	}
+	if regexp.MustCompile(`\sname=`).MatchString(input) {
+		t.Errorf("the token field has a name, so a form submission would carry it: %s", input)
+	}
+	form := regexp.MustCompile(`<form[^>]*\sid="token-form"[^>]*>`).FindString(body)
+	if !strings.Contains(form, `method="post"`) {
+		t.Errorf("the token form does not post: %s", form)
+	}
+}

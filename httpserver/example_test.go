@@ -33,6 +33,10 @@ func ExampleNew() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// In production the API gets a store handle of its own, a second
+	// sqlite.Open or postgres.Open of the same database: its requests then
+	// never hold the connections the executor's renewals need. (A second
+	// memstore.New would be another store.)
 	api, err := controlapi.New(st, controlapi.WithToken("change-me"))
 	if err != nil {
 		log.Fatal(err)
@@ -43,7 +47,8 @@ func ExampleNew() {
 		Ready:     func(context.Context) error { return ex.Ready() },
 		Dashboard: []dashboard.Option{dashboard.WithTitle("billing")},
 	})
-	// http.ListenAndServe(addr, h), after controlapi.CheckListenAddr(addr, ...)
+	// httpserver.Listen(ctx, addr, httpserver.ServerConfig{Handler: h}),
+	// after controlapi.CheckListenAddr(addr, ...)
 
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/readyz", nil))

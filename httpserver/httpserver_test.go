@@ -103,7 +103,7 @@ func TestRoutes(t *testing.T) {
 		contentType  string
 	}{
 		{"GET", "/api/mastercontrols", 200, `"locks"`, "application/json; charset=utf-8"},
-		{"GET", "/api/mastercontrols/JOB-SCHEDULER", 200, `"lockName":"JOB-SCHEDULER"`, "application/json; charset=utf-8"},
+		{"GET", "/api/mastercontrols/locks/JOB-SCHEDULER", 404, `unknown lock \"JOB-SCHEDULER\"`, "application/json; charset=utf-8"},
 		{"GET", "/api/mastercontrols/history", 200, `"events"`, "application/json; charset=utf-8"},
 		{"GET", "/api/mastercontrols/no/such/path", 404, `"error"`, "application/json; charset=utf-8"},
 		{"POST", "/api/mastercontrols/disable", 401, `"error"`, "application/json; charset=utf-8"},
@@ -229,5 +229,56 @@ func TestStorePingReadiness(t *testing.T) {
 	res, body := send(t, srv, "GET", "/readyz", "")
 	if res.StatusCode != 503 {
 		t.Errorf("closed store: %d %q", res.StatusCode, body)
+	}
+}
+
+// TestHostRuleThroughComposition: without a token, the control API and the
+// dashboard page answer only requests addressed to a loopback host or
+// localhost (a page on a name pointed at 127.0.0.1, DNS rebinding, gets
+// 421 from both); the probes and the metrics are not concerned.
+func TestHostRuleThroughComposition(t *testing.T) {
+	st := memstore.New()
+	defer st.Close()
+	api, err := controlapi.New(st, controlapi.WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(httpserver.New(httpserver.Config{API: api, Gatherer: prometheus.NewRegistry()}))
+	defer srv.Close()
+	get := func(path, host string) int {
+		t.Helper()
+		req, err := http.NewRequest("GET", srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		res, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	for _, tc := range []struct {
+		path, host string
+		want       int
+	}{
+		{"/", "rebind.attacker.example", http.StatusMisdirectedRequest},
+		{"/dashboard.js", "rebind.attacker.example:80", http.StatusMisdirectedRequest},
+		{"/api/mastercontrols", "rebind.attacker.example", http.StatusMisdirectedRequest},
+		{"/", "localhost:8080", http.StatusOK},
+		{"/", "127.0.0.1", http.StatusOK},
+		{"/api/mastercontrols", "[::1]:8080", http.StatusOK},
+		{"/healthz", "rebind.attacker.example", http.StatusOK},
+		{"/metrics", "rebind.attacker.example", http.StatusOK},
+	} {
+		if got := get(tc.path, tc.host); got != tc.want {
+			t.Errorf("GET %s with Host %q: %d, want %d", tc.path, tc.host, got, tc.want)
+		}
+	}
+	res, body := send(t, srv, "POST", "/api/mastercontrols/disable", `{"lockName":"JOB","reason":"r"}`, "Content-Type", "application/json")
+	if res.StatusCode != http.StatusOK {
+		t.Errorf("disable through 127.0.0.1: %d %s", res.StatusCode, body)
 	}
 }

@@ -20,6 +20,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -341,8 +342,10 @@ type Membership interface {
 }
 
 // ValidateLockName returns an error wrapping ErrInvalidLockName when name is
-// empty, longer than MaxLockNameLen bytes, not valid UTF-8 or contains control
-// characters.
+// empty, longer than MaxLockNameLen bytes, not valid UTF-8, or contains
+// control characters (Unicode category Cc) or format characters (category
+// Cf: bidirectional overrides such as U+202E, zero-width characters, the
+// byte order mark), which would make a name display as another.
 func ValidateLockName(name string) error {
 	if name == "" {
 		return errInvalid(name, "empty")
@@ -356,6 +359,9 @@ func ValidateLockName(name string) error {
 	for _, r := range name {
 		if unicode.IsControl(r) {
 			return errInvalid(name, "contains a control character")
+		}
+		if unicode.Is(unicode.Cf, r) {
+			return errInvalid(name, fmt.Sprintf("contains the format character %U (Unicode category Cf: it changes how text displays)", r))
 		}
 	}
 	return nil

@@ -304,28 +304,28 @@ func parseSQLite(raw, rest string) (URL, error) {
 	path, query, _ := strings.Cut(rest, "?")
 	path = strings.TrimPrefix(path, "//")
 	if path == "" {
-		return URL{}, fmt.Errorf("%w %q: no file path (want sqlite:PATH)", ErrInvalidURL, raw)
+		return URL{}, fmt.Errorf("%w %q: no file path (want sqlite:PATH)", ErrInvalidURL, redact(raw))
 	}
 	u.Path = path
 	q, err := url.ParseQuery(query)
 	if err != nil {
-		return URL{}, fmt.Errorf("%w %q: query: %w", ErrInvalidURL, raw, err)
+		return URL{}, fmt.Errorf("%w %q: query: %w", ErrInvalidURL, redact(raw), err)
 	}
 	for _, k := range sortedKeys(q) {
 		v := q.Get(k)
 		switch k {
 		case "prefix", "masterjob_prefix":
 			if err := checkPrefix(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, raw, k, err)
+				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
 			}
 			u.TablePrefix = &v
 		case "busy_timeout":
 			if u.Timeout, err = parseDuration(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: busy_timeout: %w", ErrInvalidURL, raw, err)
+				return URL{}, fmt.Errorf("%w %q: busy_timeout: %w", ErrInvalidURL, redact(raw), err)
 			}
 		case "migrate":
 			if u.NoMigrate, err = parseNoMigrate(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: migrate: %w", ErrInvalidURL, raw, err)
+				return URL{}, fmt.Errorf("%w %q: migrate: %w", ErrInvalidURL, redact(raw), err)
 			}
 		case "mode":
 			switch v {
@@ -333,11 +333,11 @@ func parseSQLite(raw, rest string) (URL, error) {
 				u.ReadOnly = true
 			case "rw":
 			default:
-				return URL{}, fmt.Errorf("%w %q: mode: want ro or rw, got %q", ErrInvalidURL, raw, v)
+				return URL{}, fmt.Errorf("%w %q: mode: want ro or rw, got %q", ErrInvalidURL, redact(raw), v)
 			}
 		default:
 			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: prefix, busy_timeout, migrate, mode)",
-				ErrInvalidURL, raw, k)
+				ErrInvalidURL, redact(raw), k)
 		}
 	}
 	return u, nil
@@ -464,70 +464,4 @@ func sortedKeys(q url.Values) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// Redact returns raw with its password hidden, in its user info and in a
-// password query parameter, for messages and logs. Engines use it in
-// every message that shows their URL.
-func Redact(raw string) string { return redact(raw) }
-
-// redact hides the password of a URL, in its user info and in a password
-// query parameter, for messages and logs.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		if hidden, ok := redactAuthority(raw); ok {
-			return hidden
-		}
-		if scheme, _, ok := strings.Cut(raw, "://"); ok && strings.Contains(raw, "@") {
-			// An unparseable URL with user info: hide everything after the
-			// scheme rather than guess where the password ends.
-			return scheme + "://xxxxx"
-		}
-		return raw
-	}
-	if u.Opaque != "" {
-		return raw
-	}
-	q := u.Query()
-	if q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
-}
-
-// redactAuthority redacts a URL that url.Parse refuses but whose shape is
-// clear: scheme://[user[:password]@]hosts[/path][?query], as an etcd URL
-// with several hosts (etcd://a:2379,b:2379). ok is false for anything
-// else.
-func redactAuthority(raw string) (string, bool) {
-	scheme, rest, ok := strings.Cut(raw, "://")
-	if !ok {
-		return "", false
-	}
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
-	}
-	auth, tail := rest[:end], rest[end:]
-	if at := strings.LastIndexByte(auth, '@'); at >= 0 {
-		user := auth[:at]
-		if name, _, hasPassword := strings.Cut(user, ":"); hasPassword {
-			auth = name + ":xxxxx" + auth[at:]
-		}
-	}
-	path, query, hasQuery := strings.Cut(tail, "?")
-	if hasQuery {
-		q, err := url.ParseQuery(query)
-		if err != nil {
-			return "", false
-		}
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
-		}
-		query = q.Encode()
-		path += "?" + query
-	}
-	return scheme + "://" + auth + path, true
 }

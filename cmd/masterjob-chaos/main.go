@@ -2,7 +2,7 @@
 
 // Command masterjob-chaos is the chaos harness of masterjob: it runs
 // instances of an executor as separate processes on one store, injects
-// faults and checks the design's promises. See docs/chaos.md.
+// faults and checks masterjob's promises. See docs/chaos.md.
 //
 //	go run ./cmd/masterjob-chaos --store sqlite:/tmp/chaos.db --instances 4 --locks 3 --faults 1000 --seed 1
 package main

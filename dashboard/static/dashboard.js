@@ -1,17 +1,28 @@
 // masterjob dashboard: plain JavaScript, no dependencies, no build step.
 //
-// It polls the control API (api/mastercontrols, relative to the page) and
-// renders locks and history. Every piece of data goes into the page as
-// text (textContent, attributes): lock names and reasons are user input and
-// are never parsed as HTML.
+// It reads the control API (api/mastercontrols and api/instances, relative
+// to the page) and renders the locks, a page at a time, the instances and
+// the history. It follows the API's event stream (api/mastercontrols/events,
+// read with fetch so that it carries the bearer token) and reads again
+// when an event arrives; while the stream is down it polls, and tries the
+// stream again. Every piece of data goes into the page as text
+// (textContent, attributes): lock names and reasons are user input and are
+// never parsed as HTML.
 'use strict';
 
 (function () {
   const API = 'api/mastercontrols';
+  const INSTANCES = 'api/instances';
   const TOKEN_KEY = 'masterjob.token';
   const HISTORY_LIMIT = 30;
+  const PAGE_SIZE = 100;
   const REFRESH_MS = Math.max(250, Number(document.body.dataset.refreshMs) || 1000);
+  // While the stream is up the page reads again on its events, and, for
+  // the renewals (which are no events), every half lease, at most every
+  // LIVE_REFRESH_MAX_MS and at least every REFRESH_MS.
+  const LIVE_REFRESH_MAX_MS = 10000;
   const TICK_MS = 200;
+  const EVENT_DEBOUNCE_MS = 50;
 
   const $ = (id) => document.getElementById(id);
 
@@ -28,6 +39,19 @@
     again: false, // refresh once more when the one in flight ends
     timer: 0,
     failure: null, // the error of the last refresh, if it failed
+    summary: null, // LockList.summary of the last answer
+    total: 0, // locks matching the filters
+    filter: { match: '', state: '', instance: '' },
+    after: '', // the page begins after this lock name ('' for the first)
+    prevPages: [], // the "after" of the pages before this one
+    nextAfter: '', // the "after" of the next page, '' on the last
+    instances: null, // InstanceList.instances, null when unknown
+    instancesNote: '',
+    live: false, // the event stream is up
+    lastEventId: '', // of the last event of the stream
+    streamAbort: null, // aborts the stream
+    streamFails: 0,
+    eventTimer: 0,
   };
 
   // ---- DOM helpers -------------------------------------------------------
@@ -50,6 +74,17 @@
       if (c !== null && c !== undefined && c !== false) e.append(c);
     }
     return e;
+  }
+
+  // INVISIBLE matches what would make a text display as another: format
+  // characters (Cf: the bidirectional overrides and isolates such as
+  // U+202E, zero-width characters), control characters other than tab and
+  // line breaks, and the line and paragraph separators.
+  const INVISIBLE = /[\p{Cf}\p{Zl}\p{Zp}\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]/gu;
+
+  // visible returns s with those characters written out, as [U+202E].
+  function visible(s) {
+    return String(s).replace(INVISIBLE, (c) => '[U+' + c.codePointAt(0).toString(16).toUpperCase().padStart(4, '0') + ']');
   }
 
   function setText(node, text) {
@@ -201,15 +236,26 @@
     refresh();
   }
 
+  function listPath() {
+    const q = new URLSearchParams();
+    q.set('limit', String(PAGE_SIZE));
+    if (state.after) q.set('after', state.after);
+    for (const k of ['match', 'state', 'instance']) {
+      if (state.filter[k]) q.set(k, state.filter[k]);
+    }
+    return API + '?' + q.toString();
+  }
+
   async function refresh() {
     state.inFlight = true;
     clearTimeout(state.timer);
     const histLock = state.historyLock;
     const histPath = API + '/history?limit=' + HISTORY_LIMIT + (histLock ? '&lockName=' + encodeURIComponent(histLock) : '');
+    const listKey = listPath();
     try {
-      const [locks, hist] = await Promise.allSettled([api(API), api(histPath)]);
+      const [locks, hist, insts] = await Promise.allSettled([api(listKey), api(histPath), api(INSTANCES)]);
       if (locks.status === 'rejected') throw locks.reason;
-      applyLocks(locks.value);
+      if (listKey === listPath()) applyLocks(locks.value);
       if (histLock === state.historyLock) {
         if (hist.status === 'fulfilled') {
           state.events = (hist.value.data && hist.value.data.events) || [];
@@ -222,6 +268,16 @@
         }
         renderHistory();
       }
+      if (insts.status === 'fulfilled') {
+        state.instances = (insts.value.data && insts.value.data.instances) || [];
+        state.instancesNote = '';
+      } else if (insts.reason.status === 501) {
+        state.instances = null;
+        state.instancesNote = 'This store keeps no member list: instances do not announce themselves in it.';
+      } else {
+        state.instancesNote = 'Instances unavailable: ' + describe(insts.reason)[1];
+      }
+      renderInstances();
       state.lastOK = performance.now();
       state.failure = null;
       showStatus();
@@ -234,14 +290,30 @@
         state.again = false;
         refresh();
       } else {
-        state.timer = setTimeout(refresh, REFRESH_MS);
+        state.timer = setTimeout(refresh, nextRefreshMs());
       }
     }
+  }
+
+  // nextRefreshMs is when to read again without an event: at the refresh
+  // interval while polling; while the stream is up, every half of the
+  // shortest lease shown, within [REFRESH_MS, LIVE_REFRESH_MAX_MS].
+  function nextRefreshMs() {
+    if (!state.live || state.failure) return REFRESH_MS;
+    let ms = LIVE_REFRESH_MAX_MS;
+    for (const l of state.locks) {
+      const renewed = parseTime(l.lastRenewal), expires = parseTime(l.expiresAt);
+      if (l.master && renewed !== null && expires !== null && expires > renewed) ms = Math.min(ms, (expires - renewed) / 2);
+    }
+    return Math.max(REFRESH_MS, ms);
   }
 
   function applyLocks({ data, date }) {
     const locks = (data && Array.isArray(data.locks)) ? data.locks : [];
     state.locks = locks;
+    state.summary = (data && data.summary) || null;
+    state.total = data && typeof data.total === 'number' ? data.total : locks.length;
+    state.nextAfter = (data && data.nextAfter) || '';
     state.fetchedAt = performance.now();
     // The store's clock when it answered: a held lock's expiresAt minus its
     // expiresInMs; else the response's Date; else the browser's clock.
@@ -267,7 +339,9 @@
     $('token-form').classList.toggle('needs', !!err && err.status === 401);
     if (!err) {
       conn.dataset.state = 'live';
-      setText($('conn-text'), 'Live');
+      conn.dataset.mode = state.live ? 'stream' : 'polling';
+      setText($('conn-text'), state.live ? 'Live' : 'Live (polling)');
+      conn.title = state.live ? 'Following the event stream' : 'The event stream is not available: reading every ' + seconds(REFRESH_MS);
       banner.hidden = true;
       return;
     }
@@ -276,7 +350,7 @@
     setText($('conn-text'), err.status === 401 ? 'Token needed' : err.status === 503 ? 'Store unavailable' : 'Offline');
     banner.dataset.kind = err.status === 401 ? 'auth' : 'error';
     const stale = state.lastOK ? ' The data below is from ' + ago(performance.now() - state.lastOK) + '.' : '';
-    banner.replaceChildren(el('strong', null, title), ' ' + detail + stale);
+    banner.replaceChildren(el('strong', null, title), ' ' + visible(detail) + stale);
     banner.hidden = false;
   }
 
@@ -286,16 +360,15 @@
 
   function renderLocks() {
     const locks = state.locks;
-    let held = 0, free = 0, disabled = 0;
-    for (const l of locks) {
-      if (l.disabled) disabled++;
-      if (l.master) held++;
-      else if (!l.disabled) free++;
-    }
-    setText($('sum-locks'), locks.length);
-    setText($('sum-held'), held);
-    setText($('sum-free'), free);
-    setText($('sum-disabled'), disabled);
+    const sum = state.summary || { locks: locks.length, withMaster: 0, noMaster: 0, disabled: 0, masters: [] };
+    setText($('sum-locks'), sum.locks);
+    setText($('sum-held'), sum.withMaster);
+    setText($('sum-free'), sum.noMaster);
+    setText($('sum-disabled'), sum.disabled);
+    $('card-nostandby').hidden = typeof sum.noStandby !== 'number';
+    setText($('sum-nostandby'), typeof sum.noStandby === 'number' ? sum.noStandby : '–');
+    renderInstanceFilter(sum.masters || []);
+    renderPager();
 
     const body = $('locks-body');
     const seen = new Set();
@@ -318,20 +391,136 @@
         rows.delete(name);
       }
     }
+    const filtered = state.filter.match || state.filter.state || state.filter.instance;
+    setText($('locks-empty'), filtered && sum.locks > 0 ? 'No lock matches.' : 'No locks yet. A lock appears once an instance follows it or an operator disables it.');
     $('locks-empty').hidden = locks.length > 0;
     tick();
+    if (!state.rendered) {
+      // For measurements: when the first answer was on the screen.
+      state.rendered = true;
+      performance.mark('masterjob:first-render');
+    }
+  }
+
+  // renderPager shows where this page is among the locks that match.
+  function renderPager() {
+    const pager = $('pager');
+    const first = state.prevPages.length * PAGE_SIZE;
+    pager.hidden = state.total <= PAGE_SIZE && state.prevPages.length === 0;
+    setText($('page-text'), state.total === 0 ? '' :
+      (first + 1) + '–' + (first + state.locks.length) + ' of ' + state.total);
+    $('page-prev').disabled = state.prevPages.length === 0;
+    $('page-first').disabled = state.prevPages.length === 0;
+    $('page-next').disabled = !state.nextAfter;
+    const filtered = state.filter.match || state.filter.state || state.filter.instance;
+    setText($('f-count'), filtered ? state.total + (state.total === 1 ? ' lock matches' : ' locks match') : '');
+  }
+
+  // renderInstanceFilter lists the masters in the instance filter, keeping
+  // the one chosen.
+  function renderInstanceFilter(masters) {
+    const sel = $('f-instance');
+    const ids = masters.map((m) => m.instance);
+    if (state.filter.instance && !ids.includes(state.filter.instance)) ids.push(state.filter.instance);
+    const key = ids.join('\u0000');
+    if (sel.dataset.key === key) return;
+    sel.dataset.key = key;
+    const opts = [el('option', { value: '' }, 'Every master')];
+    for (const id of ids) {
+      const m = masters.find((x) => x.instance === id);
+      opts.push(el('option', { value: id }, visible(id) + (m && m.host ? ' (' + visible(m.host) + ')' : '')));
+    }
+    sel.replaceChildren(...opts);
+    sel.value = state.filter.instance;
+  }
+
+  function setFilter(k, v) {
+    if (state.filter[k] === v) return;
+    state.filter[k] = v;
+    state.after = '';
+    state.prevPages = [];
+    refreshSoon();
+  }
+
+  let matchTimer = 0;
+  $('f-match').addEventListener('input', () => {
+    clearTimeout(matchTimer);
+    matchTimer = setTimeout(() => setFilter('match', $('f-match').value.trim()), 250);
+  });
+  $('f-state').addEventListener('change', () => setFilter('state', $('f-state').value));
+  $('f-instance').addEventListener('change', () => setFilter('instance', $('f-instance').value));
+  $('filters').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    clearTimeout(matchTimer);
+    setFilter('match', $('f-match').value.trim());
+  });
+  $('page-next').addEventListener('click', () => {
+    if (!state.nextAfter) return;
+    state.prevPages.push(state.after);
+    state.after = state.nextAfter;
+    refreshSoon();
+  });
+  $('page-prev').addEventListener('click', () => {
+    if (state.prevPages.length === 0) return;
+    state.after = state.prevPages.pop();
+    refreshSoon();
+  });
+  $('page-first').addEventListener('click', () => {
+    state.prevPages = [];
+    state.after = '';
+    refreshSoon();
+  });
+
+  // ---- instances ---------------------------------------------------------
+
+  function renderInstances() {
+    setText($('instances-note'), state.instancesNote);
+    const body = $('instances-body');
+    const list = state.instances;
+    if (list === null) {
+      body.replaceChildren();
+      return;
+    }
+    const counts = new Map(((state.summary && state.summary.masters) || []).map((m) => [m.instance, m.count]));
+    const key = JSON.stringify([list.map((i) => [i.id, i.host, i.masters, i.lockCount, i.weight, i.address, i.started]), [...counts]]);
+    if (body.dataset.key === key) {
+      for (const tr of body.children) {
+        const i = list.find((x) => x.id === tr.dataset.instance);
+        if (i) setText(tr.querySelector('.seen'), ago(Date.now() - (parseTime(i.lastSeen) || Date.now())));
+      }
+      return;
+    }
+    body.dataset.key = key;
+    body.replaceChildren(...list.map((i) => {
+      const started = parseTime(i.started), seen = parseTime(i.lastSeen);
+      // Masterships as the locks say (exact), else as the instance last
+      // announced.
+      const n = counts.has(i.id) ? counts.get(i.id) : (state.summary ? 0 : i.masters);
+      const tr = el('tr', null,
+        el('td', { className: 'instance' }, visible(i.id)),
+        el('td', null, visible(i.host || i.info || '')),
+        el('td', { className: 'num masterships' }, String(n)),
+        el('td', { className: 'num' }, String(i.lockCount)),
+        el('td', { className: 'num' }, String(i.weight)),
+        el('td', { className: 'mono' }, visible(i.address || '')),
+        el('td', { title: started !== null ? new Date(started).toISOString() : '' }, started !== null ? when(started) : ''),
+        el('td', { className: 'seen', title: seen !== null ? new Date(seen).toISOString() : '' }, seen !== null ? ago(Date.now() - seen) : ''));
+      tr.dataset.instance = i.id;
+      return tr;
+    }));
   }
 
   // newRow creates the row of one lock; its cells are updated in place on
   // every refresh, so that buttons keep their identity and focus.
   function newRow(name) {
     const nameBtn = el('button', {
-      type: 'button', className: 'lock-name', textContent: name, title: 'Show the history of this lock',
+      type: 'button', className: 'lock-name', textContent: visible(name), title: 'Show the history of this lock',
       attrs: { 'aria-pressed': 'false' },
       on: { click: () => setHistoryLock(state.historyLock === name ? '' : name) },
     });
     const stateCell = el('td', { className: 'state' });
     const masterCell = el('td', { className: 'master' });
+    const standbyCell = el('td', { className: 'num standbys' });
     const tokenCell = el('td', { className: 'num token-cell' });
     const leaseText = el('span', { className: 'lease-text' });
     const leaseBar = el('span');
@@ -342,10 +531,13 @@
     const controlCell = el('td', { className: 'control' });
     const action = el('button', { type: 'button', className: 'btn btn-small' });
     action.addEventListener('click', () => openDialog(action.dataset.action, name));
+    const handoff = el('button', { type: 'button', className: 'btn btn-small btn-ghost btn-handoff', textContent: 'Hand off', hidden: true });
+    handoff.title = 'Move the mastership of ' + visible(name) + ' to another instance, without disabling it';
+    handoff.addEventListener('click', () => openDialog('handoff', name));
     const tr = el('tr', null,
       el('td', { className: 'lock' }, nameBtn),
-      stateCell, masterCell, tokenCell, leaseCell, renewCell, controlCell,
-      el('td', { className: 'actions' }, action));
+      stateCell, masterCell, standbyCell, tokenCell, leaseCell, renewCell, controlCell,
+      el('td', { className: 'actions' }, handoff, action));
     tr.dataset.lock = name;
 
     let lock = null;
@@ -360,17 +552,23 @@
       tr.dataset.master = l.master || '';
 
       // Cells that change only with the lock's state are rebuilt only then.
-      const key = JSON.stringify([l.master, l.holder, l.holderInfo, l.token, l.since, l.revoked, l.disabled, l.reason, l.changedBy, l.changedAt]);
+      tr.dataset.standbys = typeof l.standbys === 'number' ? String(l.standbys) : '';
+      const key = JSON.stringify([l.master, l.holder, l.holderInfo, l.token, l.since, l.revoked, l.disabled, l.reason, l.changedBy, l.changedAt,
+        l.standbys, l.handoffRequested, l.handoffTo, l.reservedFor]);
       if (key !== lastKey) {
         lastKey = key;
         stateCell.replaceChildren(stateBadge(l));
         masterCell.replaceChildren(...masterContent(l));
         tokenCell.replaceChildren(l.token ? el('span', { className: held ? 'mono strong' : 'mono none' }, String(l.token)) : el('span', { className: 'none' }, '—'));
         controlCell.replaceChildren(...controlContent(l));
+        standbyCell.replaceChildren(...standbyContent(l));
+        // Without a member list (no standby count) the store cannot say
+        // who could take over: no hand-off from the page.
+        handoff.hidden = !held || l.disabled || l.revoked || typeof l.standbys !== 'number';
         action.dataset.action = l.disabled ? 'enable' : 'disable';
         action.textContent = l.disabled ? 'Enable' : 'Disable';
         action.className = 'btn btn-small ' + (l.disabled ? 'btn-success btn-enable' : 'btn-danger btn-disable');
-        action.title = (l.disabled ? 'Enable ' : 'Disable ') + l.lockName;
+        action.title = (l.disabled ? 'Enable ' : 'Disable ') + visible(l.lockName);
       }
       tickRow();
     }
@@ -421,32 +619,47 @@
   }
 
   function masterContent(l) {
-    if (!l.master) return [el('span', { className: 'none' }, '—')];
+    if (!l.master) {
+      if (l.reservedFor) return [el('span', { className: 'sub' }, 'handed to ' + visible(l.reservedFor))];
+      return [el('span', { className: 'none' }, '—')];
+    }
     const who = [], where = [];
     if (l.holder) {
-      if (l.holder.host) who.push(l.holder.host);
+      if (l.holder.host) who.push(visible(l.holder.host));
       if (l.holder.pid) who.push('pid ' + l.holder.pid);
-      if (l.holder.version) who.push('v' + String(l.holder.version).replace(/^v/, ''));
-      if (l.holder.address) where.push(l.holder.address);
+      if (l.holder.version) who.push('v' + visible(l.holder.version).replace(/^v/, ''));
+      if (l.holder.address) where.push(visible(l.holder.address));
     } else if (l.holderInfo) {
-      who.push(l.holderInfo);
+      who.push(visible(l.holderInfo));
     }
     const since = parseTime(l.since);
     if (since !== null) where.push('since ' + when(since));
     return [
-      el('span', { className: 'instance', title: 'Instance id' }, l.master),
+      el('span', { className: 'instance', title: 'Instance id' }, visible(l.master)),
       who.length ? el('span', { className: 'sub' }, who.join(' · ')) : null,
       where.length ? el('span', { className: 'sub' }, where.join(' · ')) : null,
-    ];
+      l.handoffRequested ? el('span', { className: 'sub handing' }, 'handing off to ' + (l.handoffTo ? visible(l.handoffTo) : 'another instance') + '…') : null,
+    ].filter((c) => c !== null);
+  }
+
+  function standbyContent(l) {
+    if (typeof l.standbys !== 'number') return [el('span', { className: 'none', title: 'This store keeps no member list' }, '—')];
+    if (l.standbys === 0 && !l.disabled) {
+      const b = badge('amber', 'None');
+      b.classList.add('no-standby');
+      b.title = 'No live instance other than the master takes part in this lock: nobody could take over';
+      return [b];
+    }
+    return [el('span', { className: 'mono' }, String(l.standbys))];
   }
 
   function controlContent(l) {
     const out = [l.disabled ? badge('gray', 'Disabled') : badge('blue', 'Enabled')];
-    if (l.disabled && l.reason) out.push(el('span', { className: 'sub reason' }, '“' + l.reason + '”'));
+    if (l.disabled && l.reason) out.push(el('span', { className: 'sub reason' }, '“' + visible(l.reason) + '”'));
     const changed = parseTime(l.changedAt);
     if (l.changedBy || changed !== null) {
       const by = [];
-      if (l.changedBy) by.push('by ' + l.changedBy);
+      if (l.changedBy) by.push('by ' + visible(l.changedBy));
       if (changed !== null) by.push(when(changed));
       out.push(el('span', { className: 'sub', title: changed !== null ? new Date(changed).toISOString() : '' }, by.join(' · ')));
     }
@@ -462,7 +675,10 @@
 
   // ---- history -----------------------------------------------------------
 
-  const KIND_COLORS = { acquired: 'green', enabled: 'green', released: 'blue', disabled: 'gray', demoted: 'amber', lost: 'red' };
+  const KIND_COLORS = {
+    acquired: 'green', enabled: 'green', released: 'blue', disabled: 'gray', demoted: 'amber', lost: 'red',
+    takeover: 'amber', handoff: 'blue', joined: 'green', left: 'gray',
+  };
 
   function setHistoryLock(name) {
     state.historyLock = name;
@@ -479,7 +695,7 @@
   function renderHistory() {
     const filter = $('history-filter');
     filter.hidden = !state.historyLock;
-    setText($('history-lock'), state.historyLock);
+    setText($('history-lock'), visible(state.historyLock));
     setText($('history-note'), state.historyNote);
     const events = state.events;
     $('history-empty').hidden = events.length > 0 || state.historyNote !== '';
@@ -492,14 +708,14 @@
       return el('tr', { attrs: { 'data-kind': String(e.kind) } },
         el('td', { className: 'time', title: at !== null ? new Date(at).toISOString() : '' }, at !== null ? when(at) : ''),
         el('td', null, el('button', {
-          type: 'button', className: 'lock-name', textContent: String(e.lockName),
+          type: 'button', className: 'lock-name', textContent: visible(e.lockName),
           on: { click: () => setHistoryLock(String(e.lockName)) },
         })),
-        el('td', null, badge(KIND_COLORS[e.kind] || 'gray', String(e.kind))),
-        el('td', { className: 'instance' }, String(e.instance || '')),
+        el('td', null, badge(KIND_COLORS[e.kind] || 'gray', visible(e.kind))),
+        el('td', { className: 'instance' }, visible(e.instance || '')),
         el('td', { className: 'num mono' }, e.token ? String(e.token) : '—'),
-        el('td', { className: 'reason' }, String(e.reason || '')),
-        el('td', { className: 'mono' }, String(e.remote || '')));
+        el('td', { className: 'reason' }, visible(e.reason || '')),
+        el('td', { className: 'mono' }, visible(e.remote || '')));
     }));
   }
 
@@ -509,28 +725,62 @@
   let pending = null; // {action, lock} of the open dialog
 
   function openDialog(action, lock) {
-    const disable = action === 'disable';
+    const disable = action === 'disable', handoff = action === 'handoff';
     pending = { action, lock };
-    setText($('confirm-title'), (disable ? 'Disable ' : 'Enable ') + lock + '?');
-    setText($('confirm-text'), disable
-      ? 'Its master stops the job within one heartbeat, and no instance takes the lock until it is enabled again.'
-      : 'One instance becomes master and starts the job.');
+    const title = handoff ? 'Hand off ' : disable ? 'Disable ' : 'Enable ';
+    setText($('confirm-title'), title + visible(lock) + '?');
+    setText($('confirm-text'), handoff
+      ? 'Its master stops the job, then releases the lock to the instance chosen; the lock stays enabled.'
+      : disable
+        ? 'Its master stops the job within one heartbeat, and no instance takes the lock until it is enabled again.'
+        : 'One instance becomes master and starts the job.');
     setText($('confirm-label'), disable ? 'Reason (kept in the history)' : 'Note (optional, kept in the history)');
     const input = $('confirm-reason');
     input.value = '';
     input.placeholder = disable ? 'e.g. maintenance of the billing database' : '';
+    const to = $('confirm-to');
+    to.hidden = !handoff;
+    $('confirm-to-label').hidden = !handoff;
+    to.replaceChildren(el('option', { value: '' }, 'Any other instance'));
     const ok = $('confirm-ok');
-    ok.textContent = disable ? 'Disable' : 'Enable';
-    ok.className = 'btn ' + (disable ? 'btn-danger' : 'btn-success');
+    ok.textContent = handoff ? 'Hand off' : disable ? 'Disable' : 'Enable';
+    ok.className = 'btn ' + (handoff ? '' : disable ? 'btn-danger' : 'btn-success');
     ok.disabled = false;
     formError('');
     dialog.showModal();
-    input.focus();
+    if (handoff) {
+      loadCandidates(lock);
+      to.focus();
+    } else {
+      input.focus();
+    }
+  }
+
+  // loadCandidates fills the hand-off target list with the live instances
+  // taking part in lock, its master left out.
+  async function loadCandidates(lock) {
+    const to = $('confirm-to');
+    try {
+      const { data } = await api(API + '/locks/' + encodeURIComponent(lock).replace(/\./g, '%2E'));
+      if (!pending || pending.lock !== lock || pending.action !== 'handoff') return;
+      const cands = ((data && data.candidates) || []).filter((id) => id !== data.master);
+      const byId = new Map((state.instances || []).map((i) => [i.id, i]));
+      for (const id of cands) {
+        const i = byId.get(id);
+        to.append(el('option', { value: id }, visible(id) + (i && i.host ? ' (' + visible(i.host) + ')' : '')));
+      }
+      to.dataset.loaded = String(cands.length);
+      if (data && Array.isArray(data.candidates) && cands.length === 0) {
+        formError('No other live instance takes part in this lock: there is nobody to hand it to.');
+      }
+    } catch (err) {
+      to.dataset.loaded = 'error';
+    }
   }
 
   function formError(text) {
     const p = $('confirm-error');
-    setText(p, text);
+    setText(p, visible(text));
     p.hidden = text === '';
   }
 
@@ -542,6 +792,7 @@
     if (!pending) return;
     const { action, lock } = pending;
     const reason = $('confirm-reason').value.trim();
+    const target = action === 'handoff' ? $('confirm-to').value : '';
     if (action === 'disable' && reason === '') {
       formError('Give a reason: it is recorded in the history for whoever looks next.');
       $('confirm-reason').focus();
@@ -551,6 +802,7 @@
     ok.disabled = true;
     try {
       const body = { lockName: lock };
+      if (target) body.to = target;
       if (reason) body.reason = reason;
       const { data } = await api(API + '/' + action, body);
       dialog.close();
@@ -567,7 +819,7 @@
   let toastTimer = 0;
   function toast(text, kind) {
     const t = $('toast');
-    setText(t, text);
+    setText(t, visible(text));
     t.dataset.kind = kind || '';
     t.hidden = false;
     clearTimeout(toastTimer);
@@ -584,6 +836,7 @@
     if (t) {
       setToken(t);
       toast('Token saved for this browser tab.');
+      restartStream();
     }
     refreshSoon();
   });
@@ -591,13 +844,120 @@
   $('token-clear').addEventListener('click', () => {
     setToken('');
     toast('Token forgotten.');
+    restartStream();
     refreshSoon();
   });
 
+  // ---- event stream ------------------------------------------------------
+
+  // onEvent reads again soon after an event, once for a burst of them.
+  function onEvent() {
+    if (state.eventTimer) return;
+    state.eventTimer = setTimeout(() => {
+      state.eventTimer = 0;
+      refreshSoon();
+    }, EVENT_DEBOUNCE_MS);
+  }
+
+  function setLive(live) {
+    if (state.live === live) return;
+    state.live = live;
+    document.body.dataset.live = live ? 'stream' : 'polling';
+    showStatus();
+    if (!live) refreshSoon(); // polling from now on
+  }
+
+  function restartStream() {
+    if (state.streamAbort) state.streamAbort.abort();
+    if (state.streamWake) state.streamWake();
+  }
+
+  // dispatch handles one event of the stream.
+  function dispatch(ev) {
+    if (ev.id !== null) state.lastEventId = ev.id;
+    switch (ev.type) {
+      case 'ready':
+        state.streamFails = 0;
+        setLive(true);
+        refreshSoon();
+        break;
+      case '':
+      case 'message':
+      case 'member':
+      case 'gap':
+        state.liveEvents = (state.liveEvents || 0) + 1;
+        document.body.dataset.liveEvents = String(state.liveEvents);
+        onEvent();
+        break;
+    }
+  }
+
+  // readStream reads one connection of the stream until it ends.
+  async function readStream(signal) {
+    const headers = { Accept: 'text/event-stream' };
+    const t = currentToken();
+    if (t) headers.Authorization = 'Bearer ' + t;
+    if (state.lastEventId) headers['Last-Event-ID'] = state.lastEventId;
+    const res = await fetch(API + '/events', { headers, cache: 'no-store', credentials: 'same-origin', signal });
+    if (!res.ok || !res.body) throw new APIError(res.status, 'event stream refused');
+    const reader = res.body.getReader();
+    const dec = new TextDecoder();
+    let buf = '';
+    let ev = { id: null, type: '', data: '' };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += dec.decode(value, { stream: true });
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        let line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        if (line.endsWith('\r')) line = line.slice(0, -1);
+        if (line === '') {
+          if (ev.data !== '' || ev.type !== '') dispatch(ev);
+          ev = { id: null, type: '', data: '' };
+          continue;
+        }
+        if (line[0] === ':') continue;
+        const c = line.indexOf(':');
+        const k = c < 0 ? line : line.slice(0, c);
+        let v = c < 0 ? '' : line.slice(c + 1);
+        if (v[0] === ' ') v = v.slice(1);
+        if (k === 'data') ev.data += (ev.data ? '\n' : '') + v;
+        else if (k === 'event') ev.type = v;
+        else if (k === 'id') ev.id = v;
+      }
+    }
+  }
+
+  // streamLoop keeps the stream open, falling back to polling while it is
+  // down and trying again with a growing pause.
+  async function streamLoop() {
+    for (;;) {
+      const ctrl = new AbortController();
+      state.streamAbort = ctrl;
+      try {
+        await readStream(ctrl.signal);
+      } catch (err) {
+        // Refused, unreachable or aborted: polling carries on.
+      }
+      setLive(false);
+      state.streamFails++;
+      const wait = ctrl.signal.aborted ? 0 : Math.min(30000, 1000 * 2 ** Math.min(state.streamFails - 1, 5));
+      await new Promise((r) => {
+        state.streamWake = r;
+        setTimeout(r, wait);
+      });
+      state.streamWake = null;
+    }
+  }
+
   // ---- start -------------------------------------------------------------
 
+  document.body.dataset.live = 'polling';
   showToken();
   renderHistory();
   refresh();
+  streamLoop();
   setInterval(tick, TICK_MS);
 })();

@@ -19,10 +19,11 @@ import (
 //
 //	go test ./internal/chaos/ -run Chaos -chaos.faults=1000 -timeout 60m -v
 var (
-	chaosFaults    = flag.Int("chaos.faults", 0, "faults per chaos test (default 50, 20 with -short)")
-	chaosSeed      = flag.Uint64("chaos.seed", 0, "seed of the chaos tests' fault schedules (0: random, logged)")
-	chaosInstances = flag.Int("chaos.instances", 3, "instances per chaos test")
-	chaosLocks     = flag.Int("chaos.locks", 2, "locks per chaos test")
+	chaosFaults       = flag.Int("chaos.faults", 0, "faults per chaos test (default 50, 20 with -short)")
+	chaosRunnerFaults = flag.Int("chaos.runner-faults", 0, "faults per runner-mode chaos test (default 20, 8 with -short)")
+	chaosSeed         = flag.Uint64("chaos.seed", 0, "seed of the chaos tests' fault schedules (0: random, logged)")
+	chaosInstances    = flag.Int("chaos.instances", 3, "instances per chaos test")
+	chaosLocks        = flag.Int("chaos.locks", 2, "locks per chaos test")
 )
 
 func chaosConfig(t *testing.T, storeURL string) Config {
@@ -46,9 +47,24 @@ func chaosConfig(t *testing.T, storeURL string) Config {
 		Faults:    faults,
 		Seed:      *chaosSeed,
 		// The test binary is the instance: TestMain runs it.
-		Command: []string{os.Args[0], "instance"},
+		Command: []string{os.Args[0]},
 		Log:     &log,
 	}
+}
+
+// runnerConfig is chaosConfig in runner mode: real `masterjob run` runners
+// (in the test binary) whose child runs under sh -c, one lock.
+func runnerConfig(t *testing.T, storeURL string) Config {
+	cfg := chaosConfig(t, storeURL)
+	cfg.Runner, cfg.Locks = true, 1
+	cfg.Faults = *chaosRunnerFaults
+	if cfg.Faults == 0 {
+		cfg.Faults = 20
+		if testing.Short() {
+			cfg.Faults = 8
+		}
+	}
+	return cfg
 }
 
 func runChaos(t *testing.T, cfg Config) {
@@ -85,6 +101,25 @@ func testPostgresURL() string {
 }
 
 func TestChaosPostgres(t *testing.T) {
+	runChaos(t, chaosConfig(t, postgresOrSkip(t)))
+}
+
+// TestChaosRunnerSQLite and TestChaosRunnerPostgres run the runner mode:
+// the CLI's half of issue 7 item 1 (a loss while the child stops) and item
+// 5 (what the child started must die with a SIGKILLed runner).
+func TestChaosRunnerSQLite(t *testing.T) {
+	db := filepath.Join(t.TempDir(), "chaos.db")
+	runChaos(t, runnerConfig(t, "sqlite:"+db))
+}
+
+func TestChaosRunnerPostgres(t *testing.T) {
+	runChaos(t, runnerConfig(t, postgresOrSkip(t)))
+}
+
+// postgresOrSkip returns the test server's URL, or skips the test (fails it
+// when CI is set) if the server cannot be reached.
+func postgresOrSkip(t *testing.T) string {
+	t.Helper()
 	dsn := testPostgresURL()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	conn, err := pgx.Connect(ctx, dsn)
@@ -99,7 +134,7 @@ func TestChaosPostgres(t *testing.T) {
 		}
 		t.Skip(msg + " (set MASTERJOB_TEST_POSTGRES to a reachable server to run it)")
 	}
-	runChaos(t, chaosConfig(t, dsn))
+	return dsn
 }
 
 func TestParseFlags(t *testing.T) {
@@ -116,5 +151,32 @@ func TestParseFlags(t *testing.T) {
 	bad.Instances = 1
 	if err := bad.validate(); err == nil {
 		t.Error("validate accepted a bad store URL and one instance")
+	}
+
+	cfg, _, err = parseFlags([]string{"--store", "sqlite:/tmp/x.db", "--runner", "--locks", "1", "--slow-stop", "0"}, &errOut)
+	if err != nil || !cfg.Runner || cfg.SlowStop >= 0 {
+		t.Errorf("parseFlags runner: %+v %v", cfg, err)
+	}
+	cfg.applyDefaults()
+	if cfg.SlowStop != 0 || cfg.SlowStopMax != 900*time.Millisecond || cfg.Timing.ShutdownTimeout != 3100*time.Millisecond {
+		t.Errorf("defaults: slow stop %v up to %v, shutdown timeout %v; want 0, 900ms, 3.1s", cfg.SlowStop, cfg.SlowStopMax, cfg.Timing.ShutdownTimeout)
+	}
+	if err := cfg.validate(); err != nil {
+		t.Errorf("validate runner: %v", err)
+	}
+	for _, args := range [][]string{
+		{"--runner", "--locks", "2"},                   // a runner runs one command
+		{"--runner", "--locks", "1", "--kinds", "cut"}, // no network between a runner and SQLite
+		{"--kinds", "nonsense"},
+		{"--slow-stop", "1.5"},
+	} {
+		cfg, _, err := parseFlags(append([]string{"--store", "sqlite:/tmp/x.db"}, args...), &errOut)
+		if err == nil {
+			cfg.applyDefaults()
+			err = cfg.validate()
+		}
+		if err == nil {
+			t.Errorf("%v: accepted", args)
+		}
 	}
 }

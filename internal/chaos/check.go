@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/masterjob/masterjob"
 )
 
 // Mastership is one interval during which an instance ran a lock's job, on
@@ -26,6 +28,86 @@ type Mastership struct {
 	// left running by a process that exited on its own): Stop is then the
 	// time the process was reaped.
 	Open bool `json:"open,omitempty"`
+	// Cancelled is when the job was told to stop (its context ended; in
+	// runner mode, the child got SIGTERM); 0 if it never was (killed, or
+	// its context ended by a kill of the child).
+	Cancelled int64 `json:"cancelled,omitempty"`
+	// Plan is how long the job takes to stop once told (0: at once), and
+	// Policy what may end that early (see stopPolicies); How says what
+	// ended it.
+	Plan   int64  `json:"plan,omitempty"`
+	Policy string `json:"policy,omitempty"`
+	How    string `json:"how,omitempty"`
+	// Child is set in runner mode: the interval is the life of the
+	// runner's child, ended by its stop or by its death (its connection to
+	// the driver closing).
+	Child bool `json:"child,omitempty"`
+}
+
+// told returns when the job was told to stop, or its end if it never was.
+func (m Mastership) told() int64 {
+	if m.Cancelled > 0 {
+		return m.Cancelled
+	}
+	return m.Stop
+}
+
+// describe summarises how the job stopped, for violations.
+func (m Mastership) describe() string {
+	told := "never told to stop"
+	if m.Cancelled > 0 {
+		told = "told to stop at " + ts(m.Cancelled)
+	}
+	how := m.How
+	if how == "" {
+		how = m.Reason // killed, or left open
+	}
+	return fmt.Sprintf("%s, stop plan %v (%s), stopped at %s (%s; stop reason then: %s)",
+		told, dur(m.Plan), m.Policy, ts(m.Stop), how, m.Reason)
+}
+
+// StoreLoss is one store-side loss: the driver ended a lock's lease in the
+// store behind its holder's back (LossDelete, LossExpire).
+type StoreLoss struct {
+	Lock string `json:"lock"`
+	Mode string `json:"mode"`
+	// Token and Holder are those of the lease ended; Token is 0 when no
+	// lease was held.
+	Token  int64  `json:"token"`
+	Holder string `json:"holder,omitempty"`
+	// Called and Returned bracket the statement.
+	Called   int64 `json:"called"`
+	Returned int64 `json:"returned"`
+}
+
+func (l StoreLoss) describe() string {
+	if l.Token == 0 {
+		return fmt.Sprintf("store-side %s of %s: no lease held", l.Mode, l.Lock)
+	}
+	return fmt.Sprintf("store-side %s of %s: ended token %d of %s", l.Mode, l.Lock, l.Token, l.Holder)
+}
+
+// Renewal is one renewal round trip of an instance, as its executor
+// reported it: when it began and ended, and whether the store answered.
+type Renewal struct {
+	Index int   `json:"idx"`
+	Gen   int   `json:"gen"`
+	Began int64 `json:"began"`
+	Ended int64 `json:"ended"`
+	OK    bool  `json:"ok"`
+}
+
+// Demotion is an instance's report (its observer's transition) that it
+// lost a lease: the store refused a renewal (lost), or its trust window
+// closed (demoted).
+type Demotion struct {
+	Index  int    `json:"idx"`
+	Gen    int    `json:"gen"`
+	Lock   string `json:"lock"`
+	Token  int64  `json:"token"`
+	Kind   string `json:"kind"`
+	Reason string `json:"reason"`
+	At     int64  `json:"at"`
 }
 
 // Window is a period on the monotonic clock affecting one instance slot.
@@ -74,6 +156,12 @@ type Timeline struct {
 	// holding SQLite's write lock: every instance was cut from the store.
 	StoreBlocked []Window
 	Controls     []ControlWindow
+	// Losses holds the store-side losses the driver caused.
+	Losses []StoreLoss
+	// Demotions holds the instances' reports of lost leases.
+	Demotions []Demotion
+	// Renewals holds the instances' renewal round trips (executor mode).
+	Renewals []Renewal
 	// Resumed holds, per instance, the pauses the instance saw itself: From
 	// is its last clock reading before the pause, To its first after.
 	Resumed []Window
@@ -95,6 +183,17 @@ const (
 	VCrash           = "crashed-instance"
 	VLeak            = "leak" // a process, job or lease outlived the run
 	VHarness         = "harness-error"
+	// VOrphan: a process a runner started (its child or a grandchild)
+	// outlived the runner (runner mode).
+	VOrphan = "orphan-outlived-runner"
+	// VLossRunning: a job ran on more than a heartbeat (plus slack) after
+	// its instance learned that its lease was lost (a renewal refused, the
+	// trust window closed), e.g. until the old expiry.
+	VLossRunning = "job-ran-on-after-lease-loss"
+	// VStoreLossRunning: a job ran on more than a heartbeat (plus slack)
+	// after a store-side loss of its lease returned, while its instance
+	// could renew.
+	VStoreLossRunning = "job-ran-on-after-store-loss"
 	// VPausedWriter: a SIGSTOPped instance held SQLite's write lock and so
 	// blocked every instance (a violation only with StrictSQLiteLock).
 	VPausedWriter = "sqlite-write-lock-held-while-paused"
@@ -115,6 +214,7 @@ type Limits struct {
 	GapBound     time.Duration
 	StopGrace    time.Duration
 	DisableSlack time.Duration
+	LossSlack    time.Duration
 }
 
 // Findings is the checker's result.
@@ -122,6 +222,13 @@ type Findings struct {
 	Violations []Violation
 	// ExcusedOverlaps counts overlaps whose older master was SIGSTOPped.
 	ExcusedOverlaps int
+	// ExcusedByLoss counts overlaps whose older master's lease was ended
+	// by a store-side loss before the newer one started.
+	ExcusedByLoss int
+	// NeverRanAfterCont counts SIGSTOPped masters that showed no sign of
+	// running (no resume seen, no write) between SIGCONT and their
+	// SIGKILL, so that how late they stopped cannot be judged.
+	NeverRanAfterCont int
 	// MaxStopAfterCont is the longest a SIGSTOPped master's job ran after
 	// SIGCONT when a newer master had started meanwhile.
 	MaxStopAfterCont time.Duration
@@ -146,11 +253,18 @@ type Findings struct {
 	// instance healthy (the one bounded by GapBound).
 	MaxGap, MaxEligibleGap time.Duration
 	// MaxDisableStop is the longest a healthy master's job ran after Disable
-	// returned.
+	// returned before it was told to stop.
 	MaxDisableStop time.Duration
+	// MaxStoreLossStop is the longest a job ran after a store-side loss of
+	// its lease returned, its instance able to renew; MaxLossStop the
+	// longest a job ran after its instance reported the loss of its lease.
+	MaxStoreLossStop, MaxLossStop time.Duration
+	// StoreLossHits counts the store-side losses that ended a lease whose
+	// job was running (StoreLossWhileStopping: while it was stopping).
+	StoreLossHits, StoreLossWhileStopping int
 }
 
-// Check checks tl against the promises of the design.
+// Check checks tl against masterjob's promises (see the package doc).
 func Check(tl *Timeline, lim Limits) Findings {
 	var f Findings
 	f.Violations = append(f.Violations, tl.Problems...)
@@ -165,6 +279,7 @@ func Check(tl *Timeline, lim Limits) Findings {
 		f.checkOverlaps(tl, lock, ms, lim)
 		f.checkGaps(tl, lock, ms, lim)
 		f.checkControls(tl, lock, ms, lim)
+		f.checkLosses(tl, lock, ms, lim)
 	}
 	f.checkSink(tl)
 	slices.SortStableFunc(f.Violations, func(a, b Violation) int { return cmp.Compare(a.At, b.At) })
@@ -197,6 +312,13 @@ func (f *Findings) checkOverlaps(tl *Timeline, lock string, ms []Mastership, lim
 				continue
 			}
 			// a still ran when b started.
+			if tl.lostInStore(lock, a.Token, b.Start) {
+				// An outside writer ended a's lease: b could acquire before
+				// a's next renewal told it. checkLosses holds a to
+				// stopping within a heartbeat of the loss.
+				f.ExcusedByLoss++
+				continue
+			}
 			var excuse *Window
 			for k := range tl.Stopped {
 				w := tl.Stopped[k]
@@ -234,6 +356,13 @@ func (f *Findings) checkOverlaps(tl *Timeline, lock string, ms []Mastership, lim
 				f.WritesAfterCont = append(f.WritesAfterCont, dur(first-excuse.To))
 			}
 			f.MaxStopAfterCont = max(f.MaxStopAfterCont, dur(after))
+			_, wrote := tl.firstWriteAfter(a, excuse.To)
+			if dur(after) > lim.StopGrace && !seen && !wrote && a.Reason == "killed" {
+				// No sign that the process ran at all between SIGCONT and
+				// its SIGKILL (the host starved it): nothing to judge.
+				f.NeverRanAfterCont++
+				continue
+			}
 			if dur(after) > lim.StopGrace {
 				ran := "its pause detector saw no resume"
 				if seen {
@@ -244,6 +373,17 @@ func (f *Findings) checkOverlaps(tl *Timeline, lock string, ms []Mastership, lim
 			}
 		}
 	}
+}
+
+// lostInStore reports whether a store-side loss ended token's lease of
+// lock before t.
+func (tl *Timeline) lostInStore(lock string, token, t int64) bool {
+	for _, l := range tl.Losses {
+		if l.Lock == lock && l.Token == token && l.Called <= t {
+			return true
+		}
+	}
+	return false
 }
 
 // checkSink replays the sink's log: it must never have accepted a token
@@ -428,10 +568,13 @@ func (f *Findings) checkControls(tl *Timeline, lock string, ms []Mastership, lim
 				f.add(VDisabledAcquire, lock, m.Start, "instance %d gen %d acquired token %d at %s: the lock was disabled at %s (token %d) and enabled only at %s",
 					m.Index, m.Gen, m.Token, ts(m.Start), ts(c.DisableReturned), c.Token, ts(c.EnableCalled))
 			}
-			if m.Token > c.Token || m.Start >= c.DisableReturned || m.Stop <= c.DisableReturned {
+			// The promise is that the job is told to stop within a
+			// heartbeat; a job slow to stop then takes its time, bounded by
+			// StopDeadline (the overlap and loss checks hold it to that).
+			if m.Token > c.Token || m.Start >= c.DisableReturned || m.told() <= c.DisableReturned {
 				continue
 			}
-			ran := dur(m.Stop - c.DisableReturned)
+			ran := dur(m.told() - c.DisableReturned)
 			limit := c.DisableReturned + int64(lim.Heartbeat+lim.DisableSlack)
 			why := "healthy"
 			for _, w := range tl.Stopped {
@@ -453,12 +596,137 @@ func (f *Findings) checkControls(tl *Timeline, lock string, ms []Mastership, lim
 			if why == "healthy" {
 				f.MaxDisableStop = max(f.MaxDisableStop, ran)
 			}
-			if m.Stop > limit {
-				f.add(VDisabledRunning, lock, c.DisableReturned, "instance %d gen %d (token %d, %s) ran its job %v after Disable returned at %s (limit %v)",
+			if m.told() > limit {
+				f.add(VDisabledRunning, lock, c.DisableReturned, "instance %d gen %d (token %d, %s) ran its job %v after Disable returned at %s before it was told to stop (limit %v)",
 					m.Index, m.Gen, m.Token, why, ran, ts(c.DisableReturned), dur(limit-c.DisableReturned))
 			}
 		}
 	}
+}
+
+// checkLosses: once the store has refused a lease, the job stops within a
+// heartbeat plus LossSlack, not at the lease's old expiry, whether it was
+// running or already stopping for a planned reason (shutdown, disable).
+// Two sources say when the store refused it:
+//
+//   - a store-side loss (the driver deleted or expired the lease): the
+//     holder learns at its next renewal, within a heartbeat; longer only if
+//     it could not reach the store (cut, outage, latency, a store restart:
+//     then by the end of its trust window, within a lease), or its process
+//     was paused;
+//   - the instance's own report of a lost lease (its observer's "lost"
+//     transition: a renewal refused; or "demoted" with ErrLeaseExpired):
+//     the job must stop at once; longer only if the process was paused.
+//
+// A demotion with ErrTrustWindowPassed is not bounded here: it may come
+// from exhausted renewal retries while the lease is still valid, and the
+// job may use the lease up to its local expiry, which the overlap check
+// holds it to.
+func (f *Findings) checkLosses(tl *Timeline, lock string, ms []Mastership, lim Limits) {
+	for _, l := range tl.Losses {
+		if l.Lock != lock || l.Token == 0 {
+			continue
+		}
+		for _, m := range ms {
+			if m.Token != l.Token || m.Stop <= l.Called {
+				continue
+			}
+			f.StoreLossHits++
+			if m.Cancelled > 0 && m.Cancelled <= l.Called {
+				f.StoreLossWhileStopping++
+			}
+			limit := l.Returned + int64(lim.Heartbeat+lim.LossSlack)
+			why := "able to renew"
+			for _, ws := range [][]Window{tl.Down, tl.Degraded} {
+				for _, w := range ws {
+					switch w.Cause {
+					case "stop", "sigterm", "killed":
+						continue // a pause is below; a planned stop does not delay the renewal
+					}
+					if w.Index == m.Index && w.overlaps(l.Called, limit) {
+						// It could not renew: it learns no later than its
+						// trust window (< a lease) ends.
+						limit = max(limit, l.Returned+int64(lim.Tolerance+lim.LossSlack))
+						why = "cut off or slowed (" + w.Cause + ")"
+					}
+				}
+			}
+			// The store tells the holder at its first renewal that begins
+			// after the loss: a slow one tells it late, a failed one not
+			// at all (then it learns by the end of its trust window).
+			for _, r := range tl.Renewals {
+				if r.Index != m.Index || r.Gen != m.Gen || r.Began < l.Returned || r.Began > limit {
+					continue
+				}
+				if !r.OK {
+					limit = max(limit, l.Returned+int64(lim.Tolerance+lim.LossSlack))
+					why = "its renewals failed"
+					continue
+				}
+				if r.Ended+int64(lim.LossSlack) > limit {
+					limit = r.Ended + int64(lim.LossSlack)
+					why = fmt.Sprintf("its next renewal took %v", dur(r.Ended-r.Began))
+				}
+				break
+			}
+			limit, paused := tl.pauseLimit(m.Index, l.Called, limit, lim)
+			if paused {
+				why = "paused"
+			}
+			ran := dur(m.Stop - l.Returned)
+			if why == "able to renew" || strings.HasPrefix(why, "its next renewal") {
+				f.MaxStoreLossStop = max(f.MaxStoreLossStop, ran)
+			}
+			if m.Stop > limit {
+				f.add(VStoreLossRunning, lock, l.Returned, "instance %d gen %d (token %d, %s) ran its job %v after the store-side %s of its lease returned at %s (limit %v); %s",
+					m.Index, m.Gen, m.Token, why, ran, l.Mode, ts(l.Returned), dur(limit-l.Returned), m.describe())
+			}
+		}
+	}
+	for _, dm := range tl.Demotions {
+		if dm.Lock != lock || (dm.Kind != "lost" && dm.Reason != masterjob.ErrLeaseExpired.Error()) {
+			continue
+		}
+		for _, m := range ms {
+			if m.Index != dm.Index || m.Gen != dm.Gen || m.Token != dm.Token || m.Stop <= dm.At {
+				continue
+			}
+			limit, paused := tl.pauseLimit(m.Index, dm.At, dm.At+int64(lim.Heartbeat+lim.LossSlack), lim)
+			ran := dur(m.Stop - dm.At)
+			if !paused {
+				f.MaxLossStop = max(f.MaxLossStop, ran)
+			}
+			if m.Stop > limit {
+				f.add(VLossRunning, lock, dm.At, "instance %d gen %d (token %d) reported %s (%s) at %s and ran its job %v more (limit %v); %s",
+					m.Index, m.Gen, m.Token, dm.Kind, dm.Reason, ts(dm.At), ran, dur(limit-dm.At), m.describe())
+			}
+		}
+	}
+}
+
+// pauseLimit extends limit, a deadline for instance i to act on something
+// that happened at from, by the pauses of i in between (SIGSTOPs, and the
+// stalls its own pause detector saw): by their length, and at least to
+// StopGrace after the process ran again. It reports whether any did.
+func (tl *Timeline) pauseLimit(i int, from, limit int64, lim Limits) (int64, bool) {
+	paused := false
+	pauses := append(slices.Clone(tl.Stopped), tl.Resumed...)
+	seen := map[int]bool{}
+	for changed := true; changed; {
+		changed = false
+		for k, w := range pauses {
+			if seen[k] || w.Index != i || !w.overlaps(from, limit) {
+				continue
+			}
+			seen[k], changed, paused = true, true, true
+			ran := w.To
+			if r, ok := tl.resumedAfter(i, w.To); ok {
+				ran = max(ran, r)
+			}
+			limit = max(limit+(w.To-max(w.From, from)), ran+int64(lim.StopGrace))
+		}
+	}
+	return limit, paused
 }
 
 // firstWrites describes when the paused mastership a wrote again after

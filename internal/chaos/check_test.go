@@ -16,6 +16,7 @@ var testLimits = Limits{
 	GapBound:     1000 * time.Millisecond,
 	StopGrace:    100 * time.Millisecond,
 	DisableSlack: 100 * time.Millisecond,
+	LossSlack:    100 * time.Millisecond,
 }
 
 func kinds(vs []Violation) string {
@@ -33,6 +34,10 @@ func TestCheck(t *testing.T) {
 	}
 	base := func() *Timeline {
 		return &Timeline{From: 0, To: 3000 * ms, Instances: 2, Locks: []string{L}}
+	}
+	told := func(m Mastership, at int64) Mastership {
+		m.Cancelled = at * ms
+		return m
 	}
 	tests := []struct {
 		name string
@@ -79,6 +84,46 @@ func TestCheck(t *testing.T) {
 			tl.Resumed = []Window{{Index: 0, From: 199 * ms, To: 2001 * ms}}
 			return tl
 		}, VLateStop},
+		{"no sign of running between SIGCONT and SIGKILL: not judged", func() *Timeline {
+			tl := base()
+			a := m(0, 1, 0, 2300)
+			a.Reason = "killed"
+			tl.Masterships = []Mastership{a, m(1, 2, 900, 3000)}
+			tl.Stopped = []Window{{Index: 0, From: 200 * ms, To: 2000 * ms, Cause: "stop"}}
+			tl.Down = tl.Stopped
+			return tl
+		}, ""},
+		{"a write after SIGCONT shows it ran", func() *Timeline {
+			tl := base()
+			a := m(0, 1, 0, 2300)
+			a.Reason = "killed"
+			tl.Masterships = []Mastership{a, m(1, 2, 900, 3000)}
+			tl.Stopped = []Window{{Index: 0, From: 200 * ms, To: 2000 * ms, Cause: "stop"}}
+			tl.Down = tl.Stopped
+			tl.Writes = []SinkWrite{{Lock: L, Token: 1, Sent: 2010 * ms, At: 2011 * ms}}
+			return tl
+		}, VLateStop},
+		{"store-side loss, the holder's next renewal is slow", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1450), m(1, 2, 1700, 3000)}
+			tl.Losses = []StoreLoss{{Lock: L, Mode: LossExpire, Token: 1, Called: 1000 * ms, Returned: 1001 * ms}}
+			tl.Renewals = []Renewal{{Index: 0, Gen: 1, Began: 950 * ms, Ended: 990 * ms, OK: true}, {Index: 0, Gen: 1, Began: 1050 * ms, Ended: 1400 * ms, OK: true}}
+			return tl
+		}, ""},
+		{"store-side loss, the holder's next renewal is fast", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1450), m(1, 2, 1700, 3000)}
+			tl.Losses = []StoreLoss{{Lock: L, Mode: LossExpire, Token: 1, Called: 1000 * ms, Returned: 1001 * ms}}
+			tl.Renewals = []Renewal{{Index: 0, Gen: 1, Began: 1050 * ms, Ended: 1060 * ms, OK: true}}
+			return tl
+		}, VStoreLossRunning},
+		{"store-side loss, the holder's renewals fail", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1450), m(1, 2, 1700, 3000)}
+			tl.Losses = []StoreLoss{{Lock: L, Mode: LossExpire, Token: 1, Called: 1000 * ms, Returned: 1001 * ms}}
+			tl.Renewals = []Renewal{{Index: 0, Gen: 1, Began: 1050 * ms, Ended: 1150 * ms}}
+			return tl
+		}, ""},
 		{"stopped again right after SIGCONT", func() *Timeline {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 2560), m(1, 2, 900, 3000)}
@@ -154,6 +199,100 @@ func TestCheck(t *testing.T) {
 			}
 			return tl
 		}, VStaleWrite},
+		// A job slow to stop: told within a heartbeat of the disable, it
+		// may take its time (the executor keeps renewing; StopDeadline
+		// bounds it).
+		{"slow stop after disable, told in time", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{told(m(0, 1, 0, 1300), 500), m(1, 2, 2200, 3000)}
+			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 1, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
+			return tl
+		}, ""},
+		{"slow stop after disable, told late", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{told(m(0, 1, 0, 1300), 700), m(1, 2, 2200, 3000)}
+			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 1, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
+			return tl
+		}, VDisabledRunning},
+		// Issue 7 item 1: stopping for a planned reason, the lease is lost
+		// in the store, another instance acquires, the job runs on to the
+		// old expiry.
+		{"store-side loss during a planned stop, job runs to the old expiry", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{told(m(0, 1, 0, 1500), 900), m(1, 2, 1200, 3000)}
+			tl.Losses = []StoreLoss{{Lock: L, Mode: LossDelete, Token: 1, Called: 1000 * ms, Returned: 1001 * ms}}
+			return tl
+		}, VStoreLossRunning},
+		{"store-side loss, job stops within a heartbeat: the overlap is excused", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{told(m(0, 1, 0, 1150), 900), m(1, 2, 1050, 3000)}
+			tl.Losses = []StoreLoss{{Lock: L, Mode: LossDelete, Token: 1, Called: 1000 * ms, Returned: 1001 * ms}}
+			return tl
+		}, ""},
+		{"a loss after the newer master started excuses nothing", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1150), m(1, 2, 1050, 3000)}
+			tl.Losses = []StoreLoss{{Lock: L, Mode: LossDelete, Token: 1, Called: 1100 * ms, Returned: 1101 * ms}}
+			return tl
+		}, VOverlap},
+		{"store-side loss of a holder cut from the store: a lease to stop", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1500), m(1, 2, 1700, 3000)}
+			tl.Down = []Window{{Index: 0, From: 900 * ms, To: 2000 * ms, Cause: "cut"}}
+			tl.Losses = []StoreLoss{{Lock: L, Mode: LossExpire, Token: 1, Called: 1000 * ms, Returned: 1001 * ms}}
+			return tl
+		}, ""},
+		{"store-side loss of a SIGSTOPped holder: until it runs again", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 2050), m(1, 2, 1700, 3000)}
+			tl.Stopped = []Window{{Index: 0, From: 1050 * ms, To: 2000 * ms, Cause: "stop"}}
+			tl.Down = tl.Stopped
+			tl.Losses = []StoreLoss{{Lock: L, Mode: LossExpire, Token: 1, Called: 1000 * ms, Returned: 1001 * ms}}
+			return tl
+		}, ""},
+		{"store-side loss of a stalled holder: until it runs again", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1450), m(1, 2, 1700, 3000)}
+			tl.Resumed = []Window{{Index: 0, From: 1050 * ms, To: 1400 * ms}}
+			tl.Losses = []StoreLoss{{Lock: L, Mode: LossExpire, Token: 1, Called: 1000 * ms, Returned: 1001 * ms}}
+			return tl
+		}, ""},
+		{"store-side loss when nothing was held checks nothing", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1000), m(1, 2, 1300, 3000)}
+			tl.Losses = []StoreLoss{{Lock: L, Mode: LossDelete, Called: 1100 * ms, Returned: 1101 * ms}}
+			return tl
+		}, ""},
+		{"reported lost, job runs to the old expiry", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{told(m(0, 1, 0, 1500), 900), m(1, 2, 1600, 3000)}
+			tl.Demotions = []Demotion{{Index: 0, Gen: 1, Lock: L, Token: 1, Kind: "lost", Reason: "masterjob: lease lost", At: 1100 * ms}}
+			return tl
+		}, VLossRunning},
+		{"reported lost, job stops at once", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{told(m(0, 1, 0, 1110), 900), m(1, 2, 1600, 3000)}
+			tl.Demotions = []Demotion{{Index: 0, Gen: 1, Lock: L, Token: 1, Kind: "lost", Reason: "masterjob: lease lost", At: 1100 * ms}}
+			return tl
+		}, ""},
+		{"demoted with the lease expired, job runs on", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1500), m(1, 2, 1600, 3000)}
+			tl.Demotions = []Demotion{{Index: 0, Gen: 1, Lock: L, Token: 1, Kind: "demoted", Reason: "masterjob: lease expired before the instance noticed", At: 1100 * ms}}
+			return tl
+		}, VLossRunning},
+		{"demoted at the trust window: the job may use the lease", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1500), m(1, 2, 1600, 3000)}
+			tl.Demotions = []Demotion{{Index: 0, Gen: 1, Lock: L, Token: 1, Kind: "demoted", Reason: "masterjob: lease not renewed within the trust window", At: 1100 * ms}}
+			return tl
+		}, ""},
+		{"reported lost by another generation checks nothing", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1500), m(1, 2, 1600, 3000)}
+			tl.Demotions = []Demotion{{Index: 0, Gen: 2, Lock: L, Token: 1, Kind: "lost", At: 1100 * ms}}
+			return tl
+		}, ""},
 		{"problems seen by the driver", func() *Timeline {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 3000)}

@@ -22,6 +22,12 @@ type Timing struct {
 	InitDelay time.Duration
 	// WriteEvery is how often a master writes to the fenced sink.
 	WriteEvery time.Duration
+	// ShutdownTimeout is the executor's (or runner's) ShutdownTimeout.
+	// Default: SlowStopMax + 2 x Tolerance + 1s, so that a slow job can
+	// finish its stop within it even when a combo SIGSTOPs its instance
+	// (for up to a lease + 800ms) while it stops: Run then rightly returns
+	// ErrShutdownTimeout, which the harness counts as a crash.
+	ShutdownTimeout time.Duration
 }
 
 // DefaultTiming is the timing of a run unless configured otherwise.
@@ -58,6 +64,30 @@ type Config struct {
 	// Timing is the executor configuration of the instances.
 	Timing Timing
 
+	// SlowStop is the fraction of masterships whose job is slow to stop:
+	// once told to stop it goes on (writing to the sink) for a random time
+	// up to SlowStopMax, bounded only by what the executor tells it
+	// (masterjob.StopDeadline, and for half of them masterjob.StopReason;
+	// in runner mode the child ignores SIGTERM and the runner kills it).
+	// 0 means the default (0.5); a negative value means none.
+	SlowStop float64
+	// SlowStopMax bounds the stop time of a slow job (default 1.5 x
+	// Tolerance: past the lease).
+	SlowStopMax time.Duration
+
+	// Runner runs each instance as a real `masterjob run` runner (package
+	// cli, in the instance process) whose child command is a process that
+	// reports to the driver, instead of an Executor with in-process jobs.
+	// Runner mode follows one lock (Locks must be 1); the faults that act
+	// inside an instance (SQLite outages, latency and reopen, clock jumps)
+	// do not apply to it.
+	Runner bool
+	// DirectChild, in runner mode, makes the child command the reporting
+	// process itself. By default it runs under "sh -c 'CHILD & wait'", as
+	// the README's quick start does, so that the process that must die with
+	// the runner is a grandchild.
+	DirectChild bool
+
 	// Margin is added to Tolerance + Check to bound a gap with no master
 	// while the lock is enabled and an instance is healthy (default 500ms).
 	Margin time.Duration
@@ -67,6 +97,11 @@ type Config struct {
 	// DisableSlack is added to one heartbeat to bound how long a healthy
 	// master's job runs after Disable returns (default 100ms).
 	DisableSlack time.Duration
+	// LossSlack is added to one heartbeat to bound how long a job runs
+	// after its instance learned that its lease is lost (a renewal refused,
+	// the trust window closed) or after a store-side loss of its lease
+	// returned (default 100ms).
+	LossSlack time.Duration
 	// StrictSQLiteLock makes a SIGSTOP that catches an instance holding
 	// SQLite's write lock a violation (VPausedWriter). By default it counts
 	// as a store outage for every instance for the length of the pause (see
@@ -79,8 +114,9 @@ type Config struct {
 	// FaultGap).
 	MaxDuration time.Duration
 
-	// Command starts an instance: the program and the arguments before the
-	// instance's flags. Default: this executable with "instance".
+	// Command is the program (and arguments) that Main runs in: the driver
+	// appends the subcommand ("instance", "runner", "child") and its flags.
+	// Default: this executable.
 	Command []string
 	// Dir is the work directory (socket, logs, event log). Default: a new
 	// temporary directory, removed after a run without violations unless
@@ -101,6 +137,8 @@ const (
 	DefaultMargin       = 500 * time.Millisecond
 	DefaultStopGrace    = 100 * time.Millisecond
 	DefaultDisableSlack = 100 * time.Millisecond
+	DefaultLossSlack    = 100 * time.Millisecond
+	DefaultSlowStop     = 0.5
 	DefaultSettle       = 2 * time.Second
 )
 
@@ -127,6 +165,15 @@ func (c *Config) applyDefaults() {
 	def(&c.Margin, DefaultMargin)
 	def(&c.StopGrace, DefaultStopGrace)
 	def(&c.DisableSlack, DefaultDisableSlack)
+	def(&c.LossSlack, DefaultLossSlack)
+	switch {
+	case c.SlowStop == 0:
+		c.SlowStop = DefaultSlowStop
+	case c.SlowStop < 0:
+		c.SlowStop = 0
+	}
+	def(&c.SlowStopMax, c.Timing.Tolerance*3/2)
+	def(&c.Timing.ShutdownTimeout, c.SlowStopMax+2*c.Timing.Tolerance+time.Second)
 	def(&c.Settle, DefaultSettle)
 	// Each fault lasts at most a few seconds and at most Instances-1 run at
 	// once; a run needs about Faults*FaultGap plus start-up and settling.
@@ -152,20 +199,30 @@ func (c *Config) validate() error {
 	if c.Faults < 0 {
 		errs = append(errs, fmt.Errorf("faults %d: must not be negative", c.Faults))
 	}
+	if c.SlowStop > 1 {
+		errs = append(errs, fmt.Errorf("slow stop %v: must be a fraction, at most 1", c.SlowStop))
+	}
+	if c.Runner && c.Locks != 1 {
+		errs = append(errs, fmt.Errorf("locks %d: runner mode follows one lock (a runner runs one command)", c.Locks))
+	}
 	if c.Timing.Heartbeat >= c.Timing.Tolerance {
 		errs = append(errs, fmt.Errorf("heartbeat %v must be shorter than tolerance %v", c.Timing.Heartbeat, c.Timing.Tolerance))
 	}
 	for name, d := range map[string]time.Duration{
 		"fault gap": c.FaultGap, "check": c.Timing.Check, "write every": c.Timing.WriteEvery,
 		"margin": c.Margin, "stop grace": c.StopGrace, "disable slack": c.DisableSlack,
+		"loss slack": c.LossSlack, "slow stop max": c.SlowStopMax, "shutdown timeout": c.Timing.ShutdownTimeout,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s %v: must be positive", name, d))
 		}
 	}
 	for _, k := range c.Kinds {
-		if faultWeights[k] == 0 {
+		switch {
+		case faultWeights[k] == 0:
 			errs = append(errs, fmt.Errorf("fault kind %q: want one of %v", k, FaultKinds))
+		case c.Runner && !c.applies(k):
+			errs = append(errs, fmt.Errorf("fault kind %q: does not apply in runner mode on this store", k))
 		}
 	}
 	if c.Timing.InitDelay < 0 {

@@ -18,6 +18,13 @@ import (
 // handle. There is no network between a SQLite instance and its file, so
 // this is the honest substitute: it exercises the executor's handling of a
 // failing or slow store, not a real network partition.
+//
+// It forwards the store's notifications (store.Notifier), and treats a
+// subscription as a server store's would be treated by a network outage:
+// an outage that begins, or a reopen, ends every subscription (its channel
+// closes), and Subscribe during an outage fails or hangs like every other
+// call. So the executor's resubscription runs under the same faults as its
+// other store calls.
 type faultStore struct {
 	reopen func() (store.Store, error)
 
@@ -25,10 +32,14 @@ type faultStore struct {
 	st       store.Store
 	mode     string // "", "fail" or "hang"
 	latency  time.Duration
-	restored chan struct{} // closed when the current outage ends
+	restored chan struct{}        // closed when the current outage ends
+	subs     []context.CancelFunc // ends the current subscriptions
 }
 
-var _ store.Store = (*faultStore)(nil)
+var (
+	_ store.Store    = (*faultStore)(nil)
+	_ store.Notifier = (*faultStore)(nil)
+)
 
 func newFaultStore(st store.Store, reopen func() (store.Store, error)) *faultStore {
 	return &faultStore{st: st, reopen: reopen, restored: make(chan struct{})}
@@ -42,7 +53,18 @@ func (f *faultStore) setOutage(mode string, latency time.Duration) {
 		close(f.restored)
 		f.restored = make(chan struct{})
 	}
+	if f.mode == "" && mode != "" {
+		f.endSubscriptions()
+	}
 	f.mode, f.latency = mode, latency
+}
+
+// endSubscriptions ends every subscription; f.mu is held.
+func (f *faultStore) endSubscriptions() {
+	for _, cancel := range f.subs {
+		cancel()
+	}
+	f.subs = nil
 }
 
 // reopenStore closes the handle and opens a new one; calls in flight on the
@@ -55,8 +77,33 @@ func (f *faultStore) reopenStore() error {
 	f.mu.Lock()
 	old := f.st
 	f.st = st
+	f.endSubscriptions()
 	f.mu.Unlock()
 	return old.Close()
+}
+
+// Subscribe subscribes to the notifications of the store in use, after the
+// outage or latency in force; the subscription ends with ctx, or when an
+// outage begins or the handle is reopened.
+func (f *faultStore) Subscribe(ctx context.Context) (<-chan store.Change, error) {
+	st, err := f.enter(ctx, "subscribe")
+	if err != nil {
+		return nil, err
+	}
+	n, ok := st.(store.Notifier)
+	if !ok {
+		return nil, fmt.Errorf("chaos: subscribe: %T cannot notify", st)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	ch, err := n.Subscribe(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	f.mu.Lock()
+	f.subs = append(f.subs, cancel)
+	f.mu.Unlock()
+	return ch, nil
 }
 
 // enter applies the fault in force and returns the store to call.
@@ -139,5 +186,6 @@ func (f *faultStore) Locks(ctx context.Context, names ...string) ([]store.LockSt
 func (f *faultStore) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.endSubscriptions()
 	return f.st.Close()
 }

@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
+	"os/signal"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/masterjob/masterjob"
@@ -32,6 +35,12 @@ type instanceArgs struct {
 	dsn      string // PostgreSQL: the DSN through the instance's proxy
 	locks    int
 	timing   Timing
+	// slowStop is the fraction of jobs slow to stop, slowMax the longest
+	// such stop; seed seeds each job's draw (with slot, generation, token).
+	slowStop    float64
+	slowMax     time.Duration
+	seed        uint64
+	directChild bool // runner mode: no sh -c around the child
 }
 
 func (a instanceArgs) argv() []string {
@@ -48,6 +57,11 @@ func (a instanceArgs) argv() []string {
 		"--check", a.timing.Check.String(),
 		"--init-delay", a.timing.InitDelay.String(),
 		"--write-every", a.timing.WriteEvery.String(),
+		"--shutdown-timeout", a.timing.ShutdownTimeout.String(),
+		"--slow-stop", strconv.FormatFloat(a.slowStop, 'g', -1, 64),
+		"--slow-max", a.slowMax.String(),
+		"--seed", strconv.FormatUint(a.seed, 10),
+		"--direct-child=" + strconv.FormatBool(a.directChild),
 	}
 }
 
@@ -67,6 +81,11 @@ func parseInstanceArgs(args []string) (instanceArgs, error) {
 	fs.DurationVar(&a.timing.Check, "check", 0, "")
 	fs.DurationVar(&a.timing.InitDelay, "init-delay", 0, "")
 	fs.DurationVar(&a.timing.WriteEvery, "write-every", 20*time.Millisecond, "")
+	fs.DurationVar(&a.timing.ShutdownTimeout, "shutdown-timeout", 0, "")
+	fs.Float64Var(&a.slowStop, "slow-stop", 0, "")
+	fs.DurationVar(&a.slowMax, "slow-max", 0, "")
+	fs.Uint64Var(&a.seed, "seed", 0, "")
+	fs.BoolVar(&a.directChild, "direct-child", false, "")
 	if err := fs.Parse(args); err != nil {
 		return a, err
 	}
@@ -84,7 +103,7 @@ func lockName(k int) string { return "chaos-lock-" + strconv.Itoa(k) }
 // sink over the driver's socket, and applies the driver's control messages.
 // It returns when the driver asks it to shut down (or goes away) and Run
 // has returned. It is called by Main for the "instance" subcommand.
-func RunInstance(args []string, stderr io.Writer) error {
+func RunInstance(args []string, _, stderr io.Writer) error {
 	a, err := parseInstanceArgs(args)
 	if err != nil {
 		return err
@@ -160,8 +179,25 @@ func (in *instance) run(stderr io.Writer) error {
 	}
 	defer st.Close()
 
+	// SIGTERM shuts the instance down gracefully, as it would any
+	// application: Run's context ends, jobs stop, leases are released.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
 	id := fmt.Sprintf("i%d-g%d-%d", a.index, a.gen, os.Getpid())
-	ex, err := masterjob.New(st,
+	opts := []masterjob.Option{}
+	if a.timing.ShutdownTimeout > 0 {
+		opts = append(opts, masterjob.WithShutdownTimeout(a.timing.ShutdownTimeout))
+	}
+	ex, err := masterjob.New(st, append(opts,
 		masterjob.WithLookupEnv(func(string) (string, bool) { return "", false }),
 		masterjob.WithInitDelay(a.timing.InitDelay),
 		masterjob.WithHeartbeatInterval(a.timing.Heartbeat),
@@ -170,7 +206,7 @@ func (in *instance) run(stderr io.Writer) error {
 		masterjob.WithInstanceID(id),
 		masterjob.WithLogger(logger),
 		masterjob.WithObserver(observer{in}),
-	)
+	)...)
 	if err != nil {
 		return err
 	}
@@ -191,10 +227,53 @@ func (in *instance) run(stderr io.Writer) error {
 	return runErr
 }
 
+// Stop policies of a slow job: what may end its stop early.
+const (
+	// policyDeadline: masterjob.StopDeadline only, the time by which the
+	// job must have stopped.
+	policyDeadline = "deadline"
+	// policyReason: StopDeadline, and at once when masterjob.StopReason
+	// reports a loss (ErrLeaseLost, ErrLeaseExpired), as the CLI does.
+	policyReason = "deadline+reason"
+	// policySigterm: a runner's child that ignores SIGTERM for its plan;
+	// the runner kills it (runner mode).
+	policySigterm = "ignores SIGTERM"
+)
+
+// What ended a job (Message.How).
+const (
+	howPrompt   = "prompt"       // it stopped as soon as it was told
+	howDone     = "cleanup done" // its planned stop time passed
+	howDeadline = "stop deadline"
+	howReason   = "stop reason reported a loss"
+)
+
+// stopSlack is how long before StopDeadline a slow job returns: its polling
+// interval and then some.
+const stopSlack = 10 * time.Millisecond
+
+// stopPlan draws how long the job of (slot, generation, token) takes to
+// stop once told, and its policy: reproducible from the run's seed.
+func stopPlan(a instanceArgs, token int64) (time.Duration, string) {
+	rng := rand.New(rand.NewPCG(a.seed^uint64(a.index)<<40^uint64(a.gen)<<20, uint64(token)))
+	policy := policyDeadline
+	if rng.IntN(2) == 0 {
+		policy = policyReason
+	}
+	if a.slowMax <= 0 || rng.Float64() >= a.slowStop {
+		return 0, policy
+	}
+	return time.Duration(rng.Int64N(int64(a.slowMax))), policy
+}
+
 // job is every lock's job: it reports its mastership and writes to the
-// fenced sink every WriteEvery until its context ends.
+// fenced sink every WriteEvery until its context ends; then, if it is slow
+// to stop, it goes on writing for the time its plan says, bounded by what
+// the executor tells it (StopDeadline, StopReason).
 func (in *instance) job(ctx context.Context, lease masterjob.Lease) error {
-	in.send(Message{Type: msgStart, Lock: lease.Lock, Token: lease.Token, T: Mono(), Wall: in.wallString()})
+	plan, policy := stopPlan(in.args, lease.Token)
+	in.send(Message{Type: msgStart, Lock: lease.Lock, Token: lease.Token, T: Mono(), Wall: in.wallString(),
+		Plan: int64(plan), Policy: policy})
 	tick := time.NewTicker(in.args.timing.WriteEvery)
 	defer tick.Stop()
 	for {
@@ -206,12 +285,49 @@ func (in *instance) job(ctx context.Context, lease masterjob.Lease) error {
 		}
 		break
 	}
-	reason := ""
-	if r := masterjob.StopReason(ctx); r != nil {
-		reason = r.Error()
+	in.send(Message{Type: msgStopping, Lock: lease.Lock, Token: lease.Token, T: Mono(), Reason: reasonOf(ctx)})
+	how := howPrompt
+	if plan > 0 {
+		how = in.slowStop(ctx, lease, plan, policy)
 	}
-	in.send(Message{Type: msgStop, Lock: lease.Lock, Token: lease.Token, T: Mono(), Wall: in.wallString(), Reason: reason})
+	in.send(Message{Type: msgStop, Lock: lease.Lock, Token: lease.Token, T: Mono(), Wall: in.wallString(), Reason: reasonOf(ctx), How: how})
 	return nil
+}
+
+func reasonOf(ctx context.Context) string {
+	if r := masterjob.StopReason(ctx); r != nil {
+		return r.Error()
+	}
+	return ""
+}
+
+// slowStop goes on writing, as a job with cleanup to do, until plan has
+// passed or the executor says it must stop: StopDeadline (minus
+// stopSlack), or with policyReason a StopReason that reports a loss.
+func (in *instance) slowStop(ctx context.Context, lease masterjob.Lease, plan time.Duration, policy string) string {
+	end := time.Now().Add(plan)
+	poll := time.NewTicker(pauseTick)
+	defer poll.Stop()
+	var nextWrite time.Time
+	for {
+		now := time.Now()
+		if dl, ok := masterjob.StopDeadline(ctx); ok && !now.Before(dl.Add(-stopSlack)) {
+			return howDeadline
+		}
+		if policy == policyReason {
+			if r := masterjob.StopReason(ctx); errors.Is(r, masterjob.ErrLeaseLost) || errors.Is(r, masterjob.ErrLeaseExpired) {
+				return howReason
+			}
+		}
+		if !now.Before(end) {
+			return howDone
+		}
+		if !now.Before(nextWrite) {
+			in.send(Message{Type: msgWrite, Lock: lease.Lock, Token: lease.Token, T: Mono()})
+			nextWrite = now.Add(in.args.timing.WriteEvery)
+		}
+		<-poll.C
+	}
 }
 
 // pauseTick is how often watchPauses looks at the clock; a gap of more
@@ -273,7 +389,7 @@ func (in *instance) control(shutdown context.CancelFunc) {
 	}
 }
 
-// observer forwards the executor's transitions to the driver, as evidence.
+// observer forwards the executor's transitions and renewals to the driver.
 type observer struct{ in *instance }
 
 func (o observer) Transition(t masterjob.Transition) {
@@ -283,6 +399,12 @@ func (o observer) Transition(t masterjob.Transition) {
 	}
 	o.in.send(Message{Type: msgTransition, Lock: t.Lock, Token: t.Token, Kind: string(t.Kind), Reason: reason, T: Mono()})
 }
-func (observer) Renewal(time.Duration, int, error) {}
-func (observer) Check(time.Duration, int, error)   {}
-func (observer) LeaseTTL(string, time.Duration)    {}
+func (o observer) Renewal(d time.Duration, _ int, err error) {
+	m := Message{Type: msgRenewal, Latency: int64(d), T: Mono()}
+	if err != nil {
+		m.Err = err.Error()
+	}
+	o.in.send(m)
+}
+func (observer) Check(time.Duration, int, error) {}
+func (observer) LeaseTTL(string, time.Duration)  {}

@@ -16,13 +16,17 @@ import (
 )
 
 // Main is the masterjob-chaos command: "masterjob-chaos [flags]" runs the
-// driver; "masterjob-chaos instance ..." is how the driver re-executes
-// itself for each instance. It returns the process's exit code: 0 when the
+// driver; "masterjob-chaos instance ...", "runner ..." and "child ..." are
+// how the driver re-executes itself for each instance (an executor, or in
+// runner mode a `masterjob run` runner and its child command). It returns the process's exit code: 0 when the
 // run found no violation, 1 when it did, 2 when it could not run.
 func Main(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && args[0] == "instance" {
-		if err := RunInstance(args[1:], stderr); err != nil {
-			fmt.Fprintln(stderr, "masterjob-chaos instance:", err)
+	if len(args) > 0 && isSubcommand(args[0]) {
+		run := map[string]func([]string, io.Writer, io.Writer) error{
+			"instance": RunInstance, "runner": RunRunner, "child": RunChild,
+		}[args[0]]
+		if err := run(args[1:], stdout, stderr); err != nil {
+			fmt.Fprintf(stderr, "masterjob-chaos %s: %v\n", args[0], err)
 			return 1
 		}
 		return 0
@@ -57,6 +61,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// isSubcommand reports whether name is one of the subcommands by which the
+// driver re-executes its binary.
+func isSubcommand(name string) bool {
+	return name == "instance" || name == "runner" || name == "child"
+}
+
 func parseFlags(args []string, stderr io.Writer) (Config, string, error) {
 	var cfg Config
 	var jsonOut string
@@ -65,11 +75,14 @@ func parseFlags(args []string, stderr io.Writer) (Config, string, error) {
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: masterjob-chaos --store URL [flags]
 
-Starts N instance processes of a masterjob executor on the store, injects
-faults on a seeded random schedule (SIGKILL, SIGSTOP, cut and latency to the
-store, store restart, wall-clock jumps, disable/enable), then checks the
-promises of the design. Exit status: 0 no violation, 1 violations, 2 the
-run could not be carried out. See docs/chaos.md.
+Starts N instance processes of a masterjob executor (or, with --runner, of
+'masterjob run' with a child command) on the store, injects faults on a
+seeded random schedule (SIGKILL, SIGSTOP, SIGTERM, cut and latency to the
+store, store restart, wall-clock jumps, disable/enable, store-side loss of
+a lease, and a planned stop combined with a loss, cut or pause while the
+job stops), then checks masterjob's promises (package doc, README
+"Guarantees and their limits"). Exit status: 0 no violation, 1 violations,
+2 the run could not be carried out. See docs/chaos.md.
 
 `)
 		fs.PrintDefaults()
@@ -89,6 +102,12 @@ run could not be carried out. See docs/chaos.md.
 	fs.DurationVar(&cfg.Margin, "margin", DefaultMargin, "slack added to tolerance + check for the no-master bound")
 	fs.DurationVar(&cfg.StopGrace, "stop-grace", DefaultStopGrace, "how long a SIGSTOPped master may run after SIGCONT")
 	fs.DurationVar(&cfg.DisableSlack, "disable-slack", DefaultDisableSlack, "slack added to one heartbeat for a job to stop after disable")
+	fs.DurationVar(&cfg.LossSlack, "loss-slack", DefaultLossSlack, "slack added to one heartbeat for a job to stop after its lease was lost")
+	fs.Float64Var(&cfg.SlowStop, "slow-stop", DefaultSlowStop, "fraction of jobs slow to stop (0: none)")
+	fs.DurationVar(&cfg.SlowStopMax, "slow-stop-max", 0, "longest stop of a slow job (0: 1.5 x tolerance)")
+	fs.DurationVar(&cfg.Timing.ShutdownTimeout, "shutdown-timeout", 0, "instances' shutdown timeout (0: slow-stop-max + 2 x tolerance + 1s)")
+	fs.BoolVar(&cfg.Runner, "runner", false, "run each instance as a real `masterjob run` runner with a child command (needs --locks 1)")
+	fs.BoolVar(&cfg.DirectChild, "direct-child", false, "runner mode: run the child command directly, not under sh -c 'CHILD & wait'")
 	fs.BoolVar(&cfg.StrictSQLiteLock, "strict-sqlite-lock", false, "count a SIGSTOP that catches SQLite's write lock as a violation instead of a store outage")
 	fs.DurationVar(&cfg.Settle, "settle", DefaultSettle, "fault-free period at the end")
 	fs.DurationVar(&cfg.MaxDuration, "max-duration", 0, "bound on the whole run (0: from faults and fault gap)")
@@ -100,6 +119,9 @@ run could not be carried out. See docs/chaos.md.
 	}
 	if *kinds != "" {
 		cfg.Kinds = strings.Split(*kinds, ",")
+	}
+	if cfg.SlowStop == 0 {
+		cfg.SlowStop = -1 // --slow-stop 0: none (Config's zero is the default)
 	}
 	if fs.NArg() > 0 {
 		return cfg, "", fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))

@@ -20,10 +20,13 @@ type Message struct {
 	Err    string `json:"err,omitempty"`    // bye: Run's error
 	Seq    int64  `json:"seq,omitempty"`    // ack: the control message acknowledged
 	From   int64  `json:"from,omitempty"`   // resumed: the last tick before the pause
+	Plan   int64  `json:"plan,omitempty"`   // start: how long the job takes to stop once told, ns
+	Policy string `json:"policy,omitempty"` // start: what ends a slow stop early (see stopPolicies)
+	How    string `json:"how,omitempty"`    // stop: what ended the job (see the how* constants)
 
 	// Driver to instance.
 	Mode    string `json:"mode,omitempty"`    // outage: "fail", "hang" or "" (restore)
-	Latency int64  `json:"latency,omitempty"` // outage: added delay per store call, ns
+	Latency int64  `json:"latency,omitempty"` // outage: added delay per store call; renewal: its round trip; ns
 	Offset  int64  `json:"offset,omitempty"`  // clock: wall-clock offset, ns
 
 	T int64 `json:"t"`
@@ -34,12 +37,15 @@ const (
 	// Instance to driver.
 	msgHello      = "hello"      // the executor is about to run
 	msgStart      = "start"      // a job began (after its acquisition committed)
+	msgStopping   = "stopping"   // a job was told to stop (its context ended, or SIGTERM)
 	msgStop       = "stop"       // a job is returning
 	msgWrite      = "write"      // a fenced write to the sink
 	msgTransition = "transition" // an observer transition (evidence only)
 	msgAck        = "ack"        // a control message took effect
 	msgBye        = "bye"        // Run returned; the process exits
 	msgResumed    = "resumed"    // the process ran again after a pause (SIGSTOP)
+	msgChild      = "child"      // first message of a runner's child (runner mode)
+	msgRenewal    = "renewal"    // a renewal round trip ended (Latency, Err: evidence)
 
 	// Driver to instance.
 	msgOutage   = "outage"   // store-level outage or latency (SQLite)

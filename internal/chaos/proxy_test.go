@@ -156,3 +156,86 @@ func TestFaultStore(t *testing.T) {
 		t.Errorf("after reopen the new (empty) store is used: %+v, %v", states, err)
 	}
 }
+
+// TestFaultStoreSubscribe: subscriptions end when an outage begins or the
+// handle is reopened, and Subscribe itself fails or hangs under an outage,
+// as a server store's subscription would with a dropped connection.
+func TestFaultStoreSubscribe(t *testing.T) {
+	fs := newFaultStore(memstore.New(), func() (store.Store, error) { return memstore.New(), nil })
+	defer fs.Close()
+	ctx := t.Context()
+	ended := func(ch <-chan store.Change) bool {
+		select {
+		case _, ok := <-ch:
+			return !ok
+		case <-time.After(2 * time.Second):
+			return false
+		}
+	}
+
+	ch, err := fs.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs.setOutage("", 10*time.Millisecond) // latency alone keeps it
+	select {
+	case _, ok := <-ch:
+		t.Fatalf("latency ended or fed the subscription (ok=%v)", ok)
+	case <-time.After(20 * time.Millisecond):
+	}
+	fs.setOutage("fail", 0)
+	if !ended(ch) {
+		t.Error("a subscription outlived the start of an outage")
+	}
+	if _, err := fs.Subscribe(ctx); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("Subscribe during a fail outage: %v, want ErrUnavailable", err)
+	}
+	fs.setOutage("", 0)
+
+	fs.setOutage("hang", 0)
+	type result struct {
+		ch  <-chan store.Change
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		ch, err := fs.Subscribe(ctx) // hangs until the outage ends
+		got <- result{ch, err}
+	}()
+	select {
+	case r := <-got:
+		t.Fatalf("Subscribe returned during a hang: %v", r.err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	fs.setOutage("", 0)
+	if r := <-got; r.err != nil {
+		t.Errorf("Subscribe after the hang ended: %v", r.err)
+	} else {
+		fs.setOutage("fail", 0)
+		if !ended(r.ch) {
+			t.Error("a subscription made after a hang outlived the next outage")
+		}
+		fs.setOutage("", 0)
+	}
+
+	ch, err = fs.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.reopenStore(); err != nil {
+		t.Fatal(err)
+	}
+	if !ended(ch) {
+		t.Error("a subscription outlived a reopen")
+	}
+	// And one that its subscriber ends.
+	sctx, cancel := context.WithCancel(ctx)
+	ch, err = fs.Subscribe(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if !ended(ch) {
+		t.Error("a subscription outlived its context")
+	}
+}

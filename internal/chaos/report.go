@@ -22,8 +22,15 @@ type Report struct {
 	GapBound  time.Duration
 	Duration  time.Duration
 	// Faults counts the injected faults by kind; FaultsTotal is their sum.
+	// Combos counts the combos by variant ("sigterm+store-loss", ...).
 	Faults      map[string]int
 	FaultsTotal int
+	Combos      map[string]int
+	// Runner is set for a run in runner mode, DirectChild when its child
+	// ran without sh -c; SlowStop is the fraction of jobs slow to stop.
+	Runner, DirectChild bool
+	SlowStop            float64
+	SlowStopMax         time.Duration
 	// Violations lists every broken promise, in time order.
 	Violations []Violation
 	// Masterships counts the mastership intervals; StopReasons counts how
@@ -49,11 +56,15 @@ func newReport(cfg Config, runID string, tl *Timeline, faults []FaultRecord, f F
 		RunID: runID, Store: redactURL(cfg.StoreURL), Seed: cfg.Seed,
 		Instances: cfg.Instances, Locks: cfg.Locks, Timing: cfg.Timing, GapBound: cfg.gapBound(),
 		Faults: map[string]int{}, Violations: append([]Violation{}, f.Violations...), Masterships: len(tl.Masterships),
-		StopReasons: map[string]int{}, Findings: f,
+		StopReasons: map[string]int{}, Findings: f, Combos: map[string]int{},
+		Runner: cfg.Runner, DirectChild: cfg.DirectChild, SlowStop: cfg.SlowStop, SlowStopMax: cfg.SlowStopMax,
 	}
 	for _, fr := range faults {
 		r.Faults[fr.Kind]++
 		r.FaultsTotal++
+		if fr.Variant != "" {
+			r.Combos[fr.Variant]++
+		}
 	}
 	for _, w := range tl.StoreBlocked {
 		r.StoreBlocked++
@@ -83,8 +94,16 @@ func (r *Report) WriteSummary(w io.Writer) {
 	p("  store:        %s", r.Store)
 	p("  seed:         %d", r.Seed)
 	p("  instances:    %d, locks: %d", r.Instances, r.Locks)
-	p("  timing:       heartbeat %v, tolerance %v, check %v, init delay %v, write every %v",
-		r.Timing.Heartbeat, r.Timing.Tolerance, r.Timing.Check, r.Timing.InitDelay, r.Timing.WriteEvery)
+	p("  timing:       heartbeat %v, tolerance %v, check %v, init delay %v, write every %v, shutdown timeout %v",
+		r.Timing.Heartbeat, r.Timing.Tolerance, r.Timing.Check, r.Timing.InitDelay, r.Timing.WriteEvery, r.Timing.ShutdownTimeout)
+	mode := "executor (in-process jobs)"
+	if r.Runner {
+		mode = "runner (`masterjob run`, child under sh -c 'CHILD & wait')"
+		if r.DirectChild {
+			mode = "runner (`masterjob run`, child run directly)"
+		}
+	}
+	p("  mode:         %s; %.0f%% of jobs slow to stop (up to %v)", mode, 100*r.SlowStop, r.SlowStopMax)
 	p("  duration:     %v", r.Duration.Round(time.Millisecond))
 	var parts []string
 	for _, k := range FaultKinds {
@@ -93,6 +112,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 		}
 	}
 	p("  faults:       %d (%s)", r.FaultsTotal, strings.Join(parts, ", "))
+	if len(r.Combos) > 0 {
+		p("    combos:     %s", countList(r.Combos))
+	}
 	p("  masterships:  %d (stopped by: %s)", r.Masterships, countList(r.StopReasons))
 	p("  sink writes:  %d accepted, %d rejected (%d rejected as late writes of a superseded token)",
 		r.SinkAccepted, r.SinkRejected, r.Findings.RejectedLate)
@@ -100,13 +122,20 @@ func (r *Report) WriteSummary(w io.Writer) {
 	p("  overlaps excused by SIGSTOP: %d", r.Findings.ExcusedOverlaps)
 	p("    paused process ran again after SIGCONT: %s", quantiles(r.Findings.ResumesAfterCont))
 	p("    paused job ran on after that:           %s", quantiles(r.Findings.StopsAfterCont))
+	if n := r.Findings.NeverRanAfterCont; n > 0 {
+		p("    paused process never ran again before its SIGKILL (host starved it; not judged): %d", n)
+	}
 	p("  max no-master gap: %v overall, %v while enabled with a healthy instance (bound %v)",
 		r.Findings.MaxGap.Round(time.Millisecond), r.Findings.MaxEligibleGap.Round(time.Millisecond), r.GapBound)
 	if r.StoreBlocked > 0 || strings.HasPrefix(r.Store, "sqlite") {
 		p("  SIGSTOPs that caught SQLite's write lock: %d (every instance blocked for %v in total; counted as store outages)",
 			r.StoreBlocked, r.StoreBlockedFor.Round(time.Millisecond))
 	}
-	p("  max job run after disable (healthy master): %v", r.Findings.MaxDisableStop.Round(time.Millisecond))
+	p("  max job run after disable before told to stop (healthy master): %v", r.Findings.MaxDisableStop.Round(time.Millisecond))
+	p("  store-side losses that ended a running job's lease: %d (%d while it was stopping); overlaps they excused: %d",
+		r.Findings.StoreLossHits, r.Findings.StoreLossWhileStopping, r.Findings.ExcusedByLoss)
+	p("  max job run after a store-side loss (holder able to renew): %v; after the instance reported a lost lease: %v",
+		r.Findings.MaxStoreLossStop.Round(time.Millisecond), r.Findings.MaxLossStop.Round(time.Millisecond))
 	byKind := map[string]int{}
 	for _, v := range r.Violations {
 		byKind[v.Kind]++

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -36,7 +37,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err != nil {
 			return nil, fmt.Errorf("chaos: %w", err)
 		}
-		cfg.Command = []string{exe, "instance"}
+		cfg.Command = []string{exe}
 	}
 	spec, _ := parseStoreURL(cfg.StoreURL)
 	runID := newRunID()
@@ -87,7 +88,7 @@ func (d *driver) run(ctx context.Context) (*Report, error) {
 	d.logf("all %d instances ready; injecting faults", cfg.Instances)
 
 	sc := &scheduler{d: d, rng: rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x9e3779b97f4a7c15)),
-		busy: map[int]bool{}, disabled: map[string]bool{}}
+		busy: map[int]bool{}, lockBusy: map[string]bool{}}
 	sc.run(ctx)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("run interrupted after %d faults: %w", len(d.faults), err)
@@ -100,9 +101,15 @@ func (d *driver) run(ctx context.Context) (*Report, error) {
 	d.mu.Unlock()
 
 	d.shutdown()
+	d.bg.Wait()
 	d.checkLeftovers()
 
 	d.mu.Lock()
+	// A process that did not run for a while (its own pause detector saw a
+	// gap: the host starved it) was not healthy meanwhile.
+	for _, w := range d.tl.Resumed {
+		d.tl.Down = append(d.tl.Down, Window{Index: w.Index, From: w.From, To: w.To, Cause: "stalled"})
+	}
 	d.tl.Instances = cfg.Instances
 	for k := range cfg.Locks {
 		d.tl.Locks = append(d.tl.Locks, lockName(k))
@@ -120,7 +127,7 @@ func (d *driver) run(ctx context.Context) (*Report, error) {
 
 	f := Check(&tl, Limits{
 		Heartbeat: cfg.Timing.Heartbeat, Tolerance: cfg.Timing.Tolerance, GapBound: cfg.gapBound(),
-		StopGrace: cfg.StopGrace, DisableSlack: cfg.DisableSlack,
+		StopGrace: cfg.StopGrace, DisableSlack: cfg.DisableSlack, LossSlack: cfg.LossSlack,
 	})
 	for _, v := range f.Violations {
 		d.record("violation", v)
@@ -172,18 +179,32 @@ func (d *driver) checkLeftovers() {
 			d.problem(VLeak, s.Lock, "lease of token %d still held by %s %v after every instance shut down (not released)", s.Token, s.Holder, s.TTL)
 		}
 	}
-	for _, pid := range findRunProcesses(d.runID) {
-		d.problem(VLeak, "", "process %d of this run is still alive after shutdown; killing it", pid)
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	for _, p := range findProcesses(envRun, d.runID) {
+		d.problem(VLeak, "", "process %d (%s) of this run is still alive after shutdown; killing it", p.pid, p.cmd)
+		_ = syscall.Kill(p.pid, syscall.SIGKILL)
+	}
+	// A runner's child ends its mastership when its connection closes.
+	done := make(chan struct{})
+	go func() { d.children.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		d.problem(VHarness, "", "runner children's connections still open 5s after shutdown")
 	}
 }
 
-// findRunProcesses returns the pids whose environment carries this run's
-// tag.
-func findRunProcesses(runID string) []int {
+// proc is a process found by findProcesses.
+type proc struct {
+	pid int
+	cmd string // its command line, for reports
+}
+
+// findProcesses returns the live processes (other than this one) whose
+// environment has key=value.
+func findProcesses(key, value string) []proc {
 	entries, _ := os.ReadDir("/proc")
-	tag := []byte(envRun + "=" + runID)
-	var out []int
+	tag := []byte(key + "=" + value)
+	var out []proc
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == os.Getpid() {
@@ -196,7 +217,8 @@ func findRunProcesses(runID string) []int {
 		for _, kv := range bytes.Split(env, []byte{0}) {
 			if bytes.Equal(kv, tag) {
 				// A zombie has no environment; a live process does.
-				out = append(out, pid)
+				cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+				out = append(out, proc{pid: pid, cmd: strings.TrimSpace(string(bytes.ReplaceAll(cmd, []byte{0}, []byte{' '})))})
 				break
 			}
 		}

@@ -1,45 +1,68 @@
 //go:build unix
 
-// Package childproc runs a command as the child of a master so that it never
-// outlives its mastership.
+// Package childproc runs a command as the child of a master so that neither
+// it nor anything it starts outlives its mastership.
 //
-// The child gets its own process group, so that signals reach every process
-// it started and a Ctrl-C in the runner's terminal is left to the runner,
-// which decides how to stop the child.
+// On Linux the command does not run as the runner's own child: Start
+// re-executes the running program (os.Executable) as a small supervisor,
+// which starts the command and stays between the two. The supervisor mode
+// is run by this package's initialization, before main (and before TestMain
+// in a test binary), so every program that links the package can be
+// re-executed that way with no call to make.
 //
-// On Linux the child also gets Pdeathsig SIGKILL: the kernel kills it when the
-// runner dies, even by SIGKILL. Pdeathsig fires when the OS thread that forked
-// the child exits, not the process (golang/go#27505), and the Go runtime
-// retires threads; so Start forks and waits for the child from one goroutine
-// that locks its OS thread for the child's whole life and never unlocks it: the
-// thread exits only after the child has been reaped. Pdeathsig reaches only
-// the child itself; its own children (the rest of its process group) are
-// stopped by Stop and Kill but survive a SIGKILLed runner. The kernel also
-// clears Pdeathsig when the child executes a set-user-ID or set-group-ID
-// program.
+// The supervisor is a child subreaper (PR_SET_CHILD_SUBREAPER): whatever the
+// command starts, including processes that leave its process group, call
+// setsid or double-fork, stays among its descendants, and the supervisor
+// reaps every orphan among them. It finds them all by walking /proc. When
+// the runner dies, by any signal, the supervisor learns it at once (its end
+// of a socket pair with the runner reads end-of-file, and its Pdeathsig
+// fires) and SIGKILLs every descendant, repeating until none is left, before
+// it exits. Pdeathsig fires when the OS thread that forked the supervisor
+// exits, not the process (golang/go#27505), and the Go runtime retires
+// threads: so Start forks and waits for the supervisor from one goroutine
+// that locks its OS thread for the supervisor's whole life (and the
+// supervisor ignores a Pdeathsig while its parent is still the runner).
+// The command itself gets Pdeathsig SIGKILL from the supervisor's main
+// thread, so that it dies even if the supervisor is SIGKILLed.
 //
-// Stop stops the whole process group: SIGTERM first, SIGKILL at a kill time
-// chosen by the caller (the moment after which the lease may belong to another
-// instance).
+// The command runs in its own process group, so that a Ctrl-C in the
+// runner's terminal is left to the runner, which decides how to stop it.
+// Stop stops every descendant: SIGTERM first, SIGKILL at a kill time chosen
+// by the caller (the moment after which the lease may belong to another
+// instance); it returns once every descendant has been reaped.
+//
+// In a process that is PID 1 (a container's init), StartReaper reaps the
+// orphans that the kernel reparents to it, without taking the exit status
+// of the supervisors from their waiters.
+//
+// Elsewhere (other Unix systems) the command is the runner's own child in
+// its own process group, signals go to that group, and nothing kills it
+// when the runner is SIGKILLed.
 package childproc
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
 
-// Environment variables describing the lease, set for the child.
+// Environment variables set for the child.
 const (
+	// EnvLock, EnvToken and EnvInstance describe the lease (LeaseEnv).
 	EnvLock     = "MASTERJOB_LOCK"
 	EnvToken    = "MASTERJOB_TOKEN"
 	EnvInstance = "MASTERJOB_INSTANCE"
+	// EnvRunnerPID is the pid of the process that called Start (the
+	// runner), set by Start. On Linux the runner is not the child's parent
+	// (the supervisor is): this is the pid to signal to stop or crash the
+	// runner.
+	EnvRunnerPID = "MASTERJOB_RUNNER_PID"
 )
 
 // LeaseEnv returns the environment entries (KEY=value) that tell the child
@@ -54,10 +77,11 @@ func LeaseEnv(lock string, token int64, instance string) []string {
 
 // Tunables. Variables so that tests of other packages need not wait.
 var (
-	// pollInterval is how often Stop checks whether the group has emptied.
+	// pollInterval is how often Stop checks whether the child's
+	// descendants have gone, where it has to poll.
 	pollInterval = 10 * time.Millisecond
-	// reapTimeout bounds the wait for the group to disappear after SIGKILL
-	// (processes in uninterruptible sleep die only when they wake).
+	// reapTimeout bounds the wait for the descendants to disappear after
+	// SIGKILL (processes in uninterruptible sleep die only when they wake).
 	reapTimeout = 2 * time.Second
 )
 
@@ -72,7 +96,11 @@ type Spec struct {
 	Path string
 	// Args are the arguments after the program name.
 	Args []string
-	// Env is added to the runner's environment (later entries win).
+	// DropEnv names variables of the runner's environment that the child
+	// must not see (secrets of the runner).
+	DropEnv []string
+	// Env is added to the runner's environment, after DropEnv is applied
+	// (later entries win).
 	Env []string
 	// Dir is the working directory; empty for the runner's.
 	Dir string
@@ -80,6 +108,17 @@ type Spec struct {
 	// os.Stdout and os.Stderr to pass the output through unbuffered. The
 	// child's standard input is /dev/null.
 	Stdout, Stderr io.Writer
+}
+
+// environ returns the child's environment: the runner's, without DropEnv,
+// plus EnvRunnerPID and Env.
+func (s Spec) environ() []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(s.DropEnv, name) || name == EnvRunnerPID
+	})
+	env = append(env, EnvRunnerPID+"="+strconv.Itoa(os.Getpid()))
+	return append(env, s.Env...)
 }
 
 // Result is how the child ended.
@@ -107,77 +146,52 @@ func (r Result) String() string {
 	}
 }
 
+// resultOfStatus turns a wait status into a Result.
+func resultOfStatus(pid int, ws syscall.WaitStatus) Result {
+	r := Result{Pid: pid, ExitCode: -1}
+	switch {
+	case ws.Signaled():
+		r.Signal = ws.Signal()
+		r.ExitCode = 128 + int(r.Signal)
+	case ws.Exited():
+		r.ExitCode = ws.ExitStatus()
+	default:
+		r.Err = fmt.Errorf("unexpected wait status %#x", uint32(ws))
+	}
+	return r
+}
+
 // Process is a running (or finished) child. Its methods are safe for
 // concurrent use.
 type Process struct {
 	pid  int
-	done chan struct{}
-	res  Result // written before done is closed
+	done chan struct{} // closed when the child has exited
+	res  Result        // written before done is closed
+	// gone is closed when the child and every process it started have
+	// exited and been reaped (on Linux: when the supervisor has exited).
+	gone chan struct{}
+	sys  sysProcess
 }
 
-// Start starts the child in its own process group and returns once it is
-// running. The child is reaped by a goroutine locked to the OS thread that
-// forked it; Done is closed when it has exited.
+// Start starts the child and returns once it is running. Done is closed when
+// it has exited.
 func Start(spec Spec) (*Process, error) {
-	cmd := exec.Command(spec.Path, spec.Args...)
-	cmd.Env = append(os.Environ(), spec.Env...)
-	cmd.Dir = spec.Dir
-	cmd.Stdout = spec.Stdout
-	cmd.Stderr = spec.Stderr
-	cmd.SysProcAttr = sysProcAttr()
-	cmd.WaitDelay = waitDelay
-
-	p := &Process{done: make(chan struct{})}
-	started := make(chan error, 1)
-	go p.run(cmd, started)
-	if err := <-started; err != nil {
+	path, err := exec.LookPath(spec.Path)
+	if err != nil {
+		return nil, fmt.Errorf("childproc: start %s: %w", spec.Path, err)
+	}
+	p, err := start(spec, path)
+	if err != nil {
 		return nil, fmt.Errorf("childproc: start %s: %w", spec.Path, err)
 	}
 	return p, nil
 }
 
-// run forks the child and waits for it on one locked OS thread. It never
-// calls runtime.UnlockOSThread: when it returns, the runtime terminates the
-// thread, which is harmless then because the child has been reaped.
-func (p *Process) run(cmd *exec.Cmd, started chan<- error) {
-	runtime.LockOSThread()
-	if err := cmd.Start(); err != nil {
-		started <- err
-		return
-	}
-	p.pid = cmd.Process.Pid
-	started <- nil
-	err := cmd.Wait()
-	p.res = resultOf(p.pid, cmd.ProcessState, err)
-	close(p.done)
-}
-
-func resultOf(pid int, ps *os.ProcessState, err error) Result {
-	r := Result{Pid: pid, ExitCode: -1}
-	if ps == nil {
-		r.Err = err
-		return r
-	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		r.Signal = ws.Signal()
-		r.ExitCode = 128 + int(r.Signal)
-		return r
-	}
-	r.ExitCode = ps.ExitCode()
-	var ee *exec.ExitError
-	if err != nil && !errors.As(err, &ee) {
-		// The process exited but its output could not be copied in full
-		// (exec.ErrWaitDelay or a write error): report it, keep the code.
-		r.Err = err
-	}
-	return r
-}
-
 // Pid returns the child's process id, which is also its process group id.
 func (p *Process) Pid() int { return p.pid }
 
-// Done is closed when the child has exited and been reaped. Other processes
-// of its group may still be running: Stop or Kill them.
+// Done is closed when the child has exited and been reaped. Processes it
+// started may still be running: Stop or Kill them.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
 // Wait waits for the child to exit and returns how it ended.
@@ -186,27 +200,24 @@ func (p *Process) Wait() Result {
 	return p.res
 }
 
-// Signal sends sig to every process of the child's group.
-func (p *Process) Signal(sig syscall.Signal) error {
-	if err := syscall.Kill(-p.pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("childproc: signal group %d: %w", p.pid, err)
-	}
-	return nil
-}
+// Kill sends SIGKILL to the child and every process it started, at once. It
+// does not wait; Stop and Wait do.
+func (p *Process) Kill() { p.kill() }
 
-// Kill sends SIGKILL to every process of the child's group at once. It does
-// not wait; Stop and Wait do.
-func (p *Process) Kill() { _ = p.Signal(syscall.SIGKILL) }
+// Signal sends sig to the child and to every process it started (on Linux
+// every descendant, wherever its process group or session; elsewhere the
+// child's process group).
+func (p *Process) Signal(sig syscall.Signal) error { return p.signal(sig) }
 
-// Stop stops the child's process group and returns how the child ended. It
-// sends SIGTERM to the group, then SIGKILL at killAt if the child or any
-// other process of its group is still running; if killAt is not in the
-// future, it sends SIGKILL at once. It returns when the child has been reaped
-// and no process of its group runs any more (after SIGKILL, it waits at most
-// a short while for the kernel to finish them).
+// Stop stops the child and every process it started, and returns how the
+// child ended. It sends SIGTERM to them all, then SIGKILL at killAt if any
+// is still running; if killAt is not in the future, it sends SIGKILL at
+// once. It returns when the child has been reaped and no process it started
+// runs any more (after SIGKILL, it waits at most a short while for the
+// kernel to finish them).
 //
 // Stop may be called after the child exited by itself, to stop what it left
-// behind in its group, and more than once.
+// behind, and more than once.
 func (p *Process) Stop(killAt time.Time) Result {
 	return p.StopBy(func() time.Time { return killAt })
 }
@@ -214,7 +225,7 @@ func (p *Process) Stop(killAt time.Time) Result {
 // StopBy is Stop with a kill time that may move: killAt is called when Stop
 // starts and again whenever the time it returned last arrives (and at least
 // every recheckInterval), so a deadline that moves forward (a lease that is
-// still being renewed) gives the group more time, and one that moves back
+// still being renewed) gives the child more time, and one that moves back
 // is noticed promptly.
 func (p *Process) StopBy(killAt func() time.Time) Result {
 	killed := false
@@ -225,13 +236,15 @@ func (p *Process) StopBy(killAt func() time.Time) Result {
 		_ = p.Signal(syscall.SIGTERM)
 	}
 	if !killed {
-		killed = p.waitGroup(killAt)
+		killed = p.waitGone(killAt)
 	}
 	res := p.Wait() // after SIGKILL the child exits promptly
 	if killed {
-		deadline := time.Now().Add(reapTimeout)
-		for groupAlive(p.pid) && time.Now().Before(deadline) {
-			time.Sleep(pollInterval)
+		t := time.NewTimer(reapTimeout)
+		defer t.Stop()
+		select {
+		case <-p.gone:
+		case <-t.C:
 		}
 	}
 	return res
@@ -240,56 +253,32 @@ func (p *Process) StopBy(killAt func() time.Time) Result {
 // recheckInterval bounds how long StopBy trusts a kill time.
 const recheckInterval = 50 * time.Millisecond
 
-// waitGroup waits until the child has exited and its group is empty, or
-// until killAt, when it sends SIGKILL to the group and reports true.
-func (p *Process) waitGroup(killAt func() time.Time) (killed bool) {
+// waitGone waits until the child and everything it started are gone, or
+// until killAt, when it kills them and reports true.
+func (p *Process) waitGone(killAt func() time.Time) (killed bool) {
 	timer := time.NewTimer(0)
 	timer.Stop() // no stale tick after Stop (Go 1.23 timers)
 	defer timer.Stop()
-	arm := func() bool {
+	for {
 		left := time.Until(killAt())
 		if left <= 0 {
 			p.Kill()
-			return false
+			return true
 		}
 		timer.Reset(min(left, recheckInterval))
-		return true
-	}
-	if !arm() {
-		return true
-	}
-	// Wait for the child, then poll for the rest of its group.
-	ticker := time.NewTicker(pollInterval)
-	ticker.Stop()
-	defer ticker.Stop()
-	var poll <-chan time.Time
-	done := p.done
-	for {
 		select {
-		case <-done:
-			done = nil
-			if !groupAlive(p.pid) {
-				return false
-			}
-			ticker.Reset(pollInterval)
-			poll = ticker.C
-		case <-poll:
-			if !groupAlive(p.pid) {
-				return false
-			}
+		case <-p.gone:
+			return false
 		case <-timer.C:
-			if !arm() {
-				return true
-			}
 		}
 	}
 }
 
-// running reports whether the child or another process of its group runs.
+// running reports whether the child or a process it started may still run.
 func (p *Process) running() bool {
 	select {
-	case <-p.done:
-		return groupAlive(p.pid)
+	case <-p.gone:
+		return false
 	default:
 		return true
 	}

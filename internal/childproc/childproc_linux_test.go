@@ -26,21 +26,28 @@ const helperEnv = "CHILDPROC_TEST_HELPER"
 func init() { runtime.LockOSThread() }
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "runner" {
-		runnerHelper()
+	switch os.Getenv(helperEnv) {
+	case "runner":
+		runnerHelper("sleep", "600")
+		return
+	case "runner-tree":
+		runnerHelper("sh", "-c", treeScript)
+		return
+	case "pid1":
+		pid1Helper()
 		return
 	}
 	goleak.VerifyTestMain(m)
 }
 
-// runnerHelper plays a runner: it starts `sleep 600` through Start from a
+// runnerHelper plays a runner: it starts the command through Start from a
 // goroutine that then exits, prints the child's pid, keeps the Go runtime
 // creating and retiring OS threads, and waits to be killed.
-func runnerHelper() {
+func runnerHelper(path string, args ...string) {
 	pids := make(chan int)
 	go func() {
 		runtime.LockOSThread() // this thread dies when the goroutine returns
-		p, err := Start(Spec{Path: "sleep", Args: []string{"600"}})
+		p, err := Start(Spec{Path: path, Args: args})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(3)
@@ -62,8 +69,8 @@ func runnerHelper() {
 // alive reports whether pid runs and is not a zombie (orphans are reparented
 // to PID 1, which does not reap them in every container).
 func alive(pid int) bool {
-	state, _, ok := procStat(pid)
-	return ok && state != 'Z' && state != 'X'
+	info, ok := procStat(pid)
+	return ok && info.live()
 }
 
 func waitDead(t *testing.T, pid int, within time.Duration) {
@@ -165,9 +172,9 @@ func TestStartError(t *testing.T) {
 func TestOwnProcessGroup(t *testing.T) {
 	p, r := startSh(t, "echo ready; exec sleep 600")
 	readLine(t, r)
-	_, pgrp, ok := procStat(p.Pid())
-	if !ok || pgrp != p.Pid() {
-		t.Fatalf("child pgrp = %d, want its own group %d", pgrp, p.Pid())
+	info, ok := procStat(p.Pid())
+	if !ok || info.pgrp != p.Pid() {
+		t.Fatalf("child pgrp = %d, want its own group %d", info.pgrp, p.Pid())
 	}
 }
 

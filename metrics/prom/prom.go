@@ -27,6 +27,15 @@
 //	masterjob_lease_ttl_seconds{lock}                gauge: seconds until the lease expires, as the store
 //	                                                 reported after the last renewal; 0 when not master
 //
+// and, from a StoreCollector (NewStoreCollector), the store's view of every
+// lock, read at scrape time (at most once per cache interval):
+//
+//	masterjob_lock_has_master{lock}                  gauge: 1 while the lock has an unexpired lease
+//	masterjob_lock_disabled{lock}                    gauge: 1 while the lock is disabled
+//	masterjob_lock_token{lock}                       gauge: fencing token of the current or last lease
+//	masterjob_lock_ttl_seconds{lock}                 gauge: seconds left on the lease, by the store's clock
+//	masterjob_store_view_up                          gauge: 1 when the last read of the store succeeded
+//
 // kind is one of acquired, released, lost, demoted (masterjob.TransitionKind).
 // reason is a short, stable label derived from the transition's cause (see
 // Reason): shutdown, disabled, lease_lost, trust_window_passed,

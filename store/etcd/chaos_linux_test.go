@@ -134,7 +134,11 @@ func TestChaosEtcd(t *testing.T) {
 				// 400 ms, checked every second.
 				Timing: chaos.Timing{Heartbeat: 400 * time.Millisecond, Tolerance: 2 * time.Second, Check: time.Second,
 					WriteEvery: 20 * time.Millisecond},
-				Command: []string{os.Args[0], "instance"},
+				// The kinds etcd takes part in: the store-side losses are
+				// SQL statements of the SQLite and PostgreSQL runs.
+				Kinds: []string{chaos.FaultKill, chaos.FaultStop, chaos.FaultCut, chaos.FaultLatency,
+					chaos.FaultRestart, chaos.FaultClock, chaos.FaultDisable},
+				Command: []string{os.Args[0]},
 				Log:     &log,
 			}
 			rep, err := chaos.Run(t.Context(), cfg)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,9 +19,9 @@ import (
 const (
 	reconnectBase = 100 * time.Millisecond
 	reconnectMax  = 10 * time.Second
-	// maxPending bounds the distinct lock names waiting for a slow
-	// subscriber; beyond it notifications are dropped (delivery is best
-	// effort).
+	// maxPending bounds the distinct changes (kind and lock) waiting for a
+	// slow subscriber; beyond it notifications are dropped (delivery is
+	// best effort).
 	maxPending = 10000
 )
 
@@ -33,9 +34,10 @@ const (
 // later, or stays silent for 30 seconds and then does not answer a ping.
 // Notifications sent while disconnected are lost.
 //
-// Names arrive in commit order; a name already waiting for delivery is not
-// queued twice. The channel is closed, and the connection and goroutines are
-// gone, once ctx is done or the Store is closed.
+// Changes arrive in commit order, each with its kind (decodeChange); a
+// change (kind and lock) already waiting for delivery is not queued twice.
+// The channel is closed, and the connection and goroutines are gone, once
+// ctx is done or the Store is closed.
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	const op = "subscribe"
 	if err := ctx.Err(); err != nil {
@@ -51,7 +53,7 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	stopOnClose := context.AfterFunc(s.closing, cancel)
-	l := &listener{s: s, wake: make(chan struct{}, 1), set: map[string]struct{}{}}
+	l := &listener{s: s, wake: make(chan struct{}, 1), set: map[store.Change]struct{}{}}
 	conn, _ := l.connect(ctx) // on failure, read retries in the background
 	out := make(chan store.Change)
 	go func() {
@@ -71,14 +73,24 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 }
 
 // listener is one subscription: a reader that keeps a LISTEN connection
-// and queues lock names, and a deliverer that hands them to the subscriber.
+// and queues changes, and a deliverer that hands them to the subscriber.
 type listener struct {
 	s    *Store
 	wake chan struct{} // signalled when the queue becomes non-empty
 
 	mu    sync.Mutex
-	queue []string
-	set   map[string]struct{}
+	queue []store.Change
+	set   map[store.Change]struct{}
+}
+
+// decodeChange reads a NOTIFY payload: "<kind>\x1f<lock>" (see payload),
+// or a bare lock name as stores before the kinds sent it (for a release,
+// disable or enable), delivered as a ChangeLease.
+func decodeChange(p string) store.Change {
+	if kind, lock, ok := strings.Cut(p, payloadSep); ok {
+		return store.Change{Kind: store.ChangeKind(kind), Lock: lock}
+	}
+	return store.Change{Kind: store.ChangeLease, Lock: p}
 }
 
 // connect opens a connection with the pool's configuration and LISTENs.
@@ -138,7 +150,7 @@ func (l *listener) read(ctx context.Context, conn *pgx.Conn) {
 		case ctx.Err() != nil:
 			return
 		case err == nil:
-			l.push(n.Payload)
+			l.push(decodeChange(n.Payload))
 			continue
 		case errors.Is(wctx.Err(), context.DeadlineExceeded) && pgconn.Timeout(err) && !conn.IsClosed():
 			// Silence: check that the connection is still alive.
@@ -158,15 +170,15 @@ func (l *listener) read(ctx context.Context, conn *pgx.Conn) {
 	}
 }
 
-// push queues name unless it is already waiting or the queue is full.
-func (l *listener) push(name string) {
+// push queues c unless it is already waiting or the queue is full.
+func (l *listener) push(c store.Change) {
 	l.mu.Lock()
-	if _, ok := l.set[name]; ok || len(l.set) >= maxPending {
+	if _, ok := l.set[c]; ok || len(l.set) >= maxPending {
 		l.mu.Unlock()
 		return
 	}
-	l.set[name] = struct{}{}
-	l.queue = append(l.queue, name)
+	l.set[c] = struct{}{}
+	l.queue = append(l.queue, c)
 	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
@@ -174,26 +186,26 @@ func (l *listener) push(name string) {
 	}
 }
 
-func (l *listener) pop() (string, bool) {
+func (l *listener) pop() (store.Change, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if len(l.queue) == 0 {
-		return "", false
+		return store.Change{}, false
 	}
-	name := l.queue[0]
-	l.queue[0] = ""
+	c := l.queue[0]
+	l.queue[0] = store.Change{}
 	l.queue = l.queue[1:]
 	if len(l.queue) == 0 {
 		l.queue = nil // let the backing array go
 	}
-	delete(l.set, name)
-	return name, true
+	delete(l.set, c)
+	return c, true
 }
 
-// deliver sends queued names to out until ctx is done.
+// deliver sends queued changes to out until ctx is done.
 func (l *listener) deliver(ctx context.Context, out chan<- store.Change) {
 	for {
-		name, ok := l.pop()
+		c, ok := l.pop()
 		if !ok {
 			select {
 			case <-l.wake:
@@ -203,7 +215,7 @@ func (l *listener) deliver(ctx context.Context, out chan<- store.Change) {
 			}
 		}
 		select {
-		case out <- store.Change{Kind: store.ChangeLease, Lock: name}:
+		case out <- c:
 		case <-ctx.Done():
 			return
 		}

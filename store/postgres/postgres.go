@@ -43,9 +43,11 @@ const (
 const maxIdentifierLen = 63
 
 var (
-	_ store.Store    = (*Store)(nil)
-	_ store.Notifier = (*Store)(nil)
-	_ store.History  = (*Store)(nil)
+	_ store.Store      = (*Store)(nil)
+	_ store.Notifier   = (*Store)(nil)
+	_ store.History    = (*Store)(nil)
+	_ store.Handoffs   = (*Store)(nil)
+	_ store.Membership = (*Store)(nil)
 )
 
 var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
@@ -131,8 +133,8 @@ func WithHistoryLimit(n int) Option {
 	}
 }
 
-// Store is a store.Store, store.Notifier and store.History on a PostgreSQL
-// database. It is safe for concurrent use.
+// Store is a store.Store, store.Notifier, store.History, store.Handoffs and
+// store.Membership on a PostgreSQL database. It is safe for concurrent use.
 type Store struct {
 	pool    *pgxpool.Pool
 	ownPool bool
@@ -142,8 +144,13 @@ type Store struct {
 	seq     string // sanitized, possibly schema-qualified sequence name
 	history string // sanitized, possibly schema-qualified history table name
 	meta    string // sanitized, possibly schema-qualified meta table name (the schema version)
+	members string // sanitized, possibly schema-qualified members table name
 	channel string // NOTIFY channel, verbatim
 	q       queries
+
+	// ann holds what this handle writes for each announced member
+	// (Membership).
+	ann announcements
 
 	mu      sync.Mutex // guards closed transitions and subs.Add
 	closed  atomic.Bool
@@ -235,10 +242,12 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 		seq:        qualify(cfg.schema, cfg.prefix+"token_seq"),
 		history:    qualify(cfg.schema, cfg.prefix+"history"),
 		meta:       qualify(cfg.schema, cfg.prefix+"meta"),
+		members:    qualify(cfg.schema, cfg.prefix+"members"),
 		channel:    channelName(cfg.schema, cfg.prefix),
 		listenPing: 30 * time.Second,
 	}
-	s.q = buildQueries(s.table, s.history)
+	s.q = buildQueries(s.table, s.history, s.members)
+	s.ann.init()
 	s.closing, s.stop = context.WithCancel(context.Background())
 	if err := s.prepare(ctx); err != nil {
 		s.stop()
@@ -321,13 +330,15 @@ type schemaState struct {
 	// version is the schema version the database has reached: the one
 	// recorded in the meta table, else what the objects made by versions 1
 	// and 2 (which kept no record) say. A recorded version is believed
-	// only while those objects exist: if one was dropped, the migrations
-	// run again from what is left (those of versions 1 and 2 are
-	// idempotent), as they would for a database that never had it.
+	// only while those objects exist (and, from version 4, the members
+	// table): if one was dropped, the migrations run again from what is
+	// left (those of versions 1, 2, 3 and 4 can run twice), as they would
+	// for a database that never had it.
 	version int
 	// recorded is the version in the meta table, -1 if none.
 	recorded int
-	// missing names the objects of versions 1 and 2 that do not exist.
+	// missing names the objects of versions 1 and 2 that do not exist,
+	// and the members table when version 4 is recorded but it does not.
 	missing []string
 }
 
@@ -346,10 +357,10 @@ func (st schemaState) describe(latest int) string {
 
 // inspect returns the schema's version and which base objects are missing.
 func (s *Store) inspect(ctx context.Context, q querier) (schemaState, error) {
-	var locks, seq, history, meta bool
+	var locks, seq, history, meta, members bool
 	err := q.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL,
-		to_regclass($3) IS NOT NULL, to_regclass($4) IS NOT NULL`,
-		pgx.QueryExecModeExec, s.table, s.seq, s.history, s.meta).Scan(&locks, &seq, &history, &meta)
+		to_regclass($3) IS NOT NULL, to_regclass($4) IS NOT NULL, to_regclass($5) IS NOT NULL`,
+		pgx.QueryExecModeExec, s.table, s.seq, s.history, s.meta, s.members).Scan(&locks, &seq, &history, &meta, &members)
 	if err != nil {
 		return schemaState{}, err
 	}
@@ -368,6 +379,11 @@ func (s *Store) inspect(ctx context.Context, q querier) (schemaState, error) {
 		switch {
 		case err == nil:
 			st.recorded = int(v)
+			if st.recorded >= 4 && !members {
+				// Version 4's statements can run again, like those of
+				// versions 1 and 2.
+				st.missing = append(st.missing, "table "+s.members)
+			}
 			if len(st.missing) == 0 {
 				st.version = st.recorded
 				return st, nil
@@ -507,7 +523,7 @@ func queryRows[T any](ctx context.Context, s *Store, op string, scan pgx.RowToFu
 func scanRenewResult(row pgx.CollectableRow) (store.RenewResult, error) {
 	var r store.RenewResult
 	var ttlUS int64
-	err := row.Scan(&r.Lock, &r.Token, &r.Renewed, &ttlUS, &r.Revoked, &r.Disabled)
+	err := row.Scan(&r.Lock, &r.Token, &r.Renewed, &ttlUS, &r.Revoked, &r.Disabled, &r.HandoffRequested, &r.HandoffTo)
 	r.TTL = time.Duration(ttlUS) * time.Microsecond
 	return r, err
 }
@@ -557,11 +573,8 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 		return nil, nil
 	}
 	names := sortedUnique(locks)
-	out, err := queryRows(ctx, s, op, scanState, s.q.acquire, names, holder.ID, holder.Info, micros(ttl), s.seq)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return withMember(ctx, s, op, holder.ID, scanState, s.q.acquire,
+		names, holder.ID, holder.Info, micros(ttl), s.seq, s.channel)
 }
 
 // Renew implements store.Store. Results come in the order of leases.
@@ -585,11 +598,7 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 	if len(leases) == 0 {
 		return nil, nil
 	}
-	out, err := queryRows(ctx, s, op, scanRenewResult, s.q.renew, names, tokens, holderID, micros(ttl))
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return withMember(ctx, s, op, holderID, scanRenewResult, s.q.renew, names, tokens, holderID, micros(ttl))
 }
 
 func splitRefs(leases []store.LeaseRef) ([]string, []int64) {
@@ -601,7 +610,10 @@ func splitRefs(leases []store.LeaseRef) ([]string, []int64) {
 	return names, tokens
 }
 
-// Release implements store.Store. It notifies subscribers of each lock it
+// Release implements store.Store and honours LeaseRef.Successor and
+// LeaseRef.Reserve (store.Handoffs): a lock released with a successor and a
+// positive reservation is reserved for that instance until the server's
+// now() plus the reservation. It notifies subscribers of each lock it
 // released, in the same statement.
 func (s *Store) Release(ctx context.Context, holderID string, leases []store.LeaseRef) error {
 	const op = "release"
@@ -612,6 +624,10 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if err := validateNames(op, names); err != nil {
 		return err
 	}
+	successors, reserves := make([]string, len(leases)), make([]int64, len(leases))
+	for i, l := range leases {
+		successors[i], reserves[i] = l.Successor, micros(l.Reserve)
+	}
 	ctx, cancel, err := s.begin(ctx, op)
 	if err != nil {
 		return err
@@ -621,7 +637,7 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		return nil
 	}
 	return s.run(ctx, op, func(ctx context.Context) error {
-		_, err := s.pool.Exec(ctx, s.q.release, pgx.QueryExecModeExec, names, tokens, holderID, s.channel)
+		_, err := s.pool.Exec(ctx, s.q.release, pgx.QueryExecModeExec, names, tokens, successors, reserves, holderID, s.channel)
 		return err
 	})
 }
@@ -699,8 +715,8 @@ func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, 
 }
 
 // AppendEvents implements store.History: one statement inserts the batch
-// (unnest of one array per column) and prunes the entries beyond the
-// retention.
+// (unnest of one array per column), prunes the entries beyond the
+// retention and notifies subscribers once per lock of the batch.
 func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 	const op = "append events"
 	if s.closed.Load() {
@@ -733,7 +749,7 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 	}
 	return s.run(ctx, op, func(ctx context.Context) error {
 		_, err := s.pool.Exec(ctx, s.q.appendEvents, pgx.QueryExecModeExec,
-			locks, kinds, instances, tokens, reasons, remotes, int64(s.cfg.historyLimit))
+			locks, kinds, instances, tokens, reasons, remotes, int64(s.cfg.historyLimit), s.channel)
 		return err
 	})
 }

@@ -242,15 +242,16 @@ func TestMigrateIsIdempotent(t *testing.T) {
 
 // TestMigrateAddsHistory: a schema made by version 1 (locks table and
 // sequence, no history table, no version table) gets the history table when
-// a Store opens it, and keeps its data; so does a schema whose history table
-// was dropped although its version says it has one. WithoutMigrate refuses
-// both, pointing to schema.sql.
+// a Store opens it, and keeps its data; so does a schema whose history (or
+// members) table was dropped although its version says it has one.
+// WithoutMigrate refuses them, pointing to schema.sql.
 func TestMigrateAddsHistory(t *testing.T) {
 	for _, tc := range []struct {
 		name, drop, want string
 	}{
 		{"version 1", "masterjob_history, masterjob_meta", `masterjob_history" missing`},
-		{"history dropped at version 3", "masterjob_history", "schema version 3 recorded, but table"},
+		{"history dropped at version 4", "masterjob_history", "schema version 4 recorded, but table"},
+		{"members dropped at version 4", "masterjob_members", "schema version 4 recorded, but table"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			schema := newSchema(t)
@@ -268,14 +269,17 @@ func TestMigrateAddsHistory(t *testing.T) {
 			}
 			_, err := Open(t.Context(), testDSN(), WithSchema(schema), WithoutMigrate())
 			if err == nil || !strings.Contains(err.Error(), "schema.sql") || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Open WithoutMigrate without the history table = %v, want an error pointing to schema.sql and containing %q", err, tc.want)
+				t.Fatalf("Open WithoutMigrate without %s = %v, want an error pointing to schema.sql and containing %q", tc.drop, err, tc.want)
 			}
 			s = openStore(t, WithSchema(schema))
 			if err := s.AppendEvents(t.Context(), []store.Event{{Lock: "JOB", Kind: store.EventEnabled}}); err != nil {
 				t.Fatalf("AppendEvents after migration: %v", err)
 			}
-			if v := recordedVersion(t, schema, "masterjob_"); v != 3 {
-				t.Errorf("schema version after migration = %d, want 3", v)
+			if _, err := s.Members(t.Context(), store.MemberFilter{}); err != nil {
+				t.Fatalf("Members after migration: %v", err)
+			}
+			if v := recordedVersion(t, schema, "masterjob_"); v != 4 {
+				t.Errorf("schema version after migration = %d, want 4", v)
 			}
 			st, err := s.Locks(t.Context(), "JOB")
 			if err != nil || !st[0].Disabled || st[0].Reason != "kept" {
@@ -471,10 +475,24 @@ func TestHostileNames(t *testing.T) {
 		`"; DROP SCHEMA public CASCADE; --`,
 		`Robert'); DELETE FROM masterjob_locks WHERE ('1'='1`,
 		`$1`, `%s %d %v`, `\x00`, `'`, `"`, `\`, `ünïcödé ✓`, `a b`,
+		`NULL`, `null`, `{a,b}`, ` padded `, `a,b`, `"quoted"`, `{`, `}`,
 	}
-	got, err := s.Acquire(t.Context(), store.Holder{ID: `h'; --`, Info: `{"x":"'); DROP"}`}, names, time.Minute)
+	// The member's record goes with Acquire, its parameters encoded by
+	// the store (arrays as text literals): the names come back verbatim.
+	hostile := store.Holder{ID: `h'; --`, Info: `{"x":"'); DROP"}`}
+	s.Announce(store.Member{ID: hostile.ID, Info: hostile.Info, Locks: names, LockSetID: `set'--`}, time.Minute)
+	got, err := s.Acquire(t.Context(), hostile, names, time.Minute)
 	if err != nil {
 		t.Fatalf("Acquire: %v", err)
+	}
+	members, err := s.Members(t.Context(), store.MemberFilter{Lock: `NULL`, WithLocks: true})
+	if err != nil || len(members) != 1 || members[0].ID != hostile.ID || members[0].LockSetID != `set'--` {
+		t.Fatalf("Members = %+v, %v", members, err)
+	}
+	sorted := slices.Clone(names)
+	slices.Sort(sorted)
+	if !slices.Equal(members[0].Locks, sorted) {
+		t.Errorf("member's locks %q, want %q", members[0].Locks, sorted)
 	}
 	for _, st := range got {
 		if !st.Acquired || st.Holder != `h'; --` || st.HolderInfo != `{"x":"'); DROP"}` {
@@ -885,11 +903,11 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		if w, q := writes.Load(), queries.Load(); w != 1 || q != 1 {
 			t.Errorf("%s: %d requests and %d queries, want 1 and 1", what, w, q)
 		}
-		t.Logf("%s of 1000 locks: one round trip, %v", what, d)
+		t.Logf("%s: one round trip, %v", what, d)
 	}
 
 	var states []store.LockState
-	measure("Acquire", func() (err error) {
+	measure("Acquire of 1000 locks", func() (err error) {
 		states, err = s.Acquire(t.Context(), holderA, names, time.Minute)
 		return err
 	})
@@ -900,7 +918,7 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		}
 		refs = append(refs, store.LeaseRef{Lock: st.Lock, Token: st.Token})
 	}
-	measure("Acquire by another holder", func() error {
+	measure("Acquire by another holder of 1000 locks", func() error {
 		states, err := s.Acquire(t.Context(), holderB, names, time.Minute)
 		for _, st := range states {
 			if st.Acquired {
@@ -909,7 +927,7 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		}
 		return err
 	})
-	measure("Renew", func() error {
+	measure("Renew of 1000 locks", func() error {
 		res, err := s.Renew(t.Context(), holderA.ID, refs, time.Minute)
 		for _, r := range res {
 			if !r.Renewed {
@@ -918,27 +936,50 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		}
 		return err
 	})
-	measure("Locks", func() error {
+	measure("Locks of 1000 locks", func() error {
 		got, err := s.Locks(t.Context(), names...)
 		if len(got) != len(names) {
 			return fmt.Errorf("%d states, %v", len(got), err)
 		}
 		return err
 	})
-	measure("Release", func() error { return s.Release(t.Context(), holderA.ID, refs) })
+	measure("Release of 1000 locks", func() error { return s.Release(t.Context(), holderA.ID, refs) })
 
 	events := make([]store.Event, len(names))
 	for i, n := range names {
 		events[i] = store.Event{Lock: n, Kind: store.EventReleased, Instance: holderA.ID, Token: refs[i].Token, Reason: "shutdown"}
 	}
-	measure("AppendEvents", func() error { return s.AppendEvents(t.Context(), events) })
-	measure("Events", func() error {
+	measure("AppendEvents of 1000 locks", func() error { return s.AppendEvents(t.Context(), events) })
+	measure("Events (1000)", func() error {
 		got, err := s.Events(t.Context(), store.EventFilter{Limit: store.MaxEventsLimit})
 		if len(got) != len(events) {
 			return fmt.Errorf("%d events, %v", len(got), err)
 		}
 		return err
 	})
+
+	// Hand-off and members (their writes with Acquire and Renew are
+	// counted in TestMemberWriteOneRoundTrip).
+	states, err := s.Acquire(t.Context(), holderA, names[:1], time.Minute)
+	if err != nil || !states[0].Acquired {
+		t.Fatalf("Acquire = %+v, %v", states, err)
+	}
+	measure("Handoff of one lock", func() error {
+		_, err := s.Handoff(t.Context(), names[0], holderB.ID, "ops")
+		return err
+	})
+	s.Announce(store.Member{ID: holderA.ID, Locks: names, LockSetID: "all"}, time.Minute)
+	if _, err := s.Acquire(t.Context(), holderA, names[:1], time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	measure("Members of a lock, with 1000 locks each", func() error {
+		got, err := s.Members(t.Context(), store.MemberFilter{Lock: names[999], WithLocks: true})
+		if len(got) != 1 || len(got[0].Locks) != len(names) {
+			return fmt.Errorf("members %+v, %v", got, err)
+		}
+		return err
+	})
+	measure("Leave of a member of 1000 locks", func() error { return s.Leave(t.Context(), holderA.ID) })
 }
 
 // TestTokensGrowAcrossDeletedRowsAndSequence: tokens come from the
@@ -1008,7 +1049,8 @@ func TestSubscribeEndsWithStore(t *testing.T) {
 }
 
 // TestSlowSubscriberCoalesces: a subscriber that does not read does not
-// block the store; repeated names wait once.
+// block the store; a repeated change (same kind, same lock) waits once,
+// changes of different kinds each wait.
 func TestSlowSubscriberCoalesces(t *testing.T) {
 	s := openStore(t, WithSchema(newSchema(t)))
 	sub, err := s.Subscribe(t.Context())
@@ -1023,27 +1065,43 @@ func TestSlowSubscriberCoalesces(t *testing.T) {
 			if _, err := s.Enable(t.Context(), l, "b"); err != nil {
 				t.Fatal(err)
 			}
+			st, err := s.Acquire(t.Context(), holderA, []string{l}, time.Minute)
+			if err != nil || !st[0].Acquired {
+				t.Fatalf("Acquire = %+v, %v", st, err)
+			}
+			if err := s.Release(t.Context(), holderA.ID, []store.LeaseRef{{Lock: l, Token: st[0].Token}}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	// Let the notifications arrive before reading any of them.
 	time.Sleep(300 * time.Millisecond)
-	got := map[string]int{}
+	got := map[store.Change]int{}
 	timeout := time.After(2 * time.Second)
-	for len(got) < 2 {
+	for len(got) < 4 {
 		select {
 		case n := <-sub:
-			got[n.Lock]++
+			got[n]++
 		case <-timeout:
-			t.Fatalf("got %v, want A and B", got)
+			t.Fatalf("got %v, want lease and control changes of A and B", got)
 		}
 	}
 	select {
 	case n := <-sub:
-		got[n.Lock]++
+		got[n]++
 	case <-time.After(300 * time.Millisecond):
 	}
-	if got["A"] > 2 || got["B"] > 2 {
-		t.Errorf("deliveries %v: pending names were not coalesced", got)
+	for c, n := range got {
+		if n > 2 {
+			t.Errorf("%d deliveries of %+v (all: %v): pending changes were not coalesced", n, c, got)
+		}
+	}
+	for _, k := range []store.ChangeKind{store.ChangeLease, store.ChangeControl} {
+		for _, l := range []string{"A", "B"} {
+			if got[store.Change{Kind: k, Lock: l}] == 0 {
+				t.Errorf("no %s change of %s delivered (all: %v)", k, l, got)
+			}
+		}
 	}
 }
 

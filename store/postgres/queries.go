@@ -10,8 +10,8 @@ import (
 	"github.com/masterjob/masterjob/store"
 )
 
-// queries holds the store's statements for one table. The table name is the
-// only text spliced into them, quoted by pgx.Identifier.Sanitize; every
+// queries holds the store's statements for one table. The table names are
+// the only text spliced into them, quoted by pgx.Identifier.Sanitize; every
 // value travels as a parameter.
 type queries struct {
 	acquire    string
@@ -19,20 +19,53 @@ type queries struct {
 	release    string
 	disable    string
 	enable     string
+	handoff    string
 	locksAll   string
 	locksNamed string
 
 	appendEvents string
 	eventsAll    string
 	eventsLock   string
+
+	memberWrite string
+	members     string
+	leave       string
+}
+
+// payloadSep separates the kind of a change from its lock name in a NOTIFY
+// payload. A lock name cannot hold it (store.ValidateLockName refuses
+// control characters), so a payload without it is a bare lock name, as
+// stores before the kinds existed sent it.
+const payloadSep = "\x1f"
+
+// payload returns the SQL expression of the NOTIFY payload of a change of
+// kind about the lock named by the SQL expression lock ("" for none):
+// "<kind>\x1f<lock>", at most 8 + 200 bytes, far below NOTIFY's 8000.
+func payload(kind store.ChangeKind, lock string) string {
+	p := "'" + string(kind) + "' || chr(31)"
+	if lock != "" {
+		p += " || " + lock
+	}
+	return p
 }
 
 // stateCols selects a lock's state from the row aliased c, taking the name
 // from name (so that a left join can report unknown names as free and
 // enabled). Its columns are the ones scanState reads after the leading flag.
-// The TTL is computed by the server, in microseconds (its timestamps'
-// resolution), rounded down.
-func stateCols(name string) string {
+// The TTLs are computed by the server, in microseconds (its timestamps'
+// resolution), rounded down. prev is an SQL condition under which the
+// previous lease (prev_holder, prev_token) is reported; "" reports none.
+func stateCols(name, prev string) string {
+	prevCols := `'' AS prev_holder, 0::bigint AS prev_token`
+	if prev != "" {
+		prevCols = `CASE WHEN ` + prev + ` THEN coalesce(c.prev_holder, '') ELSE '' END AS prev_holder,
+	CASE WHEN ` + prev + ` AND c.prev_holder IS NOT NULL THEN c.prev_token ELSE 0 END AS prev_token`
+	}
+	// A hand-off request counts while the lease it was made for (its
+	// token) is the current one and unexpired; a reservation until it
+	// lapses.
+	const handoff = `coalesce(c.handoff_to IS NOT NULL AND c.handoff_token = c.token AND c.holder IS NOT NULL AND c.expires_at > now(), false)`
+	const reserved = `coalesce(c.reserved_for <> '' AND c.reserved_until > now(), false)`
 	return name + ` AS lock_name,
 	coalesce(c.holder, '') AS holder,
 	coalesce(c.holder_info, '') AS holder_info,
@@ -43,64 +76,99 @@ func stateCols(name string) string {
 	coalesce(c.disabled, false) AS disabled,
 	coalesce(c.reason, '') AS reason,
 	coalesce(c.changed_by, '') AS changed_by,
-	c.changed_at`
+	c.changed_at,
+	` + handoff + ` AS handoff_requested,
+	CASE WHEN ` + handoff + ` THEN c.handoff_to ELSE '' END AS handoff_to,
+	CASE WHEN ` + reserved + ` THEN c.reserved_for ELSE '' END AS reserved_for,
+	CASE WHEN ` + reserved + ` THEN floor(extract(epoch FROM c.reserved_until - now()) * 1000000)::bigint ELSE 0 END AS reserved_ttl_us,
+	` + prevCols
 }
 
 // ttlParam turns a parameter holding microseconds into an interval.
 func ttlParam(n string) string { return "(" + n + "::bigint * interval '1 microsecond')" }
 
-// buildQueries returns the statements on table and the history table.
-func buildQueries(table, history string) queries {
+// free is the condition under which the row aliased a may be taken by the
+// holder $2: no unexpired lease, not disabled, and not reserved for another
+// instance.
+func free(a string) string {
+	return `((` + a + `.holder IS NULL OR ` + a + `.expires_at <= now()) AND NOT ` + a + `.disabled
+		AND (` + a + `.reserved_for = '' OR ` + a + `.reserved_for = $2 OR coalesce(` + a + `.reserved_until <= now(), true)))`
+}
+
+// buildQueries returns the statements on the store's tables.
+func buildQueries(table, history, members string) queries {
 	// One pass: text substituted (the table names) is not scanned again.
 	r := strings.NewReplacer(
 		"{{T}}", table,
 		"{{H}}", history,
-		"{{C}}", stateCols("c.lock_name"),
-		"{{RC}}", stateCols("r.lock_name"),
+		"{{M}}", members,
+		"{{C}}", stateCols("c.lock_name", ""),
+		"{{RC}}", stateCols("r.lock_name", ""),
 		// The row c (the latest version, locked) may be taken.
-		"{{FREE}}", "((c.holder IS NULL OR c.expires_at <= now()) AND NOT c.disabled)",
+		"{{FREE}}", free("c"),
+		"{{CANDIDATE}}", free("o"),
+		"{{ACQUIRED}}", `coalesce(c.holder = $2 AND c.acquired_at = now(), false)`,
+		"{{AC}}", stateCols("c.lock_name", `coalesce(c.holder = $2 AND c.acquired_at = now(), false)`),
+		"{{NEWER}}", `(m.writer <> excluded.writer OR excluded.gen >= m.gen OR m.expires_at <= now())`,
+		"{{LEASE}}", payload(store.ChangeLease, "lock_name"),
+		"{{CONTROL}}", payload(store.ChangeControl, "lock_name"),
+		"{{HISTORY}}", payload(store.ChangeHistory, "lock_name"),
+		"{{MEMBER}}", payload(store.ChangeMember, ""),
 	)
 	q := func(s string) string { return r.Replace(s) }
 	return queries{
 		// $1 names (sorted, distinct), $2 holder ID, $3 holder info, $4 ttl µs,
-		// $5 token sequence.
+		// $5 token sequence, $6 channel.
 		//
 		// The INSERT's source is the candidates: the names whose row, in
-		// this statement's snapshot, is missing or free/expired and enabled.
-		// ORDER BY keeps the order in which rows are locked the same for
-		// every caller. A candidate whose row exists by the time it is
-		// inserted (it was in the snapshot, or a concurrent caller inserted
-		// it since) goes to ON CONFLICT DO UPDATE, which locks the latest
-		// committed version of the row and evaluates the SET expressions
-		// against it: there, and only there, eligibility is decided, which
-		// is what makes the control check atomic with the take. An
-		// ineligible row (a concurrent caller won, or disabled it) is
-		// rewritten with its own values so that RETURNING reports its latest
-		// state; nextval runs only for a row being taken, after it is
-		// locked, so a new token exceeds every token the row ever had.
-		// Names that were not candidates are reported from the snapshot.
+		// this statement's snapshot, is missing or free/expired, enabled and
+		// not reserved for another instance. ORDER BY keeps the order in
+		// which rows are locked the same for every caller. A candidate
+		// whose row exists by the time it is inserted (it was in the
+		// snapshot, or a concurrent caller inserted it since) goes to ON
+		// CONFLICT DO UPDATE, which locks the latest committed version of
+		// the row and evaluates the SET expressions against it: there, and
+		// only there, eligibility is decided, which is what makes the
+		// control check atomic with the take. An ineligible row (a
+		// concurrent caller won, or disabled it) is rewritten with its own
+		// values so that RETURNING reports its latest state; nextval runs
+		// only for a row being taken, after it is locked, so a new token
+		// exceeds every token the row ever had. Taking a row records the
+		// lease it replaces (its holder is NULL unless that lease expired)
+		// and clears any hand-off request and reservation. Names that were
+		// not candidates are reported from the snapshot.
 		//
 		// A returned row was taken by this statement when its holder is $2
-		// and its acquired_at is this transaction's now().
+		// and its acquired_at is this transaction's now(). Each taken lock
+		// is announced (n, joined so that it runs).
 		acquire: q(`WITH req AS (
 	SELECT n AS lock_name FROM unnest($1::text[]) AS n
 ), acq AS (
 	INSERT INTO {{T}} AS c (lock_name, holder, holder_info, acquired_at, renewed_at, expires_at)
 	SELECT r.lock_name, $2, $3, now(), now(), now() + ` + ttlParam("$4") + `
 	FROM req r LEFT JOIN {{T}} o ON o.lock_name = r.lock_name
-	WHERE o.lock_name IS NULL OR ((o.holder IS NULL OR o.expires_at <= now()) AND NOT o.disabled)
+	WHERE o.lock_name IS NULL OR {{CANDIDATE}}
 	ORDER BY r.lock_name
 	ON CONFLICT (lock_name) DO UPDATE SET
-		holder      = CASE WHEN {{FREE}} THEN excluded.holder ELSE c.holder END,
-		holder_info = CASE WHEN {{FREE}} THEN excluded.holder_info ELSE c.holder_info END,
-		token       = CASE WHEN {{FREE}} THEN nextval($5::text::regclass) ELSE c.token END,
-		acquired_at = CASE WHEN {{FREE}} THEN excluded.acquired_at ELSE c.acquired_at END,
-		renewed_at  = CASE WHEN {{FREE}} THEN excluded.renewed_at ELSE c.renewed_at END,
-		expires_at  = CASE WHEN {{FREE}} THEN excluded.expires_at ELSE c.expires_at END,
-		revoked     = CASE WHEN {{FREE}} THEN false ELSE c.revoked END
-	RETURNING coalesce(c.holder = $2 AND c.acquired_at = now(), false) AS acquired, {{C}}
+		holder         = CASE WHEN {{FREE}} THEN excluded.holder ELSE c.holder END,
+		holder_info    = CASE WHEN {{FREE}} THEN excluded.holder_info ELSE c.holder_info END,
+		token          = CASE WHEN {{FREE}} THEN nextval($5::text::regclass) ELSE c.token END,
+		acquired_at    = CASE WHEN {{FREE}} THEN excluded.acquired_at ELSE c.acquired_at END,
+		renewed_at     = CASE WHEN {{FREE}} THEN excluded.renewed_at ELSE c.renewed_at END,
+		expires_at     = CASE WHEN {{FREE}} THEN excluded.expires_at ELSE c.expires_at END,
+		revoked        = CASE WHEN {{FREE}} THEN false ELSE c.revoked END,
+		prev_holder    = CASE WHEN {{FREE}} THEN c.holder ELSE c.prev_holder END,
+		prev_token     = CASE WHEN {{FREE}} THEN c.token ELSE c.prev_token END,
+		handoff_to     = CASE WHEN {{FREE}} THEN NULL ELSE c.handoff_to END,
+		handoff_by     = CASE WHEN {{FREE}} THEN '' ELSE c.handoff_by END,
+		handoff_at     = CASE WHEN {{FREE}} THEN NULL ELSE c.handoff_at END,
+		reserved_for   = CASE WHEN {{FREE}} THEN '' ELSE c.reserved_for END,
+		reserved_until = CASE WHEN {{FREE}} THEN NULL ELSE c.reserved_until END
+	RETURNING {{ACQUIRED}} AS acquired, {{AC}}
+), n AS (
+	SELECT count(pg_notify($6, {{LEASE}})) FROM acq WHERE acquired
 )
-SELECT acq.* FROM acq
+SELECT acq.* FROM acq CROSS JOIN n
 UNION ALL
 SELECT false, {{RC}}
 FROM req r LEFT JOIN {{T}} c ON c.lock_name = r.lock_name
@@ -113,34 +181,47 @@ WHERE NOT EXISTS (SELECT 1 FROM acq a WHERE a.lock_name = r.lock_name)`),
 ), upd AS (
 	UPDATE {{T}} c SET expires_at = now() + ` + ttlParam("$4") + `, renewed_at = now()
 	FROM req r
-	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $3 AND c.expires_at > now()
+	-- clock_timestamp(), not now(): a row another writer updated while
+	-- this statement ran is re-checked with the statement's start as
+	-- now(), by which a lease that writer ended could still look valid
+	-- and be revived. The new expiry counts from now(), the statement's
+	-- start, which is after the renewal began on its caller's clock.
+	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $3 AND c.expires_at > clock_timestamp()
 	RETURNING c.lock_name, c.token, c.revoked, c.disabled,
-		floor(extract(epoch FROM c.expires_at - now()) * 1000000)::bigint AS ttl_us
+		floor(extract(epoch FROM c.expires_at - now()) * 1000000)::bigint AS ttl_us,
+		CASE WHEN c.handoff_token = c.token THEN c.handoff_to END AS handoff_to
 )
 SELECT r.lock_name, r.token, u.lock_name IS NOT NULL, coalesce(u.ttl_us, 0),
 	coalesce(u.revoked, o.revoked AND o.holder = $3 AND o.token = r.token, false),
-	coalesce(u.disabled, o.disabled, false)
+	coalesce(u.disabled, o.disabled, false),
+	u.handoff_to IS NOT NULL, coalesce(u.handoff_to, '')
 FROM req r
 LEFT JOIN upd u ON u.lock_name = r.lock_name AND u.token = r.token
 LEFT JOIN {{T}} o ON o.lock_name = r.lock_name
 ORDER BY r.ord`),
 
-		// $1 names, $2 tokens, $3 holder ID, $4 channel. The row stays: it
-		// keeps the control and the last token.
+		// $1 names, $2 tokens, $3 successors, $4 reservations µs, $5 holder
+		// ID, $6 channel. The row stays: it keeps the control and the last
+		// token. A successor with a positive reservation gets the lock
+		// reserved until now() + reservation; otherwise any reservation
+		// ends. A pending hand-off request ends with the lease.
 		release: q(`WITH req AS (
-	SELECT * FROM unnest($1::text[], $2::bigint[]) AS r(lock_name, token)
+	SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) AS r(lock_name, token, successor, reserve_us)
 ), rel AS (
 	UPDATE {{T}} c SET holder = NULL, holder_info = '', acquired_at = NULL, renewed_at = NULL,
-		expires_at = NULL, revoked = false
+		expires_at = NULL, revoked = false,
+		handoff_to = NULL, handoff_by = '', handoff_at = NULL,
+		reserved_for = CASE WHEN r.successor <> '' AND r.reserve_us > 0 THEN r.successor ELSE '' END,
+		reserved_until = CASE WHEN r.successor <> '' AND r.reserve_us > 0 THEN now() + ` + ttlParam("r.reserve_us") + ` END
 	FROM req r
-	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $3
+	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $5
 	RETURNING c.lock_name
 )
-SELECT count(pg_notify($4, lock_name)) FROM rel`),
+SELECT count(pg_notify($6, {{LEASE}})) FROM rel`),
 
 		// $1 name, $2 reason, $3 by, $4 channel. The leading flag is
 		// "changed". The CTE n is referenced so that it runs: pg_notify for
-		// the changed row.
+		// the changed row. A disable ends a pending hand-off request.
 		disable: q(`WITH up AS (
 	INSERT INTO {{T}} AS c (lock_name, token, disabled, reason, changed_by, changed_at)
 	VALUES ($1, 0, true, $2, $3, now())
@@ -149,11 +230,12 @@ SELECT count(pg_notify($4, lock_name)) FROM rel`),
 		reason = excluded.reason,
 		changed_by = excluded.changed_by,
 		changed_at = excluded.changed_at,
-		revoked = (c.holder IS NOT NULL AND c.expires_at > now())
+		revoked = (c.holder IS NOT NULL AND c.expires_at > now()),
+		handoff_to = NULL, handoff_by = '', handoff_at = NULL
 	WHERE NOT c.disabled
 	RETURNING {{C}}
 ), n AS (
-	SELECT count(pg_notify($4, lock_name)) FROM up
+	SELECT count(pg_notify($4, {{CONTROL}})) FROM up
 )
 SELECT true, up.* FROM up, n
 UNION ALL
@@ -166,7 +248,24 @@ WHERE c.lock_name = $1 AND NOT EXISTS (SELECT 1 FROM up)`),
 	WHERE c.lock_name = $1 AND c.disabled
 	RETURNING {{C}}
 ), n AS (
-	SELECT count(pg_notify($3, lock_name)) FROM up
+	SELECT count(pg_notify($3, {{CONTROL}})) FROM up
+)
+SELECT true, up.* FROM up, n
+UNION ALL
+SELECT false, {{C}} FROM {{T}} c
+WHERE c.lock_name = $1 AND NOT EXISTS (SELECT 1 FROM up)`),
+
+		// $1 name, $2 to ('' for anyone), $3 by, $4 channel. The leading
+		// flag is "requested". The UPDATE takes the row only while it holds
+		// an unexpired lease and is enabled (checked again on the latest
+		// version if a concurrent call changed it); otherwise the row as
+		// the snapshot saw it tells why (no row at all: an unknown lock).
+		handoff: q(`WITH up AS (
+	UPDATE {{T}} c SET handoff_to = $2, handoff_by = $3, handoff_at = now(), handoff_token = c.token
+	WHERE c.lock_name = $1 AND c.holder IS NOT NULL AND c.expires_at > now() AND NOT c.disabled
+	RETURNING {{C}}
+), n AS (
+	SELECT count(pg_notify($4, {{CONTROL}})) FROM up
 )
 SELECT true, up.* FROM up, n
 UNION ALL
@@ -182,19 +281,22 @@ ORDER BY r.lock_name COLLATE "C"`),
 
 		// $1 locks, $2 kinds, $3 instances, $4 tokens, $5 reasons,
 		// $6 remotes (one array per column, one element per event), $7 the
-		// retention. Identity values are drawn in the order of the rows
-		// inserted (ORDER BY ord). The DELETE sees the snapshot taken before
-		// the INSERT, so it prunes only older rows: with at most $7 rows
-		// inserted, at most $7 remain.
+		// retention, $8 channel. Identity values are drawn in the order of
+		// the rows inserted (ORDER BY ord). The DELETE sees the snapshot
+		// taken before the INSERT, so it prunes only older rows: with at
+		// most $7 rows inserted, at most $7 remain. One notification per
+		// lock of the batch.
 		appendEvents: q(`WITH ins AS (
 	INSERT INTO {{H}} (lock_name, kind, instance, token, reason, remote, at)
 	SELECT e.lock_name, e.kind, e.instance, e.token, e.reason, e.remote, now()
 	FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
 		WITH ORDINALITY AS e(lock_name, kind, instance, token, reason, remote, ord)
 	ORDER BY e.ord
-	RETURNING id
+	RETURNING id, lock_name
+), del AS (
+	DELETE FROM {{H}} WHERE id <= (SELECT max(id) FROM ins) - $7::bigint
 )
-DELETE FROM {{H}} WHERE id <= (SELECT max(id) FROM ins) - $7::bigint`),
+SELECT count(pg_notify($8, {{HISTORY}})) FROM (SELECT DISTINCT lock_name FROM ins) d`),
 
 		// $1 before ID, $2 limit.
 		eventsAll: q(`SELECT id, lock_name, kind, instance, token, reason, remote, at
@@ -203,6 +305,58 @@ FROM {{H}} WHERE id < $1 ORDER BY id DESC LIMIT $2`),
 		// $1 lock, $2 before ID, $3 limit.
 		eventsLock: q(`SELECT id, lock_name, kind, instance, token, reason, remote, at
 FROM {{H}} WHERE lock_name = $1 AND id < $2 ORDER BY id DESC LIMIT $3`),
+
+		// $1 id, $2 info, $3 lock set ID, $4 locks (NULL: unchanged, not
+		// sent), $5 masters, $6 weight, $7 ttl µs, $8 writer (this handle),
+		// $9 generation (of this handle's announcement), $10 channel.
+		//
+		// Every write refreshes seen_at and expires_at. The announced
+		// columns take the new values unless the row holds a newer
+		// announcement of the same handle (a call that overtook this one);
+		// the lock list only when it was sent. A row written for the first
+		// time, or over an expired one, has since = now(): it is announced.
+		// The result tells the handle what the row now holds. The write
+		// also prunes the other members' expired rows (those no other call
+		// has locked: it never waits), so that reads stay reads.
+		memberWrite: q(`WITH pruned AS (
+	DELETE FROM {{M}} WHERE id IN (
+		SELECT id FROM {{M}} WHERE expires_at <= now() AND id <> $1 FOR UPDATE SKIP LOCKED)
+), up AS (
+	INSERT INTO {{M}} AS m (id, info, lock_set_id, locks, lock_count, masters, weight,
+		since, seen_at, expires_at, writer, gen)
+	VALUES ($1, $2, CASE WHEN $4::text[] IS NULL THEN '' ELSE $3 END, coalesce($4::text[], '{}'),
+		coalesce(cardinality($4::text[]), 0), $5, $6, now(), now(), now() + ` + ttlParam("$7") + `, $8, $9)
+	ON CONFLICT (id) DO UPDATE SET
+		since       = CASE WHEN m.expires_at <= now() THEN now() ELSE m.since END,
+		seen_at     = now(),
+		expires_at  = excluded.expires_at,
+		info        = CASE WHEN {{NEWER}} THEN excluded.info ELSE m.info END,
+		masters     = CASE WHEN {{NEWER}} THEN excluded.masters ELSE m.masters END,
+		weight      = CASE WHEN {{NEWER}} THEN excluded.weight ELSE m.weight END,
+		writer      = CASE WHEN {{NEWER}} THEN excluded.writer ELSE m.writer END,
+		gen         = CASE WHEN {{NEWER}} THEN excluded.gen ELSE m.gen END,
+		lock_set_id = CASE WHEN {{NEWER}} AND $4::text[] IS NOT NULL THEN excluded.lock_set_id ELSE m.lock_set_id END,
+		locks       = CASE WHEN {{NEWER}} AND $4::text[] IS NOT NULL THEN excluded.locks ELSE m.locks END,
+		lock_count  = CASE WHEN {{NEWER}} AND $4::text[] IS NOT NULL THEN excluded.lock_count ELSE m.lock_count END
+	RETURNING m.writer, m.gen, m.lock_set_id, m.since = now() AS joined
+)
+SELECT up.writer, up.gen, up.lock_set_id,
+	(SELECT count(pg_notify($10, {{MEMBER}})) FROM up WHERE up.joined)
+FROM up`),
+
+		// $1 lock ('' for every member), $2 with locks. Expired rows are
+		// skipped (members' writes prune them).
+		members: q(`SELECT id, info, CASE WHEN $2::boolean THEN locks END, lock_count, lock_set_id, masters, weight, seen_at,
+	floor(extract(epoch FROM expires_at - now()) * 1000000)::bigint
+FROM {{M}}
+WHERE expires_at > now() AND ($1::text = '' OR $1::text = ANY(locks))
+ORDER BY id COLLATE "C"`),
+
+		// $1 id, $2 channel.
+		leave: q(`WITH del AS (
+	DELETE FROM {{M}} WHERE id = $1 RETURNING id
+)
+SELECT count(pg_notify($2, {{MEMBER}})) FROM del`),
 	}
 }
 
@@ -224,11 +378,13 @@ func scanState(row pgx.CollectableRow) (store.LockState, error) {
 		st                         store.LockState
 		acquired, renewed, expires pgtype.Timestamptz
 		changed                    pgtype.Timestamptz
-		ttlUS                      int64
+		ttlUS, reservedUS          int64
 	)
 	err := row.Scan(&st.Acquired, &st.Lock, &st.Holder, &st.HolderInfo, &st.Token,
 		&acquired, &renewed, &expires, &ttlUS,
-		&st.Revoked, &st.Disabled, &st.Reason, &st.ChangedBy, &changed)
+		&st.Revoked, &st.Disabled, &st.Reason, &st.ChangedBy, &changed,
+		&st.HandoffRequested, &st.HandoffTo, &st.ReservedFor, &reservedUS,
+		&st.PrevHolder, &st.PrevToken)
 	if err != nil {
 		return st, err
 	}
@@ -237,7 +393,25 @@ func scanState(row pgx.CollectableRow) (store.LockState, error) {
 	st.ExpiresAt = timeOf(expires)
 	st.ChangedAt = timeOf(changed)
 	st.TTL = time.Duration(ttlUS) * time.Microsecond
+	st.ReservedTTL = time.Duration(reservedUS) * time.Microsecond
+	st.PrevExpired = st.PrevHolder != ""
 	return st, nil
+}
+
+// scanMember reads a row of the members statement.
+func scanMember(row pgx.CollectableRow) (store.Member, error) {
+	var (
+		m     store.Member
+		seen  pgtype.Timestamptz
+		ttlUS int64
+		count int32
+		mast  int32
+	)
+	err := row.Scan(&m.ID, &m.Info, &m.Locks, &count, &m.LockSetID, &mast, &m.Weight, &seen, &ttlUS)
+	m.LockCount, m.Masters = int(count), int(mast)
+	m.SeenAt = timeOf(seen)
+	m.TTL = time.Duration(ttlUS) * time.Microsecond
+	return m, err
 }
 
 func timeOf(t pgtype.Timestamptz) time.Time {

@@ -1,4 +1,4 @@
--- masterjob PostgreSQL schema, version 3.
+-- masterjob PostgreSQL schema, version 4.
 --
 -- This file is a template. masterjob applies it itself when a Store opens
 -- (unless the store is opened with WithoutMigrate), inside a transaction that
@@ -12,7 +12,9 @@
 -- sections above the database's version and nothing else, so a section may
 -- hold statements that cannot run twice (ALTER TABLE ... ADD COLUMN). Every
 -- section from version 3 on ends by recording its version. A database at a
--- version newer than this file is accepted: migrations only add.
+-- version newer than this file is accepted: migrations only add. (Sections
+-- 1 to 4 can all run twice: the store runs them again when it finds one of
+-- their tables dropped.)
 --
 -- To apply it yourself (WithoutMigrate):
 --   1. Replace every {{prefix}} with the table prefix the application uses
@@ -34,6 +36,7 @@
 --          GRANT USAGE ON SEQUENCE myschema.masterjob_token_seq TO app;
 --          GRANT SELECT, INSERT, DELETE ON myschema.masterjob_history TO app;
 --          GRANT SELECT ON myschema.masterjob_meta TO app;
+--          GRANT SELECT, INSERT, UPDATE, DELETE ON myschema.masterjob_members TO app;
 --      (add DELETE on the locks table if operators clean up old rows through the app's role).
 --      Open with WithoutMigrate refuses a database whose version is older
 --      than this file's, naming the sections to apply.
@@ -110,4 +113,62 @@ CREATE TABLE IF NOT EXISTS "{{prefix}}meta" (
 );
 
 INSERT INTO "{{prefix}}meta" AS m (name, value) VALUES ('schema_version', 3)
+    ON CONFLICT (name) DO UPDATE SET value = greatest(m.value, EXCLUDED.value);
+
+-- masterjob:version 4
+-- The cluster view: takeovers, hand-offs and members. Every statement can
+-- run twice (a database whose members table was dropped is completed).
+
+-- The lease before the current one, written when a lease is taken: its
+-- holder (NULL when the lock was free: released, never held or its row
+-- deleted) and its token. A holder here means that lease expired: Acquire
+-- reports a takeover.
+ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS prev_holder text;
+ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS prev_token bigint NOT NULL DEFAULT 0;
+-- A pending request to hand the current lease over (store.Handoffs):
+-- handoff_to is NULL when there is none, '' for any other instance, else
+-- the instance asked for; the token of the lease it was made for; who asked
+-- and when (server time), for audit. The request counts only while that
+-- lease is the current one and unexpired; a new lease, a release and a
+-- disable clear it.
+ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS handoff_to text;
+ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS handoff_token bigint;
+ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS handoff_by text NOT NULL DEFAULT '';
+ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS handoff_at timestamptz;
+-- After a release to a successor: only reserved_for may acquire the lock
+-- until reserved_until (server time). '' when there is no reservation.
+ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS reserved_for text NOT NULL DEFAULT '';
+ALTER TABLE "{{prefix}}locks" ADD COLUMN IF NOT EXISTS reserved_until timestamptz;
+
+-- One row per live instance (store.Membership), written in the same round
+-- trip as the instance's acquisitions and renewals. A row whose expires_at
+-- has passed is dead: reads skip it and prune it.
+CREATE TABLE IF NOT EXISTS "{{prefix}}members" (
+    id          text COLLATE "C" PRIMARY KEY,
+    info        text             NOT NULL DEFAULT '',
+    -- The locks the instance takes part in, sorted, and the caller's hash
+    -- of that set. The array is rewritten only when the set changes: a
+    -- heartbeat updates the other columns, and PostgreSQL keeps the
+    -- array's out-of-line (TOAST) value as it is.
+    lock_set_id text             NOT NULL DEFAULT '',
+    locks       text[]           NOT NULL DEFAULT '{}',
+    lock_count  integer          NOT NULL DEFAULT 0,
+    masters     integer          NOT NULL DEFAULT 0,
+    weight      double precision NOT NULL DEFAULT 0,
+    -- Server times: when this record was first written (or rewritten after
+    -- it expired), last written, and when it expires.
+    since       timestamptz      NOT NULL,
+    seen_at     timestamptz      NOT NULL,
+    expires_at  timestamptz      NOT NULL,
+    -- Which store handle last wrote the announced columns, and the number
+    -- of its announcement: a write carrying an older announcement of the
+    -- same handle (calls overtaking each other) refreshes expires_at but
+    -- does not undo a newer one.
+    writer      text             NOT NULL DEFAULT '',
+    gen         bigint           NOT NULL DEFAULT 0
+) WITH (fillfactor = 50); -- room on each page for heartbeat updates (HOT)
+
+COMMENT ON TABLE "{{prefix}}members" IS 'masterjob live instances, schema version 4';
+
+INSERT INTO "{{prefix}}meta" AS m (name, value) VALUES ('schema_version', 4)
     ON CONFLICT (name) DO UPDATE SET value = greatest(m.value, EXCLUDED.value);

@@ -71,14 +71,25 @@ func (c clock) now() stamp {
 // than counted as expired.
 func (r *row) remaining(now stamp) int64 {
 	if r.leaseToken == r.token && r.leaseToken != 0 {
-		switch {
-		case r.clock == now.clock && now.clock != clockWall:
-			return r.clockExpires - now.at
-		case strings.HasPrefix(r.clock, clockBootPrefix) && strings.HasPrefix(now.clock, clockBootPrefix):
-			return min(r.expiresAt-now.wall, 0) // an earlier boot
-		}
+		return remainingOn(r.clock, r.clockExpires, r.expiresAt, now)
 	}
 	return r.expiresAt - now.wall
+}
+
+// remainingOn returns the time left at now, in milliseconds (not positive:
+// expired), before an expiry stamped at expires on clk and at wallExpires
+// on the wall clock. The same clock decides when now is on it; a stamp of
+// another boot has expired; between CLOCK_BOOTTIME and the wall-clock
+// fallback the wall clock decides. Leases, reservations and member
+// records all expire this way.
+func remainingOn(clk string, expires, wallExpires int64, now stamp) int64 {
+	switch {
+	case clk == now.clock && now.clock != clockWall:
+		return expires - now.at
+	case strings.HasPrefix(clk, clockBootPrefix) && strings.HasPrefix(now.clock, clockBootPrefix):
+		return min(wallExpires-now.wall, 0) // an earlier boot
+	}
+	return wallExpires - now.wall
 }
 
 // held reports whether the row has an unexpired lease at now.

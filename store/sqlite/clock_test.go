@@ -175,8 +175,8 @@ func TestOpensVersion3File(t *testing.T) {
 	s := openStore(t, path, clk.option("boot-1"))
 
 	var version int
-	if err := rawDB(t, path).QueryRow(`SELECT value FROM masterjob_meta WHERE name = 'schema_version'`).Scan(&version); err != nil || version != 4 {
-		t.Errorf("schema_version = %d, %v; want 4", version, err)
+	if err := rawDB(t, path).QueryRow(`SELECT value FROM masterjob_meta WHERE name = 'schema_version'`).Scan(&version); err != nil || version != 5 {
+		t.Errorf("schema_version = %d, %v; want 5", version, err)
 	}
 	held := lockState(t, s, "LEGACY-HELD")
 	if held.Holder != "old-holder" || held.Token != 2 || held.TTL != 59*time.Minute {

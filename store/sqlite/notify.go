@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"os"
 	"time"
@@ -13,10 +14,30 @@ import (
 // notifyBackoffMax caps the wait between polls after a failed one.
 const notifyBackoffMax = 2 * time.Second
 
-// notifyTx records, in the write transaction tx, that lock was released,
-// disabled or enabled, and prunes all but the newest notifyKeep rows.
-func (s *Store) notifyTx(ctx context.Context, tx *sql.Tx, lock string) error {
-	res, err := tx.ExecContext(ctx, s.q.notify, lock)
+// notifyTx records, in the write transaction tx, a change of kind about
+// each of locks, and prunes all but the newest notifyKeep rows. Of a batch
+// longer than that only the last notifyKeep are written: the others would
+// be pruned in the same transaction, unseen.
+func (s *Store) notifyTx(ctx context.Context, tx *sql.Tx, kind store.ChangeKind, locks ...string) error {
+	var (
+		res sql.Result
+		err error
+	)
+	switch len(locks) {
+	case 0:
+		return nil
+	case 1:
+		res, err = tx.ExecContext(ctx, s.q.notify, string(kind), locks[0])
+	default:
+		if over := len(locks) - notifyKeep; over > 0 {
+			locks = locks[over:]
+		}
+		list, merr := json.Marshal(locks)
+		if merr != nil {
+			return merr
+		}
+		res, err = tx.ExecContext(ctx, s.q.notifyMany, string(kind), string(list))
+	}
 	if err != nil {
 		return err
 	}
@@ -37,8 +58,10 @@ func (s *Store) notifyTx(ctx context.Context, tx *sql.Tx, lock string) error {
 // that a change committed after Subscribe returns is delivered. A goroutine
 // then polls that connection every WithNotifyPoll interval with PRAGMA
 // data_version and, when another connection has committed, reads the new
-// notifications and sends their lock names, in commit order, on the
-// channel (waiting for the subscriber, or for ctx). Failed polls are
+// notifications and sends them, with their kind, in commit order, on the
+// channel (waiting for the subscriber, or for ctx). A row of a kind this
+// version does not know, or written by an older version (which wrote no
+// kind), is sent as store.ChangeLease. Failed polls are
 // retried with a growing pause. The channel is closed, and the connection
 // and goroutine are gone, once ctx is done or the Store is closed.
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
@@ -113,10 +136,10 @@ func (p *poller) run(ctx context.Context, out chan<- store.Change) {
 			return
 		case <-t.C:
 		}
-		names, err := p.poll(ctx)
-		for _, n := range names {
+		changes, err := p.poll(ctx)
+		for _, c := range changes {
 			select {
-			case out <- store.Change{Kind: store.ChangeLease, Lock: n}:
+			case out <- c:
 			case <-ctx.Done():
 				return
 			}
@@ -130,8 +153,6 @@ func (p *poller) run(ctx context.Context, out chan<- store.Change) {
 	}
 }
 
-// poll returns the names notified since the last poll, if another
-// connection has committed since.
 // fileStamp identifies a version of a file's content cheaply.
 type fileStamp struct {
 	size    int64
@@ -151,7 +172,9 @@ func stampOf(path string) fileStamp {
 // modification times are coarse.
 const fullReadEvery = 20
 
-func (p *poller) poll(ctx context.Context) ([]string, error) {
+// poll returns the changes notified since the last poll, if another
+// connection has committed since.
+func (p *poller) poll(ctx context.Context) ([]store.Change, error) {
 	// Every commit in WAL mode writes the -wal file, so an unchanged file
 	// means nothing new: a stat costs microseconds, a query through the
 	// driver hundreds of times more, twenty times a second in every process.
@@ -174,19 +197,28 @@ func (p *poller) poll(ctx context.Context) ([]string, error) {
 	}
 	defer rows.Close()
 	var (
-		names []string
-		last  = p.last
+		changes []store.Change
+		last    = p.last
 	)
 	for rows.Next() {
-		var name string
-		if err := rows.Scan(&last, &name); err != nil {
+		var kind, name string
+		if err := rows.Scan(&last, &kind, &name); err != nil {
 			return nil, err
 		}
-		names = append(names, name)
+		changes = append(changes, store.Change{Kind: changeKind(kind), Lock: name})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	p.version, p.last = v, last
-	return names, nil
+	return changes, nil
+}
+
+// changeKind reads the kind column: unknown kinds are leases.
+func changeKind(k string) store.ChangeKind {
+	switch kind := store.ChangeKind(k); kind {
+	case store.ChangeLease, store.ChangeControl, store.ChangeHistory, store.ChangeMember:
+		return kind
+	}
+	return store.ChangeLease
 }

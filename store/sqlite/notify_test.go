@@ -31,27 +31,36 @@ func TestNotifyAcrossHandles(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Subscribe: %v", err)
 	}
-	// Changes that are not notified: an acquisition and a release that
-	// releases nothing.
-	if _, err := a.Acquire(ctx, store.Holder{ID: "a"}, []string{"OTHER"}, time.Minute); err != nil {
+	// Changes that are not notified: an acquisition that takes nothing, a
+	// renewal and a release that releases nothing. Then an acquisition and
+	// a release, which are, in commit order, with their kind.
+	if got, err := a.Acquire(ctx, store.Holder{ID: "b"}, []string{"JOB"}, time.Minute); err != nil || got[0].Acquired {
+		t.Fatalf("Acquire of a held lock: %+v, %v", got, err)
+	}
+	if _, err := a.Renew(ctx, "a", []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Release(ctx, "nobody", []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Acquire(ctx, store.Holder{ID: "a"}, []string{"OTHER"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	if err := a.Release(ctx, "a", []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case got := <-ch:
-		if got.Lock != "JOB" {
-			t.Fatalf("notification %+v, want JOB", got)
+	for _, want := range []store.Change{{Kind: store.ChangeLease, Lock: "OTHER"}, {Kind: store.ChangeLease, Lock: "JOB"}} {
+		select {
+		case got := <-ch:
+			if got != want {
+				t.Fatalf("notification %+v, want %+v", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%+v not delivered within 5s", want)
 		}
-		t.Logf("release delivered after %v", time.Since(start))
-	case <-time.After(5 * time.Second):
-		t.Fatal("release not delivered within 5s")
 	}
+	t.Logf("release delivered after %v", time.Since(start))
 
 	// A subscriber in the same Store as the writer is notified too.
 	ch2, err := a.Subscribe(ctx)
@@ -64,8 +73,8 @@ func TestNotifyAcrossHandles(t *testing.T) {
 	for _, c := range []<-chan store.Change{ch, ch2} {
 		select {
 		case got := <-c:
-			if got.Lock != "JOB" {
-				t.Fatalf("notification %+v, want JOB", got)
+			if want := (store.Change{Kind: store.ChangeControl, Lock: "JOB"}); got != want {
+				t.Fatalf("notification %+v, want %+v", got, want)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatal("disable not delivered within 5s")

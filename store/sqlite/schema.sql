@@ -61,9 +61,11 @@ UPDATE "{{prefix}}meta" SET value = 2 WHERE name = 'schema_version' AND value < 
 -- Version 3: change notifications (store.Notifier). Release, Disable and
 -- Enable append the lock's name in their transaction; subscribers poll for
 -- ids above the last they read. Rows are pruned beyond the newest 1000.
+-- kind is from version 5 (see there).
 CREATE TABLE IF NOT EXISTS "{{prefix}}notify" (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    lock_name TEXT    NOT NULL
+    lock_name TEXT    NOT NULL,
+    kind      TEXT    NOT NULL DEFAULT 'lease'
 );
 
 UPDATE "{{prefix}}meta" SET value = 3 WHERE name = 'schema_version' AND value < 3;
@@ -94,3 +96,76 @@ BEGIN
 END;
 
 UPDATE "{{prefix}}meta" SET value = 4 WHERE name = 'schema_version' AND value < 4;
+
+-- Version 5: the cluster view (store.Handoffs, store.Membership, typed
+-- notifications).
+--
+-- The kind of each notification (store.ChangeKind: lease, control,
+-- history, member): acquisitions, history appends and members are now
+-- notified too. A database made by an older version gets the column from
+-- sqlite.Open, which runs, once, in the transaction that applies this file:
+--     ALTER TABLE "{{prefix}}notify" ADD COLUMN kind TEXT NOT NULL DEFAULT 'lease';
+-- (ALTER TABLE is not idempotent, so it is not a statement of this file;
+-- the schema_version below stays at 4 until the column is there). Rows an
+-- older version writes (releases, disables, enables) read as 'lease'.
+--
+-- Hand-offs: at most one row per lock. A request (Handoff) is about the
+-- lease whose token is request_token: it is pending while that lease is
+-- the lock's current, unexpired one. A reservation (a release naming a
+-- successor) is about the released lease, reserved_token: it holds while
+-- no new lease was taken and until reserved_expires on reserved_clock
+-- (as lease_clock's expires; reserved_wall is the wall-clock expiry, used
+-- as lease_clock uses expires_at). Acquisitions delete the row.
+CREATE TABLE IF NOT EXISTS "{{prefix}}handoff" (
+    lock_name        TEXT    NOT NULL PRIMARY KEY,
+    request_token    INTEGER NOT NULL DEFAULT 0,   -- 0: no request
+    request_to       TEXT    NOT NULL DEFAULT '',  -- '' for any other instance
+    request_by       TEXT    NOT NULL DEFAULT '',  -- who asked (audit)
+    reserved_for     TEXT    NOT NULL DEFAULT '',  -- '': no reservation
+    reserved_token   INTEGER NOT NULL DEFAULT 0,
+    reserved_clock   TEXT    NOT NULL DEFAULT '',
+    reserved_expires INTEGER NOT NULL DEFAULT 0,
+    reserved_wall    INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TRIGGER IF NOT EXISTS "{{prefix}}handoff_gone" AFTER DELETE ON "{{prefix}}locks"
+BEGIN
+    DELETE FROM "{{prefix}}handoff" WHERE lock_name = old.lock_name;
+END;
+
+-- Members: one row per live instance, written by its Acquire and Renew
+-- calls, expiring at expires on clock (as lease_clock; wall_expires is the
+-- wall-clock expiry) unless refreshed. seen_at is the wall clock of the
+-- last write, for display. Expired rows are pruned by the next member
+-- write. The locks an instance takes part in are stored once per lock set
+-- (set_key, from the instance's LockSetID and lock count) in member_locks,
+-- shared by every member with that set, written when the first member
+-- with that set appears and deleted with the last one: a renewal with an
+-- unchanged lock set writes one members row, whatever the set's size.
+CREATE TABLE IF NOT EXISTS "{{prefix}}members" (
+    member_id    TEXT    NOT NULL PRIMARY KEY,
+    info         TEXT    NOT NULL DEFAULT '',
+    lock_set_id  TEXT    NOT NULL DEFAULT '',
+    set_key      TEXT    NOT NULL,
+    lock_count   INTEGER NOT NULL DEFAULT 0,
+    masters      INTEGER NOT NULL DEFAULT 0,
+    weight       REAL    NOT NULL DEFAULT 0,
+    seen_at      INTEGER NOT NULL,
+    clock        TEXT    NOT NULL,
+    expires      INTEGER NOT NULL,
+    wall_expires INTEGER NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS "{{prefix}}members_set" ON "{{prefix}}members" (set_key);
+
+CREATE TABLE IF NOT EXISTS "{{prefix}}member_locks" (
+    set_key   TEXT NOT NULL,
+    lock_name TEXT NOT NULL,
+    PRIMARY KEY (set_key, lock_name)
+) WITHOUT ROWID;
+
+-- The candidates of one lock (Members with a lock filter).
+CREATE INDEX IF NOT EXISTS "{{prefix}}member_locks_lock" ON "{{prefix}}member_locks" (lock_name);
+
+UPDATE "{{prefix}}meta" SET value = 5 WHERE name = 'schema_version' AND value < 5
+    AND EXISTS (SELECT 1 FROM pragma_table_info('{{prefix}}notify') WHERE name = 'kind');

@@ -363,9 +363,8 @@ func TestWithoutMigrate(t *testing.T) {
 }
 
 // TestMigrateAddsHistory: a database made by version 1 (no history,
-// notify and lease_clock tables) gets them when a Store opens it, and keeps
-// its data;
-// WithoutMigrate refuses it.
+// notify, lease_clock, handoff and member tables) gets them when a Store
+// opens it, and keeps its data; WithoutMigrate refuses it.
 func TestMigrateAddsHistory(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "v1.db")
@@ -382,6 +381,10 @@ func TestMigrateAddsHistory(t *testing.T) {
 		`DROP TABLE masterjob_notify`,
 		`DROP TABLE masterjob_lease_clock`,
 		`DROP TRIGGER masterjob_lease_clock_gone`,
+		`DROP TABLE masterjob_handoff`,
+		`DROP TRIGGER masterjob_handoff_gone`,
+		`DROP TABLE masterjob_members`,
+		`DROP TABLE masterjob_member_locks`,
 		`UPDATE masterjob_meta SET value = 1 WHERE name = 'schema_version'`,
 	} {
 		if _, err := db.Exec(q); err != nil {
@@ -401,8 +404,8 @@ func TestMigrateAddsHistory(t *testing.T) {
 		t.Fatalf("lock after migration: %+v, %v; want it still disabled", st, err)
 	}
 	var version int
-	if err := db.QueryRow(`SELECT value FROM masterjob_meta WHERE name = 'schema_version'`).Scan(&version); err != nil || version != 4 {
-		t.Errorf("schema_version = %d, %v; want 4", version, err)
+	if err := db.QueryRow(`SELECT value FROM masterjob_meta WHERE name = 'schema_version'`).Scan(&version); err != nil || version != 5 {
+		t.Errorf("schema_version = %d, %v; want 5", version, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,7 +69,121 @@ type (
 	eventsLimitIgnored    struct{ *memstore.Store }
 	eventTextTrimmed      struct{ *memstore.Store }
 	eventBatchPartial     struct{ *memstore.Store }
+
+	// Cluster mutants embed the memstore too, for its store.Handoffs,
+	// store.Membership and store.Notifier methods: without them the tests
+	// aimed at the bug would be skipped, and pass.
+	reservationIgnored    struct{ *memstore.Store }
+	handoffHidden         struct{ *memstore.Store }
+	takeoverUnreported    struct{ *memstore.Store }
+	acquisitionsNotPushed struct{ *memstore.Store }
 )
+
+// Acquire takes a lock reserved for another holder as if it were free: it
+// clears the reservation (by acquiring and releasing as the successor)
+// before acquiring.
+func (s reservationIgnored) Acquire(ctx context.Context, h store.Holder, l []string, ttl time.Duration) ([]store.LockState, error) {
+	states, err := s.Store.Locks(ctx, l...)
+	if err != nil {
+		return nil, err
+	}
+	for _, st := range states {
+		if st.ReservedFor == "" || st.ReservedFor == h.ID || st.ReservedTTL <= 0 || st.Held() {
+			continue
+		}
+		got, err := s.Store.Acquire(ctx, store.Holder{ID: st.ReservedFor}, []string{st.Lock}, ttl)
+		if err == nil && got[0].Acquired {
+			_ = s.Store.Release(ctx, st.ReservedFor, []store.LeaseRef{{Lock: st.Lock, Token: got[0].Token}})
+		}
+	}
+	return s.Store.Acquire(ctx, h, l, ttl)
+}
+
+func (s handoffHidden) Renew(ctx context.Context, id string, l []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	res, err := s.Store.Renew(ctx, id, l, ttl)
+	for i := range res {
+		res[i].HandoffRequested, res[i].HandoffTo = false, ""
+	}
+	return res, err
+}
+
+func (s takeoverUnreported) Acquire(ctx context.Context, h store.Holder, l []string, ttl time.Duration) ([]store.LockState, error) {
+	res, err := s.Store.Acquire(ctx, h, l, ttl)
+	for i := range res {
+		res[i].PrevHolder, res[i].PrevToken, res[i].PrevExpired = "", 0, false
+	}
+	return res, err
+}
+
+// Subscribe drops the lease changes of locks that are held when the change
+// arrives: acquisitions, as a backend that pushes only releases would.
+func (s acquisitionsNotPushed) Subscribe(ctx context.Context) (<-chan store.Change, error) {
+	in, err := s.Store.Subscribe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan store.Change)
+	go func() {
+		defer close(out)
+		for c := range in {
+			if c.Kind == store.ChangeLease {
+				if st, err := s.Store.Locks(context.WithoutCancel(ctx), c.Lock); err == nil && st[0].Held() {
+					continue
+				}
+			}
+			select {
+			case out <- c:
+			case <-ctx.Done():
+				for range in { // until the store closes it
+				}
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// expiredMemberReturned's Members returns, beside the live members, every
+// member it returned before for the same filter that has not left since:
+// expired members too.
+type expiredMemberReturned struct {
+	*memstore.Store
+	mu   sync.Mutex
+	seen map[store.MemberFilter]map[string]store.Member
+}
+
+func (s *expiredMemberReturned) Members(ctx context.Context, f store.MemberFilter) ([]store.Member, error) {
+	res, err := s.Store.Members(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := s.seen[f]
+	if seen == nil {
+		seen = map[string]store.Member{}
+		s.seen[f] = seen
+	}
+	for _, m := range res {
+		seen[m.ID] = m
+	}
+	for id, m := range seen {
+		if !slices.ContainsFunc(res, func(r store.Member) bool { return r.ID == id }) {
+			res = append(res, m)
+		}
+	}
+	slices.SortFunc(res, func(a, b store.Member) int { return strings.Compare(a.ID, b.ID) })
+	return res, nil
+}
+
+func (s *expiredMemberReturned) Leave(ctx context.Context, id string) error {
+	s.mu.Lock()
+	for _, seen := range s.seen {
+		delete(seen, id)
+	}
+	s.mu.Unlock()
+	return s.Store.Leave(ctx, id)
+}
 
 func (s eventsOldestFirst) Events(ctx context.Context, f store.EventFilter) ([]store.Event, error) {
 	res, err := s.Store.Events(ctx, f)
@@ -286,6 +401,17 @@ var mutants = []struct {
 		[]string{"History/ValuesStoredVerbatim"}, 0},
 	{"event-batch-partial", func(s store.Store) store.Store { return eventBatchPartial{mem(s)} },
 		[]string{"History/InvalidLockRejected"}, 0},
+	{"reservation-ignored", func(s store.Store) store.Store { return reservationIgnored{mem(s)} },
+		[]string{"Handoff/ReleaseReservesForSuccessor", "Handoff/ReservationLapses"}, 0},
+	{"handoff-hidden", func(s store.Store) store.Store { return handoffHidden{mem(s)} },
+		[]string{"Handoff/RequestSeenByHolder"}, 0},
+	{"expired-member-returned", func(s store.Store) store.Store {
+		return &expiredMemberReturned{Store: mem(s), seen: map[store.MemberFilter]map[string]store.Member{}}
+	}, []string{"Members/Expire"}, 0},
+	{"takeover-unreported", func(s store.Store) store.Store { return takeoverUnreported{mem(s)} },
+		[]string{"Acquire/ReportsTakeover"}, 0},
+	{"acquisitions-not-pushed", func(s store.Store) store.Store { return acquisitionsNotPushed{mem(s)} },
+		[]string{"Notifier/DeliversAcquisitions", "Notifier/Kinds"}, 0},
 	{"retention-too-long", func(s store.Store) store.Store { return s },
 		[]string{"History/RetentionBound"}, historyLimit + 1},
 	{"retention-too-short", func(s store.Store) store.Store { return s },

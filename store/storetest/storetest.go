@@ -111,6 +111,7 @@ var tests = []testCase{
 	{"Acquire/OwnLeaseReturnedUnchanged", testAcquireOwnLease},
 	{"Acquire/MixedBatch", testAcquireMixedBatch},
 	{"Acquire/EmptyBatchIsNoop", testEmptyBatch},
+	{"Acquire/ReportsTakeover", testAcquireReportsTakeover},
 
 	{"Renew/ExtendsLease", testRenewExtends},
 	{"Renew/WrongTokenRefused", testRenewWrongToken},
@@ -154,6 +155,8 @@ var tests = []testCase{
 
 	{"Notifier/DeliversChanges", testNotifierDelivers},
 	{"Notifier/ClosesOnCancel", testNotifierCloses},
+	{"Notifier/DeliversAcquisitions", testNotifierDeliversAcquisitions},
+	{"Notifier/Kinds", testNotifierKinds},
 
 	{"Handoff/RequestSeenByHolder", testHandoffRequestSeenByHolder},
 	{"Handoff/RefusedWithoutMasterOrWhenDisabled", testHandoffRefused},

@@ -35,7 +35,7 @@ import (
 )
 
 // scenarios, in the order they run.
-var allScenarios = []string{"exec", "failover", "handoff", "control", "sigstop", "roundtrips", "idle"}
+var allScenarios = []string{"exec", "failover", "handoff", "handoff-api", "control", "sigstop", "roundtrips", "idle", "scale"}
 
 type listFlag []string
 
@@ -81,7 +81,7 @@ func run() int {
 		scenarios    = flag.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", "))
 		trials       = flag.Int("trials", 30, "trials per scenario")
 		longTrials   = flag.Int("long-trials", 10, "trials for leases of 5s or more")
-		leasesFlag   = flag.String("leases", "1s,2s,10s", "leases (tolerance) of the failover and handoff scenarios; heartbeat = lease/3, check interval 30s")
+		leasesFlag   = flag.String("leases", "1s,2s,10s", "leases (tolerance) of the failover, handoff and handoff-api scenarios; heartbeat = lease/3, check interval 30s")
 		controlLease = flag.Duration("control-lease", 2*time.Second, "lease of the disable/enable scenario (heartbeat = lease/3)")
 		controlCheck = flag.Duration("control-check", 5*time.Second, "check interval of the disable/enable scenario")
 		stopLease    = flag.Duration("sigstop-lease", time.Second, "lease of the SIGSTOP scenario")
@@ -91,6 +91,14 @@ func run() int {
 		rtLease      = flag.Duration("rt-lease", 3*time.Second, "lease of the round-trip scenario (heartbeat = lease/3, check interval 30s)")
 		window       = flag.Duration("window", 20*time.Second, "measuring window of the round-trip scenario")
 		idleWindow   = flag.Duration("idle-window", 60*time.Second, "measuring window of the idle scenario")
+		scaleInsts   = flag.Int("scale-instances", 10, "instances of the scale scenario")
+		scaleLocks   = flag.String("scale-locks", "10000", "comma-separated lock counts of the scale scenario")
+		scaleLease   = flag.Duration("scale-lease", 3*time.Second, "lease of the scale scenario (heartbeat = lease/3)")
+		scaleCheck   = flag.Duration("scale-check", 5*time.Second, "check interval of the scale scenario")
+		scaleWindow  = flag.Duration("scale-window", 20*time.Second, "window over which the scale scenario counts round trips")
+		traceSteps   = flag.Bool("trace", false, "trace the runners ($MASTERJOB_TRACE) and break each graceful handoff down into its steps")
+		scaleLogs    = flag.String("scale-logs", "", "directory for the scale instances' debug logs (default: none)")
+		instanceBin  = flag.String("instance", "", "the scale scenario's instance (default: go build ./bench/cmd/masterjob-bench-instance into the work directory)")
 		workDir      = flag.String("workdir", "", "directory for binaries, databases and runner logs (default: a new temporary directory, removed unless -keep)")
 		keep         = flag.Bool("keep", false, "keep the work directory")
 		jsonOut      = flag.String("json", "", "write the results as JSON to this file")
@@ -158,6 +166,17 @@ func run() int {
 	if *electionBin != "" {
 		bins.Election = *electionBin
 	}
+	if want["scale"] && *instanceBin == "" {
+		*instanceBin = filepath.Join(dir, "masterjob-bench-instance")
+		if err := bench.BuildPackage(*instanceBin, "github.com/masterjob/masterjob/bench/cmd/masterjob-bench-instance"); err != nil {
+			logf("%v", err)
+			return 1
+		}
+	}
+	scaleSizes, err := parseInts(*scaleLocks)
+	if err != nil {
+		return usage("-scale-locks: %v", err)
+	}
 
 	var pgDSN string
 	var envs []*bench.Env
@@ -173,7 +192,7 @@ func run() int {
 		if b.Kind == bench.Postgres && pgDSN == "" {
 			pgDSN = b.DSN()
 		}
-		envs = append(envs, &bench.Env{Bin: bins, Backend: b, Dir: filepath.Join(dir, fmt.Sprintf("runs-%d", i)), Logf: logf})
+		envs = append(envs, &bench.Env{Bin: bins, Backend: b, Dir: filepath.Join(dir, fmt.Sprintf("runs-%d", i)), Logf: logf, Trace: *traceSteps})
 	}
 
 	rep := &bench.Report{
@@ -226,6 +245,16 @@ func run() int {
 				}
 			}
 		}
+		if want["handoff-api"] && !election {
+			for _, lease := range leases {
+				logf("%s: hand-off through the API, lease %v", kind, lease)
+				if r, err := env.HandoffAPI(ctx, lease, trialsFor(lease)); err != nil {
+					note(kind+" hand-off through the API", err)
+				} else {
+					rep.Results = append(rep.Results, r)
+				}
+			}
+		}
 		if want["control"] && !election {
 			timing := bench.LeaseTiming(*controlLease)
 			timing.Check = *controlCheck
@@ -254,6 +283,19 @@ func run() int {
 					}
 					rep.RoundTrips = append(rep.RoundTrips, *r)
 				}
+			}
+		}
+		if want["scale"] && !election {
+			for _, n := range scaleSizes {
+				timing := bench.LeaseTiming(*scaleLease)
+				timing.Check = *scaleCheck
+				logf("%s: scale, %d instances × %d locks, %v", kind, *scaleInsts, n, timing)
+				r, err := env.Scale(ctx, *instanceBin, bench.ScaleConfig{Instances: *scaleInsts, Locks: n, Timing: timing, Window: *scaleWindow, LogDir: *scaleLogs})
+				if err != nil {
+					note(fmt.Sprintf("%s scale %d", kind, n), err)
+					continue
+				}
+				rep.Scale = append(rep.Scale, r)
 			}
 		}
 		if want["idle"] {

@@ -39,8 +39,8 @@ const (
 // Event is one report of a child.
 type Event struct {
 	Kind string `json:"kind"`
-	// Pid is the child's pid (and process group); PPid its parent's, the
-	// runner that started it.
+	// Pid is the child's pid (and process group); PPid the pid of the
+	// runner that started it ($MASTERJOB_RUNNER_PID).
 	Pid  int `json:"pid"`
 	PPid int `json:"ppid"`
 	// Token and Instance come from the lease environment the runner set.
@@ -74,7 +74,12 @@ func clock(id uintptr) time.Duration {
 func Child() int {
 	mono := Mono()
 	real := time.Now().UnixNano()
-	ev := Event{Kind: KindStart, Pid: os.Getpid(), PPid: os.Getppid(), Mono: mono, Real: real,
+	// The runner is not the parent (its supervisor is): it says its pid.
+	ppid, err := strconv.Atoi(os.Getenv("MASTERJOB_RUNNER_PID"))
+	if err != nil {
+		ppid = os.Getppid()
+	}
+	ev := Event{Kind: KindStart, Pid: os.Getpid(), PPid: ppid, Mono: mono, Real: real,
 		Instance: os.Getenv("MASTERJOB_INSTANCE")}
 	ev.Token, _ = strconv.ParseInt(os.Getenv("MASTERJOB_TOKEN"), 10, 64)
 	sigs := make(chan os.Signal, 1)

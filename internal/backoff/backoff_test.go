@@ -1,4 +1,4 @@
-package masterjob
+package backoff
 
 import (
 	"testing"
@@ -17,7 +17,7 @@ func TestBackoffIsCappedJitteredAndGrows(t *testing.T) {
 		}
 		seen := map[time.Duration]bool{}
 		for range 200 {
-			d := backoff(n, base, limit)
+			d := Delay(n, base, limit)
 			if d < want/2 || d > want {
 				t.Fatalf("attempt %d: backoff %v outside [%v, %v]", n, d, want/2, want)
 			}
@@ -27,7 +27,7 @@ func TestBackoffIsCappedJitteredAndGrows(t *testing.T) {
 			t.Fatalf("attempt %d: only %d distinct delays in 200 draws: not jittered", n, len(seen))
 		}
 	}
-	if d := backoff(1, 0, 0); d < time.Millisecond {
+	if d := Delay(1, 0, 0); d < time.Millisecond {
 		t.Fatalf("zero base gave %v: a busy loop", d)
 	}
 }

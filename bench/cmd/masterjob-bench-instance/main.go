@@ -1,0 +1,127 @@
+//go:build linux
+
+// Command masterjob-bench-instance is one instance of the scale benchmark
+// (bench.Env.Scale): a library executor that takes part in -locks locks
+// with idle jobs, on the store -store, counting its store calls. Every
+// -every it prints one JSON line on stdout:
+//
+//	{"id":"i03","mono":123456789,"calls":812,"held":1000,"rss":31457280}
+//
+// (mono is CLOCK_MONOTONIC in nanoseconds, calls the store calls made so
+// far, held its masterships). SIGTERM stops it gracefully; the benchmark
+// also kills it with SIGKILL.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/bench"
+	"github.com/masterjob/masterjob/storeurl"
+)
+
+func main() {
+	var (
+		storeURL  = flag.String("store", "", "store URL")
+		id        = flag.String("id", "", "instance id")
+		locks     = flag.Int("locks", 1000, "number of locks, named L00000...")
+		heartbeat = flag.Duration("heartbeat-interval", 0, "heartbeat (0: default)")
+		tolerance = flag.Duration("tolerance", 0, "lease (0: default)")
+		check     = flag.Duration("check-master-interval", 0, "check interval (0: default)")
+		every     = flag.Duration("every", time.Second, "how often to print a line")
+		balance   = flag.Bool("balance", true, "balance masterships")
+		verbose   = flag.Bool("v", false, "log to stderr")
+	)
+	flag.Parse()
+	if err := run(*storeURL, *id, *locks, *heartbeat, *tolerance, *check, *every, *balance, *verbose); err != nil {
+		fmt.Fprintln(os.Stderr, "masterjob-bench-instance:", err)
+		os.Exit(1)
+	}
+}
+
+func run(url, id string, locks int, heartbeat, tolerance, check, every time.Duration, balance, verbose bool) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	st, err := storeurl.Open(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	counter, counted := bench.NewCountingStore(st)
+	var w io.Writer = io.Discard
+	if verbose {
+		w = os.Stderr
+	}
+	opts := []masterjob.Option{
+		masterjob.WithLookupEnv(func(string) (string, bool) { return "", false }),
+		masterjob.WithInstanceID(id),
+		masterjob.WithInitDelay(0),
+		masterjob.WithLogger(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+		masterjob.WithBalance(masterjob.BalanceConfig{Off: !balance}),
+	}
+	if heartbeat > 0 {
+		opts = append(opts, masterjob.WithHeartbeatInterval(heartbeat))
+	}
+	if tolerance > 0 {
+		opts = append(opts, masterjob.WithTolerance(tolerance))
+	}
+	if check > 0 {
+		opts = append(opts, masterjob.WithCheckMasterInterval(check))
+	}
+	ex, err := masterjob.New(counted, opts...)
+	if err != nil {
+		return err
+	}
+	idle := masterjob.JobFunc(func(ctx context.Context, l masterjob.Lease) error { <-ctx.Done(); return nil })
+	for i := range locks {
+		if err := ex.StartMaster(fmt.Sprintf("L%05d", i), idle); err != nil {
+			return err
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- ex.Run(ctx) }()
+	enc := json.NewEncoder(os.Stdout)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		line := bench.InstanceLine{ID: id, Mono: mono(), Calls: counter.Calls().Total(), Held: len(ex.Masters()), RSS: rss()}
+		if err := enc.Encode(line); err != nil {
+			return err
+		}
+		select {
+		case err := <-done:
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+func mono() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
+
+// rss returns this process's resident set size in bytes.
+func rss() int64 {
+	var ru unix.Rusage
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
+		return ru.Maxrss * 1024
+	}
+	var size, res int64
+	_, _ = fmt.Sscan(string(b), &size, &res)
+	return res * int64(os.Getpagesize())
+}

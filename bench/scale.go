@@ -1,0 +1,299 @@
+//go:build linux
+
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// InstanceLine is what a scale instance (bench/cmd/masterjob-bench-instance)
+// prints every second.
+type InstanceLine struct {
+	ID    string `json:"id"`
+	Mono  int64  `json:"mono"`  // CLOCK_MONOTONIC, ns
+	Calls int64  `json:"calls"` // store calls made so far
+	Held  int    `json:"held"`  // masterships
+	RSS   int64  `json:"rss"`   // bytes
+}
+
+// ScaleConfig is one run of the scale scenario.
+type ScaleConfig struct {
+	Instances int
+	Locks     int
+	// Timing of the election and failover part (short, so that a run takes
+	// minutes); Idle is measured at the defaults in a run of its own.
+	Timing Timing
+	// Window is how long round trips are counted once stable.
+	Window time.Duration
+	// LogDir, if set, keeps each instance's debug log there.
+	LogDir string
+}
+
+// ScaleResult is what the scale scenario measured.
+type ScaleResult struct {
+	Store     string `json:"store"`
+	Instances int    `json:"instances"`
+	Locks     int    `json:"locks"`
+	Timing    string `json:"timing"`
+	// AllMastered is the time from the start of the instances until every
+	// lock had a master.
+	AllMastered time.Duration `json:"allMastered"`
+	// MinHeld and MaxHeld are the spread of masterships per instance once
+	// stable (after 5 check intervals); Share is ceil(locks/instances).
+	MinHeld, MaxHeld, Share int
+	// RoundTrips is each instance's store calls per second once stable
+	// (each call is one round trip on every store).
+	RoundTrips []float64 `json:"roundTrips"`
+	// RSS is each instance's resident set size once stable, in bytes.
+	RSS []int64 `json:"rss"`
+	// After kill -9 of the instance holding the most masterships: how long
+	// until all of its locks had a master again, and how many survivors
+	// got some.
+	Killed        string        `json:"killed"`
+	KilledHeld    int           `json:"killedHeld"`
+	Refailover    time.Duration `json:"refailover"`
+	SpreadOver    int           `json:"spreadOver"`
+	Survivors     int           `json:"survivors"`
+	FailoverBound time.Duration `json:"failoverBound"` // lease + check interval
+	Host          HostLoad      `json:"host"`
+}
+
+// scaleInstance is one running instance.
+type scaleInstance struct {
+	id   string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	last InstanceLine
+	prev []InstanceLine // every line, for rates
+	done chan struct{}
+}
+
+func (si *scaleInstance) lines() []InstanceLine {
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	return slices.Clone(si.prev)
+}
+
+// Scale runs cfg.Instances instance processes taking part in cfg.Locks
+// locks each on a fresh store and measures the election, the spread, the
+// round trips and the failover after a kill -9.
+func (e *Env) Scale(ctx context.Context, instanceBin string, cfg ScaleConfig) (*ScaleResult, error) {
+	fresh, err := e.Backend.Fresh(fmt.Sprintf("scale-%d-%d", cfg.Instances, cfg.Locks))
+	if err != nil {
+		return nil, err
+	}
+	defer fresh.Drop()
+	st, err := fresh.Open(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	names := make([]string, cfg.Locks)
+	for i := range names {
+		names[i] = fmt.Sprintf("L%05d", i)
+	}
+	host := markHost()
+	res := &ScaleResult{Store: e.Backend.Kind, Instances: cfg.Instances, Locks: cfg.Locks, Timing: cfg.Timing.String(),
+		Share: (cfg.Locks + cfg.Instances - 1) / cfg.Instances}
+	var insts []*scaleInstance
+	defer func() {
+		for _, si := range insts {
+			_ = si.cmd.Process.Signal(syscall.SIGKILL)
+			<-si.done
+		}
+	}()
+	t0 := time.Now()
+	for i := range cfg.Instances {
+		si, err := e.startInstance(instanceBin, fresh.URL, fmt.Sprintf("i%02d", i), cfg)
+		if err != nil {
+			return nil, err
+		}
+		insts = append(insts, si)
+	}
+	e.logf("  %s scale: %d instances, %d locks: waiting for every lock to have a master", e.Backend.Kind, cfg.Instances, cfg.Locks)
+	limit := 10 * cfg.Timing.Check
+	for {
+		held, _, err := heldBy(ctx, st, names)
+		if err != nil {
+			return nil, err
+		}
+		if held[""] == 0 {
+			res.AllMastered = time.Since(t0)
+			break
+		}
+		if time.Since(t0) > limit {
+			return nil, fmt.Errorf("scale: %d locks still without a master after %v", held[""], limit)
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+	e.logf("  %s scale: all mastered after %v; settling for 5 check intervals", e.Backend.Kind, res.AllMastered.Round(time.Millisecond))
+	sleep(ctx, 5*cfg.Timing.Check)
+	held, _, err := heldBy(ctx, st, names)
+	if err != nil {
+		return nil, err
+	}
+	res.MinHeld, res.MaxHeld = cfg.Locks, 0
+	for _, si := range insts {
+		n := held[si.id]
+		res.MinHeld, res.MaxHeld = min(res.MinHeld, n), max(res.MaxHeld, n)
+	}
+	// Round trips once stable.
+	start := map[string]InstanceLine{}
+	for _, si := range insts {
+		start[si.id] = si.snapshot()
+	}
+	sleep(ctx, cfg.Window)
+	for _, si := range insts {
+		a, b := start[si.id], si.snapshot()
+		secs := float64(b.Mono-a.Mono) / 1e9
+		if secs <= 0 {
+			return nil, errors.New("scale: an instance stopped reporting")
+		}
+		res.RoundTrips = append(res.RoundTrips, float64(b.Calls-a.Calls)/secs)
+		res.RSS = append(res.RSS, b.RSS)
+	}
+	// kill -9 the busiest instance.
+	victim := insts[0]
+	for _, si := range insts {
+		if held[si.id] > held[victim.id] {
+			victim = si
+		}
+	}
+	_, holders, err := heldBy(ctx, st, names)
+	if err != nil {
+		return nil, err
+	}
+	var its []string
+	for _, n := range names {
+		if holders[n] == victim.id {
+			its = append(its, n)
+		}
+	}
+	res.Killed, res.KilledHeld, res.Survivors = victim.id, len(its), cfg.Instances-1
+	res.FailoverBound = cfg.Timing.Tolerance + cfg.Timing.Check
+	before := held
+	e.logf("  %s scale: kill -9 of %s (%d masterships)", e.Backend.Kind, victim.id, len(its))
+	k0 := time.Now()
+	_ = victim.cmd.Process.Signal(syscall.SIGKILL)
+	<-victim.done
+	for {
+		states, err := st.Locks(ctx, its...)
+		if err != nil {
+			return nil, err
+		}
+		free := 0
+		for _, s := range states {
+			if !s.Held() || s.Holder == victim.id {
+				free++
+			}
+		}
+		if free == 0 {
+			res.Refailover = time.Since(k0)
+			break
+		}
+		if time.Since(k0) > 3*res.FailoverBound {
+			return nil, fmt.Errorf("scale: %d of %s's locks still without a master after %v", free, victim.id, time.Since(k0))
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+	after, _, err := heldBy(ctx, st, names)
+	if err != nil {
+		return nil, err
+	}
+	for _, si := range insts {
+		if si != victim && after[si.id] > before[si.id] {
+			res.SpreadOver++
+		}
+	}
+	res.Host = host.since()
+	return res, nil
+}
+
+// heldBy returns the masterships per holder ("" for none) and the holder of
+// each lock.
+func heldBy(ctx context.Context, st store.Store, names []string) (map[string]int, map[string]string, error) {
+	states, err := st.Locks(ctx, names...)
+	if err != nil {
+		return nil, nil, err
+	}
+	count, holder := map[string]int{}, map[string]string{}
+	for _, s := range states {
+		if s.Held() {
+			count[s.Holder]++
+			holder[s.Lock] = s.Holder
+		} else {
+			count[""]++
+		}
+	}
+	return count, holder, nil
+}
+
+func (si *scaleInstance) snapshot() InstanceLine {
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	return si.last
+}
+
+// startInstance starts one instance process and reads its lines.
+func (e *Env) startInstance(bin, storeURL, id string, cfg ScaleConfig) (*scaleInstance, error) {
+	args := []string{"-store", storeURL, "-id", id, "-locks", strconv.Itoa(cfg.Locks)}
+	t := cfg.Timing
+	if t.Heartbeat > 0 {
+		args = append(args, "-heartbeat-interval", t.Heartbeat.String())
+	}
+	if t.Tolerance > 0 {
+		args = append(args, "-tolerance", t.Tolerance.String())
+	}
+	if t.Check > 0 {
+		args = append(args, "-check-master-interval", t.Check.String())
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stderr = os.Stderr
+	if cfg.LogDir != "" {
+		// Each instance's log (debug level) in a file of its own.
+		f, err := os.Create(filepath.Join(cfg.LogDir, id+".log"))
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close() // the child has its own descriptor once started
+		cmd.Args = append(cmd.Args, "-v")
+		cmd.Stderr = f
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	si := &scaleInstance{id: id, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		defer close(si.done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var l InstanceLine
+			if json.Unmarshal(sc.Bytes(), &l) == nil {
+				si.mu.Lock()
+				si.last = l
+				si.prev = append(si.prev, l)
+				si.mu.Unlock()
+			}
+		}
+		_ = cmd.Wait()
+	}()
+	return si, nil
+}

@@ -1,0 +1,77 @@
+package childproc
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lockedBuffer is a bytes.Buffer safe for the copy goroutine and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A standby supervisor starts the command with the environment given at
+// Start, added to the one it was prepared with, and otherwise behaves as a
+// command started with Start.
+func TestStandbyStartsTheCommand(t *testing.T) {
+	out := &lockedBuffer{}
+	sb, err := Prepare(Spec{Path: "sh", Args: []string{"-c", `echo "$PREPARED $LEASE"; exit 7`}, Env: []string{"PREPARED=yes"}, Stdout: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := sb.Start([]string{"LEASE=token 3 \"quoted\"\nnewline"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := p.Wait()
+	<-p.gone
+	if res.ExitCode != 7 {
+		t.Fatalf("exit %v", res)
+	}
+	if got := out.String(); got != "yes token 3 \"quoted\"\nnewline\n" {
+		t.Fatalf("output %q", got)
+	}
+	if _, err := sb.Start(nil); err == nil {
+		t.Fatal("a standby started twice")
+	}
+	sb.Close() // after use: nothing to do
+}
+
+// A discarded standby exits without starting anything.
+func TestStandbyClose(t *testing.T) {
+	marker := t.TempDir() + "/ran"
+	sb, err := Prepare(Spec{Path: "touch", Args: []string{marker}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { sb.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return: the standby supervisor did not exit")
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("a discarded standby ran the command")
+	}
+	if _, err := sb.Start(nil); err == nil || !strings.Contains(err.Error(), "used") {
+		t.Fatalf("Start after Close: %v", err)
+	}
+}

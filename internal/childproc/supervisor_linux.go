@@ -1,0 +1,263 @@
+package childproc
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The supervisor. Start runs
+//
+//	os.Executable() supervisorArg RUNNER_PID PATH -- ARGV0 ARGS...
+//
+// with one end of a socket pair as file descriptor 3, in the child's
+// environment, working directory and standard files. The supervisor becomes
+// a child subreaper, starts PATH (with ARGV0 ARGS...) in a process group of
+// its own, and speaks a line protocol on descriptor 3:
+//
+//	supervisor to runner:  "pid N"      the command runs as pid N
+//	                       "err TEXT"   the command could not be started
+//	                       "exit WS"    the command exited with wait status WS
+//	runner to supervisor:  "signal N"   send signal N to every descendant
+//	                       "kill"       SIGKILL every descendant until none is left
+//
+// End of file on descriptor 3 means the runner is gone: the supervisor
+// SIGKILLs every descendant. It exits once it has no child left: the command
+// has exited and every process it started has exited and been reaped.
+
+// supervisorArg is the first argument of a supervisor; standbyArg after it
+// makes a standby supervisor, which reads the runner's
+//
+//	env "KEY=value"   (quoted as Go strings; any number of them)
+//	go
+//
+// before it starts the command with those entries added to its
+// environment. End of file instead of "go" discards it.
+const (
+	supervisorArg = "__childproc-supervisor"
+	standbyArg    = "standby"
+)
+
+// ctlFD is the supervisor's end of the socket pair.
+const ctlFD = 3
+
+// init runs the supervisor when this program was started as one: package
+// initialization runs before main (and before TestMain in a test binary),
+// so every program that links this package can be re-executed as the
+// supervisor of its commands, with no call to make in main.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == supervisorArg {
+		// syscall.Exit, not os.Exit: nothing to flush, and a binary built
+		// with -race would linger a second at exit (GORACE atexit_sleep_ms)
+		// while the runner waits for it.
+		syscall.Exit(supervise(os.Args[2:]))
+	}
+}
+
+// supervise is the supervisor's main function; it returns the exit code.
+func supervise(args []string) int {
+	// The command gets Pdeathsig SIGKILL: fork it from a thread that lives
+	// as long as this process (this goroutine never unlocks it and never
+	// returns: os.Exit).
+	runtime.LockOSThread()
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "masterjob: supervisor: "+format+"\n", a...)
+		return 125
+	}
+	standby := len(args) > 0 && args[0] == standbyArg
+	if standby {
+		args = args[1:]
+	}
+	if len(args) < 4 || args[2] != "--" {
+		return fail("bad arguments %q (this mode is only for the runner's use)", args)
+	}
+	runner, err := strconv.Atoi(args[0])
+	if err != nil {
+		return fail("bad runner pid %q", args[0])
+	}
+	path, argv := args[1], args[3:]
+	var st syscall.Stat_t
+	if err := syscall.Fstat(ctlFD, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
+		return fail("descriptor %d is not the runner's socket (this mode is only for the runner's use)", ctlFD)
+	}
+	syscall.CloseOnExec(ctlFD)
+	s := &supervisor{self: os.Getpid(), runner: runner, ctl: os.NewFile(ctlFD, "childproc-control")}
+
+	// The Pdeathsig of the supervisor is SIGTERM; any SIGTERM is checked
+	// against the parent's pid.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM)
+	if os.Getppid() != runner {
+		return 0 // the runner died before the command started
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		s.send("err become a child subreaper: %v", err)
+		return 125
+	}
+	env := os.Environ()
+	var ctl *bufio.Reader
+	if standby {
+		ctl = bufio.NewReader(s.ctl)
+		extra, ok := readStart(ctl)
+		if !ok {
+			return 0 // discarded, or the runner is gone
+		}
+		env = append(env, extra...)
+	}
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
+		Env:   env,
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	})
+	if err != nil {
+		s.send("err %v", err)
+		return 127
+	}
+	s.send("pid %d", pid)
+	return s.loop(pid, sigs, ctl)
+}
+
+// readStart reads a standby's start request: the environment entries to
+// add, then "go". ok is false at end of file or on a malformed request.
+func readStart(r *bufio.Reader) (env []string, ok bool) {
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return nil, false
+		}
+		verb, arg, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		switch verb {
+		case "go":
+			return env, true
+		case "env":
+			kv, err := strconv.Unquote(arg)
+			if err != nil {
+				return nil, false
+			}
+			env = append(env, kv)
+		default:
+			return nil, false
+		}
+	}
+}
+
+// supervisor is the state of a supervisor process.
+type supervisor struct {
+	self, runner int
+	cmdPid       int
+	// cmdReaped is set once the command has been reaped: from then on its
+	// pid, which is also its process group's id, may be reused.
+	cmdReaped atomic.Bool
+	mu        sync.Mutex // serializes writes on ctl
+	ctl       *os.File
+}
+
+// send writes one line to the runner; errors (the runner is gone) are
+// ignored.
+func (s *supervisor) send(format string, a ...any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, _ = fmt.Fprintf(s.ctl, format+"\n", a...)
+}
+
+// loop reaps children and serves the runner's requests until no child is
+// left.
+func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) int {
+	s.cmdPid = cmdPid
+	cmdStatus := make(chan syscall.WaitStatus, 1)
+	empty := make(chan struct{})
+	go func() {
+		// The only waiter of this process: it reaps the command and every
+		// orphan reparented here.
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, 0, nil)
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil { // ECHILD: no child left, and none can come
+				close(empty)
+				return
+			}
+			if pid == cmdPid {
+				s.cmdReaped.Store(true)
+				cmdStatus <- ws
+			}
+		}
+	}()
+	cmds := make(chan string)
+	go func() {
+		var src io.Reader = s.ctl
+		if ctl != nil {
+			src = ctl // what the standby read ahead is in its buffer
+		}
+		sc := bufio.NewScanner(src)
+		for sc.Scan() {
+			cmds <- sc.Text()
+		}
+		close(cmds)
+	}()
+	for {
+		select {
+		case ws := <-cmdStatus:
+			s.send("exit %d", uint32(ws))
+		case <-empty:
+			select {
+			case ws := <-cmdStatus:
+				s.send("exit %d", uint32(ws))
+			default:
+			}
+			return 0
+		case line, ok := <-cmds:
+			if !ok { // the runner is gone
+				cmds = nil
+				s.killAll()
+				continue
+			}
+			verb, arg, _ := strings.Cut(line, " ")
+			switch verb {
+			case "kill":
+				s.killAll()
+			case "signal":
+				if n, err := strconv.Atoi(arg); err == nil {
+					signalDescendants(s.self, syscall.Signal(n))
+				}
+			}
+		case <-sigs:
+			if os.Getppid() != s.runner { // Pdeathsig: the runner is gone
+				s.killAll()
+			}
+		}
+	}
+}
+
+// killAll SIGKILLs every descendant, again and again until none is left
+// alive (each pass also finds what the previous victims forked, or what was
+// reparented here meanwhile). Between passes it waits for the victims of
+// the last pass to die, watching only them: a pass reads every
+// /proc/PID/stat of the host. Zombies are left to the reaper.
+func (s *supervisor) killAll() {
+	// The command's process group first, in one call: most descendants
+	// are there. A group id stays allocated while the group has a member.
+	if !s.cmdReaped.Load() {
+		_ = syscall.Kill(-s.cmdPid, syscall.SIGKILL)
+	}
+	for {
+		victims := signalDescendants(s.self, syscall.SIGKILL)
+		if len(victims) == 0 {
+			return
+		}
+		awaitDeath(victims, 50*time.Millisecond)
+	}
+}

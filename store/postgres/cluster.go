@@ -1,0 +1,391 @@
+package postgres
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// Handoff implements store.Handoffs: one UPDATE marks the request on the
+// lock's row, if it holds an unexpired lease and is enabled, and notifies
+// subscribers in the same statement.
+func (s *Store) Handoff(ctx context.Context, lock, to, by string) (store.LockState, error) {
+	const op = "handoff"
+	if s.closed.Load() {
+		return store.LockState{}, fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	if err := validateNames(op, []string{lock}); err != nil {
+		return store.LockState{}, err
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return store.LockState{}, err
+	}
+	defer cancel()
+	states, err := queryRows(ctx, s, op, scanState, s.q.handoff, lock, to, by, s.channel)
+	if err != nil {
+		return store.LockState{}, err
+	}
+	if len(states) == 0 {
+		return store.LockState{Lock: lock}, fmt.Errorf("store/postgres: hand-off of %q: %w", lock, store.ErrNotHeld)
+	}
+	// scanState put "requested" in Acquired: move it.
+	st := states[0]
+	requested := st.Acquired
+	st.Acquired = false
+	switch {
+	case requested:
+		return st, nil
+	case st.Disabled:
+		return st, fmt.Errorf("store/postgres: hand-off of %q: %w", lock, store.ErrLockDisabled)
+	default:
+		return st, fmt.Errorf("store/postgres: hand-off of %q: %w", lock, store.ErrNotHeld)
+	}
+}
+
+// announcements are what a handle writes for each member announced on it
+// (Membership), and what it knows of the records it wrote.
+type announcements struct {
+	mu sync.Mutex
+	// writer identifies this handle in the records it writes.
+	writer string
+	// gen numbers the announcements made on this handle.
+	gen int64
+	m   map[string]*announced
+}
+
+// announced is one member's announcement on a handle.
+type announced struct {
+	m   store.Member // Locks sorted, this handle's copy
+	ttl time.Duration
+	gen int64
+
+	// What the record held after the newest write of this handle whose
+	// result came back: the generation and the lock set it holds. The lock
+	// list is sent only while it differs from the announced one.
+	known    bool
+	knownGen int64
+	knownSet string
+
+	// inflight counts this member's writes in flight; idle, if not nil, is
+	// closed when it drops to zero (Leave waits for it).
+	inflight int
+	idle     chan struct{}
+}
+
+func (a *announcements) init() {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	a.writer = hex.EncodeToString(b)
+	a.m = map[string]*announced{}
+}
+
+// memberWrite is one write of a member's record, part of a call.
+type memberWrite struct {
+	a    *announced
+	args []any
+}
+
+// memberResult is what the record holds after a write.
+type memberResult struct {
+	writer string
+	gen    int64
+	set    string
+}
+
+// Announce implements store.Membership. It makes no call: every later
+// Acquire and Renew for m.ID on this handle writes the record in its own
+// round trip (see withMember), the lock list only when the record does not
+// hold m.LockSetID's yet.
+func (s *Store) Announce(m store.Member, ttl time.Duration) {
+	m.Locks = slices.Clone(m.Locks)
+	slices.Sort(m.Locks)
+	m.LockCount = len(m.Locks)
+	s.ann.mu.Lock()
+	defer s.ann.mu.Unlock()
+	s.ann.gen++
+	a := s.ann.m[m.ID]
+	if a == nil {
+		a = &announced{}
+		s.ann.m[m.ID] = a
+	}
+	a.m, a.ttl, a.gen = m, ttl, s.ann.gen
+}
+
+// begin returns the write of member id's record, or nil if id is not
+// announced on this handle, and counts it in flight until end.
+func (a *announcements) begin(id, channel string) *memberWrite {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	an := a.m[id]
+	if an == nil {
+		return nil
+	}
+	var locks []string // nil: not sent, the record keeps its list
+	if !an.known || an.knownSet != an.m.LockSetID {
+		locks = an.m.Locks
+		if locks == nil {
+			locks = []string{}
+		}
+	}
+	an.inflight++
+	m := an.m
+	return &memberWrite{a: an, args: []any{
+		m.ID, m.Info, m.LockSetID, locks, clampInt32(m.Masters), m.Weight,
+		micros(an.ttl), a.writer, an.gen, channel,
+	}}
+}
+
+// end records the outcome of w: res is what the record holds, if the call
+// succeeded.
+func (a *announcements) end(w *memberWrite, res *memberResult) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	an := w.a
+	an.inflight--
+	if an.inflight == 0 && an.idle != nil {
+		close(an.idle)
+		an.idle = nil
+	}
+	switch {
+	case res == nil:
+	case res.writer != a.writer:
+		// Another handle wrote the record last: send the list again.
+		an.known = false
+	case !an.known || res.gen >= an.knownGen:
+		an.known, an.knownGen, an.knownSet = true, res.gen, res.set
+	}
+}
+
+// forget removes id's announcement and returns a channel closed once the
+// writes of it in flight are done (nil if none is).
+func (a *announcements) forget(id string) <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	an := a.m[id]
+	delete(a.m, id)
+	if an == nil || an.inflight == 0 {
+		return nil
+	}
+	if an.idle == nil {
+		an.idle = make(chan struct{})
+	}
+	return an.idle
+}
+
+func clampInt32(n int) int32 {
+	return int32(min(max(n, math.MinInt32), math.MaxInt32))
+}
+
+func scanMemberResult(row pgx.CollectableRow) (memberResult, error) {
+	var r memberResult
+	var notified int64
+	err := row.Scan(&r.writer, &r.gen, &r.set, &notified)
+	return r, err
+}
+
+// asyncIfUnwritten makes the transaction's commit asynchronous when
+// nothing it did so far wrote (no transaction ID assigned): a follower's
+// check, whose only write is the refresh of its member record that
+// follows. Losing that refresh in a server crash costs nothing (the next
+// call writes it again), and the commit then waits for no WAL flush, which
+// otherwise costs the check one disk sync it did not pay before members
+// existed. A transaction that took or renewed a lease keeps its synchronous
+// commit.
+const asyncIfUnwritten = `SELECT set_config('synchronous_commit', 'off', true) WHERE txid_current_if_assigned() IS NULL`
+
+// withMember runs sql, one statement, and collects its rows with scan.
+// When member id is announced on this handle, the statement that writes its
+// record goes with it: both in one batch ending with one Sync, so one round
+// trip, which the server runs as one implicit transaction. When the write
+// does not carry the lock list, asyncIfUnwritten goes between them. Conflicts
+// are retried as in run.
+func withMember[T any](ctx context.Context, s *Store, op, id string, scan pgx.RowToFunc[T], sql string, args ...any) ([]T, error) {
+	w := s.ann.begin(id, s.channel)
+	if w == nil {
+		return queryRows(ctx, s, op, scan, sql, args...)
+	}
+	stmts := []stmt{{sql, args}, {s.q.memberWrite, w.args}}
+	if w.args[3].([]string) == nil {
+		// The list is not sent: a lost commit loses a refresh, which the
+		// next call makes again. A write of the list stays synchronous, so
+		// that what the handle believes the record holds survives a crash.
+		stmts = []stmt{stmts[0], {asyncIfUnwritten, nil}, stmts[1]}
+	}
+	var (
+		out []T
+		res memberResult
+	)
+	err := s.run(ctx, op, func(ctx context.Context) error {
+		return s.batch(ctx, stmts, func(i int, rows pgx.Rows) error {
+			var err error
+			switch i {
+			case 0:
+				out, err = pgx.CollectRows(rows, scan)
+			case len(stmts) - 1:
+				res, err = pgx.CollectExactlyOneRow(rows, scanMemberResult)
+			default:
+				rows.Close()
+				err = rows.Err()
+			}
+			return err
+		})
+	})
+	if err != nil {
+		s.ann.end(w, nil)
+		return nil, err
+	}
+	s.ann.end(w, &res)
+	return out, nil
+}
+
+// stmt is one statement of a batch and its arguments.
+type stmt struct {
+	sql  string
+	args []any
+}
+
+// Formats of a batch's parameters and results. Parameters go as text,
+// which for arrays of short names and small numbers is about half the size
+// of binary (no 4-byte length per element); results come back in binary.
+var (
+	textFormat   = []int16{pgtype.TextFormatCode}
+	binaryFormat = []int16{pgtype.BinaryFormatCode}
+)
+
+// batch sends stmts as one pipeline of Parse, Bind, Describe and Execute
+// messages followed by a single Sync (whatever the pool's default query
+// mode, and without prepared statements), and hands the rows of statement
+// i to read(i, rows), which must consume or close them.
+func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows pgx.Rows) error) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	c := conn.Conn()
+	b := &pgconn.Batch{}
+	for _, st := range stmts {
+		vals, oids, err := encodeParams(c.TypeMap(), st.args)
+		if err != nil {
+			return err
+		}
+		b.ExecParams(st.sql, vals, oids, textFormat, binaryFormat)
+	}
+	mrr := c.PgConn().ExecBatch(ctx, b)
+	for i := 0; mrr.NextResult(); i++ {
+		rows := pgx.RowsFromResultReader(c.TypeMap(), mrr.ResultReader())
+		if i >= len(stmts) {
+			rows.Close()
+			continue
+		}
+		if err := read(i, rows); err != nil {
+			_ = mrr.Close()
+			return err
+		}
+	}
+	return mrr.Close()
+}
+
+// encodeParams encodes args as text, with the type each Go type stands
+// for.
+func encodeParams(m *pgtype.Map, args []any) ([][]byte, []uint32, error) {
+	vals := make([][]byte, len(args))
+	oids := make([]uint32, len(args))
+	for i, a := range args {
+		var oid uint32
+		switch a.(type) {
+		case string:
+			oid = pgtype.TextOID
+		case []string:
+			oid = pgtype.TextArrayOID
+		case int64:
+			oid = pgtype.Int8OID
+		case []int64:
+			oid = pgtype.Int8ArrayOID
+		case int32:
+			oid = pgtype.Int4OID
+		case float64:
+			oid = pgtype.Float8OID
+		case bool:
+			oid = pgtype.BoolOID
+		default:
+			return nil, nil, fmt.Errorf("store/postgres: parameter %d: no type for %T", i+1, a)
+		}
+		// A non-nil buf: Encode returns nil only for NULL, not for "".
+		buf, err := m.Encode(oid, pgtype.TextFormatCode, a, []byte{})
+		if err != nil {
+			return nil, nil, fmt.Errorf("store/postgres: parameter %d: %w", i+1, err)
+		}
+		vals[i], oids[i] = buf, oid
+	}
+	return vals, oids, nil
+}
+
+// Members implements store.Membership: one SELECT reads the unexpired
+// records (those taking part in f.Lock, if set). Expired records are
+// pruned by the members' writes, not here: Members works on a read-only
+// connection.
+func (s *Store) Members(ctx context.Context, f store.MemberFilter) ([]store.Member, error) {
+	const op = "members"
+	if s.closed.Load() {
+		return nil, fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	if f.Lock != "" {
+		if err := validateNames(op, []string{f.Lock}); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	out, err := queryRows(ctx, s, op, scanMember, s.q.members, f.Lock, f.WithLocks)
+	if err != nil {
+		return nil, err
+	}
+	if out == nil {
+		out = []store.Member{}
+	}
+	return out, nil
+}
+
+// Leave implements store.Membership. It stops this handle from writing
+// id's record, waits (within ctx) for the writes of it already in flight,
+// so that none lands after the delete, then deletes the record and
+// notifies subscribers in one statement.
+func (s *Store) Leave(ctx context.Context, id string) error {
+	const op = "leave"
+	idle := s.ann.forget(id)
+	if s.closed.Load() {
+		return fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	if idle != nil {
+		select {
+		case <-idle:
+		case <-ctx.Done():
+			return s.wrapErr(ctx, op, fmt.Errorf("waiting for the writes of member %q in flight: %w", id, context.Cause(ctx)))
+		}
+	}
+	return s.run(ctx, op, func(ctx context.Context) error {
+		_, err := s.pool.Exec(ctx, s.q.leave, pgx.QueryExecModeExec, id, s.channel)
+		return err
+	})
+}
