@@ -215,7 +215,14 @@ type balancer struct {
 	interval time.Duration
 	cfg      BalanceConfig
 	last     map[string]int // masterships per live member at the previous round
+	// changed is signalled when the store pushes a member joining or
+	// leaving: the list is read again then, at most every
+	// memberRefreshMin, rather than only once per interval.
+	changed <-chan struct{}
 }
+
+// memberRefreshMin spaces the reads of the member list that pushes cause.
+const memberRefreshMin = 100 * time.Millisecond
 
 // defaultSlack returns the slack of a share: max(1, 5% of it).
 func defaultSlack(share int) int {
@@ -226,7 +233,7 @@ func (b *balancer) run(ctx context.Context) {
 	// The first member list is read once the loops have announced this
 	// instance (their first round trip), a moment after start.
 	wait := min(b.interval, 100*time.Millisecond)
-	for sleepCtx(ctx, wait) {
+	for b.sleep(ctx, wait) {
 		wait = b.interval
 		rctx, cancel := context.WithTimeout(ctx, b.interval)
 		members, err := b.ms.Members(rctx, store.MemberFilter{})
@@ -236,6 +243,21 @@ func (b *balancer) run(ctx context.Context) {
 			continue
 		}
 		b.round(members)
+	}
+}
+
+// sleep waits for d, or for a member change pushed by the store (after at
+// least memberRefreshMin); it returns false once ctx is done.
+func (b *balancer) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	case <-b.changed:
+		return sleepCtx(ctx, min(d, memberRefreshMin))
 	}
 }
 

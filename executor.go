@@ -11,6 +11,7 @@ import (
 	"maps"
 	"math"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -356,6 +357,25 @@ func (e *Executor) Run(ctx context.Context) error {
 		e.mu.Unlock()
 		return ErrAlreadyRunning
 	}
+	tolerances := []time.Duration{e.cfg.Tolerance}
+	for _, reg := range e.jobs {
+		if !slices.Contains(tolerances, reg.cfg.Tolerance) {
+			tolerances = append(tolerances, reg.cfg.Tolerance)
+		}
+	}
+	e.mu.Unlock()
+	if err := e.checkTolerances(ctx, tolerances); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	switch {
+	case e.closed:
+		e.mu.Unlock()
+		return ErrClosed
+	case e.running:
+		e.mu.Unlock()
+		return ErrAlreadyRunning
+	}
 	e.running = true
 	alog, h := newAsyncLog(e.log.Handler())
 	r := &runState{ctx: ctx, log: slog.New(h), startAt: e.now(), loops: map[Config]*loop{}}
@@ -367,10 +387,14 @@ func (e *Executor) Run(ctx context.Context) error {
 	}
 	e.mu.Unlock()
 
+	// A member joining or leaving, pushed by the store, makes the balancer
+	// read the member list again (a graceful shutdown hands its locks to
+	// the peers of that list: it must not name one that left).
+	members := make(chan struct{}, 1)
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	hubDone := make(chan struct{})
 	if n, ok := e.st.(store.Notifier); ok && ctx.Err() == nil {
-		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes}
+		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes, members: members}
 		go func() {
 			defer close(hubDone)
 			hb.run(hubCtx)
@@ -381,7 +405,7 @@ func (e *Executor) Run(ctx context.Context) error {
 
 	balDone := make(chan struct{})
 	if ms, ok := e.st.(store.Membership); ok && !e.balanceCfg.Off && ctx.Err() == nil {
-		b := &balancer{e: e, ms: ms, interval: e.cfg.CheckMasterInterval, cfg: e.balanceCfg}
+		b := &balancer{e: e, ms: ms, interval: e.cfg.CheckMasterInterval, cfg: e.balanceCfg, changed: members}
 		go func() {
 			defer close(balDone)
 			b.run(hubCtx)
@@ -424,6 +448,31 @@ func (e *Executor) runLog() *slog.Logger {
 	}
 	return e.log
 }
+
+// checkTolerances refuses, on stores that say so (store.LeaseLimits), a
+// masterJobTolerance shorter than the store can grant. A store that cannot
+// be asked now is not a reason to refuse: its calls will say it again.
+func (e *Executor) checkTolerances(ctx context.Context, tolerances []time.Duration) error {
+	ll, ok := e.st.(store.LeaseLimits)
+	if !ok {
+		return nil
+	}
+	for _, tol := range tolerances {
+		cctx, cancel := context.WithTimeout(ctx, checkTTLTimeout)
+		err := ll.CheckTTL(cctx, tol)
+		cancel()
+		switch {
+		case errors.Is(err, store.ErrLeaseTooShort):
+			return fmt.Errorf("%w: %s = %v: %w", ErrInvalidConfig, keyTolerance, tol, err)
+		case err != nil:
+			e.log.Warn("cannot ask the store for its shortest lease; going on", "err", err)
+		}
+	}
+	return nil
+}
+
+// checkTTLTimeout bounds the question of checkTolerances.
+const checkTTLTimeout = 5 * time.Second
 
 // subscribeTimeout bounds a Subscribe call: the trust window, within
 // bounds.

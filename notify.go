@@ -103,6 +103,9 @@ type hub struct {
 	log     *slog.Logger
 	timeout time.Duration
 	inboxes func() []*inbox
+	// members, if not nil, is signalled (without blocking) when a member
+	// joined or left.
+	members chan<- struct{}
 }
 
 func (h *hub) run(ctx context.Context) {
@@ -133,7 +136,13 @@ func (h *hub) run(ctx context.Context) {
 		for c := range ch {
 			trace.Mark("notify."+string(c.Kind), c.Lock)
 			switch c.Kind {
-			case store.ChangeHistory, store.ChangeMember:
+			case store.ChangeMember:
+				// The balancer's, not the loops'.
+				select {
+				case h.members <- struct{}{}:
+				default:
+				}
+			case store.ChangeHistory:
 				// Nothing the loops act on.
 			default:
 				h.each(func(b *inbox) { b.notify(c.Lock) })

@@ -39,10 +39,12 @@ type Backend struct {
 	raw  string // postgres: the URL as given
 }
 
-// NewBackend parses spec: "sqlite" (files under dir) or a PostgreSQL URL.
+// NewBackend parses spec: "sqlite" (files under dir), a PostgreSQL URL,
+// "etcd" (masterjob on a throw-away etcd server with its data under dir)
+// or "etcd-election" (etcd's own election on that server).
 func NewBackend(spec, dir string) (*Backend, error) {
-	if spec == SQLite {
-		return &Backend{Kind: SQLite, dir: dir}, nil
+	if spec == SQLite || isEtcd(spec) {
+		return &Backend{Kind: spec, dir: dir}, nil
 	}
 	u, err := storeurl.Parse(spec)
 	if err != nil {
@@ -61,7 +63,8 @@ func (b *Backend) DSN() string { return b.dsn }
 type Fresh struct {
 	// URL is the store URL for `masterjob run --store`.
 	URL string
-	// Schema is the PostgreSQL schema; Path the SQLite file.
+	// Schema is the PostgreSQL schema (the key prefix on etcd); Path the
+	// SQLite file.
 	Schema, Path string
 	b            *Backend
 }
@@ -70,6 +73,8 @@ type Fresh struct {
 func (b *Backend) Fresh(name string) (*Fresh, error) {
 	suffix := randomHex(4)
 	switch b.Kind {
+	case Etcd, EtcdElection:
+		return b.etcdFresh(name)
 	case SQLite:
 		p := filepath.Join(b.dir, name+"-"+suffix+".db")
 		return &Fresh{URL: "sqlite:" + p, Path: p, b: b}, nil
@@ -87,8 +92,15 @@ func (b *Backend) Fresh(name string) (*Fresh, error) {
 }
 
 // Open opens the store with the library, reaching PostgreSQL at dsn when it
-// is not empty (through a proxy), else directly.
+// is not empty (through a proxy), else directly. For etcd's election there
+// is no store: it returns nil.
 func (f *Fresh) Open(ctx context.Context, dsn string) (store.Store, error) {
+	switch f.b.Kind {
+	case EtcdElection:
+		return nil, nil
+	case Etcd:
+		return f.etcdOpen(ctx)
+	}
 	if f.b.Kind == SQLite {
 		return sqlite.Open(f.Path)
 	}
@@ -98,8 +110,12 @@ func (f *Fresh) Open(ctx context.Context, dsn string) (store.Store, error) {
 	return postgres.Open(ctx, dsn, postgres.WithSchema(f.Schema))
 }
 
-// Drop removes the store: the SQLite files, or the PostgreSQL schema.
+// Drop removes the store: the SQLite files, the PostgreSQL schema, or the
+// etcd prefix.
 func (f *Fresh) Drop() error {
+	if isEtcd(f.b.Kind) {
+		return f.etcdDrop()
+	}
 	if f.b.Kind == SQLite {
 		for _, s := range []string{"", "-wal", "-shm", "-journal"} {
 			_ = os.Remove(f.Path + s)

@@ -74,6 +74,9 @@ type Binaries struct {
 	Masterjob string
 	// Child is the instrumented child (go build ./bench/cmd/masterjob-bench-child).
 	Child string
+	// Election is etcd's election as a runner (go build
+	// ./bench/cmd/masterjob-bench-etcd-election): the baseline on etcd.
+	Election string
 }
 
 // Start is the start of a child, with a watch on its exit.

@@ -23,6 +23,7 @@ type Machine struct {
 	GoVersion string `json:"goVersion"`
 	Postgres  string `json:"postgres,omitempty"`
 	SQLite    string `json:"sqlite,omitempty"`
+	Etcd      string `json:"etcd,omitempty"`
 	Date      string `json:"date"`
 }
 

@@ -28,6 +28,8 @@ const (
 	FailoverSlack     = 100 * time.Millisecond // crash failover p99 ≤ lease + this
 	HandoffPostgres   = 50 * time.Millisecond  // graceful handoff p99 < this on PostgreSQL
 	HandoffSQLite     = time.Second            // and < this on SQLite
+	HandoffEtcd       = 25 * time.Millisecond  // p99 ≤ this on etcd (issue 13), and ≤ etcd's own election
+	EtcdFailoverRatio = 0.9                    // crash failover p99 on etcd ≤ this × etcd's election's
 	SigcontStopTarget = 100 * time.Millisecond // old child gone within this of SIGCONT
 )
 
@@ -67,6 +69,9 @@ func (r *Report) Markdown(w io.Writer) {
 	p("| CPUs (nproc) | %d |\n| CPU model | %s |\n| memory | %s |\n| kernel | %s |\n| Go | %s |\n", m.NProc, m.CPU, m.MemTotal, m.Kernel, m.GoVersion)
 	if m.Postgres != "" {
 		p("| PostgreSQL | %s |\n", m.Postgres)
+	}
+	if m.Etcd != "" {
+		p("| etcd | %s |\n", m.Etcd)
 	}
 	p("| SQLite | %s |\n\n", m.SQLite)
 
@@ -113,11 +118,18 @@ func (r *Report) Markdown(w io.Writer) {
 			st := x.Get(SeriesHandoffStop).Summary
 			g := x.Get(SeriesHandoffGap).Summary
 			target := HandoffPostgres
-			if x.Store == SQLite {
+			switch x.Store {
+			case SQLite:
 				target = HandoffSQLite
+			case Etcd:
+				target = HandoffEtcd
 			}
-			p("| %s | %s | %d | %s | %s | %s | %s | %s / %s | p99 < %s: %s | %s |\n", x.Store, x.Lease, s.N,
-				ms(s.Median), ms(s.P99), ms(s.Max), ms(st.Median), ms(g.Median), ms(g.P99), target, verdict(s.P99 < target), busy(x.Host))
+			goal := fmt.Sprintf("p99 < %s: %s", target, verdict(s.P99 < target))
+			if x.Store == EtcdElection {
+				goal = "(baseline)"
+			}
+			p("| %s | %s | %d | %s | %s | %s | %s | %s / %s | %s | %s |\n", x.Store, x.Lease, s.N,
+				ms(s.Median), ms(s.P99), ms(s.Max), ms(st.Median), ms(g.Median), ms(g.P99), goal, busy(x.Host))
 		}
 		p("\n")
 	}
@@ -165,13 +177,23 @@ func (r *Report) Markdown(w io.Writer) {
 		p("\n")
 	}
 
+	r.etcdComparison(p, by)
+
 	if len(r.RoundTrips) > 0 {
 		p("### Store round trips of one instance\n\n")
 		p("| store | mode | locks | window | round trips | per second | store calls (acquire / renew / release) | client messages | batched renewal (median / p99) | batched check (median / p99) | failed calls / masterships ended | host busy |\n")
 		p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range r.RoundTrips {
 			msgs := "-"
-			if len(x.Messages) > 0 {
+			if isEtcd(x.Store) && len(x.Messages) > 0 {
+				var parts []string
+				for _, k := range []string{"LeaseKeepAlive", "Range", "Txn", "LeaseTimeToLive", "LeaseGrant", "Put", "DeleteRange", "LeaseRevoke", "Watch"} {
+					if n := x.Messages[k]; n > 0 {
+						parts = append(parts, fmt.Sprintf("%s %d", k, n))
+					}
+				}
+				msgs = strings.Join(parts, ", ")
+			} else if len(x.Messages) > 0 {
 				var parts []string
 				for _, k := range []string{"Q", "P", "B", "D", "E", "S"} {
 					if n := x.Messages[k]; n > 0 {
@@ -201,6 +223,58 @@ func (r *Report) Markdown(w io.Writer) {
 				p("| %s | %s | %s | %s | %s | %.4f %% | %s | %.1f MiB | %.1f MiB | %s |\n", x.Store, u.Role, x.Timing, u.Window,
 					ms(u.CPU), u.CPUPercent(), ms(u.Ticks), float64(u.RSS)/1024, float64(u.HWM)/1024, busy(x.Host))
 			}
+		}
+		p("\n")
+	}
+}
+
+// etcdComparison writes masterjob on etcd beside etcd's own election, for
+// each scenario and lease both were measured at.
+func (r *Report) etcdComparison(p func(string, ...any), by func(string) []*Result) {
+	pair := func(scenario string) [][2]*Result {
+		var out [][2]*Result
+		for _, mj := range by(scenario) {
+			if mj.Store != Etcd {
+				continue
+			}
+			for _, el := range by(scenario) {
+				if el.Store == EtcdElection && el.Lease == mj.Lease {
+					out = append(out, [2]*Result{mj, el})
+				}
+			}
+		}
+		return out
+	}
+	fo, ho, ss := pair("crash failover"), pair("graceful handoff"), pair("SIGSTOP / SIGCONT of the master")
+	if len(fo)+len(ho)+len(ss) == 0 {
+		return
+	}
+	p("### masterjob on etcd beside etcd's own election (same server, same harness, same run)\n\n")
+	if len(fo) > 0 {
+		p("| crash failover | lease | masterjob p50 / p99 | etcd election p50 / p99 | p99 ratio masterjob / etcd | target ratio ≤ %.1f | masterjob p99 ≤ lease + 100 ms |\n|---|---|---|---|---|---|---|\n", EtcdFailoverRatio)
+		for _, x := range fo {
+			m, e := x[0].Get(SeriesFailover).Summary, x[1].Get(SeriesFailover).Summary
+			ratio := float64(m.P99) / float64(e.P99)
+			p("| | %s | %s / %s | %s / %s | %.3f | %s | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), ms(e.Median), ms(e.P99),
+				ratio, verdict(ratio <= EtcdFailoverRatio), verdict(m.P99 <= x[0].Lease+FailoverSlack))
+		}
+		p("\n")
+	}
+	if len(ho) > 0 {
+		p("| graceful handoff | lease | masterjob p50 / p99 | etcd election p50 / p99 | p99 ratio | target: p99 ≤ 25 ms and ≤ etcd's |\n|---|---|---|---|---|---|\n")
+		for _, x := range ho {
+			m, e := x[0].Get(SeriesHandoff).Summary, x[1].Get(SeriesHandoff).Summary
+			p("| | %s | %s / %s | %s / %s | %.2f | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), ms(e.Median), ms(e.P99),
+				float64(m.P99)/float64(e.P99), verdict(m.P99 <= HandoffEtcd && m.P99 <= e.P99))
+		}
+		p("\n")
+	}
+	if len(ss) > 0 {
+		p("| SIGSTOP past the lease | lease | masterjob: SIGCONT → old child exited (p50 / p99 / max) | etcd election: the same | target ≤ 100 ms (masterjob) |\n|---|---|---|---|---|\n")
+		for _, x := range ss {
+			m, e := x[0].Get(SeriesSigcont).Summary, x[1].Get(SeriesSigcont).Summary
+			p("| | %s | %s / %s / %s | %s / %s / %s | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), ms(m.Max),
+				ms(e.Median), ms(e.P99), ms(e.Max), verdict(m.P99 <= SigcontStopTarget))
 		}
 		p("\n")
 	}

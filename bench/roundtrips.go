@@ -31,11 +31,14 @@ type RoundTripResult struct {
 	// RoundTrips counts the instance's round trips in the window: on
 	// PostgreSQL, the Syncs and simple Queries its connections sent (counted
 	// by CountingProxy, the LISTEN connection included); on SQLite, its
-	// store calls.
+	// store calls; on etcd, the requests the server counted (its /metrics:
+	// unary calls, keepalives, watches), less, in followed mode, the
+	// holder's, measured alone just before.
 	RoundTrips int64 `json:"roundTrips"`
 	// Calls counts the instance's store calls (both backends).
 	Calls Calls `json:"calls"`
-	// Messages counts the client protocol messages by type (PostgreSQL).
+	// Messages counts the client protocol messages by type (PostgreSQL), or
+	// the requests by gRPC method (etcd).
 	Messages map[string]int64 `json:"messages,omitempty"`
 	BytesIn  int64            `json:"bytesIn,omitempty"`
 	BytesOut int64            `json:"bytesOut,omitempty"`
@@ -227,6 +230,26 @@ func (e *Env) RoundTrips(ctx context.Context, mode string, n int, timing Timing,
 		}
 	}
 
+	// On etcd the server's own counters count the requests: in followed
+	// mode, the holder's, measured alone first, are taken off.
+	var holderRate map[string]float64
+	if e.Backend.Kind == Etcd && holder != nil {
+		sleep(ctx, timing.Heartbeat)
+		r0, err := etcdRequests(ctx, e.Backend.dir)
+		if err != nil {
+			return nil, err
+		}
+		sleep(ctx, window/2)
+		r1, err := etcdRequests(ctx, e.Backend.dir)
+		if err != nil {
+			return nil, err
+		}
+		holderRate = map[string]float64{}
+		for k, v := range r1 {
+			holderRate[k] = (v - r0[k]) / (window / 2).Seconds()
+		}
+	}
+
 	// The measured instance.
 	var proxy *CountingProxy
 	dsn := ""
@@ -278,6 +301,12 @@ func (e *Env) RoundTrips(ctx context.Context, mode string, n int, timing Timing,
 	if proxy != nil {
 		p0 = proxy.Counts()
 	}
+	var e0 map[string]float64
+	if e.Backend.Kind == Etcd {
+		if e0, err = etcdRequests(ctx, e.Backend.dir); err != nil {
+			return nil, err
+		}
+	}
 	c0 := counter.Calls()
 	host := markHost()
 	obs.set(true)
@@ -298,6 +327,22 @@ func (e *Env) RoundTrips(ctx context.Context, mode string, n int, timing Timing,
 			res.Messages[string(rune(k))] = v
 		}
 		res.BytesIn, res.BytesOut = d.BytesIn, d.BytesOut
+	}
+	if e0 != nil {
+		e1, err := etcdRequests(ctx, e.Backend.dir)
+		if err != nil {
+			return nil, err
+		}
+		res.Messages = map[string]int64{}
+		var total float64
+		for k, v := range e1 {
+			d := v - e0[k] - holderRate[k]*window.Seconds()
+			if n := int64(d + 0.5); n > 0 {
+				res.Messages[k] = n
+				total += d
+			}
+		}
+		res.RoundTrips = int64(total + 0.5)
 	}
 	obs.mu.Lock()
 	res.Renew = Summarize(obs.renews)

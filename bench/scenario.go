@@ -89,7 +89,12 @@ func (e *Env) startSession(ctx context.Context, name string, timing Timing, n in
 	}
 	dir := filepath.Join(e.Dir, name+"-"+randomHex(3))
 	lock := "BENCH-" + name
-	c, err := NewCluster(e.Bin, f.URL, lock, timing, dir)
+	bin := e.Bin
+	if e.Backend.Kind == EtcdElection {
+		// etcd's own election, started as masterjob's runners are.
+		bin.Masterjob = bin.Election
+	}
+	c, err := NewCluster(bin, f.URL, lock, timing, dir)
 	if err != nil {
 		_ = f.Drop()
 		return nil, err

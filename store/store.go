@@ -271,6 +271,21 @@ var (
 	ErrLockDisabled = errors.New("store: lock is disabled")
 )
 
+// LeaseLimits is an optional capability of stores that cannot grant
+// every lease duration (etcd grants whole seconds, at least its cluster's
+// minimum TTL). The executor asks it at start and refuses a
+// masterJobTolerance the store cannot honour.
+type LeaseLimits interface {
+	// CheckTTL returns an error wrapping ErrLeaseTooShort, naming the
+	// store's rule, when it cannot grant leases of ttl. It may make a call
+	// to learn the server's limit; other errors mean it could not tell.
+	CheckTTL(ctx context.Context, ttl time.Duration) error
+}
+
+// ErrLeaseTooShort is returned (wrapped) by stores that cannot grant a
+// lease as short as asked (LeaseLimits).
+var ErrLeaseTooShort = errors.New("store: lease shorter than the store can grant")
+
 // Member is one instance's announcement of itself (Membership).
 type Member struct {
 	// ID is the instance id, as Holder.ID.

@@ -23,6 +23,14 @@
 //	masterjob_prefix=P        table name prefix
 //	masterjob_call_timeout=D  bound on each store call (Go duration or ms)
 //	masterjob_migrate=false   do not create or upgrade the tables
+//
+// Other engines live in modules of their own, so that their dependencies
+// reach only the programs that use them, and register their schemes here
+// when imported, as database/sql drivers do:
+//
+//	import _ "github.com/masterjob/masterjob/store/etcd" // etcd:// and etcds://
+//
+// The masterjob command imports every engine.
 package storeurl
 
 import (
@@ -35,6 +43,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -92,6 +101,55 @@ type URL struct {
 	raw string
 }
 
+// Engine is a store backend that lives outside this module and registers
+// its URL scheme with Register when its package is imported.
+type Engine struct {
+	// Usage shows the URL form in messages, e.g. "etcd://HOST:PORT,...".
+	Usage string
+	// Check validates rawURL without opening anything (Parse calls it). Its
+	// errors must not show a password; they are wrapped in ErrInvalidURL.
+	Check func(rawURL string) error
+	// Open opens the store named by rawURL, which Check accepted.
+	Open func(ctx context.Context, rawURL string) (store.Store, error)
+}
+
+var (
+	enginesMu sync.RWMutex
+	engines   = map[string]Engine{}
+)
+
+// elsewhere names the packages that register the schemes of engines kept
+// out of this module, for the message about a scheme nobody registered.
+var elsewhere = map[string]string{
+	"etcd":  "github.com/masterjob/masterjob/store/etcd",
+	"etcds": "github.com/masterjob/masterjob/store/etcd",
+}
+
+// Register makes the engine e open URLs of scheme (lower case). It is
+// meant for the init functions of engine packages, and panics if the
+// scheme is built in or registered twice, or if e lacks Check or Open.
+func Register(scheme string, e Engine) {
+	scheme = strings.ToLower(scheme)
+	enginesMu.Lock()
+	defer enginesMu.Unlock()
+	switch {
+	case scheme == SchemeSQLite || scheme == SchemePostgres || scheme == SchemePostgreSQL:
+		panic("storeurl: Register of built-in scheme " + scheme)
+	case engines[scheme].Open != nil:
+		panic("storeurl: Register called twice for scheme " + scheme)
+	case e.Check == nil || e.Open == nil:
+		panic("storeurl: Register of scheme " + scheme + " without Check or Open")
+	}
+	engines[scheme] = e
+}
+
+func engine(scheme string) (Engine, bool) {
+	enginesMu.RLock()
+	defer enginesMu.RUnlock()
+	e, ok := engines[scheme]
+	return e, ok
+}
+
 // Parse checks rawURL without opening anything. Errors wrap ErrUnknownScheme
 // or ErrInvalidURL.
 func Parse(rawURL string) (URL, error) {
@@ -105,10 +163,20 @@ func Parse(rawURL string) (URL, error) {
 		return parseSQLite(rawURL, rest)
 	case SchemePostgres, SchemePostgreSQL:
 		return parsePostgres(rawURL, scheme)
-	default:
-		return URL{}, fmt.Errorf("%w %q in %q (supported: %s)",
-			ErrUnknownScheme, scheme, redact(rawURL), supported())
 	}
+	if e, ok := engine(scheme); ok {
+		if err := e.Check(rawURL); err != nil {
+			return URL{}, fmt.Errorf("%w %q: %w", ErrInvalidURL, redact(rawURL), err)
+		}
+		return URL{Scheme: scheme, raw: rawURL}, nil
+	}
+	if pkg, ok := elsewhere[scheme]; ok {
+		return URL{}, fmt.Errorf("%w %q in %q: this program was built without that engine "+
+			"(a Go program needs the blank import _ %q; the masterjob command has it)",
+			ErrUnknownScheme, scheme, redact(rawURL), pkg)
+	}
+	return URL{}, fmt.Errorf("%w %q in %q (supported: %s)",
+		ErrUnknownScheme, scheme, redact(rawURL), supported())
 }
 
 // Open opens the store named by rawURL. It is Parse followed by URL.Open.
@@ -164,9 +232,19 @@ func (u URL) Open(ctx context.Context) (store.Store, error) {
 			return nil, fmt.Errorf("storeurl: open %s: %w", u, err)
 		}
 		return st, nil
-	default:
+	}
+	e, ok := engine(u.Scheme)
+	if !ok {
 		return nil, fmt.Errorf("%w %q (supported: %s)", ErrUnknownScheme, u.Scheme, supported())
 	}
+	if u.ReadOnly {
+		return nil, fmt.Errorf("%w %s: read-only opening is supported for sqlite: URLs only", ErrInvalidURL, u)
+	}
+	st, err := e.Open(ctx, u.raw)
+	if err != nil {
+		return nil, fmt.Errorf("storeurl: open %s: %w", u, err)
+	}
+	return st, nil
 }
 
 // String returns the URL as given, with any password replaced by "xxxxx", for
@@ -174,7 +252,32 @@ func (u URL) Open(ctx context.Context) (store.Store, error) {
 func (u URL) String() string { return redact(u.raw) }
 
 func supported() string {
-	return "sqlite:PATH, postgres://..., postgresql://..."
+	forms := []string{"sqlite:PATH", "postgres://...", "postgresql://..."}
+	enginesMu.RLock()
+	defer enginesMu.RUnlock()
+	var more []string
+	for scheme, e := range engines {
+		if e.Usage != "" {
+			more = append(more, e.Usage)
+		} else {
+			more = append(more, scheme+"://...")
+		}
+	}
+	sort.Strings(more)
+	return strings.Join(append(forms, more...), ", ")
+}
+
+// Schemes returns the URL schemes this program can open: the built-in
+// ones and those registered, sorted.
+func Schemes() []string {
+	out := []string{SchemePostgres, SchemePostgreSQL, SchemeSQLite}
+	enginesMu.RLock()
+	for s := range engines {
+		out = append(out, s)
+	}
+	enginesMu.RUnlock()
+	sort.Strings(out)
+	return out
 }
 
 // splitScheme splits "scheme:rest" following RFC 3986's scheme syntax and

@@ -182,6 +182,8 @@ func (d *driver) setup(ctx context.Context) error {
 		if d.pg, err = pgx.Connect(octx, d.spec.dsn); err != nil {
 			return fmt.Errorf("connect: %w", err)
 		}
+	}
+	if d.spec.proxied() {
 		for range d.cfg.Instances {
 			p, err := NewProxy(d.spec.upstream())
 			if err != nil {
@@ -496,7 +498,10 @@ func (d *driver) start(s *slot) error {
 		slowStop: d.cfg.SlowStop, slowMax: d.cfg.SlowStopMax, seed: d.cfg.Seed,
 		directChild: d.cfg.DirectChild,
 	}
-	if d.spec.kind == kindPostgres {
+	switch {
+	case d.spec.engine != nil:
+		a.dsn = d.proxies[s.index].Addr()
+	case d.spec.kind == kindPostgres:
 		a.dsn = d.spec.viaProxy(d.proxies[s.index].Addr(), d.appName(s.index))
 	}
 	sub := "instance"

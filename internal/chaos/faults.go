@@ -510,7 +510,7 @@ func (d *driver) faultCut(ctx context.Context, r *FaultRecord, s *slot, mode str
 func (d *driver) cut(ctx context.Context, s *slot, mode string, hold time.Duration) (string, error) {
 	var from, to int64
 	var detail string
-	if d.spec.kind == kindPostgres {
+	if d.spec.proxied() {
 		p := d.proxies[s.index]
 		p.Cut(mode)
 		from = Mono()
@@ -548,7 +548,7 @@ func (d *driver) cut(ctx context.Context, s *slot, mode string, hold time.Durati
 
 func (d *driver) faultLatency(ctx context.Context, r *FaultRecord, s *slot, lat, hold time.Duration) {
 	var from, to int64
-	if d.spec.kind == kindPostgres {
+	if d.spec.proxied() {
 		p := d.proxies[s.index]
 		p.SetLatency(lat)
 		from = Mono()
@@ -581,6 +581,10 @@ func (d *driver) faultLatency(ctx context.Context, r *FaultRecord, s *slot, lat,
 }
 
 func (d *driver) faultRestart(ctx context.Context, r *FaultRecord, s *slot) {
+	if d.spec.engine != nil {
+		d.faultRestartEngine(ctx, r, s)
+		return
+	}
 	from := Mono()
 	if d.spec.kind == kindPostgres {
 		d.pgMu.Lock()
@@ -641,7 +645,9 @@ func (d *driver) disable(ctx context.Context, lock string) (ControlWindow, store
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	c.DisableCalled = Mono()
-	ch, err := d.st.Disable(cctx, lock, "chaos fault", "masterjob-chaos")
+	ch, err := retryUnavailable(cctx, func(ctx context.Context) (store.ControlChange, error) {
+		return d.st.Disable(ctx, lock, "chaos fault", "masterjob-chaos")
+	})
 	c.DisableReturned = Mono()
 	if err != nil {
 		return c, ch, fmt.Errorf("disable: %w", err)
@@ -655,7 +661,9 @@ func (d *driver) enable(c *ControlWindow) error {
 	ectx, ecancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer ecancel()
 	c.EnableCalled = Mono()
-	_, err := d.st.Enable(ectx, c.Lock, "masterjob-chaos")
+	_, err := retryUnavailable(ectx, func(ctx context.Context) (store.ControlChange, error) {
+		return d.st.Enable(ctx, c.Lock, "masterjob-chaos")
+	})
 	c.EnableReturned = Mono()
 	if err != nil {
 		c.EnableReturned = 0

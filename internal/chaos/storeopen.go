@@ -26,9 +26,10 @@ const (
 
 // storeSpec is a parsed store URL.
 type storeSpec struct {
-	kind string
-	path string // SQLite file
-	dsn  string // PostgreSQL URL, as given
+	kind   string
+	path   string  // SQLite file
+	dsn    string  // PostgreSQL URL (or an engine's), as given
+	engine *Engine // a registered engine (RegisterEngine)
 }
 
 // parseStoreURL accepts sqlite:PATH, sqlite://PATH and postgres:// or
@@ -57,6 +58,9 @@ func parseStoreURL(raw string) (storeSpec, error) {
 		}
 		return storeSpec{kind: kindPostgres, dsn: raw}, nil
 	}
+	if e, ok := engineFor(raw); ok {
+		return storeSpec{kind: e.Scheme, dsn: raw, engine: &e}, nil
+	}
 	return storeSpec{}, fmt.Errorf("store URL %q: want sqlite:PATH or postgres://USER@HOST:PORT/DB", redactURL(raw))
 }
 
@@ -74,6 +78,10 @@ func redactURL(raw string) string {
 
 // upstream returns the server's host:port (PostgreSQL).
 func (s storeSpec) upstream() string {
+	if s.engine != nil {
+		up, _ := s.engine.Upstream(s.dsn)
+		return up
+	}
 	u, _ := url.Parse(s.dsn)
 	if u.Port() == "" {
 		return net.JoinHostPort(u.Hostname(), "5432")
@@ -100,6 +108,9 @@ func namespace(runID string) string { return "mjchaos_" + runID }
 // openStore opens the run's store. For PostgreSQL dsn overrides the spec's
 // (an instance connects through its proxy).
 func openStore(ctx context.Context, s storeSpec, ns, dsn string) (store.Store, error) {
+	if s.engine != nil {
+		return s.engine.Open(ctx, s.dsn, ns, dsn)
+	}
 	switch s.kind {
 	case kindSQLite:
 		return sqlite.Open(s.path, sqlite.WithTablePrefix(ns+"_"))
@@ -115,6 +126,9 @@ func openStore(ctx context.Context, s storeSpec, ns, dsn string) (store.Store, e
 // dropNamespace removes the run's tables (SQLite) or schema (PostgreSQL),
 // and nothing else.
 func dropNamespace(ctx context.Context, s storeSpec, ns string) error {
+	if s.engine != nil {
+		return s.engine.Drop(ctx, s.dsn, ns)
+	}
 	switch s.kind {
 	case kindSQLite:
 		db, err := sql.Open("sqlite", "file:"+s.path+"?_busy_timeout=5000")

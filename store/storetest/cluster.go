@@ -16,7 +16,7 @@ import (
 // expired) from an acquisition of a released or never held lock.
 func testAcquireReportsTakeover(t *testing.T, h Harness) {
 	s := open(t, h)
-	first := mustAcquire(t, s, holderA, "TAKEOVER", shortTTL)
+	first := mustAcquire(t, s, holderA, "TAKEOVER", h.short())
 	var second store.LockState
 	waitFor(t, "the short lease to expire", func() bool {
 		second = acquireOne(t, s, holderB, "TAKEOVER", longTTL)
@@ -155,7 +155,7 @@ func testHandoffReservationLapses(t *testing.T, h Harness) {
 	handoffs(t, s)
 	st := mustAcquire(t, s, holderA, "HO-LAPSE", longTTL)
 	r := ref(st)
-	r.Successor, r.Reserve = "holder-gone", shortTTL
+	r.Successor, r.Reserve = "holder-gone", h.short()
 	release(t, s, holderA.ID, r)
 	mustNotAcquire(t, s, holderC, "HO-LAPSE", longTTL)
 	waitFor(t, "the reservation to lapse", func() bool {
@@ -300,18 +300,18 @@ func testMembersFilterByLock(t *testing.T, h Harness) {
 func testMembersExpire(t *testing.T, h Harness) {
 	s := open(t, h)
 	ms := membership(t, s)
-	ms.Announce(store.Member{ID: holderA.ID, Locks: []string{"E-1"}, LockSetID: "e"}, shortTTL)
+	ms.Announce(store.Member{ID: holderA.ID, Locks: []string{"E-1"}, LockSetID: "e"}, h.short())
 	// B's record lives 5 short TTLs and is renewed every short TTL / 3:
 	// generous, so that a loaded machine does not expire it between calls.
-	const bTTL = 5 * shortTTL
+	bTTL := 5 * h.short()
 	ms.Announce(store.Member{ID: holderB.ID, Locks: []string{"E-2"}, LockSetID: "e2"}, bTTL)
 	mustAcquire(t, s, holderA, "E-1", longTTL)
 	b := mustAcquire(t, s, holderB, "E-2", longTTL)
 	first := members(t, s, store.MemberFilter{})
-	deadline := time.Now().Add(bTTL + shortTTL)
+	deadline := time.Now().Add(bTTL + h.short())
 	for time.Now().Before(deadline) {
 		renewOne(t, s, holderB.ID, ref(b), longTTL)
-		time.Sleep(shortTTL / 3)
+		time.Sleep(h.short() / 3)
 	}
 	got := members(t, s, store.MemberFilter{})
 	if ids := memberIDs(got); !slices.Equal(ids, []string{holderB.ID}) {

@@ -121,7 +121,7 @@ func testDisableRevokes(t *testing.T, h Harness) {
 func testRevokedLeaseExpires(t *testing.T, h Harness) {
 	sa, sb := open(t, h), open(t, h)
 	const lock = "REVOKE-EXPIRE"
-	a := mustAcquire(t, sa, holderA, lock, shortTTL)
+	a := mustAcquire(t, sa, holderA, lock, h.short())
 	disable(t, sb, lock, "expire it", "ops")
 	enable(t, sb, lock, "ops")
 	var b store.LockState
@@ -147,7 +147,7 @@ func testAuditFields(t *testing.T, h Harness) {
 		t.Errorf("after Disable: reason %q by %q at %v; want reason, alice, a time", st.Reason, st.ChangedBy, st.ChangedAt)
 	}
 	got := lockState(t, open(t, h), lock)
-	if got.Reason != st.Reason || got.ChangedBy != st.ChangedBy || !near(got.ChangedAt, st.ChangedAt) {
+	if got.Reason != st.Reason || got.ChangedBy != st.ChangedBy || !h.near(got.ChangedAt, st.ChangedAt) {
 		t.Errorf("Locks after Disable: reason %q by %q at %v; Disable returned %q %q %v",
 			got.Reason, got.ChangedBy, got.ChangedAt, st.Reason, st.ChangedBy, st.ChangedAt)
 	}
@@ -155,7 +155,7 @@ func testAuditFields(t *testing.T, h Harness) {
 	if en.ChangedBy != "bob" || en.ChangedAt.IsZero() || en.ChangedAt.Before(st.ChangedAt) {
 		t.Errorf("after Enable: by %q at %v; want bob at or after %v", en.ChangedBy, en.ChangedAt, st.ChangedAt)
 	}
-	if got := lockState(t, s, lock); got.ChangedBy != "bob" || !near(got.ChangedAt, en.ChangedAt) {
+	if got := lockState(t, s, lock); got.ChangedBy != "bob" || !h.near(got.ChangedAt, en.ChangedAt) {
 		t.Errorf("Locks after Enable: by %q at %v; want bob at %v", got.ChangedBy, got.ChangedAt, en.ChangedAt)
 	}
 }

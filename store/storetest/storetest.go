@@ -29,7 +29,8 @@
 // that depend on time wait for conditions by polling with generous deadlines;
 // no assertion rests on a fixed sleep. Short leases (a few hundred
 // milliseconds) are used where expiry must be observed, so a backend must
-// honour sub-second TTLs.
+// honour sub-second TTLs, unless its Harness.LeaseGranularity says
+// otherwise.
 //
 // Requirements the suite makes explicit beyond the doc comments of package
 // store:
@@ -72,6 +73,29 @@ type Harness struct {
 	// entries, so keep it small; above store.MaxEventsLimit (1000) it lets
 	// the suite check the cap on Limit too. 0 skips the tests that need it.
 	HistoryLimit int
+	// LeaseGranularity is the unit of the backend's lease TTLs, for a
+	// backend that cannot grant leases to the millisecond (etcd grants
+	// whole seconds, and shortens a lease so that its expiry check, every
+	// 500 ms, still frees the lock within the asked duration). The suite
+	// then raises its short leases to it, lets a granted lease fall short
+	// of the asked duration by up to it, and compares the times and TTLs
+	// of one lease as different handles report them within it. 0 for
+	// backends with leases to the millisecond.
+	LeaseGranularity time.Duration
+}
+
+// short is the short lease of the suite, raised to the backend's lease
+// granularity.
+func (h Harness) short() time.Duration { return max(shortTTL, h.LeaseGranularity) }
+
+// slack bounds the difference between two reports of one store time or
+// TTL.
+func (h Harness) slack() time.Duration { return clockSlack + h.LeaseGranularity }
+
+// near reports whether two store timestamps are equal up to h's slack.
+func (h Harness) near(a, b time.Time) bool {
+	d := a.Sub(b)
+	return d > -h.slack() && d < h.slack()
 }
 
 // testCase is one conformance test.
@@ -405,12 +429,6 @@ func checkTTL(t *testing.T, what string, got, max time.Duration) {
 	if got < max/2 {
 		t.Errorf("%s: TTL = %v, far below the %v just granted", what, got, max)
 	}
-}
-
-// near reports whether two store timestamps are equal up to rounding.
-func near(a, b time.Time) bool {
-	d := a.Sub(b)
-	return d > -clockSlack && d < clockSlack
 }
 
 // isErr reports whether err wraps target.

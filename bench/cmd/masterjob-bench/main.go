@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/masterjob/masterjob/bench"
+	"github.com/masterjob/masterjob/store/etcd/etcdtest"
 )
 
 // scenarios, in the order they run.
@@ -71,10 +72,12 @@ func main() {
 
 func run() int {
 	var stores listFlag
-	flag.Var(&stores, "store", "store to measure: sqlite, or a PostgreSQL URL (each scenario uses its own masterjob_schema, dropped afterwards); repeatable (default sqlite)")
+	flag.Var(&stores, "store", "store to measure: sqlite, a PostgreSQL URL (each scenario uses its own masterjob_schema, dropped afterwards), "+
+		"etcd (masterjob on a throw-away etcd server, each scenario under its own key prefix) or etcd-election (etcd's own election on that server); repeatable (default sqlite)")
 	var (
 		masterjobBin = flag.String("masterjob", "", "the masterjob binary (default: go build ./cmd/masterjob into the work directory)")
 		childBin     = flag.String("child", "", "the instrumented child (default: go build ./bench/cmd/masterjob-bench-child into the work directory)")
+		electionBin  = flag.String("election", "", "etcd's election runner of -store etcd-election (default: go build ./bench/cmd/masterjob-bench-etcd-election into the work directory)")
 		scenarios    = flag.String("scenarios", strings.Join(allScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", "))
 		trials       = flag.Int("trials", 30, "trials per scenario")
 		longTrials   = flag.Int("long-trials", 10, "trials for leases of 5s or more")
@@ -100,8 +103,11 @@ func run() int {
 		keep         = flag.Bool("keep", false, "keep the work directory")
 		jsonOut      = flag.String("json", "", "write the results as JSON to this file")
 		mdOut        = flag.String("md", "", "write the results as Markdown to this file (default: stdout)")
+		etcdBuild    = flag.String("etcd-build", string(bench.EtcdKind), "etcd of -store etcd and etcd-election: debian (the system's etcd binary) or current (built from go.etcd.io/etcd/server/v3)")
 	)
 	flag.Parse()
+	bench.EtcdKind = etcdtest.Kind(*etcdBuild)
+	defer bench.StopEtcd()
 	if len(stores) == 0 {
 		stores = listFlag{bench.SQLite}
 	}
@@ -144,8 +150,8 @@ func run() int {
 		logf("work directory: %s", dir)
 	}
 	var bins bench.Binaries
-	if *masterjobBin == "" || *childBin == "" {
-		logf("building masterjob and the child into %s", dir)
+	if *masterjobBin == "" || *childBin == "" || *electionBin == "" {
+		logf("building masterjob, the child and etcd's election runner into %s", dir)
 		if bins, err = bench.Build(dir); err != nil {
 			logf("%v", err)
 			return 1
@@ -156,6 +162,9 @@ func run() int {
 	}
 	if *childBin != "" {
 		bins.Child = *childBin
+	}
+	if *electionBin != "" {
+		bins.Election = *electionBin
 	}
 	if want["scale"] && *instanceBin == "" {
 		*instanceBin = filepath.Join(dir, "masterjob-bench-instance")
@@ -215,6 +224,7 @@ func run() int {
 	}
 	for _, env := range envs {
 		kind := env.Backend.Kind
+		election := kind == bench.EtcdElection // no store API: no disable/enable, no round trips
 		if want["failover"] {
 			for _, lease := range leases {
 				logf("%s: crash failover, lease %v", kind, lease)
@@ -235,7 +245,7 @@ func run() int {
 				}
 			}
 		}
-		if want["handoff-api"] {
+		if want["handoff-api"] && !election {
 			for _, lease := range leases {
 				logf("%s: hand-off through the API, lease %v", kind, lease)
 				if r, err := env.HandoffAPI(ctx, lease, trialsFor(lease)); err != nil {
@@ -245,7 +255,7 @@ func run() int {
 				}
 			}
 		}
-		if want["control"] {
+		if want["control"] && !election {
 			timing := bench.LeaseTiming(*controlLease)
 			timing.Check = *controlCheck
 			logf("%s: disable/enable, %v", kind, timing)
@@ -263,7 +273,7 @@ func run() int {
 				rep.Results = append(rep.Results, r)
 			}
 		}
-		if want["roundtrips"] {
+		if want["roundtrips"] && !election {
 			for _, mode := range []string{bench.ModeHeld, bench.ModeFollowed} {
 				for _, n := range sizes {
 					r, err := env.RoundTrips(ctx, mode, n, bench.LeaseTiming(*rtLease), *window)
@@ -275,7 +285,7 @@ func run() int {
 				}
 			}
 		}
-		if want["scale"] {
+		if want["scale"] && !election {
 			for _, n := range scaleSizes {
 				timing := bench.LeaseTiming(*scaleLease)
 				timing.Check = *scaleCheck
@@ -298,6 +308,7 @@ func run() int {
 		}
 	}
 	rep.Elapsed = time.Since(rep.Started)
+	rep.Machine.Etcd = bench.EtcdVersion()
 
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(rep, "", "  ")

@@ -1,0 +1,105 @@
+//go:build linux
+
+package chaos
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// Engine lets a store kept in a module of its own (etcd) take part in
+// chaos runs. The harness reaches it as it reaches PostgreSQL: each
+// instance through a TCP Proxy of its own, which cuts and delays it. The
+// program that runs the driver and its instances (a test binary of the
+// engine's module) registers the engine with RegisterEngine in both.
+type Engine struct {
+	// Scheme is the URL scheme of the engine's store URLs ("etcd").
+	Scheme string
+	// Upstream returns the host:port the proxies forward to.
+	Upstream func(storeURL string) (string, error)
+	// Open opens the store of namespace ns (a run's own prefix or table
+	// space), reaching the server through via (host:port of the
+	// instance's proxy) when via is not empty.
+	Open func(ctx context.Context, storeURL, ns, via string) (store.Store, error)
+	// Drop removes namespace ns.
+	Drop func(ctx context.Context, storeURL, ns string) error
+	// Restart is the store-restart fault for instance index. all reports
+	// that it took the store away from every instance (a restart of the
+	// whole server) rather than from that one; detail describes it.
+	Restart func(ctx context.Context, index int) (detail string, all bool, err error)
+}
+
+var (
+	enginesMu sync.Mutex
+	engines   = map[string]Engine{}
+)
+
+// RegisterEngine makes store URLs of e.Scheme usable by Run and Main.
+func RegisterEngine(e Engine) {
+	enginesMu.Lock()
+	defer enginesMu.Unlock()
+	engines[e.Scheme] = e
+}
+
+// engineFor returns the engine of a store URL.
+func engineFor(raw string) (Engine, bool) {
+	scheme, _, ok := strings.Cut(raw, "://")
+	if !ok {
+		return Engine{}, false
+	}
+	enginesMu.Lock()
+	defer enginesMu.Unlock()
+	e, ok := engines[strings.ToLower(scheme)]
+	return e, ok
+}
+
+// proxied reports whether instances reach the store through proxies.
+func (s storeSpec) proxied() bool { return s.kind == kindPostgres || s.engine != nil }
+
+// faultRestartEngine is the store-restart fault of an engine.
+func (d *driver) faultRestartEngine(ctx context.Context, r *FaultRecord, s *slot) {
+	from := Mono()
+	detail, all, err := d.spec.engine.Restart(ctx, s.index)
+	to := Mono()
+	if err != nil {
+		r.Err = err.Error()
+		return
+	}
+	r.Detail = detail
+	if all {
+		// No instance had a store meanwhile.
+		for _, o := range d.slots {
+			d.down(Window{Index: o.index, From: from, To: to, Cause: "store-restart"})
+		}
+	}
+	w := Window{Index: s.index, From: from, To: to + int64(d.cfg.Timing.Check), Cause: "store-restart"}
+	d.mu.Lock()
+	d.tl.Degraded = append(d.tl.Degraded, w)
+	d.mu.Unlock()
+	d.record("degraded", w)
+}
+
+// retryUnavailable calls fn until it succeeds, fails otherwise than with
+// store.ErrUnavailable, or ctx is done: the driver's own control calls
+// wait out a restart of the whole store (an engine's store-restart), as
+// an operator would retry.
+func retryUnavailable[T any](ctx context.Context, fn func(context.Context) (T, error)) (T, error) {
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		v, err := fn(callCtx)
+		cancel()
+		if err == nil || !errors.Is(err, store.ErrUnavailable) || ctx.Err() != nil {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,162 @@
+//go:build linux
+
+package etcd_test
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/masterjob/masterjob/internal/chaos"
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/store/etcd"
+	"github.com/masterjob/masterjob/store/etcd/etcdtest"
+)
+
+// The chaos harness on etcd: the driver (this test) runs instances that
+// are this test binary again (chaos.EnvInstance), each reaching etcd
+// through a proxy of its own; a store restart is a restart of the
+// throw-away etcd server, which every instance loses meanwhile. The CI run
+// is short; the long one:
+//
+//	cd store/etcd && go test -run TestChaosEtcd -chaos.faults=1000 -timeout 60m -v
+var (
+	chaosFaults = flag.Int("chaos.faults", 0, "faults per TestChaosEtcd run (default 30)")
+	chaosSeed   = flag.Uint64("chaos.seed", 0, "seed of TestChaosEtcd's fault schedule (0: random, logged)")
+)
+
+// chaosServer is the server of the run under way, which the driver
+// restarts.
+var chaosServer struct {
+	sync.Mutex
+	srv *etcdtest.Server
+}
+
+func init() {
+	chaos.RegisterEngine(chaos.Engine{
+		Scheme: etcd.SchemeEtcd,
+		Upstream: func(raw string) (string, error) {
+			c, err := etcd.ParseURL(raw, nil)
+			if err != nil {
+				return "", err
+			}
+			return c.Endpoints[0], nil
+		},
+		Open:    chaosOpen,
+		Drop:    chaosDrop,
+		Restart: chaosRestart,
+	})
+	if os.Getenv(chaos.EnvInstance) != "" && len(os.Args) > 1 && os.Args[1] == "instance" {
+		os.Exit(chaos.Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
+}
+
+func chaosOpen(ctx context.Context, raw, ns, via string) (store.Store, error) {
+	c, err := etcd.ParseURL(raw, nil)
+	if err != nil {
+		return nil, err
+	}
+	if via != "" {
+		c.Endpoints = []string{via}
+	}
+	cfg, err := c.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	cfg.DialTimeout = 2 * time.Second
+	return etcd.Open(ctx, cfg, etcd.WithPrefix(c.Prefix+ns+"/"))
+}
+
+func chaosDrop(ctx context.Context, raw, ns string) error {
+	c, err := etcd.ParseURL(raw, nil)
+	if err != nil {
+		return err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	_, err = cli.Delete(ctx, c.Prefix+ns+"/", clientv3.WithPrefix())
+	return err
+}
+
+func chaosRestart(ctx context.Context, _ int) (string, bool, error) {
+	chaosServer.Lock()
+	defer chaosServer.Unlock()
+	if chaosServer.srv == nil {
+		return "", false, fmt.Errorf("no etcd server to restart")
+	}
+	start := time.Now()
+	if err := chaosServer.srv.Restart(); err != nil {
+		return "", true, err
+	}
+	return fmt.Sprintf("restarted etcd (SIGTERM, then a new process on the same data) in %v", time.Since(start).Round(time.Millisecond)), true, nil
+}
+
+func TestChaosEtcd(t *testing.T) {
+	for _, kind := range etcdtest.Kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			srv := etcdtest.Start(t, kind, etcdtest.Fast)
+			chaosServer.Lock()
+			chaosServer.srv = srv
+			chaosServer.Unlock()
+			t.Cleanup(func() {
+				chaosServer.Lock()
+				chaosServer.srv = nil
+				chaosServer.Unlock()
+			})
+			faults := *chaosFaults
+			if faults == 0 {
+				faults = 30
+			}
+			var log bytes.Buffer
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("driver log:\n%s", log.String())
+				}
+			})
+			cfg := chaos.Config{
+				StoreURL:  srv.URL("mjchaos/"),
+				Instances: 3,
+				Locks:     2,
+				Faults:    faults,
+				Seed:      *chaosSeed,
+				// etcd grants whole seconds: a 2 s lease, renewed every
+				// 400 ms, checked every second.
+				Timing: chaos.Timing{Heartbeat: 400 * time.Millisecond, Tolerance: 2 * time.Second, Check: time.Second,
+					WriteEvery: 20 * time.Millisecond},
+				// The kinds etcd takes part in: the store-side losses are
+				// SQL statements of the SQLite and PostgreSQL runs.
+				Kinds: []string{chaos.FaultKill, chaos.FaultStop, chaos.FaultCut, chaos.FaultLatency,
+					chaos.FaultRestart, chaos.FaultClock, chaos.FaultDisable},
+				Command: []string{os.Args[0]},
+				Log:     &log,
+			}
+			rep, err := chaos.Run(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sum bytes.Buffer
+			rep.WriteSummary(&sum)
+			t.Logf("etcd %s (%s):\n%s", srv.Version, kind, sum.String())
+			if !rep.OK() {
+				t.Errorf("%d violations (seed %d); work dir kept: %s", len(rep.Violations), rep.Seed, rep.Dir)
+			}
+			if rep.FaultsTotal != cfg.Faults {
+				t.Errorf("injected %d faults, want %d", rep.FaultsTotal, cfg.Faults)
+			}
+			if rep.SinkAccepted == 0 || rep.Masterships == 0 {
+				t.Errorf("no mastership or write seen: %d masterships, %d writes", rep.Masterships, rep.SinkAccepted)
+			}
+		})
+	}
+}

@@ -1,0 +1,272 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// DefaultPrefix is the key prefix of a store unless WithPrefix says
+// otherwise.
+const DefaultPrefix = "masterjob/"
+
+// ExpiryTick is how late etcd can delete the keys of an expired lease: its
+// lessor looks for expired leases every 500 ms. The lease TTL chosen for a
+// lease duration leaves room for it (see the package doc).
+const ExpiryTick = 500 * time.Millisecond
+
+// maxBatch is how many locks one transaction (or one nested transaction
+// per lock) handles: etcd refuses transactions of more than --max-txn-ops
+// operations, 128 by default.
+const maxBatch = 100
+
+// ErrLeaseTooShort is returned (wrapped) when a lease duration is below
+// what etcd can grant: whole seconds, at least the cluster's minimum TTL.
+// It is store.ErrLeaseTooShort.
+var ErrLeaseTooShort = store.ErrLeaseTooShort
+
+// Store is a store.Store on etcd. It also implements store.Notifier,
+// store.History, store.Handoffs and store.Membership. Create it with New
+// (on a client of your own) or Open.
+type Store struct {
+	cli          *clientv3.Client
+	ownClient    bool
+	prefix       string
+	historyLimit int
+
+	// leaseSem serialises the grants and keepalives of this handle's
+	// leases, so that concurrent calls for one holder share one lease.
+	leaseSem chan struct{}
+
+	mu       sync.Mutex
+	closed   bool
+	leases   map[leaseKey]*lease
+	byID     map[clientv3.LeaseID]*lease
+	minTTL   int64 // the cluster's minimum TTL in seconds, once a grant showed it
+	announce map[string]*announcement
+
+	// freed counts the lease keys this handle's subscriptions saw deleted
+	// (releases, expiries); Acquire compares it with freedSeen to grant a
+	// lease beside its read when a lock has just been freed.
+	freed, freedSeen atomic.Uint64
+}
+
+var (
+	_ store.Store       = (*Store)(nil)
+	_ store.Notifier    = (*Store)(nil)
+	_ store.History     = (*Store)(nil)
+	_ store.Handoffs    = (*Store)(nil)
+	_ store.Membership  = (*Store)(nil)
+	_ store.LeaseLimits = (*Store)(nil)
+)
+
+// Option configures New and Open.
+type Option func(*Store)
+
+// WithPrefix sets the prefix of every key the store writes (default
+// DefaultPrefix). Instances that share a prefix share their locks; end it
+// with "/" to keep it a directory.
+func WithPrefix(p string) Option { return func(s *Store) { s.prefix = p } }
+
+// WithHistoryLimit sets how many history entries the store keeps (default
+// store.DefaultHistoryLimit); appends delete the oldest beyond it. A limit
+// below 1 is taken as 1.
+func WithHistoryLimit(n int) Option { return func(s *Store) { s.historyLimit = max(n, 1) } }
+
+// New returns a store on cli, a client the caller made and closes after
+// the store: Close leaves it open.
+func New(cli *clientv3.Client, opts ...Option) (*Store, error) {
+	if cli == nil {
+		return nil, errors.New("etcd: New: nil client")
+	}
+	s := &Store{
+		cli: cli, prefix: DefaultPrefix, historyLimit: store.DefaultHistoryLimit,
+		leaseSem: make(chan struct{}, 1),
+		leases:   map[leaseKey]*lease{}, byID: map[clientv3.LeaseID]*lease{},
+		announce: map[string]*announcement{},
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if err := checkPrefix(s.prefix); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func checkPrefix(p string) error {
+	if len(p) > 200 {
+		return fmt.Errorf("etcd: key prefix %.40q...: longer than 200 bytes", p)
+	}
+	if strings.ContainsRune(p, 0) {
+		return fmt.Errorf("etcd: key prefix %q: contains a NUL byte", p)
+	}
+	return nil
+}
+
+// Open connects to etcd with cfg and returns a store that owns the client:
+// Close closes it. It checks that the cluster answers within ctx.
+func Open(ctx context.Context, cfg clientv3.Config, opts ...Option) (*Store, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	if cfg.Context == nil {
+		cfg.Context = context.Background()
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		// A refused password is not an outage: retrying would not help.
+		if permanent(err) {
+			return nil, fmt.Errorf("etcd: connect to %s: %w", strings.Join(cfg.Endpoints, ","), err)
+		}
+		return nil, fmt.Errorf("etcd: connect to %s: %w: %w", strings.Join(cfg.Endpoints, ","), store.ErrUnavailable, err)
+	}
+	s, err := New(cli, opts...)
+	if err != nil {
+		_ = cli.Close()
+		return nil, err
+	}
+	s.ownClient = true
+	// One read proves the endpoints, the credentials and a leader.
+	if _, err := cli.Get(ctx, s.prefix+"k/", clientv3.WithCountOnly(), clientv3.WithPrefix()); err != nil {
+		_ = cli.Close()
+		return nil, s.fail(ctx, "connect to "+strings.Join(cfg.Endpoints, ","), err)
+	}
+	return s, nil
+}
+
+// Client returns the etcd client the store uses.
+func (s *Store) Client() *clientv3.Client { return s.cli }
+
+// Prefix returns the key prefix of the store.
+func (s *Store) Prefix() string { return s.prefix }
+
+// Close implements store.Store. It closes the client if Open made it, and
+// leaves leases to expire.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	if s.ownClient {
+		return s.cli.Close()
+	}
+	return nil
+}
+
+// begin checks the handle and the context before a call.
+func (s *Store) begin(ctx context.Context) error {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return store.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("etcd: %w", context.Cause(ctx))
+	}
+	return nil
+}
+
+// fail translates an etcd client error: a done context or an unreachable
+// cluster wraps store.ErrUnavailable; a refusal that retrying cannot cure
+// (permissions, bad requests) does not.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("etcd: %s: %w: %w", op, store.ErrUnavailable, context.Cause(ctx))
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return fmt.Errorf("etcd: %s: %w", op, store.ErrClosed)
+	}
+	if permanent(err) {
+		return fmt.Errorf("etcd: %s: %w", op, err)
+	}
+	return fmt.Errorf("etcd: %s: %w: %w", op, store.ErrUnavailable, err)
+}
+
+// permanent reports errors that the same request would meet again.
+func permanent(err error) bool {
+	if errors.Is(err, ErrLeaseTooShort) {
+		return true
+	}
+	var ee rpctypes.EtcdError
+	code := codes.Unknown
+	if errors.As(err, &ee) {
+		code = ee.Code()
+	} else if st, ok := status.FromError(err); ok {
+		code = st.Code()
+	}
+	switch code {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated, codes.FailedPrecondition, codes.OutOfRange:
+		return true
+	}
+	return false
+}
+
+func isLeaseNotFound(err error) bool {
+	return errors.Is(err, rpctypes.ErrLeaseNotFound) || errors.Is(err, rpctypes.ErrGRPCLeaseNotFound) ||
+		(err != nil && strings.Contains(err.Error(), rpctypes.ErrorDesc(rpctypes.ErrGRPCLeaseNotFound)))
+}
+
+func validate(locks []string) error {
+	for _, l := range locks {
+		if err := store.ValidateLockName(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dedupe returns names without repeats, in their first order.
+func dedupe(names []string) []string {
+	seen := make(map[string]bool, len(names))
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// chunks splits n items into runs of at most maxBatch.
+func chunks(n int) [][2]int {
+	var out [][2]int
+	for i := 0; i < n; i += maxBatch {
+		out = append(out, [2]int{i, min(i+maxBatch, n)})
+	}
+	return out
+}
+
+// parallel runs fn(i) for i in [0, n) concurrently and returns the first
+// error.
+func parallel(n int, fn func(i int) error) error {
+	if n == 1 {
+		return fn(0)
+	}
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = fn(i) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,160 @@
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// Subscribe implements store.Notifier with one etcd watch on the prefix.
+// It returns once etcd confirmed the watch. A watch that etcd cancels (its
+// revision compacted, a lost leader) is resumed from the next revision not
+// seen, or from the current one after a compaction (the changes in between
+// are lost, as the contract allows: followers check on their schedule).
+func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
+	return s.subscribe(ctx, 0)
+}
+
+// subscribe watches from revision from (0: the current one).
+func (s *Store) subscribe(ctx context.Context, from int64) (<-chan store.Change, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCreatedNotify()}
+	if from > 0 {
+		opts = append(opts, clientv3.WithRev(from))
+	}
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wch := s.cli.Watch(wctx, s.prefix, opts...)
+	var rev int64
+	select {
+	case resp, ok := <-wch:
+		if !ok || !resp.Created || resp.Err() != nil {
+			cancel()
+			drain(wch)
+			err := resp.Err()
+			if err == nil {
+				err = fmt.Errorf("watch ended before it started")
+			}
+			return nil, s.fail(ctx, "watch", err)
+		}
+		rev = resp.Header.Revision
+	case <-ctx.Done():
+		cancel()
+		drain(wch)
+		return nil, s.fail(ctx, "watch", ctx.Err())
+	}
+	out := make(chan store.Change, 64)
+	go s.watchLoop(ctx, wctx, cancel, wch, rev, out)
+	return out, nil
+}
+
+// drain waits until the client closed a cancelled watch's channel.
+func drain(wch clientv3.WatchChan) {
+	for range wch {
+	}
+}
+
+func (s *Store) watchLoop(ctx, wctx context.Context, cancel context.CancelFunc, wch clientv3.WatchChan, rev int64, out chan<- store.Change) {
+	defer close(out)
+	backoff := 50 * time.Millisecond
+	for {
+		var ok bool
+		if rev, ok = s.follow(ctx, cancel, wch, rev, out); !ok {
+			return
+		}
+		// etcd cancelled the watch: resume it.
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 2*time.Second)
+		opts := []clientv3.OpOption{clientv3.WithPrefix()}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev+1))
+		}
+		wctx, cancel = context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wch = s.cli.Watch(wctx, s.prefix, opts...)
+	}
+}
+
+// follow passes the changes of one watch to out until it ends, then
+// cancels it and waits until the client let go of it. It returns the last
+// revision seen (0 after a compaction: resume from the current one), and
+// ok false when the subscription is over (its context done or the store
+// closed).
+func (s *Store) follow(ctx context.Context, cancel context.CancelFunc, wch clientv3.WatchChan, rev int64, out chan<- store.Change) (int64, bool) {
+	defer func() {
+		cancel()
+		drain(wch)
+	}()
+	for resp := range wch {
+		if resp.Header.Revision > rev {
+			rev = resp.Header.Revision
+		}
+		for _, ev := range resp.Events {
+			if _, suffix, ok := s.splitLockKey(string(ev.Kv.Key)); ok && suffix == sufLease && ev.Type == mvccpb.DELETE {
+				s.freed.Add(1)
+			}
+			if ch, ok := s.change(ev); ok {
+				select {
+				case out <- ch:
+				case <-ctx.Done():
+					return rev, false
+				}
+			}
+			rev = max(rev, ev.Kv.ModRevision)
+		}
+		if resp.CompactRevision > 0 {
+			rev = 0
+		}
+		if resp.Canceled {
+			break
+		}
+	}
+	return rev, ctx.Err() == nil && !s.isClosed()
+}
+
+func (s *Store) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// change maps one watch event to the change it announces, if any.
+func (s *Store) change(ev *clientv3.Event) (store.Change, bool) {
+	key := string(ev.Kv.Key)
+	put := ev.Type == mvccpb.PUT
+	if name, suffix, ok := s.splitLockKey(key); ok {
+		switch {
+		case suffix == sufLease && (!put || ev.Kv.Version == 1):
+			// Acquired (created), released, expired or revoked; a lease
+			// key moved to another lease of its holder is not news.
+			return store.Change{Kind: store.ChangeLease, Lock: name}, true
+		case suffix == sufControl:
+			return store.Change{Kind: store.ChangeControl, Lock: name}, true
+		case suffix == sufReserve && !put:
+			// A reservation lapsed or was taken.
+			return store.Change{Kind: store.ChangeLease, Lock: name}, true
+		}
+		return store.Change{}, false
+	}
+	if rest, ok := strings.CutPrefix(key, s.prefix+dirEvents); ok && put {
+		if i := strings.LastIndexByte(rest, '/'); i >= 0 {
+			return store.Change{Kind: store.ChangeHistory, Lock: unescapeName(rest[:i])}, true
+		}
+	}
+	if _, ok := strings.CutPrefix(key, s.prefix+dirMembers); ok && (!put || ev.Kv.Version == 1) {
+		return store.Change{Kind: store.ChangeMember}, true
+	}
+	return store.Change{}, false
+}
