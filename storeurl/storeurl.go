@@ -121,8 +121,12 @@ var (
 // elsewhere names the packages that register the schemes of engines kept
 // out of this module, for the message about a scheme nobody registered.
 var elsewhere = map[string]string{
-	"etcd":  "github.com/masterjob/masterjob/store/etcd",
-	"etcds": "github.com/masterjob/masterjob/store/etcd",
+	"etcd":    "github.com/masterjob/masterjob/store/etcd",
+	"etcds":   "github.com/masterjob/masterjob/store/etcd",
+	"redis":   "github.com/masterjob/masterjob/store/redis",
+	"rediss":  "github.com/masterjob/masterjob/store/redis",
+	"mysql":   "github.com/masterjob/masterjob/store/mysql",
+	"mariadb": "github.com/masterjob/masterjob/store/mysql",
 }
 
 // Register makes the engine e open URLs of scheme (lower case). It is

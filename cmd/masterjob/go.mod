@@ -3,8 +3,15 @@ module github.com/masterjob/masterjob/cmd/masterjob
 go 1.26.0
 
 require (
-	github.com/masterjob/masterjob v0.0.0-00010101000000-000000000000
+	github.com/masterjob/masterjob v0.0.0
 	github.com/masterjob/masterjob/store/etcd v0.0.0-00010101000000-000000000000
+)
+
+require (
+	filippo.io/edwards25519 v1.2.0 // indirect
+	github.com/go-sql-driver/mysql v1.10.1 // indirect
+	github.com/redis/go-redis/v9 v9.23.0 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
 )
 
 require (
@@ -20,6 +27,8 @@ require (
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/pgx/v5 v5.12.0 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
+	github.com/masterjob/masterjob/store/mysql v0.0.0-00010101000000-000000000000
+	github.com/masterjob/masterjob/store/redis v0.0.0-00010101000000-000000000000
 	github.com/mattn/go-isatty v0.0.24 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/ncruces/go-strftime v1.1.0 // indirect

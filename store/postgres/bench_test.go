@@ -17,7 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/masterjob/masterjob/bench"
+	"github.com/masterjob/masterjob/internal/pgcount"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/store/postgres"
 )
@@ -25,7 +25,7 @@ import (
 // Benchmarks of the calls an instance makes at each heartbeat (Renew of
 // the leases it holds) and each check (Acquire of locks another instance
 // holds), with and without a member record announced, through
-// bench.CountingProxy, which counts the round trips (Syncs and simple
+// pgcount.Proxy, which counts the round trips (Syncs and simple
 // Queries) and the bytes the client sends. They run only with -bench:
 //
 //	go test -run '^$' -bench . -benchtime 20x ./store/postgres/
@@ -37,7 +37,7 @@ var benchSizes = []int{1, 100, 10000}
 // benchEnv is a fresh schema reached through a counting proxy.
 type benchEnv struct {
 	b      *testing.B
-	proxy  *bench.CountingProxy
+	proxy  *pgcount.Proxy
 	schema string
 	stores []*postgres.Store
 }
@@ -63,7 +63,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 		b.Skip(msg)
 	}
 	_ = admin.Close(ctx)
-	p, err := bench.NewCountingProxy(net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
+	p, err := pgcount.New(net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -214,9 +214,9 @@ func (e *benchEnv) pair(call func(store.Holder, []store.LeaseRef) func() error, 
 	b := e.b
 	fns := [2]func() error{call(hs[0], refs[0]), call(hs[1], refs[1])}
 	var times [2][]time.Duration
-	var counts [2]bench.Counts
+	var counts [2]pgcount.Counts
 	for i := range counts {
-		counts[i] = bench.Counts{Messages: map[byte]int64{}}
+		counts[i] = pgcount.Counts{Messages: map[byte]int64{}}
 	}
 	n := 0
 	for b.Loop() {

@@ -20,7 +20,7 @@ import (
 
 // wire counts what a pool's connections send while on is set: bytes, and
 // the frontend messages that each cost a round trip (Sync, and simple
-// Query), parsed from the stream as bench.CountingProxy does.
+// Query), parsed from the stream as pgcount.Proxy does.
 type wire struct {
 	on         atomic.Bool
 	bytes      atomic.Int64
