@@ -176,8 +176,8 @@ func Parse(rawURL string) (URL, error) {
 	}
 	if pkg, ok := elsewhere[scheme]; ok {
 		return URL{}, fmt.Errorf("%w %q in %q: this program was built without that engine "+
-			"(a Go program needs the blank import _ %q; the masterjob command has it)",
-			ErrUnknownScheme, scheme, redact(rawURL), pkg)
+			"(a Go program needs the blank import _ %q; the masterjob command has it); this one can open: %s",
+			ErrUnknownScheme, scheme, redact(rawURL), pkg, supported())
 	}
 	return URL{}, fmt.Errorf("%w %q in %q (supported: %s)",
 		ErrUnknownScheme, scheme, redact(rawURL), supported())
