@@ -152,6 +152,12 @@ type Timeline struct {
 	// Degraded holds windows when an instance could reach the store but
 	// slowly or with errors: added latency, a store restart.
 	Degraded []Window
+	// Unreachable holds the windows in which an instance's own store calls
+	// failed although the driver cut nothing (a store too slow for the
+	// calls' deadlines on a loaded host): reported by the instance, from the
+	// start of the first failed call to the end of the next successful one.
+	// Such an instance is not healthy: it cannot reach the store.
+	Unreachable []Window
 	// StoreBlocked holds the SIGSTOP windows of instances that were paused
 	// holding SQLite's write lock: every instance was cut from the store.
 	StoreBlocked []Window
@@ -301,8 +307,9 @@ func (f *Findings) checkTokens(lock string, ms []Mastership) {
 }
 
 // checkOverlaps: no two masterships at once, unless the older master was
-// SIGSTOPped before the newer started and stopped its job within StopGrace
-// of SIGCONT.
+// SIGSTOPped before the newer started (and while the older ran, or, for a
+// runner's child, when it started) and stopped its job within StopGrace of
+// SIGCONT.
 func (f *Findings) checkOverlaps(tl *Timeline, lock string, ms []Mastership, lim Limits) {
 	for j := range ms {
 		b := ms[j]
@@ -322,7 +329,12 @@ func (f *Findings) checkOverlaps(tl *Timeline, lock string, ms []Mastership, lim
 			var excuse *Window
 			for k := range tl.Stopped {
 				w := tl.Stopped[k]
-				if w.Index == a.Index && w.From <= b.Start && w.From >= a.Start && a.Stop >= w.From {
+				// A runner's child reports its start itself: the runner
+				// may have acquired and let the child go just before it
+				// was paused, so a pause that began before the child's
+				// first report but was still on then counts too.
+				began := w.From >= a.Start || (a.Child && w.To > a.Start)
+				if w.Index == a.Index && w.From <= b.Start && began && a.Stop >= w.From {
 					if excuse == nil || w.To > excuse.To {
 						excuse = &tl.Stopped[k]
 					}
@@ -493,9 +505,11 @@ func (tl *Timeline) eligible(lock string, t int64) bool {
 }
 
 func (tl *Timeline) healthy(i int, t int64) bool {
-	for _, w := range tl.Down {
-		if w.Index == i && w.contains(t) {
-			return false
+	for _, ws := range [][]Window{tl.Down, tl.Unreachable} {
+		for _, w := range ws {
+			if w.Index == i && w.contains(t) {
+				return false
+			}
 		}
 	}
 	return true
@@ -527,9 +541,11 @@ func (tl *Timeline) longestEligible(lock string, from, to int64) (int64, int64) 
 			add(c.EnableReturned)
 		}
 	}
-	for _, w := range tl.Down {
-		add(w.From)
-		add(w.To)
+	for _, ws := range [][]Window{tl.Down, tl.Unreachable} {
+		for _, w := range ws {
+			add(w.From)
+			add(w.To)
+		}
 	}
 	slices.Sort(points)
 	points = slices.Compact(points)
@@ -583,7 +599,7 @@ func (f *Findings) checkControls(tl *Timeline, lock string, ms []Mastership, lim
 					why = "SIGSTOPped"
 				}
 			}
-			for _, ws := range [][]Window{tl.Down, tl.Degraded} {
+			for _, ws := range [][]Window{tl.Down, tl.Degraded, tl.Unreachable} {
 				for _, w := range ws {
 					if w.Index == m.Index && w.Cause != "stop" && w.overlaps(c.DisableCalled, limit) {
 						// It could not renew, so it learns of the revocation
@@ -637,7 +653,7 @@ func (f *Findings) checkLosses(tl *Timeline, lock string, ms []Mastership, lim L
 			}
 			limit := l.Returned + int64(lim.Heartbeat+lim.LossSlack)
 			why := "able to renew"
-			for _, ws := range [][]Window{tl.Down, tl.Degraded} {
+			for _, ws := range [][]Window{tl.Down, tl.Degraded, tl.Unreachable} {
 				for _, w := range ws {
 					switch w.Cause {
 					case "stop", "sigterm", "killed":

@@ -61,6 +61,24 @@ func TestCheck(t *testing.T) {
 			tl.Down = tl.Stopped
 			return tl
 		}, ""},
+		// A runner paused right after it let its child go: the child's
+		// own start report comes after the pause began.
+		{"runner paused as its child started", func() *Timeline {
+			tl := base()
+			a := m(0, 1, 100, 2010)
+			a.Child = true
+			tl.Masterships = []Mastership{a, m(1, 2, 900, 3000)}
+			tl.Stopped = []Window{{Index: 0, From: 80 * ms, To: 2000 * ms, Cause: "stop"}}
+			tl.Down = tl.Stopped
+			return tl
+		}, ""},
+		{"executor paused before its job started: not excused", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 100, 2010), m(1, 2, 900, 3000)}
+			tl.Stopped = []Window{{Index: 0, From: 80 * ms, To: 2000 * ms, Cause: "stop"}}
+			tl.Down = tl.Stopped
+			return tl
+		}, VOverlap},
 		{"late stop after SIGCONT", func() *Timeline {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 2300), m(1, 2, 900, 3000)}
@@ -156,6 +174,29 @@ func TestCheck(t *testing.T) {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(1, 2, 2200, 3000)}
 			tl.Down = []Window{{Index: 0, From: 400 * ms, To: 3000 * ms, Cause: "killed"}, {Index: 1, From: 450 * ms, To: 1300 * ms, Cause: "cut"}}
+			return tl
+		}, ""},
+		// An instance whose own store calls failed (a loaded host, no
+		// fault) cannot take a lock: no healthy instance, no gap. The
+		// same gap with the window on one instance only is still one.
+		{"gap while every instance's store calls failed", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(1, 2, 1800, 3000)}
+			tl.Down = []Window{{Index: 0, From: 500 * ms, To: 3000 * ms, Cause: "sigterm"}}
+			tl.Unreachable = []Window{{Index: 1, From: 400 * ms, To: 1700 * ms, Cause: "store-calls-failed"}}
+			return tl
+		}, ""},
+		{"gap while one instance's store calls failed", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(1, 2, 1800, 3000)}
+			tl.Unreachable = []Window{{Index: 1, From: 400 * ms, To: 1700 * ms, Cause: "store-calls-failed"}}
+			return tl
+		}, VGap},
+		{"slow stop after disable excused by failing store calls", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 800), m(1, 2, 2200, 3000)}
+			tl.Unreachable = []Window{{Index: 0, From: 300 * ms, To: 900 * ms, Cause: "store-calls-failed"}}
+			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 1, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
 			return tl
 		}, ""},
 		{"a SIGSTOPped master does not count as running", func() *Timeline {

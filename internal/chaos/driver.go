@@ -416,6 +416,10 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 		if ch != nil {
 			ch <- m
 		}
+	case msgUnreachable:
+		d.mu.Lock()
+		d.tl.Unreachable = append(d.tl.Unreachable, Window{Index: s.index, From: m.From, To: m.T, Cause: "store-calls-failed"})
+		d.mu.Unlock()
 	case msgResumed:
 		d.mu.Lock()
 		d.tl.Resumed = append(d.tl.Resumed, Window{Index: s.index, From: m.From, To: m.T, Cause: "resumed"})

@@ -114,6 +114,7 @@ func RunInstance(args []string, _, stderr io.Writer) error {
 	}
 	defer conn.Close()
 	in := &instance{args: a, conn: conn, enc: json.NewEncoder(conn)}
+	in.reach.in = in
 	return in.run(stderr)
 }
 
@@ -126,6 +127,7 @@ type instance struct {
 
 	offset atomic.Int64 // the instance's wall-clock offset, ns
 	fs     *faultStore  // SQLite only
+	reach  reach        // whether its own store calls succeed
 }
 
 // send writes one message synchronously: once it returns, the message is in
@@ -219,6 +221,7 @@ func (in *instance) run(stderr io.Writer) error {
 	go in.watchPauses(ctx)
 	in.send(Message{Type: msgHello, Index: a.index, Gen: a.gen, PID: os.Getpid(), ID: id, T: Mono()})
 	runErr := ex.Run(ctx)
+	in.reach.flush()
 	bye := Message{Type: msgBye, T: Mono()}
 	if runErr != nil {
 		bye.Err = runErr.Error()
@@ -401,10 +404,13 @@ func (o observer) Transition(t masterjob.Transition) {
 }
 func (o observer) Renewal(d time.Duration, _ int, err error) {
 	m := Message{Type: msgRenewal, Latency: int64(d), T: Mono()}
+	o.in.reach.result(m.T-int64(d), err != nil)
 	if err != nil {
 		m.Err = err.Error()
 	}
 	o.in.send(m)
 }
-func (observer) Check(time.Duration, int, error) {}
-func (observer) LeaseTTL(string, time.Duration)  {}
+func (o observer) Check(d time.Duration, _ int, err error) {
+	o.in.reach.result(Mono()-int64(d), err != nil)
+}
+func (observer) LeaseTTL(string, time.Duration) {}

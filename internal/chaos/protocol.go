@@ -19,7 +19,7 @@ type Message struct {
 	Wall   string `json:"wall,omitempty"`   // the instance's (possibly jumped) wall clock
 	Err    string `json:"err,omitempty"`    // bye: Run's error
 	Seq    int64  `json:"seq,omitempty"`    // ack: the control message acknowledged
-	From   int64  `json:"from,omitempty"`   // resumed: the last tick before the pause
+	From   int64  `json:"from,omitempty"`   // resumed: the last tick before the pause; unreachable: the first failed call's start
 	Plan   int64  `json:"plan,omitempty"`   // start: how long the job takes to stop once told, ns
 	Policy string `json:"policy,omitempty"` // start: what ends a slow stop early (see stopPolicies)
 	How    string `json:"how,omitempty"`    // stop: what ended the job (see the how* constants)
@@ -35,17 +35,18 @@ type Message struct {
 // Message types.
 const (
 	// Instance to driver.
-	msgHello      = "hello"      // the executor is about to run
-	msgStart      = "start"      // a job began (after its acquisition committed)
-	msgStopping   = "stopping"   // a job was told to stop (its context ended, or SIGTERM)
-	msgStop       = "stop"       // a job is returning
-	msgWrite      = "write"      // a fenced write to the sink
-	msgTransition = "transition" // an observer transition (evidence only)
-	msgAck        = "ack"        // a control message took effect
-	msgBye        = "bye"        // Run returned; the process exits
-	msgResumed    = "resumed"    // the process ran again after a pause (SIGSTOP)
-	msgChild      = "child"      // first message of a runner's child (runner mode)
-	msgRenewal    = "renewal"    // a renewal round trip ended (Latency, Err: evidence)
+	msgHello       = "hello"       // the executor is about to run
+	msgStart       = "start"       // a job began (after its acquisition committed)
+	msgStopping    = "stopping"    // a job was told to stop (its context ended, or SIGTERM)
+	msgStop        = "stop"        // a job is returning
+	msgWrite       = "write"       // a fenced write to the sink
+	msgTransition  = "transition"  // an observer transition (evidence only)
+	msgAck         = "ack"         // a control message took effect
+	msgBye         = "bye"         // Run returned; the process exits
+	msgResumed     = "resumed"     // the process ran again after a pause (SIGSTOP)
+	msgChild       = "child"       // first message of a runner's child (runner mode)
+	msgRenewal     = "renewal"     // a renewal round trip ended (Latency, Err: evidence)
+	msgUnreachable = "unreachable" // the instance's store calls failed from From to T (see reach)
 
 	// Driver to instance.
 	msgOutage   = "outage"   // store-level outage or latency (SQLite)

@@ -44,6 +44,11 @@ type Report struct {
 	// SQLite's write lock, and StoreBlockedFor their total length.
 	StoreBlocked    int
 	StoreBlockedFor time.Duration
+	// Unreachable counts the periods in which an instance's own store calls
+	// failed with no fault on it (Timeline.Unreachable); UnreachableFor is
+	// their total length and UnreachableMax the longest.
+	Unreachable                    int
+	UnreachableFor, UnreachableMax time.Duration
 	// Dir is the kept work directory (logs, events.jsonl), if kept.
 	Dir string
 }
@@ -65,6 +70,11 @@ func newReport(cfg Config, runID string, tl *Timeline, faults []FaultRecord, f F
 		if fr.Variant != "" {
 			r.Combos[fr.Variant]++
 		}
+	}
+	for _, w := range tl.Unreachable {
+		r.Unreachable++
+		r.UnreachableFor += dur(w.To - w.From)
+		r.UnreachableMax = max(r.UnreachableMax, dur(w.To-w.From))
 	}
 	for _, w := range tl.StoreBlocked {
 		r.StoreBlocked++
@@ -131,6 +141,8 @@ func (r *Report) WriteSummary(w io.Writer) {
 		p("  SIGSTOPs that caught SQLite's write lock: %d (every instance blocked for %v in total; counted as store outages)",
 			r.StoreBlocked, r.StoreBlockedFor.Round(time.Millisecond))
 	}
+	p("  instances' own store calls failing (not a fault; counted as unhealthy): %d periods, %v in total, longest %v",
+		r.Unreachable, r.UnreachableFor.Round(time.Millisecond), r.UnreachableMax.Round(time.Millisecond))
 	p("  max job run after disable before told to stop (healthy master): %v", r.Findings.MaxDisableStop.Round(time.Millisecond))
 	p("  store-side losses that ended a running job's lease: %d (%d while it was stopping); overlaps they excused: %d",
 		r.Findings.StoreLossHits, r.Findings.StoreLossWhileStopping, r.Findings.ExcusedByLoss)

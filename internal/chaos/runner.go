@@ -53,6 +53,7 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 	}
 	defer conn.Close()
 	in := &instance{args: a, conn: conn, enc: json.NewEncoder(conn)}
+	in.reach.in = in
 
 	child := append([]string{exe, "child"}, childArgs(a)...)
 	if !a.directChild {
@@ -76,7 +77,9 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 	go in.watchPauses(ctx)
 	in.send(Message{Type: msgHello, Index: a.index, Gen: a.gen, PID: os.Getpid(), T: Mono()})
 	// The runner reads no environment: its settings are the flags above.
-	code := cli.Main(ctx, runArgs, stdout, stderr, func(string) (string, bool) { return "", false })
+	logs := &logReach{w: stderr, r: &in.reach, window: t.Tolerance}
+	code := cli.Main(ctx, runArgs, stdout, logs, func(string) (string, bool) { return "", false })
+	in.reach.flush()
 	bye := Message{Type: msgBye, T: Mono()}
 	if code != cli.ExitOK {
 		bye.Err = fmt.Sprintf("masterjob run exited with status %d", code)

@@ -1,0 +1,97 @@
+//go:build linux
+
+package chaos
+
+import (
+	"bytes"
+	"io"
+	"sync"
+	"time"
+)
+
+// reach tracks, inside an instance, whether its own store calls succeed,
+// and reports each period in which they failed (msgUnreachable: From is
+// the start of the first failed call, T the end of the next successful
+// one). On a loaded host a store can answer too slowly for the calls'
+// deadlines although the driver injected no fault: such an instance is not
+// "healthy" in the sense of the liveness promise (it cannot reach the
+// store), and the checker must know it rather than blame the library.
+type reach struct {
+	in      *instance
+	mu      sync.Mutex
+	failing bool
+	since   int64
+}
+
+// result records one store call that began at began.
+func (r *reach) result(began int64, failed bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case failed && !r.failing:
+		r.failing, r.since = true, began
+	case !failed && r.failing:
+		r.failing = false
+		r.in.send(Message{Type: msgUnreachable, From: r.since, T: Mono()})
+	}
+}
+
+// flush reports a period of failures still open (the instance is exiting).
+func (r *reach) flush() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.failing {
+		r.failing = false
+		r.in.send(Message{Type: msgUnreachable, From: r.since, T: Mono()})
+	}
+}
+
+// logReach is the runner mode's view of its store calls: `masterjob run`
+// offers no observer, so it reads the runner's log (slog text lines) as it
+// is written, passing every line on to w. A failed call is logged when it
+// fails ("... failed; retrying", "release failed"); it began at most the
+// trust window earlier, which is what it is taken to be (the widest
+// reading). A success ends the period: "store reachable again", and any
+// acquisition or standing-by line, which only a successful call produces.
+type logReach struct {
+	w       io.Writer
+	r       *reach
+	window  time.Duration
+	partial []byte
+}
+
+var (
+	failedCall = [][]byte{[]byte(`msg="check failed; retrying"`), []byte(`msg="heartbeat failed; retrying"`),
+		[]byte(`msg="release failed`)}
+	succeededCall = [][]byte{[]byte(`msg="store reachable again"`), []byte(`msg="became master`),
+		[]byte(`msg="standing by:`)}
+)
+
+func (l *logReach) Write(p []byte) (int, error) {
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		l.line(l.partial[:i])
+		l.partial = l.partial[i+1:]
+	}
+	return l.w.Write(p)
+}
+
+func (l *logReach) line(b []byte) {
+	now := Mono()
+	for _, s := range failedCall {
+		if bytes.Contains(b, s) {
+			l.r.result(now-int64(l.window), true)
+			return
+		}
+	}
+	for _, s := range succeededCall {
+		if bytes.Contains(b, s) {
+			l.r.result(now, false)
+			return
+		}
+	}
+}
