@@ -394,3 +394,25 @@ func TestSink(t *testing.T) {
 		t.Errorf("log has %d entries, want %d", n, len(steps))
 	}
 }
+
+// Failing store calls during a fault on that instance are explained by it;
+// others are reported as unprovoked.
+func TestProvoked(t *testing.T) {
+	tl := &Timeline{
+		Down:         []Window{{Index: 0, From: 100 * ms, To: 200 * ms, Cause: "cut"}},
+		StoreBlocked: []Window{{Index: 2, From: 1000 * ms, To: 1100 * ms}},
+	}
+	for _, tt := range []struct {
+		w    Window
+		want bool
+	}{
+		{Window{Index: 0, From: 150 * ms, To: 400 * ms}, true},
+		{Window{Index: 0, From: 200 * ms, To: 400 * ms}, false},
+		{Window{Index: 1, From: 150 * ms, To: 400 * ms}, false},
+		{Window{Index: 1, From: 1050 * ms, To: 1060 * ms}, true},
+	} {
+		if got := tl.provoked(tt.w); got != tt.want {
+			t.Errorf("provoked(%+v) = %v, want %v", tt.w, got, tt.want)
+		}
+	}
+}

@@ -45,10 +45,13 @@ type Report struct {
 	StoreBlocked    int
 	StoreBlockedFor time.Duration
 	// Unreachable counts the periods in which an instance's own store calls
-	// failed with no fault on it (Timeline.Unreachable); UnreachableFor is
-	// their total length and UnreachableMax the longest.
-	Unreachable                    int
-	UnreachableFor, UnreachableMax time.Duration
+	// failed (Timeline.Unreachable); UnprovokedUnreachable those of them
+	// that overlap no fault on that instance (a cut, latency, a store
+	// restart, a pause, a kill) nor a store blocked for all, which only a
+	// loaded host (or a bug) explains; UnprovokedFor is their total length
+	// and UnprovokedMax the longest.
+	Unreachable, UnprovokedUnreachable int
+	UnprovokedFor, UnprovokedMax       time.Duration
 	// Dir is the kept work directory (logs, events.jsonl), if kept.
 	Dir string
 }
@@ -73,8 +76,12 @@ func newReport(cfg Config, runID string, tl *Timeline, faults []FaultRecord, f F
 	}
 	for _, w := range tl.Unreachable {
 		r.Unreachable++
-		r.UnreachableFor += dur(w.To - w.From)
-		r.UnreachableMax = max(r.UnreachableMax, dur(w.To-w.From))
+		if tl.provoked(w) {
+			continue
+		}
+		r.UnprovokedUnreachable++
+		r.UnprovokedFor += dur(w.To - w.From)
+		r.UnprovokedMax = max(r.UnprovokedMax, dur(w.To-w.From))
 	}
 	for _, w := range tl.StoreBlocked {
 		r.StoreBlocked++
@@ -141,8 +148,8 @@ func (r *Report) WriteSummary(w io.Writer) {
 		p("  SIGSTOPs that caught SQLite's write lock: %d (every instance blocked for %v in total; counted as store outages)",
 			r.StoreBlocked, r.StoreBlockedFor.Round(time.Millisecond))
 	}
-	p("  instances' own store calls failing (not a fault; counted as unhealthy): %d periods, %v in total, longest %v",
-		r.Unreachable, r.UnreachableFor.Round(time.Millisecond), r.UnreachableMax.Round(time.Millisecond))
+	p("  periods of an instance's own store calls failing (counted as unhealthy): %d; with no fault to explain them: %d, %v in total, longest %v",
+		r.Unreachable, r.UnprovokedUnreachable, r.UnprovokedFor.Round(time.Millisecond), r.UnprovokedMax.Round(time.Millisecond))
 	p("  max job run after disable before told to stop (healthy master): %v", r.Findings.MaxDisableStop.Round(time.Millisecond))
 	p("  store-side losses that ended a running job's lease: %d (%d while it was stopping); overlaps they excused: %d",
 		r.Findings.StoreLossHits, r.Findings.StoreLossWhileStopping, r.Findings.ExcusedByLoss)
@@ -198,4 +205,23 @@ func quantiles(ds []time.Duration) string {
 	slices.Sort(s)
 	q := func(p float64) time.Duration { return s[min(len(s)-1, int(p*float64(len(s))))] }
 	return fmt.Sprintf("p50 %v, p99 %v, max %v", q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond), s[len(s)-1].Round(time.Microsecond))
+}
+
+// provoked reports whether a period of failing store calls overlaps a fault
+// that explains it: one on the same instance (down, degraded, paused), or a
+// store blocked for every instance.
+func (tl *Timeline) provoked(u Window) bool {
+	for _, ws := range [][]Window{tl.Down, tl.Degraded, tl.Stopped} {
+		for _, w := range ws {
+			if w.Index == u.Index && w.overlaps(u.From, u.To) {
+				return true
+			}
+		}
+	}
+	for _, w := range tl.StoreBlocked {
+		if w.overlaps(u.From, u.To) {
+			return true
+		}
+	}
+	return false
 }
