@@ -228,6 +228,10 @@ type Findings struct {
 	Violations []Violation
 	// ExcusedOverlaps counts overlaps whose older master was SIGSTOPped.
 	ExcusedOverlaps int
+	// GapsExcusedByFailingCalls counts the no-master gaps over the bound
+	// that are not violations only because the instances that could have
+	// taken the lock saw their own store calls fail (Timeline.Unreachable).
+	GapsExcusedByFailingCalls int
 	// ExcusedByLoss counts overlaps whose older master's lease was ended
 	// by a store-side loss before the newer one started.
 	ExcusedByLoss int
@@ -478,6 +482,15 @@ func (f *Findings) checkGaps(tl *Timeline, lock string, ms []Mastership, lim Lim
 		from, to := tl.longestEligible(lock, g[0], g[1])
 		d := dur(to - from)
 		f.MaxEligibleGap = max(f.MaxEligibleGap, d)
+		if d <= lim.GapBound && len(tl.Unreachable) > 0 {
+			// Would it have been a violation had instances whose own
+			// store calls failed counted as healthy?
+			strict := *tl
+			strict.Unreachable = nil
+			if from, to := strict.longestEligible(lock, g[0], g[1]); dur(to-from) > lim.GapBound {
+				f.GapsExcusedByFailingCalls++
+			}
+		}
 		if d > lim.GapBound {
 			f.add(VGap, lock, from, "no master from %s to %s (%v); enabled with a healthy instance from %s to %s (%v > bound %v); healthy: %s",
 				ts(g[0]), ts(g[1]), dur(g[1]-g[0]), ts(from), ts(to), d, lim.GapBound, tl.healthyAt(from+(to-from)/2))

@@ -351,6 +351,20 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+func TestGapsExcusedByFailingCallsAreCounted(t *testing.T) {
+	const L = "lock"
+	tl := &Timeline{From: 0, To: 3000 * ms, Instances: 2, Locks: []string{L},
+		Masterships: []Mastership{{Index: 0, Gen: 1, Lock: L, Token: 1, Start: 0, Stop: 500 * ms},
+			{Index: 1, Gen: 1, Lock: L, Token: 2, Start: 1800 * ms, Stop: 3000 * ms}},
+		Down:        []Window{{Index: 0, From: 500 * ms, To: 3000 * ms, Cause: "sigterm"}},
+		Unreachable: []Window{{Index: 1, From: 400 * ms, To: 1700 * ms, Cause: "store-calls-failed"}},
+	}
+	f := Check(tl, testLimits)
+	if len(f.Violations) != 0 || f.GapsExcusedByFailingCalls != 1 {
+		t.Errorf("violations %v, gaps excused by failing calls %d; want none and 1", kinds(f.Violations), f.GapsExcusedByFailingCalls)
+	}
+}
+
 func TestCheckCounts(t *testing.T) {
 	tl := &Timeline{From: 0, To: 3000 * ms, Instances: 2, Locks: []string{"l"}}
 	tl.Masterships = []Mastership{
