@@ -40,11 +40,15 @@ type Backend struct {
 }
 
 // NewBackend parses spec: "sqlite" (files under dir), a PostgreSQL URL,
-// "etcd" (masterjob on a throw-away etcd server with its data under dir)
-// or "etcd-election" (etcd's own election on that server).
+// "etcd" (masterjob on a throw-away etcd server with its data under dir),
+// "etcd-election" (etcd's own election on that server), or a redis:// or
+// mysql:// (mariadb://) URL.
 func NewBackend(spec, dir string) (*Backend, error) {
 	if spec == SQLite || isEtcd(spec) {
 		return &Backend{Kind: spec, dir: dir}, nil
+	}
+	if k := serverKind(spec); k != "" {
+		return newServerBackend(k, spec)
 	}
 	u, err := storeurl.Parse(spec)
 	if err != nil {
@@ -63,8 +67,8 @@ func (b *Backend) DSN() string { return b.dsn }
 type Fresh struct {
 	// URL is the store URL for `masterjob run --store`.
 	URL string
-	// Schema is the PostgreSQL schema (the key prefix on etcd); Path the
-	// SQLite file.
+	// Schema is the PostgreSQL schema (the key prefix on etcd and Redis,
+	// the table prefix on MySQL); Path the SQLite file.
 	Schema, Path string
 	b            *Backend
 }
@@ -75,6 +79,8 @@ func (b *Backend) Fresh(name string) (*Fresh, error) {
 	switch b.Kind {
 	case Etcd, EtcdElection:
 		return b.etcdFresh(name)
+	case Redis, MySQL:
+		return b.serverFresh(name)
 	case SQLite:
 		p := filepath.Join(b.dir, name+"-"+suffix+".db")
 		return &Fresh{URL: "sqlite:" + p, Path: p, b: b}, nil
@@ -100,6 +106,8 @@ func (f *Fresh) Open(ctx context.Context, dsn string) (store.Store, error) {
 		return nil, nil
 	case Etcd:
 		return f.etcdOpen(ctx)
+	case Redis, MySQL:
+		return f.serverOpen(ctx, dsn)
 	}
 	if f.b.Kind == SQLite {
 		return sqlite.Open(f.Path)
@@ -115,6 +123,9 @@ func (f *Fresh) Open(ctx context.Context, dsn string) (store.Store, error) {
 func (f *Fresh) Drop() error {
 	if isEtcd(f.b.Kind) {
 		return f.etcdDrop()
+	}
+	if f.b.Kind == Redis || f.b.Kind == MySQL {
+		return f.serverDrop()
 	}
 	if f.b.Kind == SQLite {
 		for _, s := range []string{"", "-wal", "-shm", "-journal"} {

@@ -24,6 +24,8 @@ type Machine struct {
 	Postgres  string `json:"postgres,omitempty"`
 	SQLite    string `json:"sqlite,omitempty"`
 	Etcd      string `json:"etcd,omitempty"`
+	Redis     string `json:"redis,omitempty"`
+	MySQL     string `json:"mysql,omitempty"`
 	Date      string `json:"date"`
 }
 

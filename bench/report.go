@@ -33,6 +33,12 @@ const (
 	SigcontStopTarget = 100 * time.Millisecond // old child gone within this of SIGCONT
 )
 
+// HandoffMySQL is the graceful handoff target on MySQL: it has no push, so
+// a follower learns of a release at the store's next poll of its
+// notification table (every 50 ms by default); the target is PostgreSQL's
+// plus that poll. Redis pushes (pub/sub) and has PostgreSQL's.
+const HandoffMySQL = HandoffPostgres + 50*time.Millisecond
+
 // ms formats d in milliseconds.
 func ms(d time.Duration) string {
 	v := float64(d) / float64(time.Millisecond)
@@ -72,6 +78,12 @@ func (r *Report) Markdown(w io.Writer) {
 	}
 	if m.Etcd != "" {
 		p("| etcd | %s |\n", m.Etcd)
+	}
+	if m.Redis != "" {
+		p("| Redis | %s |\n", m.Redis)
+	}
+	if m.MySQL != "" {
+		p("| MySQL | %s |\n", m.MySQL)
 	}
 	p("| SQLite | %s |\n\n", m.SQLite)
 
@@ -123,6 +135,8 @@ func (r *Report) Markdown(w io.Writer) {
 				target = HandoffSQLite
 			case Etcd:
 				target = HandoffEtcd
+			case MySQL:
+				target = HandoffMySQL
 			}
 			goal := fmt.Sprintf("p99 < %s: %s", target, verdict(s.P99 < target))
 			if x.Store == EtcdElection {

@@ -593,7 +593,10 @@ func (f *Findings) checkControls(tl *Timeline, lock string, ms []Mastership, lim
 			enable = tl.To
 		}
 		for _, m := range ms {
-			if m.Token > c.Token && m.Start < enable {
+			// A job that started before Disable was called was acquired
+			// before it, whatever its token: a Disable of a lock whose
+			// record had been deleted (a store-side loss) reports token 0.
+			if m.Token > c.Token && m.Start > c.DisableCalled && m.Start < enable {
 				f.add(VDisabledAcquire, lock, m.Start, "instance %d gen %d acquired token %d at %s: the lock was disabled at %s (token %d) and enabled only at %s",
 					m.Index, m.Gen, m.Token, ts(m.Start), ts(c.DisableReturned), c.Token, ts(c.EnableCalled))
 			}

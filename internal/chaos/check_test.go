@@ -231,6 +231,21 @@ func TestCheck(t *testing.T) {
 			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 1, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
 			return tl
 		}, VDisabledAcquire},
+		// A store-side delete took the lock's record (and its last token)
+		// before the disable: Disable reports token 0. The earlier
+		// masterships were not acquired under it; a later one was.
+		{"disable after a deleted record: earlier masterships", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 5, 0, 400), m(1, 6, 2200, 3000)}
+			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 0, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
+			return tl
+		}, ""},
+		{"disable after a deleted record: acquired while disabled", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 5, 0, 300), m(1, 6, 1000, 3000)}
+			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 0, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
+			return tl
+		}, VDisabledAcquire},
 		{"stale write accepted", func() *Timeline {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 1000), m(1, 2, 1500, 3000)}

@@ -5,6 +5,9 @@ package chaos
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +35,29 @@ type Engine struct {
 	// that it took the store away from every instance (a restart of the
 	// whole server) rather than from that one; detail describes it.
 	Restart func(ctx context.Context, index int) (detail string, all bool, err error)
+	// EndLease, when set, is the store-side loss fault (FaultLoss, and
+	// the loss half of FaultCombo): it ends lock's current lease in
+	// namespace ns behind its holder's back, as mode says (LossDelete:
+	// remove the lock's record unless the lock is disabled; LossExpire:
+	// make the lease expired for every reader, keeping the record), in
+	// one atomic step, and returns the token and holder of the lease it
+	// ended (0 and "" when none was held). Without it those kinds fail on
+	// the engine: leave them out of Config.Kinds.
+	EndLease func(ctx context.Context, storeURL, ns, lock, mode string) (token int64, holder string, err error)
+}
+
+// Slot returns the index of the instance this process is, when it is an
+// instance process a driver started (EnvInstance): an engine's Open can tag
+// the instance's server connections with it, so that its Restart finds
+// them.
+func Slot() (index int, ok bool) {
+	v := os.Getenv(envSlot) // "<slot>.<gen>"
+	i, _, _ := strings.Cut(v, ".")
+	n, err := strconv.Atoi(i)
+	if v == "" || err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
 }
 
 var (
@@ -82,6 +108,14 @@ func (d *driver) faultRestartEngine(ctx context.Context, r *FaultRecord, s *slot
 	d.tl.Degraded = append(d.tl.Degraded, w)
 	d.mu.Unlock()
 	d.record("degraded", w)
+}
+
+// endLease is the store-side loss on an engine (Engine.EndLease).
+func (s storeSpec) endLease(ctx context.Context, ns, lock, mode string) (int64, string, error) {
+	if s.engine.EndLease == nil {
+		return 0, "", fmt.Errorf("store-side loss: the %s engine has no EndLease hook", s.engine.Scheme)
+	}
+	return s.engine.EndLease(ctx, s.dsn, ns, lock, mode)
 }
 
 // retryUnavailable calls fn until it succeeds, fails otherwise than with

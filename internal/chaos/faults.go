@@ -694,9 +694,13 @@ func (d *driver) storeLoss(lock, mode string) (StoreLoss, error) {
 	l := StoreLoss{Lock: lock, Mode: mode}
 	l.Called = Mono()
 	var err error
-	d.pgMu.Lock() // guards d.pg; the SQLite handle needs no lock but takes it too
-	l.Token, l.Holder, err = endLease(ctx, d.spec.kind, d.pg, d.lossDB, d.ns, lock, mode)
-	d.pgMu.Unlock()
+	if d.spec.engine != nil {
+		l.Token, l.Holder, err = d.spec.endLease(ctx, d.ns, lock, mode)
+	} else {
+		d.pgMu.Lock() // guards d.pg; the SQLite handle needs no lock but takes it too
+		l.Token, l.Holder, err = endLease(ctx, d.spec.kind, d.pg, d.lossDB, d.ns, lock, mode)
+		d.pgMu.Unlock()
+	}
 	l.Returned = Mono()
 	if err != nil {
 		return l, fmt.Errorf("store-side loss (%s) of %s: %w", mode, lock, err)

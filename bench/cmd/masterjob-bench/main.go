@@ -73,7 +73,8 @@ func main() {
 func run() int {
 	var stores listFlag
 	flag.Var(&stores, "store", "store to measure: sqlite, a PostgreSQL URL (each scenario uses its own masterjob_schema, dropped afterwards), "+
-		"etcd (masterjob on a throw-away etcd server, each scenario under its own key prefix) or etcd-election (etcd's own election on that server); repeatable (default sqlite)")
+		"etcd (masterjob on a throw-away etcd server, each scenario under its own key prefix), etcd-election (etcd's own election on that server), "+
+		"or a redis:// or mysql:// URL (each scenario under its own key or table prefix, deleted afterwards); repeatable (default sqlite)")
 	var (
 		masterjobBin = flag.String("masterjob", "", "the masterjob binary (default: go build ./cmd/masterjob into the work directory)")
 		childBin     = flag.String("child", "", "the instrumented child (default: go build ./bench/cmd/masterjob-bench-child into the work directory)")
@@ -178,7 +179,7 @@ func run() int {
 		return usage("-scale-locks: %v", err)
 	}
 
-	var pgDSN string
+	var pgDSN, redisVersion, mysqlVersion string
 	var envs []*bench.Env
 	for i, spec := range stores {
 		b, err := bench.NewBackend(spec, filepath.Join(dir, fmt.Sprintf("store-%d", i)))
@@ -192,6 +193,12 @@ func run() int {
 		if b.Kind == bench.Postgres && pgDSN == "" {
 			pgDSN = b.DSN()
 		}
+		switch b.Kind {
+		case bench.Redis:
+			redisVersion = bench.ServerVersion(ctx, spec)
+		case bench.MySQL:
+			mysqlVersion = bench.ServerVersion(ctx, spec)
+		}
 		envs = append(envs, &bench.Env{Bin: bins, Backend: b, Dir: filepath.Join(dir, fmt.Sprintf("runs-%d", i)), Logf: logf, Trace: *traceSteps})
 	}
 
@@ -200,6 +207,7 @@ func run() int {
 		Command: commandLine(),
 		Started: time.Now(),
 	}
+	rep.Machine.Redis, rep.Machine.MySQL = redisVersion, mysqlVersion
 	failed := false
 	note := func(what string, err error) {
 		if errors.Is(err, context.Canceled) || ctx.Err() != nil {
