@@ -68,6 +68,12 @@ type peerInfo struct {
 	id      string
 	weight  float64
 	masters int
+	// seen estimates, on this instance's clock, when the member last wrote
+	// its record: the read's time less the part of this instance's member
+	// TTL that had run out (zero: this instance). A peer configured with
+	// a longer TTL looks fresher than it is, one with a shorter TTL staler:
+	// the estimate only ever costs a reservation, never safety.
+	seen time.Time
 }
 
 // counts returns the masterships of the group's live members, by id, and
@@ -149,6 +155,13 @@ func (e *Executor) capacity() int {
 // peer of the group each should go to: each to the peer with the fewest
 // masterships for its weight, counting those already given, so that the
 // peers end as even as they can. Empty without balancing.
+//
+// A peer whose record has not been written for longer than a check
+// interval and a heartbeat is left out: a live instance writes it at
+// least once per check interval, so it has probably died (its record
+// lives on until its TTL), and a lock reserved for it would wait for the
+// reservation to lapse. With no peer left, the locks are released to
+// anyone.
 func (e *Executor) successors(n int) []string {
 	v := e.balanceNow()
 	if _, _, _, ok := v.share(e.suspected); !ok {
@@ -159,9 +172,10 @@ func (e *Executor) successors(n int) []string {
 		held   float64
 		weight float64
 	}
+	stale := e.memberStaleAfter()
 	var ps []*load
 	for _, p := range v.group {
-		if p.id != v.me && !e.suspected(p.id) {
+		if p.id != v.me && !e.suspected(p.id) && (p.seen.IsZero() || time.Since(p.seen) <= stale) {
 			ps = append(ps, &load{p.id, float64(p.masters), p.weight})
 		}
 	}
@@ -276,14 +290,15 @@ func (b *balancer) round(members []store.Member) {
 
 	view := balanceView{me: me, slack: b.cfg.Slack}
 	found := false
+	readAt, ttl := time.Now(), e.memberTTL()
 	for _, m := range members {
 		if m.LockSetID != setID {
 			continue
 		}
-		p := peerInfo{id: m.ID, weight: m.Weight, masters: m.Masters}
+		p := peerInfo{id: m.ID, weight: m.Weight, masters: m.Masters, seen: readAt.Add(-max(0, ttl-m.TTL))}
 		if m.ID == me {
 			found = true
-			p.weight, p.masters = weight, len(held)
+			p.weight, p.masters, p.seen = weight, len(held), time.Time{}
 			view.lockCount = m.LockCount
 		}
 		if p.weight <= 0 {

@@ -1,10 +1,15 @@
 package masterjob_test
 
 import (
+	"context"
+	"errors"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/store/memstore"
 )
 
@@ -61,5 +66,96 @@ func TestShutdownHandsToALivePeer(t *testing.T) {
 			t.Errorf("c became master %v after a's shutdown: the lock waited for a reservation for b, who had left", took)
 		}
 		_ = stops["c"]()
+	})
+}
+
+// frozen is a store handle whose calls hang while frozen, as those of a
+// process that stopped (SIGSTOP, a dead VM): its member record is not
+// written again but lives on until its TTL.
+type frozen struct {
+	*memstore.Store
+	mu sync.Mutex
+	on bool
+}
+
+func (f *frozen) freeze(v bool) { f.mu.Lock(); f.on = v; f.mu.Unlock() }
+
+func (f *frozen) wait(ctx context.Context) error {
+	f.mu.Lock()
+	on := f.on
+	f.mu.Unlock()
+	if on {
+		<-ctx.Done()
+		return errors.Join(store.ErrUnavailable, ctx.Err())
+	}
+	return nil
+}
+
+func (f *frozen) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
+	if err := f.wait(ctx); err != nil {
+		return nil, err
+	}
+	return f.Store.Acquire(ctx, h, locks, ttl)
+}
+
+func (f *frozen) Renew(ctx context.Context, id string, refs []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	if err := f.wait(ctx); err != nil {
+		return nil, err
+	}
+	return f.Store.Renew(ctx, id, refs, ttl)
+}
+
+// TestShutdownSkipsAPeerThatStoppedWriting: a peer whose member record has
+// not been written for longer than a check interval and a heartbeat (it
+// froze or died without leaving) is not named the successor of a graceful
+// shutdown. Before, the shutdown reserved the lock for it (the lowest id
+// among peers holding nothing) and the live peer waited for the
+// reservation to lapse (the tolerance, 3 s here; found by the chaos
+// runner test, where a SIGKILLed runner was named).
+func TestShutdownSkipsAPeerThatStoppedWriting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const lock = "L"
+		a := newExec(t, st, "a")
+		if err := a.StartMaster(lock, idle()); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m != "a" {
+			t.Fatalf("master %q, want a", m)
+		}
+		fb := &frozen{Store: st}
+		b := newExec(t, fb, "b")
+		c := newExec(t, st, "c")
+		for _, e := range []*masterjob.Executor{b, c} {
+			if err := e.StartMaster(lock, idle()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stopB, stopC := startRun(b), startRun(c)
+		time.Sleep(2*checkIntv + time.Second)
+		synctest.Wait()
+		// b stops writing; a's balancer reads the list (every check
+		// interval) while b's record is still there.
+		fb.freeze(true)
+		time.Sleep(checkIntv + 2*heartbeat)
+		synctest.Wait()
+		t0 := time.Now()
+		if err := stopA(); err != nil {
+			t.Fatal(err)
+		}
+		for masterOf(t, st, lock) != "c" {
+			if time.Since(t0) > 2*tolerance {
+				t.Fatalf("no new master %v after a's shutdown (master %q)", time.Since(t0), masterOf(t, st, lock))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if took := time.Since(t0); took >= heartbeat/2 {
+			t.Errorf("c became master %v after a's shutdown: the lock waited for a reservation for b, which had stopped writing", took)
+		}
+		fb.freeze(false)
+		_ = stopC()
+		_ = stopB()
 	})
 }

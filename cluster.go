@@ -120,6 +120,21 @@ func handoffReserve(cfg Config) time.Duration {
 	return min(cfg.Tolerance, 5*time.Second)
 }
 
+// memberStaleAfter is how long a live member's record can go unwritten at
+// most, as far as this instance can tell: its longest check interval (a
+// follower writes its record at each check) and a heartbeat of slack for
+// the call.
+func (e *Executor) memberStaleAfter() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	longest, beat := e.cfg.CheckMasterInterval, e.cfg.HeartbeatInterval
+	for _, reg := range e.jobs {
+		longest = max(longest, reg.cfg.CheckMasterInterval)
+		beat = max(beat, reg.cfg.HeartbeatInterval)
+	}
+	return longest + beat
+}
+
 // memberTTL is the lifetime of this instance's member record: it is
 // refreshed by every check and renewal, and a follower checks at least
 // once per check interval.
