@@ -103,12 +103,14 @@ func descendants(root int) map[int]procInfo {
 // signalDescendants sends sig to every live descendant of root and returns
 // the pids it signalled. Each target is pinned with a pidfd and checked
 // again (still a child of root or of a descendant) before the signal, so
-// that a pid reused between the scan and the signal is never hit.
-func signalDescendants(root int, sig syscall.Signal) []int {
+// that a pid reused between the scan and the signal is never hit. Members
+// of process group skipGroup (not 0) are left out: the caller signalled
+// that group already, and a second SIGTERM may mean "now" to a program.
+func signalDescendants(root int, sig syscall.Signal, skipGroup int) []int {
 	ds := descendants(root)
 	var sent []int
 	for pid, info := range ds {
-		if !info.live() {
+		if !info.live() || (skipGroup != 0 && info.pgrp == skipGroup) {
 			continue
 		}
 		sent = append(sent, pid)

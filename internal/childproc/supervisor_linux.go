@@ -231,7 +231,7 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 				s.killAll()
 			case "signal":
 				if n, err := strconv.Atoi(arg); err == nil {
-					signalDescendants(s.self, syscall.Signal(n))
+					s.signalAll(syscall.Signal(n))
 				}
 			}
 		case <-sigs:
@@ -240,6 +240,20 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 			}
 		}
 	}
+}
+
+// signalAll sends sig once to every descendant: first to the command's
+// process group in one call, which reaches every member at once (also one
+// that its shell forked while a scan of /proc was under way, which the scan
+// misses: a shell that then dies of the signal leaves it running,
+// unsignalled, with no deadline but the lease's), then to the descendants
+// that left the group.
+func (s *supervisor) signalAll(sig syscall.Signal) {
+	group := 0
+	if !s.cmdReaped.Load() && syscall.Kill(-s.cmdPid, sig) == nil {
+		group = s.cmdPid
+	}
+	signalDescendants(s.self, sig, group)
 }
 
 // killAll SIGKILLs every descendant, again and again until none is left
@@ -254,7 +268,7 @@ func (s *supervisor) killAll() {
 		_ = syscall.Kill(-s.cmdPid, syscall.SIGKILL)
 	}
 	for {
-		victims := signalDescendants(s.self, syscall.SIGKILL)
+		victims := signalDescendants(s.self, syscall.SIGKILL, 0)
 		if len(victims) == 0 {
 			return
 		}
