@@ -166,6 +166,13 @@ type Timeline struct {
 	Losses []StoreLoss
 	// Demotions holds the instances' reports of lost leases.
 	Demotions []Demotion
+	// Acquisitions holds the instances' reports of acquisitions (the
+	// observer's "acquired" transition; in runner mode the runner's
+	// "became master" log line), in the Demotion shape (Kind "acquired").
+	// One whose job never reported its start (the instance was killed or
+	// paused in between) still held the lock in the store for up to a
+	// lease: the gap check counts it as a master for that long.
+	Acquisitions []Demotion
 	// Renewals holds the instances' renewal round trips (executor mode).
 	Renewals []Renewal
 	// Resumed holds, per instance, the pauses the instance saw itself: From
@@ -228,6 +235,10 @@ type Findings struct {
 	Violations []Violation
 	// ExcusedOverlaps counts overlaps whose older master was SIGSTOPped.
 	ExcusedOverlaps int
+	// UnstartedAcquisitions counts the acquisitions whose job never
+	// reported its start (Timeline.Acquisitions), counted as masters for a
+	// lease by the gap check.
+	UnstartedAcquisitions int
 	// GapsExcusedByFailingCalls counts the no-master gaps over the bound
 	// that are not violations only because the instances that could have
 	// taken the lock saw their own store calls fail (Timeline.Unreachable).
@@ -457,6 +468,16 @@ func (f *Findings) checkGaps(tl *Timeline, lock string, ms []Mastership, lim Lim
 			segs = next
 		}
 		cover = append(cover, segs...)
+	}
+	started := map[[2]int64]bool{}
+	for _, m := range ms {
+		started[[2]int64{int64(m.Index), m.Token}] = true
+	}
+	for _, a := range tl.Acquisitions {
+		if a.Lock == lock && !started[[2]int64{int64(a.Index), a.Token}] {
+			f.UnstartedAcquisitions++
+			cover = append(cover, [2]int64{a.At, a.At + int64(lim.Tolerance)})
+		}
 	}
 	slices.SortFunc(cover, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
 	// Gaps inside [From, To].

@@ -199,6 +199,20 @@ func TestCheck(t *testing.T) {
 			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 1, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
 			return tl
 		}, ""},
+		// An instance killed right after it acquired (its job never
+		// started) held the lock in the store for a lease.
+		{"gap covered by an acquisition whose job never started", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(1, 3, 1800, 3000)}
+			tl.Acquisitions = []Demotion{{Index: 1, Gen: 1, Lock: L, Token: 2, Kind: "acquired", At: 600 * ms}}
+			return tl
+		}, ""},
+		{"an acquisition whose job started covers nothing more", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(1, 2, 1800, 3000)}
+			tl.Acquisitions = []Demotion{{Index: 1, Gen: 1, Lock: L, Token: 2, Kind: "acquired", At: 600 * ms}}
+			return tl
+		}, VGap},
 		{"a SIGSTOPped master does not count as running", func() *Timeline {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 2600), m(1, 2, 2500, 3000)}

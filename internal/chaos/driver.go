@@ -397,6 +397,12 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 		}
 		d.mu.Unlock()
 	case msgTransition:
+		if m.Kind == "acquired" {
+			d.mu.Lock()
+			d.tl.Acquisitions = append(d.tl.Acquisitions, Demotion{Index: s.index, Gen: gen, Lock: m.Lock, Token: m.Token,
+				Kind: m.Kind, At: m.T})
+			d.mu.Unlock()
+		}
 		if m.Kind == "lost" || m.Kind == "demoted" {
 			d.mu.Lock()
 			d.tl.Demotions = append(d.tl.Demotions, Demotion{Index: s.index, Gen: gen, Lock: m.Lock, Token: m.Token,

@@ -5,6 +5,8 @@ package chaos
 import (
 	"bytes"
 	"io"
+	"regexp"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -80,8 +82,17 @@ func (l *logReach) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
+// becameMaster finds the lock and token of a runner's "became master" line.
+var becameMaster = regexp.MustCompile(`msg="became master[^"]*".* lock=(\S+) token=(\d+)`)
+
 func (l *logReach) line(b []byte) {
 	now := Mono()
+	if m := becameMaster.FindSubmatch(b); m != nil {
+		// The runner offers no observer: its acquisitions are read here.
+		if token, err := strconv.ParseInt(string(m[2]), 10, 64); err == nil {
+			l.r.in.send(Message{Type: msgTransition, Kind: "acquired", Lock: string(m[1]), Token: token, T: now})
+		}
+	}
 	for _, s := range failedCall {
 		if bytes.Contains(b, s) {
 			l.r.result(now-int64(l.window), true)

@@ -151,6 +151,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 	p("  periods of an instance's own store calls failing (counted as unhealthy): %d; with no fault to explain them: %d, %v in total, longest %v; gaps over the bound they excused: %d",
 		r.Unreachable, r.UnprovokedUnreachable, r.UnprovokedFor.Round(time.Millisecond), r.UnprovokedMax.Round(time.Millisecond),
 		r.Findings.GapsExcusedByFailingCalls)
+	p("  acquisitions whose job never reported its start (counted as masters for a lease): %d", r.Findings.UnstartedAcquisitions)
 	p("  max job run after disable before told to stop (healthy master): %v", r.Findings.MaxDisableStop.Round(time.Millisecond))
 	p("  store-side losses that ended a running job's lease: %d (%d while it was stopping); overlaps they excused: %d",
 		r.Findings.StoreLossHits, r.Findings.StoreLossWhileStopping, r.Findings.ExcusedByLoss)
