@@ -459,3 +459,19 @@ func TestProvoked(t *testing.T) {
 		}
 	}
 }
+
+func TestHeldByOneOf(t *testing.T) {
+	for _, tt := range []struct {
+		holder string
+		want   bool
+	}{
+		{"i1-g2-32724", true},
+		{"vm-32724-3f01e21910c9", true},
+		{"i1-g1-32670", false},
+		{"i1-g2-327240", false},
+	} {
+		if got := heldByOneOf(tt.holder, []int{32724, 15}); got != tt.want {
+			t.Errorf("heldByOneOf(%q) = %v, want %v", tt.holder, got, tt.want)
+		}
+	}
+}
