@@ -444,10 +444,23 @@ func (f *Findings) checkSink(tl *Timeline) {
 // checkGaps: with the lock enabled and an instance healthy, a master runs
 // again within GapBound. A SIGSTOPped master does not count as running.
 func (f *Findings) checkGaps(tl *Timeline, lock string, ms []Mastership, lim Limits) {
-	// Coverage: masterships minus their instance's SIGSTOP windows.
+	// Coverage: masterships minus their instance's SIGSTOP windows. A
+	// mastership counts from its acquisition when the instance reported it
+	// (the lock had a master while the job started, slowly on a loaded
+	// host), else from its job's start.
+	acquired := map[[2]int64]int64{}
+	for _, a := range tl.Acquisitions {
+		if a.Lock == lock {
+			acquired[[2]int64{int64(a.Index), a.Token}] = a.At
+		}
+	}
 	var cover [][2]int64
 	for _, m := range ms {
-		segs := [][2]int64{{m.Start, m.Stop}}
+		from := m.Start
+		if at, ok := acquired[[2]int64{int64(m.Index), m.Token}]; ok && at < from {
+			from = at
+		}
+		segs := [][2]int64{{from, m.Stop}}
 		for _, w := range tl.Stopped {
 			if w.Index != m.Index {
 				continue

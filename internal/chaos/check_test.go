@@ -207,10 +207,16 @@ func TestCheck(t *testing.T) {
 			tl.Acquisitions = []Demotion{{Index: 1, Gen: 1, Lock: L, Token: 2, Kind: "acquired", At: 600 * ms}}
 			return tl
 		}, ""},
-		{"an acquisition whose job started covers nothing more", func() *Timeline {
+		{"a mastership counts from its acquisition", func() *Timeline {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(1, 2, 1800, 3000)}
 			tl.Acquisitions = []Demotion{{Index: 1, Gen: 1, Lock: L, Token: 2, Kind: "acquired", At: 600 * ms}}
+			return tl
+		}, ""},
+		{"an acquisition of another token covers nothing", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(1, 3, 1800, 3000)}
+			tl.Acquisitions = []Demotion{{Index: 1, Gen: 1, Lock: L, Token: 3, Kind: "acquired", At: 1700 * ms}}
 			return tl
 		}, VGap},
 		{"a SIGSTOPped master does not count as running", func() *Timeline {
