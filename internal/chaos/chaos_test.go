@@ -34,12 +34,6 @@ func chaosConfig(t *testing.T, storeURL string) Config {
 			faults = 20
 		}
 	}
-	var log bytes.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("driver log:\n%s", log.String())
-		}
-	})
 	return Config{
 		StoreURL:  storeURL,
 		Instances: *chaosInstances,
@@ -48,7 +42,6 @@ func chaosConfig(t *testing.T, storeURL string) Config {
 		Seed:      *chaosSeed,
 		// The test binary is the instance: TestMain runs it.
 		Command: []string{os.Args[0]},
-		Log:     &log,
 	}
 }
 
@@ -69,22 +62,7 @@ func runnerConfig(t *testing.T, storeURL string) Config {
 
 func runChaos(t *testing.T, cfg Config) {
 	t.Helper()
-	rep, err := Run(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum bytes.Buffer
-	rep.WriteSummary(&sum)
-	t.Log("\n" + sum.String())
-	if !rep.OK() {
-		t.Errorf("%d violations (seed %d); work dir kept: %s", len(rep.Violations), rep.Seed, rep.Dir)
-	}
-	if rep.FaultsTotal != cfg.Faults {
-		t.Errorf("injected %d faults, want %d", rep.FaultsTotal, cfg.Faults)
-	}
-	if rep.SinkAccepted == 0 || rep.Masterships == 0 {
-		t.Errorf("no mastership or write seen: %d masterships, %d writes", rep.Masterships, rep.SinkAccepted)
-	}
+	RunT(t, cfg, "chaos run")
 }
 
 func TestChaosSQLite(t *testing.T) {

@@ -3,7 +3,6 @@
 package mysql
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -360,12 +359,6 @@ func TestChaosMySQL(t *testing.T) {
 	if faults == 0 {
 		faults = 30
 	}
-	var log bytes.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("driver log:\n%s", log.String())
-		}
-	})
 	cfg := chaos.Config{
 		StoreURL:  u.String(),
 		Instances: 3,
@@ -376,24 +369,8 @@ func TestChaosMySQL(t *testing.T) {
 		// 300 ms): the server keeps expiries in microseconds. Every kind.
 		Command: []string{os.Args[0]},
 		Dir:     *chaosDir,
-		Log:     &log,
 	}
-	rep, err := chaos.Run(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum bytes.Buffer
-	rep.WriteSummary(&sum)
-	t.Logf("%s at %s:\n%s", version, dcfg.Addr, sum.String())
-	if !rep.OK() {
-		t.Errorf("%d violations (seed %d); work dir kept: %s", len(rep.Violations), rep.Seed, rep.Dir)
-	}
-	if rep.FaultsTotal != cfg.Faults {
-		t.Errorf("injected %d faults, want %d", rep.FaultsTotal, cfg.Faults)
-	}
-	if rep.SinkAccepted == 0 || rep.Masterships == 0 {
-		t.Errorf("no mastership or write seen: %d masterships, %d writes", rep.Masterships, rep.SinkAccepted)
-	}
+	chaos.RunT(t, cfg, fmt.Sprintf("%s at %s", version, dcfg.Addr))
 	// Nothing of the run is left.
 	var left int
 	if err := db.QueryRowContext(context.Background(),

@@ -3,7 +3,6 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -245,12 +244,6 @@ func TestChaosRedis(t *testing.T) {
 	if faults == 0 {
 		faults = 30
 	}
-	var log bytes.Buffer
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("driver log:\n%s", log.String())
-		}
-	})
 	u, err := ParseURL(testURL())
 	if err != nil {
 		t.Fatal(err)
@@ -272,24 +265,8 @@ func TestChaosRedis(t *testing.T) {
 		// 300 ms): Redis expires keys in milliseconds. Every kind.
 		Command: []string{os.Args[0]},
 		Dir:     *chaosDir,
-		Log:     &log,
 	}
-	rep, err := chaos.Run(t.Context(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum bytes.Buffer
-	rep.WriteSummary(&sum)
-	t.Logf("Redis %s at %s:\n%s", serverVersion(t), u.Options.Addr, sum.String())
-	if !rep.OK() {
-		t.Errorf("%d violations (seed %d); work dir kept: %s", len(rep.Violations), rep.Seed, rep.Dir)
-	}
-	if rep.FaultsTotal != cfg.Faults {
-		t.Errorf("injected %d faults, want %d", rep.FaultsTotal, cfg.Faults)
-	}
-	if rep.SinkAccepted == 0 || rep.Masterships == 0 {
-		t.Errorf("no mastership or write seen: %d masterships, %d writes", rep.Masterships, rep.SinkAccepted)
-	}
+	chaos.RunT(t, cfg, fmt.Sprintf("Redis %s at %s", serverVersion(t), u.Options.Addr))
 	// Nothing of the run is left under its prefix.
 	if n, err := adminClient(t).Keys(context.Background(), base+"*").Result(); err != nil || len(n) > 0 {
 		t.Errorf("keys left under %q: %v (%v)", base, n, err)
