@@ -82,43 +82,7 @@ func TestSmoke(t *testing.T) {
 		env := testEnv(t, spec)
 		t.Run(env.Backend.Kind, func(t *testing.T) {
 			ctx := context.Background()
-			check := func(r *Result, err error) {
-				t.Helper()
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, s := range r.Series {
-					if s.Summary.N == 0 {
-						t.Errorf("%s: %q has no samples", r.Scenario, s.Name)
-					}
-				}
-			}
-			t.Run("failover", func(t *testing.T) { check(env.CrashFailover(ctx, lease, 2)) })
-			t.Run("handoff", func(t *testing.T) { check(env.Handoff(ctx, lease, 2)) })
-			t.Run("handoff-api", func(t *testing.T) {
-				r, err := env.HandoffAPI(ctx, lease, 2)
-				if errors.Is(err, ErrNoHandoffs) {
-					t.Skipf("%v: the scenario runs once this store implements store.Handoffs", err)
-				}
-				check(r, err)
-			})
-			t.Run("control", func(t *testing.T) {
-				timing := LeaseTiming(lease)
-				timing.Check = time.Second
-				check(env.Control(ctx, timing, 1))
-			})
-			t.Run("sigstop", func(t *testing.T) { check(env.SigStop(ctx, lease, lease+300*time.Millisecond, 2, false)) })
-			t.Run("roundtrips", func(t *testing.T) {
-				for _, mode := range []string{ModeHeld, ModeFollowed} {
-					r, err := env.RoundTrips(ctx, mode, 100, LeaseTiming(lease), time.Second)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if r.RoundTrips == 0 {
-						t.Errorf("%s: no round trips counted", mode)
-					}
-				}
-			})
+			check := smokeScenarios(t, env, lease)
 			if env.Backend.Kind == SQLite {
 				t.Run("exec", func(t *testing.T) { check(env.ExecBaseline(ctx, 2)) })
 				t.Run("idle", func(t *testing.T) {
@@ -135,4 +99,51 @@ func TestSmoke(t *testing.T) {
 			}
 		})
 	}
+}
+
+// smokeScenarios runs once, at lease, every scenario that applies to every
+// store (failover, handoff, handoff-api, control, sigstop, round trips),
+// each asserting only that it ran and produced samples, and returns the
+// check it used for the caller's store-specific scenarios.
+func smokeScenarios(t *testing.T, env *Env, lease time.Duration) func(*Result, error) {
+	t.Helper()
+	ctx := context.Background()
+	check := func(r *Result, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range r.Series {
+			if s.Summary.N == 0 {
+				t.Errorf("%s: %q has no samples", r.Scenario, s.Name)
+			}
+		}
+	}
+	t.Run("failover", func(t *testing.T) { check(env.CrashFailover(ctx, lease, 2)) })
+	t.Run("handoff", func(t *testing.T) { check(env.Handoff(ctx, lease, 2)) })
+	t.Run("handoff-api", func(t *testing.T) {
+		r, err := env.HandoffAPI(ctx, lease, 2)
+		if errors.Is(err, ErrNoHandoffs) {
+			t.Skipf("%v: the scenario runs once this store implements store.Handoffs", err)
+		}
+		check(r, err)
+	})
+	t.Run("control", func(t *testing.T) {
+		timing := LeaseTiming(lease)
+		timing.Check = time.Second
+		check(env.Control(ctx, timing, 1))
+	})
+	t.Run("sigstop", func(t *testing.T) { check(env.SigStop(ctx, lease, lease+300*time.Millisecond, 2, false)) })
+	t.Run("roundtrips", func(t *testing.T) {
+		for _, mode := range []string{ModeHeld, ModeFollowed} {
+			r, err := env.RoundTrips(ctx, mode, 100, LeaseTiming(lease), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.RoundTrips == 0 {
+				t.Errorf("%s: no round trips counted", mode)
+			}
+		}
+	})
+	return check
 }

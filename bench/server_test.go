@@ -4,7 +4,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -65,44 +64,7 @@ func TestSmokeServers(t *testing.T) {
 			if env.Backend.Kind != kind {
 				t.Fatalf("backend kind %q, want %q", env.Backend.Kind, kind)
 			}
-			ctx := context.Background()
-			check := func(r *Result, err error) {
-				t.Helper()
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, s := range r.Series {
-					if s.Summary.N == 0 {
-						t.Errorf("%s: %q has no samples", r.Scenario, s.Name)
-					}
-				}
-			}
-			t.Run("failover", func(t *testing.T) { check(env.CrashFailover(ctx, lease, 2)) })
-			t.Run("handoff", func(t *testing.T) { check(env.Handoff(ctx, lease, 2)) })
-			t.Run("handoff-api", func(t *testing.T) {
-				r, err := env.HandoffAPI(ctx, lease, 2)
-				if errors.Is(err, ErrNoHandoffs) {
-					t.Skipf("%v: the scenario runs once this store implements store.Handoffs", err)
-				}
-				check(r, err)
-			})
-			t.Run("control", func(t *testing.T) {
-				timing := LeaseTiming(lease)
-				timing.Check = time.Second
-				check(env.Control(ctx, timing, 1))
-			})
-			t.Run("sigstop", func(t *testing.T) { check(env.SigStop(ctx, lease, lease+300*time.Millisecond, 2, false)) })
-			t.Run("roundtrips", func(t *testing.T) {
-				for _, mode := range []string{ModeHeld, ModeFollowed} {
-					r, err := env.RoundTrips(ctx, mode, 100, LeaseTiming(lease), time.Second)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if r.RoundTrips == 0 {
-						t.Errorf("%s: no round trips counted", mode)
-					}
-				}
-			})
+			smokeScenarios(t, env, lease)
 		})
 	}
 }
