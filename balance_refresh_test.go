@@ -2,8 +2,6 @@ package masterjob_test
 
 import (
 	"context"
-	"errors"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -69,40 +67,25 @@ func TestShutdownHandsToALivePeer(t *testing.T) {
 	})
 }
 
-// frozen is a store handle whose calls hang while frozen, as those of a
-// process that stopped (SIGSTOP, a dead VM): its member record is not
+// frozen is a store handle whose calls hang while frozen (switchable's
+// hang), as those of a process that stopped (SIGSTOP, a dead VM), and that
+// keeps the member list of the memstore it wraps: its member record is not
 // written again but lives on until its TTL.
 type frozen struct {
 	*memstore.Store
-	mu sync.Mutex
-	on bool
+	sw *switchable
 }
 
-func (f *frozen) freeze(v bool) { f.mu.Lock(); f.on = v; f.mu.Unlock() }
+func newFrozen(st *memstore.Store) *frozen { return &frozen{st, &switchable{Store: st}} }
 
-func (f *frozen) wait(ctx context.Context) error {
-	f.mu.Lock()
-	on := f.on
-	f.mu.Unlock()
-	if on {
-		<-ctx.Done()
-		return errors.Join(store.ErrUnavailable, ctx.Err())
-	}
-	return nil
-}
+func (f *frozen) freeze(v bool) { f.sw.hang(v) }
 
 func (f *frozen) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
-	if err := f.wait(ctx); err != nil {
-		return nil, err
-	}
-	return f.Store.Acquire(ctx, h, locks, ttl)
+	return f.sw.Acquire(ctx, h, locks, ttl)
 }
 
 func (f *frozen) Renew(ctx context.Context, id string, refs []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
-	if err := f.wait(ctx); err != nil {
-		return nil, err
-	}
-	return f.Store.Renew(ctx, id, refs, ttl)
+	return f.sw.Renew(ctx, id, refs, ttl)
 }
 
 // TestShutdownSkipsAPeerThatStoppedWriting: a peer whose member record has
@@ -125,7 +108,7 @@ func TestShutdownSkipsAPeerThatStoppedWriting(t *testing.T) {
 		if m := masterOf(t, st, lock); m != "a" {
 			t.Fatalf("master %q, want a", m)
 		}
-		fb := &frozen{Store: st}
+		fb := newFrozen(st)
 		b := newExec(t, fb, "b")
 		c := newExec(t, st, "c")
 		for _, e := range []*masterjob.Executor{b, c} {
