@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,6 +29,10 @@ import (
 // envScaleLocks sets the number of locks of TestMetricsScrapeAtScale
 // (default 10,000).
 const envScaleLocks = "MASTERJOB_SCALE_LOCKS"
+
+// transition matches a sample of masterjob_transitions_total: its kind and
+// reason.
+var transition = regexp.MustCompile(`^masterjob_transitions_total\{kind="([^"]*)",lock="[^"]*",reason="([^"]*)"\}`)
 
 // TestMetricsScrapeAtScale: one instance master of 10,000 locks (a
 // memstore; the metrics of prom.NewObserver with WithLocks of every lock,
@@ -69,7 +74,11 @@ func TestMetricsScrapeAtScale(t *testing.T) {
 	ex, err := masterjob.New(ms,
 		masterjob.WithLookupEnv(func(string) (string, bool) { return "", false }),
 		masterjob.WithInitDelay(0), masterjob.WithLogger(slog.New(slog.DiscardHandler)), masterjob.WithObserver(obs),
-		masterjob.WithHeartbeatInterval(time.Second), masterjob.WithTolerance(5*time.Second))
+		// A long lease: this test measures the scrape, and a CI machine
+		// running other packages' tests under the race detector beside it
+		// once starved the renewals of 10,000 locks past a 5s lease (9,602
+		// masterships lost, each a transitions_total series more).
+		masterjob.WithHeartbeatInterval(2*time.Second), masterjob.WithTolerance(30*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +99,7 @@ func TestMetricsScrapeAtScale(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(1500 * time.Millisecond) // a renewal or two: lease_ttl_seconds set
+	time.Sleep(2500 * time.Millisecond) // a renewal: lease_ttl_seconds set
 
 	srv := httptest.NewServer(httpserver.New(httpserver.Config{Gatherer: reg}))
 	defer srv.Close()
@@ -117,6 +126,9 @@ func TestMetricsScrapeAtScale(t *testing.T) {
 			name := line[:strings.IndexAny(line, "{ ")]
 			families[name]++
 			samples++
+			if m := transition.FindStringSubmatch(line); m != nil && m[1] != "acquired" {
+				families["lost "+m[1]+" "+m[2]]++ // kind, reason
+			}
 		}
 		return families, samples, len(body), took
 	}
@@ -130,6 +142,11 @@ func TestMetricsScrapeAtScale(t *testing.T) {
 		times = append(times, took)
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	for f, c := range families {
+		if strings.HasPrefix(f, "lost ") {
+			t.Errorf("masterships lost during the test (%s): %d", f, c)
+		}
+	}
 	perLock := []string{"masterjob_is_master", "masterjob_lease_ttl_seconds", "masterjob_transitions_total",
 		"masterjob_lock_has_master", "masterjob_lock_disabled", "masterjob_lock_token", "masterjob_lock_ttl_seconds"}
 	lockSeries := 0
