@@ -486,7 +486,13 @@ func (l *loop) startRenew(now time.Time, refs []store.LeaseRef) {
 		ctx, cancel := context.WithTimeout(context.Background(), deadline.Sub(now))
 		defer cancel()
 		began := l.now()
+		markAll("renew.sent", refs)
 		res, err := l.e.st.Renew(ctx, l.e.holder.ID, refs, l.cfg.Tolerance)
+		if err != nil {
+			markAll("renew.failed", refs)
+		} else {
+			markAll("renew.done", refs)
+		}
 		l.renewDone <- renewResult{began: began, results: res, err: err}
 	}()
 }

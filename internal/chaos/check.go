@@ -659,7 +659,10 @@ func (f *Findings) checkControls(tl *Timeline, lock string, ms []Mastership, lim
 					}
 				}
 			}
-			if why == "healthy" {
+			if l2, w := tl.nextRenewal(m, c.DisableReturned, limit, lim.Tolerance, lim.DisableSlack); w != "" {
+				limit, why = l2, w
+			}
+			if why == "healthy" || strings.HasPrefix(why, "its next renewal") {
 				f.MaxDisableStop = max(f.MaxDisableStop, ran)
 			}
 			if m.told() > limit {
@@ -668,6 +671,33 @@ func (f *Findings) checkControls(tl *Timeline, lock string, ms []Mastership, lim
 			}
 		}
 	}
+}
+
+// nextRenewal: a holder learns of a change made in the store at from (a
+// Disable, a store-side loss) from its first renewal that begins after it
+// and by limit. A slow one tells it late: the limit becomes that renewal's
+// end plus slack. A failed one does not tell it at all: it learns by the
+// end of its trust window, within a lease (tolerance) plus slack. It
+// returns the limit, and why it moved ("" when it did not).
+func (tl *Timeline) nextRenewal(m Mastership, from, limit int64, tolerance, slack time.Duration) (int64, string) {
+	why := ""
+	for _, r := range tl.Renewals {
+		if r.Index != m.Index || r.Gen != m.Gen || r.Began < from || r.Began > limit {
+			continue
+		}
+		if !r.OK {
+			if l := from + int64(tolerance+slack); l > limit {
+				limit, why = l, "its renewals failed"
+			}
+			continue
+		}
+		if r.Ended+int64(slack) > limit {
+			limit = r.Ended + int64(slack)
+			why = fmt.Sprintf("its next renewal took %v", dur(r.Ended-r.Began))
+		}
+		break
+	}
+	return limit, why
 }
 
 // checkLosses: once the store has refused a lease, the job stops within a
@@ -717,23 +747,8 @@ func (f *Findings) checkLosses(tl *Timeline, lock string, ms []Mastership, lim L
 					}
 				}
 			}
-			// The store tells the holder at its first renewal that begins
-			// after the loss: a slow one tells it late, a failed one not
-			// at all (then it learns by the end of its trust window).
-			for _, r := range tl.Renewals {
-				if r.Index != m.Index || r.Gen != m.Gen || r.Began < l.Returned || r.Began > limit {
-					continue
-				}
-				if !r.OK {
-					limit = max(limit, l.Returned+int64(lim.Tolerance+lim.LossSlack))
-					why = "its renewals failed"
-					continue
-				}
-				if r.Ended+int64(lim.LossSlack) > limit {
-					limit = r.Ended + int64(lim.LossSlack)
-					why = fmt.Sprintf("its next renewal took %v", dur(r.Ended-r.Began))
-				}
-				break
+			if l2, w := tl.nextRenewal(m, l.Returned, limit, lim.Tolerance, lim.LossSlack); w != "" {
+				limit, why = l2, w
 			}
 			limit, paused := tl.pauseLimit(m.Index, l.Called, limit, lim)
 			if paused {

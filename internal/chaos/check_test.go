@@ -238,6 +238,30 @@ func TestCheck(t *testing.T) {
 			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 1, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
 			return tl
 		}, VDisabledRunning},
+		// The master learns of a Disable at its next renewal, as of a
+		// store-side loss: a failed one excuses it up to a lease (seen in
+		// CI: two renewals timed out under load, then SIGKILL).
+		{"master running after disable, its next renewal failed", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 800), m(1, 2, 2200, 3000)}
+			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 1, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
+			tl.Renewals = []Renewal{{Index: 0, Gen: 1, Began: 480 * ms, Ended: 580 * ms, OK: false}}
+			return tl
+		}, ""},
+		{"master running after disable, its next renewal was slow", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 800), m(1, 2, 2200, 3000)}
+			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 1, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
+			tl.Renewals = []Renewal{{Index: 0, Gen: 1, Began: 480 * ms, Ended: 790 * ms, OK: true}}
+			return tl
+		}, ""},
+		{"master running after disable, its next renewal was fast", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 800), m(1, 2, 2200, 3000)}
+			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 1, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
+			tl.Renewals = []Renewal{{Index: 0, Gen: 1, Began: 480 * ms, Ended: 490 * ms, OK: true}}
+			return tl
+		}, VDisabledRunning},
 		{"slow stop after disable excused by a cut", func() *Timeline {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 800), m(1, 2, 2200, 3000)}

@@ -15,11 +15,13 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/masterjob/masterjob/cli"
 	"github.com/masterjob/masterjob/internal/childproc"
+	"github.com/masterjob/masterjob/internal/trace"
 )
 
 // RunRunner is an instance in runner mode: it runs `masterjob run` (package
@@ -76,6 +78,25 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 	go in.control(cancel)
 	go in.watchPauses(ctx)
 	in.send(Message{Type: msgHello, Index: a.index, Gen: a.gen, PID: os.Getpid(), T: Mono()})
+	// The runner offers no observer: its renewals are timed from the
+	// loop's trace marks (one lock, so one renew.sent per call), as an
+	// instance's observer reports them, for the checks bounded by "the
+	// holder's next renewal".
+	var renewBegan atomic.Int64
+	trace.SetSink(func(ns int64, event, _ string) {
+		switch event {
+		case "renew.sent":
+			renewBegan.Store(ns)
+		case "renew.done", "renew.failed":
+			m := Message{Type: msgRenewal, Latency: ns - renewBegan.Load(), T: ns}
+			if event == "renew.failed" {
+				m.Err = "renewal failed"
+			}
+			in.reach.result(ns-m.Latency, m.Err != "")
+			in.send(m)
+		}
+	})
+	defer trace.SetSink(nil)
 	// The runner reads no environment: its settings are the flags above.
 	logs := &logReach{w: stderr, r: &in.reach, window: t.Tolerance}
 	code := cli.Main(ctx, runArgs, stdout, logs, func(string) (string, bool) { return "", false })

@@ -29,3 +29,26 @@ func TestMarkOffWritesNothing(t *testing.T) {
 	on.Store(false)
 	Mark("x", "y") // must not touch a nil file
 }
+
+func TestSinkSeesMarks(t *testing.T) {
+	on.Store(false)
+	var got []string
+	SetSink(func(ns int64, event, lock string) {
+		if ns <= 0 {
+			t.Errorf("mark %s at %d", event, ns)
+		}
+		got = append(got, event+" "+lock)
+	})
+	if !Enabled() {
+		t.Error("not enabled with a sink")
+	}
+	Mark("renew.sent", "JOB")
+	SetSink(nil)
+	Mark("renew.done", "JOB")
+	if Enabled() {
+		t.Error("enabled without a file or a sink")
+	}
+	if len(got) != 1 || got[0] != "renew.sent JOB" {
+		t.Errorf("sink saw %q, want [renew.sent JOB]", got)
+	}
+}
