@@ -49,9 +49,10 @@ func init() {
 			}
 			return c.Endpoints[0], nil
 		},
-		Open:    chaosOpen,
-		Drop:    chaosDrop,
-		Restart: chaosRestart,
+		Open:     chaosOpen,
+		Drop:     chaosDrop,
+		Restart:  chaosRestart,
+		EndLease: chaosEndLease,
 	})
 	if os.Getenv(chaos.EnvInstance) != "" && len(os.Args) > 1 && os.Args[1] == "instance" {
 		os.Exit(chaos.Main(os.Args[1:], os.Stdout, os.Stderr))
@@ -86,6 +87,19 @@ func chaosDrop(ctx context.Context, raw, ns string) error {
 	defer cli.Close()
 	_, err = cli.Delete(ctx, c.Prefix+ns+"/", clientv3.WithPrefix())
 	return err
+}
+
+func chaosEndLease(ctx context.Context, raw, ns, lock, mode string) (int64, string, error) {
+	c, err := etcd.ParseURL(raw, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return 0, "", err
+	}
+	defer cli.Close()
+	return etcd.ChaosEndLease(ctx, cli, c.Prefix+ns+"/", lock, mode)
 }
 
 func chaosRestart(ctx context.Context, _ int) (string, bool, error) {
@@ -127,10 +141,6 @@ func TestChaosEtcd(t *testing.T) {
 				// 400 ms, checked every second.
 				Timing: chaos.Timing{Heartbeat: 400 * time.Millisecond, Tolerance: 2 * time.Second, Check: time.Second,
 					WriteEvery: 20 * time.Millisecond},
-				// The kinds etcd takes part in: it has no EndLease hook
-				// (store-side losses, and the combos built on them).
-				Kinds: []string{chaos.FaultKill, chaos.FaultStop, chaos.FaultCut, chaos.FaultLatency,
-					chaos.FaultRestart, chaos.FaultClock, chaos.FaultDisable},
 				Command: []string{os.Args[0]},
 			}
 			chaos.RunT(t, cfg, fmt.Sprintf("etcd %s (%s)", srv.Version, kind))
