@@ -107,6 +107,8 @@ type procCluster struct {
 	// the default timing flags when set.
 	script string
 	flags  []string
+	// env is added to every runner's environment.
+	env []string
 	// httpToken, when set, makes every runner serve HTTP on a port of its
 	// own on 127.0.0.1 (--http 127.0.0.1:0) with this token, given in
 	// $MASTERJOB_HTTP_TOKEN.
@@ -169,7 +171,7 @@ func (c *procCluster) start() *procRunner {
 		store += "&application_name=mj_" + name
 	}
 	var httpFlags []string
-	env := c.runnerEnv()
+	env := append(c.runnerEnv(), c.env...)
 	if c.httpToken != "" {
 		httpFlags = []string{"--http", "127.0.0.1:0"}
 		env = append(env, EnvHTTPToken+"="+c.httpToken)
@@ -550,6 +552,69 @@ func TestProcessSecondSignalKillsChild(t *testing.T) {
 	t.Logf("child killed %v after the second signal", dead.Sub(second).Round(time.Millisecond))
 	if code := r.exitCode(t, 3*time.Second); code != 0 {
 		t.Fatalf("runner exited %d, want 0:\n%s", code, r.log())
+	}
+}
+
+// The standby supervisor (a process as big as the runner, started ahead of
+// the next command) is not prepared where it would only compete with the
+// successor's start: after the command is stopped for a shutdown, never;
+// after a stop for another reason (here a Disable), a heartbeat later. The
+// runner marks each preparation in its trace file (standby.prepare).
+func TestProcessStandbyNotPreparedAtHandoff(t *testing.T) {
+	c := newProcCluster(t, "sqlite:"+filepath.Join(t.TempDir(), "mj.db"))
+	tracePath := filepath.Join(t.TempDir(), "trace")
+	c.env = []string{"MASTERJOB_TRACE=" + tracePath}
+	const heartbeat = 300 * time.Millisecond
+	// The init delay lets the first standby get ready before the first
+	// acquisition, which then uses it: each stop below needs a new one.
+	c.flags = []string{"--init-delay", "1s", "--heartbeat-interval", heartbeat.String(), "--tolerance", "2s",
+		"--check-master-interval", "200ms"}
+	r := c.start()
+	child, _ := c.waitMaster(15 * time.Second)
+	marks := func(event string) []time.Duration {
+		b, _ := os.ReadFile(tracePath)
+		var at []time.Duration
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 4 && f[1] == strconv.Itoa(r.pid()) && f[2] == event {
+				ns, _ := strconv.ParseInt(f[0], 10, 64)
+				at = append(at, time.Duration(ns))
+			}
+		}
+		return at
+	}
+	if n := len(marks("standby.prepare")); n != 1 {
+		t.Fatalf("%d standby preparations at start, want 1", n)
+	}
+
+	if res := mainEnv(nil, "disable", "--store", c.store, "--lock", c.lock, "--reason", "test"); res.code != 0 {
+		t.Fatalf("disable: exit %d: %s", res.code, res.stderr)
+	}
+	waitDead(t, child, 5*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(marks("standby.prepare")) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	prep, reaped := marks("standby.prepare"), marks("child.reaped")
+	if len(prep) != 2 || len(reaped) != 1 {
+		t.Fatalf("after a disable: %d preparations (want 2), %d reaped children (want 1)", len(prep), len(reaped))
+	}
+	if d := prep[1] - reaped[0]; d < heartbeat {
+		t.Errorf("standby prepared %v after the child was reaped, want a heartbeat (%v) later", d, heartbeat)
+	}
+
+	if res := mainEnv(nil, "enable", "--store", c.store, "--lock", c.lock); res.code != 0 {
+		t.Fatalf("enable: exit %d: %s", res.code, res.stderr)
+	}
+	child, _ = c.waitMaster(15*time.Second, child)
+	if err := r.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.exitCode(t, 5*time.Second); code != 0 {
+		t.Fatalf("runner exited %d, want 0:\n%s", code, r.log())
+	}
+	if n, m := len(marks("standby.prepare")), len(marks("child.reaped")); n != 2 || m != 2 {
+		t.Errorf("after a shutdown: %d preparations (want still 2), %d reaped children (want 2)", n, m)
 	}
 }
 

@@ -265,12 +265,13 @@ type runner struct {
 	killNow   chan struct{} // closed by a second signal
 	killOnce  sync.Once
 
-	mu       sync.Mutex
-	child    *childproc.Process // the running child, if any
-	standby  *childproc.Standby // a supervisor ready to start the next child
-	closing  bool               // no more standbys
-	standbys sync.WaitGroup     // preparations in flight
-	exitCode *int               // the command's exit code, with --on-exit release
+	mu           sync.Mutex
+	child        *childproc.Process // the running child, if any
+	standby      *childproc.Standby // a supervisor ready to start the next child
+	closing      bool               // no more standbys
+	standbys     sync.WaitGroup     // preparations in flight
+	standbyTimer *time.Timer        // a preparation deferred after a stop (standbyAfterStop)
+	exitCode     *int               // the command's exit code, with --on-exit release
 }
 
 // Causes of the end of a run, for the logs.
@@ -660,6 +661,7 @@ func (r *runner) prepareStandby() {
 	}
 	r.standbys.Add(1)
 	r.mu.Unlock()
+	trace.Mark("standby.prepare", r.lock)
 	go func() {
 		defer r.standbys.Done()
 		sb, err := childproc.Prepare(r.childSpec())
@@ -678,10 +680,36 @@ func (r *runner) prepareStandby() {
 	}()
 }
 
+// standbyAfterStop prepares the next standby supervisor after the command
+// was stopped for reason. A shutdown needs none. After any other stop the
+// lock goes to another instance at this very moment, and the standby (a
+// process as big as this one, starting up) would take CPU from the
+// successor's start on a small host: it is prepared a heartbeat later, or
+// at once when this instance acquires again before that (startChild then
+// starts afresh).
+func (r *runner) standbyAfterStop(reason error) {
+	if errors.Is(reason, masterjob.ErrShutdown) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		return
+	}
+	if r.standbyTimer != nil {
+		r.standbyTimer.Stop()
+	}
+	// prepareStandby does nothing once closeStandby has begun.
+	r.standbyTimer = time.AfterFunc(r.cfg.HeartbeatInterval, r.prepareStandby)
+}
+
 // closeStandby discards the standby supervisor and stops preparing them.
 func (r *runner) closeStandby() {
 	r.mu.Lock()
 	r.closing = true
+	if r.standbyTimer != nil {
+		r.standbyTimer.Stop()
+	}
 	sb := r.standby
 	r.standby = nil
 	r.mu.Unlock()
@@ -715,7 +743,9 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 			case <-p.Done():
 				res := r.stop(p, r.killAt(ctx)) // stop what it left in its group
 				r.setChild(nil)
-				r.prepareStandby()
+				if r.onExit != onExitRelease {
+					r.prepareStandby() // for the command's restart, at once
+				}
 				plog.Info("command exited", "exit_code", res.ExitCode, "result", res.String())
 				if r.onExit == onExitRelease {
 					r.finish(res.ExitCode)
@@ -735,7 +765,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 				res := r.stop(p, killAt)
 				trace.Mark("child.reaped", lease.Lock)
 				r.setChild(nil)
-				r.prepareStandby()
+				r.standbyAfterStop(masterjob.StopReason(ctx))
 				lvl := slog.LevelDebug
 				if res.Signal == syscall.SIGKILL {
 					lvl = slog.LevelWarn // it did not stop by itself in time
