@@ -196,6 +196,23 @@ func (e *Executor) successors(n int) []string {
 	return out
 }
 
+// livePeer reports whether id is still a live peer in the member list as
+// the balancer last read it. A successor named when a shutdown began may
+// have left by the time the job has stopped and the lease is released: a
+// peer that shut down moments before (its record deleted, which the
+// balancer has read again since). Reserving the lease for it would make
+// every other peer wait for the reservation to lapse.
+func (e *Executor) livePeer(id string) bool {
+	v := e.balanceNow()
+	stale := e.memberStaleAfter()
+	for _, p := range v.group {
+		if p.id == id {
+			return !e.suspected(id) && (p.seen.IsZero() || time.Since(p.seen) <= stale)
+		}
+	}
+	return false
+}
+
 // suspect marks instance id as probably dead: a lease of its expired
 // without a release. Balancing leaves it out until its member record
 // would have expired.

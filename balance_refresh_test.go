@@ -142,3 +142,63 @@ func TestShutdownSkipsAPeerThatStoppedWriting(t *testing.T) {
 		_ = stopB()
 	})
 }
+
+// A graceful shutdown names its successor when it begins, and releases
+// once its job has stopped. If the named peer shut down in between (its
+// member record deleted), the release reserves nothing: another live peer
+// takes the lock at once instead of waiting for a reservation held by an
+// instance that is gone. Found by the CLI's handoff test, where a runner
+// SIGTERMed 26ms after its predecessor exited named that predecessor, and
+// 6 of 20 handoffs took a whole lease.
+func TestShutdownSkipsASuccessorThatLeftMeanwhile(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const lock = "L"
+		const stopTakes = 500 * time.Millisecond
+		a := newExec(t, st, "a")
+		slow := masterjob.JobFunc(func(ctx context.Context, _ masterjob.Lease) error {
+			<-ctx.Done()
+			time.Sleep(stopTakes)
+			return nil
+		})
+		if err := a.StartMaster(lock, slow); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m != "a" {
+			t.Fatalf("master %q, want a", m)
+		}
+		// b sorts before c: with equal loads, a's shutdown names b.
+		b := newExec(t, st, "b")
+		c := newExec(t, st, "c")
+		for _, e := range []*masterjob.Executor{b, c} {
+			if err := e.StartMaster(lock, idle()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stopB, stopC := startRun(b), startRun(c)
+		time.Sleep(2*checkIntv + time.Second)
+		synctest.Wait()
+		doneA := make(chan error, 1)
+		go func() { doneA <- stopA() }()
+		synctest.Wait() // a named its successor and is stopping its job
+		if err := stopB(); err != nil {
+			t.Fatal(err)
+		}
+		t0 := time.Now()
+		for masterOf(t, st, lock) != "c" {
+			if time.Since(t0) > 2*tolerance {
+				t.Fatalf("no new master %v after b left (master %q)", time.Since(t0), masterOf(t, st, lock))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if took := time.Since(t0); took >= stopTakes+heartbeat/2 {
+			t.Errorf("c became master %v after b left, a's job taking %v to stop: the lock waited for a reservation for b", took, stopTakes)
+		}
+		if err := <-doneA; err != nil {
+			t.Fatal(err)
+		}
+		_ = stopC()
+	})
+}

@@ -79,6 +79,10 @@ type mastership struct {
 	stopping  error  // cause, once the job's context was cancelled
 	lost      bool   // the lease is (or may be) gone: do not renew
 	successor string // a hand-off: release reserved for this instance
+	// shutdownSuccessor: successor was named by this instance's shutdown
+	// from its member list, and is checked again at the release (it may
+	// have left meanwhile).
+	shutdownSuccessor bool
 }
 
 // pendingRelease is a lease to release, with the successor it is reserved
@@ -856,7 +860,7 @@ func (l *loop) onJobExit(x jobExit) {
 	// Stop, then release: the job has returned, so the next master cannot
 	// start beside it. Releasing a lost lease is fenced and harmless.
 	rel := pendingRelease{token: x.token}
-	if m.successor != "" && !m.lost {
+	if m.successor != "" && !m.lost && (!m.shutdownSuccessor || l.e.livePeer(m.successor)) {
 		rel.successor, rel.reserve = m.successor, handoffReserve(l.cfg)
 	}
 	if errors.Is(m.stopping, ErrHandoff) && !m.lost {
@@ -1103,7 +1107,7 @@ func (l *loop) beginShutdown(ctx context.Context) {
 	}
 	for i, m := range running {
 		if len(succ) > 0 {
-			m.successor = succ[i]
+			m.successor, m.shutdownSuccessor = succ[i], true
 		}
 	}
 	for _, m := range l.masters {
