@@ -352,23 +352,27 @@ func (w *overlapWatcher) check(t *testing.T) {
 }
 
 func TestProcessHandoffSQLite(t *testing.T) {
-	// Followers learn of a release at their next check.
-	testProcessHandoff(t, "sqlite:"+filepath.Join(t.TempDir(), "mj.db"), procCheckInterval+150*time.Millisecond)
+	testProcessHandoff(t, "sqlite:"+filepath.Join(t.TempDir(), "mj.db"))
 }
 
-func TestProcessHandoffPostgres(t *testing.T) {
-	// With LISTEN/NOTIFY a follower learns of a release at once.
-	testProcessHandoff(t, postgresSchemaURL(t), 150*time.Millisecond)
-}
+func TestProcessHandoffPostgres(t *testing.T) { testProcessHandoff(t, postgresSchemaURL(t)) }
 
 // testProcessHandoff checks, with three runners on one store, that exactly
 // one child runs; that SIGKILL of its runner kills it and another child
 // starts within the lease plus a second; that disable and enable move the
-// mastership; that SIGTERM of its runner exits 0 and hands off quickly (the
-// median handoff within medianHandoff, every one within the lease plus a
-// second); and that through all these handoffs two children are never alive
-// at once.
-func testProcessHandoff(t *testing.T, store string, medianHandoff time.Duration) {
+// mastership; that SIGTERM of its runner exits 0 and hands off by releasing
+// (the median handoff under half the lease, every one within the lease plus
+// a second); and that through all these handoffs two children are never
+// alive at once.
+//
+// Half the lease is no speed target (those are measured by the benchmarks,
+// docs/benchmarks.md): a handoff that waited for the lease to expire
+// instead of a release would take at least the lease less a heartbeat, so
+// the bound tells the two apart even on a loaded CI machine, where the
+// median has been 196ms under the race detector against the 150ms this
+// test once asked of PostgreSQL.
+func testProcessHandoff(t *testing.T, store string) {
+	quick := procTolerance / 2
 	c := newProcCluster(t, store)
 	watcher := watchOverlap(c)
 
@@ -445,12 +449,26 @@ func testProcessHandoff(t *testing.T, store string, medianHandoff time.Duration)
 		}
 		c.start() // keep three runners
 	}
+	// A handoff as long as half the lease waited for something other than
+	// the release: a reservation for a successor that had left (6 of 20
+	// rounds took a whole lease before TestShutdownSkipsASuccessorThatLeftMeanwhile's
+	// fix), or an expiry after a release that timed out on a starved
+	// machine, which a few rounds may meet.
+	slow := 0
+	for _, h := range handoffs {
+		if h >= quick {
+			slow++
+		}
+	}
 	slices.Sort(handoffs)
 	median := handoffs[len(handoffs)/2]
-	t.Logf("%d graceful handoffs: median %v, slowest %v", rounds,
-		median.Round(time.Millisecond), handoffs[len(handoffs)-1].Round(time.Millisecond))
-	if median > medianHandoff {
-		t.Errorf("median graceful handoff %v, want under %v", median, medianHandoff)
+	t.Logf("%d graceful handoffs: median %v, slowest %v, %d of them over %v", rounds,
+		median.Round(time.Millisecond), handoffs[len(handoffs)-1].Round(time.Millisecond), slow, quick)
+	if median > quick {
+		t.Errorf("median graceful handoff %v, want under %v", median, quick)
+	}
+	if slow > max(1, rounds/10) {
+		t.Errorf("%d of %d graceful handoffs took over %v: %v", slow, rounds, quick, handoffs)
 	}
 	watcher.check(t)
 }
