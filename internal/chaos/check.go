@@ -97,6 +97,37 @@ type Renewal struct {
 	OK    bool  `json:"ok"`
 }
 
+// Reservation is a release reserved for a successor.
+type Reservation struct {
+	Index     int    `json:"idx"`
+	Gen       int    `json:"gen"`
+	Lock      string `json:"lock"`
+	Token     int64  `json:"token"`
+	Successor string `json:"successor"`
+	At        int64  `json:"at"`
+}
+
+// Life is one instance process: its executor id, when it was ready, when
+// its Run returned (Bye: after a graceful shutdown, its member record is
+// gone) and when it exited (Gone); 0 when it did not.
+type Life struct {
+	ID    string `json:"id"`
+	Index int    `json:"idx"`
+	Gen   int    `json:"gen"`
+	From  int64  `json:"from"`
+	Bye   int64  `json:"bye,omitempty"`
+	Gone  int64  `json:"gone,omitempty"`
+}
+
+// life calls f with the Life of instance index gen, if there is one.
+func (tl *Timeline) life(index, gen int, f func(*Life)) {
+	for i := range tl.Lives {
+		if tl.Lives[i].Index == index && tl.Lives[i].Gen == gen {
+			f(&tl.Lives[i])
+		}
+	}
+}
+
 // Demotion is an instance's report (its observer's transition) that it
 // lost a lease: the store refused a renewal (lost), or its trust window
 // closed (demoted).
@@ -175,6 +206,12 @@ type Timeline struct {
 	Acquisitions []Demotion
 	// Renewals holds the instances' renewal round trips (executor mode).
 	Renewals []Renewal
+	// Reservations holds the releases an instance reserved for a named
+	// successor (executor mode: the observer's "released" transition).
+	Reservations []Reservation
+	// Lives holds each instance process's executor id and when it said
+	// goodbye (Run returned) and exited.
+	Lives []Life
 	// Resumed holds, per instance, the pauses the instance saw itself: From
 	// is its last clock reading before the pause, To its first after.
 	Resumed []Window
@@ -207,6 +244,11 @@ const (
 	// after a store-side loss of its lease returned, while its instance
 	// could renew.
 	VStoreLossRunning = "job-ran-on-after-store-loss"
+	// VReservedForDeparted: a release was reserved for a successor that
+	// had left well before it (shut down: its member record deleted; or
+	// died: its record stale), so every other instance had to wait for the
+	// reservation to lapse.
+	VReservedForDeparted = "reserved-for-departed"
 	// VPausedWriter: a SIGSTOPped instance held SQLite's write lock and so
 	// blocked every instance (a violation only with StrictSQLiteLock).
 	VPausedWriter = "sqlite-write-lock-held-while-paused"
@@ -224,6 +266,7 @@ type Violation struct {
 type Limits struct {
 	Heartbeat    time.Duration
 	Tolerance    time.Duration
+	Check        time.Duration
 	GapBound     time.Duration
 	StopGrace    time.Duration
 	DisableSlack time.Duration
@@ -301,6 +344,7 @@ func Check(tl *Timeline, lim Limits) Findings {
 		f.checkGaps(tl, lock, ms, lim)
 		f.checkControls(tl, lock, ms, lim)
 		f.checkLosses(tl, lock, ms, lim)
+		f.checkReservations(tl, lock, lim)
 	}
 	f.checkSink(tl)
 	slices.SortStableFunc(f.Violations, func(a, b Violation) int { return cmp.Compare(a.At, b.At) })
@@ -698,6 +742,57 @@ func (tl *Timeline) nextRenewal(m Mastership, from, limit int64, tolerance, slac
 		break
 	}
 	return limit, why
+}
+
+// checkReservations: a release is not reserved for a successor that had
+// left before it. The releasing instance names its successor from its
+// member list as its balancer last read it, and checks it again at the
+// release. The balancer reads the list again after a pushed member change
+// (at most every 100 ms) and at least every check interval: a peer that
+// shut down (its record deleted) counts as gone a check interval (plus
+// slack) later; one that died, once its record is stale (a check interval
+// and a heartbeat) and the list read again (a check interval), plus slack. A releasing instance that was paused, cut off or slowed
+// meanwhile could not read the list, and is excused.
+func (f *Findings) checkReservations(tl *Timeline, lock string, lim Limits) {
+	for _, r := range tl.Reservations {
+		if r.Lock != lock {
+			continue
+		}
+		for _, l := range tl.Lives {
+			if l.ID != r.Successor {
+				continue
+			}
+			var left, limit int64
+			how := "shut down"
+			switch {
+			case l.Bye > 0:
+				left, limit = l.Bye, l.Bye+int64(lim.Check+lim.DisableSlack)
+			case l.Gone > 0:
+				left, limit = l.Gone, l.Gone+int64(2*lim.Check+lim.Heartbeat+lim.DisableSlack)
+				how = "died"
+			default:
+				continue
+			}
+			if r.At <= limit {
+				continue
+			}
+			if _, paused := tl.pauseLimit(r.Index, left, r.At, lim); paused {
+				continue
+			}
+			unhealthy := false
+			for _, ws := range [][]Window{tl.Down, tl.Degraded, tl.Unreachable} {
+				for _, w := range ws {
+					if w.Index == r.Index && w.overlaps(left, r.At) {
+						unhealthy = true
+					}
+				}
+			}
+			if !unhealthy {
+				f.add(VReservedForDeparted, lock, r.At, "instance %d gen %d released token %d reserved for %s, which had %s %v before (limit %v)",
+					r.Index, r.Gen, r.Token, r.Successor, how, dur(r.At-left), dur(limit-left))
+			}
+		}
+	}
 }
 
 // checkLosses: once the store has refused a lease, the job stops within a

@@ -13,6 +13,7 @@ const ms = int64(time.Millisecond)
 var testLimits = Limits{
 	Heartbeat:    100 * time.Millisecond,
 	Tolerance:    600 * time.Millisecond,
+	Check:        300 * time.Millisecond,
 	GapBound:     1000 * time.Millisecond,
 	StopGrace:    100 * time.Millisecond,
 	DisableSlack: 100 * time.Millisecond,
@@ -238,6 +239,34 @@ func TestCheck(t *testing.T) {
 			tl.Controls = []ControlWindow{{Lock: L, DisableCalled: 450 * ms, DisableReturned: 460 * ms, Token: 1, EnableCalled: 1900 * ms, EnableReturned: 1910 * ms}}
 			return tl
 		}, VDisabledRunning},
+		{"release reserved for an instance that had shut down", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1000), m(2, 2, 1700, 3000)}
+			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Bye: 500 * ms, Gone: 510 * ms}}
+			tl.Reservations = []Reservation{{Index: 0, Gen: 1, Lock: L, Token: 1, Successor: "b", At: 1010 * ms}}
+			return tl
+		}, VReservedForDeparted},
+		{"release reserved for an instance that shut down just before", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1000), m(2, 2, 1700, 3000)}
+			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Bye: 700 * ms, Gone: 710 * ms}}
+			tl.Reservations = []Reservation{{Index: 0, Gen: 1, Lock: L, Token: 1, Successor: "b", At: 1010 * ms}}
+			return tl
+		}, ""},
+		{"release reserved for an instance that died, its record not yet stale", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1000), m(2, 2, 1700, 3000)}
+			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Gone: 400 * ms}}
+			tl.Reservations = []Reservation{{Index: 0, Gen: 1, Lock: L, Token: 1, Successor: "b", At: 1010 * ms}}
+			return tl
+		}, ""},
+		{"release reserved for an instance that died long before", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 1000), m(2, 2, 1700, 3000)}
+			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Gone: 100 * ms}}
+			tl.Reservations = []Reservation{{Index: 0, Gen: 1, Lock: L, Token: 1, Successor: "b", At: 1010 * ms}}
+			return tl
+		}, VReservedForDeparted},
 		// The master learns of a Disable at its next renewal, as of a
 		// store-side loss: a failed one excuses it up to a lease (seen in
 		// CI: two renewals timed out under load, then SIGKILL).

@@ -311,6 +311,11 @@ func (d *driver) serve(c net.Conn) {
 			close(s.ready)
 			defer close(s.connDone)
 			s.mu.Unlock()
+			if m.ID != "" {
+				d.mu.Lock()
+				d.tl.Lives = append(d.tl.Lives, Life{ID: m.ID, Index: s.index, Gen: gen, From: m.T})
+				d.mu.Unlock()
+			}
 			d.record("ready", m)
 			continue
 		}
@@ -403,6 +408,12 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 				Kind: m.Kind, At: m.T})
 			d.mu.Unlock()
 		}
+		if m.Kind == "released" && m.Successor != "" {
+			d.mu.Lock()
+			d.tl.Reservations = append(d.tl.Reservations, Reservation{Index: s.index, Gen: gen, Lock: m.Lock, Token: m.Token,
+				Successor: m.Successor, At: m.T})
+			d.mu.Unlock()
+		}
 		if m.Kind == "lost" || m.Kind == "demoted" {
 			d.mu.Lock()
 			d.tl.Demotions = append(d.tl.Demotions, Demotion{Index: s.index, Gen: gen, Lock: m.Lock, Token: m.Token,
@@ -434,6 +445,9 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 		if m.Err != "" {
 			d.problem(VCrash, "", "instance %d gen %d: Run returned %s", s.index, gen, m.Err)
 		}
+		d.mu.Lock()
+		d.tl.life(s.index, gen, func(l *Life) { l.Bye = m.T })
+		d.mu.Unlock()
 	}
 	m.Index, m.Gen = s.index, gen
 	d.record(m.Type, m)
@@ -594,6 +608,7 @@ func (d *driver) reaped(s *slot, gen int, werr error, logPath string) {
 				Detail: fmt.Sprintf("instance %d gen %d exited with the job of token %d still running (no stop reported)", s.index, gen, k.token)})
 		}
 	}
+	d.tl.life(s.index, gen, func(l *Life) { l.Gone = now })
 	d.mu.Unlock()
 	d.record("exited", map[string]any{"idx": s.index, "gen": gen, "err": fmt.Sprint(werr), "expected": expected})
 	if d.cfg.Runner {

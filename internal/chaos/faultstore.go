@@ -19,7 +19,10 @@ import (
 // this is the honest substitute: it exercises the executor's handling of a
 // failing or slow store, not a real network partition.
 //
-// It forwards the store's notifications (store.Notifier), and treats a
+// It forwards the store's notifications (store.Notifier), its member list
+// (store.Membership: so that balancing and the successors of a graceful
+// shutdown run in SQLite's chaos runs too; before, the wrapper hid the list
+// and they never did) and hand-offs, and treats a
 // subscription as a server store's would be treated by a network outage:
 // an outage that begins, or a reopen, ends every subscription (its channel
 // closes), and Subscribe during an outage fails or hangs like every other
@@ -34,11 +37,18 @@ type faultStore struct {
 	latency  time.Duration
 	restored chan struct{}        // closed when the current outage ends
 	subs     []context.CancelFunc // ends the current subscriptions
+	// member is the instance's announcement (store.Membership), given
+	// again to a reopened handle: the executor announces once.
+	member    store.Member
+	memberTTL time.Duration
+	announced bool
 }
 
 var (
-	_ store.Store    = (*faultStore)(nil)
-	_ store.Notifier = (*faultStore)(nil)
+	_ store.Store      = (*faultStore)(nil)
+	_ store.Notifier   = (*faultStore)(nil)
+	_ store.Membership = (*faultStore)(nil)
+	_ store.Handoffs   = (*faultStore)(nil)
 )
 
 func newFaultStore(st store.Store, reopen func() (store.Store, error)) *faultStore {
@@ -78,8 +88,65 @@ func (f *faultStore) reopenStore() error {
 	old := f.st
 	f.st = st
 	f.endSubscriptions()
+	if ms, ok := st.(store.Membership); ok && f.announced {
+		ms.Announce(f.member, f.memberTTL)
+	}
 	f.mu.Unlock()
 	return old.Close()
+}
+
+// Announce implements store.Membership on the handle in use, and keeps the
+// announcement for a reopened one. Like the store's, it makes no call.
+func (f *faultStore) Announce(m store.Member, ttl time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.member, f.memberTTL, f.announced = m, ttl, true
+	if ms, ok := f.st.(store.Membership); ok {
+		ms.Announce(m, ttl)
+	}
+}
+
+// Members implements store.Membership, after the outage or latency in
+// force.
+func (f *faultStore) Members(ctx context.Context, filter store.MemberFilter) ([]store.Member, error) {
+	st, err := f.enter(ctx, "members")
+	if err != nil {
+		return nil, err
+	}
+	ms, ok := st.(store.Membership)
+	if !ok {
+		return nil, fmt.Errorf("chaos: members: %T keeps no member list", st)
+	}
+	return ms.Members(ctx, filter)
+}
+
+// Leave implements store.Membership, after the outage or latency in force.
+func (f *faultStore) Leave(ctx context.Context, id string) error {
+	st, err := f.enter(ctx, "leave")
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.announced = false
+	f.mu.Unlock()
+	ms, ok := st.(store.Membership)
+	if !ok {
+		return fmt.Errorf("chaos: leave: %T keeps no member list", st)
+	}
+	return ms.Leave(ctx, id)
+}
+
+// Handoff implements store.Handoffs, after the outage or latency in force.
+func (f *faultStore) Handoff(ctx context.Context, lock, to, by string) (store.LockState, error) {
+	st, err := f.enter(ctx, "handoff")
+	if err != nil {
+		return store.LockState{}, err
+	}
+	ho, ok := st.(store.Handoffs)
+	if !ok {
+		return store.LockState{}, fmt.Errorf("chaos: handoff: %T cannot hand off", st)
+	}
+	return ho.Handoff(ctx, lock, to, by)
 }
 
 // Subscribe subscribes to the notifications of the store in use, after the

@@ -400,7 +400,8 @@ func (o observer) Transition(t masterjob.Transition) {
 	if t.Reason != nil {
 		reason = t.Reason.Error()
 	}
-	o.in.send(Message{Type: msgTransition, Lock: t.Lock, Token: t.Token, Kind: string(t.Kind), Reason: reason, T: Mono()})
+	o.in.send(Message{Type: msgTransition, Lock: t.Lock, Token: t.Token, Kind: string(t.Kind), Reason: reason,
+		Successor: t.Successor, T: Mono()})
 }
 func (o observer) Renewal(d time.Duration, _ int, err error) {
 	m := Message{Type: msgRenewal, Latency: int64(d), T: Mono()}

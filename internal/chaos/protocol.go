@@ -23,6 +23,9 @@ type Message struct {
 	Plan   int64  `json:"plan,omitempty"`   // start: how long the job takes to stop once told, ns
 	Policy string `json:"policy,omitempty"` // start: what ends a slow stop early (see stopPolicies)
 	How    string `json:"how,omitempty"`    // stop: what ended the job (see the how* constants)
+	// Successor is the instance a release was reserved for (transition
+	// "released" of a hand-off or a graceful shutdown).
+	Successor string `json:"successor,omitempty"`
 
 	// Driver to instance.
 	Mode    string `json:"mode,omitempty"`    // outage: "fail", "hang" or "" (restore)

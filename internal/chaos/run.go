@@ -127,7 +127,7 @@ func (d *driver) run(ctx context.Context) (*Report, error) {
 	d.mu.Unlock()
 
 	f := Check(&tl, Limits{
-		Heartbeat: cfg.Timing.Heartbeat, Tolerance: cfg.Timing.Tolerance, GapBound: cfg.gapBound(),
+		Heartbeat: cfg.Timing.Heartbeat, Tolerance: cfg.Timing.Tolerance, Check: cfg.Timing.Check, GapBound: cfg.gapBound(),
 		StopGrace: cfg.StopGrace, DisableSlack: cfg.DisableSlack, LossSlack: cfg.LossSlack,
 	})
 	for _, v := range f.Violations {
