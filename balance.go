@@ -250,6 +250,9 @@ type balancer struct {
 	// leaving: the list is read again then, at most every
 	// memberRefreshMin, rather than only once per interval.
 	changed <-chan struct{}
+	// now is signalled when the list must be read at once, without the
+	// spacing of pushed changes (a shutdown naming its successors).
+	now <-chan struct{}
 }
 
 // memberRefreshMin spaces the reads of the member list that pushes cause.
@@ -277,8 +280,9 @@ func (b *balancer) run(ctx context.Context) {
 	}
 }
 
-// sleep waits for d, or for a member change pushed by the store (after at
-// least memberRefreshMin); it returns false once ctx is done.
+// sleep waits for d, for a member change pushed by the store (then after
+// at least memberRefreshMin), or for a request to read at once; it returns
+// false once ctx is done.
 func (b *balancer) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -287,8 +291,26 @@ func (b *balancer) sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
+	case <-b.now:
+		return true
 	case <-b.changed:
-		return sleepCtx(ctx, min(d, memberRefreshMin))
+	}
+	t.Reset(min(d, memberRefreshMin))
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	case <-b.now:
+		return true
+	}
+}
+
+// readMembersNow asks the balancer to read the member list at once.
+func (e *Executor) readMembersNow() {
+	select {
+	case e.readMembers <- struct{}{}:
+	default:
 	}
 }
 

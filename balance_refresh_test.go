@@ -202,3 +202,56 @@ func TestShutdownSkipsASuccessorThatLeftMeanwhile(t *testing.T) {
 		_ = stopC()
 	})
 }
+
+// The same when the named peer left just before the shutdown and the job
+// stops at once: the balancer reads pushed member changes at most every
+// 100ms, so the list the shutdown named from is still the old one when
+// the release is checked, unless the shutdown has it read again at once.
+func TestShutdownSkipsASuccessorThatLeftJustBefore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const lock = "L"
+		const stopTakes = 20 * time.Millisecond
+		a := newExec(t, st, "a")
+		quick := masterjob.JobFunc(func(ctx context.Context, _ masterjob.Lease) error {
+			<-ctx.Done()
+			time.Sleep(stopTakes)
+			return nil
+		})
+		if err := a.StartMaster(lock, quick); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		synctest.Wait()
+		b := newExec(t, st, "b")
+		c := newExec(t, st, "c")
+		for _, e := range []*masterjob.Executor{b, c} {
+			if err := e.StartMaster(lock, idle()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stopB, stopC := startRun(b), startRun(c)
+		time.Sleep(2*checkIntv + time.Second)
+		synctest.Wait()
+		if err := stopB(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+		t0 := time.Now()
+		doneA := make(chan error, 1)
+		go func() { doneA <- stopA() }()
+		for masterOf(t, st, lock) != "c" {
+			if time.Since(t0) > 2*tolerance {
+				t.Fatalf("no new master %v after a's shutdown (master %q)", time.Since(t0), masterOf(t, st, lock))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if took := time.Since(t0); took >= stopTakes+heartbeat/2 {
+			t.Errorf("c became master %v after a's shutdown: the lock waited for a reservation for b, which had left 1ms before", took)
+		}
+		if err := <-doneA; err != nil {
+			t.Fatal(err)
+		}
+		_ = stopC()
+	})
+}

@@ -55,6 +55,9 @@ type Executor struct {
 	lockSetDirty bool
 	left         bool                 // the member record was removed at the end of Run
 	suspects     map[string]time.Time // instances suspected dead, until when (balance.go)
+	// readMembers asks the balancer to read the member list now (a
+	// shutdown, whose successors must not have left meanwhile).
+	readMembers chan struct{}
 }
 
 // registration is a job registered with StartMaster, with the timing of
@@ -105,6 +108,8 @@ func New(st store.Store, opts ...Option) (*Executor, error) {
 		masters:   map[string]Lease{},
 		deadlines: map[string]time.Time{},
 		now:       o.clock,
+
+		readMembers: make(chan struct{}, 1),
 	}
 	if e.now == nil {
 		e.now = hostclock.Now
@@ -405,7 +410,7 @@ func (e *Executor) Run(ctx context.Context) error {
 
 	balDone := make(chan struct{})
 	if ms, ok := e.st.(store.Membership); ok && !e.balanceCfg.Off && ctx.Err() == nil {
-		b := &balancer{e: e, ms: ms, interval: e.cfg.CheckMasterInterval, cfg: e.balanceCfg, changed: members}
+		b := &balancer{e: e, ms: ms, interval: e.cfg.CheckMasterInterval, cfg: e.balanceCfg, changed: members, now: e.readMembers}
 		go func() {
 			defer close(balDone)
 			b.run(hubCtx)

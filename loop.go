@@ -1103,6 +1103,11 @@ func (l *loop) beginShutdown(ctx context.Context) {
 	}
 	succ := l.e.successors(len(running))
 	if len(succ) > 0 {
+		// Named from the list as last read: read it again now, so that
+		// the check at the release (livePeer) sees a peer that left.
+		l.e.readMembersNow()
+	}
+	if len(succ) > 0 {
 		l.log.Debug("shutdown: handing masterships to peers", "successors", succ)
 	}
 	for i, m := range running {
