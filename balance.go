@@ -175,7 +175,7 @@ func (e *Executor) successors(n int) []string {
 	stale := e.memberStaleAfter()
 	var ps []*load
 	for _, p := range v.group {
-		if p.id != v.me && !e.suspected(p.id) && (p.seen.IsZero() || time.Since(p.seen) <= stale) {
+		if p.id != v.me && e.alive(p, stale) {
 			ps = append(ps, &load{p.id, float64(p.masters), p.weight})
 		}
 	}
@@ -203,14 +203,19 @@ func (e *Executor) successors(n int) []string {
 // balancer has read again since). Reserving the lease for it would make
 // every other peer wait for the reservation to lapse.
 func (e *Executor) livePeer(id string) bool {
-	v := e.balanceNow()
 	stale := e.memberStaleAfter()
-	for _, p := range v.group {
+	for _, p := range e.balanceNow().group {
 		if p.id == id {
-			return !e.suspected(id) && (p.seen.IsZero() || time.Since(p.seen) <= stale)
+			return e.alive(p, stale)
 		}
 	}
 	return false
+}
+
+// alive reports whether peer p may be named a successor: not suspected
+// dead, and its record written within stale (memberStaleAfter).
+func (e *Executor) alive(p peerInfo, stale time.Duration) bool {
+	return !e.suspected(p.id) && (p.seen.IsZero() || time.Since(p.seen) <= stale)
 }
 
 // suspect marks instance id as probably dead: a lease of its expired
@@ -286,23 +291,19 @@ func (b *balancer) run(ctx context.Context) {
 func (b *balancer) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	case <-b.now:
-		return true
-	case <-b.changed:
-	}
-	t.Reset(min(d, memberRefreshMin))
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	case <-b.now:
-		return true
+	changed := b.changed
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		case <-b.now:
+			return true
+		case <-changed:
+			changed = nil // once: the wait is now memberRefreshMin
+			t.Reset(min(d, memberRefreshMin))
+		}
 	}
 }
 

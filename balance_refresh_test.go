@@ -151,56 +151,7 @@ func TestShutdownSkipsAPeerThatStoppedWriting(t *testing.T) {
 // SIGTERMed 26ms after its predecessor exited named that predecessor, and
 // 6 of 20 handoffs took a whole lease.
 func TestShutdownSkipsASuccessorThatLeftMeanwhile(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		st := memstore.New()
-		const lock = "L"
-		const stopTakes = 500 * time.Millisecond
-		a := newExec(t, st, "a")
-		slow := masterjob.JobFunc(func(ctx context.Context, _ masterjob.Lease) error {
-			<-ctx.Done()
-			time.Sleep(stopTakes)
-			return nil
-		})
-		if err := a.StartMaster(lock, slow); err != nil {
-			t.Fatal(err)
-		}
-		stopA := startRun(a)
-		synctest.Wait()
-		if m := masterOf(t, st, lock); m != "a" {
-			t.Fatalf("master %q, want a", m)
-		}
-		// b sorts before c: with equal loads, a's shutdown names b.
-		b := newExec(t, st, "b")
-		c := newExec(t, st, "c")
-		for _, e := range []*masterjob.Executor{b, c} {
-			if err := e.StartMaster(lock, idle()); err != nil {
-				t.Fatal(err)
-			}
-		}
-		stopB, stopC := startRun(b), startRun(c)
-		time.Sleep(2*checkIntv + time.Second)
-		synctest.Wait()
-		doneA := make(chan error, 1)
-		go func() { doneA <- stopA() }()
-		synctest.Wait() // a named its successor and is stopping its job
-		if err := stopB(); err != nil {
-			t.Fatal(err)
-		}
-		t0 := time.Now()
-		for masterOf(t, st, lock) != "c" {
-			if time.Since(t0) > 2*tolerance {
-				t.Fatalf("no new master %v after b left (master %q)", time.Since(t0), masterOf(t, st, lock))
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if took := time.Since(t0); took >= stopTakes+heartbeat/2 {
-			t.Errorf("c became master %v after b left, a's job taking %v to stop: the lock waited for a reservation for b", took, stopTakes)
-		}
-		if err := <-doneA; err != nil {
-			t.Fatal(err)
-		}
-		_ = stopC()
-	})
+	testSuccessorLeft(t, 500*time.Millisecond, false)
 }
 
 // The same when the named peer left just before the shutdown and the job
@@ -208,21 +159,31 @@ func TestShutdownSkipsASuccessorThatLeftMeanwhile(t *testing.T) {
 // 100ms, so the list the shutdown named from is still the old one when
 // the release is checked, unless the shutdown has it read again at once.
 func TestShutdownSkipsASuccessorThatLeftJustBefore(t *testing.T) {
+	testSuccessorLeft(t, 20*time.Millisecond, true)
+}
+
+// testSuccessorLeft: a is master, its job taking stopTakes to stop; b and
+// c follow, and b (which sorts first, so a's shutdown names it) shuts
+// down 1ms before a (before) or while a's job stops. c must be master
+// within stopTakes and half a heartbeat of the later of the two.
+func testSuccessorLeft(t *testing.T, stopTakes time.Duration, before bool) {
 	synctest.Test(t, func(t *testing.T) {
 		st := memstore.New()
 		const lock = "L"
-		const stopTakes = 20 * time.Millisecond
 		a := newExec(t, st, "a")
-		quick := masterjob.JobFunc(func(ctx context.Context, _ masterjob.Lease) error {
+		job := masterjob.JobFunc(func(ctx context.Context, _ masterjob.Lease) error {
 			<-ctx.Done()
 			time.Sleep(stopTakes)
 			return nil
 		})
-		if err := a.StartMaster(lock, quick); err != nil {
+		if err := a.StartMaster(lock, job); err != nil {
 			t.Fatal(err)
 		}
 		stopA := startRun(a)
 		synctest.Wait()
+		if m := masterOf(t, st, lock); m != "a" {
+			t.Fatalf("master %q, want a", m)
+		}
 		b := newExec(t, st, "b")
 		c := newExec(t, st, "c")
 		for _, e := range []*masterjob.Executor{b, c} {
@@ -233,21 +194,29 @@ func TestShutdownSkipsASuccessorThatLeftJustBefore(t *testing.T) {
 		stopB, stopC := startRun(b), startRun(c)
 		time.Sleep(2*checkIntv + time.Second)
 		synctest.Wait()
-		if err := stopB(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Millisecond)
-		t0 := time.Now()
 		doneA := make(chan error, 1)
-		go func() { doneA <- stopA() }()
+		if before {
+			if err := stopB(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+			go func() { doneA <- stopA() }()
+		} else {
+			go func() { doneA <- stopA() }()
+			synctest.Wait() // a named its successor and is stopping its job
+			if err := stopB(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t0 := time.Now()
 		for masterOf(t, st, lock) != "c" {
 			if time.Since(t0) > 2*tolerance {
-				t.Fatalf("no new master %v after a's shutdown (master %q)", time.Since(t0), masterOf(t, st, lock))
+				t.Fatalf("no new master %v after b left and a shut down (master %q)", time.Since(t0), masterOf(t, st, lock))
 			}
 			time.Sleep(5 * time.Millisecond)
 		}
 		if took := time.Since(t0); took >= stopTakes+heartbeat/2 {
-			t.Errorf("c became master %v after a's shutdown: the lock waited for a reservation for b, which had left 1ms before", took)
+			t.Errorf("c became master %v after b left and a shut down, a's job taking %v to stop: the lock waited for a reservation for b", took, stopTakes)
 		}
 		if err := <-doneA; err != nil {
 			t.Fatal(err)

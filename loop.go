@@ -1106,8 +1106,6 @@ func (l *loop) beginShutdown(ctx context.Context) {
 		// Named from the list as last read: read it again now, so that
 		// the check at the release (livePeer) sees a peer that left.
 		l.e.readMembersNow()
-	}
-	if len(succ) > 0 {
 		l.log.Debug("shutdown: handing masterships to peers", "successors", succ)
 	}
 	for i, m := range running {

@@ -87,13 +87,10 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 		switch event {
 		case "renew.sent":
 			renewBegan.Store(ns)
-		case "renew.done", "renew.failed":
-			m := Message{Type: msgRenewal, Latency: ns - renewBegan.Load(), T: ns}
-			if event == "renew.failed" {
-				m.Err = "renewal failed"
-			}
-			in.reach.result(ns-m.Latency, m.Err != "")
-			in.send(m)
+		case "renew.done":
+			observer{in}.Renewal(time.Duration(ns-renewBegan.Load()), 1, nil)
+		case "renew.failed":
+			observer{in}.Renewal(time.Duration(ns-renewBegan.Load()), 1, errRenewalFailed)
 		}
 	})
 	defer trace.SetSink(nil)
@@ -111,6 +108,10 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 	}
 	return nil
 }
+
+// errRenewalFailed stands for a runner's failed renewal, whose error its
+// trace mark does not carry.
+var errRenewalFailed = errors.New("renewal failed")
 
 // runnerStoreURL is the store URL a runner uses: the run's tables, and on
 // PostgreSQL the instance's proxy (dsn).
