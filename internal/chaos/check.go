@@ -107,14 +107,13 @@ type Reservation struct {
 	At        int64  `json:"at"`
 }
 
-// Life is one instance process: its executor id, when it was ready, when
-// its Run returned (Bye: after a graceful shutdown, its member record is
-// gone) and when it exited (Gone); 0 when it did not.
+// Life is one instance process: its executor id, when its Run returned
+// (Bye: after a graceful shutdown, its member record is gone) and when it
+// exited (Gone); 0 when it did not.
 type Life struct {
 	ID    string `json:"id"`
 	Index int    `json:"idx"`
 	Gen   int    `json:"gen"`
-	From  int64  `json:"from"`
 	Bye   int64  `json:"bye,omitempty"`
 	Gone  int64  `json:"gone,omitempty"`
 }

@@ -313,7 +313,7 @@ func (d *driver) serve(c net.Conn) {
 			s.mu.Unlock()
 			if m.ID != "" {
 				d.mu.Lock()
-				d.tl.Lives = append(d.tl.Lives, Life{ID: m.ID, Index: s.index, Gen: gen, From: m.T})
+				d.tl.Lives = append(d.tl.Lives, Life{ID: m.ID, Index: s.index, Gen: gen})
 				d.mu.Unlock()
 			}
 			d.record("ready", m)
