@@ -125,27 +125,27 @@ func handoffReserve(cfg Config) time.Duration {
 // follower writes its record at each check) and a heartbeat of slack for
 // the call.
 func (e *Executor) memberStaleAfter() time.Duration {
+	return e.longestOf(func(c Config) time.Duration { return c.CheckMasterInterval }) +
+		e.longestOf(func(c Config) time.Duration { return c.HeartbeatInterval })
+}
+
+// longestOf returns the largest f of the executor's timing and of every
+// registered lock's.
+func (e *Executor) longestOf(f func(Config) time.Duration) time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	longest, beat := e.cfg.CheckMasterInterval, e.cfg.HeartbeatInterval
+	longest := f(e.cfg)
 	for _, reg := range e.jobs {
-		longest = max(longest, reg.cfg.CheckMasterInterval)
-		beat = max(beat, reg.cfg.HeartbeatInterval)
+		longest = max(longest, f(reg.cfg))
 	}
-	return longest + beat
+	return longest
 }
 
 // memberTTL is the lifetime of this instance's member record: it is
 // refreshed by every check and renewal, and a follower checks at least
 // once per check interval.
 func (e *Executor) memberTTL() time.Duration {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	longest := e.cfg.CheckMasterInterval + e.cfg.Tolerance
-	for _, reg := range e.jobs {
-		longest = max(longest, reg.cfg.CheckMasterInterval+reg.cfg.Tolerance)
-	}
-	return 2 * longest
+	return 2 * e.longestOf(func(c Config) time.Duration { return c.CheckMasterInterval + c.Tolerance })
 }
 
 // announce records, on stores with store.Membership, the member record that
