@@ -188,6 +188,10 @@ type Timeline struct {
 	// start of the first failed call to the end of the next successful one.
 	// Such an instance is not healthy: it cannot reach the store.
 	Unreachable []Window
+	// LeftToExpire counts the leases found held after the final shutdown
+	// whose holder's store calls were failing as it shut down (its release
+	// failed, and the lease expires instead): not a leak.
+	LeftToExpire int
 	// StoreBlocked holds the SIGSTOP windows of instances that were paused
 	// holding SQLite's write lock: every instance was cut from the store.
 	StoreBlocked []Window

@@ -534,3 +534,19 @@ func TestHeldByOneOf(t *testing.T) {
 		}
 	}
 }
+
+// TestFailingAtShutdown: a lease found held after the final shutdown is
+// left to expire, not a leak, only when its holder's store calls were
+// failing (or its store degraded or cut) until the run ended; a failure
+// that had ended before does not excuse it.
+func TestFailingAtShutdown(t *testing.T) {
+	d := &driver{}
+	d.tl.To = 1000 * ms
+	d.tl.Unreachable = []Window{{Index: 1, From: 900 * ms, To: 1200 * ms}, {Index: 2, From: 100 * ms, To: 500 * ms}}
+	d.tl.Degraded = []Window{{Index: 3, From: 800 * ms, To: 1100 * ms}}
+	for i, want := range []bool{false, true, false, true} {
+		if got := d.failingAtShutdown(i); got != want {
+			t.Errorf("instance %d: failingAtShutdown = %v, want %v", i, got, want)
+		}
+	}
+}

@@ -52,6 +52,9 @@ type Report struct {
 	// and UnprovokedMax the longest.
 	Unreachable, UnprovokedUnreachable int
 	UnprovokedFor, UnprovokedMax       time.Duration
+	// LeftToExpire counts the leases left held at the end by an instance
+	// whose store calls were failing as it shut down (Timeline.LeftToExpire).
+	LeftToExpire int
 	// Dir is the kept work directory (logs, events.jsonl), if kept.
 	Dir string
 }
@@ -83,6 +86,7 @@ func newReport(cfg Config, runID string, tl *Timeline, faults []FaultRecord, f F
 		r.UnprovokedFor += dur(w.To - w.From)
 		r.UnprovokedMax = max(r.UnprovokedMax, dur(w.To-w.From))
 	}
+	r.LeftToExpire = tl.LeftToExpire
 	for _, w := range tl.StoreBlocked {
 		r.StoreBlocked++
 		r.StoreBlockedFor += dur(w.To - w.From)
@@ -151,6 +155,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 	p("  periods of an instance's own store calls failing (counted as unhealthy): %d; with no fault to explain them: %d, %v in total, longest %v; gaps over the bound they excused: %d",
 		r.Unreachable, r.UnprovokedUnreachable, r.UnprovokedFor.Round(time.Millisecond), r.UnprovokedMax.Round(time.Millisecond),
 		r.Findings.GapsExcusedByFailingCalls)
+	if r.LeftToExpire > 0 {
+		p("  leases left to expire at the end: %d (the holder's store calls were failing as it shut down, so its release failed too)", r.LeftToExpire)
+	}
 	p("  acquisitions whose job never reported its start (counted as masters for a lease): %d", r.Findings.UnstartedAcquisitions)
 	p("  max job run after disable before told to stop (healthy master): %v", r.Findings.MaxDisableStop.Round(time.Millisecond))
 	p("  store-side losses that ended a running job's lease: %d (%d while it was stopping); overlaps they excused: %d",
