@@ -124,6 +124,12 @@ func New(st store.Store, opts ...Option) (*Executor, error) {
 	if e.holder.ID == "" {
 		e.holder.ID = newInstanceID()
 	}
+	// Ids travel in the stores' pushes (store.Change) and the operators'
+	// views: they follow the rules of lock names (printable, at most 200
+	// bytes).
+	if err := store.ValidateLockName(e.holder.ID); err != nil {
+		return nil, fmt.Errorf("%w: instance id %q (option WithInstanceID) must follow the rules of lock names: %w", ErrInvalidConfig, e.holder.ID, err)
+	}
 	if o.balance != nil {
 		e.balanceCfg = *o.balance
 		if e.balanceCfg.Weight < 0 || math.IsNaN(e.balanceCfg.Weight) || math.IsInf(e.balanceCfg.Weight, 0) || e.balanceCfg.Slack < 0 {

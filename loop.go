@@ -1037,7 +1037,7 @@ func (l *loop) checkList(now time.Time, locks []string) (take []string, due time
 // onInbox handles what the notification hub and StartMaster left in the
 // inbox.
 func (l *loop) onInbox() {
-	locks, resync, added, handoffs := l.inbox.take()
+	changes, resync, added, handoffs := l.inbox.take()
 	if l.shutdown {
 		return
 	}
@@ -1053,19 +1053,40 @@ func (l *loop) onInbox() {
 		// Notifications may have been missed while unsubscribed.
 		l.checkSoon(l.now())
 	}
-	for _, lock := range locks {
-		l.onNotify(lock)
+	for _, c := range changes {
+		l.onNotify(c)
 	}
 }
 
-func (l *loop) onNotify(lock string) {
+// onNotify acts on a store's push about one lock: a master renews at once
+// (to see a revocation or a hand-off request), a follower checks. The
+// change's hints spare the calls that would only tell what this instance
+// already knows, which all fall in the busiest moment of a hand-off: the
+// new master's renewal on the push of its own acquisition, the check of a
+// follower that already saw the acquisition (the race's loser, say), and
+// the checks of the followers a release was not reserved for.
+func (l *loop) onNotify(c store.Change) {
+	lock := c.Lock
+	holder, token, acquired := c.Acquisition()
 	if m := l.masters[lock]; m != nil {
-		if !m.lost {
+		if !m.lost && !(acquired && holder == l.e.holder.ID && token == m.lease.Token) {
 			l.renewSoon(l.now()) // see a revocation at once
 		}
 		return
 	}
 	if l.jobFor(lock) != nil && l.started {
+		if acquired && l.known[lock] == (knownMaster{holder: holder, token: token}) {
+			return
+		}
+		if c.ReservedFor != "" && c.ReservedFor != l.e.holder.ID {
+			// Reserved for another instance, which takes it now: its
+			// acquisition is pushed in turn. Should it not come, the
+			// reservation lapses (it is as long as ours, unless that
+			// instance's configuration differs, which the check then
+			// tells) and the lock is checked then.
+			l.checkSoon(l.now().Add(handoffReserve(l.cfg)))
+			return
+		}
 		if l.pushed == nil {
 			l.pushed = map[string]bool{}
 		}

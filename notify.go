@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/masterjob/masterjob/internal/changehint"
 	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store"
 )
@@ -19,14 +20,14 @@ type inbox struct {
 	wake chan struct{}
 
 	mu       sync.Mutex
-	locks    map[string]struct{} // notified lock names
-	resync   bool                // notifications may have been missed
-	added    bool                // StartMaster registered a lock
-	handoffs map[string]string   // balancing: lock -> successor
+	locks    map[string]store.Change // notified locks, hints merged (changehint.Merge)
+	resync   bool                    // notifications may have been missed
+	added    bool                    // StartMaster registered a lock
+	handoffs map[string]string       // balancing: lock -> successor
 }
 
 func newInbox() *inbox {
-	return &inbox{wake: make(chan struct{}, 1), locks: map[string]struct{}{}, handoffs: map[string]string{}}
+	return &inbox{wake: make(chan struct{}, 1), locks: map[string]store.Change{}, handoffs: map[string]string{}}
 }
 
 func (b *inbox) handoff(lock, to string) {
@@ -43,9 +44,12 @@ func (b *inbox) signal() {
 	}
 }
 
-func (b *inbox) notify(lock string) {
+func (b *inbox) notify(c store.Change) {
 	b.mu.Lock()
-	b.locks[lock] = struct{}{}
+	if prev, ok := b.locks[c.Lock]; ok {
+		c = changehint.Merge(prev, c)
+	}
+	b.locks[c.Lock] = c
 	b.mu.Unlock()
 	b.signal()
 }
@@ -64,11 +68,11 @@ func (b *inbox) markAdded() {
 	b.signal()
 }
 
-func (b *inbox) take() (locks []string, resync, added bool, handoffs map[string]string) {
+func (b *inbox) take() (changes []store.Change, resync, added bool, handoffs map[string]string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for l := range b.locks {
-		locks = append(locks, l)
+	for _, c := range b.locks {
+		changes = append(changes, c)
 	}
 	clear(b.locks)
 	resync, added = b.resync, b.added
@@ -77,7 +81,7 @@ func (b *inbox) take() (locks []string, resync, added bool, handoffs map[string]
 		handoffs = b.handoffs
 		b.handoffs = map[string]string{}
 	}
-	return locks, resync, added, handoffs
+	return changes, resync, added, handoffs
 }
 
 // Bounds of the subscription to store notifications.
@@ -145,7 +149,7 @@ func (h *hub) run(ctx context.Context) {
 			case store.ChangeHistory:
 				// Nothing the loops act on.
 			default:
-				h.each(func(b *inbox) { b.notify(c.Lock) })
+				h.each(func(b *inbox) { b.notify(c) })
 			}
 		}
 		cancel()

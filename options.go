@@ -172,7 +172,9 @@ func WithMaxHeartbeatRetryCount(n int) Option {
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 // WithInstanceID sets the instance id. Default: a random id, unique per
-// process start. Two executors must never share an id.
+// process start. Two executors must never share an id. An id follows the
+// rules of lock names (store.ValidateLockName): New refuses an id that is
+// empty, longer than 200 bytes or holds control characters.
 func WithInstanceID(id string) Option { return func(o *options) { o.instanceID = id } }
 
 // WithInstanceInfo sets the description that status shows for this

@@ -216,11 +216,32 @@ const (
 	ChangeMember ChangeKind = "member"
 )
 
-// Change is one notification: something about Lock changed. It carries no
-// state: the receiver reads what it needs.
+// Change is one notification: something about Lock changed. Beyond its
+// hints it carries no state: the receiver reads what it needs.
 type Change struct {
 	Kind ChangeKind
 	Lock string
+
+	// Hints about a ChangeLease, which a store may set so that receivers
+	// skip a call they do not need in the busiest moment of a hand-off.
+	// Zero values say nothing, and the receiver reads the lock as it would
+	// without them; a hint that is set must be true of the commit it
+	// announces. Holder and Token, set together, say that the change was
+	// an acquisition by Holder of the lease with Token. ReservedFor says
+	// that it was a release reserved for that instance (LeaseRef.Successor
+	// with a positive Reserve).
+	Holder      string
+	Token       int64
+	ReservedFor string
+}
+
+// Acquisition reports whether c says it announces an acquisition, and by
+// whom with which token.
+func (c Change) Acquisition() (holder string, token int64, ok bool) {
+	if c.Kind != ChangeLease || c.Holder == "" || c.Token <= 0 {
+		return "", 0, false
+	}
+	return c.Holder, c.Token, true
 }
 
 // Notifier is an optional capability of stores that can push changes

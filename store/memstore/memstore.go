@@ -48,6 +48,8 @@ type state struct {
 	historyLimit int
 
 	members map[string]*memberRecord
+
+	noHints bool // see WithoutHints
 }
 
 type memberRecord struct {
@@ -82,6 +84,11 @@ type Option func(*state)
 
 // WithClock replaces time.Now as the store's clock.
 func WithClock(now func() time.Time) Option { return func(s *state) { s.now = now } }
+
+// WithoutHints makes the store push lease changes without their hints
+// (store.Change's Holder, Token and ReservedFor), as a store that cannot
+// say them does: for tests of the receivers' behaviour without them.
+func WithoutHints() Option { return func(s *state) { s.noHints = true } }
 
 // WithHistoryLimit sets how many history entries the store keeps (default
 // store.DefaultHistoryLimit); older ones are dropped as new ones arrive. A
@@ -214,7 +221,7 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 	defer s.st.mu.Unlock()
 	now := s.st.now()
 	out := make([]store.LockState, 0, len(locks))
-	var acquired []string
+	var acquired []store.Change
 	for _, name := range locks {
 		r := s.st.locks[name]
 		if r == nil {
@@ -235,13 +242,13 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 				ls.PrevHolder, ls.PrevToken, ls.PrevExpired = prev, prevToken, true
 			}
 			out = append(out, ls)
-			acquired = append(acquired, name)
+			acquired = append(acquired, store.Change{Kind: store.ChangeLease, Lock: name, Holder: h.ID, Token: r.token})
 			continue
 		}
 		out = append(out, s.st.view(name, r, now))
 	}
 	s.writeMember(h.ID, now)
-	s.st.notify(store.ChangeLease, acquired...)
+	s.st.push(acquired...)
 	return out, nil
 }
 
@@ -275,7 +282,7 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if err := s.begin(ctx); err != nil {
 		return err
 	}
-	var released []string
+	var released []store.Change
 	now := s.st.now()
 	for _, ref := range leases {
 		r := s.st.locks[ref.Lock]
@@ -287,10 +294,10 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 			if ref.Successor != "" && ref.Reserve > 0 {
 				r.reservedFor, r.reservedExpiry = ref.Successor, now.Add(ref.Reserve)
 			}
-			released = append(released, ref.Lock)
+			released = append(released, store.Change{Kind: store.ChangeLease, Lock: ref.Lock, ReservedFor: r.reservedFor})
 		}
 	}
-	s.st.notify(store.ChangeLease, released...)
+	s.st.push(released...)
 	s.st.mu.Unlock()
 	return nil
 }
@@ -451,13 +458,25 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	return out, nil
 }
 
-// notify must be called with st.mu held. A full subscriber buffer drops the
-// notification, as a real push channel may.
+// notify pushes a change of kind for each of locks, without hints. It
+// must be called with st.mu held.
 func (st *state) notify(kind store.ChangeKind, locks ...string) {
 	for _, l := range locks {
+		st.push(store.Change{Kind: kind, Lock: l})
+	}
+}
+
+// push must be called with st.mu held. A full subscriber buffer drops the
+// notification, as a real push channel may. Without hints (WithoutHints),
+// lease changes are pushed bare.
+func (st *state) push(changes ...store.Change) {
+	for _, c := range changes {
+		if st.noHints {
+			c = store.Change{Kind: c.Kind, Lock: c.Lock}
+		}
 		for ch := range st.subs {
 			select {
-			case ch <- store.Change{Kind: kind, Lock: l}:
+			case ch <- c:
 			default:
 			}
 		}

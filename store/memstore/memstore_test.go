@@ -29,6 +29,7 @@ func TestConformance(t *testing.T) {
 				ms.DeleteRecords(locks...)
 			},
 			HistoryLimit: historyLimit,
+			Hints:        true,
 		}
 	})
 }

@@ -459,6 +459,12 @@ func TestNotifyPayloads(t *testing.T) {
 		{"control\x1fa\x1fb", store.Change{Kind: store.ChangeControl, Lock: "a\x1fb"}},
 		{"member\x1f", store.Change{Kind: store.ChangeMember}},
 		{"JOB:1", store.Change{Kind: store.ChangeLease, Lock: "JOB:1"}},
+		{"lease\x1eme\x1e7\x1e\x1fJOB", store.Change{Kind: store.ChangeLease, Lock: "JOB", Holder: "me", Token: 7}},
+		{"lease\x1e\x1e0\x1eyou\x1fJOB", store.Change{Kind: store.ChangeLease, Lock: "JOB", ReservedFor: "you"}},
+		{"lease\x1e\x1e0\x1e\x1fJOB", store.Change{Kind: store.ChangeLease, Lock: "JOB"}},
+		// A token that does not parse, or a holder left out, says nothing.
+		{"lease\x1eme\x1ex\x1e\x1fJOB", store.Change{Kind: store.ChangeLease, Lock: "JOB"}},
+		{"lease\x1e\x1e7\x1e\x1fJOB", store.Change{Kind: store.ChangeLease, Lock: "JOB"}},
 	} {
 		if got := decodeChange(tc.in); got != tc.want {
 			t.Errorf("decodeChange(%q) = %+v, want %+v", tc.in, got, tc.want)
@@ -472,11 +478,28 @@ func TestNotifyPayloads(t *testing.T) {
 		t.Fatal(err)
 	}
 	long := strings.Repeat("é", store.MaxLockNameLen/2)
-	if _, err := s.Acquire(t.Context(), holderA, []string{long}, time.Minute); err != nil {
+	st, err := s.Acquire(t.Context(), holderA, []string{long}, time.Minute)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "the acquisition of a 200-byte name"); got != (store.Change{Kind: store.ChangeLease, Lock: long}) {
-		t.Errorf("got %+v, want a lease change of the 200-byte name", got)
+	want := store.Change{Kind: store.ChangeLease, Lock: long, Holder: holderA.ID, Token: st[0].Token}
+	if got := recv(t, sub, "the acquisition of a 200-byte name"); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	// An instance id holding a separator cannot be said: the hint is left
+	// out, not cut short.
+	odd := store.Holder{ID: "odd\x1eid"}
+	if err := s.Release(t.Context(), holderA.ID, []store.LeaseRef{{Lock: long, Token: st[0].Token, Successor: odd.ID, Reserve: time.Minute}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, sub, "a release reserved for an odd id"); got != (store.Change{Kind: store.ChangeLease, Lock: long}) {
+		t.Errorf("got %+v, want a lease change without hints", got)
+	}
+	if _, err := s.Acquire(t.Context(), odd, []string{long}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, sub, "an acquisition by an odd id"); got != (store.Change{Kind: store.ChangeLease, Lock: long}) {
+		t.Errorf("got %+v, want a lease change without hints", got)
 	}
 	if _, err := adminPool(t).Exec(t.Context(), "SELECT pg_notify($1, 'OLD-STYLE')", s.channel); err != nil {
 		t.Fatal(err)

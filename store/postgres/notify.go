@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/masterjob/masterjob/internal/backoff"
+	"github.com/masterjob/masterjob/internal/changehint"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -53,7 +54,7 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	stopOnClose := context.AfterFunc(s.closing, cancel)
-	l := &listener{s: s, wake: make(chan struct{}, 1), set: map[store.Change]struct{}{}}
+	l := &listener{s: s, wake: make(chan struct{}, 1), pending: map[changeKey]store.Change{}}
 	conn, _ := l.connect(ctx) // on failure, read retries in the background
 	out := make(chan store.Change)
 	go func() {
@@ -78,19 +79,30 @@ type listener struct {
 	s    *Store
 	wake chan struct{} // signalled when the queue becomes non-empty
 
-	mu    sync.Mutex
-	queue []store.Change
-	set   map[store.Change]struct{}
+	mu sync.Mutex
+	// queue orders the pending changes, one per kind and lock; a change
+	// pushed while one of its kind and lock waits is merged into it
+	// (changehint.Merge).
+	queue   []changeKey
+	pending map[changeKey]store.Change
 }
 
-// decodeChange reads a NOTIFY payload: "<kind>\x1f<lock>" (see payload),
+// changeKey is what pending changes coalesce on.
+type changeKey struct {
+	kind store.ChangeKind
+	lock string
+}
+
+// decodeChange reads a NOTIFY payload: "<kind>\x1f<lock>" (see payload)
+// with the hints of a lease change in the first field (leasePayload),
 // or a bare lock name as stores before the kinds sent it (for a release,
 // disable or enable), delivered as a ChangeLease.
 func decodeChange(p string) store.Change {
-	if kind, lock, ok := strings.Cut(p, payloadSep); ok {
-		return store.Change{Kind: store.ChangeKind(kind), Lock: lock}
+	kind, lock, ok := strings.Cut(p, payloadSep)
+	if !ok {
+		return store.Change{Kind: store.ChangeLease, Lock: p}
 	}
-	return store.Change{Kind: store.ChangeLease, Lock: p}
+	return changehint.Parse(kind, lock)
 }
 
 // connect opens a connection with the pool's configuration and LISTENs.
@@ -172,13 +184,19 @@ func (l *listener) read(ctx context.Context, conn *pgx.Conn) {
 
 // push queues c unless it is already waiting or the queue is full.
 func (l *listener) push(c store.Change) {
+	k := changeKey{c.Kind, c.Lock}
 	l.mu.Lock()
-	if _, ok := l.set[c]; ok || len(l.set) >= maxPending {
+	if prev, ok := l.pending[k]; ok {
+		l.pending[k] = changehint.Merge(prev, c)
 		l.mu.Unlock()
 		return
 	}
-	l.set[c] = struct{}{}
-	l.queue = append(l.queue, c)
+	if len(l.pending) >= maxPending {
+		l.mu.Unlock()
+		return
+	}
+	l.pending[k] = c
+	l.queue = append(l.queue, k)
 	l.mu.Unlock()
 	select {
 	case l.wake <- struct{}{}:
@@ -192,13 +210,14 @@ func (l *listener) pop() (store.Change, bool) {
 	if len(l.queue) == 0 {
 		return store.Change{}, false
 	}
-	c := l.queue[0]
-	l.queue[0] = store.Change{}
+	k := l.queue[0]
+	l.queue[0] = changeKey{}
 	l.queue = l.queue[1:]
 	if len(l.queue) == 0 {
 		l.queue = nil // let the backing array go
 	}
-	delete(l.set, c)
+	c := l.pending[k]
+	delete(l.pending, k)
 	return c, true
 }
 

@@ -49,6 +49,32 @@ func payload(kind store.ChangeKind, lock string) string {
 	return p
 }
 
+// leasePayload is payload for a ChangeLease with hints, in the first field
+// as changehint.Kind writes them (an instance that predates the hints
+// reads that field as a kind it does not know, and acts on the lock as on
+// any change, so the lock name stays after the first payloadSep): the SQL
+// expressions holder and token of an acquisition ("" and "0" for none),
+// and reserved, the successor of a release ("" for none). An instance id
+// that holds a separator is left out, which leaves the hint unsaid (it
+// cannot be cut out of the payload), so that no receiver is misled: the
+// executor refuses such ids anyway. At most 8 + 3 × 200 + 20 + 200 bytes.
+func leasePayload(holder, token, reserved string) string {
+	clean := func(id string) string {
+		return `CASE WHEN strpos(` + id + `, chr(30)) = 0 AND strpos(` + id + `, chr(31)) = 0 THEN ` + id + ` ELSE '' END`
+	}
+	if holder == "" {
+		holder, token = "''", "0"
+	} else {
+		// An unsayable holder drops the token too: a hint is whole or absent.
+		token = `CASE WHEN strpos(` + holder + `, chr(30)) = 0 AND strpos(` + holder + `, chr(31)) = 0 THEN ` + token + ` ELSE 0 END`
+	}
+	if reserved == "" {
+		reserved = "''"
+	}
+	return "'" + string(store.ChangeLease) + "' || chr(30) || " + clean(holder) + " || chr(30) || (" + token + ")::text || chr(30) || " +
+		clean(reserved) + " || chr(31) || lock_name"
+}
+
 // stateCols selects a lock's state from the row aliased c, taking the name
 // from name (so that a left join can report unknown names as free and
 // enabled). Its columns are the ones scanState reads after the leading flag.
@@ -114,7 +140,8 @@ func buildQueries(table, history, members string) queries {
 		"{{ACQUIRED}}", `coalesce(c.holder = $2 AND c.acquired_at = now(), false)`,
 		"{{AC}}", stateCols("c.lock_name", `coalesce(c.holder = $2 AND c.acquired_at = now(), false)`),
 		"{{NEWER}}", `(m.writer <> excluded.writer OR excluded.gen >= m.gen OR m.expires_at <= now())`,
-		"{{LEASE}}", payload(store.ChangeLease, "lock_name"),
+		"{{ACQUIRED_LEASE}}", leasePayload("holder", "token", ""),
+		"{{RELEASED_LEASE}}", leasePayload("", "", "reserved_for"),
 		"{{CONTROL}}", payload(store.ChangeControl, "lock_name"),
 		"{{HISTORY}}", payload(store.ChangeHistory, "lock_name"),
 		"{{MEMBER}}", payload(store.ChangeMember, ""),
@@ -171,7 +198,7 @@ func buildQueries(table, history, members string) queries {
 		reserved_until = CASE WHEN {{FREE}} THEN NULL ELSE c.reserved_until END
 	RETURNING {{ACQUIRED}} AS acquired, {{AC}}
 ), n AS (
-	SELECT count(pg_notify($6, {{LEASE}})) FROM acq WHERE acquired
+	SELECT count(pg_notify($6, {{ACQUIRED_LEASE}})) FROM acq WHERE acquired
 )
 SELECT acq.* FROM acq CROSS JOIN n
 UNION ALL
@@ -235,9 +262,9 @@ ORDER BY r.ord`),
 		reserved_until = CASE WHEN r.successor <> '' AND r.reserve_us > 0 THEN now() + ` + ttlParam("r.reserve_us") + ` END
 	FROM req r
 	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $5
-	RETURNING c.lock_name
+	RETURNING c.lock_name, c.reserved_for
 )
-SELECT count(pg_notify($6, {{LEASE}})), {{ASYNC}} FROM rel`),
+SELECT count(pg_notify($6, {{RELEASED_LEASE}})), {{ASYNC}} FROM rel`),
 
 		// $1 name, $2 reason, $3 by, $4 channel. The leading flag is
 		// "changed". The CTE n is referenced so that it runs: pg_notify for

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/masterjob/masterjob/internal/changehint"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -21,28 +22,43 @@ const notifyBackoffMax = 2 * time.Second
 const notifySafetyPoll = 5 * time.Second
 
 // notifyTx records, in the write transaction tx, a change of kind about
-// each of locks, and prunes all but the newest notifyKeep rows. Of a batch
-// longer than that only the last notifyKeep are written: the others would
-// be pruned in the same transaction, unseen.
+// each of locks, without hints (see notifyChanges).
 func (s *Store) notifyTx(ctx context.Context, tx *sql.Tx, kind store.ChangeKind, locks ...string) error {
+	changes := make([]store.Change, len(locks))
+	for i, l := range locks {
+		changes[i] = store.Change{Kind: kind, Lock: l}
+	}
+	return s.notifyChanges(ctx, tx, changes)
+}
+
+// notifyChanges records changes in the write transaction tx, each as a row
+// (kind with its hints, as changehint.Kind writes them; lock name), and
+// prunes all but the newest notifyKeep rows. Of a batch longer than that
+// only the last notifyKeep are written: the others would be pruned in the
+// same transaction, unseen.
+func (s *Store) notifyChanges(ctx context.Context, tx *sql.Tx, changes []store.Change) error {
 	var (
 		res sql.Result
 		err error
 	)
-	switch len(locks) {
+	switch len(changes) {
 	case 0:
 		return nil
 	case 1:
-		res, err = tx.ExecContext(ctx, s.q.notify, string(kind), locks[0])
+		res, err = tx.ExecContext(ctx, s.q.notify, changehint.Kind(changes[0]), changes[0].Lock)
 	default:
-		if over := len(locks) - notifyKeep; over > 0 {
-			locks = locks[over:]
+		if over := len(changes) - notifyKeep; over > 0 {
+			changes = changes[over:]
 		}
-		list, merr := json.Marshal(locks)
+		rows := make([][2]string, len(changes))
+		for i, c := range changes {
+			rows[i] = [2]string{changehint.Kind(c), c.Lock}
+		}
+		list, merr := json.Marshal(rows)
 		if merr != nil {
 			return merr
 		}
-		res, err = tx.ExecContext(ctx, s.q.notifyMany, string(kind), string(list))
+		res, err = tx.ExecContext(ctx, s.q.notifyMany, string(list))
 	}
 	if err != nil {
 		return err
@@ -289,7 +305,9 @@ func (p *poller) read(ctx context.Context) ([]store.Change, error) {
 		if err := rows.Scan(&last, &kind, &name); err != nil {
 			return nil, err
 		}
-		changes = append(changes, store.Change{Kind: changeKind(kind), Lock: name})
+		c := changehint.Parse(kind, name)
+		c.Kind = changeKind(string(c.Kind))
+		changes = append(changes, c)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

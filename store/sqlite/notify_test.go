@@ -44,14 +44,15 @@ func TestNotifyAcrossHandles(t *testing.T) {
 	if err := a.Release(ctx, "nobody", []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Acquire(ctx, store.Holder{ID: "a"}, []string{"OTHER"}, time.Minute); err != nil {
+	other, err := a.Acquire(ctx, store.Holder{ID: "a"}, []string{"OTHER"}, time.Minute)
+	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	if err := a.Release(ctx, "a", []store.LeaseRef{{Lock: "JOB", Token: st[0].Token}}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []store.Change{{Kind: store.ChangeLease, Lock: "OTHER"}, {Kind: store.ChangeLease, Lock: "JOB"}} {
+	for _, want := range []store.Change{{Kind: store.ChangeLease, Lock: "OTHER", Holder: "a", Token: other[0].Token}, {Kind: store.ChangeLease, Lock: "JOB"}} {
 		select {
 		case got := <-ch:
 			if got != want {

@@ -811,7 +811,7 @@ func newQueries(prefix string, f features) queries {
 			WHERE lock_name = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3`,
 
 		notify:      `INSERT INTO ` + notify + ` (kind, lock_name) VALUES (?, ?)`,
-		notifyMany:  `INSERT INTO ` + notify + ` (kind, lock_name) SELECT ?, value FROM json_each(?)`,
+		notifyMany:  `INSERT INTO ` + notify + ` (kind, lock_name) SELECT value ->> 0, value ->> 1 FROM json_each(?)`,
 		pruneNotify: `DELETE FROM ` + notify + ` WHERE id <= ?`,
 		notifyMax:   `SELECT COALESCE(max(id), 0) FROM ` + notify,
 		notifySince: `SELECT id, ` + kindCol + `, lock_name FROM ` + notify + ` WHERE id > ? ORDER BY id`,
@@ -1164,7 +1164,7 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 		var (
 			take, setClock, dropHandoff *sql.Stmt
 			counter                     int64
-			acquired                    []string
+			acquired                    []store.Change
 		)
 		for _, name := range names {
 			r := rows[name]
@@ -1228,14 +1228,14 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 				st.PrevHolder, st.PrevToken, st.PrevExpired = prevHolder, prevToken, true
 			}
 			out = append(out, st)
-			acquired = append(acquired, name)
+			acquired = append(acquired, store.Change{Kind: store.ChangeLease, Lock: name, Holder: holder.ID, Token: counter})
 		}
 		if take != nil {
 			if _, err := s.exec(ctx, tx, s.q.setCounter, counter); err != nil {
 				return err
 			}
 		}
-		if err := s.notifyTx(ctx, tx, store.ChangeLease, acquired...); err != nil {
+		if err := s.notifyChanges(ctx, tx, acquired); err != nil {
 			return err
 		}
 		return s.writeMember(ctx, tx, now, holder.ID)
@@ -1332,7 +1332,7 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		}
 		defer stmt.Close()
 		var (
-			released             []string
+			released             []store.Change
 			reserve, dropHandoff *sql.Stmt
 		)
 		for _, l := range leases {
@@ -1350,8 +1350,8 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 			if n == 0 {
 				continue
 			}
-			released = append(released, l.Lock)
 			if l.Successor != "" && l.Reserve > 0 {
+				released = append(released, store.Change{Kind: store.ChangeLease, Lock: l.Lock, ReservedFor: l.Successor})
 				if reserve == nil {
 					if reserve, err = s.prep(ctx, tx, s.q.setReserve); err != nil {
 						return err
@@ -1373,8 +1373,9 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 			if _, err := dropHandoff.ExecContext(ctx, l.Lock); err != nil {
 				return err
 			}
+			released = append(released, store.Change{Kind: store.ChangeLease, Lock: l.Lock})
 		}
-		return s.notifyTx(ctx, tx, store.ChangeLease, released...)
+		return s.notifyChanges(ctx, tx, released)
 	})
 }
 

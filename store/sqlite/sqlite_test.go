@@ -70,6 +70,7 @@ func TestConformance(t *testing.T) {
 				return s
 			},
 			HistoryLimit: historyLimit,
+			Hints:        true,
 			DeleteRecords: func(t *testing.T, locks ...string) {
 				db := rawDB(t, path)
 				for _, l := range locks {

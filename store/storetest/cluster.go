@@ -376,6 +376,60 @@ func expectChange(t *testing.T, ch <-chan store.Change, kind store.ChangeKind, l
 	}
 }
 
+// testNotifierHints: the hints of a lease change are true of the commit
+// it announces (and present, when the harness says the backend sets
+// them): an acquisition names its holder and token, a release reserved
+// for a successor names it, and a release to anyone names nobody.
+func testNotifierHints(t *testing.T, h Harness) {
+	sub := open(t, h)
+	n := notifier(t, sub)
+	s := open(t, h)
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	ch, err := n.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	// next returns the next lease change of lock, failing on a false hint.
+	next := func(lock, after string, want store.Change) {
+		t.Helper()
+		timeout := time.After(waitLimit)
+		for {
+			select {
+			case got, ok := <-ch:
+				if !ok {
+					t.Fatalf("subscription closed while waiting for a lease change of %q after %s", lock, after)
+				}
+				if got.Kind != store.ChangeLease || got.Lock != lock {
+					continue
+				}
+				bare := store.Change{Kind: got.Kind, Lock: got.Lock}
+				if got != want && (h.Hints || got != bare) {
+					t.Fatalf("after %s: pushed %+v, want %+v", after, got, want)
+				}
+				return
+			case <-timeout:
+				t.Fatalf("no lease change of %q within %v after %s", lock, waitLimit, after)
+			}
+		}
+	}
+	st := mustAcquire(t, s, holderA, "H-LEASE", longTTL)
+	next("H-LEASE", "Acquire", store.Change{Kind: store.ChangeLease, Lock: "H-LEASE", Holder: holderA.ID, Token: st.Token})
+	release(t, s, holderA.ID, ref(st))
+	next("H-LEASE", "Release", store.Change{Kind: store.ChangeLease, Lock: "H-LEASE"})
+	st = mustAcquire(t, s, holderB, "H-LEASE", longTTL)
+	next("H-LEASE", "a second Acquire", store.Change{Kind: store.ChangeLease, Lock: "H-LEASE", Holder: holderB.ID, Token: st.Token})
+	if _, ok := s.(store.Handoffs); !ok {
+		return
+	}
+	r := ref(st)
+	r.Successor, r.Reserve = holderC.ID, longTTL
+	release(t, s, holderB.ID, r)
+	next("H-LEASE", "a Release reserved for a successor", store.Change{Kind: store.ChangeLease, Lock: "H-LEASE", ReservedFor: holderC.ID})
+	st = mustAcquire(t, s, holderC, "H-LEASE", longTTL)
+	next("H-LEASE", "the successor's Acquire", store.Change{Kind: store.ChangeLease, Lock: "H-LEASE", Holder: holderC.ID, Token: st.Token})
+}
+
 // testNotifierKinds: each change is pushed with its kind: leases
 // (acquire, release), controls (disable, enable, hand-off request),
 // history appends, and members joining and leaving.

@@ -77,6 +77,7 @@ type (
 	handoffHidden         struct{ *memstore.Store }
 	takeoverUnreported    struct{ *memstore.Store }
 	acquisitionsNotPushed struct{ *memstore.Store }
+	hintsFalse            struct{ *memstore.Store }
 )
 
 // Acquire takes a lock reserved for another holder as if it were free: it
@@ -412,10 +413,43 @@ var mutants = []struct {
 		[]string{"Acquire/ReportsTakeover"}, 0},
 	{"acquisitions-not-pushed", func(s store.Store) store.Store { return acquisitionsNotPushed{mem(s)} },
 		[]string{"Notifier/DeliversAcquisitions", "Notifier/Kinds"}, 0},
+	{"hints-false", func(s store.Store) store.Store { return hintsFalse{mem(s)} },
+		[]string{"Notifier/Hints"}, 0},
 	{"retention-too-long", func(s store.Store) store.Store { return s },
 		[]string{"History/RetentionBound"}, historyLimit + 1},
 	{"retention-too-short", func(s store.Store) store.Store { return s },
 		[]string{"History/RetentionBound"}, historyLimit - 1},
+}
+
+// Subscribe pushes lease changes with false hints: an acquisition with
+// the token before its own, a release reserved for an instance nobody
+// named.
+func (s hintsFalse) Subscribe(ctx context.Context) (<-chan store.Change, error) {
+	in, err := s.Store.Subscribe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan store.Change)
+	go func() {
+		defer close(out)
+		for c := range in {
+			if c.Kind == store.ChangeLease {
+				if c.Token > 0 {
+					c.Token--
+				} else {
+					c.ReservedFor = "nobody-named-it"
+				}
+			}
+			select {
+			case out <- c:
+			case <-ctx.Done():
+				for range in { // until the store closes it
+				}
+				return
+			}
+		}
+	}()
+	return out, nil
 }
 
 // TestMutant runs the suite on the mutant named by the environment; it is

@@ -82,6 +82,11 @@ type Harness struct {
 	// of one lease as different handles report them within it. 0 for
 	// backends with leases to the millisecond.
 	LeaseGranularity time.Duration
+	// Hints says the backend's Notifier sets the hints of lease changes
+	// (store.Change's Holder, Token and ReservedFor): the suite then
+	// requires them. Without it the suite still fails a hint that is set
+	// and false.
+	Hints bool
 }
 
 // short is the short lease of the suite, raised to the backend's lease
@@ -157,6 +162,7 @@ var tests = []testCase{
 	{"Notifier/ClosesOnCancel", testNotifierCloses},
 	{"Notifier/DeliversAcquisitions", testNotifierDeliversAcquisitions},
 	{"Notifier/Kinds", testNotifierKinds},
+	{"Notifier/Hints", testNotifierHints},
 
 	{"Handoff/RequestSeenByHolder", testHandoffRequestSeenByHolder},
 	{"Handoff/RefusedWithoutMasterOrWhenDisabled", testHandoffRefused},

@@ -1,0 +1,171 @@
+package masterjob_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/store/memstore"
+)
+
+// callsByInstance counts each instance's Acquire and Renew calls on a
+// memstore, keeping its Notifier, Membership and Handoffs.
+type callsByInstance struct {
+	*memstore.Store
+	mu       sync.Mutex
+	acquires map[string]int
+	renews   map[string]int
+}
+
+func newCallsByInstance(ms *memstore.Store) *callsByInstance {
+	return &callsByInstance{Store: ms, acquires: map[string]int{}, renews: map[string]int{}}
+}
+
+func (c *callsByInstance) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
+	c.mu.Lock()
+	c.acquires[h.ID]++
+	c.mu.Unlock()
+	return c.Store.Acquire(ctx, h, locks, ttl)
+}
+
+func (c *callsByInstance) Renew(ctx context.Context, id string, leases []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
+	c.mu.Lock()
+	c.renews[id]++
+	c.mu.Unlock()
+	return c.Store.Renew(ctx, id, leases, ttl)
+}
+
+// reset zeroes the counts and returns the ones before.
+func (c *callsByInstance) reset() (acquires, renews map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	acquires, renews = c.acquires, c.renews
+	c.acquires, c.renews = map[string]int{}, map[string]int{}
+	return acquires, renews
+}
+
+// TestHandoffCallsWithHints: in a graceful hand-off on a store that says
+// what its lease pushes are (store.Change's hints), the successor makes
+// one call, its acquisition, and no renewal on the push of its own
+// acquisition; the other follower does not ask for the lock while it is
+// reserved for the successor, and checks once on the successor's
+// acquisition. A store without hints still hands over as quickly, with
+// the calls the hints spare.
+func TestHandoffCallsWithHints(t *testing.T) {
+	for _, hints := range []bool{true, false} {
+		name := "hints"
+		if !hints {
+			name = "no hints"
+		}
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var opts []memstore.Option
+				if !hints {
+					opts = append(opts, memstore.WithoutHints())
+				}
+				st := newCallsByInstance(memstore.New(opts...))
+				const lock = "L"
+				a := newExec(t, st, "a")
+				if err := a.StartMaster(lock, idle()); err != nil {
+					t.Fatal(err)
+				}
+				stopA := startRun(a)
+				synctest.Wait()
+				b, c := newExec(t, st, "b"), newExec(t, st, "c")
+				for _, e := range []*masterjob.Executor{b, c} {
+					if err := e.StartMaster(lock, idle()); err != nil {
+						t.Fatal(err)
+					}
+				}
+				stopB, stopC := startRun(b), startRun(c)
+				defer func() { _, _ = stopB(), stopC() }()
+				// Past the members' first reads, then to just after a's
+				// heartbeat, so that no scheduled call falls in the
+				// hand-off below.
+				time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
+				synctest.Wait()
+				st.reset()
+				t0 := time.Now()
+				if err := stopA(); err != nil {
+					t.Fatal(err)
+				}
+				synctest.Wait()
+				next := masterOf(t, st, lock)
+				if took := time.Since(t0); next == "a" || took > 0 {
+					t.Fatalf("master %q %v after a's shutdown; want b or c at once", next, took)
+				}
+				// Up to just before the new master's first heartbeat.
+				time.Sleep(heartbeat - 10*time.Millisecond)
+				synctest.Wait()
+				acquires, renews := st.reset()
+				other := map[string]string{"b": "c", "c": "b"}[next]
+				t.Logf("successor %s: %d acquisitions, %d renewals; %s: %d acquisitions", next, acquires[next], renews[next], other, acquires[other])
+				if hints {
+					if acquires[next] != 1 || renews[next] != 0 {
+						t.Errorf("successor %s made %d acquisitions and %d renewals in the hand-off; want 1 and 0", next, acquires[next], renews[next])
+					}
+					if acquires[other] != 1 {
+						t.Errorf("follower %s made %d acquisitions in the hand-off; want 1 (a check on the successor's acquisition)", other, acquires[other])
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestReservedForAnotherCheckedAtLapse: a follower that skips a release
+// reserved for another instance checks the lock when the reservation
+// lapses, so that a successor that never takes it (it died) delays the
+// next master by the reservation only.
+func TestReservedForAnotherCheckedAtLapse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const lock = "L"
+		held, err := st.Acquire(context.Background(), store.Holder{ID: "gone"}, []string{lock}, time.Hour)
+		if err != nil || !held[0].Acquired {
+			t.Fatal(held, err)
+		}
+		c := newExec(t, st, "c")
+		if err := c.StartMaster(lock, idle()); err != nil {
+			t.Fatal(err)
+		}
+		stopC := startRun(c)
+		defer func() { _ = stopC() }()
+		time.Sleep(2 * checkIntv)
+		synctest.Wait()
+		const reserve = tolerance // handoffReserve with the tests' timings
+		t0 := time.Now()
+		if err := st.Release(context.Background(), "gone", []store.LeaseRef{{Lock: lock, Token: held[0].Token, Successor: "ghost", Reserve: reserve}}); err != nil {
+			t.Fatal(err)
+		}
+		for masterOf(t, st, lock) != "c" {
+			if time.Since(t0) > reserve+heartbeat {
+				t.Fatalf("no master %v after a release reserved for an instance that never took it (reservation %v)", time.Since(t0), reserve)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if took := time.Since(t0); took < reserve {
+			t.Fatalf("c took the lock %v after the release, inside the reservation of %v", took, reserve)
+		}
+	})
+}
+
+// TestInstanceIDValidated: an instance id with a control character (which
+// could not travel in a store's push) or over 200 bytes is refused at New.
+func TestInstanceIDValidated(t *testing.T) {
+	for _, id := range []string{"a\x1eb", "tab\tid", strings.Repeat("x", 201)} {
+		_, err := masterjob.New(memstore.New(), masterjob.WithLookupEnv(noEnv), masterjob.WithInstanceID(id))
+		if !errors.Is(err, masterjob.ErrInvalidConfig) || !strings.Contains(err.Error(), "WithInstanceID") {
+			t.Errorf("New with instance id %q: err = %v, want ErrInvalidConfig naming WithInstanceID", id, err)
+		}
+	}
+	if _, err := masterjob.New(memstore.New(), masterjob.WithLookupEnv(noEnv), masterjob.WithInstanceID("host-1.example-42")); err != nil {
+		t.Errorf("New with a plain instance id: %v", err)
+	}
+}
