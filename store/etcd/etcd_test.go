@@ -146,6 +146,7 @@ func TestConformance(t *testing.T) {
 					},
 					HistoryLimit:     historyLimit,
 					LeaseGranularity: time.Second,
+					Hints:            true,
 				}
 			})
 		})

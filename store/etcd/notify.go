@@ -101,11 +101,12 @@ func (s *Store) follow(ctx context.Context, cancel context.CancelFunc, wch clien
 		if resp.Header.Revision > rev {
 			rev = resp.Header.Revision
 		}
+		reserved := s.reservations(resp.Events)
 		for _, ev := range resp.Events {
 			if _, suffix, ok := s.splitLockKey(string(ev.Kv.Key)); ok && suffix == sufLease && ev.Type == mvccpb.DELETE {
 				s.freed.Add(1)
 			}
-			if ch, ok := s.change(ev); ok {
+			if ch, ok := s.change(ev, reserved); ok {
 				select {
 				case out <- ch:
 				case <-ctx.Done():
@@ -130,16 +131,49 @@ func (s *Store) isClosed() bool {
 	return s.closed
 }
 
-// change maps one watch event to the change it announces, if any.
-func (s *Store) change(ev *clientv3.Event) (store.Change, bool) {
+// reservedAt names a lock and the revision of a transaction.
+type reservedAt struct {
+	lock string
+	rev  int64
+}
+
+// reservations returns the successors named by the reservations that the
+// events create: a release reserved for a successor deletes the lease key
+// and puts the reservation in one transaction (one revision), which one
+// watch response delivers whole.
+func (s *Store) reservations(evs []*clientv3.Event) map[reservedAt]string {
+	var m map[reservedAt]string
+	for _, ev := range evs {
+		if ev.Type != mvccpb.PUT || ev.Kv.Version != 1 {
+			continue
+		}
+		if name, suffix, ok := s.splitLockKey(string(ev.Kv.Key)); ok && suffix == sufReserve {
+			if m == nil {
+				m = map[reservedAt]string{}
+			}
+			m[reservedAt{name, ev.Kv.ModRevision}] = string(ev.Kv.Value)
+		}
+	}
+	return m
+}
+
+// change maps one watch event to the change it announces, if any, with
+// the hints it carries (store.Change): the holder and token of a lease
+// key created, and the successor of a release reserved in the same
+// transaction (reserved, from reservations).
+func (s *Store) change(ev *clientv3.Event, reserved map[reservedAt]string) (store.Change, bool) {
 	key := string(ev.Kv.Key)
 	put := ev.Type == mvccpb.PUT
 	if name, suffix, ok := s.splitLockKey(key); ok {
 		switch {
-		case suffix == sufLease && (!put || ev.Kv.Version == 1):
-			// Acquired (created), released, expired or revoked; a lease
-			// key moved to another lease of its holder is not news.
-			return store.Change{Kind: store.ChangeLease, Lock: name}, true
+		case suffix == sufLease && put && ev.Kv.Version == 1:
+			// Acquired: the key was created, with its holder as value.
+			return store.Change{Kind: store.ChangeLease, Lock: name, Holder: string(ev.Kv.Value), Token: ev.Kv.CreateRevision}, true
+		case suffix == sufLease && !put:
+			// Released (reserved for a successor, maybe), expired or
+			// revoked; a lease key moved to another lease of its holder
+			// is not news.
+			return store.Change{Kind: store.ChangeLease, Lock: name, ReservedFor: reserved[reservedAt{name, ev.Kv.ModRevision}]}, true
 		case suffix == sufControl:
 			return store.Change{Kind: store.ChangeControl, Lock: name}, true
 		case suffix == sufReserve && !put:
