@@ -102,7 +102,10 @@
 // expiry from etcd's deletion, at once, not at their check interval),
 // control records written (disable, enable, hand-off request), lapsed
 // reservations, history appends, and member records created or deleted.
-// Subscribe returns once etcd confirmed the watch. A watch etcd cancels
+// A created lease key's change carries the hints of an acquisition
+// (store.Change: its value is the holder, its create revision the token),
+// and a deletion that came with a reservation in the same transaction
+// names the successor. Subscribe returns once etcd confirmed the watch. A watch etcd cancels
 // (no leader, or its revision compacted) is resumed from the revision
 // after the last one seen, or from the current one after a compaction:
 // changes in between are lost, and followers' own checks cover them.

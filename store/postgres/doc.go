@@ -218,9 +218,21 @@
 // it for releases, disables and enables, is delivered as a ChangeLease of
 // that lock name; stores before version 4 read the new payloads as names
 // of locks they do not know, so during a rolling upgrade they miss the
-// pushes of newer instances and rely on their own checks. A subscriber's
-// queue holds each (kind, lock) once: repeated notifications of the same
-// change coalesce while it waits. Subscribe opens a dedicated connection with the pool's connection
+// pushes of newer instances and rely on their own checks.
+//
+// A lease change carries its hints (store.Change) in the kind field,
+// separated by the byte 0x1E: "lease\x1eHOLDER\x1eTOKEN\x1e\x1fJOB" for
+// an acquisition, "lease\x1e\x1e0\x1eSUCCESSOR\x1fJOB" for a release
+// reserved for a successor, and "lease\x1e\x1e0\x1e\x1fJOB" for a release
+// to anyone (at most 8 + 200 + 20 + 200 + 200 bytes). Instances of the
+// versions before the hints read such a kind as one they do not know, which
+// they deliver as a change of the lock: they still wake. An instance id
+// holding 0x1E or 0x1F (which the executor refuses) is left out with its
+// hint rather than cut short.
+//
+// A subscriber's queue holds each (kind, lock) once: a change notified
+// while another of its kind and lock waits is merged into it, keeping the
+// hints only when both say the same. Subscribe opens a dedicated connection with the pool's connection
 // configuration, outside the pool, and LISTENs on it. When the connection
 // fails (or does not answer a ping after 30 seconds of silence) it
 // reconnects with capped, jittered backoff. Notifications sent while it is

@@ -156,7 +156,10 @@
 // each node emits its own), and never changes the server's configuration.
 // With the default empty notify-keyspace-events nothing tells of an
 // expiry: followers sleep until the TTL their last check reported, as the
-// executor does anyway.
+// executor does anyway. The messages carry no hints (store.Change's Holder,
+// Token and ReservedFor): a reader of an earlier version drops a kind it
+// does not know, so hints would cost it its wake-ups during a rolling
+// upgrade. Followers therefore check on every lease change.
 //
 // # Redis Cluster
 //

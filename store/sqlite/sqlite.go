@@ -119,7 +119,11 @@
 // per lock of the batch), and the first write of a member record, or its
 // first after it expired, and Leave (a member change, with no lock). Of a
 // batch of more than 1000 only the last 1000 are written: the others would
-// be pruned in the same transaction.
+// be pruned in the same transaction. The kind column of a lease change
+// holds its hints (store.Change) after the byte 0x1E: the holder and token
+// of an acquisition, the successor of a release reserved for one. A reader
+// of an earlier version takes such a kind for one it does not know, which
+// it reads as a lease change of the lock: it still wakes.
 //
 // Subscribe opens a separate connection to the file (its own small pool,
 // so it takes nothing from the store's) and, on Linux, watches the
