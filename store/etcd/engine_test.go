@@ -165,6 +165,42 @@ func TestRenewIsOneKeepalive(t *testing.T) {
 	}
 }
 
+// TestSuccessorTakesReservedLockWithoutTTLRead: the successor's
+// acquisition of a lock reserved for it, the step of a hand-off etcd's
+// own election has no counterpart for, asks no lease's TTL: the state of
+// a lock taken is known from the take (it once asked the reservation's
+// lease, a round trip after the commit).
+func TestSuccessorTakesReservedLockWithoutTTLRead(t *testing.T) {
+	srv := server(t, etcdtest.Current)
+	prefix := newPrefix()
+	st := open(t, srv, prefix)
+	defer st.Close()
+	succ := open(t, srv, prefix)
+	defer succ.Close()
+	ctx := ctxFor(t)
+	got, err := st.Acquire(ctx, holder, []string{"RES"}, 30*time.Second)
+	if err != nil || !got[0].Acquired {
+		t.Fatal(got, err)
+	}
+	next := store.Holder{ID: "inst-2"}
+	if err := st.Release(ctx, holder.ID, []store.LeaseRef{{Lock: "RES", Token: got[0].Token, Successor: next.ID, Reserve: 5 * time.Second}}); err != nil {
+		t.Fatal(err)
+	}
+	before := requests(t, srv)
+	took, err := succ.Acquire(ctx, next, []string{"RES"}, 30*time.Second)
+	if err != nil || !took[0].Acquired {
+		t.Fatal(took, err)
+	}
+	calls := diff(requests(t, srv), before)
+	t.Logf("the successor's acquisition: %v", calls)
+	if calls["LeaseTimeToLive"] != 0 {
+		t.Errorf("the successor's acquisition made %v: it asked a lease's TTL", calls)
+	}
+	if took[0].TTL <= 0 || took[0].ReservedFor != "" {
+		t.Errorf("state of the lock taken: %+v", took[0])
+	}
+}
+
 // TestReleaseKeepsTheLease: releasing one lock deletes its key and leaves
 // the instance's lease, which its other locks use, alive.
 func TestReleaseKeepsTheLease(t *testing.T) {

@@ -202,7 +202,14 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 		}
 	}
 	memberDone()
-	times, err := s.leaseTimes(ctx, leaseIDs(ks, nil))
+	// The locks taken have their states already: asking the TTLs of the
+	// leases they were read with (a reservation's, say) would add a round
+	// trip after the take, in the middle of a hand-off.
+	taken := make(map[string]bool, len(acquired))
+	for n := range acquired {
+		taken[n] = true
+	}
+	times, err := s.leaseTimes(ctx, leaseIDs(ks, taken))
 	if err != nil {
 		return nil, err
 	}
