@@ -562,6 +562,7 @@ func (l *loop) onCheck(r checkResult) {
 	l.recovered("check", l.checkFails)
 	l.checkFails = 0
 	sleep := l.cfg.CheckMasterInterval
+	var late []string // acquired, but answered after the trust window
 	for _, s := range r.states {
 		switch {
 		case s.Acquired:
@@ -570,7 +571,9 @@ func (l *loop) onCheck(r checkResult) {
 				l.toRelease[s.Lock] = pendingRelease{token: s.Token}
 				continue
 			}
-			l.becomeMaster(s, r.began)
+			if !l.becomeMaster(s, r.began) {
+				late = append(late, s.Lock)
+			}
 		case s.Holder == l.e.holder.ID && s.TTL > 0:
 			// A lease the loop does not run: an acquisition whose answer was
 			// lost, or a release that failed. Never adopt it (its job may
@@ -588,6 +591,13 @@ func (l *loop) onCheck(r checkResult) {
 				sleep = min(sleep, max(s.ReservedTTL, time.Millisecond))
 			}
 		}
+	}
+	if len(late) > 0 {
+		// One line per call, not per lock: a call of thousands of locks
+		// that answers late on an overloaded host would log thousands.
+		l.log.Warn("acquired leases too late to trust them; releasing them: the store answered after the trust window closed (an overloaded store or host; a longer masterJobTolerance, or fewer locks per instance, gives calls more time)",
+			"leases", len(late), "locks", sample(late, 5), "took", now.Sub(r.began).Round(time.Millisecond).String(),
+			"trust_window", (l.cfg.Tolerance - l.cfg.SafetyMargin).String())
 	}
 	l.nextCheckAt = now.Add(sleep)
 	for _, until := range l.holdoff {
@@ -653,8 +663,9 @@ func (l *loop) jobFor(lock string) Job {
 }
 
 // becomeMaster starts the job of an acquired lease. The acquisition has
-// committed: the store returned it.
-func (l *loop) becomeMaster(s store.LockState, began time.Time) {
+// committed: the store returned it. It returns false, and queues the
+// lease's release, when the answer came after the trust window closed.
+func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
 	lease := Lease{Lock: s.Lock, Token: s.Token, Instance: l.e.holder.ID}
 	ttl := min(s.TTL, l.cfg.Tolerance)
 	m := &mastership{
@@ -672,9 +683,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 		// The acquisition took so long that the trust window is already
 		// over: do not start a job that would have to stop at once.
 		l.toRelease[s.Lock] = pendingRelease{token: s.Token}
-		l.log.Warn("acquired a lease too late to trust it; releasing", "lock", s.Lock, "token", s.Token,
-			"took", l.now().Sub(began).Round(time.Millisecond).String())
-		return
+		return false
 	}
 	delete(l.known, s.Lock)
 	l.masters[s.Lock] = m
@@ -710,6 +719,15 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) {
 		err := runJob(ctx, job, lease)
 		l.jobDone <- jobExit{lock: lease.Lock, token: lease.Token, err: err}
 	}()
+	return true
+}
+
+// sample returns the first n of names, for a log line about many locks.
+func sample(names []string, n int) []string {
+	if len(names) <= n {
+		return names
+	}
+	return names[:n:n]
 }
 
 // runJob runs job, turning a panic into an error so that the loop always
