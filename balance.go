@@ -222,14 +222,19 @@ func (e *Executor) alive(p peerInfo, stale time.Duration) bool {
 // without a release. Balancing leaves it out until its member record
 // would have expired.
 func (e *Executor) suspect(id, why string) {
-	e.runLog().Debug("balancing: instance suspected dead", "suspect", id, "why", why)
-	until := time.Now().Add(e.memberTTL())
+	now := time.Now()
+	until := now.Add(e.memberTTL())
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.suspects == nil {
 		e.suspects = map[string]time.Time{}
 	}
+	prev, was := e.suspects[id]
 	e.suspects[id] = until
+	e.mu.Unlock()
+	if !was || now.After(prev) {
+		// Once per suspicion, not once per lock of the suspect.
+		e.runLog().Debug("balancing: instance suspected dead", "suspect", id, "why", why)
+	}
 }
 
 // suspected reports whether id is suspected dead.
