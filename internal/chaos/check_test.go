@@ -3,6 +3,9 @@
 package chaos
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -548,5 +551,40 @@ func TestFailingAtShutdown(t *testing.T) {
 		if got := d.failingAtShutdown(i); got != want {
 			t.Errorf("instance %d: failingAtShutdown = %v, want %v", i, got, want)
 		}
+	}
+}
+
+// TestExecutorLogReachReadsFailedReleases: in the executor mode, whose
+// observer reports no release, a logged failed release starts a period of
+// failing calls, which the instance's exit reports; nothing else in that
+// log is read (the observer reports it).
+func TestExecutorLogReachReadsFailedReleases(t *testing.T) {
+	var out bytes.Buffer
+	in := &instance{enc: json.NewEncoder(&out)}
+	in.reach.in = in
+	l := &logReach{w: io.Discard, r: &in.reach, window: 100 * time.Millisecond, releasesOnly: true}
+	for _, line := range []string{
+		`level=INFO msg="became master" instance=i0 lock=chaos-lock-0 token=7`,
+		`level=WARN msg="heartbeat failed; retrying" instance=i0`,
+		`level=INFO msg="standing by: no master" instance=i0 lock=chaos-lock-1`,
+	} {
+		if _, err := l.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in.reach.flush()
+	if out.Len() != 0 {
+		t.Fatalf("lines other than a failed release were read: %s", out.String())
+	}
+	if _, err := l.Write([]byte(`level=WARN msg="release failed; the lease will expire instead" instance=i0 err="timeout"` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	in.reach.flush()
+	var m Message
+	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+		t.Fatalf("after a failed release: %v (%q)", err, out.String())
+	}
+	if m.Type != msgUnreachable || m.T-m.From < int64(100*time.Millisecond) {
+		t.Fatalf("after a failed release the instance reported %+v, want a period of failing calls of at least the release's timeout", m)
 	}
 }

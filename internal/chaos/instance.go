@@ -150,6 +150,9 @@ func (in *instance) wallString() string { return in.wall().Format(time.RFC3339Na
 
 func (in *instance) run(stderr io.Writer) error {
 	a := in.args
+	// A release times out after min(heartbeat, safety margin); the
+	// instances run with the default margin, a quarter of the lease.
+	stderr = &logReach{w: stderr, r: &in.reach, window: min(a.timing.Heartbeat, a.timing.Tolerance/4), releasesOnly: true}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
 		Level: slog.LevelInfo,
 		ReplaceAttr: func(groups []string, at slog.Attr) slog.Attr {

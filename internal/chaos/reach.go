@@ -60,11 +60,16 @@ type logReach struct {
 	r       *reach
 	window  time.Duration
 	partial []byte
+	// releasesOnly: the executor mode's log, whose observer reports every
+	// other call; only its failed releases are read here (a release that
+	// times out at shutdown leaves the lease to expire: the instance could
+	// not reach the store).
+	releasesOnly bool
 }
 
 var (
-	failedCall = [][]byte{[]byte(`msg="check failed; retrying"`), []byte(`msg="heartbeat failed; retrying"`),
-		[]byte(`msg="release failed`)}
+	failedRelease = []byte(`msg="release failed`)
+	failedCall    = [][]byte{[]byte(`msg="check failed; retrying"`), []byte(`msg="heartbeat failed; retrying"`), failedRelease}
 	succeededCall = [][]byte{[]byte(`msg="store reachable again"`), []byte(`msg="became master`),
 		[]byte(`msg="standing by:`)}
 )
@@ -87,6 +92,12 @@ var becameMaster = regexp.MustCompile(`msg="became master[^"]*".* lock=(\S+) tok
 
 func (l *logReach) line(b []byte) {
 	now := Mono()
+	if l.releasesOnly {
+		if bytes.Contains(b, failedRelease) {
+			l.r.result(now-int64(l.window), true)
+		}
+		return
+	}
 	if m := becameMaster.FindSubmatch(b); m != nil {
 		// The runner offers no observer: its acquisitions are read here.
 		if token, err := strconv.ParseInt(string(m[2]), 10, 64); err == nil {
