@@ -386,6 +386,7 @@ func (b *balancer) round(members []store.Member) {
 		room int
 	}
 	var under []target
+	stale := e.memberStaleAfter()
 	for _, p := range view.group {
 		if p.id != me && e.suspected(p.id) {
 			continue
@@ -394,7 +395,11 @@ func (b *balancer) round(members []store.Member) {
 		switch {
 		case p.masters > s+slackOf(b.cfg.Slack, s):
 			over++
-		case p.id != me && p.masters < s:
+		case p.id != me && p.masters < s && e.alive(p, stale):
+			// Not a peer whose record went unwritten too long (as for
+			// the successors of a shutdown): it probably died holding
+			// nothing, so no expired lease made it suspected, and a lock
+			// reserved for it would wait out the reservation.
 			under = append(under, target{p.id, s - p.masters})
 		}
 	}

@@ -6,3 +6,6 @@ import "time"
 // that a host suspend can be simulated: a clock that jumps ahead of the
 // bubble's time.Now.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.clock = now } }
+
+// LockSetID is lockSetID, for tests that write a member record by hand.
+var LockSetID = lockSetID

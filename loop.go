@@ -79,10 +79,11 @@ type mastership struct {
 	stopping  error  // cause, once the job's context was cancelled
 	lost      bool   // the lease is (or may be) gone: do not renew
 	successor string // a hand-off: release reserved for this instance
-	// shutdownSuccessor: successor was named by this instance's shutdown
-	// from its member list, and is checked again at the release (it may
-	// have left meanwhile).
-	shutdownSuccessor bool
+	// listSuccessor: successor was named by this instance from its member
+	// list (by its shutdown, or by balancing), and is checked again at the
+	// release (it may have left or died meanwhile). An operator's choice
+	// is not: it may name an instance outside this one's list.
+	listSuccessor bool
 }
 
 // pendingRelease is a lease to release, with the successor it is reserved
@@ -878,7 +879,7 @@ func (l *loop) onJobExit(x jobExit) {
 	// Stop, then release: the job has returned, so the next master cannot
 	// start beside it. Releasing a lost lease is fenced and harmless.
 	rel := pendingRelease{token: x.token}
-	if m.successor != "" && !m.lost && (!m.shutdownSuccessor || l.e.livePeer(m.successor)) {
+	if m.successor != "" && !m.lost && (!m.listSuccessor || l.e.livePeer(m.successor)) {
 		rel.successor, rel.reserve = m.successor, handoffReserve(l.cfg)
 	}
 	if errors.Is(m.stopping, ErrHandoff) && !m.lost {
@@ -1062,6 +1063,7 @@ func (l *loop) onInbox() {
 	for lock, to := range handoffs {
 		if m := l.masters[lock]; m != nil {
 			l.handOff(m, to)
+			m.listSuccessor = m.successor == to // balancing names peers from its list
 		}
 	}
 	if added {
@@ -1149,7 +1151,7 @@ func (l *loop) beginShutdown(ctx context.Context) {
 	}
 	for i, m := range running {
 		if len(succ) > 0 {
-			m.successor, m.shutdownSuccessor = succ[i], true
+			m.successor, m.listSuccessor = succ[i], true
 		}
 	}
 	for _, m := range l.masters {
