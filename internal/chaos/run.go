@@ -175,21 +175,22 @@ func (d *driver) checkLeftovers() {
 	if err != nil {
 		d.problem(VHarness, "", "reading the locks after shutdown: %v", err)
 	}
-	var last, index []int // the pids and indexes of the instances shut down at the end
+	type ended struct{ pid, index int } // an instance shut down at the end
+	var last []ended
 	for _, s := range d.slots {
 		s.mu.Lock()
-		last, index = append(last, s.pid), append(index, s.index)
+		last = append(last, ended{s.pid, s.index})
 		s.mu.Unlock()
 	}
 	for _, s := range states {
 		// Only an instance shut down at the end had to release: one killed
 		// earlier leaves its lease to expire, which a store restart can
 		// postpone (etcd renews every lease when it restarts).
-		i := slices.IndexFunc(last, func(pid int) bool { return heldByOneOf(s.Holder, []int{pid}) })
+		i := slices.IndexFunc(last, func(e ended) bool { return heldBy(s.Holder, e.pid) })
 		if !s.Held() || i < 0 {
 			continue
 		}
-		if d.failingAtShutdown(index[i]) {
+		if d.failingAtShutdown(last[i].index) {
 			// Its store calls were failing as it shut down: its release
 			// failed too, and the lease expires instead, as promised.
 			d.mu.Lock()
@@ -265,9 +266,6 @@ func writeJSONLines[T any](path string, items []T) {
 // errUsage marks command-line errors.
 var errUsage = errors.New("usage")
 
-// heldByOneOf reports whether holder, an instance id, is that of one of
-// pids: the ids of the harness's instances ("i1-g2-PID") and of runners
-// ("HOST-PID-RANDOM") carry the pid as a field between dashes.
 // failingAtShutdown reports whether instance i's own store calls were
 // failing (or its store unreachable or degraded by a fault) when the run
 // ended, until the instance exited.
@@ -284,12 +282,9 @@ func (d *driver) failingAtShutdown(i int) bool {
 	return false
 }
 
-func heldByOneOf(holder string, pids []int) bool {
-	fields := strings.Split(holder, "-")
-	for _, pid := range pids {
-		if slices.Contains(fields, strconv.Itoa(pid)) {
-			return true
-		}
-	}
-	return false
+// heldBy reports whether holder, an instance id, is that of process pid:
+// the ids of the harness's instances ("i1-g2-PID") and of runners
+// ("HOST-PID-RANDOM") carry the pid as a field between dashes.
+func heldBy(holder string, pid int) bool {
+	return slices.Contains(strings.Split(holder, "-"), strconv.Itoa(pid))
 }
