@@ -798,7 +798,7 @@ func (l *loop) onRenew(r renewResult) {
 		case res.Revoked || res.Disabled:
 			l.stop(m, ErrDisabled, Released)
 		case res.HandoffRequested:
-			l.handOff(m, res.HandoffTo)
+			l.handOff(m, res.HandoffTo, false)
 		}
 	}
 	// The next renewal is due when the first lease needs it: the ones this
@@ -914,13 +914,15 @@ func (l *loop) onRelease(r releaseResult) {
 }
 
 // handOff stops m's job to hand the lease over to successor ("" for any
-// other instance): an operator's request seen in a renewal, or balancing.
-// The lease is released, reserved for the successor, once the job stopped.
-func (l *loop) handOff(m *mastership, successor string) {
+// other instance): an operator's request seen in a renewal, or balancing
+// (fromList: a peer of this instance's member list, checked again at the
+// release). The lease is released, reserved for the successor, once the
+// job stopped.
+func (l *loop) handOff(m *mastership, successor string, fromList bool) {
 	if m.stopping != nil || m.lost || successor == l.e.holder.ID {
 		return
 	}
-	m.successor = successor
+	m.successor, m.listSuccessor = successor, fromList
 	l.stop(m, ErrHandoff, Released)
 }
 
@@ -1062,8 +1064,7 @@ func (l *loop) onInbox() {
 	}
 	for lock, to := range handoffs {
 		if m := l.masters[lock]; m != nil {
-			l.handOff(m, to)
-			m.listSuccessor = m.successor == to // balancing names peers from its list
+			l.handOff(m, to, true)
 		}
 	}
 	if added {
