@@ -1,7 +1,7 @@
 package storetest
 
 import (
-	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -171,12 +171,7 @@ func testHandoffNotifies(t *testing.T, h Harness) {
 	s := open(t, h)
 	handoffs(t, s)
 	mustAcquire(t, s, holderA, "HO-PUSH", longTTL)
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	ch, err := n.Subscribe(ctx)
-	if err != nil {
-		t.Fatalf("Subscribe: %v", err)
-	}
+	ch := subscribe(t, n)
 	requestHandoff(t, s, "HO-PUSH", "")
 	expectNotification(t, ch, "HO-PUSH", "Handoff")
 }
@@ -187,12 +182,7 @@ func testNotifierDeliversAcquisitions(t *testing.T, h Harness) {
 	sub := open(t, h)
 	n := notifier(t, sub)
 	s := open(t, h)
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	ch, err := n.Subscribe(ctx)
-	if err != nil {
-		t.Fatalf("Subscribe: %v", err)
-	}
+	ch := subscribe(t, n)
 	mustAcquire(t, s, holderA, "N-ACQUIRE", longTTL)
 	expectNotification(t, ch, "N-ACQUIRE", "Acquire")
 }
@@ -358,22 +348,9 @@ func testMembersPerHandle(t *testing.T, h Harness) {
 // expectChange waits for a change of kind about lock.
 func expectChange(t *testing.T, ch <-chan store.Change, kind store.ChangeKind, lock, after string) {
 	t.Helper()
-	timeout := time.After(waitLimit)
-	var seen []store.Change
-	for {
-		select {
-		case got, ok := <-ch:
-			if !ok {
-				t.Fatalf("subscription closed while waiting for %s %q after %s", kind, lock, after)
-			}
-			if got.Kind == kind && got.Lock == lock {
-				return
-			}
-			seen = append(seen, got)
-		case <-timeout:
-			t.Fatalf("no %s change for %q within %v after %s (saw %v)", kind, lock, waitLimit, after, seen)
-		}
-	}
+	nextChange(t, ch, fmt.Sprintf("%s change for %q", kind, lock), after, func(c store.Change) bool {
+		return c.Kind == kind && c.Lock == lock
+	})
 }
 
 // testNotifierHints: the hints of a lease change are true of the commit
@@ -384,33 +361,15 @@ func testNotifierHints(t *testing.T, h Harness) {
 	sub := open(t, h)
 	n := notifier(t, sub)
 	s := open(t, h)
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	ch, err := n.Subscribe(ctx)
-	if err != nil {
-		t.Fatalf("Subscribe: %v", err)
-	}
-	// next returns the next lease change of lock, failing on a false hint.
+	ch := subscribe(t, n)
+	// next takes the next lease change of lock, failing on a false hint.
 	next := func(lock, after string, want store.Change) {
 		t.Helper()
-		timeout := time.After(waitLimit)
-		for {
-			select {
-			case got, ok := <-ch:
-				if !ok {
-					t.Fatalf("subscription closed while waiting for a lease change of %q after %s", lock, after)
-				}
-				if got.Kind != store.ChangeLease || got.Lock != lock {
-					continue
-				}
-				bare := store.Change{Kind: got.Kind, Lock: got.Lock}
-				if got != want && (h.Hints || got != bare) {
-					t.Fatalf("after %s: pushed %+v, want %+v", after, got, want)
-				}
-				return
-			case <-timeout:
-				t.Fatalf("no lease change of %q within %v after %s", lock, waitLimit, after)
-			}
+		got := nextChange(t, ch, fmt.Sprintf("a lease change of %q", lock), after, func(c store.Change) bool {
+			return c.Kind == store.ChangeLease && c.Lock == lock
+		})
+		if bare := (store.Change{Kind: got.Kind, Lock: got.Lock}); got != want && (h.Hints || got != bare) {
+			t.Fatalf("after %s: pushed %+v, want %+v", after, got, want)
 		}
 	}
 	st := mustAcquire(t, s, holderA, "H-LEASE", longTTL)
@@ -437,12 +396,7 @@ func testNotifierKinds(t *testing.T, h Harness) {
 	sub := open(t, h)
 	n := notifier(t, sub)
 	s := open(t, h)
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	ch, err := n.Subscribe(ctx)
-	if err != nil {
-		t.Fatalf("Subscribe: %v", err)
-	}
+	ch := subscribe(t, n)
 	st := mustAcquire(t, s, holderA, "K-LEASE", longTTL)
 	expectChange(t, ch, store.ChangeLease, "K-LEASE", "Acquire")
 	release(t, s, holderA.ID, ref(st))

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -277,20 +278,42 @@ func notifier(t *testing.T, s store.Store) store.Notifier {
 // expectNotification waits for lock on ch, skipping other names.
 func expectNotification(t *testing.T, ch <-chan store.Change, lock, after string) {
 	t.Helper()
+	nextChange(t, ch, fmt.Sprintf("a notification for %q", lock), after, func(c store.Change) bool { return c.Lock == lock })
+}
+
+// nextChange returns the next change on ch that match accepts (what
+// describes it), skipping others; it fails when none comes within
+// waitLimit after after.
+func nextChange(t *testing.T, ch <-chan store.Change, what, after string, match func(store.Change) bool) store.Change {
+	t.Helper()
 	timeout := time.After(waitLimit)
+	var seen []store.Change
 	for {
 		select {
 		case got, ok := <-ch:
 			if !ok {
-				t.Fatalf("subscription closed while waiting for %q after %s", lock, after)
+				t.Fatalf("subscription closed while waiting for %s after %s", what, after)
 			}
-			if got.Lock == lock {
-				return
+			if match(got) {
+				return got
 			}
+			seen = append(seen, got)
 		case <-timeout:
-			t.Fatalf("no notification for %q within %v after %s", lock, waitLimit, after)
+			t.Fatalf("no %s within %v after %s (saw %v)", what, waitLimit, after, seen)
 		}
 	}
+}
+
+// subscribe subscribes to n until the test ends, failing if it cannot.
+func subscribe(t *testing.T, n store.Notifier) <-chan store.Change {
+	t.Helper()
+	ctx, cancel := context.WithCancel(testCtx(t))
+	t.Cleanup(cancel)
+	ch, err := n.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	return ch
 }
 
 // testNotifierDelivers: Release, Disable and Enable on another handle are
@@ -302,12 +325,7 @@ func testNotifierDelivers(t *testing.T, h Harness) {
 	disable(t, s, "N-ENABLE", "before subscribing", "ops")
 	st := mustAcquire(t, s, holderA, "N-RELEASE", longTTL)
 
-	ctx, cancel := context.WithCancel(testCtx(t))
-	defer cancel()
-	ch, err := n.Subscribe(ctx)
-	if err != nil {
-		t.Fatalf("Subscribe: %v", err)
-	}
+	ch := subscribe(t, n)
 	release(t, s, holderA.ID, ref(st))
 	expectNotification(t, ch, "N-RELEASE", "Release")
 	disable(t, s, "N-DISABLE", "notify", "ops")
