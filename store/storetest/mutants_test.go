@@ -119,7 +119,20 @@ func (s takeoverUnreported) Acquire(ctx context.Context, h store.Holder, l []str
 // Subscribe drops the lease changes of locks that are held when the change
 // arrives: acquisitions, as a backend that pushes only releases would.
 func (s acquisitionsNotPushed) Subscribe(ctx context.Context) (<-chan store.Change, error) {
-	in, err := s.Store.Subscribe(ctx)
+	return rewritten(ctx, s.Store, func(c store.Change) (store.Change, bool) {
+		if c.Kind == store.ChangeLease {
+			if st, err := s.Store.Locks(context.WithoutCancel(ctx), c.Lock); err == nil && st[0].Held() {
+				return c, false
+			}
+		}
+		return c, true
+	})
+}
+
+// rewritten subscribes to ms and passes on what f makes of each change,
+// dropping those it refuses.
+func rewritten(ctx context.Context, ms *memstore.Store, f func(store.Change) (store.Change, bool)) (<-chan store.Change, error) {
+	in, err := ms.Subscribe(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -127,10 +140,9 @@ func (s acquisitionsNotPushed) Subscribe(ctx context.Context) (<-chan store.Chan
 	go func() {
 		defer close(out)
 		for c := range in {
-			if c.Kind == store.ChangeLease {
-				if st, err := s.Store.Locks(context.WithoutCancel(ctx), c.Lock); err == nil && st[0].Held() {
-					continue
-				}
+			c, ok := f(c)
+			if !ok {
+				continue
 			}
 			select {
 			case out <- c:
@@ -425,31 +437,16 @@ var mutants = []struct {
 // the token before its own, a release reserved for an instance nobody
 // named.
 func (s hintsFalse) Subscribe(ctx context.Context) (<-chan store.Change, error) {
-	in, err := s.Store.Subscribe(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make(chan store.Change)
-	go func() {
-		defer close(out)
-		for c := range in {
-			if c.Kind == store.ChangeLease {
-				if c.Token > 0 {
-					c.Token--
-				} else {
-					c.ReservedFor = "nobody-named-it"
-				}
-			}
-			select {
-			case out <- c:
-			case <-ctx.Done():
-				for range in { // until the store closes it
-				}
-				return
+	return rewritten(ctx, s.Store, func(c store.Change) (store.Change, bool) {
+		if c.Kind == store.ChangeLease {
+			if c.Token > 0 {
+				c.Token--
+			} else {
+				c.ReservedFor = "nobody-named-it"
 			}
 		}
-	}()
-	return out, nil
+		return c, true
+	})
 }
 
 // TestMutant runs the suite on the mutant named by the environment; it is
