@@ -73,11 +73,12 @@ func (s *Store) addKey(m map[string]*lockKeys, kv *mvccpb.KeyValue, all bool) {
 	}
 }
 
-// leaseIDs lists the leases whose time the states of ks need.
-func leaseIDs(ks map[string]*lockKeys, skip map[string]bool) []clientv3.LeaseID {
+// leaseIDs lists the leases whose time the states of ks need, but for the
+// locks whose states are known already (taken, by Acquire).
+func leaseIDs(ks map[string]*lockKeys, taken map[string]store.LockState) []clientv3.LeaseID {
 	var ids []clientv3.LeaseID
 	for n, k := range ks {
-		if skip[n] {
+		if _, known := taken[n]; known {
 			continue
 		}
 		if k.lease != nil {
@@ -205,11 +206,7 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 	// The locks taken have their states already: asking the TTLs of the
 	// leases they were read with (a reservation's, say) would add a round
 	// trip after the take, in the middle of a hand-off.
-	taken := make(map[string]bool, len(acquired))
-	for n := range acquired {
-		taken[n] = true
-	}
-	times, err := s.leaseTimes(ctx, leaseIDs(ks, taken))
+	times, err := s.leaseTimes(ctx, leaseIDs(ks, acquired))
 	if err != nil {
 		return nil, err
 	}

@@ -59,20 +59,20 @@ func payload(kind store.ChangeKind, lock string) string {
 // cannot be cut out of the payload), so that no receiver is misled: the
 // executor refuses such ids anyway. At most 8 + 3 × 200 + 20 + 200 bytes.
 func leasePayload(holder, token, reserved string) string {
-	clean := func(id string) string {
-		return `CASE WHEN strpos(` + id + `, chr(30)) = 0 AND strpos(` + id + `, chr(31)) = 0 THEN ` + id + ` ELSE '' END`
+	// sayable(id, v) is v when the id holds no separator, else otherwise.
+	sayable := func(id, v, otherwise string) string {
+		return `CASE WHEN strpos(` + id + `, chr(30)) = 0 AND strpos(` + id + `, chr(31)) = 0 THEN ` + v + ` ELSE ` + otherwise + ` END`
 	}
 	if holder == "" {
 		holder, token = "''", "0"
-	} else {
-		// An unsayable holder drops the token too: a hint is whole or absent.
-		token = `CASE WHEN strpos(` + holder + `, chr(30)) = 0 AND strpos(` + holder + `, chr(31)) = 0 THEN ` + token + ` ELSE 0 END`
 	}
 	if reserved == "" {
 		reserved = "''"
 	}
-	return "'" + string(store.ChangeLease) + "' || chr(30) || " + clean(holder) + " || chr(30) || (" + token + ")::text || chr(30) || " +
-		clean(reserved) + " || chr(31) || lock_name"
+	// An unsayable holder drops the token too: a hint is whole or absent.
+	return "'" + string(store.ChangeLease) + "' || chr(30) || " + sayable(holder, holder, "''") +
+		" || chr(30) || (" + sayable(holder, token, "0") + ")::text || chr(30) || " +
+		sayable(reserved, reserved, "''") + " || chr(31) || lock_name"
 }
 
 // stateCols selects a lock's state from the row aliased c, taking the name
