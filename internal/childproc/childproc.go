@@ -29,7 +29,11 @@
 // runner's terminal is left to the runner, which decides how to stop it.
 // Stop stops every descendant: SIGTERM first, SIGKILL at a kill time chosen
 // by the caller (the moment after which the lease may belong to another
-// instance); it returns once every descendant has been reaped.
+// instance); it returns once every descendant has been reaped. The runner
+// sends a signal to the command's process group itself, and the supervisor
+// only to the descendants that left the group (its scan of /proc runs
+// beside its loop, so that it never delays the report of the command's
+// exit): a graceful hand-off waits for that report.
 //
 // In a process that is PID 1 (a container's init), StartReaper reaps the
 // orphans that the kernel reparents to it, without taking the exit status

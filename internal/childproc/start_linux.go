@@ -287,8 +287,22 @@ func (s *sysProcess) close() {
 	}
 }
 
-// signal sends sig to the child and every descendant.
+// signal sends sig to the child and every descendant. While the child has
+// not been reported reaped, the runner signals its process group itself, at
+// once, and leaves the supervisor only the descendants that left the group:
+// a hop through the supervisor costs milliseconds on a busy host, in the
+// middle of a hand-off. (The supervisor reaps the child; a group id stays
+// allocated while a member lives, and the pid of a reaped leader is reused
+// only once the kernel's pid counter has wrapped.)
 func (p *Process) signal(sig syscall.Signal) error {
+	select {
+	case <-p.done:
+	default:
+		if syscall.Kill(-p.pid, sig) == nil {
+			p.sys.send("signal-rest " + strconv.Itoa(int(sig)))
+			return nil
+		}
+	}
 	p.sys.send("signal " + strconv.Itoa(int(sig)))
 	return nil
 }

@@ -229,9 +229,9 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 			switch verb {
 			case "kill":
 				s.killAll()
-			case "signal":
+			case "signal", "signal-rest":
 				if n, err := strconv.Atoi(arg); err == nil {
-					s.signalAll(syscall.Signal(n))
+					s.signalAll(syscall.Signal(n), verb == "signal-rest")
 				}
 			}
 		case <-sigs:
@@ -247,13 +247,19 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 // that its shell forked while a scan of /proc was under way, which the scan
 // misses: a shell that then dies of the signal leaves it running,
 // unsignalled, with no deadline but the lease's), then to the descendants
-// that left the group.
-func (s *supervisor) signalAll(sig syscall.Signal) {
+// that left the group. groupDone says the runner has signalled the group
+// already. The scan of /proc (every process of the host) runs beside the
+// loop, so that it never delays the report of the command's exit, which a
+// hand-off waits for.
+func (s *supervisor) signalAll(sig syscall.Signal, groupDone bool) {
 	group := 0
-	if !s.cmdReaped.Load() && syscall.Kill(-s.cmdPid, sig) == nil {
+	switch {
+	case groupDone:
+		group = s.cmdPid
+	case !s.cmdReaped.Load() && syscall.Kill(-s.cmdPid, sig) == nil:
 		group = s.cmdPid
 	}
-	signalDescendants(s.self, sig, group)
+	go signalDescendants(s.self, sig, group)
 }
 
 // killAll SIGKILLs every descendant, again and again until none is left

@@ -437,3 +437,33 @@ func TestStopSignalsTheWholeProcessGroup(t *testing.T) {
 		t.Errorf("the group member wrote %q, want TERM", b)
 	}
 }
+
+// The runner signals the command's process group itself, not through the
+// supervisor (a hop that costs milliseconds of a hand-off on a busy host):
+// with the supervisor frozen, Signal still stops the command at once. The
+// supervisor still reports the exit once it runs again.
+func TestSignalReachesTheGroupWithoutTheSupervisor(t *testing.T) {
+	p, err := Start(Spec{Path: "sleep", Args: []string{"600"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup := p.sys.supPid
+	if err := syscall.Kill(sup, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = syscall.Kill(sup, syscall.SIGCONT)
+		p.Kill()
+		p.Wait()
+	}()
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitDead(t, p.Pid(), 2*time.Second) // a zombie: its reaper is frozen
+	if err := syscall.Kill(sup, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if res := p.Wait(); res.Signal != syscall.SIGTERM {
+		t.Errorf("the command ended with %v, want killed by SIGTERM", res)
+	}
+}
