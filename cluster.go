@@ -130,13 +130,16 @@ func (e *Executor) memberStaleAfter() time.Duration {
 }
 
 // longestOf returns the largest f of the executor's timing and of every
-// registered lock's.
+// registered lock's. It looks at each distinct timing once, not at each
+// lock: it runs for every lock of a suspect and every release to a
+// successor, and a pass over thousands of locks each time made those
+// quadratic.
 func (e *Executor) longestOf(f func(Config) time.Duration) time.Duration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	longest := f(e.cfg)
-	for _, reg := range e.jobs {
-		longest = max(longest, f(reg.cfg))
+	for cfg := range e.timings {
+		longest = max(longest, f(cfg))
 	}
 	return longest
 }

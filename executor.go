@@ -55,6 +55,9 @@ type Executor struct {
 	lockSetDirty bool
 	left         bool                 // the member record was removed at the end of Run
 	suspects     map[string]time.Time // instances suspected dead, until when (balance.go)
+	// timings holds the distinct timings of the registered locks (a
+	// handful, however many locks), for longestOf.
+	timings map[Config]bool
 	// readMembers asks the balancer to read the member list now (a
 	// shutdown, whose successors must not have left meanwhile).
 	readMembers chan struct{}
@@ -203,6 +206,10 @@ func (e *Executor) StartMaster(lock string, job Job, opts ...Option) error {
 		return fmt.Errorf("%w: %q", ErrDuplicateLock, lock)
 	}
 	e.jobs[lock] = &registration{job: job, cfg: cfg}
+	if e.timings == nil {
+		e.timings = map[Config]bool{}
+	}
+	e.timings[cfg] = true
 	e.lockSetDirty = true
 	if r := e.run; r != nil && !r.ended {
 		if l := r.loops[cfg]; l != nil {

@@ -563,7 +563,8 @@ func (l *loop) onCheck(r checkResult) {
 	l.recovered("check", l.checkFails)
 	l.checkFails = 0
 	sleep := l.cfg.CheckMasterInterval
-	var late []string // acquired, but answered after the trust window
+	renewed := map[string]time.Time{} // holder: the earliest expiry seen of its leases
+	var late []string                 // acquired, but answered after the trust window
 	for _, s := range r.states {
 		switch {
 		case s.Acquired:
@@ -582,7 +583,7 @@ func (l *loop) onCheck(r checkResult) {
 			l.toRelease[s.Lock] = pendingRelease{token: s.Token}
 		default:
 			l.noteMaster(s)
-			l.see(s, r.began)
+			l.see(s, r.began, renewed)
 			if s.Held() && !s.Disabled {
 				// Wake when the current lease expires, not a full interval later.
 				sleep = min(sleep, max(s.TTL, time.Millisecond))
@@ -593,6 +594,7 @@ func (l *loop) onCheck(r checkResult) {
 			}
 		}
 	}
+	l.extendHolders(renewed, r.began)
 	if len(late) > 0 {
 		// One line per call, not per lock: a call of thousands of locks
 		// that answers late on an overloaded host would log thousands.
@@ -926,8 +928,9 @@ func (l *loop) handOff(m *mastership, successor string, fromList bool) {
 	l.stop(m, ErrHandoff, Released)
 }
 
-// see records what a check saw of a followed lock.
-func (l *loop) see(s store.LockState, began time.Time) {
+// see records what a check saw of a followed lock, and in renewed the
+// earliest expiry it saw of each holder's leases.
+func (l *loop) see(s store.LockState, began time.Time, renewed map[string]time.Time) {
 	switch {
 	case s.Disabled:
 		delete(l.seen, s.Lock)
@@ -944,12 +947,12 @@ func (l *loop) see(s store.LockState, began time.Time) {
 		l.seen[s.Lock] = seenLock{freeSince: until, holder: s.Holder}
 		// Its holder renews all its leases together: those of its leases
 		// this check did not ask for (balancing probes one per holder)
-		// live as long.
-		for lk, o := range l.seen {
-			if o.holder == s.Holder && !o.freeSince.After(began) {
-				o.freeSince = until
-				l.seen[lk] = o
-			}
+		// live as long. Noted here, applied once per check
+		// (extendHolders): a pass over every lock for each answer made a
+		// check of thousands of locks quadratic, and held the loop, which
+		// enforces the trust windows, for seconds.
+		if u, ok := renewed[s.Holder]; !ok || until.Before(u) {
+			renewed[s.Holder] = until
 		}
 	default:
 		prev, ok := l.seen[s.Lock]
@@ -968,6 +971,22 @@ func (l *loop) see(s store.LockState, began time.Time) {
 		}
 		prev.mine, prev.holder = false, ""
 		l.seen[s.Lock] = prev
+	}
+}
+
+// extendHolders moves forward, to the expiry a check saw of a holder's
+// leases (renewed), the locks of that holder that were due at the check's
+// start (began) and that the check did not ask for: a holder renews all its
+// leases together. One pass over the seen locks per check.
+func (l *loop) extendHolders(renewed map[string]time.Time, began time.Time) {
+	if len(renewed) == 0 {
+		return
+	}
+	for lk, o := range l.seen {
+		if until, ok := renewed[o.holder]; ok && o.holder != "" && !o.freeSince.After(began) {
+			o.freeSince = until
+			l.seen[lk] = o
+		}
 	}
 }
 

@@ -28,6 +28,11 @@ type InstanceLine struct {
 	Calls int64  `json:"calls"` // store calls made so far
 	Held  int    `json:"held"`  // masterships
 	RSS   int64  `json:"rss"`   // bytes
+	// Unnoticed counts the masterships that ended because their lease had
+	// expired before the instance noticed (masterjob.ErrLeaseExpired): the
+	// job ran past the lease. A loop held up by its own work (or a
+	// starved process) shows here.
+	Unnoticed int64 `json:"unnoticed"`
 }
 
 // ScaleConfig is one run of the scale scenario.
@@ -70,6 +75,9 @@ type ScaleResult struct {
 	Survivors     int           `json:"survivors"`
 	FailoverBound time.Duration `json:"failoverBound"` // lease + check interval
 	Host          HostLoad      `json:"host"`
+	// Unnoticed is the sum over the instances of InstanceLine.Unnoticed
+	// at the end of the run (the killed instance's at its last line).
+	Unnoticed int64 `json:"unnoticed"`
 }
 
 // scaleInstance is one running instance.
@@ -218,6 +226,9 @@ func (e *Env) Scale(ctx context.Context, instanceBin string, cfg ScaleConfig) (*
 		if si != victim && after[si.id] > before[si.id] {
 			res.SpreadOver++
 		}
+	}
+	for _, si := range insts {
+		res.Unnoticed += si.snapshot().Unnoticed
 	}
 	res.Host = host.since()
 	return res, nil

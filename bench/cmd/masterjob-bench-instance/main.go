@@ -15,12 +15,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,6 +61,7 @@ func run(url, id string, locks int, heartbeat, tolerance, check, every time.Dura
 	}
 	defer st.Close()
 	counter, counted := bench.NewCountingStore(st)
+	unnoticed := &expiryCounter{}
 	var w io.Writer = io.Discard
 	if verbose {
 		w = os.Stderr
@@ -69,6 +72,7 @@ func run(url, id string, locks int, heartbeat, tolerance, check, every time.Dura
 		masterjob.WithInitDelay(0),
 		masterjob.WithLogger(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))),
 		masterjob.WithBalance(masterjob.BalanceConfig{Off: !balance}),
+		masterjob.WithObserver(unnoticed),
 	}
 	if heartbeat > 0 {
 		opts = append(opts, masterjob.WithHeartbeatInterval(heartbeat))
@@ -95,7 +99,7 @@ func run(url, id string, locks int, heartbeat, tolerance, check, every time.Dura
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		line := bench.InstanceLine{ID: id, Mono: mono(), Calls: counter.Calls().Total(), Held: len(ex.Masters()), RSS: rss()}
+		line := bench.InstanceLine{ID: id, Mono: mono(), Calls: counter.Calls().Total(), Held: len(ex.Masters()), RSS: rss(), Unnoticed: unnoticed.n.Load()}
 		if err := enc.Encode(line); err != nil {
 			return err
 		}
@@ -124,4 +128,17 @@ func rss() int64 {
 	var size, res int64
 	_, _ = fmt.Sscan(string(b), &size, &res)
 	return res * int64(os.Getpagesize())
+}
+
+// expiryCounter counts the masterships that ended with
+// masterjob.ErrLeaseExpired: the lease expired before the instance noticed.
+type expiryCounter struct {
+	masterjob.NopObserver
+	n atomic.Int64
+}
+
+func (c *expiryCounter) Transition(t masterjob.Transition) {
+	if errors.Is(t.Reason, masterjob.ErrLeaseExpired) {
+		c.n.Add(1)
+	}
 }
