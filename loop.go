@@ -983,7 +983,7 @@ func (l *loop) extendHolders(renewed map[string]time.Time, began time.Time) {
 		return
 	}
 	for lk, o := range l.seen {
-		if until, ok := renewed[o.holder]; ok && o.holder != "" && !o.freeSince.After(began) {
+		if until, ok := renewed[o.holder]; ok && !o.freeSince.After(began) {
 			o.freeSince = until
 			l.seen[lk] = o
 		}
