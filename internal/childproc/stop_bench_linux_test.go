@@ -2,7 +2,7 @@ package childproc
 
 import (
 	"os/exec"
-	"sort"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +49,7 @@ func BenchmarkStop(b *testing.B) {
 }
 
 func report(b *testing.B, name string, ds []time.Duration) {
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	slices.Sort(ds)
 	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, name+"-p50-ms")
 	b.ReportMetric(float64(ds[len(ds)*99/100].Microseconds())/1000, name+"-p99-ms")
 }
