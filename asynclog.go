@@ -18,6 +18,10 @@ const (
 	// logFlushTimeout bounds how long Run waits, when it ends, for the
 	// queued records to be written.
 	logFlushTimeout = time.Second
+	// dropReportEvery spaces the reports of dropped records while the
+	// output stays behind: at 10,000 locks a report before every record
+	// written filled the log with reports.
+	dropReportEvery = time.Second
 )
 
 type asyncLog struct {
@@ -39,15 +43,30 @@ func newAsyncLog(inner slog.Handler) (*asyncLog, slog.Handler) {
 	return a, &asyncHandler{inner: inner, a: a}
 }
 
+// write writes the queued records in order. Dropped records are reported
+// once the writer has caught up (the queue is empty), or every
+// dropReportEvery while it stays behind, and when the log closes.
 func (a *asyncLog) write() {
 	defer close(a.done)
-	for it := range a.q {
+	var last time.Time
+	var h slog.Handler
+	report := func() {
 		if n := a.dropped.Swap(0); n > 0 {
 			r := slog.NewRecord(time.Now(), slog.LevelWarn, "log lines dropped: the log output was blocked", 0)
 			r.AddAttrs(slog.Int64("dropped", n))
-			_ = it.h.Handle(context.Background(), r)
+			_ = h.Handle(context.Background(), r)
+			last = time.Now()
+		}
+	}
+	for it := range a.q {
+		h = it.h
+		if a.dropped.Load() > 0 && (len(a.q) == 0 || time.Since(last) >= dropReportEvery) {
+			report()
 		}
 		_ = it.h.Handle(context.Background(), it.r)
+	}
+	if h != nil {
+		report()
 	}
 }
 
