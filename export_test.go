@@ -9,3 +9,5 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.clock 
 
 // LockSetID is lockSetID, for tests that write a member record by hand.
 var LockSetID = lockSetID
+
+func init() { checkLoopInvariants = true }

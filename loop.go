@@ -28,6 +28,18 @@ type loop struct {
 	now func() time.Time // the executor's clock: monotonic, counting host suspend
 
 	masters map[string]*mastership // includes masterships whose job is stopping
+	// live counts the masterships not lost (those renewed). firstDeadline
+	// is a lower bound of their trust windows' ends: every live
+	// mastership's deadline is at or after it (zero when none is live).
+	// The loop wakes on every event, and at 10,000 masterships a pass over
+	// them on each wake (a job exit, a push) made a wave of losses
+	// quadratic; with these, a wake passes over them only when the bound
+	// is due, and a renewal, which moves the deadlines, makes it exact.
+	live          int
+	firstDeadline time.Time
+	// infos caches the parsed descriptions of the instances whose leases a
+	// check sees: a handful of instances hold thousands of locks.
+	infos infoCache
 	// toRelease holds leases to release once: jobs that stopped, and leases
 	// the store says this instance holds but the loop does not run.
 	toRelease map[string]pendingRelease
@@ -51,6 +63,10 @@ type loop struct {
 	renewAgain  bool      // a renewal was asked for while one was in flight
 	leftUntil   time.Time // balancing: when the free locks the check left to others are due
 	recheck     bool      // the check's answer calls for another check at once
+	// sweepAt is when the next check reads every followed lock again
+	// (zero: the next check does). With balancing, the checks between
+	// sweeps leave out the locks others hold until a known time.
+	sweepAt time.Time
 	// pushed holds the followed locks the store pushed a change of since
 	// the last check.
 	pushed map[string]bool
@@ -151,6 +167,7 @@ func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 		releaseDone: make(chan releaseResult, 1),
 		jobDone:     make(chan jobExit),
 		inbox:       newInbox(),
+		infos:       infoCache{},
 	}
 }
 
@@ -173,6 +190,9 @@ func (l *loop) run(ctx context.Context) error {
 		default:
 		}
 		now := l.now()
+		if checkLoopInvariants {
+			l.checkInvariants()
+		}
 		l.enforceDeadlines(now)
 		if l.shutdown && l.idle() {
 			return nil
@@ -194,7 +214,8 @@ func (l *loop) run(ctx context.Context) error {
 		// in a select, or Reset, crashed the race-enabled runtime inside
 		// testing/synctest bubbles (go1.26.8). A wake that is due now is
 		// one nanosecond away, which changes nothing in real time.
-		timer := time.NewTimer(max(l.nextWake().Sub(l.now()), time.Nanosecond))
+		wake := l.nextWake(now)
+		timer := time.NewTimer(max(wake.Sub(l.now()), time.Nanosecond))
 		select {
 		case <-ctxDone:
 		case <-timer.C:
@@ -221,8 +242,10 @@ func (l *loop) idle() bool {
 	return len(l.masters) == 0 && len(l.toRelease) == 0 && !l.checking && !l.renewing && !l.releasing
 }
 
-func (l *loop) nextWake() time.Time {
-	wake := l.now().Add(time.Hour)
+// nextWake returns when the loop must wake next; now is the loop's reading
+// of this round, to bound the wait.
+func (l *loop) nextWake(now time.Time) time.Time {
+	wake := now.Add(time.Hour)
 	consider := func(t time.Time) {
 		if !t.IsZero() && t.Before(wake) {
 			wake = t
@@ -238,18 +261,19 @@ func (l *loop) nextWake() time.Time {
 	if !l.renewing && l.holdsRenewable() {
 		consider(l.nextRenewAt)
 	}
-	for _, m := range l.masters {
-		if !m.lost {
-			consider(m.deadline)
-		}
+	if l.live > 0 {
+		consider(l.firstDeadline)
 	}
 	return wake
 }
 
 // checkSoon schedules a check at t, or now if t has passed, unless one is
 // due earlier.
-func (l *loop) checkSoon(t time.Time) {
-	if now := l.now(); t.Before(now) {
+func (l *loop) checkSoon(t time.Time) { l.checkAt(t, l.now()) }
+
+// checkAt is checkSoon with the loop's reading of now.
+func (l *loop) checkAt(t, now time.Time) {
+	if t.Before(now) {
 		t = now
 	}
 	if l.nextCheckAt.IsZero() || t.Before(l.nextCheckAt) {
@@ -275,16 +299,58 @@ func (l *loop) renewSoon(t time.Time) {
 // suspend: the executor's clock counts it) notices at its first instruction
 // after resuming.
 func (l *loop) enforceDeadlines(now time.Time) {
+	if l.live == 0 || now.Before(l.firstDeadline) {
+		return
+	}
+	first := time.Time{}
 	for _, m := range l.masters {
-		if m.lost || now.Before(m.deadline) {
+		if m.lost {
+			continue
+		}
+		if now.Before(m.deadline) {
+			if first.IsZero() || m.deadline.Before(first) {
+				first = m.deadline
+			}
 			continue
 		}
 		cause := ErrTrustWindowPassed
 		if !now.Before(m.expiry) {
 			cause = ErrLeaseExpired
 		}
-		m.lost = true
+		l.markLost(m)
 		l.stop(m, cause, Demoted)
+	}
+	l.firstDeadline = first
+}
+
+// checkLoopInvariants makes the loop check, on every wake, what it keeps
+// instead of recomputing (live, firstDeadline); set by the package's tests.
+var checkLoopInvariants = false
+
+// checkInvariants panics when live or firstDeadline disagree with the
+// masterships: a deadline before the bound would be enforced late.
+func (l *loop) checkInvariants() {
+	live := 0
+	for lock, m := range l.masters {
+		if m.lost {
+			continue
+		}
+		live++
+		if m.deadline.Before(l.firstDeadline) {
+			panic(fmt.Sprintf("masterjob: loop invariant: %s's trust window ends at %v, before the bound %v", lock, m.deadline, l.firstDeadline))
+		}
+	}
+	if live != l.live || (live > 0 && l.firstDeadline.IsZero()) {
+		panic(fmt.Sprintf("masterjob: loop invariant: %d live masterships, counted %d (bound %v)", live, l.live, l.firstDeadline))
+	}
+}
+
+// markLost marks m lost: it is no longer renewed, and its deadline no
+// longer enforced.
+func (l *loop) markLost(m *mastership) {
+	if !m.lost {
+		m.lost = true
+		l.live--
 	}
 }
 
@@ -339,14 +405,7 @@ func (l *loop) renewable() []store.LeaseRef {
 
 // holdsRenewable reports whether renewable would return any lease, without
 // building the list: nextWake runs on every wake of the loop.
-func (l *loop) holdsRenewable() bool {
-	for _, m := range l.masters {
-		if !m.lost {
-			return true
-		}
-	}
-	return false
-}
+func (l *loop) holdsRenewable() bool { return l.live > 0 }
 
 // followed returns the locks of this timing class this instance does not
 // hold and may acquire now.
@@ -412,7 +471,11 @@ func (l *loop) startCalls(now time.Time) {
 		return
 	}
 	l.started = true
-	locks, leftUntil := l.checkList(now, l.followed(now))
+	sweep := !now.Before(l.sweepAt)
+	if sweep {
+		l.sweepAt = now.Add(l.cfg.CheckMasterInterval)
+	}
+	locks, leftUntil := l.checkList(now, l.followed(now), sweep)
 	peek := l.pushedLeftOut(locks)
 	if len(locks) == 0 && len(peek) == 0 {
 		// StartMaster, a release or the end of a holdoff schedules the next.
@@ -603,6 +666,9 @@ func (l *loop) onCheck(r checkResult) {
 			"trust_window", (l.cfg.Tolerance - l.cfg.SafetyMargin).String())
 	}
 	l.nextCheckAt = now.Add(sleep)
+	if !l.sweepAt.IsZero() {
+		l.checkSoon(l.sweepAt)
+	}
 	for _, until := range l.holdoff {
 		l.checkSoon(until)
 	}
@@ -619,7 +685,7 @@ func (l *loop) onCheck(r checkResult) {
 // noteMaster logs the master of a followed lock when it changed since the
 // last check: who runs the job while this instance stands by.
 func (l *loop) noteMaster(s store.LockState) {
-	l.e.setLeader(leaderOf(s, l.e.holder.ID))
+	l.e.setLeader(leaderOf(s, l.e.holder.ID, l.infos))
 	cur := knownMaster{}
 	if s.Held() {
 		cur = knownMaster{holder: s.Holder, token: s.Token}
@@ -636,16 +702,16 @@ func (l *loop) noteMaster(s store.LockState) {
 		l.log.Info("standing by: no master", "lock", s.Lock)
 	default:
 		l.log.Info("standing by: another instance is master", "lock", s.Lock,
-			slog.Group("master", holderAttrs(s.Holder, s.HolderInfo, s.Token)...),
+			slog.Group("master", holderAttrs(s.Holder, l.infos, s.HolderInfo, s.Token)...),
 			"ttl", s.TTL.Round(time.Millisecond).String())
 	}
 }
 
 // holderAttrs describes a lease holder for the log: its id and token, and
 // the host and pid of its description.
-func holderAttrs(id, info string, token int64) []any {
+func holderAttrs(id string, infos infoCache, info string, token int64) []any {
 	attrs := []any{"instance", id, "token", token}
-	if d, ok := parseInstanceInfo(info); ok {
+	if d, ok := infos.parse(info); ok {
 		if d.Host != "" {
 			attrs = append(attrs, "host", d.Host)
 		}
@@ -690,6 +756,10 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
 	}
 	delete(l.known, s.Lock)
 	l.masters[s.Lock] = m
+	l.live++
+	if l.firstDeadline.IsZero() || m.deadline.Before(l.firstDeadline) {
+		l.firstDeadline = m.deadline
+	}
 	if !l.renewing && (l.nextRenewAt.IsZero() || m.renewBy.Before(l.nextRenewAt)) {
 		// (A renewal in flight schedules the next from every mastership's
 		// renewBy when it returns.)
@@ -703,7 +773,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
 
 	ctx := context.WithValue(l.jobCtx, leaseClockKey{}, m.clock)
 	ctx, m.cancel = context.WithCancelCause(ctx)
-	info, _ := parseInstanceInfo(l.e.holder.Info)
+	info, _ := l.infos.parse(l.e.holder.Info)
 	l.e.setLeader(Leader{Lock: s.Lock, Instance: lease.Instance, Info: info, Token: lease.Token, Self: true, TTL: s.TTL})
 	tr := Transition{Lock: lease.Lock, Kind: Acquired, Token: lease.Token, Instance: lease.Instance}
 	if s.PrevExpired {
@@ -758,7 +828,7 @@ func (l *loop) onRenew(r renewResult) {
 			l.log.Error("heartbeat failed after retries; demoting", "err", r.err, "retries", l.cfg.MaxHeartbeatRetryCount)
 			for _, m := range l.masters {
 				if !m.lost {
-					m.lost = true
+					l.markLost(m)
 					l.stop(m, ErrTrustWindowPassed, Demoted)
 				}
 			}
@@ -779,7 +849,7 @@ func (l *loop) onRenew(r renewResult) {
 			continue
 		}
 		if !res.Renewed {
-			m.lost = true
+			l.markLost(m)
 			l.stop(m, ErrLeaseLost, Lost)
 			continue
 		}
@@ -806,10 +876,17 @@ func (l *loop) onRenew(r renewResult) {
 	// The next renewal is due when the first lease needs it: the ones this
 	// call renewed, a heartbeat after it began; masterships that started
 	// while it was in flight, a heartbeat after their acquisition began.
-	l.nextRenewAt = time.Time{}
+	// The deadlines moved: the bound becomes exact again.
+	l.nextRenewAt, l.firstDeadline = time.Time{}, time.Time{}
 	for _, m := range l.masters {
-		if !m.lost && (l.nextRenewAt.IsZero() || m.renewBy.Before(l.nextRenewAt)) {
+		if m.lost {
+			continue
+		}
+		if l.nextRenewAt.IsZero() || m.renewBy.Before(l.nextRenewAt) {
 			l.nextRenewAt = m.renewBy
+		}
+		if l.firstDeadline.IsZero() || m.deadline.Before(l.firstDeadline) {
+			l.firstDeadline = m.deadline
 		}
 	}
 	if l.renewAgain {
@@ -869,6 +946,9 @@ func (l *loop) onJobExit(x jobExit) {
 		l.log.Info("job stopped", attrs...)
 	}
 	delete(l.masters, x.lock)
+	if !m.lost {
+		l.live--
+	}
 	l.e.mu.Lock()
 	delete(l.e.masters, x.lock)
 	delete(l.e.deadlines, x.lock)
@@ -992,8 +1072,14 @@ func (l *loop) extendHolders(renewed map[string]time.Time, began time.Time) {
 
 // checkList returns the locks a check asks for. Without balancing, every
 // followed lock. With it:
-//   - locks held by others (until when the last answer said), reserved for
-//     this instance, disabled or reserved for another, are asked for:
+//   - locks held by others until a time the last answer told, or reserved
+//     for another until then, are asked for only by a sweep (once per
+//     check interval, and after notifications may have been missed): until
+//     then nothing can free them but a release or a hand-off, which the
+//     store pushes (onNotify makes a pushed lock free in seen). At 10,000
+//     locks, reading them all at every check, and a check on every push,
+//     kept the store busy enough to make renewals late;
+//   - locks reserved for this instance, and disabled ones, are asked for:
 //     the answer tells who holds them and until when;
 //   - locks whose holder's lease should have run out by now (the last
 //     answer's TTL has passed) are asked for one per holder, as a probe:
@@ -1007,7 +1093,7 @@ func (l *loop) extendHolders(renewed map[string]time.Time, began time.Time) {
 //
 // It also returns when the first of the locks it left out is due (zero if
 // none was). Balancing adds no round trip: what is left out is not read.
-func (l *loop) checkList(now time.Time, locks []string) (take []string, due time.Time) {
+func (l *loop) checkList(now time.Time, locks []string, sweep bool) (take []string, due time.Time) {
 	capacity := l.e.capacity()
 	if capacity < 0 || len(locks) == 0 {
 		return locks, time.Time{}
@@ -1017,14 +1103,30 @@ func (l *loop) checkList(now time.Time, locks []string) (take []string, due time
 	out := locks[:0:0]
 	var free, starving []string
 	probed := map[string]bool{}
+	suspects := map[string]bool{} // asked once per holder, not per lock
+	suspected := func(holder string) bool {
+		v, ok := suspects[holder]
+		if !ok {
+			v = l.e.suspected(holder)
+			suspects[holder] = v
+		}
+		return v
+	}
+	leave := func(at time.Time) {
+		if due.IsZero() || at.Before(due) {
+			due = at
+		}
+	}
 	for _, lk := range locks {
 		s, ok := l.seen[lk]
 		switch {
 		case !ok:
 			free = append(free, lk) // never seen: free as far as we know
+		case s.freeSince.After(now) && !s.mine && !sweep:
+			leave(s.freeSince)
 		case s.mine, s.freeSince.IsZero(), s.freeSince.After(now), !now.Before(s.freeSince.Add(2 * grace)):
 			out = append(out, lk)
-		case s.holder != "" && !l.e.suspected(s.holder):
+		case s.holder != "" && !suspected(s.holder):
 			if !probed[s.holder] {
 				probed[s.holder] = true
 				out = append(out, lk)
@@ -1036,15 +1138,9 @@ func (l *loop) checkList(now time.Time, locks []string) (take []string, due time
 		}
 	}
 	me := l.e.holder.ID
-	byRank := func(a, b string) int { return cmp.Compare(rank(me, b), rank(me, a)) }
-	leave := func(at time.Time) {
-		if due.IsZero() || at.Before(due) {
-			due = at
-		}
-	}
 	// Free locks beyond this instance's share wait for the grace.
 	if len(free) > capacity {
-		slices.SortFunc(free, byRank)
+		sortByRank(me, free)
 		for _, lk := range free[capacity:] {
 			since := now
 			if s, ok := l.seen[lk]; ok {
@@ -1063,7 +1159,7 @@ func (l *loop) checkList(now time.Time, locks []string) (take []string, due time
 	if len(starving) > 0 {
 		part := max(0, share+slack-l.e.heldCount()-len(free))
 		if len(starving) > part {
-			slices.SortFunc(starving, byRank)
+			sortByRank(me, starving)
 			for _, lk := range starving[part:] {
 				leave(l.seen[lk].freeSince.Add(2 * grace))
 			}
@@ -1090,11 +1186,14 @@ func (l *loop) onInbox() {
 		l.checkSoon(l.startAt)
 	}
 	if resync && l.started {
-		// Notifications may have been missed while unsubscribed.
+		// Notifications may have been missed while unsubscribed: read
+		// every lock again.
+		l.sweepAt = time.Time{}
 		l.checkSoon(l.now())
 	}
+	now := l.now() // one reading for a batch of thousands of changes
 	for _, c := range changes {
-		l.onNotify(c)
+		l.onNotify(c, now)
 	}
 }
 
@@ -1105,12 +1204,12 @@ func (l *loop) onInbox() {
 // new master's renewal on the push of its own acquisition, the check of a
 // follower that already saw the acquisition (the race's loser, say), and
 // the checks of the followers a release was not reserved for.
-func (l *loop) onNotify(c store.Change) {
+func (l *loop) onNotify(c store.Change, now time.Time) {
 	lock := c.Lock
 	holder, token, acquired := c.Acquisition()
 	if m := l.masters[lock]; m != nil {
 		if !m.lost && !(acquired && holder == l.e.holder.ID && token == m.lease.Token) {
-			l.renewSoon(l.now()) // see a revocation at once
+			l.renewSoon(now) // see a revocation at once
 		}
 		return
 	}
@@ -1124,7 +1223,7 @@ func (l *loop) onNotify(c store.Change) {
 			// reservation lapses (it is as long as ours, unless that
 			// instance's configuration differs, which the check then
 			// tells) and the lock is checked then.
-			l.checkSoon(l.now().Add(handoffReserve(l.cfg)))
+			l.checkAt(now.Add(handoffReserve(l.cfg)), now)
 			return
 		}
 		if l.pushed == nil {
@@ -1134,10 +1233,10 @@ func (l *loop) onNotify(c store.Change) {
 		// It changed (released, most likely): what the last check saw
 		// of its holder no longer holds. Balancing treats it as free
 		// from now, so it is taken only within this instance's share.
-		if s, ok := l.seen[lock]; ok && !s.mine && s.freeSince.After(l.now()) {
-			l.seen[lock] = seenLock{freeSince: l.now()}
+		if s, ok := l.seen[lock]; ok && !s.mine && s.freeSince.After(now) {
+			l.seen[lock] = seenLock{freeSince: now}
 		}
-		l.checkSoon(l.now())
+		l.checkAt(now, now)
 	}
 }
 
@@ -1248,3 +1347,20 @@ func markAll(event string, refs []store.LeaseRef) {
 
 // backoff is backoff.Delay.
 var backoff = backoffpkg.Delay
+
+// sortByRank sorts locks by their rendezvous rank for instance me, the
+// highest first. Each rank is hashed once, not at every comparison.
+func sortByRank(me string, locks []string) {
+	type ranked struct {
+		lock string
+		rank uint64
+	}
+	rs := make([]ranked, len(locks))
+	for i, lk := range locks {
+		rs[i] = ranked{lk, rank(me, lk)}
+	}
+	slices.SortFunc(rs, func(a, b ranked) int { return cmp.Or(cmp.Compare(b.rank, a.rank), cmp.Compare(a.lock, b.lock)) })
+	for i, r := range rs {
+		locks[i] = r.lock
+	}
+}
