@@ -174,16 +174,17 @@ func (e *Env) Scale(ctx context.Context, instanceBin string, cfg ScaleConfig) (*
 		res.RoundTrips = append(res.RoundTrips, float64(b.Calls-a.Calls)/secs)
 		res.RSS = append(res.RSS, b.RSS)
 	}
-	// kill -9 the busiest instance.
-	victim := insts[0]
-	for _, si := range insts {
-		if held[si.id] > held[victim.id] {
-			victim = si
-		}
-	}
-	_, holders, err := heldBy(ctx, st, names)
+	// kill -9 the busiest instance, as the store says now (the counts
+	// read after settling are a window old).
+	now, holders, err := heldBy(ctx, st, names)
 	if err != nil {
 		return nil, err
+	}
+	victim := insts[0]
+	for _, si := range insts {
+		if now[si.id] > now[victim.id] {
+			victim = si
+		}
 	}
 	var its []string
 	for _, n := range names {
@@ -193,7 +194,10 @@ func (e *Env) Scale(ctx context.Context, instanceBin string, cfg ScaleConfig) (*
 	}
 	res.Killed, res.KilledHeld, res.Survivors = victim.id, len(its), cfg.Instances-1
 	res.FailoverBound = cfg.Timing.Tolerance + cfg.Timing.Check
-	before := held
+	if len(its) == 0 {
+		return nil, errors.New("scale: no instance holds a lock to kill")
+	}
+	before := now
 	e.logf("  %s scale: kill -9 of %s (%d masterships)", e.Backend.Kind, victim.id, len(its))
 	k0 := time.Now()
 	_ = victim.cmd.Process.Signal(syscall.SIGKILL)

@@ -22,6 +22,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -46,6 +48,14 @@ func main() {
 		verbose   = flag.Bool("v", false, "log to stderr")
 	)
 	flag.Parse()
+	if dir := os.Getenv("MASTERJOB_BENCH_CPUPROFILE"); dir != "" {
+		// The instances are killed with SIGKILL at the end of a run: the
+		// profile covers a fixed stretch from the start instead.
+		if err := profileFor(filepath.Join(dir, *id+".pprof"), 45*time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, "masterjob-bench-instance:", err)
+			os.Exit(1)
+		}
+	}
 	if err := run(*storeURL, *id, *locks, *heartbeat, *tolerance, *check, *every, *balance, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "masterjob-bench-instance:", err)
 		os.Exit(1)
@@ -61,16 +71,20 @@ func run(url, id string, locks int, heartbeat, tolerance, check, every time.Dura
 	}
 	defer st.Close()
 	counter, counted := bench.NewCountingStore(st)
-	unnoticed := &expiryCounter{}
 	var w io.Writer = io.Discard
 	if verbose {
 		w = os.Stderr
+	}
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	unnoticed := &expiryCounter{}
+	if verbose {
+		unnoticed.calls = log
 	}
 	opts := []masterjob.Option{
 		masterjob.WithLookupEnv(func(string) (string, bool) { return "", false }),
 		masterjob.WithInstanceID(id),
 		masterjob.WithInitDelay(0),
-		masterjob.WithLogger(slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))),
+		masterjob.WithLogger(log),
 		masterjob.WithBalance(masterjob.BalanceConfig{Off: !balance}),
 		masterjob.WithObserver(unnoticed),
 	}
@@ -111,6 +125,23 @@ func run(url, id string, locks int, heartbeat, tolerance, check, every time.Dura
 	}
 }
 
+// profileFor writes a CPU profile of the first d of the process to path
+// (MASTERJOB_BENCH_CPUPROFILE=dir: dir/ID.pprof).
+func profileFor(path string, d time.Duration) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return err
+	}
+	time.AfterFunc(d, func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	})
+	return nil
+}
+
 func mono() int64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
@@ -132,9 +163,24 @@ func rss() int64 {
 
 // expiryCounter counts the masterships that ended with
 // masterjob.ErrLeaseExpired: the lease expired before the instance noticed.
+// With -v it also logs each renewal and check round trip (calls), for
+// reading where a run's time went.
 type expiryCounter struct {
 	masterjob.NopObserver
-	n atomic.Int64
+	n     atomic.Int64
+	calls *slog.Logger
+}
+
+func (c *expiryCounter) Renewal(took time.Duration, leases int, err error) {
+	if c.calls != nil {
+		c.calls.Debug("observed renewal", "took", took, "leases", leases, "err", err)
+	}
+}
+
+func (c *expiryCounter) Check(took time.Duration, locks int, err error) {
+	if c.calls != nil {
+		c.calls.Debug("observed check", "took", took, "locks", locks, "err", err)
+	}
 }
 
 func (c *expiryCounter) Transition(t masterjob.Transition) {
