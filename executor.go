@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/masterjob/masterjob/internal/hostclock"
@@ -61,6 +62,10 @@ type Executor struct {
 	// readMembers asks the balancer to read the member list now (a
 	// shutdown, whose successors must not have left meanwhile).
 	readMembers chan struct{}
+	// pushing is true while the store's notifications are subscribed:
+	// releases are pushed, so checks between sweeps may leave out the
+	// locks others hold (loop.checkList).
+	pushing atomic.Bool
 }
 
 // registration is a job registered with StartMaster, with the timing of
@@ -412,7 +417,7 @@ func (e *Executor) Run(ctx context.Context) error {
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	hubDone := make(chan struct{})
 	if n, ok := e.st.(store.Notifier); ok && ctx.Err() == nil {
-		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes, members: members}
+		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes, members: members, pushing: &e.pushing}
 		go func() {
 			defer close(hubDone)
 			hb.run(hubCtx)

@@ -471,7 +471,9 @@ func (l *loop) startCalls(now time.Time) {
 		return
 	}
 	l.started = true
-	sweep := !now.Before(l.sweepAt)
+	// Without a subscription to the store's notifications, every check
+	// sweeps: nothing would tell of a release.
+	sweep := !now.Before(l.sweepAt) || !l.e.pushing.Load()
 	if sweep {
 		l.sweepAt = now.Add(l.cfg.CheckMasterInterval)
 	}
@@ -1074,7 +1076,8 @@ func (l *loop) extendHolders(renewed map[string]time.Time, began time.Time) {
 // followed lock. With it:
 //   - locks held by others until a time the last answer told, or reserved
 //     for another until then, are asked for only by a sweep (once per
-//     check interval, and after notifications may have been missed): until
+//     check interval, after notifications may have been missed, and at
+//     every check while the store's notifications are not subscribed): until
 //     then nothing can free them but a release or a hand-off, which the
 //     store pushes (onNotify makes a pushed lock free in seen). At 10,000
 //     locks, reading them all at every check, and a check on every push,

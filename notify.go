@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/masterjob/masterjob/internal/changehint"
@@ -110,6 +111,8 @@ type hub struct {
 	// members, if not nil, is signalled (without blocking) when a member
 	// joined or left.
 	members chan<- struct{}
+	// pushing is set while a subscription is up.
+	pushing *atomic.Bool
 }
 
 func (h *hub) run(ctx context.Context) {
@@ -137,6 +140,7 @@ func (h *hub) run(ctx context.Context) {
 			h.each((*inbox).markResync)
 		}
 		fails = 0
+		h.pushing.Store(true)
 		for c := range ch {
 			trace.Mark("notify."+string(c.Kind), c.Lock)
 			switch c.Kind {
@@ -152,6 +156,7 @@ func (h *hub) run(ctx context.Context) {
 				h.each(func(b *inbox) { b.notify(c) })
 			}
 		}
+		h.pushing.Store(false)
 		cancel()
 		if ctx.Err() != nil {
 			return
