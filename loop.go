@@ -904,14 +904,10 @@ func (l *loop) onRenew(r renewResult) {
 func (l *loop) retryWait(now time.Time) time.Duration {
 	left := time.Duration(l.cfg.MaxHeartbeatRetryCount - l.renewFails + 1) // retries left, this one included
 	wait := l.cfg.HeartbeatInterval / time.Duration(l.cfg.MaxHeartbeatRetryCount+1)
-	earliest := time.Time{}
-	for _, m := range l.masters {
-		if !m.lost && (earliest.IsZero() || m.deadline.Before(earliest)) {
-			earliest = m.deadline
-		}
-	}
-	if !earliest.IsZero() {
-		wait = min(wait, earliest.Sub(now)/(left+1))
+	if l.live > 0 {
+		// firstDeadline is at or before the earliest trust window's end:
+		// at worst the retries come a little sooner.
+		wait = min(wait, l.firstDeadline.Sub(now)/(left+1))
 	}
 	wait = max(wait, minRetryWait)
 	return wait/2 + rand.N(wait/2+1)

@@ -10,7 +10,8 @@ import (
 func TestRenewalRetriesAreJittered(t *testing.T) {
 	cfg := Config{HeartbeatInterval: 8 * time.Second, Tolerance: 24 * time.Second, SafetyMargin: 6 * time.Second, MaxHeartbeatRetryCount: 3}
 	now := time.Now()
-	l := &loop{cfg: cfg, masters: map[string]*mastership{"A": {deadline: now.Add(18 * time.Second)}}, renewFails: 1}
+	l := &loop{cfg: cfg, masters: map[string]*mastership{"A": {deadline: now.Add(18 * time.Second)}}, renewFails: 1,
+		live: 1, firstDeadline: now.Add(18 * time.Second)}
 	full := cfg.HeartbeatInterval / time.Duration(cfg.MaxHeartbeatRetryCount+1)
 	seen := map[time.Duration]bool{}
 	for range 200 {
