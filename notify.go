@@ -152,6 +152,14 @@ func (h *hub) run(ctx context.Context) {
 				}
 			case store.ChangeHistory:
 				// Nothing the loops act on.
+			case store.ChangeResync:
+				// The store lost changes: read everything again, as after
+				// a new subscription, the member list included.
+				h.each((*inbox).markResync)
+				select {
+				case h.members <- struct{}{}:
+				default:
+				}
 			default:
 				h.each(func(b *inbox) { b.notify(c) })
 			}

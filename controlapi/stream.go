@@ -633,6 +633,9 @@ func classify(c store.Change, hist, members bool) (bool, bool) {
 		hist = true
 	case store.ChangeMember:
 		members = true
+	case store.ChangeResync:
+		// Changes were lost: read both again.
+		hist, members = true, true
 	}
 	return hist, members
 }

@@ -214,6 +214,12 @@ const (
 	// ChangeMember: a member record was written for the first time, or
 	// removed by Leave (stores that implement Membership). Lock is empty.
 	ChangeMember ChangeKind = "member"
+	// ChangeResync: the backend has lost, or may have lost, changes it
+	// should have delivered since the subscription began: a burst larger
+	// than it buffers, a subscriber that fell behind what the store
+	// retains, a reconnect, a compacted watch. Lock is empty. A receiver
+	// reads again everything it follows, as it did when it subscribed.
+	ChangeResync ChangeKind = "resync"
 )
 
 // Change is one notification: something about Lock changed. Beyond its
@@ -253,13 +259,17 @@ func (c Change) Acquisition() (holder string, token int64, ok bool) {
 // call itself with a timeout by cancelling that context, so Subscribe must
 // return promptly once ctx is done. It must return only once it is
 // listening: a change committed by any handle after it returned is
-// delivered (unless a connection failure loses it). Delivery is best
-// effort: notifications can be lost (across a reconnect, or a full
-// buffer), so followers still check on their own schedule. Every change
-// listed with ChangeKind is pushed, at or after its commit. The channel is
-// closed once ctx is done and the backend has let go of everything the
-// subscription used, or earlier if the subscription fails for good; the
-// caller then subscribes again.
+// delivered. Every change listed with ChangeKind is pushed, at or after
+// its commit, or its loss is announced: where a backend drops or skips
+// changes (a full buffer, rows pruned before they were read, a reconnect,
+// a compaction), it sends one ChangeResync once it can, after which the
+// changes flow again. A receiver acts on a resync as on a new
+// subscription, so a loss costs one read of everything rather than a wait
+// for the receiver's own schedule; followers still check on that
+// schedule, for what no backend can see (a subscription that hangs, say).
+// The channel is closed once ctx is done and the backend has let go of
+// everything the subscription used, or earlier if the subscription fails
+// for good; the caller then subscribes again.
 type Notifier interface {
 	Subscribe(ctx context.Context) (<-chan Change, error)
 }

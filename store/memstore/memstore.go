@@ -39,7 +39,7 @@ type state struct {
 	now       func() time.Time
 	lastToken int64
 	locks     map[string]*record
-	subs      map[chan store.Change]struct{}
+	subs      map[*subscriber]struct{}
 	fail      error // injected failure, see SetFailure
 	delay     time.Duration
 
@@ -98,7 +98,7 @@ func WithHistoryLimit(n int) Option { return func(s *state) { s.historyLimit = m
 // New returns an empty store.
 func New(opts ...Option) *Store {
 	st := &state{
-		now: time.Now, locks: map[string]*record{}, subs: map[chan store.Change]struct{}{},
+		now: time.Now, locks: map[string]*record{}, subs: map[*subscriber]struct{}{},
 		historyLimit: store.DefaultHistoryLimit, members: map[string]*memberRecord{},
 	}
 	for _, o := range opts {
@@ -431,31 +431,47 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	if err := s.begin(ctx); err != nil {
 		return nil, err
 	}
-	in := make(chan store.Change, 64)
-	s.st.subs[in] = struct{}{}
+	sub := &subscriber{in: make(chan store.Change, subscriberBuffer), lost: make(chan struct{}, 1)}
+	s.st.subs[sub] = struct{}{}
 	s.st.mu.Unlock()
 	out := make(chan store.Change)
 	go func() {
 		defer close(out)
 		defer func() {
 			s.st.mu.Lock()
-			delete(s.st.subs, in)
+			delete(s.st.subs, sub)
 			s.st.mu.Unlock()
 		}()
 		for {
+			var c store.Change
 			select {
 			case <-ctx.Done():
 				return
-			case l := <-in:
-				select {
-				case out <- l:
-				case <-ctx.Done():
-					return
-				}
+			case c = <-sub.in:
+			case <-sub.lost:
+				// Changes were dropped since: the ones still buffered
+				// came before the loss or after it, and the resync
+				// covers both.
+				c = store.Change{Kind: store.ChangeResync}
+			}
+			select {
+			case out <- c:
+			case <-ctx.Done():
+				return
 			}
 		}
 	}()
 	return out, nil
+}
+
+// subscriberBuffer is how many changes wait for a slow subscriber; beyond
+// it they are dropped and the loss is announced (store.ChangeResync).
+var subscriberBuffer = 64
+
+// subscriber is one subscription's queue.
+type subscriber struct {
+	in   chan store.Change
+	lost chan struct{} // signalled (capacity 1) when a change was dropped
 }
 
 // notify pushes a change of kind for each of locks, without hints. It
@@ -467,17 +483,22 @@ func (st *state) notify(kind store.ChangeKind, locks ...string) {
 }
 
 // push must be called with st.mu held. A full subscriber buffer drops the
-// notification, as a real push channel may. Without hints (WithoutHints),
-// lease changes are pushed bare.
+// notification, as a real push channel may, and the subscriber is sent a
+// store.ChangeResync. Without hints (WithoutHints), lease changes are
+// pushed bare.
 func (st *state) push(changes ...store.Change) {
 	for _, c := range changes {
 		if st.noHints {
 			c = store.Change{Kind: c.Kind, Lock: c.Lock}
 		}
-		for ch := range st.subs {
+		for sub := range st.subs {
 			select {
-			case ch <- c:
+			case sub.in <- c:
 			default:
+				select {
+				case sub.lost <- struct{}{}:
+				default: // a resync is pending already
+				}
 			}
 		}
 	}

@@ -33,9 +33,10 @@ func (s *Store) notifyTx(ctx context.Context, tx *sql.Tx, kind store.ChangeKind,
 
 // notifyChanges records changes in the write transaction tx, each as a row
 // (kind with its hints, as changehint.Kind writes them; lock name), and
-// prunes all but the newest notifyKeep rows. Of a batch longer than that
-// only the last notifyKeep are written: the others would be pruned in the
-// same transaction, unseen.
+// prunes all but the newest notifyKeep rows, or all but this batch when it
+// is longer: a subscriber that reads after the commit sees all of it. One
+// that reads later finds the rows it missed pruned, and announces the loss
+// (poller.read).
 func (s *Store) notifyChanges(ctx context.Context, tx *sql.Tx, changes []store.Change) error {
 	var (
 		res sql.Result
@@ -47,9 +48,6 @@ func (s *Store) notifyChanges(ctx context.Context, tx *sql.Tx, changes []store.C
 	case 1:
 		res, err = tx.ExecContext(ctx, s.q.notify, changehint.Kind(changes[0]), changes[0].Lock)
 	default:
-		if over := len(changes) - notifyKeep; over > 0 {
-			changes = changes[over:]
-		}
 		rows := make([][2]string, len(changes))
 		for i, c := range changes {
 			rows[i] = [2]string{changehint.Kind(c), c.Lock}
@@ -68,7 +66,7 @@ func (s *Store) notifyChanges(ctx context.Context, tx *sql.Tx, changes []store.C
 	if err != nil {
 		return err
 	}
-	if floor := id - notifyKeep; floor > 0 {
+	if floor := id - int64(max(notifyKeep, len(changes))); floor > 0 {
 		if _, err := tx.ExecContext(ctx, s.q.pruneNotify, floor); err != nil {
 			return err
 		}
@@ -282,7 +280,10 @@ func (p *poller) poll(ctx context.Context, rung bool) ([]store.Change, error) {
 }
 
 // read returns the changes notified since the last read, if another
-// connection has committed since.
+// connection has committed since. Ids are consecutive (AUTOINCREMENT: a
+// rolled-back insert gives its ids back), so a first id beyond the next
+// one means that rows this subscription had not read were pruned: a
+// store.ChangeResync comes first then.
 func (p *poller) read(ctx context.Context) ([]store.Change, error) {
 	var v int64
 	if err := p.db.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
@@ -304,6 +305,9 @@ func (p *poller) read(ctx context.Context) ([]store.Change, error) {
 		var kind, name string
 		if err := rows.Scan(&last, &kind, &name); err != nil {
 			return nil, err
+		}
+		if len(changes) == 0 && last > p.last+1 {
+			changes = append(changes, store.Change{Kind: store.ChangeResync})
 		}
 		c := changehint.Parse(kind, name)
 		c.Kind = changeKind(string(c.Kind))

@@ -117,9 +117,10 @@
 // released), Disable and Enable (a control change when they change the
 // mark) and Handoff (a control change), AppendEvents (a history change
 // per lock of the batch), and the first write of a member record, or its
-// first after it expired, and Leave (a member change, with no lock). Of a
-// batch of more than 1000 only the last 1000 are written: the others would
-// be pruned in the same transaction. The kind column of a lease change
+// first after it expired, and Leave (a member change, with no lock). A
+// batch of more than 1000 is written whole, pruning all rows before it. A
+// subscriber that finds rows it had not read pruned (it read too late)
+// sends store.ChangeResync before the rows it still finds. The kind column of a lease change
 // holds its hints (store.Change) after the byte 0x1E: the holder and token
 // of an acquisition, the successor of a release reserved for one. A reader
 // of an earlier version takes such a kind for one it does not know, which

@@ -356,3 +356,71 @@ func testNotifierCloses(t *testing.T, h Harness) {
 		}
 	}
 }
+
+// testNotifierNoSilentLoss: a subscriber that does not read while bursts of
+// changes commit gets, once it reads, a change of every lock or a
+// ChangeResync that owns up to what was lost; then changes flow again.
+// Three acquisitions of 1,000 locks each, read only after the last, are
+// more than some backend held for one subscriber each time this was
+// written: a SQLite store kept the last 1,000 rows of a batch and of its
+// table, the in-memory store 64 changes, and both dropped the rest
+// without a word, so that a hand-off of thousands of locks waited for the
+// receivers' next full check.
+func testNotifierNoSilentLoss(t *testing.T, h Harness) {
+	sub := open(t, h)
+	n := notifier(t, sub)
+	s := open(t, h)
+	ch := subscribe(t, n)
+	const batches, per = 3, 1000
+	missing := map[string]bool{}
+	for b := range batches {
+		locks := make([]string, per)
+		for i := range locks {
+			locks[i] = fmt.Sprintf("BURST-%d-%04d", b, i)
+			missing[locks[i]] = true
+		}
+		for l, st := range acquire(t, s, holderA, longTTL, locks...) {
+			if !st.Acquired {
+				t.Fatalf("burst %d: %s not acquired: %s", b, l, describe(st))
+			}
+		}
+	}
+	// Read until every lock was seen, or until the channel has been quiet
+	// for a while: then a loss must have been announced.
+	const quietFor = 2 * time.Second
+	deadline := time.After(4 * waitLimit)
+	quiet := time.NewTimer(quietFor)
+	defer quiet.Stop()
+	resyncs, total := 0, len(missing)
+	for len(missing) > 0 {
+		select {
+		case c, ok := <-ch:
+			if !ok {
+				t.Fatalf("subscription closed during the burst (%d of %d changes not seen)", len(missing), total)
+			}
+			if c.Kind == store.ChangeResync {
+				resyncs++
+			}
+			delete(missing, c.Lock)
+			quiet.Reset(quietFor)
+			continue
+		case <-quiet.C:
+		case <-deadline:
+		}
+		break
+	}
+	if len(missing) > 0 && resyncs == 0 {
+		some := make([]string, 0, 3)
+		for l := range missing {
+			if len(some) == cap(some) {
+				break
+			}
+			some = append(some, l)
+		}
+		t.Fatalf("%d of %d changes were never delivered (%v, ...) and no %q change announced the loss", len(missing), total, some, store.ChangeResync)
+	}
+	t.Logf("%d of %d changes delivered, %d resync(s)", total-len(missing), total, resyncs)
+	// And the subscription still delivers.
+	mustAcquire(t, s, holderA, "BURST-AFTER", longTTL)
+	expectNotification(t, ch, "BURST-AFTER", "the burst and an Acquire after it")
+}

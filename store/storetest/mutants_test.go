@@ -78,6 +78,7 @@ type (
 	takeoverUnreported    struct{ *memstore.Store }
 	acquisitionsNotPushed struct{ *memstore.Store }
 	hintsFalse            struct{ *memstore.Store }
+	lossUnannounced       struct{ *memstore.Store }
 )
 
 // Acquire takes a lock reserved for another holder as if it were free: it
@@ -427,6 +428,8 @@ var mutants = []struct {
 		[]string{"Notifier/DeliversAcquisitions", "Notifier/Kinds"}, 0},
 	{"hints-false", func(s store.Store) store.Store { return hintsFalse{mem(s)} },
 		[]string{"Notifier/Hints"}, 0},
+	{"loss-unannounced", func(s store.Store) store.Store { return lossUnannounced{mem(s)} },
+		[]string{"Notifier/NoSilentLoss"}, 0},
 	{"retention-too-long", func(s store.Store) store.Store { return s },
 		[]string{"History/RetentionBound"}, historyLimit + 1},
 	{"retention-too-short", func(s store.Store) store.Store { return s },
@@ -446,6 +449,14 @@ func (s hintsFalse) Subscribe(ctx context.Context) (<-chan store.Change, error) 
 			}
 		}
 		return c, true
+	})
+}
+
+// Subscribe drops changes when the subscriber falls behind and keeps quiet
+// about it, as every backend did before store.ChangeResync.
+func (s lossUnannounced) Subscribe(ctx context.Context) (<-chan store.Change, error) {
+	return rewritten(ctx, s.Store, func(c store.Change) (store.Change, bool) {
+		return c, c.Kind != store.ChangeResync
 	})
 }
 

@@ -163,6 +163,7 @@ var tests = []testCase{
 	{"Notifier/DeliversAcquisitions", testNotifierDeliversAcquisitions},
 	{"Notifier/Kinds", testNotifierKinds},
 	{"Notifier/Hints", testNotifierHints},
+	{"Notifier/NoSilentLoss", testNotifierNoSilentLoss},
 
 	{"Handoff/RequestSeenByHolder", testHandoffRequestSeenByHolder},
 	{"Handoff/RefusedWithoutMasterOrWhenDisabled", testHandoffRefused},
