@@ -107,6 +107,19 @@ func settledSince(prev, cur map[string]int, slack int) bool {
 	return true
 }
 
+// sameKeys reports whether a and b have the same keys.
+func sameKeys(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
 // share returns this instance's fair share and slack among the group's
 // members that are not suspected dead, and how many those are; ok is false
 // when balancing does not apply (no live peer, or no lock).
@@ -256,6 +269,9 @@ type balancer struct {
 	interval time.Duration
 	cfg      BalanceConfig
 	last     map[string]int // masterships per live member at the previous round
+	// groupSince is when the round first saw the current set of live
+	// members.
+	groupSince time.Time
 	// changed is signalled when the store pushes a member joining or
 	// leaving: the list is read again then, at most every
 	// memberRefreshMin, rather than only once per interval.
@@ -359,14 +375,21 @@ func (b *balancer) round(members []store.Member) {
 	e.balance = view
 	e.mu.Unlock()
 	share, slack, peers, ok := view.share(e.suspected)
-	// Hand off only once the group has settled: the same members at two
-	// rounds in a row, each one's masterships moved by at most the slack,
-	// and every lock mastered. While masterships move (a takeover after a
-	// crash, hand-offs in flight) the counts are stale; acting on them
-	// would move locks twice. A little churn (a job that returned and
-	// restarts) does not hold balancing back.
+	// Hand off only once the group has settled: the same members for a
+	// check interval, each one's masterships moved by at most the slack
+	// since the previous round, and every lock mastered. While masterships
+	// move (a takeover after a crash, hand-offs in flight) the counts are
+	// stale; acting on them would move locks twice. A little churn (a job
+	// that returned and restarts) does not hold balancing back. The
+	// interval matters when instances start together: each joins the list
+	// at its first call, and rounds that pushed joins bring 100 ms apart
+	// would otherwise share all locks among the first two or three.
 	cur, sum := view.counts(e.suspected)
-	settled := settledSince(b.last, cur, slack) && sum == view.lockCount
+	now := time.Now()
+	if !sameKeys(b.last, cur) {
+		b.groupSince = now
+	}
+	settled := settledSince(b.last, cur, slack) && sum == view.lockCount && now.Sub(b.groupSince) >= b.interval
 	b.last = cur
 	if !ok || !settled || len(held) <= share+slack {
 		return

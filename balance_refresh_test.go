@@ -2,6 +2,7 @@ package masterjob_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -222,5 +223,71 @@ func testSuccessorLeft(t *testing.T, stopTakes time.Duration, before bool) {
 			t.Fatal(err)
 		}
 		_ = stopC()
+	})
+}
+
+// takesCounted is a memstore that counts, per lock, the acquisitions that
+// took it.
+type takesCounted struct {
+	*memstore.Store
+	mu    sync.Mutex
+	takes map[string]int
+}
+
+func (s *takesCounted) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
+	res, err := s.Store.Acquire(ctx, h, locks, ttl)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range res {
+		if st.Acquired && st.Holder == h.ID {
+			s.takes[st.Lock]++
+		}
+	}
+	return res, err
+}
+
+// TestBalanceMovesEachLockOnceWhenInstancesStartTogether: instances that
+// start within moments of each other (two at once, then two more 300 ms
+// apart) join the member list one by one, as their first calls commit,
+// and the store pushes each join. Balancing
+// waits for the list to hold still for a check interval before it moves
+// anything, so each lock moves at most once from the instance that took
+// them all. Before, two rounds 100 ms apart with the same two members
+// counted as settled: the first instance gave half its locks to the
+// second, which passed most of them on a round later.
+func TestBalanceMovesEachLockOnceWhenInstancesStartTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &takesCounted{Store: memstore.New(), takes: map[string]int{}}
+		locks := lockNames(40)
+		var stops []func() error
+		for i, id := range []string{"a", "b", "c", "d"} {
+			if i > 1 { // a and b together, then c and d
+				time.Sleep(300 * time.Millisecond)
+			}
+			e := newExec(t, st, id)
+			for _, l := range locks {
+				_ = e.StartMaster(l, idle())
+			}
+			stops = append(stops, startRun(e))
+			synctest.Wait()
+		}
+		time.Sleep(6 * checkIntv)
+		synctest.Wait()
+		got := heldBy(t, st, locks)
+		for _, id := range []string{"a", "b", "c", "d"} {
+			if got[id] > 11 { // share ceil(40/4) = 10, slack 1
+				t.Errorf("%s holds %d, want at most 11: %v", id, got[id], got)
+			}
+		}
+		st.mu.Lock()
+		for _, l := range locks {
+			if n := st.takes[l]; n > 2 {
+				t.Errorf("%s was taken %d times: it moved more than once", l, n)
+			}
+		}
+		st.mu.Unlock()
+		for _, s := range stops {
+			_ = s()
+		}
 	})
 }
