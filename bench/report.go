@@ -301,18 +301,38 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("\n### Scale: many locks on many instances\n\n")
-	p("| store | instances × locks | timing | all mastered after | masterships per instance (min / max, share) | round trips per instance per s (min / max) | RSS per instance (max) | kill -9: locks | mastered again after (bound) | spread over survivors | masterships that outlived their lease unnoticed | host |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("| store | instances × locks | timing | all mastered after | masterships per instance (min / max, share) | round trips per instance per s (min / max) | RSS per instance (max) | CPU per instance, ms per minute (min / max; max per 1,000 locks) | kill -9: locks | mastered again after (bound) | spread over survivors | masterships that outlived their lease unnoticed | host |\n")
+	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Scale {
 		lo, hi := minMaxF(x.RoundTrips)
-		var rss int64
-		for _, v := range x.RSS {
-			rss = max(rss, v)
-		}
-		p("| %s | %d × %d | %s | %s | %d / %d (%d) | %.2f / %.2f | %.1f MiB | %d | %s (%s) | %d of %d | %d | %s |\n",
+		clo, chi := minMaxF(x.CPU)
+		p("| %s | %d × %d | %s | %s | %d / %d (%d) | %.2f / %.2f | %.1f MiB | %.0f / %.0f; %.0f | %d | %s (%s) | %d of %d | %d | %s |\n",
 			x.Store, x.Instances, x.Locks, x.Timing, ms(x.AllMastered), x.MinHeld, x.MaxHeld, x.Share, lo, hi,
-			float64(rss)/(1<<20), x.KilledHeld, ms(x.Refailover), ms(x.FailoverBound), x.SpreadOver, x.Survivors, x.Unnoticed, busy(x.Host))
+			float64(x.maxRSS())/(1<<20), clo, chi, chi/(float64(x.Locks)/1000), x.KilledHeld, ms(x.Refailover), ms(x.FailoverBound),
+			x.SpreadOver, x.Survivors, x.Unnoticed, busy(x.Host))
 	}
+	// Memory per lock: the slope of RSS between two lock counts of one
+	// store and instance count in this run, which leaves out what an
+	// instance uses whatever its locks.
+	for i, a := range r.Scale {
+		for _, b := range r.Scale[i+1:] {
+			if a.Store != b.Store || a.Instances != b.Instances || a.Timing != b.Timing || a.Locks == b.Locks {
+				continue
+			}
+			per := float64(b.maxRSS()-a.maxRSS()) / float64(b.Locks-a.Locks)
+			p("\n%s: memory per lock %.0f bytes (RSS per instance, max, %.1f MiB at %d locks and %.1f MiB at %d).\n",
+				a.Store, per, float64(a.maxRSS())/(1<<20), a.Locks, float64(b.maxRSS())/(1<<20), b.Locks)
+		}
+	}
+}
+
+// maxRSS returns the largest RSS of x's instances.
+func (x *ScaleResult) maxRSS() int64 {
+	var rss int64
+	for _, v := range x.RSS {
+		rss = max(rss, v)
+	}
+	return rss
 }
 
 func minMaxF(v []float64) (lo, hi float64) {

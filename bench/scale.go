@@ -28,6 +28,7 @@ type InstanceLine struct {
 	Calls int64  `json:"calls"` // store calls made so far
 	Held  int    `json:"held"`  // masterships
 	RSS   int64  `json:"rss"`   // bytes
+	CPU   int64  `json:"cpu"`   // CPU time used so far (user and system), ns
 	// Unnoticed counts the masterships that ended because their lease had
 	// expired before the instance noticed (masterjob.ErrLeaseExpired): the
 	// job ran past the lease. A loop held up by its own work (or a
@@ -65,6 +66,9 @@ type ScaleResult struct {
 	RoundTrips []float64 `json:"roundTrips"`
 	// RSS is each instance's resident set size once stable, in bytes.
 	RSS []int64 `json:"rss"`
+	// CPU is each instance's CPU time (user and system) per minute over
+	// the window, in ms.
+	CPU []float64 `json:"cpu"`
 	// After kill -9 of the instance holding the most masterships: how long
 	// until all of its locks had a master again, and how many survivors
 	// got some.
@@ -173,6 +177,7 @@ func (e *Env) Scale(ctx context.Context, instanceBin string, cfg ScaleConfig) (*
 		}
 		res.RoundTrips = append(res.RoundTrips, float64(b.Calls-a.Calls)/secs)
 		res.RSS = append(res.RSS, b.RSS)
+		res.CPU = append(res.CPU, float64(b.CPU-a.CPU)/1e6/secs*60)
 	}
 	// kill -9 the busiest instance, as the store says now (the counts
 	// read after settling are a window old).

@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,5 +25,25 @@ func TestSummarize(t *testing.T) {
 	}
 	if got := Summarize(nil); got != (Summary{}) {
 		t.Fatalf("Summarize(nil) = %+v", got)
+	}
+}
+
+// TestScaleMarkdownMemoryPerLock: two lock counts of one store in a run give
+// the memory per lock as the slope of RSS, and the CPU column its figures.
+func TestScaleMarkdownMemoryPerLock(t *testing.T) {
+	r := &Report{Scale: []*ScaleResult{
+		{Store: "sqlite", Instances: 10, Locks: 1000, Timing: "t", RSS: []int64{30 << 20, 31 << 20}, CPU: []float64{10, 20}, RoundTrips: []float64{1}},
+		{Store: "sqlite", Instances: 10, Locks: 11000, Timing: "t", RSS: []int64{40 << 20, 41 << 20}, CPU: []float64{100, 220}, RoundTrips: []float64{1}},
+	}}
+	var b strings.Builder
+	r.scaleMarkdown(&b)
+	for _, want := range []string{
+		"sqlite: memory per lock 1049 bytes (RSS per instance, max, 31.0 MiB at 1000 locks and 41.0 MiB at 11000)",
+		"| 10 / 20; 20 |",
+		"| 100 / 220; 20 |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, b.String())
+		}
 	}
 }

@@ -113,7 +113,7 @@ func run(url, id string, locks int, heartbeat, tolerance, check, every time.Dura
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		line := bench.InstanceLine{ID: id, Mono: mono(), Calls: counter.Calls().Total(), Held: len(ex.Masters()), RSS: rss(), Unnoticed: unnoticed.n.Load()}
+		line := bench.InstanceLine{ID: id, Mono: mono(), Calls: counter.Calls().Total(), Held: len(ex.Masters()), RSS: rss(), CPU: cpuTime(), Unnoticed: unnoticed.n.Load()}
 		if err := enc.Encode(line); err != nil {
 			return err
 		}
@@ -149,6 +149,16 @@ func mono() int64 {
 }
 
 // rss returns this process's resident set size in bytes.
+// cpuTime returns the CPU time the process has used (user and system), in
+// nanoseconds.
+func cpuTime() int64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
 func rss() int64 {
 	var ru unix.Rusage
 	b, err := os.ReadFile("/proc/self/statm")
