@@ -301,14 +301,15 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("\n### Scale: many locks on many instances\n\n")
-	p("| store | instances × locks | timing | all mastered after | masterships per instance (min / max, share) | round trips per instance per s (min / max) | RSS per instance (max) | CPU per instance, ms per minute (min / max; max per 1,000 locks) | kill -9: locks | mastered again after (bound) | spread over survivors | masterships that outlived their lease unnoticed | host |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("| store | instances × locks | timing | all mastered after | masterships per instance (min / max, share) | round trips per instance per s (min / max) | RSS per instance (max) | CPU per instance, ms per minute (min / max; max per 1,000 locks) | locks without a master > 5 s while settling (longest) | kill -9: locks | mastered again after (bound) | spread over survivors | masterships that outlived their lease unnoticed | host |\n")
+	p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Scale {
 		lo, hi := minMaxF(x.RoundTrips)
 		clo, chi := minMaxF(x.CPU)
-		p("| %s | %d × %d | %s | %s | %d / %d (%d) | %.2f / %.2f | %.1f MiB | %.0f / %.0f; %.0f | %d | %s (%s) | %d of %d | %d | %s |\n",
+		p("| %s | %d × %d | %s | %s | %d / %d (%d) | %.2f / %.2f | %.1f MiB | %.0f / %.0f; %.0f | %d (%s) | %d | %s (%s) | %d of %d | %d | %s |\n",
 			x.Store, x.Instances, x.Locks, x.Timing, ms(x.AllMastered), x.MinHeld, x.MaxHeld, x.Share, lo, hi,
-			float64(x.maxRSS())/(1<<20), clo, chi, chi/(float64(x.Locks)/1000), x.KilledHeld, ms(x.Refailover), ms(x.FailoverBound),
+			float64(x.maxRSS())/(1<<20), clo, chi, chi/(float64(x.Locks)/1000), x.Orphaned, ms(x.LongestOrphan),
+			x.KilledHeld, ms(x.Refailover), ms(x.FailoverBound),
 			x.SpreadOver, x.Survivors, x.Unnoticed, busy(x.Host))
 	}
 	// Memory per lock: the slope of RSS between two lock counts of one

@@ -79,6 +79,11 @@ type ScaleResult struct {
 	Survivors     int           `json:"survivors"`
 	FailoverBound time.Duration `json:"failoverBound"` // lease + check interval
 	Host          HostLoad      `json:"host"`
+	// While settling (balancing's hand-offs), read once a second: how
+	// many locks were seen without a master for longer than orphanLimit,
+	// and the longest such time seen (a lower bound, to the second).
+	Orphaned      int           `json:"orphaned"`
+	LongestOrphan time.Duration `json:"longestOrphan"`
 	// Unnoticed is the sum over the instances of InstanceLine.Unnoticed
 	// at the end of the run (the killed instance's at its last line).
 	Unnoticed int64 `json:"unnoticed"`
@@ -153,7 +158,7 @@ func (e *Env) Scale(ctx context.Context, instanceBin string, cfg ScaleConfig) (*
 		sleep(ctx, 100*time.Millisecond)
 	}
 	e.logf("  %s scale: all mastered after %v; settling for 5 check intervals", e.Backend.Kind, res.AllMastered.Round(time.Millisecond))
-	sleep(ctx, 5*cfg.Timing.Check)
+	res.Orphaned, res.LongestOrphan = watchOrphans(ctx, st, names, 5*cfg.Timing.Check)
 	held, _, err := heldBy(ctx, st, names)
 	if err != nil {
 		return nil, err
@@ -241,6 +246,45 @@ func (e *Env) Scale(ctx context.Context, instanceBin string, cfg ScaleConfig) (*
 	}
 	res.Host = host.since()
 	return res, nil
+}
+
+// orphanLimit is how long a lock may go without a master during
+// balancing before the scale scenario counts it: a hand-off takes
+// milliseconds, and a reservation no successor took lapses after 5 s.
+const orphanLimit = 5 * time.Second
+
+// watchOrphans reads the locks once a second for d and returns how many
+// were seen without a master for longer than orphanLimit, and the longest
+// time one was seen so (from the first read that saw it free to the last).
+// A failed read is skipped.
+func watchOrphans(ctx context.Context, st store.Store, names []string, d time.Duration) (over int, longest time.Duration) {
+	end := time.Now().Add(d)
+	freeSince := map[string]time.Time{}
+	counted := map[string]bool{}
+	for ctx.Err() == nil && time.Now().Before(end) {
+		now := time.Now()
+		if states, err := st.Locks(ctx, names...); err == nil {
+			for _, s := range states {
+				if s.Held() {
+					delete(freeSince, s.Lock)
+					continue
+				}
+				since, ok := freeSince[s.Lock]
+				if !ok {
+					freeSince[s.Lock] = now
+					continue
+				}
+				gap := now.Sub(since)
+				longest = max(longest, gap)
+				if gap > orphanLimit && !counted[s.Lock] {
+					counted[s.Lock] = true
+					over++
+				}
+			}
+		}
+		sleep(ctx, min(time.Second, time.Until(end)))
+	}
+	return over, longest
 }
 
 // heldBy returns the masterships per holder ("" for none) and the holder of
