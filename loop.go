@@ -1185,10 +1185,15 @@ func (l *loop) onInbox() {
 		l.checkSoon(l.startAt)
 	}
 	if resync && l.started {
-		// Notifications may have been missed while unsubscribed: read
-		// every lock again.
+		// Notifications may have been missed (while unsubscribed, or the
+		// store says it lost some): read every lock again, and renew now,
+		// since what was lost may be a disable or a hand-off request of a
+		// lock this instance holds.
 		l.sweepAt = time.Time{}
 		l.checkSoon(l.now())
+		if l.holdsRenewable() {
+			l.renewSoon(l.now())
+		}
 	}
 	now := l.now() // one reading for a batch of thousands of changes
 	for _, c := range changes {

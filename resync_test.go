@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/masterjob/masterjob"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/store/memstore"
 )
@@ -92,6 +93,53 @@ func TestResyncReadsEveryLockAgain(t *testing.T) {
 				t.Fatalf("no master %v after the store announced lost changes", time.Since(t0))
 			}
 			time.Sleep(5 * time.Millisecond)
+		}
+	})
+}
+
+// TestResyncRenewsAtOnce: a master whose store lost the push of a disable
+// of its lock, and then announced the loss, renews at once and stops the
+// job then, not at its next heartbeat.
+func TestResyncRenewsAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &lossyPushes{Store: memstore.New(), resync: make(chan struct{})}
+		const lock = "L"
+		c := newExec(t, st, "c")
+		stopped := make(chan struct{})
+		if err := c.StartMaster(lock, masterjob.JobFunc(func(ctx context.Context, _ masterjob.Lease) error {
+			<-ctx.Done()
+			close(stopped)
+			return nil
+		})); err != nil {
+			t.Fatal(err)
+		}
+		stopC := startRun(c)
+		defer func() { _ = stopC() }()
+		time.Sleep(heartbeat / 10)
+		synctest.Wait()
+		if got := masterOf(t, st, lock); got != "c" {
+			t.Fatalf("master %q, want c", got)
+		}
+		time.Sleep(heartbeat / 10) // just after a renewal: the next is a heartbeat away
+		synctest.Wait()
+
+		st.drop.Store(true)
+		if _, err := st.Disable(context.Background(), lock, "test", "ops"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		select {
+		case <-stopped:
+			t.Fatal("the job stopped: the disable's push was to be lost")
+		default:
+		}
+		st.drop.Store(false)
+		t0 := time.Now()
+		st.resync <- struct{}{}
+		select {
+		case <-stopped:
+		case <-time.After(heartbeat / 4):
+			t.Fatalf("the job still runs %v after the store announced lost changes", time.Since(t0))
 		}
 	})
 }
