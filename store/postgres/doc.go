@@ -232,13 +232,15 @@
 //
 // A subscriber's queue holds each (kind, lock) once: a change notified
 // while another of its kind and lock waits is merged into it, keeping the
-// hints only when both say the same. Subscribe opens a dedicated connection with the pool's connection
-// configuration, outside the pool, and LISTENs on it. When the connection
-// fails (or does not answer a ping after 30 seconds of silence) it
-// reconnects with capped, jittered backoff. Notifications sent while it is
-// disconnected are lost: subscribers must still check on their own schedule.
-// The connection, its goroutines and the channel end when the subscription's
-// context is done or the Store is closed.
+// hints only when both say the same. A change notified while 10,000 wait
+// drops them all for one store.ChangeResync. Subscribe opens a dedicated
+// connection with the pool's connection configuration, outside the pool,
+// and LISTENs on it. When the connection fails (or does not answer a ping
+// after 30 seconds of silence) it reconnects with capped, jittered
+// backoff. Notifications sent while it is disconnected are lost: once it
+// listens again, it delivers a store.ChangeResync, and subscribers read
+// everything again. The connection, its goroutines and the channel end
+// when the subscription's context is done or the Store is closed.
 //
 // # Privileges
 //

@@ -20,25 +20,30 @@ import (
 const (
 	reconnectBase = 100 * time.Millisecond
 	reconnectMax  = 10 * time.Second
-	// maxPending bounds the distinct changes (kind and lock) waiting for a
-	// slow subscriber; beyond it notifications are dropped (delivery is
-	// best effort).
-	maxPending = 10000
+	// defaultMaxPending bounds the distinct changes (kind and lock) waiting
+	// for a slow subscriber. Beyond it the waiting changes are dropped and
+	// a store.ChangeResync is delivered in their place.
+	defaultMaxPending = 10000
 )
 
 // Subscribe implements store.Notifier. It opens a dedicated connection
 // (not from the pool) and LISTENs on the store's channel before it returns,
-// so that a change committed after Subscribe returns is delivered unless the
-// connection fails. If the server cannot be reached within the call timeout,
-// Subscribe still returns a channel and keeps trying in the background with
-// capped, jittered backoff; it does the same whenever the connection fails
-// later, or stays silent for 30 seconds and then does not answer a ping.
-// Notifications sent while disconnected are lost.
+// so that a change committed after Subscribe returns is delivered, or its
+// loss announced if the connection fails. If the server cannot be reached
+// within the call timeout, Subscribe still returns a channel and keeps
+// trying in the background with capped, jittered backoff; it does the same
+// whenever the connection fails later, or stays silent for 30 seconds and
+// then does not answer a ping.
+// Notifications sent while disconnected are lost: once it listens again,
+// the subscription delivers a store.ChangeResync.
 //
 // Changes arrive in commit order, each with its kind (decodeChange); a
 // change (kind and lock) already waiting for delivery is not queued twice.
-// The channel is closed, and the connection and goroutines are gone, once
-// ctx is done or the Store is closed.
+// When a change arrives while 10,000 distinct changes wait for a slow
+// subscriber, they are dropped and one store.ChangeResync is delivered in
+// their place, before the changes that come after. The channel is closed,
+// and the connection and goroutines are gone, once ctx is done or the
+// Store is closed.
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	const op = "subscribe"
 	if err := ctx.Err(); err != nil {
@@ -85,6 +90,9 @@ type listener struct {
 	// (changehint.Merge).
 	queue   []changeKey
 	pending map[changeKey]store.Change
+	// resync is set when changes were lost since the last delivery: a
+	// store.ChangeResync is delivered next, in place of the queue.
+	resync bool
 }
 
 // changeKey is what pending changes coalesce on.
@@ -132,7 +140,8 @@ func closeConn(conn *pgx.Conn) {
 }
 
 // read receives notifications on conn until ctx is done, reconnecting when
-// the connection fails. conn may be nil: read connects first.
+// the connection fails. conn may be nil: read connects first. Every
+// connection it makes follows a time without one, so it announces a loss.
 func (l *listener) read(ctx context.Context, conn *pgx.Conn) {
 	defer func() {
 		if conn != nil {
@@ -154,6 +163,7 @@ func (l *listener) read(ctx context.Context, conn *pgx.Conn) {
 				continue
 			}
 			conn, failures = c, 0
+			l.lose()
 		}
 		wctx, cancel := context.WithTimeout(ctx, l.s.listenPing)
 		n, err := conn.WaitForNotification(wctx)
@@ -182,8 +192,13 @@ func (l *listener) read(ctx context.Context, conn *pgx.Conn) {
 	}
 }
 
-// push queues c unless it is already waiting or the queue is full.
+// push queues c, or merges it into the change of its kind and lock that
+// waits already. A full queue is dropped, c with it, and a
+// store.ChangeResync takes its place.
 func (l *listener) push(c store.Change) {
+	if hook := l.s.onPush; hook != nil {
+		defer hook(c)
+	}
 	k := changeKey{c.Kind, c.Lock}
 	l.mu.Lock()
 	if prev, ok := l.pending[k]; ok {
@@ -191,22 +206,50 @@ func (l *listener) push(c store.Change) {
 		l.mu.Unlock()
 		return
 	}
-	if len(l.pending) >= maxPending {
-		l.mu.Unlock()
-		return
+	if len(l.pending) >= l.s.maxPending {
+		l.loseLocked()
+	} else {
+		l.pending[k] = c
+		l.queue = append(l.queue, k)
 	}
-	l.pending[k] = c
-	l.queue = append(l.queue, k)
 	l.mu.Unlock()
+	l.signal()
+}
+
+// lose records that changes were lost: one store.ChangeResync is delivered
+// next, however many losses come before it is read.
+func (l *listener) lose() {
+	l.mu.Lock()
+	l.loseLocked()
+	l.mu.Unlock()
+	l.signal()
+}
+
+// loseLocked is lose with l.mu held, without the signal. The queued
+// changes are dropped: the receiver's read after the resync covers them.
+func (l *listener) loseLocked() {
+	l.resync = true
+	l.queue = nil
+	clear(l.pending)
+}
+
+// signal wakes the deliverer.
+func (l *listener) signal() {
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
 }
 
+// pop takes the next change to deliver: a resync if changes were lost,
+// else the oldest queued.
 func (l *listener) pop() (store.Change, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.resync {
+		l.resync = false
+		return store.Change{Kind: store.ChangeResync}, true
+	}
 	if len(l.queue) == 0 {
 		return store.Change{}, false
 	}
@@ -233,11 +276,41 @@ func (l *listener) deliver(ctx context.Context, out chan<- store.Change) {
 				return
 			}
 		}
-		select {
-		case out <- c:
-		case <-ctx.Done():
+		if !l.send(ctx, out, c) {
 			return
 		}
+	}
+}
+
+// send hands c to out; it reports false if ctx is done first.
+func (l *listener) send(ctx context.Context, out chan<- store.Change, c store.Change) bool {
+	for {
+		// A signal already waiting is seen first.
+		select {
+		case <-l.wake:
+			l.woke(c)
+			continue
+		default:
+		}
+		select {
+		case out <- c:
+			return true
+		case <-l.wake:
+			l.woke(c)
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// woke handles a signal while c waits to be sent. What was queued is for
+// pop once c is sent; a loss while c is a resync not yet received is
+// covered by it, so that no second resync follows.
+func (l *listener) woke(c store.Change) {
+	if c.Kind == store.ChangeResync {
+		l.mu.Lock()
+		l.resync = false
+		l.mu.Unlock()
 	}
 }
 

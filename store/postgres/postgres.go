@@ -161,6 +161,12 @@ type Store struct {
 	// onListen, when set (by tests), is called with the backend PID of each
 	// new LISTEN connection once it listens.
 	onListen func(pid uint32)
+	// onPush, when set (by tests), is called with each change a
+	// subscription receives, once it is queued or dropped.
+	onPush func(store.Change)
+	// maxPending bounds the changes waiting for a slow subscriber
+	// (defaultMaxPending; tests lower it).
+	maxPending int
 	// listenPing is how long a LISTEN connection may stay silent before it
 	// is pinged.
 	listenPing time.Duration
@@ -245,6 +251,7 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 		members:    qualify(cfg.schema, cfg.prefix+"members"),
 		channel:    channelName(cfg.schema, cfg.prefix),
 		listenPing: 30 * time.Second,
+		maxPending: defaultMaxPending,
 	}
 	s.q = buildQueries(s.table, s.history, s.members)
 	s.ann.init()

@@ -535,45 +535,6 @@ func TestHostileNames(t *testing.T) {
 	}
 }
 
-// TestListenReconnect: when the server kills the LISTEN connection, the
-// subscription reconnects and later notifications arrive.
-func TestListenReconnect(t *testing.T) {
-	s := openStore(t, WithSchema(newSchema(t)))
-	pids := make(chan uint32, 10)
-	s.onListen = func(pid uint32) { pids <- pid }
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	sub, err := s.Subscribe(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := recv(t, pids, "first LISTEN")
-	if _, err := s.Disable(t.Context(), "BEFORE", "r", "b"); err != nil {
-		t.Fatal(err)
-	}
-	if got := recv(t, sub, "notification before the kill").Lock; got != "BEFORE" {
-		t.Fatalf("got %q, want BEFORE", got)
-	}
-
-	var killed bool
-	if err := adminPool(t).QueryRow(t.Context(), "SELECT pg_terminate_backend($1)", int32(first)).Scan(&killed); err != nil || !killed {
-		t.Fatalf("pg_terminate_backend(%d) = %v, %v", first, killed, err)
-	}
-	second := recv(t, pids, "LISTEN after the kill")
-	if second == first {
-		t.Fatalf("reconnected to the same backend %d", first)
-	}
-	if _, err := s.Disable(t.Context(), "AFTER", "r", "b"); err != nil {
-		t.Fatal(err)
-	}
-	if got := recv(t, sub, "notification after reconnect").Lock; got != "AFTER" {
-		t.Fatalf("got %q, want AFTER", got)
-	}
-
-	cancel()
-	waitClosed(t, sub)
-}
-
 // TestOutageAndRecovery cuts the network between the store and the server:
 // calls fail fast with ErrUnavailable, then everything recovers, the
 // subscription included, without reopening.
@@ -619,12 +580,11 @@ func TestOutageAndRecovery(t *testing.T) {
 		return err == nil && res[0].Renewed
 	})
 	recv(t, pids, "LISTEN after the outage")
+	expectResync(t, sub, "resync after the outage")
 	if _, err := s.Disable(t.Context(), "JOB", "after outage", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification after the outage").Lock; got != "JOB" {
-		t.Fatalf("got %q, want JOB", got)
-	}
+	expectChange(t, sub, store.ChangeControl, "JOB")
 }
 
 // TestListenDetectsSilentConnection: a LISTEN connection that stops
@@ -671,12 +631,13 @@ func TestListenDetectsSilentConnection(t *testing.T) {
 	if second == first {
 		t.Fatalf("still on backend %d", first)
 	}
+	if got := recv(t, sub, "resync after the silent outage"); got.Kind != store.ChangeResync {
+		t.Fatalf("first change after the silent outage: %+v, want a resync", got)
+	}
 	if _, err := other.Disable(t.Context(), "AFTER-SILENCE", "r", "b"); err != nil {
 		t.Fatal(err)
 	}
-	if got := recv(t, sub, "notification after the silent outage").Lock; got != "AFTER-SILENCE" {
-		t.Fatalf("got %q, want AFTER-SILENCE", got)
-	}
+	expectChange(t, sub, store.ChangeControl, "AFTER-SILENCE")
 }
 
 // TestFollowerCheckWritesNothing: Acquire of locks held by others, the

@@ -19,9 +19,10 @@ import (
 // Reconnection of subscriptions.
 const (
 	reconnectMax = 10 * time.Second
-	// maxPending bounds the changes waiting for a slow subscriber; beyond
-	// it changes are dropped (delivery is best effort).
-	maxPending = 10000
+	// defaultMaxPending bounds the changes waiting for a slow subscriber.
+	// Beyond it the waiting changes are dropped and a store.ChangeResync
+	// is delivered in their place.
+	defaultMaxPending = 10000
 )
 
 // Subscribe implements store.Notifier. It opens a pub/sub connection of its
@@ -29,7 +30,8 @@ const (
 // store's channel and, on a single server unless WithoutExpiryEvents was
 // given, to the database's expiry events, and waits for the server to
 // confirm every subscription before it returns: a change published after
-// Subscribe returns is delivered unless the connection fails.
+// Subscribe returns is delivered, or its loss announced if the connection
+// fails.
 //
 // The scripts publish, in the same script as the change, one message per
 // call and kind: "lease" with the names acquired or released, "control"
@@ -46,9 +48,13 @@ const (
 //
 // When the connection fails, or stays silent for 30 seconds and then does
 // not answer a ping, the subscription reconnects with capped, jittered
-// backoff; changes published meanwhile are lost. A change waiting for
-// delivery is not queued twice. The channel is closed, and the connection
-// and goroutines are gone, once ctx is done or the Store is closed.
+// backoff; changes published meanwhile are lost, and once it is subscribed
+// again it delivers a store.ChangeResync. A change waiting for delivery is
+// not queued twice. When a change arrives while 10,000 wait for a slow
+// subscriber, they are dropped and one store.ChangeResync is delivered in
+// their place, before the changes that come after. The channel is closed,
+// and the connection and goroutines are gone, once ctx is done or the
+// Store is closed.
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	const op = "subscribe"
 	if err := ctx.Err(); err != nil {
@@ -108,6 +114,9 @@ type listener struct {
 	mu    sync.Mutex
 	queue []store.Change
 	set   map[store.Change]struct{}
+	// resync is set when changes were lost since the last delivery: a
+	// store.ChangeResync is delivered next, in place of the queue.
+	resync bool
 }
 
 // connect subscribes on a new connection and waits, within the call
@@ -142,7 +151,7 @@ func (l *listener) connect(ctx context.Context) (*goredis.PubSub, error) {
 }
 
 // read receives messages on ps until ctx is done, reconnecting when the
-// connection fails.
+// connection fails. A reconnection announces a loss.
 func (l *listener) read(ctx context.Context, ps *goredis.PubSub) {
 	var (
 		mu  sync.Mutex
@@ -192,6 +201,7 @@ func (l *listener) read(ctx context.Context, ps *goredis.PubSub) {
 			}
 			l.s.cfg.logger.Info("store/redis: notifications resubscribed", "after_failures", failures)
 			failures = 0
+			l.lose()
 		}
 		msg, err := ps.ReceiveTimeout(ctx, l.s.cfg.listenPing)
 		if ctx.Err() != nil {
@@ -213,7 +223,7 @@ func (l *listener) read(ctx context.Context, ps *goredis.PubSub) {
 			}
 		}
 		if failures == 0 {
-			l.s.cfg.logger.Warn("store/redis: notifications connection lost; reconnecting (changes published meanwhile are lost)",
+			l.s.cfg.logger.Warn("store/redis: notifications connection lost; reconnecting (changes published meanwhile are lost; a resync follows)",
 				"err", err)
 		}
 		_ = ps.Close()
@@ -251,25 +261,61 @@ func (l *listener) handle(m *goredis.Message) {
 	}
 }
 
-// push queues c unless it is already waiting or the queue is full.
+// push queues c unless it is already waiting. A full queue is dropped, c
+// with it, and a store.ChangeResync takes its place.
 func (l *listener) push(c store.Change) {
+	if hook := l.s.onPush; hook != nil {
+		defer hook(c)
+	}
 	l.mu.Lock()
-	if _, ok := l.set[c]; ok || len(l.set) >= maxPending {
+	if _, ok := l.set[c]; ok {
 		l.mu.Unlock()
 		return
 	}
-	l.set[c] = struct{}{}
-	l.queue = append(l.queue, c)
+	if len(l.set) >= l.s.cfg.maxPending {
+		l.loseLocked()
+	} else {
+		l.set[c] = struct{}{}
+		l.queue = append(l.queue, c)
+	}
 	l.mu.Unlock()
+	l.signal()
+}
+
+// lose records that changes were lost: one store.ChangeResync is delivered
+// next, however many losses come before it is read.
+func (l *listener) lose() {
+	l.mu.Lock()
+	l.loseLocked()
+	l.mu.Unlock()
+	l.signal()
+}
+
+// loseLocked is lose with l.mu held, without the signal. The queued
+// changes are dropped: the receiver's read after the resync covers them.
+func (l *listener) loseLocked() {
+	l.resync = true
+	l.queue = nil
+	clear(l.set)
+}
+
+// signal wakes the deliverer.
+func (l *listener) signal() {
 	select {
 	case l.wake <- struct{}{}:
 	default:
 	}
 }
 
+// pop takes the next change to deliver: a resync if changes were lost,
+// else the oldest queued.
 func (l *listener) pop() (store.Change, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.resync {
+		l.resync = false
+		return store.Change{Kind: store.ChangeResync}, true
+	}
 	if len(l.queue) == 0 {
 		return store.Change{}, false
 	}
@@ -295,11 +341,41 @@ func (l *listener) deliver(ctx context.Context, out chan<- store.Change) {
 				return
 			}
 		}
-		select {
-		case out <- c:
-		case <-ctx.Done():
+		if !l.send(ctx, out, c) {
 			return
 		}
+	}
+}
+
+// send hands c to out; it reports false if ctx is done first.
+func (l *listener) send(ctx context.Context, out chan<- store.Change, c store.Change) bool {
+	for {
+		// A signal already waiting is seen first.
+		select {
+		case <-l.wake:
+			l.woke(c)
+			continue
+		default:
+		}
+		select {
+		case out <- c:
+			return true
+		case <-l.wake:
+			l.woke(c)
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// woke handles a signal while c waits to be sent. What was queued is for
+// pop once c is sent; a loss while c is a resync not yet received is
+// covered by it, so that no second resync follows.
+func (l *listener) woke(c store.Change) {
+	if c.Kind == store.ChangeResync {
+		l.mu.Lock()
+		l.resync = false
+		l.mu.Unlock()
 	}
 }
 

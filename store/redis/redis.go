@@ -46,6 +46,7 @@ type config struct {
 	errs          []error
 	listenPing    time.Duration
 	reconnectBase time.Duration
+	maxPending    int // changes waiting for a slow subscriber
 }
 
 // WithPrefix sets the prefix of every key and of the pub/sub channel
@@ -135,6 +136,10 @@ type Store struct {
 
 	// Durability is what Open or New found out about the server.
 	durability Durability
+
+	// onPush, when set (by tests), is called with each change a
+	// subscription receives, once it is queued or dropped.
+	onPush func(store.Change)
 }
 
 // announcement is what a handle writes for a member with each Acquire and
@@ -178,7 +183,7 @@ func newConfig(opts []Option) (config, error) {
 	cfg := config{
 		prefix: DefaultPrefix, callTimeout: DefaultCallTimeout, historyLimit: store.DefaultHistoryLimit,
 		logger: slog.Default(), expiryEvents: true, listenPing: 30 * time.Second,
-		reconnectBase: 100 * time.Millisecond,
+		reconnectBase: 100 * time.Millisecond, maxPending: defaultMaxPending,
 	}
 	for _, o := range opts {
 		if o != nil {
