@@ -105,10 +105,12 @@
 // A created lease key's change carries the hints of an acquisition
 // (store.Change: its value is the holder, its create revision the token),
 // and a deletion that came with a reservation in the same transaction
-// names the successor. Subscribe returns once etcd confirmed the watch. A watch etcd cancels
-// (no leader, or its revision compacted) is resumed from the revision
-// after the last one seen, or from the current one after a compaction:
-// changes in between are lost, and followers' own checks cover them.
+// names the successor. Subscribe returns once etcd confirmed the watch. A
+// watch etcd cancels (no leader, say) is resumed from the revision after
+// the last one seen, losing nothing. When that revision was compacted
+// meanwhile, the changes in between are lost: the subscription sends
+// store.ChangeResync, and the watch resumes from the oldest revision etcd
+// kept.
 //
 // # History
 //

@@ -13,10 +13,11 @@ import (
 )
 
 // Subscribe implements store.Notifier with one etcd watch on the prefix.
-// It returns once etcd confirmed the watch. A watch that etcd cancels (its
-// revision compacted, a lost leader) is resumed from the next revision not
-// seen, or from the current one after a compaction (the changes in between
-// are lost, as the contract allows: followers check on their schedule).
+// It returns once etcd confirmed the watch. A watch that etcd cancels (a
+// lost leader, say) is resumed from the next revision not seen, which
+// loses nothing. When the revisions not seen were compacted meanwhile, the
+// watch resumes from the oldest revision etcd still has and a
+// store.ChangeResync is sent first: the changes in between are lost.
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	return s.subscribe(ctx, 0)
 }
@@ -32,7 +33,7 @@ func (s *Store) subscribe(ctx context.Context, from int64) (<-chan store.Change,
 	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	wch := s.cli.Watch(wctx, s.prefix, opts...)
-	var rev int64
+	next := from
 	select {
 	case resp, ok := <-wch:
 		if !ok || !resp.Created || resp.Err() != nil {
@@ -44,14 +45,16 @@ func (s *Store) subscribe(ctx context.Context, from int64) (<-chan store.Change,
 			}
 			return nil, s.fail(ctx, "watch", err)
 		}
-		rev = resp.Header.Revision
+		if from == 0 {
+			next = resp.Header.Revision + 1
+		}
 	case <-ctx.Done():
 		cancel()
 		drain(wch)
 		return nil, s.fail(ctx, "watch", ctx.Err())
 	}
 	out := make(chan store.Change, 64)
-	go s.watchLoop(ctx, wctx, cancel, wch, rev, out)
+	go s.watchLoop(ctx, wctx, cancel, wch, next, out)
 	return out, nil
 }
 
@@ -61,13 +64,25 @@ func drain(wch clientv3.WatchChan) {
 	}
 }
 
-func (s *Store) watchLoop(ctx, wctx context.Context, cancel context.CancelFunc, wch clientv3.WatchChan, rev int64, out chan<- store.Change) {
+// watchLoop follows the watch wch, which delivers the revisions from next
+// on, and resumes it each time etcd cancels it, until the subscription is
+// over.
+func (s *Store) watchLoop(ctx, wctx context.Context, cancel context.CancelFunc, wch clientv3.WatchChan, next int64, out chan<- store.Change) {
 	defer close(out)
 	backoff := 50 * time.Millisecond
 	for {
-		var ok bool
-		if rev, ok = s.follow(ctx, cancel, wch, rev, out); !ok {
+		var lost, ok bool
+		if next, lost, ok = s.follow(ctx, cancel, wch, next, out); !ok {
 			return
+		}
+		if lost {
+			// The resumed watch delivers everything from the oldest
+			// revision kept, so the receiver's read misses nothing.
+			select {
+			case out <- store.Change{Kind: store.ChangeResync}:
+			case <-ctx.Done():
+				return
+			}
 		}
 		// etcd cancelled the watch: resume it.
 		t := time.NewTimer(backoff)
@@ -78,28 +93,28 @@ func (s *Store) watchLoop(ctx, wctx context.Context, cancel context.CancelFunc, 
 		case <-t.C:
 		}
 		backoff = min(2*backoff, 2*time.Second)
-		opts := []clientv3.OpOption{clientv3.WithPrefix()}
-		if rev > 0 {
-			opts = append(opts, clientv3.WithRev(rev+1))
-		}
 		wctx, cancel = context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch = s.cli.Watch(wctx, s.prefix, opts...)
+		wch = s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(next))
 	}
 }
 
-// follow passes the changes of one watch to out until it ends, then
-// cancels it and waits until the client let go of it. It returns the last
-// revision seen (0 after a compaction: resume from the current one), and
-// ok false when the subscription is over (its context done or the store
+// follow passes the changes of one watch, which delivers the revisions
+// from next on, to out until it ends, then cancels it and waits until the
+// client let go of it. It returns the revision to resume from: the one
+// after the last delivered (an event's, or a progress notification's,
+// which vouches for every revision before it; not the header of a batch
+// of events, which can be ahead of them while etcd catches a watch up),
+// or after a compaction the oldest revision etcd kept, with lost set. ok
+// is false when the subscription is over (its context done or the store
 // closed).
-func (s *Store) follow(ctx context.Context, cancel context.CancelFunc, wch clientv3.WatchChan, rev int64, out chan<- store.Change) (int64, bool) {
+func (s *Store) follow(ctx context.Context, cancel context.CancelFunc, wch clientv3.WatchChan, next int64, out chan<- store.Change) (_ int64, lost, ok bool) {
 	defer func() {
 		cancel()
 		drain(wch)
 	}()
 	for resp := range wch {
-		if resp.Header.Revision > rev {
-			rev = resp.Header.Revision
+		if resp.IsProgressNotify() {
+			next = max(next, resp.Header.GetRevision()+1)
 		}
 		reserved := s.reservations(resp.Events)
 		for _, ev := range resp.Events {
@@ -110,19 +125,19 @@ func (s *Store) follow(ctx context.Context, cancel context.CancelFunc, wch clien
 				select {
 				case out <- ch:
 				case <-ctx.Done():
-					return rev, false
+					return next, lost, false
 				}
 			}
-			rev = max(rev, ev.Kv.ModRevision)
+			next = max(next, ev.Kv.ModRevision+1)
 		}
 		if resp.CompactRevision > 0 {
-			rev = 0
+			next, lost = max(next, resp.CompactRevision), true
 		}
 		if resp.Canceled {
 			break
 		}
 	}
-	return rev, ctx.Err() == nil && !s.isClosed()
+	return next, lost, ctx.Err() == nil && !s.isClosed()
 }
 
 func (s *Store) isClosed() bool {

@@ -10,8 +10,8 @@ import (
 )
 
 // TestWatchResumesAfterCompaction: a watch that etcd cancels because its
-// revision was compacted is resumed from the current revision: later
-// changes still arrive on the same channel.
+// revision was compacted is resumed, a store.ChangeResync announces the
+// loss, and later changes still arrive on the same channel.
 func TestWatchResumesAfterCompaction(t *testing.T) {
 	for _, kind := range etcdtest.Kinds {
 		t.Run(string(kind), func(t *testing.T) {
@@ -44,9 +44,10 @@ func TestWatchResumesAfterCompaction(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The compaction cancels the watch at once; the resumed one
-			// delivers what follows.
+			// The compaction cancels the watch at once; a resync comes
+			// first, then the resumed watch delivers what follows.
 			deadline := time.After(20 * time.Second)
+			resynced := false
 			for {
 				if _, err := st.Disable(ctx, "NEW", "x", "t"); err != nil {
 					t.Fatal(err)
@@ -56,7 +57,13 @@ func TestWatchResumesAfterCompaction(t *testing.T) {
 					if !ok {
 						t.Fatal("the subscription ended when etcd cancelled the watch")
 					}
+					if c.Kind == store.ChangeResync {
+						resynced = true
+					}
 					if c.Kind == store.ChangeControl && c.Lock == "NEW" {
+						if !resynced {
+							t.Fatalf("a change after the compaction came with no %q change before it", store.ChangeResync)
+						}
 						return
 					}
 				case <-deadline:

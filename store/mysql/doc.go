@@ -178,9 +178,12 @@
 //     (MASTERJOB_BENCH_SUBSCRIBERS=50). A prepared statement for the poll
 //     did not change it (176µs).
 //
-// A subscriber that falls more than 50,000 numbers behind loses the older
-// notifications (writers prune them); delivery is best effort, as the
-// contract says, and followers still check on their schedule.
+// Writers prune the notifications more than 50,000 numbers old. A
+// subscription that fell further behind and finds rows it had not read
+// pruned sends store.ChangeResync before the rows still there: it tells by
+// the smallest number kept and the sequence's value, read with the rows,
+// so that gaps in the numbers (drawn for candidates another acquisition
+// took) are not taken for a loss.
 //
 // # Schema
 //

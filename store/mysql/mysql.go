@@ -57,6 +57,9 @@ type config struct {
 	// migrations replaces the migrations of schema.sql (tests simulate a
 	// future version with it); nil means schemaMigrations.
 	migrations []migration
+	// notifyKeep is how far back writers keep notifications (the
+	// constant notifyKeep; tests lower it).
+	notifyKeep int
 }
 
 // WithTablePrefix sets the prefix of the store's tables (<prefix>locks,
@@ -222,7 +225,7 @@ func New(ctx context.Context, db *sql.DB, opts ...Option) (*Store, error) {
 
 func newConfig(opts []Option) (config, error) {
 	cfg := config{prefix: DefaultTablePrefix, migrate: true, callTimeout: DefaultCallTimeout,
-		historyLimit: store.DefaultHistoryLimit, notifyPoll: DefaultNotifyPoll}
+		historyLimit: store.DefaultHistoryLimit, notifyPoll: DefaultNotifyPoll, notifyKeep: notifyKeep}
 	for _, o := range opts {
 		if o != nil {
 			o(&cfg)

@@ -28,6 +28,10 @@ const notifyBatch = 1000
 // to 2s. The channel is closed, and the goroutine gone, once ctx is done
 // or the Store is closed.
 //
+// Writers prune the notifications more than 50,000 numbers old. A
+// subscription that finds some it had not read pruned (it fell that far
+// behind) sends store.ChangeResync before the rows it still finds.
+//
 // Numbers commit in order because a writer holds the sequence's row lock
 // until it commits: a poll never sees a number while a smaller one is
 // still to come.
@@ -92,7 +96,7 @@ func (s *Store) poll(ctx context.Context, last int64, out chan<- store.Change) {
 		switch {
 		case err != nil:
 			wait = min(max(2*wait, interval), max(notifyBackoffMax, interval))
-		case len(changes) == notifyBatch:
+		case len(changes) >= notifyBatch:
 			wait = 0
 		default:
 			wait = interval
@@ -102,7 +106,8 @@ func (s *Store) poll(ctx context.Context, last int64, out chan<- store.Change) {
 }
 
 // pollOnce returns the notifications numbered above last, in order, and
-// the number of the last one.
+// the number of the last one. A store.ChangeResync comes first when rows
+// above last were pruned before this read (lostBefore).
 func (s *Store) pollOnce(ctx context.Context, last int64) ([]store.Change, int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.callTimeout)
 	defer cancel()
@@ -116,11 +121,14 @@ func (s *Store) pollOnce(ctx context.Context, last int64) ([]store.Change, int64
 	next := last
 	for rows.Next() {
 		var (
-			ver        int64
-			kind, lock string
+			ver, low, seq int64
+			kind, lock    string
 		)
-		if err := rows.Scan(&ver, &kind, &lock); err != nil {
+		if err := rows.Scan(&ver, &kind, &lock, &low, &seq); err != nil {
 			return nil, last, err
+		}
+		if len(out) == 0 && s.lostBefore(last, low, seq) {
+			out = append(out, store.Change{Kind: store.ChangeResync})
 		}
 		out = append(out, store.Change{Kind: store.ChangeKind(kind), Lock: lock})
 		next = ver
@@ -129,4 +137,18 @@ func (s *Store) pollOnce(ctx context.Context, last int64) ([]store.Change, int64
 		return nil, last, err
 	}
 	return out, next, nil
+}
+
+// lostBefore reports whether notifications numbered above last may have
+// been pruned before they were read, from the smallest number the table
+// keeps (low) and the sequence's value (seq), read in one snapshot. A
+// writer whose numbers start above base deletes every row numbered up to
+// base - keep, and base < seq: rows above last are gone only if no row
+// numbered last+1 or less is left and seq-1-keep > last. Numbers have gaps
+// (an acquisition draws one per candidate and writes rows for those it
+// took), so the first test alone would report gaps as losses; with both,
+// only a subscription more than keep numbers behind can be told of a loss
+// that did not happen.
+func (s *Store) lostBefore(last, low, seq int64) bool {
+	return low > last+1 && seq-1-int64(s.cfg.notifyKeep) > last
 }

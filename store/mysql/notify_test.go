@@ -208,3 +208,142 @@ func serverCPU() time.Duration {
 	}
 	return -1
 }
+
+// withNotifyKeep lowers how far back writers keep notifications, so that a
+// test can make a subscriber fall behind the retention.
+func withNotifyKeep(n int) Option { return func(c *config) { c.notifyKeep = n } }
+
+// burst acquires count locks named prefix-N for holderA, per at a time.
+func burst(t *testing.T, s *Store, prefix string, count, per int) {
+	t.Helper()
+	for b := 0; b < count; b += per {
+		locks := make([]string, 0, per)
+		for i := b; i < min(b+per, count); i++ {
+			locks = append(locks, fmt.Sprintf("%s-%05d", prefix, i))
+		}
+		if _, err := s.Acquire(t.Context(), holderA, locks, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// drainUntil reads ch until a control change of lock arrives, failing t
+// after within. It returns the resyncs read and the locks of the lease
+// changes.
+func drainUntil(t *testing.T, ch <-chan store.Change, lock string, within time.Duration) (resyncs int, leases map[string]bool) {
+	t.Helper()
+	leases = map[string]bool{}
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
+	for {
+		select {
+		case c, ok := <-ch:
+			if !ok {
+				t.Fatalf("subscription closed while waiting for %q", lock)
+			}
+			switch c.Kind {
+			case store.ChangeResync:
+				resyncs++
+			case store.ChangeLease:
+				leases[c.Lock] = true
+			case store.ChangeControl:
+				if c.Lock == lock {
+					return resyncs, leases
+				}
+			}
+		case <-deadline.C:
+			t.Fatalf("no control change of %q within %v (%d resyncs, %d lease changes read)", lock, within, resyncs, len(leases))
+		}
+	}
+}
+
+// TestNotifyResyncAfterPrune: a subscriber that does not read while more
+// changes commit than writers keep finds, once it reads, one
+// store.ChangeResync, then the changes still kept and those made after.
+// Without pruning, it finds every change and no resync.
+func TestNotifyResyncAfterPrune(t *testing.T) {
+	const total = 3000
+	for _, c := range []struct {
+		name  string
+		keep  int
+		pruns bool
+	}{
+		{"pruned", 100, true},
+		{"kept", notifyKeep, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			opts := []Option{WithTablePrefix(newPrefix(t)), WithNotifyPoll(10 * time.Millisecond), withNotifyKeep(c.keep)}
+			sub := openStore(t, opts...)
+			s := openStore(t, opts...)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			ch, err := sub.Subscribe(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The subscription holds one batch at most while nobody reads
+			// (notifyBatch rows): with pruning, most of the others are gone
+			// when it reads again.
+			burst(t, s, "BURST", total, 1000)
+			if _, err := s.Disable(t.Context(), "LAST", "x", "t"); err != nil {
+				t.Fatal(err)
+			}
+			resyncs, leases := drainUntil(t, ch, "LAST", 30*time.Second)
+			t.Logf("%d resync(s), %d of %d lease changes", resyncs, len(leases), total)
+			if c.pruns {
+				if resyncs != 1 {
+					t.Fatalf("%d resyncs after %d changes of which writers kept %d, want 1", resyncs, total, c.keep)
+				}
+				if len(leases) >= total {
+					t.Fatalf("all %d changes delivered: nothing was pruned, the test proves nothing", total)
+				}
+			} else {
+				if resyncs != 0 {
+					t.Fatalf("%d resyncs with nothing pruned", resyncs)
+				}
+				if len(leases) != total {
+					t.Fatalf("%d of %d lease changes delivered", len(leases), total)
+				}
+			}
+			// Changes flow on, with no other resync.
+			for i := range 3 {
+				lock := fmt.Sprint("AFTER-", i)
+				if _, err := s.Disable(t.Context(), lock, "x", "t"); err != nil {
+					t.Fatal(err)
+				}
+				if n, _ := drainUntil(t, ch, lock, 10*time.Second); n != 0 {
+					t.Fatalf("%d more resync(s) after the first", n)
+				}
+			}
+		})
+	}
+}
+
+// TestNotifyGapsAreNoLoss: numbers drawn from the sequence without a
+// notification (candidates of an acquisition that another took) leave
+// gaps, which a subscriber does not take for pruned rows.
+func TestNotifyGapsAreNoLoss(t *testing.T) {
+	prefix := newPrefix(t)
+	opts := []Option{WithTablePrefix(prefix), WithNotifyPoll(10 * time.Millisecond), withNotifyKeep(100)}
+	sub := openStore(t, opts...)
+	s := openStore(t, opts...)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ch, err := sub.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		// Draw 60 numbers: fewer than kept, more than none.
+		if _, err := adminDB(t).ExecContext(t.Context(), "UPDATE "+quoteIdent(prefix+"seq")+" SET value = value + 60 WHERE id = 1"); err != nil {
+			t.Fatal(err)
+		}
+		lock := fmt.Sprint("GAP-", i)
+		if _, err := s.Disable(t.Context(), lock, "x", "t"); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := drainUntil(t, ch, lock, 10*time.Second); n != 0 {
+			t.Fatalf("%d resync(s) for a gap of 60 numbers (writers keep 100)", n)
+		}
+	}
+}

@@ -7,7 +7,7 @@ import (
 
 // notifyKeep is how far (in numbers of the sequence) the notifications a
 // writer keeps reach back: a subscriber that falls further behind loses
-// the older ones.
+// the older ones, and says so (store.ChangeResync).
 const notifyKeep = 50000
 
 // memberPurgeAfter is how long a member's record stays after it expired,
@@ -126,9 +126,9 @@ func seqLock(t tables, always bool) string {
 SELECT GREATEST(value, @mj_nmax) INTO @mj_base FROM ` + t.seq + ` WHERE id = 1` + cond + ` FOR UPDATE;`
 }
 
-func seqEnd(t tables) string {
+func seqEnd(t tables, keep int) string {
 	return `UPDATE ` + t.seq + ` SET value = @mj_base + @mj_need WHERE id = 1 AND @mj_need > 0;
-DELETE FROM ` + t.notify + ` WHERE ver <= @mj_base - ` + strconv.Itoa(notifyKeep) + ` AND @mj_need > 0;`
+DELETE FROM ` + t.notify + ` WHERE ver <= @mj_base - ` + strconv.Itoa(keep) + ` AND @mj_need > 0;`
 }
 
 func buildQueries(t tables, cfg config) queries {
@@ -136,7 +136,7 @@ func buildQueries(t tables, cfg config) queries {
 		"{{T}}", t.locks, "{{S}}", t.seq, "{{N}}", t.notify, "{{H}}", t.history,
 		"{{M}}", t.members, "{{ML}}", t.memberLocks,
 		"{{NOW}}", now, "{{ELIGIBLE}}", eligible,
-		"{{SEQLOCK}}", seqLock(t, false), "{{SEQLOCKALWAYS}}", seqLock(t, true), "{{SEQEND}}", seqEnd(t),
+		"{{SEQLOCK}}", seqLock(t, false), "{{SEQLOCKALWAYS}}", seqLock(t, true), "{{SEQEND}}", seqEnd(t, cfg.notifyKeep),
 		"{{REQ}}", names("@mj_req", false),
 		"{{CAND}}", joinLocks(names("@mj_cand", false), t.locks),
 		"{{CANDORD}}", joinLocks(names("@mj_cand", true), t.locks),
@@ -380,8 +380,11 @@ INSERT INTO {{N}} (ver, kind, lock_name, at) SELECT @mj_base + 1, 'member', '', 
 {{SEQEND}}
 COMMIT;`),
 
-		// Input: the last number seen, formatted in.
-		notifyFrom: q(`SELECT ver, kind, lock_name FROM {{N}} WHERE ver > `),
-		notifyMax:  q(`SELECT value FROM {{S}} WHERE id = 1;`),
+		// Input: the last number seen, formatted in. Each row also
+		// carries the smallest number kept and the sequence's value, read
+		// in the same snapshot as the rows (pollOnce, lostBefore).
+		notifyFrom: q(`SELECT ver, kind, lock_name, (SELECT MIN(ver) FROM {{N}}), (SELECT value FROM {{S}} WHERE id = 1)
+FROM {{N}} WHERE ver > `),
+		notifyMax: q(`SELECT value FROM {{S}} WHERE id = 1;`),
 	}
 }
