@@ -1053,15 +1053,21 @@ func (l *loop) see(s store.LockState, began time.Time, renewed map[string]time.T
 }
 
 // extendHolders moves forward, to the expiry a check saw of a holder's
-// leases (renewed), the locks of that holder that were due at the check's
-// start (began) and that the check did not ask for: a holder renews all its
-// leases together. One pass over the seen locks per check.
+// leases (renewed), the locks of that holder that fall due before a
+// heartbeat after the check's start (began) and that the check did not ask
+// for: a holder renews all its leases together, once per heartbeat. Not
+// only those due at began: a store that renews a holder's leases in
+// several calls of its own (Redis, so many keys a script) gives them
+// expiries milliseconds apart, and each would be probed in turn. A lock
+// its holder lost meanwhile is still read by the next sweep, within a
+// check interval. One pass over the seen locks per check.
 func (l *loop) extendHolders(renewed map[string]time.Time, began time.Time) {
 	if len(renewed) == 0 {
 		return
 	}
+	horizon := began.Add(l.cfg.HeartbeatInterval)
 	for lk, o := range l.seen {
-		if until, ok := renewed[o.holder]; ok && !o.freeSince.After(began) {
+		if until, ok := renewed[o.holder]; ok && o.freeSince.Before(horizon) && o.freeSince.Before(until) {
 			o.freeSince = until
 			l.seen[lk] = o
 		}
