@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -245,5 +246,42 @@ func TestNotifyWithoutWatch(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := sqlite.NotifyWakes(sub); n < 5 {
 		t.Errorf("%d wake-ups in over 100ms at a 10ms poll: is the subscription polling?", n)
+	}
+}
+
+// TestNotifyLargeBatchWhole: a batch larger than the table keeps (1,000
+// rows) is written whole, so that a subscriber reading after the commit
+// gets every change. Before, only the last 1,000 rows of a batch were
+// written: a hand-off of 9,000 locks told eight of nine successors nothing.
+func TestNotifyLargeBatchWhole(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "batch.db")
+	a := openStore(t, path)
+	b := openStore(t, path)
+	ctx := t.Context()
+	ch, err := b.Subscribe(ctx)
+	if err != nil {
+		t.Fatalf("Subscribe: %v", err)
+	}
+	const n = 2500
+	locks := make([]string, n)
+	for i := range locks {
+		locks[i] = fmt.Sprintf("B%04d", i)
+	}
+	if _, err := a.Acquire(ctx, store.Holder{ID: "a"}, locks, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	timeout := time.After(30 * time.Second)
+	for len(seen) < n {
+		select {
+		case c := <-ch:
+			if c.Kind == store.ChangeResync {
+				t.Fatalf("a resync after %d of %d changes: the batch was not written whole", len(seen), n)
+			}
+			seen[c.Lock] = true
+		case <-timeout:
+			t.Fatalf("%d of %d changes of one batch delivered", len(seen), n)
+		}
 	}
 }
