@@ -146,20 +146,14 @@ func (h *hub) run(ctx context.Context) {
 			switch c.Kind {
 			case store.ChangeMember:
 				// The balancer's, not the loops'.
-				select {
-				case h.members <- struct{}{}:
-				default:
-				}
+				h.membersChanged()
 			case store.ChangeHistory:
 				// Nothing the loops act on.
 			case store.ChangeResync:
 				// The store lost changes: read everything again, as after
 				// a new subscription, the member list included.
 				h.each((*inbox).markResync)
-				select {
-				case h.members <- struct{}{}:
-				default:
-				}
+				h.membersChanged()
 			default:
 				h.each(func(b *inbox) { b.notify(c) })
 			}
@@ -179,6 +173,15 @@ func (h *hub) run(ctx context.Context) {
 		if !sleepCtx(ctx, wait) {
 			return
 		}
+	}
+}
+
+// membersChanged tells the balancer, without blocking, to read the member
+// list again.
+func (h *hub) membersChanged() {
+	select {
+	case h.members <- struct{}{}:
+	default:
 	}
 }
 
