@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/masterjob/masterjob/internal/backoff"
 	"github.com/masterjob/masterjob/internal/changehint"
+	"github.com/masterjob/masterjob/internal/changequeue"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -59,7 +59,7 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	stopOnClose := context.AfterFunc(s.closing, cancel)
-	l := &listener{s: s, wake: make(chan struct{}, 1), pending: map[changeKey]store.Change{}}
+	l := &listener{s: s, q: changequeue.New(s.maxPending)}
 	conn, _ := l.connect(ctx) // on failure, read retries in the background
 	out := make(chan store.Change)
 	go func() {
@@ -71,7 +71,7 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 			defer close(readerDone)
 			l.read(ctx, conn)
 		}()
-		l.deliver(ctx, out)
+		l.q.Deliver(ctx, out)
 		<-readerDone
 		close(out)
 	}()
@@ -81,24 +81,8 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 // listener is one subscription: a reader that keeps a LISTEN connection
 // and queues changes, and a deliverer that hands them to the subscriber.
 type listener struct {
-	s    *Store
-	wake chan struct{} // signalled when the queue becomes non-empty
-
-	mu sync.Mutex
-	// queue orders the pending changes, one per kind and lock; a change
-	// pushed while one of its kind and lock waits is merged into it
-	// (changehint.Merge).
-	queue   []changeKey
-	pending map[changeKey]store.Change
-	// resync is set when changes were lost since the last delivery: a
-	// store.ChangeResync is delivered next, in place of the queue.
-	resync bool
-}
-
-// changeKey is what pending changes coalesce on.
-type changeKey struct {
-	kind store.ChangeKind
-	lock string
+	s *Store
+	q *changequeue.Queue
 }
 
 // decodeChange reads a NOTIFY payload: "<kind>\x1f<lock>" (see payload)
@@ -163,7 +147,7 @@ func (l *listener) read(ctx context.Context, conn *pgx.Conn) {
 				continue
 			}
 			conn, failures = c, 0
-			l.lose()
+			l.q.Lose()
 		}
 		wctx, cancel := context.WithTimeout(ctx, l.s.listenPing)
 		n, err := conn.WaitForNotification(wctx)
@@ -192,126 +176,12 @@ func (l *listener) read(ctx context.Context, conn *pgx.Conn) {
 	}
 }
 
-// push queues c, or merges it into the change of its kind and lock that
-// waits already. A full queue is dropped, c with it, and a
-// store.ChangeResync takes its place.
+// push queues c (changequeue.Queue.Push), telling the tests' hook.
 func (l *listener) push(c store.Change) {
 	if hook := l.s.onPush; hook != nil {
 		defer hook(c)
 	}
-	k := changeKey{c.Kind, c.Lock}
-	l.mu.Lock()
-	if prev, ok := l.pending[k]; ok {
-		l.pending[k] = changehint.Merge(prev, c)
-		l.mu.Unlock()
-		return
-	}
-	if len(l.pending) >= l.s.maxPending {
-		l.loseLocked()
-	} else {
-		l.pending[k] = c
-		l.queue = append(l.queue, k)
-	}
-	l.mu.Unlock()
-	l.signal()
-}
-
-// lose records that changes were lost: one store.ChangeResync is delivered
-// next, however many losses come before it is read.
-func (l *listener) lose() {
-	l.mu.Lock()
-	l.loseLocked()
-	l.mu.Unlock()
-	l.signal()
-}
-
-// loseLocked is lose with l.mu held, without the signal. The queued
-// changes are dropped: the receiver's read after the resync covers them.
-func (l *listener) loseLocked() {
-	l.resync = true
-	l.queue = nil
-	clear(l.pending)
-}
-
-// signal wakes the deliverer.
-func (l *listener) signal() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-}
-
-// pop takes the next change to deliver: a resync if changes were lost,
-// else the oldest queued.
-func (l *listener) pop() (store.Change, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.resync {
-		l.resync = false
-		return store.Change{Kind: store.ChangeResync}, true
-	}
-	if len(l.queue) == 0 {
-		return store.Change{}, false
-	}
-	k := l.queue[0]
-	l.queue[0] = changeKey{}
-	l.queue = l.queue[1:]
-	if len(l.queue) == 0 {
-		l.queue = nil // let the backing array go
-	}
-	c := l.pending[k]
-	delete(l.pending, k)
-	return c, true
-}
-
-// deliver sends queued changes to out until ctx is done.
-func (l *listener) deliver(ctx context.Context, out chan<- store.Change) {
-	for {
-		c, ok := l.pop()
-		if !ok {
-			select {
-			case <-l.wake:
-				continue
-			case <-ctx.Done():
-				return
-			}
-		}
-		if !l.send(ctx, out, c) {
-			return
-		}
-	}
-}
-
-// send hands c to out; it reports false if ctx is done first.
-func (l *listener) send(ctx context.Context, out chan<- store.Change, c store.Change) bool {
-	for {
-		// A signal already waiting is seen first.
-		select {
-		case <-l.wake:
-			l.woke(c)
-			continue
-		default:
-		}
-		select {
-		case out <- c:
-			return true
-		case <-l.wake:
-			l.woke(c)
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-// woke handles a signal while c waits to be sent. What was queued is for
-// pop once c is sent; a loss while c is a resync not yet received is
-// covered by it, so that no second resync follows.
-func (l *listener) woke(c store.Change) {
-	if c.Kind == store.ChangeResync {
-		l.mu.Lock()
-		l.resync = false
-		l.mu.Unlock()
-	}
+	l.q.Push(c)
 }
 
 // sleep waits for d or until ctx is done; it reports whether d passed.

@@ -13,6 +13,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/masterjob/masterjob/internal/backoff"
+	"github.com/masterjob/masterjob/internal/changequeue"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -70,7 +71,7 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 
 	ctx, cancel := context.WithCancel(ctx)
 	stopOnClose := context.AfterFunc(s.closing, cancel)
-	l := &listener{s: s, wake: make(chan struct{}, 1), set: map[store.Change]struct{}{}}
+	l := &listener{s: s, q: changequeue.New(s.cfg.maxPending)}
 	l.channels = []string{s.k.channel()}
 	if s.cfg.expiryEvents && !s.cluster {
 		l.expired = "__keyevent@" + strconv.Itoa(s.db) + "__:expired"
@@ -96,7 +97,7 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 			defer close(readerDone)
 			l.read(ctx, ps)
 		}()
-		l.deliver(ctx, out)
+		l.q.Deliver(ctx, out)
 		<-readerDone
 		close(out)
 	}()
@@ -109,14 +110,7 @@ type listener struct {
 	s        *Store
 	channels []string
 	expired  string // the expiry events channel, "" when not subscribed
-	wake     chan struct{}
-
-	mu    sync.Mutex
-	queue []store.Change
-	set   map[store.Change]struct{}
-	// resync is set when changes were lost since the last delivery: a
-	// store.ChangeResync is delivered next, in place of the queue.
-	resync bool
+	q        *changequeue.Queue
 }
 
 // connect subscribes on a new connection and waits, within the call
@@ -201,7 +195,7 @@ func (l *listener) read(ctx context.Context, ps *goredis.PubSub) {
 			}
 			l.s.cfg.logger.Info("store/redis: notifications resubscribed", "after_failures", failures)
 			failures = 0
-			l.lose()
+			l.q.Lose()
 		}
 		msg, err := ps.ReceiveTimeout(ctx, l.s.cfg.listenPing)
 		if ctx.Err() != nil {
@@ -261,122 +255,12 @@ func (l *listener) handle(m *goredis.Message) {
 	}
 }
 
-// push queues c unless it is already waiting. A full queue is dropped, c
-// with it, and a store.ChangeResync takes its place.
+// push queues c (changequeue.Queue.Push), telling the tests' hook.
 func (l *listener) push(c store.Change) {
 	if hook := l.s.onPush; hook != nil {
 		defer hook(c)
 	}
-	l.mu.Lock()
-	if _, ok := l.set[c]; ok {
-		l.mu.Unlock()
-		return
-	}
-	if len(l.set) >= l.s.cfg.maxPending {
-		l.loseLocked()
-	} else {
-		l.set[c] = struct{}{}
-		l.queue = append(l.queue, c)
-	}
-	l.mu.Unlock()
-	l.signal()
-}
-
-// lose records that changes were lost: one store.ChangeResync is delivered
-// next, however many losses come before it is read.
-func (l *listener) lose() {
-	l.mu.Lock()
-	l.loseLocked()
-	l.mu.Unlock()
-	l.signal()
-}
-
-// loseLocked is lose with l.mu held, without the signal. The queued
-// changes are dropped: the receiver's read after the resync covers them.
-func (l *listener) loseLocked() {
-	l.resync = true
-	l.queue = nil
-	clear(l.set)
-}
-
-// signal wakes the deliverer.
-func (l *listener) signal() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
-	}
-}
-
-// pop takes the next change to deliver: a resync if changes were lost,
-// else the oldest queued.
-func (l *listener) pop() (store.Change, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.resync {
-		l.resync = false
-		return store.Change{Kind: store.ChangeResync}, true
-	}
-	if len(l.queue) == 0 {
-		return store.Change{}, false
-	}
-	c := l.queue[0]
-	l.queue[0] = store.Change{}
-	l.queue = l.queue[1:]
-	if len(l.queue) == 0 {
-		l.queue = nil // let the backing array go
-	}
-	delete(l.set, c)
-	return c, true
-}
-
-// deliver sends queued changes to out until ctx is done.
-func (l *listener) deliver(ctx context.Context, out chan<- store.Change) {
-	for {
-		c, ok := l.pop()
-		if !ok {
-			select {
-			case <-l.wake:
-				continue
-			case <-ctx.Done():
-				return
-			}
-		}
-		if !l.send(ctx, out, c) {
-			return
-		}
-	}
-}
-
-// send hands c to out; it reports false if ctx is done first.
-func (l *listener) send(ctx context.Context, out chan<- store.Change, c store.Change) bool {
-	for {
-		// A signal already waiting is seen first.
-		select {
-		case <-l.wake:
-			l.woke(c)
-			continue
-		default:
-		}
-		select {
-		case out <- c:
-			return true
-		case <-l.wake:
-			l.woke(c)
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-// woke handles a signal while c waits to be sent. What was queued is for
-// pop once c is sent; a loss while c is a resync not yet received is
-// covered by it, so that no second resync follows.
-func (l *listener) woke(c store.Change) {
-	if c.Kind == store.ChangeResync {
-		l.mu.Lock()
-		l.resync = false
-		l.mu.Unlock()
-	}
+	l.q.Push(c)
 }
 
 // sleep waits for d or until ctx is done; it reports whether d passed.
