@@ -28,8 +28,10 @@ import (
 //   - an instance holding more than share + slack hands its extra locks
 //     over to peers under their share: stop, then release reserved for the
 //     peer, which acquires at once on the store's push. Never by taking an
-//     unexpired lease. A peer receives at most its room divided among the
-//     instances over their share, so one round converges and nothing moves
+//     unexpired lease. Every instance over its share computes the same
+//     plan from the same member list (the givers in the order of their
+//     ids, each filling the receivers' room in turn), so one round
+//     converges, no peer is given more than its room and nothing moves
 //     back: a lock moves at most once per change of the member list.
 //
 // slack is max(1, 5% of share) unless set. Instances with a lock set of
@@ -395,54 +397,24 @@ func (b *balancer) round(members []store.Member) {
 		return
 	}
 
-	// Over the share: hand the extra locks to peers under theirs. A peer
-	// gets at most its room divided among those over their share.
-	total := 0.0
-	for _, p := range view.group {
-		if p.id == me || !e.suspected(p.id) {
-			total += p.weight
-		}
-	}
-	over := 0
-	type target struct {
-		id   string
-		room int
-	}
-	var under []target
+	// Over the share: hand the extra locks to peers under theirs, as this
+	// instance's part of the plan every member over its share computes
+	// alike from the same list.
 	stale := e.memberStaleAfter()
-	for _, p := range view.group {
-		if p.id != me && e.suspected(p.id) {
-			continue
-		}
-		s := shareOf(view.lockCount, p.weight, total)
-		switch {
-		case p.masters > s+slackOf(b.cfg.Slack, s):
-			over++
-		case p.id != me && p.masters < s && e.alive(p, stale):
-			// Not a peer whose record went unwritten too long (as for
-			// the successors of a shutdown): it probably died holding
-			// nothing, so no expired lease made it suspected, and a lock
-			// reserved for it would wait out the reservation.
-			under = append(under, target{p.id, s - p.masters})
-		}
+	gives := view.handoffs(b.cfg.Slack, e.suspected, func(p peerInfo) bool { return e.alive(p, stale) })
+	excess := 0
+	for _, g := range gives {
+		excess += g.n
 	}
-	if len(under) == 0 {
+	if excess == 0 {
 		return
 	}
-	slices.SortFunc(under, func(a, c target) int {
-		return cmp.Or(cmp.Compare(c.room, a.room), cmp.Compare(a.id, c.id))
-	})
-	excess := len(held) - share
 	// Keep the locks this instance ranks highest; hand off the others.
 	slices.SortFunc(held, func(a, c string) int { return cmp.Compare(rank(me, a), rank(me, c)) })
-	var plan []handoffPlan
-	for _, p := range under {
-		give := min((p.room+over-1)/max(over, 1), excess-len(plan))
-		for range give {
-			plan = append(plan, handoffPlan{lock: held[len(plan)], to: p.id})
-		}
-		if len(plan) == excess {
-			break
+	plan := make([]handoffPlan, 0, excess)
+	for _, g := range gives {
+		for range g.n {
+			plan = append(plan, handoffPlan{lock: held[len(plan)], to: g.to})
 		}
 	}
 	if len(plan) > 0 {
@@ -450,6 +422,74 @@ func (b *balancer) round(members []store.Member) {
 			"held", len(held), "share", share, "slack", slack, "peers", peers, "handoffs", len(plan))
 		e.planHandoffs(plan)
 	}
+}
+
+// give is a number of masterships to hand to one peer.
+type give struct {
+	to string
+	n  int
+}
+
+// handoffs returns how many of this instance's masterships go to which
+// peer: this instance's part of one plan for the whole group. Members
+// suspected dead are left out. Every member over share + slack gives what
+// it holds over its share; the members under their share (and alive, for
+// this instance: a peer that may have died would leave a reserved lock
+// waiting) receive up to their share. The givers are taken in the order of
+// their ids, and each fills the receivers' room in the order of theirs, so
+// every giver that read the same list computes the same plan, no receiver
+// is given more than its room, and one round converges. When a giver has
+// already handed some over, its excess and its receivers' room have shrunk
+// alike, and the later givers' parts are unchanged.
+func (v balanceView) handoffs(slack int, suspect func(string) bool, alive func(peerInfo) bool) []give {
+	total := 0.0
+	var live []peerInfo
+	for _, p := range v.group {
+		if p.id == v.me || !suspect(p.id) {
+			live = append(live, p)
+			total += p.weight
+		}
+	}
+	type slot struct {
+		id   string
+		room int
+	}
+	var under []slot
+	before := -1 // masterships the givers ahead of this instance hand over
+	given := 0
+	mine := 0
+	slices.SortFunc(live, func(a, c peerInfo) int { return cmp.Compare(a.id, c.id) })
+	for _, p := range live {
+		s := shareOf(v.lockCount, p.weight, total)
+		switch {
+		case p.masters > s+slackOf(slack, s):
+			if p.id == v.me {
+				before, mine = given, p.masters-s
+			}
+			given += p.masters - s
+		case p.id != v.me && p.masters < s && alive(p):
+			under = append(under, slot{p.id, s - p.masters})
+		}
+	}
+	if before < 0 {
+		return nil
+	}
+	// Skip the room the givers ahead of this one fill, then take this
+	// instance's part.
+	var out []give
+	for _, u := range under {
+		skip := min(before, u.room)
+		before -= skip
+		n := min(u.room-skip, mine)
+		if n > 0 {
+			out = append(out, give{u.id, n})
+			mine -= n
+		}
+		if mine == 0 {
+			break
+		}
+	}
+	return out
 }
 
 // handoffPlan is one lock to hand over to a peer.
