@@ -1132,7 +1132,10 @@ func (l *loop) checkList(now time.Time, locks []string, sweep bool) (take []stri
 		case s.mine, s.freeSince.IsZero(), s.freeSince.After(now), !now.Before(s.freeSince.Add(2 * grace)):
 			out = append(out, lk)
 		case s.holder != "" && !suspected(s.holder):
-			if !probed[s.holder] {
+			// One probe per holder between sweeps; a sweep reads every
+			// lock, since a holder may have released one of them (a job
+			// that returned) and only a push would have told.
+			if sweep || !probed[s.holder] {
 				probed[s.holder] = true
 				out = append(out, lk)
 			}
