@@ -312,6 +312,7 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 			x.KilledHeld, ms(x.Refailover), ms(x.FailoverBound),
 			x.SpreadOver, x.Survivors, x.Unnoticed, busy(x.Host))
 	}
+	r.joinMarkdown(w)
 	// Memory per lock: the slope of RSS between two lock counts of one
 	// store and instance count in this run, which leaves out what an
 	// instance uses whatever its locks.
@@ -324,6 +325,32 @@ func (r *Report) scaleMarkdown(w io.Writer) {
 			p("\n%s: memory per lock %.0f bytes (RSS per instance, max, %.1f MiB at %d locks and %.1f MiB at %d).\n",
 				a.Store, per, float64(a.maxRSS())/(1<<20), a.Locks, float64(b.maxRSS())/(1<<20), b.Locks)
 		}
+	}
+}
+
+// joinMarkdown writes what happened when a new instance joined the
+// survivors of each scale run.
+func (r *Report) joinMarkdown(w io.Writer) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	head := false
+	for _, x := range r.Scale {
+		j := x.Join
+		if j == nil {
+			continue
+		}
+		if !head {
+			head = true
+			p("\nA new instance joins the survivors of the kill -9 once they have settled (at most 5 check intervals); every lock is read once a second.\n\n")
+			p("| store | instances × locks | survivors settled after | new instance within its share after (bound) | its masterships at the end (share, slack) | locks moved (more than once) | locks without a master > 5 s while joining (longest) |\n")
+			p("|---|---|---|---|---|---|---|\n")
+		}
+		reached := "not within the bound"
+		if j.Reached > 0 {
+			reached = ms(j.Reached)
+		}
+		p("| %s | %d × %d | %s | %s (%s) | %d (%d, %d) | %d (%d) | %d (%s) |\n",
+			x.Store, x.Instances, x.Locks, ms(j.Settled), reached, ms(j.Bound), j.Held, j.Share, j.Slack,
+			j.Moved, j.MovedTwice, j.Orphaned, ms(j.LongestOrphan))
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,6 +89,36 @@ type ScaleResult struct {
 	// Unnoticed is the sum over the instances of InstanceLine.Unnoticed
 	// at the end of the run (the killed instance's at its last line).
 	Unnoticed int64 `json:"unnoticed"`
+	// Join is what happened when a new instance joined the survivors.
+	Join *ScaleJoin `json:"join,omitempty"`
+}
+
+// ScaleJoin is the last part of the scale scenario: once the survivors of
+// the kill -9 have settled, a new instance starts, and balancing must give
+// it its share within 5 check intervals, moving each lock at most once.
+type ScaleJoin struct {
+	// Settled is how long the survivors took, after the failover, to be
+	// within their share and slack (the join waits for it, at most
+	// 5 check intervals, so that its moves are the join's alone).
+	Settled time.Duration `json:"settled"`
+	// Share and Slack are the new instance's, among all instances.
+	Share int `json:"share"`
+	Slack int `json:"slack"`
+	// Reached is the time from the new instance's start until it held at
+	// least share - slack and no instance more than share + slack, every
+	// lock mastered; zero if that did not happen within Bound.
+	Reached time.Duration `json:"reached"`
+	Bound   time.Duration `json:"bound"` // 5 check intervals
+	// Held is the new instance's masterships at the end, a check interval
+	// after Reached (or at 2 × Bound).
+	Held int `json:"held"`
+	// Moved counts the locks that changed holder while watched, and
+	// MovedTwice those that changed more than once (flapping).
+	Moved      int `json:"moved"`
+	MovedTwice int `json:"movedTwice"`
+	// Orphaned and LongestOrphan are as for settling, while joining.
+	Orphaned      int           `json:"orphaned"`
+	LongestOrphan time.Duration `json:"longestOrphan"`
 }
 
 // scaleInstance is one running instance.
@@ -241,11 +273,144 @@ func (e *Env) Scale(ctx context.Context, instanceBin string, cfg ScaleConfig) (*
 			res.SpreadOver++
 		}
 	}
+	join, err := e.scaleJoin(ctx, st, names, instanceBin, fresh.URL, cfg, &insts)
+	if err != nil {
+		return nil, err
+	}
+	res.Join = join
 	for _, si := range insts {
 		res.Unnoticed += si.snapshot().Unnoticed
 	}
 	res.Host = host.since()
 	return res, nil
+}
+
+// scaleJoin waits for the survivors of the kill to settle, then starts a
+// new instance and follows every lock once a second until the new
+// instance has its share, and for a check interval more, to see whether
+// a lock moves back.
+func (e *Env) scaleJoin(ctx context.Context, st store.Store, names []string, bin, url string, cfg ScaleConfig, insts *[]*scaleInstance) (*ScaleJoin, error) {
+	check := cfg.Timing.Check
+	j := &ScaleJoin{Bound: 5 * check}
+	survivors := cfg.Instances - 1
+	s0 := time.Now()
+	for {
+		count, _, err := heldBy(ctx, st, names)
+		if err != nil {
+			return nil, err
+		}
+		share := (len(names) + survivors - 1) / survivors
+		if balanced(count, share, balanceSlack(share)) || time.Since(s0) > 5*check {
+			j.Settled = time.Since(s0)
+			break
+		}
+		sleep(ctx, time.Second)
+	}
+	j.Share = (len(names) + cfg.Instances - 1) / cfg.Instances
+	j.Slack = balanceSlack(j.Share)
+	e.logf("  %s scale: survivors settled after %v; a new instance joins", e.Backend.Kind, j.Settled.Round(time.Millisecond))
+	_, holders, err := heldBy(ctx, st, names)
+	if err != nil {
+		return nil, err
+	}
+	w := newJoinWatch(holders)
+	const id = "j00"
+	si, err := e.startInstance(bin, url, id, cfg)
+	if err != nil {
+		return nil, err
+	}
+	*insts = append(*insts, si)
+	t0 := time.Now()
+	end := t0.Add(2 * j.Bound)
+	for ctx.Err() == nil && time.Now().Before(end) {
+		sleep(ctx, time.Second)
+		count, holders, err := heldBy(ctx, st, names)
+		if err != nil {
+			continue
+		}
+		now := time.Now()
+		w.sample(now, names, holders)
+		j.Held = count[id]
+		if j.Reached == 0 && count[id] >= j.Share-j.Slack && balanced(count, j.Share, j.Slack) {
+			if j.Reached = now.Sub(t0); j.Reached > j.Bound {
+				j.Reached = 0 // reached, but late: reported as missed
+			}
+			end = now.Add(check)
+		}
+	}
+	j.Moved, j.MovedTwice = w.moved()
+	j.Orphaned, j.LongestOrphan = len(w.orphaned), w.longest
+	return j, nil
+}
+
+// balanced reports whether every lock has a master and no holder has
+// more than share + slack.
+func balanced(count map[string]int, share, slack int) bool {
+	if count[""] > 0 {
+		return false
+	}
+	for id, n := range count {
+		if id != "" && n > share+slack {
+			return false
+		}
+	}
+	return true
+}
+
+// balanceSlack is the library's default slack: max(1, 5% of the share).
+func balanceSlack(share int) int {
+	return max(1, int(math.Ceil(0.05*float64(share))))
+}
+
+// joinWatch follows the holder of every lock from one reading to the next.
+type joinWatch struct {
+	last      map[string]string // the last holder seen of each lock
+	moves     map[string]int
+	freeSince map[string]time.Time
+	orphaned  map[string]bool
+	longest   time.Duration
+}
+
+func newJoinWatch(holders map[string]string) *joinWatch {
+	return &joinWatch{last: maps.Clone(holders), moves: map[string]int{},
+		freeSince: map[string]time.Time{}, orphaned: map[string]bool{}}
+}
+
+// sample takes one reading: holders maps each held lock to its holder. A
+// lock moves when its holder differs from the last one seen (a lock free
+// for a moment and taken back by the same holder did not move).
+func (w *joinWatch) sample(now time.Time, names []string, holders map[string]string) {
+	for _, n := range names {
+		h, ok := holders[n]
+		if !ok {
+			since, seen := w.freeSince[n]
+			if !seen {
+				w.freeSince[n] = now
+				continue
+			}
+			w.longest = max(w.longest, now.Sub(since))
+			if now.Sub(since) > orphanLimit {
+				w.orphaned[n] = true
+			}
+			continue
+		}
+		delete(w.freeSince, n)
+		if prev, had := w.last[n]; had && prev != h {
+			w.moves[n]++
+		}
+		w.last[n] = h
+	}
+}
+
+// moved returns how many locks moved, and how many more than once.
+func (w *joinWatch) moved() (moved, twice int) {
+	for _, n := range w.moves {
+		moved++
+		if n > 1 {
+			twice++
+		}
+	}
+	return moved, twice
 }
 
 // orphanLimit is how long a lock may go without a master during

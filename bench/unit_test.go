@@ -47,3 +47,35 @@ func TestScaleMarkdownMemoryPerLock(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinWatchCountsMovesAndOrphans: a lock that changes holder twice is
+// a flap; one free for a moment and taken back by its holder did not
+// move; one free for longer than orphanLimit is counted.
+func TestJoinWatchCountsMovesAndOrphans(t *testing.T) {
+	names := []string{"a", "b", "c", "d"}
+	t0 := time.Unix(0, 0)
+	w := newJoinWatch(map[string]string{"a": "i1", "b": "i1", "c": "i2", "d": "i2"})
+	w.sample(t0.Add(1*time.Second), names, map[string]string{"a": "new", "b": "i1", "c": "i2"}) // a moves; d free
+	w.sample(t0.Add(2*time.Second), names, map[string]string{"a": "i1", "b": "i1", "c": "i2"})  // a moves back
+	w.sample(t0.Add(8*time.Second), names, map[string]string{"a": "i1", "c": "i2"})             // b free; d still free
+	w.sample(t0.Add(9*time.Second), names, map[string]string{"a": "i1", "b": "new", "c": "i2", "d": "i2"})
+	moved, twice := w.moved()
+	if moved != 2 || twice != 1 {
+		t.Errorf("moved %d, twice %d; want 2 (a, b) and 1 (a)", moved, twice)
+	}
+	if len(w.orphaned) != 1 || !w.orphaned["d"] || w.longest != 7*time.Second {
+		t.Errorf("orphaned %v, longest %v; want d, 7s", w.orphaned, w.longest)
+	}
+	if !balanced(map[string]int{"i1": 3, "i2": 2}, 2, 1) || balanced(map[string]int{"i1": 4, "i2": 1}, 2, 1) ||
+		balanced(map[string]int{"i1": 2, "": 1}, 2, 1) {
+		t.Error("balanced is wrong")
+	}
+	r := &Report{Scale: []*ScaleResult{{Store: "sqlite", Instances: 10, Locks: 1000, RoundTrips: []float64{1},
+		Join: &ScaleJoin{Settled: 2 * time.Second, Share: 100, Slack: 5, Reached: 31 * time.Second, Bound: 150 * time.Second,
+			Held: 100, Moved: 100, MovedTwice: 0}}}}
+	var b strings.Builder
+	r.scaleMarkdown(&b)
+	if want := "| sqlite | 10 × 1000 | 2000 ms | 31000 ms (150000 ms) | 100 (100, 5) | 100 (0) | 0 (0.00 ms) |"; !strings.Contains(b.String(), want) {
+		t.Errorf("markdown lacks %q:\n%s", want, b.String())
+	}
+}
