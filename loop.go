@@ -471,11 +471,22 @@ func (l *loop) startCalls(now time.Time) {
 		return
 	}
 	l.started = true
-	// Without a subscription to the store's notifications, every check
-	// sweeps: nothing would tell of a release.
-	sweep := !now.Before(l.sweepAt) || !l.e.pushing.Load()
+	// Sweeps read every followed lock once per check interval; without a
+	// subscription to the store's notifications, once per heartbeat, since
+	// nothing would tell of a release. Not at every check: checks come when
+	// leases fall due, and a sweep then reads one probe per holder, as any
+	// check does (asking for all of a dead holder's locks would take them
+	// all, beyond this instance's share).
+	every := l.cfg.CheckMasterInterval
+	if !l.e.pushing.Load() {
+		every = l.cfg.HeartbeatInterval
+	}
+	if l.sweepAt.Sub(now) > every {
+		l.sweepAt = now.Add(every) // the notifications stopped meanwhile
+	}
+	sweep := !now.Before(l.sweepAt)
 	if sweep {
-		l.sweepAt = now.Add(l.cfg.CheckMasterInterval)
+		l.sweepAt = now.Add(every)
 	}
 	locks, leftUntil := l.checkList(now, l.followed(now), sweep)
 	peek := l.pushedLeftOut(locks)
@@ -1078,8 +1089,8 @@ func (l *loop) extendHolders(renewed map[string]time.Time, began time.Time) {
 // followed lock. With it:
 //   - locks held by others until a time the last answer told, or reserved
 //     for another until then, are asked for only by a sweep (once per
-//     check interval, after notifications may have been missed, and at
-//     every check while the store's notifications are not subscribed): until
+//     check interval, after notifications may have been missed, and once
+//     per heartbeat while the store's notifications are not subscribed): until
 //     then nothing can free them but a release or a hand-off, which the
 //     store pushes (onNotify makes a pushed lock free in seen). At 10,000
 //     locks, reading them all at every check, and a check on every push,
@@ -1132,10 +1143,7 @@ func (l *loop) checkList(now time.Time, locks []string, sweep bool) (take []stri
 		case s.mine, s.freeSince.IsZero(), s.freeSince.After(now), !now.Before(s.freeSince.Add(2 * grace)):
 			out = append(out, lk)
 		case s.holder != "" && !suspected(s.holder):
-			// One probe per holder between sweeps; a sweep reads every
-			// lock, since a holder may have released one of them (a job
-			// that returned) and only a push would have told.
-			if sweep || !probed[s.holder] {
+			if !probed[s.holder] {
 				probed[s.holder] = true
 				out = append(out, lk)
 			}

@@ -19,26 +19,33 @@ type unpushed struct {
 	store.Store
 	store.Membership
 	mu   sync.Mutex
-	asks map[string][][]string
+	asks map[string][]ask
+}
+
+// ask is one Acquire call: when, and for which locks.
+type ask struct {
+	at    time.Time
+	locks []string
 }
 
 func (s *unpushed) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
 	s.mu.Lock()
-	s.asks[h.ID] = append(s.asks[h.ID], slices.Clone(locks))
+	s.asks[h.ID] = append(s.asks[h.ID], ask{time.Now(), slices.Clone(locks)})
 	s.mu.Unlock()
 	return s.Store.Acquire(ctx, h, locks, ttl)
 }
 
 // TestChecksReadEveryLockWithoutPushes: with balancing on, a check between
 // sweeps leaves out the locks others hold until a known time, since the
-// store would push their release. Without a subscription nothing is
-// pushed, so every check must read every lock: otherwise a lock its holder
-// released (a job that returned) waits for the next sweep, up to a check
-// interval, instead of the next check (within a lease).
+// store would push their release, and sweeps come once per check
+// interval. Without a subscription nothing is pushed, so sweeps must come
+// once per heartbeat: otherwise a lock its holder released (a job that
+// returned) waits for the next sweep, up to a check interval, while the
+// holder keeps the others renewed.
 func TestChecksReadEveryLockWithoutPushes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := memstore.New()
-		st := &unpushed{Store: mem, Membership: mem, asks: map[string][][]string{}}
+		st := &unpushed{Store: mem, Membership: mem, asks: map[string][]ask{}}
 		if _, ok := store.Store(st).(store.Notifier); ok {
 			t.Fatal("the wrapper must hide the Notifier")
 		}
@@ -77,20 +84,22 @@ func TestChecksReadEveryLockWithoutPushes(t *testing.T) {
 		synctest.Wait()
 		st.mu.Lock()
 		defer st.mu.Unlock()
-		calls := st.asks["b"]
-		if len(calls) < 4 {
-			t.Fatalf("b made %d checks in two check intervals; the test needs checks between sweeps", len(calls))
-		}
-		short := 0
-		for _, asked := range calls {
-			for _, l := range ofA {
-				if !slices.Contains(asked, l) {
-					short++
-					t.Errorf("b's check asked for %v, leaving out %s, which a holds: its release would not be seen until the next sweep", asked, l)
-					break
-				}
+		var full []time.Time // b's checks that asked for every lock of a
+		for _, c := range st.asks["b"] {
+			if !slices.ContainsFunc(ofA, func(l string) bool { return !slices.Contains(c.locks, l) }) {
+				full = append(full, c.at)
 			}
 		}
-		t.Logf("b made %d checks in two check intervals, %d without every lock of a", len(calls), short)
+		if len(full) < 2 {
+			t.Fatalf("b read every lock of a %d times in two check intervals (%d checks in all)", len(full), len(st.asks["b"]))
+		}
+		var gap time.Duration
+		for i := 1; i < len(full); i++ {
+			gap = max(gap, full[i].Sub(full[i-1]))
+		}
+		if gap > 2*heartbeat {
+			t.Errorf("b read every lock of a %d times in two check intervals, up to %v apart: a release would wait that long, want at most 2 heartbeats (%v)", len(full), gap, 2*heartbeat)
+		}
+		t.Logf("%d checks by b, %d of them reading every lock of a, at most %v apart", len(st.asks["b"]), len(full), gap)
 	})
 }

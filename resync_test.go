@@ -73,7 +73,10 @@ func TestResyncReadsEveryLockAgain(t *testing.T) {
 		}
 		stopC := startRun(c)
 		defer func() { _ = stopC() }()
-		time.Sleep(2*checkIntv + checkIntv/10) // past a check, the next a whole interval away
+		// Past a sweep, the next a whole interval away. The first check
+		// comes before the subscription is up, so the next sweep is a
+		// heartbeat later, and then one every check interval.
+		time.Sleep(heartbeat + 2*checkIntv + checkIntv/10)
 		synctest.Wait()
 
 		st.drop.Store(true)
