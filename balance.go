@@ -25,8 +25,10 @@ import (
 //     leaves the rest to instances under their share; a lock nobody took
 //     within the grace (half a check interval) is taken by anyone, so no
 //     lock waits for a master longer than that;
-//   - an instance holding more than share + slack hands its extra locks
-//     over to peers under their share: stop, then release reserved for the
+//   - an instance holding more than share + slack, or more than its share
+//     while a peer is short of its own by more than the slack (a peer that
+//     just joined), hands its extra locks over to peers under their
+//     share: stop, then release reserved for the
 //     peer, which acquires at once on the store's push. Never by taking an
 //     unexpired lease. Every instance over its share computes the same
 //     plan from the same member list (the givers in the order of their
@@ -393,7 +395,7 @@ func (b *balancer) round(members []store.Member) {
 	}
 	settled := settledSince(b.last, cur, slack) && sum == view.lockCount && now.Sub(b.groupSince) >= b.interval
 	b.last = cur
-	if !ok || !settled || len(held) <= share+slack {
+	if !ok || !settled {
 		return
 	}
 
@@ -433,7 +435,9 @@ type give struct {
 // handoffs returns how many of this instance's masterships go to which
 // peer: this instance's part of one plan for the whole group. Members
 // suspected dead are left out. Every member over share + slack gives what
-// it holds over its share; the members under their share (and alive, for
+// it holds over its share, and so does every member over its share while
+// another is short of its share by more than the slack (a new instance
+// gets its share, not share - slack); the members under their share (and alive, for
 // this instance: a peer that may have died would leave a reserved lock
 // waiting) receive up to their share. The givers are taken in the order of
 // their ids, and each fills the receivers' room in the order of theirs, so
@@ -459,10 +463,18 @@ func (v balanceView) handoffs(slack int, suspect func(string) bool, alive func(p
 	given := 0
 	mine := 0
 	slices.SortFunc(live, func(a, c peerInfo) int { return cmp.Compare(a.id, c.id) })
+	// A member short of its share by more than the slack (one that just
+	// joined, say) is filled even by members within their slack: each
+	// member over its share then gives down to it.
+	short := false
+	for _, p := range live {
+		s := shareOf(v.lockCount, p.weight, total)
+		short = short || p.masters < s-slackOf(slack, s)
+	}
 	for _, p := range live {
 		s := shareOf(v.lockCount, p.weight, total)
 		switch {
-		case p.masters > s+slackOf(slack, s):
+		case p.masters > s+slackOf(slack, s) || (short && p.masters > s):
 			if p.id == v.me {
 				before, mine = given, p.masters-s
 			}

@@ -57,6 +57,7 @@ func TestBalancePlanConvergesInOneRound(t *testing.T) {
 		{"two over, one under", 30, []int{20, 10, 0}, nil},
 		{"weighted", 400, []int{0, 300, 100, 0}, []float64{2, 1, 1, 1}},
 		{"within slack", 100, []int{35, 34, 31}, nil},
+		{"a new instance among members within their slack", 10000, []int{1050, 1050, 1050, 1050, 1050, 1050, 1050, 1050, 1600, 0}, nil},
 	}
 	r := rand.New(rand.NewPCG(7, 11))
 	for range 200 {
@@ -122,6 +123,17 @@ func TestBalancePlanConvergesInOneRound(t *testing.T) {
 				if got[p.id] > 0 && p.masters > s {
 					t.Errorf("%s was given %d, over its room (share %d, now %d)", p.id, got[p.id], s, p.masters)
 				}
+			}
+			// Nobody is left short of its share by more than the slack
+			// while another holds more than its share.
+			short, over := false, false
+			for _, p := range after {
+				s := shareOf(tc.locks, p.weight, total)
+				short = short || p.masters < s-slackOf(0, s)
+				over = over || p.masters > s
+			}
+			if short && over {
+				t.Errorf("after one round a member is short of its share while another is over: %v", after)
 			}
 			// The plan is stable: a round on the result moves nothing.
 			if again := planAll(tc.locks, 0, after); len(again) > 0 {
