@@ -403,7 +403,7 @@ func (b *balancer) round(members []store.Member) {
 	// instance's part of the plan every member over its share computes
 	// alike from the same list.
 	stale := e.memberStaleAfter()
-	gives := view.handoffs(b.cfg.Slack, e.suspected, func(p peerInfo) bool { return e.alive(p, stale) })
+	gives := view.handoffs(e.suspected, func(p peerInfo) bool { return e.alive(p, stale) })
 	excess := 0
 	for _, g := range gives {
 		excess += g.n
@@ -419,11 +419,9 @@ func (b *balancer) round(members []store.Member) {
 			plan = append(plan, handoffPlan{lock: held[len(plan)], to: g.to})
 		}
 	}
-	if len(plan) > 0 {
-		e.runLog().Info("balancing: handing off masterships over this instance's share",
-			"held", len(held), "share", share, "slack", slack, "peers", peers, "handoffs", len(plan))
-		e.planHandoffs(plan)
-	}
+	e.runLog().Info("balancing: handing off masterships over this instance's share",
+		"held", len(held), "share", share, "slack", slack, "peers", peers, "handoffs", len(plan))
+	e.planHandoffs(plan)
 }
 
 // give is a number of masterships to hand to one peer.
@@ -445,7 +443,7 @@ type give struct {
 // is given more than its room, and one round converges. When a giver has
 // already handed some over, its excess and its receivers' room have shrunk
 // alike, and the later givers' parts are unchanged.
-func (v balanceView) handoffs(slack int, suspect func(string) bool, alive func(peerInfo) bool) []give {
+func (v balanceView) handoffs(suspect func(string) bool, alive func(peerInfo) bool) []give {
 	total := 0.0
 	var live []peerInfo
 	for _, p := range v.group {
@@ -453,6 +451,16 @@ func (v balanceView) handoffs(slack int, suspect func(string) bool, alive func(p
 			live = append(live, p)
 			total += p.weight
 		}
+	}
+	slices.SortFunc(live, func(a, c peerInfo) int { return cmp.Compare(a.id, c.id) })
+	shares := make([]int, len(live))
+	// A member short of its share by more than the slack (one that just
+	// joined, say) is filled even by members within their slack: each
+	// member over its share then gives down to it.
+	short := false
+	for i, p := range live {
+		shares[i] = shareOf(v.lockCount, p.weight, total)
+		short = short || p.masters < shares[i]-slackOf(v.slack, shares[i])
 	}
 	type slot struct {
 		id   string
@@ -462,19 +470,10 @@ func (v balanceView) handoffs(slack int, suspect func(string) bool, alive func(p
 	before := -1 // masterships the givers ahead of this instance hand over
 	given := 0
 	mine := 0
-	slices.SortFunc(live, func(a, c peerInfo) int { return cmp.Compare(a.id, c.id) })
-	// A member short of its share by more than the slack (one that just
-	// joined, say) is filled even by members within their slack: each
-	// member over its share then gives down to it.
-	short := false
-	for _, p := range live {
-		s := shareOf(v.lockCount, p.weight, total)
-		short = short || p.masters < s-slackOf(slack, s)
-	}
-	for _, p := range live {
-		s := shareOf(v.lockCount, p.weight, total)
+	for i, p := range live {
+		s := shares[i]
 		switch {
-		case p.masters > s+slackOf(slack, s) || (short && p.masters > s):
+		case p.masters > s+slackOf(v.slack, s) || (short && p.masters > s):
 			if p.id == v.me {
 				before, mine = given, p.masters-s
 			}

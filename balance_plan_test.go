@@ -14,7 +14,7 @@ func planAll(lockCount, slack int, group []peerInfo) map[string][]give {
 	always := func(peerInfo) bool { return true }
 	for _, p := range group {
 		v := balanceView{me: p.id, lockCount: lockCount, group: group, slack: slack}
-		if g := v.handoffs(slack, never, always); len(g) > 0 {
+		if g := v.handoffs(never, always); len(g) > 0 {
 			out[p.id] = g
 		}
 	}

@@ -155,10 +155,23 @@ func testBalanceProperty(t *testing.T, seed uint64, rounds, nLocks, maxMembers i
 			t.Errorf("round %d: %d locks without a master: %v", round, held[""], held)
 		}
 		share := (nLocks + len(live) - 1) / len(live)
+		slack := max(1, (share*5+99)/100)
+		short, over := "", ""
 		for id := range live {
-			if slack := max(1, (share*5+99)/100); held[id] > share+slack {
+			if held[id] > share+slack {
 				t.Errorf("round %d: %s holds %d, share %d + slack %d (%v)", round, id, held[id], share, slack, held)
 			}
+			if held[id] < share-slack {
+				short = id
+			}
+			if held[id] > share {
+				over = id
+			}
+		}
+		if short != "" && over != "" {
+			// A new instance among members within their slack.
+			t.Errorf("round %d: %s holds %d, short of share %d by more than slack %d, while %s holds %d (%v)",
+				round, short, held[short], share, slack, over, held[over], held)
 		}
 		// The next membership change, at a random phase of the members'
 		// check rounds: instances that start at different moments balance
