@@ -3,6 +3,7 @@ package masterjob_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -12,30 +13,61 @@ import (
 	"github.com/masterjob/masterjob/store/memstore"
 )
 
-// locksAsked records how many locks each Acquire call of instance id asked
-// for, on a memstore (its Notifier, Membership and Handoffs kept).
+// locksAsked records the locks each Acquire call of instance id asked for,
+// and when, on a memstore (its Notifier, Membership and Handoffs kept).
 type locksAsked struct {
 	*memstore.Store
 	id   string
 	mu   sync.Mutex
-	asks []int
+	asks []ask
+}
+
+// ask is one Acquire call: when, and for which locks.
+type ask struct {
+	at    time.Time
+	locks []string
 }
 
 func (s *locksAsked) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
 	if h.ID == s.id {
 		s.mu.Lock()
-		s.asks = append(s.asks, len(locks))
+		s.asks = append(s.asks, ask{time.Now(), slices.Clone(locks)})
 		s.mu.Unlock()
 	}
 	return s.Store.Acquire(ctx, h, locks, ttl)
 }
 
-func (s *locksAsked) take() []int {
+// take returns the calls recorded since the last take.
+func (s *locksAsked) take() []ask {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.asks
 	s.asks = nil
 	return a
+}
+
+// startApart starts instances a, c and b on st, in that order, a check
+// interval and a third of a heartbeat apart, each taking part in locks
+// L00 to L(n-1), so that their leases fall due at different times. It
+// returns a function that stops them.
+func startApart(t *testing.T, st store.Store, n int) (stop func()) {
+	t.Helper()
+	var stops []func() error
+	for i, id := range []string{"a", "c", "b"} {
+		e := newExec(t, st, id)
+		for l := range n {
+			if err := e.StartMaster(fmt.Sprintf("L%02d", l), idle()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stops = append(stops, startRun(e))
+		time.Sleep(checkIntv + time.Duration(i)*heartbeat/3)
+	}
+	return func() {
+		for _, s := range stops {
+			_ = s()
+		}
+	}
 }
 
 // TestProbeStandsForItsHoldersLocks: a follower wakes when a holder's
@@ -52,18 +84,7 @@ func TestProbeStandsForItsHoldersLocks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := &locksAsked{Store: memstore.New(), id: "b"}
 		const n = 12
-		for i, id := range []string{"a", "c", "b"} {
-			e := newExec(t, st, id)
-			for l := range n {
-				if err := e.StartMaster(fmt.Sprintf("L%02d", l), idle()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			stop := startRun(e)
-			defer func() { _ = stop() }()
-			// Started apart, so that their leases fall due at other times.
-			time.Sleep(checkIntv + time.Duration(i)*heartbeat/3)
-		}
+		defer startApart(t, st, n)()
 		time.Sleep(6 * checkIntv)
 		synctest.Wait()
 		masters := map[string]int{}
@@ -76,7 +97,10 @@ func TestProbeStandsForItsHoldersLocks(t *testing.T) {
 		st.take()
 		time.Sleep(2 * checkIntv)
 		synctest.Wait()
-		asks := st.take()
+		var asks []int
+		for _, a := range st.take() {
+			asks = append(asks, len(a.locks))
+		}
 		t.Logf("masterships %v; locks each check of b asked for: %v", masters, asks)
 		all := masters["a"] + masters["c"]
 		sweeps := 0
@@ -125,19 +149,7 @@ func (s renewsApart) Renew(ctx context.Context, id string, leases []store.LeaseR
 func TestProbeStandsForLeasesRenewedApart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		asked := &locksAsked{Store: memstore.New(), id: "b"}
-		st := renewsApart{asked}
-		const n = 12
-		for i, id := range []string{"a", "c", "b"} {
-			e := newExec(t, st, id)
-			for l := range n {
-				if err := e.StartMaster(fmt.Sprintf("L%02d", l), idle()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			stop := startRun(e)
-			defer func() { _ = stop() }()
-			time.Sleep(checkIntv + time.Duration(i)*heartbeat/3)
-		}
+		defer startApart(t, renewsApart{asked}, 12)()
 		time.Sleep(6 * checkIntv)
 		synctest.Wait()
 		asked.take()
@@ -145,8 +157,8 @@ func TestProbeStandsForLeasesRenewedApart(t *testing.T) {
 		time.Sleep(window)
 		synctest.Wait()
 		probes := 0
-		for _, k := range asked.take() {
-			if k == 1 {
+		for _, a := range asked.take() {
+			if len(a.locks) == 1 {
 				probes++
 			}
 		}

@@ -1,9 +1,7 @@
 package masterjob_test
 
 import (
-	"context"
 	"slices"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -14,25 +12,10 @@ import (
 
 // unpushed is a memstore without its Notifier (a store that cannot push,
 // or whose subscription is down), Membership kept so that balancing is on.
-// It records the locks each instance's Acquire calls ask for.
+// Its Store is a locksAsked, which records what instance b asks for.
 type unpushed struct {
 	store.Store
 	store.Membership
-	mu   sync.Mutex
-	asks map[string][]ask
-}
-
-// ask is one Acquire call: when, and for which locks.
-type ask struct {
-	at    time.Time
-	locks []string
-}
-
-func (s *unpushed) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
-	s.mu.Lock()
-	s.asks[h.ID] = append(s.asks[h.ID], ask{time.Now(), slices.Clone(locks)})
-	s.mu.Unlock()
-	return s.Store.Acquire(ctx, h, locks, ttl)
 }
 
 // TestChecksReadEveryLockWithoutPushes: with balancing on, a check between
@@ -45,7 +28,8 @@ func (s *unpushed) Acquire(ctx context.Context, h store.Holder, locks []string, 
 func TestChecksReadEveryLockWithoutPushes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := memstore.New()
-		st := &unpushed{Store: mem, Membership: mem, asks: map[string][]ask{}}
+		asked := &locksAsked{Store: mem, id: "b"}
+		st := &unpushed{Store: asked, Membership: mem}
 		if _, ok := store.Store(st).(store.Notifier); ok {
 			t.Fatal("the wrapper must hide the Notifier")
 		}
@@ -77,21 +61,18 @@ func TestChecksReadEveryLockWithoutPushes(t *testing.T) {
 			}
 		}
 
-		st.mu.Lock()
-		clear(st.asks)
-		st.mu.Unlock()
+		asked.take()
 		time.Sleep(2 * checkIntv)
 		synctest.Wait()
-		st.mu.Lock()
-		defer st.mu.Unlock()
+		calls := asked.take()
 		var full []time.Time // b's checks that asked for every lock of a
-		for _, c := range st.asks["b"] {
+		for _, c := range calls {
 			if !slices.ContainsFunc(ofA, func(l string) bool { return !slices.Contains(c.locks, l) }) {
 				full = append(full, c.at)
 			}
 		}
 		if len(full) < 2 {
-			t.Fatalf("b read every lock of a %d times in two check intervals (%d checks in all)", len(full), len(st.asks["b"]))
+			t.Fatalf("b read every lock of a %d times in two check intervals (%d checks in all)", len(full), len(calls))
 		}
 		var gap time.Duration
 		for i := 1; i < len(full); i++ {
@@ -100,6 +81,6 @@ func TestChecksReadEveryLockWithoutPushes(t *testing.T) {
 		if gap > 2*heartbeat {
 			t.Errorf("b read every lock of a %d times in two check intervals, up to %v apart: a release would wait that long, want at most 2 heartbeats (%v)", len(full), gap, 2*heartbeat)
 		}
-		t.Logf("%d checks by b, %d of them reading every lock of a, at most %v apart", len(st.asks["b"]), len(full), gap)
+		t.Logf("%d checks by b, %d of them reading every lock of a, at most %v apart", len(calls), len(full), gap)
 	})
 }
