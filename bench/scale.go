@@ -362,7 +362,8 @@ func balanceSlack(share int) int {
 	return max(1, int(math.Ceil(0.05*float64(share))))
 }
 
-// joinWatch follows the holder of every lock from one reading to the next.
+// joinWatch follows the holder of every lock from one reading to the next:
+// the locks that moved, and those without a master for long.
 type joinWatch struct {
 	last      map[string]string // the last holder seen of each lock
 	moves     map[string]int
@@ -372,6 +373,9 @@ type joinWatch struct {
 }
 
 func newJoinWatch(holders map[string]string) *joinWatch {
+	if holders == nil {
+		holders = map[string]string{}
+	}
 	return &joinWatch{last: maps.Clone(holders), moves: map[string]int{},
 		freeSince: map[string]time.Time{}, orphaned: map[string]bool{}}
 }
@@ -424,32 +428,15 @@ const orphanLimit = 5 * time.Second
 // A failed read is skipped.
 func watchOrphans(ctx context.Context, st store.Store, names []string, d time.Duration) (over int, longest time.Duration) {
 	end := time.Now().Add(d)
-	freeSince := map[string]time.Time{}
-	counted := map[string]bool{}
+	w := newJoinWatch(nil)
 	for ctx.Err() == nil && time.Now().Before(end) {
 		now := time.Now()
-		if states, err := st.Locks(ctx, names...); err == nil {
-			for _, s := range states {
-				if s.Held() {
-					delete(freeSince, s.Lock)
-					continue
-				}
-				since, ok := freeSince[s.Lock]
-				if !ok {
-					freeSince[s.Lock] = now
-					continue
-				}
-				gap := now.Sub(since)
-				longest = max(longest, gap)
-				if gap > orphanLimit && !counted[s.Lock] {
-					counted[s.Lock] = true
-					over++
-				}
-			}
+		if _, holders, err := heldBy(ctx, st, names); err == nil {
+			w.sample(now, names, holders)
 		}
 		sleep(ctx, min(time.Second, time.Until(end)))
 	}
-	return over, longest
+	return len(w.orphaned), w.longest
 }
 
 // heldBy returns the masterships per holder ("" for none) and the holder of
