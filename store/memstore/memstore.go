@@ -32,6 +32,7 @@ var (
 	_ store.History    = (*Store)(nil)
 	_ store.Handoffs   = (*Store)(nil)
 	_ store.Membership = (*Store)(nil)
+	_ store.Transfers  = (*Store)(nil)
 )
 
 type state struct {
@@ -298,6 +299,46 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		}
 	}
 	s.st.push(released...)
+	s.st.mu.Unlock()
+	return nil
+}
+
+// Transfer implements store.Transfers.
+func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {
+	if err := s.begin(ctx); err != nil {
+		return err
+	}
+	var changes []store.Change
+	now := s.st.now()
+	for _, ref := range leases {
+		r := s.st.locks[ref.Lock]
+		if r == nil || r.holder != holderID || r.token != ref.Token || r.free(now) {
+			continue
+		}
+		if ref.Successor == "" || r.revoked || r.disabled {
+			r.holder, r.holderInfo, r.revoked = "", "", false
+			r.acquiredAt, r.renewedAt, r.expiresAt = time.Time{}, time.Time{}, time.Time{}
+			r.handoff, r.handoffTo = false, ""
+			r.reservedFor, r.reservedExpiry = "", time.Time{}
+			if ref.Successor != "" && ref.Reserve > 0 {
+				r.reservedFor, r.reservedExpiry = ref.Successor, now.Add(ref.Reserve)
+			}
+			changes = append(changes, store.Change{Kind: store.ChangeLease, Lock: ref.Lock, ReservedFor: r.reservedFor})
+			continue
+		}
+		info := ""
+		if m := s.st.members[ref.Successor]; m != nil && m.expires.After(now) {
+			info = m.m.Info
+		}
+		s.st.lastToken++
+		*r = record{
+			holder: ref.Successor, holderInfo: info, token: s.st.lastToken,
+			acquiredAt: now, renewedAt: now, expiresAt: now.Add(ttl),
+			disabled: r.disabled, reason: r.reason, changedBy: r.changedBy, changedAt: r.changedAt,
+		}
+		changes = append(changes, store.Change{Kind: store.ChangeLease, Lock: ref.Lock, Holder: ref.Successor, Token: r.token})
+	}
+	s.st.push(changes...)
 	s.st.mu.Unlock()
 	return nil
 }

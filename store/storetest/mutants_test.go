@@ -74,6 +74,8 @@ type (
 	// store.Membership and store.Notifier methods: without them the tests
 	// aimed at the bug would be skipped, and pass.
 	reservationIgnored    struct{ *memstore.Store }
+	transferIsRelease     struct{ *memstore.Store }
+	transferUnfenced      struct{ *memstore.Store }
 	handoffHidden         struct{ *memstore.Store }
 	takeoverUnreported    struct{ *memstore.Store }
 	acquisitionsNotPushed struct{ *memstore.Store }
@@ -295,6 +297,26 @@ func (s releaseUnfenced) Release(ctx context.Context, _ string, l []store.LeaseR
 	return nil
 }
 
+// Transfer releases, giving the lock to nobody.
+func (s transferIsRelease) Transfer(ctx context.Context, id string, l []store.LeaseRef, _ time.Duration) error {
+	return s.Release(ctx, id, l)
+}
+
+// Transfer gives away whatever lease the lock has, whoever holds it.
+func (s transferUnfenced) Transfer(ctx context.Context, _ string, l []store.LeaseRef, ttl time.Duration) error {
+	for _, ref := range l {
+		st, err := s.Store.Locks(ctx, ref.Lock)
+		if err != nil {
+			return err
+		}
+		ref.Token = st[0].Token
+		if err := s.Store.Transfer(ctx, st[0].Holder, []store.LeaseRef{ref}, ttl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (s leaseTooShort) Acquire(ctx context.Context, h store.Holder, l []string, ttl time.Duration) ([]store.LockState, error) {
 	return s.Store.Acquire(ctx, h, l, ttl/10)
 }
@@ -417,6 +439,10 @@ var mutants = []struct {
 		[]string{"History/InvalidLockRejected"}, 0},
 	{"reservation-ignored", func(s store.Store) store.Store { return reservationIgnored{mem(s)} },
 		[]string{"Handoff/ReleaseReservesForSuccessor", "Handoff/ReservationLapses"}, 0},
+	{"transfer-is-release", func(s store.Store) store.Store { return transferIsRelease{mem(s)} },
+		[]string{"Transfer/GivesLockToSuccessor", "Transfer/Batch", "Transfer/TokensGrow", "Transfer/Pushed"}, 0},
+	{"transfer-unfenced", func(s store.Store) store.Store { return transferUnfenced{mem(s)} },
+		[]string{"Transfer/Fenced"}, 0},
 	{"handoff-hidden", func(s store.Store) store.Store { return handoffHidden{mem(s)} },
 		[]string{"Handoff/RequestSeenByHolder"}, 0},
 	{"expired-member-returned", func(s store.Store) store.Store {

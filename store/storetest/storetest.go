@@ -172,6 +172,13 @@ var tests = []testCase{
 	{"Handoff/ReservationLapses", testHandoffReservationLapses},
 	{"Handoff/RequestIsPushed", testHandoffNotifies},
 
+	{"Transfer/GivesLockToSuccessor", testTransferGivesLock},
+	{"Transfer/Fenced", testTransferFenced},
+	{"Transfer/RevokedLeaseReleased", testTransferRevokedReleases},
+	{"Transfer/Batch", testTransferBatch},
+	{"Transfer/TokensGrow", testTransferTokensGrow},
+	{"Transfer/Pushed", testTransferPushed},
+
 	{"Members/WrittenByAcquireAndRenew", testMembersWrittenByCalls},
 	{"Members/FilterByLock", testMembersFilterByLock},
 	{"Members/Expire", testMembersExpire},

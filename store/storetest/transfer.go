@@ -1,0 +1,181 @@
+package storetest
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// Conformance tests of store.Transfers: a release that gives the lock to
+// its successor in the same commit.
+
+func transfers(t *testing.T, s store.Store) store.Transfers {
+	t.Helper()
+	tr, ok := s.(store.Transfers)
+	if !ok {
+		t.Skipf("storetest: %T does not implement store.Transfers; transfer tests skipped", s)
+	}
+	return tr
+}
+
+func transfer(t *testing.T, s store.Store, holderID string, ttl time.Duration, refs ...store.LeaseRef) {
+	t.Helper()
+	if err := transfers(t, s).Transfer(testCtx(t), holderID, refs, ttl); err != nil {
+		t.Fatalf("Transfer(%s, %+v): %v", holderID, refs, err)
+	}
+}
+
+func to(st store.LockState, successor string) store.LeaseRef {
+	r := ref(st)
+	r.Successor = successor
+	return r
+}
+
+// testTransferGivesLock: the successor holds the lock after the transfer,
+// with a greater token, a fresh lease of the asked TTL, its member info,
+// and neither the old hand-off request nor a reservation; the old lease is
+// gone, and nobody else may take the lock.
+func testTransferGivesLock(t *testing.T, h Harness) {
+	s := open(t, h)
+	transfers(t, s)
+	b := open(t, h) // the successor's own handle
+	if ms, ok := b.(store.Membership); ok {
+		ms.Announce(store.Member{ID: holderB.ID, Info: holderB.Info, Locks: []string{"TR-GIVE"}}, longTTL)
+		mustAcquire(t, b, holderB, "TR-GIVE-OTHER", longTTL) // writes its member record
+	}
+	old := mustAcquire(t, s, holderA, "TR-GIVE", longTTL)
+	if _, ok := s.(store.Handoffs); ok {
+		requestHandoff(t, s, "TR-GIVE", holderB.ID)
+	}
+	ttl := 10 * time.Second
+	transfer(t, s, holderA.ID, ttl, to(old, holderB.ID))
+	got := lockState(t, s, "TR-GIVE")
+	if got.Holder != holderB.ID || !got.Held() || got.Token <= old.Token {
+		t.Fatalf("after the transfer: %s, want held by %s with a token greater than %d", describe(got), holderB.ID, old.Token)
+	}
+	checkTTL(t, "the transferred lease", got.TTL, ttl+h.slack())
+	if got.TTL < ttl-time.Second {
+		t.Errorf("the transferred lease has %v left, want about %v", got.TTL, ttl)
+	}
+	if _, ok := b.(store.Membership); ok && got.HolderInfo != holderB.Info {
+		t.Errorf("HolderInfo = %q, want the successor's member info %q", got.HolderInfo, holderB.Info)
+	}
+	if got.Revoked || got.HandoffRequested || got.ReservedFor != "" {
+		t.Errorf("the new lease carries revoked %v, hand-off request %v, reservation %q", got.Revoked, got.HandoffRequested, got.ReservedFor)
+	}
+	if res := renewOne(t, s, holderA.ID, ref(old), longTTL); res.Renewed {
+		t.Error("the old lease still renews after the transfer")
+	}
+	mustNotAcquire(t, s, holderA, "TR-GIVE", longTTL)
+	mustNotAcquire(t, s, holderC, "TR-GIVE", longTTL)
+	if res := renewOne(t, b, holderB.ID, ref(got), longTTL); !res.Renewed {
+		t.Fatal("the successor cannot renew its transferred lease")
+	}
+	release(t, b, holderB.ID, ref(got))
+	next := mustAcquire(t, s, holderC, "TR-GIVE", longTTL)
+	if next.Token <= got.Token {
+		t.Errorf("after the successor's release: token %d, want more than %d", next.Token, got.Token)
+	}
+}
+
+// testTransferFenced: a transfer of a lease that is not the caller's, of a
+// stale token, or of an expired lease changes nothing.
+func testTransferFenced(t *testing.T, h Harness) {
+	s := open(t, h)
+	transfers(t, s)
+	st := mustAcquire(t, s, holderA, "TR-FENCE", longTTL)
+	transfer(t, s, holderC.ID, longTTL, to(st, holderB.ID))
+	stale := to(st, holderB.ID)
+	stale.Token--
+	transfer(t, s, holderA.ID, longTTL, stale)
+	if got := lockState(t, s, "TR-FENCE"); got.Holder != holderA.ID || got.Token != st.Token {
+		t.Fatalf("after transfers by another holder and of a stale token: %s, want %s's lease %d untouched", describe(got), holderA.ID, st.Token)
+	}
+
+	short := mustAcquire(t, s, holderA, "TR-EXPIRED", h.short())
+	waitFor(t, "the short lease to expire", func() bool { return !lockState(t, s, "TR-EXPIRED").Held() })
+	transfer(t, s, holderA.ID, longTTL, to(short, holderB.ID))
+	if got := lockState(t, s, "TR-EXPIRED"); got.Held() {
+		t.Fatalf("an expired lease was transferred: %s", describe(got))
+	}
+	mustAcquire(t, s, holderC, "TR-EXPIRED", longTTL)
+}
+
+// testTransferRevokedReleases: a revoked lease, or one of a disabled lock,
+// is released, never given: the successor must not become master of a
+// disabled lock.
+func testTransferRevokedReleases(t *testing.T, h Harness) {
+	s := open(t, h)
+	transfers(t, s)
+	st := mustAcquire(t, s, holderA, "TR-REVOKED", longTTL)
+	disable(t, s, "TR-REVOKED", "maintenance", "ops")
+	transfer(t, s, holderA.ID, longTTL, to(st, holderB.ID))
+	got := lockState(t, s, "TR-REVOKED")
+	if got.Held() || got.Holder == holderB.ID {
+		t.Fatalf("a revoked lease was transferred: %s", describe(got))
+	}
+	mustNotAcquire(t, s, holderB, "TR-REVOKED", longTTL)
+	enable(t, s, "TR-REVOKED", "ops")
+	mustAcquire(t, s, holderC, "TR-REVOKED", longTTL)
+}
+
+// testTransferBatch: one call gives some locks and releases others (refs
+// without a successor), each as asked.
+func testTransferBatch(t *testing.T, h Harness) {
+	s := open(t, h)
+	transfers(t, s)
+	given := mustAcquire(t, s, holderA, "TR-BATCH-GIVEN", longTTL)
+	freed := mustAcquire(t, s, holderA, "TR-BATCH-FREED", longTTL)
+	transfer(t, s, holderA.ID, longTTL, to(given, holderB.ID), ref(freed))
+	if got := lockState(t, s, "TR-BATCH-GIVEN"); got.Holder != holderB.ID || !got.Held() {
+		t.Errorf("the lock with a successor: %s, want held by %s", describe(got), holderB.ID)
+	}
+	if got := lockState(t, s, "TR-BATCH-FREED"); got.Held() {
+		t.Errorf("the lock without a successor: %s, want free", describe(got))
+	}
+	mustAcquire(t, s, holderC, "TR-BATCH-FREED", longTTL)
+}
+
+// testTransferTokensGrow: leases handed back and forth keep getting
+// greater tokens, also beside acquisitions of other locks.
+func testTransferTokensGrow(t *testing.T, h Harness) {
+	s := open(t, h)
+	transfers(t, s)
+	st := mustAcquire(t, s, holderA, "TR-TOKENS", longTTL)
+	holders := []store.Holder{holderA, holderB}
+	for i := range 6 {
+		from, next := holders[i%2], holders[(i+1)%2]
+		mustAcquire(t, s, holderC, fmt.Sprintf("TR-TOKENS-OTHER-%d", i), longTTL)
+		transfer(t, s, from.ID, longTTL, to(st, next.ID))
+		got := lockState(t, s, "TR-TOKENS")
+		if got.Holder != next.ID || got.Token <= st.Token {
+			t.Fatalf("transfer %d (%s to %s): %s, want held by %s with a token greater than %d", i, from.ID, next.ID, describe(got), next.ID, st.Token)
+		}
+		st = got
+	}
+}
+
+// testTransferPushed: the successor learns of its lease from a push, and
+// the hints, when sent, name it and the new token.
+func testTransferPushed(t *testing.T, h Harness) {
+	sub := open(t, h)
+	n := notifier(t, sub)
+	s := open(t, h)
+	transfers(t, s)
+	st := mustAcquire(t, s, holderA, "TR-PUSH", longTTL)
+	ch := subscribe(t, n)
+	transfer(t, s, holderA.ID, longTTL, to(st, holderB.ID))
+	got := lockState(t, s, "TR-PUSH")
+	if got.Holder != holderB.ID {
+		t.Fatalf("after the transfer: %s, want held by %s", describe(got), holderB.ID)
+	}
+	c := nextChange(t, ch, `a lease change of "TR-PUSH"`, "Transfer", func(c store.Change) bool {
+		return c.Kind == store.ChangeLease && c.Lock == "TR-PUSH"
+	})
+	want := store.Change{Kind: store.ChangeLease, Lock: "TR-PUSH", Holder: holderB.ID, Token: got.Token}
+	if bare := (store.Change{Kind: c.Kind, Lock: c.Lock}); c != want && (h.Hints || c != bare) {
+		t.Fatalf("after Transfer: pushed %+v, want %+v", c, want)
+	}
+}
