@@ -41,11 +41,15 @@ type Executor struct {
 	jobs      map[string]*registration
 	masters   map[string]Lease
 	deadlines map[string]time.Time // trust window of each lease in masters
-	storeErr  error                // error of the last store round trip, nil if it succeeded
-	errSince  time.Time            // when store round trips started failing
-	running   bool
-	closed    bool
-	run       *runState // while Run runs
+	// ran is, per lock, the greatest token a job of this executor started
+	// with, across its loops: a lease of this instance's with a greater
+	// token never ran a job, and may be adopted (loop.adopt).
+	ran      map[string]int64
+	storeErr error     // error of the last store round trip, nil if it succeeded
+	errSince time.Time // when store round trips started failing
+	running  bool
+	closed   bool
+	run      *runState // while Run runs
 
 	leaders      map[string]Leader // latest known master of each registered lock
 	balance      balanceView       // latest balance view (balance.go)
@@ -115,6 +119,7 @@ func New(st store.Store, opts ...Option) (*Executor, error) {
 		weight:    1,
 		masters:   map[string]Lease{},
 		deadlines: map[string]time.Time{},
+		ran:       map[string]int64{},
 		now:       o.clock,
 
 		readMembers: make(chan struct{}, 1),
@@ -610,4 +615,12 @@ func (c *leaseClock) deadline() time.Time {
 func clockOf(ctx context.Context) *leaseClock {
 	c, _ := ctx.Value(leaseClockKey{}).(*leaseClock)
 	return c
+}
+
+// ranToken returns the greatest token a job of lock started with in this
+// executor (0 if none).
+func (e *Executor) ranToken(lock string) int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ran[lock]
 }

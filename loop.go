@@ -51,6 +51,9 @@ type loop struct {
 	// seen is what the last check saw of each followed lock, for choosing
 	// which free locks to ask for when balancing.
 	seen map[string]seenLock
+	// toAdopt holds the leases the store pushed as transferred to this
+	// instance (store.Transfers), to read before their jobs start.
+	toAdopt map[string]int64
 
 	started     bool      // the init delay has passed
 	runStart    time.Time // when Run started
@@ -71,12 +74,13 @@ type loop struct {
 	// the last check.
 	pushed map[string]bool
 
-	checking, renewing, releasing bool
-	checkDone                     chan checkResult
-	renewDone                     chan renewResult
-	releaseDone                   chan releaseResult
-	jobDone                       chan jobExit
-	inbox                         *inbox // store notifications and registrations
+	checking, renewing, releasing, adopting bool
+	checkDone                               chan checkResult
+	adoptDone                               chan checkResult
+	renewDone                               chan renewResult
+	releaseDone                             chan releaseResult
+	jobDone                                 chan jobExit
+	inbox                                   *inbox // store notifications and registrations
 
 	shutdown   bool
 	shutdownBy time.Time
@@ -108,6 +112,9 @@ type pendingRelease struct {
 	token     int64
 	successor string
 	reserve   time.Duration
+	// transfer: give the lock to successor in the releasing commit
+	// (store.Transfers) rather than reserve it.
+	transfer bool
 }
 
 // seenLock is a followed lock as a check saw it.
@@ -162,7 +169,9 @@ func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 		holdoff:     map[string]time.Time{},
 		known:       map[string]knownMaster{},
 		seen:        map[string]seenLock{},
+		toAdopt:     map[string]int64{},
 		checkDone:   make(chan checkResult, 1),
+		adoptDone:   make(chan checkResult, 1),
 		renewDone:   make(chan renewResult, 1),
 		releaseDone: make(chan releaseResult, 1),
 		jobDone:     make(chan jobExit),
@@ -224,6 +233,9 @@ func (l *loop) run(ctx context.Context) error {
 		case r := <-l.checkDone:
 			l.checking = false
 			l.onCheck(r)
+		case r := <-l.adoptDone:
+			l.adopting = false
+			l.onAdopt(r)
 		case r := <-l.renewDone:
 			l.renewing = false
 			l.onRenew(r)
@@ -239,7 +251,7 @@ func (l *loop) run(ctx context.Context) error {
 
 // idle reports whether nothing is left to wait for during shutdown.
 func (l *loop) idle() bool {
-	return len(l.masters) == 0 && len(l.toRelease) == 0 && !l.checking && !l.renewing && !l.releasing
+	return len(l.masters) == 0 && len(l.toRelease) == 0 && !l.checking && !l.renewing && !l.releasing && !l.adopting
 }
 
 // nextWake returns when the loop must wake next; now is the loop's reading
@@ -460,6 +472,11 @@ func (l *loop) pushedLeftOut(asked []string) []string {
 
 // startCalls starts the store calls that are due and not already running.
 func (l *loop) startCalls(now time.Time) {
+	// Not while a check runs: the push may be of this instance's own
+	// acquisition by that check, which onCheck then drops from toAdopt.
+	if !l.adopting && !l.checking && len(l.toAdopt) > 0 {
+		l.startAdopt()
+	}
 	if !l.releasing && len(l.toRelease) > 0 {
 		l.startRelease()
 	}
@@ -580,19 +597,106 @@ func (l *loop) startRenew(now time.Time, refs []store.LeaseRef) {
 
 func (l *loop) startRelease() {
 	refs := make([]store.LeaseRef, 0, len(l.toRelease))
+	var given []store.LeaseRef // to transfer
 	for lock, p := range l.toRelease {
-		refs = append(refs, store.LeaseRef{Lock: lock, Token: p.token, Successor: p.successor, Reserve: p.reserve})
+		r := store.LeaseRef{Lock: lock, Token: p.token, Successor: p.successor, Reserve: p.reserve}
+		if p.transfer {
+			given = append(given, r)
+		} else {
+			refs = append(refs, r)
+		}
 	}
 	l.releasing = true
 	timeout := min(l.cfg.HeartbeatInterval, l.cfg.SafetyMargin)
+	tr, _ := l.e.st.(store.Transfers)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
-		markAll("release.sent", refs)
-		err := l.e.st.Release(ctx, l.e.holder.ID, refs)
-		markAll("release.done", refs)
-		l.releaseDone <- releaseResult{refs: refs, err: err}
+		var err error
+		if len(given) > 0 {
+			markAll("release.sent", given)
+			err = tr.Transfer(ctx, l.e.holder.ID, given, l.cfg.Tolerance)
+			markAll("release.done", given)
+		}
+		if len(refs) > 0 {
+			markAll("release.sent", refs)
+			err = errors.Join(err, l.e.st.Release(ctx, l.e.holder.ID, refs))
+			markAll("release.done", refs)
+		}
+		l.releaseDone <- releaseResult{refs: append(refs, given...), err: err}
 	}()
+}
+
+// startAdopt reads the leases the store pushed as transferred to this
+// instance. The read is what makes them trustworthy: it began after the
+// transfer committed, and the store measured the TTL it returns at its
+// moment, so the lease cannot end before the read's start plus that TTL
+// (the rule of every acquisition). No job starts on the push alone.
+func (l *loop) startAdopt() {
+	locks := make([]string, 0, len(l.toAdopt))
+	for lock := range l.toAdopt {
+		locks = append(locks, lock)
+	}
+	l.adopting = true
+	timeout := l.cfg.TrustWindow()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		began := l.now()
+		for _, lk := range locks {
+			trace.Mark("adopt.sent", lk)
+		}
+		states, err := l.e.st.Locks(ctx, locks...)
+		for _, lk := range locks {
+			trace.Mark("adopt.done", lk)
+		}
+		l.adoptDone <- checkResult{began: began, states: states, err: err}
+	}()
+}
+
+// onAdopt starts the jobs of the transferred leases the read confirmed.
+func (l *loop) onAdopt(r checkResult) {
+	if r.err != nil {
+		// A check reads them too, and adopts what it finds (onCheck).
+		l.failed("reading leases handed to this instance failed; checking instead", r.err)
+		clear(l.toAdopt)
+		l.checkSoon(l.now())
+		return
+	}
+	for _, s := range r.states {
+		token, ok := l.toAdopt[s.Lock]
+		if !ok {
+			continue
+		}
+		delete(l.toAdopt, s.Lock)
+		if s.Holder != l.e.holder.ID || s.Token != token || s.TTL <= 0 {
+			continue // gone since (expired, or released: fenced anyway)
+		}
+		l.adopt(s, r.began)
+	}
+	clear(l.toAdopt) // names the read did not return: nothing to adopt
+}
+
+// adopt starts the job of s, a lease of this instance's that the loop
+// does not run, seen by a read that began at began: a lease a peer
+// transferred to it. A lease whose token this loop ran already (a
+// release that failed: the job ran and stopped) is never adopted, nor one
+// it is about to release; those, and leases it cannot run now, are
+// released so that a fresh token is issued.
+func (l *loop) adopt(s store.LockState, began time.Time) {
+	if m := l.masters[s.Lock]; m != nil && m.lease.Token == s.Token {
+		return // adopted or acquired already
+	}
+	if s.Token <= l.e.ranToken(s.Lock) || l.toRelease[s.Lock].token == s.Token {
+		l.toRelease[s.Lock] = pendingRelease{token: s.Token}
+		return
+	}
+	if l.masters[s.Lock] != nil || l.shutdown || !l.started || s.Revoked || s.Disabled || l.jobFor(s.Lock) == nil {
+		l.toRelease[s.Lock] = pendingRelease{token: s.Token}
+		return
+	}
+	delete(l.seen, s.Lock)
+	l.becomeMaster(s, began)
 }
 
 // failed logs a failed store call: at warning level when its message is
@@ -645,6 +749,9 @@ func (l *loop) onCheck(r checkResult) {
 		switch {
 		case s.Acquired:
 			delete(l.seen, s.Lock)
+			if m := l.masters[s.Lock]; m != nil && m.lease.Token == s.Token {
+				continue // adopted from its push while this check ran
+			}
 			if l.shutdown || l.jobFor(s.Lock) == nil {
 				l.toRelease[s.Lock] = pendingRelease{token: s.Token}
 				continue
@@ -653,10 +760,13 @@ func (l *loop) onCheck(r checkResult) {
 				late = append(late, s.Lock)
 			}
 		case s.Holder == l.e.holder.ID && s.TTL > 0:
-			// A lease the loop does not run: an acquisition whose answer was
-			// lost, or a release that failed. Never adopt it (its job may
-			// have run already): release it so a fresh token is issued.
-			l.toRelease[s.Lock] = pendingRelease{token: s.Token}
+			// A lease the loop does not run: one a peer transferred to
+			// this instance (its push lost, or not yet read), an
+			// acquisition whose answer was lost, or a release that failed.
+			// adopt starts the first two, counting from this check's
+			// start as for an acquisition, and releases the last (its job
+			// ran already) so that a fresh token is issued.
+			l.adopt(s, r.began)
 		default:
 			l.noteMaster(s)
 			l.see(s, r.began, renewed)
@@ -671,6 +781,11 @@ func (l *loop) onCheck(r checkResult) {
 		}
 	}
 	l.extendHolders(renewed, r.began)
+	for lock, token := range l.toAdopt {
+		if m := l.masters[lock]; m != nil && m.lease.Token == token {
+			delete(l.toAdopt, lock) // this check's own acquisition
+		}
+	}
 	if len(late) > 0 {
 		// One line per call, not per lock: a call of thousands of locks
 		// that answers late on an overloaded host would log thousands.
@@ -781,6 +896,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
 	l.e.mu.Lock()
 	l.e.masters[s.Lock] = lease
 	l.e.deadlines[s.Lock] = m.deadline
+	l.e.ran[s.Lock] = s.Token
 	job := l.e.jobs[s.Lock].job
 	l.e.mu.Unlock()
 
@@ -972,6 +1088,11 @@ func (l *loop) onJobExit(x jobExit) {
 	rel := pendingRelease{token: x.token}
 	if m.successor != "" && !m.lost && (!m.listSuccessor || l.e.livePeer(m.successor)) {
 		rel.successor, rel.reserve = m.successor, handoffReserve(l.cfg)
+		// Given in the releasing commit to a successor known alive (a
+		// dead one would hold it for a whole lease; a reservation lapses
+		// sooner), on stores that can.
+		_, can := l.e.st.(store.Transfers)
+		rel.transfer = can && l.e.livePeer(m.successor)
 	}
 	if errors.Is(m.stopping, ErrHandoff) && !m.lost {
 		// Do not take the lock back at once: the successor (or, after a
@@ -1191,6 +1312,14 @@ func (l *loop) checkList(now time.Time, locks []string, sweep bool) (take []stri
 func (l *loop) onInbox() {
 	changes, resync, added, handoffs := l.inbox.take()
 	if l.shutdown {
+		// A lease a peer transferred to this instance as it shuts down:
+		// release it rather than leave the lock without a master until
+		// it expires.
+		for _, c := range changes {
+			if holder, token, ok := c.Acquisition(); ok && holder == l.e.holder.ID && l.masters[c.Lock] == nil && token > l.e.ranToken(c.Lock) {
+				l.toRelease[c.Lock] = pendingRelease{token: token}
+			}
+		}
 		return
 	}
 	for lock, to := range handoffs {
@@ -1231,6 +1360,16 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 	if m := l.masters[lock]; m != nil {
 		if !m.lost && !(acquired && holder == l.e.holder.ID && token == m.lease.Token) {
 			l.renewSoon(now) // see a revocation at once
+		}
+		return
+	}
+	if acquired && holder == l.e.holder.ID {
+		// A lease of this instance's it does not run: transferred to it
+		// by a peer (store.Transfers), or this instance's own
+		// acquisition pushed before the check that made it returned
+		// (adopt then finds it running). Read it, then start its job.
+		if token > l.e.ranToken(lock) {
+			l.toAdopt[lock] = token
 		}
 		return
 	}
@@ -1337,10 +1476,12 @@ func (l *loop) finishReleases() {
 
 // drainCalls waits for in-flight store calls; each is bounded by a timeout.
 func (l *loop) drainCalls() {
-	for l.checking || l.renewing || l.releasing {
+	for l.checking || l.renewing || l.releasing || l.adopting {
 		select {
 		case <-l.checkDone:
 			l.checking = false
+		case <-l.adoptDone:
+			l.adopting = false
 		case <-l.renewDone:
 			l.renewing = false
 		case r := <-l.releaseDone:

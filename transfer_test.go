@@ -1,0 +1,182 @@
+package masterjob_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/store/memstore"
+)
+
+// gatedReads is a memstore whose Locks calls wait until the test opens
+// the gate, so that a test can hold a successor between the push of a
+// lease transferred to it and the read that confirms it.
+type gatedReads struct {
+	*memstore.Store
+	mu     sync.Mutex
+	closed bool
+	open   chan struct{}
+}
+
+func newGatedReads(ms *memstore.Store) *gatedReads {
+	return &gatedReads{Store: ms, open: make(chan struct{})}
+}
+
+// shut makes later reads wait; let opens the gate for every read.
+func (g *gatedReads) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed, g.open = true, make(chan struct{})
+}
+
+func (g *gatedReads) let() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		g.closed = false
+		close(g.open)
+	}
+}
+
+func (g *gatedReads) Locks(ctx context.Context, names ...string) ([]store.LockState, error) {
+	g.mu.Lock()
+	closed, open := g.closed, g.open
+	g.mu.Unlock()
+	if closed {
+		select {
+		case <-open:
+		case <-ctx.Done():
+			return nil, store.ErrUnavailable
+		}
+	}
+	return g.Store.Locks(ctx, names...)
+}
+
+// TestTransferredLeaseStartsOnlyAfterARead: a lease a peer gave this
+// instance in its release (store.Transfers) starts its job only once a
+// read of the store that began after the transfer shows it, never on the
+// push alone: the push says nothing of when the lease began, the read
+// bounds it. The job then runs with the transferred token, and no other
+// instance runs it meanwhile (the recorder fails on an overlap).
+func TestTransferredLeaseStartsOnlyAfterARead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newGatedReads(memstore.New())
+		const lock = "L"
+		rec := newRecorder(t)
+		a := newExec(t, st, "a")
+		if err := a.StartMaster(lock, rec.job()); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		synctest.Wait()
+		b := newExec(t, st, "b")
+		if err := b.StartMaster(lock, rec.job()); err != nil {
+			t.Fatal(err)
+		}
+		stopB := startRun(b)
+		defer func() { _ = stopB() }()
+		time.Sleep(2*checkIntv + heartbeat/2) // b is in a's member list
+		synctest.Wait()
+
+		st.shut()
+		if err := stopA(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		held, err := st.Store.Locks(context.Background(), lock)
+		if err != nil || held[0].Holder != "b" {
+			t.Fatalf("after a's shutdown the store shows %+v (%v); want the lease transferred to b", held, err)
+		}
+		if running := rec.runningNow(); len(running) != 0 {
+			t.Fatalf("jobs running %v before b read its transferred lease; want none", running)
+		}
+		time.Sleep(100 * time.Millisecond)
+		synctest.Wait()
+		if running := rec.runningNow(); len(running) != 0 {
+			t.Fatalf("jobs running %v while b's read waits; want none", running)
+		}
+		st.let()
+		synctest.Wait()
+		if got := rec.runningNow()["b"]; got != held[0].Token {
+			t.Fatalf("after the read b runs token %d; want the transferred token %d", got, held[0].Token)
+		}
+	})
+}
+
+// TestTransferredLeaseWithDisabledLockNotStarted: a lease that the read
+// shows revoked (the lock was disabled between the transfer and the read)
+// is released, not started.
+func TestTransferredLeaseWithDisabledLockNotStarted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newGatedReads(memstore.New())
+		const lock = "L"
+		rec := newRecorder(t)
+		a := newExec(t, st, "a")
+		if err := a.StartMaster(lock, rec.job()); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		synctest.Wait()
+		b := newExec(t, st, "b")
+		if err := b.StartMaster(lock, rec.job()); err != nil {
+			t.Fatal(err)
+		}
+		stopB := startRun(b)
+		defer func() { _ = stopB() }()
+		time.Sleep(2*checkIntv + heartbeat/2)
+		synctest.Wait()
+
+		st.shut()
+		if err := stopA(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if _, err := st.Disable(context.Background(), lock, "maintenance", "ops"); err != nil {
+			t.Fatal(err)
+		}
+		st.let()
+		time.Sleep(heartbeat)
+		synctest.Wait()
+		for _, ev := range rec.snapshot() {
+			if ev.instance == "b" && ev.start {
+				t.Fatalf("b started the job of a disabled lock (token %d)", ev.token)
+			}
+		}
+		if got := masterOf(t, st, lock); got != "" {
+			t.Fatalf("lock held by %q after b saw it revoked; want released", got)
+		}
+	})
+}
+
+// TestTransferToDeadSuccessorReservesInstead: a successor that is not
+// alive in the leaving master's member list is not given the lock (it
+// would hold it, without a master, for a whole lease); the release
+// reserves it instead, as on a store without transfers.
+func TestTransferToDeadSuccessorReservesInstead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const lock = "L"
+		a := newExec(t, st, "a")
+		if err := a.StartMaster(lock, idle()); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		defer func() { _ = stopA() }()
+		synctest.Wait()
+		if _, err := a.Handoff(context.Background(), lock, "nobody"); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(heartbeat)
+		synctest.Wait()
+		s, err := st.Locks(context.Background(), lock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s[0].Holder == "nobody" || s[0].ReservedFor != "nobody" {
+			t.Fatalf("after a hand-off to an unknown instance: %+v; want the lock free and reserved for it", s[0])
+		}
+	})
+}
