@@ -54,6 +54,44 @@ func (s *Store) Handoff(ctx context.Context, lock, to, by string) (store.LockSta
 	}
 }
 
+// Transfer implements store.Transfers: one UPDATE ends the caller's
+// leases and, in the same row version, gives each to its ref's Successor
+// (a new lease of ttl, a new token from the token sequence, the
+// successor's member info) unless the lease is revoked or the lock
+// disabled, in which case it releases it as Release does; it notifies
+// subscribers of each lock in the same statement. Unlike Release, it
+// commits synchronously: see the transfer statement in queries.go.
+func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {
+	const op = "transfer"
+	if s.closed.Load() {
+		return fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
+	}
+	names, tokens := splitRefs(leases)
+	if err := validateNames(op, names); err != nil {
+		return err
+	}
+	if ttl < time.Microsecond {
+		return fmt.Errorf("store/postgres: %s: ttl %v is shorter than the store's resolution of 1µs", op, ttl)
+	}
+	successors, reserves := make([]string, len(leases)), make([]int64, len(leases))
+	for i, l := range leases {
+		successors[i], reserves[i] = l.Successor, micros(l.Reserve)
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	if len(leases) == 0 {
+		return nil
+	}
+	return s.run(ctx, op, func(ctx context.Context) error {
+		_, err := s.pool.Exec(ctx, s.q.transfer, pgx.QueryExecModeExec,
+			names, tokens, successors, reserves, holderID, micros(ttl), s.seq, s.channel)
+		return err
+	})
+}
+
 // announcements are what a handle writes for each member announced on it
 // (Membership), and what it knows of the records it wrote.
 type announcements struct {

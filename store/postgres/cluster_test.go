@@ -615,8 +615,17 @@ func TestDocumentedGrantsSuffice(t *testing.T) {
 	if _, err := s.Renew(ctx, holderA.ID, []store.LeaseRef{ref}, time.Minute); err != nil {
 		t.Fatalf("Renew as %s: %v", role, err)
 	}
-	ref.Successor, ref.Reserve = holderB.ID, time.Minute
-	if err := s.Release(ctx, holderA.ID, []store.LeaseRef{ref}); err != nil {
+	ref.Successor = holderB.ID
+	if err := s.Transfer(ctx, holderA.ID, []store.LeaseRef{ref}, time.Minute); err != nil {
+		t.Fatalf("Transfer as %s: %v", role, err)
+	}
+	if got, err := s.Locks(ctx, "G"); err != nil || got[0].Holder != holderB.ID {
+		t.Fatalf("Locks as %s after the transfer = %+v, %v", role, got, err)
+	} else {
+		ref = store.LeaseRef{Lock: "G", Token: got[0].Token}
+	}
+	ref.Successor, ref.Reserve = holderA.ID, time.Minute
+	if err := s.Release(ctx, holderB.ID, []store.LeaseRef{ref}); err != nil {
 		t.Fatalf("Release as %s: %v", role, err)
 	}
 	if ms, err := s.Members(ctx, store.MemberFilter{Lock: "G"}); err != nil || len(ms) != 1 {
@@ -751,5 +760,96 @@ func TestHandoffRequestBoundToItsLease(t *testing.T) {
 	res, err := s.Renew(t.Context(), "old-version", []store.LeaseRef{{Lock: "H", Token: token}}, time.Minute)
 	if err != nil || !res[0].Renewed || res[0].HandoffRequested {
 		t.Errorf("renewal of the new lease = %+v, %v; want renewed without the earlier request", res, err)
+	}
+}
+
+// TestTransferRows: one Transfer gives a lock (one token drawn, the
+// predecessor recorded as ended, not expired, the successor's member info
+// taken), releases a lock without a successor, and releases a revoked lease
+// reserved for its successor; each is pushed as acquire and release push
+// it, and the released rows draw no token.
+func TestTransferRows(t *testing.T) {
+	schema := newSchema(t)
+	s := openStore(t, WithSchema(schema))
+	b := openStore(t, WithSchema(schema))
+	b.Announce(store.Member{ID: holderB.ID, Info: holderB.Info, Locks: []string{"GIVEN"}, LockSetID: "x"}, time.Minute)
+	if _, err := b.Acquire(t.Context(), holderB, []string{"B-OWN"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Acquire(t.Context(), holderA, []string{"GIVEN", "FREED", "REVOKED"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := map[string]int64{}
+	for _, x := range st {
+		if !x.Acquired {
+			t.Fatalf("%s not acquired: %+v", x.Lock, x)
+		}
+		tokens[x.Lock] = x.Token
+	}
+	if _, err := s.Handoff(t.Context(), "GIVEN", holderB.ID, "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Disable(t.Context(), "REVOKED", "test", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	lastToken := func() int64 {
+		var v int64
+		if err := adminPool(t).QueryRow(t.Context(), "SELECT last_value FROM "+s.seq).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	sub, err := s.Subscribe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := lastToken()
+	if err := s.Transfer(t.Context(), holderA.ID, []store.LeaseRef{
+		{Lock: "GIVEN", Token: tokens["GIVEN"], Successor: holderB.ID, Reserve: time.Minute},
+		{Lock: "FREED", Token: tokens["FREED"]},
+		{Lock: "REVOKED", Token: tokens["REVOKED"], Successor: holderB.ID, Reserve: time.Minute},
+	}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if after := lastToken(); after != before+1 {
+		t.Errorf("the sequence went from %d to %d, want one token drawn (for the lock given)", before, after)
+	}
+	got, err := s.Locks(t.Context(), "FREED", "GIVEN", "REVOKED")
+	if err != nil {
+		t.Fatal(err)
+	}
+	given, freed, revoked := got[1], got[0], got[2]
+	if given.Holder != holderB.ID || given.HolderInfo != holderB.Info || given.Token != before+1 || !given.Held() ||
+		given.HandoffRequested || given.ReservedFor != "" || given.Revoked {
+		t.Errorf("the lock given: %+v", given)
+	}
+	var prevHolder *string
+	var prevToken int64
+	if err := adminPool(t).QueryRow(t.Context(), "SELECT prev_holder, prev_token FROM "+s.table+" WHERE lock_name = 'GIVEN'").Scan(&prevHolder, &prevToken); err != nil {
+		t.Fatal(err)
+	}
+	if prevHolder != nil || prevToken != tokens["GIVEN"] {
+		t.Errorf("the lock given records prev_holder %v, prev_token %d; want NULL (ended, not expired) and %d", prevHolder, prevToken, tokens["GIVEN"])
+	}
+	if freed.Holder != "" || freed.Token != tokens["FREED"] || freed.ReservedFor != "" {
+		t.Errorf("the lock released: %+v", freed)
+	}
+	if revoked.Holder != "" || revoked.Token != tokens["REVOKED"] || revoked.ReservedFor != holderB.ID || revoked.ReservedTTL <= 0 || !revoked.Disabled {
+		t.Errorf("the revoked lease: %+v, want released and reserved for %s", revoked, holderB.ID)
+	}
+	want := map[string]store.Change{
+		"GIVEN":   {Kind: store.ChangeLease, Lock: "GIVEN", Holder: holderB.ID, Token: given.Token},
+		"FREED":   {Kind: store.ChangeLease, Lock: "FREED"},
+		"REVOKED": {Kind: store.ChangeLease, Lock: "REVOKED", ReservedFor: holderB.ID},
+	}
+	for len(want) > 0 {
+		c := recv(t, sub, "the transfer's pushes")
+		if w, ok := want[c.Lock]; !ok || c != w {
+			t.Errorf("pushed %+v, want one of %+v", c, want)
+		}
+		delete(want, c.Lock)
 	}
 }

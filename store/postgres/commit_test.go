@@ -22,7 +22,8 @@ const flushDelay = 100 * time.Millisecond
 // TestOnlyReleaseSkipsTheWALFlush: with every WAL flush of the store's
 // connections made to cost 100ms, a release returns without paying it (its
 // commit is asynchronous), while an acquisition, a renewal, a hand-off
-// request, a disable, an enable and a history append still pay it: their
+// request, a transfer (an acquisition for the successor), a disable, an
+// enable and a history append still pay it: their
 // commits are synchronous, durable when they return. Medians of five
 // rounds: another backend of a shared server that flushes the WAL past a
 // commit record spares that commit the delay now and then.
@@ -67,7 +68,15 @@ func TestOnlyReleaseSkipsTheWALFlush(t *testing.T) {
 		ref := []store.LeaseRef{{Lock: "J", Token: st[0].Token}}
 		timed("renew", func() error { _, err := s.Renew(ctx, holderA.ID, ref, time.Minute); return err })
 		timed("handoff", func() error { _, err := s.Handoff(ctx, "J", "", "ops"); return err })
-		timed("release", func() error { return s.Release(ctx, holderA.ID, ref) })
+		timed("transfer", func() error {
+			return s.Transfer(ctx, holderA.ID, []store.LeaseRef{{Lock: "J", Token: st[0].Token, Successor: holderB.ID}}, time.Minute)
+		})
+		got, err := s.Locks(ctx, "J")
+		if err != nil || got[0].Holder != holderB.ID {
+			t.Fatalf("round %d: after the transfer: %+v, %v", round, got, err)
+		}
+		ref = []store.LeaseRef{{Lock: "J", Token: got[0].Token}}
+		timed("release", func() error { return s.Release(ctx, holderB.ID, ref) })
 		timed("disable", func() error { _, err := s.Disable(ctx, "J", "test", "ops"); return err })
 		timed("enable", func() error { _, err := s.Enable(ctx, "J", "ops"); return err })
 		timed("append", func() error {
@@ -79,7 +88,7 @@ func TestOnlyReleaseSkipsTheWALFlush(t *testing.T) {
 		slices.Sort(d)
 		return d[len(d)/2]
 	}
-	for _, op := range []string{"acquire", "renew", "handoff", "release", "disable", "enable", "append"} {
+	for _, op := range []string{"acquire", "renew", "handoff", "transfer", "release", "disable", "enable", "append"} {
 		m := median(times[op])
 		t.Logf("%-8s median %v of %v", op, m.Round(10*time.Microsecond), times[op])
 		switch {

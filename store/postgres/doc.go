@@ -102,6 +102,26 @@
 //     LeaseRef.Reserve when both are set, and calls pg_notify for each
 //     released lock in the same statement. Its commit is asynchronous
 //     (see "Asynchronous commits").
+//   - Transfer (store.Transfers) is one UPDATE ... FROM unnest($locks,
+//     $tokens, $successors, $reserves), fenced like Renew by holder, token
+//     and expires_at > clock_timestamp(): a lease that is not the caller's
+//     current, unexpired one is left alone. Under READ COMMITTED the fence
+//     and the SET expressions are evaluated again on the latest committed
+//     version of a row that changed meanwhile, so in the same row version,
+//     and so in one commit, the lease ends and, when the ref names a
+//     successor, the lease is not revoked and the lock not disabled (a
+//     CASE on the locked row), the successor gets a new lease of the TTL
+//     from now(), HolderInfo from its unexpired member record (else empty),
+//     and a token drawn from the token sequence inside that CASE, as
+//     Acquire draws it: only for rows given, and after the row's latest
+//     version, so it exceeds every token the lock ever had. The lease it
+//     replaced is recorded as ended, not expired (prev_holder NULL,
+//     prev_token its token); a hand-off request and any reservation end.
+//     Other rows are released as Release releases them (reserved for the
+//     successor when it has a positive Reserve). pg_notify, in the same
+//     statement, announces a lock given as an acquisition (the successor
+//     and its new token as hints) and a lock released as a release. Its
+//     commit is synchronous: a transfer is the successor's acquisition.
 //   - Disable upserts the row: disabled, reason, changed_by, changed_at, and
 //     revoked when a lease is held; it clears a pending hand-off request.
 //     Enable clears disabled and reason. Both call pg_notify in the same
@@ -167,9 +187,9 @@
 // without waiting for the WAL flush, which on a disk is most of their time:
 // a follower's check that wrote nothing but its member's refresh (see
 // Members), and every Release. Everything else (acquisitions, renewals,
-// hand-off requests, disables, enables, history, member records that carry
-// the lock list, Leave) commits synchronously: when the call returns, the
-// change survives a crash of the server. The server still writes and
+// transfers, hand-off requests, disables, enables, history, member records
+// that carry the lock list, Leave) commits synchronously: when the call
+// returns, the change survives a crash of the server. The server still writes and
 // flushes an asynchronous commit within about three times
 // wal_writer_delay (200ms by default); only a crash of the server, or a
 // fail-over to a standby, in that window loses it.
@@ -182,6 +202,13 @@
 // release cannot keep a lease whose release was lost: its acquisition
 // commits synchronously, and flushing its commit record flushes all the
 // WAL written before it, the release's included.
+//
+// A Transfer is not a release: it gives the lock to a successor that,
+// once it has read its lease, runs the job. Were its commit lost, the row
+// would come back holding the previous holder's lease, which expires
+// while the successor still runs, and a third instance could then take
+// the lock: two masters. So it commits synchronously, even for the rows
+// of its batch it only releases.
 // TestOnlyReleaseSkipsTheWALFlush checks which calls wait for a flush;
 // docs/benchmarks.md ("The store's side of the graceful hand-off") has
 // what it saves.
@@ -209,7 +236,7 @@
 // schema; a hash when that is longer than 63 bytes), so stores in different
 // schemas or with different prefixes do not wake each other. The payload is
 // the kind of change, the byte 0x1F (which no lock name may hold) and the
-// lock name: "lease\x1fJOB" for an acquisition or a release, "control\x1fJOB"
+// lock name: "lease\x1fJOB" for an acquisition, a transfer or a release, "control\x1fJOB"
 // for a disable, an enable or a hand-off request, "history\x1fJOB" once per
 // lock of an AppendEvents batch, "member\x1f" for a member's first record
 // (or one written over an expired record) and for Leave. With lock names of
@@ -222,7 +249,8 @@
 //
 // A lease change carries its hints (store.Change) in the kind field,
 // separated by the byte 0x1E: "lease\x1eHOLDER\x1eTOKEN\x1e\x1fJOB" for
-// an acquisition, "lease\x1e\x1e0\x1eSUCCESSOR\x1fJOB" for a release
+// an acquisition or a lock given by a transfer (HOLDER the successor),
+// "lease\x1e\x1e0\x1eSUCCESSOR\x1fJOB" for a release
 // reserved for a successor, and "lease\x1e\x1e0\x1e\x1fJOB" for a release
 // to anyone (at most 8 + 200 + 20 + 200 + 200 bytes). Instances of the
 // versions before the hints read such a kind as one they do not know, which

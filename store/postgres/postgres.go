@@ -48,6 +48,7 @@ var (
 	_ store.History    = (*Store)(nil)
 	_ store.Handoffs   = (*Store)(nil)
 	_ store.Membership = (*Store)(nil)
+	_ store.Transfers  = (*Store)(nil)
 )
 
 var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)

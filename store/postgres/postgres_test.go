@@ -905,11 +905,25 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		}
 		return err
 	})
-	measure("Release of 1000 locks", func() error { return s.Release(t.Context(), holderA.ID, refs) })
+	for i := range refs {
+		refs[i].Successor = holderB.ID
+	}
+	measure("Transfer of 1000 locks", func() error { return s.Transfer(t.Context(), holderA.ID, refs, time.Minute) })
+	states, err := s.Locks(t.Context(), names...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, st := range states {
+		if st.Holder != holderB.ID || st.Token <= refs[i].Token {
+			t.Fatalf("after the transfer: %+v", st)
+		}
+		refs[i] = store.LeaseRef{Lock: st.Lock, Token: st.Token}
+	}
+	measure("Release of 1000 locks", func() error { return s.Release(t.Context(), holderB.ID, refs) })
 
 	events := make([]store.Event, len(names))
 	for i, n := range names {
-		events[i] = store.Event{Lock: n, Kind: store.EventReleased, Instance: holderA.ID, Token: refs[i].Token, Reason: "shutdown"}
+		events[i] = store.Event{Lock: n, Kind: store.EventReleased, Instance: holderB.ID, Token: refs[i].Token, Reason: "shutdown"}
 	}
 	measure("AppendEvents of 1000 locks", func() error { return s.AppendEvents(t.Context(), events) })
 	measure("Events (1000)", func() error {
@@ -922,7 +936,7 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 
 	// Hand-off and members (their writes with Acquire and Renew are
 	// counted in TestMemberWriteOneRoundTrip).
-	states, err := s.Acquire(t.Context(), holderA, names[:1], time.Minute)
+	states, err = s.Acquire(t.Context(), holderA, names[:1], time.Minute)
 	if err != nil || !states[0].Acquired {
 		t.Fatalf("Acquire = %+v, %v", states, err)
 	}

@@ -17,6 +17,7 @@ type queries struct {
 	acquire    string
 	renew      string
 	release    string
+	transfer   string
 	disable    string
 	enable     string
 	handoff    string
@@ -146,6 +147,9 @@ func buildQueries(table, history, members string) queries {
 		"{{HISTORY}}", payload(store.ChangeHistory, "lock_name"),
 		"{{MEMBER}}", payload(store.ChangeMember, ""),
 		"{{ASYNC}}", asyncCommit,
+		// In the transfer: the row c (locked, its lease the caller's and
+		// unexpired) goes to the successor of the ref r.
+		"{{GIVE}}", `(r.successor <> '' AND NOT c.revoked AND NOT c.disabled)`,
 	)
 	q := func(s string) string { return r.Replace(s) }
 	return queries{
@@ -265,6 +269,74 @@ ORDER BY r.ord`),
 	RETURNING c.lock_name, c.reserved_for
 )
 SELECT count(pg_notify($6, {{RELEASED_LEASE}})), {{ASYNC}} FROM rel`),
+
+		// $1 names, $2 tokens, $3 successors, $4 reservations µs, $5 holder
+		// ID, $6 ttl µs, $7 token sequence, $8 channel.
+		//
+		// One UPDATE ends every listed lease that $5 holds with its token
+		// and that has not expired, and, in the same row version, gives the
+		// lock to the ref's successor ({{GIVE}}: a successor is named, the
+		// lease is not revoked, the lock is not disabled); any other row it
+		// updates is released exactly as release releases it. The WHERE
+		// clause is the fence: under READ COMMITTED, a row that a
+		// concurrent writer changed is locked and the WHERE and SET
+		// expressions evaluated again on its latest committed version, so
+		// the lease given away is the current one, and the control seen by
+		// the CASE is the one the row holds when it is written (a disable
+		// serialises on the same row: the lease is either given before it,
+		// then revoked by it, or released after it). clock_timestamp(), not
+		// now(), for the expiry, as in renew: a lease another writer ended
+		// while this statement waited for the row must not be given away.
+		//
+		// A given row takes a new lease of $6 counted from now() (the
+		// statement's start, before the commit: it ends no later than $6
+		// after the commit), and a token from the sequence as acquire draws
+		// it: nextval sits in the CASE, so it runs only for rows given, and
+		// a recheck of a row changed concurrently draws it again after the
+		// other writer committed, so the token kept exceeds every token the
+		// row ever had. HolderInfo is the successor's unexpired member
+		// record's info, else ''. The lease it replaces was ended, not
+		// expired: prev_holder NULL (the columns' convention for a
+		// predecessor that did not expire) and prev_token its token, as
+		// acquire records it after a release. Any hand-off request and
+		// reservation end.
+		//
+		// Each row is announced: a given lock as acquire announces it (the
+		// successor and its new token), a released one as release does.
+		//
+		// The commit is SYNCHRONOUS, unlike release's (no {{ASYNC}}): a
+		// transfer is an acquisition for the successor. The successor
+		// starts its job once it has read its lease; if the server then
+		// crashed and lost the commit, the row would come back holding the
+		// old holder's lease, which expires while the successor still runs,
+		// and a third instance could take the lock: two masters. Committed
+		// synchronously, the transfer survives a crash once the call
+		// returns, and the push (sent at commit) and any read of the new
+		// lease by another session come only after the commit record is
+		// flushed. (Released rows of the same batch commit synchronously
+		// with it; that costs nothing more.)
+		transfer: q(`WITH req AS (
+	SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) AS r(lock_name, token, successor, reserve_us)
+), tr AS (
+	UPDATE {{T}} c SET
+		holder         = CASE WHEN {{GIVE}} THEN r.successor END,
+		holder_info    = CASE WHEN {{GIVE}} THEN coalesce((SELECT m.info FROM {{M}} m
+			WHERE m.id = r.successor AND m.expires_at > now()), '') ELSE '' END,
+		token          = CASE WHEN {{GIVE}} THEN nextval($7::text::regclass) ELSE c.token END,
+		acquired_at    = CASE WHEN {{GIVE}} THEN now() END,
+		renewed_at     = CASE WHEN {{GIVE}} THEN now() END,
+		expires_at     = CASE WHEN {{GIVE}} THEN now() + ` + ttlParam("$6") + ` END,
+		revoked        = false,
+		prev_holder    = CASE WHEN {{GIVE}} THEN NULL ELSE c.prev_holder END,
+		prev_token     = CASE WHEN {{GIVE}} THEN c.token ELSE c.prev_token END,
+		handoff_to = NULL, handoff_by = '', handoff_at = NULL,
+		reserved_for   = CASE WHEN NOT {{GIVE}} AND r.successor <> '' AND r.reserve_us > 0 THEN r.successor ELSE '' END,
+		reserved_until = CASE WHEN NOT {{GIVE}} AND r.successor <> '' AND r.reserve_us > 0 THEN now() + ` + ttlParam("r.reserve_us") + ` END
+	FROM req r
+	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $5 AND c.expires_at > clock_timestamp()
+	RETURNING c.lock_name, c.holder, c.token, c.reserved_for
+)
+SELECT count(pg_notify($8, CASE WHEN holder IS NOT NULL THEN {{ACQUIRED_LEASE}} ELSE {{RELEASED_LEASE}} END)) FROM tr`),
 
 		// $1 name, $2 reason, $3 by, $4 channel. The leading flag is
 		// "changed". The CTE n is referenced so that it runs: pg_notify for
