@@ -113,11 +113,12 @@
 // run out, and learn of a new master at once. Every change
 // store.ChangeKind lists appends a row (kind, lock name) to <prefix>notify
 // in the transaction that makes it, pruning all but the newest 1000 rows:
-// Acquire (a lease change per lock it acquired) and Release (per lease it
-// released), Disable and Enable (a control change when they change the
-// mark) and Handoff (a control change), AppendEvents (a history change
-// per lock of the batch), and the first write of a member record, or its
-// first after it expired, and Leave (a member change, with no lock). A
+// Acquire (a lease change per lock it acquired), Release (per lease it
+// released) and Transfer (per lease it gave or released), Disable and
+// Enable (a control change when they change the mark) and Handoff (a
+// control change), AppendEvents (a history change per lock of the batch),
+// and the first write of a member record, or its first after it expired,
+// and Leave (a member change, with no lock). A
 // batch of more than 1000 is written whole, pruning all rows before it. A
 // subscriber that finds rows it had not read pruned (it read too late)
 // sends store.ChangeResync before the rows it still finds. The kind column of a lease change
@@ -188,6 +189,27 @@
 // id; a reservation of another boot has lapsed), as leases are. Locks
 // without a hand-off row, nearly all of them, cost their reads one index
 // probe.
+//
+// Store also implements store.Transfers. Transfer is a Release that gives
+// each lock with a Successor to it in the same IMMEDIATE transaction: it
+// reads the named rows under the write lock, and for each lease the caller
+// holds with its token, unexpired, not revoked, of an enabled lock, writes
+// the successor's lease with the statements Acquire takes a lease with (a
+// token one more than the larger of the meta table's counter and the
+// lock's last token, the counter written back; the expiry on the lease
+// clock from the transaction's now; the handoff row deleted), with
+// HolderInfo the Info of the successor's unexpired member record, if any.
+// The other refs are released as by Release (a revoked lease or a
+// disabled lock too, reserved for the successor if Reserve is positive);
+// a ref that does not match, or whose lease expired, is ignored. Holding
+// the file's write lock from the checks to the commit makes the end of the
+// old lease and the start of the new one one atomic step, which no
+// Acquire, Renew or Disable interleaves with, and the commit is
+// synchronous (an fsync), as for every write, so the token survives power
+// loss with its lease. The transaction appends a notification for each
+// lock, as Acquire does for a transfer (a lease change with the successor
+// and the new token as hints) and as Release does for a release, and rings
+// the file once committed.
 //
 // # Members
 //
@@ -304,9 +326,9 @@ var schemaSQL string
 var prefixPattern = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
 
 // Store is a store.Store backed by a SQLite database file, and a
-// store.Notifier, store.History, store.Handoffs and store.Membership. It is
-// safe for concurrent use; several Stores, in one process or several, may
-// open the same file.
+// store.Notifier, store.History, store.Handoffs, store.Transfers and
+// store.Membership. It is safe for concurrent use; several Stores, in one
+// process or several, may open the same file.
 type Store struct {
 	db           *sql.DB
 	dsn          string
@@ -344,6 +366,7 @@ var (
 	_ store.Notifier   = (*Store)(nil)
 	_ store.Handoffs   = (*Store)(nil)
 	_ store.Membership = (*Store)(nil)
+	_ store.Transfers  = (*Store)(nil)
 )
 
 // Option configures Open.
@@ -685,6 +708,7 @@ type queries struct {
 	notify, notifyMany, pruneNotify, notifyMax, notifySince string
 
 	getMember, upsertMember, memberExpiries, deleteMember string
+	memberInfo                                            string
 	hasSet, insertSet, dropSet                            string
 	membersAll, membersLock, setLocks                     string
 }
@@ -821,7 +845,8 @@ func newQueries(prefix string, f features) queries {
 		notifyMax:   `SELECT COALESCE(max(id), 0) FROM ` + notify,
 		notifySince: `SELECT id, ` + kindCol + `, lock_name FROM ` + notify + ` WHERE id > ? ORDER BY id`,
 
-		getMember: `SELECT set_key, clock, expires, wall_expires FROM ` + members + ` WHERE member_id = ?`,
+		getMember:  `SELECT set_key, clock, expires, wall_expires FROM ` + members + ` WHERE member_id = ?`,
+		memberInfo: `SELECT info, clock, expires, wall_expires FROM ` + members + ` WHERE member_id = ?`,
 		upsertMember: `INSERT INTO ` + members + ` (` + memberColumns + `) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
 			ON CONFLICT (member_id) DO UPDATE SET info = ?2, lock_set_id = ?3, set_key = ?4, lock_count = ?5,
 				masters = ?6, weight = ?7, seen_at = ?8, clock = ?9, expires = ?10, wall_expires = ?11`,
@@ -1166,11 +1191,9 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 		if err != nil {
 			return err
 		}
-		var (
-			take, setClock, dropHandoff *sql.Stmt
-			counter                     int64
-			acquired                    []store.Change
-		)
+		lt := &leaseTx{s: s, tx: tx, now: now}
+		defer lt.close()
+		var acquired []store.Change
 		for _, name := range names {
 			r := rows[name]
 			if r == nil {
@@ -1180,52 +1203,11 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 				out = append(out, r.state(now))
 				continue
 			}
-			if take == nil {
-				err := s.queryRow(ctx, tx, s.q.getCounter).Scan(&counter)
-				if errors.Is(err, sql.ErrNoRows) {
-					return errors.New("token counter missing from the meta table")
-				}
-				if err != nil {
-					return err
-				}
-				if take, err = s.prep(ctx, tx, s.q.acquire); err != nil {
-					return err
-				}
-				defer take.Close()
-				if setClock, err = s.prep(ctx, tx, s.q.setClock); err != nil {
-					return err
-				}
-				defer setClock.Close()
-			}
 			// An unexpired lease was refused above: a holder still set is
 			// an expired lease taken over.
 			prevHolder, prevToken := r.holder, r.token
-			// The new token exceeds both the counter and the lock's own
-			// last token, so a counter restored from an old backup cannot
-			// repeat a token.
-			counter = max(counter, r.token) + 1
-			r.holder, r.holderInfo, r.token, r.revoked = holder.ID, holder.Info, counter, false
-			r.acquiredAt = now.wall
-			r.setLease(now, ttlMs)
-			if _, err := take.ExecContext(ctx, name, holder.ID, holder.Info, counter, now.wall, r.expiresAt); err != nil {
+			if err := lt.take(ctx, r, holder, ttlMs); err != nil {
 				return err
-			}
-			if _, err := setClock.ExecContext(ctx, name, counter, r.clock, r.clockExpires); err != nil {
-				return err
-			}
-			if r.hasHandoff {
-				// The new lease ends the old one's request and the
-				// reservation (the token check already ignores them).
-				if dropHandoff == nil {
-					if dropHandoff, err = s.prep(ctx, tx, s.q.deleteHandoff); err != nil {
-						return err
-					}
-					defer dropHandoff.Close()
-				}
-				if _, err := dropHandoff.ExecContext(ctx, name); err != nil {
-					return err
-				}
-				r.hasHandoff, r.requestToken, r.reservedFor = false, 0, ""
 			}
 			st := r.state(now)
 			st.Acquired = true
@@ -1233,12 +1215,10 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 				st.PrevHolder, st.PrevToken, st.PrevExpired = prevHolder, prevToken, true
 			}
 			out = append(out, st)
-			acquired = append(acquired, store.Change{Kind: store.ChangeLease, Lock: name, Holder: holder.ID, Token: counter})
+			acquired = append(acquired, store.Change{Kind: store.ChangeLease, Lock: name, Holder: holder.ID, Token: r.token})
 		}
-		if take != nil {
-			if _, err := s.exec(ctx, tx, s.q.setCounter, counter); err != nil {
-				return err
-			}
+		if err := lt.saveCounter(ctx); err != nil {
+			return err
 		}
 		if err := s.notifyChanges(ctx, tx, acquired); err != nil {
 			return err
@@ -1331,57 +1311,273 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		return nil
 	}
 	return s.writeTx(ctx, "release", func(tx *sql.Tx, now stamp) error {
-		stmt, err := s.prep(ctx, tx, s.q.release)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
-		var (
-			released             []store.Change
-			reserve, dropHandoff *sql.Stmt
-		)
+		lt := &leaseTx{s: s, tx: tx, now: now}
+		defer lt.close()
+		var released []store.Change
 		for _, l := range leases {
 			if store.ValidateLockName(l.Lock) != nil {
 				continue
 			}
-			res, err := stmt.ExecContext(ctx, l.Lock, holderID, l.Token)
+			c, ok, err := lt.release(ctx, holderID, l)
 			if err != nil {
 				return err
 			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return err
+			if ok {
+				released = append(released, c)
 			}
-			if n == 0 {
-				continue
-			}
-			if l.Successor != "" && l.Reserve > 0 {
-				released = append(released, store.Change{Kind: store.ChangeLease, Lock: l.Lock, ReservedFor: l.Successor})
-				if reserve == nil {
-					if reserve, err = s.prep(ctx, tx, s.q.setReserve); err != nil {
-						return err
-					}
-					defer reserve.Close()
-				}
-				ms := millis(l.Reserve)
-				if _, err := reserve.ExecContext(ctx, l.Lock, l.Successor, l.Token, now.clock, now.at+ms, now.wall+ms); err != nil {
-					return err
-				}
-				continue
-			}
-			if dropHandoff == nil {
-				if dropHandoff, err = s.prep(ctx, tx, s.q.deleteHandoff); err != nil {
-					return err
-				}
-				defer dropHandoff.Close()
-			}
-			if _, err := dropHandoff.ExecContext(ctx, l.Lock); err != nil {
-				return err
-			}
-			released = append(released, store.Change{Kind: store.ChangeLease, Lock: l.Lock})
 		}
 		return s.notifyChanges(ctx, tx, released)
 	})
+}
+
+// Transfer implements store.Transfers, in one IMMEDIATE transaction, as
+// Release and Acquire are: each ref whose lease holderID holds with its
+// token, unexpired, is released as by Release, or, when it names a
+// Successor and the lease is not revoked nor the lock disabled, given to
+// the successor with a new token issued as Acquire issues it (the
+// counter, written back in the same transaction), a lease of ttl on the
+// lease clock from the transaction's now, the successor's member record's
+// Info if it has an unexpired one, and neither hand-off request nor
+// reservation (the lock's handoff row is deleted). A ref that does not
+// match, or whose lease has expired, is ignored. The transaction notifies
+// each transfer as Acquire notifies an acquisition (a lease change with
+// the successor and the new token as hints) and each release as Release
+// does. ttl must be at least a millisecond when a ref names a successor.
+//
+// Safety: the write lock is held from BEGIN IMMEDIATE to the commit, and
+// now is read once it is held (writeTx), so the checks (holder, token,
+// expiry, revoked, disabled) and the writes are one atomic step that no
+// Disable, Acquire or Renew of another connection or process interleaves
+// with: the old lease ends exactly when the new one begins, and no
+// instance can acquire in between. The new token exceeds every token the
+// lock ever had (leaseTx.take), so the old holder, fenced by its token, can
+// no longer renew or release. The commit is synchronous (PRAGMA
+// synchronous=FULL, as for every write), so the issued token and the
+// counter survive power loss together with the lease that carries them.
+func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {
+	const op = "transfer"
+	if err := s.begin(ctx, op); err != nil {
+		return err
+	}
+	if len(leases) == 0 || holderID == "" {
+		return nil
+	}
+	// A ref with an invalid name cannot name a lease this store issued.
+	names := make([]string, 0, len(leases))
+	give := false
+	for _, l := range leases {
+		if store.ValidateLockName(l.Lock) == nil {
+			names = append(names, l.Lock)
+			give = give || l.Successor != ""
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	if give && ttl < time.Millisecond {
+		return fmt.Errorf("sqlite: %s: ttl %v: must be at least 1ms", op, ttl)
+	}
+	ttlMs := millis(ttl)
+	return s.writeTx(ctx, op, func(tx *sql.Tx, now stamp) error {
+		rows, err := s.loadRows(ctx, tx, names)
+		if err != nil {
+			return err
+		}
+		lt := &leaseTx{s: s, tx: tx, now: now}
+		defer lt.close()
+		var changes []store.Change
+		for _, l := range leases {
+			// rows has no entry for an invalid name. The row is updated
+			// below as it is written, so a ref repeated in the batch no
+			// longer matches.
+			r := rows[l.Lock]
+			if r == nil || r.holder != holderID || r.token != l.Token || !r.held(now) {
+				continue
+			}
+			if l.Successor == "" || r.revoked || r.disabled {
+				// Never give a revoked lease or a disabled lock: release
+				// it, reserved for the successor as Release would.
+				c, ok, err := lt.release(ctx, holderID, l)
+				if err != nil {
+					return err
+				}
+				if ok {
+					changes = append(changes, c)
+					r.holder, r.holderInfo, r.revoked = "", "", false
+				}
+				continue
+			}
+			info, err := lt.memberInfo(ctx, l.Successor)
+			if err != nil {
+				return err
+			}
+			if err := lt.take(ctx, r, store.Holder{ID: l.Successor, Info: info}, ttlMs); err != nil {
+				return err
+			}
+			changes = append(changes, store.Change{Kind: store.ChangeLease, Lock: l.Lock, Holder: l.Successor, Token: r.token})
+		}
+		if err := lt.saveCounter(ctx); err != nil {
+			return err
+		}
+		return s.notifyChanges(ctx, tx, changes)
+	})
+}
+
+// leaseTx takes and ends leases in one write transaction, for Acquire,
+// Release and Transfer: each of its statements is prepared on its first
+// use, once per transaction, and the token counter is read before the
+// first lease it issues. Close it with the transaction.
+type leaseTx struct {
+	s   *Store
+	tx  *sql.Tx
+	now stamp
+
+	counter int64 // the token counter, once read: the last token issued
+	read    bool  // counter was read; saveCounter writes it back
+
+	takeStmt, setClock, releaseStmt, reserve, dropHandoff, memberInfoStmt *sql.Stmt
+}
+
+// stmt returns *p, preparing query into it on the first call.
+func (lt *leaseTx) stmt(ctx context.Context, p **sql.Stmt, query string) (*sql.Stmt, error) {
+	if *p == nil {
+		st, err := lt.s.prep(ctx, lt.tx, query)
+		if err != nil {
+			return nil, err
+		}
+		*p = st
+	}
+	return *p, nil
+}
+
+func (lt *leaseTx) close() {
+	for _, st := range []*sql.Stmt{lt.takeStmt, lt.setClock, lt.releaseStmt, lt.reserve, lt.dropHandoff, lt.memberInfoStmt} {
+		if st != nil {
+			_ = st.Close()
+		}
+	}
+}
+
+// take gives r (a lock without an unexpired lease, or one Transfer gives
+// away) a new lease for holder, of ttlMs from the transaction's now, and
+// writes it. Its token exceeds both the counter and the lock's own last
+// token, so a counter restored from an old backup cannot repeat a token;
+// saveCounter writes the counter back in the same transaction. The new
+// lease ends the lock's hand-off request and reservation (the token check
+// already ignores them): the handoff row is deleted.
+func (lt *leaseTx) take(ctx context.Context, r *row, holder store.Holder, ttlMs int64) error {
+	if !lt.read {
+		err := lt.s.queryRow(ctx, lt.tx, lt.s.q.getCounter).Scan(&lt.counter)
+		if errors.Is(err, sql.ErrNoRows) {
+			return errors.New("token counter missing from the meta table")
+		}
+		if err != nil {
+			return err
+		}
+		lt.read = true
+	}
+	take, err := lt.stmt(ctx, &lt.takeStmt, lt.s.q.acquire)
+	if err != nil {
+		return err
+	}
+	setClock, err := lt.stmt(ctx, &lt.setClock, lt.s.q.setClock)
+	if err != nil {
+		return err
+	}
+	lt.counter = max(lt.counter, r.token) + 1
+	r.holder, r.holderInfo, r.token, r.revoked = holder.ID, holder.Info, lt.counter, false
+	r.acquiredAt = lt.now.wall
+	r.setLease(lt.now, ttlMs)
+	if _, err := take.ExecContext(ctx, r.name, holder.ID, holder.Info, r.token, lt.now.wall, r.expiresAt); err != nil {
+		return err
+	}
+	if _, err := setClock.ExecContext(ctx, r.name, r.token, r.clock, r.clockExpires); err != nil {
+		return err
+	}
+	if r.hasHandoff {
+		if err := lt.dropHandoffOf(ctx, r.name); err != nil {
+			return err
+		}
+		r.hasHandoff, r.requestToken, r.requestTo, r.reservedFor = false, 0, "", ""
+	}
+	return nil
+}
+
+// saveCounter writes the token counter back if take issued tokens.
+func (lt *leaseTx) saveCounter(ctx context.Context) error {
+	if !lt.read {
+		return nil
+	}
+	_, err := lt.s.exec(ctx, lt.tx, lt.s.q.setCounter, lt.counter)
+	return err
+}
+
+// release ends l's lease if holderID holds it with l.Token (expired or
+// not), reserving the lock for l.Successor if l.Reserve is positive and
+// ending any hand-off request otherwise. It returns the change to notify
+// and whether a lease was ended.
+func (lt *leaseTx) release(ctx context.Context, holderID string, l store.LeaseRef) (store.Change, bool, error) {
+	stmt, err := lt.stmt(ctx, &lt.releaseStmt, lt.s.q.release)
+	if err != nil {
+		return store.Change{}, false, err
+	}
+	res, err := stmt.ExecContext(ctx, l.Lock, holderID, l.Token)
+	if err != nil {
+		return store.Change{}, false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil || n == 0 {
+		return store.Change{}, false, err
+	}
+	if l.Successor != "" && l.Reserve > 0 {
+		reserve, err := lt.stmt(ctx, &lt.reserve, lt.s.q.setReserve)
+		if err != nil {
+			return store.Change{}, false, err
+		}
+		ms, now := millis(l.Reserve), lt.now
+		if _, err := reserve.ExecContext(ctx, l.Lock, l.Successor, l.Token, now.clock, now.at+ms, now.wall+ms); err != nil {
+			return store.Change{}, false, err
+		}
+		return store.Change{Kind: store.ChangeLease, Lock: l.Lock, ReservedFor: l.Successor}, true, nil
+	}
+	if err := lt.dropHandoffOf(ctx, l.Lock); err != nil {
+		return store.Change{}, false, err
+	}
+	return store.Change{Kind: store.ChangeLease, Lock: l.Lock}, true, nil
+}
+
+// dropHandoffOf deletes lock's handoff row: its request and reservation.
+func (lt *leaseTx) dropHandoffOf(ctx context.Context, lock string) error {
+	stmt, err := lt.stmt(ctx, &lt.dropHandoff, lt.s.q.deleteHandoff)
+	if err != nil {
+		return err
+	}
+	_, err = stmt.ExecContext(ctx, lock)
+	return err
+}
+
+// memberInfo returns the Info of id's member record (Membership), or ""
+// when it has none or it has expired at the transaction's now.
+func (lt *leaseTx) memberInfo(ctx context.Context, id string) (string, error) {
+	stmt, err := lt.stmt(ctx, &lt.memberInfoStmt, lt.s.q.memberInfo)
+	if err != nil {
+		return "", err
+	}
+	var (
+		info, clk         string
+		expires, wallExps int64
+	)
+	err = stmt.QueryRowContext(ctx, id).Scan(&info, &clk, &expires, &wallExps)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if remainingOn(clk, expires, wallExps, lt.now) <= 0 {
+		return "", nil
+	}
+	return info, nil
 }
 
 // Disable implements store.Store. It creates the lock's record if needed
