@@ -1,9 +1,9 @@
 // Package mysql is the MySQL and MariaDB backend of masterjob's store
 // contract (package store), on github.com/go-sql-driver/mysql
 // (database/sql). It implements store.Store, store.Notifier,
-// store.History, store.Handoffs and store.Membership, and passes the
-// storetest conformance suite on MariaDB 10.11 with sessions at REPEATABLE
-// READ and at READ COMMITTED.
+// store.History, store.Handoffs, store.Membership and store.Transfers, and
+// passes the storetest conformance suite on MariaDB 10.11 with sessions at
+// REPEATABLE READ and at READ COMMITTED.
 //
 // It lives in a Go module of its own (github.com/masterjob/masterjob/store/mysql),
 // so that the MySQL driver reaches only the programs that import it.
@@ -126,6 +126,27 @@
 //     keeps the control and the last token; a successor (LeaseRef.Successor)
 //     gets a reservation of LeaseRef.Reserve. Disable, Enable and Handoff
 //     change one row and notify.
+//   - Transfer: Release and the successor's acquisition in one transaction
+//     (one batch, the transfer query). A consistent read first gathers the
+//     successors' unexpired member infos (member rows are never locked);
+//     then the batch locks the sequence, locks the rows of the refs whose
+//     lease is current (holder, token, and unexpired when the row is read
+//     after any wait, as in Renew) in byte order, and decides on those
+//     locked rows which to give: those with a successor whose lease is
+//     neither revoked nor of a disabled lock. One UPDATE then writes, per
+//     row, either the successor's lease (ttl from the batch's start, the
+//     successor's member info, no hand-off request, no reservation) or a
+//     release as Release writes it (reserved for the successor when the
+//     lease was revoked and Reserve is positive). The end of the old lease
+//     and the start of the new one are one row version written under the
+//     sequence's lock, which every other writer of a lease takes first: no
+//     acquisition can come between them, and a crash leaves either both or
+//     neither. The new token is drawn from the sequence as Acquire draws
+//     it (GREATEST of the number drawn and the row's token plus one), and
+//     the commit is Acquire's (the server's durability settings apply
+//     alike). Each lock transferred or released is notified as a 'lease'
+//     change, as an acquisition is: without hints, like every notification
+//     of this engine.
 //   - Statements that join a lock list to the locks table force the join
 //     order and the primary key (STRAIGHT_JOIN, FORCE INDEX): otherwise
 //     MariaDB scans a small table, and a scan in a locking statement locks

@@ -326,6 +326,78 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	return s.run(ctx, op, b, 0, nil, nil)
 }
 
+// Transfer implements store.Transfers: Release and the successor's
+// acquisition in one transaction, sent as one batch (the transfer query;
+// see the package documentation). Safety rests on three things. Fencing:
+// a ref is acted on only if the row, locked and read at its latest
+// committed version, still has holderID, the ref's token and an unexpired
+// lease. Atomicity: the old lease ends and the new one begins in the same
+// UPDATE of the same row, under the sequence's lock, so no other
+// acquisition can slip between them and no reader sees both or neither
+// ended. Tokens: the successor's token is drawn from the sequence exactly
+// as Acquire draws it, so it exceeds every token the lock ever had. The
+// transaction commits with the same settings as Acquire's: the server's
+// durability settings apply to both alike.
+func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {
+	const op = "transfer"
+	if s.closed.Load() {
+		return fmt.Errorf("store/mysql: %s: %w", op, store.ErrClosed)
+	}
+	for _, l := range leases {
+		if err := validateNames(op, []string{l.Lock}); err != nil {
+			return err
+		}
+		if err := validateID(op, "successor ID", l.Successor); err != nil {
+			return err
+		}
+	}
+	if err := validateID(op, "holder ID", holderID); err != nil {
+		return err
+	}
+	if err := validateTTL(op, ttl); err != nil {
+		return err
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	if len(leases) == 0 {
+		return nil
+	}
+	sorted := slices.Clone(leases)
+	slices.SortStableFunc(sorted, func(a, b store.LeaseRef) int {
+		switch {
+		case a.Lock < b.Lock:
+			return -1
+		case a.Lock > b.Lock:
+			return 1
+		}
+		return 0
+	})
+	// One ref per lock and token, the caller's first: a lease is ended
+	// once, as memstore does (a later ref of it no longer matches).
+	sorted = slices.CompactFunc(sorted, func(a, b store.LeaseRef) bool {
+		return a.Lock == b.Lock && a.Token == b.Token
+	})
+	req := make([][4]any, len(sorted))
+	for i, l := range sorted {
+		reserve := int64(0)
+		if l.Successor != "" && l.Reserve > 0 {
+			reserve = max(l.Reserve.Microseconds(), 1)
+		}
+		req[i] = [4]any{l.Lock, l.Token, hex.EncodeToString([]byte(l.Successor)), reserve}
+	}
+	var in vars
+	if err := in.json("mj_req", req); err != nil {
+		return fmt.Errorf("store/mysql: %s: %w", op, err)
+	}
+	in.str("mj_h", holderID)
+	in.int("mj_ttl", ttl.Microseconds())
+	b := s.batchText(in, []string{"mj_infos", "mj_rel"}, s.q.transfer)
+	return s.run(ctx, op, b, 0, nil, nil)
+}
+
 // Disable implements store.Store. A lock that is already disabled is left
 // as it is (its reason is not replaced) and Changed is false.
 func (s *Store) Disable(ctx context.Context, lock, reason, by string) (store.ControlChange, error) {

@@ -40,6 +40,7 @@ var (
 	_ store.History    = (*Store)(nil)
 	_ store.Handoffs   = (*Store)(nil)
 	_ store.Membership = (*Store)(nil)
+	_ store.Transfers  = (*Store)(nil)
 )
 
 var prefixRE = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
@@ -127,8 +128,8 @@ func WithNotifyPoll(d time.Duration) Option {
 	}
 }
 
-// Store is a store.Store, store.Notifier, store.History, store.Handoffs and
-// store.Membership on a MySQL or MariaDB database. It is safe for
+// Store is a store.Store, store.Notifier, store.History, store.Handoffs,
+// store.Membership and store.Transfers on a MySQL or MariaDB database. It is safe for
 // concurrent use.
 type Store struct {
 	db  *sql.DB

@@ -36,7 +36,7 @@ type queries struct {
 	acquire, acquireLock, acquireEnd string
 	renewStart, renew, renewEnd      string
 	memberPre, member, memberResult  string
-	release                          string
+	release, transfer                string
 	disable, enable                  string
 	handoff                          string
 	locksAll, locksNamed             string
@@ -286,6 +286,67 @@ SET l.holder = NULL, l.holder_info = NULL, l.acquired_at = NULL, l.renewed_at = 
 WHERE l.holder = @mj_h AND l.token = c.tok;
 INSERT INTO {{N}} (ver, kind, lock_name, at)
 SELECT @mj_base + r.ord, 'lease', r.name, {{NOW}} FROM ` + names("@mj_rel", true) + ` r;
+{{SEQEND}}
+COMMIT;`),
+
+		// Inputs: @mj_req (JSON array of [name, token, successor (hex),
+		// reserve µs], sorted by name, one ref per name and token), @mj_h,
+		// @mj_ttl (µs). Release's statements, with the successor's lease
+		// written in the same UPDATE, so in the same transaction:
+		//
+		// 1. The successors' member infos (unexpired records), in a
+		//    consistent read taken before anything is locked, as an object
+		//    keyed by the successor's hex id (@mj_infos): member rows are
+		//    never locked, so a member's renewal never waits for a
+		//    transfer to it.
+		// 2. Lock the sequence, then lock in byte order the rows of the
+		//    refs that are current: holder and token match and the lease
+		//    is unexpired at the time the row is read, after any wait for
+		//    it (rowNow, as Renew: a lease that expired meanwhile is not
+		//    handed on). Every other writer of a lease (Acquire, Release,
+		//    Disable) takes the sequence first, so nothing but the
+		//    holder's own renewal can change these rows until COMMIT; the
+		//    decision, give or release, is taken here, on the rows'
+		//    latest committed version: give when the ref names a
+		//    successor and the lease is neither revoked nor of a disabled
+		//    lock. @mj_rel lists [name, token, successor, reserve, give].
+		// 3. One number per row: its notification's, and for a row given,
+		//    its token (GREATEST as in Acquire: above every number drawn
+		//    before, and above the row's own last token). A row released
+		//    is written as by Release. Every right-hand side reads only
+		//    the inputs and the column it assigns, so the result does not
+		//    depend on the order of the assignments of a multi-table
+		//    UPDATE.
+		// 4. Notify each row, as Release and Acquire do ('lease').
+		transfer: q(`START TRANSACTION;
+SELECT JSON_OBJECTAGG(s.succ, HEX(COALESCE(m.info, ''))) INTO @mj_infos
+FROM (SELECT DISTINCT j.succ FROM JSON_TABLE(@mj_req, '$[*]' COLUMNS (succ VARCHAR(510) CHARACTER SET ascii PATH '$[2]')) j
+	WHERE j.succ <> '') s
+STRAIGHT_JOIN {{M}} m FORCE INDEX (PRIMARY) ON m.id = UNHEX(s.succ)
+WHERE m.expires_at > {{NOW}};
+{{SEQLOCKALWAYS}}
+SELECT JSON_ARRAYAGG(JSON_ARRAY(c.name, c.tok, c.succ, c.res, IF(c.succ <> '' AND NOT l.revoked AND NOT l.disabled, 1, 0)))
+INTO @mj_rel
+FROM ` + joinLocks("JSON_TABLE(@mj_req, '$[*]' COLUMNS (name "+nameCol+" PATH '$[0]', tok BIGINT PATH '$[1]', "+
+			"succ VARCHAR(510) CHARACTER SET ascii PATH '$[2]', res BIGINT PATH '$[3]'))", t.locks) + `
+WHERE l.holder = @mj_h AND l.token = c.tok AND l.expires_at > ` + rowNow + ` FOR UPDATE;
+SET @mj_need = COALESCE(JSON_LENGTH(@mj_rel), 0);
+UPDATE ` + joinLocks("JSON_TABLE(@mj_rel, '$[*]' COLUMNS (ord FOR ORDINALITY, name "+nameCol+" PATH '$[0]', tok BIGINT PATH '$[1]', "+
+			"succ VARCHAR(510) CHARACTER SET ascii PATH '$[2]', res BIGINT PATH '$[3]', give INT PATH '$[4]'))", t.locks) + `
+SET l.holder = IF(c.give, UNHEX(c.succ), NULL),
+	l.holder_info = IF(c.give, COALESCE(UNHEX(JSON_UNQUOTE(JSON_EXTRACT(@mj_infos, CONCAT('$."', c.succ, '"')))), ''), NULL),
+	l.token = IF(c.give, GREATEST(@mj_base + c.ord, l.token + 1), l.token),
+	l.acquired_at = IF(c.give, {{NOW}}, NULL), l.renewed_at = IF(c.give, {{NOW}}, NULL),
+	l.expires_at = IF(c.give, {{NOW}} + INTERVAL @mj_ttl MICROSECOND, NULL),
+	l.prev_holder = IF(c.give, @mj_h, l.prev_holder), l.prev_token = IF(c.give, c.tok, l.prev_token),
+	l.prev_expired = IF(c.give, FALSE, l.prev_expired),
+	l.revoked = FALSE, l.handoff = FALSE, l.handoff_to = '',
+	l.reserved_for = IF(NOT c.give AND c.succ <> '' AND c.res > 0, UNHEX(c.succ), NULL),
+	l.reserved_until = IF(NOT c.give AND c.succ <> '' AND c.res > 0, {{NOW}} + INTERVAL c.res MICROSECOND, NULL)
+WHERE l.holder = @mj_h AND l.token = c.tok;
+INSERT INTO {{N}} (ver, kind, lock_name, at)
+SELECT @mj_base + r.ord, 'lease', r.name, {{NOW}}
+FROM JSON_TABLE(@mj_rel, '$[*]' COLUMNS (ord FOR ORDINALITY, name ` + nameCol + ` PATH '$[0]')) r;
 {{SEQEND}}
 COMMIT;`),
 

@@ -156,7 +156,14 @@ func TestRoundTripsPerCall(t *testing.T) {
 	if _, err := s.Acquire(ctx, holderA, []string{"RT-HO"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	ho, err := s.Handoff(ctx, "RT-HO", "", "ops")
+	if err != nil {
+		t.Fatal(err)
+	}
 	measure("Handoff", 1, func() error { _, err := s.Handoff(ctx, "RT-HO", "", "ops"); return err })
+	measure("Transfer", 1, func() error {
+		return s.Transfer(ctx, holderA.ID, []store.LeaseRef{{Lock: "RT-HO", Token: ho.Token, Successor: holderB.ID}}, time.Minute)
+	})
 	measure("Events", 100, func() error { _, err := s.Events(ctx, store.EventFilter{Limit: 100}); return err })
 	measure("Leave", 1, func() error { return s.Leave(ctx, holderB.ID) })
 	measure("Locks (all)", 20104, func() error { _, err := s.Locks(ctx); return err })
