@@ -301,24 +301,32 @@ type Handoffs interface {
 // where the next candidate only watches.
 //
 // Transfer ends each lease that holderID holds with the given token and,
-// in the same atomic step, when the lease is unexpired and not revoked and
-// the lock enabled, gives the lock to ref.Successor: a new lease of ttl
-// (measured by the store's clock from the commit), with a token greater
-// than every token the lock ever had, HolderInfo the successor's member
-// record's Info when the store keeps one (Membership), and no pending
-// hand-off request or reservation. A ref whose lease is revoked, or whose lock is disabled,
-// is released as Release would release it (reserved for the successor for
-// ref.Reserve, if positive). A ref without a Successor is released as by
-// Release; a ref that does not match the current holder and token, or
-// whose lease expired, is ignored.
+// in the same atomic step, gives the lock to ref.Successor when the lease
+// is unexpired and not revoked, the lock enabled, and, on a store that
+// implements Membership, the successor has an unexpired member record.
+// The successor gets a new lease of ttl (measured by the store's clock
+// from the commit), a token greater than every token the lock ever had,
+// HolderInfo its member record's Info (or "" on a store without
+// Membership), and no pending hand-off request or reservation. A ref
+// whose lease is revoked, whose lock is disabled, or whose successor has
+// no member record (it left, or never announced itself) is released as
+// Release would release it (reserved for the successor for ref.Reserve,
+// if positive). A ref without a Successor is released as by Release; a
+// ref that does not match the current holder and token, or whose lease
+// expired, is ignored.
+//
+// The member check is what lets an instance that shuts down find every
+// lease given to it: once its Leave has committed, no transfer can give
+// it another, so one read of its locks after Leave sees them all (the
+// executor then releases them).
 //
 // The successor learns of its lease from the store's push (Notifier): the
 // transfer is announced as a ChangeLease carrying the acquisition hints
-// (Holder the successor, Token the new token). It did not ask for the
-// lease, so it cannot count its trust window from a call of its own that
-// preceded the commit: it reads the lock (Locks) after the push, and counts
-// from the start of that read, with the TTL the read returned, as it would
-// for any lease it saw.
+// (Holder the successor, Token the new token) on stores that send hints.
+// It did not ask for the lease, so it cannot count its trust window from
+// a call of its own that preceded the commit: it reads the lock (Locks)
+// after the push, and counts from the start of that read, with the TTL
+// the read returned, as it would for any lease it saw.
 type Transfers interface {
 	Transfer(ctx context.Context, holderID string, leases []LeaseRef, ttl time.Duration) error
 }

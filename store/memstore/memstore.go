@@ -315,7 +315,8 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 		if r == nil || r.holder != holderID || r.token != ref.Token || r.free(now) {
 			continue
 		}
-		if ref.Successor == "" || r.revoked || r.disabled {
+		succ := s.st.members[ref.Successor]
+		if ref.Successor == "" || r.revoked || r.disabled || succ == nil || !succ.expires.After(now) {
 			r.holder, r.holderInfo, r.revoked = "", "", false
 			r.acquiredAt, r.renewedAt, r.expiresAt = time.Time{}, time.Time{}, time.Time{}
 			r.handoff, r.handoffTo = false, ""
@@ -326,13 +327,9 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 			changes = append(changes, store.Change{Kind: store.ChangeLease, Lock: ref.Lock, ReservedFor: r.reservedFor})
 			continue
 		}
-		info := ""
-		if m := s.st.members[ref.Successor]; m != nil && m.expires.After(now) {
-			info = m.m.Info
-		}
 		s.st.lastToken++
 		*r = record{
-			holder: ref.Successor, holderInfo: info, token: s.st.lastToken,
+			holder: ref.Successor, holderInfo: succ.m.Info, token: s.st.lastToken,
 			acquiredAt: now, renewedAt: now, expiresAt: now.Add(ttl),
 			disabled: r.disabled, reason: r.reason, changedBy: r.changedBy, changedAt: r.changedAt,
 		}

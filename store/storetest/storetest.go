@@ -178,6 +178,7 @@ var tests = []testCase{
 	{"Transfer/Batch", testTransferBatch},
 	{"Transfer/TokensGrow", testTransferTokensGrow},
 	{"Transfer/Pushed", testTransferPushed},
+	{"Transfer/NotToDepartedMember", testTransferNotToDepartedMember},
 
 	{"Members/WrittenByAcquireAndRenew", testMembersWrittenByCalls},
 	{"Members/FilterByLock", testMembersFilterByLock},

@@ -27,6 +27,22 @@ func transfer(t *testing.T, s store.Store, holderID string, ttl time.Duration, r
 	}
 }
 
+// announced writes the member records of holders (on a store with
+// Membership) through a handle of their own, so that locks may be given
+// to them.
+func announced(t *testing.T, h Harness, holders ...store.Holder) {
+	t.Helper()
+	s := open(t, h)
+	ms, ok := s.(store.Membership)
+	if !ok {
+		return
+	}
+	for _, hd := range holders {
+		ms.Announce(store.Member{ID: hd.ID, Info: hd.Info}, longTTL)
+		mustAcquire(t, s, hd, "TR-MEMBER-"+hd.ID, longTTL) // writes the record
+	}
+}
+
 func to(st store.LockState, successor string) store.LeaseRef {
 	r := ref(st)
 	r.Successor = successor
@@ -41,10 +57,7 @@ func testTransferGivesLock(t *testing.T, h Harness) {
 	s := open(t, h)
 	transfers(t, s)
 	b := open(t, h) // the successor's own handle
-	if ms, ok := b.(store.Membership); ok {
-		ms.Announce(store.Member{ID: holderB.ID, Info: holderB.Info, Locks: []string{"TR-GIVE"}}, longTTL)
-		mustAcquire(t, b, holderB, "TR-GIVE-OTHER", longTTL) // writes its member record
-	}
+	announced(t, h, holderB)
 	old := mustAcquire(t, s, holderA, "TR-GIVE", longTTL)
 	if _, ok := s.(store.Handoffs); ok {
 		requestHandoff(t, s, "TR-GIVE", holderB.ID)
@@ -59,7 +72,7 @@ func testTransferGivesLock(t *testing.T, h Harness) {
 	if got.TTL < ttl-time.Second {
 		t.Errorf("the transferred lease has %v left, want about %v", got.TTL, ttl)
 	}
-	if _, ok := b.(store.Membership); ok && got.HolderInfo != holderB.Info {
+	if _, ok := s.(store.Membership); ok && got.HolderInfo != holderB.Info {
 		t.Errorf("HolderInfo = %q, want the successor's member info %q", got.HolderInfo, holderB.Info)
 	}
 	if got.Revoked || got.HandoffRequested || got.ReservedFor != "" {
@@ -85,6 +98,7 @@ func testTransferGivesLock(t *testing.T, h Harness) {
 func testTransferFenced(t *testing.T, h Harness) {
 	s := open(t, h)
 	transfers(t, s)
+	announced(t, h, holderB)
 	st := mustAcquire(t, s, holderA, "TR-FENCE", longTTL)
 	transfer(t, s, holderC.ID, longTTL, to(st, holderB.ID))
 	stale := to(st, holderB.ID)
@@ -109,6 +123,7 @@ func testTransferFenced(t *testing.T, h Harness) {
 func testTransferRevokedReleases(t *testing.T, h Harness) {
 	s := open(t, h)
 	transfers(t, s)
+	announced(t, h, holderB)
 	st := mustAcquire(t, s, holderA, "TR-REVOKED", longTTL)
 	disable(t, s, "TR-REVOKED", "maintenance", "ops")
 	transfer(t, s, holderA.ID, longTTL, to(st, holderB.ID))
@@ -126,6 +141,7 @@ func testTransferRevokedReleases(t *testing.T, h Harness) {
 func testTransferBatch(t *testing.T, h Harness) {
 	s := open(t, h)
 	transfers(t, s)
+	announced(t, h, holderB)
 	given := mustAcquire(t, s, holderA, "TR-BATCH-GIVEN", longTTL)
 	freed := mustAcquire(t, s, holderA, "TR-BATCH-FREED", longTTL)
 	transfer(t, s, holderA.ID, longTTL, to(given, holderB.ID), ref(freed))
@@ -143,6 +159,7 @@ func testTransferBatch(t *testing.T, h Harness) {
 func testTransferTokensGrow(t *testing.T, h Harness) {
 	s := open(t, h)
 	transfers(t, s)
+	announced(t, h, holderA, holderB)
 	st := mustAcquire(t, s, holderA, "TR-TOKENS", longTTL)
 	holders := []store.Holder{holderA, holderB}
 	for i := range 6 {
@@ -164,6 +181,7 @@ func testTransferPushed(t *testing.T, h Harness) {
 	n := notifier(t, sub)
 	s := open(t, h)
 	transfers(t, s)
+	announced(t, h, holderB)
 	st := mustAcquire(t, s, holderA, "TR-PUSH", longTTL)
 	ch := subscribe(t, n)
 	transfer(t, s, holderA.ID, longTTL, to(st, holderB.ID))
@@ -177,5 +195,40 @@ func testTransferPushed(t *testing.T, h Harness) {
 	want := store.Change{Kind: store.ChangeLease, Lock: "TR-PUSH", Holder: holderB.ID, Token: got.Token}
 	if bare := (store.Change{Kind: c.Kind, Lock: c.Lock}); c != want && (h.Hints || c != bare) {
 		t.Fatalf("after Transfer: pushed %+v, want %+v", c, want)
+	}
+}
+
+// testTransferNotToDepartedMember: on a store that keeps members, a
+// successor without a member record (never announced, or left) is not
+// given the lock: the lease is released, reserved for it as asked. Once
+// an instance's Leave has committed, no lease can be given to it, which is
+// what lets it find every lease given to it with one read.
+func testTransferNotToDepartedMember(t *testing.T, h Harness) {
+	s := open(t, h)
+	transfers(t, s)
+	membership(t, s)
+	st := mustAcquire(t, s, holderA, "TR-DEPARTED", longTTL)
+	r := to(st, holderB.ID)
+	r.Reserve = longTTL
+	transfer(t, s, holderA.ID, longTTL, r)
+	got := lockState(t, s, "TR-DEPARTED")
+	if got.Held() {
+		t.Fatalf("given to a successor that never announced itself: %s", describe(got))
+	}
+	if _, ok := s.(store.Handoffs); ok && got.ReservedFor != holderB.ID {
+		t.Errorf("released without the reservation for %s: %s", holderB.ID, describe(got))
+	}
+
+	b := open(t, h)
+	bm := b.(store.Membership)
+	bm.Announce(store.Member{ID: holderC.ID, Info: holderC.Info}, longTTL)
+	mustAcquire(t, b, holderC, "TR-DEPARTED-OTHER", longTTL)
+	if err := bm.Leave(testCtx(t), holderC.ID); err != nil {
+		t.Fatalf("Leave(%s): %v", holderC.ID, err)
+	}
+	st = mustAcquire(t, s, holderA, "TR-DEPARTED-2", longTTL)
+	transfer(t, s, holderA.ID, longTTL, to(st, holderC.ID))
+	if got := lockState(t, s, "TR-DEPARTED-2"); got.Held() {
+		t.Fatalf("given to a successor after its Leave: %s", describe(got))
 	}
 }
