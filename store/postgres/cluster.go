@@ -57,8 +57,9 @@ func (s *Store) Handoff(ctx context.Context, lock, to, by string) (store.LockSta
 // Transfer implements store.Transfers: one UPDATE ends the caller's
 // leases and, in the same row version, gives each to its ref's Successor
 // (a new lease of ttl, a new token from the token sequence, the
-// successor's member info) unless the lease is revoked or the lock
-// disabled, in which case it releases it as Release does; it notifies
+// successor's member info) unless the lease is revoked, the lock
+// disabled or the successor without an unexpired member record, in which
+// case it releases it as Release does; it notifies
 // subscribers of each lock in the same statement. Unlike Release, it
 // commits synchronously: see the transfer statement in queries.go.
 func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {

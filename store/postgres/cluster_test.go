@@ -615,14 +615,24 @@ func TestDocumentedGrantsSuffice(t *testing.T) {
 	if _, err := s.Renew(ctx, holderA.ID, []store.LeaseRef{ref}, time.Minute); err != nil {
 		t.Fatalf("Renew as %s: %v", role, err)
 	}
+	// A transfer gives the lock only to a live member: B's record, for
+	// the transfer, then written expired again.
+	s.Announce(store.Member{ID: holderB.ID, Locks: []string{"G"}, LockSetID: "g"}, time.Minute)
+	if _, err := s.Acquire(ctx, holderB, []string{"G"}, time.Minute); err != nil {
+		t.Fatalf("Acquire as %s: %v", role, err)
+	}
 	ref.Successor = holderB.ID
 	if err := s.Transfer(ctx, holderA.ID, []store.LeaseRef{ref}, time.Minute); err != nil {
 		t.Fatalf("Transfer as %s: %v", role, err)
 	}
+	s.Announce(store.Member{ID: holderB.ID, Locks: []string{"G"}, LockSetID: "g"}, 0)
 	if got, err := s.Locks(ctx, "G"); err != nil || got[0].Holder != holderB.ID {
 		t.Fatalf("Locks as %s after the transfer = %+v, %v", role, got, err)
 	} else {
 		ref = store.LeaseRef{Lock: "G", Token: got[0].Token}
+	}
+	if _, err := s.Renew(ctx, holderB.ID, []store.LeaseRef{ref}, time.Minute); err != nil {
+		t.Fatalf("Renew as %s: %v", role, err)
 	}
 	ref.Successor, ref.Reserve = holderA.ID, time.Minute
 	if err := s.Release(ctx, holderB.ID, []store.LeaseRef{ref}); err != nil {
@@ -631,8 +641,10 @@ func TestDocumentedGrantsSuffice(t *testing.T) {
 	if ms, err := s.Members(ctx, store.MemberFilter{Lock: "G"}); err != nil || len(ms) != 1 {
 		t.Fatalf("Members as %s = %+v, %v", role, ms, err)
 	}
-	if err := s.Leave(ctx, holderA.ID); err != nil {
-		t.Fatalf("Leave as %s: %v", role, err)
+	for _, id := range []string{holderA.ID, holderB.ID} {
+		if err := s.Leave(ctx, id); err != nil {
+			t.Fatalf("Leave as %s: %v", role, err)
+		}
 	}
 	if _, err := s.Disable(ctx, "G", "r", "ops"); err != nil {
 		t.Fatalf("Disable as %s: %v", role, err)

@@ -109,9 +109,11 @@
 //     and the SET expressions are evaluated again on the latest committed
 //     version of a row that changed meanwhile, so in the same row version,
 //     and so in one commit, the lease ends and, when the ref names a
-//     successor, the lease is not revoked and the lock not disabled (a
-//     CASE on the locked row), the successor gets a new lease of the TTL
-//     from now(), HolderInfo from its unexpired member record (else empty),
+//     successor that has an unexpired member record (read FOR SHARE
+//     first, so that its Leave either commits before, and the lock is
+//     released, or after this commit), the lease is not revoked and the
+//     lock not disabled (a CASE on the locked row), the successor gets a
+//     new lease of the TTL from now(), HolderInfo from that record,
 //     and a token drawn from the token sequence inside that CASE, as
 //     Acquire draws it: only for rows given, and after the row's latest
 //     version, so it exceeds every token the lock ever had. The lease it

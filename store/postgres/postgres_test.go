@@ -908,6 +908,10 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 	for i := range refs {
 		refs[i].Successor = holderB.ID
 	}
+	s.Announce(store.Member{ID: holderB.ID}, time.Hour) // B may be given the locks only as a live member
+	if _, err := s.Acquire(t.Context(), holderB, []string{"MEMBER-B"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	measure("Transfer of 1000 locks", func() error { return s.Transfer(t.Context(), holderA.ID, refs, time.Minute) })
 	states, err := s.Locks(t.Context(), names...)
 	if err != nil {

@@ -149,7 +149,7 @@ func buildQueries(table, history, members string) queries {
 		"{{ASYNC}}", asyncCommit,
 		// In the transfer: the row c (locked, its lease the caller's and
 		// unexpired) goes to the successor of the ref r.
-		"{{GIVE}}", `(r.successor <> '' AND NOT c.revoked AND NOT c.disabled)`,
+		"{{GIVE}}", `(r.successor <> '' AND mem.id IS NOT NULL AND NOT c.revoked AND NOT c.disabled)`,
 	)
 	q := func(s string) string { return r.Replace(s) }
 	return queries{
@@ -288,14 +288,24 @@ SELECT count(pg_notify($6, {{RELEASED_LEASE}})), {{ASYNC}} FROM rel`),
 		// now(), for the expiry, as in renew: a lease another writer ended
 		// while this statement waited for the row must not be given away.
 		//
+		// The successors' member records are locked FOR SHARE (mem) before
+		// any lock row: a successor without an unexpired record (it left,
+		// or never announced itself) is not given the lock, and a Leave
+		// (a DELETE of the record) either commits before this statement
+		// locks the record, which then finds no row and releases, or
+		// waits for this commit, so that the leaver's read of its locks
+		// after its Leave returned sees every lease given to it
+		// (store.Transfers). It also blocks the successor's own member
+		// write for as long as this statement runs.
+		//
 		// A given row takes a new lease of $6 counted from now() (the
 		// statement's start, before the commit: it ends no later than $6
 		// after the commit), and a token from the sequence as acquire draws
 		// it: nextval sits in the CASE, so it runs only for rows given, and
 		// a recheck of a row changed concurrently draws it again after the
 		// other writer committed, so the token kept exceeds every token the
-		// row ever had. HolderInfo is the successor's unexpired member
-		// record's info, else ''. The lease it replaces was ended, not
+		// row ever had. HolderInfo is the successor's member record's
+		// info. The lease it replaces was ended, not
 		// expired: prev_holder NULL (the columns' convention for a
 		// predecessor that did not expire) and prev_token its token, as
 		// acquire records it after a release. Any hand-off request and
@@ -317,11 +327,14 @@ SELECT count(pg_notify($6, {{RELEASED_LEASE}})), {{ASYNC}} FROM rel`),
 		// with it; that costs nothing more.)
 		transfer: q(`WITH req AS (
 	SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[]) AS r(lock_name, token, successor, reserve_us)
+), mem AS (
+	SELECT m.id, m.info FROM {{M}} m
+	WHERE m.id IN (SELECT successor FROM req WHERE successor <> '') AND m.expires_at > now()
+	FOR SHARE
 ), tr AS (
 	UPDATE {{T}} c SET
 		holder         = CASE WHEN {{GIVE}} THEN r.successor END,
-		holder_info    = CASE WHEN {{GIVE}} THEN coalesce((SELECT m.info FROM {{M}} m
-			WHERE m.id = r.successor AND m.expires_at > now()), '') ELSE '' END,
+		holder_info    = CASE WHEN {{GIVE}} THEN mem.info ELSE '' END,
 		token          = CASE WHEN {{GIVE}} THEN nextval($7::text::regclass) ELSE c.token END,
 		acquired_at    = CASE WHEN {{GIVE}} THEN now() END,
 		renewed_at     = CASE WHEN {{GIVE}} THEN now() END,
@@ -332,7 +345,7 @@ SELECT count(pg_notify($6, {{RELEASED_LEASE}})), {{ASYNC}} FROM rel`),
 		handoff_to = NULL, handoff_by = '', handoff_at = NULL,
 		reserved_for   = CASE WHEN NOT {{GIVE}} AND r.successor <> '' AND r.reserve_us > 0 THEN r.successor ELSE '' END,
 		reserved_until = CASE WHEN NOT {{GIVE}} AND r.successor <> '' AND r.reserve_us > 0 THEN now() + ` + ttlParam("r.reserve_us") + ` END
-	FROM req r
+	FROM req r LEFT JOIN mem ON mem.id = r.successor
 	WHERE c.lock_name = r.lock_name AND c.token = r.token AND c.holder = $5 AND c.expires_at > clock_timestamp()
 	RETURNING c.lock_name, c.holder, c.token, c.reserved_for
 )
