@@ -193,14 +193,16 @@
 // Store also implements store.Transfers. Transfer is a Release that gives
 // each lock with a Successor to it in the same IMMEDIATE transaction: it
 // reads the named rows under the write lock, and for each lease the caller
-// holds with its token, unexpired, not revoked, of an enabled lock, writes
+// holds with its token, unexpired, not revoked, of an enabled lock, to a
+// successor with an unexpired member record (so never to one whose Leave
+// committed: Leave writes the same file), writes
 // the successor's lease with the statements Acquire takes a lease with (a
 // token one more than the larger of the meta table's counter and the
 // lock's last token, the counter written back; the expiry on the lease
 // clock from the transaction's now; the handoff row deleted), with
-// HolderInfo the Info of the successor's unexpired member record, if any.
-// The other refs are released as by Release (a revoked lease or a
-// disabled lock too, reserved for the successor if Reserve is positive);
+// HolderInfo that record's Info. The other refs are released as by
+// Release (a revoked lease, a disabled lock or a departed successor too,
+// reserved for the successor if Reserve is positive);
 // a ref that does not match, or whose lease expired, is ignored. Holding
 // the file's write lock from the checks to the commit makes the end of the
 // old lease and the start of the new one one atomic step, which no
@@ -1333,11 +1335,12 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 // Transfer implements store.Transfers, in one IMMEDIATE transaction, as
 // Release and Acquire are: each ref whose lease holderID holds with its
 // token, unexpired, is released as by Release, or, when it names a
-// Successor and the lease is not revoked nor the lock disabled, given to
+// Successor with an unexpired member record and the lease is not revoked
+// nor the lock disabled, given to
 // the successor with a new token issued as Acquire issues it (the
 // counter, written back in the same transaction), a lease of ttl on the
 // lease clock from the transaction's now, the successor's member record's
-// Info if it has an unexpired one, and neither hand-off request nor
+// Info, and neither hand-off request nor
 // reservation (the lock's handoff row is deleted). A ref that does not
 // match, or whose lease has expired, is ignored. The transaction notifies
 // each transfer as Acquire notifies an acquisition (a lease change with
@@ -1394,9 +1397,21 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 			if r == nil || r.holder != holderID || r.token != l.Token || !r.held(now) {
 				continue
 			}
-			if l.Successor == "" || r.revoked || r.disabled {
-				// Never give a revoked lease or a disabled lock: release
-				// it, reserved for the successor as Release would.
+			var (
+				info   string
+				member bool
+			)
+			if l.Successor != "" && !r.revoked && !r.disabled {
+				var err error
+				if info, member, err = lt.memberInfo(ctx, l.Successor); err != nil {
+					return err
+				}
+			}
+			if !member {
+				// Never give a revoked lease, a disabled lock, or a lock
+				// to an instance without a member record (it left: its
+				// Leave, a write of this file, came first): release it,
+				// reserved for the successor as Release would.
 				c, ok, err := lt.release(ctx, holderID, l)
 				if err != nil {
 					return err
@@ -1406,10 +1421,6 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 					r.holder, r.holderInfo, r.revoked = "", "", false
 				}
 				continue
-			}
-			info, err := lt.memberInfo(ctx, l.Successor)
-			if err != nil {
-				return err
 			}
 			if err := lt.take(ctx, r, store.Holder{ID: l.Successor, Info: info}, ttlMs); err != nil {
 				return err
@@ -1556,28 +1567,28 @@ func (lt *leaseTx) dropHandoffOf(ctx context.Context, lock string) error {
 	return err
 }
 
-// memberInfo returns the Info of id's member record (Membership), or ""
-// when it has none or it has expired at the transaction's now.
-func (lt *leaseTx) memberInfo(ctx context.Context, id string) (string, error) {
+// memberInfo returns the Info of id's member record (Membership), and
+// whether it has one unexpired at the transaction's now.
+func (lt *leaseTx) memberInfo(ctx context.Context, id string) (info string, ok bool, err error) {
 	stmt, err := lt.stmt(ctx, &lt.memberInfoStmt, lt.s.q.memberInfo)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	var (
-		info, clk         string
+		clk               string
 		expires, wallExps int64
 	)
 	err = stmt.QueryRowContext(ctx, id).Scan(&info, &clk, &expires, &wallExps)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", nil
+		return "", false, nil
 	}
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	if remainingOn(clk, expires, wallExps, lt.now) <= 0 {
-		return "", nil
+		return "", false, nil
 	}
-	return info, nil
+	return info, true, nil
 }
 
 // Disable implements store.Store. It creates the lock's record if needed
