@@ -231,7 +231,50 @@ func (e *Executor) leave() {
 	defer cancel()
 	if err := ms.Leave(ctx, e.holder.ID); err != nil {
 		e.log.Warn("cannot remove this instance from the store's member list; it expires by itself", "err", err)
+		return
 	}
+	e.releaseGiven(ctx)
+}
+
+// releaseGiven releases, once this instance has left the member list, the
+// leases peers gave it (store.Transfers) that its loops never ran: given
+// as it shut down, they would leave their locks without a master until
+// they expire. Once Leave has committed no transfer can give it another,
+// so this one read finds them all. Leases whose jobs ran are not touched:
+// those still held belong to jobs that did not stop in time (abandon),
+// which may still run.
+func (e *Executor) releaseGiven(ctx context.Context) {
+	if _, ok := e.st.(store.Transfers); !ok {
+		return
+	}
+	e.mu.Lock()
+	locks := make([]string, 0, len(e.jobs))
+	for l := range e.jobs {
+		locks = append(locks, l)
+	}
+	e.mu.Unlock()
+	if len(locks) == 0 {
+		return
+	}
+	states, err := e.st.Locks(ctx, locks...)
+	if err != nil {
+		e.log.Warn("cannot read which leases peers gave this instance as it left; any expire by themselves", "err", err)
+		return
+	}
+	var refs []store.LeaseRef
+	for _, s := range states {
+		if s.Holder == e.holder.ID && s.TTL > 0 && s.Token > e.ranToken(s.Lock) {
+			refs = append(refs, store.LeaseRef{Lock: s.Lock, Token: s.Token})
+		}
+	}
+	if len(refs) == 0 {
+		return
+	}
+	if err := e.st.Release(ctx, e.holder.ID, refs); err != nil {
+		e.log.Warn("cannot release the leases peers gave this instance as it left; they expire by themselves", "leases", len(refs), "err", err)
+		return
+	}
+	e.log.Info("released the leases peers gave this instance as it left", "leases", len(refs))
 }
 
 // leaveTimeout bounds the removal of the member record at shutdown.

@@ -63,10 +63,11 @@ func (g *gatedReads) Locks(ctx context.Context, names ...string) ([]store.LockSt
 // instance runs it meanwhile (the recorder fails on an overlap).
 func TestTransferredLeaseStartsOnlyAfterARead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newGatedReads(memstore.New())
+		ms := memstore.New()
+		st := newGatedReads(ms) // b's view; a reads freely
 		const lock = "L"
 		rec := newRecorder(t)
-		a := newExec(t, st, "a")
+		a := newExec(t, ms, "a")
 		if err := a.StartMaster(lock, rec.job()); err != nil {
 			t.Fatal(err)
 		}
@@ -111,10 +112,11 @@ func TestTransferredLeaseStartsOnlyAfterARead(t *testing.T) {
 // is released, not started.
 func TestTransferredLeaseWithDisabledLockNotStarted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newGatedReads(memstore.New())
+		ms := memstore.New()
+		st := newGatedReads(ms) // b's view; a reads freely
 		const lock = "L"
 		rec := newRecorder(t)
-		a := newExec(t, st, "a")
+		a := newExec(t, ms, "a")
 		if err := a.StartMaster(lock, rec.job()); err != nil {
 			t.Fatal(err)
 		}
@@ -177,6 +179,61 @@ func TestTransferToDeadSuccessorReservesInstead(t *testing.T) {
 		}
 		if s[0].Holder == "nobody" || s[0].ReservedFor != "nobody" {
 			t.Fatalf("after a hand-off to an unknown instance: %+v; want the lock free and reserved for it", s[0])
+		}
+	})
+}
+
+// leaveAfter is a memstore whose Leave first runs before: a transfer that
+// commits after the leaving instance's loops ended, before its Leave.
+type leaveAfter struct {
+	*memstore.Store
+	before func()
+}
+
+func (s *leaveAfter) Leave(ctx context.Context, id string) error {
+	if s.before != nil {
+		s.before()
+	}
+	return s.Store.Leave(ctx, id)
+}
+
+// TestLeaseGivenAsItLeavesIsReleased: a lease a peer gives an instance
+// after its loops stopped, before its Leave, is released at the end of
+// its Run, not left to expire with the lock without a master.
+func TestLeaseGivenAsItLeavesIsReleased(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ms := memstore.New()
+		const lock = "L"
+		held, err := ms.Acquire(context.Background(), store.Holder{ID: "a"}, []string{lock}, time.Hour)
+		if err != nil || !held[0].Acquired {
+			t.Fatal(held, err)
+		}
+		st := &leaveAfter{Store: ms}
+		b := newExec(t, st, "b")
+		if err := b.StartMaster(lock, idle()); err != nil {
+			t.Fatal(err)
+		}
+		stopB := startRun(b)
+		time.Sleep(2 * checkIntv)
+		synctest.Wait()
+		st.before = func() {
+			ref := store.LeaseRef{Lock: lock, Token: held[0].Token, Successor: "b"}
+			if err := ms.Transfer(context.Background(), "a", []store.LeaseRef{ref}, time.Hour); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := stopB(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := ms.Locks(context.Background(), lock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].Token == held[0].Token {
+			t.Fatalf("the transfer did not happen: %+v", got[0])
+		}
+		if got[0].Held() {
+			t.Fatalf("after b's Run: %+v, want the lease given to b as it left released", got[0])
 		}
 	})
 }
