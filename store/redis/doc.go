@@ -71,6 +71,38 @@
 //   - Release deletes each lease whose hash names the holder and token,
 //     keeps the record (its control and last token), optionally sets the
 //     reservation with a PEXPIRE, and publishes the names.
+//   - Transfer (store.Transfers) is a Release that gives each lock to its
+//     ref's Successor in the same script (transferScript), so the end of
+//     the old lease and the start of the new one are one atomic step: no
+//     other client runs between them, and no instant has both leases or a
+//     free lock another instance could take. The script fences exactly as
+//     Release does (the lease hash must name the holder and the token; an
+//     expired lease has no key and is ignored), and releases, as Release
+//     would, a lease that is revoked or whose record is disabled, and one
+//     whose successor has no unexpired member record (its member hash is
+//     absent: it expired, or Leave deleted it, or it was never written).
+//     The new token is issued as Acquire issues it, from the same counter
+//     key and the server's TIME in the same script (also above the ended
+//     lease's token), so it is greater than every token of the lock; the
+//     new lease hash is written whole (no hand-off request), its PEXPIRE
+//     is the ttl from the server's clock, the reservation is deleted and
+//     the record names the successor. Its info is the successor's member
+//     record's. On one server the script itself checks that the member
+//     hash exists and reads the info, in the same atomic step as the
+//     give, so once an instance's Leave has run no transfer gives it a
+//     lease. In a cluster, where member records live in the {*} slot,
+//     Transfer reads them first, one more round trip (to one node), when a
+//     ref names a successor, and passes the existence and info it read to
+//     the scripts: that check is not atomic with the give (see Redis
+//     Cluster below).
+//     The script publishes the locks it gave or released on the "lease"
+//     message, as Acquire and Release do, without hints (below). Like
+//     every write here it is as durable as the deployment makes it: a
+//     fail-over that loses the transfer loses the release and the
+//     successor's lease together (the old lease is back until it expires,
+//     its holder having stopped), and the successor learns it at its next
+//     renewal, as after a lost acquisition; the next token still exceeds
+//     the lost one unless the clocks went back.
 //   - Members are written by the scripts of Acquire and Renew; the lock
 //     list (a set) is sent only with the first call after Announce or
 //     after the lock set id changes, or after the server reported it
@@ -173,9 +205,22 @@
 // and writes the member record; Renew adds it when it has a member record
 // to write. That script is not atomic with the locks' scripts: Locks
 // without names may miss a lock for the moment between the two, or list a
-// name whose record it then finds missing (and skips). Tested on a private cluster of three masters
-// started by the tests (TestCluster): the conformance suite passes, and the
-// counts below were seen.
+// name whose record it then finds missing (and skips).
+//
+// Transfer reads the successors' member records in a round trip of its own
+// before its scripts, and that read is not atomic with them either: in
+// cluster mode, an instance whose Leave commits (or whose member record
+// expires) between that pre-read and the script of a lock can still be
+// given that lock's lease. It does not renew it, and the lock waits for
+// that lease's TTL before another instance can take it (never two masters:
+// only a lease nobody uses). store.Transfers' guarantee that once Leave has
+// committed no transfer gives the instance another lease, which lets a
+// shutting-down instance find every lease given to it with one read after
+// Leave, therefore holds on a single server only.
+//
+// Tested on a private cluster of three masters started by the tests
+// (TestCluster): the conformance suite passes, and the counts below were
+// seen.
 //
 // # Cost (measured)
 //

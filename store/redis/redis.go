@@ -31,6 +31,7 @@ var (
 	_ store.History    = (*Store)(nil)
 	_ store.Handoffs   = (*Store)(nil)
 	_ store.Membership = (*Store)(nil)
+	_ store.Transfers  = (*Store)(nil)
 )
 
 // Option configures a Store.
@@ -114,9 +115,9 @@ func WithoutExpiryEvents() Option {
 	return func(c *config) { c.expiryEvents = false }
 }
 
-// Store is a store.Store, store.Notifier, store.History, store.Handoffs and
-// store.Membership on a Redis server or cluster. It is safe for concurrent
-// use.
+// Store is a store.Store, store.Notifier, store.History, store.Handoffs,
+// store.Transfers and store.Membership on a Redis server or cluster. It is
+// safe for concurrent use.
 type Store struct {
 	c       goredis.UniversalClient
 	own     bool
@@ -852,6 +853,117 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		return s.wrapErr(ctx, op, err)
 	}
 	return nil
+}
+
+// Transfer implements store.Transfers: one script per hash slot (one in
+// all on a single server, at most 250 locks each, in one pipeline) ends
+// each lease and gives it to its successor in the same script (see
+// transferScript), and publishes the locks as Release and Acquire do. A
+// successor is given a lock only if it has an unexpired member record. On
+// a single server the script reads the successors' member records itself,
+// so that check is atomic with the give: once a Leave has run, no lease is
+// given to its instance. In a cluster the records live in another slot,
+// so Transfer reads them first, in one more round trip (to one node), when
+// a ref names a successor, and passes what it found (existence and info)
+// to the scripts: there a Leave (or an expiry) that commits between that
+// read and a script does not stop the give, and the lease given to the
+// departed instance waits for its TTL (see the package documentation).
+func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {
+	const op = "transfer"
+	if s.closed.Load() {
+		return fmt.Errorf("store/redis: %s: %w", op, store.ErrClosed)
+	}
+	names := make([]string, len(leases))
+	var successors []string
+	for i, l := range leases {
+		names[i] = l.Lock
+		if l.Successor != "" {
+			successors = append(successors, l.Successor)
+		}
+	}
+	if err := validateNames(op, names); err != nil {
+		return err
+	}
+	var ms int64
+	if len(successors) > 0 {
+		var err error
+		if ms, err = ttlMillis(op, ttl); err != nil {
+			return err
+		}
+	}
+	ctx, cancel, err := s.begin(ctx, op)
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	if len(leases) == 0 {
+		return nil
+	}
+	var infos map[string]string
+	if s.cluster && len(successors) > 0 {
+		if infos, err = s.memberInfos(ctx, sortedUnique(successors)); err != nil {
+			return s.wrapErr(ctx, op, err)
+		}
+	}
+	groups := s.groups(names)
+	calls := make([]scriptCall, 0, len(groups))
+	for _, g := range groups {
+		flag := "0"
+		if !s.cluster {
+			flag = "1"
+		}
+		c := scriptCall{script: transferScript, args: []any{flag, holderID, ms, len(g), s.k.channel()}}
+		for _, i := range g {
+			l := leases[i]
+			var reserve int64
+			if l.Successor != "" && l.Reserve > 0 {
+				reserve = max(l.Reserve.Milliseconds(), 1)
+			}
+			c.keys = append(c.keys, s.k.lease(l.Lock))
+			info, member := infos[l.Successor]
+			memberFlag := "0"
+			if member {
+				memberFlag = "1"
+			}
+			c.args = append(c.args, l.Lock, l.Token, l.Successor, reserve, memberFlag, info)
+		}
+		if !s.cluster {
+			for _, i := range g {
+				c.keys = append(c.keys, s.k.member(leases[i].Successor))
+			}
+		}
+		calls = append(calls, c)
+	}
+	if _, err := s.run(ctx, calls); err != nil {
+		return s.wrapErr(ctx, op, err)
+	}
+	return nil
+}
+
+// memberInfos reads the Info of the unexpired member records of ids (all
+// in the slot of the shared keys) in one pipeline. The map has an entry
+// exactly for each id whose record exists (a member hash exists while it
+// is unexpired, and always has its info field, possibly "").
+func (s *Store) memberInfos(ctx context.Context, ids []string) (map[string]string, error) {
+	cmds := make([]*goredis.StringCmd, len(ids))
+	_, _ = s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HGet(ctx, s.k.member(id), "info")
+		}
+		return nil
+	})
+	infos := make(map[string]string, len(ids))
+	for i, cmd := range cmds {
+		v, err := cmd.Result()
+		if errors.Is(err, goredis.Nil) {
+			continue // no record: not given a lock
+		}
+		if err != nil {
+			return nil, err
+		}
+		infos[ids[i]] = v
+	}
+	return infos, nil
 }
 
 // Disable implements store.Store. A lock that is already disabled is left

@@ -207,6 +207,84 @@ if #released > 0 then redis.call('PUBLISH', chan, 'lease\n' .. table.concat(rele
 return #released
 `)
 
+// transferScript ends each lease of KEYS[1..n] held by the holder with the
+// given token and, in the same script, gives the lock to the lease's
+// successor: the release and the successor's acquisition are one atomic
+// step, so no other instance can take the lock between them, and the old
+// and the new lease never both exist. A revoked lease, a disabled lock, or
+// a successor without an unexpired member record (it left, or never
+// announced itself) is released as releaseScript releases it, never
+// given. The new token is issued as acquireScript issues it (the greater
+// of the last token plus one and the server's time in microseconds), and
+// also exceeds the token of the lease it ends, which acquireScript never
+// sees: it grows even when the counter key was lost while the lease
+// existed.
+//
+// ARGV: 1 "1" when KEYS[n+1..2n] are the successors' member hashes (one
+// server): the script then checks that the record exists (a member hash
+// exists exactly while the record is unexpired: it has a PEXPIRE, and
+// Leave deletes it) in the same atomic step as the give, and reads the
+// new lease's info from it. In a cluster they live in another slot and
+// the caller reads them beforehand: the per-lease member flag and info
+// then say what that read found. 2 holder id, 3 ttl (ms), 4 n, 5
+// channel, then per lease: name, token, successor ("" to release),
+// reservation (ms), "1" when the successor had a member record and its
+// info (both ignored when the member keys follow).
+//
+// Reply: the number of leases ended.
+var transferScript = goredis.NewScript(luaPrelude + `
+local g = ARGV[1] == '1'
+local holder, ttl, n, chan = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local now = now_us()
+local changed = {}
+for i = 1, n do
+  local lk = KEYS[i]
+  local s = stem(lk)
+  local b = 5 + (i - 1) * 6
+  local succ = ARGV[b + 3]
+  local l = redis.call('HMGET', lk, 'h', 't', 'v')
+  if l[1] == holder and l[2] == ARGV[b + 2] then
+    -- The lease key exists, so the lease is unexpired (Redis expires it).
+    redis.call('DEL', lk)
+    local given = succ ~= '' and l[3] ~= '1' and redis.call('HGET', s .. 'rec', 'd') ~= '1'
+    local info = ''
+    if given then
+      -- Only to a successor with an unexpired member record: once its
+      -- Leave has run, no lease can be given to it.
+      if g then
+        given = redis.call('EXISTS', KEYS[n + i]) == 1
+        if given then info = str(redis.call('HGET', KEYS[n + i], 'info')) end
+      else
+        given = ARGV[b + 5] == '1'
+        info = ARGV[b + 6]
+      end
+    end
+    if given then
+      local tok = num(redis.call('GET', s .. 'tok')) + 1
+      if tok <= num(l[2]) then tok = num(l[2]) + 1 end
+      if tok < now then tok = now end
+      local exp = now + ttl * 1000
+      redis.call('SET', s .. 'tok', fmt(tok))
+      redis.call('HSET', lk, 'h', succ, 'i', info, 't', fmt(tok), 'a', fmt(now), 'r', fmt(now), 'e', fmt(exp))
+      redis.call('PEXPIRE', lk, ttl)
+      redis.call('HSET', s .. 'rec', 'lh', succ, 'lt', fmt(tok))
+      redis.call('DEL', s .. 'resv')
+    else
+      redis.call('HDEL', s .. 'rec', 'lh')
+      local reserve = tonumber(ARGV[b + 4])
+      if succ ~= '' and reserve > 0 then
+        redis.call('SET', s .. 'resv', succ, 'PX', reserve)
+      else
+        redis.call('DEL', s .. 'resv')
+      end
+    end
+    changed[#changed + 1] = ARGV[b + 1]
+  end
+end
+if #changed > 0 then redis.call('PUBLISH', chan, 'lease\n' .. table.concat(changed, '\n')) end
+return #changed
+`)
+
 // controlScript disables or enables the lock of KEYS[1].
 //
 // ARGV: 1 globals flag (KEYS[2] is then the index), 2 lock name, 3
