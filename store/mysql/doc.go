@@ -127,18 +127,30 @@
 //     gets a reservation of LeaseRef.Reserve. Disable, Enable and Handoff
 //     change one row and notify.
 //   - Transfer: Release and the successor's acquisition in one transaction
-//     (one batch, the transfer query). A consistent read first gathers the
-//     successors' unexpired member infos (member rows are never locked);
-//     then the batch locks the sequence, locks the rows of the refs whose
-//     lease is current (holder, token, and unexpired when the row is read
-//     after any wait, as in Renew) in byte order, and decides on those
-//     locked rows which to give: those with a successor whose lease is
-//     neither revoked nor of a disabled lock. One UPDATE then writes, per
+//     (one batch, the transfer query). It locks the sequence first and
+//     only then reads: a consistent read gathers the successors' member
+//     infos from unexpired records (member rows are never locked, so a
+//     successor's renewal never delays a transfer); then the batch locks
+//     the rows of the refs whose lease is current (holder, token, and
+//     unexpired when the row is read after any wait, as in Renew) in byte
+//     order, and decides on those locked rows which to give: those with a
+//     successor that has an unexpired member record and whose lease is
+//     neither revoked nor of a disabled lock. Leave also locks the
+//     sequence before it deletes a member row, and the transfer's snapshot
+//     is taken after the sequence is locked (READ COMMITTED reads the
+//     latest committed rows at each statement; REPEATABLE READ takes its
+//     snapshot at the first consistent read, which comes after the locking
+//     read of the sequence), so a Leave that committed before the transfer
+//     locked the sequence is seen, and one that had not cannot delete
+//     anything until the transfer has committed: once an instance's Leave
+//     has committed, no transfer gives it a lease (TestTransferRacesLeave,
+//     at both levels). One UPDATE then writes, per
 //     row, either the successor's lease (ttl from the batch's start, the
 //     successor's member info, no hand-off request, no reservation) or a
-//     release as Release writes it (reserved for the successor when the
-//     lease was revoked and Reserve is positive). The end of the old lease
-//     and the start of the new one are one row version written under the
+//     release as Release writes it (reserved for the successor when
+//     Reserve is positive: the lease was revoked, the lock disabled, or
+//     the successor has no member record). The end of the old lease and
+//     the start of the new one are one row version written under the
 //     sequence's lock, which every other writer of a lease takes first: no
 //     acquisition can come between them, and a crash leaves either both or
 //     neither. The new token is drawn from the sequence as Acquire draws

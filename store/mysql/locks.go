@@ -328,16 +328,21 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 
 // Transfer implements store.Transfers: Release and the successor's
 // acquisition in one transaction, sent as one batch (the transfer query;
-// see the package documentation). Safety rests on three things. Fencing:
+// see the package documentation). Safety rests on four things. Fencing:
 // a ref is acted on only if the row, locked and read at its latest
 // committed version, still has holderID, the ref's token and an unexpired
 // lease. Atomicity: the old lease ends and the new one begins in the same
 // UPDATE of the same row, under the sequence's lock, so no other
 // acquisition can slip between them and no reader sees both or neither
-// ended. Tokens: the successor's token is drawn from the sequence exactly
-// as Acquire draws it, so it exceeds every token the lock ever had. The
-// transaction commits with the same settings as Acquire's: the server's
-// durability settings apply to both alike.
+// ended. Membership: a lock is given only to a successor with an unexpired
+// member record, read after the sequence is locked (Leave takes it too,
+// before its delete), in a consistent read whose snapshot is taken after
+// that lock at both isolation levels, so no Leave can commit between the
+// check and the give, and none committed before it is missed; otherwise
+// the lease is released as Release would. Tokens: the successor's token is
+// drawn from the sequence exactly as Acquire draws it, so it exceeds every
+// token the lock ever had. The transaction commits with the same settings
+// as Acquire's: the server's durability settings apply to both alike.
 func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {
 	const op = "transfer"
 	if s.closed.Load() {

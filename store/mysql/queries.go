@@ -294,38 +294,63 @@ COMMIT;`),
 		// @mj_ttl (µs). Release's statements, with the successor's lease
 		// written in the same UPDATE, so in the same transaction:
 		//
-		// 1. The successors' member infos (unexpired records), in a
-		//    consistent read taken before anything is locked, as an object
-		//    keyed by the successor's hex id (@mj_infos): member rows are
-		//    never locked, so a member's renewal never waits for a
-		//    transfer to it.
-		// 2. Lock the sequence, then lock in byte order the rows of the
-		//    refs that are current: holder and token match and the lease
-		//    is unexpired at the time the row is read, after any wait for
-		//    it (rowNow, as Renew: a lease that expired meanwhile is not
-		//    handed on). Every other writer of a lease (Acquire, Release,
-		//    Disable) takes the sequence first, so nothing but the
-		//    holder's own renewal can change these rows until COMMIT; the
-		//    decision, give or release, is taken here, on the rows'
-		//    latest committed version: give when the ref names a
-		//    successor and the lease is neither revoked nor of a disabled
-		//    lock. @mj_rel lists [name, token, successor, reserve, give].
-		// 3. One number per row: its notification's, and for a row given,
+		// 1. Lock the sequence first, and only then read anything: the
+		//    notifications' highest number (as seqLock, but after the
+		//    locking read rather than before it), then the successors'
+		//    member infos. Every Leave locks the sequence before it
+		//    deletes the member row and keeps it until its commit, so once
+		//    the sequence is ours a Leave has either committed or not yet
+		//    deleted anything, and cannot until we commit.
+		// 2. The successors' member infos, from unexpired records
+		//    (expires_at after the time the row is read, rowNow, not the
+		//    batch's start: a record that expired while the batch waited
+		//    for the sequence does not count), as an object keyed by the
+		//    successor's hex id (@mj_infos). This is a consistent read, so
+		//    member rows are never locked and a member's renewal (which
+		//    takes no sequence) never makes a transfer wait, nor waits for
+		//    one. It sees every Leave committed before step 1 at both
+		//    isolation levels: READ COMMITTED reads the latest committed
+		//    version at each statement, and REPEATABLE READ takes its
+		//    snapshot at the transaction's first consistent read, which is
+		//    step 1's read of the notifications, after the locking read of
+		//    the sequence (a locking read takes no snapshot). With the
+		//    reads before the sequence's lock, as in seqLock, a Leave that
+		//    committed while the transfer waited for the sequence was
+		//    missed (TestTransferRacesLeave). A locking read of the member
+		//    rows would also close that window, but would wait for the
+		//    successor's own renewal holding its member row.
+		// 3. Lock in byte order the rows of the refs that are current:
+		//    holder and token match and the lease is unexpired at the time
+		//    the row is read, after any wait for it (rowNow, as Renew: a
+		//    lease that expired meanwhile is not handed on). Every other
+		//    writer of a lease (Acquire, Release, Disable) and Leave take
+		//    the sequence first, so nothing but the holder's own renewal
+		//    can change these rows, and no successor's record can be
+		//    deleted, until COMMIT; the decision, give or release, is taken
+		//    here, on the rows' latest committed version: give when the
+		//    ref names a successor that has an entry in @mj_infos (an
+		//    unexpired member record) and the lease is neither revoked nor
+		//    of a disabled lock. @mj_rel lists [name, token, successor,
+		//    reserve, give].
+		// 4. One number per row: its notification's, and for a row given,
 		//    its token (GREATEST as in Acquire: above every number drawn
 		//    before, and above the row's own last token). A row released
-		//    is written as by Release. Every right-hand side reads only
-		//    the inputs and the column it assigns, so the result does not
-		//    depend on the order of the assignments of a multi-table
-		//    UPDATE.
-		// 4. Notify each row, as Release and Acquire do ('lease').
+		//    is written as by Release (reserved for the successor when the
+		//    ref asks for it). Every right-hand side reads only the inputs
+		//    and the column it assigns, so the result does not depend on
+		//    the order of the assignments of a multi-table UPDATE.
+		// 5. Notify each row, as Release and Acquire do ('lease').
 		transfer: q(`START TRANSACTION;
+SELECT value INTO @mj_base FROM {{S}} WHERE id = 1 FOR UPDATE;
+SELECT GREATEST(@mj_base, COALESCE(MAX(ver), 0)) INTO @mj_base FROM {{N}};
 SELECT JSON_OBJECTAGG(s.succ, HEX(COALESCE(m.info, ''))) INTO @mj_infos
 FROM (SELECT DISTINCT j.succ FROM JSON_TABLE(@mj_req, '$[*]' COLUMNS (succ VARCHAR(510) CHARACTER SET ascii PATH '$[2]')) j
 	WHERE j.succ <> '') s
 STRAIGHT_JOIN {{M}} m FORCE INDEX (PRIMARY) ON m.id = UNHEX(s.succ)
-WHERE m.expires_at > {{NOW}};
-{{SEQLOCKALWAYS}}
-SELECT JSON_ARRAYAGG(JSON_ARRAY(c.name, c.tok, c.succ, c.res, IF(c.succ <> '' AND NOT l.revoked AND NOT l.disabled, 1, 0)))
+WHERE m.expires_at > ` + rowNow + `;
+SELECT JSON_ARRAYAGG(JSON_ARRAY(c.name, c.tok, c.succ, c.res,
+	IF(c.succ <> '' AND NOT l.revoked AND NOT l.disabled
+		AND COALESCE(JSON_CONTAINS_PATH(@mj_infos, 'one', CONCAT('$."', c.succ, '"')), 0), 1, 0)))
 INTO @mj_rel
 FROM ` + joinLocks("JSON_TABLE(@mj_req, '$[*]' COLUMNS (name "+nameCol+" PATH '$[0]', tok BIGINT PATH '$[1]', "+
 			"succ VARCHAR(510) CHARACTER SET ascii PATH '$[2]', res BIGINT PATH '$[3]'))", t.locks) + `
