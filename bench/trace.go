@@ -31,6 +31,9 @@ var handoffStepMarks = []struct {
 	{"notification received by the follower", "notify.lease", false},
 	{"acquire sent", "acquire.sent", false},
 	{"acquire committed (answer received)", "acquire.done", false},
+	// A lease given in the release (store.Transfers) is read, not acquired.
+	{"given lease read: sent", "adopt.sent", false},
+	{"given lease read: answered", "adopt.done", false},
 	{"job started", "job.start", false},
 	{"child forked", "child.forked", false},
 }
@@ -92,15 +95,16 @@ func handoffSteps(path, lock string, oldPid int, t0, end time.Duration) ([]time.
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	// The new master is the runner whose acquisition committed.
+	// The new master is the runner whose job started (after an
+	// acquisition, or a read of a lease given to it).
 	newPid := 0
 	for _, m := range marks {
-		if m.event == "acquire.done" && m.pid != oldPid {
+		if m.event == "job.start" && m.pid != oldPid {
 			newPid = m.pid
 		}
 	}
 	if newPid == 0 {
-		return nil, fmt.Errorf("no acquisition of %s in the trace between the SIGTERM and the new child", lock)
+		return nil, fmt.Errorf("no job start for %s in the trace between the SIGTERM and the new child", lock)
 	}
 	out := make([]time.Duration, len(handoffStepMarks)+1)
 	for i, s := range handoffStepMarks {
