@@ -130,11 +130,15 @@
 // A hand-off (Executor.Handoff, the API, the CLI) moves a mastership without
 // disabling the lock: the store records the request in the lock's record,
 // the master sees it at its next renewal (at once where the store pushes),
-// stops its job, and releases the lease reserved for the successor named
-// in the request, or for anyone. Stop, then release, as always; the
-// reservation lapses after min(Tolerance, 5s) if the successor does
-// not come, and the old master waits a check interval before competing for
-// the lock again unless no other instance takes part in it.
+// stops its job, and releases the lease: on a store that implements
+// store.Transfers, to a successor alive in its member list, by giving it
+// the lock in the releasing commit (the successor starts its job after
+// one read of the lease, which bounds its trust window); otherwise
+// reserved for the successor named in the request, or for anyone. A
+// shutdown and balancing hand over the same way. Stop, then release, as
+// always; a reservation lapses after min(Tolerance, 5s) if the successor
+// does not come, and the old master waits a check interval before
+// competing for the lock again unless no other instance takes part in it.
 //
 // # Balancing
 //
