@@ -227,11 +227,30 @@ func testSuccessorLeft(t *testing.T, stopTakes time.Duration, before bool) {
 }
 
 // takesCounted is a memstore that counts, per lock, the acquisitions that
-// took it.
+// took it and the transfers that gave it (a move either way).
 type takesCounted struct {
 	*memstore.Store
-	mu    sync.Mutex
-	takes map[string]int
+	mu        sync.Mutex
+	takes     map[string]int
+	transfers int // Transfer calls
+}
+
+func (s *takesCounted) Transfer(ctx context.Context, id string, leases []store.LeaseRef, ttl time.Duration) error {
+	s.mu.Lock()
+	s.transfers++
+	s.mu.Unlock()
+	err := s.Store.Transfer(ctx, id, leases, ttl)
+	if err != nil {
+		return err
+	}
+	for _, r := range leases {
+		if st, err := s.Store.Locks(ctx, r.Lock); err == nil && r.Successor != "" && st[0].Holder == r.Successor {
+			s.mu.Lock()
+			s.takes[r.Lock]++
+			s.mu.Unlock()
+		}
+	}
+	return nil
 }
 
 func (s *takesCounted) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
@@ -284,6 +303,11 @@ func TestBalanceMovesEachLockOnceWhenInstancesStartTogether(t *testing.T) {
 			if n := st.takes[l]; n > 2 {
 				t.Errorf("%s was taken %d times: it moved more than once", l, n)
 			}
+		}
+		// Balancing moves release reserved for the receiver, never give
+		// (loop.onJobExit): given locks overshot the receivers' shares.
+		if st.transfers != 0 {
+			t.Errorf("balancing made %d Transfer calls; want 0 (moves are reserved releases)", st.transfers)
 		}
 		st.mu.Unlock()
 		for _, s := range stops {
