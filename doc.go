@@ -135,7 +135,8 @@
 // the lock in the releasing commit (the successor starts its job after
 // one read of the lease, which bounds its trust window); otherwise
 // reserved for the successor named in the request, or for anyone. A
-// shutdown and balancing hand over the same way. Stop, then release, as
+// shutdown hands over the same way; a balancing move always releases
+// reserved for the receiver. Stop, then release, as
 // always; a reservation lapses after min(Tolerance, 5s) if the successor
 // does not come, and the old master waits a check interval before
 // competing for the lock again unless no other instance takes part in it.

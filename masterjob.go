@@ -46,8 +46,8 @@ var (
 	ErrJobReturned = errors.New("masterjob: job returned")
 	// ErrHandoff: the mastership is handed over to another instance (an
 	// operator's hand-off, or balancing): the executor stops the job, then
-	// gives the lease to the successor in its release (store.Transfers) or
-	// releases it reserved for the successor.
+	// gives the lease to the successor in its release (store.Transfers;
+	// not for balancing) or releases it reserved for the successor.
 	ErrHandoff = errors.New("masterjob: handed off to another instance")
 )
 
