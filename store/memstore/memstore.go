@@ -231,12 +231,7 @@ func (s *Store) Acquire(ctx context.Context, h store.Holder, locks []string, ttl
 		}
 		if r.free(now) && !r.disabled && !r.reservedAgainst(h.ID, now) {
 			prev, prevToken, expired := r.holder, r.token, r.holder != ""
-			s.st.lastToken++
-			*r = record{
-				holder: h.ID, holderInfo: h.Info, token: s.st.lastToken,
-				acquiredAt: now, renewedAt: now, expiresAt: now.Add(ttl),
-				disabled: r.disabled, reason: r.reason, changedBy: r.changedBy, changedAt: r.changedAt,
-			}
+			s.st.take(r, h, now, ttl)
 			ls := s.st.view(name, r, now)
 			ls.Acquired = true
 			if expired {
@@ -288,14 +283,7 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	for _, ref := range leases {
 		r := s.st.locks[ref.Lock]
 		if r != nil && r.holder == holderID && r.token == ref.Token {
-			r.holder, r.holderInfo, r.revoked = "", "", false
-			r.acquiredAt, r.renewedAt, r.expiresAt = time.Time{}, time.Time{}, time.Time{}
-			r.handoff, r.handoffTo = false, ""
-			r.reservedFor, r.reservedExpiry = "", time.Time{}
-			if ref.Successor != "" && ref.Reserve > 0 {
-				r.reservedFor, r.reservedExpiry = ref.Successor, now.Add(ref.Reserve)
-			}
-			released = append(released, store.Change{Kind: store.ChangeLease, Lock: ref.Lock, ReservedFor: r.reservedFor})
+			released = append(released, r.release(ref, now))
 		}
 	}
 	s.st.push(released...)
@@ -317,27 +305,39 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 		}
 		succ := s.st.members[ref.Successor]
 		if ref.Successor == "" || r.revoked || r.disabled || succ == nil || !succ.expires.After(now) {
-			r.holder, r.holderInfo, r.revoked = "", "", false
-			r.acquiredAt, r.renewedAt, r.expiresAt = time.Time{}, time.Time{}, time.Time{}
-			r.handoff, r.handoffTo = false, ""
-			r.reservedFor, r.reservedExpiry = "", time.Time{}
-			if ref.Successor != "" && ref.Reserve > 0 {
-				r.reservedFor, r.reservedExpiry = ref.Successor, now.Add(ref.Reserve)
-			}
-			changes = append(changes, store.Change{Kind: store.ChangeLease, Lock: ref.Lock, ReservedFor: r.reservedFor})
+			changes = append(changes, r.release(ref, now))
 			continue
 		}
-		s.st.lastToken++
-		*r = record{
-			holder: ref.Successor, holderInfo: succ.m.Info, token: s.st.lastToken,
-			acquiredAt: now, renewedAt: now, expiresAt: now.Add(ttl),
-			disabled: r.disabled, reason: r.reason, changedBy: r.changedBy, changedAt: r.changedAt,
-		}
+		s.st.take(r, store.Holder{ID: ref.Successor, Info: succ.m.Info}, now, ttl)
 		changes = append(changes, store.Change{Kind: store.ChangeLease, Lock: ref.Lock, Holder: ref.Successor, Token: r.token})
 	}
 	s.st.push(changes...)
 	s.st.mu.Unlock()
 	return nil
+}
+
+// take gives r a new lease for h, of ttl from now, with the next token;
+// the control stays, a hand-off request and a reservation end.
+func (st *state) take(r *record, h store.Holder, now time.Time, ttl time.Duration) {
+	st.lastToken++
+	*r = record{
+		holder: h.ID, holderInfo: h.Info, token: st.lastToken,
+		acquiredAt: now, renewedAt: now, expiresAt: now.Add(ttl),
+		disabled: r.disabled, reason: r.reason, changedBy: r.changedBy, changedAt: r.changedAt,
+	}
+}
+
+// release ends r's lease, reserving the lock for ref's successor when it
+// asks for a reservation, and returns the change to push.
+func (r *record) release(ref store.LeaseRef, now time.Time) store.Change {
+	r.holder, r.holderInfo, r.revoked = "", "", false
+	r.acquiredAt, r.renewedAt, r.expiresAt = time.Time{}, time.Time{}, time.Time{}
+	r.handoff, r.handoffTo = false, ""
+	r.reservedFor, r.reservedExpiry = "", time.Time{}
+	if ref.Successor != "" && ref.Reserve > 0 {
+		r.reservedFor, r.reservedExpiry = ref.Successor, now.Add(ref.Reserve)
+	}
+	return store.Change{Kind: store.ChangeLease, Lock: ref.Lock, ReservedFor: r.reservedFor}
 }
 
 // Disable implements store.Store.
