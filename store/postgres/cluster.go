@@ -64,33 +64,10 @@ func (s *Store) Handoff(ctx context.Context, lock, to, by string) (store.LockSta
 // commits synchronously: see the transfer statement in queries.go.
 func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {
 	const op = "transfer"
-	if s.closed.Load() {
-		return fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
-	}
-	names, tokens := splitRefs(leases)
-	if err := validateNames(op, names); err != nil {
-		return err
-	}
 	if ttl < time.Microsecond {
 		return fmt.Errorf("store/postgres: %s: ttl %v is shorter than the store's resolution of 1µs", op, ttl)
 	}
-	successors, reserves := make([]string, len(leases)), make([]int64, len(leases))
-	for i, l := range leases {
-		successors[i], reserves[i] = l.Successor, micros(l.Reserve)
-	}
-	ctx, cancel, err := s.begin(ctx, op)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	if len(leases) == 0 {
-		return nil
-	}
-	return s.run(ctx, op, func(ctx context.Context) error {
-		_, err := s.pool.Exec(ctx, s.q.transfer, pgx.QueryExecModeExec,
-			names, tokens, successors, reserves, holderID, micros(ttl), s.seq, s.channel)
-		return err
-	})
+	return s.endLeases(ctx, op, s.q.transfer, leases, holderID, micros(ttl), s.seq, s.channel)
 }
 
 // announcements are what a handle writes for each member announced on it

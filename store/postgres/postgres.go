@@ -624,7 +624,13 @@ func splitRefs(leases []store.LeaseRef) ([]string, []int64) {
 // now() plus the reservation. It notifies subscribers of each lock it
 // released, in the same statement.
 func (s *Store) Release(ctx context.Context, holderID string, leases []store.LeaseRef) error {
-	const op = "release"
+	return s.endLeases(ctx, "release", s.q.release, leases, holderID, s.channel)
+}
+
+// endLeases runs sql, the release or the transfer statement, over leases:
+// its first parameters are the refs' names, tokens, successors and
+// reservations (µs), then more. One round trip whatever their number.
+func (s *Store) endLeases(ctx context.Context, op, sql string, leases []store.LeaseRef, more ...any) error {
 	if s.closed.Load() {
 		return fmt.Errorf("store/postgres: %s: %w", op, store.ErrClosed)
 	}
@@ -644,8 +650,9 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if len(leases) == 0 {
 		return nil
 	}
+	args := append([]any{pgx.QueryExecModeExec, names, tokens, successors, reserves}, more...)
 	return s.run(ctx, op, func(ctx context.Context) error {
-		_, err := s.pool.Exec(ctx, s.q.release, pgx.QueryExecModeExec, names, tokens, successors, reserves, holderID, s.channel)
+		_, err := s.pool.Exec(ctx, sql, args...)
 		return err
 	})
 }
