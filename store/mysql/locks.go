@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/masterjob/masterjob/store"
@@ -276,7 +277,15 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 // Release implements store.Store. It notifies subscribers of each lock it
 // released, in the same transaction.
 func (s *Store) Release(ctx context.Context, holderID string, leases []store.LeaseRef) error {
-	const op = "release"
+	return s.endLeases(ctx, "release", holderID, leases, nil, []string{"mj_rel", "mj_need", "mj_base"}, s.q.release)
+}
+
+// endLeases checks the refs of a Release or a Transfer, encodes them as
+// @mj_req (sorted by lock name, so that rows are locked in one order; one
+// ref per lock and token, the caller's first: a lease is ended once, as
+// memstore does) and the holder as @mj_h, adds what set puts in, and runs
+// query as one batch.
+func (s *Store) endLeases(ctx context.Context, op, holderID string, leases []store.LeaseRef, set func(*vars), out []string, query string) error {
 	if s.closed.Load() {
 		return fmt.Errorf("store/mysql: %s: %w", op, store.ErrClosed)
 	}
@@ -300,14 +309,9 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		return nil
 	}
 	sorted := slices.Clone(leases)
-	slices.SortStableFunc(sorted, func(a, b store.LeaseRef) int {
-		switch {
-		case a.Lock < b.Lock:
-			return -1
-		case a.Lock > b.Lock:
-			return 1
-		}
-		return 0
+	slices.SortStableFunc(sorted, func(a, b store.LeaseRef) int { return strings.Compare(a.Lock, b.Lock) })
+	sorted = slices.CompactFunc(sorted, func(a, b store.LeaseRef) bool {
+		return a.Lock == b.Lock && a.Token == b.Token
 	})
 	req := make([][4]any, len(sorted))
 	for i, l := range sorted {
@@ -322,8 +326,10 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		return fmt.Errorf("store/mysql: %s: %w", op, err)
 	}
 	in.str("mj_h", holderID)
-	b := s.batchText(in, []string{"mj_rel", "mj_need", "mj_base"}, s.q.release)
-	return s.run(ctx, op, b, 0, nil, nil)
+	if set != nil {
+		set(&in)
+	}
+	return s.run(ctx, op, s.batchText(in, out, query), 0, nil, nil)
 }
 
 // Transfer implements store.Transfers: Release and the successor's
@@ -345,62 +351,11 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 // as Acquire's: the server's durability settings apply to both alike.
 func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {
 	const op = "transfer"
-	if s.closed.Load() {
-		return fmt.Errorf("store/mysql: %s: %w", op, store.ErrClosed)
-	}
-	for _, l := range leases {
-		if err := validateNames(op, []string{l.Lock}); err != nil {
-			return err
-		}
-		if err := validateID(op, "successor ID", l.Successor); err != nil {
-			return err
-		}
-	}
-	if err := validateID(op, "holder ID", holderID); err != nil {
-		return err
-	}
 	if err := validateTTL(op, ttl); err != nil {
 		return err
 	}
-	ctx, cancel, err := s.begin(ctx, op)
-	if err != nil {
-		return err
-	}
-	defer cancel()
-	if len(leases) == 0 {
-		return nil
-	}
-	sorted := slices.Clone(leases)
-	slices.SortStableFunc(sorted, func(a, b store.LeaseRef) int {
-		switch {
-		case a.Lock < b.Lock:
-			return -1
-		case a.Lock > b.Lock:
-			return 1
-		}
-		return 0
-	})
-	// One ref per lock and token, the caller's first: a lease is ended
-	// once, as memstore does (a later ref of it no longer matches).
-	sorted = slices.CompactFunc(sorted, func(a, b store.LeaseRef) bool {
-		return a.Lock == b.Lock && a.Token == b.Token
-	})
-	req := make([][4]any, len(sorted))
-	for i, l := range sorted {
-		reserve := int64(0)
-		if l.Successor != "" && l.Reserve > 0 {
-			reserve = max(l.Reserve.Microseconds(), 1)
-		}
-		req[i] = [4]any{l.Lock, l.Token, hex.EncodeToString([]byte(l.Successor)), reserve}
-	}
-	var in vars
-	if err := in.json("mj_req", req); err != nil {
-		return fmt.Errorf("store/mysql: %s: %w", op, err)
-	}
-	in.str("mj_h", holderID)
-	in.int("mj_ttl", ttl.Microseconds())
-	b := s.batchText(in, []string{"mj_infos", "mj_rel"}, s.q.transfer)
-	return s.run(ctx, op, b, 0, nil, nil)
+	return s.endLeases(ctx, op, holderID, leases, func(in *vars) { in.int("mj_ttl", ttl.Microseconds()) },
+		[]string{"mj_infos", "mj_rel"}, s.q.transfer)
 }
 
 // Disable implements store.Store. A lock that is already disabled is left
