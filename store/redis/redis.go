@@ -840,12 +840,8 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		c := scriptCall{script: releaseScript, args: []any{holderID, len(g), s.k.channel()}}
 		for _, i := range g {
 			l := leases[i]
-			var reserve int64
-			if l.Successor != "" && l.Reserve > 0 {
-				reserve = max(l.Reserve.Milliseconds(), 1)
-			}
 			c.keys = append(c.keys, s.k.lease(l.Lock))
-			c.args = append(c.args, l.Lock, l.Token, l.Successor, reserve)
+			c.args = append(c.args, l.Lock, l.Token, l.Successor, reserveMillis(l))
 		}
 		calls = append(calls, c)
 	}
@@ -853,6 +849,15 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		return s.wrapErr(ctx, op, err)
 	}
 	return nil
+}
+
+// reserveMillis is the reservation a release of l asks for, in the
+// scripts' milliseconds (at least 1 when asked); 0 for none.
+func reserveMillis(l store.LeaseRef) int64 {
+	if l.Successor == "" || l.Reserve <= 0 {
+		return 0
+	}
+	return max(l.Reserve.Milliseconds(), 1)
 }
 
 // Transfer implements store.Transfers: one script per hash slot (one in
@@ -915,17 +920,13 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 		c := scriptCall{script: transferScript, args: []any{flag, holderID, ms, len(g), s.k.channel()}}
 		for _, i := range g {
 			l := leases[i]
-			var reserve int64
-			if l.Successor != "" && l.Reserve > 0 {
-				reserve = max(l.Reserve.Milliseconds(), 1)
-			}
 			c.keys = append(c.keys, s.k.lease(l.Lock))
 			info, member := infos[l.Successor]
 			memberFlag := "0"
 			if member {
 				memberFlag = "1"
 			}
-			c.args = append(c.args, l.Lock, l.Token, l.Successor, reserve, memberFlag, info)
+			c.args = append(c.args, l.Lock, l.Token, l.Successor, reserveMillis(l), memberFlag, info)
 		}
 		if !s.cluster {
 			for _, i := range g {
