@@ -55,6 +55,33 @@ func (g *gatedReads) Locks(ctx context.Context, names ...string) ([]store.LockSt
 	return g.Store.Locks(ctx, names...)
 }
 
+// masterAndGatedFollower starts a, master of lock, and b, following it
+// through a gatedReads view of the same memstore (a reads freely), both
+// running rec's job, and waits until b is in a's member list. It returns
+// b's view, the recorder, and the function that stops a; b stops when the
+// test ends.
+func masterAndGatedFollower(t *testing.T, lock string) (*gatedReads, *recorder, func() error) {
+	t.Helper()
+	ms := memstore.New()
+	st := newGatedReads(ms)
+	rec := newRecorder(t)
+	a := newExec(t, ms, "a")
+	if err := a.StartMaster(lock, rec.job()); err != nil {
+		t.Fatal(err)
+	}
+	stopA := startRun(a)
+	synctest.Wait()
+	b := newExec(t, st, "b")
+	if err := b.StartMaster(lock, rec.job()); err != nil {
+		t.Fatal(err)
+	}
+	stopB := startRun(b)
+	t.Cleanup(func() { _ = stopB() })
+	time.Sleep(2*checkIntv + heartbeat/2)
+	synctest.Wait()
+	return st, rec, stopA
+}
+
 // TestTransferredLeaseStartsOnlyAfterARead: a lease a peer gave this
 // instance in its release (store.Transfers) starts its job only once a
 // read of the store that began after the transfer shows it, never on the
@@ -63,24 +90,8 @@ func (g *gatedReads) Locks(ctx context.Context, names ...string) ([]store.LockSt
 // instance runs it meanwhile (the recorder fails on an overlap).
 func TestTransferredLeaseStartsOnlyAfterARead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ms := memstore.New()
-		st := newGatedReads(ms) // b's view; a reads freely
 		const lock = "L"
-		rec := newRecorder(t)
-		a := newExec(t, ms, "a")
-		if err := a.StartMaster(lock, rec.job()); err != nil {
-			t.Fatal(err)
-		}
-		stopA := startRun(a)
-		synctest.Wait()
-		b := newExec(t, st, "b")
-		if err := b.StartMaster(lock, rec.job()); err != nil {
-			t.Fatal(err)
-		}
-		stopB := startRun(b)
-		defer func() { _ = stopB() }()
-		time.Sleep(2*checkIntv + heartbeat/2) // b is in a's member list
-		synctest.Wait()
+		st, rec, stopA := masterAndGatedFollower(t, lock)
 
 		st.shut()
 		if err := stopA(); err != nil {
@@ -112,24 +123,8 @@ func TestTransferredLeaseStartsOnlyAfterARead(t *testing.T) {
 // is released, not started.
 func TestTransferredLeaseWithDisabledLockNotStarted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ms := memstore.New()
-		st := newGatedReads(ms) // b's view; a reads freely
 		const lock = "L"
-		rec := newRecorder(t)
-		a := newExec(t, ms, "a")
-		if err := a.StartMaster(lock, rec.job()); err != nil {
-			t.Fatal(err)
-		}
-		stopA := startRun(a)
-		synctest.Wait()
-		b := newExec(t, st, "b")
-		if err := b.StartMaster(lock, rec.job()); err != nil {
-			t.Fatal(err)
-		}
-		stopB := startRun(b)
-		defer func() { _ = stopB() }()
-		time.Sleep(2*checkIntv + heartbeat/2)
-		synctest.Wait()
+		st, rec, stopA := masterAndGatedFollower(t, lock)
 
 		st.shut()
 		if err := stopA(); err != nil {
