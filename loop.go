@@ -690,11 +690,8 @@ func (l *loop) adopt(s store.LockState, began time.Time) {
 	if m := l.masters[s.Lock]; m != nil && m.lease.Token == s.Token {
 		return // adopted or acquired already
 	}
-	if s.Token <= l.e.ranToken(s.Lock) || l.toRelease[s.Lock].token == s.Token {
-		l.toRelease[s.Lock] = pendingRelease{token: s.Token}
-		return
-	}
-	if l.masters[s.Lock] != nil || l.shutdown || !l.started || s.Revoked || s.Disabled || l.jobFor(s.Lock) == nil {
+	ran := s.Token <= l.e.ranToken(s.Lock) || l.toRelease[s.Lock].token == s.Token
+	if ran || l.masters[s.Lock] != nil || l.shutdown || !l.started || s.Revoked || s.Disabled || l.jobFor(s.Lock) == nil {
 		l.toRelease[s.Lock] = pendingRelease{token: s.Token}
 		return
 	}
