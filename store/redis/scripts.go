@@ -30,6 +30,16 @@ local function fmt(n) return string.format('%d', n) end
 local function num(s) if s then return tonumber(s) or 0 end return 0 end
 local function str(s) if s then return s end return '' end
 local function stem(k) return string.sub(k, 1, -6) end
+-- released: the lock of stem s has no lease now; reserve it for succ for
+-- reserve ms when both are set, else end any reservation.
+local function released(s, succ, reserve)
+  redis.call('HDEL', s .. 'rec', 'lh')
+  if succ ~= '' and reserve > 0 then
+    redis.call('SET', s .. 'resv', succ, 'PX', reserve)
+  else
+    redis.call('DEL', s .. 'resv')
+  end
+end
 
 -- read_lease and read_rec read a lock's lease and record; state turns
 -- them into the reply fields decoded by parseState. A record exists when
@@ -185,7 +195,7 @@ return {out, need}
 // successor, reservation (ms).
 var releaseScript = goredis.NewScript(luaPrelude + `
 local holder, n, chan = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local released = {}
+local ended = {}
 for i = 1, n do
   local lk = KEYS[i]
   local s = stem(lk)
@@ -193,18 +203,12 @@ for i = 1, n do
   local l = redis.call('HMGET', lk, 'h', 't')
   if l[1] == holder and l[2] == ARGV[b + 2] then
     redis.call('DEL', lk)
-    redis.call('HDEL', s .. 'rec', 'lh')
-    local reserve = tonumber(ARGV[b + 4])
-    if ARGV[b + 3] ~= '' and reserve > 0 then
-      redis.call('SET', s .. 'resv', ARGV[b + 3], 'PX', reserve)
-    else
-      redis.call('DEL', s .. 'resv')
-    end
-    released[#released + 1] = ARGV[b + 1]
+    released(s, ARGV[b + 3], tonumber(ARGV[b + 4]))
+    ended[#ended + 1] = ARGV[b + 1]
   end
 end
-if #released > 0 then redis.call('PUBLISH', chan, 'lease\n' .. table.concat(released, '\n')) end
-return #released
+if #ended > 0 then redis.call('PUBLISH', chan, 'lease\n' .. table.concat(ended, '\n')) end
+return #ended
 `)
 
 // transferScript ends each lease of KEYS[1..n] held by the holder with the
@@ -270,13 +274,7 @@ for i = 1, n do
       redis.call('HSET', s .. 'rec', 'lh', succ, 'lt', fmt(tok))
       redis.call('DEL', s .. 'resv')
     else
-      redis.call('HDEL', s .. 'rec', 'lh')
-      local reserve = tonumber(ARGV[b + 4])
-      if succ ~= '' and reserve > 0 then
-        redis.call('SET', s .. 'resv', succ, 'PX', reserve)
-      else
-        redis.call('DEL', s .. 'resv')
-      end
+      released(s, succ, tonumber(ARGV[b + 4]))
     end
     changed[#changed + 1] = ARGV[b + 1]
   end
