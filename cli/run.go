@@ -383,6 +383,9 @@ func (r *runner) run() int {
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	// From here a signal stops the runner gracefully; before, it ends the
+	// process as the default action does, with nothing started yet.
+	trace.Mark("signals.caught", r.lock)
 	quit := make(chan struct{})
 	base := r.log // for what is not about this lock: the control API, the probes
 	log := r.log.With("lock", r.lock)

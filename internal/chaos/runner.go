@@ -76,15 +76,21 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go in.control(cancel)
-	go in.watchPauses(ctx)
-	in.send(Message{Type: msgHello, Index: a.index, Gen: a.gen, PID: os.Getpid(), T: Mono()})
 	// The runner offers no observer: its renewals are timed from the
 	// loop's trace marks (one lock, so one renew.sent per call), as an
 	// instance's observer reports them, for the checks bounded by "the
 	// holder's next renewal".
+	//
+	// It is ready once `masterjob run` catches SIGTERM: a SIGTERM before
+	// that (the driver may send one as soon as it is ready) would end the
+	// process by the signal's default action, which is not the graceful
+	// stop under test.
 	var renewBegan atomic.Int64
 	trace.SetSink(func(ns int64, event, _ string) {
 		switch event {
+		case "signals.caught":
+			in.send(Message{Type: msgHello, Index: a.index, Gen: a.gen, PID: os.Getpid(), T: Mono()})
+			go in.watchPauses(ctx)
 		case "renew.sent":
 			renewBegan.Store(ns)
 		case "renew.done":
