@@ -179,6 +179,7 @@ var tests = []testCase{
 	{"Transfer/TokensGrow", testTransferTokensGrow},
 	{"Transfer/Pushed", testTransferPushed},
 	{"Transfer/NotToDepartedMember", testTransferNotToDepartedMember},
+	{"Transfer/LeaseControlled", testTransferredLeaseControlled},
 
 	{"Members/WrittenByAcquireAndRenew", testMembersWrittenByCalls},
 	{"Members/FilterByLock", testMembersFilterByLock},
