@@ -36,10 +36,16 @@
 // holder and lease duration; an executor uses one duration), so renewing
 // every mastership an instance holds is one LeaseKeepAlive, whatever their
 // number, followed by one read that checks, for each lock, that its lease
-// key still has the holder's id and token. The fencing token is the lease
-// key's create revision: etcd's revision is global and never goes back, so
-// each acquisition of a lock gets a token greater than every earlier one,
-// across releases, expiries, deleted keys and server restarts.
+// key still has the holder's id and token. The fencing token is the
+// revision that wrote the lease's holder record: an acquisition writes it
+// beside the lease key it creates (so the token is also that key's create
+// revision), and a transfer writes it beside the lease key it gives to the
+// successor, which keeps the key's creation but not the token. etcd's
+// revision is global and never goes back, so each lease of a lock gets a
+// token greater than every earlier one, across releases, expiries,
+// transfers, deleted keys and server restarts. A lease is held with token
+// T while its lease key has the holder's id as value and its holder record
+// the mod revision T: every fenced write compares both.
 //
 // Store time is etcd's lease TTL: a lease key lives until the holder's
 // lease expires, which etcd's leader decides on its own clock, and etcd
@@ -58,8 +64,9 @@
 // TTL the store reports, the lease's, not d. A tolerance under a second or
 // under the cluster's minimum TTL is refused (CheckTTL, which the executor
 // calls at start): the message names the rule. Another instance's lease
-// TTL is read with LeaseTimeToLive, which etcd reports in whole seconds:
-// such TTLs are known to ±0.5 s, which only schedules followers' checks.
+// TTL is read with LeaseTimeToLive, which etcd reports in whole seconds,
+// cut down: the store reports that, a bound from below (a lease given to
+// an instance by a transfer is trusted for the TTL its read returned).
 //
 // # Calls
 //
@@ -84,8 +91,20 @@
 //     record as released. It never revokes the lease, which the holder's
 //     other locks use. A release to a successor first grants the
 //     reservation's lease.
+//   - Transfer (store.Transfers) reads the locks and the successors'
+//     member records while it grants one lease of the asked TTL, then
+//     sends one transaction per 100 locks with a nested transaction per
+//     lock: if the holder's fence holds and the control and the
+//     successor's member record are as read (enabled, not revoked, the
+//     member present), it puts the lease key on the granted lease with the
+//     successor as value, and the successor's holder record (its member
+//     Info): that revision is the new token. Else it releases as Release.
+//     The successor's first renewal moves the lock onto its own lease, as
+//     for any lock it holds on another lease. A granted lease no lock went
+//     on expires unused.
 //   - Disable, Enable and Handoff rewrite the control record with a
-//     compare-and-swap on it and on the lease key's create revision,
+//     compare-and-swap on it, on the lease key's create revision and on
+//     the holder record's revision (a transfer changes only the last),
 //     retried until it applies. Disable records the current lease's token
 //     as revoked; a hand-off request names the token of the lease it is
 //     for, so a new lease, a Disable or the lease's expiry ends it.
@@ -97,13 +116,14 @@
 //
 // # Notifications
 //
-// Store implements store.Notifier with one watch on the prefix: lease keys
-// created or deleted (acquisition, release, expiry: followers learn of an
-// expiry from etcd's deletion, at once, not at their check interval),
-// control records written (disable, enable, hand-off request), lapsed
-// reservations, history appends, and member records created or deleted.
-// A created lease key's change carries the hints of an acquisition
-// (store.Change: its value is the holder, its create revision the token),
+// Store implements store.Notifier with one watch on the prefix: holder
+// records of new leases (acquisition, transfer) and lease keys deleted
+// (release, expiry: followers learn of an expiry from etcd's deletion, at
+// once, not at their check interval), control records written (disable,
+// enable, hand-off request), lapsed reservations, history appends, and
+// member records created or deleted. A new lease's change carries the
+// hints of an acquisition (store.Change: the holder its record names, the
+// record's revision the token),
 // and a deletion that came with a reservation in the same transaction
 // names the successor. Subscribe returns once etcd confirmed the watch. A
 // watch etcd cancels (no leader, say) is resumed from the revision after

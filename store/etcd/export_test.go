@@ -21,18 +21,18 @@ func (s *Store) SubscribeFrom(ctx context.Context, rev int64) (<-chan store.Chan
 // would, unless the lock is disabled; mode "expire" removes the lease key
 // only, which is what etcd does when the holder's lease expires (the
 // holder record and the control stay). Either is one transaction, fenced
-// on the lease key's create revision (and, for delete, on the control
-// record's revision), retried when a renewal or an acquisition moved the
+// on the lease key's create revision and the holder record's revision
+// (and, for delete, on the control record's revision), retried when a renewal or an acquisition moved the
 // lock meanwhile. It returns the token and holder of the lease it ended.
 func ChaosEndLease(ctx context.Context, cli *clientv3.Client, prefix, lock, mode string) (int64, string, error) {
 	s := &Store{prefix: prefix}
-	lk, ck := s.leaseKey(lock), s.controlKey(lock)
+	lk, ck, hk := s.leaseKey(lock), s.controlKey(lock), s.holderKey(lock)
 	for {
-		resp, err := cli.Txn(ctx).Then(clientv3.OpGet(lk), clientv3.OpGet(ck)).Commit()
+		resp, err := cli.Txn(ctx).Then(clientv3.OpGet(lk), clientv3.OpGet(ck), clientv3.OpGet(hk)).Commit()
 		if err != nil {
 			return 0, "", err
 		}
-		lease, ctl := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs
+		lease, ctl, holder := resp.Responses[0].GetResponseRange().Kvs, resp.Responses[1].GetResponseRange().Kvs, resp.Responses[2].GetResponseRange().Kvs
 		if len(lease) == 0 {
 			return 0, "", nil
 		}
@@ -40,7 +40,13 @@ func ChaosEndLease(ctx context.Context, cli *clientv3.Client, prefix, lock, mode
 		if len(ctl) > 0 {
 			k.ctl = ctl[0]
 		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(lk), "=", k.lease.CreateRevision)}
+		if len(holder) > 0 {
+			k.holder = holder[0]
+		}
+		cmps := []clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(lk), "=", k.lease.CreateRevision),
+			clientv3.Compare(clientv3.ModRevision(hk), "=", modRev(k.holder)),
+		}
 		del := clientv3.OpDelete(lk)
 		switch mode {
 		case "expire":

@@ -153,13 +153,17 @@ func (k *lockKeys) controlRec() controlRecord {
 	return r
 }
 
-// token is the token of the current lease, or of the last one.
+// token is the token of the current lease, or of the last one: the
+// revision that wrote the holder record of the lease (holderRec), which an
+// acquisition writes beside the lease key it creates and a transfer beside
+// the lease key it gives. A holder record missing beside a lease key (only
+// a hand-made one) leaves the lease key's create revision.
 func (k *lockKeys) token() int64 {
-	if k.lease != nil {
-		return k.lease.CreateRevision
-	}
 	if k.holder != nil {
 		return k.holderRec().Token
+	}
+	if k.lease != nil {
+		return k.lease.CreateRevision
 	}
 	return 0
 }

@@ -229,9 +229,12 @@ type leaseTime struct {
 }
 
 // leaseTimes returns the time left of each lease: this handle's own from
-// its keepalives (to the millisecond), others' from etcd's LeaseTimeToLive
-// (to the second: the middle of the second it reports), one request per
-// lease, concurrently.
+// its keepalives (to the millisecond), others' from etcd's LeaseTimeToLive,
+// one request per lease, concurrently. etcd reports whole seconds, cut
+// down; the time left is taken as that, a bound from below from the start
+// of the call, since a successor trusts a lease given to it for the TTL
+// its read returned (store.Transfers); a lease alive with less than a
+// second left gets a nanosecond.
 func (s *Store) leaseTimes(ctx context.Context, ids []clientv3.LeaseID) (map[clientv3.LeaseID]leaseTime, error) {
 	now := time.Now()
 	out := make(map[clientv3.LeaseID]leaseTime, len(ids))
@@ -264,7 +267,7 @@ func (s *Store) leaseTimes(ctx context.Context, ids []clientv3.LeaseID) (map[cli
 		if resp.TTL < 0 {
 			return nil
 		}
-		rem := min(time.Duration(resp.TTL)*time.Second+time.Second/2, time.Duration(resp.GrantedTTL)*time.Second)
+		rem := max(time.Duration(min(resp.TTL, resp.GrantedTTL))*time.Second, time.Nanosecond)
 		got[i] = leaseTime{remaining: rem, renewedAt: now.Add(rem - time.Duration(resp.GrantedTTL)*time.Second)}
 		return nil
 	})

@@ -377,7 +377,7 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 		k := ks[ref.Lock]
 		c := k.controlRec()
 		res.Disabled = c.Disabled
-		if k.lease != nil && k.lease.CreateRevision == ref.Token && string(k.lease.Value) == holderID {
+		if k.lease != nil && k.token() == ref.Token && string(k.lease.Value) == holderID {
 			res.Revoked = c.RevokedToken == ref.Token
 			if c.HandoffToken == ref.Token {
 				res.HandoffRequested, res.HandoffTo = true, c.HandoffTo
@@ -442,11 +442,9 @@ func (s *Store) move(ctx context.Context, holderID string, l lease, ks map[strin
 		for _, i := range todo[batches[b][0]:batches[b][1]] {
 			ref := refs[i]
 			key := s.leaseKey(ref.Lock)
-			ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{
-				clientv3.Compare(clientv3.CreateRevision(key), "=", ref.Token),
-				clientv3.Compare(clientv3.Value(key), "=", holderID),
-				clientv3.Compare(clientv3.LeaseValue(key), "=", ks[ref.Lock].lease.Lease),
-			}, []clientv3.Op{clientv3.OpPut(key, holderID, clientv3.WithLease(l.id))}, nil))
+			cmps := append(s.fence(ref.Lock, holderID, ref.Token),
+				clientv3.Compare(clientv3.LeaseValue(key), "=", ks[ref.Lock].lease.Lease))
+			ops = append(ops, clientv3.OpTxn(cmps, []clientv3.Op{clientv3.OpPut(key, holderID, clientv3.WithLease(l.id))}, nil))
 		}
 		if b == 0 {
 			ops = append(ops, extra...)
@@ -476,44 +474,69 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if len(leases) == 0 {
 		return nil
 	}
-	reserve := map[int64]clientv3.LeaseID{}
-	for _, r := range leases {
-		if r.Successor == "" || r.Reserve <= 0 {
-			continue
-		}
-		secs := int64((r.Reserve + time.Second - 1) / time.Second)
-		if _, ok := reserve[secs]; ok {
-			continue
-		}
-		resp, err := s.cli.Grant(ctx, secs)
-		if err != nil {
-			return s.fail(ctx, "grant a reservation lease", err)
-		}
-		reserve[secs] = resp.ID
+	reserve, err := s.reservationLeases(ctx, leases)
+	if err != nil {
+		return err
 	}
 	batches := chunks(len(leases))
 	return parallel(len(batches), func(b int) error {
 		var ops []clientv3.Op
 		for _, r := range leases[batches[b][0]:batches[b][1]] {
-			key := s.leaseKey(r.Lock)
-			then := []clientv3.Op{
-				clientv3.OpDelete(key),
-				clientv3.OpPut(s.holderKey(r.Lock), mustJSON(holderRecord{Holder: holderID, Token: r.Token, Released: true})),
-			}
-			if r.Successor != "" && r.Reserve > 0 {
-				secs := int64((r.Reserve + time.Second - 1) / time.Second)
-				then = append(then, clientv3.OpPut(s.reserveKey(r.Lock), r.Successor, clientv3.WithLease(reserve[secs])))
-			}
-			ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{
-				clientv3.Compare(clientv3.CreateRevision(key), "=", r.Token),
-				clientv3.Compare(clientv3.Value(key), "=", holderID),
-			}, then, nil))
+			ops = append(ops, s.releaseOp(holderID, r, reserve))
 		}
 		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 			return s.fail(ctx, "release", err)
 		}
 		return nil
 	})
+}
+
+// fence is the condition that holderID holds lock with token: the lease
+// key is there with holderID as value, and the holder record was written
+// at revision token (by the acquisition or transfer that began the lease).
+func (s *Store) fence(lock, holderID string, token int64) []clientv3.Cmp {
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.ModRevision(s.holderKey(lock)), "=", token),
+		clientv3.Compare(clientv3.Value(s.leaseKey(lock)), "=", holderID),
+	}
+}
+
+// reservationLeases grants one lease per reservation length that refs ask
+// for (a ref with a Successor and a positive Reserve), keyed by its TTL
+// in seconds.
+func (s *Store) reservationLeases(ctx context.Context, refs []store.LeaseRef) (map[int64]clientv3.LeaseID, error) {
+	reserve := map[int64]clientv3.LeaseID{}
+	for _, r := range refs {
+		if r.Successor == "" || r.Reserve <= 0 {
+			continue
+		}
+		secs := reserveSeconds(r.Reserve)
+		if _, ok := reserve[secs]; ok {
+			continue
+		}
+		resp, err := s.cli.Grant(ctx, secs)
+		if err != nil {
+			return nil, s.fail(ctx, "grant a reservation lease", err)
+		}
+		reserve[secs] = resp.ID
+	}
+	return reserve, nil
+}
+
+func reserveSeconds(d time.Duration) int64 { return int64((d + time.Second - 1) / time.Second) }
+
+// releaseOp is the nested transaction that releases r if holderID holds
+// it: the lease key deleted, the holder record marked released, and the
+// reservation for r's successor put on its lease (reserve).
+func (s *Store) releaseOp(holderID string, r store.LeaseRef, reserve map[int64]clientv3.LeaseID) clientv3.Op {
+	then := []clientv3.Op{
+		clientv3.OpDelete(s.leaseKey(r.Lock)),
+		clientv3.OpPut(s.holderKey(r.Lock), mustJSON(holderRecord{Holder: holderID, Token: r.Token, Released: true})),
+	}
+	if id, ok := reserve[reserveSeconds(r.Reserve)]; ok && r.Successor != "" && r.Reserve > 0 {
+		then = append(then, clientv3.OpPut(s.reserveKey(r.Lock), r.Successor, clientv3.WithLease(id)))
+	}
+	return clientv3.OpTxn(s.fence(r.Lock, holderID, r.Token), then, nil)
 }
 
 // Disable implements store.Store.
@@ -541,7 +564,7 @@ func (s *Store) setControl(ctx context.Context, lock string, disabled bool, reas
 		if disabled {
 			c.RevokedToken = 0
 			if k.lease != nil {
-				c.RevokedToken = k.lease.CreateRevision
+				c.RevokedToken = k.token()
 			}
 			c.HandoffToken, c.HandoffTo = 0, ""
 		}
@@ -572,9 +595,12 @@ func (s *Store) casControl(ctx context.Context, lock string, update func(*lockKe
 			if k.lease != nil {
 				leaseRev = k.lease.CreateRevision
 			}
+			// The holder record's revision changes with every new lease,
+			// a transfer's too, which leaves the lease key's creation.
 			resp, err := s.cli.Txn(ctx).If(
 				clientv3.Compare(clientv3.ModRevision(ck), "=", modRev(k.ctl)),
 				clientv3.Compare(clientv3.CreateRevision(lk), "=", leaseRev),
+				clientv3.Compare(clientv3.ModRevision(s.holderKey(lock)), "=", modRev(k.holder)),
 			).Then(clientv3.OpPut(ck, mustJSON(c))).Commit()
 			if err != nil {
 				return s.fail(ctx, "change the control of "+fmt.Sprintf("%q", lock), err)
@@ -608,7 +634,7 @@ func (s *Store) Handoff(ctx context.Context, lock, to, by string) (store.LockSta
 		case k.lease == nil:
 			return false, fmt.Errorf("etcd: hand-off of %q: %w", lock, store.ErrNotHeld)
 		}
-		c.HandoffToken, c.HandoffTo = k.lease.CreateRevision, to
+		c.HandoffToken, c.HandoffTo = k.token(), to
 		return true, nil
 	}, func(ls store.LockState, _ bool) { st = ls })
 	return st, err

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -181,9 +182,17 @@ func (s *Store) change(ev *clientv3.Event, reserved map[reservedAt]string) (stor
 	put := ev.Type == mvccpb.PUT
 	if name, suffix, ok := s.splitLockKey(key); ok {
 		switch {
-		case suffix == sufLease && put && ev.Kv.Version == 1:
-			// Acquired: the key was created, with its holder as value.
-			return store.Change{Kind: store.ChangeLease, Lock: name, Holder: string(ev.Kv.Value), Token: ev.Kv.CreateRevision}, true
+		case suffix == sufHolder && put:
+			// Acquired or given by a transfer: the holder record of the
+			// new lease, written at its token's revision, beside the lease
+			// key (created, or given to the successor). A release marks
+			// the record released beside the lease key's delete, which is
+			// the news.
+			var r holderRecord
+			if json.Unmarshal(ev.Kv.Value, &r) != nil || r.Released || r.Holder == "" {
+				return store.Change{}, false
+			}
+			return store.Change{Kind: store.ChangeLease, Lock: name, Holder: r.Holder, Token: ev.Kv.ModRevision}, true
 		case suffix == sufLease && !put:
 			// Released (reserved for a successor, maybe), expired or
 			// revoked; a lease key moved to another lease of its holder
