@@ -862,6 +862,21 @@ func (l *loop) jobFor(lock string) Job {
 // becomeMaster starts the job of an acquired lease. The acquisition has
 // committed: the store returned it. It returns false, and queues the
 // lease's release, when the answer came after the trust window closed.
+// renewDue is when a lease trusted from began for ttl needs its next
+// renewal: at the same point of its trust window as a full lease's, a
+// heartbeat after began. A store may report less than the tolerance (a
+// lease given by a transfer and read a little later; etcd reports
+// another's lease in whole seconds, cut down): a renewal a heartbeat
+// away could then come after the window closed, and the job would stop
+// at once.
+func (l *loop) renewDue(began time.Time, ttl time.Duration) time.Time {
+	window, full := max(ttl-l.cfg.SafetyMargin, 0), l.cfg.Tolerance-l.cfg.SafetyMargin
+	if window >= full {
+		return began.Add(l.cfg.HeartbeatInterval)
+	}
+	return began.Add(time.Duration(float64(l.cfg.HeartbeatInterval) * float64(window) / float64(full)))
+}
+
 func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
 	lease := Lease{Lock: s.Lock, Token: s.Token, Instance: l.e.holder.ID}
 	ttl := min(s.TTL, l.cfg.Tolerance)
@@ -873,7 +888,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
 		// for a renewal: an acquisition that answered late (a slow store)
 		// must not wait for the shared schedule, which could come after
 		// its trust window closed.
-		renewBy: began.Add(l.cfg.HeartbeatInterval),
+		renewBy: l.renewDue(began, ttl),
 	}
 	m.clock = newLeaseClock(l.now, m.expiry)
 	if !l.now().Before(m.deadline) {
@@ -987,6 +1002,7 @@ func (l *loop) onRenew(r renewResult) {
 		// window had not closed before it returned.
 		if now.Before(m.deadline) {
 			ttl := min(res.TTL, l.cfg.Tolerance)
+			m.renewBy = l.renewDue(r.began, ttl)
 			m.deadline = r.began.Add(ttl - l.cfg.SafetyMargin)
 			m.expiry = r.began.Add(ttl)
 			m.clock.set(m.expiry)

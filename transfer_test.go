@@ -232,3 +232,62 @@ func TestLeaseGivenAsItLeavesIsReleased(t *testing.T) {
 		}
 	})
 }
+
+// shortReads is a memstore whose reads report half of each lease's time
+// left: a store may report less than the lease has (etcd reports another
+// instance's lease in whole seconds, cut down), never more.
+type shortReads struct{ *memstore.Store }
+
+func (s shortReads) Locks(ctx context.Context, names ...string) ([]store.LockState, error) {
+	states, err := s.Store.Locks(ctx, names...)
+	for i := range states {
+		states[i].TTL /= 2
+	}
+	return states, err
+}
+
+// TestTransferredLeaseReadShortKeepsRunning: a successor whose read of
+// the given lease reports a TTL whose trust window closes before a
+// heartbeat renews it in time and runs on. It once scheduled that
+// renewal a heartbeat after the read, after the window closed, so the job
+// stopped at once and the lock moved again (seen on etcd).
+func TestTransferredLeaseReadShortKeepsRunning(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const lock = "L"
+		ms := memstore.New()
+		rec := newRecorder(t)
+		a := newExec(t, ms, "a")
+		if err := a.StartMaster(lock, rec.job()); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		synctest.Wait()
+		b := newExec(t, shortReads{ms}, "b")
+		if err := b.StartMaster(lock, rec.job()); err != nil {
+			t.Fatal(err)
+		}
+		stopB := startRun(b)
+		defer func() { _ = stopB() }()
+		time.Sleep(2*checkIntv + heartbeat/2)
+		synctest.Wait()
+
+		if err := stopA(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		token := rec.runningNow()["b"]
+		if token == 0 {
+			t.Fatalf("b runs nothing after a's shutdown (running %v); want the transferred lease", rec.runningNow())
+		}
+		time.Sleep(3 * tolerance)
+		synctest.Wait()
+		if got := rec.runningNow()["b"]; got != token {
+			t.Fatalf("b runs token %d %v after it adopted token %d; want it still running", got, 3*tolerance, token)
+		}
+		for _, ev := range rec.snapshot() {
+			if ev.instance == "b" && !ev.start {
+				t.Fatalf("b's job stopped after the transfer: %+v", ev)
+			}
+		}
+	})
+}
