@@ -114,6 +114,10 @@ func (e *Env) Handoff(ctx context.Context, lease time.Duration, trials int) (*Re
 		if err != nil {
 			return nil, fmt.Errorf("handoff trial %d: %w", i+1, err)
 		}
+		if next.Mono < t0 {
+			return nil, fmt.Errorf("handoff trial %d: child %d started %v before the SIGTERM: the mastership moved with no fault (logs in %s)",
+				i+1, next.Pid, t0-next.Mono, s.c.dir)
+		}
 		if err := m.Wait(10 * time.Second); err != nil {
 			return nil, err
 		}

@@ -153,11 +153,17 @@ func (s *session) settle(ctx context.Context) {
 }
 
 // settledMaster waits for the cluster to settle and returns the master's
-// runner, the target of the next trial's fault.
+// runner, the target of the next trial's fault. A child that started
+// meanwhile means that the mastership moved with no fault: that fails the
+// scenario rather than timing the next trial from the wrong master.
 func (s *session) settledMaster(ctx context.Context) (*Runner, error) {
 	s.settle(ctx)
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if moved := s.c.PendingStarts(); len(moved) > 0 {
+		return nil, fmt.Errorf("child %d (token %d) started while the cluster settled after child %d (token %d): the mastership moved with no fault (logs in %s)",
+			moved[0].Pid, moved[0].Token, s.cur.Pid, s.cur.Token, s.c.dir)
 	}
 	return s.master()
 }
