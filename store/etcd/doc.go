@@ -47,6 +47,18 @@
 // T while its lease key has the holder's id as value and its holder record
 // the mod revision T: every fenced write compares both.
 //
+// During a rolling upgrade from a version whose token was the lease key's
+// create revision: for every lease but a transferred one the two are
+// equal, so old and new instances fence each other as before. Only new
+// instances transfer and adopt leases. An old instance that a new one
+// names as successor does not run the given lease: its check sees the
+// lock held by itself, not acquired by it, and releases it, fenced on the
+// key's create revision, which still matches; the lock then goes to
+// whoever acquires it. An old `masterjob disable` records the key's
+// create revision as revoked, which is not a transferred lease's token:
+// its holder still stops at its next renewal, which reports the lock
+// disabled.
+//
 // Store time is etcd's lease TTL: a lease key lives until the holder's
 // lease expires, which etcd's leader decides on its own clock, and etcd
 // deletes the key then (its lessor looks for expired leases every 500 ms,
