@@ -184,3 +184,56 @@ func TestInstanceIDValidated(t *testing.T) {
 		t.Errorf("New with a plain instance id: %v", err)
 	}
 }
+
+// TestRevokedHintStopsWithoutARenewal: a Disable's push that says which
+// lease it revoked (store.Change.Revoked) stops that lease's job at once,
+// with no renewal in between: the job is stopped by the time the push is
+// handled, and the master made no Renew call after the Disable. Without
+// the hint (WithoutHints) the master renews first, as before.
+func TestRevokedHintStopsWithoutARenewal(t *testing.T) {
+	for _, hints := range []bool{true, false} {
+		name := "hinted"
+		if !hints {
+			name = "bare"
+		}
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var opts []memstore.Option
+				if !hints {
+					opts = append(opts, memstore.WithoutHints())
+				}
+				ms := memstore.New(opts...)
+				st := newCallsByInstance(ms)
+				rec := newRecorder(t)
+				a := newExec(t, st, "a")
+				if err := a.StartMaster("L", rec.job()); err != nil {
+					t.Fatal(err)
+				}
+				stop := startRun(a)
+				defer func() { _ = stop() }()
+				synctest.Wait()
+				if rec.runningNow()["a"] == 0 {
+					t.Fatal("a is not master")
+				}
+				st.reset()
+				if _, err := ms.Disable(context.Background(), "L", "maintenance", "ops"); err != nil {
+					t.Fatal(err)
+				}
+				synctest.Wait()
+				_, renews, _ := st.reset()
+				if hints {
+					if running := rec.runningNow(); len(running) != 0 || renews["a"] != 0 {
+						t.Fatalf("after a hinted Disable push: running %v, %d renewals; want stopped with none", running, renews["a"])
+					}
+					return
+				}
+				if renews["a"] == 0 {
+					t.Fatal("after a bare Disable push the master made no renewal; want one, which tells it of the revocation")
+				}
+				if running := rec.runningNow(); len(running) != 0 {
+					t.Fatalf("after a bare Disable push and the renewal: running %v; want stopped", running)
+				}
+			})
+		})
+	}
+}

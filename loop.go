@@ -1382,7 +1382,13 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 	lock := c.Lock
 	holder, token, acquired := c.Acquisition()
 	if m := l.masters[lock]; m != nil {
-		if !m.lost && !(acquired && holder == l.e.holder.ID && token == m.lease.Token) {
+		switch {
+		case m.lost:
+		case c.Kind == store.ChangeControl && c.Revoked == m.lease.Token && m.stopping == nil:
+			// A Disable revoked this lease: stop now, as the renewal
+			// that would say so would. Stopping early is always safe.
+			l.stop(m, ErrDisabled, Released)
+		case !(acquired && holder == l.e.holder.ID && token == m.lease.Token):
 			l.renewSoon(now) // see a revocation at once
 		}
 		return

@@ -239,6 +239,11 @@ type Change struct {
 	Holder      string
 	Token       int64
 	ReservedFor string
+
+	// Revoked, on a ChangeControl, says that the change was a Disable
+	// that revoked the lease with that token: its holder may stop the job
+	// at once, without the renewal that would tell it. Zero says nothing.
+	Revoked int64
 }
 
 // Acquisition reports whether c says it announces an acquisition, and by

@@ -23,8 +23,16 @@ func unsayable(id string) bool { return strings.ContainsAny(id, Sep+"\x1f") }
 
 // Kind returns the kind field of c: its kind alone when it has no hints
 // (or any of its instance ids holds a separator, which leaves the hints
-// unsaid rather than cut short), its kind and hints otherwise.
+// unsaid rather than cut short), its kind and hints otherwise. A
+// control change's revoked token goes where a lease change's token goes,
+// with no holder: a version that predates it reads a bare control change.
 func Kind(c store.Change) string {
+	if c.Kind == store.ChangeControl {
+		if c.Revoked <= 0 {
+			return string(c.Kind)
+		}
+		return string(c.Kind) + Sep + Sep + strconv.FormatInt(c.Revoked, 10) + Sep
+	}
 	holder, token, acquired := c.Acquisition()
 	if !acquired {
 		holder, token = "", 0
@@ -46,8 +54,15 @@ func Parse(kind, lock string) store.Change {
 		}
 		return c
 	}
+	t, err := strconv.ParseInt(f[2], 10, 64)
+	if c.Kind == store.ChangeControl {
+		if err == nil && t > 0 && f[1] == "" && f[3] == "" {
+			c.Revoked = t
+		}
+		return c
+	}
 	c.ReservedFor = f[3]
-	if t, err := strconv.ParseInt(f[2], 10, 64); err == nil && t > 0 && f[1] != "" {
+	if err == nil && t > 0 && f[1] != "" {
 		c.Holder, c.Token = f[1], t
 	}
 	return c

@@ -12,6 +12,7 @@ func TestRoundTrip(t *testing.T) {
 		{Kind: store.ChangeLease, Lock: "L", Holder: "host-1-abc", Token: 42},
 		{Kind: store.ChangeLease, Lock: "L", ReservedFor: "host-2-def"},
 		{Kind: store.ChangeControl, Lock: "L"},
+		{Kind: store.ChangeControl, Lock: "L", Revoked: 9},
 		{Kind: store.ChangeMember},
 	} {
 		if got := Parse(Kind(c), c.Lock); got != c {
@@ -43,6 +44,9 @@ func TestParseMalformed(t *testing.T) {
 		"lease\x1e\x1e5\x1e":         {Kind: store.ChangeLease, Lock: "L"},
 		"lease\x1eb\x1e5":            {Kind: store.ChangeLease, Lock: "L"},
 		"future\x1ea\x1eb\x1ec\x1ed": {Kind: store.ChangeLease, Lock: "L"},
+		"control\x1ea\x1e5\x1e":      {Kind: store.ChangeControl, Lock: "L"},
+		"control\x1e\x1e5\x1eb":      {Kind: store.ChangeControl, Lock: "L"},
+		"control\x1e\x1e0\x1e":       {Kind: store.ChangeControl, Lock: "L"},
 	} {
 		if got := Parse(in, "L"); got != want {
 			t.Errorf("Parse(%q) = %+v, want %+v", in, got, want)

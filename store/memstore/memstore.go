@@ -373,7 +373,11 @@ func (s *Store) setControl(ctx context.Context, lock string, disabled bool, reas
 		if disabled {
 			r.handoff, r.handoffTo = false, ""
 		}
-		s.st.notify(store.ChangeControl, lock)
+		c := store.Change{Kind: store.ChangeControl, Lock: lock}
+		if disabled && r.revoked {
+			c.Revoked = r.token
+		}
+		s.st.push(c)
 	}
 	return store.ControlChange{Changed: changed, State: s.st.view(lock, r, now)}, nil
 }

@@ -30,6 +30,7 @@ func TestConformance(t *testing.T) {
 			},
 			HistoryLimit: historyLimit,
 			Hints:        true,
+			ControlHints: true,
 		}
 	})
 }

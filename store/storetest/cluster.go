@@ -428,3 +428,35 @@ func testNotifierKinds(t *testing.T, h Harness) {
 		expectChange(t, ch, store.ChangeMember, "", "Leave")
 	}
 }
+
+// testNotifierRevokedHint: a Disable of a held lock is pushed naming the
+// token it revoked (when the harness says the backend does; never a wrong
+// one), and a Disable of a free lock, an Enable or a hand-off request name
+// none.
+func testNotifierRevokedHint(t *testing.T, h Harness) {
+	sub := open(t, h)
+	n := notifier(t, sub)
+	s := open(t, h)
+	ch := subscribe(t, n)
+	next := func(lock, after string, want int64) {
+		t.Helper()
+		got := nextChange(t, ch, fmt.Sprintf("a control change of %q", lock), after, func(c store.Change) bool {
+			return c.Kind == store.ChangeControl && c.Lock == lock
+		})
+		if got.Revoked != want && (h.ControlHints || got.Revoked != 0) {
+			t.Fatalf("after %s: pushed %+v, want Revoked %d", after, got, want)
+		}
+	}
+	st := mustAcquire(t, s, holderA, "RH-HELD", longTTL)
+	disable(t, s, "RH-HELD", "hint", "ops")
+	next("RH-HELD", "a Disable of a held lock", st.Token)
+	enable(t, s, "RH-HELD", "ops")
+	next("RH-HELD", "Enable", 0)
+	disable(t, s, "RH-FREE", "hint", "ops")
+	next("RH-FREE", "a Disable of a free lock", 0)
+	if _, ok := s.(store.Handoffs); ok {
+		mustAcquire(t, s, holderA, "RH-HANDOFF", longTTL)
+		requestHandoff(t, s, "RH-HANDOFF", "")
+		next("RH-HANDOFF", "Handoff", 0)
+	}
+}

@@ -87,6 +87,10 @@ type Harness struct {
 	// requires them. Without it the suite still fails a hint that is set
 	// and false.
 	Hints bool
+	// ControlHints says the backend's Notifier names the lease a Disable
+	// revoked (store.Change.Revoked): the suite then requires it. Without
+	// it the suite still fails a Revoked that is set and false.
+	ControlHints bool
 }
 
 // short is the short lease of the suite, raised to the backend's lease
@@ -163,6 +167,7 @@ var tests = []testCase{
 	{"Notifier/DeliversAcquisitions", testNotifierDeliversAcquisitions},
 	{"Notifier/Kinds", testNotifierKinds},
 	{"Notifier/Hints", testNotifierHints},
+	{"Notifier/RevokedHint", testNotifierRevokedHint},
 	{"Notifier/NoSilentLoss", testNotifierNoSilentLoss},
 
 	{"Handoff/RequestSeenByHolder", testHandoffRequestSeenByHolder},
