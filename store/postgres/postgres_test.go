@@ -185,6 +185,7 @@ func TestConformance(t *testing.T) {
 			},
 			HistoryLimit: historyLimit,
 			Hints:        true,
+			ControlHints: true,
 		}
 	})
 }

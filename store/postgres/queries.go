@@ -50,6 +50,14 @@ func payload(kind store.ChangeKind, lock string) string {
 	return p
 }
 
+// disablePayload is payload for the ChangeControl of a Disable, naming
+// the token it revoked (store.Change.Revoked) as changehint.Kind writes it
+// when the SQL expression revoked is true: the kind field, then the lock.
+func disablePayload(revoked, token string) string {
+	return `'` + string(store.ChangeControl) + `' || CASE WHEN ` + revoked + ` AND ` + token + ` > 0 THEN chr(30) || chr(30) || ` +
+		token + `::text || chr(30) ELSE '' END || chr(31) || lock_name`
+}
+
 // leasePayload is payload for a ChangeLease with hints, in the first field
 // as changehint.Kind writes them (an instance that predates the hints
 // reads that field as a kind it does not know, and acts on the lock as on
@@ -144,6 +152,7 @@ func buildQueries(table, history, members string) queries {
 		"{{ACQUIRED_LEASE}}", leasePayload("holder", "token", ""),
 		"{{RELEASED_LEASE}}", leasePayload("", "", "reserved_for"),
 		"{{CONTROL}}", payload(store.ChangeControl, "lock_name"),
+		"{{DISABLED}}", disablePayload("revoked", "token"),
 		"{{HISTORY}}", payload(store.ChangeHistory, "lock_name"),
 		"{{MEMBER}}", payload(store.ChangeMember, ""),
 		"{{ASYNC}}", asyncCommit,
@@ -367,7 +376,7 @@ SELECT count(pg_notify($8, CASE WHEN holder IS NOT NULL THEN {{ACQUIRED_LEASE}} 
 	WHERE NOT c.disabled
 	RETURNING {{C}}
 ), n AS (
-	SELECT count(pg_notify($4, {{CONTROL}})) FROM up
+	SELECT count(pg_notify($4, {{DISABLED}})) FROM up
 )
 SELECT true, up.* FROM up, n
 UNION ALL

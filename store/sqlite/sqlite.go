@@ -1632,7 +1632,11 @@ func (s *Store) control(ctx context.Context, op, lock string, disable bool, reas
 		ch.Changed = r.disabled != disable
 		if ch.Changed {
 			r.disabled, r.reason, r.changedBy, r.changedAt = disable, reason, by, now.wall
-			if err := s.notifyTx(ctx, tx, store.ChangeControl, lock); err != nil {
+			c := store.Change{Kind: store.ChangeControl, Lock: lock}
+			if disable && r.held(now) {
+				c.Revoked = r.token // the lease this disable revokes, below
+			}
+			if err := s.notifyChanges(ctx, tx, []store.Change{c}); err != nil {
 				return err
 			}
 			if disable && r.requestToken != 0 {

@@ -71,6 +71,7 @@ func TestConformance(t *testing.T) {
 			},
 			HistoryLimit: historyLimit,
 			Hints:        true,
+			ControlHints: true,
 			DeleteRecords: func(t *testing.T, locks ...string) {
 				db := rawDB(t, path)
 				for _, l := range locks {
