@@ -147,6 +147,7 @@ func TestConformance(t *testing.T) {
 					HistoryLimit:     historyLimit,
 					LeaseGranularity: time.Second,
 					Hints:            true,
+					ControlHints:     true,
 				}
 			})
 		})

@@ -199,7 +199,15 @@ func (s *Store) change(ev *clientv3.Event, reserved map[reservedAt]string) (stor
 			// is not news.
 			return store.Change{Kind: store.ChangeLease, Lock: name, ReservedFor: reserved[reservedAt{name, ev.Kv.ModRevision}]}, true
 		case suffix == sufControl:
-			return store.Change{Kind: store.ChangeControl, Lock: name}, true
+			// A Disable names the token it revoked; only a Disable writes
+			// a record that says disabled (setControl skips a no-op, and
+			// Handoff refuses a disabled lock).
+			c := store.Change{Kind: store.ChangeControl, Lock: name}
+			var r controlRecord
+			if put && json.Unmarshal(ev.Kv.Value, &r) == nil && r.Disabled && r.RevokedToken > 0 {
+				c.Revoked = r.RevokedToken
+			}
+			return c, true
 		case suffix == sufReserve && !put:
 			// A reservation lapsed or was taken.
 			return store.Change{Kind: store.ChangeLease, Lock: name}, true
