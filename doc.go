@@ -109,8 +109,10 @@
 //
 // Disable is stored in the lock's own record, so acquisition checks it in
 // the same atomic step as the take. Disable also revokes the current lease:
-// its holder learns at its next renewal (at once where the store pushes),
-// stops the job, then releases. Nobody can acquire a revoked or disabled
+// its holder learns at its next renewal (at once where the store pushes;
+// where the push names the revoked lease, as on SQLite, PostgreSQL and
+// etcd, from the push itself, without that renewal), stops the job, then
+// releases. Nobody can acquire a revoked or disabled
 // lock. Enable clears the mark; the next check elects one master.
 //
 // # Members, leaders and hand-offs
