@@ -859,9 +859,6 @@ func (l *loop) jobFor(lock string) Job {
 	return nil
 }
 
-// becomeMaster starts the job of an acquired lease. The acquisition has
-// committed: the store returned it. It returns false, and queues the
-// lease's release, when the answer came after the trust window closed.
 // renewDue is when a lease trusted from began for ttl needs its next
 // renewal: at the same point of its trust window as a full lease's, a
 // heartbeat after began. A store may report less than the tolerance (a
@@ -877,6 +874,9 @@ func (l *loop) renewDue(began time.Time, ttl time.Duration) time.Time {
 	return began.Add(time.Duration(float64(l.cfg.HeartbeatInterval) * float64(window) / float64(full)))
 }
 
+// becomeMaster starts the job of an acquired lease. The acquisition has
+// committed: the store returned it. It returns false, and queues the
+// lease's release, when the answer came after the trust window closed.
 func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
 	lease := Lease{Lock: s.Lock, Token: s.Token, Instance: l.e.holder.ID}
 	ttl := min(s.TTL, l.cfg.Tolerance)
