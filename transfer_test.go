@@ -64,6 +64,16 @@ func masterAndGatedFollower(t *testing.T, lock string) (*gatedReads, *recorder, 
 	t.Helper()
 	ms := memstore.New()
 	st := newGatedReads(ms)
+	rec, stopA := masterAndFollower(t, lock, ms, st)
+	return st, rec, stopA
+}
+
+// masterAndFollower starts a on ms, master of lock, and b on bView (a
+// view of ms), both running one recorder's job, and waits until b is in
+// a's member list. It returns the recorder and the function that stops a;
+// b stops when the test ends.
+func masterAndFollower(t *testing.T, lock string, ms *memstore.Store, bView store.Store) (*recorder, func() error) {
+	t.Helper()
 	rec := newRecorder(t)
 	a := newExec(t, ms, "a")
 	if err := a.StartMaster(lock, rec.job()); err != nil {
@@ -71,7 +81,7 @@ func masterAndGatedFollower(t *testing.T, lock string) (*gatedReads, *recorder, 
 	}
 	stopA := startRun(a)
 	synctest.Wait()
-	b := newExec(t, st, "b")
+	b := newExec(t, bView, "b")
 	if err := b.StartMaster(lock, rec.job()); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +89,7 @@ func masterAndGatedFollower(t *testing.T, lock string) (*gatedReads, *recorder, 
 	t.Cleanup(func() { _ = stopB() })
 	time.Sleep(2*checkIntv + heartbeat/2)
 	synctest.Wait()
-	return st, rec, stopA
+	return rec, stopA
 }
 
 // TestTransferredLeaseStartsOnlyAfterARead: a lease a peer gave this
@@ -253,23 +263,8 @@ func (s shortReads) Locks(ctx context.Context, names ...string) ([]store.LockSta
 // stopped at once and the lock moved again (seen on etcd).
 func TestTransferredLeaseReadShortKeepsRunning(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		const lock = "L"
 		ms := memstore.New()
-		rec := newRecorder(t)
-		a := newExec(t, ms, "a")
-		if err := a.StartMaster(lock, rec.job()); err != nil {
-			t.Fatal(err)
-		}
-		stopA := startRun(a)
-		synctest.Wait()
-		b := newExec(t, shortReads{ms}, "b")
-		if err := b.StartMaster(lock, rec.job()); err != nil {
-			t.Fatal(err)
-		}
-		stopB := startRun(b)
-		defer func() { _ = stopB() }()
-		time.Sleep(2*checkIntv + heartbeat/2)
-		synctest.Wait()
+		rec, stopA := masterAndFollower(t, "L", ms, shortReads{ms})
 
 		if err := stopA(); err != nil {
 			t.Fatal(err)
