@@ -316,7 +316,9 @@ type Handoffs interface {
 // whose lease is revoked, whose lock is disabled, or whose successor has
 // no member record (it left, or never announced itself) is released as
 // Release would release it (reserved for the successor for ref.Reserve,
-// if positive). A ref without a Successor is released as by Release; a
+// if positive; a store that learns of the change only within its atomic
+// step, as etcd's transaction does, may release it without the
+// reservation). A ref without a Successor is released as by Release; a
 // ref that does not match the current holder and token, or whose lease
 // expired, is ignored.
 //

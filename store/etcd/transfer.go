@@ -28,8 +28,11 @@ import (
 //   - else the ref is released as Release releases it.
 //
 // A ref whose lock was read disabled or revoked, or whose successor has no
-// member record, is released at once. The granted lease is left to expire
-// when no lock was given on it.
+// member record, is released at once, reserved for the successor as asked
+// (the reservation's lease is granted then, off a hand-off's usual path);
+// one that loses the race in the transaction is released without a
+// reservation. The granted lease is left to expire when no lock was given
+// on it.
 func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {
 	if err := s.begin(ctx); err != nil {
 		return err
@@ -58,7 +61,7 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 		given   clientv3.LeaseID
 		reserve map[int64]clientv3.LeaseID
 	)
-	err = parallel(4, func(i int) error {
+	err = parallel(3, func(i int) error {
 		var err error
 		switch i {
 		case 0:
@@ -83,12 +86,26 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 				return s.fail(ctx, "grant the successors' lease", err)
 			}
 			given = resp.ID
-		case 3:
-			reserve, err = s.reservationLeases(ctx, leases)
 		}
 		return err
 	})
 	if err != nil {
+		return err
+	}
+	// A ref that cannot be given, as read, is released as Release
+	// releases it, reservation included; only those need a reservation's
+	// lease, granted now (not on a hand-off's usual path).
+	give := func(r store.LeaseRef) bool {
+		c := ks[r.Lock].controlRec()
+		return r.Successor != "" && members[r.Successor] != nil && !c.Disabled && c.RevokedToken != r.Token
+	}
+	var refused []store.LeaseRef
+	for _, r := range leases {
+		if !give(r) {
+			refused = append(refused, r)
+		}
+	}
+	if reserve, err = s.reservationLeases(ctx, refused); err != nil {
 		return err
 	}
 	acquiredAt := time.Now().UnixNano()
@@ -96,13 +113,11 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 	return parallel(len(batches), func(b int) error {
 		var ops []clientv3.Op
 		for _, r := range leases[batches[b][0]:batches[b][1]] {
-			release := s.releaseOp(holderID, r, reserve)
-			k, m := ks[r.Lock], members[r.Successor]
-			c := k.controlRec()
-			if r.Successor == "" || m == nil || c.Disabled || c.RevokedToken == r.Token {
-				ops = append(ops, release)
+			if !give(r) {
+				ops = append(ops, s.releaseOp(holderID, r, reserve))
 				continue
 			}
+			k, m := ks[r.Lock], members[r.Successor]
 			var rec memberRecord
 			_ = json.Unmarshal(m.Value, &rec)
 			cmps := append(s.fence(r.Lock, holderID, r.Token),
@@ -113,7 +128,10 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 				clientv3.OpPut(s.holderKey(r.Lock), mustJSON(holderRecord{Holder: r.Successor, Info: rec.Info, AcquiredAt: acquiredAt})),
 				clientv3.OpDelete(s.reserveKey(r.Lock)),
 			}
-			ops = append(ops, clientv3.OpTxn(cmps, then, []clientv3.Op{release}))
+			// Changed since the read (the member left, the lock was
+			// disabled): released, without a reservation for a successor
+			// that may be gone.
+			ops = append(ops, clientv3.OpTxn(cmps, then, []clientv3.Op{s.releaseOp(holderID, r, nil)}))
 		}
 		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 			return s.fail(ctx, "transfer", err)
