@@ -20,22 +20,31 @@ import (
 var handoffStepMarks = []struct {
 	name, mark string
 	old        bool // a mark of the old master's runner (else of the new)
+	// any: a mark of any process (a supervisor's: only the old master's
+	// sees its command exit, only the new one's is told to start it)
+	any bool
 }{
-	{"signal received by the runner", "signal.received", true},
-	{"job's context cancelled", "job.cancel", true},
-	{"child signalled (SIGTERM)", "child.signalled", true},
-	{"child reaped", "child.reaped", true},
-	{"job returned", "job.stopped", true},
-	{"release sent", "release.sent", true},
-	{"release committed (answer received)", "release.done", true},
-	{"notification received by the follower", "notify.lease", false},
-	{"acquire sent", "acquire.sent", false},
-	{"acquire committed (answer received)", "acquire.done", false},
+	{"signal received by the runner", "signal.received", true, false},
+	{"job's context cancelled", "job.cancel", true, false},
+	{"child signalled (SIGTERM)", "child.signalled", true, false},
+	{"old supervisor asked to signal the rest", "supervisor.signal", false, true},
+	{"old supervisor's scan of /proc done", "supervisor.scanned", false, true},
+	{"old child reaped by its supervisor", "supervisor.reaped", false, true},
+	{"old supervisor has no child left", "supervisor.empty", false, true},
+	{"child reaped", "child.reaped", true, false},
+	{"job returned", "job.stopped", true, false},
+	{"release sent", "release.sent", true, false},
+	{"release committed (answer received)", "release.done", true, false},
+	{"notification received by the follower", "notify.lease", false, false},
+	{"acquire sent", "acquire.sent", false, false},
+	{"acquire committed (answer received)", "acquire.done", false, false},
 	// A lease given in the release (store.Transfers) is read, not acquired.
-	{"given lease read: sent", "adopt.sent", false},
-	{"given lease read: answered", "adopt.done", false},
-	{"job started", "job.start", false},
-	{"child forked", "child.forked", false},
+	{"given lease read: sent", "adopt.sent", false, false},
+	{"given lease read: answered", "adopt.done", false, false},
+	{"job started", "job.start", false, false},
+	{"new supervisor told to start", "supervisor.go", false, true},
+	{"new supervisor forked the child", "supervisor.forked", false, true},
+	{"child forked", "child.forked", false, false},
 }
 
 // StepSeries is the time of one step of a hand-off over the trials.
@@ -114,7 +123,7 @@ func handoffSteps(path, lock string, oldPid int, t0, end time.Duration) ([]time.
 		}
 		out[i] = -1
 		for _, m := range marks {
-			if m.pid == want && m.event == s.mark { // the first after t0
+			if (s.any || m.pid == want) && m.event == s.mark { // the first after t0
 				out[i] = time.Duration(m.mono - int64(t0))
 				break
 			}

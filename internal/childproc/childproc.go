@@ -172,7 +172,8 @@ type Process struct {
 	done chan struct{} // closed when the child has exited
 	res  Result        // written before done is closed
 	// gone is closed when the child and every process it started have
-	// exited and been reaped (on Linux: when the supervisor has exited).
+	// exited and been reaped (on Linux: when the supervisor says so, or
+	// has exited).
 	gone chan struct{}
 	sys  sysProcess
 }

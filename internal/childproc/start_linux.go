@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -18,7 +19,11 @@ import (
 // sysProcess is the runner's side of a supervisor.
 type sysProcess struct {
 	supPid int              // the supervisor's pid
-	state  *os.ProcessState // the supervisor's end, set before gone is closed
+	state  *os.ProcessState // the supervisor's end, set before exited is closed
+	// exited is closed once the supervisor has exited and been reaped
+	// (Process.gone may close before: at its "gone").
+	exited   chan struct{}
+	goneOnce sync.Once
 
 	// The copies of the output to writers that are not files: each reads
 	// a pipe until every process holding its write end has closed it.
@@ -65,6 +70,7 @@ func spawn(spec Spec, path string, standby bool) (*Process, *bufio.Reader, error
 	cmd.Env = spec.environ()
 	cmd.Dir = spec.Dir
 	p := &Process{done: make(chan struct{}), gone: make(chan struct{})}
+	p.sys.exited = make(chan struct{})
 	p.sys.ctl = mine
 	var copyEnds []*os.File // write ends of the output pipes, closed once started
 	if cmd.Stdout, err = p.sys.output(spec.Stdout, &copyEnds); err == nil {
@@ -113,7 +119,7 @@ func (p *Process) handshake(r *bufio.Reader) (*Process, error) {
 		}
 	}
 	// The supervisor could not start the command: it exits.
-	<-p.gone
+	<-p.sys.exited
 	p.sys.close()
 	p.sys.finishOutputs()
 	if verb == "err" {
@@ -189,8 +195,9 @@ func (s *sysProcess) closeOutputs(ends []*os.File) {
 
 // testHookBeforeWait, if set, runs before the wait for a supervisor: a test
 // delays that wait so that a reaper that took the supervisor's exit status
-// would be seen.
-var testHookBeforeWait func(supervisor int)
+// would be seen. Atomic: a test sets it while supervisors of earlier tests
+// may still be waited for.
+var testHookBeforeWait atomic.Pointer[func(supervisor int)]
 
 // forkMu is held while a supervisor is forked and registered in
 // supervisors, and by the PID 1 reaper while it decides whether to reap a
@@ -218,16 +225,21 @@ func (p *Process) run(cmd *exec.Cmd, started chan<- error) {
 	}
 	p.sys.supPid = cmd.Process.Pid
 	started <- nil
-	if testHookBeforeWait != nil {
-		testHookBeforeWait(p.sys.supPid)
+	if hook := testHookBeforeWait.Load(); hook != nil {
+		(*hook)(p.sys.supPid)
 	}
 	_ = cmd.Wait()
 	forkMu.Lock()
 	delete(supervisors, p.sys.supPid)
 	forkMu.Unlock()
 	p.sys.state = cmd.ProcessState
-	close(p.gone)
+	close(p.sys.exited)
+	p.setGone()
 }
+
+// setGone closes p.gone, once: at the supervisor's "gone" or at its exit,
+// whichever comes first.
+func (p *Process) setGone() { p.sys.goneOnce.Do(func() { close(p.gone) }) }
 
 // follow reads the supervisor's reports until it ends.
 func (p *Process) follow(r *bufio.Reader) {
@@ -238,6 +250,12 @@ func (p *Process) follow(r *bufio.Reader) {
 			break
 		}
 		verb, arg, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+		if verb == "gone" {
+			// Sent after "exit": the output the command wrote was
+			// waited for then.
+			p.setGone()
+			continue
+		}
 		if verb == "exit" && !exited {
 			if ws, err := strconv.ParseUint(arg, 10, 32); err == nil {
 				p.res = resultOfStatus(p.pid, syscall.WaitStatus(ws))
@@ -254,7 +272,7 @@ func (p *Process) follow(r *bufio.Reader) {
 			}
 		}
 	}
-	<-p.gone
+	<-p.sys.exited
 	p.sys.close()
 	p.sys.finishOutputs()
 	if !exited {
@@ -362,7 +380,7 @@ func (s *Standby) Start(env []string) (*Process, error) {
 func (s *Standby) Close() {
 	s.once.Do(func() {
 		s.p.sys.close() // end of file: the standby exits
-		<-s.p.gone
+		<-s.p.sys.exited
 		s.p.sys.finishOutputs()
 	})
 }

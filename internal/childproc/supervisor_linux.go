@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/masterjob/masterjob/internal/trace"
 )
 
 // The supervisor. Start runs
@@ -29,6 +31,9 @@ import (
 //	supervisor to runner:  "pid N"      the command runs as pid N
 //	                       "err TEXT"   the command could not be started
 //	                       "exit WS"    the command exited with wait status WS
+//	                       "gone"       no descendant is left: the command and
+//	                                    everything it started have exited and
+//	                                    been reaped (the supervisor exits next)
 //	runner to supervisor:  "signal N"   send signal N to every descendant
 //	                       "kill"       SIGKILL every descendant until none is left
 //
@@ -92,7 +97,8 @@ func supervise(args []string) int {
 		return fail("descriptor %d is not the runner's socket (this mode is only for the runner's use)", ctlFD)
 	}
 	syscall.CloseOnExec(ctlFD)
-	s := &supervisor{self: os.Getpid(), runner: runner, ctl: os.NewFile(ctlFD, "childproc-control")}
+	s := &supervisor{self: os.Getpid(), runner: runner, ctl: os.NewFile(ctlFD, "childproc-control"),
+		lock: os.Getenv(EnvLock)}
 
 	// The Pdeathsig of the supervisor is SIGTERM; any SIGTERM is checked
 	// against the parent's pid.
@@ -114,6 +120,8 @@ func supervise(args []string) int {
 			return 0 // discarded, or the runner is gone
 		}
 		env = append(env, extra...)
+		s.lock = lockOf(extra)
+		trace.Mark("supervisor.go", s.lock)
 	}
 	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
 		Env:   env,
@@ -124,6 +132,7 @@ func supervise(args []string) int {
 		s.send("err %v", err)
 		return 127
 	}
+	trace.Mark("supervisor.forked", s.lock)
 	s.send("pid %d", pid)
 	return s.loop(pid, sigs, ctl)
 }
@@ -152,9 +161,20 @@ func readStart(r *bufio.Reader) (env []string, ok bool) {
 	}
 }
 
+// lockOf returns the lock that env's EnvLock entry names, or "".
+func lockOf(env []string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, EnvLock+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
 // supervisor is the state of a supervisor process.
 type supervisor struct {
 	self, runner int
+	lock         string // the command's EnvLock, for trace marks
 	cmdPid       int
 	// cmdReaped is set once the command has been reaped: from then on its
 	// pid, which is also its process group's id, may be reused.
@@ -191,6 +211,7 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 				return
 			}
 			if pid == cmdPid {
+				trace.Mark("supervisor.reaped", s.lock)
 				s.cmdReaped.Store(true)
 				cmdStatus <- ws
 			}
@@ -218,6 +239,10 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 				s.send("exit %d", uint32(ws))
 			default:
 			}
+			trace.Mark("supervisor.empty", s.lock)
+			// Said before the exit, which takes the runner a few
+			// milliseconds more to see: a hand-off waits for this.
+			s.send("gone")
 			return 0
 		case line, ok := <-cmds:
 			if !ok { // the runner is gone
@@ -248,19 +273,34 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 // misses: a shell that then dies of the signal leaves it running,
 // unsignalled, with no deadline but the lease's), then to the descendants
 // that left the group. groupDone says the runner has signalled the group
-// already. The scan of /proc (every process of the host) runs beside the
-// loop, so that it never delays the report of the command's exit, which a
-// hand-off waits for.
+// already.
+//
+// The scan of /proc (every process of the host) runs beside the loop, so
+// that it never delays the report of the command's exit, which a hand-off
+// waits for. When the runner signalled the group, the scan waits
+// restScanDelay first: a command that exits with its group leaves the
+// supervisor with no child, and it exits without a scan, which on a small
+// host took CPU from the very exit the hand-off waits for. Whatever left
+// the group gets the signal that much later; its kill time is unchanged.
 func (s *supervisor) signalAll(sig syscall.Signal, groupDone bool) {
-	group := 0
+	trace.Mark("supervisor.signal", s.lock)
+	scan := func(group int) {
+		signalDescendants(s.self, sig, group)
+		trace.Mark("supervisor.scanned", s.lock)
+	}
 	switch {
 	case groupDone:
-		group = s.cmdPid
+		time.AfterFunc(restScanDelay, func() { scan(s.cmdPid) })
 	case !s.cmdReaped.Load() && syscall.Kill(-s.cmdPid, sig) == nil:
-		group = s.cmdPid
+		go scan(s.cmdPid)
+	default:
+		go scan(0)
 	}
-	go signalDescendants(s.self, sig, group)
 }
+
+// restScanDelay is how long a supervisor waits, after the runner signalled
+// the command's group, before it looks for descendants outside the group.
+const restScanDelay = 10 * time.Millisecond
 
 // killAll SIGKILLs every descendant, again and again until none is left
 // alive (each pass also finds what the previous victims forked, or what was

@@ -200,6 +200,60 @@ wait`)
 	}
 }
 
+// Descendants that left the command's group get SIGTERM too, well before
+// the kill time: the runner signals the group, the supervisor finds the
+// rest in /proc (a little later, restScanDelay). Stop returns once the
+// command and they have exited.
+func TestStopSignalsDescendantsOutsideTheGroup(t *testing.T) {
+	p, r := startSh(t, escapeScript+"\nwait")
+	pids, _ := readEscaped(t, r, 3)
+	start := time.Now()
+	res := p.Stop(start.Add(time.Minute))
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("Stop took %v: the descendants outside the group waited for the kill time", took)
+	}
+	if left := aliveOf(append(pids, p.Pid())); len(left) > 0 {
+		t.Fatalf("descendants %v alive after Stop returned (result %s)", left, res)
+	}
+	if res.Signal != syscall.SIGTERM {
+		t.Errorf("child result %s, want killed by SIGTERM", res)
+	}
+}
+
+// Stop returns when the supervisor says that nothing it supervised is left,
+// not when it has exited (which a hand-off would wait for, a few
+// milliseconds more on a small host): here the supervisor's exit is not
+// even waited for until two seconds later.
+func TestStopReturnsBeforeTheSupervisorExits(t *testing.T) {
+	release := make(chan struct{})
+	hold := func(int) {
+		select {
+		case <-release:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	testHookBeforeWait.Store(&hold)
+	defer testHookBeforeWait.Store(nil)
+	p, err := Start(Spec{Path: "sleep", Args: []string{"600"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		close(release)
+		<-p.sys.exited
+	}()
+	start := time.Now()
+	p.Stop(start.Add(time.Minute))
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Stop took %v: it waited for the supervisor's exit", took)
+	}
+	select {
+	case <-p.sys.exited:
+		t.Fatal("the supervisor's exit was seen: the test hook did not hold it back")
+	default:
+	}
+}
+
 // Kill (a kill time in the past) kills every descendant at once.
 func TestKillKillsEveryDescendant(t *testing.T) {
 	p, r := startSh(t, "trap '' TERM\n"+escapeScript+"\nwait")
@@ -302,7 +356,7 @@ func pid1Helper() {
 	// Supervisors are waited for late, 20ms after they exited, so that a
 	// reaper that took their exit status (waitpid(-1)) would have every
 	// chance to.
-	testHookBeforeWait = func(pid int) {
+	late := func(pid int) {
 		for {
 			if info, ok := procStat(pid); !ok || !info.live() {
 				break
@@ -311,6 +365,7 @@ func pid1Helper() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	testHookBeforeWait.Store(&late)
 	badWaits := 0
 	for i := range 20 {
 		// A shell that exits at once, leaving two sleeps that the kernel
@@ -328,7 +383,7 @@ func pid1Helper() {
 		}
 		res := p.Wait()
 		p.Stop(time.Now().Add(5 * time.Second))
-		<-p.gone
+		<-p.sys.exited
 		if res.ExitCode != i%5 || p.sys.state == nil || !p.sys.state.Exited() {
 			badWaits++
 			fmt.Fprintf(os.Stderr, "supervised child %d: %s; supervisor %v\n", i, res, p.sys.state)
