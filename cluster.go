@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -229,11 +230,26 @@ func (e *Executor) leave() {
 	e.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
+	e.markLocks("leave.sent")
+	defer e.markLocks("leave.done")
 	if err := ms.Leave(ctx, e.holder.ID); err != nil {
 		e.log.Warn("cannot remove this instance from the store's member list; it expires by itself", "err", err)
 		return
 	}
 	e.releaseGiven(ctx)
+}
+
+// markLocks makes a trace mark of event for every lock with a job, when
+// tracing is on.
+func (e *Executor) markLocks(event string) {
+	if !trace.Enabled() {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for l := range e.jobs {
+		trace.Mark(event, l)
+	}
 }
 
 // releaseGiven releases, once this instance has left the member list, the

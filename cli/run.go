@@ -492,6 +492,7 @@ func (r *runner) run() int {
 
 	r.prepareStandby()
 	runErr := ex.Run(ctx)
+	trace.Mark("run.returned", r.lock)
 	r.killLeftover()
 	r.closeStandby()
 	// Then, in this order: the listener (its requests use the store), the
@@ -513,6 +514,7 @@ func (r *runner) run() int {
 	}
 	r.mu.Unlock()
 	r.log.Info("stopped", "reason", context.Cause(ctx), "exit_code", code)
+	trace.Mark("runner.exit", r.lock)
 	return code
 }
 

@@ -20,6 +20,11 @@
 // --check-master-interval, --init-delay and --log-format are accepted and
 // ignored: etcd's client keeps the session alive every TTL/3, and followers
 // wait on a watch.
+//
+// With $MASTERJOB_TRACE set it makes the trace marks of masterjob's runner
+// for the steps it has (signal received, child signalled and reaped,
+// resign sent and answered, leadership won, child forked), so that the
+// benchmark's -trace breaks its hand-offs down beside masterjob's.
 package main
 
 import (
@@ -41,6 +46,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 
+	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store/etcd"
 )
 
@@ -85,8 +91,15 @@ func run() int {
 	}
 	defer cli.Close()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
+	go func() {
+		<-sigs
+		trace.Mark("signal.received", *lock)
+		stop()
+	}()
 	ttl := int((*tolerance + time.Second - 1) / time.Second)
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
@@ -96,7 +109,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, time.Now().Format("15:04:05.000 ")+format+"\n", a...)
 	}
 	for ctx.Err() == nil {
-		if err := lead(ctx, cli, key, id, ttl, args, logf); err != nil {
+		if err := lead(ctx, cli, *lock, key, id, ttl, args, logf); err != nil {
 			logf("%v", err)
 			select {
 			case <-ctx.Done():
@@ -110,7 +123,7 @@ func run() int {
 // lead campaigns in a new session and runs the command while leading. It
 // returns when the session ended (to campaign again) or ctx is done (after
 // stopping the command and resigning).
-func lead(ctx context.Context, cli *clientv3.Client, key, id string, ttl int, args []string, logf func(string, ...any)) error {
+func lead(ctx context.Context, cli *clientv3.Client, lock, key, id string, ttl int, args []string, logf func(string, ...any)) error {
 	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(ttl))
 	if err != nil {
 		return fmt.Errorf("session: %w", err)
@@ -130,22 +143,29 @@ func lead(ctx context.Context, cli *clientv3.Client, key, id string, ttl int, ar
 		return errors.New("session ended while campaigning")
 	}
 	token := el.Rev()
+	trace.Mark("acquire.done", lock)
 	logf("leader with token %d", token)
+	trace.Mark("job.start", lock)
 	child, err := start(args, token, id)
 	if err != nil {
 		_ = el.Resign(context.Background())
 		return err
 	}
+	trace.Mark("child.forked", lock)
 	select {
 	case <-ctx.Done():
 		// Stop, then resign.
+		trace.Mark("child.signalled", lock)
 		_ = syscall.Kill(-child.pid, syscall.SIGTERM)
 		<-child.done
+		trace.Mark("child.reaped", lock)
 		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer rcancel()
+		trace.Mark("release.sent", lock)
 		if err := el.Resign(rctx); err != nil {
 			logf("resign: %v", err)
 		}
+		trace.Mark("release.done", lock)
 		return nil
 	case <-sess.Done():
 		// The lease is gone: another runner may lead already.
