@@ -242,16 +242,64 @@ func (c *Cluster) Runner(pid int) *Runner {
 	return c.runners[pid]
 }
 
-// NextStart waits up to timeout for the next child start.
+// NextStart waits up to timeout for the next child start. It fails at once,
+// with the last error a runner logged, when every runner has exited (a
+// configuration the store refuses, say): no child can start then.
 func (c *Cluster) NextStart(timeout time.Duration) (Start, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case s := <-c.starts:
-		return s, nil
-	case <-t.C:
-		return Start{}, fmt.Errorf("no child started within %v", timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case s := <-c.starts:
+			return s, nil
+		case <-t.C:
+			return Start{}, fmt.Errorf("no child started within %v", timeout)
+		case <-tick.C:
+			if r := c.allExited(); r != nil {
+				select {
+				case s := <-c.starts: // reported just before
+					return s, nil
+				default:
+				}
+				return Start{}, fmt.Errorf("no child started: every runner exited; runner %d logged: %s", r.Pid, lastError(r.log))
+			}
+		}
 	}
+}
+
+// allExited returns a runner when there is at least one and all have
+// exited, else nil.
+func (c *Cluster) allExited() *Runner {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var any *Runner
+	for _, r := range c.runners {
+		if !r.Exited() {
+			return nil
+		}
+		any = r
+	}
+	return any
+}
+
+// lastError returns the last line of the log at path that logs an error
+// (else its last line), from its last 8 KiB, or a note that it could not
+// be read.
+func lastError(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	b = b[max(0, len(b)-8192):]
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], `"level":"ERROR"`) {
+			return lines[i]
+		}
+	}
+	return lines[len(lines)-1]
 }
 
 // PendingStarts returns the starts received and not yet taken.
