@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"path"
 	"regexp"
 	"sort"
 	"strconv"
@@ -176,8 +177,8 @@ func Parse(rawURL string) (URL, error) {
 	}
 	if pkg, ok := elsewhere[scheme]; ok {
 		return URL{}, fmt.Errorf("%w %q in %q: this program was built without that engine "+
-			"(a Go program needs the blank import _ %q; the masterjob command has it); this one can open: %s",
-			ErrUnknownScheme, scheme, redact(rawURL), pkg, supported())
+			"(a Go program needs the blank import _ %q; the masterjob command has it unless built with -tags %s); this one can open: %s",
+			ErrUnknownScheme, scheme, redact(rawURL), pkg, "masterjob_no"+path.Base(pkg), supported())
 	}
 	return URL{}, fmt.Errorf("%w %q in %q (supported: %s)",
 		ErrUnknownScheme, scheme, redact(rawURL), supported())

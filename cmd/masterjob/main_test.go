@@ -4,21 +4,39 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/masterjob/masterjob/storeurl"
 )
 
-// TestEnginesRegistered: the command opens every engine's URLs.
+// builtWith names the engines of other modules this build links (set by
+// engine_*_test.go, which carry the same build tags as engine_*.go).
+var builtWith = map[string]bool{}
+
+// TestEnginesRegistered: the command opens every engine's URLs, except
+// those of an engine left out with its build tag, which it refuses with a
+// message that names the tag.
 func TestEnginesRegistered(t *testing.T) {
 	got := storeurl.Schemes()
-	for _, want := range []string{"sqlite", "postgres", "postgresql", "etcd", "etcds"} {
+	for _, want := range []string{"sqlite", "postgres", "postgresql"} {
 		if !slices.Contains(got, want) {
-			t.Errorf("storeurl.Schemes() = %v: %q missing (an engine's blank import in engines.go?)", got, want)
+			t.Errorf("storeurl.Schemes() = %v: %q missing", got, want)
 		}
 	}
-	if _, err := storeurl.Parse("etcd://127.0.0.1:2379,127.0.0.1:22379?prefix=app/"); err != nil {
-		t.Errorf("an etcd URL: %v", err)
+	urls := map[string]string{
+		"etcd":  "etcd://127.0.0.1:2379,127.0.0.1:22379?prefix=app/",
+		"mysql": "mysql://root@127.0.0.1:3306/test",
+		"redis": "redis://127.0.0.1:6379/0",
+	}
+	for engine, u := range urls {
+		_, err := storeurl.Parse(u)
+		switch {
+		case builtWith[engine] && err != nil:
+			t.Errorf("%s URL: %v (an engine's blank import in engine_%s.go?)", engine, err, engine)
+		case !builtWith[engine] && (err == nil || !strings.Contains(err.Error(), "-tags masterjob_no"+engine)):
+			t.Errorf("%s URL in a build without it: %v, want a refusal naming the tag masterjob_no%s", engine, err, engine)
+		}
 	}
 }
 

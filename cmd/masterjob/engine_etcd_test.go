@@ -1,0 +1,5 @@
+//go:build !masterjob_noetcd
+
+package main
+
+func init() { builtWith["etcd"] = true }

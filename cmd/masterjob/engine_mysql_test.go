@@ -1,0 +1,5 @@
+//go:build !masterjob_nomysql
+
+package main
+
+func init() { builtWith["mysql"] = true }

@@ -1,0 +1,5 @@
+//go:build !masterjob_noredis
+
+package main
+
+func init() { builtWith["redis"] = true }
