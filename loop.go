@@ -508,7 +508,15 @@ func (l *loop) startCalls(now time.Time) {
 	if sweep {
 		l.sweepAt = now.Add(every)
 	}
-	locks, leftUntil := l.checkList(now, l.followed(now), sweep)
+	followed := l.followed(now)
+	locks, leftUntil := l.checkList(now, followed, sweep)
+	if !sweep && readsAll(locks, followed) {
+		// This check reads every followed lock, as the sweep would (it
+		// would leave out nothing more): it stands for the sweep, which
+		// would otherwise read the same locks again a moment later, a
+		// round trip per check interval on an idle cluster.
+		l.sweepAt = now.Add(every)
+	}
 	peek := l.pushedLeftOut(locks)
 	if len(locks) == 0 && len(peek) == 0 {
 		// StartMaster, a release or the end of a holdoff schedules the next.
@@ -1227,6 +1235,24 @@ func (l *loop) extendHolders(renewed map[string]time.Time, began time.Time) {
 			l.seen[lk] = o
 		}
 	}
+}
+
+// readsAll reports whether take holds every lock of followed (a check's
+// list is drawn from the followed locks, without repeats).
+func readsAll(take, followed []string) bool {
+	if len(take) != len(followed) {
+		return false
+	}
+	in := make(map[string]bool, len(take))
+	for _, l := range take {
+		in[l] = true
+	}
+	for _, l := range followed {
+		if !in[l] {
+			return false
+		}
+	}
+	return true
 }
 
 // checkList returns the locks a check asks for. Without balancing, every

@@ -84,3 +84,45 @@ func TestChecksReadEveryLockWithoutPushes(t *testing.T) {
 		t.Logf("%d checks by b, %d of them reading every lock of a, at most %v apart", len(calls), len(full), gap)
 	})
 }
+
+// TestDueChecksStandForSweeps: a follower whose check read every lock it
+// follows (one lock here, read when the master's lease falls due) has
+// swept them; a separate sweep a moment later would read the same lock
+// again, a round trip per check interval for nothing on an idle cluster.
+// So b's checks come only when a's lease falls due: never closer than the
+// lease less a heartbeat (a's renewals move the due time by at most that).
+func TestDueChecksStandForSweeps(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := memstore.New()
+		asked := &locksAsked{Store: mem, id: "b"}
+		var stops []func() error
+		for _, id := range []string{"a", "b"} {
+			e := newExec(t, asked, id)
+			_ = e.StartMaster("L", idle())
+			stops = append(stops, startRun(e))
+			synctest.Wait()
+		}
+		defer func() {
+			for _, s := range stops {
+				_ = s()
+			}
+		}()
+		time.Sleep(checkIntv)
+		synctest.Wait()
+		if m := masterOf(t, asked, "L"); m != "a" {
+			t.Fatalf("master %q, want a", m)
+		}
+		asked.take()
+		time.Sleep(6 * checkIntv)
+		synctest.Wait()
+		calls := asked.take()
+		if len(calls) < 6 {
+			t.Fatalf("b checked %d times in 6 check intervals: it must check at least at every lease's due time", len(calls))
+		}
+		for i := 1; i < len(calls); i++ {
+			if gap := calls[i].at.Sub(calls[i-1].at); gap < tolerance-heartbeat {
+				t.Errorf("b checked %v after its previous check (%d checks in 6 check intervals): a sweep right after a check that read every lock", gap, len(calls))
+			}
+		}
+	})
+}
