@@ -120,7 +120,11 @@
 //     retried until it applies. Disable records the current lease's token
 //     as revoked; a hand-off request names the token of the lease it is
 //     for, so a new lease, a Disable or the lease's expiry ends it.
-//   - Locks reads the locks, and the TTL of each lease found.
+//   - Locks reads the locks, and the TTL of each lease found. The TTL of
+//     the lease a subscription of the handle last saw a lock's key written
+//     with is asked beside the read (one round trip, the successor's read
+//     of a lease given to it); a key found on another lease is asked for
+//     after it.
 //
 // Failures to reach etcd (no leader, timeouts, a closed connection) are
 // returned wrapping store.ErrUnavailable; refusals that retrying would meet

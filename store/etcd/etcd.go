@@ -55,6 +55,12 @@ type Store struct {
 	byID     map[clientv3.LeaseID]*lease
 	minTTL   int64 // the cluster's minimum TTL in seconds, once a grant showed it
 	announce map[string]*announcement
+	// seenLease is the lease each lock's lease key was last seen written
+	// with by this handle's subscriptions (deleted with the key): Locks
+	// asks for those leases' time left beside its read of the keys, not
+	// after it, a round trip less in the successor's read of a lease
+	// given to it.
+	seenLease map[string]clientv3.LeaseID
 
 	// freed counts the lease keys this handle's subscriptions saw deleted
 	// (releases, expiries); Acquire compares it with freedSeen to grant a

@@ -68,3 +68,21 @@ func ChaosEndLease(ctx context.Context, cli *clientv3.Client, prefix, lock, mode
 		}
 	}
 }
+
+// SeenLease returns the lease this handle's subscriptions last saw lock's
+// key on (0 if none).
+func (s *Store) SeenLease(lock string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return int64(s.seenLease[lock])
+}
+
+// SetSeenLease makes the handle believe lock's key is on lease id.
+func (s *Store) SetSeenLease(lock string, id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seenLease == nil {
+		s.seenLease = map[string]clientv3.LeaseID{}
+	}
+	s.seenLease[lock] = clientv3.LeaseID(id)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -652,13 +653,47 @@ func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, 
 	if len(names) > 0 {
 		ask = dedupe(names)
 	}
-	ks, err := s.readLocks(ctx, ask)
+	// The leases the subscription last saw the keys on are asked for
+	// beside the read; a key found on another lease costs a second call.
+	// Each time left counts from its own call's start, after this call
+	// began, whatever the order of the two answers.
+	var guess []clientv3.LeaseID
+	s.mu.Lock()
+	for _, n := range ask {
+		if id, ok := s.seenLease[n]; ok {
+			guess = append(guess, id)
+		}
+	}
+	s.mu.Unlock()
+	var (
+		ks    map[string]*lockKeys
+		times map[clientv3.LeaseID]leaseTime
+	)
+	err := parallel(1+min(1, len(guess)), func(i int) (err error) {
+		if i == 0 {
+			ks, err = s.readLocks(ctx, ask)
+		} else {
+			times, err = s.leaseTimes(ctx, guess)
+		}
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	times, err := s.leaseTimes(ctx, leaseIDs(ks, nil))
+	var more []clientv3.LeaseID
+	for _, id := range leaseIDs(ks, nil) {
+		if _, ok := times[id]; !ok {
+			more = append(more, id)
+		}
+	}
+	rest, err := s.leaseTimes(ctx, more)
 	if err != nil {
 		return nil, err
+	}
+	if times == nil {
+		times = rest
+	} else {
+		maps.Copy(times, rest)
 	}
 	now := time.Now()
 	out := make([]store.LockState, 0, len(ks))

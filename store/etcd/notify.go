@@ -119,8 +119,11 @@ func (s *Store) follow(ctx context.Context, cancel context.CancelFunc, wch clien
 		}
 		reserved := s.reservations(resp.Events)
 		for _, ev := range resp.Events {
-			if _, suffix, ok := s.splitLockKey(string(ev.Kv.Key)); ok && suffix == sufLease && ev.Type == mvccpb.DELETE {
-				s.freed.Add(1)
+			if name, suffix, ok := s.splitLockKey(string(ev.Kv.Key)); ok && suffix == sufLease {
+				if ev.Type == mvccpb.DELETE {
+					s.freed.Add(1)
+				}
+				s.noteLease(name, ev)
 			}
 			if ch, ok := s.change(ev, reserved); ok {
 				select {
@@ -139,6 +142,21 @@ func (s *Store) follow(ctx context.Context, cancel context.CancelFunc, wch clien
 		}
 	}
 	return next, lost, ctx.Err() == nil && !s.isClosed()
+}
+
+// noteLease records, from a watch event of lock's lease key, the lease the
+// key is on (seenLease).
+func (s *Store) noteLease(lock string, ev *clientv3.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ev.Type == mvccpb.DELETE {
+		delete(s.seenLease, lock)
+		return
+	}
+	if s.seenLease == nil {
+		s.seenLease = map[string]clientv3.LeaseID{}
+	}
+	s.seenLease[lock] = clientv3.LeaseID(ev.Kv.Lease)
 }
 
 func (s *Store) isClosed() bool {
