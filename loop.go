@@ -510,11 +510,12 @@ func (l *loop) startCalls(now time.Time) {
 	}
 	followed := l.followed(now)
 	locks, leftUntil := l.checkList(now, followed, sweep)
-	if !sweep && readsAll(locks, followed) {
-		// This check reads every followed lock, as the sweep would (it
-		// would leave out nothing more): it stands for the sweep, which
-		// would otherwise read the same locks again a moment later, a
-		// round trip per check interval on an idle cluster.
+	if !sweep && len(locks) == len(followed) {
+		// checkList draws each lock it asks for from followed, once: this
+		// check reads every followed lock, as the sweep would (it would
+		// leave out nothing more). It stands for the sweep, which would
+		// otherwise read the same locks again a moment later, a round
+		// trip per check interval on an idle cluster.
 		l.sweepAt = now.Add(every)
 	}
 	peek := l.pushedLeftOut(locks)
@@ -1235,24 +1236,6 @@ func (l *loop) extendHolders(renewed map[string]time.Time, began time.Time) {
 			l.seen[lk] = o
 		}
 	}
-}
-
-// readsAll reports whether take holds every lock of followed (a check's
-// list is drawn from the followed locks, without repeats).
-func readsAll(take, followed []string) bool {
-	if len(take) != len(followed) {
-		return false
-	}
-	in := make(map[string]bool, len(take))
-	for _, l := range take {
-		in[l] = true
-	}
-	for _, l := range followed {
-		if !in[l] {
-			return false
-		}
-	}
-	return true
 }
 
 // checkList returns the locks a check asks for. Without balancing, every
