@@ -690,11 +690,8 @@ func (s *Store) Locks(ctx context.Context, names ...string) ([]store.LockState, 
 	if err != nil {
 		return nil, err
 	}
-	if times == nil {
-		times = rest
-	} else {
-		maps.Copy(times, rest)
-	}
+	maps.Copy(rest, times)
+	times = rest
 	now := time.Now()
 	out := make([]store.LockState, 0, len(ks))
 	for _, k := range ks {
