@@ -110,9 +110,16 @@ func client(t *testing.T, srv *etcdtest.Server) *clientv3.Client {
 // open opens a store on srv under prefix, owning its client.
 func open(t *testing.T, srv *etcdtest.Server, prefix string, opts ...etcd.Option) *etcd.Store {
 	t.Helper()
+	return openAt(t, srv.Endpoint, prefix, opts...)
+}
+
+// openAt opens a store on the etcd at endpoint (a proxy's, say) under
+// prefix, owning its client.
+func openAt(t *testing.T, endpoint, prefix string, opts ...etcd.Option) *etcd.Store {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := etcd.Open(ctx, clientv3.Config{Endpoints: []string{srv.Endpoint}, DialTimeout: 5 * time.Second},
+	st, err := etcd.Open(ctx, clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second},
 		append([]etcd.Option{etcd.WithPrefix(prefix)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)

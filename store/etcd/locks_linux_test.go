@@ -5,10 +5,7 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/masterjob/masterjob/internal/faultproxy"
-	"github.com/masterjob/masterjob/store/etcd"
 	"github.com/masterjob/masterjob/store/etcd/etcdtest"
 )
 
@@ -31,12 +28,7 @@ func TestLocksAsksTheSeenLeaseBesideItsRead(t *testing.T) {
 	st := open(t, srv, prefix)
 	defer st.Close()
 	ctx := ctxFor(t)
-	octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-	other, err := etcd.Open(octx, clientv3.Config{Endpoints: []string{p.Addr()}, DialTimeout: 5 * time.Second}, etcd.WithPrefix(prefix))
-	ocancel()
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := openAt(t, p.Addr(), prefix)
 	defer other.Close()
 	sub, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -7,11 +7,8 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/masterjob/masterjob/internal/faultproxy"
 	"github.com/masterjob/masterjob/store"
-	"github.com/masterjob/masterjob/store/etcd"
 	"github.com/masterjob/masterjob/store/etcd/etcdtest"
 )
 
@@ -29,12 +26,7 @@ func TestWatchResyncAfterCompactionWhileCut(t *testing.T) {
 			defer p.Close()
 			prefix := newPrefix()
 			ctx := ctxFor(t)
-			octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-			sub, err := etcd.Open(octx, clientv3.Config{Endpoints: []string{p.Addr()}, DialTimeout: 5 * time.Second}, etcd.WithPrefix(prefix))
-			ocancel()
-			if err != nil {
-				t.Fatal(err)
-			}
+			sub := openAt(t, p.Addr(), prefix)
 			defer sub.Close()
 			st := open(t, srv, prefix)
 			defer st.Close()
