@@ -118,6 +118,9 @@ type pendingRelease struct {
 	// transfer: give the lock to successor in the releasing commit
 	// (store.Transfers) rather than reserve it.
 	transfer bool
+	// expiry is the lease's expiry as its last renewal showed it (zero
+	// when unknown or lost): until then the release is worth waiting for.
+	expiry time.Time
 }
 
 // seenLock is a followed lock as a check saw it.
@@ -619,7 +622,19 @@ func (l *loop) startRelease() {
 		}
 	}
 	l.releasing = true
-	timeout := min(l.cfg.HeartbeatInterval, l.cfg.SafetyMargin)
+	// A release that does not commit leaves the lock without a master
+	// until its lease expires: until then it is worth waiting for (on a
+	// starved host or store a release can take longer than a heartbeat;
+	// TestSlowReleaseStillHandsOver), never past a shutdown's bound.
+	now := l.now()
+	floor := min(l.cfg.HeartbeatInterval, l.cfg.SafetyMargin)
+	timeout := floor
+	for _, p := range l.toRelease {
+		timeout = max(timeout, p.expiry.Sub(now))
+	}
+	if l.shutdown {
+		timeout = max(floor, min(timeout, l.shutdownBy.Sub(now)))
+	}
 	tr, _ := l.e.st.(store.Transfers)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -1111,6 +1126,9 @@ func (l *loop) onJobExit(x jobExit) {
 	// Stop, then release: the job has returned, so the next master cannot
 	// start beside it. Releasing a lost lease is fenced and harmless.
 	rel := pendingRelease{token: x.token}
+	if !m.lost {
+		rel.expiry = m.expiry
+	}
 	if m.successor != "" && !m.lost && (!m.listSuccessor || l.e.livePeer(m.successor)) {
 		rel.successor, rel.reserve = m.successor, handoffReserve(l.cfg)
 		// Given in the releasing commit to a successor known alive (a

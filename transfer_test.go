@@ -286,3 +286,75 @@ func TestTransferredLeaseReadShortKeepsRunning(t *testing.T) {
 		}
 	})
 }
+
+// slowReleases is a memstore whose releases and transfers take delay
+// before they commit (or fail when their context ends first): a starved
+// host or store.
+type slowReleases struct {
+	*memstore.Store
+	delay time.Duration
+}
+
+func (s slowReleases) wait(ctx context.Context) error {
+	select {
+	case <-time.After(s.delay):
+		return nil
+	case <-ctx.Done():
+		return store.ErrUnavailable
+	}
+}
+
+func (s slowReleases) Release(ctx context.Context, holder string, refs []store.LeaseRef) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	return s.Store.Release(ctx, holder, refs)
+}
+
+func (s slowReleases) Transfer(ctx context.Context, holder string, refs []store.LeaseRef, ttl time.Duration) error {
+	if err := s.wait(ctx); err != nil {
+		return err
+	}
+	return s.Store.Transfer(ctx, holder, refs, ttl)
+}
+
+// TestSlowReleaseStillHandsOver: a release that takes longer than a
+// heartbeat (and the safety margin) but ends before the lease would
+// expire is waited for, so that the successor takes over at once rather
+// than after the lease's expiry. A release bounded by a heartbeat gave
+// up, and on a starved host 1 or 2 graceful hand-offs in 20 waited for the
+// lease (TestProcessHandoffPostgres).
+func TestSlowReleaseStillHandsOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const lock = "L"
+		ms := memstore.New()
+		rec := newRecorder(t)
+		a := newExec(t, slowReleases{Store: ms, delay: heartbeat + margin}, "a")
+		if err := a.StartMaster(lock, rec.job()); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		synctest.Wait()
+		b := newExec(t, ms, "b")
+		if err := b.StartMaster(lock, rec.job()); err != nil {
+			t.Fatal(err)
+		}
+		stopB := startRun(b)
+		t.Cleanup(func() { _ = stopB() })
+		time.Sleep(2*checkIntv + heartbeat/2)
+		synctest.Wait()
+		if running := rec.runningNow(); running["a"] == 0 {
+			t.Fatalf("running %v; want a master", running)
+		}
+
+		stopped := time.Now()
+		if err := stopA(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if running := rec.runningNow(); running["b"] == 0 {
+			t.Fatalf("%v after a's stop began (a's release took %v): running %v, want b master at once, not after a's lease expired",
+				time.Since(stopped), heartbeat+margin, running)
+		}
+	})
+}

@@ -162,7 +162,7 @@ func (c *procCluster) start() *procRunner {
 		script = childScript
 	}
 	if flags == nil {
-		flags = []string{"--init-delay", "0", "--heartbeat-interval", "100ms", "--tolerance", procTolerance.String(),
+		flags = []string{"--log-level", "debug", "--init-delay", "0", "--heartbeat-interval", "100ms", "--tolerance", procTolerance.String(),
 			"--check-master-interval", procCheckInterval.String()}
 	}
 	store := c.store
@@ -438,6 +438,11 @@ func testProcessHandoff(t *testing.T, store string) {
 		master, masterRunner = c.waitMaster(procTolerance+time.Second, prev)
 		handoff := time.Since(stopped)
 		handoffs = append(handoffs, handoff)
+		if handoff >= quick {
+			// Say why: the leaving runner's log and the new master's.
+			t.Logf("round %d: graceful handoff took %v; log of the leaving runner %s:\n%s\nlog of the new master's runner %s:\n%s",
+				i, handoff.Round(time.Millisecond), prevRunner.name, prevRunner.log(), masterRunner.name, masterRunner.log())
+		}
 		// A release can time out on a starved machine (the lease then
 		// expires): single rounds are held to the liveness floor only, the
 		// median to the quick handoff.
@@ -708,7 +713,7 @@ func TestProcessRenewalFailureStopsBeforeRelease(t *testing.T) {
 	store := postgresSchemaURL(t)
 	base := postgresURL(t)
 	c := newProcCluster(t, store)
-	c.flags = []string{"--init-delay", "0", "--heartbeat-interval", "100ms", "--tolerance", procTolerance.String(),
+	c.flags = []string{"--log-level", "debug", "--init-delay", "0", "--heartbeat-interval", "100ms", "--tolerance", procTolerance.String(),
 		"--check-master-interval", procCheckInterval.String(), "--max-heartbeat-retry-count", "0"}
 	watcher := watchOverlap(c)
 	c.start()
