@@ -59,7 +59,10 @@
 // and Renew until it resumes or dies. Safety holds (no instance becomes
 // master while it cannot write), but election on the whole host stalls for
 // the pause, which the chaos harness observed in about 1-2% of its
-// SIGSTOPs (docs/chaos.md). PostgreSQL does not have this limitation.
+// SIGSTOPs (docs/chaos.md). On Linux, a write that waited for it in vain
+// names the process that holds the lock and its state ("process 4242
+// (masterjob), stopped: no instance can write until it resumes or exits"),
+// read from /proc/locks. PostgreSQL does not have this limitation.
 //
 // # Schema
 //
@@ -299,6 +302,7 @@ import (
 
 	"modernc.org/sqlite"
 
+	"github.com/masterjob/masterjob/internal/sqlitelock"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -1095,12 +1099,31 @@ func (s *Store) writeTx(ctx context.Context, op string, fn func(tx *sql.Tx, now 
 	defer func() { <-s.write }()
 	s.rung = false
 	if err := s.tx(ctx, op, nil, fn); err != nil {
-		return err
+		return blockedBy(s.path, err)
 	}
 	if s.rung {
 		ring(s.path) // committed: wake the subscriptions watching the file
 	}
 	return nil
+}
+
+// blockedBy adds to a write that timed out or found the database busy the
+// process holding the write lock, when another one does: one that is
+// stopped (SIGSTOP, Ctrl-Z, a debugger) blocks every writer, and so every
+// takeover, until it resumes or exits, which no timeout here can change.
+func blockedBy(path string, err error) error {
+	if !errors.Is(err, store.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	h, ok := sqlitelock.Writer(path)
+	switch {
+	case !ok:
+		return err
+	case h.Frozen():
+		return fmt.Errorf("%w (the database's write lock is held by %s: no instance can write until it resumes or exits)", err, h)
+	default:
+		return fmt.Errorf("%w (the database's write lock is held by %s)", err, h)
+	}
 }
 
 // readTx runs fn in a read transaction: one consistent snapshot.

@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(helperEnv); path != "" {
 		os.Exit(helperProcess(path))
 	}
+	if path := os.Getenv(writerEnv); path != "" {
+		os.Exit(frozenWriter(path))
+	}
 	goleak.VerifyTestMain(m)
 }
 
