@@ -5,6 +5,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -300,6 +301,28 @@ func lastError(path string) string {
 		}
 	}
 	return lines[len(lines)-1]
+}
+
+// LogTails returns the last n lines of each runner's log, for an error
+// that must say what the runners did: the benchmark's directory is often
+// gone (a test's temporary directory) by the time anyone reads it.
+func (c *Cluster) LogTails(n int) string {
+	c.mu.Lock()
+	runners := slices.Collect(maps.Values(c.runners))
+	c.mu.Unlock()
+	slices.SortFunc(runners, func(a, b *Runner) int { return a.Pid - b.Pid })
+	var sb strings.Builder
+	for _, r := range runners {
+		b, err := os.ReadFile(r.log)
+		if err != nil {
+			fmt.Fprintf(&sb, "\n--- runner %d: %v", r.Pid, err)
+			continue
+		}
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		fmt.Fprintf(&sb, "\n--- runner %d (exited %v), last %d lines:\n%s", r.Pid, r.Exited(), min(n, len(lines)),
+			strings.Join(lines[max(0, len(lines)-n):], "\n"))
+	}
+	return sb.String()
 }
 
 // PendingStarts returns the starts received and not yet taken.

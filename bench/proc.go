@@ -232,7 +232,8 @@ func (e *Env) SigStop(ctx context.Context, lease, pause time.Duration, trials in
 		res.Notes = append(res.Notes, "the resumed runner is replaced by a fresh follower after each trial")
 	}
 	var stopped, takeover []time.Duration
-	for i := range trials {
+	inWrite := 0 // trials that froze the runner inside an SQLite write
+	for i := 0; i < trials; i++ {
 		m, err := s.settledMaster(ctx)
 		if err != nil {
 			return nil, err
@@ -241,6 +242,30 @@ func (e *Env) SigStop(ctx context.Context, lease, pause time.Duration, trials in
 		tStop := probe.Mono()
 		_ = m.Signal(syscall.SIGSTOP)
 		_ = syscall.Kill(-old.Pid, syscall.SIGSTOP)
+		if s.frozenInWrite(m, 2*lease+time.Second) {
+			// SQLite's write lock is held by the frozen runner: no
+			// instance can write, so none can take over, until it
+			// resumes (store/sqlite's package doc). Not a sample of
+			// the scenario: resume it and freeze again.
+			_ = m.Signal(syscall.SIGCONT)
+			_ = syscall.Kill(-old.Pid, syscall.SIGCONT)
+			inWrite++
+			e.logf("  %s sigstop %d/%d: the runner froze inside a write; resumed, trial repeated", e.Backend.Kind, i+1, trials)
+			if inWrite > 3*trials {
+				return nil, fmt.Errorf("sigstop: the runner froze inside an SQLite write %d times", inWrite)
+			}
+			// Frozen for longer than the lease, the resumed runner has
+			// lost it: it stops its child, and the other takes over.
+			if _, err := old.exit.Wait(2*lease + 5*time.Second); err == nil {
+				next, err := s.c.NextStart(2*lease + 10*time.Second)
+				if err != nil {
+					return nil, fmt.Errorf("sigstop trial %d: after a freeze inside a write: %w (logs in %s)%s", i+1, err, s.c.dir, s.c.LogTails(30))
+				}
+				s.advance(next)
+			}
+			i--
+			continue
+		}
 		next, _, err := s.takeOver(2*lease+10*time.Second, true)
 		if err != nil {
 			_ = m.Signal(syscall.SIGCONT)
@@ -275,6 +300,9 @@ func (e *Env) SigStop(ctx context.Context, lease, pause time.Duration, trials in
 				return nil, err
 			}
 		}
+	}
+	if inWrite > 0 {
+		res.Notes = append(res.Notes, fmt.Sprintf("%d freezes landed inside an SQLite write (the runner held the database's write lock) and were repeated", inWrite))
 	}
 	res.Trials, res.Host = trials, host.since()
 	res.add(SeriesSigcont, stopped)

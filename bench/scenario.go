@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/masterjob/masterjob/internal/sqlitelock"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -184,7 +185,7 @@ func (s *session) master() (*Runner, error) {
 func (s *session) takeOver(timeout time.Duration, overlapOK bool) (Start, time.Duration, error) {
 	next, err := s.c.NextStart(timeout)
 	if err != nil {
-		return Start{}, 0, fmt.Errorf("%w (logs in %s)", err, s.c.dir)
+		return Start{}, 0, fmt.Errorf("%w (logs in %s)%s", err, s.c.dir, s.c.LogTails(30))
 	}
 	if overlapOK {
 		return next, 0, nil
@@ -201,6 +202,23 @@ func (s *session) takeOver(timeout time.Duration, overlapOK bool) (Start, time.D
 			next.Pid, next.Token, gone-next.Mono, s.cur.Pid, s.cur.Token)
 	}
 	return next, gone, nil
+}
+
+// frozenInWrite reports whether, on SQLite, no child started within
+// wait while the stopped runner m holds the database's write lock (which
+// blocks every other instance's writes). A start seen meanwhile stays
+// pending for takeOver.
+func (s *session) frozenInWrite(m *Runner, wait time.Duration) bool {
+	if s.env.Backend.Kind != SQLite {
+		return false
+	}
+	for end := time.Now().Add(wait); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if len(s.c.starts) > 0 {
+			return false
+		}
+	}
+	h, ok := sqlitelock.Writer(s.fresh.Path)
+	return ok && h.PID == m.Pid && h.Frozen()
 }
 
 // advance makes next the current master's child.
