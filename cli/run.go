@@ -267,6 +267,8 @@ type runner struct {
 
 	mu           sync.Mutex
 	child        *childproc.Process // the running child, if any
+	st           store.Store        // the store, once open
+	ex           *masterjob.Executor
 	standby      *childproc.Standby // a supervisor ready to start the next child
 	closing      bool               // no more standbys
 	standbys     sync.WaitGroup     // preparations in flight
@@ -395,6 +397,11 @@ func (r *runner) run() int {
 		defer wg.Done()
 		r.watchSignals(log, sigs, quit)
 	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.watchSuspend(log, quit)
+	}()
 	defer func() {
 		signal.Stop(sigs)
 		close(quit)
@@ -425,6 +432,9 @@ func (r *runner) run() int {
 	// On early returns the store closes before the listener, which serves
 	// startingHandler (no store) until the end of the setup below.
 	defer st.Close()
+	r.mu.Lock()
+	r.st = st // for a suspension (suspend.go)
+	r.mu.Unlock()
 
 	// Observers: the metrics, and the audit history of the transitions.
 	var observers []masterjob.Observer
@@ -464,6 +474,9 @@ func (r *runner) run() int {
 		return ExitFailure
 	}
 	r.log = r.log.With("lock", r.lock, "instance", ex.InstanceID())
+	r.mu.Lock()
+	r.ex = ex // for a suspension (suspend.go)
+	r.mu.Unlock()
 	if err := ex.StartMaster(r.lock, masterjob.JobFunc(r.job)); err != nil {
 		r.log.Error("cannot register the lock", "err", err)
 		return ExitFailure

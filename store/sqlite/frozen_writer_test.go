@@ -98,3 +98,32 @@ func TestWriteBlockedByAFrozenWriterSaysWho(t *testing.T) {
 		t.Fatalf("after the frozen writer died: %+v, %v; want M acquired", got, err)
 	}
 }
+
+// TestHoldWritesKeepsWritesWaiting: while a process holds its writes
+// (before it stops itself), its store starts no write, so it cannot be
+// stopped holding the write lock; once released, writes go on.
+func TestHoldWritesKeepsWritesWaiting(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "hold.db"))
+	ctx := context.Background()
+	release, err := s.HoldWrites(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	_, err = s.Acquire(cctx, store.Holder{ID: "a"}, []string{"L"}, time.Minute)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Acquire while writes are held: %v; want it to wait until its deadline", err)
+	}
+	cctx, cancel = context.WithTimeout(ctx, 50*time.Millisecond)
+	if _, err := s.HoldWrites(cctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a second HoldWrites: %v; want it to wait until its deadline", err)
+	}
+	cancel()
+	release()
+	release() // a second call does nothing
+	got, err := s.Acquire(ctx, store.Holder{ID: "a"}, []string{"L"}, time.Minute)
+	if err != nil || !got[0].Acquired {
+		t.Fatalf("Acquire after release: %+v, %v", got, err)
+	}
+}

@@ -1126,6 +1126,22 @@ func blockedBy(path string, err error) error {
 	}
 }
 
+// HoldWrites waits until no write of this Store is in flight, then keeps
+// new ones waiting until release is called. A process about to stop itself
+// (the command's runner on SIGTSTP, a terminal's Ctrl-Z) calls it first, so
+// that it does not hold the database's write lock while stopped, which
+// would block every other process's writes (see the package doc). It fails
+// only when ctx ends first.
+func (s *Store) HoldWrites(ctx context.Context) (release func(), err error) {
+	select {
+	case s.write <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-s.write }) }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("sqlite: hold writes: %w", ctx.Err())
+	}
+}
+
 // readTx runs fn in a read transaction: one consistent snapshot.
 func (s *Store) readTx(ctx context.Context, op string, fn func(tx *sql.Tx, now stamp) error) error {
 	if err := s.begin(ctx, op); err != nil {
