@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/masterjob/masterjob/internal/sqlitelock"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -468,7 +469,11 @@ func (d *driver) pause(ctx context.Context, s *slot, hold time.Duration) (string
 	sleepCtx(ctx, hold)
 	// The process has been stopped for a while: a lock it holds now, it
 	// has held since it stopped.
-	lockHeld := d.spec.kind == kindSQLite && sqliteWriterLockHeld(pid, d.spec.path)
+	lockHeld := false
+	if d.spec.kind == kindSQLite {
+		h, ok := sqlitelock.Writer(d.spec.path)
+		lockHeld = ok && h.PID == pid
+	}
 	err := syscall.Kill(pid, syscall.SIGCONT)
 	to := Mono()
 	w := Window{Index: s.index, From: from, To: to, Cause: "stop"}

@@ -90,6 +90,7 @@ func TestWriteLocker(t *testing.T) {
 3: -> POSIX  ADVISORY  WRITE 43 fe:00:77 120 120
 4: OFDLCK ADVISORY  WRITE -1 fe:00:77 0 EOF
 5: POSIX  ADVISORY  WRITE 44 fe:00:79 0 EOF
+6: POSIX  ADVISORY  WRITE 45 fe:00:81 121 121
 `
 	for _, c := range []struct {
 		file string
@@ -100,6 +101,7 @@ func TestWriteLocker(t *testing.T) {
 		{"fe:00:78", 41, true},
 		{"fe:00:79", 44, true}, // a lock to the end of the file covers it
 		{"fe:00:80", 0, false},
+		{"fe:00:81", 0, false}, // the checkpointer's byte, not the writer's
 	} {
 		if pid, ok := writeLocker(locks, c.file, walWriteLock); pid != c.pid || ok != c.ok {
 			t.Errorf("writeLocker(%s) = %d, %v; want %d, %v", c.file, pid, ok, c.pid, c.ok)
