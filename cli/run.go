@@ -268,6 +268,7 @@ type runner struct {
 	mu           sync.Mutex
 	child        *childproc.Process // the running child, if any
 	st           store.Store        // the store, once open
+	starting     sync.Mutex         // held while a command starts
 	ex           *masterjob.Executor
 	standby      *childproc.Standby // a supervisor ready to start the next child
 	closing      bool               // no more standbys
@@ -744,7 +745,15 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		// A suspension (suspend.go) waits for a start in progress, so
+		// that it stops the new command too.
+		r.starting.Lock()
 		p, err := r.startChild(lease)
+		if err == nil {
+			trace.Mark("child.forked", lease.Lock)
+			r.setChild(p)
+		}
+		r.starting.Unlock()
 		if err != nil {
 			log.Error("cannot start the command", "err", err)
 			if r.onExit == onExitRelease {
@@ -753,8 +762,6 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 				return err
 			}
 		} else {
-			trace.Mark("child.forked", lease.Lock)
-			r.setChild(p)
 			plog := log.With("pid", p.Pid())
 			plog.Info("command started")
 			select {

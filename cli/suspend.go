@@ -54,9 +54,12 @@ func (r *runner) watchSuspend(log *slog.Logger, quit <-chan struct{}) {
 }
 
 // suspend stops the command and the runner until SIGCONT; it reports false
-// if quit came first. r.mu is held throughout, so that no command starts
-// between the command's stop and the runner's.
+// if quit came first. r.starting and r.mu are held throughout: a command
+// whose start is under way is stopped too, and none starts between the
+// command's stop and the runner's.
 func (r *runner) suspend(log *slog.Logger, cont <-chan os.Signal, quit <-chan struct{}) bool {
+	r.starting.Lock()
+	defer r.starting.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	p := r.child

@@ -175,6 +175,9 @@ type Timeline struct {
 	Masterships []Mastership
 	// Stopped holds the SIGSTOP..SIGCONT windows.
 	Stopped []Window
+	// Suspended holds the SIGTSTP..SIGCONT windows of runners (runner
+	// mode): their commands are stopped with them.
+	Suspended []Window
 	// Down holds the windows when an instance was not healthy: not running
 	// yet, killed and not yet restarted, SIGSTOPped, cut from the store (or
 	// in a store outage).
@@ -255,6 +258,13 @@ const (
 	// VPausedWriter: a SIGSTOPped instance held SQLite's write lock and so
 	// blocked every instance (a violation only with StrictSQLiteLock).
 	VPausedWriter = "sqlite-write-lock-held-while-paused"
+	// VSuspendedWriter: a runner suspended by SIGTSTP held SQLite's write
+	// lock (it waits for its writes to end before it stops itself).
+	VSuspendedWriter = "sqlite-write-lock-held-while-suspended"
+	// VSuspendedRan: the command of a runner suspended by SIGTSTP ran
+	// beside the next master's (wrote after that one started), or outlived
+	// the SIGCONT by more than the stop grace.
+	VSuspendedRan = "command-ran-while-runner-suspended"
 )
 
 // Violation is one broken promise.
@@ -281,6 +291,11 @@ type Findings struct {
 	Violations []Violation
 	// ExcusedOverlaps counts overlaps whose older master was SIGSTOPped.
 	ExcusedOverlaps int
+	// SuspendedOverlaps counts overlaps whose older master's runner was
+	// suspended (SIGTSTP) with its command stopped: the command made no
+	// write after the newer master started, and died within the stop
+	// grace of SIGCONT.
+	SuspendedOverlaps int
 	// UnstartedAcquisitions counts the acquisitions whose job never
 	// reported its start (Timeline.Acquisitions), counted as masters for a
 	// lease by the gap check.
@@ -403,6 +418,10 @@ func (f *Findings) checkOverlaps(tl *Timeline, lock string, ms []Mastership, lim
 				}
 			}
 			if excuse == nil {
+				if sw, ok := tl.suspendedAt(a, b.Start); ok {
+					f.checkSuspended(tl, lock, a, b, sw, lim)
+					continue
+				}
 				f.add(VOverlap, lock, b.Start, "instance %d gen %d (token %d) ran until %s, %v after instance %d gen %d (token %d) started",
 					a.Index, a.Gen, a.Token, ts(a.Stop), dur(a.Stop-b.Start), b.Index, b.Gen, b.Token)
 				continue
@@ -950,6 +969,38 @@ func (tl *Timeline) firstWriteAfter(a Mastership, t int64) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// suspendedAt returns the SIGTSTP window of a's instance that began while
+// a ran (or, for a runner's child, before its first report) and was still
+// on at t.
+func (tl *Timeline) suspendedAt(a Mastership, t int64) (Window, bool) {
+	for _, w := range tl.Suspended {
+		began := w.From >= a.Start || (a.Child && w.To > a.Start)
+		if w.Index == a.Index && w.From <= t && t < w.To && began && a.Stop >= w.From {
+			return w, true
+		}
+	}
+	return Window{}, false
+}
+
+// checkSuspended judges an overlap of a, whose runner was suspended in sw,
+// with b, which started meanwhile: a's command, stopped with its runner,
+// must not have written after b started, and must have died within the stop
+// grace of SIGCONT (it is killed while still stopped when its lease's trust
+// window has closed).
+func (f *Findings) checkSuspended(tl *Timeline, lock string, a, b Mastership, sw Window, lim Limits) {
+	if first, ok := tl.firstWriteAfter(a, b.Start); ok && first < a.Stop {
+		f.add(VSuspendedRan, lock, first, "instance %d gen %d (token %d) wrote at %s, while its runner was suspended (from %s) and instance %d gen %d (token %d) ran (since %s)",
+			a.Index, a.Gen, a.Token, ts(first), ts(sw.From), b.Index, b.Gen, b.Token, ts(b.Start))
+		return
+	}
+	if after := dur(a.Stop - sw.To); after > lim.StopGrace {
+		f.add(VSuspendedRan, lock, a.Stop, "instance %d gen %d (token %d) ran until %s, %v after its runner's SIGCONT; instance %d gen %d (token %d) ran since %s",
+			a.Index, a.Gen, a.Token, ts(a.Stop), after, b.Index, b.Gen, b.Token, ts(b.Start))
+		return
+	}
+	f.SuspendedOverlaps++
 }
 
 // ts formats a monotonic reading as seconds, for messages.

@@ -588,3 +588,42 @@ func TestExecutorLogReachReadsFailedReleases(t *testing.T) {
 		t.Fatalf("after a failed release the instance reported %+v, want a period of failing calls of at least the release's timeout", m)
 	}
 }
+
+// A runner suspended by SIGTSTP stops its command with it: an overlap with
+// the next master is excused only if the old command made no write after
+// the next one started and died within the stop grace of SIGCONT.
+func TestCheckSuspendedRunner(t *testing.T) {
+	const L = "l"
+	timeline := func(writes []SinkWrite, oldStop int64) *Timeline {
+		return &Timeline{From: 0, To: 3000 * ms, Instances: 2, Locks: []string{L},
+			Masterships: []Mastership{
+				{Index: 0, Gen: 1, Lock: L, Token: 1, Start: 0, Stop: oldStop, Child: true},
+				{Index: 1, Gen: 1, Lock: L, Token: 2, Start: 900 * ms, Stop: 3000 * ms, Child: true},
+			},
+			Suspended: []Window{{Index: 0, From: 200 * ms, To: 2000 * ms, Cause: "suspend"}},
+			Down:      []Window{{Index: 0, From: 200 * ms, To: 2000 * ms, Cause: "suspend"}},
+			Writes:    writes,
+		}
+	}
+	for _, c := range []struct {
+		name    string
+		writes  []SinkWrite
+		oldStop int64
+		want    string
+	}{
+		{"stopped with its runner", []SinkWrite{{Lock: L, Token: 1, Sent: 100 * ms, Accepted: true}}, 2010 * ms, ""},
+		{"ran beside the next master", []SinkWrite{{Lock: L, Token: 1, Sent: 100 * ms, Accepted: true},
+			{Lock: L, Token: 1, Sent: 950 * ms}}, 2010 * ms, VSuspendedRan},
+		{"outlived the SIGCONT", nil, 2500 * ms, VSuspendedRan},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := Check(timeline(c.writes, c.oldStop), testLimits)
+			if got := kinds(f.Violations); got != c.want {
+				t.Fatalf("violations %v, want %v", got, c.want)
+			}
+			if wantExcused := c.want == ""; (f.SuspendedOverlaps == 1) != wantExcused {
+				t.Fatalf("overlaps excused by the suspension: %d", f.SuspendedOverlaps)
+			}
+		})
+	}
+}

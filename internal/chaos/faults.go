@@ -3,10 +3,13 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +30,10 @@ const (
 	FaultDisable = "disable"       // disable a lock from the driver, then enable it
 	FaultTerm    = "sigterm"       // SIGTERM an instance (graceful shutdown), then restart it
 	FaultLoss    = "store-loss"    // end a lock's lease in the store behind its holder's back
+	// FaultSuspend suspends a runner as a terminal's Ctrl-Z does
+	// (SIGTSTP) for longer than the lease, then SIGCONTs it (runner mode
+	// only): its command must be stopped with it.
+	FaultSuspend = "sigtstp"
 	// FaultCombo is a planned stop of a master (disable of its lock, or
 	// SIGTERM of its instance) and, while its job stops, a store-side loss
 	// of its lease, a cut from the store or a SIGSTOP.
@@ -35,12 +42,12 @@ const (
 
 // FaultKinds lists the kinds, in report order.
 var FaultKinds = []string{FaultKill, FaultStop, FaultCut, FaultLatency, FaultRestart, FaultClock, FaultDisable,
-	FaultTerm, FaultLoss, FaultCombo}
+	FaultTerm, FaultLoss, FaultCombo, FaultSuspend}
 
 // faultWeights sets how often each kind is drawn.
 var faultWeights = map[string]int{
 	FaultKill: 3, FaultStop: 3, FaultCut: 3, FaultLatency: 2, FaultRestart: 2, FaultClock: 2, FaultDisable: 2,
-	FaultTerm: 2, FaultLoss: 2, FaultCombo: 5,
+	FaultTerm: 2, FaultLoss: 2, FaultCombo: 5, FaultSuspend: 2,
 }
 
 // applies reports whether fault kind k can be injected in this run. In
@@ -48,7 +55,7 @@ var faultWeights = map[string]int{
 // instance's store calls (SQLite) or wall clock do not reach it.
 func (c *Config) applies(k string) bool {
 	if !c.Runner {
-		return true
+		return k != FaultSuspend // an instance is one process: SIGSTOP covers it
 	}
 	switch k {
 	case FaultClock:
@@ -200,6 +207,9 @@ func (sc *scheduler) plan(kind string, rec *FaultRecord) func(*FaultRecord) {
 	case FaultStop:
 		hold := cfg.Timing.Tolerance + sc.uniform(100*time.Millisecond, 800*time.Millisecond)
 		return func(r *FaultRecord) { defer release(); d.faultStop(ctx, r, s, hold) }
+	case FaultSuspend:
+		hold := cfg.Timing.Tolerance + sc.uniform(100*time.Millisecond, 800*time.Millisecond)
+		return func(r *FaultRecord) { defer release(); d.faultSuspend(ctx, r, s, hold) }
 	case FaultCut:
 		mode := []string{CutReset, CutStall}[sc.rng.IntN(2)]
 		hold := sc.uniform(200*time.Millisecond, 2000*time.Millisecond)
@@ -500,6 +510,61 @@ func (d *driver) pause(ctx context.Context, s *slot, hold time.Duration) (string
 		}
 	}
 	return detail, err
+}
+
+// faultSuspend suspends slot s's runner as a terminal's Ctrl-Z does
+// (SIGTSTP), waits hold, and SIGCONTs it. The runner stops its command
+// with itself, and must not stay stopped holding SQLite's write lock
+// (VSuspendedWriter); its command must not run beside the next master's
+// (checkOverlaps).
+func (d *driver) faultSuspend(ctx context.Context, r *FaultRecord, s *slot, hold time.Duration) {
+	s.mu.Lock()
+	pid := s.pid
+	s.mu.Unlock()
+	from := Mono()
+	if err := syscall.Kill(pid, syscall.SIGTSTP); err != nil {
+		r.Err = err.Error()
+		return
+	}
+	sleepCtx(ctx, hold)
+	stopped := processState(pid) == 'T'
+	var held bool
+	if d.spec.kind == kindSQLite {
+		h, ok := sqlitelock.Writer(d.spec.path)
+		held = ok && h.PID == pid
+	}
+	err := syscall.Kill(pid, syscall.SIGCONT)
+	to := Mono()
+	w := Window{Index: s.index, From: from, To: to, Cause: "suspend"}
+	d.mu.Lock()
+	d.tl.Suspended = append(d.tl.Suspended, w)
+	d.mu.Unlock()
+	d.down(w)
+	r.Detail = fmt.Sprintf("suspended %v", dur(to-from))
+	if !stopped {
+		r.Detail += "; the runner did not stop"
+	}
+	if held {
+		d.problem(VSuspendedWriter, "", "instance %d was suspended (SIGTSTP) from %s to %s holding SQLite's write lock",
+			s.index, ts(from), ts(to))
+	}
+	if err != nil {
+		r.Err = err.Error()
+	}
+}
+
+// processState returns pid's scheduling state from /proc ('T' when
+// stopped), or 0.
+func processState(pid int) byte {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0
+	}
+	return b[i+2]
 }
 
 func (d *driver) faultCut(ctx context.Context, r *FaultRecord, s *slot, mode string, hold time.Duration) {

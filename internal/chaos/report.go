@@ -146,6 +146,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 	if n := r.Findings.NeverRanAfterCont; n > 0 {
 		p("    paused process never ran again before its SIGKILL (host starved it; not judged): %d", n)
 	}
+	if n := r.Findings.SuspendedOverlaps; n > 0 {
+		p("  overlaps with a command stopped with its suspended runner (no write after the next master started): %d", n)
+	}
 	p("  max no-master gap: %v overall, %v while enabled with a healthy instance (bound %v)",
 		r.Findings.MaxGap.Round(time.Millisecond), r.Findings.MaxEligibleGap.Round(time.Millisecond), r.GapBound)
 	if r.StoreBlocked > 0 || strings.HasPrefix(r.Store, "sqlite") {
