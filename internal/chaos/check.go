@@ -527,7 +527,7 @@ func (f *Findings) checkGaps(tl *Timeline, lock string, ms []Mastership, lim Lim
 			from = at
 		}
 		segs := [][2]int64{{from, m.Stop}}
-		for _, w := range tl.Stopped {
+		for _, w := range tl.paused() {
 			if w.Index != m.Index {
 				continue
 			}
@@ -709,10 +709,13 @@ func (f *Findings) checkControls(tl *Timeline, lock string, ms []Mastership, lim
 			ran := dur(m.told() - c.DisableReturned)
 			limit := c.DisableReturned + int64(lim.Heartbeat+lim.DisableSlack)
 			why := "healthy"
-			for _, w := range tl.Stopped {
+			for _, w := range tl.paused() {
 				if w.Index == m.Index && w.overlaps(c.DisableCalled, limit) {
 					limit = max(limit, w.To+int64(lim.StopGrace))
 					why = "SIGSTOPped"
+					if w.Cause == "suspend" {
+						why = "suspended (SIGTSTP)"
+					}
 				}
 			}
 			for _, ws := range [][]Window{tl.Down, tl.Degraded, tl.Unreachable} {
@@ -908,7 +911,7 @@ func (f *Findings) checkLosses(tl *Timeline, lock string, ms []Mastership, lim L
 // StopGrace after the process ran again. It reports whether any did.
 func (tl *Timeline) pauseLimit(i int, from, limit int64, lim Limits) (int64, bool) {
 	paused := false
-	pauses := append(slices.Clone(tl.Stopped), tl.Resumed...)
+	pauses := append(tl.paused(), tl.Resumed...)
 	seen := map[int]bool{}
 	for changed := true; changed; {
 		changed = false
@@ -969,6 +972,13 @@ func (tl *Timeline) firstWriteAfter(a Mastership, t int64) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// paused returns the windows in which an instance's jobs could not run:
+// its SIGSTOPs, and its runner's suspensions (which stop the command too).
+// Overlaps treat the two apart (checkOverlaps).
+func (tl *Timeline) paused() []Window {
+	return append(slices.Clone(tl.Stopped), tl.Suspended...)
 }
 
 // suspendedAt returns the SIGTSTP window of a's instance that began while

@@ -627,3 +627,23 @@ func TestCheckSuspendedRunner(t *testing.T) {
 		})
 	}
 }
+
+// A master whose runner is suspended (its command stopped with it) across
+// a Disable is judged as a SIGSTOPped one: it has until the stop grace
+// after SIGCONT, not a lease after the Disable.
+func TestCheckDisableWhileSuspended(t *testing.T) {
+	const L = "l"
+	tl := &Timeline{From: 0, To: 3000 * ms, Instances: 2, Locks: []string{L},
+		Masterships: []Mastership{{Index: 0, Gen: 1, Lock: L, Token: 1, Start: 0, Stop: 2005 * ms, Child: true}},
+		Suspended:   []Window{{Index: 0, From: 200 * ms, To: 2000 * ms, Cause: "suspend"}},
+		Down:        []Window{{Index: 0, From: 200 * ms, To: 2000 * ms, Cause: "suspend"}},
+		Controls:    []ControlWindow{{Lock: L, DisableCalled: 500 * ms, DisableReturned: 501 * ms, Token: 1, EnableCalled: 2500 * ms, EnableReturned: 2501 * ms}},
+	}
+	if f := Check(tl, testLimits); len(f.Violations) != 0 {
+		t.Fatalf("violations %v; want none", kinds(f.Violations))
+	}
+	tl.Suspended = nil // the same run, had the runner merely been cut off
+	if f := Check(tl, testLimits); !strings.Contains(kinds(f.Violations), VDisabledRunning) {
+		t.Fatalf("violations %v; want %s without the suspension", kinds(f.Violations), VDisabledRunning)
+	}
+}
