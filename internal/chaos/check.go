@@ -410,7 +410,10 @@ func (f *Findings) checkOverlaps(tl *Timeline, lock string, ms []Mastership, lim
 				// may have acquired and let the child go just before it
 				// was paused, so a pause that began before the child's
 				// first report but was still on then counts too.
-				began := w.From >= a.Start || (a.Child && w.To > a.Start)
+				// And a SIGSTOP takes effect a moment after kill(2)
+				// returns: a job may report its start in between.
+				began := w.From >= a.Start || (a.Child && w.To > a.Start) ||
+					(w.To > a.Start && a.Start-w.From <= int64(stopTakesEffect))
 				if w.Index == a.Index && w.From <= b.Start && began && a.Stop >= w.From {
 					if excuse == nil || w.To > excuse.To {
 						excuse = &tl.Stopped[k]
@@ -973,6 +976,11 @@ func (tl *Timeline) firstWriteAfter(a Mastership, t int64) (int64, bool) {
 	}
 	return 0, false
 }
+
+// stopTakesEffect bounds how long after the driver's kill(2) of SIGSTOP
+// returned a process may still run: the signal stops each thread when it
+// next returns to user space.
+const stopTakesEffect = 5 * time.Millisecond
 
 // paused returns the windows in which an instance's jobs could not run:
 // its SIGSTOPs, and its runner's suspensions (which stop the command too).
