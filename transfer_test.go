@@ -7,6 +7,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/masterjob/masterjob"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/store/memstore"
 )
@@ -68,14 +69,14 @@ func masterAndGatedFollower(t *testing.T, lock string) (*gatedReads, *recorder, 
 	return st, rec, stopA
 }
 
-// masterAndFollower starts a on ms, master of lock, and b on bView (a
-// view of ms), both running one recorder's job, and waits until b is in
-// a's member list. It returns the recorder and the function that stops a;
-// b stops when the test ends.
-func masterAndFollower(t *testing.T, lock string, ms *memstore.Store, bView store.Store) (*recorder, func() error) {
+// masterAndFollower starts a on aView, master of lock, and b on bView
+// (views of one store), both running one recorder's job, and waits until b
+// is in a's member list. It returns the recorder and the function that
+// stops a; b stops when the test ends.
+func masterAndFollower(t *testing.T, lock string, aView, bView store.Store) (*recorder, func() error) {
 	t.Helper()
 	rec := newRecorder(t)
-	a := newExec(t, ms, "a")
+	a := newExec(t, aView, "a")
 	if err := a.StartMaster(lock, rec.job()); err != nil {
 		t.Fatal(err)
 	}
@@ -328,21 +329,7 @@ func TestSlowReleaseStillHandsOver(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const lock = "L"
 		ms := memstore.New()
-		rec := newRecorder(t)
-		a := newExec(t, slowReleases{Store: ms, delay: heartbeat + margin}, "a")
-		if err := a.StartMaster(lock, rec.job()); err != nil {
-			t.Fatal(err)
-		}
-		stopA := startRun(a)
-		synctest.Wait()
-		b := newExec(t, ms, "b")
-		if err := b.StartMaster(lock, rec.job()); err != nil {
-			t.Fatal(err)
-		}
-		stopB := startRun(b)
-		t.Cleanup(func() { _ = stopB() })
-		time.Sleep(2*checkIntv + heartbeat/2)
-		synctest.Wait()
+		rec, stopA := masterAndFollower(t, lock, slowReleases{Store: ms, delay: heartbeat + margin}, ms)
 		if running := rec.runningNow(); running["a"] == 0 {
 			t.Fatalf("running %v; want a master", running)
 		}
@@ -355,6 +342,30 @@ func TestSlowReleaseStillHandsOver(t *testing.T) {
 		if running := rec.runningNow(); running["b"] == 0 {
 			t.Fatalf("%v after a's stop began (a's release took %v): running %v, want b master at once, not after a's lease expired",
 				time.Since(stopped), heartbeat+margin, running)
+		}
+	})
+}
+
+// TestHungReleaseKeepsTheShutdownBound: a release is waited for until the
+// lease would expire, but never past the shutdown timeout: Run returns
+// within it even when the store never answers the release (design promise
+// 6, shutdown bounded).
+func TestHungReleaseKeepsTheShutdownBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const lock = "L"
+		const bound = 1500 * time.Millisecond // under the lease's 3 s
+		ms := memstore.New()
+		a := newExec(t, slowReleases{Store: ms, delay: time.Hour}, "a", masterjob.WithShutdownTimeout(bound))
+		if err := a.StartMaster(lock, idle()); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		time.Sleep(heartbeat / 2)
+		synctest.Wait()
+		began := time.Now()
+		_ = stopA()
+		if took := time.Since(began); took > bound {
+			t.Fatalf("Run returned %v after the stop, over the %v shutdown timeout, waiting for a release that never answers", took, bound)
 		}
 	})
 }
