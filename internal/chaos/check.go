@@ -406,15 +406,7 @@ func (f *Findings) checkOverlaps(tl *Timeline, lock string, ms []Mastership, lim
 			var excuse *Window
 			for k := range tl.Stopped {
 				w := tl.Stopped[k]
-				// A runner's child reports its start itself: the runner
-				// may have acquired and let the child go just before it
-				// was paused, so a pause that began before the child's
-				// first report but was still on then counts too.
-				// And a SIGSTOP takes effect a moment after kill(2)
-				// returns: a job may report its start in between.
-				began := w.From >= a.Start || (a.Child && w.To > a.Start) ||
-					(w.To > a.Start && a.Start-w.From <= int64(stopTakesEffect))
-				if w.Index == a.Index && w.From <= b.Start && began && a.Stop >= w.From {
+				if w.Index == a.Index && w.From <= b.Start && w.caught(a) {
 					if excuse == nil || w.To > excuse.To {
 						excuse = &tl.Stopped[k]
 					}
@@ -978,8 +970,8 @@ func (tl *Timeline) firstWriteAfter(a Mastership, t int64) (int64, bool) {
 }
 
 // stopTakesEffect bounds how long after the driver's kill(2) of SIGSTOP
-// returned a process may still run: the signal stops each thread when it
-// next returns to user space.
+// (or SIGTSTP) returned a process may still run: the signal stops each
+// thread when it next returns to user space.
 const stopTakesEffect = 5 * time.Millisecond
 
 // paused returns the windows in which an instance's jobs could not run:
@@ -989,13 +981,23 @@ func (tl *Timeline) paused() []Window {
 	return append(slices.Clone(tl.Stopped), tl.Suspended...)
 }
 
-// suspendedAt returns the SIGTSTP window of a's instance that began while
-// a ran (or, for a runner's child, before its first report) and was still
-// on at t.
+// caught reports whether pause w of a's instance caught a running: it
+// began while a ran, or was on when a reported its start in two cases. A
+// runner's child reports its start itself: the runner may have acquired
+// and let the child go just before it was paused. And a signal takes
+// effect a moment after kill(2) returns: a job may report its start in
+// between.
+func (w Window) caught(a Mastership) bool {
+	began := w.From >= a.Start ||
+		(w.To > a.Start && (a.Child || a.Start-w.From <= int64(stopTakesEffect)))
+	return began && a.Stop >= w.From
+}
+
+// suspendedAt returns the SIGTSTP window of a's instance that caught a
+// running (Window.caught) and was still on at t.
 func (tl *Timeline) suspendedAt(a Mastership, t int64) (Window, bool) {
 	for _, w := range tl.Suspended {
-		began := w.From >= a.Start || (a.Child && w.To > a.Start)
-		if w.Index == a.Index && w.From <= t && t < w.To && began && a.Stop >= w.From {
+		if w.Index == a.Index && w.From <= t && t < w.To && w.caught(a) {
 			return w, true
 		}
 	}

@@ -3,13 +3,10 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -469,29 +466,14 @@ func (d *driver) faultStop(ctx context.Context, r *FaultRecord, s *slot, hold ti
 // pause SIGSTOPs slot s's process for hold, then SIGCONTs it, and records
 // the window.
 func (d *driver) pause(ctx context.Context, s *slot, hold time.Duration) (string, error) {
-	s.mu.Lock()
-	pid := s.pid
-	s.mu.Unlock()
-	from := Mono()
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+	w, lockHeld, err := d.stopFor(ctx, s, syscall.SIGSTOP, "stop", hold)
+	if w.Index < 0 {
 		return "", err
 	}
-	sleepCtx(ctx, hold)
-	// The process has been stopped for a while: a lock it holds now, it
-	// has held since it stopped.
-	lockHeld := false
-	if d.spec.kind == kindSQLite {
-		h, ok := sqlitelock.Writer(d.spec.path)
-		lockHeld = ok && h.PID == pid
-	}
-	err := syscall.Kill(pid, syscall.SIGCONT)
-	to := Mono()
-	w := Window{Index: s.index, From: from, To: to, Cause: "stop"}
 	d.mu.Lock()
 	d.tl.Stopped = append(d.tl.Stopped, w)
 	d.mu.Unlock()
-	d.down(w)
-	detail := fmt.Sprintf("stopped %v", dur(to-from))
+	detail := fmt.Sprintf("stopped %v", dur(w.To-w.From))
 	if lockHeld {
 		// Every instance's store calls waited for the paused writer: the
 		// store was unavailable to all of them.
@@ -501,11 +483,11 @@ func (d *driver) pause(ctx context.Context, s *slot, hold time.Duration) (string
 		d.mu.Unlock()
 		if d.cfg.StrictSQLiteLock {
 			d.problem(VPausedWriter, "", "instance %d was SIGSTOPped from %s to %s holding SQLite's write lock: every instance's store calls blocked for %v",
-				s.index, ts(from), ts(to), dur(to-from))
+				s.index, ts(w.From), ts(w.To), dur(w.To-w.From))
 		}
 		for _, o := range d.slots {
 			if o != s {
-				d.down(Window{Index: o.index, From: from, To: to, Cause: "store-locked"})
+				d.down(Window{Index: o.index, From: w.From, To: w.To, Cause: "store-locked"})
 			}
 		}
 	}
@@ -518,53 +500,45 @@ func (d *driver) pause(ctx context.Context, s *slot, hold time.Duration) (string
 // (VSuspendedWriter); its command must not run beside the next master's
 // (checkOverlaps).
 func (d *driver) faultSuspend(ctx context.Context, r *FaultRecord, s *slot, hold time.Duration) {
+	w, lockHeld, err := d.stopFor(ctx, s, syscall.SIGTSTP, "suspend", hold)
+	if err != nil {
+		r.Err = err.Error()
+	}
+	if w.Index < 0 {
+		return
+	}
+	d.mu.Lock()
+	d.tl.Suspended = append(d.tl.Suspended, w)
+	d.mu.Unlock()
+	r.Detail = fmt.Sprintf("suspended %v", dur(w.To-w.From))
+	if lockHeld {
+		d.problem(VSuspendedWriter, "", "instance %d was suspended (SIGTSTP) from %s to %s holding SQLite's write lock",
+			s.index, ts(w.From), ts(w.To))
+	}
+}
+
+// stopFor sends sig (SIGSTOP, or a runner's SIGTSTP) to slot s's process,
+// waits hold, notes whether the process then holds SQLite's write lock (a
+// lock it holds after a while stopped, it has held since it stopped), and
+// SIGCONTs it. It returns the window, recorded as down with cause; its
+// Index is -1 when the signal could not be sent.
+func (d *driver) stopFor(ctx context.Context, s *slot, sig syscall.Signal, cause string, hold time.Duration) (w Window, lockHeld bool, err error) {
 	s.mu.Lock()
 	pid := s.pid
 	s.mu.Unlock()
 	from := Mono()
-	if err := syscall.Kill(pid, syscall.SIGTSTP); err != nil {
-		r.Err = err.Error()
-		return
+	if err := syscall.Kill(pid, sig); err != nil {
+		return Window{Index: -1}, false, err
 	}
 	sleepCtx(ctx, hold)
-	stopped := processState(pid) == 'T'
-	var held bool
 	if d.spec.kind == kindSQLite {
 		h, ok := sqlitelock.Writer(d.spec.path)
-		held = ok && h.PID == pid
+		lockHeld = ok && h.PID == pid
 	}
-	err := syscall.Kill(pid, syscall.SIGCONT)
-	to := Mono()
-	w := Window{Index: s.index, From: from, To: to, Cause: "suspend"}
-	d.mu.Lock()
-	d.tl.Suspended = append(d.tl.Suspended, w)
-	d.mu.Unlock()
+	err = syscall.Kill(pid, syscall.SIGCONT)
+	w = Window{Index: s.index, From: from, To: Mono(), Cause: cause}
 	d.down(w)
-	r.Detail = fmt.Sprintf("suspended %v", dur(to-from))
-	if !stopped {
-		r.Detail += "; the runner did not stop"
-	}
-	if held {
-		d.problem(VSuspendedWriter, "", "instance %d was suspended (SIGTSTP) from %s to %s holding SQLite's write lock",
-			s.index, ts(from), ts(to))
-	}
-	if err != nil {
-		r.Err = err.Error()
-	}
-}
-
-// processState returns pid's scheduling state from /proc ('T' when
-// stopped), or 0.
-func processState(pid int) byte {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0
-	}
-	return b[i+2]
+	return w, lockHeld, err
 }
 
 func (d *driver) faultCut(ctx context.Context, r *FaultRecord, s *slot, mode string, hold time.Duration) {
