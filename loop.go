@@ -613,7 +613,11 @@ func (l *loop) startRenew(now time.Time, refs []store.LeaseRef) {
 func (l *loop) startRelease() {
 	refs := make([]store.LeaseRef, 0, len(l.toRelease))
 	var given []store.LeaseRef // to transfer
+	var until time.Time        // the latest lease expiry among them
 	for lock, p := range l.toRelease {
+		if p.expiry.After(until) {
+			until = p.expiry
+		}
 		r := store.LeaseRef{Lock: lock, Token: p.token, Successor: p.successor, Reserve: p.reserve}
 		if p.transfer {
 			given = append(given, r)
@@ -628,10 +632,7 @@ func (l *loop) startRelease() {
 	// TestSlowReleaseStillHandsOver), never past a shutdown's bound.
 	now := l.now()
 	floor := min(l.cfg.HeartbeatInterval, l.cfg.SafetyMargin)
-	timeout := floor
-	for _, p := range l.toRelease {
-		timeout = max(timeout, p.expiry.Sub(now))
-	}
+	timeout := max(floor, until.Sub(now))
 	if l.shutdown {
 		timeout = max(floor, min(timeout, l.shutdownBy.Sub(now)))
 	}

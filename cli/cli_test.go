@@ -618,16 +618,26 @@ func waitPidFile(t *testing.T, path string, within time.Duration) int {
 // SIGKILLed runners are reparented to PID 1, which does not reap them in
 // every container.
 func alive(pid int) bool {
+	switch state := procState(pid); state {
+	case 0:
+		return syscall.Kill(pid, 0) == nil && !procAvailable()
+	default:
+		return state != 'Z' && state != 'X'
+	}
+}
+
+// procState returns the scheduling state of pid from /proc ('R', 'S',
+// 'T', ...), or 0 when it is gone.
+func procState(pid int) byte {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return syscall.Kill(pid, 0) == nil && !procAvailable()
+		return 0
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 || i+2 >= len(b) {
-		return false
+		return 0
 	}
-	state := b[i+2]
-	return state != 'Z' && state != 'X'
+	return b[i+2]
 }
 
 // parentOf returns the parent pid of pid from /proc.

@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -11,20 +9,6 @@ import (
 
 	"github.com/masterjob/masterjob/internal/sqlitelock"
 )
-
-// procState returns the scheduling state of pid from /proc ('R', 'S',
-// 'T', ...), or 0 when it is gone.
-func procState(pid int) byte {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0
-	}
-	return b[i+2]
-}
 
 // waitStopped waits until pid is stopped (state T).
 func waitStopped(t *testing.T, what string, pid int, within time.Duration) {
