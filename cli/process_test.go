@@ -387,8 +387,9 @@ func testProcessHandoff(t *testing.T, store string) {
 		t.Fatalf("alive children %v, want only the master's %d", pids, master)
 	}
 
-	// SIGKILL of the master's runner: its child dies with it (Pdeathsig),
-	// and a follower takes over once the lease has expired.
+	// SIGKILL of the master's runner: its child dies with it, and its
+	// supervisor's last will (lastwill.go) releases the lease then, so a
+	// follower takes over before the lease would have expired.
 	killed := time.Now()
 	if err := masterRunner.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -400,9 +401,21 @@ func testProcessHandoff(t *testing.T, store string) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	t.Logf("SIGKILL: child gone after %v", time.Since(killed).Round(time.Millisecond))
-	prev := master
+	prev, prevRunner := master, masterRunner
 	master, masterRunner = c.waitMaster(procTolerance+time.Second-time.Since(killed), prev)
-	t.Logf("SIGKILL: new master child after %v", time.Since(killed).Round(time.Millisecond))
+	took := time.Since(killed)
+	t.Logf("SIGKILL: new master child after %v", took.Round(time.Millisecond))
+	if !strings.Contains(prevRunner.log(), "the runner died; released its lease") {
+		c.dumpLogs()
+		t.Fatalf("no last will released the SIGKILLed runner's lease (new master after %v)", took)
+	}
+	if took >= procTolerance {
+		c.dumpLogs()
+		t.Fatalf("new master %v after the SIGKILL: the lease expired before the last will released it", took)
+	}
+	if r := mainEnv(nil, "history", "--store", store, "--lock", c.lock); r.code != 0 || !strings.Contains(r.stdout, "its supervisor released the lease") {
+		t.Fatalf("history (exit %d) does not record the last will's release:\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	c.start()
 
 	// Disable then enable at once: the master stops its child (200ms) and

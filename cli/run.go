@@ -259,6 +259,7 @@ type runner struct {
 	onExit       string
 	restartDelay time.Duration
 	log          *slog.Logger
+	logFormat    string      // text or json, for the last will's log too
 	http         *httpConfig // nil without --http
 
 	cancelRun context.CancelCauseFunc
@@ -334,6 +335,7 @@ func newRunner(e *cmdEnv, f *runFlags) (*runner, error) {
 		onExit:       f.onExit.value,
 		restartDelay: f.restartDelay.d,
 		log:          newLogger(e.stderr, f.logFormat.value, f.logLevel.value),
+		logFormat:    f.logFormat.value,
 		http:         hc,
 		killNow:      make(chan struct{}),
 	}, nil
@@ -752,6 +754,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 		if err == nil {
 			trace.Mark("child.forked", lease.Lock)
 			r.setChild(p)
+			p.SetLastWill(r.lastWill(lease)) // lastwill.go
 		}
 		r.starting.Unlock()
 		if err != nil {

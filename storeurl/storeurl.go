@@ -256,6 +256,11 @@ func (u URL) Open(ctx context.Context) (store.Store, error) {
 // logs and error messages.
 func (u URL) String() string { return redact(u.raw) }
 
+// Unredacted returns the URL as given, password included: for handing to
+// another process of this program that opens the same store, never for a
+// log or a message.
+func (u URL) Unredacted() string { return u.raw }
+
 func supported() string {
 	forms := []string{"sqlite:PATH", "postgres://...", "postgresql://..."}
 	enginesMu.RLock()

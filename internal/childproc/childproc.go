@@ -125,6 +125,20 @@ func (s Spec) environ() []string {
 	return append(env, s.Env...)
 }
 
+// LastWill is what a supervisor runs when its runner dies while the
+// command runs: once the command and everything it started are gone, the
+// supervisor replaces itself with this program (os.Executable) run with
+// Args, in an environment of Env alone. A program that sets a last will
+// must recognize Args itself before anything else, in a package's init as
+// the supervisor does, since tests re-execute their test binary. The will
+// runs only when the runner is dead (the supervisor has been reparented),
+// never when the runner stops the command or closes its end; it is the
+// place to announce, at once, what the runner can no longer say itself.
+type LastWill struct {
+	Args []string
+	Env  []string
+}
+
 // Result is how the child ended.
 type Result struct {
 	// Pid is the child's process id.

@@ -36,6 +36,12 @@ func TestMain(m *testing.M) {
 	case "pid1":
 		pid1Helper()
 		return
+	case "runner-will":
+		runnerWillHelper()
+		return
+	case "will":
+		willHelper()
+		return
 	}
 	goleak.VerifyTestMain(m)
 }

@@ -70,6 +70,10 @@ func (p *Process) signal(sig syscall.Signal) error {
 
 func (p *Process) kill() { _ = p.signal(syscall.SIGKILL) }
 
+// SetLastWill does nothing here: without a supervisor, nothing outlives the
+// runner to run a will (see LastWill).
+func (p *Process) SetLastWill(LastWill) {}
+
 // groupAlive reports whether process group pgid has a member (zombies
 // included: there is no portable way to tell them apart).
 func groupAlive(pgid int) bool {

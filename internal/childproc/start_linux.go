@@ -325,6 +325,22 @@ func (p *Process) signal(sig syscall.Signal) error {
 	return nil
 }
 
+// SetLastWill gives the supervisor w as the runner's last will, replacing
+// any earlier one; a will with no Args clears it. Only Linux runs it: see
+// LastWill. A runner that dies before the supervisor has read it leaves no
+// will.
+func (p *Process) SetLastWill(w LastWill) {
+	var b strings.Builder
+	for _, a := range w.Args {
+		b.WriteString("will-arg " + strconv.Quote(a) + "\n")
+	}
+	for _, kv := range w.Env {
+		b.WriteString("will-env " + strconv.Quote(kv) + "\n")
+	}
+	b.WriteString("will")
+	p.sys.send(b.String())
+}
+
 // kill has the supervisor SIGKILL every descendant until none is left, and
 // exit.
 func (p *Process) kill() { p.sys.send("kill") }

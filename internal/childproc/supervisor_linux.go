@@ -36,10 +36,16 @@ import (
 //	                                    been reaped (the supervisor exits next)
 //	runner to supervisor:  "signal N"   send signal N to every descendant
 //	                       "kill"       SIGKILL every descendant until none is left
+//	                       "will-arg Q" an argument of the last will (a quoted Go string)
+//	                       "will-env Q" an environment entry of the last will
+//	                       "will"       the arguments and entries sent since the
+//	                                    last "will" are the last will (none: no will)
 //
 // End of file on descriptor 3 means the runner is gone: the supervisor
 // SIGKILLs every descendant. It exits once it has no child left: the command
-// has exited and every process it started has exited and been reaped.
+// has exited and every process it started has exited and been reaped. If the
+// runner died (this process was reparented) and left a last will, the
+// supervisor then executes the will instead of exiting (see LastWill).
 
 // supervisorArg is the first argument of a supervisor; standbyArg after it
 // makes a standby supervisor, which reads the runner's
@@ -181,6 +187,10 @@ type supervisor struct {
 	cmdReaped atomic.Bool
 	mu        sync.Mutex // serializes writes on ctl
 	ctl       *os.File
+
+	// The last will: will is what the runner's last "will" committed
+	// (nil: none), pending what it has sent since.
+	will, pending *LastWill
 }
 
 // send writes one line to the runner; errors (the runner is gone) are
@@ -224,6 +234,10 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 			src = ctl // what the standby read ahead is in its buffer
 		}
 		sc := bufio.NewScanner(src)
+		// A last will carries environment entries, each up to the
+		// kernel's 128 KiB (MAX_ARG_STRLEN), quoted: a line too long
+		// for the scanner would read as the runner's death.
+		sc.Buffer(nil, maxLine)
 		for sc.Scan() {
 			cmds <- sc.Text()
 		}
@@ -243,6 +257,9 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 			// Said before the exit, which takes the runner a few
 			// milliseconds more to see: a hand-off waits for this.
 			s.send("gone")
+			if cmds == nil && s.will != nil && s.runnerDied() {
+				return s.execWill()
+			}
 			return 0
 		case line, ok := <-cmds:
 			if !ok { // the runner is gone
@@ -258,6 +275,8 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 				if n, err := strconv.Atoi(arg); err == nil {
 					s.signalAll(syscall.Signal(n), verb == "signal-rest")
 				}
+			case "will-arg", "will-env", "will":
+				s.readWill(verb, arg)
 			}
 		case <-sigs:
 			if os.Getppid() != s.runner { // Pdeathsig: the runner is gone
@@ -320,4 +339,65 @@ func (s *supervisor) killAll() {
 		}
 		awaitDeath(victims, 50*time.Millisecond)
 	}
+}
+
+// readWill takes one line of the runner's last will.
+func (s *supervisor) readWill(verb, arg string) {
+	if verb == "will" {
+		s.will, s.pending = s.pending, nil
+		if s.will != nil && len(s.will.Args) == 0 {
+			s.will = nil
+		}
+		return
+	}
+	v, err := strconv.Unquote(arg)
+	if err != nil {
+		return
+	}
+	if s.pending == nil {
+		s.pending = &LastWill{}
+	}
+	if verb == "will-arg" {
+		s.pending.Args = append(s.pending.Args, v)
+	} else {
+		s.pending.Env = append(s.pending.Env, v)
+	}
+}
+
+// runnerDied reports whether the runner has exited, not merely closed its
+// end of the socket: this process has been reparented. The socket reads end
+// of file when the dying runner's files are closed, a moment before the
+// kernel reparents its children, so it waits for that a little.
+func (s *supervisor) runnerDied() bool {
+	deadline := time.Now().Add(reparentWait)
+	for os.Getppid() == s.runner {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// maxLine bounds a line from the runner.
+const maxLine = 1 << 20
+
+// reparentWait bounds how long a supervisor whose runner's socket closed
+// waits to be reparented before it concludes that the runner lives on.
+const reparentWait = time.Second
+
+// execWill replaces the supervisor with its runner's last will: this
+// program again, with the will's arguments and nothing but its
+// environment. It returns only when the exec failed.
+func (s *supervisor) execWill() int {
+	exe, err := os.Executable()
+	if err == nil {
+		trace.Mark("supervisor.will", s.lock)
+		// The will must not die with the supervisor's new parent.
+		_ = unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0)
+		signal.Reset()
+		err = syscall.Exec(exe, append([]string{exe}, s.will.Args...), s.will.Env)
+	}
+	fmt.Fprintf(os.Stderr, "masterjob: supervisor: cannot run the runner's last will: %v\n", err)
+	return 125
 }

@@ -1,0 +1,125 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/internal/childproc"
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/storeurl"
+)
+
+// The last will of a runner. When a runner dies while its command runs (a
+// SIGKILL, the OOM killer, a crash), its supervisor kills the command and
+// everything it started, as it always has; then, once they are all gone,
+// it runs this program again as the runner's last will, which releases the
+// lease at once, fenced on the runner's instance and the lease's token. The
+// next master starts within milliseconds instead of after the lease's
+// expiry. This is safe because nothing of the dead mastership is left to
+// act: the runner is dead (the supervisor has been reparented) and the
+// command and its descendants have been reaped; a release whose token no
+// longer matches (the lease had moved on) changes nothing. When the host,
+// the network or the supervisor dies too, there is no will, and the lease
+// expires as before.
+//
+// The will is this program with lastWillArg as its first argument, in an
+// environment of the runner's own (the store's settings: PG* variables,
+// ETCDCTL_* and the like) with the store's URL and the lease added.
+const lastWillArg = "__masterjob-last-will"
+
+// Environment of the last will, beside EnvStore and childproc's lease
+// variables.
+const (
+	envWillRunnerPID = "MASTERJOB_WILL_RUNNER_PID"
+	envWillLogFormat = "MASTERJOB_WILL_LOG_FORMAT"
+)
+
+// lastWillTimeout bounds the will's work: after it the lease expires by
+// itself anyway.
+const lastWillTimeout = 30 * time.Second
+
+// init runs the last will when this program was started as one: before
+// main, so that a test binary that links this package is a will too.
+func init() {
+	if len(os.Args) > 1 && os.Args[1] == lastWillArg {
+		os.Exit(runLastWill(context.Background(), os.LookupEnv, os.Stderr))
+	}
+}
+
+// lastWill returns the will that the supervisor of lease's command runs if
+// this runner dies.
+func (r *runner) lastWill(lease masterjob.Lease) childproc.LastWill {
+	env := append(os.Environ(),
+		EnvStore+"="+r.store.Unredacted(),
+		envWillRunnerPID+"="+strconv.Itoa(os.Getpid()),
+		envWillLogFormat+"="+r.logFormat,
+	)
+	env = append(env, childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance)...)
+	return childproc.LastWill{Args: []string{lastWillArg}, Env: env}
+}
+
+// runLastWill releases the lease that the environment names, if its
+// instance still holds it, and removes the instance from the member list;
+// it returns the exit code.
+func runLastWill(ctx context.Context, lookupEnv func(string) (string, bool), stderr io.Writer) int {
+	get := func(k string) string { v, _ := lookupEnv(k); return v }
+	format := get(envWillLogFormat)
+	if format != "json" {
+		format = "text"
+	}
+	lock, instance, runner := get(childproc.EnvLock), get(childproc.EnvInstance), get(envWillRunnerPID)
+	log := newLogger(stderr, format, "info").With("lock", lock, "instance", instance, "runner_pid", runner)
+	defer flushLog(log)
+	token, err := strconv.ParseInt(get(childproc.EnvToken), 10, 64)
+	if err != nil || lock == "" || instance == "" {
+		log.Error("last will: incomplete (this mode is only for a supervisor's use)", "token", get(childproc.EnvToken))
+		return ExitUsage
+	}
+	u, err := storeurl.Parse(get(EnvStore))
+	if err != nil {
+		log.Error("last will: bad store URL", "err", err)
+		return ExitUsage
+	}
+	ctx, cancel := context.WithTimeout(ctx, lastWillTimeout)
+	defer cancel()
+	fail := func(what string, err error) int {
+		log.Error("the runner died; cannot "+what+", so the lease expires by itself",
+			"token", token, "store", u.String(), "err", err)
+		return ExitFailure
+	}
+	st, err := u.Open(ctx)
+	if err != nil {
+		return fail("open the store", err)
+	}
+	defer st.Close()
+	states, err := st.Locks(ctx, lock)
+	if err != nil {
+		return fail("read the lock", err)
+	}
+	if len(states) != 1 || states[0].Holder != instance || states[0].Token != token {
+		log.Info("the runner died; its lease had already ended", "token", token)
+	} else {
+		if err := st.Release(ctx, instance, []store.LeaseRef{{Lock: lock, Token: token}}); err != nil {
+			return fail("release the lease", err)
+		}
+		log.Info("the runner died; released its lease once its command and everything it started had exited", "token", token)
+		if h, ok := st.(store.History); ok {
+			e := store.Event{Lock: lock, Kind: store.EventReleased, Instance: instance, Token: token,
+				Reason: fmt.Sprintf("the runner (pid %s) died; its supervisor released the lease once the command had exited", runner)}
+			if err := h.AppendEvents(ctx, []store.Event{e}); err != nil {
+				log.Warn("cannot record the release in the history", "err", err)
+			}
+		}
+	}
+	if m, ok := st.(store.Membership); ok {
+		if err := m.Leave(ctx, instance); err != nil {
+			log.Warn("cannot remove the dead runner from the member list; it expires by itself", "err", err)
+		}
+	}
+	return ExitOK
+}

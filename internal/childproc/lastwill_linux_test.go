@@ -1,0 +1,169 @@
+package childproc
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// runnerWillHelper plays a runner that leaves a last will: it starts a
+// shell that starts a grandchild, gives the supervisor a will that checks
+// both (the will helper below), prints "CHILD GRANDCHILD" and waits to be
+// killed.
+func runnerWillHelper() {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		os.Exit(3)
+	}
+	p, err := Start(Spec{Path: "sh", Args: []string{"-c", "sleep 600 & echo $!; wait"}, Stdout: pw})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	pw.Close()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "grandchild pid:", err)
+		os.Exit(3)
+	}
+	grand := strings.TrimSpace(line)
+	p.SetLastWill(LastWill{
+		Args: []string{"-test.run=^$"},
+		Env: []string{helperEnv + "=will", "WILL_OUT=" + os.Getenv("WILL_OUT"),
+			"WILL_PIDS=" + strconv.Itoa(p.Pid()) + "," + grand},
+	})
+	fmt.Println(p.Pid(), grand)
+	select {}
+}
+
+// willHelper is the last will of runnerWillHelper: it writes to $WILL_OUT
+// which of $WILL_PIDS are still alive, and its environment.
+func willHelper() {
+	var live []string
+	for _, s := range strings.Split(os.Getenv("WILL_PIDS"), ",") {
+		if pid, err := strconv.Atoi(s); err == nil && alive(pid) {
+			live = append(live, s)
+		}
+	}
+	out := fmt.Sprintf("alive=%s\nenv=%s\n", strings.Join(live, ","), strings.Join(os.Environ(), "|"))
+	// Written under another name, then renamed: the test sees it whole.
+	tmp := os.Getenv("WILL_OUT") + ".tmp"
+	if os.WriteFile(tmp, []byte(out), 0o600) != nil || os.Rename(tmp, os.Getenv("WILL_OUT")) != nil {
+		os.Exit(3)
+	}
+}
+
+// startWillRunner starts runnerWillHelper with its will's output at out,
+// and returns it with the pids of its command and of the command's child.
+func startWillRunner(t *testing.T, out string) (*exec.Cmd, int, int) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=runner-will", "WILL_OUT="+out, "CHILDPROC_INHERITED=yes")
+	cmd.Stderr = os.Stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_, _ = io.Copy(io.Discard, stdout)
+		_ = cmd.Wait()
+	})
+	var child, grand int
+	if _, err := fmt.Fscan(bufio.NewReader(stdout), &child, &grand); err != nil {
+		t.Fatalf("runner helper: %v", err)
+	}
+	return cmd, child, grand
+}
+
+// A runner that dies leaves its will to the supervisor, which runs it once
+// the command and everything it started are dead, with the will's
+// environment alone.
+func TestLastWillRunsOnceEverythingIsDead(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "will")
+	cmd, child, grand := startWillRunner(t, out)
+	// The will is sent after the start: give the supervisor time to read it.
+	time.Sleep(100 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var b []byte
+	for {
+		var err error
+		if b, err = os.ReadFile(out); err == nil {
+			break
+		}
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("no last will ran within 5s of the runner's SIGKILL (command %d, its child %d)", child, grand)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("the will ran %v after the SIGKILL", time.Since(start).Round(time.Millisecond))
+	got := string(b)
+	if !strings.Contains(got, "alive=\n") {
+		t.Errorf("the will ran while processes of the command lived: %q", got)
+	}
+	_, env, _ := strings.Cut(got, "env=")
+	vars := strings.Split(strings.TrimSpace(env), "|")
+	slices.Sort(vars)
+	want := []string{helperEnv + "=will", "WILL_OUT=" + out, fmt.Sprintf("WILL_PIDS=%d,%d", child, grand)}
+	slices.Sort(want)
+	if !slices.Equal(vars, want) {
+		t.Errorf("the will's environment is %q, want %q alone", vars, want)
+	}
+}
+
+// A runner that stops its command, or kills it, is alive: no will runs.
+func TestNoLastWillWhileTheRunnerLives(t *testing.T) {
+	for _, how := range []string{"stop", "kill", "exit"} {
+		t.Run(how, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "will")
+			script := "sleep 600"
+			if how == "exit" {
+				script = "sleep 0.2"
+			}
+			p, err := Start(Spec{Path: "sh", Args: []string{"-c", script}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.SetLastWill(LastWill{
+				Args: []string{"-test.run=^$"},
+				Env:  []string{helperEnv + "=will", "WILL_OUT=" + out, "WILL_PIDS=" + strconv.Itoa(p.Pid())},
+			})
+			time.Sleep(50 * time.Millisecond)
+			switch how {
+			case "stop":
+				p.Stop(time.Now().Add(time.Second))
+			case "kill":
+				p.Kill()
+			}
+			select {
+			case <-p.gone:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the command did not end")
+			}
+			<-p.sys.exited
+			time.Sleep(100 * time.Millisecond)
+			if b, err := os.ReadFile(out); err == nil {
+				t.Fatalf("a last will ran while the runner lived: %q", b)
+			}
+		})
+	}
+}
