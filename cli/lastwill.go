@@ -107,7 +107,6 @@ func runLastWill(ctx context.Context, lookupEnv func(string) (string, bool), std
 		if err := st.Release(ctx, instance, []store.LeaseRef{{Lock: lock, Token: token}}); err != nil {
 			return fail("release the lease", err)
 		}
-		log.Info("the runner died; released its lease once its command and everything it started had exited", "token", token)
 		if h, ok := st.(store.History); ok {
 			e := store.Event{Lock: lock, Kind: store.EventReleased, Instance: instance, Token: token,
 				Reason: fmt.Sprintf("the runner (pid %s) died; its supervisor released the lease once the command had exited", runner)}
@@ -115,6 +114,7 @@ func runLastWill(ctx context.Context, lookupEnv func(string) (string, bool), std
 				log.Warn("cannot record the release in the history", "err", err)
 			}
 		}
+		log.Info("the runner died; released its lease once its command and everything it started had exited", "token", token)
 	}
 	if m, ok := st.(store.Membership); ok {
 		if err := m.Leave(ctx, instance); err != nil {

@@ -41,6 +41,17 @@ func runnerWillHelper() {
 		Env: []string{helperEnv + "=will", "WILL_OUT=" + os.Getenv("WILL_OUT"),
 			"WILL_PIDS=" + strconv.Itoa(p.Pid()) + "," + grand},
 	})
+	if os.Getenv("WILL_HOLD_SOCKET") != "" {
+		// Another process holds the runner's end of the socket: when the
+		// runner dies, the supervisor sees no end of file, only its
+		// death signal.
+		holder := exec.Command("sleep", "3")
+		holder.ExtraFiles = []*os.File{p.sys.ctl}
+		if err := holder.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+	}
 	fmt.Println(p.Pid(), grand)
 	select {}
 }
@@ -64,14 +75,14 @@ func willHelper() {
 
 // startWillRunner starts runnerWillHelper with its will's output at out,
 // and returns it with the pids of its command and of the command's child.
-func startWillRunner(t *testing.T, out string) (*exec.Cmd, int, int) {
+func startWillRunner(t *testing.T, out string, env ...string) (*exec.Cmd, int, int) {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=runner-will", "WILL_OUT="+out, "CHILDPROC_INHERITED=yes")
+	cmd.Env = append(append(os.Environ(), helperEnv+"=runner-will", "WILL_OUT="+out, "CHILDPROC_INHERITED=yes"), env...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -94,10 +105,17 @@ func startWillRunner(t *testing.T, out string) (*exec.Cmd, int, int) {
 
 // A runner that dies leaves its will to the supervisor, which runs it once
 // the command and everything it started are dead, with the will's
-// environment alone.
+// environment alone. The supervisor learns of the death by the end of file
+// on its socket or by its death signal, whichever comes first: the second
+// case holds the socket open in another process.
 func TestLastWillRunsOnceEverythingIsDead(t *testing.T) {
+	t.Run("socket", func(t *testing.T) { testLastWill(t) })
+	t.Run("signal", func(t *testing.T) { testLastWill(t, "WILL_HOLD_SOCKET=1") })
+}
+
+func testLastWill(t *testing.T, env ...string) {
 	out := filepath.Join(t.TempDir(), "will")
-	cmd, child, grand := startWillRunner(t, out)
+	cmd, child, grand := startWillRunner(t, out, env...)
 	// The will is sent after the start: give the supervisor time to read it.
 	time.Sleep(100 * time.Millisecond)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -120,8 +138,8 @@ func TestLastWillRunsOnceEverythingIsDead(t *testing.T) {
 	if !strings.Contains(got, "alive=\n") {
 		t.Errorf("the will ran while processes of the command lived: %q", got)
 	}
-	_, env, _ := strings.Cut(got, "env=")
-	vars := strings.Split(strings.TrimSpace(env), "|")
+	_, willEnv, _ := strings.Cut(got, "env=")
+	vars := strings.Split(strings.TrimSpace(willEnv), "|")
 	slices.Sort(vars)
 	want := []string{helperEnv + "=will", "WILL_OUT=" + out, fmt.Sprintf("WILL_PIDS=%d,%d", child, grand)}
 	slices.Sort(want)

@@ -228,6 +228,7 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 		}
 	}()
 	cmds := make(chan string)
+	runnerGone := false // its socket's end of file, or its death signal
 	go func() {
 		var src io.Reader = s.ctl
 		if ctl != nil {
@@ -257,32 +258,64 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 			// Said before the exit, which takes the runner a few
 			// milliseconds more to see: a hand-off waits for this.
 			s.send("gone")
-			if cmds == nil && s.will != nil && s.runnerDied() {
-				return s.execWill()
+			if runnerGone {
+				// The end of file may still be on its way (the
+				// Pdeathsig came first), behind the will's last lines.
+				s.drain(cmds)
+				if s.will != nil && s.runnerDied() {
+					return s.execWill()
+				}
 			}
 			return 0
 		case line, ok := <-cmds:
 			if !ok { // the runner is gone
-				cmds = nil
+				cmds, runnerGone = nil, true
 				s.killAll()
 				continue
 			}
-			verb, arg, _ := strings.Cut(line, " ")
-			switch verb {
-			case "kill":
-				s.killAll()
-			case "signal", "signal-rest":
-				if n, err := strconv.Atoi(arg); err == nil {
-					s.signalAll(syscall.Signal(n), verb == "signal-rest")
-				}
-			case "will-arg", "will-env", "will":
-				s.readWill(verb, arg)
-			}
+			s.request(line)
 		case <-sigs:
 			if os.Getppid() != s.runner { // Pdeathsig: the runner is gone
+				runnerGone = true
 				s.killAll()
 			}
 		}
+	}
+}
+
+// drain serves what is left to read from the dead runner, up to the end
+// of file (at most reparentWait: only the runner held the other end).
+func (s *supervisor) drain(cmds <-chan string) {
+	if cmds == nil {
+		return
+	}
+	t := time.NewTimer(reparentWait)
+	defer t.Stop()
+	for {
+		select {
+		case line, ok := <-cmds:
+			if !ok {
+				return
+			}
+			s.request(line)
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// request serves one line from the runner.
+func (s *supervisor) request(line string) {
+	verb, arg, _ := strings.Cut(line, " ")
+	switch verb {
+	case "kill":
+		s.killAll()
+	case "signal", "signal-rest":
+		if n, err := strconv.Atoi(arg); err == nil {
+			s.signalAll(syscall.Signal(n), verb == "signal-rest")
+		}
+	case "will-arg", "will-env", "will":
+		s.readWill(verb, arg)
 	}
 }
 
