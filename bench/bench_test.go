@@ -103,7 +103,7 @@ func TestSmoke(t *testing.T) {
 }
 
 // smokeScenarios runs once, at lease, every scenario that applies to every
-// store (failover, handoff, handoff-api, control, sigstop, round trips),
+// store (failover, treefailover, handoff, handoff-api, control, sigstop, round trips),
 // each asserting only that it ran and produced samples, and returns the
 // check it used for the caller's store-specific scenarios.
 func smokeScenarios(t *testing.T, env *Env, lease time.Duration) func(*Result, error) {
@@ -111,6 +111,7 @@ func smokeScenarios(t *testing.T, env *Env, lease time.Duration) func(*Result, e
 	ctx := context.Background()
 	check := sampleCheck(t)
 	t.Run("failover", func(t *testing.T) { check(env.CrashFailover(ctx, lease, 2)) })
+	t.Run("treefailover", func(t *testing.T) { check(env.TreeCrashFailover(ctx, lease, 2)) })
 	t.Run("handoff", func(t *testing.T) { check(env.Handoff(ctx, lease, 2)) })
 	t.Run("handoff-api", func(t *testing.T) {
 		r, err := env.HandoffAPI(ctx, lease, 2)

@@ -31,6 +31,7 @@ func TestSmokeEtcd(t *testing.T) {
 			// etcd's election has no store view of the lease's expiry.
 			check := sampleCheck(t, SeriesAfterExpiry)
 			t.Run("failover", func(t *testing.T) { check(env.CrashFailover(ctx, lease, 2)) })
+			t.Run("treefailover", func(t *testing.T) { check(env.TreeCrashFailover(ctx, lease, 2)) })
 			t.Run("handoff", func(t *testing.T) { check(env.Handoff(ctx, lease, 2)) })
 			t.Run("sigstop", func(t *testing.T) { check(env.SigStop(ctx, lease, lease+time.Second, 1, false)) })
 			if kind == EtcdElection {

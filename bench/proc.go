@@ -35,18 +35,42 @@ const (
 	SeriesDisableCall  = "Disable call (store round trip)"
 )
 
+// Scenarios of the two crash failovers.
+const (
+	ScenarioCrash     = "crash failover"
+	ScenarioTreeCrash = "crash failover, whole tree"
+)
+
 // CrashFailover SIGKILLs the master's runner trials times, on a cluster of
 // three runners with lease (tolerance) lease, and measures until the next
-// child starts. A new runner replaces each killed one.
+// child starts. A new runner replaces each killed one. masterjob's runner
+// leaves a last will to its command's supervisor, which releases the lease
+// once the command is gone: TreeCrashFailover measures the lease's expiry.
 func (e *Env) CrashFailover(ctx context.Context, lease time.Duration, trials int) (*Result, error) {
+	return e.crashFailover(ctx, lease, trials, false)
+}
+
+// TreeCrashFailover is CrashFailover with the master's runner and every
+// process it started killed at once (the runner is stopped first, so that
+// it sees nothing die): what the death of its host looks like to the store,
+// and to the other runners. The next master waits for the lease's expiry.
+func (e *Env) TreeCrashFailover(ctx context.Context, lease time.Duration, trials int) (*Result, error) {
+	return e.crashFailover(ctx, lease, trials, true)
+}
+
+func (e *Env) crashFailover(ctx context.Context, lease time.Duration, trials int, tree bool) (*Result, error) {
 	timing := LeaseTiming(lease)
-	s, err := e.startSession(ctx, "failover-"+lease.String(), timing, 3)
+	name, scenario := "failover-", ScenarioCrash
+	if tree {
+		name, scenario = "treefailover-", ScenarioTreeCrash
+	}
+	s, err := e.startSession(ctx, name+lease.String(), timing, 3)
 	if err != nil {
 		return nil, err
 	}
 	defer s.close()
 	host := markHost()
-	res := &Result{Store: e.Backend.Kind, Scenario: "crash failover", Timing: timing.String(), Lease: lease}
+	res := &Result{Store: e.Backend.Kind, Scenario: scenario, Timing: timing.String(), Lease: lease}
 	var failover, afterExpiry []time.Duration
 	for i := range trials {
 		m, err := s.settledMaster(ctx)
@@ -54,7 +78,12 @@ func (e *Env) CrashFailover(ctx context.Context, lease time.Duration, trials int
 			return nil, err
 		}
 		t0 := probe.Mono()
-		if err := m.Signal(syscall.SIGKILL); err != nil {
+		if tree {
+			err = killTree(m.Pid)
+		} else {
+			err = m.Signal(syscall.SIGKILL)
+		}
+		if err != nil {
 			return nil, err
 		}
 		if err := m.Wait(5 * time.Second); err != nil {
@@ -518,4 +547,49 @@ func procMem(pid int) (rss, hwm int64, err error) {
 		}
 	}
 	return rss, hwm, sc.Err()
+}
+
+// killTree SIGKILLs pid and all its descendants, with pid stopped first so
+// that it cannot act on its children's deaths.
+func killTree(pid int) error {
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return err
+	}
+	for _, d := range descendants(pid) {
+		_ = syscall.Kill(d, syscall.SIGKILL)
+	}
+	return syscall.Kill(pid, syscall.SIGKILL)
+}
+
+// descendants returns the processes below pid, read from /proc.
+func descendants(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	children := map[int][]int{}
+	for _, en := range entries {
+		p, err := strconv.Atoi(en.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + en.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if pp, err := strconv.Atoi(f[1]); err == nil {
+			children[pp] = append(children[pp], p)
+		}
+	}
+	var out []int
+	for queue := children[pid]; len(queue) > 0; queue = queue[1:] {
+		out = append(out, queue[0])
+		queue = append(queue, children[queue[0]]...)
+	}
+	return out
 }

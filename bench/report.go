@@ -106,8 +106,15 @@ func (r *Report) Markdown(w io.Writer) {
 		p("\n")
 	}
 
-	if rs := by("crash failover"); len(rs) > 0 {
-		p("### Crash failover (SIGKILL of the master's runner → next child starts)\n\n")
+	for _, sc := range []struct{ name, title string }{
+		{ScenarioCrash, "### Crash failover (SIGKILL of the master's runner → next child starts)\n\n"},
+		{ScenarioTreeCrash, "### Crash failover of the whole tree (SIGKILL of the master's runner and all it started → next child starts)\n\n"},
+	} {
+		rs := by(sc.name)
+		if len(rs) == 0 {
+			continue
+		}
+		p("%s", sc.title)
 		p("| store | lease | trials | median | p99 | max | median − lease | p99 − lease | p99 / lease | expiry → start (median / p99 / max) | target p99 ≤ lease + 100 ms | host busy |\n")
 		p("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range rs {
@@ -259,14 +266,20 @@ func (r *Report) etcdComparison(p func(string, ...any), by func(string) []*Resul
 		}
 		return out
 	}
-	fo, ho, ss := pair("crash failover"), pair("graceful handoff"), pair("SIGSTOP / SIGCONT of the master")
-	if len(fo)+len(ho)+len(ss) == 0 {
+	fo, tfo, ho, ss := pair(ScenarioCrash), pair(ScenarioTreeCrash), pair("graceful handoff"), pair("SIGSTOP / SIGCONT of the master")
+	if len(fo)+len(tfo)+len(ho)+len(ss) == 0 {
 		return
 	}
 	p("### masterjob on etcd beside etcd's own election (same server, same harness, same run)\n\n")
-	if len(fo) > 0 {
-		p("| crash failover | lease | masterjob p50 / p99 | etcd election p50 / p99 | p99 ratio masterjob / etcd | target ratio ≤ %.1f | masterjob p99 ≤ lease + 100 ms |\n|---|---|---|---|---|---|---|\n", EtcdFailoverRatio)
-		for _, x := range fo {
+	for _, f := range []struct {
+		name  string
+		pairs [][2]*Result
+	}{{"crash failover", fo}, {"crash failover, whole tree", tfo}} {
+		if len(f.pairs) == 0 {
+			continue
+		}
+		p("| %s | lease | masterjob p50 / p99 | etcd election p50 / p99 | p99 ratio masterjob / etcd | target ratio ≤ %.1f | masterjob p99 ≤ lease + 100 ms |\n|---|---|---|---|---|---|---|\n", f.name, EtcdFailoverRatio)
+		for _, x := range f.pairs {
 			m, e := x[0].Get(SeriesFailover).Summary, x[1].Get(SeriesFailover).Summary
 			ratio := float64(m.P99) / float64(e.P99)
 			p("| | %s | %s / %s | %s / %s | %.3f | %s | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), ms(e.Median), ms(e.P99),

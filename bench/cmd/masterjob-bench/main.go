@@ -35,7 +35,7 @@ import (
 )
 
 // scenarios, in the order they run.
-var allScenarios = []string{"exec", "failover", "handoff", "handoff-api", "control", "sigstop", "roundtrips", "idle", "scale"}
+var allScenarios = []string{"exec", "failover", "treefailover", "handoff", "handoff-api", "control", "sigstop", "roundtrips", "idle", "scale"}
 
 type listFlag []string
 
@@ -238,6 +238,16 @@ func run() int {
 				logf("%s: crash failover, lease %v", kind, lease)
 				if r, err := env.CrashFailover(ctx, lease, trialsFor(lease)); err != nil {
 					note(kind+" crash failover", err)
+				} else {
+					rep.Results = append(rep.Results, r)
+				}
+			}
+		}
+		if want["treefailover"] {
+			for _, lease := range leases {
+				logf("%s: crash failover of the whole tree, lease %v", kind, lease)
+				if r, err := env.TreeCrashFailover(ctx, lease, trialsFor(lease)); err != nil {
+					note(kind+" crash failover, whole tree", err)
 				} else {
 					rep.Results = append(rep.Results, r)
 				}
