@@ -78,8 +78,9 @@ already stopping for another reason. Only when all are gone is the lease
 released. On Linux a supervisor process between the runner and the command
 (the same binary) keeps every process the command started, including those
 that call setsid or double-fork, and kills them all if the runner dies,
-even by SIGKILL; it also reaps them, so no zombie piles up when the runner
-is PID 1 in a container. While this instance follows, one supervisor waits
+even by SIGKILL; then it releases the dead runner's lease, so that another
+instance takes over at once instead of after the lease's expiry. It also
+reaps them, so no zombie piles up when the runner is PID 1 in a container. While this instance follows, one supervisor waits
 beside the runner, started ahead of time, so that the command starts at
 once when this instance becomes master.
 
