@@ -102,6 +102,13 @@ func (e *Env) crashFailover(ctx context.Context, lease time.Duration, trials int
 			return nil, fmt.Errorf("crash failover trial %d: %w", i+1, err)
 		}
 		failover = append(failover, next.Mono-t0)
+		if s.c.traceFile != "" {
+			steps, err := handoffSteps(s.c.traceFile, s.lock, m.Pid, t0, next.Mono)
+			if err != nil {
+				return nil, fmt.Errorf("crash failover trial %d: trace: %w", i+1, err)
+			}
+			res.addSteps(steps)
+		}
 		if !expires.IsZero() {
 			afterExpiry = append(afterExpiry, next.RealTime().Sub(expires))
 		}

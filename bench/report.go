@@ -395,9 +395,9 @@ func (r *Report) stepsMarkdown(w io.Writer) {
 		if len(x.Steps) == 0 {
 			continue
 		}
-		p("\n### Graceful hand-off step by step: %s, %s (%d trials)\n\n", x.Store, x.Timing, x.Trials)
-		p("Each mark's time since the SIGTERM to the master's runner, on CLOCK_MONOTONIC (the runners' trace marks, the child's own report), ordered by median; the step is the gap from the previous row's median.\n\n")
-		p("| mark | since SIGTERM, median | p99 | step | trials |\n|---|---|---|---|---|\n")
+		p("\n### %s step by step: %s, %s (%d trials)\n\n", x.Scenario, x.Store, x.Timing, x.Trials)
+		p("Each mark's time since the signal to the master's runner (SIGTERM for a hand-off, SIGKILL for a crash), on CLOCK_MONOTONIC (the processes' trace marks, the child's own report), ordered by median; the step is the gap from the previous row's median.\n\n")
+		p("| mark | since the signal, median | p99 | step | trials |\n|---|---|---|---|---|\n")
 		steps := slices.Clone(x.Steps)
 		slices.SortStableFunc(steps, func(a, b StepSeries) int { return cmp.Compare(a.Summary.Median, b.Summary.Median) })
 		var prev time.Duration
@@ -409,7 +409,7 @@ func (r *Report) stepsMarkdown(w io.Writer) {
 			prev = st.Summary.Median
 		}
 		for _, st := range x.Steps {
-			if len(st.Samples) == 0 {
+			if len(st.Samples) == 0 && x.Scenario == "graceful handoff" && !strings.HasPrefix(st.Step, "last will") {
 				p("| %s | (no mark) | | | 0 |\n", st.Step)
 			}
 		}

@@ -31,6 +31,11 @@ var handoffStepMarks = []struct {
 	{"old supervisor's scan of /proc done", "supervisor.scanned", false, true},
 	{"old child reaped by its supervisor", "supervisor.reaped", false, true},
 	{"old supervisor has no child left", "supervisor.empty", false, true},
+	// A crash: the dead runner's last will, run by its supervisor.
+	{"last will: supervisor execs it", "supervisor.will", false, true},
+	{"last will: started", "will.started", false, true},
+	{"last will: store opened", "will.opened", false, true},
+	{"last will: lease released", "will.released", false, true},
 	{"child reaped", "child.reaped", true, false},
 	{"job returned", "job.stopped", true, false},
 	{"release sent", "release.sent", true, false},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/masterjob/masterjob"
 	"github.com/masterjob/masterjob/internal/childproc"
+	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/storeurl"
 )
@@ -92,11 +93,13 @@ func runLastWill(ctx context.Context, lookupEnv func(string) (string, bool), std
 			"token", token, "store", u.String(), "err", err)
 		return ExitFailure
 	}
+	trace.Mark("will.started", lock)
 	st, err := u.Open(ctx)
 	if err != nil {
 		return fail("open the store", err)
 	}
 	defer st.Close()
+	trace.Mark("will.opened", lock)
 	states, err := st.Locks(ctx, lock)
 	if err != nil {
 		return fail("read the lock", err)
@@ -107,6 +110,7 @@ func runLastWill(ctx context.Context, lookupEnv func(string) (string, bool), std
 		if err := st.Release(ctx, instance, []store.LeaseRef{{Lock: lock, Token: token}}); err != nil {
 			return fail("release the lease", err)
 		}
+		trace.Mark("will.released", lock)
 		if h, ok := st.(store.History); ok {
 			e := store.Event{Lock: lock, Kind: store.EventReleased, Instance: instance, Token: token,
 				Reason: fmt.Sprintf("the runner (pid %s) died; its supervisor released the lease once the command had exited", runner)}
