@@ -110,7 +110,7 @@ func smokeScenarios(t *testing.T, env *Env, lease time.Duration) func(*Result, e
 	t.Helper()
 	ctx := context.Background()
 	check := sampleCheck(t)
-	t.Run("failover", func(t *testing.T) { check(env.CrashFailover(ctx, lease, 2)) })
+	t.Run("failover", func(t *testing.T) { checkWills(t, check)(env.CrashFailover(ctx, lease, 2)) })
 	t.Run("treefailover", func(t *testing.T) { check(env.TreeCrashFailover(ctx, lease, 2)) })
 	t.Run("handoff", func(t *testing.T) { check(env.Handoff(ctx, lease, 2)) })
 	t.Run("handoff-api", func(t *testing.T) {
@@ -142,6 +142,20 @@ func smokeScenarios(t *testing.T, env *Env, lease time.Duration) func(*Result, e
 
 // sampleCheck returns a check of a scenario's result: no error, and
 // samples in every series but those named in except.
+// checkWills wraps check: every crash failover of masterjob must have been
+// the last will's release (an engine the will could not open, or a will
+// that never ran, leaves the lease to expire, and the scenario passes
+// otherwise).
+func checkWills(t *testing.T, check func(*Result, error)) func(*Result, error) {
+	return func(r *Result, err error) {
+		t.Helper()
+		check(r, err)
+		if r != nil && r.Store != EtcdElection && r.Wills != r.Trials {
+			t.Errorf("%s %s: the last will released the lease in %d of %d trials", r.Store, r.Scenario, r.Wills, r.Trials)
+		}
+	}
+}
+
 func sampleCheck(t *testing.T, except ...string) func(*Result, error) {
 	return func(r *Result, err error) {
 		t.Helper()

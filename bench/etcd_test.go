@@ -30,7 +30,7 @@ func TestSmokeEtcd(t *testing.T) {
 			ctx := context.Background()
 			// etcd's election has no store view of the lease's expiry.
 			check := sampleCheck(t, SeriesAfterExpiry)
-			t.Run("failover", func(t *testing.T) { check(env.CrashFailover(ctx, lease, 2)) })
+			t.Run("failover", func(t *testing.T) { checkWills(t, check)(env.CrashFailover(ctx, lease, 2)) })
 			t.Run("treefailover", func(t *testing.T) { check(env.TreeCrashFailover(ctx, lease, 2)) })
 			t.Run("handoff", func(t *testing.T) { check(env.Handoff(ctx, lease, 2)) })
 			t.Run("sigstop", func(t *testing.T) { check(env.SigStop(ctx, lease, lease+time.Second, 1, false)) })

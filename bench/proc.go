@@ -102,6 +102,9 @@ func (e *Env) crashFailover(ctx context.Context, lease time.Duration, trials int
 			return nil, fmt.Errorf("crash failover trial %d: %w", i+1, err)
 		}
 		failover = append(failover, next.Mono-t0)
+		if !tree && e.Backend.Kind != EtcdElection && willReleased(m.log, 3*time.Second) {
+			res.Wills++
+		}
 		if s.c.traceFile != "" {
 			steps, err := handoffSteps(s.c.traceFile, s.lock, m.Pid, t0, next.Mono)
 			if err != nil {
@@ -119,6 +122,9 @@ func (e *Env) crashFailover(ctx context.Context, lease time.Duration, trials int
 		}
 	}
 	res.Trials, res.Host = trials, host.since()
+	if !tree && e.Backend.Kind != EtcdElection {
+		res.Notes = append(res.Notes, fmt.Sprintf("the killed runner's last will released its lease in %d of %d trials", res.Wills, trials))
+	}
 	res.add(SeriesFailover, failover)
 	res.add(SeriesOverFloor, shift(failover, lease))
 	res.add(SeriesAfterExpiry, afterExpiry)
@@ -599,4 +605,19 @@ func descendants(pid int) []int {
 		queue = append(queue, children[queue[0]]...)
 	}
 	return out
+}
+
+// willReleased reports whether the runner log at path shows, within wait,
+// that its last will released the lease (cli/lastwill.go's message).
+func willReleased(path string, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for {
+		if b, err := os.ReadFile(path); err == nil && bytes.Contains(b, []byte("the runner died; released its lease")) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

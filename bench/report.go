@@ -126,6 +126,12 @@ func (r *Report) Markdown(w io.Writer) {
 				verdict(s.P99 <= x.Lease+FailoverSlack), busy(x.Host))
 		}
 		p("\n")
+		for _, x := range rs {
+			for _, n := range x.Notes {
+				p("- %s, %s: %s\n", x.Store, x.Lease, n)
+			}
+		}
+		p("\n")
 	}
 
 	if rs := by("graceful handoff"); len(rs) > 0 {

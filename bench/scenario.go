@@ -29,6 +29,9 @@ type Result struct {
 	Trials   int           `json:"trials"`
 	Series   []Series      `json:"series"`
 	Notes    []string      `json:"notes,omitempty"`
+	// Wills counts the crash failovers whose killed runner's log shows
+	// its last will's release (masterjob's crash failover only).
+	Wills int `json:"wills,omitempty"`
 	// Steps break a traced hand-off down (Env.Trace).
 	Steps []StepSeries `json:"steps,omitempty"`
 	// Host is how busy the machine was meanwhile.

@@ -28,7 +28,10 @@ import (
 // the network or the supervisor dies too, there is no will, and the lease
 // expires as before.
 //
-// The will is this program with lastWillArg as its first argument, in an
+// The will is this program with lastWillArg as its first argument (Main
+// runs it: not a package's init, which may run before the init that
+// registers the store's engine, as etcd's is in the masterjob command;
+// this package's TestMain runs it in the test binary), in an
 // environment of the runner's own (the store's settings: PG* variables,
 // ETCDCTL_* and the like) with the store's URL and the lease added.
 const lastWillArg = "__masterjob-last-will"
@@ -43,14 +46,6 @@ const (
 // lastWillTimeout bounds the will's work: after it the lease expires by
 // itself anyway.
 const lastWillTimeout = 30 * time.Second
-
-// init runs the last will when this program was started as one: before
-// main, so that a test binary that links this package is a will too.
-func init() {
-	if len(os.Args) > 1 && os.Args[1] == lastWillArg {
-		os.Exit(runLastWill(context.Background(), os.LookupEnv, os.Stderr))
-	}
-}
 
 // lastWill returns the will that the supervisor of lease's command runs if
 // this runner dies.
