@@ -124,7 +124,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, lookupEn
 	switch name := args[0]; name {
 	case "help", "-h", "-help", "--help":
 		return help(e, args[1:])
-	case lastWillArg: // a supervisor's, never a user's (lastwill.go)
+	case LastWillArg: // a supervisor's, never a user's (lastwill.go)
 		return runLastWill(ctx, lookupEnv, stderr)
 	default:
 		c := lookupCommand(name)

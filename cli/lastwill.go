@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/masterjob/masterjob"
@@ -28,13 +30,17 @@ import (
 // the network or the supervisor dies too, there is no will, and the lease
 // expires as before.
 //
-// The will is this program with lastWillArg as its first argument (Main
+// The will is this program with LastWillArg as its first argument (Main
 // runs it: not a package's init, which may run before the init that
 // registers the store's engine, as etcd's is in the masterjob command;
 // this package's TestMain runs it in the test binary), in an
 // environment of the runner's own (the store's settings: PG* variables,
 // ETCDCTL_* and the like) with the store's URL and the lease added.
-const lastWillArg = "__masterjob-last-will"
+//
+// A program other than the masterjob command that runs `run` through Main
+// in its own process is re-executed by the supervisor with LastWillArg as
+// its first argument: it must pass such arguments to Main.
+const LastWillArg = "__masterjob-last-will"
 
 // Environment of the last will, beside EnvStore and childproc's lease
 // variables.
@@ -56,13 +62,16 @@ func (r *runner) lastWill(lease masterjob.Lease) childproc.LastWill {
 		envWillLogFormat+"="+r.logFormat,
 	)
 	env = append(env, childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance)...)
-	return childproc.LastWill{Args: []string{lastWillArg}, Env: env}
+	return childproc.LastWill{Args: []string{LastWillArg}, Env: env}
 }
 
 // runLastWill releases the lease that the environment names, if its
 // instance still holds it, and removes the instance from the member list;
 // it returns the exit code.
 func runLastWill(ctx context.Context, lookupEnv func(string) (string, bool), stderr io.Writer) int {
+	// Its standard error may be a pipe that only the dead runner read: a
+	// log line must not end the will (SIGPIPE) before its work is done.
+	signal.Ignore(syscall.SIGPIPE)
 	get := func(k string) string { v, _ := lookupEnv(k); return v }
 	format := get(envWillLogFormat)
 	if format != "json" {

@@ -17,7 +17,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == lastWillArg {
+	if len(os.Args) > 1 && os.Args[1] == LastWillArg {
 		// A supervisor of a runner in this test binary runs its will.
 		os.Exit(Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv))
 	}

@@ -13,6 +13,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/masterjob/masterjob/cli"
 )
 
 // Main is the masterjob-chaos command: "masterjob-chaos [flags]" runs the
@@ -21,6 +23,10 @@ import (
 // runner mode a `masterjob run` runner and its child command). It returns the process's exit code: 0 when the
 // run found no violation, 1 when it did, 2 when it could not run.
 func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == cli.LastWillArg {
+		// A runner of this process died: its supervisor runs its will.
+		return cli.Main(context.Background(), args, stdout, stderr, os.LookupEnv)
+	}
 	if len(args) > 0 && isSubcommand(args[0]) {
 		run := map[string]func([]string, io.Writer, io.Writer) error{
 			"instance": RunInstance, "runner": RunRunner, "child": RunChild,
@@ -62,9 +68,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 }
 
 // isSubcommand reports whether name is one of the subcommands by which the
-// driver re-executes its binary.
+// driver re-executes its binary, or a runner's supervisor its last will.
 func isSubcommand(name string) bool {
-	return name == "instance" || name == "runner" || name == "child"
+	return name == "instance" || name == "runner" || name == "child" || name == cli.LastWillArg
 }
 
 func parseFlags(args []string, stderr io.Writer) (Config, string, error) {

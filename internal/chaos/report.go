@@ -52,6 +52,11 @@ type Report struct {
 	// and UnprovokedMax the longest.
 	Unreachable, UnprovokedUnreachable int
 	UnprovokedFor, UnprovokedMax       time.Duration
+	// AfterKill lists, in runner mode, for each mastership whose runner
+	// was SIGKILLed, how long after its command died the next mastership
+	// of the lock began: about the lease when the lease had to expire,
+	// a fraction of it when the runner's last will released it.
+	AfterKill []time.Duration
 	// LeftToExpire counts the leases left held at the end by an instance
 	// whose store calls were failing as it shut down (Timeline.LeftToExpire).
 	LeftToExpire int
@@ -90,6 +95,9 @@ func newReport(cfg Config, runID string, tl *Timeline, faults []FaultRecord, f F
 	for _, w := range tl.StoreBlocked {
 		r.StoreBlocked++
 		r.StoreBlockedFor += dur(w.To - w.From)
+	}
+	if cfg.Runner {
+		r.AfterKill = afterKill(tl.Masterships)
 	}
 	for _, m := range tl.Masterships {
 		reason := m.Reason
@@ -148,6 +156,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 	}
 	if n := r.Findings.SuspendedOverlaps; n > 0 {
 		p("  overlaps with a command stopped with its suspended runner (no write after the next master started): %d", n)
+	}
+	if r.Runner {
+		p("  next master after a SIGKILLed runner's command died: %s", quantiles(r.AfterKill))
 	}
 	p("  max no-master gap: %v overall, %v while enabled with a healthy instance (bound %v)",
 		r.Findings.MaxGap.Round(time.Millisecond), r.Findings.MaxEligibleGap.Round(time.Millisecond), r.GapBound)
@@ -209,6 +220,27 @@ func countList(m map[string]int) string {
 }
 
 // quantiles formats the median, p99 and maximum of ds.
+// afterKill returns, for each mastership ended by a kill, the time from
+// its end to the start of the next mastership of its lock, if any.
+func afterKill(ms []Mastership) []time.Duration {
+	var out []time.Duration
+	for _, m := range ms {
+		if m.Reason != "killed" {
+			continue
+		}
+		next := int64(-1)
+		for _, n := range ms {
+			if n.Lock == m.Lock && n.Start >= m.Stop && (next < 0 || n.Start < next) {
+				next = n.Start
+			}
+		}
+		if next >= 0 {
+			out = append(out, dur(next-m.Stop))
+		}
+	}
+	return out
+}
+
 func quantiles(ds []time.Duration) string {
 	if len(ds) == 0 {
 		return "none"
