@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,13 +58,20 @@ const lastWillTimeout = 30 * time.Second
 // lastWill returns the will that the supervisor of lease's command runs if
 // this runner dies.
 func (r *runner) lastWill(lease masterjob.Lease) childproc.LastWill {
-	env := append(os.Environ(),
-		EnvStore+"="+r.store.Unredacted(),
-		envWillRunnerPID+"="+strconv.Itoa(os.Getpid()),
-		envWillLogFormat+"="+r.logFormat,
-	)
-	env = append(env, childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance)...)
-	return childproc.LastWill{Args: []string{LastWillArg}, Env: env}
+	set := append([]string{
+		EnvStore + "=" + r.store.Unredacted(),
+		envWillRunnerPID + "=" + strconv.Itoa(os.Getpid()),
+		envWillLogFormat + "=" + r.logFormat,
+	}, childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance)...)
+	// The runner's own entries of those names go: a process's environment
+	// read by name gives the first of duplicates.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return slices.ContainsFunc(set, func(s string) bool {
+			name, _, _ := strings.Cut(s, "=")
+			return strings.HasPrefix(kv, name+"=")
+		})
+	})
+	return childproc.LastWill{Args: []string{LastWillArg}, Env: append(env, set...)}
 }
 
 // runLastWill releases the lease that the environment names, if its

@@ -1,0 +1,106 @@
+package cli
+
+import (
+	"context"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/internal/childproc"
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/store/sqlite"
+	"github.com/masterjob/masterjob/storeurl"
+)
+
+// The will's environment has one entry per name it sets, with its value:
+// a runner started with the store in --store and another in
+// $MASTERJOB_STORE (or itself a master's command, with MASTERJOB_LOCK set)
+// must not leave the will the first, wrong one.
+func TestLastWillEnvironment(t *testing.T) {
+	t.Setenv(EnvStore, "sqlite:/elsewhere.db")
+	t.Setenv(childproc.EnvLock, "OUTER")
+	u, err := storeurl.Parse("sqlite:/flag.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{store: u, logFormat: "json"}
+	w := r.lastWill(masterjob.Lease{Lock: "L", Token: 7, Instance: "i1"})
+	if len(w.Args) != 1 || w.Args[0] != LastWillArg {
+		t.Errorf("args %q", w.Args)
+	}
+	want := map[string]string{EnvStore: "sqlite:/flag.db", childproc.EnvLock: "L", childproc.EnvToken: "7",
+		childproc.EnvInstance: "i1", envWillLogFormat: "json"}
+	for name, v := range want {
+		var got []string
+		for _, kv := range w.Env {
+			if val, ok := strings.CutPrefix(kv, name+"="); ok {
+				got = append(got, val)
+			}
+		}
+		if len(got) != 1 || got[0] != v {
+			t.Errorf("%s in the will's environment: %q, want only %q", name, got, v)
+		}
+	}
+}
+
+// The will releases the lease its environment names when that instance
+// still holds it with that token, records it and removes the member; it
+// leaves a lease that has moved on alone.
+func TestRunLastWill(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "mj.db")
+	st, err := sqlite.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	held, err := st.Acquire(ctx, store.Holder{ID: "dead"}, []string{"L", "M"}, time.Minute)
+	if err != nil || len(held) != 2 || !held[0].Acquired || !held[1].Acquired {
+		t.Fatalf("acquire: %v %+v", err, held)
+	}
+	tokens := map[string]int64{}
+	for _, s := range held {
+		tokens[s.Lock] = s.Token
+	}
+	will := func(lock string, token int64) (int, string) {
+		env := map[string]string{EnvStore: "sqlite:" + path, childproc.EnvLock: lock,
+			childproc.EnvInstance: "dead", childproc.EnvToken: strconv.FormatInt(token, 10), envWillRunnerPID: "4242"}
+		var stderr syncBuffer
+		code := runLastWill(ctx, envFunc(env), &stderr)
+		return code, stderr.String()
+	}
+
+	// A token that is not the lease's: nothing happens.
+	if code, out := will("M", tokens["M"]+1); code != ExitOK || !strings.Contains(out, "already ended") {
+		t.Errorf("stale token: exit %d, %s", code, out)
+	}
+	if code, out := will("L", tokens["L"]); code != ExitOK || !strings.Contains(out, "released its lease") {
+		t.Errorf("exit %d, %s", code, out)
+	}
+	states, err := st.Locks(ctx, "L", "M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if states[0].Holder != "" {
+		t.Errorf("L is held by %q after the will", states[0].Holder)
+	}
+	if states[1].Holder != "dead" || states[1].Token != tokens["M"] {
+		t.Errorf("M: %+v; a will with another token must leave it", states[1])
+	}
+	events, err := st.Events(ctx, store.EventFilter{Lock: "L"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) == 0 || events[0].Kind != store.EventReleased || !strings.Contains(events[0].Reason, "pid 4242") {
+		t.Errorf("history of L: %+v", events)
+	}
+
+	// Without the lease's variables it refuses, as a usage error.
+	if code := runLastWill(ctx, envFunc(map[string]string{EnvStore: "sqlite:" + path}), &syncBuffer{}); code != ExitUsage {
+		t.Errorf("incomplete will: exit %d, want %d", code, ExitUsage)
+	}
+}
+
