@@ -103,4 +103,3 @@ func TestRunLastWill(t *testing.T) {
 		t.Errorf("incomplete will: exit %d, want %d", code, ExitUsage)
 	}
 }
-
