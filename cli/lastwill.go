@@ -49,11 +49,13 @@ const LastWillArg = "__masterjob-last-will"
 const (
 	envWillRunnerPID = "MASTERJOB_WILL_RUNNER_PID"
 	envWillLogFormat = "MASTERJOB_WILL_LOG_FORMAT"
+	envWillTimeout   = "MASTERJOB_WILL_TIMEOUT"
 )
 
-// lastWillTimeout bounds the will's work: after it the lease expires by
-// itself anyway.
-const lastWillTimeout = 30 * time.Second
+// defaultWillTimeout bounds the will's work when its environment does not:
+// the runner gives it its lease's length (masterJobTolerance), after which
+// the lease expires by itself anyway and the will has nothing left to win.
+const defaultWillTimeout = 30 * time.Second
 
 // lastWill returns the will that the supervisor of lease's command runs if
 // this runner dies.
@@ -62,6 +64,7 @@ func (r *runner) lastWill(lease masterjob.Lease) childproc.LastWill {
 		EnvStore + "=" + r.store.Unredacted(),
 		envWillRunnerPID + "=" + strconv.Itoa(os.Getpid()),
 		envWillLogFormat + "=" + r.logFormat,
+		envWillTimeout + "=" + r.cfg.Tolerance.String(),
 	}, childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance)...)
 	// The runner's own entries of those names go: a process's environment
 	// read by name gives the first of duplicates.
@@ -99,7 +102,11 @@ func runLastWill(ctx context.Context, lookupEnv func(string) (string, bool), std
 		log.Error("last will: bad store URL", "err", err)
 		return ExitUsage
 	}
-	ctx, cancel := context.WithTimeout(ctx, lastWillTimeout)
+	timeout, err := time.ParseDuration(get(envWillTimeout))
+	if err != nil || timeout <= 0 {
+		timeout = defaultWillTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	fail := func(what string, err error) int {
 		log.Error("the runner died; cannot "+what+", so the lease expires by itself",

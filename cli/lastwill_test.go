@@ -26,13 +26,13 @@ func TestLastWillEnvironment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &runner{store: u, logFormat: "json"}
+	r := &runner{store: u, logFormat: "json", cfg: masterjob.Config{Tolerance: 3 * time.Second}}
 	w := r.lastWill(masterjob.Lease{Lock: "L", Token: 7, Instance: "i1"})
 	if len(w.Args) != 1 || w.Args[0] != LastWillArg {
 		t.Errorf("args %q", w.Args)
 	}
 	want := map[string]string{EnvStore: "sqlite:/flag.db", childproc.EnvLock: "L", childproc.EnvToken: "7",
-		childproc.EnvInstance: "i1", envWillLogFormat: "json"}
+		childproc.EnvInstance: "i1", envWillLogFormat: "json", envWillTimeout: "3s"}
 	for name, v := range want {
 		var got []string
 		for _, kv := range w.Env {

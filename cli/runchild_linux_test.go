@@ -148,12 +148,21 @@ func sigkillTrial(t *testing.T, bin string, trial int) time.Duration {
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+	// The command's supervisor ends as the runner's last will (lastwill.go),
+	// which lives on a moment to release the lease: it counts as gone
+	// once it is the will, and must end too.
+	var will int
 	for {
 		var left []procEntry
 		for _, p := range tree {
-			if alive(p.pid) {
-				left = append(left, p)
+			if !alive(p.pid) {
+				continue
 			}
+			if isWill(p.pid) {
+				will = p.pid
+				continue
+			}
+			left = append(left, p)
 		}
 		if len(left) == 0 {
 			break
@@ -164,8 +173,24 @@ func sigkillTrial(t *testing.T, bin string, trial int) time.Duration {
 		time.Sleep(time.Millisecond)
 	}
 	took := time.Since(killed)
-	t.Logf("trial %d: %d descendants (supervisor, sh, 3 sleeps) dead %v after the runner's SIGKILL", trial, len(tree), took)
+	t.Logf("trial %d: %d descendants (supervisors, sh, 3 sleeps) dead %v after the runner's SIGKILL", trial, len(tree), took)
+	for will != 0 && alive(will) {
+		if time.Since(killed) > 10*time.Second {
+			t.Fatalf("trial %d: the last will (pid %d) still runs 10s after the runner's SIGKILL; log:\n%s", trial, will, out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !strings.Contains(out.String(), "the runner died; released its lease") {
+		t.Errorf("trial %d: no last will released the lease; log:\n%s", trial, out.String())
+	}
 	return took
+}
+
+// isWill reports whether pid runs a runner's last will.
+func isWill(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	args := strings.Split(string(b), "\x00")
+	return err == nil && len(args) > 1 && args[1] == LastWillArg
 }
 
 // As PID 1 of a PID namespace (a container), a runner restarting a command

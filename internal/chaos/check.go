@@ -242,6 +242,9 @@ const (
 	// VOrphan: a process a runner started (its child or a grandchild)
 	// outlived the runner (runner mode).
 	VOrphan = "orphan-outlived-runner"
+	// VWillLingered: a runner's last will still ran a lease after the
+	// runner died (its bound is the lease).
+	VWillLingered = "last-will-lingered"
 	// VLossRunning: a job ran on more than a heartbeat (plus slack) after
 	// its instance learned that its lease was lost (a renewal refused, the
 	// trust window closed), e.g. until the old expiry.

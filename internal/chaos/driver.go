@@ -25,6 +25,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/masterjob/masterjob/cli"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -635,14 +636,40 @@ const orphanGrace = 500 * time.Millisecond
 // process it started (the child, or what the child started) still alive:
 // it would run beside the next master. Each is a violation, and is killed
 // so that the run goes on cleanly.
+//
+// The runner's last will is no such process: its command's supervisor,
+// which lives on as the will once the command is gone to release the
+// lease. It may outlive the runner by the lease (its time bound) and
+// orphanGrace, and no more.
 func (d *driver) checkOrphans(index, gen int, died int64) {
 	time.Sleep(orphanGrace - dur(Mono()-died))
 	tag := fmt.Sprintf("%d.%d", index, gen)
+	var wills []proc
 	for _, p := range findProcesses(envSlot, tag) {
+		if isWill(p) {
+			wills = append(wills, p)
+			continue
+		}
 		d.problem(VOrphan, "", "process %d (%s) started by runner %d gen %d still alive %v after the runner died; killing it",
 			p.pid, p.cmd, index, gen, dur(Mono()-died).Round(time.Millisecond))
 		_ = syscall.Kill(p.pid, syscall.SIGKILL)
 	}
+	if len(wills) == 0 {
+		return
+	}
+	time.Sleep(d.cfg.Timing.Tolerance + orphanGrace - dur(Mono()-died))
+	for _, p := range findProcesses(envSlot, tag) {
+		if isWill(p) {
+			d.problem(VWillLingered, "", "last will %d of runner %d gen %d still running %v after the runner died; killing it",
+				p.pid, index, gen, dur(Mono()-died).Round(time.Millisecond))
+			_ = syscall.Kill(p.pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// isWill reports whether p runs a runner's last will.
+func isWill(p proc) bool {
+	return strings.HasSuffix(p.cmd, " "+cli.LastWillArg)
 }
 
 // tail returns the end of a file, for reports.
