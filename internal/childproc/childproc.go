@@ -119,21 +119,45 @@ type Spec struct {
 func (s Spec) environ() []string {
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		name, _, _ := strings.Cut(kv, "=")
-		return slices.Contains(s.DropEnv, name) || name == EnvRunnerPID
+		return slices.Contains(s.DropEnv, name)
 	})
-	env = append(env, EnvRunnerPID+"="+strconv.Itoa(os.Getpid()))
-	return append(env, s.Env...)
+	return withEnv(env, append([]string{EnvRunnerPID + "=" + strconv.Itoa(os.Getpid())}, s.Env...)...)
+}
+
+// withEnv returns base with extra added, each entry of extra replacing
+// every entry of base (and every earlier one of extra) of the same name.
+// An environment with two entries of one name reads as the first in C's
+// getenv and in Go, as the last in a shell: the command, the standby's
+// start and the last will would see the runner's value, not theirs.
+func withEnv(base []string, extra ...string) []string {
+	name := func(kv string) string { n, _, _ := strings.Cut(kv, "="); return n }
+	last := map[string]int{}
+	for i, kv := range extra {
+		last[name(kv)] = i
+	}
+	out := slices.DeleteFunc(slices.Clone(base), func(kv string) bool {
+		_, set := last[name(kv)]
+		return set
+	})
+	for i, kv := range extra {
+		if last[name(kv)] == i {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // LastWill is what a supervisor runs when its runner dies while the
 // command runs: once the command and everything it started are gone, the
 // supervisor replaces itself with this program (os.Executable) run with
-// Args, in an environment of Env alone. A program that sets a last will
-// must recognize Args itself before anything else, in a package's init as
-// the supervisor does, since tests re-execute their test binary. The will
-// runs only when the runner is dead (the supervisor has been reparented),
-// never when the runner stops the command or closes its end; it is the
-// place to announce, at once, what the runner can no longer say itself.
+// Args, in the command's environment (the runner's without Spec.DropEnv,
+// with the lease's entries and EnvRunnerPID) with Env added, replacing
+// entries of the same names. A program that sets a last will must
+// recognize Args (a test binary in its TestMain, as tests re-execute it).
+// The will runs only when the runner is dead (the supervisor has been
+// reparented), never when the runner stops the command or closes its end;
+// it is the place to announce, at once, what the runner can no longer say
+// itself.
 type LastWill struct {
 	Args []string
 	Env  []string

@@ -24,7 +24,8 @@ func runnerWillHelper() {
 	if err != nil {
 		os.Exit(3)
 	}
-	p, err := Start(Spec{Path: "sh", Args: []string{"-c", "sleep 600 & echo $!; wait"}, Stdout: pw})
+	p, err := Start(Spec{Path: "sh", Args: []string{"-c", "sleep 600 & echo $!; wait"}, Stdout: pw,
+		DropEnv: []string{"CHILDPROC_SECRET"}, Env: LeaseEnv("L", 9, "i9")})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -36,9 +37,11 @@ func runnerWillHelper() {
 		os.Exit(3)
 	}
 	grand := strings.TrimSpace(line)
+	// The runner's environment has WILL_OUT wrong: the will's entry must
+	// replace it.
 	p.SetLastWill(LastWill{
 		Args: []string{"-test.run=^$"},
-		Env: []string{helperEnv + "=will", "WILL_OUT=" + os.Getenv("WILL_OUT"),
+		Env: []string{helperEnv + "=will", "WILL_OUT=" + os.Getenv("WILL_PATH"),
 			"WILL_PIDS=" + strconv.Itoa(p.Pid()) + "," + grand},
 	})
 	if os.Getenv("WILL_HOLD_SOCKET") != "" {
@@ -82,7 +85,8 @@ func startWillRunner(t *testing.T, out string, env ...string) (*exec.Cmd, int, i
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), helperEnv+"=runner-will", "WILL_OUT="+out, "CHILDPROC_INHERITED=yes"), env...)
+	cmd.Env = append(append(os.Environ(), helperEnv+"=runner-will", "WILL_OUT=/nonexistent/wrong", "WILL_PATH="+out,
+		"CHILDPROC_INHERITED=yes", "CHILDPROC_SECRET=s3cret"), env...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -104,8 +108,9 @@ func startWillRunner(t *testing.T, out string, env ...string) (*exec.Cmd, int, i
 }
 
 // A runner that dies leaves its will to the supervisor, which runs it once
-// the command and everything it started are dead, with the will's
-// environment alone. The supervisor learns of the death by the end of file
+// the command and everything it started are dead, in the command's
+// environment (without the runner's dropped secrets, with the lease) with
+// the will's entries replacing those of the same names. The supervisor learns of the death by the end of file
 // on its socket or by its death signal, whichever comes first: the second
 // case holds the socket open in another process.
 func TestLastWillRunsOnceEverythingIsDead(t *testing.T) {
@@ -140,11 +145,21 @@ func testLastWill(t *testing.T, env ...string) {
 	}
 	_, willEnv, _ := strings.Cut(got, "env=")
 	vars := strings.Split(strings.TrimSpace(willEnv), "|")
-	slices.Sort(vars)
-	want := []string{helperEnv + "=will", "WILL_OUT=" + out, fmt.Sprintf("WILL_PIDS=%d,%d", child, grand)}
-	slices.Sort(want)
-	if !slices.Equal(vars, want) {
-		t.Errorf("the will's environment is %q, want %q alone", vars, want)
+	for _, want := range []string{helperEnv + "=will", "WILL_OUT=" + out, fmt.Sprintf("WILL_PIDS=%d,%d", child, grand),
+		"CHILDPROC_INHERITED=yes", EnvLock + "=L", EnvToken + "=9", EnvInstance + "=i9"} {
+		name, _, _ := strings.Cut(want, "=")
+		var have []string
+		for _, kv := range vars {
+			if strings.HasPrefix(kv, name+"=") {
+				have = append(have, kv)
+			}
+		}
+		if len(have) != 1 || have[0] != want {
+			t.Errorf("the will's environment has %q, want %s alone", have, want)
+		}
+	}
+	if slices.ContainsFunc(vars, func(kv string) bool { return strings.HasPrefix(kv, "CHILDPROC_SECRET=") }) {
+		t.Errorf("the will's environment has the runner's dropped secret: %q", vars)
 	}
 }
 

@@ -75,3 +75,34 @@ func TestStandbyClose(t *testing.T) {
 		t.Fatalf("Start after Close: %v", err)
 	}
 }
+
+// The entries given at Start replace those of the same names in the
+// runner's environment, as a Spec's Env does: a runner that is itself a
+// master's command (MASTERJOB_LOCK set) must not pass its own lease on.
+func TestStandbyStartOverridesTheRunnersEnv(t *testing.T) {
+	t.Setenv(EnvLock, "OUTER")
+	out := &lockedBuffer{}
+	// env(1) prints the environment as it came: a shell would keep one
+	// entry of each name (dash the last, where C's getenv and Go take the
+	// first).
+	sb, err := Prepare(Spec{Path: "env", Stdout: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sb.Close()
+	p, err := sb.Start(LeaseEnv("INNER", 3, "i1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Wait()
+	<-p.gone
+	var got []string
+	for _, kv := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(kv, EnvLock+"=") {
+			got = append(got, kv)
+		}
+	}
+	if len(got) != 1 || got[0] != EnvLock+"=INNER" {
+		t.Fatalf("the command's environment has %q, want %s=INNER alone", got, EnvLock)
+	}
+}

@@ -37,7 +37,8 @@ import (
 //	runner to supervisor:  "signal N"   send signal N to every descendant
 //	                       "kill"       SIGKILL every descendant until none is left
 //	                       "will-arg Q" an argument of the last will (a quoted Go string)
-//	                       "will-env Q" an environment entry of the last will
+//	                       "will-env Q" an environment entry of the last will (added
+//	                                    to the command's environment)
 //	                       "will"       the arguments and entries sent since the
 //	                                    last "will" are the last will (none: no will)
 //
@@ -125,7 +126,7 @@ func supervise(args []string) int {
 		if !ok {
 			return 0 // discarded, or the runner is gone
 		}
-		env = append(env, extra...)
+		env = withEnv(env, extra...)
 		s.lock = lockOf(extra)
 		trace.Mark("supervisor.go", s.lock)
 	}
@@ -138,6 +139,7 @@ func supervise(args []string) int {
 		s.send("err %v", err)
 		return 127
 	}
+	s.env = env
 	trace.Mark("supervisor.forked", s.lock)
 	s.send("pid %d", pid)
 	return s.loop(pid, sigs, ctl)
@@ -189,8 +191,10 @@ type supervisor struct {
 	ctl       *os.File
 
 	// The last will: will is what the runner's last "will" committed
-	// (nil: none), pending what it has sent since.
+	// (nil: none), pending what it has sent since; env is the command's
+	// environment, which the will's entries are added to.
 	will, pending *LastWill
+	env           []string
 }
 
 // send writes one line to the runner; errors (the runner is gone) are
@@ -235,7 +239,7 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 			src = ctl // what the standby read ahead is in its buffer
 		}
 		sc := bufio.NewScanner(src)
-		// A last will carries environment entries, each up to the
+		// A last will's entry (a store URL) may be long, up to the
 		// kernel's 128 KiB (MAX_ARG_STRLEN), quoted: a line too long
 		// for the scanner would read as the runner's death.
 		sc.Buffer(nil, maxLine)
@@ -429,7 +433,7 @@ func (s *supervisor) execWill() int {
 		// The will must not die with the supervisor's new parent.
 		_ = unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0)
 		signal.Reset()
-		err = syscall.Exec(exe, append([]string{exe}, s.will.Args...), s.will.Env)
+		err = syscall.Exec(exe, append([]string{exe}, s.will.Args...), withEnv(s.env, s.will.Env...))
 	}
 	fmt.Fprintf(os.Stderr, "masterjob: supervisor: cannot run the runner's last will: %v\n", err)
 	return 125
