@@ -4,15 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/signal"
-	"slices"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/masterjob/masterjob"
 	"github.com/masterjob/masterjob/internal/childproc"
 	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store"
@@ -35,19 +31,19 @@ import (
 // The will is this program with LastWillArg as its first argument (Main
 // runs it: not a package's init, which may run before the init that
 // registers the store's engine, as etcd's is in the masterjob command;
-// this package's TestMain runs it in the test binary), in an
-// environment of the runner's own (the store's settings: PG* variables,
-// ETCDCTL_* and the like) with the store's URL and the lease added.
+// this package's TestMain runs it in the test binary), in the command's
+// environment (the runner's without its secrets: the store's settings,
+// PG* variables, ETCDCTL_* and the like; the lease; the runner's pid)
+// with the store's URL and the will's own settings added.
 //
 // A program other than the masterjob command that runs `run` through Main
 // in its own process is re-executed by the supervisor with LastWillArg as
 // its first argument: it must pass such arguments to Main.
 const LastWillArg = "__masterjob-last-will"
 
-// Environment of the last will, beside EnvStore and childproc's lease
-// variables.
+// Environment of the last will, beside EnvStore, and childproc's lease
+// variables and EnvRunnerPID, which the command's environment has.
 const (
-	envWillRunnerPID = "MASTERJOB_WILL_RUNNER_PID"
 	envWillLogFormat = "MASTERJOB_WILL_LOG_FORMAT"
 	envWillTimeout   = "MASTERJOB_WILL_TIMEOUT"
 )
@@ -57,24 +53,14 @@ const (
 // the lease expires by itself anyway and the will has nothing left to win.
 const defaultWillTimeout = 30 * time.Second
 
-// lastWill returns the will that the supervisor of lease's command runs if
-// this runner dies.
-func (r *runner) lastWill(lease masterjob.Lease) childproc.LastWill {
-	set := append([]string{
+// lastWill returns the will that the supervisor of a command runs if this
+// runner dies: the entries it adds to the command's environment.
+func (r *runner) lastWill() childproc.LastWill {
+	return childproc.LastWill{Args: []string{LastWillArg}, Env: []string{
 		EnvStore + "=" + r.store.Unredacted(),
-		envWillRunnerPID + "=" + strconv.Itoa(os.Getpid()),
 		envWillLogFormat + "=" + r.logFormat,
 		envWillTimeout + "=" + r.cfg.Tolerance.String(),
-	}, childproc.LeaseEnv(lease.Lock, lease.Token, lease.Instance)...)
-	// The runner's own entries of those names go: a process's environment
-	// read by name gives the first of duplicates.
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return slices.ContainsFunc(set, func(s string) bool {
-			name, _, _ := strings.Cut(s, "=")
-			return strings.HasPrefix(kv, name+"=")
-		})
-	})
-	return childproc.LastWill{Args: []string{LastWillArg}, Env: append(env, set...)}
+	}}
 }
 
 // runLastWill releases the lease that the environment names, if its
@@ -89,7 +75,7 @@ func runLastWill(ctx context.Context, lookupEnv func(string) (string, bool), std
 	if format != "json" {
 		format = "text"
 	}
-	lock, instance, runner := get(childproc.EnvLock), get(childproc.EnvInstance), get(envWillRunnerPID)
+	lock, instance, runner := get(childproc.EnvLock), get(childproc.EnvInstance), get(childproc.EnvRunnerPID)
 	log := newLogger(stderr, format, "info").With("lock", lock, "instance", instance, "runner_pid", runner)
 	defer flushLog(log)
 	token, err := strconv.ParseInt(get(childproc.EnvToken), 10, 64)

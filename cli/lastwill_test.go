@@ -15,24 +15,23 @@ import (
 	"github.com/masterjob/masterjob/storeurl"
 )
 
-// The will's environment has one entry per name it sets, with its value:
-// a runner started with the store in --store and another in
-// $MASTERJOB_STORE (or itself a master's command, with MASTERJOB_LOCK set)
-// must not leave the will the first, wrong one.
+// The will's entries name the store the runner opened (--store, not
+// $MASTERJOB_STORE) and its settings, once each; the lease and the
+// runner's pid come from the command's environment, to which the
+// supervisor adds them, replacing entries of the same names (childproc's
+// TestLastWillRunsOnceEverythingIsDead).
 func TestLastWillEnvironment(t *testing.T) {
 	t.Setenv(EnvStore, "sqlite:/elsewhere.db")
-	t.Setenv(childproc.EnvLock, "OUTER")
 	u, err := storeurl.Parse("sqlite:/flag.db")
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &runner{store: u, logFormat: "json", cfg: masterjob.Config{Tolerance: 3 * time.Second}}
-	w := r.lastWill(masterjob.Lease{Lock: "L", Token: 7, Instance: "i1"})
+	w := r.lastWill()
 	if len(w.Args) != 1 || w.Args[0] != LastWillArg {
 		t.Errorf("args %q", w.Args)
 	}
-	want := map[string]string{EnvStore: "sqlite:/flag.db", childproc.EnvLock: "L", childproc.EnvToken: "7",
-		childproc.EnvInstance: "i1", envWillLogFormat: "json", envWillTimeout: "3s"}
+	want := map[string]string{EnvStore: "sqlite:/flag.db", envWillLogFormat: "json", envWillTimeout: "3s"}
 	for name, v := range want {
 		var got []string
 		for _, kv := range w.Env {
@@ -43,6 +42,9 @@ func TestLastWillEnvironment(t *testing.T) {
 		if len(got) != 1 || got[0] != v {
 			t.Errorf("%s in the will's environment: %q, want only %q", name, got, v)
 		}
+	}
+	if len(w.Env) != len(want) {
+		t.Errorf("the will's entries are %q, want only %v", w.Env, want)
 	}
 }
 
@@ -67,7 +69,7 @@ func TestRunLastWill(t *testing.T) {
 	}
 	will := func(lock string, token int64) (int, string) {
 		env := map[string]string{EnvStore: "sqlite:" + path, childproc.EnvLock: lock,
-			childproc.EnvInstance: "dead", childproc.EnvToken: strconv.FormatInt(token, 10), envWillRunnerPID: "4242"}
+			childproc.EnvInstance: "dead", childproc.EnvToken: strconv.FormatInt(token, 10), childproc.EnvRunnerPID: "4242"}
 		var stderr syncBuffer
 		code := runLastWill(ctx, envFunc(env), &stderr)
 		return code, stderr.String()

@@ -755,7 +755,7 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 		if err == nil {
 			trace.Mark("child.forked", lease.Lock)
 			r.setChild(p)
-			p.SetLastWill(r.lastWill(lease)) // lastwill.go
+			p.SetLastWill(r.lastWill()) // lastwill.go
 		}
 		r.starting.Unlock()
 		if err != nil {
