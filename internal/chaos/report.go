@@ -219,7 +219,6 @@ func countList(m map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-// quantiles formats the median, p99 and maximum of ds.
 // afterKill returns, for each mastership ended by a kill, the time from
 // its end to the start of the next mastership of its lock, if any.
 func afterKill(ms []Mastership) []time.Duration {
@@ -241,6 +240,7 @@ func afterKill(ms []Mastership) []time.Duration {
 	return out
 }
 
+// quantiles formats the median, p99 and maximum of ds.
 func quantiles(ds []time.Duration) string {
 	if len(ds) == 0 {
 		return "none"
