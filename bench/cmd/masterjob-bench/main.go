@@ -233,41 +233,24 @@ func run() int {
 	for _, env := range envs {
 		kind := env.Backend.Kind
 		election := kind == bench.EtcdElection // no store API: no disable/enable, no round trips
-		if want["failover"] {
-			for _, lease := range leases {
-				logf("%s: crash failover, lease %v", kind, lease)
-				if r, err := env.CrashFailover(ctx, lease, trialsFor(lease)); err != nil {
-					note(kind+" crash failover", err)
-				} else {
-					rep.Results = append(rep.Results, r)
-				}
+		// The scenarios run once per lease.
+		for _, sc := range []struct {
+			key, name string
+			store     bool // needs the store's API (not etcd's election)
+			run       func(context.Context, time.Duration, int) (*bench.Result, error)
+		}{
+			{"failover", "crash failover", false, env.CrashFailover},
+			{"treefailover", "crash failover, whole tree", false, env.TreeCrashFailover},
+			{"handoff", "graceful handoff", false, env.Handoff},
+			{"handoff-api", "hand-off through the API", true, env.HandoffAPI},
+		} {
+			if !want[sc.key] || (sc.store && election) {
+				continue
 			}
-		}
-		if want["treefailover"] {
 			for _, lease := range leases {
-				logf("%s: crash failover of the whole tree, lease %v", kind, lease)
-				if r, err := env.TreeCrashFailover(ctx, lease, trialsFor(lease)); err != nil {
-					note(kind+" crash failover, whole tree", err)
-				} else {
-					rep.Results = append(rep.Results, r)
-				}
-			}
-		}
-		if want["handoff"] {
-			for _, lease := range leases {
-				logf("%s: graceful handoff, lease %v", kind, lease)
-				if r, err := env.Handoff(ctx, lease, trialsFor(lease)); err != nil {
-					note(kind+" handoff", err)
-				} else {
-					rep.Results = append(rep.Results, r)
-				}
-			}
-		}
-		if want["handoff-api"] && !election {
-			for _, lease := range leases {
-				logf("%s: hand-off through the API, lease %v", kind, lease)
-				if r, err := env.HandoffAPI(ctx, lease, trialsFor(lease)); err != nil {
-					note(kind+" hand-off through the API", err)
+				logf("%s: %s, lease %v", kind, sc.name, lease)
+				if r, err := sc.run(ctx, lease, trialsFor(lease)); err != nil {
+					note(kind+" "+sc.name, err)
 				} else {
 					rep.Results = append(rep.Results, r)
 				}
