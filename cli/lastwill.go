@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"strconv"
 	"syscall"
@@ -53,6 +54,10 @@ const (
 // the lease expires by itself anyway and the will has nothing left to win.
 const defaultWillTimeout = 30 * time.Second
 
+// willExitGrace is how long past its bound a will waits for a store call
+// that overruns its context before it exits anyway.
+const willExitGrace = 100 * time.Millisecond
+
 // lastWill returns the will that the supervisor of a command runs if this
 // runner dies: the entries it adds to the command's environment.
 func (r *runner) lastWill() childproc.LastWill {
@@ -94,6 +99,15 @@ func runLastWill(ctx context.Context, lookupEnv func(string) (string, bool), std
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	// A store call may overrun its context (SQLite waiting on a write lock
+	// held by a frozen process ends at its next retry): the will ends at
+	// its bound whatever it is waiting for.
+	hard := time.AfterFunc(timeout+willExitGrace, func() {
+		log.Error("the runner died; its last will ran out of time, so the lease expires by itself", "timeout", timeout)
+		flushLog(log)
+		os.Exit(ExitFailure)
+	})
+	defer hard.Stop()
 	fail := func(what string, err error) int {
 		log.Error("the runner died; cannot "+what+", so the lease expires by itself",
 			"token", token, "store", u.String(), "err", err)

@@ -639,8 +639,9 @@ const orphanGrace = 500 * time.Millisecond
 //
 // The runner's last will is no such process: its command's supervisor,
 // which lives on as the will once the command is gone to release the
-// lease. It may outlive the runner by the lease (its time bound) and
-// orphanGrace, and no more.
+// lease. Its bound is the lease, counted from its own start: it may
+// outlive the runner by the lease and twice orphanGrace (the command's
+// kill before it, the program's start), and no more.
 func (d *driver) checkOrphans(index, gen int, died int64) {
 	time.Sleep(orphanGrace - dur(Mono()-died))
 	tag := fmt.Sprintf("%d.%d", index, gen)
@@ -657,7 +658,7 @@ func (d *driver) checkOrphans(index, gen int, died int64) {
 	if len(wills) == 0 {
 		return
 	}
-	time.Sleep(d.cfg.Timing.Tolerance + orphanGrace - dur(Mono()-died))
+	time.Sleep(d.cfg.Timing.Tolerance + 2*orphanGrace - dur(Mono()-died))
 	for _, p := range findProcesses(envSlot, tag) {
 		if isWill(p) {
 			d.problem(VWillLingered, "", "last will %d of runner %d gen %d still running %v after the runner died; killing it",
