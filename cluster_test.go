@@ -437,3 +437,54 @@ func TestBalanceSkipsAStaleMember(t *testing.T) {
 		}
 	})
 }
+
+// releasedAllLog is a ReleasedAllObserver that records, when it is told,
+// what the store says of the lock and of the member list.
+type releasedAllLog struct {
+	masterjob.NopObserver
+	t      *testing.T
+	st     store.Store
+	lock   string
+	calls  int
+	held   bool     // the lock was held when ReleasedAll came
+	member []string // the member list then
+	kinds  []masterjob.TransitionKind
+}
+
+func (r *releasedAllLog) Transition(t masterjob.Transition) { r.kinds = append(r.kinds, t.Kind) }
+
+func (r *releasedAllLog) ReleasedAll() {
+	r.calls++
+	r.held = lockState(r.t, r.st, r.lock).Held()
+	r.member = memberIDs(r.t, r.st)
+}
+
+// ReleasedAll comes once, at shutdown, after the release has been
+// answered and before the instance leaves the member list.
+func TestReleasedAllComesAfterTheReleaseBeforeLeave(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		obs := &releasedAllLog{t: t, st: st, lock: "JOB"}
+		// Through Observers, as the CLI passes it.
+		a := newExec(t, st, "a", masterjob.WithObserver(masterjob.Observers(masterjob.NopObserver{}, obs)))
+		_ = a.StartMaster("JOB", idle())
+		stop := startRun(a)
+		time.Sleep(heartbeat)
+		synctest.Wait()
+		if masterOf(t, st, "JOB") != "a" || obs.calls != 0 {
+			t.Fatalf("master %q, ReleasedAll called %d times before the shutdown", masterOf(t, st, "JOB"), obs.calls)
+		}
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		if obs.calls != 1 || obs.held || !slices.Equal(obs.member, []string{"a"}) {
+			t.Fatalf("ReleasedAll: %d calls, lock held then: %v, members then: %q; want 1, false, [a]", obs.calls, obs.held, obs.member)
+		}
+		if !slices.Equal(obs.kinds, []masterjob.TransitionKind{masterjob.Acquired, masterjob.Released}) {
+			t.Fatalf("transitions %v", obs.kinds)
+		}
+		if ids := memberIDs(t, st); len(ids) != 0 {
+			t.Fatalf("members after Run: %q", ids)
+		}
+	})
+}

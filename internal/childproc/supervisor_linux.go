@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/masterjob/masterjob/internal/cpuprio"
 	"github.com/masterjob/masterjob/internal/trace"
 )
 
@@ -270,6 +271,10 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 					return s.execWill()
 				}
 			}
+			// Only the exit is left, whose teardown takes a few
+			// milliseconds of CPU that the runner's release and a
+			// successor's start on this host need more.
+			cpuprio.Lower()
 			return 0
 		case line, ok := <-cmds:
 			if !ok { // the runner is gone

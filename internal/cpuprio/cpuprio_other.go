@@ -1,0 +1,6 @@
+//go:build !linux
+
+package cpuprio
+
+// Lower does nothing outside Linux.
+func Lower() {}
