@@ -363,3 +363,53 @@ func TestWithExecutor(t *testing.T) {
 		}
 	})
 }
+
+// countingHistory counts appends and the events they carry.
+type countingHistory struct {
+	store.History
+	mu        sync.Mutex
+	n, events int
+}
+
+func (h *countingHistory) AppendEvents(_ context.Context, evs []store.Event) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n++
+	h.events += len(evs)
+	return nil
+}
+
+func (h *countingHistory) counts() (appends, events int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n, h.events
+}
+
+// TestDelayWaitsThenAppendsTogether: with WithDelay, events queued within
+// the delay go out in one append, not before the delay; Close appends at
+// once.
+func TestDelayWaitsThenAppendsTogether(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &countingHistory{}
+		r := audit.NewRecorder(h, slog.New(slog.DiscardHandler), audit.WithDelay(100*time.Millisecond))
+		r.Transition(masterjob.Transition{Lock: "L", Kind: masterjob.Acquired, Token: 1, Instance: "a"})
+		time.Sleep(60 * time.Millisecond)
+		r.Transition(masterjob.Transition{Lock: "L", Kind: masterjob.Released, Token: 1, Instance: "a"})
+		synctest.Wait()
+		if n, _ := h.counts(); n != 0 {
+			t.Fatalf("%d appends before the delay, want 0", n)
+		}
+		time.Sleep(41 * time.Millisecond)
+		synctest.Wait()
+		if n, evs := h.counts(); n != 1 || evs != 2 {
+			t.Fatalf("after the delay: %d appends of %d events, want 1 of 2", n, evs)
+		}
+		r.Transition(masterjob.Transition{Lock: "L", Kind: masterjob.Acquired, Token: 2, Instance: "a"})
+		if err := r.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if n, evs := h.counts(); n != 2 || evs != 3 {
+			t.Fatalf("after Close: %d appends of %d events, want 2 of 3 (Close does not wait for the delay)", n, evs)
+		}
+	})
+}
