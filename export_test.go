@@ -11,3 +11,6 @@ func WithClock(now func() time.Time) Option { return func(o *options) { o.clock 
 var LockSetID = lockSetID
 
 func init() { checkLoopInvariants = true }
+
+// TakenCheckDelay is takenCheckDelay, for the tests.
+const TakenCheckDelay = takenCheckDelay

@@ -454,6 +454,15 @@ func (l *loop) followed(now time.Time) []string {
 	return locks
 }
 
+// markPushed records that the store pushed a change of lock
+// (pushedLeftOut).
+func (l *loop) markPushed(lock string) {
+	if l.pushed == nil {
+		l.pushed = map[string]bool{}
+	}
+	l.pushed[lock] = true
+}
+
 // pushedLeftOut returns, and forgets, the locks the store pushed a change of
 // since the last check that this check does not ask for (held off, or
 // left to others by balancing): the check reads them without taking them,
@@ -1399,6 +1408,10 @@ func (l *loop) onInbox() {
 	}
 }
 
+// takenCheckDelay is how long after the push of another instance's
+// acquisition a follower checks the lock (onNotify).
+const takenCheckDelay = 100 * time.Millisecond
+
 // onNotify acts on a store's push about one lock: a master renews at once
 // (to see a revocation or a hand-off request), a follower checks. The
 // change's hints spare the calls that would only tell what this instance
@@ -1435,6 +1448,16 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 		if acquired && l.known[lock] == (knownMaster{holder: holder, token: token}) {
 			return
 		}
+		if acquired {
+			// Taken by another instance: handed over to it, or its own
+			// check. The check learns only the lease's expiry and the
+			// holder's description, by reading the lock (pushedLeftOut:
+			// it is held, so not asked for): a little later, so that it
+			// does not compete with the new master's start.
+			l.markPushed(lock)
+			l.checkAt(now.Add(min(takenCheckDelay, l.cfg.HeartbeatInterval)), now)
+			return
+		}
 		if c.ReservedFor != "" && c.ReservedFor != l.e.holder.ID {
 			// Reserved for another instance, which takes it now: its
 			// acquisition is pushed in turn. Should it not come, the
@@ -1444,10 +1467,7 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 			l.checkAt(now.Add(handoffReserve(l.cfg)), now)
 			return
 		}
-		if l.pushed == nil {
-			l.pushed = map[string]bool{}
-		}
-		l.pushed[lock] = true
+		l.markPushed(lock)
 		// It changed (released, most likely): what the last check saw
 		// of its holder no longer holds. Balancing treats it as free
 		// from now, so it is taken only within this instance's share.
