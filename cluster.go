@@ -49,8 +49,10 @@ func (l Leader) same(o Leader) bool {
 // each time the master of a lock this instance takes part in changes, as
 // client-go's OnNewLeader callback and etcd's Election.Observe do. The
 // change is seen within one store round trip after it happened on stores
-// that push (PostgreSQL, SQLite, memstore), and at the next check
-// otherwise. LeaderChanged must not block.
+// that push (PostgreSQL, SQLite, etcd, memstore), 100 ms later when the push
+// says that another instance took the lock (the read then waits for the
+// new master's start), and at the next check otherwise. LeaderChanged must
+// not block.
 type LeaderObserver interface {
 	LeaderChanged(l Leader)
 }

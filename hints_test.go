@@ -264,3 +264,56 @@ func TestRevokedHintStopsWithoutARenewal(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowerTakesOverAfterPushedAcquisition: a follower told by a push
+// that another instance took the lock (here: the transfer of a graceful
+// hand-off) reads it later instead of checking at once; it must still
+// check again when that lease falls due, and take over when the new master
+// dies without a word (its store cut: no release, no push).
+func TestFollowerTakesOverAfterPushedAcquisition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const lock = "L"
+		a := newExec(t, st, "a")
+		if err := a.StartMaster(lock, idle()); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		synctest.Wait()
+		views := map[string]*switchable{"b": {Store: st}, "c": {Store: st}}
+		var stops []func() error
+		for _, id := range []string{"b", "c"} {
+			e := newExec(t, &membershipOf{views[id], st}, id)
+			if err := e.StartMaster(lock, idle()); err != nil {
+				t.Fatal(err)
+			}
+			stops = append(stops, startRun(e))
+		}
+		defer func() {
+			for _, stop := range stops {
+				_ = stop()
+			}
+		}()
+		time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
+		synctest.Wait()
+		if err := stopA(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		next := masterOf(t, st, lock)
+		other := map[string]string{"b": "c", "c": "b"}[next]
+		if other == "" {
+			t.Fatalf("master %q after a's shutdown; want b or c", next)
+		}
+		time.Sleep(2 * masterjob.TakenCheckDelay)
+		synctest.Wait()
+		views[next].cut(true) // dies without a word
+		t0 := time.Now()
+		for masterOf(t, st, lock) != other {
+			if time.Since(t0) > tolerance+2*heartbeat {
+				t.Fatalf("%s is not master %v after %s was cut off (lease %v); master %q", other, time.Since(t0), next, tolerance, masterOf(t, st, lock))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
