@@ -125,8 +125,9 @@
 //
 // Every instance knows the master of each lock it takes part in
 // (Executor.Leader), from its own checks and renewals; stores that push
-// report acquisitions too, so a follower hears of a new master within one
-// round trip. An Observer that implements LeaderObserver is told of each
+// report acquisitions too, so a follower hears of a new master within 100
+// ms and one round trip (it reads the lock once the new master's start,
+// which its read would compete with, is under way). An Observer that implements LeaderObserver is told of each
 // change, as client-go's OnNewLeader callback is.
 //
 // A hand-off (Executor.Handoff, the API, the CLI) moves a mastership without
