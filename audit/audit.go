@@ -62,7 +62,6 @@ const (
 type Option func(*config)
 
 type config struct {
-	delay                  time.Duration
 	queueSize, batchSize   int
 	appendTimeout          time.Duration
 	minBackoff, maxBackoff time.Duration
@@ -82,15 +81,6 @@ func WithBatchSize(n int) Option { return func(c *config) { c.batchSize = max(n,
 func WithAppendTimeout(d time.Duration) Option {
 	return func(c *config) { c.appendTimeout = max(d, time.Millisecond) }
 }
-
-// WithDelay makes the first event queued while the Recorder is idle wait d
-// (default 0) before its append, with whatever is queued meanwhile, so
-// that the append does not compete with the store calls that follow a
-// transition at once: the release after a job stopped (on PostgreSQL a
-// second call in flight opens a second connection), the job's start after
-// an acquisition. Close appends at once what is queued. `masterjob run`
-// uses 100 ms: its history need not be faster than that.
-func WithDelay(d time.Duration) Option { return func(c *config) { c.delay = max(d, 0) } }
 
 // WithRetryBackoff sets the wait between attempts while the store fails: it
 // starts at minimum and doubles up to maximum, with jitter (defaults
@@ -301,30 +291,12 @@ func (r *Recorder) discard(batch []store.Event) {
 	r.mu.Unlock()
 }
 
-// linger waits the delay of WithDelay, or until Close.
-func (r *Recorder) linger() {
-	if r.cfg.delay <= 0 {
-		return
-	}
-	t := time.NewTimer(r.cfg.delay)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-r.closing:
-	}
-}
-
 // run appends queued events until Close; ctx is cancelled when Close gives
 // up.
 func (r *Recorder) run(ctx context.Context) {
 	defer close(r.done)
 	failures := 0
-	waited := false // the queued events have waited the delay (WithDelay)
 	for {
-		if !waited && r.Queued() > 0 {
-			r.linger()
-			waited = true
-		}
 		batch, closing := r.next()
 		if len(batch) == 0 {
 			if closing {
@@ -334,7 +306,6 @@ func (r *Recorder) run(ctx context.Context) {
 			case <-r.wake:
 			case <-r.closing:
 			}
-			waited = false
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, r.cfg.appendTimeout)

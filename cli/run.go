@@ -53,11 +53,6 @@ const (
 // history at exit.
 const auditCloseTimeout = 5 * time.Second
 
-// auditDelay is how long a transition waits before its history entry is
-// appended (audit.WithDelay): a hand-off's store calls and the successor's
-// start come first.
-const auditDelay = 100 * time.Millisecond
-
 const runUsage = `usage: masterjob run --lock NAME [flags] -- COMMAND [ARGS...]
 
 Takes part in the election of the master of lock NAME and, while this
@@ -454,7 +449,7 @@ func (r *runner) run() int {
 	}
 	closeAudit := func() {}
 	if h, ok := st.(store.History); ok {
-		rec := audit.NewRecorder(h, log, audit.WithDelay(auditDelay))
+		rec := audit.NewRecorder(h, log)
 		observers = append(observers, rec)
 		closeAudit = func() {
 			actx, cancel := context.WithTimeout(context.Background(), auditCloseTimeout)
