@@ -25,13 +25,7 @@ func TestShutdownHandsToALivePeer(t *testing.T) {
 		st := memstore.New()
 		const lock = "L"
 		stops := map[string]func() error{}
-		start := func(id string) {
-			e := newExec(t, st, id)
-			if err := e.StartMaster(lock, idle()); err != nil {
-				t.Fatal(err)
-			}
-			stops[id] = startRun(e)
-		}
+		start := func(id string) { _, stops[id] = runIdle(t, st, id, lock) }
 		start("a")
 		synctest.Wait()
 		if m := masterOf(t, st, lock); m != "a" {
@@ -100,11 +94,7 @@ func TestShutdownSkipsAPeerThatStoppedWriting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := memstore.New()
 		const lock = "L"
-		a := newExec(t, st, "a")
-		if err := a.StartMaster(lock, idle()); err != nil {
-			t.Fatal(err)
-		}
-		stopA := startRun(a)
+		_, stopA := runIdle(t, st, "a", lock)
 		synctest.Wait()
 		if m := masterOf(t, st, lock); m != "a" {
 			t.Fatalf("master %q, want a", m)

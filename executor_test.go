@@ -141,6 +141,16 @@ func startRun(e *masterjob.Executor) (stop func() error) {
 	}
 }
 
+// runIdle creates instance id on st with an idle job on lock, and runs it.
+func runIdle(t *testing.T, st store.Store, id, lock string) (*masterjob.Executor, func() error) {
+	t.Helper()
+	e := newExec(t, st, id)
+	if err := e.StartMaster(lock, idle()); err != nil {
+		t.Fatal(err)
+	}
+	return e, startRun(e)
+}
+
 func lockState(t *testing.T, st store.Store, lock string) store.LockState {
 	t.Helper()
 	ls, err := st.Locks(context.Background(), lock)

@@ -101,19 +101,10 @@ func TestHandoffCallsWithHints(t *testing.T) {
 				}
 				st := newCallsByInstance(memstore.New(opts...))
 				const lock = "L"
-				a := newExec(t, st, "a")
-				if err := a.StartMaster(lock, idle()); err != nil {
-					t.Fatal(err)
-				}
-				stopA := startRun(a)
+				_, stopA := runIdle(t, st, "a", lock)
 				synctest.Wait()
-				b, c := newExec(t, st, "b"), newExec(t, st, "c")
-				for _, e := range []*masterjob.Executor{b, c} {
-					if err := e.StartMaster(lock, idle()); err != nil {
-						t.Fatal(err)
-					}
-				}
-				stopB, stopC := startRun(b), startRun(c)
+				_, stopB := runIdle(t, st, "b", lock)
+				_, stopC := runIdle(t, st, "c", lock)
 				defer func() { _, _ = stopB(), stopC() }()
 				// Past the members' first reads, then to just after a's
 				// heartbeat, so that no scheduled call falls in the
@@ -173,11 +164,7 @@ func TestReservedForAnotherCheckedAtLapse(t *testing.T) {
 		if err != nil || !held[0].Acquired {
 			t.Fatal(held, err)
 		}
-		c := newExec(t, st, "c")
-		if err := c.StartMaster(lock, idle()); err != nil {
-			t.Fatal(err)
-		}
-		stopC := startRun(c)
+		_, stopC := runIdle(t, st, "c", lock)
 		defer func() { _ = stopC() }()
 		time.Sleep(2 * checkIntv)
 		synctest.Wait()
@@ -274,26 +261,12 @@ func TestFollowerTakesOverAfterPushedAcquisition(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := memstore.New()
 		const lock = "L"
-		a := newExec(t, st, "a")
-		if err := a.StartMaster(lock, idle()); err != nil {
-			t.Fatal(err)
-		}
-		stopA := startRun(a)
+		_, stopA := runIdle(t, st, "a", lock)
 		synctest.Wait()
 		views := map[string]*switchable{"b": {Store: st}, "c": {Store: st}}
-		var stops []func() error
-		for _, id := range []string{"b", "c"} {
-			e := newExec(t, &membershipOf{views[id], st}, id)
-			if err := e.StartMaster(lock, idle()); err != nil {
-				t.Fatal(err)
-			}
-			stops = append(stops, startRun(e))
-		}
-		defer func() {
-			for _, stop := range stops {
-				_ = stop()
-			}
-		}()
+		_, stopB := runIdle(t, &membershipOf{views["b"], st}, "b", lock)
+		_, stopC := runIdle(t, &membershipOf{views["c"], st}, "c", lock)
+		defer func() { _, _ = stopB(), stopC() }()
 		time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
 		synctest.Wait()
 		if err := stopA(); err != nil {

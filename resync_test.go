@@ -67,11 +67,7 @@ func TestResyncReadsEveryLockAgain(t *testing.T) {
 		if err != nil || !held[0].Acquired {
 			t.Fatal(held, err)
 		}
-		c := newExec(t, st, "c")
-		if err := c.StartMaster(lock, idle()); err != nil {
-			t.Fatal(err)
-		}
-		stopC := startRun(c)
+		_, stopC := runIdle(t, st, "c", lock)
 		defer func() { _ = stopC() }()
 		// Past a sweep, the next a whole interval away. The first check
 		// comes before the subscription is up, so the next sweep is a

@@ -167,11 +167,7 @@ func TestTransferToDeadSuccessorReservesInstead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := memstore.New()
 		const lock = "L"
-		a := newExec(t, st, "a")
-		if err := a.StartMaster(lock, idle()); err != nil {
-			t.Fatal(err)
-		}
-		stopA := startRun(a)
+		a, stopA := runIdle(t, st, "a", lock)
 		defer func() { _ = stopA() }()
 		synctest.Wait()
 		if _, err := a.Handoff(context.Background(), lock, "nobody"); err != nil {
@@ -215,11 +211,7 @@ func TestLeaseGivenAsItLeavesIsReleased(t *testing.T) {
 			t.Fatal(held, err)
 		}
 		st := &leaveAfter{Store: ms}
-		b := newExec(t, st, "b")
-		if err := b.StartMaster(lock, idle()); err != nil {
-			t.Fatal(err)
-		}
-		stopB := startRun(b)
+		_, stopB := runIdle(t, st, "b", lock)
 		time.Sleep(2 * checkIntv)
 		synctest.Wait()
 		st.before = func() {
