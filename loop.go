@@ -1445,17 +1445,17 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 		return
 	}
 	if l.jobFor(lock) != nil && l.started {
-		if acquired && l.known[lock] == (knownMaster{holder: holder, token: token}) {
-			return
-		}
 		if acquired {
 			// Taken by another instance: handed over to it, or its own
-			// check. The check learns only the lease's expiry and the
-			// holder's description, by reading the lock (pushedLeftOut:
-			// it is held, so not asked for): a little later, so that it
-			// does not compete with the new master's start.
-			l.markPushed(lock)
-			l.checkAt(now.Add(min(takenCheckDelay, l.cfg.HeartbeatInterval)), now)
+			// check. Unless the last check saw that very lease, a check
+			// learns its expiry and the holder's description by reading
+			// the lock (pushedLeftOut: it is held, so not asked for), a
+			// little later, so that it does not compete with the new
+			// master's start.
+			if l.known[lock] != (knownMaster{holder: holder, token: token}) {
+				l.markPushed(lock)
+				l.checkAt(now.Add(min(takenCheckDelay, l.cfg.HeartbeatInterval)), now)
+			}
 			return
 		}
 		if c.ReservedFor != "" && c.ReservedFor != l.e.holder.ID {
