@@ -10,9 +10,8 @@ import (
 // Lower adds Step to the nice value of every thread of this process (on
 // Linux, a nice value belongs to a thread; threads started later inherit
 // their creator's). It is best effort: errors are ignored, and a thread
-// started while it runs may keep the old value. It never raises a
-// priority, so calling it twice changes nothing more than the first call
-// at 19.
+// started while it runs may keep the old value. Each call lowers again, up
+// to nice 19; it never raises a priority.
 func Lower() {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
@@ -28,18 +27,15 @@ func Lower() {
 
 // lower lowers one thread (0: the calling one).
 func lower(tid int) {
-	// The system call returns 20 - nice (1 to 40).
-	raw, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
-	if err != nil {
-		return
+	if nice, err := Nice(tid); err == nil {
+		_ = unix.Setpriority(unix.PRIO_PROCESS, tid, min(nice+Step, 19))
 	}
-	nice := 20 - raw
-	_ = unix.Setpriority(unix.PRIO_PROCESS, tid, min(nice+Step, 19))
 }
 
 // Nice returns the nice value of thread tid of this process (0: the
 // calling thread).
 func Nice(tid int) (int, error) {
+	// The system call returns 20 - nice (1 to 40).
 	raw, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
 	if err != nil {
 		return 0, err
