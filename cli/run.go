@@ -467,10 +467,8 @@ func (r *runner) run() int {
 	opts := append(slices.Clip(r.opts),
 		masterjob.WithLogger(r.log),
 		masterjob.WithInstanceInfo(info),
+		masterjob.WithObserver(masterjob.Observers(observers...)),
 	)
-	if len(observers) > 0 {
-		opts = append(opts, masterjob.WithObserver(masterjob.Observers(observers...)))
-	}
 	ex, err := masterjob.New(st, opts...)
 	if err != nil {
 		log.Error("cannot create the executor", "err", err)
