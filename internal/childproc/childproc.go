@@ -118,8 +118,7 @@ type Spec struct {
 // plus EnvRunnerPID and Env.
 func (s Spec) environ() []string {
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		name, _, _ := strings.Cut(kv, "=")
-		return slices.Contains(s.DropEnv, name)
+		return slices.Contains(s.DropEnv, envName(kv))
 	})
 	return withEnv(env, append([]string{EnvRunnerPID + "=" + strconv.Itoa(os.Getpid())}, s.Env...)...)
 }
@@ -130,21 +129,26 @@ func (s Spec) environ() []string {
 // getenv and in Go, as the last in a shell: the command, the standby's
 // start and the last will would see the runner's value, not theirs.
 func withEnv(base []string, extra ...string) []string {
-	name := func(kv string) string { n, _, _ := strings.Cut(kv, "="); return n }
 	last := map[string]int{}
 	for i, kv := range extra {
-		last[name(kv)] = i
+		last[envName(kv)] = i
 	}
 	out := slices.DeleteFunc(slices.Clone(base), func(kv string) bool {
-		_, set := last[name(kv)]
+		_, set := last[envName(kv)]
 		return set
 	})
 	for i, kv := range extra {
-		if last[name(kv)] == i {
+		if last[envName(kv)] == i {
 			out = append(out, kv)
 		}
 	}
 	return out
+}
+
+// envName returns the name of an environment entry NAME=VALUE.
+func envName(kv string) string {
+	name, _, _ := strings.Cut(kv, "=")
+	return name
 }
 
 // LastWill is what a supervisor runs when its runner dies while the
