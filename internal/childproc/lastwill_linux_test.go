@@ -85,8 +85,11 @@ func startWillRunner(t *testing.T, out string, env ...string) (*exec.Cmd, int, i
 		t.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
+	// The runner is itself a master's command (its own lease's entries):
+	// Start's lease entries must replace them in the command's, and so in
+	// the will's, environment.
 	cmd.Env = append(append(os.Environ(), helperEnv+"=runner-will", "WILL_OUT=/nonexistent/wrong", "WILL_PATH="+out,
-		"CHILDPROC_INHERITED=yes", "CHILDPROC_SECRET=s3cret"), env...)
+		"CHILDPROC_INHERITED=yes", "CHILDPROC_SECRET=s3cret", EnvLock+"=OUTER", EnvToken+"=1"), env...)
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
