@@ -447,9 +447,6 @@ func (e *Executor) Run(ctx context.Context) error {
 	r.ended = true
 	e.mu.Unlock()
 	r.wg.Wait()
-	if ro, ok := e.obs.(ReleasedAllObserver); ok {
-		ro.ReleasedAll()
-	}
 	e.leave()
 	// The loops have ended: end the subscription, and wait until the store
 	// has let go of it, so that nothing of Run outlives it.

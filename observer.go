@@ -55,19 +55,6 @@ type Observer interface {
 	LeaseTTL(lock string, ttl time.Duration)
 }
 
-// ReleasedAllObserver is an optional interface of an Observer
-// (WithObserver): an observer that implements it is told once, when Run is
-// shutting down and every job has stopped and every lease it could release
-// has been released or handed over (the store answered), before the
-// instance leaves the member list and Run returns. Nothing the instance
-// does after that holds up another's mastership: a process that exits with
-// Run can, for example, lower its CPU priority so that a successor on the
-// same host starts its job sooner, as `masterjob run` does. ReleasedAll
-// must not block.
-type ReleasedAllObserver interface {
-	ReleasedAll()
-}
-
 // NopObserver ignores every event.
 type NopObserver struct{}
 
@@ -95,16 +82,6 @@ func (m multiObserver) LeaderChanged(l Leader) {
 	for _, o := range m {
 		if lo, ok := o.(LeaderObserver); ok {
 			lo.LeaderChanged(l)
-		}
-	}
-}
-
-// ReleasedAll implements ReleasedAllObserver: it passes the call to each
-// observer that implements it.
-func (m multiObserver) ReleasedAll() {
-	for _, o := range m {
-		if ro, ok := o.(ReleasedAllObserver); ok {
-			ro.ReleasedAll()
 		}
 	}
 }

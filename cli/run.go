@@ -25,7 +25,6 @@ import (
 	"github.com/masterjob/masterjob/httpserver"
 	"github.com/masterjob/masterjob/internal/backoff"
 	"github.com/masterjob/masterjob/internal/childproc"
-	"github.com/masterjob/masterjob/internal/cpuprio"
 	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/metrics/prom"
 	"github.com/masterjob/masterjob/store"
@@ -441,9 +440,8 @@ func (r *runner) run() int {
 	r.st = st // for a suspension (suspend.go)
 	r.mu.Unlock()
 
-	// Observers: the runner's yield once released, the metrics, and the
-	// audit history of the transitions.
-	observers := []masterjob.Observer{yieldAfterRelease{}}
+	// Observers: the metrics, and the audit history of the transitions.
+	var observers []masterjob.Observer
 	if hs != nil {
 		observers = append(observers, hs.obs)
 	}
@@ -534,17 +532,6 @@ func (r *runner) run() int {
 	trace.Mark("runner.exit", r.lock)
 	return code
 }
-
-// yieldAfterRelease lowers the runner's CPU priority once Run, shutting
-// down, has released its lease (masterjob.ReleasedAllObserver). What is
-// left (leaving the member list, the last history entries, closing, and
-// the exit's teardown of a Go process, several milliseconds of CPU) holds
-// up no one, while a successor on the same host is starting its command
-// at that very moment.
-type yieldAfterRelease struct{ masterjob.NopObserver }
-
-// ReleasedAll implements masterjob.ReleasedAllObserver.
-func (yieldAfterRelease) ReleasedAll() { cpuprio.Lower() }
 
 // runHTTP is the HTTP side of a run: the listener and the metrics.
 type runHTTP struct {

@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/masterjob/masterjob/cli"
+	"github.com/masterjob/masterjob/internal/cpuprio"
 )
 
 func main() {
@@ -16,5 +17,12 @@ func main() {
 	// lease, a second kills the command), `masterjob serve` too (a graceful
 	// shutdown of its HTTP server), and the other commands are short and
 	// keep the default disposition.
-	os.Exit(cli.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv))
+	code := cli.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv)
+	// Everything is released and closed: only the exit is left, whose
+	// teardown of a Go process takes milliseconds of CPU that a successor
+	// starting on this host needs more. Not earlier: a runner lowered while
+	// it still held SQLite's write lock (leaving the member list) held up
+	// every other instance (cli's TestProcessHandoffSQLite, in CI).
+	cpuprio.Lower()
+	os.Exit(code)
 }
