@@ -25,6 +25,7 @@ import (
 	"github.com/masterjob/masterjob/httpserver"
 	"github.com/masterjob/masterjob/internal/backoff"
 	"github.com/masterjob/masterjob/internal/childproc"
+	"github.com/masterjob/masterjob/internal/cpuprio"
 	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/metrics/prom"
 	"github.com/masterjob/masterjob/store"
@@ -900,3 +901,11 @@ func (r *runner) killLeftover() {
 		p.Stop(time.Time{})
 	}
 }
+
+// YieldForExit lowers this process's CPU priority by ten nice levels, for
+// a program about to exit once Main has returned (every lease released,
+// the store closed): the exit's teardown of a Go process takes
+// milliseconds of CPU that a successor starting on the same host needs
+// more. Never call it while the process still holds a lock that other
+// instances wait for (SQLite's write lock, say).
+func YieldForExit() { cpuprio.Lower() }

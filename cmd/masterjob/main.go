@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"github.com/masterjob/masterjob/cli"
-	"github.com/masterjob/masterjob/internal/cpuprio"
 )
 
 func main() {
@@ -23,6 +22,6 @@ func main() {
 	// starting on this host needs more. Not earlier: a runner lowered while
 	// it still held SQLite's write lock (leaving the member list) held up
 	// every other instance (cli's TestProcessHandoffSQLite, in CI).
-	cpuprio.Lower()
+	cli.YieldForExit()
 	os.Exit(code)
 }
