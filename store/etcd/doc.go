@@ -104,16 +104,22 @@
 //     other locks use. A release to a successor first grants the
 //     reservation's lease.
 //   - Transfer (store.Transfers) reads the locks and the successors'
-//     member records while it grants one lease of the asked TTL, then
-//     sends one transaction per 100 locks with a nested transaction per
-//     lock: if the holder's fence holds and the control and the
+//     member records while it keeps alive the lease the holder's locks are
+//     on (a keepalive is answered from the leader's memory; a grant, which
+//     an earlier version sent here, is a log write with its disk sync),
+//     then sends one transaction per 100 locks with a nested transaction
+//     per lock: if the holder's fence holds and the control and the
 //     successor's member record are as read (enabled, not revoked, the
-//     member present), it puts the lease key on the granted lease with the
+//     member present), it puts the lease key, on that same lease, with the
 //     successor as value, and the successor's holder record (its member
 //     Info): that revision is the new token. Else it releases as Release.
 //     The successor's first renewal moves the lock onto its own lease, as
-//     for any lock it holds on another lease. A granted lease no lock went
-//     on expires unused.
+//     for any lock it holds on another lease. The handle then forgets the
+//     lease it gave on: its next call for the holder grants a new one and
+//     moves the holder's other locks onto it, so that a successor that died
+//     before its first renewal holds the lock at most one TTL longer, not
+//     as long as the giver lives. A lock held on another lease than the
+//     handle's is given on a lease granted for it.
 //   - Disable, Enable and Handoff rewrite the control record with a
 //     compare-and-swap on it, on the lease key's create revision and on
 //     the holder record's revision (a transfer changes only the last),

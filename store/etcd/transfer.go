@@ -12,9 +12,15 @@ import (
 )
 
 // Transfer implements store.Transfers. Three requests go out at once: a
-// read of the locks, a read of the successors' member records, and the
-// grant of the lease (of ttl) that the successors will hold their locks
-// on until their first renewal moves each onto their own lease (Renew).
+// read of the locks, a read of the successors' member records, and a
+// keepalive of the lease that this handle holds holderID's locks of TTL
+// ttl on (or, when it has none, the grant of a fresh lease of ttl). The
+// successors hold the locks given on that lease until their first renewal
+// moves each onto their own lease (Renew). A keepalive is answered by
+// etcd's leader from memory, where a grant is a write to etcd's log that
+// the leader must persist first: giving on the holder's own lease takes
+// that write, and its disk sync, off the hand-off's path.
+//
 // Then one transaction per 100 refs gives each lock, with a nested
 // transaction per ref:
 //
@@ -22,17 +28,28 @@ import (
 //     the control record is as read (not disabled, not revoked) and the
 //     successor's member record is the one read (created at the same
 //     revision: it did not leave, nor expire and come back), the lease key is
-//     given to the successor on the granted lease and the holder record is
+//     given to the successor on that lease and the holder record is
 //     written for it: that write's revision is the new token, greater than
 //     every earlier one since etcd's revisions are global;
 //   - else the ref is released as Release releases it.
 //
-// A ref whose lock was read disabled or revoked, or whose successor has no
-// member record, is released at once, reserved for the successor as asked
-// (the reservation's lease is granted then, off a hand-off's usual path);
-// one that loses the race in the transaction is released without a
-// reservation. The granted lease is left to expire when no lock was given
-// on it.
+// A lease that carries a lock given away must not be kept alive by its
+// giver for long, or a successor that died before its first renewal would
+// hold the lock for as long as the giver lives. So this handle forgets
+// its lease once it gave a lock on it: its next Acquire or Renew for
+// holderID grants a new lease and moves its other locks onto it (the move
+// keeps the old lease alive once more, as the successor's own move does).
+// The given lock is then free at most one TTL after the later of those
+// moves, and at once when the successor releases it. Nothing here revokes
+// a lease: a lease that carries another's lock lives out its TTL.
+//
+// A lock held on another lease than this handle's for ttl (another
+// handle, another TTL) is given on a lease granted for it after the
+// reads. A ref whose lock was read disabled or revoked, or whose
+// successor has no member record, is released at once, reserved for the
+// successor as asked (the reservation's lease is granted then, off a
+// hand-off's usual path); one that loses the race in the transaction is
+// released without a reservation.
 func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.LeaseRef, ttl time.Duration) error {
 	if err := s.begin(ctx); err != nil {
 		return err
@@ -55,10 +72,17 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 		return s.Release(ctx, holderID, leases)
 	}
 	names, successors = dedupe(names), dedupe(successors)
+	s.mu.Lock()
+	var own clientv3.LeaseID // this handle's lease for holderID and ttl
+	if l := s.leases[leaseKey{holderID, secs}]; l != nil {
+		own = l.id
+	}
+	s.mu.Unlock()
 	var (
 		ks      map[string]*lockKeys
 		members = map[string]*mvccpb.KeyValue{}
-		given   clientv3.LeaseID
+		alive   bool             // own was kept alive just now
+		granted clientv3.LeaseID // for the locks not on own
 		reserve map[int64]clientv3.LeaseID
 	)
 	err = parallel(3, func(i int) error {
@@ -81,11 +105,11 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 				}
 			}
 		case 2:
-			var resp *clientv3.LeaseGrantResponse
-			if resp, err = s.cli.Grant(ctx, secs); err != nil {
-				return s.fail(ctx, "grant the successors' lease", err)
+			if own != 0 {
+				alive, err = s.keepAlive(ctx, own)
+			} else {
+				granted, err = s.grantGiven(ctx, secs)
 			}
-			given = resp.ID
 		}
 		return err
 	})
@@ -99,11 +123,30 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 		c := ks[r.Lock].controlRec()
 		return r.Successor != "" && members[r.Successor] != nil && !c.Disabled && c.RevokedToken != r.Token
 	}
+	onOwn := func(r store.LeaseRef) bool {
+		k := ks[r.Lock]
+		return alive && k.lease != nil && clientv3.LeaseID(k.lease.Lease) == own
+	}
 	var refused []store.LeaseRef
+	gaveOwn := false
 	for _, r := range leases {
-		if !give(r) {
+		switch {
+		case !give(r):
 			refused = append(refused, r)
+		case onOwn(r):
+			gaveOwn = true
+		case ks[r.Lock].lease == nil:
+			// Not held: released below, its fence fails.
+		case granted == 0:
+			if granted, err = s.grantGiven(ctx, secs); err != nil {
+				return err
+			}
 		}
+	}
+	if gaveOwn {
+		// Whatever the transaction's outcome: a lease that may carry
+		// another's lock is never kept alive by this handle again.
+		defer s.forgetLease(ctx, own)
 	}
 	if reserve, err = s.reservationLeases(ctx, refused); err != nil {
 		return err
@@ -113,18 +156,22 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 	return parallel(len(batches), func(b int) error {
 		var ops []clientv3.Op
 		for _, r := range leases[batches[b][0]:batches[b][1]] {
-			if !give(r) {
+			if !give(r) || ks[r.Lock].lease == nil {
 				ops = append(ops, s.releaseOp(holderID, r, reserve))
 				continue
 			}
 			k, m := ks[r.Lock], members[r.Successor]
+			on := granted
+			if onOwn(r) {
+				on = own
+			}
 			var rec memberRecord
 			_ = json.Unmarshal(m.Value, &rec)
 			cmps := append(s.fence(r.Lock, holderID, r.Token),
 				clientv3.Compare(clientv3.ModRevision(s.controlKey(r.Lock)), "=", modRev(k.ctl)),
 				clientv3.Compare(clientv3.CreateRevision(s.memberKey(r.Successor)), "=", m.CreateRevision))
 			then := []clientv3.Op{
-				clientv3.OpPut(s.leaseKey(r.Lock), r.Successor, clientv3.WithLease(given)),
+				clientv3.OpPut(s.leaseKey(r.Lock), r.Successor, clientv3.WithLease(on)),
 				clientv3.OpPut(s.holderKey(r.Lock), mustJSON(holderRecord{Holder: r.Successor, Info: rec.Info, AcquiredAt: acquiredAt})),
 				clientv3.OpDelete(s.reserveKey(r.Lock)),
 			}
@@ -138,4 +185,24 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 		}
 		return nil
 	})
+}
+
+// grantGiven grants a lease of secs seconds for locks given to successors.
+func (s *Store) grantGiven(ctx context.Context, secs int64) (clientv3.LeaseID, error) {
+	resp, err := s.cli.Grant(ctx, secs)
+	if err != nil {
+		return 0, s.fail(ctx, "grant the successors' lease", err)
+	}
+	return resp.ID, nil
+}
+
+// forgetLease drops lease id from this handle, so that no later call keeps
+// it alive. It waits for a keepalive under way (ensureLease), which would
+// otherwise put the lease back: that call's own timeout bounds the wait,
+// whatever ctx says.
+func (s *Store) forgetLease(ctx context.Context, id clientv3.LeaseID) {
+	if s.lockLeases(context.WithoutCancel(ctx)) == nil {
+		defer s.unlockLeases()
+	}
+	s.dropLease(id)
 }

@@ -182,6 +182,7 @@ var tests = []testCase{
 	{"Transfer/RevokedLeaseReleased", testTransferRevokedReleases},
 	{"Transfer/Batch", testTransferBatch},
 	{"Transfer/TokensGrow", testTransferTokensGrow},
+	{"Transfer/SilentSuccessor", testTransferSilentSuccessor},
 	{"Transfer/Pushed", testTransferPushed},
 	{"Transfer/NotToDepartedMember", testTransferNotToDepartedMember},
 	{"Transfer/LeaseControlled", testTransferredLeaseControlled},

@@ -156,6 +156,41 @@ func testTransferBatch(t *testing.T, h Harness) {
 	mustAcquire(t, s, holderC, "TR-BATCH-FREED", longTTL)
 }
 
+// testTransferSilentSuccessor: a lock given to a successor that never
+// renews it is free again within about two TTLs, however long the giver
+// goes on renewing its other leases. A store may give the lock on the
+// giver's own lease (etcd does); then the giver's renewals must not keep
+// the given lock alive.
+func testTransferSilentSuccessor(t *testing.T, h Harness) {
+	s := open(t, h)
+	transfers(t, s)
+	announced(t, h, holderB)
+	ttl := max(h.short(), time.Second)
+	given := mustAcquire(t, s, holderA, "TR-SILENT-GIVEN", ttl)
+	kept := mustAcquire(t, s, holderA, "TR-SILENT-KEPT", ttl)
+	transfer(t, s, holderA.ID, ttl, to(given, holderB.ID))
+	sent := time.Now()
+	if got := lockState(t, s, "TR-SILENT-GIVEN"); got.Holder != holderB.ID || !got.Held() {
+		t.Fatalf("after the transfer: %s, want held by %s", describe(got), holderB.ID)
+	}
+	// One TTL after the giver's first renewal, which may keep the lease
+	// the lock was given on alive once more (to move its own locks off it).
+	limit := 2*ttl + h.LeaseGranularity + h.slack()
+	for lockState(t, s, "TR-SILENT-GIVEN").Held() {
+		if res := renewOne(t, s, holderA.ID, ref(kept), ttl); !res.Renewed {
+			t.Fatalf("the giver's other lease did not renew: %+v", res)
+		}
+		if d := time.Since(sent); d > limit {
+			t.Fatalf("the lock given to a successor that never renewed it is still held %v after the transfer (limit %v), while the giver renewed its other lease", d, limit)
+		}
+		time.Sleep(ttl / 5)
+	}
+	if res := renewOne(t, s, holderA.ID, ref(kept), ttl); !res.Renewed {
+		t.Fatalf("the giver's other lease did not renew: %+v", res)
+	}
+	mustAcquire(t, s, holderC, "TR-SILENT-GIVEN", longTTL)
+}
+
 // testTransferTokensGrow: leases handed back and forth keep getting
 // greater tokens, also beside acquisitions of other locks.
 func testTransferTokensGrow(t *testing.T, h Harness) {
