@@ -119,7 +119,14 @@
 //     moves the holder's other locks onto it, so that a successor that died
 //     before its first renewal holds the lock at most one TTL longer, not
 //     as long as the giver lives. A lock held on another lease than the
-//     handle's is given on a lease granted for it.
+//     handle's is given on a lease granted for it. When the handle's last
+//     Acquire or Renew read the lock's control key (enabled, not revoked)
+//     and its last Members read the successor's record, as an executor's
+//     handle has, the transaction goes out at once, comparing both keys'
+//     revisions with those reads, with the keepalive beside it: one round
+//     trip, as etcd's own election's resign. A lock whose keys changed
+//     since is left as it was by that transaction and goes the reading
+//     way.
 //   - Disable, Enable and Handoff rewrite the control record with a
 //     compare-and-swap on it, on the lease key's create revision and on
 //     the holder record's revision (a transfer changes only the last),

@@ -429,3 +429,71 @@ func TestAcquireTTLFromCallStart(t *testing.T) {
 		t.Errorf("ExpiresAt %v before the call's start + TTL %v", got[0].ExpiresAt, lo)
 	}
 }
+
+// TestTransferIsOneTransaction: a hand-off's transfer, by a handle that
+// renewed the lock and read the member list (as an executor's has), is one
+// transaction with a keepalive beside it: no read first, no lease granted.
+// A change since those reads (here a Disable) makes it read, and release
+// rather than give.
+func TestTransferIsOneTransaction(t *testing.T) {
+	srv := server(t, etcdtest.Current)
+	prefix := newPrefix()
+	st := open(t, srv, prefix)
+	defer st.Close()
+	succ := open(t, srv, prefix)
+	defer succ.Close()
+	ctx := ctxFor(t)
+	const ttl = 30 * time.Second
+	to := store.Holder{ID: "inst-2", Info: `{"host":"g"}`}
+	succ.Announce(store.Member{ID: to.ID, Info: to.Info}, ttl)
+	if _, err := succ.Acquire(ctx, to, []string{"OTHER"}, ttl); err != nil { // writes its member record
+		t.Fatal(err)
+	}
+	give := func(lock string) store.LeaseRef {
+		t.Helper()
+		got, err := st.Acquire(ctx, holder, []string{lock}, ttl)
+		if err != nil || !got[0].Acquired {
+			t.Fatalf("Acquire(%s): %+v, %v", lock, got, err)
+		}
+		ref := store.LeaseRef{Lock: lock, Token: got[0].Token, Successor: to.ID}
+		if res, err := st.Renew(ctx, holder.ID, []store.LeaseRef{ref}, ttl); err != nil || !res[0].Renewed {
+			t.Fatalf("Renew(%s): %+v, %v", lock, res, err)
+		}
+		if _, err := st.Members(ctx, store.MemberFilter{}); err != nil {
+			t.Fatal(err)
+		}
+		return ref
+	}
+
+	ref := give("GIVEN")
+	before := requests(t, srv)
+	if err := st.Transfer(ctx, holder.ID, []store.LeaseRef{ref}, ttl); err != nil {
+		t.Fatal(err)
+	}
+	calls := diff(requests(t, srv), before)
+	t.Logf("transfer: %v", calls)
+	if calls["Txn"] != 1 || calls["LeaseKeepAlive"] != 1 || len(calls) != 2 {
+		t.Errorf("the transfer made %v, want one transaction and one keepalive", calls)
+	}
+	got, err := succ.Locks(ctx, "GIVEN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := got[0]; g.Holder != to.ID || g.Token <= ref.Token || g.TTL <= 0 || g.HolderInfo != to.Info {
+		t.Fatalf("after the transfer: %+v, want held by %s with a greater token and its info", g, to.ID)
+	}
+
+	ref = give("DISABLED")
+	if _, err := succ.Disable(ctx, "DISABLED", "maintenance", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Transfer(ctx, holder.ID, []store.LeaseRef{ref}, ttl); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = succ.Locks(ctx, "DISABLED"); err != nil {
+		t.Fatal(err)
+	}
+	if g := got[0]; g.Held() {
+		t.Fatalf("a lock disabled after the handle's last read was given: %+v", g)
+	}
+}

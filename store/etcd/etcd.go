@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -61,6 +62,13 @@ type Store struct {
 	// after it, a round trip less in the successor's read of a lease
 	// given to it.
 	seenLease map[string]clientv3.LeaseID
+	// heldCtl is the control key of each lock this handle's last Acquire
+	// or Renew found its caller holding, as read then (nil: absent), and
+	// members each member record as this handle's last Members read it:
+	// what Transfer's transaction compares, when it goes out without
+	// reading first.
+	heldCtl map[string]*mvccpb.KeyValue
+	members map[string]*mvccpb.KeyValue
 
 	// freed counts the lease keys this handle's subscriptions saw deleted
 	// (releases, expiries); Acquire compares it with freedSeen to grant a
@@ -101,6 +109,7 @@ func New(cli *clientv3.Client, opts ...Option) (*Store, error) {
 		leaseSem: make(chan struct{}, 1),
 		leases:   map[leaseKey]*lease{}, byID: map[clientv3.LeaseID]*lease{},
 		announce: map[string]*announcement{},
+		heldCtl:  map[string]*mvccpb.KeyValue{}, members: map[string]*mvccpb.KeyValue{},
 	}
 	for _, o := range opts {
 		o(s)

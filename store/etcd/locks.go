@@ -333,6 +333,7 @@ func (s *Store) take(ctx context.Context, h store.Holder, ks map[string]*lockKey
 			}
 			st := state(nk, map[clientv3.LeaseID]leaseTime{l.id: {remaining: min(ttlFrom(l, callStart), ttl), renewedAt: l.began}}, callStart)
 			st.Acquired = true
+			s.noteHeld(n, k.ctl, true)
 			if k.holder != nil && prev.Holder != "" && !prev.Released {
 				st.PrevHolder, st.PrevToken, st.PrevExpired = prev.Holder, prev.Token, true
 			}
@@ -378,7 +379,9 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 		k := ks[ref.Lock]
 		c := k.controlRec()
 		res.Disabled = c.Disabled
-		if k.lease != nil && k.token() == ref.Token && string(k.lease.Value) == holderID {
+		held := k.lease != nil && k.token() == ref.Token && string(k.lease.Value) == holderID
+		s.noteHeld(ref.Lock, k.ctl, held)
+		if held {
 			res.Revoked = c.RevokedToken == ref.Token
 			if c.HandoffToken == ref.Token {
 				res.HandoffRequested, res.HandoffTo = true, c.HandoffTo
@@ -475,6 +478,9 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if len(leases) == 0 {
 		return nil
 	}
+	for _, r := range leases {
+		s.noteHeld(r.Lock, nil, false)
+	}
 	reserve, err := s.reservationLeases(ctx, leases)
 	if err != nil {
 		return err
@@ -490,6 +496,18 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 		}
 		return nil
 	})
+}
+
+// noteHeld records the control key of lock as a call that found its caller
+// holding it read it (held), or forgets it.
+func (s *Store) noteHeld(lock string, ctl *mvccpb.KeyValue, held bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if held {
+		s.heldCtl[lock] = ctl
+	} else {
+		delete(s.heldCtl, lock)
+	}
 }
 
 // fence is the condition that holderID holds lock with token: the lease

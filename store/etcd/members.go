@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/masterjob/masterjob/store"
@@ -96,8 +97,10 @@ func (s *Store) Members(ctx context.Context, f store.MemberFilter) ([]store.Memb
 	}
 	var recs []rec
 	var ids []clientv3.LeaseID
+	seen := make(map[string]*mvccpb.KeyValue, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		id := strings.TrimPrefix(string(kv.Key), s.prefix+dirMembers)
+		seen[id] = kv
 		var r memberRecord
 		if err := json.Unmarshal(kv.Value, &r); err != nil {
 			continue
@@ -117,6 +120,9 @@ func (s *Store) Members(ctx context.Context, f store.MemberFilter) ([]store.Memb
 		recs = append(recs, rec{m, clientv3.LeaseID(kv.Lease)})
 		ids = append(ids, clientv3.LeaseID(kv.Lease))
 	}
+	s.mu.Lock()
+	s.members = seen
+	s.mu.Unlock()
 	times, err := s.leaseTimes(ctx, ids)
 	if err != nil {
 		return nil, err

@@ -11,7 +11,9 @@ import (
 	"github.com/masterjob/masterjob/store"
 )
 
-// Transfer implements store.Transfers. Three requests go out at once: a
+// Transfer implements store.Transfers. The locks that transferUnread can
+// give without reading first go in one transaction (an executor's
+// hand-off). For the others, three requests go out at once: a
 // read of the locks, a read of the successors' member records, and a
 // keepalive of the lease that this handle holds holderID's locks of TTL
 // ttl on (or, when it has none, the grant of a fresh lease of ttl). The
@@ -71,13 +73,26 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 	if len(successors) == 0 {
 		return s.Release(ctx, holderID, leases)
 	}
-	names, successors = dedupe(names), dedupe(successors)
 	s.mu.Lock()
 	var own clientv3.LeaseID // this handle's lease for holderID and ttl
 	if l := s.leases[leaseKey{holderID, secs}]; l != nil {
 		own = l.id
 	}
 	s.mu.Unlock()
+	if own != 0 {
+		var err error
+		if leases, err = s.transferUnread(ctx, holderID, own, leases); err != nil || len(leases) == 0 {
+			return err
+		}
+		names, successors = names[:0], successors[:0]
+		for _, r := range leases {
+			names = append(names, r.Lock)
+			if r.Successor != "" {
+				successors = append(successors, r.Successor)
+			}
+		}
+	}
+	names, successors = dedupe(names), dedupe(successors)
 	var (
 		ks      map[string]*lockKeys
 		members = map[string]*mvccpb.KeyValue{}
@@ -205,4 +220,84 @@ func (s *Store) forgetLease(ctx context.Context, id clientv3.LeaseID) {
 		defer s.unlockLeases()
 	}
 	s.dropLease(id)
+}
+
+// transferUnread gives the locks of leases that it can on lease own in one
+// transaction, without reading first, and returns the others. It can give
+// a lock whose control key this handle read when its last Acquire or Renew
+// found holderID holding it (enabled, not revoked), to a successor whose
+// member record its last Members read: the transaction compares both
+// keys' revisions with those reads (an older read only fails the
+// comparison) beside the holder's fence, and changes nothing when they
+// differ. A keepalive of own goes out beside it: the successor trusts the
+// time its own read, after the commit, finds left. The refs it did not
+// give are returned for Transfer's reading path.
+func (s *Store) transferUnread(ctx context.Context, holderID string, own clientv3.LeaseID, leases []store.LeaseRef) ([]store.LeaseRef, error) {
+	if len(leases) > maxBatch {
+		return leases, nil
+	}
+	type unread struct {
+		ref         store.LeaseRef
+		ctl, member *mvccpb.KeyValue
+	}
+	var try []unread
+	var rest []store.LeaseRef
+	s.mu.Lock()
+	for _, r := range leases {
+		ctl, held := s.heldCtl[r.Lock]
+		m := s.members[r.Successor]
+		k := lockKeys{ctl: ctl}
+		c := k.controlRec()
+		if r.Successor == "" || !held || m == nil || c.Disabled || c.RevokedToken == r.Token {
+			rest = append(rest, r)
+			continue
+		}
+		try = append(try, unread{r, ctl, m})
+	}
+	s.mu.Unlock()
+	if len(try) == 0 {
+		return leases, nil
+	}
+	// Whatever the outcome: a lease that may carry another's lock is never
+	// kept alive by this handle again.
+	defer s.forgetLease(ctx, own)
+	acquiredAt := time.Now().UnixNano()
+	ops := make([]clientv3.Op, len(try))
+	for i, u := range try {
+		r := u.ref
+		var rec memberRecord
+		_ = json.Unmarshal(u.member.Value, &rec)
+		cmps := append(s.fence(r.Lock, holderID, r.Token),
+			clientv3.Compare(clientv3.ModRevision(s.controlKey(r.Lock)), "=", modRev(u.ctl)),
+			clientv3.Compare(clientv3.CreateRevision(s.memberKey(r.Successor)), "=", u.member.CreateRevision))
+		ops[i] = clientv3.OpTxn(cmps, []clientv3.Op{
+			clientv3.OpPut(s.leaseKey(r.Lock), r.Successor, clientv3.WithLease(own)),
+			clientv3.OpPut(s.holderKey(r.Lock), mustJSON(holderRecord{Holder: r.Successor, Info: rec.Info, AcquiredAt: acquiredAt})),
+			clientv3.OpDelete(s.reserveKey(r.Lock)),
+		}, nil)
+	}
+	var resp *clientv3.TxnResponse
+	err := parallel(2, func(i int) error {
+		if i == 1 {
+			_, _ = s.keepAlive(ctx, own) // the successor's read finds what is left
+			return nil
+		}
+		var err error
+		resp, err = s.cli.Txn(ctx).Then(ops...).Commit()
+		return err
+	})
+	switch {
+	case err != nil && isLeaseNotFound(err):
+		return leases, nil // own has ended: nothing was written
+	case err != nil:
+		return nil, s.fail(ctx, "transfer", err)
+	}
+	for i, u := range try {
+		if resp.Responses[i].GetResponseTxn().Succeeded {
+			s.noteHeld(u.ref.Lock, nil, false)
+		} else {
+			rest = append(rest, u.ref)
+		}
+	}
+	return rest, nil
 }
