@@ -306,6 +306,7 @@ func (s *Store) take(ctx context.Context, h store.Holder, ks map[string]*lockKey
 		l.secs = 0
 	}
 	out := map[string]store.LockState{}
+	taken := map[string]*mvccpb.KeyValue{} // control keys, for noteHeld
 	for b, bt := range chunks(len(want)) {
 		resp := resps[b]
 		for i, n := range want[bt[0]:bt[1]] {
@@ -333,13 +334,14 @@ func (s *Store) take(ctx context.Context, h store.Holder, ks map[string]*lockKey
 			}
 			st := state(nk, map[clientv3.LeaseID]leaseTime{l.id: {remaining: min(ttlFrom(l, callStart), ttl), renewedAt: l.began}}, callStart)
 			st.Acquired = true
-			s.noteHeld(n, k.ctl, true)
+			taken[n] = k.ctl
 			if k.holder != nil && prev.Holder != "" && !prev.Released {
 				st.PrevHolder, st.PrevToken, st.PrevExpired = prev.Holder, prev.Token, true
 			}
 			out[n] = st
 		}
 	}
+	s.noteHeld(taken, nil)
 	return out, nil
 }
 
@@ -374,14 +376,17 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 	}
 	out := make([]store.RenewResult, len(leases))
 	var move []int // indexes of refs held on another lease
+	held := make(map[string]*mvccpb.KeyValue, len(leases))
+	var lost []string
 	for i, ref := range leases {
 		res := store.RenewResult{Lock: ref.Lock, Token: ref.Token}
 		k := ks[ref.Lock]
 		c := k.controlRec()
 		res.Disabled = c.Disabled
-		held := k.lease != nil && k.token() == ref.Token && string(k.lease.Value) == holderID
-		s.noteHeld(ref.Lock, k.ctl, held)
-		if held {
+		if k.lease == nil || k.token() != ref.Token || string(k.lease.Value) != holderID {
+			lost = append(lost, ref.Lock)
+		} else {
+			held[ref.Lock] = k.ctl
 			res.Revoked = c.RevokedToken == ref.Token
 			if c.HandoffToken == ref.Token {
 				res.HandoffRequested, res.HandoffTo = true, c.HandoffTo
@@ -394,6 +399,7 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 		}
 		out[i] = res
 	}
+	s.noteHeld(held, lost)
 	if len(move) > 0 {
 		if err := s.move(ctx, holderID, l, ks, leases, move, out, memberOps); err != nil {
 			return nil, err
@@ -478,9 +484,11 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if len(leases) == 0 {
 		return nil
 	}
-	for _, r := range leases {
-		s.noteHeld(r.Lock, nil, false)
+	dropped := make([]string, len(leases))
+	for i, r := range leases {
+		dropped[i] = r.Lock
 	}
+	s.noteHeld(nil, dropped)
 	reserve, err := s.reservationLeases(ctx, leases)
 	if err != nil {
 		return err
@@ -498,15 +506,15 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	})
 }
 
-// noteHeld records the control key of lock as a call that found its caller
-// holding it read it (held), or forgets it.
-func (s *Store) noteHeld(lock string, ctl *mvccpb.KeyValue, held bool) {
+// noteHeld records the control keys of the locks a call found its caller
+// holding, as it read them (held: lock to key, nil for an absent key), and
+// forgets those of the locks in dropped, under one hold of the mutex.
+func (s *Store) noteHeld(held map[string]*mvccpb.KeyValue, dropped []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if held {
-		s.heldCtl[lock] = ctl
-	} else {
-		delete(s.heldCtl, lock)
+	maps.Copy(s.heldCtl, held)
+	for _, l := range dropped {
+		delete(s.heldCtl, l)
 	}
 }
 

@@ -63,6 +63,17 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	var own clientv3.LeaseID // this handle's lease for holderID and ttl
+	if l := s.leases[leaseKey{holderID, secs}]; l != nil {
+		own = l.id
+	}
+	s.mu.Unlock()
+	if own != 0 {
+		if leases, err = s.transferUnread(ctx, holderID, own, leases); err != nil || len(leases) == 0 {
+			return err
+		}
+	}
 	var names, successors []string
 	for _, r := range leases {
 		names = append(names, r.Lock)
@@ -72,25 +83,6 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 	}
 	if len(successors) == 0 {
 		return s.Release(ctx, holderID, leases)
-	}
-	s.mu.Lock()
-	var own clientv3.LeaseID // this handle's lease for holderID and ttl
-	if l := s.leases[leaseKey{holderID, secs}]; l != nil {
-		own = l.id
-	}
-	s.mu.Unlock()
-	if own != 0 {
-		var err error
-		if leases, err = s.transferUnread(ctx, holderID, own, leases); err != nil || len(leases) == 0 {
-			return err
-		}
-		names, successors = names[:0], successors[:0]
-		for _, r := range leases {
-			names = append(names, r.Lock)
-			if r.Successor != "" {
-				successors = append(successors, r.Successor)
-			}
-		}
 	}
 	names, successors = dedupe(names), dedupe(successors)
 	var (
@@ -175,25 +167,15 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 				ops = append(ops, s.releaseOp(holderID, r, reserve))
 				continue
 			}
-			k, m := ks[r.Lock], members[r.Successor]
 			on := granted
 			if onOwn(r) {
 				on = own
 			}
-			var rec memberRecord
-			_ = json.Unmarshal(m.Value, &rec)
-			cmps := append(s.fence(r.Lock, holderID, r.Token),
-				clientv3.Compare(clientv3.ModRevision(s.controlKey(r.Lock)), "=", modRev(k.ctl)),
-				clientv3.Compare(clientv3.CreateRevision(s.memberKey(r.Successor)), "=", m.CreateRevision))
-			then := []clientv3.Op{
-				clientv3.OpPut(s.leaseKey(r.Lock), r.Successor, clientv3.WithLease(on)),
-				clientv3.OpPut(s.holderKey(r.Lock), mustJSON(holderRecord{Holder: r.Successor, Info: rec.Info, AcquiredAt: acquiredAt})),
-				clientv3.OpDelete(s.reserveKey(r.Lock)),
-			}
 			// Changed since the read (the member left, the lock was
 			// disabled): released, without a reservation for a successor
 			// that may be gone.
-			ops = append(ops, clientv3.OpTxn(cmps, then, []clientv3.Op{s.releaseOp(holderID, r, nil)}))
+			ops = append(ops, s.giveOp(holderID, r, ks[r.Lock].ctl, members[r.Successor], on, acquiredAt,
+				s.releaseOp(holderID, r, nil)))
 		}
 		if _, err := s.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
 			return s.fail(ctx, "transfer", err)
@@ -264,17 +246,7 @@ func (s *Store) transferUnread(ctx context.Context, holderID string, own clientv
 	acquiredAt := time.Now().UnixNano()
 	ops := make([]clientv3.Op, len(try))
 	for i, u := range try {
-		r := u.ref
-		var rec memberRecord
-		_ = json.Unmarshal(u.member.Value, &rec)
-		cmps := append(s.fence(r.Lock, holderID, r.Token),
-			clientv3.Compare(clientv3.ModRevision(s.controlKey(r.Lock)), "=", modRev(u.ctl)),
-			clientv3.Compare(clientv3.CreateRevision(s.memberKey(r.Successor)), "=", u.member.CreateRevision))
-		ops[i] = clientv3.OpTxn(cmps, []clientv3.Op{
-			clientv3.OpPut(s.leaseKey(r.Lock), r.Successor, clientv3.WithLease(own)),
-			clientv3.OpPut(s.holderKey(r.Lock), mustJSON(holderRecord{Holder: r.Successor, Info: rec.Info, AcquiredAt: acquiredAt})),
-			clientv3.OpDelete(s.reserveKey(r.Lock)),
-		}, nil)
+		ops[i] = s.giveOp(holderID, u.ref, u.ctl, u.member, own, acquiredAt)
 	}
 	var resp *clientv3.TxnResponse
 	err := parallel(2, func(i int) error {
@@ -292,12 +264,34 @@ func (s *Store) transferUnread(ctx context.Context, holderID string, own clientv
 	case err != nil:
 		return nil, s.fail(ctx, "transfer", err)
 	}
+	var given []string
 	for i, u := range try {
 		if resp.Responses[i].GetResponseTxn().Succeeded {
-			s.noteHeld(u.ref.Lock, nil, false)
+			given = append(given, u.ref.Lock)
 		} else {
 			rest = append(rest, u.ref)
 		}
 	}
+	s.noteHeld(nil, given)
 	return rest, nil
+}
+
+// giveOp is the nested transaction that gives r's lock to r.Successor on
+// lease on, if holderID still holds it with r's token (the fence of
+// Release), its control key is still ctl (read enabled and not revoked)
+// and the successor's member record still the one read (created at the
+// same revision: it did not leave, nor expire and come back); else it runs
+// els. The holder record written for the successor carries its member
+// Info, and its revision is the new token.
+func (s *Store) giveOp(holderID string, r store.LeaseRef, ctl, member *mvccpb.KeyValue, on clientv3.LeaseID, acquiredAt int64, els ...clientv3.Op) clientv3.Op {
+	var rec memberRecord
+	_ = json.Unmarshal(member.Value, &rec)
+	cmps := append(s.fence(r.Lock, holderID, r.Token),
+		clientv3.Compare(clientv3.ModRevision(s.controlKey(r.Lock)), "=", modRev(ctl)),
+		clientv3.Compare(clientv3.CreateRevision(s.memberKey(r.Successor)), "=", member.CreateRevision))
+	return clientv3.OpTxn(cmps, []clientv3.Op{
+		clientv3.OpPut(s.leaseKey(r.Lock), r.Successor, clientv3.WithLease(on)),
+		clientv3.OpPut(s.holderKey(r.Lock), mustJSON(holderRecord{Holder: r.Successor, Info: rec.Info, AcquiredAt: acquiredAt})),
+		clientv3.OpDelete(s.reserveKey(r.Lock)),
+	}, els)
 }
