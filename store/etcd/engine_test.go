@@ -165,18 +165,24 @@ func TestRenewIsOneKeepalive(t *testing.T) {
 	}
 }
 
+// twoHandles starts the current etcd and opens two handles on one new
+// prefix (a master's and its successor's), closed when the test ends.
+func twoHandles(t *testing.T) (*etcdtest.Server, *etcd.Store, *etcd.Store) {
+	t.Helper()
+	srv := server(t, etcdtest.Current)
+	prefix := newPrefix()
+	st, succ := open(t, srv, prefix), open(t, srv, prefix)
+	t.Cleanup(func() { _, _ = st.Close(), succ.Close() })
+	return srv, st, succ
+}
+
 // TestSuccessorTakesReservedLockWithoutTTLRead: the successor's
 // acquisition of a lock reserved for it, the step of a hand-off etcd's
 // own election has no counterpart for, asks no lease's TTL: the state of
 // a lock taken is known from the take (it once asked the reservation's
 // lease, a round trip after the commit).
 func TestSuccessorTakesReservedLockWithoutTTLRead(t *testing.T) {
-	srv := server(t, etcdtest.Current)
-	prefix := newPrefix()
-	st := open(t, srv, prefix)
-	defer st.Close()
-	succ := open(t, srv, prefix)
-	defer succ.Close()
+	srv, st, succ := twoHandles(t)
 	ctx := ctxFor(t)
 	got, err := st.Acquire(ctx, holder, []string{"RES"}, 30*time.Second)
 	if err != nil || !got[0].Acquired {
@@ -436,12 +442,7 @@ func TestAcquireTTLFromCallStart(t *testing.T) {
 // A change since those reads (here a Disable) makes it read, and release
 // rather than give.
 func TestTransferIsOneTransaction(t *testing.T) {
-	srv := server(t, etcdtest.Current)
-	prefix := newPrefix()
-	st := open(t, srv, prefix)
-	defer st.Close()
-	succ := open(t, srv, prefix)
-	defer succ.Close()
+	srv, st, succ := twoHandles(t)
 	ctx := ctxFor(t)
 	const ttl = 30 * time.Second
 	to := store.Holder{ID: "inst-2", Info: `{"host":"g"}`}
