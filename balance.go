@@ -213,6 +213,39 @@ func (e *Executor) successors(n int) []string {
 	return out
 }
 
+// firstInLine reports whether this instance is the one of its group to
+// take lock at once when a push says it is free (released to no one in
+// particular, enabled, or its lease gone): the live member with the fewest
+// masterships for its weight, ties going to the highest rendezvous rank
+// for the lock, so that different locks go first to different members.
+// lastHolder, the instance that held it, is left out: it released the lock
+// or died. Every member computes the same answer from the same member
+// records, so that one acquisition goes out instead of one per follower,
+// all for the same row in the busiest moment. The others check a little
+// later (onNotify). True without balancing, or when no member qualifies.
+func (e *Executor) firstInLine(lock, lastHolder string) bool {
+	v := e.balanceNow()
+	if _, _, _, ok := v.share(e.suspected); !ok {
+		return true
+	}
+	stale := e.memberStaleAfter()
+	var (
+		best     string
+		bestLoad float64
+		bestRank uint64
+	)
+	for _, p := range v.group {
+		if p.id == lastHolder || p.weight <= 0 || (p.id != v.me && !e.alive(p, stale)) {
+			continue
+		}
+		load, r := float64(p.masters)/p.weight, rank(p.id, lock)
+		if best == "" || load < bestLoad || (load == bestLoad && r > bestRank) {
+			best, bestLoad, bestRank = p.id, load, r
+		}
+	}
+	return best == "" || best == v.me
+}
+
 // livePeer reports whether id is still a live peer in the member list as
 // the balancer last read it. A successor named when a shutdown began may
 // have left by the time the job has stopped and the lease is released: a

@@ -14,3 +14,6 @@ func init() { checkLoopInvariants = true }
 
 // TakenCheckDelay is takenCheckDelay, for the tests.
 const TakenCheckDelay = takenCheckDelay
+
+// Rank is rank, for tests that need a member first in line for a lock.
+var Rank = rank

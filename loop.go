@@ -1474,7 +1474,14 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 		if s, ok := l.seen[lock]; ok && !s.mine && s.freeSince.After(now) {
 			l.seen[lock] = seenLock{freeSince: now}
 		}
-		l.checkAt(now, now)
+		at := now
+		if !l.e.firstInLine(lock, l.known[lock].holder) {
+			// Another live member is first in line for it: let its
+			// acquisition go out alone (a push tells when it lands) and
+			// check after the delay, should that member not take it.
+			at = now.Add(min(takenCheckDelay, l.cfg.HeartbeatInterval))
+		}
+		l.checkAt(at, now)
 	}
 }
 

@@ -1,0 +1,116 @@
+package masterjob_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/store"
+	"github.com/masterjob/masterjob/store/memstore"
+)
+
+// TestFreedLockTakenByOneMember: when a push says that a lock is free
+// (here, enabled again), one member of the group acquires it at once, the
+// first in line by the member records every member read alike, and the
+// others wait takenCheckDelay before they check. Before, every follower
+// sent an acquisition for the same row at the same moment: on PostgreSQL
+// three writes and three commits where one takes the lock, on SQLite
+// three writers for the one file lock.
+func TestFreedLockTakenByOneMember(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newCallsByInstance(memstore.New())
+		const lock = "L"
+		_, stopA := runIdle(t, st, "a", lock)
+		synctest.Wait()
+		_, stopB := runIdle(t, st, "b", lock)
+		_, stopC := runIdle(t, st, "c", lock)
+		defer func() { _, _, _ = stopA(), stopB(), stopC() }()
+		// Past the members' first reads of each other's records.
+		time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
+		synctest.Wait()
+		ctx := context.Background()
+		if _, err := st.Disable(ctx, lock, "test", "ops"); err != nil {
+			t.Fatal(err)
+		}
+		// Past the checks the Disable's pushes prompted.
+		time.Sleep(2 * masterjob.TakenCheckDelay)
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m != "" {
+			t.Fatalf("master %q after the Disable", m)
+		}
+		_, _, _ = st.reset()
+		if _, err := st.Enable(ctx, lock, "ops"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m == "" {
+			t.Fatal("no master at once after the Enable")
+		}
+		time.Sleep(masterjob.TakenCheckDelay - time.Millisecond)
+		synctest.Wait()
+		acquires, _, _ := st.reset()
+		total := 0
+		for _, n := range acquires {
+			total += n
+		}
+		if total != 1 {
+			t.Errorf("acquisitions within %v of the Enable: %v; want one in all", masterjob.TakenCheckDelay, acquires)
+		}
+	})
+}
+
+// TestFreedLockFirstInLineSilent: a member first in line that does not
+// take the freed lock (its record is fresh, but it makes no call: it
+// hangs, or died a moment ago) delays the next master by takenCheckDelay,
+// not longer: the others check then.
+func TestFreedLockFirstInLineSilent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const lock = "L"
+		// A ghost that ranks first for the lock among a, b and c.
+		ghost := ""
+		for i := 0; ghost == ""; i++ {
+			id := fmt.Sprintf("ghost%d", i)
+			r := masterjob.Rank(id, lock)
+			if r > masterjob.Rank("a", lock) && r > masterjob.Rank("b", lock) && r > masterjob.Rank("c", lock) {
+				ghost = id
+			}
+		}
+		_, stopA := runIdle(t, st, "a", lock)
+		synctest.Wait()
+		_, stopB := runIdle(t, st, "b", lock)
+		_, stopC := runIdle(t, st, "c", lock)
+		defer func() { _, _, _ = stopA(), stopB(), stopC() }()
+		time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
+		synctest.Wait()
+		ctx := context.Background()
+		if _, err := st.Disable(ctx, lock, "test", "ops"); err != nil {
+			t.Fatal(err)
+		}
+		// The ghost writes its record once, a member that holds nothing;
+		// the members read it at their next balancing round.
+		locks := []string{lock}
+		st.Announce(store.Member{ID: ghost, Locks: locks, LockCount: 1, LockSetID: masterjob.LockSetID(locks), Weight: 1}, time.Hour)
+		if _, err := st.Acquire(ctx, store.Holder{ID: ghost}, nil, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(checkIntv + 10*time.Millisecond)
+		synctest.Wait()
+		t0 := time.Now()
+		if _, err := st.Enable(ctx, lock, "ops"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m != "" {
+			t.Fatalf("master %q at once after the Enable; want none before %v: the ghost is first in line", m, masterjob.TakenCheckDelay)
+		}
+		time.Sleep(masterjob.TakenCheckDelay)
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m == "" || m == ghost {
+			t.Fatalf("master %q %v after the Enable; want a, b or c", m, time.Since(t0))
+		}
+	})
+}
