@@ -215,32 +215,37 @@ func (e *Executor) successors(n int) []string {
 
 // firstInLine reports whether this instance is the one of its group to
 // take lock at once when a push says it is free (released to no one in
-// particular, enabled, or its lease gone): the live member with the fewest
-// masterships for its weight, ties going to the highest rendezvous rank
-// for the lock, so that different locks go first to different members.
-// lastHolder, the instance that held it, is left out: it released the lock
-// or died. Every member computes the same answer from the same member
-// records, so that one acquisition goes out instead of one per follower,
-// all for the same row in the busiest moment. The others check a little
-// later (onNotify). True without balancing, or when no member qualifies.
+// particular, enabled, or its lease gone): of the live members under
+// their share of the group's locks, the one that ranks the lock highest
+// (rendezvous), so that when many locks come free together (their master
+// died) each goes first to a different member, within its room. lastHolder,
+// the instance that held it, is left out: it released the lock or died.
+// Every member computes the same answer from the same member records, so
+// that one acquisition goes out instead of one per follower, all for the
+// same row in the busiest moment; the others check a little later
+// (onNotify). True without balancing, or when no member qualifies.
 func (e *Executor) firstInLine(lock, lastHolder string) bool {
 	v := e.balanceNow()
 	if _, _, _, ok := v.share(e.suspected); !ok {
 		return true
 	}
+	total := 0.0
+	for _, p := range v.group {
+		if p.id == v.me || !e.suspected(p.id) {
+			total += p.weight
+		}
+	}
 	stale := e.memberStaleAfter()
 	var (
 		best     string
-		bestLoad float64
 		bestRank uint64
 	)
 	for _, p := range v.group {
-		if p.id == lastHolder || p.weight <= 0 || (p.id != v.me && !e.alive(p, stale)) {
+		if p.id == lastHolder || (p.id != v.me && !e.alive(p, stale)) || p.masters >= shareOf(v.lockCount, p.weight, total) {
 			continue
 		}
-		load, r := float64(p.masters)/p.weight, rank(p.id, lock)
-		if best == "" || load < bestLoad || (load == bestLoad && r > bestRank) {
-			best, bestLoad, bestRank = p.id, load, r
+		if r := rank(p.id, lock); best == "" || r > bestRank {
+			best, bestRank = p.id, r
 		}
 	}
 	return best == "" || best == v.me
