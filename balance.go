@@ -214,16 +214,15 @@ func (e *Executor) successors(n int) []string {
 }
 
 // firstInLine reports whether this instance is the one of its group to
-// take lock at once when a push says it is free (released to no one in
-// particular, enabled, or its lease gone): of the live members under
-// their share of the group's locks, the one that ranks the lock highest
-// (rendezvous), so that when many locks come free together (their master
-// died) each goes first to a different member, within its room. lastHolder,
-// the instance that held it, is left out: it released the lock or died.
-// Every member computes the same answer from the same member records, so
-// that one acquisition goes out instead of one per follower, all for the
-// same row in the busiest moment; the others check a little later
-// (onNotify). True without balancing, or when no member qualifies.
+// take lock at once when a push says it may be free (enabled): of the live
+// members under their share of the group's locks, the one that ranks the
+// lock highest (rendezvous), so that when many locks come free together
+// each goes first to a different member, within its room. lastHolder, the
+// instance that last held it, is left out. Every member computes the same
+// answer from the same member records, so that one acquisition goes out
+// instead of one per follower, all for the same row at the same moment;
+// the others check a little later (onNotify). True without balancing, or
+// when no member qualifies.
 func (e *Executor) firstInLine(lock, lastHolder string) bool {
 	v := e.balanceNow()
 	if _, _, _, ok := v.share(e.suspected); !ok {

@@ -37,7 +37,12 @@
 // moment the current lease expires (the store reports its remaining TTL),
 // or until the store pushes a release (PostgreSQL LISTEN/NOTIFY; SQLite by
 // watching the file for a notification row). A free
-// lock is taken at once on start: no cold-start wait.
+// lock is taken at once on start: no cold-start wait. On a push that a
+// lock may be free (an Enable; a release or an expiry, from a store that
+// hints every lease change, store.LeaseHinter), one member of the group
+// (the first in line by the member records: of those under their share,
+// the one that ranks the lock highest) checks at once and the others 100
+// ms later, so that one acquisition goes out instead of one per follower.
 //
 // Master: the job starts only after the acquisition committed. All leases an
 // instance holds are renewed together, one round trip per

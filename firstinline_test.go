@@ -114,3 +114,36 @@ func TestFreedLockFirstInLineSilent(t *testing.T) {
 		}
 	})
 }
+
+// TestFreedLockHintlessTransferAtOnce: on a store whose pushes carry no
+// hints (store.LeaseHinter says so), a lease given to a successor looks
+// like a release, so the followers do not wait for a first in line: the
+// successor, not first in line here, still starts at once.
+func TestFreedLockHintlessTransferAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New(memstore.WithoutHints())
+		// The shutdown names b (as many masterships as c, the lower id);
+		// c ranks the lock higher, so it would be first in line.
+		lock := ""
+		for i := 0; lock == ""; i++ {
+			if l := fmt.Sprintf("L%d", i); masterjob.Rank("c", l) > masterjob.Rank("b", l) {
+				lock = l
+			}
+		}
+		_, stopA := runIdle(t, st, "a", lock)
+		synctest.Wait()
+		b, stopB := runIdle(t, st, "b", lock)
+		_, stopC := runIdle(t, st, "c", lock)
+		defer func() { _, _ = stopB(), stopC() }()
+		time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
+		synctest.Wait()
+		t0 := time.Now()
+		if err := stopA(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if m, took := b.Masters(), time.Since(t0); len(m) != 1 || took > 0 {
+			t.Fatalf("b runs %v %v after a's shutdown; want the lock's job at once", m, took)
+		}
+	})
+}

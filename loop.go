@@ -73,6 +73,10 @@ type loop struct {
 	// pushed holds the followed locks the store pushed a change of since
 	// the last check.
 	pushed map[string]bool
+	// hinted: the store sets the hints of every lease change it pushes
+	// (store.LeaseHinter), so a lease change without them may have freed
+	// the lock.
+	hinted bool
 
 	checking, renewing, releasing, adopting bool
 	checkDone                               chan checkResult
@@ -183,7 +187,15 @@ func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 		jobDone:     make(chan jobExit),
 		inbox:       newInbox(),
 		infos:       infoCache{},
+		hinted:      hinted(e.st),
 	}
+}
+
+// hinted reports whether st sets the hints of every lease change it
+// pushes.
+func hinted(st store.Store) bool {
+	h, ok := st.(store.LeaseHinter)
+	return ok && h.LeaseHints()
 }
 
 func (l *loop) run(ctx context.Context) error {
@@ -1475,10 +1487,13 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 			l.seen[lock] = seenLock{freeSince: now}
 		}
 		at := now
-		if !l.e.firstInLine(lock, l.known[lock].holder) {
-			// Another live member is first in line for it: let its
-			// acquisition go out alone (a push tells when it lands) and
-			// check after the delay, should that member not take it.
+		if (c.Kind == store.ChangeControl || l.hinted) && !l.e.firstInLine(lock, l.known[lock].holder) {
+			// Enabled, released or expired, and another live member is
+			// first in line for it: let its acquisition go out alone (a
+			// push tells when it lands) and check after the delay,
+			// should that member not take it. A lease change counts
+			// only from a store that hints every one: without hints, a
+			// lease given to this instance looks like a release.
 			at = now.Add(min(takenCheckDelay, l.cfg.HeartbeatInterval))
 		}
 		l.checkAt(at, now)

@@ -30,6 +30,12 @@ func (c countingNotifier) Subscribe(ctx context.Context) (<-chan store.Change, e
 	return c.n.Subscribe(ctx)
 }
 
+// LeaseHints answers for the wrapped store (store.LeaseHinter).
+func (c countingNotifier) LeaseHints() bool {
+	h, ok := c.n.(store.LeaseHinter)
+	return ok && h.LeaseHints()
+}
+
 // countingCluster is a CountingStore whose store pushes, keeps a member
 // list and hands leases off: the executor keeps balancing and hand-offs.
 // Members reads are counted with Locks (they are reads the executor makes).

@@ -279,6 +279,21 @@ type Notifier interface {
 	Subscribe(ctx context.Context) (<-chan Change, error)
 }
 
+// LeaseHinter is an optional capability of Notifiers that set the hints of
+// every lease change they push: Holder and Token on each acquisition and
+// transfer, ReservedFor on each release reserved for a successor. From
+// such a store, a lease change without hints announces a lease that ended
+// with no successor (a release, an expiry), or several changes of the lock
+// merged into one, never a lease given to the receiver alone; so a
+// receiver may treat it as a lock that may be free. The executor then lets
+// one member of the group, the first in line, try to take it at once, and
+// the others a moment later. LeaseHints reports whether the handle sends
+// them (a store may be configured not to, and a wrapper answers for the
+// store it wraps).
+type LeaseHinter interface {
+	LeaseHints() bool
+}
+
 // Handoffs is an optional capability of stores that can move a lease from
 // one instance to another without disabling the lock: an operator's request
 // that the holder sees in its renewal, and a release that reserves the lock

@@ -45,10 +45,11 @@ type faultStore struct {
 }
 
 var (
-	_ store.Store      = (*faultStore)(nil)
-	_ store.Notifier   = (*faultStore)(nil)
-	_ store.Membership = (*faultStore)(nil)
-	_ store.Handoffs   = (*faultStore)(nil)
+	_ store.Store       = (*faultStore)(nil)
+	_ store.Notifier    = (*faultStore)(nil)
+	_ store.Membership  = (*faultStore)(nil)
+	_ store.Handoffs    = (*faultStore)(nil)
+	_ store.LeaseHinter = (*faultStore)(nil)
 )
 
 func newFaultStore(st store.Store, reopen func() (store.Store, error)) *faultStore {
@@ -147,6 +148,15 @@ func (f *faultStore) Handoff(ctx context.Context, lock, to, by string) (store.Lo
 		return store.LockState{}, fmt.Errorf("chaos: handoff: %T cannot hand off", st)
 	}
 	return ho.Handoff(ctx, lock, to, by)
+}
+
+// LeaseHints answers for the store in use (store.LeaseHinter); a reopened
+// handle is of the same store.
+func (f *faultStore) LeaseHints() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	h, ok := f.st.(store.LeaseHinter)
+	return ok && h.LeaseHints()
 }
 
 // Subscribe subscribes to the notifications of the store in use, after the

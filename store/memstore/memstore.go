@@ -469,6 +469,10 @@ func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event,
 }
 
 // Subscribe implements store.Notifier.
+// LeaseHints implements store.LeaseHinter: true unless the store was made
+// WithoutHints.
+func (s *Store) LeaseHints() bool { return !s.st.noHints }
+
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	if err := s.begin(ctx); err != nil {
 		return nil, err

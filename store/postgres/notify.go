@@ -44,6 +44,10 @@ const (
 // their place, before the changes that come after. The channel is closed,
 // and the connection and goroutines are gone, once ctx is done or the
 // Store is closed.
+// LeaseHints implements store.LeaseHinter: every lease change pushed
+// carries its hints.
+func (s *Store) LeaseHints() bool { return true }
+
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	const op = "subscribe"
 	if err := ctx.Err(); err != nil {
