@@ -101,6 +101,8 @@ func TestAuth(t *testing.T) {
 					},
 					HistoryLimit:     1200,
 					LeaseGranularity: time.Second,
+					Hints:            true,
+					ControlHints:     true,
 				}
 			})
 		})
