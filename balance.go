@@ -218,11 +218,13 @@ func (e *Executor) successors(n int) []string {
 // members under their share of the group's locks, the one that ranks the
 // lock highest (rendezvous), so that when many locks come free together
 // each goes first to a different member, within its room. lastHolder, the
-// instance that last held it, is left out. Every member computes the same
-// answer from the same member records, so that one acquisition goes out
-// instead of one per follower, all for the same row at the same moment;
-// the others check a little later (onNotify). True without balancing, or
-// when no member qualifies.
+// instance that last held it, is left out (by the others). Every member
+// computes the same answer from the same member records, so that one
+// acquisition goes out instead of one per follower, all for the same row
+// at the same moment; the others check a little later (onNotify). Where
+// the views differ, two members may go, which costs a wasted call, or
+// none, which costs the delay. True without balancing, or when no member
+// qualifies.
 func (e *Executor) firstInLine(lock, lastHolder string) bool {
 	v := e.balanceNow()
 	if _, _, _, ok := v.share(e.suspected); !ok {
@@ -240,7 +242,19 @@ func (e *Executor) firstInLine(lock, lastHolder string) bool {
 		bestRank uint64
 	)
 	for _, p := range v.group {
-		if p.id == lastHolder || (p.id != v.me && !e.alive(p, stale)) || p.masters >= shareOf(v.lockCount, p.weight, total) {
+		if p.id == v.me {
+			// Its own count as of now, not as of the last balancing
+			// round: the others read it from the record this
+			// instance wrote since, and a member that counted itself
+			// full while the others counted it first in line would
+			// leave the lock to nobody until the delayed checks.
+			// Likewise it never leaves itself out as the last holder,
+			// which only it may still believe itself to be.
+			p.masters = e.heldCount()
+		} else if p.id == lastHolder || !e.alive(p, stale) {
+			continue
+		}
+		if p.masters >= shareOf(v.lockCount, p.weight, total) {
 			continue
 		}
 		if r := rank(p.id, lock); best == "" || r > bestRank {
