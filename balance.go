@@ -214,7 +214,8 @@ func (e *Executor) successors(n int) []string {
 }
 
 // firstInLine reports whether this instance is the one of its group to
-// take lock at once when a push says it may be free (enabled): of the live
+// take lock at once when a push says it may be free (enabled, released,
+// expired; onNotify says which pushes count): of the live
 // members under their share of the group's locks, the one that ranks the
 // lock highest (rendezvous), so that when many locks come free together
 // each goes first to a different member, within its room. lastHolder, the
