@@ -48,6 +48,11 @@ type loop struct {
 	holdoff map[string]time.Time
 	// known is the latest master seen of each followed lock, for the log.
 	known map[string]knownMaster
+	// holders is the latest holder of each followed lock this instance
+	// knows of, from its checks and from pushes that name the acquirer
+	// (sooner than known): when the lock is freed, the first in line is
+	// chosen without it (it released the lock, or died).
+	holders map[string]string
 	// seen is what the last check saw of each followed lock, for choosing
 	// which free locks to ask for when balancing.
 	seen map[string]seenLock
@@ -178,6 +183,7 @@ func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 		toRelease:   map[string]pendingRelease{},
 		holdoff:     map[string]time.Time{},
 		known:       map[string]knownMaster{},
+		holders:     map[string]string{},
 		seen:        map[string]seenLock{},
 		toAdopt:     map[string]int64{},
 		checkDone:   make(chan checkResult, 1),
@@ -864,6 +870,9 @@ func (l *loop) noteMaster(s store.LockState) {
 	if s.Held() {
 		cur = knownMaster{holder: s.Holder, token: s.Token}
 	}
+	if s.Held() {
+		l.holders[s.Lock] = s.Holder
+	}
 	prev, seen := l.known[s.Lock]
 	if seen && prev == cur {
 		return
@@ -1458,6 +1467,7 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 	}
 	if l.jobFor(lock) != nil && l.started {
 		if acquired {
+			l.holders[lock] = holder
 			// Taken by another instance: handed over to it, or its own
 			// check. Unless the last check saw that very lease, a check
 			// learns its expiry and the holder's description by reading
@@ -1487,7 +1497,7 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 			l.seen[lock] = seenLock{freeSince: now}
 		}
 		at := now
-		if (c.Kind == store.ChangeControl || l.hinted) && !l.e.firstInLine(lock, l.known[lock].holder) {
+		if (c.Kind == store.ChangeControl || l.hinted) && !l.e.firstInLine(lock, l.holders[lock]) {
 			// Enabled, released or expired, and another live member is
 			// first in line for it: let its acquisition go out alone (a
 			// push tells when it lands) and check after the delay,
