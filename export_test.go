@@ -17,3 +17,6 @@ const TakenCheckDelay = takenCheckDelay
 
 // Rank is rank, for tests that need a member first in line for a lock.
 var Rank = rank
+
+// FreedHeadStart is freedHeadStart, for the tests.
+const FreedHeadStart = freedHeadStart

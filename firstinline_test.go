@@ -15,7 +15,7 @@ import (
 // TestFreedLockTakenByOneMember: when a push says that a lock is free
 // (here, enabled again), one member of the group acquires it at once, the
 // first in line by the member records every member read alike, and the
-// others wait takenCheckDelay before they check. Before, every follower
+// others wait before they check. Before, every follower
 // sent an acquisition for the same row at the same moment: on PostgreSQL
 // three writes and three commits where one takes the lock, on SQLite
 // three writers for the one file lock.
@@ -49,7 +49,11 @@ func TestFreedLockTakenByOneMember(t *testing.T) {
 		if m := masterOf(t, st, lock); m == "" {
 			t.Fatal("no master at once after the Enable")
 		}
-		time.Sleep(masterjob.TakenCheckDelay - time.Millisecond)
+		// The first in line's acquisition goes out alone. The others
+		// wait takenCheckDelay on the Enable's push, or freedHeadStart
+		// when it reached them merged with the push of that
+		// acquisition (a bare lease change).
+		time.Sleep(masterjob.FreedHeadStart - time.Millisecond)
 		synctest.Wait()
 		acquires, _, _ := st.reset()
 		total := 0
@@ -57,7 +61,7 @@ func TestFreedLockTakenByOneMember(t *testing.T) {
 			total += n
 		}
 		if total != 1 {
-			t.Errorf("acquisitions within %v of the Enable: %v; want one in all", masterjob.TakenCheckDelay, acquires)
+			t.Errorf("acquisitions within %v of the Enable: %v; want one in all", masterjob.FreedHeadStart, acquires)
 		}
 	})
 }
@@ -228,6 +232,52 @@ func TestFreedLockNotWaitingForTheDead(t *testing.T) {
 		synctest.Wait()
 		if m, took := masterOf(t, ms, lock), time.Since(t0); m != "c" || took > 0 {
 			t.Fatalf("master %q %v after b's lease was released; want c at once", m, took)
+		}
+	})
+}
+
+// TestFreedLockReleaseHeadStart: on the push of a release (a failover,
+// often, while the member list still shows a member that is gone), the
+// followers that are not first in line wait only freedHeadStart: a first
+// in line that is gone costs that, not takenCheckDelay.
+func TestFreedLockReleaseHeadStart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const lock = "L"
+		ghost := ""
+		for i := 0; ghost == ""; i++ {
+			id := fmt.Sprintf("ghost%d", i)
+			if r := masterjob.Rank(id, lock); r > masterjob.Rank("b", lock) && r > masterjob.Rank("c", lock) {
+				ghost = id
+			}
+		}
+		ctx := context.Background()
+		held, err := st.Acquire(ctx, store.Holder{ID: "gone"}, []string{lock}, time.Hour)
+		if err != nil || !held[0].Acquired {
+			t.Fatal(held, err)
+		}
+		_, stopB := runIdle(t, st, "b", lock)
+		_, stopC := runIdle(t, st, "c", lock)
+		defer func() { _, _ = stopB(), stopC() }()
+		locks := []string{lock}
+		st.Announce(store.Member{ID: ghost, Locks: locks, LockCount: 1, LockSetID: masterjob.LockSetID(locks), Weight: 1}, time.Hour)
+		if _, err := st.Acquire(ctx, store.Holder{ID: ghost}, nil, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2*checkIntv + 10*time.Millisecond)
+		synctest.Wait()
+		t0 := time.Now()
+		if err := st.Release(ctx, "gone", []store.LeaseRef{{Lock: lock, Token: held[0].Token}}); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m != "" {
+			t.Fatalf("master %q at once after the release; want none before %v: the ghost is first in line", m, masterjob.FreedHeadStart)
+		}
+		time.Sleep(masterjob.FreedHeadStart)
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m == "" || m == ghost {
+			t.Fatalf("master %q %v after the release; want b or c", m, time.Since(t0))
 		}
 	})
 }

@@ -1433,6 +1433,12 @@ func (l *loop) onInbox() {
 // acquisition a follower checks the lock (onNotify).
 const takenCheckDelay = 100 * time.Millisecond
 
+// freedHeadStart is how long after the push of a release or an expiry a
+// follower that is not first in line waits before it checks (onNotify):
+// long enough for the first in line's acquisition to commit first on a
+// database server nearby, short beside a failover.
+const freedHeadStart = 5 * time.Millisecond
+
 // onNotify acts on a store's push about one lock: a master renews at once
 // (to see a revocation or a hand-off request), a follower checks. The
 // change's hints spare the calls that would only tell what this instance
@@ -1500,11 +1506,20 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 		if (c.Kind == store.ChangeControl || l.hinted) && !l.e.firstInLine(lock, l.holders[lock]) {
 			// Enabled, released or expired, and another live member is
 			// first in line for it: let its acquisition go out alone (a
-			// push tells when it lands) and check after the delay,
-			// should that member not take it. A lease change counts
-			// only from a store that hints every one: without hints, a
-			// lease given to this instance looks like a release.
-			at = now.Add(min(takenCheckDelay, l.cfg.HeartbeatInterval))
+			// push tells when it lands) and check after a delay,
+			// should that member not take it. An Enable waits
+			// takenCheckDelay: the member list is as settled as it
+			// gets. A release or an expiry is often a failover, while
+			// the list still shows a member that left or died a moment
+			// ago, who may be named first: a head start bounds what
+			// that costs. A lease change counts only from a store that
+			// hints every one: without hints, a lease given to this
+			// instance looks like a release.
+			delay := freedHeadStart
+			if c.Kind == store.ChangeControl {
+				delay = takenCheckDelay
+			}
+			at = now.Add(min(delay, l.cfg.HeartbeatInterval))
 		}
 		l.checkAt(at, now)
 	}
