@@ -41,8 +41,9 @@
 // lock may be free (an Enable; a release or an expiry, from a store that
 // hints every lease change, store.LeaseHinter), one member of the group
 // (the first in line by the member records: of those under their share,
-// the one that ranks the lock highest) checks at once and the others 100
-// ms later, so that one acquisition goes out instead of one per follower.
+// the one that ranks the lock highest) checks at once and the others
+// later (100 ms after an Enable, 5 ms after a release or an expiry), so
+// that one acquisition goes out first instead of one per follower.
 //
 // Master: the job starts only after the acquisition committed. All leases an
 // instance holds are renewed together, one round trip per
