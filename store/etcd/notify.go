@@ -19,13 +19,13 @@ import (
 // loses nothing. When the revisions not seen were compacted meanwhile, the
 // watch resumes from the oldest revision etcd still has and a
 // store.ChangeResync is sent first: the changes in between are lost.
-// LeaseHints implements store.LeaseHinter: every lease change pushed
-// carries its hints.
-func (s *Store) LeaseHints() bool { return true }
-
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	return s.subscribe(ctx, 0)
 }
+
+// LeaseHints implements store.LeaseHinter: every lease change pushed
+// carries its hints.
+func (s *Store) LeaseHints() bool { return true }
 
 // subscribe watches from revision from (0: the current one).
 func (s *Store) subscribe(ctx context.Context, from int64) (<-chan store.Change, error) {

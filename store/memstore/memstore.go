@@ -469,10 +469,6 @@ func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event,
 }
 
 // Subscribe implements store.Notifier.
-// LeaseHints implements store.LeaseHinter: true unless the store was made
-// WithoutHints.
-func (s *Store) LeaseHints() bool { return !s.st.noHints }
-
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	if err := s.begin(ctx); err != nil {
 		return nil, err
@@ -509,6 +505,10 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	}()
 	return out, nil
 }
+
+// LeaseHints implements store.LeaseHinter: true unless the store was made
+// WithoutHints.
+func (s *Store) LeaseHints() bool { return !s.st.noHints }
 
 // subscriberBuffer is how many changes wait for a slow subscriber; beyond
 // it they are dropped and the loss is announced (store.ChangeResync).

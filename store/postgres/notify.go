@@ -44,10 +44,6 @@ const (
 // their place, before the changes that come after. The channel is closed,
 // and the connection and goroutines are gone, once ctx is done or the
 // Store is closed.
-// LeaseHints implements store.LeaseHinter: every lease change pushed
-// carries its hints.
-func (s *Store) LeaseHints() bool { return true }
-
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	const op = "subscribe"
 	if err := ctx.Err(); err != nil {
@@ -81,6 +77,10 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	}()
 	return out, nil
 }
+
+// LeaseHints implements store.LeaseHinter: every lease change pushed
+// carries its hints.
+func (s *Store) LeaseHints() bool { return true }
 
 // listener is one subscription: a reader that keeps a LISTEN connection
 // and queues changes, and a deliverer that hands them to the subscriber.

@@ -90,10 +90,6 @@ func (s *Store) notifyChanges(ctx context.Context, tx *sql.Tx, changes []store.C
 // kind), is sent as store.ChangeLease. Failed reads are retried with a
 // growing pause. The channel is closed, and the connection, the watch and
 // the goroutine are gone, once ctx is done or the Store is closed.
-// LeaseHints implements store.LeaseHinter: every lease change pushed
-// carries its hints.
-func (s *Store) LeaseHints() bool { return true }
-
 func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	const op = "subscribe"
 	if err := s.begin(ctx, op); err != nil {
@@ -147,6 +143,10 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	}()
 	return out, nil
 }
+
+// LeaseHints implements store.LeaseHinter: every lease change pushed
+// carries its hints.
+func (s *Store) LeaseHints() bool { return true }
 
 // waker tells a subscription when to look at the file.
 type waker interface {
