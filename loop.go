@@ -193,15 +193,8 @@ func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 		jobDone:     make(chan jobExit),
 		inbox:       newInbox(),
 		infos:       infoCache{},
-		hinted:      hinted(e.st),
+		hinted:      store.HintsLeases(e.st),
 	}
-}
-
-// hinted reports whether st sets the hints of every lease change it
-// pushes.
-func hinted(st store.Store) bool {
-	h, ok := st.(store.LeaseHinter)
-	return ok && h.LeaseHints()
 }
 
 func (l *loop) run(ctx context.Context) error {

@@ -31,10 +31,7 @@ func (c countingNotifier) Subscribe(ctx context.Context) (<-chan store.Change, e
 }
 
 // LeaseHints answers for the wrapped store (store.LeaseHinter).
-func (c countingNotifier) LeaseHints() bool {
-	h, ok := c.n.(store.LeaseHinter)
-	return ok && h.LeaseHints()
-}
+func (c countingNotifier) LeaseHints() bool { return store.HintsLeases(c.n) }
 
 // countingCluster is a CountingStore whose store pushes, keeps a member
 // list and hands leases off: the executor keeps balancing and hand-offs.

@@ -294,6 +294,14 @@ type LeaseHinter interface {
 	LeaseHints() bool
 }
 
+// HintsLeases reports whether v (a store, or a wrapper of one that passes
+// the question on) declares with LeaseHinter that it hints every lease
+// change.
+func HintsLeases(v any) bool {
+	h, ok := v.(LeaseHinter)
+	return ok && h.LeaseHints()
+}
+
 // Handoffs is an optional capability of stores that can move a lease from
 // one instance to another without disabling the lock: an operator's request
 // that the holder sees in its renewal, and a release that reserves the lock

@@ -155,8 +155,7 @@ func (f *faultStore) Handoff(ctx context.Context, lock, to, by string) (store.Lo
 func (f *faultStore) LeaseHints() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	h, ok := f.st.(store.LeaseHinter)
-	return ok && h.LeaseHints()
+	return store.HintsLeases(f.st)
 }
 
 // Subscribe subscribes to the notifications of the store in use, after the

@@ -354,17 +354,17 @@ func expectChange(t *testing.T, ch <-chan store.Change, kind store.ChangeKind, l
 }
 
 // testNotifierHints: the hints of a lease change are true of the commit
-// it announces (and present, when the harness says the backend sets
-// them, which the backend declares with store.LeaseHinter): an acquisition names its holder and token, a release reserved
-// for a successor names it, and a release to anyone names nobody.
+// it announces (and present, when the harness says the backend sets them,
+// which the backend declares with store.LeaseHinter): an acquisition
+// names its holder and token, a release reserved for a successor names
+// it, and a release to anyone names nobody.
 func testNotifierHints(t *testing.T, h Harness) {
 	sub := open(t, h)
 	n := notifier(t, sub)
 	// What the store declares (store.LeaseHinter) is what the harness
 	// says, so that the suite holds the declaration to the hints below.
-	lh, declared := sub.(store.LeaseHinter)
-	if declared && lh.LeaseHints() != h.Hints || !declared && h.Hints {
-		t.Fatalf("the harness says Hints = %v, but %T declares LeaseHints() = %v (implements store.LeaseHinter: %v): a receiver treats a lease change without hints from a store that declares them as a lock that may be free", h.Hints, sub, declared && lh.LeaseHints(), declared)
+	if declared := store.HintsLeases(sub); declared != h.Hints {
+		t.Fatalf("the harness says Hints = %v, but %T declares %v (store.LeaseHinter): a receiver treats a lease change without hints from a store that declares them as a lock that may be free", h.Hints, sub, declared)
 	}
 	s := open(t, h)
 	ch := subscribe(t, n)

@@ -33,12 +33,11 @@ func memHarness(wrap func(store.Store) store.Store, keep int) func(t *testing.T)
 		ms := memstore.New(memstore.WithHistoryLimit(keep))
 		// The hints are held to what the wrapped store declares: a
 		// mutant that embeds the store.Store interface declares none.
-		lh, ok := wrap(ms).(store.LeaseHinter)
 		return storetest.Harness{
 			Open:          func(t *testing.T) store.Store { return wrap(ms.Reopen()) },
 			DeleteRecords: func(t *testing.T, locks ...string) { ms.DeleteRecords(locks...) },
 			HistoryLimit:  historyLimit,
-			Hints:         ok && lh.LeaseHints(),
+			Hints:         store.HintsLeases(wrap(ms)),
 		}
 	}
 }
