@@ -128,7 +128,18 @@ func sameKeys(a, b map[string]int) bool {
 // members that are not suspected dead, and how many those are; ok is false
 // when balancing does not apply (no live peer, or no lock).
 func (v balanceView) share(suspect func(string) bool) (share, slack, peers int, ok bool) {
-	total, mine := 0.0, 0.0
+	total, mine, peers := v.live(suspect)
+	if peers < 2 || v.lockCount == 0 || mine == 0 {
+		return 0, 0, peers, false
+	}
+	share = shareOf(v.lockCount, mine, total)
+	return share, slackOf(v.slack, share), peers, true
+}
+
+// live returns the total weight of the group's members not suspected dead
+// (this instance always counts), this instance's weight, and how many
+// those members are.
+func (v balanceView) live(suspect func(string) bool) (total, mine float64, peers int) {
 	for _, p := range v.group {
 		if p.id != v.me && suspect(p.id) {
 			continue
@@ -139,11 +150,7 @@ func (v balanceView) share(suspect func(string) bool) (share, slack, peers int, 
 			mine = p.weight
 		}
 	}
-	if peers < 2 || v.lockCount == 0 || mine == 0 {
-		return 0, 0, peers, false
-	}
-	share = shareOf(v.lockCount, mine, total)
-	return share, slackOf(v.slack, share), peers, true
+	return total, mine, peers
 }
 
 func shareOf(locks int, weight, total float64) int {
@@ -213,56 +220,70 @@ func (e *Executor) successors(n int) []string {
 	return out
 }
 
-// firstInLine reports whether this instance is the one of its group to
-// take lock at once when a push says it may be free (enabled, released,
-// expired; onNotify says which pushes count): of the live
-// members under their share of the group's locks, the one that ranks the
-// lock highest (rendezvous), so that when many locks come free together
-// each goes first to a different member, within its room. lastHolder, the
-// instance that last held it, is left out (by the others). Every member
-// computes the same answer from the same member records, so that one
-// acquisition goes out instead of one per follower, all for the same row
-// at the same moment; the others check a little later (onNotify). Where
-// the views differ, two members may go, which costs a wasted call, or
-// none, which costs the delay. True without balancing, or when no member
-// qualifies.
-func (e *Executor) firstInLine(lock, lastHolder string) bool {
+// lineup is who of this instance's group may take a freed lock first, as
+// the balancer last read the group: the live members under their share
+// of the group's locks. The loop makes one per batch of pushes (a master
+// of 10,000 locks that dies frees them all in one), not one per lock.
+type lineup struct {
+	me    string
+	all   bool     // balancing does not apply: everyone goes
+	cands []string // this instance among them when it has room
+}
+
+// lineUp returns the lineup as of now. This instance counts its own
+// masterships as they are now, not as of the last balancing round: the
+// others read them from the record it wrote since, and a member that
+// counted itself full while the others counted it first in line would
+// leave the lock to nobody until the delayed checks.
+func (e *Executor) lineUp() lineup {
 	v := e.balanceNow()
 	if _, _, _, ok := v.share(e.suspected); !ok {
-		return true
+		return lineup{all: true}
 	}
-	total := 0.0
+	total, _, _ := v.live(e.suspected)
+	stale := e.memberStaleAfter()
+	u := lineup{me: v.me}
 	for _, p := range v.group {
-		if p.id == v.me || !e.suspected(p.id) {
-			total += p.weight
+		if p.id == v.me {
+			p.masters = e.heldCount()
+		} else if !e.alive(p, stale) {
+			continue
+		}
+		if p.masters < shareOf(v.lockCount, p.weight, total) {
+			u.cands = append(u.cands, p.id)
 		}
 	}
-	stale := e.memberStaleAfter()
+	return u
+}
+
+// first reports whether this instance is the one to take lock at once
+// when a push says it may be free (onNotify says which pushes count): of
+// the candidates, the one that ranks the lock highest (rendezvous), so
+// that locks freed together go first to different members, each within
+// its room. lastHolder, the instance that last held it, is left out by
+// the others, never by itself, which only it may still believe to be the
+// holder. Every member computes the same answer from the same member
+// records, so that one acquisition goes out first instead of one per
+// follower, all for the same row; where the views differ, two may go
+// (a wasted call) or none (the others' delay). True when balancing does
+// not apply or no member qualifies.
+func (u lineup) first(lock, lastHolder string) bool {
+	if u.all {
+		return true
+	}
 	var (
 		best     string
 		bestRank uint64
 	)
-	for _, p := range v.group {
-		if p.id == v.me {
-			// Its own count as of now, not as of the last balancing
-			// round: the others read it from the record this
-			// instance wrote since, and a member that counted itself
-			// full while the others counted it first in line would
-			// leave the lock to nobody until the delayed checks.
-			// Likewise it never leaves itself out as the last holder,
-			// which only it may still believe itself to be.
-			p.masters = e.heldCount()
-		} else if p.id == lastHolder || !e.alive(p, stale) {
+	for _, id := range u.cands {
+		if id == lastHolder && id != u.me {
 			continue
 		}
-		if p.masters >= shareOf(v.lockCount, p.weight, total) {
-			continue
-		}
-		if r := rank(p.id, lock); best == "" || r > bestRank {
-			best, bestRank = p.id, r
+		if r := rank(id, lock); best == "" || r > bestRank {
+			best, bestRank = id, r
 		}
 	}
-	return best == "" || best == v.me
+	return best == "" || best == u.me
 }
 
 // livePeer reports whether id is still a live peer in the member list as

@@ -2,6 +2,7 @@ package masterjob
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -32,7 +33,7 @@ func TestFirstInLineOneMemberPerLock(t *testing.T) {
 			for j := range group[i].masters {
 				e.masters[fmt.Sprintf("held-%d", j)] = Lease{}
 			}
-			if e.firstInLine(lock, "e") {
+			if e.lineUp().first(lock, "e") {
 				got = append(got, me)
 			}
 		}
@@ -64,15 +65,58 @@ func TestFirstInLineNotLeftToNobody(t *testing.T) {
 	// Its own view, from a round while it held the lock.
 	x := &Executor{cfg: cfg, masters: map[string]Lease{}}
 	x.balance = balanceView{me: "x", lockCount: 1, group: []peerInfo{{id: "x", weight: 1, masters: 1}, {id: "y", weight: 1}, {id: "z", weight: 1}}}
-	if !x.firstInLine(lock, "x") {
+	if !x.lineUp().first(lock, "x") {
 		t.Error("x, holding nothing now and first by rank, is not first in line by its own reckoning")
 	}
 	// The others read its record after the release.
 	for _, me := range []string{"y", "z"} {
 		e := &Executor{cfg: cfg, masters: map[string]Lease{}}
 		e.balance = balanceView{me: me, lockCount: 1, group: []peerInfo{{id: "x", weight: 1}, {id: "y", weight: 1}, {id: "z", weight: 1}}}
-		if e.firstInLine(lock, "") {
+		if e.lineUp().first(lock, "") {
 			t.Errorf("%s is first in line; want x", me)
+		}
+	}
+}
+
+// TestFirstInLineSomebodyGoes: over random groups read alike by every
+// member (each counting itself as its record says), at least one member
+// goes first for every lock, whatever each knows of the lock's last
+// holder; exactly one when none knows it (or all, when none has room);
+// at most two when all know it (the last holder itself, which never
+// leaves itself out, and the one the others name). It is the property
+// whose breach cost an Enable 100 ms (TestFirstInLineNotLeftToNobody),
+// over every shape of group at once.
+func TestFirstInLineSomebodyGoes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	cfg := Config{CheckMasterInterval: 5 * time.Second, HeartbeatInterval: time.Second}
+	for trial := range 3000 {
+		n := 2 + rng.IntN(5)
+		group := make([]peerInfo, n)
+		for i := range group {
+			group[i] = peerInfo{id: fmt.Sprintf("m%d", i), weight: float64(1 + rng.IntN(3)), masters: rng.IntN(4)}
+		}
+		lockCount := 1 + rng.IntN(12)
+		last := fmt.Sprintf("m%d", rng.IntN(n+1)) // m<n>: a holder that is not a member
+		mode := rng.IntN(3)                       // 0: none knows it, 1: all do, 2: some do
+		lock := fmt.Sprintf("lock-%d", trial)
+		var goers []string
+		for _, p := range group {
+			e := &Executor{cfg: cfg, masters: map[string]Lease{}}
+			e.balance = balanceView{me: p.id, lockCount: lockCount, group: group}
+			for j := range p.masters {
+				e.masters[fmt.Sprintf("held-%d", j)] = Lease{}
+			}
+			knows := last
+			if mode == 0 || mode == 2 && rng.IntN(2) == 0 {
+				knows = ""
+			}
+			if e.lineUp().first(lock, knows) {
+				goers = append(goers, p.id)
+			}
+		}
+		if len(goers) == 0 || mode == 0 && len(goers) != 1 && len(goers) != n || mode == 1 && len(goers) > 2 && len(goers) != n {
+			t.Fatalf("trial %d: group %+v, %d locks, last holder %s (mode %d): first in line by their own reading: %v",
+				trial, group, lockCount, last, mode, goers)
 		}
 	}
 }

@@ -82,6 +82,9 @@ type loop struct {
 	// (store.LeaseHinter), so a lease change without them may have freed
 	// the lock.
 	hinted bool
+	// line is who may take a freed lock first, made once per batch of
+	// pushes (onInbox) when one of them needs it.
+	line *lineup
 
 	checking, renewing, releasing, adopting bool
 	checkDone                               chan checkResult
@@ -862,8 +865,6 @@ func (l *loop) noteMaster(s store.LockState) {
 	cur := knownMaster{}
 	if s.Held() {
 		cur = knownMaster{holder: s.Holder, token: s.Token}
-	}
-	if s.Held() {
 		l.holders[s.Lock] = s.Holder
 	}
 	prev, seen := l.known[s.Lock]
@@ -1417,6 +1418,7 @@ func (l *loop) onInbox() {
 		}
 	}
 	now := l.now() // one reading for a batch of thousands of changes
+	l.line = nil   // and one lineup
 	for _, c := range changes {
 		l.onNotify(c, now)
 	}
@@ -1425,6 +1427,15 @@ func (l *loop) onInbox() {
 // takenCheckDelay is how long after the push of another instance's
 // acquisition a follower checks the lock (onNotify).
 const takenCheckDelay = 100 * time.Millisecond
+
+// lineup returns the batch's lineup, making it on first use.
+func (l *loop) lineup() lineup {
+	if l.line == nil {
+		u := l.e.lineUp()
+		l.line = &u
+	}
+	return *l.line
+}
 
 // freedHeadStart is how long after the push of a release or an expiry a
 // follower that is not first in line waits before it checks (onNotify):
@@ -1496,7 +1507,7 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 			l.seen[lock] = seenLock{freeSince: now}
 		}
 		at := now
-		if (c.Kind == store.ChangeControl || l.hinted) && !l.e.firstInLine(lock, l.holders[lock]) {
+		if (c.Kind == store.ChangeControl || l.hinted) && !l.lineup().first(lock, l.holders[lock]) {
 			// Enabled, released or expired, and another live member is
 			// first in line for it: let its acquisition go out alone (a
 			// push tells when it lands) and check after a delay,
