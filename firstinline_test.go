@@ -23,14 +23,8 @@ func TestFreedLockTakenByOneMember(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newCallsByInstance(memstore.New())
 		const lock = "L"
-		_, stopA := runIdle(t, st, "a", lock)
-		synctest.Wait()
-		_, stopB := runIdle(t, st, "b", lock)
-		_, stopC := runIdle(t, st, "c", lock)
-		defer func() { _, _, _ = stopA(), stopB(), stopC() }()
-		// Past the members' first reads of each other's records.
-		time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
-		synctest.Wait()
+		_, stopA, stopBC := threeMembers(t, st, nil, lock)
+		defer func() { _ = stopA(); stopBC() }()
 		ctx := context.Background()
 		if _, err := st.Disable(ctx, lock, "test", "ops"); err != nil {
 			t.Fatal(err)
@@ -83,13 +77,8 @@ func TestFreedLockFirstInLineSilent(t *testing.T) {
 				ghost = id
 			}
 		}
-		_, stopA := runIdle(t, st, "a", lock)
-		synctest.Wait()
-		_, stopB := runIdle(t, st, "b", lock)
-		_, stopC := runIdle(t, st, "c", lock)
-		defer func() { _, _, _ = stopA(), stopB(), stopC() }()
-		time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
-		synctest.Wait()
+		_, stopA, stopBC := threeMembers(t, st, nil, lock)
+		defer func() { _ = stopA(); stopBC() }()
 		ctx := context.Background()
 		if _, err := st.Disable(ctx, lock, "test", "ops"); err != nil {
 			t.Fatal(err)
@@ -134,13 +123,8 @@ func TestFreedLockHintlessTransferAtOnce(t *testing.T) {
 				lock = l
 			}
 		}
-		_, stopA := runIdle(t, st, "a", lock)
-		synctest.Wait()
-		b, stopB := runIdle(t, st, "b", lock)
-		_, stopC := runIdle(t, st, "c", lock)
-		defer func() { _, _ = stopB(), stopC() }()
-		time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
-		synctest.Wait()
+		b, stopA, stopBC := threeMembers(t, st, nil, lock)
+		defer stopBC()
 		t0 := time.Now()
 		if err := stopA(); err != nil {
 			t.Fatal(err)
@@ -150,41 +134,6 @@ func TestFreedLockHintlessTransferAtOnce(t *testing.T) {
 			t.Fatalf("b runs %v %v after a's shutdown; want the lock's job at once", m, took)
 		}
 	})
-}
-
-// frozenStore is a memstore on which one instance's lease calls hang
-// once frozen, as a process that stopped would.
-type frozenStore struct {
-	*memstore.Store
-	id     string
-	frozen chan struct{} // closed to freeze
-}
-
-func (f *frozenStore) hang(ctx context.Context, id string) error {
-	if id != f.id {
-		return nil
-	}
-	select {
-	case <-f.frozen:
-		<-ctx.Done()
-		return ctx.Err()
-	default:
-		return nil
-	}
-}
-
-func (f *frozenStore) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
-	if err := f.hang(ctx, h.ID); err != nil {
-		return nil, err
-	}
-	return f.Store.Acquire(ctx, h, locks, ttl)
-}
-
-func (f *frozenStore) Renew(ctx context.Context, id string, leases []store.LeaseRef, ttl time.Duration) ([]store.RenewResult, error) {
-	if err := f.hang(ctx, id); err != nil {
-		return nil, err
-	}
-	return f.Store.Renew(ctx, id, leases, ttl)
 }
 
 // TestFreedLockNotWaitingForTheDead: a successor given the lock dies at
@@ -206,14 +155,9 @@ func TestFreedLockNotWaitingForTheDead(t *testing.T) {
 				lock = l
 			}
 		}
-		fb := &frozenStore{Store: ms, id: "b", frozen: make(chan struct{})}
-		_, stopA := runIdle(t, ms, "a", lock)
-		synctest.Wait()
-		_, stopB := runIdle(t, fb, "b", lock)
-		_, stopC := runIdle(t, ms, "c", lock)
-		defer func() { _, _ = stopB(), stopC() }()
-		time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
-		synctest.Wait()
+		fb := newFrozen(ms)
+		_, stopA, stopBC := threeMembers(t, ms, fb, lock)
+		defer stopBC()
 		if err := stopA(); err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +168,7 @@ func TestFreedLockNotWaitingForTheDead(t *testing.T) {
 		}
 		// b stops, and its lease is released for it, as a dead
 		// runner's supervisor does.
-		close(fb.frozen)
+		fb.freeze(true)
 		t0 := time.Now()
 		if err := ms.Release(context.Background(), "b", []store.LeaseRef{{Lock: lock, Token: st.Token}}); err != nil {
 			t.Fatal(err)
@@ -280,4 +224,21 @@ func TestFreedLockReleaseHeadStart(t *testing.T) {
 			t.Fatalf("master %q %v after the release; want b or c", m, time.Since(t0))
 		}
 	})
+}
+
+// threeMembers runs a, the master of lock, then b (on stB, if not nil)
+// and c, on st, and waits past the members' first reads of each other's
+// records. It returns b, a's stop and the stop of b and c.
+func threeMembers(t *testing.T, st, stB store.Store, lock string) (b *masterjob.Executor, stopA func() error, stopBC func()) {
+	t.Helper()
+	if stB == nil {
+		stB = st
+	}
+	_, stopA = runIdle(t, st, "a", lock)
+	synctest.Wait()
+	b, stopB := runIdle(t, stB, "b", lock)
+	_, stopC := runIdle(t, st, "c", lock)
+	time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
+	synctest.Wait()
+	return b, stopA, func() { _, _ = stopB(), stopC() }
 }
