@@ -403,20 +403,32 @@ func parsePostgres(raw, scheme string) (URL, error) {
 	if _, err := pgxpool.ParseConfig(u.DSN); err != nil {
 		// pgx's parse errors can quote the connection string: keep only a
 		// redacted form of it in the message.
-		return URL{}, fmt.Errorf("%w %q: %s", ErrInvalidURL, redact(raw), pgxParseReason(err))
+		return URL{}, fmt.Errorf("%w %q: %s", ErrInvalidURL, redact(raw), pgxParseReason(err, u.DSN))
 	}
 	return u, nil
 }
 
-// pgxParseReason extracts the cause from a pgx ParseConfig error without the
-// connection string it quotes ("cannot parse `DSN`: why").
-func pgxParseReason(err error) string {
+// pgxParseReason extracts the cause from a pgx ParseConfig error of dsn
+// without the connection string it quotes ("cannot parse `DSN`: why"). The
+// cause may quote a piece of dsn too (`missing "=" after "postgres:u:pw"`,
+// when a URL without "//" is read as keyword/value settings): every quoted
+// piece of dsn but "=" is shown as "…".
+func pgxParseReason(err error, dsn string) string {
 	msg := err.Error()
-	if i := strings.LastIndex(msg, "`: "); i >= 0 {
-		return msg[i+3:]
+	i := strings.LastIndex(msg, "`: ")
+	if i < 0 {
+		return "cannot parse connection string"
 	}
-	return "cannot parse connection string"
+	return quotedPiece.ReplaceAllStringFunc(msg[i+3:], func(q string) string {
+		if piece, err := strconv.Unquote(q); err == nil && (piece == "=" || !strings.Contains(dsn, piece)) {
+			return q
+		}
+		return `"…"`
+	})
 }
+
+// quotedPiece matches a double-quoted Go string in pgx's messages.
+var quotedPiece = regexp.MustCompile(`"(?:[^"\\]|\\.)*"`)
 
 // prefixPattern is the table prefix both backends accept.
 var prefixPattern = regexp.MustCompile(`^[a-z0-9_]{0,40}$`)
