@@ -114,8 +114,14 @@ type Life struct {
 	ID    string `json:"id"`
 	Index int    `json:"idx"`
 	Gen   int    `json:"gen"`
+	Hello int64  `json:"hello,omitempty"`
 	Bye   int64  `json:"bye,omitempty"`
 	Gone  int64  `json:"gone,omitempty"`
+	// Killed: the process ended by the driver's SIGKILL.
+	Killed bool `json:"killed,omitempty"`
+	// LastCheck is when its last reported check round trip ended
+	// (executor mode): a check still in flight began after it.
+	LastCheck int64 `json:"lastCheck,omitempty"`
 }
 
 // life calls f with the Life of instance index gen, if there is one.
@@ -138,6 +144,15 @@ type Demotion struct {
 	Kind   string `json:"kind"`
 	Reason string `json:"reason"`
 	At     int64  `json:"at"`
+}
+
+// Takeover is an acquisition of a lock whose previous lease had expired.
+type Takeover struct {
+	Lock       string `json:"lock"`
+	Token      int64  `json:"token"`
+	PrevHolder string `json:"prevHolder"`
+	PrevToken  int64  `json:"prevToken"`
+	At         int64  `json:"at"`
 }
 
 // Window is a period on the monotonic clock affecting one instance slot.
@@ -210,6 +225,11 @@ type Timeline struct {
 	// paused in between) still held the lock in the store for up to a
 	// lease: the gap check counts it as a master for that long.
 	Acquisitions []Demotion
+	// Takeovers holds the acquisitions that took over an expired lease,
+	// with that lease's holder and token (executor mode). A lease no
+	// instance reported was acquired by a check in flight when its holder
+	// was killed: the gap check counts it as a master (Unreported).
+	Takeovers []Takeover
 	// Renewals holds the instances' renewal round trips (executor mode).
 	Renewals []Renewal
 	// Reservations holds the releases an instance reserved for a named
@@ -303,6 +323,11 @@ type Findings struct {
 	// reported its start (Timeline.Acquisitions), counted as masters for a
 	// lease by the gap check.
 	UnstartedAcquisitions int
+	// UnreportedAtDeath counts the leases no instance reported, learnt from
+	// their successor's takeover, whose holder was killed: acquired by a
+	// check in flight at the SIGKILL. The gap check counts each as a master
+	// from its holder's last reported check until its death.
+	UnreportedAtDeath int
 	// GapsExcusedByFailingCalls counts the no-master gaps over the bound
 	// that are not violations only because the instances that could have
 	// taken the lock saw their own store calls fail (Timeline.Unreachable).
@@ -556,6 +581,7 @@ func (f *Findings) checkGaps(tl *Timeline, lock string, ms []Mastership, lim Lim
 			cover = append(cover, [2]int64{a.At, a.At + int64(lim.Tolerance)})
 		}
 	}
+	cover = append(cover, f.unreportedAtDeath(tl, lock, ms)...)
 	slices.SortFunc(cover, func(a, b [2]int64) int { return cmp.Compare(a[0], b[0]) })
 	// Gaps inside [From, To].
 	var gaps [][2]int64
@@ -594,6 +620,44 @@ func (f *Findings) checkGaps(tl *Timeline, lock string, ms []Mastership, lim Lim
 				ts(g[0]), ts(g[1]), dur(g[1]-g[0]), ts(from), ts(to), d, lim.GapBound, tl.healthyAt(from+(to-from)/2))
 		}
 	}
+}
+
+// unreportedAtDeath returns, as cover for the gap check, the leases of lock
+// that a successor took over (Timeline.Takeovers) but that no instance
+// reported: acquired by a check in flight when its instance was killed, its
+// answer or its report lost with the process. Such a lease held the lock
+// in the store until it expired, as a master killed at that moment would
+// have: it counts from the end of its holder's last reported check (the
+// one in flight began later) until the holder was gone. A lease of an
+// instance that was not killed is not excused: it should have reported it.
+func (f *Findings) unreportedAtDeath(tl *Timeline, lock string, ms []Mastership) [][2]int64 {
+	known := map[int64]bool{}
+	for _, m := range ms {
+		known[m.Token] = true
+	}
+	for _, a := range tl.Acquisitions {
+		if a.Lock == lock {
+			known[a.Token] = true
+		}
+	}
+	var cover [][2]int64
+	for _, t := range tl.Takeovers {
+		if t.Lock != lock || t.PrevToken == 0 || known[t.PrevToken] {
+			continue
+		}
+		known[t.PrevToken] = true // one takeover per lease is enough
+		for _, l := range tl.Lives {
+			if l.ID != t.PrevHolder || !l.Killed || l.Gone == 0 {
+				continue
+			}
+			from := max(l.LastCheck, l.Hello)
+			if from > 0 && from < l.Gone {
+				f.UnreportedAtDeath++
+				cover = append(cover, [2]int64{from, l.Gone})
+			}
+		}
+	}
+	return cover
 }
 
 // eligible reports whether lock was enabled and some instance healthy at t.

@@ -217,6 +217,31 @@ func TestCheck(t *testing.T) {
 			tl.Acquisitions = []Demotion{{Index: 1, Gen: 1, Lock: L, Token: 2, Kind: "acquired", At: 600 * ms}}
 			return tl
 		}, ""},
+		// A check in flight when its instance was killed acquired the
+		// lock; the instance never reported it. Its successor's takeover
+		// tells the lease existed: it counts from the holder's last
+		// reported check until the kill.
+		{"gap covered by a lease acquired by a check in flight at a kill", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(0, 3, 2100, 3000)}
+			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Hello: 10 * ms, LastCheck: 1100 * ms, Gone: 1200 * ms, Killed: true}}
+			tl.Takeovers = []Takeover{{Lock: L, Token: 3, PrevHolder: "b", PrevToken: 2, At: 2100 * ms}}
+			return tl
+		}, ""},
+		{"an unreported lease of an instance that was not killed covers nothing", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(0, 3, 2100, 3000)}
+			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Hello: 10 * ms, LastCheck: 1100 * ms, Gone: 1200 * ms}}
+			tl.Takeovers = []Takeover{{Lock: L, Token: 3, PrevHolder: "b", PrevToken: 2, At: 2100 * ms}}
+			return tl
+		}, VGap},
+		{"an unreported lease counts only until its holder was killed", func() *Timeline {
+			tl := base()
+			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(0, 3, 2300, 3000)}
+			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Hello: 10 * ms, LastCheck: 1100 * ms, Gone: 1200 * ms, Killed: true}}
+			tl.Takeovers = []Takeover{{Lock: L, Token: 3, PrevHolder: "b", PrevToken: 2, At: 2300 * ms}}
+			return tl
+		}, VGap},
 		{"an acquisition of another token covers nothing", func() *Timeline {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(1, 3, 1800, 3000)}

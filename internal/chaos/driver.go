@@ -314,7 +314,7 @@ func (d *driver) serve(c net.Conn) {
 			s.mu.Unlock()
 			if m.ID != "" {
 				d.mu.Lock()
-				d.tl.Lives = append(d.tl.Lives, Life{ID: m.ID, Index: s.index, Gen: gen})
+				d.tl.Lives = append(d.tl.Lives, Life{ID: m.ID, Index: s.index, Gen: gen, Hello: m.T})
 				d.mu.Unlock()
 			}
 			d.record("ready", m)
@@ -407,6 +407,10 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 			d.mu.Lock()
 			d.tl.Acquisitions = append(d.tl.Acquisitions, Demotion{Index: s.index, Gen: gen, Lock: m.Lock, Token: m.Token,
 				Kind: m.Kind, At: m.T})
+			if m.PrevToken != 0 {
+				d.tl.Takeovers = append(d.tl.Takeovers, Takeover{Lock: m.Lock, Token: m.Token, PrevHolder: m.PrevHolder,
+					PrevToken: m.PrevToken, At: m.T})
+			}
 			d.mu.Unlock()
 		}
 		if m.Kind == "released" && m.Successor != "" {
@@ -421,6 +425,11 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 				Kind: m.Kind, Reason: m.Reason, At: m.T})
 			d.mu.Unlock()
 		}
+	case msgCheck:
+		d.mu.Lock()
+		d.tl.life(s.index, gen, func(l *Life) { l.LastCheck = m.T })
+		d.mu.Unlock()
+		return // too many for the event log
 	case msgRenewal:
 		d.mu.Lock()
 		d.tl.Renewals = append(d.tl.Renewals, Renewal{Index: s.index, Gen: gen, Began: m.T - m.Latency, Ended: m.T, OK: m.Err == ""})
@@ -609,7 +618,7 @@ func (d *driver) reaped(s *slot, gen int, werr error, logPath string) {
 				Detail: fmt.Sprintf("instance %d gen %d exited with the job of token %d still running (no stop reported)", s.index, gen, k.token)})
 		}
 	}
-	d.tl.life(s.index, gen, func(l *Life) { l.Gone = now })
+	d.tl.life(s.index, gen, func(l *Life) { l.Gone, l.Killed = now, killedAt > 0 })
 	d.mu.Unlock()
 	d.record("exited", map[string]any{"idx": s.index, "gen": gen, "err": fmt.Sprint(werr), "expected": expected})
 	if d.cfg.Runner {

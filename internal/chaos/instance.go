@@ -403,8 +403,12 @@ func (o observer) Transition(t masterjob.Transition) {
 	if t.Reason != nil {
 		reason = t.Reason.Error()
 	}
-	o.in.send(Message{Type: msgTransition, Lock: t.Lock, Token: t.Token, Kind: string(t.Kind), Reason: reason,
-		Successor: t.Successor, T: Mono()})
+	m := Message{Type: msgTransition, Lock: t.Lock, Token: t.Token, Kind: string(t.Kind), Reason: reason,
+		Successor: t.Successor, T: Mono()}
+	if t.Takeover {
+		m.PrevHolder, m.PrevToken = t.PrevHolder, t.PrevToken
+	}
+	o.in.send(m)
 }
 func (o observer) Renewal(d time.Duration, _ int, err error) {
 	m := Message{Type: msgRenewal, Latency: int64(d), T: Mono()}
@@ -415,6 +419,8 @@ func (o observer) Renewal(d time.Duration, _ int, err error) {
 	o.in.send(m)
 }
 func (o observer) Check(d time.Duration, _ int, err error) {
-	o.in.reach.result(Mono()-int64(d), err != nil)
+	now := Mono()
+	o.in.reach.result(now-int64(d), err != nil)
+	o.in.send(Message{Type: msgCheck, T: now})
 }
 func (observer) LeaseTTL(string, time.Duration) {}

@@ -26,6 +26,10 @@ type Message struct {
 	// Successor is the instance a release was reserved for (transition
 	// "released" of a hand-off or a graceful shutdown).
 	Successor string `json:"successor,omitempty"`
+	// PrevHolder and PrevToken are, for an "acquired" transition that
+	// took over an expired lease, that lease's holder and token.
+	PrevHolder string `json:"prevHolder,omitempty"`
+	PrevToken  int64  `json:"prevToken,omitempty"`
 
 	// Driver to instance.
 	Mode    string `json:"mode,omitempty"`    // outage: "fail", "hang" or "" (restore)
@@ -50,6 +54,7 @@ const (
 	msgChild       = "child"       // first message of a runner's child (runner mode)
 	msgRenewal     = "renewal"     // a renewal round trip ended (Latency, Err: evidence)
 	msgUnreachable = "unreachable" // the instance's store calls failed from From to T (see reach)
+	msgCheck       = "check"       // a check (acquisition) round trip ended at T
 
 	// Driver to instance.
 	msgOutage   = "outage"   // store-level outage or latency (SQLite)

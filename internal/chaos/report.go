@@ -173,6 +173,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 		p("  leases left to expire at the end: %d (the holder's store calls were failing as it shut down, so its release failed too)", r.LeftToExpire)
 	}
 	p("  acquisitions whose job never reported its start (counted as masters for a lease): %d", r.Findings.UnstartedAcquisitions)
+	p("  leases acquired by a check in flight when its instance was killed (learnt from the takeover; counted as masters until the kill): %d", r.Findings.UnreportedAtDeath)
 	p("  max job run after disable before told to stop (healthy master): %v", r.Findings.MaxDisableStop.Round(time.Millisecond))
 	p("  store-side losses that ended a running job's lease: %d (%d while it was stopping); overlaps they excused: %d",
 		r.Findings.StoreLossHits, r.Findings.StoreLossWhileStopping, r.Findings.ExcusedByLoss)
