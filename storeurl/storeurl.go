@@ -41,6 +41,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -273,8 +274,10 @@ func supported() string {
 			more = append(more, scheme+"://...")
 		}
 	}
+	// Engines that register several schemes (mysql and mariadb, redis
+	// and rediss) give each the same form: name it once.
 	sort.Strings(more)
-	return strings.Join(append(forms, more...), ", ")
+	return strings.Join(append(forms, slices.Compact(more)...), ", ")
 }
 
 // Schemes returns the URL schemes this program can open: the built-in

@@ -245,3 +245,22 @@ func TestOpenPostgresUnreachable(t *testing.T) {
 		t.Errorf("error %q shows the password", err)
 	}
 }
+
+// An engine registered under two schemes (mysql and mariadb, say) is named
+// once in the message about an unknown scheme.
+func TestUnknownSchemeNamesEachFormOnce(t *testing.T) {
+	e := Engine{
+		Usage: "twin://HOST (or twins://)",
+		Check: func(string) error { return nil },
+		Open:  func(context.Context, string) (store.Store, error) { return nil, errors.New("not opened") },
+	}
+	Register("twin", e)
+	Register("twins", e)
+	_, err := Parse("nosuch://x")
+	if !errors.Is(err, ErrUnknownScheme) {
+		t.Fatalf("Parse = %v, want ErrUnknownScheme", err)
+	}
+	if n := strings.Count(err.Error(), e.Usage); n != 1 {
+		t.Fatalf("the form %q appears %d times in %q, want once", e.Usage, n, err)
+	}
+}

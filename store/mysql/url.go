@@ -21,7 +21,7 @@ import (
 var URLSchemes = []string{"mysql", "mariadb"}
 
 // URLUsage shows the form of a store URL, for messages.
-const URLUsage = "mysql://USER:PASSWORD@HOST:PORT/DATABASE?prefix=P"
+const URLUsage = "mysql://USER:PASSWORD@HOST:PORT/DATABASE?prefix=P (or mariadb://)"
 
 // ErrInvalidURL is returned (wrapped) by ParseURL, CheckURL and OpenURL for
 // a URL they cannot use. Its messages never show the password.
