@@ -127,7 +127,9 @@
 // announces itself (host, pid, version, address, start time, the locks it
 // takes part in, how many it masters) in the checks and renewals it makes
 // anyway: no round trip of its own. The record expires when they stop, and
-// Run removes it on shutdown.
+// Run removes it on shutdown: 100 ms after the shutdown handed a lease to a
+// successor, if it did, so that the successor's start has the host and the
+// store to itself.
 //
 // Every instance knows the master of each lock it takes part in
 // (Executor.Leader), from its own checks and renewals; stores that push

@@ -20,3 +20,6 @@ var Rank = rank
 
 // FreedHeadStart is freedHeadStart, for the tests.
 const FreedHeadStart = freedHeadStart
+
+// HandOffSettle is handOffSettle, for the tests.
+const HandOffSettle = handOffSettle

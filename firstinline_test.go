@@ -126,13 +126,12 @@ func TestFreedLockHintlessTransferAtOnce(t *testing.T) {
 		b, stopA, stopBC := threeMembers(t, st, nil, lock)
 		defer stopBC()
 		t0 := time.Now()
-		if err := stopA(); err != nil {
-			t.Fatal(err)
-		}
+		aDone := stopInBackground(t, stopA)
 		synctest.Wait()
 		if m, took := b.Masters(), time.Since(t0); len(m) != 1 || took > 0 {
 			t.Fatalf("b runs %v %v after a's shutdown; want the lock's job at once", m, took)
 		}
+		<-aDone
 	})
 }
 

@@ -1188,6 +1188,7 @@ func (l *loop) onRelease(r releaseResult) {
 		// The lease expires by itself; no retry storm against a sick store.
 		l.failed("release failed; the lease will expire instead", r.err)
 	}
+	l.noteHandOff(r)
 	for _, ref := range r.refs {
 		if l.toRelease[ref.Lock].token == ref.Token {
 			delete(l.toRelease, ref.Lock)
@@ -1198,6 +1199,20 @@ func (l *loop) onRelease(r releaseResult) {
 	if !l.shutdown {
 		l.checkSoon(l.now())
 	}
+}
+
+// noteHandOff records, for Run's settleAfterHandOff, when a shutdown's
+// release to a named successor committed.
+func (l *loop) noteHandOff(r releaseResult) {
+	if !l.shutdown || r.err != nil || !slices.ContainsFunc(r.refs, func(ref store.LeaseRef) bool { return ref.Successor != "" }) {
+		return
+	}
+	now := l.now()
+	l.e.mu.Lock()
+	if run := l.e.run; run != nil && now.After(run.handedOver) {
+		run.handedOver = now
+	}
+	l.e.mu.Unlock()
 }
 
 // handOff stops m's job to hand the lease over to successor ("" for any
@@ -1618,6 +1633,7 @@ func (l *loop) drainCalls() {
 			if r.err != nil {
 				l.failed("release failed; the lease will expire instead", r.err)
 			}
+			l.noteHandOff(r)
 			for _, ref := range r.refs {
 				if l.toRelease[ref.Lock].token == ref.Token {
 					delete(l.toRelease, ref.Lock)
