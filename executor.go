@@ -475,8 +475,8 @@ func (e *Executor) Run(ctx context.Context) error {
 // removal, then whatever its caller does once Run returns: closing the
 // store, appending history, exiting): the successor is starting its job
 // then, and on a small host these compete with it for the CPU and the
-// store. Measured on a 2-core host, the successor's child started 7–10 ms
-// sooner with the wait (docs/benchmarks.md, twelfth look).
+// store. On a 2-core host the median hand-off was 2–10 ms shorter with the
+// wait (docs/benchmarks.md, twelfth look).
 const handOffSettle = 100 * time.Millisecond
 
 // settleAfterHandOff waits until handOffSettle has passed since r's last
