@@ -476,7 +476,11 @@ func (e *Executor) Run(ctx context.Context) error {
 // store, appending history, exiting): the successor is starting its job
 // then, and on a small host these compete with it for the CPU and the
 // store. On a 2-core host the median hand-off was 2–10 ms shorter with the
-// wait (docs/benchmarks.md, twelfth look).
+// wait (docs/benchmarks.md, twelfth look). The member record's removal is
+// part of what competes: removed first, then the wait, the hand-off was
+// as slow as without it. Meanwhile the record still lists this instance,
+// with no mastership: a peer's own hand-off in those 100 ms may give it a
+// lease, which it releases after the wait (releaseGiven).
 const handOffSettle = 100 * time.Millisecond
 
 // settleAfterHandOff waits until handOffSettle has passed since r's last
@@ -488,7 +492,7 @@ func (e *Executor) settleAfterHandOff(r *runState) {
 	if at.IsZero() {
 		return
 	}
-	if d := min(at.Add(handOffSettle).Sub(e.now()), handOffSettle); d > 0 {
+	if d := at.Add(handOffSettle).Sub(e.now()); d > 0 {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		<-t.C

@@ -1630,15 +1630,7 @@ func (l *loop) drainCalls() {
 			l.renewing = false
 		case r := <-l.releaseDone:
 			l.releasing = false
-			if r.err != nil {
-				l.failed("release failed; the lease will expire instead", r.err)
-			}
-			l.noteHandOff(r)
-			for _, ref := range r.refs {
-				if l.toRelease[ref.Lock].token == ref.Token {
-					delete(l.toRelease, ref.Lock)
-				}
-			}
+			l.onRelease(r)
 		}
 	}
 }
