@@ -3,6 +3,7 @@ package masterjob_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -69,14 +70,7 @@ func TestFreedLockFirstInLineSilent(t *testing.T) {
 		st := memstore.New()
 		const lock = "L"
 		// A ghost that ranks first for the lock among a, b and c.
-		ghost := ""
-		for i := 0; ghost == ""; i++ {
-			id := fmt.Sprintf("ghost%d", i)
-			r := masterjob.Rank(id, lock)
-			if r > masterjob.Rank("a", lock) && r > masterjob.Rank("b", lock) && r > masterjob.Rank("c", lock) {
-				ghost = id
-			}
-		}
+		ghost := rankedFirst(lock, "a", "b", "c")
 		_, stopA, stopBC := threeMembers(t, st, nil, lock)
 		defer func() { _ = stopA(); stopBC() }()
 		ctx := context.Background()
@@ -117,12 +111,7 @@ func TestFreedLockHintlessTransferAtOnce(t *testing.T) {
 		st := memstore.New(memstore.WithoutHints())
 		// The shutdown names b (as many masterships as c, the lower id);
 		// c ranks the lock higher, so it would be first in line.
-		lock := ""
-		for i := 0; lock == ""; i++ {
-			if l := fmt.Sprintf("L%d", i); masterjob.Rank("c", l) > masterjob.Rank("b", l) {
-				lock = l
-			}
-		}
+		lock := lockRanking("c", "b")
 		b, stopA, stopBC := threeMembers(t, st, nil, lock)
 		defer stopBC()
 		t0 := time.Now()
@@ -148,12 +137,7 @@ func TestFreedLockNotWaitingForTheDead(t *testing.T) {
 		ms := memstore.New()
 		// The shutdown hands to b (as many masterships as c, the lower
 		// id); b ranks the lock above c.
-		lock := ""
-		for i := 0; lock == ""; i++ {
-			if l := fmt.Sprintf("L%d", i); masterjob.Rank("b", l) > masterjob.Rank("c", l) {
-				lock = l
-			}
-		}
+		lock := lockRanking("b", "c")
 		fb := newFrozen(ms)
 		_, stopA, stopBC := threeMembers(t, ms, fb, lock)
 		defer stopBC()
@@ -187,13 +171,7 @@ func TestFreedLockReleaseHeadStart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := memstore.New()
 		const lock = "L"
-		ghost := ""
-		for i := 0; ghost == ""; i++ {
-			id := fmt.Sprintf("ghost%d", i)
-			if r := masterjob.Rank(id, lock); r > masterjob.Rank("b", lock) && r > masterjob.Rank("c", lock) {
-				ghost = id
-			}
-		}
+		ghost := rankedFirst(lock, "b", "c")
 		ctx := context.Background()
 		held, err := st.Acquire(ctx, store.Holder{ID: "gone"}, []string{lock}, time.Hour)
 		if err != nil || !held[0].Acquired {
@@ -240,4 +218,26 @@ func threeMembers(t *testing.T, st, stB store.Store, lock string) (b *masterjob.
 	time.Sleep(2*checkIntv + heartbeat + 10*time.Millisecond)
 	synctest.Wait()
 	return b, stopA, func() { _, _ = stopB(), stopC() }
+}
+
+// rankedFirst returns an instance id ("ghost" and a number) that ranks
+// lock above every one of members: first in line for it.
+func rankedFirst(lock string, members ...string) string {
+	for i := 0; ; i++ {
+		id := fmt.Sprintf("ghost%d", i)
+		r := masterjob.Rank(id, lock)
+		if !slices.ContainsFunc(members, func(m string) bool { return masterjob.Rank(m, lock) >= r }) {
+			return id
+		}
+	}
+}
+
+// lockRanking returns a lock name ("L" and a number) that hi ranks above
+// lo.
+func lockRanking(hi, lo string) string {
+	for i := 0; ; i++ {
+		if l := fmt.Sprintf("L%d", i); masterjob.Rank(hi, l) > masterjob.Rank(lo, l) {
+			return l
+		}
+	}
 }
