@@ -475,10 +475,10 @@ func (e *Executor) Run(ctx context.Context) error {
 // removal, then whatever its caller does once Run returns: closing the
 // store, appending history, exiting): the successor is starting its job
 // then, and on a small host these compete with it for the CPU and the
-// store. On a 2-core host the median hand-off was 2–10 ms shorter with the
+// store. On a 2-core host the median hand-off was 1.8–9.6 ms shorter with the
 // wait (docs/benchmarks.md, twelfth look). The member record's removal is
 // part of what competes: removed first, then the wait, the hand-off was
-// as slow as without it. Meanwhile the record still lists this instance,
+// about as slow as without it. Meanwhile the record still lists this instance,
 // with no mastership: a peer's own hand-off in those 100 ms may give it a
 // lease, which it releases after the wait (releaseGiven).
 const handOffSettle = 100 * time.Millisecond
