@@ -599,6 +599,10 @@ func (l *loop) startCalls(now time.Time) {
 					trace.Mark("acquire.done", s.Lock)
 				}
 			}
+			// Every check, whatever its result: the chaos harness's runner
+			// mode learns from it that a check still in flight at a kill
+			// began after this moment.
+			trace.Mark("check.done", "")
 		}
 		l.checkDone <- checkResult{began: began, states: states, err: err}
 	}()

@@ -119,8 +119,9 @@ type Life struct {
 	Gone  int64  `json:"gone,omitempty"`
 	// Killed: the process ended by the driver's SIGKILL.
 	Killed bool `json:"killed,omitempty"`
-	// LastCheck is when its last reported check round trip ended
-	// (executor mode): a check still in flight began after it.
+	// LastCheck is when its last reported check round trip ended (its
+	// observer's report; a runner's trace mark): a check still in flight
+	// began after it.
 	LastCheck int64 `json:"lastCheck,omitempty"`
 }
 
@@ -226,7 +227,7 @@ type Timeline struct {
 	// lease: the gap check counts it as a master for that long.
 	Acquisitions []Demotion
 	// Takeovers holds the acquisitions that took over an expired lease,
-	// with that lease's holder and token (executor mode). A lease no
+	// with that lease's holder and token (both modes). A lease no
 	// instance reported was acquired by a check in flight when its holder
 	// was killed: the gap check counts it as a master (Unreported).
 	Takeovers []Takeover
@@ -235,8 +236,8 @@ type Timeline struct {
 	// Reservations holds the releases an instance reserved for a named
 	// successor (executor mode: the observer's "released" transition).
 	Reservations []Reservation
-	// Lives holds each instance process's executor id and when it said
-	// goodbye (Run returned) and exited.
+	// Lives holds each instance process's executor id (a runner's, read
+	// from its log) and when it said goodbye (Run returned) and exited.
 	Lives []Life
 	// Resumed holds, per instance, the pauses the instance saw itself: From
 	// is its last clock reading before the pause, To its first after.

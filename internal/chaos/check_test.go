@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -695,5 +696,62 @@ func TestCheckStopJustBeforeTheStart(t *testing.T) {
 	}
 	if f := Check(timeline(50*ms), testLimits); !strings.Contains(kinds(f.Violations), VOverlap) {
 		t.Fatalf("SIGSTOP 50ms before the start: violations %v; want %s", kinds(f.Violations), VOverlap)
+	}
+}
+
+// TestRunnerLogReachReportsTakeovers: a runner's log names its executor
+// (once, from its first line) and, in a takeover's "became master" line,
+// the lease it took over; the driver needs both to excuse a gap left by a
+// runner killed as its check acquired the lock (Findings.unreportedAtDeath),
+// as it does in the executor mode.
+func TestRunnerLogReachReportsTakeovers(t *testing.T) {
+	var out bytes.Buffer
+	in := &instance{enc: json.NewEncoder(&out)}
+	in.reach.in = in
+	l := &logReach{w: io.Discard, r: &in.reach, window: 100 * time.Millisecond}
+	for _, line := range []string{
+		`time=2026-12-02T13:21:16.168Z level=INFO msg="following lock" lock=chaos-lock-0 instance=vm-1-aa store=sqlite:///x command=/bin/sh`,
+		`time=2026-12-02T13:21:17.171Z level=INFO msg="became master" instance=vm-1-aa lock=chaos-lock-0 token=3`,
+		`time=2026-12-02T13:21:19.171Z level=INFO msg="became master: took over an expired lease" instance=vm-1-aa lock=chaos-lock-0 token=9 previous.instance=vm-2-bb previous.token=8`,
+	} {
+		if _, err := l.Write([]byte(line + "\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []Message
+	dec := json.NewDecoder(&out)
+	for dec.More() {
+		var m Message
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m)
+	}
+	want := []Message{
+		{Type: msgIdentity, ID: "vm-1-aa"},
+		{Type: msgTransition, Kind: "acquired", Lock: "chaos-lock-0", Token: 3},
+		{Type: msgTransition, Kind: "acquired", Lock: "chaos-lock-0", Token: 9, PrevHolder: "vm-2-bb", PrevToken: 8},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("sent %d messages, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		g := got[i]
+		if g.T == 0 {
+			t.Errorf("message %d has no time", i)
+		}
+		g.T = 0
+		if !reflect.DeepEqual(g, want[i]) {
+			t.Errorf("message %d = %+v, want %+v", i, g, want[i])
+		}
+	}
+
+	// The driver gives the id to the runner's Life, which its hello
+	// created without one.
+	d := &driver{open: map[mkey]*Mastership{}}
+	d.tl.Lives = []Life{{Index: 2, Gen: 1, Hello: 5 * ms}}
+	d.onMessage(&slot{index: 2}, 1, false, Message{Type: msgIdentity, ID: "vm-1-aa", T: 6 * ms})
+	if d.tl.Lives[0].ID != "vm-1-aa" || d.tl.Lives[0].Hello != 5*ms {
+		t.Errorf("Life after the identity = %+v, want id vm-1-aa and the hello's time", d.tl.Lives[0])
 	}
 }

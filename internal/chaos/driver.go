@@ -312,11 +312,10 @@ func (d *driver) serve(c net.Conn) {
 			close(s.ready)
 			defer close(s.connDone)
 			s.mu.Unlock()
-			if m.ID != "" {
-				d.mu.Lock()
-				d.tl.Lives = append(d.tl.Lives, Life{ID: m.ID, Index: s.index, Gen: gen, Hello: m.T})
-				d.mu.Unlock()
-			}
+			// A runner's id comes later, from its log (msgIdentity).
+			d.mu.Lock()
+			d.tl.Lives = append(d.tl.Lives, Life{ID: m.ID, Index: s.index, Gen: gen, Hello: m.T})
+			d.mu.Unlock()
 			d.record("ready", m)
 			continue
 		}
@@ -450,6 +449,10 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 	case msgResumed:
 		d.mu.Lock()
 		d.tl.Resumed = append(d.tl.Resumed, Window{Index: s.index, From: m.From, To: m.T, Cause: "resumed"})
+		d.mu.Unlock()
+	case msgIdentity:
+		d.mu.Lock()
+		d.tl.life(s.index, gen, func(l *Life) { l.ID = m.ID })
 		d.mu.Unlock()
 	case msgBye:
 		if m.Err != "" {

@@ -11,7 +11,7 @@ type Message struct {
 	Index  int    `json:"idx,omitempty"`    // hello: instance slot
 	Gen    int    `json:"gen,omitempty"`    // hello: restart generation
 	PID    int    `json:"pid,omitempty"`    // hello
-	ID     string `json:"id,omitempty"`     // hello: executor instance id
+	ID     string `json:"id,omitempty"`     // hello, identity: executor instance id
 	Lock   string `json:"lock,omitempty"`   // start, stop, write, transition
 	Token  int64  `json:"token,omitempty"`  // start, stop, write, transition
 	Reason string `json:"reason,omitempty"` // stop, transition: the Err* cause
@@ -55,6 +55,7 @@ const (
 	msgRenewal     = "renewal"     // a renewal round trip ended (Latency, Err: evidence)
 	msgUnreachable = "unreachable" // the instance's store calls failed from From to T (see reach)
 	msgCheck       = "check"       // a check (acquisition) round trip ended at T
+	msgIdentity    = "identity"    // the executor's id, learnt after the hello (runner mode: from its log)
 
 	// Driver to instance.
 	msgOutage   = "outage"   // store-level outage or latency (SQLite)

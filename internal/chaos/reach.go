@@ -60,6 +60,8 @@ type logReach struct {
 	r       *reach
 	window  time.Duration
 	partial []byte
+	// identified: the executor's id was sent (msgIdentity).
+	identified bool
 	// releasesOnly: the executor mode's log, whose observer reports every
 	// other call; only its failed releases are read here (a release that
 	// times out at shutdown leaves the lease to expire: the instance could
@@ -87,8 +89,13 @@ func (l *logReach) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// becameMaster finds the lock and token of a runner's "became master" line.
-var becameMaster = regexp.MustCompile(`msg="became master[^"]*".* lock=(\S+) token=(\d+)`)
+// becameMaster finds the lock and token of a runner's "became master"
+// line and, for a lease taken over after it expired, the previous holder
+// and token.
+var becameMaster = regexp.MustCompile(`msg="became master[^"]*".* lock=(\S+) token=(\d+)(?: previous\.instance=(\S+) previous\.token=(\d+))?`)
+
+// instanceAttr finds the executor's id in a runner's log line.
+var instanceAttr = regexp.MustCompile(` instance=(\S+)`)
 
 func (l *logReach) line(b []byte) {
 	now := Mono()
@@ -98,10 +105,24 @@ func (l *logReach) line(b []byte) {
 		}
 		return
 	}
+	if !l.identified {
+		// Its first line names the executor: the driver matches it with
+		// the previous holder a takeover names.
+		if m := instanceAttr.FindSubmatch(b); m != nil {
+			l.identified = true
+			l.r.in.send(Message{Type: msgIdentity, ID: string(m[1]), T: now})
+		}
+	}
 	if m := becameMaster.FindSubmatch(b); m != nil {
-		// The runner offers no observer: its acquisitions are read here.
+		// The runner offers no observer: its acquisitions are read here,
+		// with the lease each took over (an unreported lease of a killed
+		// holder counts as a master: Findings.unreportedAtDeath).
 		if token, err := strconv.ParseInt(string(m[2]), 10, 64); err == nil {
-			l.r.in.send(Message{Type: msgTransition, Kind: "acquired", Lock: string(m[1]), Token: token, T: now})
+			t := Message{Type: msgTransition, Kind: "acquired", Lock: string(m[1]), Token: token, T: now}
+			if prev, err := strconv.ParseInt(string(m[4]), 10, 64); err == nil && len(m[3]) > 0 {
+				t.PrevHolder, t.PrevToken = string(m[3]), prev
+			}
+			l.r.in.send(t)
 		}
 	}
 	for _, s := range failedCall {

@@ -79,7 +79,8 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 	// The runner offers no observer: its renewals are timed from the
 	// loop's trace marks (one lock, so one renew.sent per call), as an
 	// instance's observer reports them, for the checks bounded by "the
-	// holder's next renewal".
+	// holder's next renewal", and the end of each check is reported as an
+	// instance's observer reports it (Life.LastCheck).
 	//
 	// It is ready once `masterjob run` catches SIGTERM: a SIGTERM before
 	// that (the driver may send one as soon as it is ready) would end the
@@ -97,6 +98,8 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 			observer{in}.Renewal(time.Duration(ns-renewBegan.Load()), 1, nil)
 		case "renew.failed":
 			observer{in}.Renewal(time.Duration(ns-renewBegan.Load()), 1, errRenewalFailed)
+		case "check.done":
+			in.send(Message{Type: msgCheck, T: Mono()})
 		}
 	})
 	defer trace.SetSink(nil)
