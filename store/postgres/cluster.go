@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"math"
@@ -280,10 +281,22 @@ var (
 	binaryFormat = []int16{pgtype.BinaryFormatCode}
 )
 
-// batch sends stmts as one pipeline of Parse, Bind, Describe and Execute
-// messages followed by a single Sync (whatever the pool's default query
-// mode, and without prepared statements), and hands the rows of statement
-// i to read(i, rows), which must consume or close them.
+// batch sends stmts as one pipeline of Bind, Describe and Execute messages
+// followed by a single Sync, which the server runs as one implicit
+// transaction, and hands the rows of statement i to read(i, rows), which
+// must consume or close them. Every call of the store goes through it.
+//
+// With prepared statements (Store.prepared), a statement this connection
+// has not prepared yet is prepared first: one more round trip, once per
+// connection and statement. The server then plans each execution for its
+// parameters (a custom plan) for five executions and may settle on a
+// generic plan, made without them, as it judges it no dearer. A generic
+// plan assumes an array parameter of a few elements, and with thousands it
+// can be far slower (a renewal of 10,000 leases joined them in a nested
+// loop and took over 5 s, against 60 ms); so a batch with an array of over
+// customPlanAbove elements first sets plan_cache_mode to force_custom_plan
+// for its transaction (SET LOCAL). Without prepared statements, each
+// statement is parsed and planned at every call (a Parse before its Bind).
 func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows pgx.Rows) error) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -292,26 +305,70 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 	defer conn.Release()
 	c := conn.Conn()
 	b := &pgconn.Batch{}
+	skip := 0 // leading statements added here, whose rows are not read's
+	if s.prepared && largestArray(stmts) > customPlanAbove {
+		stmts = append([]stmt{{forceCustomPlan, nil}}, stmts...)
+		skip = 1
+	}
 	for _, st := range stmts {
 		vals, oids, err := encodeParams(c.TypeMap(), st.args)
 		if err != nil {
 			return err
 		}
-		b.ExecParams(st.sql, vals, oids, textFormat, binaryFormat)
+		if !s.prepared {
+			b.ExecParams(st.sql, vals, oids, textFormat, binaryFormat)
+			continue
+		}
+		sd, err := c.Prepare(ctx, statementName(st.sql), st.sql)
+		if err != nil {
+			return err
+		}
+		b.ExecPrepared(sd.Name, vals, textFormat, binaryFormat)
 	}
 	mrr := c.PgConn().ExecBatch(ctx, b)
 	for i := 0; mrr.NextResult(); i++ {
 		rows := pgx.RowsFromResultReader(c.TypeMap(), mrr.ResultReader())
-		if i >= len(stmts) {
+		if i < skip || i >= len(stmts) {
 			rows.Close()
 			continue
 		}
-		if err := read(i, rows); err != nil {
+		if err := read(i-skip, rows); err != nil {
 			_ = mrr.Close()
 			return err
 		}
 	}
 	return mrr.Close()
+}
+
+// customPlanAbove is the length of an array parameter above which a batch
+// forces custom plans (see batch).
+const customPlanAbove = 64
+
+// forceCustomPlan makes the server plan every statement of the
+// transaction for its parameters.
+const forceCustomPlan = `SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`
+
+// largestArray returns the length of the longest array parameter of
+// stmts.
+func largestArray(stmts []stmt) int {
+	n := 0
+	for _, st := range stmts {
+		for _, a := range st.args {
+			switch v := a.(type) {
+			case []string:
+				n = max(n, len(v))
+			case []int64:
+				n = max(n, len(v))
+			}
+		}
+	}
+	return n
+}
+
+// statementName names the prepared statement of sql on a connection.
+func statementName(sql string) string {
+	sum := sha256.Sum256([]byte(sql))
+	return "masterjob_" + hex.EncodeToString(sum[:12])
 }
 
 // encodeParams encodes args as text, with the type each Go type stands
@@ -401,7 +458,6 @@ func (s *Store) Leave(ctx context.Context, id string) error {
 		}
 	}
 	return s.run(ctx, op, func(ctx context.Context) error {
-		_, err := s.pool.Exec(ctx, s.q.leave, pgx.QueryExecModeExec, id, s.channel)
-		return err
+		return s.exec(ctx, s.q.leave, id, s.channel)
 	})
 }

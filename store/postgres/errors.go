@@ -37,12 +37,27 @@ func (s *Store) wrapErr(ctx context.Context, op string, err error) error {
 			err = fmt.Errorf("%w: %w", err, ctxErr)
 		}
 		return fmt.Errorf("store/postgres: %s: %w: %w", op, store.ErrUnavailable, err)
+	case isMissingStatement(err):
+		return fmt.Errorf("store/postgres: %s: %w (%s)", op, err, missingStatementHint)
 	case ctx.Err() != nil:
 		// The call's deadline passed while pgx reported something else.
 		return fmt.Errorf("store/postgres: %s: %w: %w: %w", op, store.ErrUnavailable, ctx.Err(), err)
 	default:
 		return fmt.Errorf("store/postgres: %s: %w", op, err)
 	}
+}
+
+// missingStatementHint says why a connection may not find a statement it
+// prepared, and what to do.
+const missingStatementHint = "the server does not know a statement this connection prepared: behind a pooler " +
+	"in transaction mode (PgBouncer before 1.21, or without max_prepared_statements), add " +
+	"default_query_exec_mode=exec to the URL"
+
+// isMissingStatement reports that the server does not know a prepared
+// statement the connection prepared (invalid_sql_statement_name).
+func isMissingStatement(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "26000"
 }
 
 // isConflict reports a failure the server resolved by aborting this

@@ -11,6 +11,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,6 +149,10 @@ type Store struct {
 	members string // sanitized, possibly schema-qualified members table name
 	channel string // NOTIFY channel, verbatim
 	q       queries
+	// prepared: the calls run prepared statements, prepared once per
+	// connection (see batch and "Round trips"), rather than statements
+	// parsed and planned at every call.
+	prepared bool
 
 	// ann holds what this handle writes for each announced member
 	// (Membership).
@@ -255,13 +260,44 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 		maxPending: defaultMaxPending,
 	}
 	s.q = buildQueries(s.table, s.history, s.members)
+	s.prepared = usePrepared(pool.Config().ConnConfig)
 	s.ann.init()
 	s.closing, s.stop = context.WithCancel(context.Background())
 	if err := s.prepare(ctx); err != nil {
 		s.stop()
 		return nil, err
 	}
+	if s.prepared && serverMajor(ctx, pool) < 12 {
+		// plan_cache_mode (see batch) came with PostgreSQL 12.
+		s.prepared = false
+	}
 	return s, nil
+}
+
+// serverMajor returns the server's major version as a pool connection
+// reports it (server_version), or 0 when it cannot tell.
+func serverMajor(ctx context.Context, pool *pgxpool.Pool) int {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return 0
+	}
+	defer conn.Release()
+	v := conn.Conn().PgConn().ParameterStatus("server_version")
+	end := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' })
+	if end >= 0 {
+		v = v[:end]
+	}
+	n, _ := strconv.Atoi(v)
+	return n
+}
+
+// usePrepared reports whether the calls on a pool made with cc prepare
+// their statements: when its default query mode is pgx's default, the
+// statement cache (QueryExecModeCacheStatement), and the cache is on. Any
+// other mode (default_query_exec_mode=exec in the URL, for a pooler in
+// transaction mode that cannot keep prepared statements) means none.
+func usePrepared(cc *pgx.ConnConfig) bool {
+	return cc.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement && cc.StatementCacheCapacity > 0
 }
 
 // qualify returns the sanitized name, schema-qualified when schema is set.
@@ -512,19 +548,26 @@ func (s *Store) run(ctx context.Context, op string, fn func(ctx context.Context)
 	return s.wrapErr(ctx, op, err)
 }
 
-// queryRows runs one statement (one round trip, no prepared statement)
-// under s.run and collects its rows with scan.
+// queryRows runs one statement (one round trip, see batch) under s.run and
+// collects its rows with scan.
 func queryRows[T any](ctx context.Context, s *Store, op string, scan pgx.RowToFunc[T], sql string, args ...any) ([]T, error) {
 	var out []T
 	err := s.run(ctx, op, func(ctx context.Context) error {
-		rows, err := s.pool.Query(ctx, sql, append([]any{pgx.QueryExecModeExec}, args...)...)
-		if err != nil {
+		return s.batch(ctx, []stmt{{sql, args}}, func(_ int, rows pgx.Rows) (err error) {
+			out, err = pgx.CollectRows(rows, scan)
 			return err
-		}
-		out, err = pgx.CollectRows(rows, scan)
-		return err
+		})
 	})
 	return out, err
+}
+
+// exec runs one statement (one round trip, see batch) and discards its
+// rows.
+func (s *Store) exec(ctx context.Context, sql string, args ...any) error {
+	return s.batch(ctx, []stmt{{sql, args}}, func(_ int, rows pgx.Rows) error {
+		rows.Close()
+		return rows.Err()
+	})
 }
 
 // scanRenewResult reads one row of the renew statement.
@@ -650,11 +693,8 @@ func (s *Store) endLeases(ctx context.Context, op, sql string, leases []store.Le
 	if len(leases) == 0 {
 		return nil
 	}
-	args := append([]any{pgx.QueryExecModeExec, names, tokens, successors, reserves}, more...)
-	return s.run(ctx, op, func(ctx context.Context) error {
-		_, err := s.pool.Exec(ctx, sql, args...)
-		return err
-	})
+	args := append([]any{names, tokens, successors, reserves}, more...)
+	return s.run(ctx, op, func(ctx context.Context) error { return s.exec(ctx, sql, args...) })
 }
 
 // Disable implements store.Store. A lock that is already disabled is left
@@ -763,9 +803,7 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 		tokens[i], reasons[i], remotes[i] = e.Token, store.CleanText(e.Reason), store.CleanText(e.Remote)
 	}
 	return s.run(ctx, op, func(ctx context.Context) error {
-		_, err := s.pool.Exec(ctx, s.q.appendEvents, pgx.QueryExecModeExec,
-			locks, kinds, instances, tokens, reasons, remotes, int64(s.cfg.historyLimit), s.channel)
-		return err
+		return s.exec(ctx, s.q.appendEvents, locks, kinds, instances, tokens, reasons, remotes, int64(s.cfg.historyLimit), s.channel)
 	})
 }
 

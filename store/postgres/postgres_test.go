@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -163,15 +165,40 @@ var (
 // store.MaxEventsLimit, so that the suite checks the cap on Limit too.
 const historyLimit = 1200
 
+// TestConformance runs the conformance suite with prepared statements
+// (pgx's default query mode) and without them (default_query_exec_mode=exec
+// in the URL, as behind a pooler in transaction mode).
 func TestConformance(t *testing.T) {
 	adminPool(t)
+	for _, mode := range []string{"", "exec"} {
+		t.Run("mode="+cmp.Or(mode, "default"), func(t *testing.T) { testConformance(t, mode) })
+	}
+}
+
+func testConformance(t *testing.T, mode string) {
+	dsn := testDSN()
+	if mode != "" && !strings.Contains(dsn, "://") {
+		dsn += " default_query_exec_mode=" + mode // key=value form
+	} else if mode != "" {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("default_query_exec_mode", mode)
+		u.RawQuery = q.Encode()
+		dsn = u.String()
+	}
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
 		schema := newSchema(t)
 		opts := []Option{WithSchema(schema), WithTablePrefix("mj_"), WithHistoryLimit(historyLimit)}
 		table := pgx.Identifier{schema, "mj_locks"}.Sanitize()
 		return storetest.Harness{
 			Open: func(t *testing.T) store.Store {
-				s, err := Open(t.Context(), testDSN(), opts...)
+				s, err := Open(t.Context(), dsn, opts...)
+				if err == nil && s.prepared != (mode == "") {
+					t.Fatalf("prepared = %v with default_query_exec_mode=%q", s.prepared, mode)
+				}
 				if err != nil {
 					t.Fatalf("Open: %v", err)
 				}
@@ -818,25 +845,44 @@ func (c countingConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-type queryCounter struct{ n *atomic.Int64 }
+// prepareCounter counts the statements a connection prepares (not those
+// it had prepared already): each costs one request.
+type prepareCounter struct{ n *atomic.Int64 }
 
-func (q queryCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	q.n.Add(1)
+func (prepareCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
 	return ctx
 }
-func (queryCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (prepareCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+func (prepareCounter) TracePrepareStart(ctx context.Context, _ *pgx.Conn, _ pgx.TracePrepareStartData) context.Context {
+	return ctx
+}
+func (p prepareCounter) TracePrepareEnd(_ context.Context, _ *pgx.Conn, d pgx.TracePrepareEndData) {
+	if !d.AlreadyPrepared {
+		p.n.Add(1)
+	}
+}
 
-// TestOneRoundTripPerBatch: Acquire, Renew, Release and Locks of 1000 locks
-// each send one request (one write on the wire) and run one query.
-// pg_stat_statements is not preloaded on the test server and is shared by
-// every test, so the test counts on the client side.
+// TestOneRoundTripPerBatch: Acquire, Renew, Release, Locks and the other
+// calls of 1000 locks each send one request (one write on the wire). With
+// prepared statements (pgx's default query mode), a connection's first
+// use of a statement adds one request that prepares it; with
+// default_query_exec_mode=exec, none is prepared. pg_stat_statements is
+// not preloaded on the test server and is shared by every test, so the
+// test counts on the client side.
 func TestOneRoundTripPerBatch(t *testing.T) {
-	var writes, queries atomic.Int64
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeExec} {
+		t.Run(mode.String(), func(t *testing.T) { testOneRoundTripPerBatch(t, mode) })
+	}
+}
+
+func testOneRoundTripPerBatch(t *testing.T, mode pgx.QueryExecMode) {
+	var writes, prepares, allPrepares atomic.Int64
 	var on atomic.Bool
 	pool := userPool(t, func(c *pgxpool.Config) {
 		c.MaxConns = 1
 		c.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
-		c.ConnConfig.Tracer = queryCounter{&queries}
+		c.ConnConfig.DefaultQueryExecMode = mode
+		c.ConnConfig.Tracer = prepareCounter{&prepares}
 		var d net.Dialer
 		c.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			conn, err := d.DialContext(ctx, network, addr)
@@ -847,6 +893,9 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		}
 	})
 	s := newStoreOn(t, pool, WithSchema(newSchema(t)))
+	if want := mode == pgx.QueryExecModeCacheStatement; s.prepared != want {
+		t.Fatalf("prepared = %v in query mode %v, want %v", s.prepared, mode, want)
+	}
 	names := make([]string, 1000)
 	for i := range names {
 		names[i] = fmt.Sprintf("LOCK-%04d", i)
@@ -854,7 +903,7 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 	measure := func(what string, fn func() error) {
 		t.Helper()
 		writes.Store(0)
-		queries.Store(0)
+		prepares.Store(0)
 		on.Store(true)
 		start := time.Now()
 		err := fn()
@@ -863,11 +912,21 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
-		if w, q := writes.Load(), queries.Load(); w != 1 || q != 1 {
-			t.Errorf("%s: %d requests and %d queries, want 1 and 1", what, w, q)
+		w, p := writes.Load(), prepares.Load()
+		allPrepares.Add(p)
+		if w != 1+p {
+			t.Errorf("%s: %d requests with %d statements prepared, want 1 more than prepared", what, w, p)
 		}
-		t.Logf("%s: one round trip, %v", what, d)
+		t.Logf("%s: one round trip (and %d to prepare), %v", what, p, d)
 	}
+	defer func() {
+		switch n := allPrepares.Load(); {
+		case mode == pgx.QueryExecModeExec && n != 0:
+			t.Errorf("%d statements prepared in exec mode", n)
+		case mode == pgx.QueryExecModeCacheStatement && n == 0:
+			t.Errorf("no statement prepared in the statement cache's mode")
+		}
+	}()
 
 	var states []store.LockState
 	measure("Acquire of 1000 locks", func() (err error) {
@@ -881,6 +940,7 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		}
 		refs = append(refs, store.LeaseRef{Lock: st.Lock, Token: st.Token})
 	}
+	before := allPrepares.Load()
 	measure("Acquire by another holder of 1000 locks", func() error {
 		states, err := s.Acquire(t.Context(), holderB, names, time.Minute)
 		for _, st := range states {
@@ -890,6 +950,9 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 		}
 		return err
 	})
+	if n := allPrepares.Load() - before; n != 0 {
+		t.Errorf("the second Acquire prepared %d statements: the connection had prepared them", n)
+	}
 	measure("Renew of 1000 locks", func() error {
 		res, err := s.Renew(t.Context(), holderA.ID, refs, time.Minute)
 		for _, r := range res {
@@ -1242,4 +1305,61 @@ func (p *proxy) down() {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
+}
+
+// TestLostPreparedStatementsNamed: when the server no longer knows the
+// statements a connection prepared (what a pooler in transaction mode
+// without prepared statement support causes), a call fails with an error
+// that says what to put in the URL.
+func TestLostPreparedStatementsNamed(t *testing.T) {
+	pool := userPool(t, func(c *pgxpool.Config) { c.MaxConns = 1 })
+	s := newStoreOn(t, pool, WithSchema(newSchema(t)))
+	if !s.prepared {
+		t.Fatal("the store does not prepare its statements on a pool in pgx's default mode")
+	}
+	if _, err := s.Locks(t.Context(), "J"); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Behind the connection's back, as another server connection would be.
+	err = conn.Conn().PgConn().Exec(t.Context(), "DEALLOCATE ALL").Close()
+	conn.Release()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Locks(t.Context(), "J")
+	if err == nil || !strings.Contains(err.Error(), "default_query_exec_mode=exec") {
+		t.Fatalf("Locks after the server forgot the prepared statements: %v; want the hint", err)
+	}
+}
+
+// TestLargeBatchesRepeated: after five calls with the same statement, the
+// server may settle on a plan made without the parameters (a generic plan,
+// which assumes a short array) if it looks no dearer than the plans made
+// for them; after five renewals of 10,000 leases it did, and the sixth did
+// not end within the call timeout. A call with a long array is planned for
+// its own parameters (see batch).
+func TestLargeBatchesRepeated(t *testing.T) {
+	s := openStore(t, WithSchema(newSchema(t)))
+	names := lockNames("BIG", 10000)
+	states, err := s.Acquire(t.Context(), holderA, names, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := make([]store.LeaseRef, len(states))
+	for i, st := range states {
+		refs[i] = store.LeaseRef{Lock: st.Lock, Token: st.Token}
+	}
+	for i := range 8 {
+		res, err := s.Renew(t.Context(), holderA.ID, refs, time.Minute)
+		if err != nil {
+			t.Fatalf("Renew %d of 10,000 leases: %v", i+1, err)
+		}
+		if len(res) != len(refs) || !res[len(res)-1].Renewed {
+			t.Fatalf("Renew %d of 10,000 leases: %d results", i+1, len(res))
+		}
+	}
 }

@@ -1,0 +1,97 @@
+package postgres
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/masterjob/masterjob/store"
+)
+
+// BenchmarkQueryModes compares, interleaved so that the server's load hits
+// both alike, the calls of a hand-off of one lock on a store that prepares
+// its statements (pgx's default query mode) and on one that does not
+// (default_query_exec_mode=exec): an acquisition with the member's record,
+// the transfer to a successor, the successor's read of its lease, its
+// renewal and release. It reports the median of each (ms):
+//
+//	go test -run '^$' -bench QueryModes -benchtime 300x ./store/postgres/
+func BenchmarkQueryModes(b *testing.B) {
+	schema := newSchema(b)
+	modes := []string{"exec", "prepared"}
+	stores := map[string]*Store{}
+	for _, m := range modes {
+		stores[m] = newStoreOn(b, userPool(b, func(c *pgxpool.Config) {
+			if m == "exec" {
+				c.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+			}
+		}), WithSchema(schema))
+	}
+	ctx := b.Context()
+	from, to := holderA, holderB
+	for _, m := range modes {
+		s := stores[m]
+		s.Announce(store.Member{ID: to.ID, Locks: []string{"J"}, LockSetID: "s"}, time.Minute)
+		if _, err := s.Acquire(ctx, to, []string{"K"}, time.Minute); err != nil {
+			b.Fatal(err)
+		}
+		s.Announce(store.Member{ID: from.ID, Locks: []string{"J"}, LockSetID: "s"}, time.Minute)
+	}
+	times := map[string][]time.Duration{}
+	timed := func(name string, fn func() error) {
+		t0 := time.Now()
+		if err := fn(); err != nil {
+			b.Fatalf("%s: %v", name, err)
+		}
+		times[name] = append(times[name], time.Since(t0))
+	}
+	for b.Loop() {
+		for _, m := range modes {
+			s := stores[m]
+			var token int64
+			timed(m+"-acquire", func() error {
+				st, err := s.Acquire(ctx, from, []string{"J"}, time.Minute)
+				if err == nil && !st[0].Acquired {
+					err = fmt.Errorf("not acquired: %+v", st[0])
+				}
+				if err == nil {
+					token = st[0].Token
+				}
+				return err
+			})
+			timed(m+"-transfer", func() error {
+				return s.Transfer(ctx, from.ID, []store.LeaseRef{{Lock: "J", Token: token, Successor: to.ID}}, time.Minute)
+			})
+			timed(m+"-read", func() error {
+				ls, err := s.Locks(ctx, "J")
+				if err == nil && ls[0].Holder != to.ID {
+					err = fmt.Errorf("not given: %+v", ls[0])
+				}
+				if err == nil {
+					token = ls[0].Token
+				}
+				return err
+			})
+			ref := []store.LeaseRef{{Lock: "J", Token: token}}
+			timed(m+"-renew", func() error {
+				res, err := s.Renew(ctx, to.ID, ref, time.Minute)
+				if err == nil && !res[0].Renewed {
+					err = fmt.Errorf("not renewed: %+v", res[0])
+				}
+				return err
+			})
+			timed(m+"-release", func() error { return s.Release(ctx, to.ID, ref) })
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(times)) {
+		d := times[name]
+		slices.Sort(d)
+		b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "ms/"+name)
+	}
+	b.ReportMetric(0, "ns/op")
+}
