@@ -286,17 +286,22 @@ var (
 // transaction, and hands the rows of statement i to read(i, rows), which
 // must consume or close them. Every call of the store goes through it.
 //
-// With prepared statements (Store.prepared), a statement this connection
-// has not prepared yet is prepared first: one more round trip, once per
-// connection and statement. The server then plans each execution for its
-// parameters (a custom plan) for five executions and may settle on a
-// generic plan, made without them, as it judges it no dearer. A generic
-// plan assumes an array parameter of a few elements, and with thousands it
-// can be far slower (a renewal of 10,000 leases joined them in a nested
-// loop and took over 5 s, against 60 ms); so a batch with an array of over
-// customPlanAbove elements first sets plan_cache_mode to force_custom_plan
-// for its transaction (SET LOCAL). Without prepared statements, each
-// statement is parsed and planned at every call (a Parse before its Bind).
+// With prepared statements (Store.prepared), the statements a connection
+// runs again and again (Store.hot: a check's acquisition, a renewal, the
+// member's record, the member list) are prepared, the first time a
+// connection runs one, in one more round trip. The server then plans each
+// execution for its parameters (a custom plan) for five executions and
+// may settle on a generic plan, made without them, as it judges it no
+// dearer. A generic plan assumes an array parameter of a few elements, and
+// with thousands it can be far slower (after five renewals of 10,000
+// leases the sixth did not end within the 5 s call timeout); so a batch
+// with an array of over customPlanAbove elements first sets
+// plan_cache_mode to force_custom_plan for its transaction (SET LOCAL).
+// The other statements (a release, a transfer, the successor's read of
+// its lease, a disable: once in a while on any one connection) are parsed
+// and planned at each call, with a Parse before their Bind, as every
+// statement is without prepared statements: preparing them would add a
+// round trip to a hand-off, whose statements are new to the connection.
 func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows pgx.Rows) error) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -306,7 +311,7 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 	c := conn.Conn()
 	b := &pgconn.Batch{}
 	skip := 0 // leading statements added here, whose rows are not read's
-	if s.prepared && largestArray(stmts) > customPlanAbove {
+	if s.prepared && largestArray(stmts) > customPlanAbove && slices.ContainsFunc(stmts, s.isHot) {
 		stmts = append([]stmt{{forceCustomPlan, nil}}, stmts...)
 		skip = 1
 	}
@@ -315,11 +320,12 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 		if err != nil {
 			return err
 		}
-		if !s.prepared {
+		name, hot := s.hot[st.sql]
+		if !s.prepared || !hot {
 			b.ExecParams(st.sql, vals, oids, textFormat, binaryFormat)
 			continue
 		}
-		sd, err := c.Prepare(ctx, statementName(st.sql), st.sql)
+		sd, err := c.Prepare(ctx, name, st.sql)
 		if err != nil {
 			return err
 		}
@@ -338,6 +344,12 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 		}
 	}
 	return mrr.Close()
+}
+
+// isHot reports whether st is one of the statements prepared (Store.hot).
+func (s *Store) isHot(st stmt) bool {
+	_, ok := s.hot[st.sql]
+	return ok
 }
 
 // customPlanAbove is the length of an array parameter above which a batch

@@ -221,18 +221,24 @@
 // Renew for an announced member, which send two statements in one round
 // trip (one Sync: one implicit transaction).
 //
-// The statements are prepared, once per connection and statement (one
-// more round trip the first time), when the pool's default query mode is
-// pgx's default (QueryExecModeCacheStatement, with its statement cache
-// on) and the server is PostgreSQL 12 or later: the server then neither
-// parses nor, mostly, plans them at each call, which on the test machine
-// took an acquisition from 3.9 to 1.2 ms and a transfer from 1.6 to 0.7 ms
-// (BenchmarkQueryModes; docs/benchmarks.md). A call with an array parameter of over 64
-// elements (a batch of over 64 locks) makes the server plan it for its
-// parameters (plan_cache_mode = force_custom_plan for its transaction): a
-// plan made without them assumes a short array, and with one a renewal of
-// 10,000 leases did not end within the 5 s call timeout. Behind a pooler in transaction mode that
-// cannot keep prepared statements (PgBouncer before 1.21, or without
+// The statements a connection runs again and again (a check's
+// acquisition, a renewal, the member's record, the member list) are
+// prepared, once per connection and statement (one more round trip the
+// first time), when the pool's default query mode is pgx's default
+// (QueryExecModeCacheStatement, with its statement cache on) and the
+// server is PostgreSQL 12 or later: the server then neither parses nor,
+// mostly, plans them at each call, which on the test machine took an
+// acquisition from 3.8 to 1.1 ms and a renewal from 1.7 to 0.8 ms
+// (BenchmarkQueryModes; docs/benchmarks.md). The others (a release, a
+// transfer, the successor's read of its lease, a disable: rare on any one
+// connection) are not: preparing them would add a round trip to the
+// hand-off, whose statements are new to the connections that run them. A
+// call with an array parameter of over 64 elements (a batch of over 64
+// locks) makes the server plan it for its parameters (plan_cache_mode =
+// force_custom_plan for its transaction): a plan made without them
+// assumes a short array, and with one a renewal of 10,000 leases did not
+// end within the 5 s call timeout. Behind a pooler in transaction mode
+// that cannot keep prepared statements (PgBouncer before 1.21, or without
 // max_prepared_statements), add default_query_exec_mode=exec to the URL
 // (or set the pool's DefaultQueryExecMode to QueryExecModeExec): every
 // statement is then parsed and planned at each call, with no prepared

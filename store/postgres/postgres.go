@@ -149,10 +149,12 @@ type Store struct {
 	members string // sanitized, possibly schema-qualified members table name
 	channel string // NOTIFY channel, verbatim
 	q       queries
-	// prepared: the calls run prepared statements, prepared once per
-	// connection (see batch and "Round trips"), rather than statements
-	// parsed and planned at every call.
+	// prepared: the statements a connection runs again and again (hot,
+	// by their text: the name each is prepared under) are prepared once
+	// per connection (see batch and "Round trips"); the others, and all of
+	// them when prepared is false, are parsed and planned at every call.
 	prepared bool
+	hot      map[string]string
 
 	// ann holds what this handle writes for each announced member
 	// (Membership).
@@ -261,6 +263,10 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 	}
 	s.q = buildQueries(s.table, s.history, s.members)
 	s.prepared = usePrepared(pool.Config().ConnConfig)
+	s.hot = map[string]string{}
+	for _, sql := range []string{s.q.acquire, s.q.renew, s.q.memberWrite, s.q.members, asyncIfUnwritten, forceCustomPlan} {
+		s.hot[sql] = statementName(sql)
+	}
 	s.ann.init()
 	s.closing, s.stop = context.WithCancel(context.Background())
 	if err := s.prepare(ctx); err != nil {

@@ -1317,7 +1317,7 @@ func TestLostPreparedStatementsNamed(t *testing.T) {
 	if !s.prepared {
 		t.Fatal("the store does not prepare its statements on a pool in pgx's default mode")
 	}
-	if _, err := s.Locks(t.Context(), "J"); err != nil {
+	if _, err := s.Acquire(t.Context(), holderA, []string{"J"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := pool.Acquire(t.Context())
@@ -1330,9 +1330,9 @@ func TestLostPreparedStatementsNamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Locks(t.Context(), "J")
+	_, err = s.Acquire(t.Context(), holderB, []string{"J"}, time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "default_query_exec_mode=exec") {
-		t.Fatalf("Locks after the server forgot the prepared statements: %v; want the hint", err)
+		t.Fatalf("Acquire after the server forgot the prepared statements: %v; want the hint", err)
 	}
 }
 

@@ -15,10 +15,11 @@ import (
 
 // BenchmarkQueryModes compares, interleaved so that the server's load hits
 // both alike, the calls of a hand-off of one lock on a store that prepares
-// its statements (pgx's default query mode) and on one that does not
-// (default_query_exec_mode=exec): an acquisition with the member's record,
-// the transfer to a successor, the successor's read of its lease, its
-// renewal and release. It reports the median of each (ms):
+// the statements a connection repeats (pgx's default query mode) and on
+// one that prepares none (default_query_exec_mode=exec): an acquisition
+// with the member's record and a renewal (prepared), the transfer to a
+// successor, the successor's read of its lease and its release (never
+// prepared: a control). It reports the median of each (ms):
 //
 //	go test -run '^$' -bench QueryModes -benchtime 300x ./store/postgres/
 func BenchmarkQueryModes(b *testing.B) {
