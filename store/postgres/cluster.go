@@ -340,10 +340,29 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 		}
 		if err := read(i-skip, rows); err != nil {
 			_ = mrr.Close()
-			return err
+			return s.forgetLost(ctx, c, stmts, err)
 		}
 	}
-	return mrr.Close()
+	return s.forgetLost(ctx, c, stmts, mrr.Close())
+}
+
+// forgetLost passes err on. When it says that the server does not know a
+// statement the connection prepared (a DISCARD ALL or DEALLOCATE on the
+// connection, or a pooler that moved it to another server connection),
+// the connection forgets the hot statements of stmts, so that its next
+// call prepares them again rather than fail the same way.
+func (s *Store) forgetLost(ctx context.Context, c *pgx.Conn, stmts []stmt, err error) error {
+	if err == nil || !s.prepared || !isMissingStatement(err) {
+		return err
+	}
+	for _, st := range stmts {
+		if name, ok := s.hot[st.sql]; ok {
+			// A Close message: no error for a statement the server
+			// does not know.
+			_ = c.Deallocate(ctx, name)
+		}
+	}
+	return err
 }
 
 // isHot reports whether st is one of the statements prepared (Store.hot).

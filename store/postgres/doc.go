@@ -243,7 +243,8 @@
 // (or set the pool's DefaultQueryExecMode to QueryExecModeExec): every
 // statement is then parsed and planned at each call, with no prepared
 // statement, as before. An error that the server does not know a prepared
-// statement says so. pgxpool adds a ping before
+// statement says so, and the connection then forgets the statements of
+// that call, to prepare them again at its next. pgxpool adds a ping before
 // handing out a connection that sat idle for over a second, unless the
 // pool's ShouldPing says otherwise. Every call is bounded by the earlier of the caller's deadline
 // and the call timeout, so renewals cannot wait without bound behind the

@@ -1309,8 +1309,9 @@ func (p *proxy) down() {
 
 // TestLostPreparedStatementsNamed: when the server no longer knows the
 // statements a connection prepared (what a pooler in transaction mode
-// without prepared statement support causes), a call fails with an error
-// that says what to put in the URL.
+// without prepared statement support causes, or a DISCARD ALL on a shared
+// pool's connection), a call fails with an error that says what to put in
+// the URL, and the connection's next call prepares them again.
 func TestLostPreparedStatementsNamed(t *testing.T) {
 	pool := userPool(t, func(c *pgxpool.Config) { c.MaxConns = 1 })
 	s := newStoreOn(t, pool, WithSchema(newSchema(t)))
@@ -1333,6 +1334,11 @@ func TestLostPreparedStatementsNamed(t *testing.T) {
 	_, err = s.Acquire(t.Context(), holderB, []string{"J"}, time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "default_query_exec_mode=exec") {
 		t.Fatalf("Acquire after the server forgot the prepared statements: %v; want the hint", err)
+	}
+	// The connection forgot them too: its next call prepares them again.
+	st, err := s.Acquire(t.Context(), holderB, []string{"J"}, time.Minute)
+	if err != nil || st[0].Acquired || st[0].Holder != holderA.ID {
+		t.Fatalf("the next Acquire: %+v, %v; want it answered (J held by %s)", st, err, holderA.ID)
 	}
 }
 
