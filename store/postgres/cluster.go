@@ -253,8 +253,7 @@ func withMember[T any](ctx context.Context, s *Store, op, id string, scan pgx.Ro
 			case len(stmts) - 1:
 				res, err = pgx.CollectExactlyOneRow(rows, scanMemberResult)
 			default:
-				rows.Close()
-				err = rows.Err()
+				err = discard(rows)
 			}
 			return err
 		})
@@ -286,7 +285,7 @@ var (
 // transaction, and hands the rows of statement i to read(i, rows), which
 // must consume or close them. Every call of the store goes through it.
 //
-// With prepared statements (Store.prepared), the statements a connection
+// With prepared statements (Store.prepares), the statements a connection
 // runs again and again (Store.hot: a check's acquisition, a renewal, the
 // member's record, the member list) are prepared, the first time a
 // connection runs one, in one more round trip. The server then plans each
@@ -311,7 +310,7 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 	c := conn.Conn()
 	b := &pgconn.Batch{}
 	skip := 0 // leading statements added here, whose rows are not read's
-	if s.prepared && largestArray(stmts) > customPlanAbove && slices.ContainsFunc(stmts, s.isHot) {
+	if slices.ContainsFunc(stmts, s.isHot) && largestArray(stmts) > customPlanAbove {
 		stmts = append([]stmt{{forceCustomPlan, nil}}, stmts...)
 		skip = 1
 	}
@@ -321,7 +320,7 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 			return err
 		}
 		name, hot := s.hot[st.sql]
-		if !s.prepared || !hot {
+		if !hot {
 			b.ExecParams(st.sql, vals, oids, textFormat, binaryFormat)
 			continue
 		}
@@ -352,7 +351,7 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 // the connection forgets the hot statements of stmts, so that its next
 // call prepares them again rather than fail the same way.
 func (s *Store) forgetLost(ctx context.Context, c *pgx.Conn, stmts []stmt, err error) error {
-	if err == nil || !s.prepared || !isMissingStatement(err) {
+	if err == nil || !isMissingStatement(err) {
 		return err
 	}
 	for _, st := range stmts {

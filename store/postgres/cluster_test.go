@@ -160,13 +160,7 @@ func TestMemberWriteOneRoundTrip(t *testing.T) {
 		t.Errorf("Acquire of 1000 locks with a member: %d round trips, want 1", rt)
 	}
 	t.Logf("Acquire of 1000 locks with the member's first record: %d round trip, %d bytes sent", rt, sent)
-	refs := make([]store.LeaseRef, 0, len(states))
-	for _, st := range states {
-		if !st.Acquired {
-			t.Fatalf("%s not acquired", st.Lock)
-		}
-		refs = append(refs, store.LeaseRef{Lock: st.Lock, Token: st.Token})
-	}
+	refs := heldRefs(t, states)
 	one := refs[:1]
 	renew := func() error {
 		res, err := s.Renew(t.Context(), holderA.ID, one, time.Minute)
@@ -239,10 +233,7 @@ func TestMemberLockListNotRewritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refs := make([]store.LeaseRef, len(states))
-	for i, st := range states {
-		refs[i] = store.LeaseRef{Lock: st.Lock, Token: st.Token}
-	}
+	refs := heldRefs(t, states)
 	before := toastChunks(t, s)
 	if len(before) != 1 {
 		t.Fatalf("TOAST values of the members table: %v, want the one lock list", before)
@@ -740,8 +731,7 @@ func TestAsyncCommitOnlyWhenNothingWritten(t *testing.T) {
 					mode, err = pgx.CollectExactlyOneRow(rows, pgx.RowTo[string])
 					return err
 				}
-				rows.Close()
-				return rows.Err()
+				return discard(rows)
 			})
 		if err != nil {
 			t.Fatal(err)

@@ -149,12 +149,11 @@ type Store struct {
 	members string // sanitized, possibly schema-qualified members table name
 	channel string // NOTIFY channel, verbatim
 	q       queries
-	// prepared: the statements a connection runs again and again (hot,
-	// by their text: the name each is prepared under) are prepared once
-	// per connection (see batch and "Round trips"); the others, and all of
-	// them when prepared is false, are parsed and planned at every call.
-	prepared bool
-	hot      map[string]string
+	// hot holds the statements a connection runs again and again, by
+	// their text, with the name each is prepared under, once per
+	// connection (see batch and "Round trips"); the others are parsed and
+	// planned at every call. Nil when the store prepares no statement.
+	hot map[string]string
 
 	// ann holds what this handle writes for each announced member
 	// (Membership).
@@ -262,23 +261,25 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 		maxPending: defaultMaxPending,
 	}
 	s.q = buildQueries(s.table, s.history, s.members)
-	s.prepared = usePrepared(pool.Config().ConnConfig)
-	s.hot = map[string]string{}
-	for _, sql := range []string{s.q.acquire, s.q.renew, s.q.memberWrite, s.q.members, asyncIfUnwritten, forceCustomPlan} {
-		s.hot[sql] = statementName(sql)
-	}
 	s.ann.init()
 	s.closing, s.stop = context.WithCancel(context.Background())
 	if err := s.prepare(ctx); err != nil {
 		s.stop()
 		return nil, err
 	}
-	if s.prepared && serverMajor(ctx, pool) < 12 {
-		// plan_cache_mode (see batch) came with PostgreSQL 12.
-		s.prepared = false
+	// plan_cache_mode (see batch) came with PostgreSQL 12.
+	if usePrepared(pool.Config().ConnConfig) && serverMajor(ctx, pool) >= 12 {
+		s.hot = map[string]string{}
+		for _, sql := range []string{s.q.acquire, s.q.renew, s.q.memberWrite, s.q.members, asyncIfUnwritten, forceCustomPlan} {
+			s.hot[sql] = statementName(sql)
+		}
 	}
 	return s, nil
 }
+
+// prepares reports whether the store prepares the statements a connection
+// repeats.
+func (s *Store) prepares() bool { return s.hot != nil }
 
 // serverMajor returns the server's major version as a pool connection
 // reports it (server_version), or 0 when it cannot tell.
@@ -570,10 +571,13 @@ func queryRows[T any](ctx context.Context, s *Store, op string, scan pgx.RowToFu
 // exec runs one statement (one round trip, see batch) and discards its
 // rows.
 func (s *Store) exec(ctx context.Context, sql string, args ...any) error {
-	return s.batch(ctx, []stmt{{sql, args}}, func(_ int, rows pgx.Rows) error {
-		rows.Close()
-		return rows.Err()
-	})
+	return s.batch(ctx, []stmt{{sql, args}}, func(_ int, rows pgx.Rows) error { return discard(rows) })
+}
+
+// discard closes rows, unread, and returns their error.
+func discard(rows pgx.Rows) error {
+	rows.Close()
+	return rows.Err()
 }
 
 // scanRenewResult reads one row of the renew statement.

@@ -156,6 +156,19 @@ func newStoreOn(t testing.TB, pool *pgxpool.Pool, opts ...Option) *Store {
 	return s
 }
 
+// heldRefs returns the leases of states, which must all be acquired.
+func heldRefs(t testing.TB, states []store.LockState) []store.LeaseRef {
+	t.Helper()
+	refs := make([]store.LeaseRef, 0, len(states))
+	for _, st := range states {
+		if !st.Acquired {
+			t.Fatalf("%s not acquired", st.Lock)
+		}
+		refs = append(refs, store.LeaseRef{Lock: st.Lock, Token: st.Token})
+	}
+	return refs
+}
+
 var (
 	holderA = store.Holder{ID: "holder-a", Info: `{"host":"a"}`}
 	holderB = store.Holder{ID: "holder-b", Info: `{"host":"b"}`}
@@ -196,8 +209,8 @@ func testConformance(t *testing.T, mode string) {
 		return storetest.Harness{
 			Open: func(t *testing.T) store.Store {
 				s, err := Open(t.Context(), dsn, opts...)
-				if err == nil && s.prepared != (mode == "") {
-					t.Fatalf("prepared = %v with default_query_exec_mode=%q", s.prepared, mode)
+				if err == nil && s.prepares() != (mode == "") {
+					t.Fatalf("prepared = %v with default_query_exec_mode=%q", s.prepares(), mode)
 				}
 				if err != nil {
 					t.Fatalf("Open: %v", err)
@@ -893,8 +906,8 @@ func testOneRoundTripPerBatch(t *testing.T, mode pgx.QueryExecMode) {
 		}
 	})
 	s := newStoreOn(t, pool, WithSchema(newSchema(t)))
-	if want := mode == pgx.QueryExecModeCacheStatement; s.prepared != want {
-		t.Fatalf("prepared = %v in query mode %v, want %v", s.prepared, mode, want)
+	if want := mode == pgx.QueryExecModeCacheStatement; s.prepares() != want {
+		t.Fatalf("prepared = %v in query mode %v, want %v", s.prepares(), mode, want)
 	}
 	names := make([]string, 1000)
 	for i := range names {
@@ -933,13 +946,7 @@ func testOneRoundTripPerBatch(t *testing.T, mode pgx.QueryExecMode) {
 		states, err = s.Acquire(t.Context(), holderA, names, time.Minute)
 		return err
 	})
-	refs := make([]store.LeaseRef, 0, len(states))
-	for _, st := range states {
-		if !st.Acquired {
-			t.Fatalf("%s not acquired", st.Lock)
-		}
-		refs = append(refs, store.LeaseRef{Lock: st.Lock, Token: st.Token})
-	}
+	refs := heldRefs(t, states)
 	before := allPrepares.Load()
 	measure("Acquire by another holder of 1000 locks", func() error {
 		states, err := s.Acquire(t.Context(), holderB, names, time.Minute)
@@ -1315,7 +1322,7 @@ func (p *proxy) down() {
 func TestLostPreparedStatementsNamed(t *testing.T) {
 	pool := userPool(t, func(c *pgxpool.Config) { c.MaxConns = 1 })
 	s := newStoreOn(t, pool, WithSchema(newSchema(t)))
-	if !s.prepared {
+	if !s.prepares() {
 		t.Fatal("the store does not prepare its statements on a pool in pgx's default mode")
 	}
 	if _, err := s.Acquire(t.Context(), holderA, []string{"J"}, time.Minute); err != nil {
@@ -1355,10 +1362,7 @@ func TestLargeBatchesRepeated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refs := make([]store.LeaseRef, len(states))
-	for i, st := range states {
-		refs[i] = store.LeaseRef{Lock: st.Lock, Token: st.Token}
-	}
+	refs := heldRefs(t, states)
 	for i := range 8 {
 		res, err := s.Renew(t.Context(), holderA.ID, refs, time.Minute)
 		if err != nil {
