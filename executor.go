@@ -492,11 +492,7 @@ func (e *Executor) settleAfterHandOff(r *runState) {
 	if at.IsZero() {
 		return
 	}
-	if d := at.Add(handOffSettle).Sub(e.now()); d > 0 {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		<-t.C
-	}
+	time.Sleep(at.Add(handOffSettle).Sub(e.now()))
 }
 
 // runLog returns the logger of the current Run (asynchronous), or the
