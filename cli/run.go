@@ -647,6 +647,9 @@ func (r *runner) childSpec() childproc.Spec {
 		DropEnv: r.dropEnv,
 		Stdout:  r.e.stdout, // os.Stdout in the command: no copying
 		Stderr:  r.e.stderr,
+		// Given before the command starts: a runner killed the moment
+		// after leaves it (lastwill.go).
+		LastWill: r.lastWill(),
 	}
 }
 
@@ -754,7 +757,6 @@ func (r *runner) job(ctx context.Context, lease masterjob.Lease) error {
 		if err == nil {
 			trace.Mark("child.forked", lease.Lock)
 			r.setChild(p)
-			p.SetLastWill(r.lastWill()) // lastwill.go
 		}
 		r.starting.Unlock()
 		if err != nil {

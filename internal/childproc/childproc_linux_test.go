@@ -39,6 +39,9 @@ func TestMain(m *testing.M) {
 	case "runner-will":
 		runnerWillHelper()
 		return
+	case "runner-dies-at-start":
+		runnerDiesAtStartHelper()
+		return
 	case "will":
 		willHelper()
 		return

@@ -124,7 +124,7 @@ func TestLastWillRunsOnceEverythingIsDead(t *testing.T) {
 func testLastWill(t *testing.T, env ...string) {
 	out := filepath.Join(t.TempDir(), "will")
 	cmd, child, grand := startWillRunner(t, out, env...)
-	// The will is sent after the start: give the supervisor time to read it.
+	// This helper sets its will after the start: give the supervisor time to read it.
 	time.Sleep(100 * time.Millisecond)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -199,6 +199,80 @@ func TestNoLastWillWhileTheRunnerLives(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 			if b, err := os.ReadFile(out); err == nil {
 				t.Fatalf("a last will ran while the runner lived: %q", b)
+			}
+		})
+	}
+}
+
+// runnerDiesAtStartHelper plays a runner that gives its last will in the
+// Spec and is SIGKILLed the moment its command has started: directly, or
+// from a standby supervisor ($WILL_FROM=standby). It prints the command's
+// pid first.
+func runnerDiesAtStartHelper() {
+	spec := Spec{Path: "sleep", Args: []string{"600"}, LastWill: LastWill{
+		Args: []string{"-test.run=^$"},
+		Env:  []string{helperEnv + "=will", "WILL_OUT=" + os.Getenv("WILL_PATH")},
+	}}
+	lease := LeaseEnv("L", 9, "i9")
+	var p *Process
+	var err error
+	if os.Getenv("WILL_FROM") == "standby" {
+		var sb *Standby
+		if sb, err = Prepare(spec); err == nil {
+			p, err = sb.Start(lease)
+		}
+	} else {
+		spec.Env = lease
+		p, err = Start(spec)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	fmt.Println(p.Pid())
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// A runner killed the moment after its command started leaves the will it
+// gave in the Spec: the supervisor has it before the command runs. (Sent
+// after the start, as SetLastWill does, it was lost in that window: a
+// runner killed there left its lease to expire.)
+func TestLastWillGivenBeforeTheStart(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range []string{"start", "standby"} {
+		t.Run(from, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "will")
+			cmd := exec.Command(exe, "-test.run=^$")
+			cmd.Env = append(os.Environ(), helperEnv+"=runner-dies-at-start", "WILL_PATH="+out, "WILL_FROM="+from)
+			cmd.Stderr = os.Stderr
+			b, _ := cmd.Output() // it dies of its SIGKILL
+			child, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatalf("runner helper printed %q: %v", b, err)
+			}
+			start := time.Now()
+			for {
+				if b, err = os.ReadFile(out); err == nil {
+					break
+				}
+				if time.Since(start) > 5*time.Second {
+					t.Fatalf("no last will ran within 5s of the runner's death (its command %d alive: %v)", child, alive(child))
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if alive(child) {
+				t.Errorf("the command %d outlived its runner", child)
+			}
+			_, willEnv, _ := strings.Cut(string(b), "env=")
+			vars := strings.Split(strings.TrimSpace(willEnv), "|")
+			for _, want := range []string{EnvLock + "=L", EnvToken + "=9", EnvInstance + "=i9"} {
+				if !slices.Contains(vars, want) {
+					t.Errorf("the will's environment lacks %s: %q", want, vars)
+				}
 			}
 		})
 	}

@@ -104,6 +104,12 @@ func spawn(spec Spec, path string, standby bool) (*Process, *bufio.Reader, error
 		p.sys.closeOutputs(nil)
 		return nil, nil, err
 	}
+	if len(spec.LastWill.Args) > 0 {
+		// Before the command can start: a standby reads it before its
+		// "go", a supervisor in its loop; a runner that dies from here on
+		// leaves it in the socket for the supervisor to read.
+		p.sys.send(willLines(spec.LastWill))
+	}
 	return p, bufio.NewReader(mine), nil
 }
 
@@ -326,10 +332,13 @@ func (p *Process) signal(sig syscall.Signal) error {
 }
 
 // SetLastWill gives the supervisor w as the runner's last will, replacing
-// any earlier one; a will with no Args clears it. Only Linux runs it: see
-// LastWill. A runner that dies before the supervisor has read it leaves no
-// will.
-func (p *Process) SetLastWill(w LastWill) {
+// any earlier one (Spec.LastWill too); a will with no Args clears it. Only
+// Linux runs it: see LastWill. A runner that dies before it has written
+// the will to the supervisor's socket leaves the one it had.
+func (p *Process) SetLastWill(w LastWill) { p.sys.send(willLines(w)) }
+
+// willLines is w in the supervisor's protocol, without the last newline.
+func willLines(w LastWill) string {
 	var b strings.Builder
 	for _, a := range w.Args {
 		b.WriteString("will-arg " + strconv.Quote(a) + "\n")
@@ -338,7 +347,7 @@ func (p *Process) SetLastWill(w LastWill) {
 		b.WriteString("will-env " + strconv.Quote(kv) + "\n")
 	}
 	b.WriteString("will")
-	p.sys.send(b.String())
+	return b.String()
 }
 
 // kill has the supervisor SIGKILL every descendant until none is left, and

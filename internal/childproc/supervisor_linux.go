@@ -56,7 +56,8 @@ import (
 //	go
 //
 // before it starts the command with those entries added to its
-// environment. End of file instead of "go" discards it.
+// environment; the last will's lines may come before them. End of file
+// instead of "go" discards it, will and all.
 const (
 	supervisorArg = "__childproc-supervisor"
 	standbyArg    = "standby"
@@ -123,7 +124,7 @@ func supervise(args []string) int {
 	var ctl *bufio.Reader
 	if standby {
 		ctl = bufio.NewReader(s.ctl)
-		extra, ok := readStart(ctl)
+		extra, ok := s.readStart(ctl)
 		if !ok {
 			return 0 // discarded, or the runner is gone
 		}
@@ -147,8 +148,9 @@ func supervise(args []string) int {
 }
 
 // readStart reads a standby's start request: the environment entries to
-// add, then "go". ok is false at end of file or on a malformed request.
-func readStart(r *bufio.Reader) (env []string, ok bool) {
+// add, then "go"; the runner's last will may come before. ok is false at
+// end of file or on a malformed request.
+func (s *supervisor) readStart(r *bufio.Reader) (env []string, ok bool) {
 	for {
 		line, err := r.ReadString('\n')
 		if err != nil {
@@ -158,6 +160,8 @@ func readStart(r *bufio.Reader) (env []string, ok bool) {
 		switch verb {
 		case "go":
 			return env, true
+		case "will-arg", "will-env", "will":
+			s.readWill(verb, arg)
 		case "env":
 			kv, err := strconv.Unquote(arg)
 			if err != nil {
