@@ -285,22 +285,24 @@ var (
 // transaction, and hands the rows of statement i to read(i, rows), which
 // must consume or close them. Every call of the store goes through it.
 //
-// With prepared statements (Store.prepares), the statements a connection
-// runs again and again (Store.hot: a check's acquisition, a renewal, the
-// member's record, the member list) are prepared, the first time a
-// connection runs one, in one more round trip. The server then plans each
-// execution for its parameters (a custom plan) for five executions and
-// may settle on a generic plan, made without them, as it judges it no
-// dearer. A generic plan assumes an array parameter of a few elements, and
-// with thousands it can be far slower (after five renewals of 10,000
+// With prepared statements (Store.prepares), a connection prepares
+// Store.prepared the first time it runs one of the statements it runs
+// again and again (Store.hot: a check's acquisition, a renewal, the
+// member's record, the member list), all in one more round trip: those,
+// and a hand-off's (the leaver's transfer or release, the successor's
+// read of its lease), which are rare on any one connection but on the
+// hand-off's critical path, and which a connection runs prepared from
+// then on, without the server's parse. A connection that has not prepared
+// them runs them with a Parse before their Bind, as every statement is
+// run without prepared statements: a hand-off never waits for a
+// preparation. The server plans each execution of a prepared statement
+// for its parameters (a custom plan) for five executions and may then
+// settle on a generic plan, made without them, as it judges it no
+// dearer. A generic plan assumes an array parameter of a few elements,
+// and with thousands it can be far slower (after five renewals of 10,000
 // leases the sixth did not end within the 5 s call timeout); so a batch
 // with an array of over customPlanAbove elements first sets
 // plan_cache_mode to force_custom_plan for its transaction (SET LOCAL).
-// The other statements (a release, a transfer, the successor's read of
-// its lease, a disable: once in a while on any one connection) are parsed
-// and planned at each call, with a Parse before their Bind, as every
-// statement is without prepared statements: preparing them would add a
-// round trip to a hand-off, whose statements are new to the connection.
 func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows pgx.Rows) error) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -308,9 +310,15 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 	}
 	defer conn.Release()
 	c := conn.Conn()
+	if slices.ContainsFunc(stmts, s.isHot) {
+		if err := s.prepareOn(ctx, c.PgConn()); err != nil {
+			return err
+		}
+	}
 	b := &pgconn.Batch{}
 	skip := 0 // leading statements added here, whose rows are not read's
-	if slices.ContainsFunc(stmts, s.isHot) && largestArray(stmts) > customPlanAbove {
+	if slices.ContainsFunc(stmts, func(st stmt) bool { return s.preparedOn(c.PgConn(), st) }) &&
+		largestArray(stmts) > customPlanAbove {
 		stmts = append([]stmt{{forceCustomPlan, nil}}, stmts...)
 		skip = 1
 	}
@@ -319,16 +327,11 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 		if err != nil {
 			return err
 		}
-		name, hot := s.hot[st.sql]
-		if !hot {
+		if s.preparedOn(c.PgConn(), st) {
+			b.ExecPrepared(s.prepared[st.sql], vals, textFormat, binaryFormat)
+		} else {
 			b.ExecParams(st.sql, vals, oids, textFormat, binaryFormat)
-			continue
 		}
-		sd, err := c.Prepare(ctx, name, st.sql)
-		if err != nil {
-			return err
-		}
-		b.ExecPrepared(sd.Name, vals, textFormat, binaryFormat)
 	}
 	mrr := c.PgConn().ExecBatch(ctx, b)
 	for i := 0; mrr.NextResult(); i++ {
@@ -339,36 +342,77 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 		}
 		if err := read(i-skip, rows); err != nil {
 			_ = mrr.Close()
-			return s.forgetLost(ctx, c, stmts, err)
+			return s.forgetLost(c.PgConn(), err)
 		}
 	}
-	return s.forgetLost(ctx, c, stmts, mrr.Close())
+	return s.forgetLost(c.PgConn(), mrr.Close())
+}
+
+// prepareOn prepares on pc, in one round trip, the statements of
+// Store.prepared that it has not prepared, each after a Close of its name
+// (no error when the server has no such statement; a pooler may have
+// moved the connection to a server connection that has it): the marks of
+// the prepared ones are kept in pc's CustomData, under their names.
+func (s *Store) prepareOn(ctx context.Context, pc *pgconn.PgConn) error {
+	var missing []string
+	for sql, name := range s.prepared {
+		if pc.CustomData()[name] == nil {
+			missing = append(missing, sql)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	p := pc.StartPipeline(ctx)
+	for _, sql := range missing {
+		p.SendDeallocate(s.prepared[sql])
+		p.SendPrepare(s.prepared[sql], sql, nil)
+	}
+	err := p.Sync()
+	for err == nil {
+		var res any
+		if res, err = p.GetResults(); err == nil {
+			if _, synced := res.(*pgconn.PipelineSync); synced {
+				break
+			}
+		}
+	}
+	if cerr := p.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	for _, sql := range missing {
+		pc.CustomData()[s.prepared[sql]] = true
+	}
+	return nil
+}
+
+// preparedOn reports whether st is prepared on pc.
+func (s *Store) preparedOn(pc *pgconn.PgConn, st stmt) bool {
+	name, ok := s.prepared[st.sql]
+	return ok && pc.CustomData()[name] != nil
 }
 
 // forgetLost passes err on. When it says that the server does not know a
 // statement the connection prepared (a DISCARD ALL or DEALLOCATE on the
 // connection, or a pooler that moved it to another server connection),
-// the connection forgets the hot statements of stmts, so that its next
-// call prepares them again rather than fail the same way.
-func (s *Store) forgetLost(ctx context.Context, c *pgx.Conn, stmts []stmt, err error) error {
+// the connection forgets that it prepared the store's statements, so that
+// its next call prepares them again rather than fail the same way.
+func (s *Store) forgetLost(pc *pgconn.PgConn, err error) error {
 	if err == nil || !isMissingStatement(err) {
 		return err
 	}
-	for _, st := range stmts {
-		if name, ok := s.hot[st.sql]; ok {
-			// A Close message: no error for a statement the server
-			// does not know.
-			_ = c.Deallocate(ctx, name)
-		}
+	for _, name := range s.prepared {
+		delete(pc.CustomData(), name)
 	}
 	return err
 }
 
-// isHot reports whether st is one of the statements prepared (Store.hot).
-func (s *Store) isHot(st stmt) bool {
-	_, ok := s.hot[st.sql]
-	return ok
-}
+// isHot reports whether st is one of the statements whose use prepares a
+// connection (Store.hot).
+func (s *Store) isHot(st stmt) bool { return s.hot[st.sql] }
 
 // customPlanAbove is the length of an array parameter above which a batch
 // forces custom plans (see batch).

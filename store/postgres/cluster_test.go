@@ -18,28 +18,18 @@ import (
 	"github.com/masterjob/masterjob/store"
 )
 
-// wire counts what a pool's connections send while on is set: bytes, and
-// the frontend messages that each cost a round trip (Sync, and simple
-// Query), parsed from the stream as pgcount.Proxy does; and, as the pool's
-// tracer, the round trips that prepared a statement.
+// wire counts what a pool's connections send while on is set: bytes, the
+// frontend messages that each cost a round trip (Sync, and simple Query),
+// parsed from the stream as pgcount.Proxy does, and among those round
+// trips the ones that prepared statements (Parse messages and no Execute
+// before their Sync); and the Parse messages sent with an Execute (the
+// statements run without being prepared).
 type wire struct {
 	on         atomic.Bool
 	bytes      atomic.Int64
 	roundTrips atomic.Int64
 	prepares   atomic.Int64
-}
-
-func (w *wire) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	return ctx
-}
-func (w *wire) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (w *wire) TracePrepareStart(ctx context.Context, _ *pgx.Conn, _ pgx.TracePrepareStartData) context.Context {
-	return ctx
-}
-func (w *wire) TracePrepareEnd(_ context.Context, _ *pgx.Conn, d pgx.TracePrepareEndData) {
-	if !d.AlreadyPrepared && w.on.Load() {
-		w.prepares.Add(1)
-	}
+	parses     atomic.Int64
 }
 
 // dial is a pgconn DialFunc whose connections w counts.
@@ -60,6 +50,10 @@ type wireConn struct {
 	startup bool   // the first message (no type byte) not yet passed
 	hdr     []byte // the part of a message header read so far
 	skip    int    // bytes of the current message's body still to come
+	// The messages since the last Sync: Parses, and whether one was an
+	// Execute.
+	parses   int64
+	executes bool
 }
 
 func (c *wireConn) Write(b []byte) (int, error) {
@@ -93,12 +87,33 @@ func (c *wireConn) parse(b []byte) {
 			return
 		}
 		length := int(binary.BigEndian.Uint32(c.hdr[hdrLen-4:]))
-		if !c.startup && (c.hdr[0] == 'S' || c.hdr[0] == 'Q') && c.w.on.Load() {
-			c.w.roundTrips.Add(1)
+		if !c.startup {
+			c.count(c.hdr[0])
 		}
 		c.skip = length - 4
 		c.startup = false
 		c.hdr = c.hdr[:0]
+	}
+}
+
+// count takes a frontend message of type typ.
+func (c *wireConn) count(typ byte) {
+	switch typ {
+	case 'P':
+		c.parses++
+	case 'E':
+		c.executes = true
+	case 'S', 'Q':
+		if c.w.on.Load() {
+			c.w.roundTrips.Add(1)
+			switch {
+			case typ == 'S' && !c.executes && c.parses > 0:
+				c.w.prepares.Add(1)
+			case c.executes:
+				c.w.parses.Add(c.parses)
+			}
+		}
+		c.parses, c.executes = 0, false
 	}
 }
 
@@ -110,19 +125,19 @@ func countedStore(t *testing.T, schema string, w *wire) *Store {
 		c.MaxConns = 1
 		c.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 		c.ConnConfig.DialFunc = w.dial
-		c.ConnConfig.Tracer = w
 	})
 	return newStoreOn(t, pool, WithSchema(schema))
 }
 
 // measure runs fn with counting on and returns its round trips, not
-// counting those that prepared a statement (once per connection and
-// statement), and all the bytes it sent.
+// counting one that prepared statements (once per connection), and all
+// the bytes it sent.
 func (w *wire) measure(t *testing.T, what string, fn func() error) (int64, int64) {
 	t.Helper()
 	w.roundTrips.Store(0)
 	w.bytes.Store(0)
 	w.prepares.Store(0)
+	w.parses.Store(0)
 	w.on.Store(true)
 	err := fn()
 	w.on.Store(false)

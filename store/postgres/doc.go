@@ -221,19 +221,21 @@
 // Renew for an announced member, which send two statements in one round
 // trip (one Sync: one implicit transaction).
 //
-// The statements a connection runs again and again (a check's
-// acquisition, a renewal, the member's record, the member list) are
-// prepared, once per connection and statement (one more round trip the
-// first time), when the pool's default query mode is pgx's default
+// The statements of a lease's life are prepared on a connection, all in
+// one more round trip, the first time it runs one that a connection runs
+// again and again (a check's acquisition, a renewal, the member's record,
+// the member list), when the pool's default query mode is pgx's default
 // (QueryExecModeCacheStatement, with its statement cache on) and the
 // server is PostgreSQL 12 or later: the server then neither parses nor,
 // mostly, plans them at each call, which on the test machine took an
 // acquisition from 3.8 to 1.1 ms and a renewal from 1.7 to 0.8 ms
-// (BenchmarkQueryModes; docs/benchmarks.md). The others (a release, a
-// transfer, the successor's read of its lease, a disable: rare on any one
-// connection) are not: preparing them would add a round trip to the
-// hand-off, whose statements are new to the connections that run them. A
-// call with an array parameter of over 64 elements (a batch of over 64
+// (BenchmarkQueryModes; docs/benchmarks.md). A hand-off's statements (the
+// leaver's transfer or release, the successor's read of its lease) are
+// prepared with them, ahead of the hand-off, which then skips their parse;
+// a connection that has not prepared (a new one) runs them unprepared
+// rather than add a round trip to the hand-off. The other statements (a
+// disable, the history, the cluster view) are parsed and planned at each
+// call. A call with an array parameter of over 64 elements (a batch of over 64
 // locks) makes the server plan it for its parameters (plan_cache_mode =
 // force_custom_plan for its transaction): a plan made without them
 // assumes a short array, and with one a renewal of 10,000 leases did not
@@ -243,8 +245,8 @@
 // (or set the pool's DefaultQueryExecMode to QueryExecModeExec): every
 // statement is then parsed and planned at each call, with no prepared
 // statement, as before. An error that the server does not know a prepared
-// statement says so, and the connection then forgets the statements of
-// that call, to prepare them again at its next. pgxpool adds a ping before
+// statement says so, and the connection then forgets that it prepared
+// them, to prepare them again at its next call. pgxpool adds a ping before
 // handing out a connection that sat idle for over a second, unless the
 // pool's ShouldPing says otherwise. Every call is bounded by the earlier of the caller's deadline
 // and the call timeout, so renewals cannot wait without bound behind the

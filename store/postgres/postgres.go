@@ -149,11 +149,13 @@ type Store struct {
 	members string // sanitized, possibly schema-qualified members table name
 	channel string // NOTIFY channel, verbatim
 	q       queries
-	// hot holds the statements a connection runs again and again, by
-	// their text, with the name each is prepared under, once per
-	// connection (see batch and "Round trips"); the others are parsed and
-	// planned at every call. Nil when the store prepares no statement.
-	hot map[string]string
+	// prepared holds the statements a connection prepares, by their
+	// text, with the name each is prepared under (see batch and "Round
+	// trips"); the others are parsed and planned at every call. Nil when
+	// the store prepares no statement. hot are those among them whose use
+	// prepares them all on a connection.
+	prepared map[string]string
+	hot      map[string]bool
 
 	// ann holds what this handle writes for each announced member
 	// (Membership).
@@ -269,9 +271,14 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 	}
 	// plan_cache_mode (see batch) came with PostgreSQL 12.
 	if usePrepared(pool.Config().ConnConfig) && serverMajor(ctx, pool) >= 12 {
-		s.hot = map[string]string{}
+		s.prepared, s.hot = map[string]string{}, map[string]bool{}
 		for _, sql := range []string{s.q.acquire, s.q.renew, s.q.memberWrite, s.q.members, asyncIfUnwritten, forceCustomPlan} {
-			s.hot[sql] = statementName(sql)
+			s.prepared[sql], s.hot[sql] = statementName(sql), true
+		}
+		// A hand-off's: the leaver's transfer and release, the
+		// successor's read of its lease.
+		for _, sql := range []string{s.q.transfer, s.q.release, s.q.locksNamed} {
+			s.prepared[sql] = statementName(sql)
 		}
 	}
 	return s, nil
@@ -279,7 +286,7 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 
 // prepares reports whether the store prepares the statements a connection
 // repeats.
-func (s *Store) prepares() bool { return s.hot != nil }
+func (s *Store) prepares() bool { return s.prepared != nil }
 
 // serverMajor returns the server's major version as a pool connection
 // reports it (server_version), or 0 when it cannot tell.

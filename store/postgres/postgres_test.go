@@ -843,42 +843,12 @@ func TestCancelledCallIsNotUnavailable(t *testing.T) {
 	}
 }
 
-// countingConn counts the writes (requests) a connection sends while
-// counting is on: each one is a round trip.
-type countingConn struct {
-	net.Conn
-	writes *atomic.Int64
-	on     *atomic.Bool
-}
-
-func (c countingConn) Write(b []byte) (int, error) {
-	if c.on.Load() {
-		c.writes.Add(1)
-	}
-	return c.Conn.Write(b)
-}
-
-// prepareCounter counts the statements a connection prepares (not those
-// it had prepared already): each costs one request.
-type prepareCounter struct{ n *atomic.Int64 }
-
-func (prepareCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	return ctx
-}
-func (prepareCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
-func (prepareCounter) TracePrepareStart(ctx context.Context, _ *pgx.Conn, _ pgx.TracePrepareStartData) context.Context {
-	return ctx
-}
-func (p prepareCounter) TracePrepareEnd(_ context.Context, _ *pgx.Conn, d pgx.TracePrepareEndData) {
-	if !d.AlreadyPrepared {
-		p.n.Add(1)
-	}
-}
-
 // TestOneRoundTripPerBatch: Acquire, Renew, Release, Locks and the other
-// calls of 1000 locks each send one request (one write on the wire). With
+// calls of 1000 locks each send one request (one Sync on the wire). With
 // prepared statements (pgx's default query mode), a connection's first
-// use of a statement adds one request that prepares it; with
+// call with a statement it runs again and again adds one request that
+// prepares the store's statements, and from then on the hand-off's
+// statements are run prepared too (no Parse); with
 // default_query_exec_mode=exec, none is prepared. pg_stat_statements is
 // not preloaded on the test server and is shared by every test, so the
 // test counts on the client side.
@@ -889,66 +859,56 @@ func TestOneRoundTripPerBatch(t *testing.T) {
 }
 
 func testOneRoundTripPerBatch(t *testing.T, mode pgx.QueryExecMode) {
-	var writes, prepares, allPrepares atomic.Int64
-	var on atomic.Bool
+	w := &wire{}
+	var allPrepares atomic.Int64
 	pool := userPool(t, func(c *pgxpool.Config) {
 		c.MaxConns = 1
 		c.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return false }
 		c.ConnConfig.DefaultQueryExecMode = mode
-		c.ConnConfig.Tracer = prepareCounter{&prepares}
-		var d net.Dialer
-		c.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
-			conn, err := d.DialContext(ctx, network, addr)
-			if err != nil {
-				return nil, err
-			}
-			return countingConn{Conn: conn, writes: &writes, on: &on}, nil
-		}
+		c.ConnConfig.DialFunc = w.dial
 	})
 	s := newStoreOn(t, pool, WithSchema(newSchema(t)))
-	if want := mode == pgx.QueryExecModeCacheStatement; s.prepares() != want {
-		t.Fatalf("prepared = %v in query mode %v, want %v", s.prepares(), mode, want)
+	prepared := mode == pgx.QueryExecModeCacheStatement
+	if s.prepares() != prepared {
+		t.Fatalf("prepared = %v in query mode %v, want %v", s.prepares(), mode, prepared)
 	}
 	names := make([]string, 1000)
 	for i := range names {
 		names[i] = fmt.Sprintf("LOCK-%04d", i)
 	}
-	measure := func(what string, fn func() error) {
+	// measure runs fn; a hand-off's call (runsPrepared) on a store that
+	// prepares must send no Parse once the connection has prepared.
+	measure := func(what string, runsPrepared bool, fn func() error) {
 		t.Helper()
-		writes.Store(0)
-		prepares.Store(0)
-		on.Store(true)
 		start := time.Now()
-		err := fn()
+		rt, _ := w.measure(t, what, fn)
 		d := time.Since(start)
-		on.Store(false)
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-		w, p := writes.Load(), prepares.Load()
+		p := w.prepares.Load()
 		allPrepares.Add(p)
-		if w != 1+p {
-			t.Errorf("%s: %d requests with %d statements prepared, want 1 more than prepared", what, w, p)
+		if rt != 1 || p > 1 {
+			t.Errorf("%s: %d requests and %d that prepared, want 1 and at most 1", what, rt, p)
+		}
+		if n := w.parses.Load(); prepared && runsPrepared && n != 0 {
+			t.Errorf("%s: %d statements parsed at the call, want them prepared", what, n)
 		}
 		t.Logf("%s: one round trip (and %d to prepare), %v", what, p, d)
 	}
 	defer func() {
 		switch n := allPrepares.Load(); {
-		case mode == pgx.QueryExecModeExec && n != 0:
-			t.Errorf("%d statements prepared in exec mode", n)
-		case mode == pgx.QueryExecModeCacheStatement && n == 0:
-			t.Errorf("no statement prepared in the statement cache's mode")
+		case !prepared && n != 0:
+			t.Errorf("%d preparations in exec mode", n)
+		case prepared && n != 1:
+			t.Errorf("%d preparations in the statement cache's mode, want 1 on the one connection", n)
 		}
 	}()
 
 	var states []store.LockState
-	measure("Acquire of 1000 locks", func() (err error) {
+	measure("Acquire of 1000 locks", true, func() (err error) {
 		states, err = s.Acquire(t.Context(), holderA, names, time.Minute)
 		return err
 	})
 	refs := heldRefs(t, states)
-	before := allPrepares.Load()
-	measure("Acquire by another holder of 1000 locks", func() error {
+	measure("Acquire by another holder of 1000 locks", true, func() error {
 		states, err := s.Acquire(t.Context(), holderB, names, time.Minute)
 		for _, st := range states {
 			if st.Acquired {
@@ -957,10 +917,10 @@ func testOneRoundTripPerBatch(t *testing.T, mode pgx.QueryExecMode) {
 		}
 		return err
 	})
-	if n := allPrepares.Load() - before; n != 0 {
-		t.Errorf("the second Acquire prepared %d statements: the connection had prepared them", n)
+	if n := w.prepares.Load(); n != 0 {
+		t.Errorf("the second Acquire prepared again (%d): the connection had prepared the statements", n)
 	}
-	measure("Renew of 1000 locks", func() error {
+	measure("Renew of 1000 locks", true, func() error {
 		res, err := s.Renew(t.Context(), holderA.ID, refs, time.Minute)
 		for _, r := range res {
 			if !r.Renewed {
@@ -969,7 +929,7 @@ func testOneRoundTripPerBatch(t *testing.T, mode pgx.QueryExecMode) {
 		}
 		return err
 	})
-	measure("Locks of 1000 locks", func() error {
+	measure("Locks of 1000 locks", true, func() error {
 		got, err := s.Locks(t.Context(), names...)
 		if len(got) != len(names) {
 			return fmt.Errorf("%d states, %v", len(got), err)
@@ -983,7 +943,7 @@ func testOneRoundTripPerBatch(t *testing.T, mode pgx.QueryExecMode) {
 	if _, err := s.Acquire(t.Context(), holderB, []string{"MEMBER-B"}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	measure("Transfer of 1000 locks", func() error { return s.Transfer(t.Context(), holderA.ID, refs, time.Minute) })
+	measure("Transfer of 1000 locks", true, func() error { return s.Transfer(t.Context(), holderA.ID, refs, time.Minute) })
 	states, err := s.Locks(t.Context(), names...)
 	if err != nil {
 		t.Fatal(err)
@@ -994,14 +954,14 @@ func testOneRoundTripPerBatch(t *testing.T, mode pgx.QueryExecMode) {
 		}
 		refs[i] = store.LeaseRef{Lock: st.Lock, Token: st.Token}
 	}
-	measure("Release of 1000 locks", func() error { return s.Release(t.Context(), holderB.ID, refs) })
+	measure("Release of 1000 locks", true, func() error { return s.Release(t.Context(), holderB.ID, refs) })
 
 	events := make([]store.Event, len(names))
 	for i, n := range names {
 		events[i] = store.Event{Lock: n, Kind: store.EventReleased, Instance: holderB.ID, Token: refs[i].Token, Reason: "shutdown"}
 	}
-	measure("AppendEvents of 1000 locks", func() error { return s.AppendEvents(t.Context(), events) })
-	measure("Events (1000)", func() error {
+	measure("AppendEvents of 1000 locks", false, func() error { return s.AppendEvents(t.Context(), events) })
+	measure("Events (1000)", false, func() error {
 		got, err := s.Events(t.Context(), store.EventFilter{Limit: store.MaxEventsLimit})
 		if len(got) != len(events) {
 			return fmt.Errorf("%d events, %v", len(got), err)
@@ -1015,7 +975,7 @@ func testOneRoundTripPerBatch(t *testing.T, mode pgx.QueryExecMode) {
 	if err != nil || !states[0].Acquired {
 		t.Fatalf("Acquire = %+v, %v", states, err)
 	}
-	measure("Handoff of one lock", func() error {
+	measure("Handoff of one lock", false, func() error {
 		_, err := s.Handoff(t.Context(), names[0], holderB.ID, "ops")
 		return err
 	})
@@ -1023,14 +983,14 @@ func testOneRoundTripPerBatch(t *testing.T, mode pgx.QueryExecMode) {
 	if _, err := s.Acquire(t.Context(), holderA, names[:1], time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	measure("Members of a lock, with 1000 locks each", func() error {
+	measure("Members of a lock, with 1000 locks each", true, func() error {
 		got, err := s.Members(t.Context(), store.MemberFilter{Lock: names[999], WithLocks: true})
 		if len(got) != 1 || len(got[0].Locks) != len(names) {
 			return fmt.Errorf("members %+v, %v", got, err)
 		}
 		return err
 	})
-	measure("Leave of a member of 1000 locks", func() error { return s.Leave(t.Context(), holderA.ID) })
+	measure("Leave of a member of 1000 locks", false, func() error { return s.Leave(t.Context(), holderA.ID) })
 }
 
 // TestTokensGrowAcrossDeletedRowsAndSequence: tokens come from the
@@ -1372,4 +1332,45 @@ func TestLargeBatchesRepeated(t *testing.T) {
 			t.Fatalf("Renew %d of 10,000 leases: %d results", i+1, len(res))
 		}
 	}
+}
+
+// TestPreparationNeverDelaysAHandOff: a connection that has not prepared
+// (a new one) runs a hand-off's read, transfer or release unprepared, in
+// its one round trip; its first acquisition prepares every statement, the
+// hand-off's with them, in one more; a connection whose marks were lost
+// while the server kept its statements (a pooler's server connection)
+// prepares them again without an error.
+func TestPreparationNeverDelaysAHandOff(t *testing.T) {
+	w := &wire{}
+	s := countedStore(t, newSchema(t), w)
+	if !s.prepares() {
+		t.Fatal("the store does not prepare its statements on a pool in pgx's default mode")
+	}
+	// check runs fn: one round trip besides prepares that prepared, with
+	// parses statements parsed at the call.
+	check := func(what string, prepares, parses int64, fn func() error) {
+		t.Helper()
+		if rt, _ := w.measure(t, what, fn); rt != 1 || w.prepares.Load() != prepares || w.parses.Load() != parses {
+			t.Errorf("%s: %d round trips besides %d preparing, %d statements parsed at the call; want 1, %d, %d",
+				what, rt, w.prepares.Load(), w.parses.Load(), prepares, parses)
+		}
+	}
+	read := func() error { _, err := s.Locks(t.Context(), "J"); return err }
+	check("the read on a new connection", 0, 1, read)
+	check("the first acquisition", 1, 0, func() error {
+		_, err := s.Acquire(t.Context(), holderA, []string{"J"}, time.Minute)
+		return err
+	})
+	check("the read after it", 0, 0, read)
+
+	conn, err := s.pool.Acquire(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(conn.Conn().PgConn().CustomData())
+	conn.Release()
+	check("an acquisition after the marks were lost", 1, 0, func() error {
+		_, err := s.Acquire(t.Context(), holderB, []string{"J"}, time.Minute)
+		return err
+	})
 }
