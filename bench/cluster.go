@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -126,10 +127,12 @@ type Cluster struct {
 	// traceFile, when set, is where runners write their trace marks.
 	traceFile string
 
-	ln     *probe.Listener
-	starts chan Start
-	terms  chan probe.Event
-	readWG sync.WaitGroup
+	ln *probe.Listener
+	// masterFile holds the pid of the master's child (probe.EnvMasterFile).
+	masterFile string
+	starts     chan Start
+	terms      chan probe.Event
+	readWG     sync.WaitGroup
 
 	mu      sync.Mutex
 	runners map[int]*Runner
@@ -147,9 +150,10 @@ func NewCluster(bin Binaries, storeURL, lock string, timing Timing, dir string) 
 	}
 	c := &Cluster{
 		bin: bin, store: storeURL, lock: lock, timing: timing, dir: dir, ln: ln,
-		starts:  make(chan Start, 256),
-		terms:   make(chan probe.Event, 256),
-		runners: map[int]*Runner{},
+		masterFile: filepath.Join(dir, "master.pid"),
+		starts:     make(chan Start, 256),
+		terms:      make(chan probe.Event, 256),
+		runners:    map[int]*Runner{},
 	}
 	c.readWG.Add(1)
 	go c.read()
@@ -182,6 +186,16 @@ func (c *Cluster) read() {
 	}
 }
 
+// SetMaster names the master's child to the children that start next
+// (probe.Event.Prev).
+func (c *Cluster) SetMaster(pid int) error {
+	tmp := c.masterFile + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, c.masterFile)
+}
+
 // runnerEnv is this process's environment without masterjob settings a
 // developer's shell might hold, plus the socket of the children.
 func (c *Cluster) runnerEnv() []string {
@@ -192,7 +206,7 @@ func (c *Cluster) runnerEnv() []string {
 			env = append(env, kv)
 		}
 	}
-	env = append(env, probe.EnvSocket+"="+c.ln.Path())
+	env = append(env, probe.EnvSocket+"="+c.ln.Path(), probe.EnvMasterFile+"="+c.masterFile)
 	if c.traceFile != "" {
 		env = append(env, trace.EnvFile+"="+c.traceFile)
 	}

@@ -12,7 +12,9 @@
 // with its CLOCK_MONOTONIC reading; the benchmark reads the same clock just
 // before it signals a runner, and watches a child's exit through a pidfd, so
 // every interval is measured on one system-wide clock with microsecond
-// precision and without polling.
+// precision and without polling. A starting child also looks at the one the
+// benchmark last saw start, so that a watch that wakes late on a busy host
+// is not mistaken for two children at once (exitBefore).
 //
 // The round-trip scenario runs library executors in this process. On
 // PostgreSQL the measured executor reaches the server through a TCP proxy

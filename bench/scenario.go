@@ -6,9 +6,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/masterjob/masterjob/bench/internal/probe"
 	"github.com/masterjob/masterjob/internal/sqlitelock"
 	"github.com/masterjob/masterjob/store"
 )
@@ -118,7 +120,7 @@ func (e *Env) startSession(ctx context.Context, name string, timing Timing, n in
 	if err != nil {
 		return fail(fmt.Errorf("%s: first master: %w (logs in %s)", name, err, dir))
 	}
-	s.cur = first
+	s.setCur(first)
 	for range n - 1 {
 		if _, err := c.StartRunner(); err != nil {
 			return fail(err)
@@ -184,7 +186,8 @@ func (s *session) master() (*Runner, error) {
 // takeOver waits for the next child and checks that it is a new mastership
 // (a greater token) that started after the old child had exited, unless
 // overlapOK (the old child was frozen by SIGSTOP: fencing is what protects
-// that case). It returns the new start and the time the old child exited.
+// that case). It returns the new start and the time the old child exited
+// (see exitBefore).
 func (s *session) takeOver(timeout time.Duration, overlapOK bool) (Start, time.Duration, error) {
 	next, err := s.c.NextStart(timeout)
 	if err != nil {
@@ -200,11 +203,25 @@ func (s *session) takeOver(timeout time.Duration, overlapOK bool) (Start, time.D
 	if next.Token <= s.cur.Token {
 		return next, gone, fmt.Errorf("new child has token %d, not above the old %d", next.Token, s.cur.Token)
 	}
-	if !overlapOK && gone > next.Mono {
-		return next, gone, fmt.Errorf("overlap: child %d (token %d) started %v before the old child %d (token %d) exited",
-			next.Pid, next.Token, gone-next.Mono, s.cur.Pid, s.cur.Token)
+	gone, err = exitBefore(s.cur.Event, next.Event, gone)
+	return next, gone, err
+}
+
+// exitBefore checks that the old child exited before the next one started,
+// given the time its exit watch saw the exit (gone), and returns the exit
+// time. The watch's goroutine may wake late on a busy host; the next child
+// looked at the old one right after its first instruction, and found
+// exited, the old one exited before that look (PrevMono, microseconds
+// after the start), which then bounds its exit time.
+func exitBefore(old, next probe.Event, gone time.Duration) (time.Duration, error) {
+	if gone <= next.Mono {
+		return gone, nil
 	}
-	return next, gone, nil
+	if next.PrevPid != old.Pid || next.PrevAlive {
+		return gone, fmt.Errorf("overlap: child %d (token %d) started %v before the old child %d (token %d) exited (seen running by the new child: %v)",
+			next.Pid, next.Token, gone-next.Mono, old.Pid, old.Token, next.PrevPid == old.Pid && next.PrevAlive)
+	}
+	return min(gone, next.PrevMono), nil
 }
 
 // frozenInWrite reports whether, on SQLite, no child started within
@@ -227,7 +244,18 @@ func (s *session) frozenInWrite(m *Runner, wait time.Duration) bool {
 // advance makes next the current master's child.
 func (s *session) advance(next Start) {
 	s.cur.exit.Close()
-	s.cur = next
+	s.setCur(next)
+}
+
+// setCur makes st the master's child, and names it to the children that
+// start next.
+func (s *session) setCur(st Start) {
+	s.cur = st
+	if err := s.c.SetMaster(st.Pid); err != nil {
+		// The next child then cannot vouch that this one had exited:
+		// a late exit watch reads as an overlap (takeOver).
+		fmt.Fprintf(os.Stderr, "bench: name the master's child %d: %v\n", st.Pid, err)
+	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

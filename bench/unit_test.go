@@ -3,9 +3,14 @@
 package bench
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/masterjob/masterjob/bench/internal/probe"
 )
 
 func TestSummarize(t *testing.T) {
@@ -77,5 +82,60 @@ func TestJoinWatchCountsMovesAndOrphans(t *testing.T) {
 	r.scaleMarkdown(&b)
 	if want := "| sqlite | 10 × 1000 | 2000 ms | 31000 ms (150000 ms) | 100 (100, 5) | 100 (0) | 0 (0.00 ms) |"; !strings.Contains(b.String(), want) {
 		t.Errorf("markdown lacks %q:\n%s", want, b.String())
+	}
+}
+
+// An exit watch that wakes after the next child started is an overlap
+// unless that child saw the old one exited as it started; then the look's
+// time bounds the exit.
+func TestExitBefore(t *testing.T) {
+	ms := time.Millisecond
+	old := probe.Event{Pid: 10, Token: 1}
+	next := func(prevPid int, alive bool) probe.Event {
+		return probe.Event{Pid: 11, Token: 2, Mono: 100 * ms, PrevPid: prevPid, PrevAlive: alive, PrevMono: 100*ms + 20*time.Microsecond}
+	}
+	for _, c := range []struct {
+		name     string
+		next     probe.Event
+		gone     time.Duration
+		want     time.Duration
+		overlaps bool
+	}{
+		{"exit seen before the start", next(0, false), 99 * ms, 99 * ms, false},
+		{"watch late, old child seen exited", next(10, false), 101 * ms, 100*ms + 20*time.Microsecond, false},
+		{"watch late, old child seen running", next(10, true), 101 * ms, 0, true},
+		{"watch late, no look at the old child", next(0, false), 101 * ms, 0, true},
+		{"watch late, another process looked at", next(9, false), 101 * ms, 0, true},
+	} {
+		got, err := exitBefore(old, c.next, c.gone)
+		if (err != nil) != c.overlaps || (!c.overlaps && got != c.want) {
+			t.Errorf("%s: exitBefore = %v, %v; want %v, overlap %v", c.name, got, err, c.want, c.overlaps)
+		}
+	}
+}
+
+// Running tells a live process from a zombie and from a reaped one.
+func TestRunning(t *testing.T) {
+	if !probe.Running(os.Getpid()) {
+		t.Fatal("this process does not run")
+	}
+	cmd := exec.Command("sleep", "0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	deadline := time.Now().Add(5 * time.Second)
+	for probe.Running(pid) { // exited, not yet waited for: a zombie
+		if time.Now().After(deadline) {
+			t.Fatalf("sleep 0 (pid %d) still runs after 5s", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+		t.Fatalf("the zombie %d has no /proc entry: %v", pid, err)
+	}
+	_ = cmd.Wait()
+	if probe.Running(pid) {
+		t.Errorf("reaped process %d runs", pid)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -29,6 +30,11 @@ import (
 
 // EnvSocket names the Unix datagram socket a child reports to.
 const EnvSocket = "MASTERJOB_BENCH_SOCK"
+
+// EnvMasterFile names a file that holds the pid of the child the
+// benchmark last saw start (the master's, as far as it knows): a child
+// looks at that process as it starts (Event.Prev).
+const EnvMasterFile = "MASTERJOB_BENCH_MASTER_FILE"
 
 // Event kinds.
 const (
@@ -50,6 +56,15 @@ type Event struct {
 	// when the event happened in the child.
 	Mono time.Duration `json:"mono"`
 	Real int64         `json:"real"`
+	// Prev is what a starting child saw of the process named by
+	// $MASTERJOB_BENCH_MASTER_FILE, right after it read Mono: its pid,
+	// whether it was alive (running, not a zombie), and CLOCK_MONOTONIC
+	// when it looked. Alive proves that the two ran at once; not alive
+	// proves that the earlier one exited before PrevMono, however late a
+	// watch of its exit wakes up on a busy host.
+	PrevPid   int           `json:"prev_pid,omitempty"`
+	PrevAlive bool          `json:"prev_alive,omitempty"`
+	PrevMono  time.Duration `json:"prev_mono,omitempty"`
 }
 
 // RealTime returns Real as a time.Time.
@@ -82,6 +97,13 @@ func Child() int {
 	ev := Event{Kind: KindStart, Pid: os.Getpid(), PPid: ppid, Mono: mono, Real: real,
 		Instance: os.Getenv("MASTERJOB_INSTANCE")}
 	ev.Token, _ = strconv.ParseInt(os.Getenv("MASTERJOB_TOKEN"), 10, 64)
+	if f := os.Getenv(EnvMasterFile); f != "" {
+		if b, err := os.ReadFile(f); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid != ev.Pid {
+				ev.PrevPid, ev.PrevAlive, ev.PrevMono = pid, Running(pid), Mono()
+			}
+		}
+	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	conn, err := net.Dial("unixgram", os.Getenv(EnvSocket))
@@ -151,6 +173,23 @@ func (l *Listener) Close() error {
 	err := l.conn.Close()
 	_ = os.Remove(l.path)
 	return err
+}
+
+// Running reports whether process pid exists and has not exited: a
+// zombie (exited, not yet reaped) or a dead process does not run.
+func Running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses and
+	// may hold any character: look after the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 || i+2 >= len(b) {
+		return false
+	}
+	state := b[i+2]
+	return state != 'Z' && state != 'X' && state != 'x'
 }
 
 // ExitWatch observes the exit of a process that need not be a child of the
