@@ -1,10 +1,12 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -288,21 +290,25 @@ var (
 // With prepared statements (Store.prepares), a connection prepares
 // Store.prepared the first time it runs one of the statements it runs
 // again and again (Store.hot: a check's acquisition, a renewal, the
-// member's record, the member list), all in one more round trip: those,
-// and a hand-off's (the leaver's transfer or release, the successor's
-// read of its lease), which are rare on any one connection but on the
-// hand-off's critical path, and which a connection runs prepared from
-// then on, without the server's parse. A connection that has not prepared
-// them runs them with a Parse before their Bind, as every statement is
-// run without prepared statements: a hand-off never waits for a
-// preparation. The server plans each execution of a prepared statement
-// for its parameters (a custom plan) for five executions and may then
-// settle on a generic plan, made without them, as it judges it no
-// dearer. A generic plan assumes an array parameter of a few elements,
-// and with thousands it can be far slower (after five renewals of 10,000
-// leases the sixth did not end within the 5 s call timeout); so a batch
-// with an array of over customPlanAbove elements first sets
-// plan_cache_mode to force_custom_plan for its transaction (SET LOCAL).
+// member's record, the member list), all in one more round trip (see
+// prepareOn): those, and a hand-off's (Store.ahead: the leaver's transfer
+// or release, the successor's read of its lease), which are rare on any
+// one connection but on the hand-off's critical path. A connection that
+// has not prepared runs them with a Parse before their Bind, as every
+// statement is run without prepared statements: a hand-off never waits
+// for a preparation.
+//
+// The server plans each execution of a prepared statement for its
+// parameters (a custom plan) for five executions and may then settle on a
+// generic plan, made without them, as it judges it no dearer. A generic
+// plan assumes an array parameter of a few elements, and with thousands it
+// can be far slower (after five renewals of 10,000 leases the sixth did
+// not end within the 5 s call timeout); so a batch with an array of over
+// customPlanAbove elements first sets plan_cache_mode to
+// force_custom_plan for its transaction (SET LOCAL). A batch of a
+// hand-off's statements with no more elements sets force_generic_plan
+// instead: the plan made ahead by prepareOn, which a hand-off's first
+// execution on its connection would otherwise make.
 func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows pgx.Rows) error) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -311,15 +317,14 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 	defer conn.Release()
 	c := conn.Conn()
 	if slices.ContainsFunc(stmts, s.isHot) {
-		if err := s.prepareOn(ctx, c.PgConn()); err != nil {
+		if err := s.prepareOn(ctx, c); err != nil {
 			return err
 		}
 	}
 	b := &pgconn.Batch{}
 	skip := 0 // leading statements added here, whose rows are not read's
-	if slices.ContainsFunc(stmts, func(st stmt) bool { return s.preparedOn(c.PgConn(), st) }) &&
-		largestArray(stmts) > customPlanAbove {
-		stmts = append([]stmt{{forceCustomPlan, nil}}, stmts...)
+	if plan := s.planMode(c.PgConn(), stmts); plan != "" {
+		stmts = append([]stmt{{plan, nil}}, stmts...)
 		skip = 1
 	}
 	for _, st := range stmts {
@@ -348,12 +353,39 @@ func (s *Store) batch(ctx context.Context, stmts []stmt, read func(i int, rows p
 	return s.forgetLost(c.PgConn(), mrr.Close())
 }
 
-// prepareOn prepares on pc, in one round trip, the statements of
+// planMode returns the statement that sets the plan mode of a batch of
+// stmts on pc (see batch), or "".
+func (s *Store) planMode(pc *pgconn.PgConn, stmts []stmt) string {
+	var prepared, ahead bool
+	for _, st := range stmts {
+		if s.preparedOn(pc, st) {
+			prepared = true
+			_, isAhead := s.ahead[st.sql]
+			ahead = ahead || isAhead
+		}
+	}
+	switch {
+	case prepared && largestArray(stmts) > customPlanAbove:
+		return forceCustomPlan
+	case ahead:
+		return forceGenericPlan
+	}
+	return ""
+}
+
+// prepareOn prepares on c, in one round trip, the statements of
 // Store.prepared that it has not prepared, each after a Close of its name
 // (no error when the server has no such statement; a pooler may have
-// moved the connection to a server connection that has it): the marks of
-// the prepared ones are kept in pc's CustomData, under their names.
-func (s *Store) prepareOn(ctx context.Context, pc *pgconn.PgConn) error {
+// moved the connection to a server connection that has it); the marks of
+// the prepared ones are kept in c's CustomData, under their names. In the
+// same round trip, each in a transaction of its own, it runs a hand-off's
+// statements (Store.ahead) once with no lock and force_generic_plan, so
+// that the server keeps their generic plan for the hand-off. Those runs
+// change nothing and may fail (a write on a read-only connection, which
+// is left out when the server says the session is read-only): the
+// hand-off then makes the plan itself.
+func (s *Store) prepareOn(ctx context.Context, c *pgx.Conn) error {
+	pc := c.PgConn()
 	var missing []string
 	for sql, name := range s.prepared {
 		if pc.CustomData()[name] == nil {
@@ -363,25 +395,57 @@ func (s *Store) prepareOn(ctx context.Context, pc *pgconn.PgConn) error {
 	if len(missing) == 0 {
 		return nil
 	}
+	readOnly := pc.ParameterStatus("default_transaction_read_only") == "on" || pc.ParameterStatus("in_hot_standby") == "on"
 	p := pc.StartPipeline(ctx)
 	for _, sql := range missing {
 		p.SendDeallocate(s.prepared[sql])
 		p.SendPrepare(s.prepared[sql], sql, nil)
 	}
-	err := p.Sync()
-	for err == nil {
-		var res any
-		if res, err = p.GetResults(); err == nil {
-			if _, synced := res.(*pgconn.PipelineSync); synced {
-				break
-			}
+	p.SendPipelineSync()
+	syncs := 1
+	for _, sql := range missing {
+		dry, ok := s.ahead[sql]
+		if !ok || dry.writes && readOnly {
+			continue
+		}
+		vals, _, err := encodeParams(c.TypeMap(), dry.args)
+		if err != nil {
+			_ = p.Close()
+			return err
+		}
+		p.SendQueryPrepared(s.prepared[forceGenericPlan], nil, nil, nil)
+		p.SendQueryPrepared(s.prepared[sql], vals, textFormat, binaryFormat)
+		p.SendPipelineSync()
+		syncs++
+	}
+	if err := p.Flush(); err != nil {
+		_ = p.Close()
+		return err
+	}
+	// The preparations' error, if any: the dry runs' are not.
+	var prepErr error
+	for synced := 0; synced < syncs; {
+		res, err := p.GetResults()
+		if r, ok := res.(*pgconn.ResultReader); ok && err == nil {
+			_, err = r.Close()
+		}
+		var pgErr *pgconn.PgError
+		switch {
+		case res == nil && err == nil:
+			_ = p.Close()
+			return errors.New("prepare: the pipeline ended before its last Sync")
+		case err != nil && !errors.As(err, &pgErr):
+			_ = p.Close() // the connection is broken
+			return err
+		case err != nil && synced == 0:
+			prepErr = err
+		}
+		if _, ok := res.(*pgconn.PipelineSync); ok {
+			synced++
 		}
 	}
-	if cerr := p.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
+	if err := p.Close(); err != nil || prepErr != nil {
+		return cmp.Or(prepErr, err)
 	}
 	for _, sql := range missing {
 		pc.CustomData()[s.prepared[sql]] = true
@@ -421,6 +485,10 @@ const customPlanAbove = 64
 // forceCustomPlan makes the server plan every statement of the
 // transaction for its parameters.
 const forceCustomPlan = `SELECT set_config('plan_cache_mode', 'force_custom_plan', true)`
+
+// forceGenericPlan makes the server run every prepared statement of the
+// transaction with its generic plan.
+const forceGenericPlan = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`
 
 // largestArray returns the length of the longest array parameter of
 // stmts.

@@ -18,12 +18,13 @@ import (
 	"github.com/masterjob/masterjob/store"
 )
 
-// wire counts what a pool's connections send while on is set: bytes, the
-// frontend messages that each cost a round trip (Sync, and simple Query),
-// parsed from the stream as pgcount.Proxy does, and among those round
-// trips the ones that prepared statements (Parse messages and no Execute
-// before their Sync); and the Parse messages sent with an Execute (the
-// statements run without being prepared).
+// wire counts what a pool's connections send while on is set: bytes; the
+// round trips, as the writes that end with a message the client then
+// waits for (Sync, or a simple Query), parsed from the stream as
+// pgcount.Proxy does (a pipeline of several Syncs written at once is one
+// round trip); among those, the ones that prepared statements (with a
+// Parse of a named statement); and the Parse messages of the unnamed
+// statement (the statements run without being prepared).
 type wire struct {
 	on         atomic.Bool
 	bytes      atomic.Int64
@@ -50,15 +51,28 @@ type wireConn struct {
 	startup bool   // the first message (no type byte) not yet passed
 	hdr     []byte // the part of a message header read so far
 	skip    int    // bytes of the current message's body still to come
-	// The messages since the last Sync: Parses, and whether one was an
-	// Execute.
+	// The messages of the current write: Parses of the unnamed
+	// statement, whether one named a statement, whether one was a Sync
+	// or a simple Query.
 	parses   int64
-	executes bool
+	prepares bool
+	waits    bool
+	// peek: the current message is a Parse whose first byte, which
+	// tells whether it names a statement, is still to come.
+	peek bool
 }
 
 func (c *wireConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	c.parse(b)
+	if c.waits && c.w.on.Load() {
+		c.w.roundTrips.Add(1)
+		c.w.parses.Add(c.parses)
+		if c.prepares {
+			c.w.prepares.Add(1)
+		}
+	}
+	c.parses, c.prepares, c.waits = 0, false, false
 	c.mu.Unlock()
 	if c.w.on.Load() {
 		c.w.bytes.Add(int64(len(b)))
@@ -71,6 +85,15 @@ func (c *wireConn) Write(b []byte) (int, error) {
 func (c *wireConn) parse(b []byte) {
 	for len(b) > 0 {
 		if c.skip > 0 {
+			if c.peek {
+				// The statement's name, ended by a zero byte.
+				if b[0] == 0 {
+					c.parses++
+				} else {
+					c.prepares = true
+				}
+				c.peek = false
+			}
 			n := min(c.skip, len(b))
 			c.skip -= n
 			b = b[n:]
@@ -87,33 +110,13 @@ func (c *wireConn) parse(b []byte) {
 			return
 		}
 		length := int(binary.BigEndian.Uint32(c.hdr[hdrLen-4:]))
-		if !c.startup {
-			c.count(c.hdr[0])
+		if !c.startup && (c.hdr[0] == 'S' || c.hdr[0] == 'Q') {
+			c.waits = true
 		}
 		c.skip = length - 4
+		c.peek = !c.startup && c.hdr[0] == 'P'
 		c.startup = false
 		c.hdr = c.hdr[:0]
-	}
-}
-
-// count takes a frontend message of type typ.
-func (c *wireConn) count(typ byte) {
-	switch typ {
-	case 'P':
-		c.parses++
-	case 'E':
-		c.executes = true
-	case 'S', 'Q':
-		if c.w.on.Load() {
-			c.w.roundTrips.Add(1)
-			switch {
-			case typ == 'S' && !c.executes && c.parses > 0:
-				c.w.prepares.Add(1)
-			case c.executes:
-				c.w.parses.Add(c.parses)
-			}
-		}
-		c.parses, c.executes = 0, false
 	}
 }
 
@@ -578,23 +581,8 @@ func TestReservedLockNotWrittenByOthersChecks(t *testing.T) {
 func TestDocumentedGrantsSuffice(t *testing.T) {
 	schema := newSchema(t)
 	applySchemaSQL(t, schema, "masterjob_")
-	role := "mjtest_app_" + randomHex(4)
+	role := newRole(t, schema)
 	ctx := t.Context()
-	if _, err := adminPool(t).Exec(ctx, "CREATE ROLE "+role+" LOGIN"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		for _, q := range []string{"REVOKE ALL ON ALL TABLES IN SCHEMA " + pgx.Identifier{schema}.Sanitize() + " FROM " + role,
-			"REVOKE ALL ON ALL SEQUENCES IN SCHEMA " + pgx.Identifier{schema}.Sanitize() + " FROM " + role,
-			"REVOKE ALL ON SCHEMA " + pgx.Identifier{schema}.Sanitize() + " FROM " + role,
-			"DROP ROLE IF EXISTS " + role} {
-			if _, err := adminPool(t).Exec(ctx, q); err != nil && !strings.Contains(err.Error(), "does not exist") {
-				t.Errorf("%s: %v", q, err)
-			}
-		}
-	})
 	var grants int
 	for _, line := range strings.Split(schemaSQL, "\n") {
 		g, ok := strings.CutPrefix(strings.TrimSpace(strings.TrimPrefix(line, "--")), "GRANT ")
@@ -611,17 +599,7 @@ func TestDocumentedGrantsSuffice(t *testing.T) {
 	if grants != 6 {
 		t.Fatalf("schema.sql lists %d grants, want 6", grants)
 	}
-	cfg, err := pgxpool.ParseConfig(testDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.User = role
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	s := newStoreOn(t, pool, WithSchema(schema), WithoutMigrate())
+	s := newStoreOn(t, rolePool(t, role), WithSchema(schema), WithoutMigrate())
 	sub, err := s.Subscribe(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -724,6 +702,78 @@ func TestReadsOnReadOnlyConnection(t *testing.T) {
 	var n int
 	if err := adminPool(t).QueryRow(t.Context(), "SELECT count(*) FROM "+w.members).Scan(&n); err != nil || n != 1 {
 		t.Errorf("member rows = %d, %v; want 1: A's write pruned B's expired row", n, err)
+	}
+}
+
+// newRole creates a login role with no privilege, dropped (with what it
+// was granted on schema) when t ends.
+func newRole(t *testing.T, schema string) string {
+	t.Helper()
+	role := "mjtest_app_" + randomHex(4)
+	if _, err := adminPool(t).Exec(t.Context(), "CREATE ROLE "+role+" LOGIN"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, q := range []string{"REVOKE ALL ON ALL TABLES IN SCHEMA " + pgx.Identifier{schema}.Sanitize() + " FROM " + role,
+			"REVOKE ALL ON ALL SEQUENCES IN SCHEMA " + pgx.Identifier{schema}.Sanitize() + " FROM " + role,
+			"REVOKE ALL ON SCHEMA " + pgx.Identifier{schema}.Sanitize() + " FROM " + role,
+			"DROP ROLE IF EXISTS " + role} {
+			if _, err := adminPool(t).Exec(ctx, q); err != nil && !strings.Contains(err.Error(), "does not exist") {
+				t.Errorf("%s: %v", q, err)
+			}
+		}
+	})
+	return role
+}
+
+// rolePool returns a pool that connects as role, closed when t ends.
+func rolePool(t *testing.T, role string) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.User = role
+	pool, err := pgxpool.NewWithConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// TestReadsWithAReadOnlyRole: a role that may only read the tables (a
+// dashboard's, a status command's) reads the member list and the leases.
+// Its connections prepare the hand-off's writes too, whose runs ahead of
+// time the server refuses: that costs the reads nothing.
+func TestReadsWithAReadOnlyRole(t *testing.T) {
+	schema := newSchema(t)
+	w := openStore(t, WithSchema(schema))
+	w.Announce(store.Member{ID: holderA.ID, Locks: []string{"R"}, LockSetID: "r"}, time.Minute)
+	if _, err := w.Acquire(t.Context(), holderA, []string{"R"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	role := newRole(t, schema)
+	for _, g := range []string{"USAGE ON SCHEMA", "SELECT ON ALL TABLES IN SCHEMA"} {
+		if _, err := adminPool(t).Exec(t.Context(), "GRANT "+g+" "+pgx.Identifier{schema}.Sanitize()+" TO "+role); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newStoreOn(t, rolePool(t, role), WithSchema(schema), WithoutMigrate())
+	for range 2 { // the second on a connection that has prepared
+		ms, err := r.Members(t.Context(), store.MemberFilter{Lock: "R"})
+		if err != nil || len(ms) != 1 || ms[0].ID != holderA.ID {
+			t.Fatalf("Members as a reader = %+v, %v; want %s", ms, err, holderA.ID)
+		}
+		ls, err := r.Locks(t.Context(), "R")
+		if err != nil || len(ls) != 1 || ls[0].Holder != holderA.ID {
+			t.Fatalf("Locks as a reader = %+v, %v; want R held by %s", ls, err, holderA.ID)
+		}
+	}
+	if err := r.Release(t.Context(), holderA.ID, []store.LeaseRef{{Lock: "R", Token: 1}}); err == nil {
+		t.Fatal("Release succeeded as a reader: the test does not test")
 	}
 }
 

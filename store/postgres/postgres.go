@@ -153,9 +153,12 @@ type Store struct {
 	// text, with the name each is prepared under (see batch and "Round
 	// trips"); the others are parsed and planned at every call. Nil when
 	// the store prepares no statement. hot are those among them whose use
-	// prepares them all on a connection.
+	// prepares them all on a connection; ahead are a hand-off's, each with
+	// a run that changes nothing (no lock), which plans it ahead
+	// (prepareOn).
 	prepared map[string]string
 	hot      map[string]bool
+	ahead    map[string]dryRun
 
 	// ann holds what this handle writes for each announced member
 	// (Membership).
@@ -272,16 +275,32 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 	// plan_cache_mode (see batch) came with PostgreSQL 12.
 	if usePrepared(pool.Config().ConnConfig) && serverMajor(ctx, pool) >= 12 {
 		s.prepared, s.hot = map[string]string{}, map[string]bool{}
-		for _, sql := range []string{s.q.acquire, s.q.renew, s.q.memberWrite, s.q.members, asyncIfUnwritten, forceCustomPlan} {
+		for _, sql := range []string{s.q.acquire, s.q.renew, s.q.memberWrite, s.q.members, asyncIfUnwritten,
+			forceCustomPlan, forceGenericPlan} {
 			s.prepared[sql], s.hot[sql] = statementName(sql), true
 		}
-		// A hand-off's: the leaver's transfer and release, the
-		// successor's read of its lease.
-		for _, sql := range []string{s.q.transfer, s.q.release, s.q.locksNamed} {
+		// A hand-off's: the leaver's transfer or release, the successor's
+		// read of its lease; with no lock, as endLeases and Locks call
+		// them.
+		none := []any{[]string{}, []int64{}, []string{}, []int64{}, ""}
+		s.ahead = map[string]dryRun{
+			s.q.transfer:   {args: append(slices.Clip(none), int64(0), s.seq, s.channel), writes: true},
+			s.q.release:    {args: append(slices.Clip(none), s.channel), writes: true},
+			s.q.locksNamed: {args: []any{[]string{}}},
+		}
+		for sql := range s.ahead {
 			s.prepared[sql] = statementName(sql)
 		}
 	}
 	return s, nil
+}
+
+// dryRun is a run of a statement that changes nothing: its arguments, and
+// whether the statement is a write (which a read-only connection refuses
+// even so).
+type dryRun struct {
+	args   []any
+	writes bool
 }
 
 // prepares reports whether the store prepares the statements a connection

@@ -1337,9 +1337,10 @@ func TestLargeBatchesRepeated(t *testing.T) {
 // TestPreparationNeverDelaysAHandOff: a connection that has not prepared
 // (a new one) runs a hand-off's read, transfer or release unprepared, in
 // its one round trip; its first acquisition prepares every statement, the
-// hand-off's with them, in one more; a connection whose marks were lost
-// while the server kept its statements (a pooler's server connection)
-// prepares them again without an error.
+// hand-off's with them and with their generic plans, in one more, and the
+// hand-off's statements then run with those plans; a connection whose
+// marks were lost while the server kept its statements (a pooler's server
+// connection) prepares them again without an error.
 func TestPreparationNeverDelaysAHandOff(t *testing.T) {
 	w := &wire{}
 	s := countedStore(t, newSchema(t), w)
@@ -1362,6 +1363,21 @@ func TestPreparationNeverDelaysAHandOff(t *testing.T) {
 		return err
 	})
 	check("the read after it", 0, 0, read)
+	check("a release", 0, 0, func() error {
+		return s.Release(t.Context(), holderA.ID, []store.LeaseRef{{Lock: "J", Token: 1}})
+	})
+	// The hand-off's statements ran with the generic plan made when the
+	// connection prepared: the release and the read a second time.
+	if serverMajor(t.Context(), s.pool) >= 14 { // the plan counts came with 14
+		for sql, want := range map[string]int64{s.q.transfer: 1, s.q.release: 2, s.q.locksNamed: 2} {
+			var generic, custom int64
+			err := s.pool.QueryRow(t.Context(), "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = $1",
+				s.prepared[sql]).Scan(&generic, &custom)
+			if err != nil || generic != want || custom != 0 {
+				t.Errorf("%.40q...: %d generic and %d custom plans (%v), want %d and 0", sql, generic, custom, err, want)
+			}
+		}
+	}
 
 	conn, err := s.pool.Acquire(t.Context())
 	if err != nil {

@@ -103,3 +103,73 @@ func BenchmarkQueryModes(b *testing.B) {
 	}
 	b.ReportMetric(0, "ns/op")
 }
+
+// BenchmarkHandOffStatements times what a hand-off runs as it does in a
+// cluster: the leaver's transfer and the successor's read of its lease,
+// each the first of its kind on a connection that has made an acquisition
+// (a runner's: each runs one hand-off in its life), on fresh pools of one
+// connection per iteration, interleaved on a store that prepares (pgx's
+// default query mode: the transfer and the read prepared and planned
+// ahead, when the acquisition prepared the connection) and on one that
+// prepares none (default_query_exec_mode=exec). It reports the median
+// of each (ms):
+//
+//	go test -run '^$' -bench HandOffStatements -benchtime 100x ./store/postgres/
+func BenchmarkHandOffStatements(b *testing.B) {
+	schema := newSchema(b)
+	openStore(b, WithSchema(schema)) // migrates
+	modes := []string{"exec", "prepared"}
+	open := func(mode string) *Store {
+		pool := userPool(b, func(c *pgxpool.Config) {
+			c.MaxConns = 1
+			if mode == "exec" {
+				c.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+			}
+		})
+		s, err := New(b.Context(), pool, WithSchema(schema), WithoutMigrate())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	}
+	ctx := b.Context()
+	from, to := holderA, holderB
+	times := map[string][]time.Duration{}
+	for b.Loop() {
+		for _, m := range modes {
+			leaver, successor := open(m), open(m)
+			successor.Announce(store.Member{ID: to.ID, Locks: []string{"J"}, LockSetID: "s"}, time.Minute)
+			if _, err := successor.Acquire(ctx, to, []string{"K"}, time.Minute); err != nil {
+				b.Fatal(err)
+			}
+			st, err := leaver.Acquire(ctx, from, []string{"J"}, time.Minute)
+			if err != nil || !st[0].Acquired {
+				b.Fatalf("acquire: %+v, %v", st, err)
+			}
+			t0 := time.Now()
+			if err := leaver.Transfer(ctx, from.ID, []store.LeaseRef{{Lock: "J", Token: st[0].Token, Successor: to.ID}}, time.Minute); err != nil {
+				b.Fatal(err)
+			}
+			times[m+"-transfer"] = append(times[m+"-transfer"], time.Since(t0))
+			t0 = time.Now()
+			ls, err := successor.Locks(ctx, "J")
+			if err != nil || ls[0].Holder != to.ID {
+				b.Fatalf("not given: %+v, %v", ls, err)
+			}
+			times[m+"-read"] = append(times[m+"-read"], time.Since(t0))
+			if err := successor.Release(ctx, to.ID, []store.LeaseRef{{Lock: "J", Token: ls[0].Token}}); err != nil {
+				b.Fatal(err)
+			}
+			for _, s := range []*Store{leaver, successor} {
+				_ = s.Close()
+				s.pool.Close()
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(times)) {
+		d := times[name]
+		slices.Sort(d)
+		b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "ms/"+name)
+	}
+	b.ReportMetric(0, "ns/op")
+}
