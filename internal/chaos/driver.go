@@ -55,7 +55,8 @@ type driver struct {
 	st      store.Store // the driver's own handle: controls and final checks
 	pg      *pgx.Conn   // PostgreSQL: for pg_terminate_backend and store-side losses; guarded by pgMu
 	pgMu    sync.Mutex
-	lossDB  *sql.DB // SQLite: the driver's own connection, for store-side losses
+	logMu   sync.Mutex // serializes the lines written to cfg.Log
+	lossDB  *sql.DB    // SQLite: the driver's own connection, for store-side losses
 	proxies []*Proxy
 	slots   []*slot
 	readers sync.WaitGroup // the goroutines reading instance connections
@@ -119,8 +120,11 @@ func newRunID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// logf writes a progress line.
+// logf writes a progress line. Faults run in goroutines of their own, and
+// cfg.Log need not be safe for concurrent use (the tests' is a buffer).
 func (d *driver) logf(format string, args ...any) {
+	d.logMu.Lock()
+	defer d.logMu.Unlock()
 	fmt.Fprintf(d.cfg.Log, "chaos %s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 }
 
