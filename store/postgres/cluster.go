@@ -289,7 +289,7 @@ var (
 //
 // With prepared statements (Store.prepares), a connection prepares
 // Store.prepared the first time it runs one of the statements it runs
-// again and again (Store.hot: a check's acquisition, a renewal, the
+// again and again (isHot: a check's acquisition, a renewal, the
 // member's record, the member list), all in one more round trip (see
 // prepareOn): those, and a hand-off's (Store.ahead: the leaver's transfer
 // or release, the successor's read of its lease), which are rare on any
@@ -374,10 +374,10 @@ func (s *Store) planMode(pc *pgconn.PgConn, stmts []stmt) string {
 }
 
 // prepareOn prepares on c, in one round trip, the statements of
-// Store.prepared that it has not prepared, each after a Close of its name
-// (no error when the server has no such statement; a pooler may have
-// moved the connection to a server connection that has it); the marks of
-// the prepared ones are kept in c's CustomData, under their names. In the
+// Store.prepared unless it has (its CustomData holds
+// Store.preparedMark), each after a Close of its name (no error when the
+// server has no such statement; a pooler may have moved the connection to
+// a server connection that has it), and marks it. In the
 // same round trip, each in a transaction of its own, it runs a hand-off's
 // statements (Store.ahead) once with no lock and force_generic_plan, so
 // that the server keeps their generic plan for the hand-off. Those runs
@@ -386,26 +386,19 @@ func (s *Store) planMode(pc *pgconn.PgConn, stmts []stmt) string {
 // hand-off then makes the plan itself.
 func (s *Store) prepareOn(ctx context.Context, c *pgx.Conn) error {
 	pc := c.PgConn()
-	var missing []string
-	for sql, name := range s.prepared {
-		if pc.CustomData()[name] == nil {
-			missing = append(missing, sql)
-		}
-	}
-	if len(missing) == 0 {
+	if pc.CustomData()[s.preparedMark] != nil {
 		return nil
 	}
 	readOnly := pc.ParameterStatus("default_transaction_read_only") == "on" || pc.ParameterStatus("in_hot_standby") == "on"
 	p := pc.StartPipeline(ctx)
-	for _, sql := range missing {
-		p.SendDeallocate(s.prepared[sql])
-		p.SendPrepare(s.prepared[sql], sql, nil)
+	for sql, name := range s.prepared {
+		p.SendDeallocate(name)
+		p.SendPrepare(name, sql, nil)
 	}
 	p.SendPipelineSync()
 	syncs := 1
-	for _, sql := range missing {
-		dry, ok := s.ahead[sql]
-		if !ok || dry.writes && readOnly {
+	for sql, dry := range s.ahead {
+		if dry.writes && readOnly {
 			continue
 		}
 		vals, _, err := encodeParams(c.TypeMap(), dry.args)
@@ -447,16 +440,14 @@ func (s *Store) prepareOn(ctx context.Context, c *pgx.Conn) error {
 	if err := p.Close(); err != nil || prepErr != nil {
 		return cmp.Or(prepErr, err)
 	}
-	for _, sql := range missing {
-		pc.CustomData()[s.prepared[sql]] = true
-	}
+	pc.CustomData()[s.preparedMark] = true
 	return nil
 }
 
 // preparedOn reports whether st is prepared on pc.
 func (s *Store) preparedOn(pc *pgconn.PgConn, st stmt) bool {
-	name, ok := s.prepared[st.sql]
-	return ok && pc.CustomData()[name] != nil
+	_, ok := s.prepared[st.sql]
+	return ok && pc.CustomData()[s.preparedMark] != nil
 }
 
 // forgetLost passes err on. When it says that the server does not know a
@@ -468,15 +459,18 @@ func (s *Store) forgetLost(pc *pgconn.PgConn, err error) error {
 	if err == nil || !isMissingStatement(err) {
 		return err
 	}
-	for _, name := range s.prepared {
-		delete(pc.CustomData(), name)
-	}
+	delete(pc.CustomData(), s.preparedMark)
 	return err
 }
 
-// isHot reports whether st is one of the statements whose use prepares a
-// connection (Store.hot).
-func (s *Store) isHot(st stmt) bool { return s.hot[st.sql] }
+// isHot reports whether st is one of the statements a connection runs
+// again and again, whose use prepares the store's statements on it: a
+// prepared one that is not a hand-off's.
+func (s *Store) isHot(st stmt) bool {
+	_, prepared := s.prepared[st.sql]
+	_, ahead := s.ahead[st.sql]
+	return prepared && !ahead
+}
 
 // customPlanAbove is the length of an array parameter above which a batch
 // forces custom plans (see batch).

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"regexp"
 	"slices"
@@ -152,13 +153,13 @@ type Store struct {
 	// prepared holds the statements a connection prepares, by their
 	// text, with the name each is prepared under (see batch and "Round
 	// trips"); the others are parsed and planned at every call. Nil when
-	// the store prepares no statement. hot are those among them whose use
-	// prepares them all on a connection; ahead are a hand-off's, each with
-	// a run that changes nothing (no lock), which plans it ahead
-	// (prepareOn).
-	prepared map[string]string
-	hot      map[string]bool
-	ahead    map[string]dryRun
+	// the store prepares no statement. ahead are a hand-off's among them,
+	// each with a run that changes nothing (no lock), which plans it ahead
+	// (prepareOn); the use of any other prepares them all on a connection,
+	// which then carries the mark preparedMark in its CustomData.
+	prepared     map[string]string
+	ahead        map[string]dryRun
+	preparedMark string
 
 	// ann holds what this handle writes for each announced member
 	// (Membership).
@@ -274,10 +275,10 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 	}
 	// plan_cache_mode (see batch) came with PostgreSQL 12.
 	if usePrepared(pool.Config().ConnConfig) && serverMajor(ctx, pool) >= 12 {
-		s.prepared, s.hot = map[string]string{}, map[string]bool{}
+		s.prepared = map[string]string{}
 		for _, sql := range []string{s.q.acquire, s.q.renew, s.q.memberWrite, s.q.members, asyncIfUnwritten,
 			forceCustomPlan, forceGenericPlan} {
-			s.prepared[sql], s.hot[sql] = statementName(sql), true
+			s.prepared[sql] = statementName(sql)
 		}
 		// A hand-off's: the leaver's transfer or release, the successor's
 		// read of its lease; with no lock, as endLeases and Locks call
@@ -291,6 +292,8 @@ func newStore(ctx context.Context, pool *pgxpool.Pool, own bool, cfg config) (*S
 		for sql := range s.ahead {
 			s.prepared[sql] = statementName(sql)
 		}
+		// Stores of the same tables (the same statements) share it.
+		s.preparedMark = statementName(strings.Join(slices.Sorted(maps.Values(s.prepared)), ","))
 	}
 	return s, nil
 }
