@@ -147,14 +147,7 @@ func acquireAll(b *testing.B, s *postgres.Store, h store.Holder, locks []string)
 	if err != nil {
 		b.Fatal(err)
 	}
-	refs := make([]store.LeaseRef, 0, len(states))
-	for _, st := range states {
-		if !st.Acquired {
-			b.Fatalf("%s not acquired", st.Lock)
-		}
-		refs = append(refs, store.LeaseRef{Lock: st.Lock, Token: st.Token})
-	}
-	return refs
+	return postgres.HeldRefs(b, states)
 }
 
 func member(id string, locks []string, set string) store.Member {
