@@ -117,8 +117,9 @@ type Life struct {
 	Hello int64  `json:"hello,omitempty"`
 	Bye   int64  `json:"bye,omitempty"`
 	Gone  int64  `json:"gone,omitempty"`
-	// Killed: the process ended by the driver's SIGKILL.
-	Killed bool `json:"killed,omitempty"`
+	// Killed: the process ended by the driver's SIGKILL, sent at KilledAt.
+	Killed   bool  `json:"killed,omitempty"`
+	KilledAt int64 `json:"killedAt,omitempty"`
 	// LastCheck is when its last reported check round trip ended (its
 	// observer's report; a runner's trace mark): a check still in flight
 	// began after it.
@@ -243,6 +244,9 @@ type Timeline struct {
 	// is its last clock reading before the pause, To its first after.
 	Resumed []Window
 	Writes  []SinkWrite
+	// Wills are the last wills that runners' supervisors ran (runner
+	// mode), as the wills recorded themselves.
+	Wills []WillRun
 	// Problems are violations the driver saw directly: crashed or leaked
 	// processes, jobs left running, leases left held after shutdown.
 	Problems []Violation
@@ -266,6 +270,10 @@ const (
 	// VWillLingered: a runner's last will still ran a lease after the
 	// runner died (its bound is the lease).
 	VWillLingered = "last-will-lingered"
+	// VWillMissing: a runner SIGKILLed while its command ran (not told to
+	// stop) left no last will within the lease: the lease was left to
+	// expire where the will would have released it at once.
+	VWillMissing = "last-will-missing"
 	// VLossRunning: a job ran on more than a heartbeat (plus slack) after
 	// its instance learned that its lease was lost (a renewal refused, the
 	// trust window closed), e.g. until the old expiry.
@@ -370,6 +378,13 @@ type Findings struct {
 	// its lease returned, its instance able to renew; MaxLossStop the
 	// longest a job ran after its instance reported the loss of its lease.
 	MaxStoreLossStop, MaxLossStop time.Duration
+	// WillsExpected counts the runners SIGKILLed while their command ran,
+	// whose supervisor had to run their last will; WillsFailed the wills
+	// that ran and exited non-zero (the store out of reach: the lease then
+	// expires). WillStarts lists, for each expected will that ran, how long
+	// after the command's death it started.
+	WillsExpected, WillsFailed int
+	WillStarts                 []time.Duration
 	// StoreLossHits counts the store-side losses that ended a lease whose
 	// job was running (StoreLossWhileStopping: while it was stopping).
 	StoreLossHits, StoreLossWhileStopping int
@@ -394,6 +409,7 @@ func Check(tl *Timeline, lim Limits) Findings {
 		f.checkReservations(tl, lock, lim)
 	}
 	f.checkSink(tl)
+	f.checkWills(tl, lim)
 	slices.SortStableFunc(f.Violations, func(a, b Violation) int { return cmp.Compare(a.At, b.At) })
 	return f
 }
@@ -1093,3 +1109,54 @@ func (f *Findings) checkSuspended(tl *Timeline, lock string, a, b Mastership, sw
 
 // ts formats a monotonic reading as seconds, for messages.
 func ts(t int64) string { return fmt.Sprintf("%.3fs", float64(t)/1e9) }
+
+// checkWills requires a last will of every runner that the driver SIGKILLed
+// while its command ran and had not been told to stop: the command was
+// then still alive when the runner died (its death came after the kill),
+// so its supervisor outlived the runner with a lease to release, and must
+// run the will for that lease (lock and token) within the lease. Kills
+// the checker cannot judge are left out: one whose runner was paused or
+// suspended meanwhile (its supervisor may be stopped too), and one too
+// close to the end of the run for its will to have been seen.
+func (f *Findings) checkWills(tl *Timeline, lim Limits) {
+	for _, m := range tl.Masterships {
+		if !m.Child || m.Reason != "killed" || m.Cancelled != 0 {
+			continue
+		}
+		var killedAt int64
+		tl.life(m.Index, m.Gen, func(l *Life) { killedAt = l.KilledAt })
+		bound := m.Stop + int64(lim.Tolerance)
+		if killedAt == 0 || m.Stop <= killedAt || bound+int64(time.Second) > tl.To || tl.pausedDuring(m.Index, killedAt, bound) {
+			continue
+		}
+		f.WillsExpected++
+		ran := false
+		for _, w := range tl.Wills {
+			if w.Index == m.Index && w.Gen == m.Gen && w.Lock == m.Lock && w.Token == m.Token && w.Start >= killedAt && w.Start <= bound {
+				ran = true
+				f.WillStarts = append(f.WillStarts, dur(w.Start-m.Stop))
+				if w.Exit > 0 {
+					f.WillsFailed++
+				}
+				break
+			}
+		}
+		if !ran {
+			f.add(VWillMissing, m.Lock, m.Stop, "runner %d gen %d was SIGKILLed at %s while its command ran (token %d, died at %s); no last will released the lease within %v",
+				m.Index, m.Gen, dur(killedAt-tl.From), m.Token, dur(m.Stop-tl.From), lim.Tolerance)
+		}
+	}
+}
+
+// pausedDuring reports whether instance i was SIGSTOPped or suspended at
+// some moment of [from, to].
+func (tl *Timeline) pausedDuring(i int, from, to int64) bool {
+	for _, ws := range [][]Window{tl.Stopped, tl.Suspended} {
+		for _, w := range ws {
+			if w.Index == i && w.From <= to && from <= w.To {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -755,3 +755,60 @@ func TestRunnerLogReachReportsTakeovers(t *testing.T) {
 		t.Errorf("Life after the identity = %+v, want id vm-1-aa and the hello's time", d.tl.Lives[0])
 	}
 }
+
+func TestCheckWills(t *testing.T) {
+	const L = "lock"
+	killed := Mastership{Index: 0, Gen: 1, Lock: L, Token: 1, Start: 0, Stop: 1010 * ms, Reason: "killed", How: "died", Child: true}
+	next := Mastership{Index: 1, Gen: 1, Lock: L, Token: 2, Start: 1100 * ms, Stop: 3000 * ms, Child: true}
+	will := WillRun{Index: 0, Gen: 1, Lock: L, Token: 1, Start: 1050 * ms, End: 1060 * ms, Exit: 0}
+	base := func() *Timeline {
+		return &Timeline{From: 0, To: 5000 * ms, Instances: 2, Locks: []string{L},
+			Masterships: []Mastership{killed, next},
+			Lives:       []Life{{Index: 0, Gen: 1, Killed: true, KilledAt: 1000 * ms, Gone: 1005 * ms}},
+			Wills:       []WillRun{will}}
+	}
+	tests := []struct {
+		name     string
+		change   func(*Timeline)
+		expected int  // wills owed
+		missing  bool // a VWillMissing
+	}{
+		{"the will ran", func(*Timeline) {}, 1, false},
+		{"no will", func(tl *Timeline) { tl.Wills = nil }, 1, true},
+		{"a will for another token", func(tl *Timeline) { tl.Wills[0].Token = 7 }, 1, true},
+		{"a will of another runner", func(tl *Timeline) { tl.Wills[0].Gen = 2 }, 1, true},
+		{"a will after the lease", func(tl *Timeline) { tl.Wills[0].Start = 1700 * ms }, 1, true},
+		{"the command was told to stop first", func(tl *Timeline) { tl.Masterships[0].Cancelled = 900 * ms; tl.Wills = nil }, 0, false},
+		{"the command died before the kill", func(tl *Timeline) { tl.Masterships[0].Stop = 990 * ms; tl.Wills = nil }, 0, false},
+		{"the runner was not killed", func(tl *Timeline) { tl.Lives[0].KilledAt = 0; tl.Wills = nil }, 0, false},
+		{"the runner was paused meanwhile", func(tl *Timeline) {
+			tl.Stopped = []Window{{Index: 0, From: 500 * ms, To: 1001 * ms}}
+			tl.Wills = nil
+		}, 0, false},
+		{"another runner was paused", func(tl *Timeline) {
+			tl.Stopped = []Window{{Index: 1, From: 500 * ms, To: 1001 * ms}}
+			tl.Wills = nil
+		}, 1, true},
+		{"too close to the end to judge", func(tl *Timeline) { tl.To = 2000 * ms; tl.Wills = nil }, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tl := base()
+			tt.change(tl)
+			f := Check(tl, testLimits)
+			missing := strings.Contains(kinds(f.Violations), VWillMissing)
+			if f.WillsExpected != tt.expected || missing != tt.missing {
+				t.Errorf("wills owed %d, missing %v (violations %s); want %d, %v", f.WillsExpected, missing, kinds(f.Violations), tt.expected, tt.missing)
+			}
+		})
+	}
+	f := Check(base(), testLimits)
+	if want := []time.Duration{40 * time.Millisecond}; !reflect.DeepEqual(f.WillStarts, want) || f.WillsFailed != 0 {
+		t.Errorf("WillStarts %v, WillsFailed %d; want %v, 0", f.WillStarts, f.WillsFailed, want)
+	}
+	tl := base()
+	tl.Wills[0].Exit = 1
+	if f := Check(tl, testLimits); f.WillsFailed != 1 || strings.Contains(kinds(f.Violations), VWillMissing) {
+		t.Errorf("a will that failed: WillsFailed %d, violations %s; want 1 and no %s", f.WillsFailed, kinds(f.Violations), VWillMissing)
+	}
+}

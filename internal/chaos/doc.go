@@ -51,7 +51,9 @@
 // its lease's expiry in the past, through its own connection, as an
 // operator or a failover would), and combinations: a planned stop of a
 // master (disable, or SIGTERM) and, while its job stops, a store-side loss,
-// a cut or a SIGSTOP.
+// a cut or a SIGSTOP. In runner mode a quarter of the SIGKILLs also kill
+// the lock's next master the moment its command reports its start, the
+// first milliseconds of a mastership.
 //
 // # Checks
 //
@@ -65,6 +67,7 @@
 // master beyond the bound while the lock was enabled and an instance
 // healthy, masters not told to stop within a heartbeat of a disable,
 // acquisitions while disabled, crashed instances, processes a runner
-// started that outlived it, and processes, jobs or leases that outlived
-// the run.
+// started that outlived it, a runner SIGKILLed while its command ran that
+// left no last will (each will records its start in a file the driver
+// names), and processes, jobs or leases that outlived the run.
 package chaos

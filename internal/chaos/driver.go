@@ -110,7 +110,8 @@ type FaultRecord struct {
 	End    int64  `json:"end"`
 	Detail string `json:"detail,omitempty"`
 	Err    string `json:"err,omitempty"`
-	// Variant says what a combo did: "disable+store-loss", ...
+	// Variant says what a combo did ("disable+store-loss", ...), or which
+	// variant of its kind the fault was (variantKillSuccessor).
 	Variant string `json:"variant,omitempty"`
 }
 
@@ -560,6 +561,9 @@ func (d *driver) start(s *slot) error {
 		// A race-enabled binary sleeps 1s at exit by default: a runner's
 		// child would seem to outlive its stop by that much.
 		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	if d.cfg.Runner {
+		cmd.Env = append(cmd.Env, envWills+"="+d.willsPath())
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := make(chan error, 1)
@@ -625,7 +629,7 @@ func (d *driver) reaped(s *slot, gen int, werr error, logPath string) {
 				Detail: fmt.Sprintf("instance %d gen %d exited with the job of token %d still running (no stop reported)", s.index, gen, k.token)})
 		}
 	}
-	d.tl.life(s.index, gen, func(l *Life) { l.Gone, l.Killed = now, killedAt > 0 })
+	d.tl.life(s.index, gen, func(l *Life) { l.Gone, l.Killed, l.KilledAt = now, killedAt > 0, killedAt })
 	d.mu.Unlock()
 	d.record("exited", map[string]any{"idx": s.index, "gen": gen, "err": fmt.Sprint(werr), "expected": expected})
 	if d.cfg.Runner {
@@ -683,6 +687,9 @@ func (d *driver) checkOrphans(index, gen int, died int64) {
 		}
 	}
 }
+
+// willsPath is the file where runners' last wills record that they ran.
+func (d *driver) willsPath() string { return filepath.Join(d.dir, "wills.jsonl") }
 
 // isWill reports whether p runs a runner's last will.
 func isWill(p proc) bool {

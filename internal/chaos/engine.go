@@ -44,6 +44,31 @@ type Engine struct {
 	// ended (0 and "" when none was held). Without it those kinds fail on
 	// the engine: leave them out of Config.Kinds.
 	EndLease func(ctx context.Context, storeURL, ns, lock, mode string) (token int64, holder string, err error)
+	// RunnerURL, when set, lets the engine run in runner mode
+	// (Config.Runner): it returns the store URL that `masterjob run
+	// --store` accepts for namespace ns, reaching the server through via
+	// (host:port of the instance's proxy). The program must then also
+	// run the runners, their children and their last wills
+	// (RunIfInstance), after the engine registered its URL schemes.
+	RunnerURL func(storeURL, ns, via string) (string, error)
+	// RunnerRestart says that Restart reaches a runner's connections too
+	// (it restarts the whole server, say, rather than ending the
+	// connections an instance's Open tagged): runner mode injects it only
+	// then.
+	RunnerRestart bool
+}
+
+// RunIfInstance runs this process as the driver started it and exits, when
+// it is one of the driver's processes (EnvInstance is set, and its first
+// argument names an instance, a runner, a runner's child or a runner's
+// last will); otherwise it returns. A test binary that runs the driver
+// calls it first thing in TestMain, or in an init that runs after the
+// store's engine registered its URL schemes (a runner opens its store by
+// URL).
+func RunIfInstance() {
+	if os.Getenv(EnvInstance) != "" && len(os.Args) > 1 && isSubcommand(os.Args[1]) {
+		os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+	}
 }
 
 // Slot returns the index of the instance this process is, when it is an

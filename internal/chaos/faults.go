@@ -59,7 +59,13 @@ func (c *Config) applies(k string) bool {
 		return false
 	case FaultCut, FaultLatency, FaultRestart:
 		s, err := parseStoreURL(c.StoreURL)
-		return err == nil && s.kind == kindPostgres
+		switch {
+		case err != nil:
+			return false
+		case s.engine != nil: // a proxy per instance; a restart of its own kind
+			return k != FaultRestart || s.engine.RunnerRestart
+		}
+		return s.kind == kindPostgres
 	}
 	return true
 }
@@ -197,6 +203,10 @@ func (sc *scheduler) plan(kind string, rec *FaultRecord) func(*FaultRecord) {
 	switch kind {
 	case FaultKill:
 		delay := sc.uniform(0, 300*time.Millisecond)
+		if cfg.Runner && sc.rng.IntN(4) == 0 {
+			rec.Variant = variantKillSuccessor
+			return func(r *FaultRecord) { defer release(); d.faultKillSuccessor(ctx, sc, r, s, delay) }
+		}
 		return func(r *FaultRecord) { defer release(); d.faultKill(ctx, r, s, delay) }
 	case FaultTerm:
 		delay := sc.uniform(0, 300*time.Millisecond)
@@ -386,6 +396,75 @@ func (d *driver) faultKill(ctx context.Context, r *FaultRecord, s *slot, delay t
 		return
 	}
 	d.restart(ctx, r, s, at, delay, "killed")
+}
+
+// variantKillSuccessor is the runner-mode SIGKILL that also kills the
+// lock's next master as soon as its command starts.
+const variantKillSuccessor = "sigkill+successor"
+
+// faultKillSuccessor SIGKILLs runner s, which runs a lock's command, then
+// the runner of that lock's next master the moment the driver hears that
+// its command started (its first message; it polls every millisecond for
+// up to three leases), when that runner is under no other fault. A runner
+// killed in the first milliseconds of its command is the case where its
+// supervisor must already hold its last will. Both are restarted.
+func (d *driver) faultKillSuccessor(ctx context.Context, sc *scheduler, r *FaultRecord, s *slot, delay time.Duration) {
+	lock, token := "", int64(0)
+	for _, m := range d.runningMasterships() {
+		if m.Index == s.index {
+			lock, token = m.Lock, m.Token
+			break
+		}
+	}
+	at, err := d.kill(s)
+	if err != nil {
+		r.Err = err.Error()
+		return
+	}
+	next, waited := -1, time.Duration(0)
+	for limit := Mono() + int64(3*d.cfg.Timing.Tolerance); lock != "" && next < 0 && Mono() < limit && ctx.Err() == nil; {
+		for _, m := range d.runningMasterships() {
+			if m.Lock == lock && m.Token > token && m.Index != s.index && sc.claim(m.Index) {
+				next, waited = m.Index, dur(Mono()-m.Start)
+				break
+			}
+		}
+		if next < 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	d.restart(ctx, r, s, at, delay, "killed")
+	if next < 0 {
+		r.Detail = "no next master to kill; " + r.Detail
+		return
+	}
+	defer sc.unclaim(next)
+	detail := r.Detail
+	at2, err := d.kill(d.slots[next])
+	if err != nil {
+		r.Err = err.Error()
+		return
+	}
+	d.restart(ctx, r, d.slots[next], at2, 0, "killed")
+	r.Detail = fmt.Sprintf("%s; then instance %d, %v after its command's first message: %s", detail, next, waited.Round(time.Microsecond), r.Detail)
+}
+
+// claim marks slot i as under a fault, if it is free and another slot
+// stays free; unclaim frees it.
+func (sc *scheduler) claim(i int) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.busy[i] || len(sc.busy) >= sc.d.cfg.Instances-1 {
+		return false
+	}
+	sc.busy[i] = true
+	return true
+}
+
+func (sc *scheduler) unclaim(i int) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	delete(sc.busy, i)
 }
 
 // faultTerm shuts an instance down gracefully (SIGTERM, which the instance,

@@ -24,8 +24,12 @@ import (
 // run found no violation, 1 when it did, 2 when it could not run.
 func Main(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == cli.LastWillArg {
-		// A runner of this process died: its supervisor runs its will.
-		return cli.Main(context.Background(), args, stdout, stderr, os.LookupEnv)
+		// A runner of this process died: its supervisor runs its will,
+		// which tells the driver that it ran.
+		done := recordWill(os.Getenv)
+		code := cli.Main(context.Background(), args, stdout, stderr, os.LookupEnv)
+		done(code)
+		return code
 	}
 	if len(args) > 0 && isSubcommand(args[0]) {
 		run := map[string]func([]string, io.Writer, io.Writer) error{

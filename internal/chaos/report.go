@@ -159,6 +159,8 @@ func (r *Report) WriteSummary(w io.Writer) {
 	}
 	if r.Runner {
 		p("  next master after a SIGKILLed runner's command died: %s", quantiles(r.AfterKill))
+		p("  last wills owed by SIGKILLed runners: %d, ran %d (%d failed); started after the command died: %s",
+			r.Findings.WillsExpected, len(r.Findings.WillStarts), r.Findings.WillsFailed, quantiles(r.Findings.WillStarts))
 	}
 	p("  max no-master gap: %v overall, %v while enabled with a healthy instance (bound %v)",
 		r.Findings.MaxGap.Round(time.Millisecond), r.Findings.MaxEligibleGap.Round(time.Millisecond), r.GapBound)

@@ -120,6 +120,13 @@ func (d *driver) run(ctx context.Context) (*Report, error) {
 			Detail: fmt.Sprintf("mastership of instance %d gen %d token %d never closed", ms.Index, ms.Gen, ms.Token)})
 	}
 	d.tl.Writes = d.sink.Log()
+	if cfg.Runner {
+		wills, err := readWills(d.willsPath())
+		if err != nil {
+			d.tl.Problems = append(d.tl.Problems, Violation{Kind: VHarness, Detail: "reading the last wills' records: " + err.Error()})
+		}
+		d.tl.Wills = wills
+	}
 	tl := d.tl
 	writeJSONLines(filepath.Join(d.dir, "sink.jsonl"), tl.Writes)
 	writeJSONLines(filepath.Join(d.dir, "masterships.jsonl"), tl.Masterships)

@@ -122,9 +122,16 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 // trace mark does not carry.
 var errRenewalFailed = errors.New("renewal failed")
 
-// runnerStoreURL is the store URL a runner uses: the run's tables, and on
-// PostgreSQL the instance's proxy (dsn).
+// runnerStoreURL is the store URL a runner uses: the run's tables (or
+// keys), and on PostgreSQL or an engine the instance's proxy (dsn; an
+// engine's host:port).
 func runnerStoreURL(spec storeSpec, ns, dsn string) (string, error) {
+	if spec.engine != nil {
+		if spec.engine.RunnerURL == nil {
+			return "", fmt.Errorf("chaos: the %s engine has no runner mode (Engine.RunnerURL)", spec.engine.Scheme)
+		}
+		return spec.engine.RunnerURL(spec.dsn, ns, dsn)
+	}
 	switch spec.kind {
 	case kindSQLite:
 		return "sqlite:" + spec.path + "?prefix=" + ns + "_", nil
