@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"sync"
 	"testing"
@@ -30,6 +31,8 @@ import (
 var (
 	chaosFaults = flag.Int("chaos.faults", 0, "faults per TestChaosEtcd run (default 30)")
 	chaosSeed   = flag.Uint64("chaos.seed", 0, "seed of TestChaosEtcd's fault schedule (0: random, logged)")
+	// chaosRunnerFaults sizes the runner-mode run of TestChaosEtcd.
+	chaosRunnerFaults = flag.Int("chaos.runner-faults", 0, "faults per runner-mode run of TestChaosEtcd (default 15)")
 )
 
 // chaosServer is the server of the run under way, which the driver
@@ -49,14 +52,28 @@ func init() {
 			}
 			return c.Endpoints[0], nil
 		},
-		Open:     chaosOpen,
-		Drop:     chaosDrop,
-		Restart:  chaosRestart,
-		EndLease: chaosEndLease,
+		Open:      chaosOpen,
+		Drop:      chaosDrop,
+		Restart:   chaosRestart,
+		EndLease:  chaosEndLease,
+		RunnerURL: chaosRunnerURL,
+		// A restart is the whole server's: runners lose it too.
+		RunnerRestart: true,
 	})
-	if os.Getenv(chaos.EnvInstance) != "" && len(os.Args) > 1 && os.Args[1] == "instance" {
-		os.Exit(chaos.Main(os.Args[1:], os.Stdout, os.Stderr))
+	// This package's init runs after package etcd's, which registered the
+	// etcd:// scheme that a runner and its last will open.
+	chaos.RunIfInstance()
+}
+
+// chaosRunnerURL is the etcd:// URL of namespace ns through via, for
+// `masterjob run` (runner mode).
+func chaosRunnerURL(raw, ns, via string) (string, error) {
+	c, err := etcd.ParseURL(raw, nil)
+	if err != nil {
+		return "", err
 	}
+	q := url.Values{"prefix": {c.Prefix + ns + "/"}, "dial_timeout": {"2s"}}
+	return "etcd://" + via + "?" + q.Encode(), nil
 }
 
 func chaosOpen(ctx context.Context, raw, ns, via string) (store.Store, error) {
@@ -144,6 +161,16 @@ func TestChaosEtcd(t *testing.T) {
 				Command: []string{os.Args[0]},
 			}
 			chaos.RunT(t, cfg, fmt.Sprintf("etcd %s (%s)", srv.Version, kind))
+
+			// Runner mode: `masterjob run` runners (this test binary)
+			// with a child command each, one lock; the runners' last
+			// wills release on etcd.
+			cfg.Runner, cfg.Locks = true, 1
+			cfg.Faults = *chaosRunnerFaults
+			if cfg.Faults == 0 {
+				cfg.Faults = 15
+			}
+			chaos.RunT(t, cfg, fmt.Sprintf("etcd %s (%s), runner mode", srv.Version, kind))
 		})
 	}
 }

@@ -37,8 +37,10 @@ import (
 //	cd store/mysql && go test -run TestChaosMySQL -chaos.faults=1000 -chaos.seed=1 -timeout 60m -v
 var (
 	chaosFaults = flag.Int("chaos.faults", 0, "faults per TestChaosMySQL run (default 30)")
-	chaosSeed   = flag.Uint64("chaos.seed", 0, "seed of TestChaosMySQL's fault schedule (0: random, logged)")
-	chaosDir    = flag.String("chaos.dir", "", "work directory of TestChaosMySQL's run, kept (default: a temporary one, kept only on failure)")
+	// chaosRunnerFaults sizes the runner-mode run of TestChaosMySQL.
+	chaosRunnerFaults = flag.Int("chaos.runner-faults", 0, "faults per runner-mode run of TestChaosMySQL (default 15)")
+	chaosSeed         = flag.Uint64("chaos.seed", 0, "seed of TestChaosMySQL's fault schedule (0: random, logged)")
+	chaosDir          = flag.String("chaos.dir", "", "work directory of TestChaosMySQL's run, kept (default: a temporary one, kept only on failure)")
 )
 
 // chaosRun is what the driver process knows of the run under way.
@@ -64,10 +66,14 @@ func init() {
 		Drop:     chaosDrop,
 		Restart:  chaosRestart,
 		EndLease: chaosEndLease,
+		// Restart ends the connections of the instances' own handles,
+		// which a runner's store, opened by URL, is not: runner mode
+		// leaves it out.
+		RunnerURL: chaosRunnerURL,
 	})
-	if os.Getenv(chaos.EnvInstance) != "" && len(os.Args) > 1 && os.Args[1] == "instance" {
-		os.Exit(chaos.Main(os.Args[1:], os.Stdout, os.Stderr))
-	}
+	// TestMain runs the driver's processes: this init runs before the one
+	// that registers the URL schemes that a runner and its last will open.
+	runChaosInstance = chaos.RunIfInstance
 }
 
 // chaosPrefix returns the table prefix of namespace ns under the URL's
@@ -371,6 +377,7 @@ func TestChaosMySQL(t *testing.T) {
 		Dir:     *chaosDir,
 	}
 	chaos.RunT(t, cfg, fmt.Sprintf("%s at %s", version, dcfg.Addr))
+	runnerChaos(t, cfg, fmt.Sprintf("%s at %s", version, dcfg.Addr))
 	// Nothing of the run is left.
 	var left int
 	if err := db.QueryRowContext(context.Background(),
@@ -378,4 +385,38 @@ func TestChaosMySQL(t *testing.T) {
 		len(prefix), prefix).Scan(&left); err != nil || left > 0 {
 		t.Errorf("%d tables left under prefix %q (%v)", left, prefix, err)
 	}
+}
+
+// chaosRunnerURL is the mysql:// URL of namespace ns through via, for
+// `masterjob run` (runner mode).
+func chaosRunnerURL(raw, ns, via string) (string, error) {
+	prefix, err := chaosPrefix(raw, ns)
+	if err != nil {
+		return "", err
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	q.Del("masterjob_prefix")
+	q.Set("prefix", prefix)
+	u.Host, u.RawQuery = via, q.Encode()
+	return u.String(), nil
+}
+
+// runnerChaos runs cfg again in runner mode: `masterjob run` runners (this
+// test binary) with a child command each, on one lock, whose last wills
+// release on this store.
+func runnerChaos(t *testing.T, cfg chaos.Config, title string) {
+	t.Helper()
+	cfg.Runner, cfg.Locks = true, 1
+	cfg.Faults = *chaosRunnerFaults
+	if cfg.Faults == 0 {
+		cfg.Faults = 15
+	}
+	if cfg.Dir != "" {
+		cfg.Dir += "-runner"
+	}
+	chaos.RunT(t, cfg, title+", runner mode")
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -32,8 +33,10 @@ import (
 //	cd store/redis && go test -run TestChaosRedis -chaos.faults=1000 -chaos.seed=1 -timeout 60m -v
 var (
 	chaosFaults = flag.Int("chaos.faults", 0, "faults per TestChaosRedis run (default 30)")
-	chaosSeed   = flag.Uint64("chaos.seed", 0, "seed of TestChaosRedis's fault schedule (0: random, logged)")
-	chaosDir    = flag.String("chaos.dir", "", "work directory of TestChaosRedis's run, kept (default: a temporary one, kept only on failure)")
+	// chaosRunnerFaults sizes the runner-mode run of TestChaosRedis.
+	chaosRunnerFaults = flag.Int("chaos.runner-faults", 0, "faults per runner-mode run of TestChaosRedis (default 15)")
+	chaosSeed         = flag.Uint64("chaos.seed", 0, "seed of TestChaosRedis's fault schedule (0: random, logged)")
+	chaosDir          = flag.String("chaos.dir", "", "work directory of TestChaosRedis's run, kept (default: a temporary one, kept only on failure)")
 )
 
 // chaosRun is what the driver process knows of the run under way: the
@@ -57,10 +60,14 @@ func init() {
 		Drop:     chaosDrop,
 		Restart:  chaosRestart,
 		EndLease: chaosEndLease,
+		// Restart ends the connections of the instances' own handles,
+		// which a runner's store, opened by URL, is not: runner mode
+		// leaves it out.
+		RunnerURL: chaosRunnerURL,
 	})
-	if os.Getenv(chaos.EnvInstance) != "" && len(os.Args) > 1 && os.Args[1] == "instance" {
-		os.Exit(chaos.Main(os.Args[1:], os.Stdout, os.Stderr))
-	}
+	// TestMain runs the driver's processes: this init runs before the one
+	// that registers the URL schemes that a runner and its last will open.
+	runChaosInstance = chaos.RunIfInstance
 }
 
 // chaosPrefix returns the key prefix of namespace ns under the URL's.
@@ -267,6 +274,7 @@ func TestChaosRedis(t *testing.T) {
 		Dir:     *chaosDir,
 	}
 	chaos.RunT(t, cfg, fmt.Sprintf("Redis %s at %s", serverVersion(t), u.Options.Addr))
+	runnerChaos(t, cfg, fmt.Sprintf("Redis %s at %s", serverVersion(t), u.Options.Addr))
 	// Nothing of the run is left under its prefix.
 	if n, err := adminClient(t).Keys(context.Background(), base+"*").Result(); err != nil || len(n) > 0 {
 		t.Errorf("keys left under %q: %v (%v)", base, n, err)
@@ -285,4 +293,37 @@ func serverVersion(t *testing.T) string {
 		}
 	}
 	return "(version unknown)"
+}
+
+// chaosRunnerURL is the redis:// URL of namespace ns through via, for
+// `masterjob run` (runner mode).
+func chaosRunnerURL(raw, ns, via string) (string, error) {
+	u, err := ParseURL(raw)
+	if err != nil {
+		return "", err
+	}
+	pu, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	q := pu.Query()
+	q.Set("prefix", chaosPrefix(u, ns))
+	pu.Host, pu.RawQuery = via, q.Encode()
+	return pu.String(), nil
+}
+
+// runnerChaos runs cfg again in runner mode: `masterjob run` runners (this
+// test binary) with a child command each, on one lock, whose last wills
+// release on this store.
+func runnerChaos(t *testing.T, cfg chaos.Config, title string) {
+	t.Helper()
+	cfg.Runner, cfg.Locks = true, 1
+	cfg.Faults = *chaosRunnerFaults
+	if cfg.Faults == 0 {
+		cfg.Faults = 15
+	}
+	if cfg.Dir != "" {
+		cfg.Dir += "-runner"
+	}
+	chaos.RunT(t, cfg, title+", runner mode")
 }

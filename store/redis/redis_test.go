@@ -34,7 +34,12 @@ func testURL() string {
 	return defaultTestURL
 }
 
+// runChaosInstance runs this process as one of the chaos driver's
+// processes and exits, when it is one (chaos.RunIfInstance, on Linux).
+var runChaosInstance = func() {}
+
 func TestMain(m *testing.M) {
+	runChaosInstance()
 	code := m.Run()
 	if admin.client != nil {
 		_ = admin.client.Close()
