@@ -382,14 +382,14 @@ func (s *Store) planMode(pc *pgconn.PgConn, stmts []stmt) string {
 // statements (Store.ahead) once with no lock and force_generic_plan, so
 // that the server keeps their generic plan for the hand-off. Those runs
 // change nothing and may fail (a write on a read-only connection, which
-// is left out when the server says the session is read-only): the
+// is left out when the session may be read-only: mayBeReadOnly): the
 // hand-off then makes the plan itself.
 func (s *Store) prepareOn(ctx context.Context, c *pgx.Conn) error {
 	pc := c.PgConn()
 	if pc.CustomData()[s.preparedMark] != nil {
 		return nil
 	}
-	readOnly := pc.ParameterStatus("default_transaction_read_only") == "on" || pc.ParameterStatus("in_hot_standby") == "on"
+	readOnly := mayBeReadOnly(pc.ParameterStatus)
 	p := pc.StartPipeline(ctx)
 	for sql, name := range s.prepared {
 		p.SendDeallocate(name)
@@ -596,4 +596,16 @@ func (s *Store) Leave(ctx context.Context, id string) error {
 	return s.run(ctx, op, func(ctx context.Context) error {
 		return s.exec(ctx, s.q.leave, id, s.channel)
 	})
+}
+
+// mayBeReadOnly reports whether a session whose server reports the
+// parameters that status returns may refuse writes: it says so
+// (default_transaction_read_only or in_hot_standby on), or it does not
+// report default_transaction_read_only at all, as servers before
+// PostgreSQL 14 do not. A write's run ahead is left out then: on a
+// read-only session the server would refuse it and log an ERROR for
+// every connection.
+func mayBeReadOnly(status func(name string) string) bool {
+	ro := status("default_transaction_read_only")
+	return ro != "off" || status("in_hot_standby") == "on"
 }

@@ -943,3 +943,20 @@ func TestTransferRows(t *testing.T) {
 		delete(want, c.Lock)
 	}
 }
+
+func TestMayBeReadOnly(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		reported map[string]string
+		readOnly bool
+	}{
+		{"PostgreSQL 14 or later, read-write", map[string]string{"default_transaction_read_only": "off", "in_hot_standby": "off"}, false},
+		{"default_transaction_read_only on", map[string]string{"default_transaction_read_only": "on", "in_hot_standby": "off"}, true},
+		{"a hot standby", map[string]string{"default_transaction_read_only": "off", "in_hot_standby": "on"}, true},
+		{"before 14: nothing reported", map[string]string{}, true},
+	} {
+		if got := mayBeReadOnly(func(k string) string { return tt.reported[k] }); got != tt.readOnly {
+			t.Errorf("%s: mayBeReadOnly = %v, want %v", tt.name, got, tt.readOnly)
+		}
+	}
+}
