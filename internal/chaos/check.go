@@ -1115,9 +1115,10 @@ func ts(t int64) string { return fmt.Sprintf("%.3fs", float64(t)/1e9) }
 // then still alive when the runner died (its death came after the kill),
 // so its supervisor outlived the runner with a lease to release, and must
 // run the will for that lease (lock and token) within the lease. Kills
-// the checker cannot judge are left out: one whose runner was paused or
-// suspended meanwhile (its supervisor may be stopped too), and one too
-// close to the end of the run for its will to have been seen.
+// the checker cannot judge are left out: one that caught its runner
+// paused or suspended (its supervisor may be stopped too, until a SIGCONT
+// that may come after the lease), and one too close to the end of the run
+// for its will to have been seen.
 func (f *Findings) checkWills(tl *Timeline, lim Limits) {
 	for _, m := range tl.Masterships {
 		if !m.Child || m.Reason != "killed" || m.Cancelled != 0 {
@@ -1126,7 +1127,7 @@ func (f *Findings) checkWills(tl *Timeline, lim Limits) {
 		var killedAt int64
 		tl.life(m.Index, m.Gen, func(l *Life) { killedAt = l.KilledAt })
 		bound := m.Stop + int64(lim.Tolerance)
-		if killedAt == 0 || m.Stop <= killedAt || bound+int64(time.Second) > tl.To || tl.pausedDuring(m.Index, killedAt, bound) {
+		if killedAt == 0 || m.Stop <= killedAt || bound+int64(time.Second) > tl.To || tl.pausedAt(m.Index, killedAt) {
 			continue
 		}
 		f.WillsExpected++
@@ -1148,12 +1149,13 @@ func (f *Findings) checkWills(tl *Timeline, lim Limits) {
 	}
 }
 
-// pausedDuring reports whether instance i was SIGSTOPped or suspended at
-// some moment of [from, to].
-func (tl *Timeline) pausedDuring(i int, from, to int64) bool {
+// pausedAt reports whether instance i was SIGSTOPped or suspended at t
+// (a window's ends included). A pause later than a kill is the next
+// generation's, which the dead runner's supervisor does not share.
+func (tl *Timeline) pausedAt(i int, t int64) bool {
 	for _, ws := range [][]Window{tl.Stopped, tl.Suspended} {
 		for _, w := range ws {
-			if w.Index == i && w.From <= to && from <= w.To {
+			if w.Index == i && w.From <= t && t <= w.To {
 				return true
 			}
 		}

@@ -785,6 +785,10 @@ func TestCheckWills(t *testing.T) {
 			tl.Stopped = []Window{{Index: 0, From: 500 * ms, To: 1001 * ms}}
 			tl.Wills = nil
 		}, 0, false},
+		{"the next generation was paused after the kill", func(tl *Timeline) {
+			tl.Stopped = []Window{{Index: 0, From: 1200 * ms, To: 3000 * ms}}
+			tl.Wills = nil
+		}, 1, true},
 		{"another runner was paused", func(tl *Timeline) {
 			tl.Stopped = []Window{{Index: 1, From: 500 * ms, To: 1001 * ms}}
 			tl.Wills = nil
