@@ -788,15 +788,9 @@ func (f *Findings) checkControls(tl *Timeline, lock string, ms []Mastership, lim
 			ran := dur(m.told() - c.DisableReturned)
 			limit := c.DisableReturned + int64(lim.Heartbeat+lim.DisableSlack)
 			why := "healthy"
-			for _, w := range tl.paused() {
-				if w.Index == m.Index && w.overlaps(c.DisableCalled, limit) {
-					limit = max(limit, w.To+int64(lim.StopGrace))
-					why = "SIGSTOPped"
-					if w.Cause == "suspend" {
-						why = "suspended (SIGTSTP)"
-					}
-				}
-			}
+			// Pauses last, as for a store-side loss: a pause that begins
+			// after a heartbeat but within the trust window of a master cut
+			// off from the store stops it from acting on that window.
 			for _, ws := range [][]Window{tl.Down, tl.Degraded, tl.Unreachable} {
 				for _, w := range ws {
 					if w.Index == m.Index && w.Cause != "stop" && w.overlaps(c.DisableCalled, limit) {
@@ -809,6 +803,9 @@ func (f *Findings) checkControls(tl *Timeline, lock string, ms []Mastership, lim
 			}
 			if l2, w := tl.nextRenewal(m, c.DisableReturned, limit, lim.Tolerance, lim.DisableSlack); w != "" {
 				limit, why = l2, w
+			}
+			if l2, paused := tl.pauseLimit(m.Index, c.DisableCalled, limit, lim); paused {
+				limit, why = l2, "paused (SIGSTOP, SIGTSTP, or a stall it saw) while "+why
 			}
 			if why == "healthy" || strings.HasPrefix(why, "its next renewal") {
 				f.MaxDisableStop = max(f.MaxDisableStop, ran)

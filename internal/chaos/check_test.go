@@ -816,3 +816,40 @@ func TestCheckWills(t *testing.T) {
 		t.Errorf("a will that failed: WillsFailed %d, violations %s; want 1 and no %s", f.WillsFailed, kinds(f.Violations), VWillMissing)
 	}
 }
+
+// TestCheckDisableCutThenPaused: a master cut off from the store learns of
+// a Disable by the end of its trust window, unless it is SIGSTOPped before
+// that: then it is bound by the SIGCONT (a run on etcd flagged such a
+// master, judged before the pause was looked at).
+func TestCheckDisableCutThenPaused(t *testing.T) {
+	const L = "l"
+	timeline := func(told int64, paused bool) *Timeline {
+		tl := &Timeline{From: 0, To: 5000 * ms, Instances: 2, Locks: []string{L},
+			Masterships: []Mastership{{Index: 0, Gen: 1, Lock: L, Token: 1, Start: 0, Cancelled: told * ms, Stop: (told + 5) * ms, Child: true}},
+			Down:        []Window{{Index: 0, From: 300 * ms, To: 900 * ms, Cause: "cut"}},
+			Controls:    []ControlWindow{{Lock: L, DisableCalled: 500 * ms, DisableReturned: 501 * ms, Token: 1, EnableCalled: 4500 * ms, EnableReturned: 4501 * ms}},
+		}
+		if paused {
+			// After a heartbeat, within the trust window.
+			tl.Stopped = []Window{{Index: 0, From: 1000 * ms, To: 2500 * ms, Cause: "stop"}}
+			tl.Down = append(tl.Down, Window{Index: 0, From: 1000 * ms, To: 2500 * ms, Cause: "stop"})
+		}
+		return tl
+	}
+	for _, tt := range []struct {
+		name   string
+		told   int64
+		paused bool
+		want   bool // a VDisabledRunning
+	}{
+		{"told just after SIGCONT", 2550, true, false},
+		{"told long after SIGCONT", 2800, true, true},
+		{"told at the same time, never paused", 2550, false, true},
+		{"told within the trust window, never paused", 1150, false, false},
+	} {
+		f := Check(timeline(tt.told, tt.paused), testLimits)
+		if got := strings.Contains(kinds(f.Violations), VDisabledRunning); got != tt.want {
+			t.Errorf("%s: violations %v; want %s: %v", tt.name, kinds(f.Violations), VDisabledRunning, tt.want)
+		}
+	}
+}
