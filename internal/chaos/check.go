@@ -1074,15 +1074,20 @@ func (w Window) caught(a Mastership) bool {
 	return began && a.Stop >= w.From
 }
 
-// suspendedAt returns the SIGTSTP window of a's instance that caught a
-// running (Window.caught) and was still on at t.
+// suspendedAt returns the last SIGTSTP window of a's instance that caught
+// a running (Window.caught) and began by t. It may have ended by then: a
+// newer master can start just after the SIGCONT, before the resumed runner
+// has killed its stopped command, which checkSuspended bounds by the stop
+// grace, as the SIGSTOP excuse does.
 func (tl *Timeline) suspendedAt(a Mastership, t int64) (Window, bool) {
+	var last Window
+	found := false
 	for _, w := range tl.Suspended {
-		if w.Index == a.Index && w.From <= t && t < w.To && w.caught(a) {
-			return w, true
+		if w.Index == a.Index && w.From <= t && w.caught(a) && (!found || w.From > last.From) {
+			last, found = w, true
 		}
 	}
-	return Window{}, false
+	return last, found
 }
 
 // checkSuspended judges an overlap of a, whose runner was suspended in sw,

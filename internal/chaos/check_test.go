@@ -853,3 +853,38 @@ func TestCheckDisableCutThenPaused(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSuspendedRunnerNextStartsAfterSIGCONT: the next master's
+// command may start just after the SIGCONT of a runner suspended past its
+// lease, before that runner has killed its stopped command (seen in a
+// runner-mode run on SQLite: 0.9 ms). The suspension excuses it as when
+// the start came during it, within the stop grace and with no write.
+func TestCheckSuspendedRunnerNextStartsAfterSIGCONT(t *testing.T) {
+	const L = "l"
+	timeline := func(oldStop int64, writes []SinkWrite) *Timeline {
+		return &Timeline{From: 0, To: 3000 * ms, Instances: 2, Locks: []string{L},
+			Masterships: []Mastership{
+				{Index: 0, Gen: 1, Lock: L, Token: 1, Start: 0, Stop: oldStop, Child: true},
+				{Index: 1, Gen: 1, Lock: L, Token: 2, Start: 2003 * ms, Stop: 3000 * ms, Child: true},
+			},
+			Suspended: []Window{{Index: 0, From: 1200 * ms, To: 2000 * ms, Cause: "suspend"}},
+			Down:      []Window{{Index: 0, From: 1200 * ms, To: 2000 * ms, Cause: "suspend"}},
+			Writes:    writes,
+		}
+	}
+	for _, c := range []struct {
+		name    string
+		oldStop int64
+		writes  []SinkWrite
+		want    string
+	}{
+		{"killed while stopped", 2004 * ms, nil, ""},
+		{"ran after the SIGCONT beside the next master", 2004 * ms, []SinkWrite{{Lock: L, Token: 1, Sent: 2003500 * int64(time.Microsecond)}}, VSuspendedRan},
+		{"outlived the SIGCONT", 2500 * ms, nil, VSuspendedRan},
+	} {
+		f := Check(timeline(c.oldStop, c.writes), testLimits)
+		if got := kinds(f.Violations); got != c.want {
+			t.Errorf("%s: violations %v, want %v", c.name, got, c.want)
+		}
+	}
+}
