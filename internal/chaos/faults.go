@@ -407,7 +407,7 @@ const variantKillSuccessor = "sigkill+successor"
 // its command started (its first message; it polls every millisecond for
 // up to three leases), when that runner is under no other fault. A runner
 // killed in the first milliseconds of its command is the case where its
-// supervisor must already hold its last will. Both are restarted.
+// supervisor must already hold its last will. Both are then restarted.
 func (d *driver) faultKillSuccessor(ctx context.Context, sc *scheduler, r *FaultRecord, s *slot, delay time.Duration) {
 	lock, token := "", int64(0)
 	for _, m := range d.runningMasterships() {
@@ -421,11 +421,11 @@ func (d *driver) faultKillSuccessor(ctx context.Context, sc *scheduler, r *Fault
 		r.Err = err.Error()
 		return
 	}
-	next, waited := -1, time.Duration(0)
+	next, started := -1, int64(0)
 	for limit := Mono() + int64(3*d.cfg.Timing.Tolerance); lock != "" && next < 0 && Mono() < limit && ctx.Err() == nil; {
 		for _, m := range d.runningMasterships() {
 			if m.Lock == lock && m.Token > token && m.Index != s.index && sc.claim(m.Index) {
-				next, waited = m.Index, dur(Mono()-m.Start)
+				next, started = m.Index, m.Start
 				break
 			}
 		}
@@ -433,20 +433,24 @@ func (d *driver) faultKillSuccessor(ctx context.Context, sc *scheduler, r *Fault
 			time.Sleep(time.Millisecond)
 		}
 	}
+	var at2 int64
+	if next >= 0 {
+		defer sc.unclaim(next)
+		if at2, err = d.kill(d.slots[next]); err != nil {
+			r.Err = err.Error()
+		}
+	}
 	d.restart(ctx, r, s, at, delay, "killed")
-	if next < 0 {
+	switch {
+	case next < 0:
 		r.Detail = "no next master to kill; " + r.Detail
 		return
-	}
-	defer sc.unclaim(next)
-	detail := r.Detail
-	at2, err := d.kill(d.slots[next])
-	if err != nil {
-		r.Err = err.Error()
+	case err != nil:
 		return
 	}
+	detail := r.Detail
 	d.restart(ctx, r, d.slots[next], at2, 0, "killed")
-	r.Detail = fmt.Sprintf("%s; then instance %d, %v after its command's first message: %s", detail, next, waited.Round(time.Microsecond), r.Detail)
+	r.Detail = fmt.Sprintf("%s; instance %d killed %v after its command's first message: %s", detail, next, dur(at2-started).Round(time.Microsecond), r.Detail)
 }
 
 // claim marks slot i as under a fault, if it is free and another slot
