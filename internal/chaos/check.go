@@ -117,8 +117,8 @@ type Life struct {
 	Hello int64  `json:"hello,omitempty"`
 	Bye   int64  `json:"bye,omitempty"`
 	Gone  int64  `json:"gone,omitempty"`
-	// Killed: the process ended by the driver's SIGKILL, sent at KilledAt.
-	Killed   bool  `json:"killed,omitempty"`
+	// KilledAt: the process ended by the driver's SIGKILL, sent then (0:
+	// it was not killed).
 	KilledAt int64 `json:"killedAt,omitempty"`
 	// LastCheck is when its last reported check round trip ended (its
 	// observer's report; a runner's trace mark): a check still in flight
@@ -664,7 +664,7 @@ func (f *Findings) unreportedAtDeath(tl *Timeline, lock string, ms []Mastership)
 		}
 		known[t.PrevToken] = true // one takeover per lease is enough
 		for _, l := range tl.Lives {
-			if l.ID != t.PrevHolder || !l.Killed || l.Gone == 0 {
+			if l.ID != t.PrevHolder || l.KilledAt == 0 || l.Gone == 0 {
 				continue
 			}
 			from := max(l.LastCheck, l.Hello)
@@ -1155,12 +1155,5 @@ func (f *Findings) checkWills(tl *Timeline, lim Limits) {
 // (a window's ends included). A pause later than a kill is the next
 // generation's, which the dead runner's supervisor does not share.
 func (tl *Timeline) pausedAt(i int, t int64) bool {
-	for _, ws := range [][]Window{tl.Stopped, tl.Suspended} {
-		for _, w := range ws {
-			if w.Index == i && w.From <= t && t <= w.To {
-				return true
-			}
-		}
-	}
-	return false
+	return slices.ContainsFunc(tl.paused(), func(w Window) bool { return w.Index == i && w.From <= t && t <= w.To })
 }

@@ -225,7 +225,7 @@ func TestCheck(t *testing.T) {
 		{"gap covered by a lease acquired by a check in flight at a kill", func() *Timeline {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(0, 3, 2100, 3000)}
-			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Hello: 10 * ms, LastCheck: 1100 * ms, Gone: 1200 * ms, Killed: true}}
+			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Hello: 10 * ms, LastCheck: 1100 * ms, Gone: 1200 * ms, KilledAt: 1150 * ms}}
 			tl.Takeovers = []Takeover{{Lock: L, Token: 3, PrevHolder: "b", PrevToken: 2, At: 2100 * ms}}
 			return tl
 		}, ""},
@@ -239,7 +239,7 @@ func TestCheck(t *testing.T) {
 		{"an unreported lease counts only until its holder was killed", func() *Timeline {
 			tl := base()
 			tl.Masterships = []Mastership{m(0, 1, 0, 500), m(0, 3, 2300, 3000)}
-			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Hello: 10 * ms, LastCheck: 1100 * ms, Gone: 1200 * ms, Killed: true}}
+			tl.Lives = []Life{{ID: "b", Index: 1, Gen: 1, Hello: 10 * ms, LastCheck: 1100 * ms, Gone: 1200 * ms, KilledAt: 1150 * ms}}
 			tl.Takeovers = []Takeover{{Lock: L, Token: 3, PrevHolder: "b", PrevToken: 2, At: 2300 * ms}}
 			return tl
 		}, VGap},
@@ -764,7 +764,7 @@ func TestCheckWills(t *testing.T) {
 	base := func() *Timeline {
 		return &Timeline{From: 0, To: 5000 * ms, Instances: 2, Locks: []string{L},
 			Masterships: []Mastership{killed, next},
-			Lives:       []Life{{Index: 0, Gen: 1, Killed: true, KilledAt: 1000 * ms, Gone: 1005 * ms}},
+			Lives:       []Life{{Index: 0, Gen: 1, KilledAt: 1000 * ms, Gone: 1005 * ms}},
 			Wills:       []WillRun{will}}
 	}
 	tests := []struct {

@@ -629,7 +629,7 @@ func (d *driver) reaped(s *slot, gen int, werr error, logPath string) {
 				Detail: fmt.Sprintf("instance %d gen %d exited with the job of token %d still running (no stop reported)", s.index, gen, k.token)})
 		}
 	}
-	d.tl.life(s.index, gen, func(l *Life) { l.Gone, l.Killed, l.KilledAt = now, killedAt > 0, killedAt })
+	d.tl.life(s.index, gen, func(l *Life) { l.Gone, l.KilledAt = now, killedAt })
 	d.mu.Unlock()
 	d.record("exited", map[string]any{"idx": s.index, "gen": gen, "err": fmt.Sprint(werr), "expected": expected})
 	if d.cfg.Runner {

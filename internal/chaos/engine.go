@@ -76,13 +76,19 @@ func RunIfInstance() {
 // the instance's server connections with it, so that its Restart finds
 // them.
 func Slot() (index int, ok bool) {
-	v := os.Getenv(envSlot) // "<slot>.<gen>"
-	i, _, _ := strings.Cut(v, ".")
+	index, _, ok = slotOf(os.Getenv(envSlot))
+	return index, ok
+}
+
+// slotOf parses an envSlot value, "<slot>.<gen>".
+func slotOf(v string) (index, gen int, ok bool) {
+	i, g, _ := strings.Cut(v, ".")
 	n, err := strconv.Atoi(i)
 	if v == "" || err != nil || n < 0 {
-		return 0, false
+		return 0, 0, false
 	}
-	return n, true
+	gen, _ = strconv.Atoi(g)
+	return n, gen, true
 }
 
 var (

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/masterjob/masterjob/internal/childproc"
 )
@@ -51,9 +50,7 @@ func recordWill(getenv func(string) string) (done func(exit int)) {
 	}
 	w := WillRun{Lock: getenv(childproc.EnvLock), Pid: os.Getpid(), Start: Mono(), Exit: -1}
 	w.Token, _ = strconv.ParseInt(getenv(childproc.EnvToken), 10, 64)
-	idx, gen, _ := strings.Cut(getenv(envSlot), ".")
-	w.Index, _ = strconv.Atoi(idx)
-	w.Gen, _ = strconv.Atoi(gen)
+	w.Index, w.Gen, _ = slotOf(getenv(envSlot))
 	appendWill(path, willRecord{w, "start"})
 	return func(exit int) {
 		w.End, w.Exit = Mono(), exit
