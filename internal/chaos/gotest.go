@@ -4,6 +4,7 @@ package chaos
 
 import (
 	"bytes"
+	"cmp"
 	"testing"
 )
 
@@ -39,4 +40,23 @@ func RunT(t testing.TB, cfg Config, title string) *Report {
 		t.Errorf("no mastership or write seen: %d masterships, %d writes", rep.Masterships, rep.SinkAccepted)
 	}
 	return rep
+}
+
+// DefaultRunnerFaults is how many faults RunRunnerT injects when the
+// caller's flag asks for none.
+const DefaultRunnerFaults = 15
+
+// RunRunnerT runs cfg again in runner mode, as an engine's chaos test does
+// after its executor run: `masterjob run` runners (the test binary, whose
+// TestMain or init calls RunIfInstance) with a child command each, on one
+// lock, faults faults (DefaultRunnerFaults when 0), in a work directory of
+// its own when cfg names one.
+func RunRunnerT(t testing.TB, cfg Config, faults int, title string) *Report {
+	t.Helper()
+	cfg.Runner, cfg.Locks = true, 1
+	cfg.Faults = cmp.Or(faults, DefaultRunnerFaults)
+	if cfg.Dir != "" {
+		cfg.Dir += "-runner"
+	}
+	return RunT(t, cfg, title+", runner mode")
 }

@@ -160,17 +160,9 @@ func TestChaosEtcd(t *testing.T) {
 					WriteEvery: 20 * time.Millisecond},
 				Command: []string{os.Args[0]},
 			}
-			chaos.RunT(t, cfg, fmt.Sprintf("etcd %s (%s)", srv.Version, kind))
-
-			// Runner mode: `masterjob run` runners (this test binary)
-			// with a child command each, one lock; the runners' last
-			// wills release on etcd.
-			cfg.Runner, cfg.Locks = true, 1
-			cfg.Faults = *chaosRunnerFaults
-			if cfg.Faults == 0 {
-				cfg.Faults = 15
-			}
-			chaos.RunT(t, cfg, fmt.Sprintf("etcd %s (%s), runner mode", srv.Version, kind))
+			title := fmt.Sprintf("etcd %s (%s)", srv.Version, kind)
+			chaos.RunT(t, cfg, title)
+			chaos.RunRunnerT(t, cfg, *chaosRunnerFaults, title)
 		})
 	}
 }

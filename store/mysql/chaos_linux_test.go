@@ -376,8 +376,9 @@ func TestChaosMySQL(t *testing.T) {
 		Command: []string{os.Args[0]},
 		Dir:     *chaosDir,
 	}
-	chaos.RunT(t, cfg, fmt.Sprintf("%s at %s", version, dcfg.Addr))
-	runnerChaos(t, cfg, fmt.Sprintf("%s at %s", version, dcfg.Addr))
+	title := fmt.Sprintf("%s at %s", version, dcfg.Addr)
+	chaos.RunT(t, cfg, title)
+	chaos.RunRunnerT(t, cfg, *chaosRunnerFaults, title)
 	// Nothing of the run is left.
 	var left int
 	if err := db.QueryRowContext(context.Background(),
@@ -403,20 +404,4 @@ func chaosRunnerURL(raw, ns, via string) (string, error) {
 	q.Set("prefix", prefix)
 	u.Host, u.RawQuery = via, q.Encode()
 	return u.String(), nil
-}
-
-// runnerChaos runs cfg again in runner mode: `masterjob run` runners (this
-// test binary) with a child command each, on one lock, whose last wills
-// release on this store.
-func runnerChaos(t *testing.T, cfg chaos.Config, title string) {
-	t.Helper()
-	cfg.Runner, cfg.Locks = true, 1
-	cfg.Faults = *chaosRunnerFaults
-	if cfg.Faults == 0 {
-		cfg.Faults = 15
-	}
-	if cfg.Dir != "" {
-		cfg.Dir += "-runner"
-	}
-	chaos.RunT(t, cfg, title+", runner mode")
 }

@@ -273,8 +273,9 @@ func TestChaosRedis(t *testing.T) {
 		Command: []string{os.Args[0]},
 		Dir:     *chaosDir,
 	}
-	chaos.RunT(t, cfg, fmt.Sprintf("Redis %s at %s", serverVersion(t), u.Options.Addr))
-	runnerChaos(t, cfg, fmt.Sprintf("Redis %s at %s", serverVersion(t), u.Options.Addr))
+	title := fmt.Sprintf("Redis %s at %s", serverVersion(t), u.Options.Addr)
+	chaos.RunT(t, cfg, title)
+	chaos.RunRunnerT(t, cfg, *chaosRunnerFaults, title)
 	// Nothing of the run is left under its prefix.
 	if n, err := adminClient(t).Keys(context.Background(), base+"*").Result(); err != nil || len(n) > 0 {
 		t.Errorf("keys left under %q: %v (%v)", base, n, err)
@@ -310,20 +311,4 @@ func chaosRunnerURL(raw, ns, via string) (string, error) {
 	q.Set("prefix", chaosPrefix(u, ns))
 	pu.Host, pu.RawQuery = via, q.Encode()
 	return pu.String(), nil
-}
-
-// runnerChaos runs cfg again in runner mode: `masterjob run` runners (this
-// test binary) with a child command each, on one lock, whose last wills
-// release on this store.
-func runnerChaos(t *testing.T, cfg chaos.Config, title string) {
-	t.Helper()
-	cfg.Runner, cfg.Locks = true, 1
-	cfg.Faults = *chaosRunnerFaults
-	if cfg.Faults == 0 {
-		cfg.Faults = 15
-	}
-	if cfg.Dir != "" {
-		cfg.Dir += "-runner"
-	}
-	chaos.RunT(t, cfg, title+", runner mode")
 }
