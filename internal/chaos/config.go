@@ -187,8 +187,10 @@ func (c *Config) validate() error {
 	var errs []error
 	if c.StoreURL == "" {
 		errs = append(errs, errors.New("store URL is required"))
-	} else if _, err := parseStoreURL(c.StoreURL); err != nil {
+	} else if s, err := parseStoreURL(c.StoreURL); err != nil {
 		errs = append(errs, err)
+	} else if c.Runner && s.engine != nil && s.engine.RunnerURL == nil {
+		errs = append(errs, fmt.Errorf("runner mode: the %s engine does not give a runner's store URL (Engine.RunnerURL)", s.engine.Scheme))
 	}
 	if c.Instances < 2 {
 		errs = append(errs, fmt.Errorf("instances %d: need at least 2", c.Instances))

@@ -2,7 +2,10 @@
 
 package chaos
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestSlot(t *testing.T) {
 	for _, tt := range []struct {
@@ -20,5 +23,19 @@ func TestSlot(t *testing.T) {
 		if i, ok := Slot(); i != tt.index || ok != tt.ok {
 			t.Errorf("%s=%q: Slot() = %d, %v, want %d, %v", envSlot, tt.env, i, ok, tt.index, tt.ok)
 		}
+	}
+}
+
+func TestRunnerModeNeedsTheEngineRunnerURL(t *testing.T) {
+	RegisterEngine(Engine{Scheme: "norunnerurl"})
+	cfg := Config{StoreURL: "norunnerurl://127.0.0.1:1", Instances: 3, Locks: 1, Runner: true}
+	cfg.applyDefaults()
+	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "RunnerURL") {
+		t.Errorf("runner mode on an engine without RunnerURL: validate = %v, want an error naming Engine.RunnerURL", err)
+	}
+	cfg.Runner = false
+	cfg.Locks = 2
+	if err := cfg.validate(); err != nil {
+		t.Errorf("executor mode on that engine: validate = %v, want nil", err)
 	}
 }

@@ -126,10 +126,7 @@ var errRenewalFailed = errors.New("renewal failed")
 // keys), and on PostgreSQL or an engine the instance's proxy (dsn; an
 // engine's host:port).
 func runnerStoreURL(spec storeSpec, ns, dsn string) (string, error) {
-	if spec.engine != nil {
-		if spec.engine.RunnerURL == nil {
-			return "", fmt.Errorf("chaos: the %s engine has no runner mode (Engine.RunnerURL)", spec.engine.Scheme)
-		}
+	if spec.engine != nil { // Config.validate checked RunnerURL
 		return spec.engine.RunnerURL(spec.dsn, ns, dsn)
 	}
 	switch spec.kind {
