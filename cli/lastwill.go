@@ -114,7 +114,10 @@ func runLastWill(ctx context.Context, lookupEnv func(string) (string, bool), std
 		return ExitFailure
 	}
 	trace.Mark("will.started", lock)
-	st, err := u.Open(ctx)
+	// The runner created or upgraded the tables when it opened the store.
+	// The will creates nothing: a store removed since (a schema dropped, a
+	// file deleted) stays removed, and the will only fails to open it.
+	st, err := u.WithoutMigrate().Open(ctx)
 	if err != nil {
 		return fail("open the store", err)
 	}

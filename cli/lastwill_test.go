@@ -2,12 +2,16 @@ package cli
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/masterjob/masterjob"
 	"github.com/masterjob/masterjob/internal/childproc"
 	"github.com/masterjob/masterjob/store"
@@ -104,4 +108,46 @@ func TestRunLastWill(t *testing.T) {
 	if code := runLastWill(ctx, envFunc(map[string]string{EnvStore: "sqlite:" + path}), &syncBuffer{}); code != ExitUsage {
 		t.Errorf("incomplete will: exit %d, want %d", code, ExitUsage)
 	}
+}
+
+// A will whose store was removed after its runner died (a schema dropped,
+// a file deleted) fails to open it and creates nothing: it opens the store
+// without migrating. Before, a will recreated an empty schema, which CI
+// found left over after TestProcessLossWhileStoppingPostgres had dropped
+// its own.
+func TestLastWillCreatesNothing(t *testing.T) {
+	ctx := context.Background()
+	will := func(storeURL string) (int, string) {
+		env := map[string]string{EnvStore: storeURL, childproc.EnvLock: "L",
+			childproc.EnvInstance: "dead", childproc.EnvToken: "1", childproc.EnvRunnerPID: "4242"}
+		var stderr syncBuffer
+		code := runLastWill(ctx, envFunc(env), &stderr)
+		return code, stderr.String()
+	}
+
+	t.Run("sqlite", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "removed.db")
+		if code, out := will("sqlite:" + path); code != ExitFailure || !strings.Contains(out, "lease expires by itself") {
+			t.Errorf("exit %d, %s", code, out)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("the will left %s behind (stat: %v)", path, err)
+		}
+	})
+	t.Run("postgres", func(t *testing.T) {
+		u := postgresSchemaURL(t) // a schema that no one has created
+		schema := u[strings.LastIndex(u, "masterjob_schema=")+len("masterjob_schema="):]
+		if code, out := will(u); code != ExitFailure || !strings.Contains(out, "lease expires by itself") {
+			t.Errorf("exit %d, %s", code, out)
+		}
+		conn, err := pgx.Connect(ctx, postgresURL(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema).Scan(&n); err != nil || n != 0 {
+			t.Errorf("schema %s after the will: %d (%v), want none", schema, n, err)
+		}
+	})
 }

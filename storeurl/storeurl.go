@@ -94,7 +94,8 @@ type URL struct {
 	// Timeout is the SQLite busy timeout or the PostgreSQL call timeout; zero
 	// for the backend's default.
 	Timeout time.Duration
-	// NoMigrate is set by migrate=false (masterjob_migrate=false).
+	// NoMigrate is set by migrate=false (masterjob_migrate=false), or by
+	// WithoutMigrate for any scheme: Open then creates and upgrades nothing.
 	NoMigrate bool
 	// ReadOnly opens the store for reading only (sqlite.ReadOnly); set by
 	// mode=ro. SQLite only: Open refuses it for PostgreSQL.
@@ -113,6 +114,21 @@ type Engine struct {
 	Check func(rawURL string) error
 	// Open opens the store named by rawURL, which Check accepted.
 	Open func(ctx context.Context, rawURL string) (store.Store, error)
+	// OpenExisting opens it as Open does but creates and upgrades nothing
+	// (no table, no schema), failing where they are absent. URL.Open calls
+	// it for a URL marked WithoutMigrate. An engine whose Open creates
+	// nothing that outlives the store leaves it nil.
+	OpenExisting func(ctx context.Context, rawURL string) (store.Store, error)
+}
+
+// WithoutMigrate returns u marked to open the store as it is: Open then
+// creates and upgrades nothing (no file, schema or table) and fails where
+// they are absent, as migrate=false does. A process that only acts on a
+// lease another one took, such as a runner's last will, opens its store
+// this way, so that it never recreates a store removed meanwhile.
+func (u URL) WithoutMigrate() URL {
+	u.NoMigrate = true
+	return u
 }
 
 var (
@@ -246,7 +262,11 @@ func (u URL) Open(ctx context.Context) (store.Store, error) {
 	if u.ReadOnly {
 		return nil, fmt.Errorf("%w %s: read-only opening is supported for sqlite: URLs only", ErrInvalidURL, u)
 	}
-	st, err := e.Open(ctx, u.raw)
+	open := e.Open
+	if u.NoMigrate && e.OpenExisting != nil {
+		open = e.OpenExisting
+	}
+	st, err := open(ctx, u.raw)
 	if err != nil {
 		return nil, fmt.Errorf("storeurl: open %s: %w", u, err)
 	}

@@ -264,3 +264,42 @@ func TestUnknownSchemeNamesEachFormOnce(t *testing.T) {
 		t.Fatalf("the form %q appears %d times in %q, want once", e.Usage, n, err)
 	}
 }
+
+// A URL marked WithoutMigrate opens an engine through its OpenExisting,
+// and through Open where the engine has none; SQLite and PostgreSQL get
+// their WithoutMigrate option (NoMigrate).
+func TestWithoutMigrate(t *testing.T) {
+	opened := func(name string) func(context.Context, string) (store.Store, error) {
+		return func(context.Context, string) (store.Store, error) { return nil, errors.New(name) }
+	}
+	Register("tabled", Engine{Usage: "tabled://X", Check: func(string) error { return nil },
+		Open: opened("Open"), OpenExisting: opened("OpenExisting")})
+	Register("untabled", Engine{Usage: "untabled://X", Check: func(string) error { return nil }, Open: opened("Open")})
+	for _, tc := range []struct {
+		raw     string
+		without bool
+		want    string
+	}{
+		{"tabled://x", false, "Open"},
+		{"tabled://x", true, "OpenExisting"},
+		{"untabled://x", true, "Open"},
+	} {
+		u, err := Parse(tc.raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.without {
+			u = u.WithoutMigrate()
+		}
+		if _, err := u.Open(context.Background()); err == nil || !strings.HasSuffix(err.Error(), ": "+tc.want) {
+			t.Errorf("%s (WithoutMigrate %v): %v, want %s", tc.raw, tc.without, err, tc.want)
+		}
+	}
+	u, err := Parse("sqlite:/x.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := u.WithoutMigrate(); !w.NoMigrate || u.NoMigrate {
+		t.Errorf("WithoutMigrate: %+v from %+v, want NoMigrate on the copy only", w, u)
+	}
+}

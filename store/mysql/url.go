@@ -191,11 +191,16 @@ func CheckURL(raw string) error {
 //
 // For options beyond the URL's, use ParseURL and OpenConfig.
 func OpenURL(ctx context.Context, raw string) (store.Store, error) {
+	return openURL(ctx, raw)
+}
+
+// openURL is OpenURL with extra options after the URL's.
+func openURL(ctx context.Context, raw string, extra ...Option) (store.Store, error) {
 	cfg, opts, err := ParseURL(raw)
 	if err != nil {
 		return nil, err
 	}
-	s, err := OpenConfig(ctx, cfg, opts...)
+	s, err := OpenConfig(ctx, cfg, append(opts, extra...)...)
 	if err != nil {
 		// The driver's and the store's errors do not include the password.
 		return nil, fmt.Errorf("store/mysql: open %s: %w", RedactURL(raw), err)

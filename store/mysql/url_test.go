@@ -7,6 +7,7 @@ import (
 	"time"
 
 	mysqldrv "github.com/go-sql-driver/mysql"
+	"github.com/masterjob/masterjob/storeurl"
 )
 
 func TestParseURL(t *testing.T) {
@@ -120,6 +121,21 @@ func TestOpenURL(t *testing.T) {
 	}
 	prefix := newPrefix(t)
 	raw := "mysql://" + cfg.User + "@" + cfg.Addr + "/" + cfg.DBName + "?prefix=" + prefix + "&call_timeout=3s"
+	// Marked WithoutMigrate (a runner's last will), the URL opens nothing
+	// that is not there and creates no table.
+	u, err := storeurl.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := u.WithoutMigrate().Open(t.Context()); err == nil {
+		st.Close()
+		t.Error("opened WithoutMigrate before the tables existed")
+	}
+	var tables int
+	if err := adminDB(t).QueryRowContext(t.Context(), "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name LIKE ?",
+		strings.ReplaceAll(prefix, "_", `\_`)+"%").Scan(&tables); err != nil || tables != 0 {
+		t.Errorf("tables of prefix %s after an Open WithoutMigrate: %d (%v), want none", prefix, tables, err)
+	}
 	st, err := OpenURL(t.Context(), raw)
 	if err != nil {
 		t.Fatalf("OpenURL(%q): %v", raw, err)

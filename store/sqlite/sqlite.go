@@ -404,9 +404,10 @@ func WithTablePrefix(p string) Option {
 	}
 }
 
-// WithoutMigrate makes Open use the tables as they are instead of creating
-// missing ones; Open fails if they are absent. For databases whose schema a
-// DBA applies (see Schema).
+// WithoutMigrate makes Open use the file and its tables as they are
+// instead of creating missing ones; Open creates nothing and fails if they
+// are absent. For databases whose schema a DBA applies (see Schema), and
+// for a process that only acts on leases another one took (a last will).
 func WithoutMigrate() Option {
 	return func(o *options) { o.migrate = false }
 }
@@ -513,7 +514,7 @@ func Open(path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: path %q: %w", path, err)
 	}
-	if err := prepareFile(abs, o.readOnly); err != nil {
+	if err := prepareFile(abs, o.readOnly, o.readOnly || !o.migrate); err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", abs, err)
 	}
 	dsn := dsn(abs, o.busy, o.readOnly)
@@ -544,14 +545,16 @@ func Open(path string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
-// prepareFile makes sure the database file can be opened: for writing, it
-// creates the file (mode 0600) if it does not exist, so that SQLite does
-// not create it with its default 0644; read-only, it checks that the file
-// exists. A missing directory or file is reported here, plainly, and not
-// as SQLite's "unable to open" (which Store reports as unavailable).
-func prepareFile(path string, readOnly bool) error {
+// prepareFile makes sure the database file can be opened: when Open may
+// create the tables, it creates the file (mode 0600) if it does not exist,
+// so that SQLite does not create it with its default 0644; read-only or
+// without migrating (existing), it checks that the file exists, so that an
+// Open that then fails leaves no empty file behind. A missing directory or
+// file is reported here, plainly, and not as SQLite's "unable to open"
+// (which Store reports as unavailable).
+func prepareFile(path string, readOnly, existing bool) error {
 	var err error
-	if readOnly {
+	if existing {
 		_, err = os.Stat(path)
 	} else {
 		var f *os.File
@@ -578,12 +581,15 @@ func prepareFile(path string, readOnly bool) error {
 		if readOnly {
 			return errors.New("no database file there (opened read-only: nothing is created)")
 		}
+		if existing {
+			return errors.New("no database file there (opened without migrating: nothing is created)")
+		}
 	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		err = pe.Err // the path is in the caller's message already
 	}
-	if readOnly {
+	if existing {
 		return fmt.Errorf("cannot read the database file: %w", err)
 	}
 	return fmt.Errorf("cannot create the database file: %w", err)

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -364,6 +365,18 @@ func TestWithoutMigrate(t *testing.T) {
 	}
 	if _, err := sqlite.Open(path, sqlite.WithoutMigrate()); err == nil {
 		t.Error("WithoutMigrate with the default prefix, whose tables are missing: Open succeeded")
+	}
+	// A missing file is an error, and stays missing: a last will whose
+	// database was removed must not leave an empty one behind.
+	missing := filepath.Join(t.TempDir(), "gone.db")
+	if s, err := sqlite.Open(missing, sqlite.WithoutMigrate()); err == nil || !strings.Contains(err.Error(), "no database file there") {
+		if s != nil {
+			_ = s.Close()
+		}
+		t.Errorf("WithoutMigrate on a missing file: %v, want an error naming the missing file", err)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("WithoutMigrate on a missing file left %s behind (stat: %v)", missing, err)
 	}
 }
 
