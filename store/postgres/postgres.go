@@ -165,6 +165,10 @@ type Store struct {
 	// (Membership).
 	ann announcements
 
+	// ending counts the releases and transfers in flight; AppendEvents
+	// waits for them (inFlight).
+	ending inFlight
+
 	mu      sync.Mutex // guards closed transitions and subs.Add
 	closed  atomic.Bool
 	closing context.Context // cancelled by Close; ends subscriptions
@@ -733,6 +737,8 @@ func (s *Store) endLeases(ctx context.Context, op, sql string, leases []store.Le
 		return nil
 	}
 	args := append([]any{names, tokens, successors, reserves}, more...)
+	s.ending.enter()
+	defer s.ending.leave()
 	return s.run(ctx, op, func(ctx context.Context) error { return s.exec(ctx, sql, args...) })
 }
 
@@ -833,6 +839,10 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 	// survive the pruning: insert only those.
 	if over := len(events) - s.cfg.historyLimit; over > 0 {
 		events = events[over:]
+	}
+	// After the releases in flight, on the connection they free (inFlight).
+	if err := s.ending.wait(ctx); err != nil {
+		return s.wrapErr(ctx, op, err)
 	}
 	n := len(events)
 	locks, kinds, instances, reasons, remotes := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
