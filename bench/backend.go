@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	_ "modernc.org/sqlite" // driver "sqlite", for the version
 
 	"github.com/masterjob/masterjob/store"
@@ -135,7 +136,7 @@ func (f *Fresh) Drop() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, f.b.dsn)
+	conn, err := connectPG(ctx, f.b.dsn)
 	if err != nil {
 		return fmt.Errorf("bench: drop schema %s: %w", f.Schema, err)
 	}
@@ -145,6 +146,19 @@ func (f *Fresh) Drop() error {
 		return fmt.Errorf("bench: drop schema %s: %w", f.Schema, err)
 	}
 	return nil
+}
+
+// connectPG opens one connection to the server of a PostgreSQL store URL.
+// The URL may carry the pool's settings (pool_min_conns and the like, which
+// the store's pool reads), which pgx.Connect would send to the server as
+// run-time settings, and the server refuses: a run with such a URL left
+// every scenario's schema behind.
+func connectPG(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.ConnectConfig(ctx, cfg.ConnConfig)
 }
 
 func randomHex(n int) string {

@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // Machine describes where the benchmark ran.
@@ -46,7 +44,7 @@ func DescribeMachine(ctx context.Context, pgDSN string) Machine {
 	if pgDSN != "" {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		if conn, err := pgx.Connect(ctx, pgDSN); err == nil {
+		if conn, err := connectPG(ctx, pgDSN); err == nil {
 			_ = conn.QueryRow(ctx, "SELECT version()").Scan(&m.Postgres)
 			_ = conn.Close(ctx)
 		}
