@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/masterjob/masterjob/internal/inflight"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -166,8 +167,8 @@ type Store struct {
 	ann announcements
 
 	// ending counts the releases and transfers in flight; AppendEvents
-	// waits for them (inFlight).
-	ending inFlight
+	// waits for them (package inflight).
+	ending inflight.Counter
 
 	mu      sync.Mutex // guards closed transitions and subs.Add
 	closed  atomic.Bool
@@ -737,8 +738,8 @@ func (s *Store) endLeases(ctx context.Context, op, sql string, leases []store.Le
 		return nil
 	}
 	args := append([]any{names, tokens, successors, reserves}, more...)
-	s.ending.enter()
-	defer s.ending.leave()
+	s.ending.Enter()
+	defer s.ending.Leave()
 	return s.run(ctx, op, func(ctx context.Context) error { return s.exec(ctx, sql, args...) })
 }
 
@@ -840,8 +841,8 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 	if over := len(events) - s.cfg.historyLimit; over > 0 {
 		events = events[over:]
 	}
-	// After the releases in flight, on the connection they free (inFlight).
-	if err := s.ending.wait(ctx); err != nil {
+	// After the releases in flight, on the connection they free (package inflight).
+	if err := s.ending.Wait(ctx); err != nil {
 		return s.wrapErr(ctx, op, err)
 	}
 	n := len(events)

@@ -2,43 +2,11 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
 	"github.com/masterjob/masterjob/store"
 )
-
-func TestInFlightWait(t *testing.T) {
-	var f inFlight
-	if err := f.wait(t.Context()); err != nil {
-		t.Fatalf("wait with nothing in flight: %v", err)
-	}
-	f.enter()
-	f.enter()
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	if err := f.wait(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("wait with calls in flight and a cancelled context: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- f.wait(t.Context()) }()
-	f.leave()
-	select {
-	case err := <-done:
-		t.Fatalf("wait returned (%v) with a call still in flight", err)
-	case <-time.After(20 * time.Millisecond):
-	}
-	f.leave()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	f.enter() // a new round after the last one ended
-	f.leave()
-	if err := f.wait(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // An executor appends the history entry of a release while the release is
 // in flight. On a pool with one connection the append used to dial a
@@ -68,7 +36,7 @@ func TestHistoryAppendWaitsForRelease(t *testing.T) {
 	dialled := s.pool.Stat().NewConnsCount()
 	released := make(chan error, 1)
 	go func() { released <- s.Release(ctx, "a", []store.LeaseRef{{Lock: "L", Token: held[0].Token}}) }()
-	for inFlightNow(&s.ending) == 0 {
+	for s.ending.Count() == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	appended := make(chan error, 1)
@@ -94,10 +62,4 @@ func TestHistoryAppendWaitsForRelease(t *testing.T) {
 	if n := s.pool.Stat().NewConnsCount() - dialled; n != 0 {
 		t.Errorf("the pool dialled %d connection(s) for the append; want it to use the release's", n)
 	}
-}
-
-func inFlightNow(f *inFlight) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.n
 }
