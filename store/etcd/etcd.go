@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/masterjob/masterjob/internal/inflight"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -74,6 +75,12 @@ type Store struct {
 	// (releases, expiries); Acquire compares it with freedSeen to grant a
 	// lease beside its read when a lock has just been freed.
 	freed, freedSeen atomic.Uint64
+
+	// ending counts the releases and transfers in flight: AppendEvents
+	// waits for them, so that a release's history entry, appended while
+	// the release is in flight, does not go to etcd's log ahead of or
+	// beside the hand-off's transaction.
+	ending inflight.Counter
 }
 
 var (

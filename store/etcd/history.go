@@ -45,6 +45,10 @@ func (s *Store) AppendEvents(ctx context.Context, events []store.Event) error {
 		// at once: they are not written.
 		events = events[over:]
 	}
+	// After the releases and transfers in flight (Store.ending).
+	if err := s.ending.Wait(ctx); err != nil {
+		return s.fail(ctx, "wait for the releases in flight", err)
+	}
 	dir := s.prefix + dirEvents
 	// How many entries exist, and the oldest, in one read.
 	read, err := s.cli.Txn(ctx).Then(

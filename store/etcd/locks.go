@@ -481,6 +481,8 @@ func (s *Store) Release(ctx context.Context, holderID string, leases []store.Lea
 	if err := s.begin(ctx); err != nil {
 		return err
 	}
+	s.ending.Enter()
+	defer s.ending.Leave()
 	if len(leases) == 0 {
 		return nil
 	}

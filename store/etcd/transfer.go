@@ -56,6 +56,8 @@ func (s *Store) Transfer(ctx context.Context, holderID string, leases []store.Le
 	if err := s.begin(ctx); err != nil {
 		return err
 	}
+	s.ending.Enter()
+	defer s.ending.Leave()
 	if len(leases) == 0 {
 		return nil
 	}
