@@ -606,12 +606,56 @@ func TestExecutorLogReachReadsFailedReleases(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.reach.flush()
-	var m Message
-	if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+	var began, m Message
+	dec := json.NewDecoder(&out)
+	if err := dec.Decode(&began); err != nil {
 		t.Fatalf("after a failed release: %v (%q)", err, out.String())
+	}
+	if err := dec.Decode(&m); err != nil {
+		t.Fatalf("after a failed release: %v (%q)", err, out.String())
+	}
+	if began.Type != msgFailing || began.From != m.From {
+		t.Fatalf("the period's start was reported as %+v, want %s from %d, before its end", began, msgFailing, m.From)
 	}
 	if m.Type != msgUnreachable || m.T-m.From < int64(100*time.Millisecond) {
 		t.Fatalf("after a failed release the instance reported %+v, want a period of failing calls of at least the release's timeout", m)
+	}
+}
+
+// TestUnreachableUntilDeath: an instance reports the start of a period of
+// failing store calls at once (msgFailing), and a period it never closed
+// ends at its death. A runner SIGKILLed while its calls failed, after a
+// restart of etcd, once sent nothing: the checker judged it healthy and
+// flagged it for running its job 680 ms after a Disable it could not see.
+func TestUnreachableUntilDeath(t *testing.T) {
+	d := &driver{open: map[mkey]*Mastership{}}
+	s := &slot{index: 1}
+	d.onMessage(s, 1, false, Message{Type: msgFailing, From: 100 * ms, T: 400 * ms})
+	d.onMessage(s, 2, false, Message{Type: msgFailing, From: 500 * ms, T: 600 * ms})
+	d.onMessage(s, 2, false, Message{Type: msgUnreachable, From: 500 * ms, T: 700 * ms})
+	d.endFailing(1, 1, 900*ms) // gen 1 died failing
+	d.endFailing(1, 2, 950*ms) // gen 2 had closed its period
+	want := []Window{
+		{Index: 1, From: 500 * ms, To: 700 * ms, Cause: "store-calls-failed"},
+		{Index: 1, From: 100 * ms, To: 900 * ms, Cause: "store-calls-failed"},
+	}
+	if !reflect.DeepEqual(d.tl.Unreachable, want) {
+		t.Fatalf("unreachable windows %+v, want %+v", d.tl.Unreachable, want)
+	}
+
+	// The checker excuses a disabled master that could not reach the
+	// store, and only then.
+	const L = "lock"
+	tl := &Timeline{From: 0, To: 3000 * ms, Instances: 2, Locks: []string{L},
+		Masterships: []Mastership{{Index: 1, Gen: 1, Lock: L, Token: 5, Start: 50 * ms, Stop: 800 * ms, Reason: "killed"}},
+		Controls:    []ControlWindow{{Lock: L, DisableCalled: 150 * ms, DisableReturned: 160 * ms, Token: 5, EnableCalled: 2000 * ms, EnableReturned: 2010 * ms}},
+		Lives:       []Life{{Index: 1, Gen: 1, KilledAt: 795 * ms, Gone: 800 * ms}}}
+	if f := Check(tl, testLimits); !strings.Contains(kinds(f.Violations), VDisabledRunning) {
+		t.Fatalf("a healthy master ran 640 ms after a Disable: violations %v, want %s", kinds(f.Violations), VDisabledRunning)
+	}
+	tl.Unreachable = d.tl.Unreachable
+	if f := Check(tl, testLimits); strings.Contains(kinds(f.Violations), VDisabledRunning) {
+		t.Fatalf("a master that could not reach the store was flagged: %v", f.Violations)
 	}
 }
 

@@ -65,9 +65,14 @@ type driver struct {
 	// bg counts the driver's own checks still running (orphan scans).
 	bg sync.WaitGroup
 
-	mu       sync.Mutex // guards the fields below
-	tl       Timeline
-	open     map[mkey]*Mastership
+	mu   sync.Mutex // guards the fields below
+	tl   Timeline
+	open map[mkey]*Mastership
+	// failing is when each process's store calls began failing, for a
+	// period not yet closed (msgFailing): a process killed before a call
+	// succeeded again never sends its msgUnreachable, and its period ends
+	// at its death.
+	failing  map[[2]int]int64
 	events   *json.Encoder
 	eventsF  *os.File
 	faults   []FaultRecord
@@ -447,8 +452,16 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 		if ch != nil {
 			ch <- m
 		}
+	case msgFailing:
+		d.mu.Lock()
+		if d.failing == nil {
+			d.failing = map[[2]int]int64{}
+		}
+		d.failing[[2]int{s.index, gen}] = m.From
+		d.mu.Unlock()
 	case msgUnreachable:
 		d.mu.Lock()
+		delete(d.failing, [2]int{s.index, gen})
 		d.tl.Unreachable = append(d.tl.Unreachable, Window{Index: s.index, From: m.From, To: m.T, Cause: "store-calls-failed"})
 		d.mu.Unlock()
 	case msgResumed:
@@ -512,6 +525,16 @@ func (d *driver) control(s *slot, m Message) (Message, error) {
 		return Message{}, fmt.Errorf("instance %d: %s: %w", s.index, m.Type, errExited)
 	case <-time.After(10 * time.Second):
 		return Message{}, fmt.Errorf("instance %d: no ack for %s", s.index, m.Type)
+	}
+}
+
+// endFailing ends at the death of process (index, gen) a period of
+// failing store calls it began and never closed: it was unreachable until
+// then. The caller holds d.mu.
+func (d *driver) endFailing(index, gen int, died int64) {
+	if from, ok := d.failing[[2]int{index, gen}]; ok {
+		delete(d.failing, [2]int{index, gen})
+		d.tl.Unreachable = append(d.tl.Unreachable, Window{Index: index, From: from, To: died, Cause: "store-calls-failed"})
 	}
 }
 
@@ -629,6 +652,7 @@ func (d *driver) reaped(s *slot, gen int, werr error, logPath string) {
 				Detail: fmt.Sprintf("instance %d gen %d exited with the job of token %d still running (no stop reported)", s.index, gen, k.token)})
 		}
 	}
+	d.endFailing(s.index, gen, now)
 	d.tl.life(s.index, gen, func(l *Life) { l.Gone, l.KilledAt = now, killedAt })
 	d.mu.Unlock()
 	d.record("exited", map[string]any{"idx": s.index, "gen": gen, "err": fmt.Sprint(werr), "expected": expected})

@@ -54,6 +54,7 @@ const (
 	msgChild       = "child"       // first message of a runner's child (runner mode)
 	msgRenewal     = "renewal"     // a renewal round trip ended (Latency, Err: evidence)
 	msgUnreachable = "unreachable" // the instance's store calls failed from From to T (see reach)
+	msgFailing     = "failing"     // the instance's store calls began failing at From (see reach)
 	msgCheck       = "check"       // a check (acquisition) round trip ended at T
 	msgIdentity    = "identity"    // the executor's id, learnt after the hello (runner mode: from its log)
 

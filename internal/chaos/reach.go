@@ -12,9 +12,9 @@ import (
 )
 
 // reach tracks, inside an instance, whether its own store calls succeed,
-// and reports each period in which they failed (msgUnreachable: From is
-// the start of the first failed call, T the end of the next successful
-// one). On a loaded host a store can answer too slowly for the calls'
+// and reports each period in which they failed: msgFailing when it begins
+// (From: the start of the first failed call), msgUnreachable when it ends
+// (T: the end of the next successful one, or the instance's exit). On a loaded host a store can answer too slowly for the calls'
 // deadlines although the driver injected no fault: such an instance is not
 // "healthy" in the sense of the liveness promise (it cannot reach the
 // store), and the checker must know it rather than blame the library.
@@ -32,6 +32,11 @@ func (r *reach) result(began int64, failed bool) {
 	switch {
 	case failed && !r.failing:
 		r.failing, r.since = true, began
+		// Said at once: a SIGKILL ends the process before its period
+		// closes, and the driver then ends the period at the death. A
+		// runner killed while its calls failed after a store restart was
+		// once judged healthy for the whole of it.
+		r.in.send(Message{Type: msgFailing, From: began, T: Mono()})
 	case !failed && r.failing:
 		r.failing = false
 		r.in.send(Message{Type: msgUnreachable, From: r.since, T: Mono()})
