@@ -43,7 +43,8 @@ func (c *Counter) Leave() {
 }
 
 // Wait returns once no call is in flight, or with ctx's cause. Calls that
-// enter while it waits may still be in flight when it returns.
+// enter while it waits may still be in flight when it returns. With a
+// context already done, it tells whether a call is in flight.
 func (c *Counter) Wait(ctx context.Context) error {
 	c.mu.Lock()
 	none := c.none
@@ -57,11 +58,4 @@ func (c *Counter) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
-}
-
-// Count returns how many calls are in flight.
-func (c *Counter) Count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.n
 }

@@ -31,8 +31,8 @@ func TestWait(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if n := f.Count(); n != 0 {
-		t.Fatalf("Count after every call left = %d", n)
+	if err := f.Wait(ctx); err != nil {
+		t.Fatalf("wait with a cancelled context after every call left: %v", err)
 	}
 	f.Enter() // a new round after the last one ended
 	f.Leave()

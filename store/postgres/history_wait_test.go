@@ -36,7 +36,11 @@ func TestHistoryAppendWaitsForRelease(t *testing.T) {
 	dialled := s.pool.Stat().NewConnsCount()
 	released := make(chan error, 1)
 	go func() { released <- s.Release(ctx, "a", []store.LeaseRef{{Lock: "L", Token: held[0].Token}}) }()
-	for s.ending.Count() == 0 {
+	// Wait with a context already done returns an error while a call is
+	// in flight.
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	for s.ending.Wait(done) == nil {
 		time.Sleep(time.Millisecond)
 	}
 	appended := make(chan error, 1)
