@@ -72,12 +72,15 @@ type driver struct {
 	// period not yet closed (msgFailing): a process killed before a call
 	// succeeded again never sends its msgUnreachable, and its period ends
 	// at its death.
-	failing  map[[2]int]int64
+	failing  map[pkey]int64
 	events   *json.Encoder
 	eventsF  *os.File
 	faults   []FaultRecord
 	stopping bool // the run is shutting instances down: exits are expected
 }
+
+// pkey identifies an instance's process: its slot and generation.
+type pkey struct{ index, gen int }
 
 // mkey identifies a mastership: one token of one lock in one process.
 type mkey struct {
@@ -455,13 +458,13 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 	case msgFailing:
 		d.mu.Lock()
 		if d.failing == nil {
-			d.failing = map[[2]int]int64{}
+			d.failing = map[pkey]int64{}
 		}
-		d.failing[[2]int{s.index, gen}] = m.From
+		d.failing[pkey{s.index, gen}] = m.From
 		d.mu.Unlock()
 	case msgUnreachable:
 		d.mu.Lock()
-		delete(d.failing, [2]int{s.index, gen})
+		delete(d.failing, pkey{s.index, gen})
 		d.tl.Unreachable = append(d.tl.Unreachable, Window{Index: s.index, From: m.From, To: m.T, Cause: "store-calls-failed"})
 		d.mu.Unlock()
 	case msgResumed:
@@ -532,8 +535,8 @@ func (d *driver) control(s *slot, m Message) (Message, error) {
 // failing store calls it began and never closed: it was unreachable until
 // then. The caller holds d.mu.
 func (d *driver) endFailing(index, gen int, died int64) {
-	if from, ok := d.failing[[2]int{index, gen}]; ok {
-		delete(d.failing, [2]int{index, gen})
+	if from, ok := d.failing[pkey{index, gen}]; ok {
+		delete(d.failing, pkey{index, gen})
 		d.tl.Unreachable = append(d.tl.Unreachable, Window{Index: index, From: from, To: died, Cause: "store-calls-failed"})
 	}
 }

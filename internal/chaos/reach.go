@@ -14,8 +14,9 @@ import (
 // reach tracks, inside an instance, whether its own store calls succeed,
 // and reports each period in which they failed: msgFailing when it begins
 // (From: the start of the first failed call), msgUnreachable when it ends
-// (T: the end of the next successful one, or the instance's exit). On a loaded host a store can answer too slowly for the calls'
-// deadlines although the driver injected no fault: such an instance is not
+// (T: the end of the next successful one, or the instance's exit). On a
+// loaded host a store can answer too slowly for the calls' deadlines
+// although the driver injected no fault: such an instance is not
 // "healthy" in the sense of the liveness promise (it cannot reach the
 // store), and the checker must know it rather than blame the library.
 type reach struct {
