@@ -25,7 +25,9 @@ type Proxy struct {
 	latency time.Duration
 	conns   map[net.Conn]struct{}
 	closed  bool
-	wg      sync.WaitGroup
+	// accepted counts the connections accepted, refused ones included.
+	accepted int
+	wg       sync.WaitGroup
 }
 
 // Cut modes.
@@ -73,6 +75,14 @@ func (p *Proxy) Restore() {
 	p.mode = ""
 	p.cond.Broadcast()
 	p.mu.Unlock()
+}
+
+// Accepted returns how many connections the proxy has accepted, those a
+// cut refused at once included: how often clients tried to connect.
+func (p *Proxy) Accepted() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.accepted
 }
 
 // SetLatency delays every chunk forwarded in either direction by d.
@@ -127,6 +137,7 @@ func (p *Proxy) accept() {
 			return
 		}
 		p.mu.Lock()
+		p.accepted++
 		refuse := p.mode == CutReset
 		p.mu.Unlock()
 		if refuse || !p.track(c) {

@@ -18,6 +18,10 @@
 // never show the password. Options choose the key prefix (WithPrefix,
 // default DefaultPrefix) and the history's retention (WithHistoryLimit).
 //
+// A client made by Open reconnects within about half a second of etcd's
+// return after an outage (ReconnectOption); gRPC's own default backs off
+// to seconds, then minutes. Give a client of your own the same option.
+//
 // # Keys
 //
 // Under the prefix P, each lock NAME (with "%" and "/" escaped) has up to

@@ -12,6 +12,8 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -106,7 +108,10 @@ func WithPrefix(p string) Option { return func(s *Store) { s.prefix = p } }
 func WithHistoryLimit(n int) Option { return func(s *Store) { s.historyLimit = max(n, 1) } }
 
 // New returns a store on cli, a client the caller made and closes after
-// the store: Close leaves it open.
+// the store: Close leaves it open. Such a client reconnects as its own
+// dial options say; give it ReconnectOption (Open does), or a connection
+// lost to an etcd that was down a few seconds comes back seconds after
+// etcd does.
 func New(cli *clientv3.Client, opts ...Option) (*Store, error) {
 	if cli == nil {
 		return nil, errors.New("etcd: New: nil client")
@@ -138,8 +143,12 @@ func checkPrefix(p string) error {
 }
 
 // Open connects to etcd with cfg and returns a store that owns the client:
-// Close closes it. It checks that the cluster answers within ctx.
+// Close closes it. It checks that the cluster answers within ctx. The
+// client reconnects as ReconnectOption says, unless cfg.DialOptions says
+// otherwise.
 func Open(ctx context.Context, cfg clientv3.Config, opts ...Option) (*Store, error) {
+	// First, so that the caller's own options win.
+	cfg.DialOptions = append([]grpc.DialOption{ReconnectOption()}, cfg.DialOptions...)
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
@@ -166,6 +175,32 @@ func Open(ctx context.Context, cfg clientv3.Config, opts ...Option) (*Store, err
 		return nil, s.fail(ctx, "connect to "+strings.Join(cfg.Endpoints, ","), err)
 	}
 	return s, nil
+}
+
+// ReconnectOption is the gRPC dial option with which a client reconnects
+// to etcd soon after it is back: the first new attempt 50 ms after a
+// connection is lost (and the attempt at once failed), then 1.6 times
+// longer each time, at most 500 ms apart (each ±20 %), and 5 s for one
+// attempt to connect.
+//
+// gRPC's default waits 1 s after the first failed attempt, then 1.6 times
+// longer each time up to two minutes. Through a proxy that refused every
+// connection for a while, a client with the default answered 1.3–1.4 s
+// after an outage of 1.2 s ended, and 2.0–2.5 s after one of 3 or 6.5 s
+// (3 runs each); with this option, 0.03–0.34 s after each. At a short
+// masterJobTolerance those seconds cost a master its lease, and keep every
+// instance of that client from taking a free lock. The price is one TCP
+// connection per client every 500 ms to a server that is down.
+func ReconnectOption() grpc.DialOption {
+	return grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: backoff.Config{
+			BaseDelay:  50 * time.Millisecond,
+			Multiplier: 1.6,
+			Jitter:     0.2,
+			MaxDelay:   500 * time.Millisecond,
+		},
+		MinConnectTimeout: 5 * time.Second,
+	})
 }
 
 // Client returns the etcd client the store uses.
