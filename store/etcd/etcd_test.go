@@ -155,6 +155,10 @@ func TestConformance(t *testing.T) {
 					LeaseGranularity: time.Second,
 					Hints:            true,
 					ControlHints:     true,
+					Server:           srv.Endpoint,
+					OpenVia: func(t *testing.T, addr string) store.Store {
+						return openAt(t, addr, prefix, etcd.WithHistoryLimit(historyLimit))
+					},
 				}
 			})
 		})

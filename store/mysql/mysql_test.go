@@ -199,11 +199,25 @@ func conformance(t *testing.T, dsn string) {
 	storetest.Run(t, func(t *testing.T) storetest.Harness {
 		prefix := newPrefix(t)
 		opts := []Option{WithTablePrefix(prefix), WithHistoryLimit(historyLimit), WithNotifyPoll(10 * time.Millisecond)}
+		cfg, err := mysqldrv.ParseDSN(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return storetest.Harness{
 			Open: func(t *testing.T) store.Store {
 				s, err := Open(t.Context(), dsn, opts...)
 				if err != nil {
 					t.Fatalf("Open: %v", err)
+				}
+				return s
+			},
+			Server: cfg.Addr,
+			OpenVia: func(t *testing.T, addr string) store.Store {
+				via := cfg.Clone()
+				via.Addr = addr
+				s, err := OpenConfig(t.Context(), via, opts...)
+				if err != nil {
+					t.Fatalf("OpenConfig: %v", err)
 				}
 				return s
 			},

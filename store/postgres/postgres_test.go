@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
@@ -207,6 +209,14 @@ func testConformance(t *testing.T, mode string) {
 		opts := []Option{WithSchema(schema), WithTablePrefix("mj_"), WithHistoryLimit(historyLimit)}
 		table := pgx.Identifier{schema, "mj_locks"}.Sanitize()
 		return storetest.Harness{
+			Server: serverOf(t, dsn),
+			OpenVia: func(t *testing.T, addr string) store.Store {
+				s, err := Open(t.Context(), dsnVia(t, dsn, addr), opts...)
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				return s
+			},
 			Open: func(t *testing.T) store.Store {
 				s, err := Open(t.Context(), dsn, opts...)
 				if err == nil && s.prepares() != (mode == "") {
@@ -228,6 +238,32 @@ func testConformance(t *testing.T, mode string) {
 			ControlHints: true,
 		}
 	})
+}
+
+// serverOf returns the host:port that dsn connects to.
+func serverOf(t *testing.T, dsn string) string {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+}
+
+// dsnVia returns dsn connecting to addr (host:port) instead.
+func dsnVia(t *testing.T, dsn, addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(dsn, "://") {
+		return dsn + " host=" + host + " port=" + port // the last of a key wins
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = addr
+	return u.String()
 }
 
 // TestConcurrentMigration opens the same new schema from four processes'

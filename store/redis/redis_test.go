@@ -166,9 +166,21 @@ const historyLimit = 1200
 
 func openTest(t testing.TB, prefix string, opts ...Option) *Store {
 	t.Helper()
+	return openTestVia(t, prefix, "", opts...)
+}
+
+// openTestVia is openTest reaching the server through addr (host:port),
+// when not empty.
+func openTestVia(t testing.TB, prefix, addr string, opts ...Option) *Store {
+	t.Helper()
 	u, err := ParseURL(testURL())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if addr != "" {
+		o := *u.Options
+		o.Addr = addr
+		u.Options = &o
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -194,6 +206,15 @@ func deleteRecords(t *testing.T, c goredis.Cmdable, k keys, locks ...string) {
 	}
 }
 
+// testServer returns the host:port of the test server.
+func testServer(t testing.TB) string {
+	u, err := ParseURL(testURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Options.Addr
+}
+
 // TestConformance runs the shared conformance suite on the server, each
 // subtest under a prefix of its own.
 func TestConformance(t *testing.T) {
@@ -205,6 +226,8 @@ func TestConformance(t *testing.T) {
 				deleteRecords(t, adminClient(t), keys{prefix: p}, locks...)
 			},
 			HistoryLimit: historyLimit,
+			Server:       testServer(t),
+			OpenVia:      func(t *testing.T, addr string) store.Store { return openTestVia(t, p, addr) },
 		}
 	})
 }

@@ -22,8 +22,9 @@
 // validation, closed handles and cancelled contexts, for backends that
 // implement store.Notifier, push notifications, and for backends that
 // implement store.History, the audit history (order, filters, paging,
-// limits, retention, verbatim values). Tests of a capability the backend
-// lacks are skipped, saying so.
+// limits, retention, verbatim values), and, for backends with a server
+// (Harness.OpenVia), that a handle answers soon after an outage ends. Tests
+// of a capability the backend lacks are skipped, saying so.
 //
 // Every subtest runs in parallel with the others on its own namespace. Tests
 // that depend on time wait for conditions by polling with generous deadlines;
@@ -91,6 +92,13 @@ type Harness struct {
 	// revoked (store.Change.Revoked): the suite then requires it. Without
 	// it the suite still fails a Revoked that is set and false.
 	ControlHints bool
+	// Server is the host:port of the backend's server, and OpenVia opens
+	// a handle like Open's that reaches that server through addr
+	// (host:port) instead: on Linux the suite puts a TCP proxy there and
+	// cuts it (Outage/AnswersSoonAfter). Leave both unset for a backend
+	// without a server.
+	Server  string
+	OpenVia func(t *testing.T, addr string) store.Store
 }
 
 // short is the short lease of the suite, raised to the backend's lease
