@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -527,24 +528,38 @@ func TestSink(t *testing.T) {
 }
 
 // Failing store calls during a fault on that instance are explained by it;
-// others are reported as unprovoked.
+// others are reported as unprovoked. A period that goes on after the
+// faults that explain it ended is reported with how long it went on
+// (a client slow to reconnect).
 func TestProvoked(t *testing.T) {
 	tl := &Timeline{
-		Down:         []Window{{Index: 0, From: 100 * ms, To: 200 * ms, Cause: "cut"}},
+		Down: []Window{{Index: 0, From: 100 * ms, To: 200 * ms, Cause: "cut"},
+			{Index: 0, From: 300 * ms, To: 350 * ms, Cause: "cut"}},
+		Degraded:     []Window{{Index: 0, From: 320 * ms, To: 380 * ms, Cause: "latency"}},
 		StoreBlocked: []Window{{Index: 2, From: 1000 * ms, To: 1100 * ms}},
 	}
 	for _, tt := range []struct {
-		w    Window
-		want bool
+		w   Window
+		end int64
+		ok  bool
 	}{
-		{Window{Index: 0, From: 150 * ms, To: 400 * ms}, true},
-		{Window{Index: 0, From: 200 * ms, To: 400 * ms}, false},
-		{Window{Index: 1, From: 150 * ms, To: 400 * ms}, false},
-		{Window{Index: 1, From: 1050 * ms, To: 1060 * ms}, true},
+		{Window{Index: 0, From: 150 * ms, To: 250 * ms}, 200 * ms, true},
+		{Window{Index: 0, From: 150 * ms, To: 400 * ms}, 380 * ms, true},
+		{Window{Index: 0, From: 200 * ms, To: 290 * ms}, 0, false},
+		{Window{Index: 1, From: 150 * ms, To: 400 * ms}, 0, false},
+		{Window{Index: 1, From: 1050 * ms, To: 1060 * ms}, 1100 * ms, true},
 	} {
-		if got := tl.provoked(tt.w); got != tt.want {
-			t.Errorf("provoked(%+v) = %v, want %v", tt.w, got, tt.want)
+		if end, ok := tl.provokedUntil(tt.w); end != tt.end || ok != tt.ok {
+			t.Errorf("provokedUntil(%+v) = %v, %v; want %v, %v", tt.w, end, ok, tt.end, tt.ok)
 		}
+	}
+	r := newReport(Config{}, "run", &Timeline{
+		Down:        tl.Down,
+		Degraded:    tl.Degraded,
+		Unreachable: []Window{{Index: 0, From: 150 * ms, To: 250 * ms}, {Index: 0, From: 310 * ms, To: 340 * ms}, {Index: 1, From: 10 * ms, To: 20 * ms}},
+	}, nil, Findings{})
+	if r.Unreachable != 3 || r.UnprovokedUnreachable != 1 || !slices.Equal(r.Overruns, []time.Duration{50 * time.Millisecond}) {
+		t.Errorf("report: %d failing periods, %d unprovoked, overruns %v; want 3, 1, [50ms]", r.Unreachable, r.UnprovokedUnreachable, r.Overruns)
 	}
 }
 

@@ -52,6 +52,12 @@ type Report struct {
 	// and UnprovokedMax the longest.
 	Unreachable, UnprovokedUnreachable int
 	UnprovokedFor, UnprovokedMax       time.Duration
+	// Overruns lists, for each of those periods that a fault explains and
+	// that went on after every fault on that instance (and every store
+	// blocked for all) that it overlaps had ended, how long after: the
+	// time an instance took to reach the store again once it could (its
+	// client reconnecting, its retry's backoff, the call itself).
+	Overruns []time.Duration
 	// AfterKill lists, in runner mode, for each mastership whose runner
 	// was SIGKILLed, how long after its command died the next mastership
 	// of the lock began: about the lease when the lease had to expire,
@@ -84,7 +90,10 @@ func newReport(cfg Config, runID string, tl *Timeline, faults []FaultRecord, f F
 	}
 	for _, w := range tl.Unreachable {
 		r.Unreachable++
-		if tl.provoked(w) {
+		if end, ok := tl.provokedUntil(w); ok {
+			if w.To > end {
+				r.Overruns = append(r.Overruns, dur(w.To-end))
+			}
 			continue
 		}
 		r.UnprovokedUnreachable++
@@ -171,6 +180,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 	p("  periods of an instance's own store calls failing (counted as unhealthy): %d; with no fault to explain them: %d, %v in total, longest %v; gaps over the bound they excused: %d",
 		r.Unreachable, r.UnprovokedUnreachable, r.UnprovokedFor.Round(time.Millisecond), r.UnprovokedMax.Round(time.Millisecond),
 		r.Findings.GapsExcusedByFailingCalls)
+	p("  of those a fault explains, failing on after every such fault had ended: %d, for %s", len(r.Overruns), quantiles(r.Overruns))
 	if r.LeftToExpire > 0 {
 		p("  leases left to expire at the end: %d (the holder's store calls were failing as it shut down, so its release failed too)", r.LeftToExpire)
 	}
@@ -254,21 +264,22 @@ func quantiles(ds []time.Duration) string {
 	return fmt.Sprintf("p50 %v, p99 %v, max %v", q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond), s[len(s)-1].Round(time.Microsecond))
 }
 
-// provoked reports whether a period of failing store calls overlaps a fault
-// that explains it: one on the same instance (down, degraded, paused), or a
-// store blocked for every instance.
-func (tl *Timeline) provoked(u Window) bool {
+// provokedUntil reports whether a period of failing store calls overlaps
+// a fault that explains it: one on the same instance (down, degraded,
+// paused), or a store blocked for every instance; and the latest end of
+// those faults.
+func (tl *Timeline) provokedUntil(u Window) (end int64, ok bool) {
 	for _, ws := range [][]Window{tl.Down, tl.Degraded, tl.Stopped} {
 		for _, w := range ws {
 			if w.Index == u.Index && w.overlaps(u.From, u.To) {
-				return true
+				end, ok = max(end, w.To), true
 			}
 		}
 	}
 	for _, w := range tl.StoreBlocked {
 		if w.overlaps(u.From, u.To) {
-			return true
+			end, ok = max(end, w.To), true
 		}
 	}
-	return false
+	return end, ok
 }
