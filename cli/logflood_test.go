@@ -108,11 +108,7 @@ func TestLogFloodStoreOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, err := faultproxy.NewProxy(u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer proxy.Close()
+	proxy := faultproxy.Start(t, u.Host)
 	u.Host = proxy.Addr()
 	q := u.Query()
 	q.Set("connect_timeout", "1")

@@ -8,6 +8,7 @@ package faultproxy
 import (
 	"net"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -47,6 +48,18 @@ func NewProxy(upstream string) (*Proxy, error) {
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
+}
+
+// Start is NewProxy for a test: it fails t when the proxy cannot listen,
+// and closes the proxy when t ends.
+func Start(t testing.TB, upstream string) *Proxy {
+	t.Helper()
+	p, err := NewProxy(upstream)
+	if err != nil {
+		t.Fatalf("faultproxy: %v", err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	return p
 }
 
 // Addr returns the address instances connect to.

@@ -19,11 +19,7 @@ import (
 // asked for after the read, and its state is still right.
 func TestLocksAsksTheSeenLeaseBesideItsRead(t *testing.T) {
 	srv := server(t, etcdtest.Current)
-	p, err := faultproxy.NewProxy(srv.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := faultproxy.Start(t, srv.Endpoint)
 	prefix := newPrefix()
 	st := open(t, srv, prefix)
 	defer st.Close()

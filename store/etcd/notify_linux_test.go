@@ -19,11 +19,7 @@ func TestWatchResyncAfterCompactionWhileCut(t *testing.T) {
 	for _, kind := range etcdtest.Kinds {
 		t.Run(string(kind), func(t *testing.T) {
 			srv := server(t, kind)
-			p, err := faultproxy.NewProxy(srv.Endpoint)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
+			p := faultproxy.Start(t, srv.Endpoint)
 			prefix := newPrefix()
 			ctx := ctxFor(t)
 			sub := openAt(t, p.Addr(), prefix)

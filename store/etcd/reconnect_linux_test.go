@@ -17,14 +17,11 @@ import (
 // its masters without their leases. It answers once etcd can be reached.
 // The count of attempts, not the time to answer, is what is asserted: the
 // attempts of the default backoff are jittered, and a busy host delays
-// every answer.
+// every answer (the conformance suite's Outage/AnswersSoonAfter bounds
+// that time, on every engine).
 func TestReconnectSoonAfterAnOutage(t *testing.T) {
 	srv := server(t, etcdtest.Debian)
-	p, err := faultproxy.NewProxy(srv.Endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := faultproxy.Start(t, srv.Endpoint)
 	st := openAt(t, p.Addr(), newPrefix())
 	defer st.Close()
 	ctx := ctxFor(t)

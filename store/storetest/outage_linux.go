@@ -39,11 +39,7 @@ func testAnswersSoonAfterOutage(t *testing.T, h Harness) {
 	if h.OpenVia == nil {
 		t.Skip("storetest: Harness.OpenVia unset: no path to a server to cut")
 	}
-	p, err := faultproxy.NewProxy(h.Server)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := faultproxy.Start(t, h.Server)
 	s := h.OpenVia(t, p.Addr())
 	defer s.Close()
 	ctx := t.Context()
@@ -59,7 +55,7 @@ func testAnswersSoonAfterOutage(t *testing.T, h Harness) {
 
 	p.Cut(faultproxy.CutReset)
 	end := time.Now().Add(outage)
-	err = call(time.Second)
+	err := call(time.Second)
 	if err == nil {
 		t.Fatal("Locks answered while every connection to the server was refused")
 	}
