@@ -43,6 +43,9 @@ type loop struct {
 	// toRelease holds leases to release once: jobs that stopped, and leases
 	// the store says this instance holds but the loop does not run.
 	toRelease map[string]pendingRelease
+	// unreported holds the Released transitions of masterships whose
+	// release has not returned yet (see reportReleased).
+	unreported map[lockToken]Transition
 	// holdoff keeps this instance from acquiring a lock until the time
 	// given, after its job returned by itself: others get the first chance.
 	holdoff map[string]time.Time
@@ -135,6 +138,12 @@ type pendingRelease struct {
 	expiry time.Time
 }
 
+// lockToken names one lease of a lock.
+type lockToken struct {
+	lock  string
+	token int64
+}
+
 // seenLock is a followed lock as a check saw it.
 type seenLock struct {
 	// freeSince is when it was (or, for a lease seen held, will be) free,
@@ -184,6 +193,7 @@ func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 		now:         e.now,
 		masters:     map[string]*mastership{},
 		toRelease:   map[string]pendingRelease{},
+		unreported:  map[lockToken]Transition{},
 		holdoff:     map[string]time.Time{},
 		known:       map[string]knownMaster{},
 		holders:     map[string]string{},
@@ -202,6 +212,13 @@ func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 
 func (l *loop) run(ctx context.Context) error {
 	l.jobCtx = context.WithoutCancel(ctx)
+	defer func() {
+		// Every release has returned by now; none is left unreported.
+		for k, t := range l.unreported {
+			delete(l.unreported, k)
+			l.e.obs.Transition(t)
+		}
+	}()
 	if l.runStart.IsZero() {
 		l.runStart = l.now()
 	}
@@ -1182,9 +1199,26 @@ func (l *loop) onJobExit(x jobExit) {
 	}
 	l.toRelease[x.lock] = rel
 	if !m.lost {
-		l.e.obs.Transition(Transition{Lock: x.lock, Kind: Released, Token: x.token, Instance: l.e.holder.ID, Reason: m.stopping, Successor: rel.successor})
+		// Reported once the release returns (reportReleased).
+		l.unreported[lockToken{x.lock, x.token}] = Transition{Lock: x.lock, Kind: Released, Token: x.token,
+			Instance: l.e.holder.ID, Reason: m.stopping, Successor: rel.successor}
 	}
 	l.e.setLeader(Leader{Lock: x.lock}) // unknown until the next check
+}
+
+// reportReleased reports the Released transitions whose release returned
+// (committed or failed: the mastership has ended either way), or was
+// replaced before it went out. They are reported after the store call, not
+// when the job stopped, so that what observers do on them (the audit
+// recorder's history append) reaches the store after the hand-off rather
+// than beside it, on every store (TestReleasedReportedAfterTheRelease).
+func (l *loop) reportReleased() {
+	for k, t := range l.unreported {
+		if l.toRelease[k.lock].token != k.token {
+			delete(l.unreported, k)
+			l.e.obs.Transition(t)
+		}
+	}
 }
 
 func (l *loop) onRelease(r releaseResult) {
@@ -1198,6 +1232,7 @@ func (l *loop) onRelease(r releaseResult) {
 			delete(l.toRelease, ref.Lock)
 		}
 	}
+	l.reportReleased()
 	// The locks are followed again: learn at once who holds them now and
 	// when their leases expire, instead of waiting a full check interval.
 	if !l.shutdown {

@@ -10,7 +10,11 @@ const (
 	// Acquired: this instance became master (its job is about to start).
 	Acquired TransitionKind = "acquired"
 	// Released: this instance stopped its job and released the lease
-	// (shutdown, disable, or the job returned).
+	// (shutdown, disable, hand-off, or the job returned). It is reported
+	// once the store's release has returned, whether it committed or
+	// failed (then the lease expires instead): what an observer does on
+	// it, such as the audit recorder's append, does not reach the store
+	// beside the hand-off.
 	Released TransitionKind = "released"
 	// Lost: the store said the lease is no longer this instance's.
 	Lost TransitionKind = "lost"

@@ -235,7 +235,8 @@ type Timeline struct {
 	// Renewals holds the instances' renewal round trips (executor mode).
 	Renewals []Renewal
 	// Reservations holds the releases an instance reserved for a named
-	// successor (executor mode: the observer's "released" transition).
+	// successor (executor mode: the observer's "released" transition, At
+	// when the job stopped, where the successor was chosen).
 	Reservations []Reservation
 	// Lives holds each instance process's executor id (a runner's, read
 	// from its log) and when it said goodbye (Run returned) and exited.

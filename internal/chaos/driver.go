@@ -368,6 +368,23 @@ func (d *driver) runningLocks() map[string]bool {
 	return out
 }
 
+// stoppedAt returns when the job of mastership k stopped, or at if it is
+// not known. The executor reports Released once its release returned, but
+// chooses the successor when the job stopped: that is when a reservation
+// is decided. It must be called with d.mu held.
+func (d *driver) stoppedAt(k mkey, at int64) int64 {
+	for i := len(d.tl.Masterships) - 1; i >= 0; i-- {
+		ms := &d.tl.Masterships[i]
+		if ms.Index == k.index && ms.Gen == k.gen && ms.Lock == k.lock && ms.Token == k.token {
+			if ms.Stop > 0 && ms.Stop < at {
+				return ms.Stop
+			}
+			break
+		}
+	}
+	return at
+}
+
 // runningMasterships returns the masterships whose job runs and has not
 // been told to stop.
 func (d *driver) runningMasterships() []Mastership {
@@ -428,7 +445,7 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 		if m.Kind == "released" && m.Successor != "" {
 			d.mu.Lock()
 			d.tl.Reservations = append(d.tl.Reservations, Reservation{Index: s.index, Gen: gen, Lock: m.Lock, Token: m.Token,
-				Successor: m.Successor, At: m.T})
+				Successor: m.Successor, At: d.stoppedAt(mkey{s.index, gen, m.Lock, m.Token}, m.T)})
 			d.mu.Unlock()
 		}
 		if m.Kind == "lost" || m.Kind == "demoted" {
