@@ -258,8 +258,9 @@ func (o *Observer) Transition(t masterjob.Transition) {
 		o.isMaster.WithLabelValues(t.Lock).Set(1)
 		return
 	}
-	// Released, lost or demoted: this instance no longer trusts the lease
-	// (the job may still be stopping).
+	// Released (its job stopped, its release returned), lost or demoted
+	// (the job may still be stopping): this instance no longer trusts the
+	// lease.
 	o.isMaster.WithLabelValues(t.Lock).Set(0)
 	o.leaseTTL.WithLabelValues(t.Lock).Set(0)
 	if t.Kind == masterjob.Lost {
