@@ -174,9 +174,11 @@
 // entry's id is its transaction's revision × 128 + its position in it. Times
 // (entries, holder records, controls) are the writing instance's wall
 // clock: etcd has no clock a client can read; they are for display only.
-// An append waits for the handle's releases and transfers in flight: an
-// executor records a release as soon as its job stopped, and the entry's
-// read and write went to etcd beside the hand-off's transaction.
+// An append waits for the handle's releases and transfers in flight, so
+// that its read and write do not go to etcd beside a hand-off's
+// transaction. (An executor reports a release once the store call has
+// returned; the wait covers appends from elsewhere in the process: another
+// lock's transition, the control API.)
 //
 // # Members
 //

@@ -79,9 +79,10 @@ type Store struct {
 	freed, freedSeen atomic.Uint64
 
 	// ending counts the releases and transfers in flight: AppendEvents
-	// waits for them, so that a release's history entry, appended while
-	// the release is in flight, does not go to etcd's log ahead of or
-	// beside the hand-off's transaction.
+	// waits for them, so that an entry appended meanwhile (from another
+	// lock's transition or the control API: an executor reports a release
+	// once it returned) does not go to etcd's log ahead of or beside the
+	// hand-off's transaction.
 	ending inflight.Counter
 }
 

@@ -167,7 +167,9 @@ type Store struct {
 	ann announcements
 
 	// ending counts the releases and transfers in flight; AppendEvents
-	// waits for them (package inflight).
+	// waits for them (package inflight), so that an append from elsewhere
+	// in the process (another lock's transition, the control API) does
+	// not make the pool dial a second connection mid-hand-off.
 	ending inflight.Counter
 
 	mu      sync.Mutex // guards closed transitions and subs.Add
