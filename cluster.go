@@ -255,7 +255,7 @@ func (e *Executor) markLocks(event string) {
 }
 
 // releaseGiven releases, once this instance has left the member list, the
-// leases peers gave it (store.Transfers) that its loops never ran: given
+// leases peers gave it (store.Transfers) that its loops never ran nor let go: given
 // as it shut down, they would leave their locks without a master until
 // they expire. Once Leave has committed no transfer can give it another,
 // so this one read finds them all. Leases whose jobs ran are not touched:
@@ -281,7 +281,7 @@ func (e *Executor) releaseGiven(ctx context.Context) {
 	}
 	var refs []store.LeaseRef
 	for _, s := range states {
-		if s.Holder == e.holder.ID && s.TTL > 0 && s.Token > e.ranToken(s.Lock) {
+		if s.Holder == e.holder.ID && s.TTL > 0 && s.Token > e.settledToken(s.Lock) {
 			refs = append(refs, store.LeaseRef{Lock: s.Lock, Token: s.Token})
 		}
 	}

@@ -41,10 +41,12 @@ type Executor struct {
 	jobs      map[string]*registration
 	masters   map[string]Lease
 	deadlines map[string]time.Time // trust window of each lease in masters
-	// ran is, per lock, the greatest token a job of this executor started
-	// with, across its loops: a lease of this instance's with a greater
-	// token never ran a job, and may be adopted (loop.adopt).
-	ran      map[string]int64
+	// settled is, per lock, the greatest token this executor is done with,
+	// across its loops: a job started with it, or the lease was let go
+	// without one (loop.letGo). A lease of this instance's with a greater
+	// token never ran a job and was never released, and may be adopted
+	// (loop.adopt); one with a token up to it never is.
+	settled  map[string]int64
 	storeErr error     // error of the last store round trip, nil if it succeeded
 	errSince time.Time // when store round trips started failing
 	running  bool
@@ -122,7 +124,7 @@ func New(st store.Store, opts ...Option) (*Executor, error) {
 		weight:    1,
 		masters:   map[string]Lease{},
 		deadlines: map[string]time.Time{},
-		ran:       map[string]int64{},
+		settled:   map[string]int64{},
 		now:       o.clock,
 
 		readMembers: make(chan struct{}, 1),
@@ -646,10 +648,17 @@ func clockOf(ctx context.Context) *leaseClock {
 	return c
 }
 
-// ranToken returns the greatest token a job of lock started with in this
-// executor (0 if none).
-func (e *Executor) ranToken(lock string) int64 {
+// settledToken returns the greatest token of lock this executor is done
+// with: a job started with it, or it was let go (0 if none).
+func (e *Executor) settledToken(lock string) int64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.ran[lock]
+	return e.settled[lock]
+}
+
+// settle records that this executor is done with token of lock.
+func (e *Executor) settle(lock string, token int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.settled[lock] = max(e.settled[lock], token)
 }

@@ -756,16 +756,51 @@ func (l *loop) onAdopt(r checkResult) {
 // it is about to release; those, and leases it cannot run now, are
 // released so that a fresh token is issued.
 func (l *loop) adopt(s store.LockState, began time.Time) {
-	if m := l.masters[s.Lock]; m != nil && m.lease.Token == s.Token {
-		return // adopted or acquired already
+	if m := l.masters[s.Lock]; m != nil {
+		l.superseded(m, s.Token) // adopted or acquired already, or newer
+		return
 	}
-	ran := s.Token <= l.e.ranToken(s.Lock) || l.toRelease[s.Lock].token == s.Token
-	if ran || l.masters[s.Lock] != nil || l.shutdown || !l.started || s.Revoked || s.Disabled || l.jobFor(s.Lock) == nil {
-		l.toRelease[s.Lock] = pendingRelease{token: s.Token}
+	if s.Token <= l.e.settledToken(s.Lock) || l.toRelease[s.Lock].token == s.Token {
+		// Its job ran, or this loop let it go: a read that began before
+		// the release committed still shows it, and adopting it would
+		// trust a lease already ended (a chaos run found a job started
+		// on a lease its own instance had released as acquired too late,
+		// then a second job of the lock on the next acquisition).
+		l.letGo(s.Lock, s.Token)
+		return
+	}
+	if l.shutdown || !l.started || s.Revoked || s.Disabled || l.jobFor(s.Lock) == nil {
+		l.letGo(s.Lock, s.Token)
 		return
 	}
 	delete(l.seen, s.Lock)
 	l.becomeMaster(s, began)
+}
+
+// letGo queues the release of a lease of this instance's that no job runs
+// with, and settles its token: no later read of the lease, even one that
+// began before the release committed, makes the loop adopt it.
+func (l *loop) letGo(lock string, token int64) {
+	l.toRelease[lock] = pendingRelease{token: token}
+	l.e.settle(lock, token)
+}
+
+// superseded handles a lease of this instance's with token, seen for a
+// lock whose mastership m it still has (its job running or stopping). The
+// same lease, or an older one a read began before, changes nothing. A
+// newer one means the store no longer holds m's lease: m is lost, and its
+// job stops at once. The newer lease is neither started nor released: a
+// second job of the lock must not start beside the one stopping, and a
+// release would let another instance's start there. A check adopts it once
+// the job has stopped (the check begins after that), or it expires.
+func (l *loop) superseded(m *mastership, token int64) {
+	if token <= m.lease.Token {
+		return
+	}
+	l.log.Warn("the store holds a newer lease of this instance's for a lock whose job still runs: stopping the job",
+		"lock", m.lease.Lock, "token", m.lease.Token, "newer_token", token)
+	l.markLost(m)
+	l.stop(m, ErrLeaseLost, Lost)
 }
 
 // failed logs a failed store call: at warning level when its message is
@@ -818,11 +853,14 @@ func (l *loop) onCheck(r checkResult) {
 		switch {
 		case s.Acquired:
 			delete(l.seen, s.Lock)
-			if m := l.masters[s.Lock]; m != nil && m.lease.Token == s.Token {
-				continue // adopted from its push while this check ran
+			if m := l.masters[s.Lock]; m != nil {
+				// Adopted from its push while this check ran (the same
+				// token), or newer.
+				l.superseded(m, s.Token)
+				continue
 			}
 			if l.shutdown || l.jobFor(s.Lock) == nil {
-				l.toRelease[s.Lock] = pendingRelease{token: s.Token}
+				l.letGo(s.Lock, s.Token)
 				continue
 			}
 			if !l.becomeMaster(s, r.began) {
@@ -948,6 +986,11 @@ func (l *loop) renewDue(began time.Time, ttl time.Duration) time.Time {
 // committed: the store returned it. It returns false, and queues the
 // lease's release, when the answer came after the trust window closed.
 func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
+	if m := l.masters[s.Lock]; m != nil {
+		// Never two masterships of one lock (the callers check first).
+		l.superseded(m, s.Token)
+		return true
+	}
 	lease := Lease{Lock: s.Lock, Token: s.Token, Instance: l.e.holder.ID}
 	ttl := min(s.TTL, l.cfg.Tolerance)
 	m := &mastership{
@@ -964,7 +1007,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
 	if !l.now().Before(m.deadline) {
 		// The acquisition took so long that the trust window is already
 		// over: do not start a job that would have to stop at once.
-		l.toRelease[s.Lock] = pendingRelease{token: s.Token}
+		l.letGo(s.Lock, s.Token)
 		return false
 	}
 	delete(l.known, s.Lock)
@@ -981,7 +1024,7 @@ func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
 	l.e.mu.Lock()
 	l.e.masters[s.Lock] = lease
 	l.e.deadlines[s.Lock] = m.deadline
-	l.e.ran[s.Lock] = s.Token
+	l.e.settled[s.Lock] = max(l.e.settled[s.Lock], s.Token)
 	job := l.e.jobs[s.Lock].job
 	l.e.mu.Unlock()
 
@@ -1445,8 +1488,8 @@ func (l *loop) onInbox() {
 		// release it rather than leave the lock without a master until
 		// it expires.
 		for _, c := range changes {
-			if holder, token, ok := c.Acquisition(); ok && holder == l.e.holder.ID && l.masters[c.Lock] == nil && token > l.e.ranToken(c.Lock) {
-				l.toRelease[c.Lock] = pendingRelease{token: token}
+			if holder, token, ok := c.Acquisition(); ok && holder == l.e.holder.ID && l.masters[c.Lock] == nil && token > l.e.settledToken(c.Lock) {
+				l.letGo(c.Lock, token)
 			}
 		}
 		return
@@ -1524,7 +1567,7 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 		// by a peer (store.Transfers), or this instance's own
 		// acquisition pushed before the check that made it returned
 		// (adopt then finds it running). Read it, then start its job.
-		if token > l.e.ranToken(lock) {
+		if token > l.e.settledToken(lock) {
 			l.toAdopt[lock] = token
 		}
 		return
