@@ -735,6 +735,7 @@ func (l *loop) onAdopt(r checkResult) {
 		l.checkSoon(l.now())
 		return
 	}
+	var late []string
 	for _, s := range r.states {
 		token, ok := l.toAdopt[s.Lock]
 		if !ok {
@@ -744,9 +745,12 @@ func (l *loop) onAdopt(r checkResult) {
 		if s.Holder != l.e.holder.ID || s.Token != token || s.TTL <= 0 {
 			continue // gone since (expired, or released: fenced anyway)
 		}
-		l.adopt(s, r.began)
+		if !l.adopt(s, r.began) {
+			late = append(late, s.Lock)
+		}
 	}
 	clear(l.toAdopt) // names the read did not return: nothing to adopt
+	l.warnLate(late, r.began)
 }
 
 // adopt starts the job of s, a lease of this instance's that the loop
@@ -755,10 +759,13 @@ func (l *loop) onAdopt(r checkResult) {
 // release that failed: the job ran and stopped) is never adopted, nor one
 // it is about to release; those, and leases it cannot run now, are
 // released so that a fresh token is issued.
-func (l *loop) adopt(s store.LockState, began time.Time) {
+//
+// It returns false when the read answered after the trust window the
+// lease would have had (the lease is let go), true otherwise.
+func (l *loop) adopt(s store.LockState, began time.Time) bool {
 	if m := l.masters[s.Lock]; m != nil {
 		l.superseded(m, s.Token) // adopted or acquired already, or newer
-		return
+		return true
 	}
 	if s.Token <= l.e.settledToken(s.Lock) || l.toRelease[s.Lock].token == s.Token {
 		// Its job ran, or this loop let it go: a read that began before
@@ -767,14 +774,27 @@ func (l *loop) adopt(s store.LockState, began time.Time) {
 		// on a lease its own instance had released as acquired too late,
 		// then a second job of the lock on the next acquisition).
 		l.letGo(s.Lock, s.Token)
-		return
+		return true
 	}
 	if l.shutdown || !l.started || s.Revoked || s.Disabled || l.jobFor(s.Lock) == nil {
 		l.letGo(s.Lock, s.Token)
-		return
+		return true
 	}
 	delete(l.seen, s.Lock)
-	l.becomeMaster(s, began)
+	return l.becomeMaster(s, began)
+}
+
+// warnLate logs the leases a call that began at began acquired or read
+// too late to trust, and that the loop let go. One line per call, not per
+// lock: a call of thousands of locks that answers late on an overloaded
+// host would log thousands.
+func (l *loop) warnLate(late []string, began time.Time) {
+	if len(late) == 0 {
+		return
+	}
+	l.log.Warn("acquired leases too late to trust them; releasing them: the store answered after the trust window closed (an overloaded store or host; a longer masterJobTolerance, or fewer locks per instance, gives calls more time)",
+		"leases", len(late), "locks", sample(late, 5), "took", l.now().Sub(began).Round(time.Millisecond).String(),
+		"trust_window", (l.cfg.Tolerance - l.cfg.SafetyMargin).String())
 }
 
 // letGo queues the release of a lease of this instance's that no job runs
@@ -873,7 +893,9 @@ func (l *loop) onCheck(r checkResult) {
 			// adopt starts the first two, counting from this check's
 			// start as for an acquisition, and releases the last (its job
 			// ran already) so that a fresh token is issued.
-			l.adopt(s, r.began)
+			if !l.adopt(s, r.began) {
+				late = append(late, s.Lock)
+			}
 		default:
 			l.noteMaster(s)
 			l.see(s, r.began, renewed)
@@ -893,13 +915,7 @@ func (l *loop) onCheck(r checkResult) {
 			delete(l.toAdopt, lock) // this check's own acquisition
 		}
 	}
-	if len(late) > 0 {
-		// One line per call, not per lock: a call of thousands of locks
-		// that answers late on an overloaded host would log thousands.
-		l.log.Warn("acquired leases too late to trust them; releasing them: the store answered after the trust window closed (an overloaded store or host; a longer masterJobTolerance, or fewer locks per instance, gives calls more time)",
-			"leases", len(late), "locks", sample(late, 5), "took", now.Sub(r.began).Round(time.Millisecond).String(),
-			"trust_window", (l.cfg.Tolerance - l.cfg.SafetyMargin).String())
-	}
+	l.warnLate(late, r.began)
 	l.nextCheckAt = now.Add(sleep)
 	if !l.sweepAt.IsZero() {
 		l.checkSoon(l.sweepAt)

@@ -2,11 +2,14 @@ package masterjob_test
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/masterjob/masterjob"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/store/memstore"
 )
@@ -173,6 +176,81 @@ func TestNewerLeaseStopsTheRunningJob(t *testing.T) {
 		if got := rec.runningNow()["a"]; got != newer {
 			t.Fatalf("a runs token %d of %s; want the job of token %d stopped and the newer lease %d adopted (events %+v)",
 				got, lock, first, newer, rec.snapshot())
+		}
+	})
+}
+
+// lateHeld is a memstore whose first acquisition takes the lock but
+// answers, after the trust window, as if the lease had been handed to the
+// instance (held by it, not acquired by this call): a check or read that
+// found a lease given to it, answered late.
+type lateHeld struct {
+	*memstore.Store
+	mu    sync.Mutex
+	calls int
+	late  int64 // the token answered late
+}
+
+func (s *lateHeld) lateToken() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.late
+}
+
+func (s *lateHeld) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
+	s.mu.Lock()
+	s.calls++
+	n := s.calls
+	s.mu.Unlock()
+	states, err := s.Store.Acquire(ctx, h, locks, ttl)
+	if n == 1 {
+		time.Sleep(ttl) // after the trust window (tolerance - margin)
+		for i := range states {
+			if states[i].Acquired {
+				s.mu.Lock()
+				s.late = states[i].Token
+				s.mu.Unlock()
+			}
+			states[i].Acquired = false
+		}
+	}
+	return states, err
+}
+
+// TestLateAdoptionLogged: a lease of this instance's it finds too late to
+// trust (read after the trust window it would have had) is let go, not
+// run, and says so in the log, as a late acquisition does; the chaos run
+// that found the let-go lease adopted had no line of it.
+func TestLateAdoptionLogged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const lock = "L"
+		st := &lateHeld{Store: memstore.New()}
+		var logs syncBuffer
+		rec := newRecorder(t)
+		a := newExec(t, st, "a", masterjob.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		if err := a.StartMaster(lock, rec.job()); err != nil {
+			t.Fatal(err)
+		}
+		stop := startRun(a)
+		defer func() { _ = stop() }()
+		time.Sleep(tolerance + 100*time.Millisecond) // the first check's answer
+		synctest.Wait()
+		if st.lateToken() == 0 {
+			t.Fatal("the first acquisition took nothing")
+		}
+		for _, ev := range rec.snapshot() {
+			if ev.start && ev.token == st.lateToken() {
+				t.Fatalf("a started token %d, a lease read after its trust window (events %+v)", ev.token, rec.snapshot())
+			}
+		}
+		var lines []string
+		for l := range strings.SplitSeq(logs.String(), "\n") {
+			if strings.Contains(l, "too late to trust") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) != 1 || !strings.Contains(lines[0], "leases=1") {
+			t.Fatalf("%d lines about the late lease, want 1 naming it:\n%s", len(lines), logs.String())
 		}
 	})
 }
