@@ -43,9 +43,6 @@ type loop struct {
 	// toRelease holds leases to release once: jobs that stopped, and leases
 	// the store says this instance holds but the loop does not run.
 	toRelease map[string]pendingRelease
-	// unreported holds the Released transitions of masterships whose
-	// release has not returned yet (see reportReleased).
-	unreported map[lockToken]Transition
 	// holdoff keeps this instance from acquiring a lock until the time
 	// given, after its job returned by itself: others get the first chance.
 	holdoff map[string]time.Time
@@ -136,12 +133,12 @@ type pendingRelease struct {
 	// expiry is the lease's expiry as its last renewal showed it (zero
 	// when unknown or lost): until then the release is worth waiting for.
 	expiry time.Time
-}
-
-// lockToken names one lease of a lock.
-type lockToken struct {
-	lock  string
-	token int64
+	// released, for a mastership that ended, is its Released transition:
+	// reported once the release has returned (committed or failed), so
+	// that what observers do on it (the audit recorder's history append)
+	// reaches the store after the hand-off rather than beside it
+	// (TestReleasedReportedAfterTheRelease).
+	released *Transition
 }
 
 // seenLock is a followed lock as a check saw it.
@@ -193,7 +190,6 @@ func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 		now:         e.now,
 		masters:     map[string]*mastership{},
 		toRelease:   map[string]pendingRelease{},
-		unreported:  map[lockToken]Transition{},
 		holdoff:     map[string]time.Time{},
 		known:       map[string]knownMaster{},
 		holders:     map[string]string{},
@@ -212,13 +208,6 @@ func newLoop(e *Executor, cfg Config, log *slog.Logger) *loop {
 
 func (l *loop) run(ctx context.Context) error {
 	l.jobCtx = context.WithoutCancel(ctx)
-	defer func() {
-		// Every release has returned by now; none is left unreported.
-		for k, t := range l.unreported {
-			delete(l.unreported, k)
-			l.e.obs.Transition(t)
-		}
-	}()
 	if l.runStart.IsZero() {
 		l.runStart = l.now()
 	}
@@ -767,16 +756,13 @@ func (l *loop) adopt(s store.LockState, began time.Time) bool {
 		l.superseded(m, s.Token) // adopted or acquired already, or newer
 		return true
 	}
-	if s.Token <= l.e.settledToken(s.Lock) || l.toRelease[s.Lock].token == s.Token {
-		// Its job ran, or this loop let it go: a read that began before
-		// the release committed still shows it, and adopting it would
-		// trust a lease already ended (a chaos run found a job started
-		// on a lease its own instance had released as acquired too late,
-		// then a second job of the lock on the next acquisition).
-		l.letGo(s.Lock, s.Token)
-		return true
-	}
-	if l.shutdown || !l.started || s.Revoked || s.Disabled || l.jobFor(s.Lock) == nil {
+	// A lease whose job ran, or that this loop let go, is never adopted: a
+	// read that began before the release committed still shows it, and
+	// adopting it trusted a lease already ended (a chaos run found a job
+	// started on a lease its own instance had released as acquired too
+	// late, then a second job of the lock on the next acquisition).
+	// (Every lease queued for release is settled.)
+	if s.Token <= l.e.settledToken(s.Lock) || l.shutdown || !l.started || s.Revoked || s.Disabled || l.jobFor(s.Lock) == nil {
 		l.letGo(s.Lock, s.Token)
 		return true
 	}
@@ -801,8 +787,24 @@ func (l *loop) warnLate(late []string, began time.Time) {
 // with, and settles its token: no later read of the lease, even one that
 // began before the release committed, makes the loop adopt it.
 func (l *loop) letGo(lock string, token int64) {
-	l.toRelease[lock] = pendingRelease{token: token}
+	l.queueRelease(lock, pendingRelease{token: token})
 	l.e.settle(lock, token)
+}
+
+// queueRelease queues rel, a release of lock. The same lease queued
+// already keeps its entry (its successor, its transition). Another one it
+// replaces will not be released by this loop: its transition, if any, is
+// reported now.
+func (l *loop) queueRelease(lock string, rel pendingRelease) {
+	if old, ok := l.toRelease[lock]; ok {
+		if old.token == rel.token {
+			return
+		}
+		if old.released != nil {
+			l.e.obs.Transition(*old.released)
+		}
+	}
+	l.toRelease[lock] = rel
 }
 
 // superseded handles a lease of this instance's with token, seen for a
@@ -1001,12 +1003,9 @@ func (l *loop) renewDue(began time.Time, ttl time.Duration) time.Time {
 // becomeMaster starts the job of an acquired lease. The acquisition has
 // committed: the store returned it. It returns false, and queues the
 // lease's release, when the answer came after the trust window closed.
+// The lock has no mastership in the loop: its callers see to it
+// (superseded), so that no lock ever has two.
 func (l *loop) becomeMaster(s store.LockState, began time.Time) bool {
-	if m := l.masters[s.Lock]; m != nil {
-		// Never two masterships of one lock (the callers check first).
-		l.superseded(m, s.Token)
-		return true
-	}
 	lease := Lease{Lock: s.Lock, Token: s.Token, Instance: l.e.holder.ID}
 	ttl := min(s.TTL, l.cfg.Tolerance)
 	m := &mastership{
@@ -1256,28 +1255,12 @@ func (l *loop) onJobExit(x jobExit) {
 			l.holdoff[x.lock] = l.now().Add(l.cfg.CheckMasterInterval)
 		}
 	}
-	l.toRelease[x.lock] = rel
 	if !m.lost {
-		// Reported once the release returns (reportReleased).
-		l.unreported[lockToken{x.lock, x.token}] = Transition{Lock: x.lock, Kind: Released, Token: x.token,
-			Instance: l.e.holder.ID, Reason: m.stopping, Successor: rel.successor}
+		rel.released = &Transition{Lock: x.lock, Kind: Released, Token: x.token, Instance: l.e.holder.ID,
+			Reason: m.stopping, Successor: rel.successor}
 	}
+	l.queueRelease(x.lock, rel)
 	l.e.setLeader(Leader{Lock: x.lock}) // unknown until the next check
-}
-
-// reportReleased reports the Released transitions whose release returned
-// (committed or failed: the mastership has ended either way), or was
-// replaced before it went out. They are reported after the store call, not
-// when the job stopped, so that what observers do on them (the audit
-// recorder's history append) reaches the store after the hand-off rather
-// than beside it, on every store (TestReleasedReportedAfterTheRelease).
-func (l *loop) reportReleased() {
-	for k, t := range l.unreported {
-		if l.toRelease[k.lock].token != k.token {
-			delete(l.unreported, k)
-			l.e.obs.Transition(t)
-		}
-	}
 }
 
 func (l *loop) onRelease(r releaseResult) {
@@ -1287,11 +1270,13 @@ func (l *loop) onRelease(r releaseResult) {
 	}
 	l.noteHandOff(r)
 	for _, ref := range r.refs {
-		if l.toRelease[ref.Lock].token == ref.Token {
+		if p, ok := l.toRelease[ref.Lock]; ok && p.token == ref.Token {
 			delete(l.toRelease, ref.Lock)
+			if p.released != nil {
+				l.e.obs.Transition(*p.released)
+			}
 		}
 	}
-	l.reportReleased()
 	// The locks are followed again: learn at once who holds them now and
 	// when their leases expire, instead of waiting a full check interval.
 	if !l.shutdown {
