@@ -536,6 +536,17 @@ func (s *lateAcquire) Acquire(ctx context.Context, h store.Holder, locks []strin
 	return st, err
 }
 
+// linesWith returns the lines of log that contain substr.
+func linesWith(log, substr string) []string {
+	var lines []string
+	for l := range strings.SplitSeq(log, "\n") {
+		if strings.Contains(l, substr) {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
 // A call that acquires many leases and answers after the trust window
 // logs one line, naming how many, not one line per lock: the scale run
 // (10 instances × 10,000 locks on a saturated host) wrote 71,940 such lines
@@ -563,12 +574,7 @@ func TestLateAcquisitionsLoggedOnce(t *testing.T) {
 				t.Errorf("L%02d's job started from an acquisition that answered after the trust window", i)
 			}
 		}
-		var lines []string
-		for l := range strings.SplitSeq(logs.String(), "\n") {
-			if strings.Contains(l, "too late to trust") {
-				lines = append(lines, l)
-			}
-		}
+		lines := linesWith(logs.String(), "too late to trust")
 		if len(lines) != 1 || !strings.Contains(lines[0], "leases=20") {
 			t.Fatalf("%d lines about the late acquisition, want 1 naming 20 leases:\n%s", len(lines), strings.Join(lines, "\n"))
 		}

@@ -14,19 +14,22 @@ import (
 	"github.com/masterjob/masterjob/store/memstore"
 )
 
-// staleAfterLate is a memstore whose first acquisition answers after the
-// trust window (the loop lets that lease go), and whose next check answers
-// with the lock as it stood before that release: a check that ran at the
-// store before the release committed and answered after it. Any later
-// acquisition is the memstore's.
-type staleAfterLate struct {
+// lateFirst is a memstore whose first acquisition answers after the trust
+// window (the loop lets that lease go). With held, it answers as if the
+// lease had been handed to the instance (held by it, not acquired by the
+// call): a read that found a lease given to it, answered late. With stale,
+// the next check answers with the lock as it stood before the loop's
+// release: a check that ran at the store before the release committed
+// and answered after it. Any later acquisition is the memstore's.
+type lateFirst struct {
 	*memstore.Store
-	mu    sync.Mutex
-	calls int
-	late  store.LockState // the lease acquired too late
+	held, stale bool
+	mu          sync.Mutex
+	calls       int
+	late        store.LockState // the lease acquired too late
 }
 
-func (s *staleAfterLate) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
+func (s *lateFirst) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
 	s.mu.Lock()
 	s.calls++
 	n, late := s.calls, s.late
@@ -35,22 +38,23 @@ func (s *staleAfterLate) Acquire(ctx context.Context, h store.Holder, locks []st
 	case n == 1:
 		states, err := s.Store.Acquire(ctx, h, locks, ttl)
 		time.Sleep(ttl) // after the trust window (tolerance - margin)
-		for _, st := range states {
+		for i, st := range states {
 			if st.Acquired {
 				s.mu.Lock()
 				s.late = st
 				s.mu.Unlock()
+				states[i].Acquired = !s.held
 			}
 		}
 		return states, err
-	case n == 2 && late.Lock != "":
+	case n == 2 && s.stale && late.Lock != "":
 		late.Acquired = false // the same lease, seen held by this instance
 		return []store.LockState{late}, nil
 	}
 	return s.Store.Acquire(ctx, h, locks, ttl)
 }
 
-func (s *staleAfterLate) lateToken() int64 {
+func (s *lateFirst) lateToken() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.late.Token
@@ -66,7 +70,7 @@ func (s *staleAfterLate) lateToken() int64 {
 func TestLeaseLetGoIsNeverAdopted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const lock = "L"
-		st := &staleAfterLate{Store: memstore.New()}
+		st := &lateFirst{Store: memstore.New(), stale: true}
 		rec := newRecorder(t)
 		a := newExec(t, st, "a")
 		if err := a.StartMaster(lock, rec.job()); err != nil {
@@ -180,43 +184,6 @@ func TestNewerLeaseStopsTheRunningJob(t *testing.T) {
 	})
 }
 
-// lateHeld is a memstore whose first acquisition takes the lock but
-// answers, after the trust window, as if the lease had been handed to the
-// instance (held by it, not acquired by this call): a check or read that
-// found a lease given to it, answered late.
-type lateHeld struct {
-	*memstore.Store
-	mu    sync.Mutex
-	calls int
-	late  int64 // the token answered late
-}
-
-func (s *lateHeld) lateToken() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.late
-}
-
-func (s *lateHeld) Acquire(ctx context.Context, h store.Holder, locks []string, ttl time.Duration) ([]store.LockState, error) {
-	s.mu.Lock()
-	s.calls++
-	n := s.calls
-	s.mu.Unlock()
-	states, err := s.Store.Acquire(ctx, h, locks, ttl)
-	if n == 1 {
-		time.Sleep(ttl) // after the trust window (tolerance - margin)
-		for i := range states {
-			if states[i].Acquired {
-				s.mu.Lock()
-				s.late = states[i].Token
-				s.mu.Unlock()
-			}
-			states[i].Acquired = false
-		}
-	}
-	return states, err
-}
-
 // TestLateAdoptionLogged: a lease of this instance's it finds too late to
 // trust (read after the trust window it would have had) is let go, not
 // run, and says so in the log, as a late acquisition does; the chaos run
@@ -224,7 +191,7 @@ func (s *lateHeld) Acquire(ctx context.Context, h store.Holder, locks []string, 
 func TestLateAdoptionLogged(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const lock = "L"
-		st := &lateHeld{Store: memstore.New()}
+		st := &lateFirst{Store: memstore.New(), held: true}
 		var logs syncBuffer
 		rec := newRecorder(t)
 		a := newExec(t, st, "a", masterjob.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
@@ -243,12 +210,7 @@ func TestLateAdoptionLogged(t *testing.T) {
 				t.Fatalf("a started token %d, a lease read after its trust window (events %+v)", ev.token, rec.snapshot())
 			}
 		}
-		var lines []string
-		for l := range strings.SplitSeq(logs.String(), "\n") {
-			if strings.Contains(l, "too late to trust") {
-				lines = append(lines, l)
-			}
-		}
+		lines := linesWith(logs.String(), "too late to trust")
 		if len(lines) != 1 || !strings.Contains(lines[0], "leases=1") {
 			t.Fatalf("%d lines about the late lease, want 1 naming it:\n%s", len(lines), logs.String())
 		}
