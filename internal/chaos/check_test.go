@@ -924,3 +924,24 @@ func TestCheckDisableCutThenPaused(t *testing.T) {
 		}
 	}
 }
+
+// TestReservationDatedFromTheStop: the executor reports Released once its
+// release has returned, but chose the successor when the job stopped: the
+// reservation the checker judges is dated from that stop, so a slow
+// release does not make a choice look later than it was.
+func TestReservationDatedFromTheStop(t *testing.T) {
+	d := &driver{open: map[mkey]*Mastership{}}
+	s := &slot{index: 0}
+	d.onMessage(s, 1, false, Message{Type: msgStart, Lock: "L", Token: 3, T: 100 * ms})
+	d.onMessage(s, 1, false, Message{Type: msgStop, Lock: "L", Token: 3, Reason: "shutdown", T: 400 * ms})
+	d.onMessage(s, 1, false, Message{Type: msgTransition, Kind: "released", Lock: "L", Token: 3, Successor: "b", T: 900 * ms})
+	// A transition of no mastership the driver knows keeps its own time.
+	d.onMessage(s, 1, false, Message{Type: msgTransition, Kind: "released", Lock: "L", Token: 4, Successor: "b", T: 950 * ms})
+	want := []Reservation{
+		{Index: 0, Gen: 1, Lock: "L", Token: 3, Successor: "b", At: 400 * ms},
+		{Index: 0, Gen: 1, Lock: "L", Token: 4, Successor: "b", At: 950 * ms},
+	}
+	if !reflect.DeepEqual(d.tl.Reservations, want) {
+		t.Fatalf("reservations %+v, want %+v", d.tl.Reservations, want)
+	}
+}
