@@ -92,7 +92,7 @@ func TestSmoke(t *testing.T) {
 						t.Fatal(err)
 					}
 					for _, u := range r.Usage {
-						if u.RSS <= 0 || u.HWM < u.RSS {
+						if u.RSS <= 0 || u.HWM < u.RSS || u.Anon <= 0 || u.Anon >= u.RSS {
 							t.Errorf("%s: implausible memory: %+v", u.Role, u)
 						}
 					}

@@ -408,6 +408,12 @@ type Usage struct {
 	// RSS and HWM are VmRSS and VmHWM (/proc/PID/status) at the end, in KiB.
 	RSS int64 `json:"rssKiB"`
 	HWM int64 `json:"hwmKiB"`
+	// Anon is RssAnon: the part of RSS that is the process's own (heap,
+	// stacks, the runtime's data), where the rest (RssFile) is mostly the
+	// program's pages, which every process running the same binary shares
+	// (its other runners, its supervisors) and which the page cache keeps
+	// once per host.
+	Anon int64 `json:"anonKiB"`
 }
 
 // CPUPercent is CPU as a percentage of one core over the window.
@@ -473,12 +479,12 @@ func (e *Env) Idle(ctx context.Context, window time.Duration) (*IdleResult, erro
 		if err != nil {
 			return nil, err
 		}
-		rss, hwm, err := procMem(p.r.Pid)
+		mem, err := procMem(p.r.Pid)
 		if err != nil {
 			return nil, err
 		}
 		res.Usage = append(res.Usage, Usage{Role: p.role, Window: window, CPU: after - before[i],
-			Ticks: afterTicks - beforeTicks[i], RSS: rss, HWM: hwm})
+			Ticks: afterTicks - beforeTicks[i], RSS: mem["VmRSS"], HWM: mem["VmHWM"], Anon: mem["RssAnon"]})
 	}
 	if extra := s.c.PendingStarts(); len(extra) > 0 {
 		return nil, fmt.Errorf("idle: the mastership changed during the window")
@@ -541,25 +547,25 @@ func schedCPU(pid int) (time.Duration, error) {
 	return sum, nil
 }
 
-// procMem returns VmRSS and VmHWM of pid, in KiB.
-func procMem(pid int) (rss, hwm int64, err error) {
+// procMem returns the sizes /proc/PID/status gives in kB (VmRSS, VmHWM,
+// RssAnon, ...), in KiB, by name.
+func procMem(pid int) (map[string]int64, error) {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer f.Close()
+	out := map[string]int64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), ":")
-		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		switch k {
-		case "VmRSS":
-			rss = n
-		case "VmHWM":
-			hwm = n
+		if num, ok := strings.CutSuffix(strings.TrimSpace(v), " kB"); ok {
+			if n, err := strconv.ParseInt(num, 10, 64); err == nil {
+				out[k] = n
+			}
 		}
 	}
-	return rss, hwm, sc.Err()
+	return out, sc.Err()
 }
 
 // killTree SIGKILLs pid and all its descendants, with pid stopped first so

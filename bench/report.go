@@ -244,11 +244,11 @@ func (r *Report) Markdown(w io.Writer) {
 
 	if len(r.Idle) > 0 {
 		p("### Idle cost of a CLI runner (the runner process, not its child)\n\n")
-		p("| store | role | timing | window | CPU (schedstat) | %% of one core | utime+stime (10 ms ticks) | VmRSS | VmHWM | host busy |\n|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| store | role | timing | window | CPU (schedstat) | %% of one core | utime+stime (10 ms ticks) | VmRSS | of which its own (RssAnon) | VmHWM | host busy |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range r.Idle {
 			for _, u := range x.Usage {
-				p("| %s | %s | %s | %s | %s | %.4f %% | %s | %.1f MiB | %.1f MiB | %s |\n", x.Store, u.Role, x.Timing, u.Window,
-					ms(u.CPU), u.CPUPercent(), ms(u.Ticks), float64(u.RSS)/1024, float64(u.HWM)/1024, busy(x.Host))
+				p("| %s | %s | %s | %s | %s | %.4f %% | %s | %.1f MiB | %.1f MiB | %.1f MiB | %s |\n", x.Store, u.Role, x.Timing, u.Window,
+					ms(u.CPU), u.CPUPercent(), ms(u.Ticks), float64(u.RSS)/1024, float64(u.Anon)/1024, float64(u.HWM)/1024, busy(x.Host))
 			}
 		}
 		p("\n")
