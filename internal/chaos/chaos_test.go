@@ -5,9 +5,12 @@ package chaos
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,7 +70,52 @@ func runChaos(t *testing.T, cfg Config) {
 
 func TestChaosSQLite(t *testing.T) {
 	db := filepath.Join(t.TempDir(), "chaos.db")
-	runChaos(t, chaosConfig(t, "sqlite:"+db))
+	cfg := chaosConfig(t, "sqlite:"+db)
+	cfg.Dir, cfg.Keep = t.TempDir(), true
+	runChaos(t, cfg)
+	checkTraceMarks(t, cfg.Dir)
+}
+
+// checkTraceMarks requires the run in dir to have left the instances'
+// trace marks: what each asked the store and when it answered, on the
+// clock of events.jsonl, for a violation's diagnosis.
+func checkTraceMarks(t *testing.T, dir string) {
+	t.Helper()
+	started := map[string]bool{} // the instances' pids
+	events, err := os.ReadFile(filepath.Join(dir, "events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(events)) {
+		var e struct {
+			Kind string `json:"kind"`
+			V    struct {
+				PID int `json:"pid"`
+			} `json:"v"`
+		}
+		if json.Unmarshal([]byte(line), &e) == nil && e.Kind == "started" {
+			started[strconv.Itoa(e.V.PID)] = true
+		}
+	}
+	marks, err := os.ReadFile(filepath.Join(dir, "trace.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := map[string]map[string]bool{} // event -> instance pids that marked it
+	for line := range strings.Lines(string(marks)) {
+		f := strings.Fields(line)
+		if len(f) == 4 && started[f[1]] {
+			if by[f[2]] == nil {
+				by[f[2]] = map[string]bool{}
+			}
+			by[f[2]][f[1]] = true
+		}
+	}
+	for _, ev := range []string{"acquire.sent", "acquire.done", "renew.sent", "renew.done"} {
+		if len(by[ev]) < 2 {
+			t.Errorf("trace.log: %q marked by %d instances, want at least 2 (of %d started)", ev, len(by[ev]), len(started))
+		}
+	}
 }
 
 // testPostgresURL is the server of the PostgreSQL tests, as in store/postgres.

@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/masterjob/masterjob/cli"
+	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store"
 )
 
@@ -607,6 +608,13 @@ func (d *driver) start(s *slot) error {
 	if d.cfg.Runner {
 		cmd.Env = append(cmd.Env, envWills+"="+d.willsPath())
 	}
+	if os.Getenv(trace.EnvFile) == "" {
+		// The loop's, the runner's and the supervisors' trace marks, of
+		// every process on one clock (events.jsonl's): what a process
+		// asked the store and when the answer came, which its log does
+		// not say.
+		cmd.Env = append(cmd.Env, trace.EnvFile+"="+d.tracePath())
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	started := make(chan error, 1)
@@ -734,6 +742,10 @@ func (d *driver) checkOrphans(index, gen int, died int64) {
 
 // willsPath is the file where runners' last wills record that they ran.
 func (d *driver) willsPath() string { return filepath.Join(d.dir, "wills.jsonl") }
+
+// tracePath is the file the instances append their trace marks to
+// (internal/trace): "<CLOCK_MONOTONIC ns> <pid> <event> <lock>" per line.
+func (d *driver) tracePath() string { return filepath.Join(d.dir, "trace.log") }
 
 // isWill reports whether p runs a runner's last will.
 func isWill(p proc) bool {

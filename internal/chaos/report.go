@@ -66,7 +66,7 @@ type Report struct {
 	// LeftToExpire counts the leases left held at the end by an instance
 	// whose store calls were failing as it shut down (Timeline.LeftToExpire).
 	LeftToExpire int
-	// Dir is the kept work directory (logs, events.jsonl), if kept.
+	// Dir is the kept work directory (logs, events.jsonl, trace.log), if kept.
 	Dir string
 }
 
