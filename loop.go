@@ -778,7 +778,7 @@ func (l *loop) warnLate(late []string, began time.Time) {
 	if len(late) == 0 {
 		return
 	}
-	l.log.Warn("acquired leases too late to trust them; releasing them: the store answered after the trust window closed (an overloaded store or host; a longer masterJobTolerance, or fewer locks per instance, gives calls more time)",
+	l.log.Warn("acquired or found leases too late to trust them; releasing them: the store answered after the trust window closed (an overloaded store or host; a longer masterJobTolerance, or fewer locks per instance, gives calls more time)",
 		"leases", len(late), "locks", sample(late, 5), "took", l.now().Sub(began).Round(time.Millisecond).String(),
 		"trust_window", (l.cfg.Tolerance - l.cfg.SafetyMargin).String())
 }
