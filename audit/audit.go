@@ -24,6 +24,17 @@
 // batch whose append timed out after the store committed it may be recorded
 // twice.
 //
+// With WithDelay, the Recorder waits a moment after the first of the queued
+// transitions before it appends them: the transitions of a burst (a
+// hand-off, a rebalance) go in one append, and the append stays out of the
+// way of what a transition starts (the job of an Acquired, a successor's
+// start after a Released). Flush appends what is queued at once, and
+// Ordered returns a store.History whose appends come after the transitions
+// queued before them, so that one process's entries (its transitions and
+// its control API's control changes) are recorded in the order they
+// happened: give it to the control API (controlapi.WithHistory) that
+// serves beside the executor.
+//
 // Close stops the Recorder: it appends what is queued, retrying until its
 // context is done, and returns once its goroutine has ended. Call it after
 // the executor's Run has returned, so that the last transitions (the
@@ -65,6 +76,7 @@ type config struct {
 	queueSize, batchSize   int
 	appendTimeout          time.Duration
 	minBackoff, maxBackoff time.Duration
+	delay                  time.Duration
 }
 
 // WithQueueSize sets how many events may wait for the store (default
@@ -81,6 +93,15 @@ func WithBatchSize(n int) Option { return func(c *config) { c.batchSize = max(n,
 func WithAppendTimeout(d time.Duration) Option {
 	return func(c *config) { c.appendTimeout = max(d, time.Millisecond) }
 }
+
+// WithDelay makes the Recorder append queued transitions d after the first
+// of them was queued, rather than at once (default 0: at once). Whatever
+// is queued meanwhile goes in the same append. Close, Flush and a retry
+// after a failed append do not wait. The store stamps each event when it is
+// appended, so up to d after its transition; an event still waiting when
+// the process dies is lost, like any event the queue holds. Negative values
+// are taken as 0.
+func WithDelay(d time.Duration) Option { return func(c *config) { c.delay = max(d, 0) } }
 
 // WithRetryBackoff sets the wait between attempts while the store fails: it
 // starts at minimum and doubles up to maximum, with jitter (defaults
@@ -106,11 +127,21 @@ type Recorder struct {
 
 	mu      sync.Mutex
 	queue   []store.Event // oldest first, at most cfg.queueSize
+	since   time.Time     // when the queue's oldest event was queued (WithDelay)
 	closed  bool
 	dropped uint64 // every event dropped so far
 	streak  uint64 // events dropped since the last report in the log
 
+	// Events leave the queue from its front only (appended, dropped or
+	// discarded), so the settled events are always the oldest queued.
+	queued   uint64        // events ever queued
+	settled  uint64        // of those, appended, dropped or discarded
+	attempts uint64        // appends that failed
+	flushTo  uint64        // Flush wants the first flushTo settled at once
+	progress chan struct{} // closed and replaced when settled or attempts grow
+
 	wake    chan struct{}      // capacity 1: something was queued
+	flush   chan struct{}      // capacity 1: flushTo grew
 	closing chan struct{}      // closed by Close
 	abort   context.CancelFunc // ends the goroutine's attempts when Close gives up
 	done    chan struct{}      // closed when the goroutine has ended
@@ -142,13 +173,15 @@ func NewRecorder(h store.History, logger *slog.Logger, opts ...Option) *Recorder
 	}
 	ctx, abort := context.WithCancel(context.Background())
 	r := &Recorder{
-		h:       h,
-		log:     logger.With("component", "audit"),
-		cfg:     cfg,
-		wake:    make(chan struct{}, 1),
-		closing: make(chan struct{}),
-		abort:   abort,
-		done:    make(chan struct{}),
+		h:        h,
+		log:      logger.With("component", "audit"),
+		cfg:      cfg,
+		wake:     make(chan struct{}, 1),
+		flush:    make(chan struct{}, 1),
+		progress: make(chan struct{}),
+		closing:  make(chan struct{}),
+		abort:    abort,
+		done:     make(chan struct{}),
 	}
 	go r.run(ctx)
 	return r
@@ -214,7 +247,11 @@ func (r *Recorder) enqueue(e store.Event) {
 		r.mu.Unlock()
 		return
 	}
+	if len(r.queue) == 0 {
+		r.since = time.Now()
+	}
 	r.queue = append(r.queue, e)
+	r.queued++
 	first, queued := r.trim()
 	r.mu.Unlock()
 	if first {
@@ -236,8 +273,22 @@ func (r *Recorder) trim() (first bool, queued int) {
 		r.queue = r.queue[over:]
 		r.dropped += uint64(over)
 		r.streak += uint64(over)
+		r.settle(uint64(over))
 	}
 	return first, len(r.queue)
+}
+
+// settle counts n more events settled. It must be called with r.mu held.
+func (r *Recorder) settle(n uint64) {
+	r.settled += n
+	r.advance()
+}
+
+// advance wakes the callers of Flush that wait. It must be called
+// with r.mu held.
+func (r *Recorder) advance() {
+	close(r.progress)
+	r.progress = make(chan struct{})
 }
 
 func (r *Recorder) warnFull(queued int) {
@@ -276,7 +327,12 @@ func (r *Recorder) next() (batch []store.Event, closing bool) {
 // queue, then drops the oldest events beyond its size.
 func (r *Recorder) requeue(batch []store.Event) {
 	r.mu.Lock()
+	if len(r.queue) == 0 {
+		r.since = time.Now()
+	}
 	r.queue = append(batch, r.queue...)
+	r.attempts++
+	r.advance()
 	first, queued := r.trim()
 	r.mu.Unlock()
 	if first {
@@ -288,7 +344,38 @@ func (r *Recorder) requeue(batch []store.Event) {
 func (r *Recorder) discard(batch []store.Event) {
 	r.mu.Lock()
 	r.dropped += uint64(len(batch))
+	r.settle(uint64(len(batch)))
 	r.mu.Unlock()
+}
+
+// appended counts a batch recorded.
+func (r *Recorder) appended(batch []store.Event) {
+	r.mu.Lock()
+	r.settle(uint64(len(batch)))
+	r.mu.Unlock()
+}
+
+// hold waits, with WithDelay, until the queue's oldest event has waited
+// the delay, unless the Recorder is closing or Flush waits for it.
+func (r *Recorder) hold() {
+	r.mu.Lock()
+	select {
+	case <-r.flush: // flushTo below says whether it still matters
+	default:
+	}
+	wait := time.Until(r.since.Add(r.cfg.delay))
+	if len(r.queue) == 0 || r.closed || r.settled < r.flushTo || wait <= 0 {
+		r.mu.Unlock()
+		return
+	}
+	r.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.flush:
+	case <-r.closing:
+	}
 }
 
 // run appends queued events until Close; ctx is cancelled when Close gives
@@ -297,6 +384,9 @@ func (r *Recorder) run(ctx context.Context) {
 	defer close(r.done)
 	failures := 0
 	for {
+		if r.cfg.delay > 0 && failures == 0 {
+			r.hold()
+		}
 		batch, closing := r.next()
 		if len(batch) == 0 {
 			if closing {
@@ -313,6 +403,7 @@ func (r *Recorder) run(ctx context.Context) {
 		cancel()
 		switch {
 		case err == nil:
+			r.appended(batch)
 			if failures > 0 {
 				r.log.Info("audit: recording history again", "failed_attempts", failures)
 			}
@@ -386,6 +477,7 @@ func (r *Recorder) Close(ctx context.Context) error {
 	lost := len(r.queue)
 	r.dropped += uint64(lost)
 	r.queue = nil
+	r.settle(uint64(lost))
 	r.mu.Unlock()
 	r.reportDrops()
 	if lost > 0 {
@@ -394,4 +486,67 @@ func (r *Recorder) Close(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// Flush returns once every transition queued before the call is recorded,
+// dropped, or in a batch whose append failed (the store is then down),
+// without waiting for WithDelay; or with ctx's cause. Flush does not wait
+// for the retries of an outage.
+func (r *Recorder) Flush(ctx context.Context) error {
+	r.mu.Lock()
+	target, failed := r.queued, r.attempts
+	if target > r.flushTo {
+		r.flushTo = target
+		select {
+		case r.flush <- struct{}{}:
+		default:
+		}
+	}
+	r.mu.Unlock()
+	for {
+		r.mu.Lock()
+		ok := r.settled >= target || r.attempts > failed
+		progress := r.progress
+		r.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-progress:
+		case <-r.done:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// Ordered returns a store.History that reads from h and appends to h after
+// Flush, so that entries appended through it (the control API's, given it
+// with controlapi.WithHistory) come after the transitions r queued before
+// them. h may be r's own store or another handle of the same store.
+func (r *Recorder) Ordered(h store.History) store.History {
+	return ordered{History: h, r: r}
+}
+
+type ordered struct {
+	store.History
+	r *Recorder
+}
+
+// AppendEvents appends events after Flush. Like a store, it appends
+// nothing when an event names an invalid lock (store.ValidateLockName).
+func (o ordered) AppendEvents(ctx context.Context, events []store.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	for _, e := range events {
+		if err := store.ValidateLockName(e.Lock); err != nil {
+			return err
+		}
+	}
+	if err := o.r.Flush(ctx); err != nil {
+		return fmt.Errorf("audit: waiting for the transitions queued before: %w", err)
+	}
+	return o.History.AppendEvents(ctx, events)
 }
