@@ -53,6 +53,15 @@ const (
 // history at exit.
 const auditCloseTimeout = 5 * time.Second
 
+// auditDelay is how long the history's record of a transition waits
+// (audit.WithDelay): a hand-off's entries are appended once the successor's
+// command has started, not while it starts, when their commits and the
+// notifications they send would compete with it for the store and the
+// CPU. A control change made through this runner's control API still comes
+// after the transitions before it (audit.Recorder.Ordered); the runner's
+// exit appends what waits at once.
+const auditDelay = 100 * time.Millisecond
+
 const runUsage = `usage: masterjob run --lock NAME [flags] -- COMMAND [ARGS...]
 
 Takes part in the election of the master of lock NAME and, while this
@@ -447,8 +456,9 @@ func (r *runner) run() int {
 		observers = append(observers, hs.obs)
 	}
 	closeAudit := func() {}
+	var rec *audit.Recorder
 	if h, ok := st.(store.History); ok {
-		rec := audit.NewRecorder(h, log)
+		rec = audit.NewRecorder(h, log, audit.WithDelay(auditDelay))
 		observers = append(observers, rec)
 		closeAudit = func() {
 			actx, cancel := context.WithTimeout(context.Background(), auditCloseTimeout)
@@ -497,7 +507,13 @@ func (r *runner) run() int {
 			return ExitFailure
 		}
 		defer apiSt.Close() // after the listener's shutdown below
-		if err := hs.serve(apiSt, ex, base); err != nil {
+		var apiOpts []controlapi.Option
+		if ah, ok := apiSt.(store.History); ok && rec != nil {
+			// The control changes made here go in the history after the
+			// transitions that came before them.
+			apiOpts = append(apiOpts, controlapi.WithHistory(rec.Ordered(ah)))
+		}
+		if err := hs.serve(apiSt, ex, base, apiOpts...); err != nil {
 			r.log.Error("cannot serve the control API", "err", err)
 			return ExitFailure
 		}
@@ -561,8 +577,8 @@ func startRunHTTP(ctx context.Context, hc *httpConfig, lock string, log *slog.Lo
 // serve serves everything: the control API over st, a store handle of its
 // own (with the token of h.hc, if any), the dashboard, the metrics and the
 // probes, ready while ex is.
-func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, log *slog.Logger) error {
-	api, err := controlapi.New(st, controlAPIOptions(h.hc, log)...)
+func (h *runHTTP) serve(st store.Store, ex *masterjob.Executor, log *slog.Logger, opts ...controlapi.Option) error {
+	api, err := controlapi.New(st, append(controlAPIOptions(h.hc, log), opts...)...)
 	if err != nil {
 		return err
 	}
