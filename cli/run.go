@@ -59,8 +59,10 @@ const auditCloseTimeout = 5 * time.Second
 // notifications they send would compete with it for the store and the
 // CPU. A control change made through this runner's control API still comes
 // after the transitions before it (audit.Recorder.Ordered); the runner's
-// exit appends what waits at once.
-const auditDelay = 100 * time.Millisecond
+// exit appends what waits at once. 25 ms hands off as fast as 100 ms did
+// (docs/benchmarks.md, twenty-first look) and keeps the window in which a
+// crash loses an entry, or another process's entry overtakes it, small.
+const auditDelay = 25 * time.Millisecond
 
 const runUsage = `usage: masterjob run --lock NAME [flags] -- COMMAND [ARGS...]
 
