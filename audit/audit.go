@@ -140,8 +140,7 @@ type Recorder struct {
 	flushTo  uint64        // Flush wants the first flushTo settled at once
 	progress chan struct{} // closed and replaced when settled or attempts grow
 
-	wake    chan struct{}      // capacity 1: something was queued
-	flush   chan struct{}      // capacity 1: flushTo grew
+	wake    chan struct{}      // capacity 1: something was queued, or flushTo grew
 	closing chan struct{}      // closed by Close
 	abort   context.CancelFunc // ends the goroutine's attempts when Close gives up
 	done    chan struct{}      // closed when the goroutine has ended
@@ -177,7 +176,6 @@ func NewRecorder(h store.History, logger *slog.Logger, opts ...Option) *Recorder
 		log:      logger.With("component", "audit"),
 		cfg:      cfg,
 		wake:     make(chan struct{}, 1),
-		flush:    make(chan struct{}, 1),
 		progress: make(chan struct{}),
 		closing:  make(chan struct{}),
 		abort:    abort,
@@ -257,6 +255,11 @@ func (r *Recorder) enqueue(e store.Event) {
 	if first {
 		r.warnFull(queued)
 	}
+	r.signal()
+}
+
+// signal wakes the goroutine, without blocking.
+func (r *Recorder) signal() {
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -327,9 +330,6 @@ func (r *Recorder) next() (batch []store.Event, closing bool) {
 // queue, then drops the oldest events beyond its size.
 func (r *Recorder) requeue(batch []store.Event) {
 	r.mu.Lock()
-	if len(r.queue) == 0 {
-		r.since = time.Now()
-	}
 	r.queue = append(batch, r.queue...)
 	r.attempts++
 	r.advance()
@@ -356,25 +356,24 @@ func (r *Recorder) appended(batch []store.Event) {
 }
 
 // hold waits, with WithDelay, until the queue's oldest event has waited
-// the delay, unless the Recorder is closing or Flush waits for it.
+// the delay, unless the Recorder is closing or Flush waits for it. A wake
+// (an event queued, a Flush) makes it look again.
 func (r *Recorder) hold() {
-	r.mu.Lock()
-	select {
-	case <-r.flush: // flushTo below says whether it still matters
-	default:
-	}
-	wait := time.Until(r.since.Add(r.cfg.delay))
-	if len(r.queue) == 0 || r.closed || r.settled < r.flushTo || wait <= 0 {
+	for {
+		r.mu.Lock()
+		wait := time.Until(r.since.Add(r.cfg.delay))
+		if len(r.queue) == 0 || r.closed || r.settled < r.flushTo || wait <= 0 {
+			r.mu.Unlock()
+			return
+		}
 		r.mu.Unlock()
-		return
-	}
-	r.mu.Unlock()
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-r.flush:
-	case <-r.closing:
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-r.wake:
+		case <-r.closing:
+		}
+		t.Stop()
 	}
 }
 
@@ -497,10 +496,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	target, failed := r.queued, r.attempts
 	if target > r.flushTo {
 		r.flushTo = target
-		select {
-		case r.flush <- struct{}{}:
-		default:
-		}
+		r.signal()
 	}
 	r.mu.Unlock()
 	for {
@@ -534,17 +530,8 @@ type ordered struct {
 	r *Recorder
 }
 
-// AppendEvents appends events after Flush. Like a store, it appends
-// nothing when an event names an invalid lock (store.ValidateLockName).
+// AppendEvents appends events after Flush.
 func (o ordered) AppendEvents(ctx context.Context, events []store.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	for _, e := range events {
-		if err := store.ValidateLockName(e.Lock); err != nil {
-			return err
-		}
-	}
 	if err := o.r.Flush(ctx); err != nil {
 		return fmt.Errorf("audit: waiting for the transitions queued before: %w", err)
 	}
