@@ -504,11 +504,23 @@ func TestBrowserTokenFormWithoutScript(t *testing.T) {
 		// The form went somewhere: wait for its request.
 		waitFor(t, 10*time.Second, "the form's request", func() bool { return len(seen.all()) > before })
 		time.Sleep(200 * time.Millisecond) // and for anything after it
-		hist, err := chromedp.Call(ctx, page.GetNavigationHistory, cdp.Empty{})
-		if err != nil {
-			t.Fatal(err)
+		// If the form navigated, the browser may still be between two
+		// documents ("Not attached to an active page"): ask until it
+		// answers.
+		var cur string
+		var lastErr error
+		waitFor(t, 10*time.Second, "the page's navigation history", func() bool {
+			hist, err := chromedp.Call(ctx, page.GetNavigationHistory, cdp.Empty{})
+			if err != nil {
+				lastErr = err
+				return false
+			}
+			cur = hist.Entries[hist.CurrentIndex].URL
+			return true
+		})
+		if lastErr != nil {
+			t.Logf("%s: the navigation history was unavailable for a moment: %v", submit.what, lastErr)
 		}
-		cur := hist.Entries[hist.CurrentIndex].URL
 		t.Logf("%s: the browser went to %s; requests %q", submit.what, cur, seen.all()[before:])
 		if strings.Contains(cur, apiToken) {
 			t.Errorf("%s: the token is in the address: %s", submit.what, cur)
