@@ -2,7 +2,9 @@ package masterjob_test
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -303,5 +305,88 @@ func TestBalanceMovesEachLockOnceWhenInstancesStartTogether(t *testing.T) {
 		for _, s := range stops {
 			_ = s()
 		}
+	})
+}
+
+// membersCounted is a memstore handle that counts its Members calls.
+type membersCounted struct {
+	*memstore.Store
+	n atomic.Int64
+}
+
+func (s *membersCounted) Members(ctx context.Context, f store.MemberFilter) ([]store.Member, error) {
+	s.n.Add(1)
+	return s.Store.Members(ctx, f)
+}
+
+// A shutdown that names its successors reads the member list again only
+// when a push says it may have changed since the balancer's last read: on
+// a quiet cluster the hand-off costs no extra read (a store round trip,
+// and the host's CPU, while the successor starts). When a peer left just
+// before, the list is read again (TestShutdownSkipsASuccessorThatLeftJustBefore).
+func TestShutdownReadsTheMembersOnlyAfterAChange(t *testing.T) {
+	testShutdownMemberReads(t, true)
+}
+
+// Without a subscription nothing says the list is current: the shutdown
+// reads it again.
+func TestShutdownReadsTheMembersWhenNotPushed(t *testing.T) {
+	testShutdownMemberReads(t, false)
+}
+
+// unsubscribed is a membersCounted whose subscriptions fail.
+type unsubscribed struct{ *membersCounted }
+
+func (unsubscribed) Subscribe(context.Context) (<-chan store.Change, error) {
+	return nil, errors.New("no notifications here")
+}
+
+// testShutdownMemberReads: a is master, b follows; nothing changes; a shuts
+// down. a's shutdown must read the member list again exactly when its
+// store does not push (pushed false).
+func testShutdownMemberReads(t *testing.T, pushed bool) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const lock = "L"
+		aSt := &membersCounted{Store: st}
+		var aView store.Store = aSt
+		if !pushed {
+			aView = unsubscribed{aSt}
+		}
+		a := newExec(t, aView, "a")
+		if err := a.StartMaster(lock, idle()); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		synctest.Wait()
+		b := newExec(t, st, "b")
+		if err := b.StartMaster(lock, idle()); err != nil {
+			t.Fatal(err)
+		}
+		stopB := startRun(b)
+		time.Sleep(2*checkIntv + time.Second)
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m != "a" {
+			t.Fatalf("master %q, want a", m)
+		}
+		before := aSt.n.Load()
+		if before == 0 {
+			t.Fatal("a's balancer never read the member list")
+		}
+		if err := stopA(); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		got := aSt.n.Load() - before
+		switch {
+		case pushed && got != 0:
+			t.Errorf("a's shutdown read the member list %d times; nothing had changed since its last read", got)
+		case !pushed && got == 0:
+			t.Errorf("a's shutdown did not read the member list again, with no push to say it was current")
+		}
+		if m := masterOf(t, st, lock); m != "b" {
+			t.Errorf("master %q right after a's shutdown, want b (handed over)", m)
+		}
+		_ = stopB()
 	})
 }

@@ -230,6 +230,9 @@ func (e *Executor) leave() {
 	e.mu.Lock()
 	e.left = true
 	e.mu.Unlock()
+	// The releases are done: no successor is named from the list any more,
+	// and this instance's own Leave is pushed to it too.
+	e.urgentMembers.Store(false)
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
 	e.markLocks("leave.sent")

@@ -68,6 +68,17 @@ type Executor struct {
 	// readMembers asks the balancer to read the member list now (a
 	// shutdown, whose successors must not have left meanwhile).
 	readMembers chan struct{}
+	// memberNews counts what may have changed the member list without a
+	// read seeing it: each pushed member change or resync, and each
+	// subscription (changes are not pushed while none is up). listNews is
+	// memberNews as it was when the balancer's last successful read of the
+	// list began, plus one (0: no read yet). While pushing, the two differ
+	// when the list may be stale (memberListCurrent).
+	memberNews, listNews atomic.Uint64
+	// urgentMembers is set from a shutdown that names successors until
+	// its Leave: a pushed member change is then read at once, not after
+	// memberRefreshMin.
+	urgentMembers atomic.Bool
 	// pushing is true while the store's notifications are subscribed:
 	// releases are pushed, so checks between sweeps may leave out the
 	// locks others hold (loop.checkList).
@@ -410,6 +421,7 @@ func (e *Executor) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	e.running = true
+	e.urgentMembers.Store(false)
 	alog, h := newAsyncLog(e.log.Handler())
 	r := &runState{ctx: ctx, log: slog.New(h), startAt: e.now(), loops: map[Config]*loop{}}
 	e.run = r
@@ -427,7 +439,7 @@ func (e *Executor) Run(ctx context.Context) error {
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	hubDone := make(chan struct{})
 	if n, ok := e.st.(store.Notifier); ok && ctx.Err() == nil {
-		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes, members: members, pushing: &e.pushing}
+		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes, members: members, pushing: &e.pushing, news: &e.memberNews}
 		go func() {
 			defer close(hubDone)
 			hb.run(hubCtx)
