@@ -391,7 +391,7 @@ func (b *balancer) run(ctx context.Context) {
 // new subscription has come since that read began. A Leave committed so
 // recently that its push has not been handled yet is not seen: the
 // release's own check (Transfers: the successor's member record) still
-// refuses to give that peer the lock, which then waits out the peer's
+// refuses to give that peer the lock, which may then wait out the peer's
 // reservation, as it did before a shutdown read the list again. A Leave
 // comes at the end of a peer's shutdown, so this takes a shutdown that
 // begins within the push's delay (about a millisecond) after it.
