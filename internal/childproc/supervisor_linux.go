@@ -45,7 +45,8 @@ import (
 //
 // End of file on descriptor 3 means the runner is gone: the supervisor
 // SIGKILLs every descendant. It exits once it has no child left: the command
-// has exited and every process it started has exited and been reaped. If the
+// has exited and every process it started has exited and been reaped (after
+// exitDelay, its standard files given back, when its runner lives). If the
 // runner died (this process was reparented) and left a last will, the
 // supervisor then executes the will instead of exiting (see LastWill).
 
@@ -200,6 +201,10 @@ type supervisor struct {
 	// environment, which the will's entries are added to.
 	will, pending *LastWill
 	env           []string
+
+	// restScan is the scan signalAll put off by restScanDelay, if any.
+	// Only the loop's goroutine touches it.
+	restScan *time.Timer
 }
 
 // send writes one line to the runner; errors (the runner is gone) are
@@ -275,10 +280,19 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 					return s.execWill()
 				}
 			}
+			// No descendant is left for the scan put off to look for.
+			if s.restScan != nil {
+				s.restScan.Stop()
+			}
 			// Only the exit is left, whose teardown takes a few
 			// milliseconds of CPU that the runner's release and a
-			// successor's start on this host need more.
+			// successor's start on this host need more: it comes
+			// exitDelay later, at a low priority, once they are done.
 			cpuprio.Lower()
+			if !runnerGone {
+				releaseStdio()
+				time.Sleep(exitDelay)
+			}
 			return 0
 		case line, ok := <-cmds:
 			if !ok { // the runner is gone
@@ -355,7 +369,10 @@ func (s *supervisor) signalAll(sig syscall.Signal, groupDone bool) {
 	}
 	switch {
 	case groupDone:
-		time.AfterFunc(restScanDelay, func() { scan(s.cmdPid) })
+		if s.restScan != nil {
+			s.restScan.Stop()
+		}
+		s.restScan = time.AfterFunc(restScanDelay, func() { scan(s.cmdPid) })
 	case !s.cmdReaped.Load() && syscall.Kill(-s.cmdPid, sig) == nil:
 		go scan(s.cmdPid)
 	default:
@@ -366,6 +383,28 @@ func (s *supervisor) signalAll(sig syscall.Signal, groupDone bool) {
 // restScanDelay is how long a supervisor waits, after the runner signalled
 // the command's group, before it looks for descendants outside the group.
 const restScanDelay = 10 * time.Millisecond
+
+// releaseStdio points this process's standard files at /dev/null, so
+// that the runner's copies of the command's output, whose pipes this
+// process holds as the command's standard files, end now, not at its
+// exit.
+func releaseStdio() {
+	null, err := syscall.Open(os.DevNull, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return
+	}
+	for fd := range 3 {
+		_ = syscall.Dup3(null, fd, 0)
+	}
+	_ = syscall.Close(null)
+}
+
+// exitDelay is how long a supervisor with no child left, whose runner
+// lives, waits before it exits: the teardown of its address space (a
+// couple of milliseconds of CPU) then comes after a hand-off's release
+// and the successor's start, not during them. Nothing waits for the exit:
+// the runner has its "gone".
+const exitDelay = 100 * time.Millisecond
 
 // killAll SIGKILLs every descendant, again and again until none is left
 // alive (each pass also finds what the previous victims forked, or what was

@@ -522,3 +522,45 @@ func TestSignalReachesTheGroupWithoutTheSupervisor(t *testing.T) {
 		t.Errorf("the command ended with %v, want killed by SIGTERM", res)
 	}
 }
+
+// A supervisor whose command exited with its group (the runner signalled
+// the group itself) leaves the rest of a hand-off alone: it does not scan
+// /proc for descendants that left the group (none can be left once it has
+// no child: the scan put off by restScanDelay is cancelled), and it gives
+// back the command's output pipes before the pause that puts off its exit
+// (exitDelay), so that the runner's copies of the output, which Stop waits
+// for, end with the command. The median of three Stops must be shorter
+// than that pause.
+func TestSupervisorLeavesTheHandOffAlone(t *testing.T) {
+	marks := filepath.Join(t.TempDir(), "trace.log")
+	var took []time.Duration
+	for range 3 {
+		var out strings.Builder // not a file: copied through a pipe
+		p, err := Start(Spec{Path: "sleep", Args: []string{"600"}, Stdout: &out,
+			Env: []string{"MASTERJOB_TRACE=" + marks}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		res := p.Stop(start.Add(time.Minute))
+		took = append(took, time.Since(start))
+		if res.Signal != syscall.SIGTERM || res.Err != nil {
+			t.Errorf("child result %s, want killed by SIGTERM", res)
+		}
+		<-p.sys.exited
+	}
+	slices.Sort(took)
+	if took[1] >= exitDelay {
+		t.Errorf("Stop took %v (median of %v): it waited for the supervisor's exit, %v after its command's", took[1], took, exitDelay)
+	}
+	b, err := os.ReadFile(marks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), " supervisor.empty "); n != 3 {
+		t.Fatalf("%d supervisor.empty marks in the trace, want 3:\n%s", n, b)
+	}
+	if strings.Contains(string(b), " supervisor.scanned ") {
+		t.Errorf("a supervisor scanned /proc after its command's group was gone:\n%s", b)
+	}
+}
