@@ -372,23 +372,25 @@ func (b *balancer) run(ctx context.Context) {
 	wait := min(b.interval, 100*time.Millisecond)
 	for b.sleep(ctx, wait) {
 		wait = b.interval
-		news := b.e.memberNews.Load()
+		b.e.membersFresh.Store(true)
 		rctx, cancel := context.WithTimeout(ctx, b.interval)
 		members, err := b.ms.Members(rctx, store.MemberFilter{})
 		cancel()
 		if err != nil {
+			b.e.membersFresh.Store(false)
 			b.e.runLog().Debug("cannot read the member list for balancing", "err", err)
 			continue
 		}
 		b.round(members)
-		b.e.listNews.Store(news + 1)
 	}
 }
 
-// memberListCurrent reports whether the member list the balancer last read
-// shows every join and leave the store has committed, as far as pushes
-// tell: notifications are subscribed, and no member change, resync or
-// new subscription has come since that read began. A Leave committed so
+// memberListCurrent reports whether the member list the balancer last read,
+// or is reading, shows every join and leave the store has committed, as
+// far as pushes tell: notifications are subscribed, and no member change,
+// resync or new subscription has come since that read began. A read still
+// under way is as good as one asked for now: its list reaches the view
+// (livePeer) as soon as a new read's would. A Leave committed so
 // recently that its push has not been handled yet is not seen: the
 // release's own check (Transfers: the successor's member record) still
 // refuses to give that peer the lock, which may then wait out the peer's
@@ -396,7 +398,7 @@ func (b *balancer) run(ctx context.Context) {
 // comes at the end of a peer's shutdown, so this takes a shutdown that
 // begins within the push's delay (about a millisecond) after it.
 func (e *Executor) memberListCurrent() bool {
-	return e.pushing.Load() && e.listNews.Load() == e.memberNews.Load()+1
+	return e.pushing.Load() && e.membersFresh.Load()
 }
 
 // sleep waits for d, for a member change pushed by the store (then after

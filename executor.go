@@ -68,13 +68,11 @@ type Executor struct {
 	// readMembers asks the balancer to read the member list now (a
 	// shutdown, whose successors must not have left meanwhile).
 	readMembers chan struct{}
-	// memberNews counts what may have changed the member list without a
-	// read seeing it: each pushed member change or resync, and each
-	// subscription (changes are not pushed while none is up). listNews is
-	// memberNews as it was when the balancer's last successful read of the
-	// list began, plus one (0: no read yet). While pushing, the two differ
-	// when the list may be stale (memberListCurrent).
-	memberNews, listNews atomic.Uint64
+	// membersFresh is set as the balancer begins a read of the member
+	// list, and cleared by what may change the list unseen by that read: a
+	// pushed member change or resync, a new subscription (changes are not
+	// pushed while none is up), the read's failure (memberListCurrent).
+	membersFresh atomic.Bool
 	// urgentMembers is set from a shutdown that names successors until
 	// its Leave: a pushed member change is then read at once, not after
 	// memberRefreshMin.
@@ -439,7 +437,7 @@ func (e *Executor) Run(ctx context.Context) error {
 	hubCtx, stopHub := context.WithCancel(context.Background())
 	hubDone := make(chan struct{})
 	if n, ok := e.st.(store.Notifier); ok && ctx.Err() == nil {
-		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes, members: members, pushing: &e.pushing, news: &e.memberNews}
+		hb := &hub{n: n, log: r.log, timeout: subscribeTimeout(e.cfg), inboxes: e.inboxes, members: members, pushing: &e.pushing, fresh: &e.membersFresh}
 		go func() {
 			defer close(hubDone)
 			hb.run(hubCtx)

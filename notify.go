@@ -111,9 +111,9 @@ type hub struct {
 	// members, if not nil, is signalled (without blocking) when a member
 	// joined or left.
 	members chan<- struct{}
-	// news counts the member changes pushed, the resyncs and the
-	// subscriptions (Executor.memberNews).
-	news *atomic.Uint64
+	// fresh is cleared by a member change pushed, a resync and a new
+	// subscription (Executor.membersFresh).
+	fresh *atomic.Bool
 	// pushing is set while a subscription is up.
 	pushing *atomic.Bool
 }
@@ -145,14 +145,14 @@ func (h *hub) run(ctx context.Context) {
 		fails = 0
 		// Members may have come and gone unpushed before this
 		// subscription: the list read before it is not known current.
-		h.news.Add(1)
+		h.fresh.Store(false)
 		h.pushing.Store(true)
 		for c := range ch {
 			trace.Mark("notify."+string(c.Kind), c.Lock)
 			switch c.Kind {
 			case store.ChangeMember:
 				// The balancer's, not the loops'.
-				h.news.Add(1)
+				h.fresh.Store(false)
 				h.membersChanged()
 			case store.ChangeHistory:
 				// Nothing the loops act on.
@@ -160,7 +160,7 @@ func (h *hub) run(ctx context.Context) {
 				// The store lost changes: read everything again, as after
 				// a new subscription, the member list included.
 				h.each((*inbox).markResync)
-				h.news.Add(1)
+				h.fresh.Store(false)
 				h.membersChanged()
 			default:
 				h.each(func(b *inbox) { b.notify(c) })
