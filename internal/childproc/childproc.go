@@ -54,12 +54,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/masterjob/masterjob/internal/childproc/supervisor"
 )
 
 // Environment variables set for the child.
 const (
 	// EnvLock, EnvToken and EnvInstance describe the lease (LeaseEnv).
-	EnvLock     = "MASTERJOB_LOCK"
+	EnvLock     = supervisor.EnvLock
 	EnvToken    = "MASTERJOB_TOKEN"
 	EnvInstance = "MASTERJOB_INSTANCE"
 	// EnvRunnerPID is the pid of the process that called Start (the
@@ -123,37 +125,10 @@ type Spec struct {
 // plus EnvRunnerPID and Env.
 func (s Spec) environ() []string {
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return slices.Contains(s.DropEnv, envName(kv))
+		name, _, _ := strings.Cut(kv, "=")
+		return slices.Contains(s.DropEnv, name)
 	})
-	return withEnv(env, append([]string{EnvRunnerPID + "=" + strconv.Itoa(os.Getpid())}, s.Env...)...)
-}
-
-// withEnv returns base with extra added, each entry of extra replacing
-// every entry of base (and every earlier one of extra) of the same name.
-// An environment with two entries of one name reads as the first in C's
-// getenv and in Go, as the last in a shell: the command, the standby's
-// start and the last will would see the runner's value, not theirs.
-func withEnv(base []string, extra ...string) []string {
-	last := map[string]int{}
-	for i, kv := range extra {
-		last[envName(kv)] = i
-	}
-	out := slices.DeleteFunc(slices.Clone(base), func(kv string) bool {
-		_, set := last[envName(kv)]
-		return set
-	})
-	for i, kv := range extra {
-		if last[envName(kv)] == i {
-			out = append(out, kv)
-		}
-	}
-	return out
-}
-
-// envName returns the name of an environment entry NAME=VALUE.
-func envName(kv string) string {
-	name, _, _ := strings.Cut(kv, "=")
-	return name
+	return supervisor.WithEnv(env, append([]string{EnvRunnerPID + "=" + strconv.Itoa(os.Getpid())}, s.Env...)...)
 }
 
 // LastWill is what a supervisor runs when its runner dies while the

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/masterjob/masterjob/internal/proctree"
 )
 
 // helperEnv switches the test binary into a helper role (see TestMain).
@@ -78,8 +80,8 @@ func runnerHelper(path string, args ...string) {
 // alive reports whether pid runs and is not a zombie (orphans are reparented
 // to PID 1, which does not reap them in every container).
 func alive(pid int) bool {
-	info, ok := procStat(pid)
-	return ok && info.live()
+	info, ok := proctree.Stat(pid)
+	return ok && info.Live()
 }
 
 func waitDead(t *testing.T, pid int, within time.Duration) {
@@ -181,9 +183,9 @@ func TestStartError(t *testing.T) {
 func TestOwnProcessGroup(t *testing.T) {
 	p, r := startSh(t, "echo ready; exec sleep 600")
 	readLine(t, r)
-	info, ok := procStat(p.Pid())
-	if !ok || info.pgrp != p.Pid() {
-		t.Fatalf("child pgrp = %d, want its own group %d", info.pgrp, p.Pid())
+	info, ok := proctree.Stat(p.Pid())
+	if !ok || info.PGRP != p.Pid() {
+		t.Fatalf("child pgrp = %d, want its own group %d", info.PGRP, p.Pid())
 	}
 }
 

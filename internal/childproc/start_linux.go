@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/masterjob/masterjob/internal/childproc/supervisor"
 )
 
 // sysProcess is the runner's side of a supervisor.
@@ -61,9 +63,9 @@ func spawn(spec Spec, path string, standby bool) (*Process, *bufio.Reader, error
 	mine := os.NewFile(uintptr(fds[0]), "childproc-control")
 	theirs := os.NewFile(uintptr(fds[1]), "childproc-control")
 
-	args := []string{supervisorArg}
+	args := []string{supervisor.Arg}
 	if standby {
-		args = append(args, standbyArg)
+		args = append(args, supervisor.StandbyArg)
 	}
 	args = append(append(args, strconv.Itoa(os.Getpid()), path, "--", spec.Path), spec.Args...)
 	cmd := exec.Command(exe, args...)
@@ -86,7 +88,7 @@ func spawn(spec Spec, path string, standby bool) (*Process, *bufio.Reader, error
 		p.sys.closeOutputs(copyEnds)
 		return nil, nil, err
 	}
-	cmd.ExtraFiles = []*os.File{theirs} // descriptor 3 = ctlFD
+	cmd.ExtraFiles = []*os.File{theirs} // descriptor 3 = supervisor.CtlFD
 	// Its own process group: a Ctrl-C in the runner's terminal does not
 	// reach it. Pdeathsig SIGTERM, caught by the supervisor, which then
 	// kills every descendant.

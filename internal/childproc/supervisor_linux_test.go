@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/masterjob/masterjob/internal/childproc/supervisor"
+	"github.com/masterjob/masterjob/internal/proctree"
 )
 
 // treeScript starts sleeps that leave the child's process group in every
@@ -43,8 +46,8 @@ func waitSleeps(t *testing.T, root, n int) []int {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var all, sleeps []int
-		for pid, info := range descendants(root) {
-			if info.live() {
+		for pid, info := range proctree.Descendants(root) {
+			if info.Live() {
 				all = append(all, pid)
 				if comm(pid) == "sleep" {
 					sleeps = append(sleeps, pid)
@@ -82,7 +85,7 @@ func readEscaped(t *testing.T, r *bufio.Reader, n int) (pids []int, stubborn int
 		if !alive(pid) {
 			t.Fatalf("descendant %d not running", pid)
 		}
-		if info, _ := procStat(pid); info.pgrp == pid {
+		if info, _ := proctree.Stat(pid); info.PGRP == pid {
 			own++
 		}
 	}
@@ -202,7 +205,7 @@ wait`)
 
 // Descendants that left the command's group get SIGTERM too, well before
 // the kill time: the runner signals the group, the supervisor finds the
-// rest in /proc (a little later, restScanDelay). Stop returns once the
+// rest in /proc (a little later: the supervisor's restScanDelay). Stop returns once the
 // command and they have exited.
 func TestStopSignalsDescendantsOutsideTheGroup(t *testing.T) {
 	p, r := startSh(t, escapeScript+"\nwait")
@@ -279,8 +282,8 @@ func TestSupervisorReapsOrphans(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var zombies, sleeps []int
-		for pid, info := range descendants(p.sys.supPid) {
-			if !info.live() {
+		for pid, info := range proctree.Descendants(p.sys.supPid) {
+			if !info.Live() {
 				zombies = append(zombies, pid)
 			} else if pid != p.Pid() {
 				sleeps = append(sleeps, pid)
@@ -358,7 +361,7 @@ func pid1Helper() {
 	// chance to.
 	late := func(pid int) {
 		for {
-			if info, ok := procStat(pid); !ok || !info.live() {
+			if info, ok := proctree.Stat(pid); !ok || !info.Live() {
 				break
 			}
 			time.Sleep(time.Millisecond)
@@ -394,7 +397,7 @@ func pid1Helper() {
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
 		if pid, err := strconv.Atoi(e.Name()); err == nil {
-			if info, ok := procStat(pid); ok && info.ppid == 1 && !info.live() {
+			if info, ok := proctree.Stat(pid); ok && info.PPID == 1 && !info.Live() {
 				zombies++
 			}
 		}
@@ -526,9 +529,9 @@ func TestSignalReachesTheGroupWithoutTheSupervisor(t *testing.T) {
 // A supervisor whose command exited with its group (the runner signalled
 // the group itself) leaves the rest of a hand-off alone: it does not scan
 // /proc for descendants that left the group (none can be left once it has
-// no child: the scan put off by restScanDelay is cancelled), and it gives
+// no child: the scan put off by the supervisor's restScanDelay is cancelled), and it gives
 // back the command's output pipes before the pause that puts off its exit
-// (exitDelay), so that the runner's copies of the output, which Stop waits
+// (supervisor.ExitDelay), so that the runner's copies of the output, which Stop waits
 // for, end with the command. The median of three Stops must be shorter
 // than that pause.
 func TestSupervisorLeavesTheHandOffAlone(t *testing.T) {
@@ -550,8 +553,8 @@ func TestSupervisorLeavesTheHandOffAlone(t *testing.T) {
 		<-p.sys.exited
 	}
 	slices.Sort(took)
-	if took[1] >= exitDelay {
-		t.Errorf("Stop took %v (median of %v): it waited for the supervisor's exit, %v after its command's", took[1], took, exitDelay)
+	if took[1] >= supervisor.ExitDelay {
+		t.Errorf("Stop took %v (median of %v): it waited for the supervisor's exit, %v after its command's", took[1], took, supervisor.ExitDelay)
 	}
 	b, err := os.ReadFile(marks)
 	if err != nil {

@@ -1,4 +1,4 @@
-package childproc
+package supervisor
 
 import (
 	"bufio"
@@ -17,41 +17,12 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/masterjob/masterjob/internal/cpuprio"
+	"github.com/masterjob/masterjob/internal/proctree"
 	"github.com/masterjob/masterjob/internal/trace"
 )
 
-// The supervisor. Start runs
-//
-//	os.Executable() supervisorArg RUNNER_PID PATH -- ARGV0 ARGS...
-//
-// with one end of a socket pair as file descriptor 3, in the child's
-// environment, working directory and standard files. The supervisor becomes
-// a child subreaper, starts PATH (with ARGV0 ARGS...) in a process group of
-// its own, and speaks a line protocol on descriptor 3:
-//
-//	supervisor to runner:  "pid N"      the command runs as pid N
-//	                       "err TEXT"   the command could not be started
-//	                       "exit WS"    the command exited with wait status WS
-//	                       "gone"       no descendant is left: the command and
-//	                                    everything it started have exited and
-//	                                    been reaped (the supervisor exits next)
-//	runner to supervisor:  "signal N"   send signal N to every descendant
-//	                       "kill"       SIGKILL every descendant until none is left
-//	                       "will-arg Q" an argument of the last will (a quoted Go string)
-//	                       "will-env Q" an environment entry of the last will (added
-//	                                    to the command's environment)
-//	                       "will"       the arguments and entries sent since the
-//	                                    last "will" are the last will (none: no will)
-//
-// End of file on descriptor 3 means the runner is gone: the supervisor
-// SIGKILLs every descendant. It exits once it has no child left: the command
-// has exited and every process it started has exited and been reaped (after
-// exitDelay, its standard files given back, when its runner lives). If the
-// runner died (this process was reparented) and left a last will, the
-// supervisor then executes the will instead of exiting (see LastWill).
-
-// supervisorArg is the first argument of a supervisor; standbyArg after it
-// makes a standby supervisor, which reads the runner's
+// Arg is the first argument of a supervisor; StandbyArg after it makes a
+// standby supervisor, which reads the runner's
 //
 //	env "KEY=value"   (quoted as Go strings; any number of them)
 //	go
@@ -60,19 +31,19 @@ import (
 // environment; the last will's lines may come before them. End of file
 // instead of "go" discards it, will and all.
 const (
-	supervisorArg = "__childproc-supervisor"
-	standbyArg    = "standby"
+	Arg        = "__childproc-supervisor"
+	StandbyArg = "standby"
 )
 
-// ctlFD is the supervisor's end of the socket pair.
-const ctlFD = 3
+// CtlFD is the supervisor's end of the socket pair.
+const CtlFD = 3
 
 // init runs the supervisor when this program was started as one: package
 // initialization runs before main (and before TestMain in a test binary),
 // so every program that links this package can be re-executed as the
 // supervisor of its commands, with no call to make in main.
 func init() {
-	if len(os.Args) > 1 && os.Args[1] == supervisorArg {
+	if len(os.Args) > 1 && os.Args[1] == Arg {
 		// syscall.Exit, not os.Exit: nothing to flush, and a binary built
 		// with -race would linger a second at exit (GORACE atexit_sleep_ms)
 		// while the runner waits for it.
@@ -90,7 +61,7 @@ func supervise(args []string) int {
 		fmt.Fprintf(os.Stderr, "masterjob: supervisor: "+format+"\n", a...)
 		return 125
 	}
-	standby := len(args) > 0 && args[0] == standbyArg
+	standby := len(args) > 0 && args[0] == StandbyArg
 	if standby {
 		args = args[1:]
 	}
@@ -103,11 +74,11 @@ func supervise(args []string) int {
 	}
 	path, argv := args[1], args[3:]
 	var st syscall.Stat_t
-	if err := syscall.Fstat(ctlFD, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
-		return fail("descriptor %d is not the runner's socket (this mode is only for the runner's use)", ctlFD)
+	if err := syscall.Fstat(CtlFD, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
+		return fail("descriptor %d is not the runner's socket (this mode is only for the runner's use)", CtlFD)
 	}
-	syscall.CloseOnExec(ctlFD)
-	s := &supervisor{self: os.Getpid(), runner: runner, ctl: os.NewFile(ctlFD, "childproc-control"),
+	syscall.CloseOnExec(CtlFD)
+	s := &supervisor{self: os.Getpid(), runner: runner, ctl: os.NewFile(CtlFD, "childproc-control"),
 		lock: os.Getenv(EnvLock)}
 
 	// The Pdeathsig of the supervisor is SIGTERM; any SIGTERM is checked
@@ -129,7 +100,7 @@ func supervise(args []string) int {
 		if !ok {
 			return 0 // discarded, or the runner is gone
 		}
-		env = withEnv(env, extra...)
+		env = WithEnv(env, extra...)
 		s.lock = lockOf(extra)
 		trace.Mark("supervisor.go", s.lock)
 	}
@@ -185,6 +156,11 @@ func lockOf(env []string) string {
 	return ""
 }
 
+// lastWill is a last will as the runner sent it (childproc.LastWill).
+type lastWill struct {
+	args, env []string
+}
+
 // supervisor is the state of a supervisor process.
 type supervisor struct {
 	self, runner int
@@ -199,7 +175,7 @@ type supervisor struct {
 	// The last will: will is what the runner's last "will" committed
 	// (nil: none), pending what it has sent since; env is the command's
 	// environment, which the will's entries are added to.
-	will, pending *LastWill
+	will, pending *lastWill
 	env           []string
 
 	// restScan is the scan signalAll put off by restScanDelay, if any.
@@ -287,11 +263,11 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 			// Only the exit is left, whose teardown takes a few
 			// milliseconds of CPU that the runner's release and a
 			// successor's start on this host need more: it comes
-			// exitDelay later, at a low priority, once they are done.
+			// ExitDelay later, at a low priority, once they are done.
 			cpuprio.Lower()
 			if !runnerGone {
 				releaseStdio()
-				time.Sleep(exitDelay)
+				time.Sleep(ExitDelay)
 			}
 			return 0
 		case line, ok := <-cmds:
@@ -364,7 +340,7 @@ func (s *supervisor) request(line string) {
 func (s *supervisor) signalAll(sig syscall.Signal, groupDone bool) {
 	trace.Mark("supervisor.signal", s.lock)
 	scan := func(group int) {
-		signalDescendants(s.self, sig, group)
+		proctree.SignalDescendants(s.self, sig, group)
 		trace.Mark("supervisor.scanned", s.lock)
 	}
 	switch {
@@ -399,12 +375,12 @@ func releaseStdio() {
 	_ = syscall.Close(null)
 }
 
-// exitDelay is how long a supervisor with no child left, whose runner
+// ExitDelay is how long a supervisor with no child left, whose runner
 // lives, waits before it exits: the teardown of its address space (a
 // couple of milliseconds of CPU) then comes after a hand-off's release
 // and the successor's start, not during them. Nothing waits for the exit:
 // the runner has its "gone".
-const exitDelay = 100 * time.Millisecond
+const ExitDelay = 100 * time.Millisecond
 
 // killAll SIGKILLs every descendant, again and again until none is left
 // alive (each pass also finds what the previous victims forked, or what was
@@ -418,11 +394,11 @@ func (s *supervisor) killAll() {
 		_ = syscall.Kill(-s.cmdPid, syscall.SIGKILL)
 	}
 	for {
-		victims := signalDescendants(s.self, syscall.SIGKILL, 0)
+		victims := proctree.SignalDescendants(s.self, syscall.SIGKILL, 0)
 		if len(victims) == 0 {
 			return
 		}
-		awaitDeath(victims, 50*time.Millisecond)
+		proctree.AwaitDeath(victims, 50*time.Millisecond)
 	}
 }
 
@@ -430,7 +406,7 @@ func (s *supervisor) killAll() {
 func (s *supervisor) readWill(verb, arg string) {
 	if verb == "will" {
 		s.will, s.pending = s.pending, nil
-		if s.will != nil && len(s.will.Args) == 0 {
+		if s.will != nil && len(s.will.args) == 0 {
 			s.will = nil
 		}
 		return
@@ -440,12 +416,12 @@ func (s *supervisor) readWill(verb, arg string) {
 		return
 	}
 	if s.pending == nil {
-		s.pending = &LastWill{}
+		s.pending = &lastWill{}
 	}
 	if verb == "will-arg" {
-		s.pending.Args = append(s.pending.Args, v)
+		s.pending.args = append(s.pending.args, v)
 	} else {
-		s.pending.Env = append(s.pending.Env, v)
+		s.pending.env = append(s.pending.env, v)
 	}
 }
 
@@ -481,7 +457,7 @@ func (s *supervisor) execWill() int {
 		// The will must not die with the supervisor's new parent.
 		_ = unix.Prctl(unix.PR_SET_PDEATHSIG, 0, 0, 0, 0)
 		signal.Reset()
-		err = syscall.Exec(exe, append([]string{exe}, s.will.Args...), withEnv(s.env, s.will.Env...))
+		err = syscall.Exec(exe, append([]string{exe}, s.will.args...), WithEnv(s.env, s.will.env...))
 	}
 	fmt.Fprintf(os.Stderr, "masterjob: supervisor: cannot run the runner's last will: %v\n", err)
 	return 125

@@ -1,4 +1,4 @@
-package childproc
+package proctree
 
 import (
 	"bytes"
@@ -12,57 +12,57 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// procInfo is what /proc/PID/stat says of a process.
-type procInfo struct {
-	state byte // R, S, D, Z, ...
-	ppid  int
-	pgrp  int
+// Info is what /proc/PID/stat says of a process.
+type Info struct {
+	State byte // R, S, D, Z, ...
+	PPID  int
+	PGRP  int
 }
 
-// live reports whether the process can still run (it is not a zombie).
-func (i procInfo) live() bool { return i.state != 'Z' && i.state != 'X' }
+// Live reports whether the process can still run (it is not a zombie).
+func (i Info) Live() bool { return i.State != 'Z' && i.State != 'X' }
 
-// procStat reads /proc/PID/stat.
-func procStat(pid int) (procInfo, bool) {
+// Stat reads /proc/PID/stat.
+func Stat(pid int) (Info, bool) {
 	var buf [512]byte
-	return procStatBuf(pid, buf[:])
+	return statBuf(pid, buf[:])
 }
 
-// procStatBuf is procStat with the caller's buffer. It uses bare system
+// statBuf is Stat with the caller's buffer. It uses bare system
 // calls: the supervisor reads every /proc/PID/stat of the host on each pass
 // of a kill, so each saved call counts.
-func procStatBuf(pid int, buf []byte) (procInfo, bool) {
+func statBuf(pid int, buf []byte) (Info, bool) {
 	fd, err := syscall.Open("/proc/"+strconv.Itoa(pid)+"/stat", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 	if err != nil {
-		return procInfo{}, false
+		return Info{}, false
 	}
 	n, err := syscall.Read(fd, buf)
 	syscall.Close(fd)
 	if err != nil || n <= 0 {
-		return procInfo{}, false
+		return Info{}, false
 	}
 	b := buf[:n]
 	// "pid (comm) state ppid pgrp ...": comm may contain spaces and ")".
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return procInfo{}, false
+		return Info{}, false
 	}
 	f := bytes.Fields(b[i+1:])
 	if len(f) < 3 || len(f[0]) != 1 {
-		return procInfo{}, false
+		return Info{}, false
 	}
 	ppid, err1 := strconv.Atoi(string(f[1]))
 	pgrp, err2 := strconv.Atoi(string(f[2]))
 	if err1 != nil || err2 != nil {
-		return procInfo{}, false
+		return Info{}, false
 	}
-	return procInfo{state: f[0][0], ppid: ppid, pgrp: pgrp}, true
+	return Info{State: f[0][0], PPID: ppid, PGRP: pgrp}, true
 }
 
-// descendants returns every descendant of root with what /proc says of it,
+// Descendants returns every descendant of root with what /proc says of it,
 // from one pass over /proc. (/proc/PID/task/TID/children would be cheaper,
 // but not every kernel has it: CONFIG_PROC_CHILDREN.)
-func descendants(root int) map[int]procInfo {
+func Descendants(root int) map[int]Info {
 	d, err := os.Open("/proc")
 	if err != nil {
 		return nil
@@ -72,7 +72,7 @@ func descendants(root int) map[int]procInfo {
 	if err != nil {
 		return nil
 	}
-	all := make(map[int]procInfo, len(names))
+	all := make(map[int]Info, len(names))
 	children := make(map[int][]int)
 	var buf [512]byte
 	for _, name := range names {
@@ -80,12 +80,12 @@ func descendants(root int) map[int]procInfo {
 		if err != nil {
 			continue
 		}
-		if info, ok := procStatBuf(pid, buf[:]); ok {
+		if info, ok := statBuf(pid, buf[:]); ok {
 			all[pid] = info
-			children[info.ppid] = append(children[info.ppid], pid)
+			children[info.PPID] = append(children[info.PPID], pid)
 		}
 	}
-	out := make(map[int]procInfo)
+	out := make(map[int]Info)
 	queue := []int{root}
 	for len(queue) > 0 {
 		pid := queue[0]
@@ -100,17 +100,17 @@ func descendants(root int) map[int]procInfo {
 	return out
 }
 
-// signalDescendants sends sig to every live descendant of root and returns
+// SignalDescendants sends sig to every live descendant of root and returns
 // the pids it signalled. Each target is pinned with a pidfd and checked
 // again (still a child of root or of a descendant) before the signal, so
 // that a pid reused between the scan and the signal is never hit. Members
 // of process group skipGroup (not 0) are left out: the caller signalled
 // that group already, and a second SIGTERM may mean "now" to a program.
-func signalDescendants(root int, sig syscall.Signal, skipGroup int) []int {
-	ds := descendants(root)
+func SignalDescendants(root int, sig syscall.Signal, skipGroup int) []int {
+	ds := Descendants(root)
 	var sent []int
 	for pid, info := range ds {
-		if !info.live() || (skipGroup != 0 && info.pgrp == skipGroup) {
+		if !info.Live() || (skipGroup != 0 && info.PGRP == skipGroup) {
 			continue
 		}
 		sent = append(sent, pid)
@@ -122,8 +122,8 @@ func signalDescendants(root int, sig syscall.Signal, skipGroup int) []int {
 		if err != nil {
 			continue // gone
 		}
-		if now, ok := procStat(pid); ok && now.live() {
-			if _, inTree := ds[now.ppid]; inTree || now.ppid == root {
+		if now, ok := Stat(pid); ok && now.Live() {
+			if _, inTree := ds[now.PPID]; inTree || now.PPID == root {
 				_ = unix.PidfdSendSignal(fd, sig, nil, 0)
 			}
 		}
@@ -132,15 +132,15 @@ func signalDescendants(root int, sig syscall.Signal, skipGroup int) []int {
 	return sent
 }
 
-// awaitDeath waits, at most for within, until none of pids is alive (zombies
+// AwaitDeath waits, at most for within, until none of pids is alive (zombies
 // are dead), checking only them: cheaper than a scan of /proc.
-func awaitDeath(pids []int, within time.Duration) {
+func AwaitDeath(pids []int, within time.Duration) {
 	deadline := time.Now().Add(within)
 	pause := 100 * time.Microsecond
 	for {
 		pids = slices.DeleteFunc(pids, func(pid int) bool {
-			info, ok := procStat(pid)
-			return !ok || !info.live()
+			info, ok := Stat(pid)
+			return !ok || !info.Live()
 		})
 		if len(pids) == 0 || time.Now().After(deadline) {
 			return
