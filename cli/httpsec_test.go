@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -147,6 +148,34 @@ func TestHTTPTokenReads(t *testing.T) {
 	}
 }
 
+// waitReadyTLS polls base's /readyz over HTTPS, trusting certFile, until
+// the server has opened its store: until then the API answers 503.
+func waitReadyTLS(t *testing.T, base, certFile string, within time.Duration) {
+	t.Helper()
+	pemBytes, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pemBytes)
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	defer client.CloseIdleConnections()
+	deadline := time.Now().Add(within)
+	for {
+		resp, err := client.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s/readyz over TLS: not ready within %v (last: %v)", base, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // --http-tls-cert and --http-tls-key serve HTTPS; the client trusts the
 // certificate with --ca-file (or its environment variable), and refuses it
 // without; bad TLS flags are usage errors.
@@ -174,6 +203,7 @@ func TestHTTPTLS(t *testing.T) {
 	if logs := s.stderr.String(); !strings.Contains(logs, "url=https://") {
 		t.Errorf("the listen URL is not logged as https:\n%s", logs)
 	}
+	waitReadyTLS(t, base, cert, 10*time.Second)
 	env := map[string]string{"MASTERJOB_HTTP_TOKEN": token}
 	if r := mainEnv(env, "status", "--server", base); r.code != ExitFailure || !strings.Contains(r.stderr, "certificate") ||
 		!strings.Contains(r.stderr, "--ca-file") {
