@@ -390,3 +390,116 @@ func testShutdownMemberReads(t *testing.T, pushed bool) {
 		_ = stopB()
 	})
 }
+
+// TestShutdownSkipsASuccessorThatLeftDuringARead: b leaves while a's
+// balancer is reading the member list, after the store answered that read
+// (its list still shows b). The push of b's leave, which a receives
+// during the read, makes the list not current: a's shutdown right after
+// has it read again at once, and the release gives the lock to c, not to b
+// who is gone. A list counted as current from the end of its read instead
+// of its start would be trusted here: the lock would wait for a
+// reservation held for b.
+func TestShutdownSkipsASuccessorThatLeftDuringARead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := memstore.New()
+		const lock = "L"
+		const stopTakes = 20 * time.Millisecond
+		aSt := &membersGated{Store: st}
+		a := newExec(t, aSt, "a")
+		job := masterjob.JobFunc(func(ctx context.Context, _ masterjob.Lease) error {
+			<-ctx.Done()
+			time.Sleep(stopTakes)
+			return nil
+		})
+		if err := a.StartMaster(lock, job); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		synctest.Wait()
+		b := newExec(t, st, "b")
+		c := newExec(t, st, "c")
+		for _, e := range []*masterjob.Executor{b, c} {
+			if err := e.StartMaster(lock, idle()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stopB, stopC := startRun(b), startRun(c)
+		time.Sleep(2*checkIntv + time.Second)
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m != "a" {
+			t.Fatalf("master %q, want a", m)
+		}
+
+		release := aSt.holdNext()
+		t0 := time.Now()
+		for !aSt.holding() {
+			if time.Since(t0) > 2*checkIntv {
+				t.Fatal("a's balancer did not read the member list again")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err := stopB(); err != nil { // pushed to a while its read is held
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		release()
+		synctest.Wait() // the list read before b left is a's view now
+
+		doneA := make(chan error, 1)
+		go func() { doneA <- stopA() }()
+		t0 = time.Now()
+		for masterOf(t, st, lock) != "c" {
+			if time.Since(t0) > 2*tolerance {
+				t.Fatalf("no new master %v after a's shutdown (master %q)", time.Since(t0), masterOf(t, st, lock))
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if took := time.Since(t0); took >= stopTakes+heartbeat/2 {
+			t.Errorf("c became master %v after a's shutdown, a's job taking %v to stop: the lock waited for a reservation for b, who left during a's read of the member list", took, stopTakes)
+		}
+		if err := <-doneA; err != nil {
+			t.Fatal(err)
+		}
+		_ = stopC()
+	})
+}
+
+// membersGated is a memstore handle whose next Members call, once
+// holdNext is called, takes the store's answer and then waits, as a read
+// whose reply is on the wire.
+type membersGated struct {
+	*memstore.Store
+	mu   sync.Mutex
+	gate chan struct{} // the next read waits on it (nil: none)
+	held bool          // a read is waiting
+}
+
+// holdNext holds the next Members call; release lets it return.
+func (s *membersGated) holdNext() (release func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := make(chan struct{})
+	s.gate = g
+	return func() { close(g) }
+}
+
+func (s *membersGated) holding() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
+}
+
+func (s *membersGated) Members(ctx context.Context, f store.MemberFilter) ([]store.Member, error) {
+	ms, err := s.Store.Members(ctx, f)
+	s.mu.Lock()
+	g := s.gate
+	s.gate, s.held = nil, g != nil
+	s.mu.Unlock()
+	if g != nil {
+		<-g
+		s.mu.Lock()
+		s.held = false
+		s.mu.Unlock()
+	}
+	return ms, err
+}
