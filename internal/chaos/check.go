@@ -248,9 +248,33 @@ type Timeline struct {
 	// Wills are the last wills that runners' supervisors ran (runner
 	// mode), as the wills recorded themselves.
 	Wills []WillRun
+	// RunnerStops are the moments runners began to stop their commands
+	// (runner mode).
+	RunnerStops []RunnerStop
 	// Problems are violations the driver saw directly: crashed or leaked
 	// processes, jobs left running, leases left held after shutdown.
 	Problems []Violation
+}
+
+// RunnerStop is a runner's decision to stop its command: its job.cancel
+// trace mark, sent before the runner signals the command. A command that
+// the runner SIGKILLs reports no stop of its own, and its death reaches
+// the driver a few milliseconds after it happened.
+type RunnerStop struct {
+	Index, Gen int
+	Lock       string
+	T          int64
+}
+
+// runnerStopped reports whether m's runner began to stop m's command from
+// m's start up to t.
+func (tl *Timeline) runnerStopped(m Mastership, t int64) bool {
+	for _, r := range tl.RunnerStops {
+		if r.Index == m.Index && r.Gen == m.Gen && r.Lock == m.Lock && r.T >= m.Start && r.T <= t {
+			return true
+		}
+	}
+	return false
 }
 
 // Violation kinds.
@@ -1120,8 +1144,11 @@ func ts(t int64) string { return fmt.Sprintf("%.3fs", float64(t)/1e9) }
 // run the will for that lease (lock and token) within the lease. Kills
 // the checker cannot judge are left out: one that caught its runner
 // paused or suspended (its supervisor may be stopped too, until a SIGCONT
-// that may come after the lease), and one too close to the end of the run
-// for its will to have been seen.
+// that may come after the lease), one that came after the runner began to
+// stop the command itself (a SIGKILL of it, which the command cannot
+// report, may have killed it before the kill of the runner: the driver
+// learns of its death a few milliseconds late), and one too close to the
+// end of the run for its will to have been seen.
 func (f *Findings) checkWills(tl *Timeline, lim Limits) {
 	for _, m := range tl.Masterships {
 		if !m.Child || m.Reason != "killed" || m.Cancelled != 0 {
@@ -1130,7 +1157,8 @@ func (f *Findings) checkWills(tl *Timeline, lim Limits) {
 		var killedAt int64
 		tl.life(m.Index, m.Gen, func(l *Life) { killedAt = l.KilledAt })
 		bound := m.Stop + int64(lim.Tolerance)
-		if killedAt == 0 || m.Stop <= killedAt || bound+int64(time.Second) > tl.To || tl.pausedAt(m.Index, killedAt) {
+		if killedAt == 0 || m.Stop <= killedAt || bound+int64(time.Second) > tl.To || tl.pausedAt(m.Index, killedAt) ||
+			tl.runnerStopped(m, killedAt) {
 			continue
 		}
 		f.WillsExpected++

@@ -827,6 +827,17 @@ func TestRunnerLogReachReportsTakeovers(t *testing.T) {
 	}
 }
 
+// A runner's job.cancel reaches the timeline as a RunnerStop of its slot
+// and generation, which checkWills reads.
+func TestDriverRecordsRunnerStops(t *testing.T) {
+	d := &driver{open: map[mkey]*Mastership{}}
+	d.onMessage(&slot{index: 2}, 3, false, Message{Type: msgRunnerStop, Lock: "L", T: 7 * ms})
+	want := []RunnerStop{{Index: 2, Gen: 3, Lock: "L", T: 7 * ms}}
+	if !slices.Equal(d.tl.RunnerStops, want) {
+		t.Errorf("RunnerStops = %+v, want %+v", d.tl.RunnerStops, want)
+	}
+}
+
 func TestCheckWills(t *testing.T) {
 	const L = "lock"
 	killed := Mastership{Index: 0, Gen: 1, Lock: L, Token: 1, Start: 0, Stop: 1010 * ms, Reason: "killed", How: "died", Child: true}
@@ -851,6 +862,18 @@ func TestCheckWills(t *testing.T) {
 		{"a will after the lease", func(tl *Timeline) { tl.Wills[0].Start = 1700 * ms }, 1, true},
 		{"the command was told to stop first", func(tl *Timeline) { tl.Masterships[0].Cancelled = 900 * ms; tl.Wills = nil }, 0, false},
 		{"the command died before the kill", func(tl *Timeline) { tl.Masterships[0].Stop = 990 * ms; tl.Wills = nil }, 0, false},
+		{"the runner was stopping the command", func(tl *Timeline) {
+			tl.RunnerStops = []RunnerStop{{Index: 0, Gen: 1, Lock: tl.Masterships[0].Lock, T: 996 * ms}}
+			tl.Wills = nil
+		}, 0, false},
+		{"another runner was stopping its command", func(tl *Timeline) {
+			tl.RunnerStops = []RunnerStop{{Index: 1, Gen: 1, Lock: tl.Masterships[0].Lock, T: 996 * ms}}
+			tl.Wills = nil
+		}, 1, true},
+		{"the runner stopped an earlier command", func(tl *Timeline) {
+			tl.RunnerStops = []RunnerStop{{Index: 0, Gen: 1, Lock: tl.Masterships[0].Lock, T: tl.Masterships[0].Start - ms}}
+			tl.Wills = nil
+		}, 1, true},
 		{"the runner was not killed", func(tl *Timeline) { tl.Lives[0].KilledAt = 0; tl.Wills = nil }, 0, false},
 		{"the runner was paused meanwhile", func(tl *Timeline) {
 			tl.Stopped = []Window{{Index: 0, From: 500 * ms, To: 1001 * ms}}

@@ -455,6 +455,13 @@ func (d *driver) onMessage(s *slot, gen int, child bool, m Message) {
 				Kind: m.Kind, Reason: m.Reason, At: m.T})
 			d.mu.Unlock()
 		}
+	case msgRunnerStop:
+		d.mu.Lock()
+		d.tl.RunnerStops = append(d.tl.RunnerStops, RunnerStop{Index: s.index, Gen: gen, Lock: m.Lock, T: m.T})
+		d.mu.Unlock()
+		m.Index, m.Gen = s.index, gen
+		d.record("runner-stop", m)
+		return
 	case msgCheck:
 		d.mu.Lock()
 		d.tl.life(s.index, gen, func(l *Life) { l.LastCheck = m.T })

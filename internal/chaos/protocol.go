@@ -56,6 +56,7 @@ const (
 	msgUnreachable = "unreachable" // the instance's store calls failed from From to T (see reach)
 	msgFailing     = "failing"     // the instance's store calls began failing at From (see reach)
 	msgCheck       = "check"       // a check (acquisition) round trip ended at T
+	msgRunnerStop  = "runner-stop" // a runner began to stop its command at T (its job.cancel mark; runner mode)
 	msgIdentity    = "identity"    // the executor's id, learnt after the hello (runner mode: from its log)
 
 	// Driver to instance.

@@ -87,7 +87,7 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 	// process by the signal's default action, which is not the graceful
 	// stop under test.
 	var renewBegan atomic.Int64
-	trace.SetSink(func(ns int64, event, _ string) {
+	trace.SetSink(func(ns int64, event, lock string) {
 		switch event {
 		case "signals.caught":
 			in.send(Message{Type: msgHello, Index: a.index, Gen: a.gen, PID: os.Getpid(), T: Mono()})
@@ -100,6 +100,11 @@ func RunRunner(args []string, stdout, stderr io.Writer) error {
 			observer{in}.Renewal(time.Duration(ns-renewBegan.Load()), 1, errRenewalFailed)
 		case "check.done":
 			in.send(Message{Type: msgCheck, T: Mono()})
+		case "job.cancel":
+			// The runner is ending its command itself (a lost lease, a
+			// disable, a shutdown), maybe with a SIGKILL that the command
+			// cannot report: a kill of the runner from now on owes no will.
+			in.send(Message{Type: msgRunnerStop, Lock: lock, T: ns})
 		}
 	})
 	defer trace.SetSink(nil)
