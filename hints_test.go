@@ -289,3 +289,48 @@ func TestFollowerTakesOverAfterPushedAcquisition(t *testing.T) {
 		}
 	})
 }
+
+// TestDisableCostsTheFollowersNoCheck: the push of a Disable that revoked
+// the master's lease says that there is nothing to take. The followers do
+// not check the lock on it (a store call each while the master stops its
+// job); they check once on the master's release, as on any release.
+func TestDisableCostsTheFollowersNoCheck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		calls := newCallsByInstance(memstore.New())
+		const lock = "L"
+		var stops []func() error
+		var execs []*masterjob.Executor
+		for _, id := range []string{"a", "b", "c"} {
+			e := newExec(t, calls, id)
+			if err := e.StartMaster(lock, idle()); err != nil {
+				t.Fatal(err)
+			}
+			execs = append(execs, e)
+			stops = append(stops, startRun(e))
+			synctest.Wait()
+		}
+		time.Sleep(2*checkIntv + time.Second)
+		synctest.Wait()
+		if m := masterOf(t, calls.Store, lock); m != "a" {
+			t.Fatalf("master %q, want a", m)
+		}
+		calls.reset()
+		if _, err := execs[1].Disable(context.Background(), lock, "maintenance"); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		time.Sleep(500 * time.Millisecond)
+		synctest.Wait()
+		if m := masterOf(t, calls.Store, lock); m != "" {
+			t.Fatalf("master %q after the Disable, want none", m)
+		}
+		for _, id := range []string{"b", "c"} {
+			if n := calls.acquisitions(id); n > 1 {
+				t.Errorf("follower %s asked for the disabled lock %d times in the 500ms after the Disable; want at most once (on the release's push)", id, n)
+			}
+		}
+		for _, stop := range stops {
+			_ = stop()
+		}
+	})
+}

@@ -1574,6 +1574,14 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 		return
 	}
 	if l.jobFor(lock) != nil && l.started {
+		if c.Kind == store.ChangeControl && c.Revoked != 0 {
+			// A Disable that revoked another instance's lease: there is
+			// nothing to take. The holder's release and the Enable are
+			// pushed in turn; a check now would only read the lock
+			// disabled, a store call per follower while the master
+			// stops its job.
+			return
+		}
 		if acquired {
 			l.holders[lock] = holder
 			// Taken by another instance: handed over to it, or its own
