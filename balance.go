@@ -65,6 +65,9 @@ type balanceView struct {
 	lockCount int
 	group     []peerInfo // this instance included, sorted by id
 	slack     int        // configured slack; 0 for the default
+	// readAt is when the list was read, on this instance's clock; zero
+	// for a view made before the first read.
+	readAt time.Time
 }
 
 // peerInfo is one member of the group as last read.
@@ -199,7 +202,7 @@ func (e *Executor) successors(n int) []string {
 	stale := e.memberStaleAfter()
 	var ps []*load
 	for _, p := range v.group {
-		if p.id != v.me && e.alive(p, stale) {
+		if p.id != v.me && e.alive(v, p, stale) {
 			ps = append(ps, &load{p.id, float64(p.masters), p.weight})
 		}
 	}
@@ -246,7 +249,7 @@ func (e *Executor) lineUp() lineup {
 	for _, p := range v.group {
 		if p.id == v.me {
 			p.masters = e.heldCount()
-		} else if !e.alive(p, stale) {
+		} else if !e.alive(v, p, stale) {
 			continue
 		}
 		if p.masters < shareOf(v.lockCount, p.weight, total) {
@@ -287,25 +290,68 @@ func (u lineup) first(lock, lastHolder string) bool {
 }
 
 // livePeer reports whether id is still a live peer in the member list as
-// the balancer last read it. A successor named when a shutdown began may
-// have left by the time the job has stopped and the lease is released: a
-// peer that shut down moments before (its record deleted, which the
-// balancer has read again since). Reserving the lease for it would make
-// every other peer wait for the reservation to lapse.
+// the balancer last read it, and known to be alive now: its record was
+// written within stale (memberStaleAfter) of now, not only of that read.
+// A successor named when a shutdown began may have left or died by the
+// time the job has stopped and the lease is released: a peer that shut
+// down moments before (its record deleted, which the balancer has read
+// again since), or one that stopped writing after the last read (the
+// shutdown asks for a new read then: overdue). Reserving the lease for it
+// would make every other peer wait.
 func (e *Executor) livePeer(id string) bool {
 	stale := e.memberStaleAfter()
-	for _, p := range e.balanceNow().group {
+	v := e.balanceNow()
+	for _, p := range v.group {
 		if p.id == id {
-			return e.alive(p, stale)
+			return e.alive(v, p, stale) && !overdue(p, stale)
 		}
 	}
 	return false
 }
 
-// alive reports whether peer p may be named a successor: not suspected
-// dead, and its record written within stale (memberStaleAfter).
-func (e *Executor) alive(p peerInfo, stale time.Duration) bool {
-	return !e.suspected(p.id) && (p.seen.IsZero() || time.Since(p.seen) <= stale)
+// overdue reports whether peer p should have written its record again
+// since the list was read: whether it is still alive, only a new read can
+// tell.
+func overdue(p peerInfo, stale time.Duration) bool {
+	return !p.seen.IsZero() && time.Since(p.seen) > stale
+}
+
+// overdueSuccessor reports whether one of ids, named successors, is overdue
+// (see overdue) in the member list as last read.
+func (e *Executor) overdueSuccessor(ids []string) bool {
+	stale := e.memberStaleAfter()
+	for _, p := range e.balanceNow().group {
+		if slices.Contains(ids, p.id) && overdue(p, stale) {
+			return true
+		}
+	}
+	return false
+}
+
+// alive reports whether peer p of view v may be named a successor: not
+// suspected dead, its record written within stale (memberStaleAfter) of
+// the read that found it, and that read no older than two stale periods.
+//
+// The record's age is judged as it was when the list was read, not as it
+// would be now: a live follower writes its record at each check (at most
+// a check interval apart) and the balancer reads the list once per check
+// interval, so a record read on time often looks older than stale before
+// the next read although it has been written again since. Judged against
+// now, each live follower looked dead a fifth to a quarter of the time at
+// the default timings: a shutdown named no successor, and members
+// disagreed on who is first in line, each sending an acquisition. A peer
+// that dies after the read counts as alive until the next read: first in
+// line, it costs the others their delayed check; as a successor, the
+// release checks livePeer, which does not count it. A view no read has
+// refreshed for two periods (the store unreachable) counts nobody alive.
+func (e *Executor) alive(v balanceView, p peerInfo, stale time.Duration) bool {
+	if e.suspected(p.id) {
+		return false
+	}
+	if p.seen.IsZero() {
+		return true
+	}
+	return v.readAt.Sub(p.seen) <= stale && time.Since(v.readAt) <= 2*stale
 }
 
 // suspect marks instance id as probably dead: a lease of its expired
@@ -448,9 +494,9 @@ func (b *balancer) round(members []store.Member) {
 	weight := e.weight
 	e.mu.Unlock()
 
-	view := balanceView{me: me, slack: b.cfg.Slack}
-	found := false
 	readAt, ttl := time.Now(), e.memberTTL()
+	view := balanceView{me: me, slack: b.cfg.Slack, readAt: readAt}
+	found := false
 	for _, m := range members {
 		if m.LockSetID != setID {
 			continue
@@ -498,7 +544,7 @@ func (b *balancer) round(members []store.Member) {
 	// instance's part of the plan every member over its share computes
 	// alike from the same list.
 	stale := e.memberStaleAfter()
-	gives := view.handoffs(e.suspected, func(p peerInfo) bool { return e.alive(p, stale) })
+	gives := view.handoffs(e.suspected, func(p peerInfo) bool { return e.alive(view, p, stale) })
 	excess := 0
 	for _, g := range gives {
 		excess += g.n

@@ -3,6 +3,7 @@ package masterjob_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -502,4 +503,90 @@ func (s *membersGated) Members(ctx context.Context, f store.MemberFilter) ([]sto
 		s.mu.Unlock()
 	}
 	return ms, err
+}
+
+// transfersSeen is a memstore that records the successors named in
+// Transfer calls and signals each read of the member list.
+type transfersSeen struct {
+	*memstore.Store
+	reads chan struct{}
+	mu    sync.Mutex
+	given []string
+}
+
+func (s *transfersSeen) Transfer(ctx context.Context, id string, leases []store.LeaseRef, ttl time.Duration) error {
+	s.mu.Lock()
+	for _, r := range leases {
+		s.given = append(s.given, r.Successor)
+	}
+	s.mu.Unlock()
+	return s.Store.Transfer(ctx, id, leases, ttl)
+}
+
+func (s *transfersSeen) Members(ctx context.Context, f store.MemberFilter) ([]store.Member, error) {
+	m, err := s.Store.Members(ctx, f)
+	select {
+	case s.reads <- struct{}{}:
+	default:
+	}
+	return m, err
+}
+
+// TestShutdownNamesAFollowerReadLongAgo: a live follower writes its member
+// record once per period (its checks) and the master's balancer reads the
+// list once per check interval, so between two reads the record as last
+// read can be older than a check interval and a heartbeat although it was
+// on time when read. The shutdown still names that follower, reads the
+// list again, and gives it the lease in the releasing commit. Before, such
+// a follower counted as dead: the shutdown named nobody and released the
+// lock to whoever asked first, and members disagreed on who was first in
+// line (TestFirstInLineAgreesBetweenReads).
+func TestShutdownNamesAFollowerReadLongAgo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &transfersSeen{Store: memstore.New(), reads: make(chan struct{}, 1)}
+		const lock = "L"
+		a := newExec(t, st, "a")
+		job := masterjob.JobFunc(func(ctx context.Context, _ masterjob.Lease) error {
+			<-ctx.Done()
+			time.Sleep(20 * time.Millisecond)
+			return nil
+		})
+		if err := a.StartMaster(lock, job); err != nil {
+			t.Fatal(err)
+		}
+		stopA := startRun(a)
+		// b, a follower played by the test, writes its record 50 ms
+		// after each of a's reads of the list: each read finds it written
+		// a check interval less 50 ms before, on time.
+		ctx := context.Background()
+		locks := []string{lock}
+		writeB := func() {
+			st.Announce(store.Member{ID: "b", Locks: locks, LockCount: 1, LockSetID: masterjob.LockSetID(locks)}, 2*(checkIntv+tolerance))
+			if _, err := st.Acquire(ctx, store.Holder{ID: "b"}, nil, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		}
+		writeB()
+		for range 3 {
+			<-st.reads
+			time.Sleep(50 * time.Millisecond)
+			writeB()
+		}
+		// 1.5 s after a's last read, b's record as read is 6.45 s old:
+		// more than a check interval and a heartbeat, although b wrote
+		// it again since.
+		time.Sleep(1450 * time.Millisecond)
+		synctest.Wait()
+		if m := masterOf(t, st, lock); m != "a" {
+			t.Fatalf("master %q, want a", m)
+		}
+		if err := stopA(); err != nil {
+			t.Fatal(err)
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if !slices.Equal(st.given, []string{"b"}) {
+			t.Errorf("a's shutdown gave the lease to %q; want b, a live follower", st.given)
+		}
+	})
 }

@@ -1659,13 +1659,14 @@ func (l *loop) beginShutdown(ctx context.Context) {
 	succ := l.e.successors(len(running))
 	if len(succ) > 0 {
 		// Named from the list as last read. The check at the release
-		// (livePeer) must see a peer that left since: read the list again
-		// now, unless the pushes say nothing changed since that read (a
-		// read would then cost the store a round trip, and the host CPU,
-		// in the middle of the hand-off for nothing); and read at once a
-		// change pushed from now on.
+		// (livePeer) must see a peer that left or stopped writing since:
+		// read the list again now, unless the pushes say nothing changed
+		// since that read and every successor has written its record
+		// within stale of now (a read would then cost the store a round
+		// trip, and the host CPU, in the middle of the hand-off for
+		// nothing); and read at once a change pushed from now on.
 		l.e.urgentMembers.Store(true)
-		if !l.e.memberListCurrent() {
+		if !l.e.memberListCurrent() || l.e.overdueSuccessor(succ) {
 			l.e.readMembersNow()
 		}
 		l.log.Debug("shutdown: handing masterships to peers", "successors", succ)
