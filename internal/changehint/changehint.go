@@ -68,14 +68,29 @@ func Parse(kind, lock string) store.Change {
 	return c
 }
 
-// Merge returns what two changes of one lock, queued together, say: their
-// hints only when both say the same, since a receiver acts on one change
-// per lock and a hint of one may let it skip the call the other needs (a
-// release after an acquisition, say). Changes of different kinds merge
-// into a bare lease change, which every receiver reads as "look again".
+// Merge returns what two changes of one lock, queued together in this
+// order, say: their hints only when both say the same, since a receiver
+// acts on one change per lock and a hint of one may let it skip the call
+// the other needs (a release after an acquisition, say). Changes of
+// different kinds merge into a bare lease change, which every receiver
+// reads as "look again".
+//
+// One exception: a control change that revoked nothing (an Enable, most
+// often) followed by an acquisition merges into that acquisition. The
+// acquisition is the later state and says all a receiver needs: the lock
+// is taken, by whom. A bare change would have every member but the new
+// master read the lock as perhaps free, and the first in line among them
+// send an acquisition at once for a lock just taken (an Enable's push and
+// the acquisition it brought arrive a millisecond apart). The one thing an
+// Enable tells a master, "look again", an acquisition by another holder
+// tells it too (the loop renews on either). A Disable that revoked a lease
+// keeps its hint out of any merge.
 func Merge(a, b store.Change) store.Change {
 	if a == b {
 		return a
+	}
+	if _, _, ok := b.Acquisition(); ok && a.Kind == store.ChangeControl && a.Revoked == 0 {
+		return b
 	}
 	kind := store.ChangeLease
 	if a.Kind == b.Kind {

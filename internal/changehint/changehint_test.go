@@ -61,7 +61,12 @@ func TestMerge(t *testing.T) {
 		{acq, store.Change{Kind: store.ChangeLease, Lock: "L", Holder: "c", Token: 8}, store.Change{Kind: store.ChangeLease, Lock: "L"}},
 		{acq, store.Change{Kind: store.ChangeLease, Lock: "L"}, store.Change{Kind: store.ChangeLease, Lock: "L"}},
 		{store.Change{Kind: store.ChangeControl, Lock: "L"}, store.Change{Kind: store.ChangeControl, Lock: "L"}, store.Change{Kind: store.ChangeControl, Lock: "L"}},
-		{store.Change{Kind: store.ChangeControl, Lock: "L"}, acq, store.Change{Kind: store.ChangeLease, Lock: "L"}},
+		// An Enable, then the acquisition it brought: the acquisition.
+		{store.Change{Kind: store.ChangeControl, Lock: "L"}, acq, acq},
+		// The other order, or a Disable that revoked a lease: look again.
+		{acq, store.Change{Kind: store.ChangeControl, Lock: "L"}, store.Change{Kind: store.ChangeLease, Lock: "L"}},
+		{store.Change{Kind: store.ChangeControl, Lock: "L", Revoked: 6}, acq, store.Change{Kind: store.ChangeLease, Lock: "L"}},
+		{store.Change{Kind: store.ChangeControl, Lock: "L"}, store.Change{Kind: store.ChangeLease, Lock: "L"}, store.Change{Kind: store.ChangeLease, Lock: "L"}},
 	} {
 		if got := Merge(tc.a, tc.b); got != tc.want {
 			t.Errorf("Merge(%+v, %+v) = %+v, want %+v", tc.a, tc.b, got, tc.want)
