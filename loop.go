@@ -1613,7 +1613,14 @@ func (l *loop) onNotify(c store.Change, now time.Time) {
 			l.seen[lock] = seenLock{freeSince: now}
 		}
 		at := now
-		if (c.Kind == store.ChangeControl || l.hinted) && !l.lineup().first(lock, l.holders[lock]) {
+		last := l.holders[lock]
+		if c.Kind == store.ChangeControl {
+			// Enabled: the last holder stepped aside for the Disable and
+			// is a candidate like any other. Every member counts it
+			// alike, it included, so that one acquisition goes out.
+			last = ""
+		}
+		if (c.Kind == store.ChangeControl || l.hinted) && !l.lineup().first(lock, last) {
 			// Enabled, released or expired, and another live member is
 			// first in line for it: let its acquisition go out alone (a
 			// push tells when it lands) and check after a delay,
