@@ -561,6 +561,7 @@ func (s *Store) Members(ctx context.Context, f store.MemberFilter) ([]store.Memb
 		return nil, err
 	}
 	defer cancel()
+	s.pingAlong()
 	out, err := queryRows(ctx, s, op, scanMember, s.q.members, f.Lock, f.WithLocks)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,6 +63,7 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 	l := &listener{s: s, q: changequeue.New(s.maxPending)}
 	conn, _ := l.connect(ctx) // on failure, read retries in the background
 	out := make(chan store.Change)
+	s.listeners.add(l)
 	go func() {
 		defer s.subs.Done()
 		defer stopOnClose()
@@ -69,6 +71,7 @@ func (s *Store) Subscribe(ctx context.Context) (<-chan store.Change, error) {
 		readerDone := make(chan struct{})
 		go func() {
 			defer close(readerDone)
+			defer s.listeners.remove(l)
 			l.read(ctx, conn)
 		}()
 		l.q.Deliver(ctx, out)
@@ -87,6 +90,100 @@ func (s *Store) LeaseHints() bool { return true }
 type listener struct {
 	s *Store
 	q *changequeue.Queue
+
+	mu sync.Mutex
+	// heard is when the connection last answered: a notification, a ping
+	// or the LISTEN itself.
+	heard time.Time
+	// interrupt ends the current wait for a notification (errPingAlong);
+	// nil between waits.
+	interrupt context.CancelCauseFunc
+}
+
+// errPingAlong ends a quiet LISTEN connection's wait early, to ping it
+// beside another call of the store (pingAlong).
+var errPingAlong = errors.New("store/postgres: ping the LISTEN connection beside another call")
+
+// listeners are a Store's subscriptions, for pingAlong.
+type listeners struct {
+	mu  sync.Mutex
+	set map[*listener]struct{}
+}
+
+func (ls *listeners) add(l *listener) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.set == nil {
+		ls.set = map[*listener]struct{}{}
+	}
+	ls.set[l] = struct{}{}
+}
+
+func (ls *listeners) remove(l *listener) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	delete(ls.set, l)
+}
+
+// pingAlong is called as a renewal, a check or a read of the member list
+// begins. A LISTEN connection that has been quiet for two thirds of
+// listenPing is pinged now, beside that call, instead of on its own once
+// the silence reaches listenPing: an idle instance's process then wakes
+// once for both (the renewals, every heartbeat, or a follower's checks and
+// member reads), not a third time for the ping. Each wake-up from idle
+// costs about as much CPU as the calls it makes. The hand-off's calls
+// (release, transfer) do not ping along: they have the CPU to themselves.
+func (s *Store) pingAlong() {
+	s.listeners.mu.Lock()
+	defer s.listeners.mu.Unlock()
+	if len(s.listeners.set) == 0 {
+		return
+	}
+	now := time.Now()
+	for l := range s.listeners.set {
+		l.mu.Lock()
+		if l.interrupt != nil && now.Sub(l.heard) >= s.listenPing*2/3 {
+			l.interrupt(errPingAlong)
+			l.interrupt = nil
+		}
+		l.mu.Unlock()
+	}
+}
+
+// waitFor waits for a notification on conn for at most listenPing, or
+// until pingAlong interrupts it.
+func (l *listener) waitFor(ctx context.Context, conn *pgx.Conn) (*pgconn.Notification, context.Context, error) {
+	wctx, cancel := context.WithTimeout(ctx, l.s.listenPing)
+	defer cancel()
+	wctx, interrupt := context.WithCancelCause(wctx)
+	defer interrupt(nil)
+	l.mu.Lock()
+	l.interrupt = interrupt
+	l.mu.Unlock()
+	n, err := conn.WaitForNotification(wctx)
+	l.mu.Lock()
+	l.interrupt = nil
+	if err == nil {
+		l.heard = time.Now()
+	}
+	l.mu.Unlock()
+	return n, wctx, err
+}
+
+// pingDue reports whether a wait for a notification ended (err, on wctx)
+// because the connection was quiet: for listenPing, or long enough that
+// pingAlong asked for the ping now. The connection is still usable then.
+func pingDue(wctx context.Context, conn *pgx.Conn, err error) bool {
+	if conn.IsClosed() {
+		return false
+	}
+	switch cause := context.Cause(wctx); {
+	case errors.Is(cause, context.DeadlineExceeded):
+		return pgconn.Timeout(err)
+	case errors.Is(cause, errPingAlong):
+		return errors.Is(err, context.Canceled)
+	}
+	return false
 }
 
 // decodeChange reads a NOTIFY payload: "<kind>\x1f<lock>" (see payload)
@@ -113,6 +210,9 @@ func (l *listener) connect(ctx context.Context) (*pgx.Conn, error) {
 		closeConn(conn)
 		return nil, err
 	}
+	l.mu.Lock()
+	l.heard = time.Now()
+	l.mu.Unlock()
 	if hook := l.s.onListen; hook != nil {
 		hook(conn.PgConn().PID())
 	}
@@ -153,21 +253,25 @@ func (l *listener) read(ctx context.Context, conn *pgx.Conn) {
 			conn, failures = c, 0
 			l.q.Lose()
 		}
-		wctx, cancel := context.WithTimeout(ctx, l.s.listenPing)
-		n, err := conn.WaitForNotification(wctx)
-		cancel()
+		n, wctx, err := l.waitFor(ctx, conn)
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err == nil:
 			l.push(decodeChange(n.Payload))
 			continue
-		case errors.Is(wctx.Err(), context.DeadlineExceeded) && pgconn.Timeout(err) && !conn.IsClosed():
+		case pingDue(wctx, conn, err):
 			// Silence: check that the connection is still alive.
 			pctx, cancel := context.WithTimeout(ctx, l.s.cfg.callTimeout)
 			err = conn.Ping(pctx)
 			cancel()
+			if hook := l.s.onPing; hook != nil {
+				hook(context.Cause(wctx), err)
+			}
 			if err == nil {
+				l.mu.Lock()
+				l.heard = time.Now()
+				l.mu.Unlock()
 				continue
 			}
 			if ctx.Err() != nil {

@@ -188,8 +188,14 @@ type Store struct {
 	// (defaultMaxPending; tests lower it).
 	maxPending int
 	// listenPing is how long a LISTEN connection may stay silent before it
-	// is pinged.
+	// is pinged (or two thirds of it, beside another call: pingAlong).
 	listenPing time.Duration
+	// onPing, when set (by tests), is called after each ping of a LISTEN
+	// connection with what ended its wait (context.DeadlineExceeded or
+	// errPingAlong) and the ping's result.
+	onPing func(cause, err error)
+	// listeners are the subscriptions, for pingAlong.
+	listeners listeners
 }
 
 // idlePingAfter is how long a connection of a pool made by Open may sit idle
@@ -669,6 +675,7 @@ func (s *Store) Acquire(ctx context.Context, holder store.Holder, locks []string
 	if len(locks) == 0 {
 		return nil, nil
 	}
+	s.pingAlong()
 	names := sortedUnique(locks)
 	return withMember(ctx, s, op, holder.ID, scanState, s.q.acquire,
 		names, holder.ID, holder.Info, micros(ttl), s.seq, s.channel)
@@ -695,6 +702,7 @@ func (s *Store) Renew(ctx context.Context, holderID string, leases []store.Lease
 	if len(leases) == 0 {
 		return nil, nil
 	}
+	s.pingAlong()
 	return withMember(ctx, s, op, holderID, scanRenewResult, s.q.renew, names, tokens, holderID, micros(ttl))
 }
 

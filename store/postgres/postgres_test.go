@@ -717,6 +717,55 @@ func TestListenDetectsSilentConnection(t *testing.T) {
 	expectChange(t, sub, store.ChangeControl, "AFTER-SILENCE")
 }
 
+// TestListenPingsAlongWithCalls: a LISTEN connection quiet for two thirds
+// of listenPing is pinged beside the next renewal (or check, or read of
+// the member list), so that an idle instance wakes once for both; a call
+// before that does not ping it; and with no call the ping still comes
+// once the silence reaches listenPing.
+func TestListenPingsAlongWithCalls(t *testing.T) {
+	s := openStore(t, WithSchema(newSchema(t)))
+	s.listenPing = 3 * time.Second // pinged along after 2 s of quiet
+	type ping struct {
+		cause, err error
+		at         time.Time
+	}
+	pings := make(chan ping, 10)
+	s.onPing = func(cause, err error) { pings <- ping{cause, err, time.Now()} }
+	if _, err := s.Subscribe(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Acquire(t.Context(), holderA, []string{"ALONG"}, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := []store.LeaseRef{{Lock: "ALONG", Token: st[0].Token}}
+	renew := func() {
+		t.Helper()
+		if _, err := s.Renew(t.Context(), holderA.ID, refs, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	renew() // quiet for 1 s: no ping
+	time.Sleep(1300 * time.Millisecond)
+	select {
+	case p := <-pings:
+		t.Fatalf("pinged %v after subscribing (cause %v), before any call asked", p.at, p.cause)
+	default:
+	}
+	renewed := time.Now()
+	renew() // quiet for 2.3 s: pinged along
+	p := recv(t, pings, "a ping beside the renewal")
+	if !errors.Is(p.cause, errPingAlong) || p.err != nil {
+		t.Fatalf("ping %v after the renewal: cause %v, result %v; want one asked by the renewal, answered", p.at.Sub(renewed), p.cause, p.err)
+	}
+	// No call: the ping comes after listenPing of silence.
+	p = recv(t, pings, "a ping after silence")
+	if !errors.Is(p.cause, context.DeadlineExceeded) || p.err != nil {
+		t.Fatalf("ping with no call: cause %v, result %v; want the silence's, answered", p.cause, p.err)
+	}
+}
+
 // TestFollowerCheckWritesNothing: Acquire of locks held by others, the
 // followers' periodic check, does not write their rows.
 func TestFollowerCheckWritesNothing(t *testing.T) {
