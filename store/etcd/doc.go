@@ -95,9 +95,9 @@
 //     lease key on the holder's lease and the holder record, else it reads
 //     the lock again. A follower's check of locks held by others writes
 //     nothing. The holder's lease is granted (beside the read when the
-//     handle's watch has just seen a lock freed), or kept alive beside the
-//     writes, so that the TTL Acquire reports counts from the start of the
-//     call, as the executor's trust window does.
+//     handle's watch has just seen a lock freed or enabled), or kept
+//     alive beside the writes, so that the TTL Acquire reports counts from
+//     the start of the call, as the executor's trust window does.
 //   - Renew keeps the holder's lease alive, then reads the locks; a lock
 //     the holder holds on another lease (another duration, another handle)
 //     is moved onto this one by a transaction fenced on its token, holder

@@ -128,6 +128,10 @@ func (s *Store) follow(ctx context.Context, cancel context.CancelFunc, wch clien
 					s.freed.Add(1)
 				}
 				s.noteLease(name, ev)
+			} else if ok && suffix == sufControl && enables(ev) {
+				// An Enable frees the lock as a release does: the next
+				// Acquire grants its lease beside its read.
+				s.freed.Add(1)
 			}
 			if ch, ok := s.change(ev, reserved); ok {
 				select {
@@ -146,6 +150,13 @@ func (s *Store) follow(ctx context.Context, cancel context.CancelFunc, wch clien
 		}
 	}
 	return next, lost, ctx.Err() == nil && !s.isClosed()
+}
+
+// enables reports whether ev, an event of a control key, wrote a record
+// that says enabled.
+func enables(ev *clientv3.Event) bool {
+	var r controlRecord
+	return ev.Type == mvccpb.PUT && json.Unmarshal(ev.Kv.Value, &r) == nil && !r.Disabled
 }
 
 // noteLease records, from a watch event of lock's lease key, the lease the

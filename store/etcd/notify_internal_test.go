@@ -57,3 +57,37 @@ func TestFollowResumeRevision(t *testing.T) {
 		})
 	}
 }
+
+// TestFollowCountsFreedLocks: a lease key's delete (a release, an expiry)
+// and an Enable count as a lock freed, so that the next Acquire grants its
+// lease beside its read; a Disable and a new lease key do not.
+func TestFollowCountsFreedLocks(t *testing.T) {
+	s := &Store{prefix: "p/"}
+	put := func(key, value string) *clientv3.Event {
+		return &clientv3.Event{Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte(key), Value: []byte(value), ModRevision: 10}}
+	}
+	for _, c := range []struct {
+		name  string
+		ev    *clientv3.Event
+		freed uint64
+	}{
+		{"release or expiry", &clientv3.Event{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte(s.leaseKey("A")), ModRevision: 10}}, 1},
+		{"enable", put(s.controlKey("A"), mustJSON(controlRecord{})), 1},
+		{"disable", put(s.controlKey("A"), mustJSON(controlRecord{Disabled: true, RevokedToken: 4})), 0},
+		{"acquisition", put(s.leaseKey("A"), ""), 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := s.freed.Load()
+			wch := make(chan clientv3.WatchResponse, 2)
+			wch <- clientv3.WatchResponse{Header: &pb.ResponseHeader{Revision: 10}, Events: []*clientv3.Event{c.ev}}
+			wch <- clientv3.WatchResponse{Canceled: true}
+			close(wch)
+			if _, _, ok := s.follow(context.Background(), func() {}, wch, 7, make(chan store.Change, 10)); !ok {
+				t.Fatal("follow reports the subscription over")
+			}
+			if got := s.freed.Load() - before; got != c.freed {
+				t.Errorf("freed counted %d, want %d", got, c.freed)
+			}
+		})
+	}
+}
