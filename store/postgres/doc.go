@@ -298,7 +298,9 @@
 // connection with the pool's connection configuration, outside the pool,
 // and LISTENs on it. When the connection fails (or does not answer a ping
 // after 30 seconds of silence) it reconnects with capped, jittered
-// backoff. Notifications sent while it is disconnected are lost: once it
+// backoff. A connection quiet for 20 seconds is pinged as the next
+// renewal, check or read of the member list begins, beside it, so that an
+// idle process wakes once for both. Notifications sent while it is disconnected are lost: once it
 // listens again, it delivers a store.ChangeResync, and subscribers read
 // everything again. The connection, its goroutines and the channel end
 // when the subscription's context is done or the Store is closed.
