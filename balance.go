@@ -75,12 +75,25 @@ type peerInfo struct {
 	id      string
 	weight  float64
 	masters int
-	// seen estimates, on this instance's clock, when the member last wrote
-	// its record: the read's time less the part of this instance's member
-	// TTL that had run out (zero: this instance). A peer configured with
+	// seen estimates, on this instance's clock, when the member last
+	// called the store (seenAt; zero: this instance). A peer configured with
 	// a longer TTL looks fresher than it is, one with a shorter TTL staler:
 	// the estimate only ever costs a reservation, never safety.
 	seen time.Time
+}
+
+// seenAt estimates when member m, read at readAt, last called the store:
+// when its record was last refreshed (readAt less the part of ttl, this
+// instance's member TTL, that had run out), plus the store's refresh lag
+// (store.Member's RefreshLag: etcd keeps the record alive only once a
+// third of its TTL has passed, so a member that calls every few seconds
+// shows a record up to that old), never after readAt.
+func seenAt(readAt time.Time, ttl time.Duration, m store.Member) time.Time {
+	seen := readAt.Add(-max(0, ttl-m.TTL) + max(0, m.RefreshLag))
+	if seen.After(readAt) {
+		return readAt
+	}
+	return seen
 }
 
 // counts returns the masterships of the group's live members, by id, and
@@ -501,7 +514,7 @@ func (b *balancer) round(members []store.Member) {
 		if m.LockSetID != setID {
 			continue
 		}
-		p := peerInfo{id: m.ID, weight: m.Weight, masters: m.Masters, seen: readAt.Add(-max(0, ttl-m.TTL))}
+		p := peerInfo{id: m.ID, weight: m.Weight, masters: m.Masters, seen: seenAt(readAt, ttl, m)}
 		if m.ID == me {
 			found = true
 			p.weight, p.masters, p.seen = weight, len(held), time.Time{}

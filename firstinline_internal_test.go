@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/masterjob/masterjob/store"
 )
 
 // TestFirstInLineOneMemberPerLock: members that read the same list agree
@@ -199,6 +201,43 @@ func TestAliveJudgesTheRecordAsRead(t *testing.T) {
 		p := peerInfo{id: "b", weight: 1, seen: readAt.Add(-c.age)}
 		if got := e.alive(v, p, stale); got != c.want {
 			t.Errorf("%s: alive %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestSeenAtCountsTheRefreshLag: a member's last call is estimated from its
+// record's TTL and the lag the store says its refreshes may have (etcd
+// keeps a record alive once a third of its TTL has passed). Without the
+// lag, an etcd follower calling every check interval read as silent for
+// up to a third of the member TTL, and the members counted different
+// lineups: on an Enable, each sent an acquisition (docs/benchmarks.md,
+// twenty-fourth look).
+func TestSeenAtCountsTheRefreshLag(t *testing.T) {
+	e := &Executor{cfg: Config{CheckMasterInterval: 5 * time.Second, HeartbeatInterval: time.Second}}
+	stale := e.memberStaleAfter() // 6 s
+	ttl := 14 * time.Second       // the member TTL
+	readAt := time.Now()
+	for _, c := range []struct {
+		name     string
+		left     time.Duration // the record's TTL left at the read
+		lag      time.Duration
+		want     time.Duration // seen, before readAt
+		wantLive bool
+	}{
+		{"refreshed at each call", 13 * time.Second, 0, time.Second, true},
+		{"kept alive 9 s ago, calls between unsaid", 5 * time.Second, 0, 9 * time.Second, false},
+		{"kept alive 9 s ago, refreshes lag up to 4.67 s", 5 * time.Second, ttl / 3, 9*time.Second - ttl/3, true},
+		{"the lag never puts seen after the read", 13 * time.Second, ttl / 3, 0, true},
+		{"kept alive 12 s ago: silent even with the lag", 2 * time.Second, ttl / 3, 12*time.Second - ttl/3, false},
+	} {
+		m := store.Member{ID: "b", TTL: c.left, RefreshLag: c.lag}
+		seen := seenAt(readAt, ttl, m)
+		if got := readAt.Sub(seen); got != c.want {
+			t.Errorf("%s: seen %v before the read, want %v", c.name, got, c.want)
+		}
+		v := balanceView{me: "a", readAt: readAt}
+		if got := e.alive(v, peerInfo{id: "b", weight: 1, seen: seen}, stale); got != c.wantLive {
+			t.Errorf("%s: alive %v, want %v", c.name, got, c.wantLive)
 		}
 	}
 }

@@ -411,6 +411,13 @@ type Member struct {
 	// record.
 	SeenAt time.Time
 	TTL    time.Duration
+	// RefreshLag is how long after SeenAt the member may have gone on
+	// calling without the record being refreshed: zero where every
+	// Acquire and Renew rewrites it; on a store where a refresh is a call
+	// of its own (etcd's lease keepalive), the time a refresh waits for
+	// since the one before. A reader judging whether the member is alive
+	// counts its last call as up to RefreshLag after SeenAt.
+	RefreshLag time.Duration
 }
 
 // MemberFilter selects what Members returns.
@@ -425,7 +432,10 @@ type MemberFilter struct {
 // instances. An instance announces itself in the round trips it makes
 // anyway: Announce records what to write, and every later Acquire and Renew
 // made for that member's id through the same handle writes it in the same
-// round trip (transaction, script or request), refreshing its TTL. A record
+// round trip (transaction, script or request), refreshing its TTL. A store
+// whose refresh costs a call of its own may skip it while less than a
+// third of the TTL has passed since the last; Members then says by how
+// much a record may lag its member's calls (Member.RefreshLag). A record
 // that is not refreshed expires by itself.
 type Membership interface {
 	// Announce sets the record that every later Acquire and Renew for m.ID

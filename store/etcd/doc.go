@@ -189,7 +189,9 @@
 // the record expire between checks). Acquire and Renew keep that lease alive
 // once a third of it has passed, and rewrite the record only when it
 // changed; etcd deletes it when the instance stops renewing it. Members
-// reads the records and the TTL of each member's lease.
+// reads the records and the TTL of each member's lease, and reports a third
+// of that lease's TTL as each record's RefreshLag: a member calling every
+// few seconds may show a record kept alive that long before its last call.
 //
 // # What etcd can lose, and what the token guarantees
 //

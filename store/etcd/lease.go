@@ -226,6 +226,7 @@ func (s *Store) dropLease(id clientv3.LeaseID) {
 type leaseTime struct {
 	remaining time.Duration // <= 0: expired or gone
 	renewedAt time.Time     // when it was last granted or kept alive (estimate)
+	granted   time.Duration // its TTL as granted
 }
 
 // leaseTimes returns the time left of each lease: this handle's own from
@@ -245,7 +246,7 @@ func (s *Store) leaseTimes(ctx context.Context, ids []clientv3.LeaseID) (map[cli
 			continue
 		}
 		if l := s.byID[id]; l != nil && l.remaining(now) > 0 {
-			out[id] = leaseTime{remaining: l.remaining(now), renewedAt: l.began}
+			out[id] = leaseTime{remaining: l.remaining(now), renewedAt: l.began, granted: time.Duration(l.secs) * time.Second}
 			continue
 		}
 		out[id] = leaseTime{}
@@ -268,7 +269,8 @@ func (s *Store) leaseTimes(ctx context.Context, ids []clientv3.LeaseID) (map[cli
 			return nil
 		}
 		rem := max(time.Duration(min(resp.TTL, resp.GrantedTTL))*time.Second, time.Nanosecond)
-		got[i] = leaseTime{remaining: rem, renewedAt: now.Add(rem - time.Duration(resp.GrantedTTL)*time.Second)}
+		granted := time.Duration(resp.GrantedTTL) * time.Second
+		got[i] = leaseTime{remaining: rem, renewedAt: now.Add(rem - granted), granted: granted}
 		return nil
 	})
 	if err != nil {

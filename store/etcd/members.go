@@ -39,6 +39,14 @@ func (s *Store) Announce(m store.Member, ttl time.Duration) {
 	}
 }
 
+// memberRefreshLag is how long a member record's lease, of TTL ttl, goes
+// without a keepalive while its member calls (memberWrite): a keepalive
+// is a round trip of its own, so a call makes one only once a third of the
+// TTL has passed since the last. Members reports it (store.Member's
+// RefreshLag), so that a reader does not take a member that calls every
+// few seconds for one silent since the last keepalive.
+func memberRefreshLag(ttl time.Duration) time.Duration { return ttl / 3 }
+
 // memberWrite prepares the member record of id for the call under way:
 // it keeps the record's lease alive when a third of it has passed (or
 // grants one), and returns the put to add to the call's transaction when
@@ -59,7 +67,7 @@ func (s *Store) memberWrite(ctx context.Context, id string) (ops []clientv3.Op, 
 	if err != nil {
 		return nil, nil, err
 	}
-	l, err := s.ensureLease(ctx, id, ann.ttl, time.Duration(secs)*time.Second/3)
+	l, err := s.ensureLease(ctx, id, ann.ttl, memberRefreshLag(time.Duration(secs)*time.Second))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -134,6 +142,7 @@ func (s *Store) Members(ctx context.Context, f store.MemberFilter) ([]store.Memb
 			continue
 		}
 		r.m.TTL, r.m.SeenAt = lt.remaining, lt.renewedAt.Round(0)
+		r.m.RefreshLag = memberRefreshLag(lt.granted)
 		out = append(out, r.m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

@@ -312,6 +312,45 @@ func testMembersExpire(t *testing.T, h Harness) {
 	}
 }
 
+// testMembersFreshWhileCalling: a member that keeps calling is read as
+// having called lately. Its record's age (the part of its TTL run out),
+// less the RefreshLag the store reports, stays within the gap between its
+// calls. The balancer judges from that whether a peer is alive: a store
+// that refreshed the record less often than it says (etcd's keepalive
+// once a third of the TTL has passed, before RefreshLag) made a live
+// follower look silent, and each member counted a different lineup.
+func testMembersFreshWhileCalling(t *testing.T, h Harness) {
+	s := open(t, h)
+	ms := membership(t, s)
+	reader := open(t, h)
+	const ttl = 12 * time.Second
+	ms.Announce(store.Member{ID: holderA.ID, Locks: []string{"F-1"}, LockSetID: "f"}, ttl)
+	began := time.Now()
+	st := mustAcquire(t, s, holderA, "F-1", longTTL)
+	// Calls for a little under a third of the TTL: a store that refreshes
+	// once a third has passed has not refreshed since the Acquire.
+	var last time.Time
+	for time.Since(began) < ttl/3-1200*time.Millisecond {
+		time.Sleep(400 * time.Millisecond)
+		last = time.Now()
+		renewOne(t, s, holderA.ID, ref(st), longTTL)
+	}
+	readAt := time.Now()
+	got := members(t, reader, store.MemberFilter{})
+	if len(got) != 1 {
+		t.Fatalf("members %v, want %q", memberIDs(got), holderA.ID)
+	}
+	m := got[0]
+	if m.RefreshLag < 0 || m.RefreshLag > ttl/3 {
+		t.Errorf("RefreshLag %v: a record may lag its member's calls by at most a third of its TTL (%v)", m.RefreshLag, ttl/3)
+	}
+	seen := readAt.Add(-(ttl - m.TTL) + m.RefreshLag)
+	if behind := last.Sub(seen); behind > h.slack()+clockSlack {
+		t.Errorf("the member called %v ago, but its record (TTL %v of %v, RefreshLag %v) says it was seen %v before that: "+
+			"a live member reads as silent", readAt.Sub(last).Round(time.Millisecond), m.TTL, ttl, m.RefreshLag, behind.Round(time.Millisecond))
+	}
+}
+
 // testMembersLeave: Leave deletes the record at once, and the handle stops
 // writing it.
 func testMembersLeave(t *testing.T, h Harness) {

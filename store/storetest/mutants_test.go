@@ -393,6 +393,34 @@ func (s renewResultsTruncated) Renew(ctx context.Context, id string, l []store.L
 	return res, err
 }
 
+// memberRefreshUnsaid reports each member's record as if only the
+// member's first Acquire had refreshed it, and says no RefreshLag: a store
+// that keeps a record alive less often than it reports (etcd's keepalive
+// once a third of the TTL had passed, before RefreshLag). The first calls
+// are shared by every handle of the process (a mutant runs in a process
+// of its own).
+type memberRefreshUnsaid struct{ *memstore.Store }
+
+var memberFirstCalls sync.Map // member id -> time.Time
+
+func (s memberRefreshUnsaid) Acquire(ctx context.Context, h store.Holder, l []string, ttl time.Duration) ([]store.LockState, error) {
+	memberFirstCalls.LoadOrStore(h.ID, time.Now())
+	return s.Store.Acquire(ctx, h, l, ttl)
+}
+
+func (s memberRefreshUnsaid) Members(ctx context.Context, f store.MemberFilter) ([]store.Member, error) {
+	res, err := s.Store.Members(ctx, f)
+	for i, m := range res {
+		if first, ok := memberFirstCalls.Load(m.ID); ok {
+			// Its TTL as it would be had the record last been written at
+			// the first call, not at the latest (SeenAt).
+			res[i].TTL = max(m.TTL-m.SeenAt.Sub(first.(time.Time)), time.Millisecond)
+			res[i].SeenAt = first.(time.Time)
+		}
+	}
+	return res, err
+}
+
 var mutants = []struct {
 	name  string
 	wrap  func(store.Store) store.Store
@@ -451,6 +479,8 @@ var mutants = []struct {
 	{"expired-member-returned", func(s store.Store) store.Store {
 		return &expiredMemberReturned{Store: mem(s), seen: map[store.MemberFilter]map[string]store.Member{}}
 	}, []string{"Members/Expire"}, 0},
+	{"member-refresh-unsaid", func(s store.Store) store.Store { return memberRefreshUnsaid{mem(s)} },
+		[]string{"Members/FreshWhileCalling"}, 0},
 	{"takeover-unreported", func(s store.Store) store.Store { return takeoverUnreported{mem(s)} },
 		[]string{"Acquire/ReportsTakeover"}, 0},
 	{"acquisitions-not-pushed", func(s store.Store) store.Store { return acquisitionsNotPushed{mem(s)} },

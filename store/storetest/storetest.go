@@ -198,6 +198,7 @@ var tests = []testCase{
 	{"Members/WrittenByAcquireAndRenew", testMembersWrittenByCalls},
 	{"Members/FilterByLock", testMembersFilterByLock},
 	{"Members/Expire", testMembersExpire},
+	{"Members/FreshWhileCalling", testMembersFreshWhileCalling},
 	{"Members/Leave", testMembersLeave},
 	{"Members/WrittenOnlyByTheAnnouncingHandle", testMembersPerHandle},
 
