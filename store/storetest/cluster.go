@@ -323,7 +323,7 @@ func testMembersFreshWhileCalling(t *testing.T, h Harness) {
 	s := open(t, h)
 	ms := membership(t, s)
 	reader := open(t, h)
-	const ttl = 12 * time.Second
+	const ttl = 18 * time.Second
 	ms.Announce(store.Member{ID: holderA.ID, Locks: []string{"F-1"}, LockSetID: "f"}, ttl)
 	began := time.Now()
 	st := mustAcquire(t, s, holderA, "F-1", longTTL)
@@ -335,8 +335,12 @@ func testMembersFreshWhileCalling(t *testing.T, h Harness) {
 		last = time.Now()
 		renewOne(t, s, holderA.ID, ref(st), longTTL)
 	}
-	readAt := time.Now()
 	got := members(t, reader, store.MemberFilter{})
+	// Taken after the read, as the balancer does: the TTL left is the
+	// store's at some moment of the call, so a slow call makes the record
+	// look younger by at most its own length, never older (taken before
+	// it, a read 12 ms slow failed PostgreSQL in CI).
+	readAt := time.Now()
 	if len(got) != 1 {
 		t.Fatalf("members %v, want %q", memberIDs(got), holderA.ID)
 	}
@@ -345,7 +349,13 @@ func testMembersFreshWhileCalling(t *testing.T, h Harness) {
 		t.Errorf("RefreshLag %v: a record may lag its member's calls by at most a third of its TTL (%v)", m.RefreshLag, ttl/3)
 	}
 	seen := readAt.Add(-(ttl - m.TTL) + m.RefreshLag)
-	if behind := last.Sub(seen); behind > h.slack()+clockSlack {
+	// A backend with coarse leases may grant the record's lease shorter
+	// than asked and report whole units left, each up to a unit (etcd:
+	// one second, and half a second more for its expiry tick), which the
+	// estimate counts as age.
+	behind, bound := last.Sub(seen), h.slack()+clockSlack+h.LeaseGranularity+h.LeaseGranularity/2
+	t.Logf("the record reads %v behind the member's last call (bound %v)", behind.Round(time.Millisecond), bound)
+	if behind > bound {
 		t.Errorf("the member called %v ago, but its record (TTL %v of %v, RefreshLag %v) says it was seen %v before that: "+
 			"a live member reads as silent", readAt.Sub(last).Round(time.Millisecond), m.TTL, ttl, m.RefreshLag, behind.Round(time.Millisecond))
 	}
