@@ -822,7 +822,9 @@ func (d *driver) storeLoss(lock, mode string) (StoreLoss, error) {
 	l.Called = Mono()
 	var err error
 	if d.spec.engine != nil {
+		d.engineMu.Lock()
 		l.Token, l.Holder, err = d.spec.endLease(ctx, d.ns, lock, mode)
+		d.engineMu.Unlock()
 	} else {
 		d.pgMu.Lock() // guards d.pg; the SQLite handle needs no lock but takes it too
 		l.Token, l.Holder, err = endLease(ctx, d.spec.kind, d.pg, d.lossDB, d.ns, lock, mode)
