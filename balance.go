@@ -196,10 +196,11 @@ func (e *Executor) capacity() int {
 // masterships for its weight, counting those already given, so that the
 // peers end as even as they can. Empty without balancing.
 //
-// A peer whose record has not been written for longer than a check
-// interval and a heartbeat is left out: a live instance writes it at
-// least once per check interval, so it has probably died (its record
-// lives on until its TTL), and a lock reserved for it would wait for the
+// A peer whose last call, as its record tells (seenAt: on etcd up to
+// the record's RefreshLag after its last refresh), is older than a check
+// interval and a heartbeat is left out: a live instance calls at least
+// once per check interval, so it has probably died (its record lives on
+// until its TTL), and a lock reserved for it would wait for the
 // reservation to lapse. With no peer left, the locks are released to
 // anyone.
 func (e *Executor) successors(n int) []string {

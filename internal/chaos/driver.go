@@ -54,18 +54,18 @@ type driver struct {
 	ln   net.Listener
 	sink *Sink
 	st   store.Store // the driver's own handle: controls and final checks
-	pg   *pgx.Conn   // PostgreSQL: for pg_terminate_backend and store-side losses; guarded by pgMu
-	pgMu sync.Mutex
-	// engineMu keeps an engine's store-side loss and its store-restart
-	// apart: a restart of the whole server under the loss's call ends it
-	// with the server's EOF, and whether the loss was applied is then
-	// unknown (1 in 1,000 faults on etcd, a harness-error).
-	engineMu sync.Mutex
-	logMu    sync.Mutex // serializes the lines written to cfg.Log
-	lossDB   *sql.DB    // SQLite: the driver's own connection, for store-side losses
-	proxies  []*Proxy
-	slots    []*slot
-	readers  sync.WaitGroup // the goroutines reading instance connections
+	pg   *pgx.Conn   // PostgreSQL: for pg_terminate_backend and store-side losses; guarded by storeMu
+	// storeMu serializes the driver's store-side faults: a store-side
+	// loss, PostgreSQL's pg_terminate_backend (on pg) and an engine's
+	// store-restart. A restart of the whole server under a loss's call
+	// ends it with the server's EOF, and whether the loss was applied is
+	// then unknown (once in 1,000 faults on etcd, a harness-error).
+	storeMu sync.Mutex
+	logMu   sync.Mutex // serializes the lines written to cfg.Log
+	lossDB  *sql.DB    // SQLite: the driver's own connection, for store-side losses
+	proxies []*Proxy
+	slots   []*slot
+	readers sync.WaitGroup // the goroutines reading instance connections
 	// children counts the runner children's connections (runner mode).
 	children sync.WaitGroup
 	// bg counts the driver's own checks still running (orphan scans).

@@ -120,11 +120,11 @@ func (s storeSpec) proxied() bool { return s.kind == kindPostgres || s.engine !=
 
 // faultRestartEngine is the store-restart fault of an engine.
 func (d *driver) faultRestartEngine(ctx context.Context, r *FaultRecord, s *slot) {
-	d.engineMu.Lock() // not under a store-side loss's call (engineMu)
+	d.storeMu.Lock() // never under a store-side loss's call
 	from := Mono()
 	detail, all, err := d.spec.engine.Restart(ctx, s.index)
 	to := Mono()
-	d.engineMu.Unlock()
+	d.storeMu.Unlock()
 	if err != nil {
 		r.Err = err.Error()
 		return

@@ -714,11 +714,11 @@ func (d *driver) faultRestart(ctx context.Context, r *FaultRecord, s *slot) {
 	}
 	from := Mono()
 	if d.spec.kind == kindPostgres {
-		d.pgMu.Lock()
+		d.storeMu.Lock()
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		n, err := terminateBackends(cctx, d.pg, d.appName(s.index))
 		cancel()
-		d.pgMu.Unlock()
+		d.storeMu.Unlock()
 		if err != nil {
 			r.Err = err.Error()
 			return
@@ -821,15 +821,13 @@ func (d *driver) storeLoss(lock, mode string) (StoreLoss, error) {
 	l := StoreLoss{Lock: lock, Mode: mode}
 	l.Called = Mono()
 	var err error
+	d.storeMu.Lock() // d.pg, and no store-restart meanwhile
 	if d.spec.engine != nil {
-		d.engineMu.Lock()
 		l.Token, l.Holder, err = d.spec.endLease(ctx, d.ns, lock, mode)
-		d.engineMu.Unlock()
 	} else {
-		d.pgMu.Lock() // guards d.pg; the SQLite handle needs no lock but takes it too
 		l.Token, l.Holder, err = endLease(ctx, d.spec.kind, d.pg, d.lossDB, d.ns, lock, mode)
-		d.pgMu.Unlock()
 	}
+	d.storeMu.Unlock()
 	l.Returned = Mono()
 	if err != nil {
 		return l, fmt.Errorf("store-side loss (%s) of %s: %w", mode, lock, err)
