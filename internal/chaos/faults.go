@@ -712,9 +712,10 @@ func (d *driver) faultRestart(ctx context.Context, r *FaultRecord, s *slot) {
 		d.faultRestartEngine(ctx, r, s)
 		return
 	}
-	from := Mono()
+	var from int64
 	if d.spec.kind == kindPostgres {
 		d.storeMu.Lock()
+		from = Mono() // the window starts with the restart, not with a wait behind a loss
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		n, err := terminateBackends(cctx, d.pg, d.appName(s.index))
 		cancel()
@@ -725,6 +726,7 @@ func (d *driver) faultRestart(ctx context.Context, r *FaultRecord, s *slot) {
 		}
 		r.Detail = fmt.Sprintf("pg_terminate_backend ended %d backends", n)
 	} else {
+		from = Mono()
 		if _, err := d.control(s, Message{Type: msgReopen}); err != nil {
 			r.Err = err.Error()
 			return
@@ -816,12 +818,17 @@ func (d *driver) faultLoss(r *FaultRecord, lock, mode string) {
 // back, as an operator or a failover to a replica that missed the last
 // renewals would (see endLease), and records it.
 func (d *driver) storeLoss(lock, mode string) (StoreLoss, error) {
+	// d.pg, and no store-restart meanwhile. Called, and the call's
+	// deadline, start once the mutex is held: a wait behind a restart is
+	// no part of the loss, and a Called before it would excuse, as lost in
+	// the store (lostInStore), what a holder did while its lease still
+	// stood.
+	d.storeMu.Lock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	l := StoreLoss{Lock: lock, Mode: mode}
 	l.Called = Mono()
 	var err error
-	d.storeMu.Lock() // d.pg, and no store-restart meanwhile
 	if d.spec.engine != nil {
 		l.Token, l.Holder, err = d.spec.endLease(ctx, d.ns, lock, mode)
 	} else {
