@@ -126,8 +126,8 @@ func TestFaultStore(t *testing.T) {
 	}
 
 	fs.setOutage("hang", 0)
+	began := time.Now() // before the deadline is set: a timer never fires early
 	hctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	began := time.Now()
 	_, err := fs.Renew(hctx, "a", []store.LeaseRef{{Lock: "x", Token: 1}}, time.Second)
 	cancel()
 	if !errors.Is(err, store.ErrUnavailable) || time.Since(began) < 50*time.Millisecond {
