@@ -114,10 +114,10 @@ type Spec struct {
 	// os.Stdout and os.Stderr to pass the output through unbuffered. The
 	// child's standard input is /dev/null.
 	Stdout, Stderr io.Writer
-	// LastWill is the runner's last will (none when it has no Args). It
-	// reaches the supervisor before the command starts, so a runner that
-	// dies at any moment after Start (or Standby.Start) returns leaves it;
-	// Process.SetLastWill replaces it later.
+	// LastWill is the runner's last will (none when it has no Args). The
+	// supervisor starts the command only once it has the will, so a
+	// runner that dies at any moment leaves either no command or its
+	// will; Process.SetLastWill replaces it later.
 	LastWill LastWill
 }
 

@@ -44,6 +44,9 @@ func TestMain(m *testing.M) {
 	case "runner-dies-at-start":
 		runnerDiesAtStartHelper()
 		return
+	case "runner-dies-before-will":
+		runnerDiesBeforeWillHelper()
+		return
 	case "will":
 		willHelper()
 		return

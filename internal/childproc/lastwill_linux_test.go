@@ -277,3 +277,55 @@ func TestLastWillGivenBeforeTheStart(t *testing.T) {
 		})
 	}
 }
+
+// runnerDiesBeforeWillHelper plays a runner that is SIGKILLed after its
+// supervisor started and before it sent the last will: it prints the
+// supervisor's pid, gives the supervisor time to start the command if it
+// would, and dies. The command writes $MARK_PATH when it runs.
+func runnerDiesBeforeWillHelper() {
+	hook := func(sup int) {
+		fmt.Println(sup)
+		time.Sleep(300 * time.Millisecond)
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
+	testHookSpawned.Store(&hook)
+	_, err := Start(Spec{Path: "sh", Args: []string{"-c", `echo ran > "$MARK_PATH"; exec sleep 600`},
+		LastWill: LastWill{Args: []string{"-test.run=^$"}, Env: []string{helperEnv + "=will", "WILL_OUT=" + os.Getenv("WILL_PATH")}}})
+	fmt.Fprintln(os.Stderr, "the runner lived on:", err)
+	os.Exit(3)
+}
+
+// A command never runs before its supervisor holds the runner's last
+// will: a runner killed between its supervisor's start and the will leaves
+// no command behind, where the supervisor used to start it at once and a
+// runner killed in that window left a mastership's command run with no will
+// to release its lease. (TestLastWillGivenBeforeTheStart kills the runner
+// only after Start returned, when the will had long been sent.)
+func TestNoCommandBeforeTheWill(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mark, will := filepath.Join(dir, "mark"), filepath.Join(dir, "will")
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=runner-dies-before-will", "MARK_PATH="+mark, "WILL_PATH="+will)
+	cmd.Stderr = os.Stderr
+	b, _ := cmd.Output() // it dies of its SIGKILL
+	sup, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("runner helper printed %q: %v", b, err)
+	}
+	for start := time.Now(); alive(sup); time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatalf("the supervisor %d outlived its runner by 5s", sup)
+		}
+	}
+	if b, err := os.ReadFile(mark); err == nil {
+		t.Errorf("the command ran before the supervisor had the last will (it wrote %q)", b)
+	}
+	if b, err := os.ReadFile(will); err == nil {
+		t.Errorf("a last will ran that was never given: %q", b)
+	}
+}

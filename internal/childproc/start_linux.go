@@ -41,17 +41,23 @@ type sysProcess struct {
 // start starts a supervisor that starts the command, and waits for the
 // command to run.
 func start(spec Spec, path string) (*Process, error) {
-	p, r, err := spawn(spec, path, false)
+	p, r, err := spawn(spec, path)
 	if err != nil {
 		return nil, err
 	}
+	p.sys.send("go")
 	return p.handshake(r)
 }
 
-// spawn starts a supervisor. A standby supervisor waits for the runner's
-// "go" (with the entries to add to the command's environment) before it
-// starts the command; see Standby.
-func spawn(spec Spec, path string, standby bool) (*Process, *bufio.Reader, error) {
+// testHookSpawned, if set, runs in spawn between the supervisor's start
+// and the sending of the last will: a test holds or kills the runner there.
+var testHookSpawned atomic.Pointer[func(supervisor int)]
+
+// spawn starts a supervisor and gives it the last will. The supervisor
+// starts the command only at the runner's "go" (with the entries to add to
+// the command's environment), which start sends at once and a Standby when
+// it is used.
+func spawn(spec Spec, path string) (*Process, *bufio.Reader, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, nil, fmt.Errorf("find this program to run the supervisor: %w", err)
@@ -63,11 +69,7 @@ func spawn(spec Spec, path string, standby bool) (*Process, *bufio.Reader, error
 	mine := os.NewFile(uintptr(fds[0]), "childproc-control")
 	theirs := os.NewFile(uintptr(fds[1]), "childproc-control")
 
-	args := []string{supervisor.Arg}
-	if standby {
-		args = append(args, supervisor.StandbyArg)
-	}
-	args = append(append(args, strconv.Itoa(os.Getpid()), path, "--", spec.Path), spec.Args...)
+	args := append([]string{supervisor.Arg, strconv.Itoa(os.Getpid()), path, "--", spec.Path}, spec.Args...)
 	cmd := exec.Command(exe, args...)
 	cmd.Env = spec.environ()
 	cmd.Dir = spec.Dir
@@ -106,10 +108,13 @@ func spawn(spec Spec, path string, standby bool) (*Process, *bufio.Reader, error
 		p.sys.closeOutputs(nil)
 		return nil, nil, err
 	}
+	if hook := testHookSpawned.Load(); hook != nil {
+		(*hook)(p.sys.supPid)
+	}
 	if len(spec.LastWill.Args) > 0 {
-		// Before the command can start: a standby reads it before its
-		// "go", a supervisor in its loop; a runner that dies from here on
-		// leaves it in the socket for the supervisor to read.
+		// Before the "go" that lets the command start: a runner that dies
+		// before this line leaves no command running, and one that dies
+		// after it leaves the will in the socket for the supervisor.
 		p.sys.send(willLines(spec.LastWill))
 	}
 	return p, bufio.NewReader(mine), nil
@@ -374,7 +379,7 @@ func Prepare(spec Spec) (*Standby, error) {
 	if err != nil {
 		return nil, fmt.Errorf("childproc: prepare %s: %w", spec.Path, err)
 	}
-	p, r, err := spawn(spec, path, true)
+	p, r, err := spawn(spec, path)
 	if err != nil {
 		return nil, fmt.Errorf("childproc: prepare %s: %w", spec.Path, err)
 	}

@@ -13,8 +13,9 @@
 //
 // with one end of a socket pair as file descriptor 3, in the child's
 // environment, working directory and standard files. The supervisor becomes
-// a child subreaper, starts PATH (with ARGV0 ARGS...) in a process group of
-// its own, and speaks a line protocol on descriptor 3:
+// a child subreaper and waits for the runner's "go"; then it starts PATH
+// (with ARGV0 ARGS...) in a process group of its own. It speaks a line
+// protocol on descriptor 3:
 //
 //	supervisor to runner:  "pid N"      the command runs as pid N
 //	                       "err TEXT"   the command could not be started
@@ -29,6 +30,14 @@
 //	                                    to the command's environment)
 //	                       "will"       the arguments and entries sent since the
 //	                                    last "will" are the last will (none: no will)
+//	                       "env Q"      before "go": an entry to add to the
+//	                                    command's environment (a quoted Go string)
+//	                       "go"         start the command (only once, and first:
+//	                                    before it, only the will and "env" lines)
+//
+// The runner sends its last will before its "go", so the command never
+// runs before the supervisor holds the will. End of file before "go" means
+// the runner is gone or discarded the supervisor: it exits, nothing started.
 //
 // End of file on descriptor 3 means the runner is gone: the supervisor
 // SIGKILLs every descendant. It exits once it has no child left: the command

@@ -3,7 +3,6 @@ package supervisor
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -21,19 +20,19 @@ import (
 	"github.com/masterjob/masterjob/internal/trace"
 )
 
-// Arg is the first argument of a supervisor; StandbyArg after it makes a
-// standby supervisor, which reads the runner's
+// Arg is the first argument of a supervisor. Every supervisor reads the
+// runner's start request
 //
-//	env "KEY=value"   (quoted as Go strings; any number of them)
+//	will-arg, will-env, will   (the last will, if any; see doc.go)
+//	env "KEY=value"            (quoted as Go strings; any number of them)
 //	go
 //
 // before it starts the command with those entries added to its
-// environment; the last will's lines may come before them. End of file
-// instead of "go" discards it, will and all.
-const (
-	Arg        = "__childproc-supervisor"
-	StandbyArg = "standby"
-)
+// environment, so that the command never runs before the supervisor holds
+// the runner's last will. End of file instead of "go" discards it, will
+// and all: a standby supervisor waits there until its runner needs it, a
+// fresh one only until the runner's "go" follows its will.
+const Arg = "__childproc-supervisor"
 
 // CtlFD is the supervisor's end of the socket pair.
 const CtlFD = 3
@@ -60,10 +59,6 @@ func supervise(args []string) int {
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(os.Stderr, "masterjob: supervisor: "+format+"\n", a...)
 		return 125
-	}
-	standby := len(args) > 0 && args[0] == StandbyArg
-	if standby {
-		args = args[1:]
 	}
 	if len(args) < 4 || args[2] != "--" {
 		return fail("bad arguments %q (this mode is only for the runner's use)", args)
@@ -92,18 +87,16 @@ func supervise(args []string) int {
 		s.send("err become a child subreaper: %v", err)
 		return 125
 	}
-	env := os.Environ()
-	var ctl *bufio.Reader
-	if standby {
-		ctl = bufio.NewReader(s.ctl)
-		extra, ok := s.readStart(ctl)
-		if !ok {
-			return 0 // discarded, or the runner is gone
-		}
-		env = WithEnv(env, extra...)
-		s.lock = lockOf(extra)
-		trace.Mark("supervisor.go", s.lock)
+	ctl := bufio.NewReader(s.ctl)
+	extra, ok := s.readStart(ctl)
+	if !ok {
+		return 0 // discarded, or the runner is gone
 	}
+	env := WithEnv(os.Environ(), extra...)
+	if lock := lockOf(extra); lock != "" {
+		s.lock = lock
+	}
+	trace.Mark("supervisor.go", s.lock)
 	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
 		Env:   env,
 		Files: []uintptr{0, 1, 2},
@@ -119,9 +112,9 @@ func supervise(args []string) int {
 	return s.loop(pid, sigs, ctl)
 }
 
-// readStart reads a standby's start request: the environment entries to
-// add, then "go"; the runner's last will may come before. ok is false at
-// end of file or on a malformed request.
+// readStart reads the start request (see Arg): the environment entries
+// to add, then "go"; the runner's last will may come before. ok is false
+// at end of file or on a malformed request.
 func (s *supervisor) readStart(r *bufio.Reader) (env []string, ok bool) {
 	for {
 		line, err := r.ReadString('\n')
@@ -220,11 +213,7 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 	cmds := make(chan string)
 	runnerGone := false // its socket's end of file, or its death signal
 	go func() {
-		var src io.Reader = s.ctl
-		if ctl != nil {
-			src = ctl // what the standby read ahead is in its buffer
-		}
-		sc := bufio.NewScanner(src)
+		sc := bufio.NewScanner(ctl) // what readStart read ahead is in its buffer
 		// A last will's entry (a store URL) may be long, up to the
 		// kernel's 128 KiB (MAX_ARG_STRLEN), quoted: a line too long
 		// for the scanner would read as the runner's death.
