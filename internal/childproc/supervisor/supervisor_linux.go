@@ -188,11 +188,18 @@ func (s *supervisor) send(format string, a ...any) {
 // left.
 func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) int {
 	s.cmdPid = cmdPid
-	cmdStatus := make(chan syscall.WaitStatus, 1)
 	empty := make(chan struct{})
 	go func() {
 		// The only waiter of this process: it reaps the command and every
-		// orphan reparented here.
+		// orphan reparented here, and tells the runner itself, with no
+		// hop to another goroutine on a hand-off's path.
+		gone := func(exit string) {
+			trace.Mark("supervisor.empty", s.lock)
+			// Said before this process's exit, which takes the runner a
+			// few milliseconds more to see: a hand-off waits for this.
+			s.send("%sgone", exit)
+			close(empty)
+		}
 		for {
 			var ws syscall.WaitStatus
 			pid, err := syscall.Wait4(-1, &ws, 0, nil)
@@ -200,14 +207,22 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 				continue
 			}
 			if err != nil { // ECHILD: no child left, and none can come
-				close(empty)
+				gone("")
 				return
 			}
-			if pid == cmdPid {
-				trace.Mark("supervisor.reaped", s.lock)
-				s.cmdReaped.Store(true)
-				cmdStatus <- ws
+			if pid != cmdPid {
+				continue
 			}
+			trace.Mark("supervisor.reaped", s.lock)
+			s.cmdReaped.Store(true)
+			exit := fmt.Sprintf("exit %d", uint32(ws))
+			// Most often the command was the last child: its exit and
+			// "gone" then go to the runner in one write.
+			if _, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil); err == syscall.ECHILD {
+				gone(exit + "\n")
+				return
+			}
+			s.send("%s", exit)
 		}
 	}()
 	cmds := make(chan string)
@@ -225,18 +240,7 @@ func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) 
 	}()
 	for {
 		select {
-		case ws := <-cmdStatus:
-			s.send("exit %d", uint32(ws))
-		case <-empty:
-			select {
-			case ws := <-cmdStatus:
-				s.send("exit %d", uint32(ws))
-			default:
-			}
-			trace.Mark("supervisor.empty", s.lock)
-			// Said before the exit, which takes the runner a few
-			// milliseconds more to see: a hand-off waits for this.
-			s.send("gone")
+		case <-empty: // the reaper has said "gone"
 			if runnerGone {
 				// The end of file may still be on its way (the
 				// Pdeathsig came first), behind the will's last lines.
