@@ -239,23 +239,14 @@ func runnerDiesAtStartHelper() {
 // after the start, as SetLastWill does, it was lost in that window: a
 // runner killed there left its lease to expire.)
 func TestLastWillGivenBeforeTheStart(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, from := range []string{"start", "standby"} {
 		t.Run(from, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "will")
-			cmd := exec.Command(exe, "-test.run=^$")
-			cmd.Env = append(os.Environ(), helperEnv+"=runner-dies-at-start", "WILL_PATH="+out, "WILL_FROM="+from)
-			cmd.Stderr = os.Stderr
-			b, _ := cmd.Output() // it dies of its SIGKILL
-			child, err := strconv.Atoi(strings.TrimSpace(string(b)))
-			if err != nil {
-				t.Fatalf("runner helper printed %q: %v", b, err)
-			}
+			child := dyingRunner(t, "runner-dies-at-start", "WILL_PATH="+out, "WILL_FROM="+from)
 			start := time.Now()
+			var b []byte
 			for {
+				var err error
 				if b, err = os.ReadFile(out); err == nil {
 					break
 				}
@@ -303,20 +294,9 @@ func runnerDiesBeforeWillHelper() {
 // to release its lease. (TestLastWillGivenBeforeTheStart kills the runner
 // only after Start returned, when the will had long been sent.)
 func TestNoCommandBeforeTheWill(t *testing.T) {
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dir := t.TempDir()
 	mark, will := filepath.Join(dir, "mark"), filepath.Join(dir, "will")
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"=runner-dies-before-will", "MARK_PATH="+mark, "WILL_PATH="+will)
-	cmd.Stderr = os.Stderr
-	b, _ := cmd.Output() // it dies of its SIGKILL
-	sup, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("runner helper printed %q: %v", b, err)
-	}
+	sup := dyingRunner(t, "runner-dies-before-will", "MARK_PATH="+mark, "WILL_PATH="+will)
 	for start := time.Now(); alive(sup); time.Sleep(5 * time.Millisecond) {
 		if time.Since(start) > 5*time.Second {
 			t.Fatalf("the supervisor %d outlived its runner by 5s", sup)
@@ -328,4 +308,23 @@ func TestNoCommandBeforeTheWill(t *testing.T) {
 	if b, err := os.ReadFile(will); err == nil {
 		t.Errorf("a last will ran that was never given: %q", b)
 	}
+}
+
+// dyingRunner runs this test binary as the helper named role, with env
+// added, until it dies of its own SIGKILL, and returns the pid it printed.
+func dyingRunner(t *testing.T, role string, env ...string) int {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), helperEnv+"="+role), env...)
+	cmd.Stderr = os.Stderr
+	b, _ := cmd.Output() // it dies of its SIGKILL
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("runner helper %s printed %q: %v", role, b, err)
+	}
+	return pid
 }

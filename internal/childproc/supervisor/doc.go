@@ -32,8 +32,8 @@
 //	                                    last "will" are the last will (none: no will)
 //	                       "env Q"      before "go": an entry to add to the
 //	                                    command's environment (a quoted Go string)
-//	                       "go"         start the command (only once, and first:
-//	                                    before it, only the will and "env" lines)
+//	                       "go"         start the command (sent once; only the will's
+//	                                    and "env" lines come before it)
 //
 // The runner sends its last will before its "go", so the command never
 // runs before the supervisor holds the will. End of file before "go" means
