@@ -87,8 +87,17 @@ func supervise(args []string) int {
 		s.send("err become a child subreaper: %v", err)
 		return 125
 	}
-	ctl := bufio.NewReader(s.ctl)
-	extra, ok := s.readStart(ctl)
+	// What the command's start will need is set up now, while this
+	// supervisor waits (as a standby, for seconds or hours): the reader of
+	// the runner's socket and the reaper, each a goroutine with an OS
+	// thread of its own once it blocks in its system call. Set up after
+	// the fork, their threads, stacks and first page faults took CPU from
+	// the command's own start on a small host.
+	cmds := s.readLines()
+	forked := make(chan int, 1)
+	empty := make(chan struct{})
+	go s.reap(forked, empty)
+	extra, ok := s.readStart(cmds)
 	if !ok {
 		return 0 // discarded, or the runner is gone
 	}
@@ -106,22 +115,20 @@ func supervise(args []string) int {
 		s.send("err %v", err)
 		return 127
 	}
+	s.cmdPid = pid
 	s.env = env
 	trace.Mark("supervisor.forked", s.lock)
-	s.send("pid %d", pid)
-	return s.loop(pid, sigs, ctl)
+	s.send("pid %d", pid) // before the reaper can say "exit"
+	forked <- pid
+	return s.loop(sigs, cmds, empty)
 }
 
-// readStart reads the start request (see Arg): the environment entries
-// to add, then "go"; the runner's last will may come before. ok is false
-// at end of file or on a malformed request.
-func (s *supervisor) readStart(r *bufio.Reader) (env []string, ok bool) {
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return nil, false
-		}
-		verb, arg, _ := strings.Cut(strings.TrimSuffix(line, "\n"), " ")
+// readStart reads the start request (see Arg) from cmds: the environment
+// entries to add, then "go"; the runner's last will may come before. ok is
+// false at end of file or on a malformed request.
+func (s *supervisor) readStart(cmds <-chan string) (env []string, ok bool) {
+	for line := range cmds {
+		verb, arg, _ := strings.Cut(line, " ")
 		switch verb {
 		case "go":
 			return env, true
@@ -137,6 +144,25 @@ func (s *supervisor) readStart(r *bufio.Reader) (env []string, ok bool) {
 			return nil, false
 		}
 	}
+	return nil, false
+}
+
+// readLines reads the runner's socket, a line at a time, into the returned
+// channel, which is closed at end of file (the runner is gone).
+func (s *supervisor) readLines() <-chan string {
+	cmds := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(s.ctl)
+		// A last will's entry (a store URL) may be long, up to the
+		// kernel's 128 KiB (MAX_ARG_STRLEN), quoted: a line too long
+		// for the scanner would read as the runner's death.
+		sc.Buffer(nil, maxLine)
+		for sc.Scan() {
+			cmds <- sc.Text()
+		}
+		close(cmds)
+	}()
+	return cmds
 }
 
 // lockOf returns the lock that env's EnvLock entry names, or "".
@@ -184,60 +210,53 @@ func (s *supervisor) send(format string, a ...any) {
 	_, _ = fmt.Fprintf(s.ctl, format+"\n", a...)
 }
 
-// loop reaps children and serves the runner's requests until no child is
-// left.
-func (s *supervisor) loop(cmdPid int, sigs <-chan os.Signal, ctl *bufio.Reader) int {
-	s.cmdPid = cmdPid
-	empty := make(chan struct{})
-	go func() {
-		// The only waiter of this process: it reaps the command and every
-		// orphan reparented here, and tells the runner itself, with no
-		// hop to another goroutine on a hand-off's path.
-		gone := func(exit string) {
-			trace.Mark("supervisor.empty", s.lock)
-			// Said before this process's exit, which takes the runner a
-			// few milliseconds more to see: a hand-off waits for this.
-			s.send("%sgone", exit)
-			close(empty)
+// reap is the only waiter of this process: once the command is forked
+// (its pid on forked; forked closed if the fork failed), it reaps the
+// command and every orphan reparented here, and tells the runner itself,
+// with no hop to another goroutine on a hand-off's path. It closes empty
+// once no child is left.
+func (s *supervisor) reap(forked <-chan int, empty chan<- struct{}) {
+	cmdPid, ok := <-forked
+	if !ok {
+		return
+	}
+	gone := func(exit string) {
+		trace.Mark("supervisor.empty", s.lock)
+		// Said before this process's exit, which takes the runner a
+		// few milliseconds more to see: a hand-off waits for this.
+		s.send("%sgone", exit)
+		close(empty)
+	}
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
 		}
-		for {
-			var ws syscall.WaitStatus
-			pid, err := syscall.Wait4(-1, &ws, 0, nil)
-			if err == syscall.EINTR {
-				continue
-			}
-			if err != nil { // ECHILD: no child left, and none can come
-				gone("")
-				return
-			}
-			if pid != cmdPid {
-				continue
-			}
-			trace.Mark("supervisor.reaped", s.lock)
-			s.cmdReaped.Store(true)
-			exit := fmt.Sprintf("exit %d", uint32(ws))
-			// Most often the command was the last child: its exit and
-			// "gone" then go to the runner in one write.
-			if _, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil); err == syscall.ECHILD {
-				gone(exit + "\n")
-				return
-			}
-			s.send("%s", exit)
+		if err != nil { // ECHILD: no child left, and none can come
+			gone("")
+			return
 		}
-	}()
-	cmds := make(chan string)
+		if pid != cmdPid {
+			continue
+		}
+		trace.Mark("supervisor.reaped", s.lock)
+		s.cmdReaped.Store(true)
+		exit := fmt.Sprintf("exit %d", uint32(ws))
+		// Most often the command was the last child: its exit and
+		// "gone" then go to the runner in one write.
+		if _, err := syscall.Wait4(-1, nil, syscall.WNOHANG, nil); err == syscall.ECHILD {
+			gone(exit + "\n")
+			return
+		}
+		s.send("%s", exit)
+	}
+}
+
+// loop serves the runner's requests (cmds) until the reaper says that no
+// child is left (empty).
+func (s *supervisor) loop(sigs <-chan os.Signal, cmds <-chan string, empty <-chan struct{}) int {
 	runnerGone := false // its socket's end of file, or its death signal
-	go func() {
-		sc := bufio.NewScanner(ctl) // what readStart read ahead is in its buffer
-		// A last will's entry (a store URL) may be long, up to the
-		// kernel's 128 KiB (MAX_ARG_STRLEN), quoted: a line too long
-		// for the scanner would read as the runner's death.
-		sc.Buffer(nil, maxLine)
-		for sc.Scan() {
-			cmds <- sc.Text()
-		}
-		close(cmds)
-	}()
 	for {
 		select {
 		case <-empty: // the reaper has said "gone"
