@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/signal"
@@ -94,9 +95,13 @@ func supervise(args []string) int {
 	// the fork, their threads, stacks and first page faults took CPU from
 	// the command's own start on a small host.
 	cmds := s.readLines()
-	forked := make(chan int, 1)
+	var forked [2]int // the command's pid goes from forked[1] to the reaper
+	if err := syscall.Pipe2(forked[:], syscall.O_CLOEXEC); err != nil {
+		s.send("err pipe: %v", err)
+		return 125
+	}
 	empty := make(chan struct{})
-	go s.reap(forked, empty)
+	go s.reap(forked[0], empty)
 	extra, ok := s.readStart(cmds)
 	if !ok {
 		return 0 // discarded, or the runner is gone
@@ -119,7 +124,12 @@ func supervise(args []string) int {
 	s.env = env
 	trace.Mark("supervisor.forked", s.lock)
 	s.send("pid %d", pid) // before the reaper can say "exit"
-	forked <- pid
+	var b [8]byte
+	binary.NativeEndian.PutUint64(b[:], uint64(pid))
+	if _, err := syscall.Write(forked[1], b[:]); err != nil {
+		s.killAll()
+		return 125
+	}
 	return s.loop(sigs, cmds, empty)
 }
 
@@ -211,15 +221,25 @@ func (s *supervisor) send(format string, a ...any) {
 }
 
 // reap is the only waiter of this process: once the command is forked
-// (its pid on forked; forked closed if the fork failed), it reaps the
-// command and every orphan reparented here, and tells the runner itself,
-// with no hop to another goroutine on a hand-off's path. It closes empty
-// once no child is left.
-func (s *supervisor) reap(forked <-chan int, empty chan<- struct{}) {
-	cmdPid, ok := <-forked
-	if !ok {
-		return
+// (its pid is read from the pipe forked), it reaps the command and every
+// orphan reparented here, and tells the runner itself, with no hop to
+// another goroutine on a hand-off's path. It closes empty once no child is
+// left. It waits for the pid in a blocking read, so that its thread
+// exists before the fork and the kernel wakes it at once, with no new
+// thread for the Go scheduler to start while the command starts.
+func (s *supervisor) reap(forked int, empty chan<- struct{}) {
+	var b [8]byte
+	for {
+		n, err := syscall.Read(forked, b[:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil || n != len(b) {
+			return
+		}
+		break
 	}
+	cmdPid := int(binary.NativeEndian.Uint64(b[:]))
 	gone := func(exit string) {
 		trace.Mark("supervisor.empty", s.lock)
 		// Said before this process's exit, which takes the runner a
