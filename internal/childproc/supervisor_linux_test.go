@@ -567,3 +567,92 @@ func TestSupervisorLeavesTheHandOffAlone(t *testing.T) {
 		t.Errorf("a supervisor scanned /proc after its command's group was gone:\n%s", b)
 	}
 }
+
+// The command holds no descriptor that its supervisor opened for itself
+// (the runner's socket, the pipe that hands the pid to its reaper), whether
+// it starts fresh or from a standby: it holds what any program that this
+// test process runs holds (its standard files, and what the test process
+// itself inherited without close-on-exec). A command holding the runner's
+// socket would keep the supervisor from seeing the runner's death.
+func TestCommandHoldsNoSupervisorDescriptor(t *testing.T) {
+	fdsOf := func(pid int) []string {
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fds []string
+		for _, e := range ents {
+			l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+			if n, _ := strconv.Atoi(e.Name()); n > 2 {
+				fds = append(fds, e.Name()+" -> "+l)
+			} else {
+				fds = append(fds, e.Name())
+			}
+		}
+		return fds
+	}
+	base := exec.Command("sleep", "30")
+	if err := base.Start(); err != nil {
+		t.Fatal(err)
+	}
+	want := fdsOf(base.Process.Pid) // sleep holds nothing of its own
+	_ = base.Process.Kill()
+	_ = base.Wait()
+	for _, from := range []string{"start", "standby"} {
+		t.Run(from, func(t *testing.T) {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			spec := Spec{Path: "sh", Args: []string{"-c", "echo ready; exec sleep 30"}, Stdout: w, Stderr: os.Stderr}
+			var p *Process
+			if from == "start" {
+				p, err = Start(spec)
+			} else {
+				var sb *Standby
+				if sb, err = Prepare(spec); err == nil {
+					p, err = sb.Start(nil)
+				}
+			}
+			w.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Stop(time.Time{})
+			readLine(t, bufio.NewReader(r)) // the shell is about to exec sleep
+			for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+				exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.Pid()))
+				if strings.HasSuffix(exe, "/sleep") {
+					break
+				}
+				if time.Since(start) > 5*time.Second {
+					t.Fatalf("the command is still %s after 5s, not sleep", exe)
+				}
+			}
+			// The standard files differ in what they are (pipes here,
+			// /dev/null there); only their numbers are compared.
+			if got := fdsOf(p.Pid()); !slices.Equal(got, want) {
+				t.Fatalf("the command holds descriptors %v, want those of a program this test runs: %v", got, want)
+			}
+		})
+	}
+}
+
+// A last will's entry may be as long as the kernel takes for one argument
+// or environment entry (128 KiB), and four times longer once quoted: such a
+// will, given before the start or after it, neither discards the
+// supervisor nor reads as the runner's death (which would kill the
+// command).
+func TestLongLastWill(t *testing.T) {
+	long := "MASTERJOB_STORE=" + strings.Repeat("\x01", 128<<10-20) // quoted, \x01 takes four bytes
+	will := LastWill{Args: []string{"true"}, Env: []string{long}}
+	p, err := Start(Spec{Path: "sh", Args: []string{"-c", "sleep 0.3; exit 5"}, Stderr: os.Stderr, LastWill: will})
+	if err != nil {
+		t.Fatalf("start with a long will: %v", err)
+	}
+	p.SetLastWill(will)
+	if res := p.Wait(); res.ExitCode != 5 {
+		t.Fatalf("result = %+v, want the command's own exit 5 (a long will line read as the runner's death kills it)", res)
+	}
+}

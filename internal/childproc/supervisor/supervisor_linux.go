@@ -95,13 +95,13 @@ func supervise(args []string) int {
 	// the fork, their threads, stacks and first page faults took CPU from
 	// the command's own start on a small host.
 	cmds := s.readLines()
-	var forked [2]int // the command's pid goes from forked[1] to the reaper
-	if err := syscall.Pipe2(forked[:], syscall.O_CLOEXEC); err != nil {
+	var pidPipe [2]int // the command's pid, from this goroutine to the reaper
+	if err := syscall.Pipe2(pidPipe[:], syscall.O_CLOEXEC); err != nil {
 		s.send("err pipe: %v", err)
 		return 125
 	}
 	empty := make(chan struct{})
-	go s.reap(forked[0], empty)
+	go s.reap(pidPipe[0], empty)
 	extra, ok := s.readStart(cmds)
 	if !ok {
 		return 0 // discarded, or the runner is gone
@@ -126,7 +126,7 @@ func supervise(args []string) int {
 	s.send("pid %d", pid) // before the reaper can say "exit"
 	var b [8]byte
 	binary.NativeEndian.PutUint64(b[:], uint64(pid))
-	if _, err := syscall.Write(forked[1], b[:]); err != nil {
+	if _, err := syscall.Write(pidPipe[1], b[:]); err != nil {
 		s.killAll()
 		return 125
 	}
@@ -221,23 +221,20 @@ func (s *supervisor) send(format string, a ...any) {
 }
 
 // reap is the only waiter of this process: once the command is forked
-// (its pid is read from the pipe forked), it reaps the command and every
+// (its pid is read from the pipe pidPipe), it reaps the command and every
 // orphan reparented here, and tells the runner itself, with no hop to
 // another goroutine on a hand-off's path. It closes empty once no child is
 // left. It waits for the pid in a blocking read, so that its thread
 // exists before the fork and the kernel wakes it at once, with no new
 // thread for the Go scheduler to start while the command starts.
-func (s *supervisor) reap(forked int, empty chan<- struct{}) {
+func (s *supervisor) reap(pidPipe int, empty chan<- struct{}) {
 	var b [8]byte
-	for {
-		n, err := syscall.Read(forked, b[:])
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil || n != len(b) {
-			return
-		}
-		break
+	n, err := syscall.Read(pidPipe, b[:])
+	for err == syscall.EINTR {
+		n, err = syscall.Read(pidPipe, b[:])
+	}
+	if err != nil || n != len(b) {
+		return
 	}
 	cmdPid := int(binary.NativeEndian.Uint64(b[:]))
 	gone := func(exit string) {
