@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/masterjob/masterjob/internal/proctree"
+	"github.com/masterjob/masterjob/internal/racereport"
 )
 
 // helperEnv switches the test binary into a helper role (see TestMain).
@@ -51,7 +52,21 @@ func TestMain(m *testing.M) {
 		willHelper()
 		return
 	}
-	goleak.VerifyTestMain(m)
+	// The supervisors and helpers are this binary, race-enabled in CI; a
+	// supervisor's report would otherwise go to its command's standard
+	// error, and its syscall.Exit skips the detector's exit status.
+	finish, err := racereport.Collect()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if r := finish(); r != "" {
+			fmt.Fprintf(os.Stderr, "FAIL: the race detector reported in a supervisor or helper process:\n%s", r)
+			code = 1
+		}
+		os.Exit(code)
+	}))
 }
 
 // runnerHelper plays a runner: it starts the command through Start from a
