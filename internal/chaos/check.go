@@ -289,6 +289,11 @@ const (
 	VCrash           = "crashed-instance"
 	VLeak            = "leak" // a process, job or lease outlived the run
 	VHarness         = "harness-error"
+	// VRace: the race detector reported in a process of the run (an
+	// instance, a runner, a supervisor, a last will), when the test binary
+	// that runs them is built with -race. A report went to the process's
+	// log, or to its command's output, where no check looked.
+	VRace = "data-race"
 	// VOrphan: a process a runner started (its child or a grandchild)
 	// outlived the runner (runner mode).
 	VOrphan = "orphan-outlived-runner"

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -966,5 +967,33 @@ func TestReservationDatedFromTheStop(t *testing.T) {
 	}
 	if !reflect.DeepEqual(d.tl.Reservations, want) {
 		t.Fatalf("reservations %+v, want %+v", d.tl.Reservations, want)
+	}
+}
+
+// TestRaceReportsAreViolations: a report that a process of the run wrote
+// where the driver's GORACE points (one file per pid) is a VRace naming the
+// pid; an empty file, which the race runtime leaves when it had nothing to
+// say, is none.
+func TestRaceReportsAreViolations(t *testing.T) {
+	var log strings.Builder
+	d := &driver{dir: t.TempDir()}
+	d.cfg.Log = &log
+	report := "==================\nWARNING: DATA RACE\nWrite at 0x00c000 by goroutine 7:\n  main.f()\n\nPrevious read by main goroutine:\n  main.g()\n"
+	if err := os.WriteFile(d.raceLogPath()+".4242", []byte(report), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.raceLogPath()+".4343", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.checkRaceReports()
+	if len(d.tl.Problems) != 1 {
+		t.Fatalf("problems %+v, want one", d.tl.Problems)
+	}
+	v := d.tl.Problems[0]
+	if v.Kind != VRace || !strings.Contains(v.Detail, "pid 4242") || !strings.Contains(v.Detail, ": WARNING: DATA RACE | Write at 0x00c000 by goroutine 7: | main.f()") || strings.Contains(v.Detail, "Previous read") {
+		t.Fatalf("violation %+v", v)
+	}
+	if !strings.Contains(log.String(), "VIOLATION data-race") {
+		t.Fatalf("not in the run's log: %q", log.String())
 	}
 }

@@ -615,8 +615,9 @@ func (d *driver) start(s *slot) error {
 	cmd := exec.Command(d.cfg.Command[0], argv...)
 	cmd.Env = append(os.Environ(), EnvInstance+"=1", envRun+"="+d.runID, fmt.Sprintf("%s=%d.%d", envSlot, s.index, gen),
 		// A race-enabled binary sleeps 1s at exit by default: a runner's
-		// child would seem to outlive its stop by that much.
-		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+		// child would seem to outlive its stop by that much. Its reports
+		// go where the run looks for them (checkRaceReports).
+		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0 log_path="+d.raceLogPath()))
 	if d.cfg.Runner {
 		cmd.Env = append(cmd.Env, envWills+"="+d.willsPath())
 	}
@@ -757,6 +758,29 @@ func (d *driver) willsPath() string { return filepath.Join(d.dir, "wills.jsonl")
 
 // tracePath is the file the instances append their trace marks to
 // (internal/trace): "<CLOCK_MONOTONIC ns> <pid> <event> <lock>" per line.
+// raceLogPath is the prefix of the race detector's reports of the run's
+// processes (GORACE's log_path: one file per process, named by its pid).
+func (d *driver) raceLogPath() string { return filepath.Join(d.dir, "race-report") }
+
+// checkRaceReports records a VRace for each report that a process of the
+// run wrote (none unless the binary is built with -race).
+func (d *driver) checkRaceReports() {
+	paths, _ := filepath.Glob(d.raceLogPath() + ".*")
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil || strings.TrimSpace(string(data)) == "" {
+			continue
+		}
+		// The report's first paragraph, on one line: what raced, and where.
+		first, _, _ := strings.Cut(strings.Trim(string(data), "=\n"), "\n\n")
+		var lines []string
+		for l := range strings.SplitSeq(first, "\n") {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+		d.problem(VRace, "", "the race detector reported in pid %s (%s): %s", strings.TrimPrefix(filepath.Ext(p), "."), p, strings.Join(lines, " | "))
+	}
+}
+
 func (d *driver) tracePath() string { return filepath.Join(d.dir, "trace.log") }
 
 // isWill reports whether p runs a runner's last will.

@@ -104,6 +104,7 @@ func (d *driver) run(ctx context.Context) (*Report, error) {
 	d.shutdown()
 	d.bg.Wait()
 	d.checkLeftovers()
+	d.checkRaceReports()
 
 	d.mu.Lock()
 	// A process that did not run for a while (its own pause detector saw a
