@@ -206,3 +206,32 @@ func TestParseFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestRaceInAnInstanceIsAViolation: a process of a run that commits a data
+// race (every instance here, on purpose) makes the run report a data-race
+// violation when the binary is built with -race, as in CI and the README's
+// test command; without -race the same run is clean.
+func TestRaceInAnInstanceIsAViolation(t *testing.T) {
+	t.Setenv(envRaceOnPurpose, "1")
+	cfg := chaosConfig(t, "sqlite:"+filepath.Join(t.TempDir(), "chaos.db"))
+	cfg.Instances, cfg.Locks, cfg.Faults = 2, 1, 2
+	var log bytes.Buffer
+	cfg.Log = &log
+	rep, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	races := 0
+	for _, v := range rep.Violations {
+		if v.Kind == VRace {
+			races++
+		}
+	}
+	switch {
+	case raceEnabled && races == 0:
+		t.Fatalf("no data-race violation; violations %+v\ndriver log:\n%s", rep.Violations, log.String())
+	case !raceEnabled && !rep.OK():
+		t.Fatalf("violations without -race: %+v\ndriver log:\n%s", rep.Violations, log.String())
+	}
+	t.Logf("race detector on: %v; data-race violations: %d of %d", raceEnabled, races, len(rep.Violations))
+}
