@@ -756,8 +756,6 @@ func (d *driver) checkOrphans(index, gen int, died int64) {
 // willsPath is the file where runners' last wills record that they ran.
 func (d *driver) willsPath() string { return filepath.Join(d.dir, "wills.jsonl") }
 
-// tracePath is the file the instances append their trace marks to
-// (internal/trace): "<CLOCK_MONOTONIC ns> <pid> <event> <lock>" per line.
 // raceLogPath is the prefix of the race detector's reports of the run's
 // processes (GORACE's log_path: one file per process, named by its pid).
 func (d *driver) raceLogPath() string { return filepath.Join(d.dir, "race-report") }
@@ -781,6 +779,8 @@ func (d *driver) checkRaceReports() {
 	}
 }
 
+// tracePath is the file the instances append their trace marks to
+// (internal/trace): "<CLOCK_MONOTONIC ns> <pid> <event> <lock>" per line.
 func (d *driver) tracePath() string { return filepath.Join(d.dir, "trace.log") }
 
 // isWill reports whether p runs a runner's last will.
