@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/masterjob/masterjob/internal/racereport"
 )
 
 // The full chaos runs are long; the tests run a short version unless told
@@ -228,10 +230,10 @@ func TestRaceInAnInstanceIsAViolation(t *testing.T) {
 		}
 	}
 	switch {
-	case raceEnabled && races == 0:
+	case racereport.Enabled && races == 0:
 		t.Fatalf("no data-race violation; violations %+v\ndriver log:\n%s", rep.Violations, log.String())
-	case !raceEnabled && !rep.OK():
+	case !racereport.Enabled && !rep.OK():
 		t.Fatalf("violations without -race: %+v\ndriver log:\n%s", rep.Violations, log.String())
 	}
-	t.Logf("race detector on: %v; data-race violations: %d of %d", raceEnabled, races, len(rep.Violations))
+	t.Logf("race detector on: %v; data-race violations: %d of %d", racereport.Enabled, races, len(rep.Violations))
 }

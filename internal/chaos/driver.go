@@ -26,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/masterjob/masterjob/cli"
+	"github.com/masterjob/masterjob/internal/racereport"
 	"github.com/masterjob/masterjob/internal/trace"
 	"github.com/masterjob/masterjob/store"
 )
@@ -617,7 +618,7 @@ func (d *driver) start(s *slot) error {
 		// A race-enabled binary sleeps 1s at exit by default: a runner's
 		// child would seem to outlive its stop by that much. Its reports
 		// go where the run looks for them (checkRaceReports).
-		"GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0 log_path="+d.raceLogPath()))
+		"GORACE="+racereport.GORACE(d.raceLogPath(), "atexit_sleep_ms=0"))
 	if d.cfg.Runner {
 		cmd.Env = append(cmd.Env, envWills+"="+d.willsPath())
 	}
@@ -763,19 +764,8 @@ func (d *driver) raceLogPath() string { return filepath.Join(d.dir, "race-report
 // checkRaceReports records a VRace for each report that a process of the
 // run wrote (none unless the binary is built with -race).
 func (d *driver) checkRaceReports() {
-	paths, _ := filepath.Glob(d.raceLogPath() + ".*")
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil || strings.TrimSpace(string(data)) == "" {
-			continue
-		}
-		// The report's first paragraph, on one line: what raced, and where.
-		first, _, _ := strings.Cut(strings.Trim(string(data), "=\n"), "\n\n")
-		var lines []string
-		for l := range strings.SplitSeq(first, "\n") {
-			lines = append(lines, strings.TrimSpace(l))
-		}
-		d.problem(VRace, "", "the race detector reported in pid %s (%s): %s", strings.TrimPrefix(filepath.Ext(p), "."), p, strings.Join(lines, " | "))
+	for _, r := range racereport.Read(d.raceLogPath()) {
+		d.problem(VRace, "", "the race detector reported in pid %s (%s): %s", r.PID, r.Path, r.Summary())
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/masterjob/masterjob/internal/childproc/supervisor"
 	"github.com/masterjob/masterjob/internal/proctree"
+	"github.com/masterjob/masterjob/internal/racereport"
 )
 
 // treeScript starts sleeps that leave the child's process group in every
@@ -111,7 +112,7 @@ func aliveOf(pids []int) []int {
 // (no -race) to 100ms from the signal.
 func TestSIGKILLedRunnerKillsEveryDescendant(t *testing.T) {
 	limit := 100 * time.Millisecond
-	if raceEnabled {
+	if racereport.Enabled {
 		limit = 250 * time.Millisecond
 	}
 	var took []time.Duration

@@ -42,3 +42,28 @@ func TestCollectReturnsWhatChildrenWrote(t *testing.T) {
 		t.Fatalf("no child wrote, finish returned %q", got)
 	}
 }
+
+// GORACE keeps this process's options and adds the caller's before
+// log_path; Read skips empty files and names each report's pid; Summary
+// gives the first paragraph on one line, without the separator lines.
+func TestReadAndSummary(t *testing.T) {
+	t.Setenv("GORACE", "  halt_on_error=0 ")
+	if got := GORACE("/w/race", "atexit_sleep_ms=0"); got != "halt_on_error=0 atexit_sleep_ms=0 log_path=/w/race" {
+		t.Fatalf("GORACE = %q", got)
+	}
+	prefix := t.TempDir() + "/race"
+	report := "==================\nWARNING: DATA RACE\nWrite at 0x00c000 by goroutine 7:\n  main.f()\n\nPrevious read by main goroutine:\n  main.g()\n==================\n"
+	if err := os.WriteFile(prefix+".4242", []byte(report), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(prefix+".4343", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := Read(prefix)
+	if len(got) != 1 || got[0].PID != "4242" || got[0].Path != prefix+".4242" || got[0].Text != report {
+		t.Fatalf("Read = %+v", got)
+	}
+	if s := got[0].Summary(); s != "WARNING: DATA RACE | Write at 0x00c000 by goroutine 7: | main.f()" {
+		t.Fatalf("Summary = %q", s)
+	}
+}
