@@ -4,6 +4,7 @@ package bench
 
 import (
 	"math"
+	"math/rand/v2"
 	"slices"
 	"time"
 )
@@ -65,4 +66,91 @@ func shift(samples []time.Duration, d time.Duration) []time.Duration {
 		out[i] = s - d
 	}
 	return out
+}
+
+// quantile returns the q-quantile of sorted s as Summarize computes it:
+// the median for q = 0.5, the nearest rank otherwise.
+func quantile(s []time.Duration, q float64) time.Duration {
+	if q == 0.5 {
+		return median(s)
+	}
+	return nearestRank(s, q)
+}
+
+// Interval is a confidence interval [Lo, Hi].
+type Interval struct {
+	Lo, Hi float64
+}
+
+// Contains reports whether x lies in the interval.
+func (i Interval) Contains(x float64) bool { return i.Lo <= x && x <= i.Hi }
+
+// Bootstrap settings: the number of resamples, and the confidence of the
+// intervals (95 %, the 2.5th to the 97.5th percentile of the resampled
+// statistic).
+const (
+	Resamples  = 2000
+	Confidence = 0.95
+)
+
+// QuantileCI returns the q-quantile of samples (as Summarize computes it)
+// and a percentile-bootstrap confidence interval of it, from Resamples
+// resamples drawn with rng. With few samples an extreme quantile's interval
+// is wide, which is the point: it says how little one run can tell.
+func QuantileCI(samples []time.Duration, q float64, rng *rand.Rand) (time.Duration, Interval) {
+	if len(samples) == 0 {
+		return 0, Interval{}
+	}
+	s := slices.Sorted(slices.Values(samples))
+	est := quantile(s, q)
+	stats := make([]float64, Resamples)
+	buf := make([]time.Duration, len(s))
+	for i := range stats {
+		resample(buf, s, rng)
+		stats[i] = float64(quantile(buf, q))
+	}
+	return est, percentiles(stats)
+}
+
+// RatioCI returns the ratio of the q-quantiles of num and den (num's over
+// den's) and a percentile-bootstrap confidence interval of it, resampling
+// both independently. An interval entirely under 1 says num's quantile is
+// lower than den's beyond what resampling explains; one that contains 1
+// says the samples do not settle it.
+func RatioCI(num, den []time.Duration, q float64, rng *rand.Rand) (float64, Interval) {
+	if len(num) == 0 || len(den) == 0 {
+		return 0, Interval{}
+	}
+	a := slices.Sorted(slices.Values(num))
+	b := slices.Sorted(slices.Values(den))
+	est := float64(quantile(a, q)) / float64(quantile(b, q))
+	stats := make([]float64, Resamples)
+	bufA := make([]time.Duration, len(a))
+	bufB := make([]time.Duration, len(b))
+	for i := range stats {
+		resample(bufA, a, rng)
+		resample(bufB, b, rng)
+		stats[i] = float64(quantile(bufA, q)) / float64(quantile(bufB, q))
+	}
+	return est, percentiles(stats)
+}
+
+// resample fills buf with len(buf) draws from s, with replacement, and
+// sorts it.
+func resample(buf, s []time.Duration, rng *rand.Rand) {
+	for j := range buf {
+		buf[j] = s[rng.IntN(len(s))]
+	}
+	slices.Sort(buf)
+}
+
+// percentiles returns the Confidence interval of the resampled statistics
+// (sorted in place).
+func percentiles(stats []float64) Interval {
+	slices.Sort(stats)
+	tail := (1 - Confidence) / 2
+	at := func(p float64) float64 {
+		return stats[max(0, min(len(stats)-1, int(math.Round(p*float64(len(stats)-1)))))]
+	}
+	return Interval{Lo: at(tail), Hi: at(1 - tail)}
 }

@@ -1,0 +1,283 @@
+//go:build linux
+
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ElectionStore is the store name of etcd's own election in a Report: the
+// baseline that masterjob's figures are compared with, run by run.
+const ElectionStore = "etcd-election"
+
+// Round is one run of masterjob-bench in a comparison: the build it
+// measured, the round it belongs to, and what it measured.
+type Round struct {
+	Build  string
+	Round  int
+	Report *Report
+}
+
+// roundFile is the name of a round's JSON report: BUILD-ROUND.json.
+var roundFile = regexp.MustCompile(`^(.+)-([0-9]+)\.json$`)
+
+// RoundFile returns the name of the JSON report of build's round r in a
+// comparison's directory.
+func RoundFile(build string, r int) string { return fmt.Sprintf("%s-%d.json", build, r) }
+
+// LoadRounds reads the reports of a comparison from dir (the files named
+// by RoundFile), ordered by round and build.
+func LoadRounds(dir string) ([]Round, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []Round
+	for _, e := range entries {
+		m := roundFile.FindStringSubmatch(e.Name())
+		if m == nil || e.IsDir() {
+			continue
+		}
+		n, _ := strconv.Atoi(m[2])
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		var rep Report
+		if err := json.Unmarshal(b, &rep); err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Name(), err)
+		}
+		out = append(out, Round{Build: m[1], Round: n, Report: &rep})
+	}
+	slices.SortFunc(out, func(a, b Round) int {
+		if a.Round != b.Round {
+			return a.Round - b.Round
+		}
+		return strings.Compare(a.Build, b.Build)
+	})
+	return out, nil
+}
+
+// seriesKey names one measured quantity across rounds and builds.
+type seriesKey struct {
+	scenario string
+	lease    time.Duration
+	series   string
+}
+
+// pooled is one series of one store and build, round by round.
+type pooled struct {
+	build, store string
+	rounds       map[int][]time.Duration
+}
+
+func (p *pooled) all() []time.Duration {
+	var out []time.Duration
+	for _, r := range slices.Sorted(maps.Keys(p.rounds)) {
+		out = append(out, p.rounds[r]...)
+	}
+	return out
+}
+
+// Comparison is the pooled view of the rounds of a comparison.
+type Comparison struct {
+	keys   []seriesKey
+	series map[seriesKey][]*pooled // in the order builds and stores appear
+	builds []string
+	rounds []int
+}
+
+// Pool gathers the samples of rounds by series, build and store.
+func Pool(rounds []Round) *Comparison {
+	c := &Comparison{series: map[seriesKey][]*pooled{}}
+	for _, r := range rounds {
+		if !slices.Contains(c.builds, r.Build) {
+			c.builds = append(c.builds, r.Build)
+		}
+		if !slices.Contains(c.rounds, r.Round) {
+			c.rounds = append(c.rounds, r.Round)
+		}
+		for _, res := range r.Report.Results {
+			for _, s := range res.Series {
+				k := seriesKey{scenario: res.Scenario, lease: res.Lease, series: s.Name}
+				list, ok := c.series[k]
+				if !ok {
+					c.keys = append(c.keys, k)
+				}
+				i := slices.IndexFunc(list, func(p *pooled) bool { return p.build == r.Build && p.store == res.Store })
+				if i < 0 {
+					list = append(list, &pooled{build: r.Build, store: res.Store, rounds: map[int][]time.Duration{}})
+					i = len(list) - 1
+					c.series[k] = list
+				}
+				list[i].rounds[r.Round] = append(list[i].rounds[r.Round], s.Samples...)
+			}
+		}
+	}
+	slices.Sort(c.rounds)
+	return c
+}
+
+// Builds returns the builds of the comparison, in the order they appear
+// (by round, then name).
+func (c *Comparison) Builds() []string { return slices.Clone(c.builds) }
+
+// find returns the pooled series of build and store under k, or nil.
+func (c *Comparison) find(k seriesKey, build, store string) *pooled {
+	for _, p := range c.series[k] {
+		if p.build == build && p.store == store {
+			return p
+		}
+	}
+	return nil
+}
+
+// Markdown writes the comparison: for every series, each build and store
+// pooled over the rounds (median and p99, each with a bootstrap confidence
+// interval); where the same runs measured etcd's election, the ratios to it,
+// round by round and pooled; and where there are several builds, each
+// build's ratios to ref (the first build when ref is empty). The bootstrap
+// draws from a generator seeded with seed, so the same files give the same
+// report.
+func (c *Comparison) Markdown(w io.Writer, ref string, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	if ref == "" && len(c.builds) > 0 {
+		ref = c.builds[0]
+	}
+	p("Builds: %s (ratios between builds are to %s); rounds: %d. Medians and p99 (nearest rank) pooled over the rounds; "+
+		"intervals are %.0f %% percentile-bootstrap intervals (%d resamples, seed %d).\n\n",
+		strings.Join(c.builds, ", "), ref, len(c.rounds), Confidence*100, Resamples, seed)
+	for _, k := range c.keys {
+		title := k.scenario
+		if k.lease > 0 {
+			title += ", lease " + k.lease.String()
+		}
+		p("### %s: %s\n\n", title, k.series)
+		p("| build | store | trials | median (95 %% CI) | p99 (95 %% CI) | median per round |\n|---|---|---|---|---|---|\n")
+		for _, s := range c.series[k] {
+			all := s.all()
+			med, medCI := QuantileCI(all, 0.5, rng)
+			p99, p99CI := QuantileCI(all, 0.99, rng)
+			p("| %s | %s | %d | %s (%s–%s) | %s (%s–%s) | %s |\n", s.build, s.store, len(all),
+				ms(med), msf(medCI.Lo), msf(medCI.Hi), ms(p99), msf(p99CI.Lo), msf(p99CI.Hi), c.perRound(s))
+		}
+		p("\n")
+		c.electionRatios(w, k, rng)
+		c.buildRatios(w, k, ref, rng)
+	}
+}
+
+// perRound lists s's median in each round of the comparison ("–" where
+// that round did not measure it).
+func (c *Comparison) perRound(s *pooled) string {
+	out := ""
+	for i, r := range c.rounds {
+		if i > 0 {
+			out += ", "
+		}
+		if x := s.rounds[r]; len(x) > 0 {
+			out += ms(Summarize(x).Median)
+		} else {
+			out += "–"
+		}
+	}
+	return out
+}
+
+// electionRatios writes, for each store measured beside etcd's election in
+// the same runs, its ratios to the election's figures.
+func (c *Comparison) electionRatios(w io.Writer, k seriesKey, rng *rand.Rand) {
+	header := false
+	for _, s := range c.series[k] {
+		el := c.find(k, s.build, ElectionStore)
+		if s.store == ElectionStore || el == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "| build | store | median / election's, per round | pooled median / election's (95 %% CI) | pooled p99 / election's (95 %% CI) | p99 at or under the election's? |\n|---|---|---|---|---|---|\n")
+			header = true
+		}
+		per := ""
+		for i, r := range c.rounds {
+			if i > 0 {
+				per += ", "
+			}
+			a, b := s.rounds[r], el.rounds[r]
+			if len(a) == 0 || len(b) == 0 {
+				per += "–"
+				continue
+			}
+			per += fmt.Sprintf("%.2f", float64(Summarize(a).Median)/float64(Summarize(b).Median))
+		}
+		mr, mci := RatioCI(s.all(), el.all(), 0.5, rng)
+		pr, pci := RatioCI(s.all(), el.all(), 0.99, rng)
+		fmt.Fprintf(w, "| %s | %s | %s | %.2f (%.2f–%.2f) | %.2f (%.2f–%.2f) | %s |\n",
+			s.build, s.store, per, mr, mci.Lo, mci.Hi, pr, pci.Lo, pci.Hi, AtMostOne(pci))
+	}
+	if header {
+		fmt.Fprintln(w)
+	}
+}
+
+// buildRatios writes, for each build other than ref, its ratios to ref's
+// figures, store by store.
+func (c *Comparison) buildRatios(w io.Writer, k seriesKey, ref string, rng *rand.Rand) {
+	header := false
+	for _, s := range c.series[k] {
+		base := c.find(k, ref, s.store)
+		if s.build == ref || base == nil {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "| build | store | pooled median / %s's (95 %% CI) | pooled p99 / %s's (95 %% CI) | rounds with a lower median than %s |\n|---|---|---|---|---|\n", ref, ref, ref)
+			header = true
+		}
+		lower, both := 0, 0
+		for _, r := range c.rounds {
+			a, b := s.rounds[r], base.rounds[r]
+			if len(a) == 0 || len(b) == 0 {
+				continue
+			}
+			both++
+			if Summarize(a).Median < Summarize(b).Median {
+				lower++
+			}
+		}
+		mr, mci := RatioCI(s.all(), base.all(), 0.5, rng)
+		pr, pci := RatioCI(s.all(), base.all(), 0.99, rng)
+		fmt.Fprintf(w, "| %s | %s | %.2f (%.2f–%.2f) | %.2f (%.2f–%.2f) | %d of %d |\n",
+			s.build, s.store, mr, mci.Lo, mci.Hi, pr, pci.Lo, pci.Hi, lower, both)
+	}
+	if header {
+		fmt.Fprintln(w)
+	}
+}
+
+// AtMostOne says what a confidence interval of a ratio says of "at most
+// 1": "at or under" when the whole interval is, "over" when it lies
+// entirely above 1, and "not settled" (by the samples) otherwise.
+func AtMostOne(ci Interval) string {
+	switch {
+	case ci.Hi <= 1:
+		return "at or under"
+	case ci.Lo > 1:
+		return "over"
+	default:
+		return "not settled"
+	}
+}
+
+// msf formats nanoseconds held in a float64 as ms does, without the unit.
+func msf(ns float64) string { return strings.TrimSuffix(ms(time.Duration(ns)), " ms") }

@@ -1,0 +1,174 @@
+//go:build linux
+
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// spread returns n samples around center: center × (0.9 … 1.1), evenly.
+func spread(n int, center time.Duration) []time.Duration {
+	out := make([]time.Duration, n)
+	for i := range out {
+		out[i] = center * time.Duration(900+200*i/(n-1)) / 1000
+	}
+	return out
+}
+
+func TestQuantileCI(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	same := []time.Duration{7, 7, 7, 7, 7}
+	if q, ci := QuantileCI(same, 0.99, rng); q != 7 || ci != (Interval{7, 7}) {
+		t.Errorf("constant sample: %v %v, want 7 [7, 7]", q, ci)
+	}
+	s := spread(201, 10*time.Millisecond)
+	med, ci := QuantileCI(s, 0.5, rng)
+	if med != 10*time.Millisecond || !ci.Contains(float64(med)) {
+		t.Errorf("median %v, interval %v: want 10ms inside it", med, ci)
+	}
+	if ci.Hi-ci.Lo <= 0 || ci.Hi-ci.Lo > float64(time.Millisecond) {
+		t.Errorf("median's interval %v: want a width above 0 and under 1 ms for 201 samples spread ±10 %%", ci)
+	}
+	if q, ci := QuantileCI(nil, 0.5, rng); q != 0 || ci != (Interval{}) {
+		t.Errorf("no samples: %v %v", q, ci)
+	}
+}
+
+func TestRatioCISettlesOnlyWhatTheSamplesShow(t *testing.T) {
+	base := spread(300, 10*time.Millisecond)
+	for _, tc := range []struct {
+		name   string
+		num    []time.Duration
+		q      float64
+		ratio  float64
+		answer string
+	}{
+		{"30 % slower", spread(300, 13*time.Millisecond), 0.5, 1.3, "over"},
+		{"30 % faster", spread(300, 7*time.Millisecond), 0.5, 0.7, "at or under"},
+		{"the same", base, 0.5, 1, "not settled"},
+		{"the same, at the p99", base, 0.99, 1, "not settled"},
+		{"30 % slower at the p99", spread(300, 13*time.Millisecond), 0.99, 1.3, "over"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(3, 4))
+			r, ci := RatioCI(tc.num, base, tc.q, rng)
+			if diff := r - tc.ratio; diff < -0.01 || diff > 0.01 {
+				t.Errorf("ratio %.3f, want %.2f", r, tc.ratio)
+			}
+			if !ci.Contains(r) {
+				t.Errorf("interval %v does not contain the ratio %.3f", ci, r)
+			}
+			if got := AtMostOne(ci); got != tc.answer {
+				t.Errorf("interval %v says %q, want %q", ci, got, tc.answer)
+			}
+		})
+	}
+}
+
+func TestRatioCIIsReproducible(t *testing.T) {
+	a, b := spread(50, 9*time.Millisecond), spread(50, 10*time.Millisecond)
+	_, ci1 := RatioCI(a, b, 0.99, rand.New(rand.NewPCG(5, 6)))
+	_, ci2 := RatioCI(a, b, 0.99, rand.New(rand.NewPCG(5, 6)))
+	if ci1 != ci2 {
+		t.Errorf("same seed, different intervals: %v and %v", ci1, ci2)
+	}
+}
+
+// report returns a Report of one hand-off result per store, each with the
+// given samples.
+func report(samples map[string][]time.Duration) *Report {
+	r := &Report{}
+	for _, store := range []string{ElectionStore, "etcd", "postgres"} {
+		s, ok := samples[store]
+		if !ok {
+			continue
+		}
+		res := &Result{Store: store, Scenario: "graceful handoff", Lease: 2 * time.Second}
+		res.add(SeriesHandoff, s)
+		r.Results = append(r.Results, res)
+	}
+	return r
+}
+
+func ms1(v ...float64) []time.Duration {
+	out := make([]time.Duration, len(v))
+	for i, x := range v {
+		out[i] = time.Duration(x * float64(time.Millisecond))
+	}
+	return out
+}
+
+func TestComparisonPoolsRoundsAndBuilds(t *testing.T) {
+	dir := t.TempDir()
+	write := func(build string, round int, r *Report) {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, RoundFile(build, round)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Round 1: A's etcd at 1.5 × the election, B's at 1.0 ×; round 2: A's
+	// at 2 ×, B's at 3 × (B lower in one round of two).
+	write("A", 1, report(map[string][]time.Duration{ElectionStore: ms1(10, 10, 10), "etcd": ms1(15, 15, 15)}))
+	write("B", 1, report(map[string][]time.Duration{ElectionStore: ms1(10, 10, 10), "etcd": ms1(10, 10, 10)}))
+	write("B", 2, report(map[string][]time.Duration{ElectionStore: ms1(10, 10, 10), "etcd": ms1(30, 30, 30)}))
+	write("A", 2, report(map[string][]time.Duration{ElectionStore: ms1(10, 10, 10), "etcd": ms1(20, 20, 20), "postgres": ms1(5)}))
+	// Not a round's report: ignored.
+	if err := os.WriteFile(filepath.Join(dir, "notes.json"), []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	rounds, err := LoadRounds(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	for _, r := range rounds {
+		order = append(order, r.Build+"-"+string(rune('0'+r.Round)))
+	}
+	if got := strings.Join(order, " "); got != "A-1 B-1 A-2 B-2" {
+		t.Fatalf("rounds read in the order %s, want A-1 B-1 A-2 B-2", got)
+	}
+	c := Pool(rounds)
+	var buf bytes.Buffer
+	c.Markdown(&buf, "A", 1)
+	out := buf.String()
+	for _, want := range []string{
+		"### graceful handoff, lease 2s: " + SeriesHandoff,
+		// A's etcd pooled: 15, 15, 15, 20, 20, 20 → median 17.5 ms; its
+		// medians per round.
+		"| A | etcd | 6 | 17.5 ms (",
+		"| 15.0 ms, 20.0 ms |",
+		// postgres ran in round 2 only.
+		"| A | postgres | 1 | 5.00 ms (5.00–5.00) | 5.00 ms (5.00–5.00) | –, 5.00 ms |",
+		// Ratios to the election of the same build's runs, per round.
+		"| A | etcd | 1.50, 2.00 | 1.75 (",
+		"| B | etcd | 1.00, 3.00 | 2.00 (",
+		// B against A: etcd's pooled median 20 against 17.5; lower in 1 round of 2.
+		"| B | etcd | 1.14 (",
+		"| 1 of 2 |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	// The election is compared with itself nowhere, and postgres has no
+	// B to compare with.
+	if strings.Contains(out, "| A | etcd-election | 1.00") || strings.Contains(out, "| B | postgres |") {
+		t.Errorf("report compares what it should not:\n%s", out)
+	}
+	var again bytes.Buffer
+	Pool(rounds).Markdown(&again, "A", 1)
+	if again.String() != out {
+		t.Error("the same files and seed gave two different reports")
+	}
+}
