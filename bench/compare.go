@@ -17,10 +17,6 @@ import (
 	"time"
 )
 
-// ElectionStore is the store name of etcd's own election in a Report: the
-// baseline that masterjob's figures are compared with, run by run.
-const ElectionStore = "etcd-election"
-
 // Round is one run of masterjob-bench in a comparison: the build it
 // measured, the round it belongs to, and what it measured.
 type Round struct {
@@ -110,23 +106,40 @@ func Pool(rounds []Round) *Comparison {
 		}
 		for _, res := range r.Report.Results {
 			for _, s := range res.Series {
-				k := seriesKey{scenario: res.Scenario, lease: res.Lease, series: s.Name}
-				list, ok := c.series[k]
-				if !ok {
-					c.keys = append(c.keys, k)
+				c.add(seriesKey{scenario: res.Scenario, lease: res.Lease, series: s.Name}, r, res.Store, s.Samples...)
+			}
+		}
+		// An idle run gives one figure per role: its CPU, scaled to a
+		// minute, is a sample of that round.
+		for _, idle := range r.Report.Idle {
+			for _, u := range idle.Usage {
+				if u.Window > 0 {
+					perMinute := time.Duration(float64(u.CPU) * float64(time.Minute) / float64(u.Window))
+					c.add(seriesKey{scenario: IdleScenario, series: "CPU per minute of the " + u.Role + "'s runner"}, r, idle.Store, perMinute)
 				}
-				i := slices.IndexFunc(list, func(p *pooled) bool { return p.build == r.Build && p.store == res.Store })
-				if i < 0 {
-					list = append(list, &pooled{build: r.Build, store: res.Store, rounds: map[int][]time.Duration{}})
-					i = len(list) - 1
-					c.series[k] = list
-				}
-				list[i].rounds[r.Round] = append(list[i].rounds[r.Round], s.Samples...)
 			}
 		}
 	}
 	slices.Sort(c.rounds)
 	return c
+}
+
+// IdleScenario names the idle runs' figures in a Comparison.
+const IdleScenario = "idle, default timings"
+
+// add appends samples of store to the series k of round r.
+func (c *Comparison) add(k seriesKey, r Round, store string, samples ...time.Duration) {
+	list, ok := c.series[k]
+	if !ok {
+		c.keys = append(c.keys, k)
+	}
+	i := slices.IndexFunc(list, func(p *pooled) bool { return p.build == r.Build && p.store == store })
+	if i < 0 {
+		list = append(list, &pooled{build: r.Build, store: store, rounds: map[int][]time.Duration{}})
+		i = len(list) - 1
+		c.series[k] = list
+	}
+	list[i].rounds[r.Round] = append(list[i].rounds[r.Round], samples...)
 }
 
 // Builds returns the builds of the comparison, in the order they appear
@@ -201,8 +214,8 @@ func (c *Comparison) perRound(s *pooled) string {
 func (c *Comparison) electionRatios(w io.Writer, k seriesKey, rng *rand.Rand) {
 	header := false
 	for _, s := range c.series[k] {
-		el := c.find(k, s.build, ElectionStore)
-		if s.store == ElectionStore || el == nil {
+		el := c.find(k, s.build, EtcdElection)
+		if s.store == EtcdElection || el == nil {
 			continue
 		}
 		if !header {

@@ -85,7 +85,7 @@ func TestRatioCIIsReproducible(t *testing.T) {
 // given samples.
 func report(samples map[string][]time.Duration) *Report {
 	r := &Report{}
-	for _, store := range []string{ElectionStore, "etcd", "postgres"} {
+	for _, store := range []string{EtcdElection, "etcd", "postgres"} {
 		s, ok := samples[store]
 		if !ok {
 			continue
@@ -118,10 +118,10 @@ func TestComparisonPoolsRoundsAndBuilds(t *testing.T) {
 	}
 	// Round 1: A's etcd at 1.5 × the election, B's at 1.0 ×; round 2: A's
 	// at 2 ×, B's at 3 × (B lower in one round of two).
-	write("A", 1, report(map[string][]time.Duration{ElectionStore: ms1(10, 10, 10), "etcd": ms1(15, 15, 15)}))
-	write("B", 1, report(map[string][]time.Duration{ElectionStore: ms1(10, 10, 10), "etcd": ms1(10, 10, 10)}))
-	write("B", 2, report(map[string][]time.Duration{ElectionStore: ms1(10, 10, 10), "etcd": ms1(30, 30, 30)}))
-	write("A", 2, report(map[string][]time.Duration{ElectionStore: ms1(10, 10, 10), "etcd": ms1(20, 20, 20), "postgres": ms1(5)}))
+	write("A", 1, report(map[string][]time.Duration{EtcdElection: ms1(10, 10, 10), "etcd": ms1(15, 15, 15)}))
+	write("B", 1, report(map[string][]time.Duration{EtcdElection: ms1(10, 10, 10), "etcd": ms1(10, 10, 10)}))
+	write("B", 2, report(map[string][]time.Duration{EtcdElection: ms1(10, 10, 10), "etcd": ms1(30, 30, 30)}))
+	write("A", 2, report(map[string][]time.Duration{EtcdElection: ms1(10, 10, 10), "etcd": ms1(20, 20, 20), "postgres": ms1(5)}))
 	// Not a round's report: ignored.
 	if err := os.WriteFile(filepath.Join(dir, "notes.json"), []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
@@ -170,5 +170,38 @@ func TestComparisonPoolsRoundsAndBuilds(t *testing.T) {
 	Pool(rounds).Markdown(&again, "A", 1)
 	if again.String() != out {
 		t.Error("the same files and seed gave two different reports")
+	}
+}
+
+func TestComparisonPoolsIdleCPUPerMinute(t *testing.T) {
+	idle := func(store string, master, follower time.Duration) *IdleResult {
+		return &IdleResult{Store: store, Usage: []Usage{
+			{Role: "master", Window: 30 * time.Second, CPU: master},
+			{Role: "follower", Window: 30 * time.Second, CPU: follower},
+		}}
+	}
+	var rounds []Round
+	for r, pg := range []time.Duration{10 * time.Millisecond, 12 * time.Millisecond} {
+		rounds = append(rounds, Round{Build: "A", Round: r + 1, Report: &Report{Idle: []*IdleResult{
+			idle(EtcdElection, 20*time.Millisecond, 20*time.Millisecond),
+			idle("postgres", pg, 2*time.Millisecond),
+		}}})
+	}
+	var buf bytes.Buffer
+	Pool(rounds).Markdown(&buf, "", 1)
+	out := buf.String()
+	for _, want := range []string{
+		"### " + IdleScenario + ": CPU per minute of the master's runner",
+		// 10 and 12 ms in 30 s: 20 and 24 ms a minute.
+		"| A | postgres | 2 | 22.0 ms (",
+		"| 20.0 ms, 24.0 ms |",
+		// Against the election's 40 ms a minute in each round.
+		"| A | postgres | 0.50, 0.60 | 0.55 (",
+		"### " + IdleScenario + ": CPU per minute of the follower's runner",
+		"| A | postgres | 0.10, 0.10 | 0.10 (0.10–0.10)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
 	}
 }
