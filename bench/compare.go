@@ -170,8 +170,8 @@ func (c *Comparison) Markdown(w io.Writer, ref string, seed uint64) {
 		ref = c.builds[0]
 	}
 	p("Builds: %s (ratios between builds are to %s); rounds: %d. Medians and p99 (nearest rank) pooled over the rounds; "+
-		"intervals are %.0f %% percentile-bootstrap intervals (%d resamples, seed %d).\n\n",
-		strings.Join(c.builds, ", "), ref, len(c.rounds), Confidence*100, Resamples, seed)
+		"intervals are %.0f %% percentile-bootstrap intervals (%d resamples, seed %d), given for series of %d samples or more.\n\n",
+		strings.Join(c.builds, ", "), ref, len(c.rounds), Confidence*100, Resamples, seed, MinIntervalSamples)
 	for _, k := range c.keys {
 		title := k.scenario
 		if k.lease > 0 {
@@ -183,8 +183,11 @@ func (c *Comparison) Markdown(w io.Writer, ref string, seed uint64) {
 			all := s.all()
 			med, medCI := QuantileCI(all, 0.5, rng)
 			p99, p99CI := QuantileCI(all, 0.99, rng)
-			p("| %s | %s | %d | %s (%s–%s) | %s (%s–%s) | %s |\n", s.build, s.store, len(all),
-				ms(med), msf(medCI.Lo), msf(medCI.Hi), ms(p99), msf(p99CI.Lo), msf(p99CI.Hi), c.perRound(s))
+			medS, p99S := "–", "–"
+			if len(all) >= MinIntervalSamples {
+				medS, p99S = msf(medCI.Lo)+"–"+msf(medCI.Hi), msf(p99CI.Lo)+"–"+msf(p99CI.Hi)
+			}
+			p("| %s | %s | %d | %s (%s) | %s (%s) | %s |\n", s.build, s.store, len(all), ms(med), medS, ms(p99), p99S, c.perRound(s))
 		}
 		p("\n")
 		c.electionRatios(w, k, rng)
@@ -236,8 +239,13 @@ func (c *Comparison) electionRatios(w io.Writer, k seriesKey, rng *rand.Rand) {
 		}
 		mr, mci := RatioCI(s.all(), el.all(), 0.5, rng)
 		pr, pci := RatioCI(s.all(), el.all(), 0.99, rng)
-		fmt.Fprintf(w, "| %s | %s | %s | %.2f (%.2f–%.2f) | %.2f (%.2f–%.2f) | %s |\n",
-			s.build, s.store, per, mr, mci.Lo, mci.Hi, pr, pci.Lo, pci.Hi, AtMostOne(pci))
+		few := min(len(s.all()), len(el.all())) < MinIntervalSamples
+		verdict := AtMostOne(pci)
+		if few {
+			verdict = "too few samples"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %.2f (%s) | %.2f (%s) | %s |\n",
+			s.build, s.store, per, mr, ratioInterval(mci, few), pr, ratioInterval(pci, few), verdict)
 	}
 	if header {
 		fmt.Fprintln(w)
@@ -270,12 +278,26 @@ func (c *Comparison) buildRatios(w io.Writer, k seriesKey, ref string, rng *rand
 		}
 		mr, mci := RatioCI(s.all(), base.all(), 0.5, rng)
 		pr, pci := RatioCI(s.all(), base.all(), 0.99, rng)
-		fmt.Fprintf(w, "| %s | %s | %.2f (%.2f–%.2f) | %.2f (%.2f–%.2f) | %d of %d |\n",
-			s.build, s.store, mr, mci.Lo, mci.Hi, pr, pci.Lo, pci.Hi, lower, both)
+		few := min(len(s.all()), len(base.all())) < MinIntervalSamples
+		fmt.Fprintf(w, "| %s | %s | %.2f (%s) | %.2f (%s) | %d of %d |\n",
+			s.build, s.store, mr, ratioInterval(mci, few), pr, ratioInterval(pci, few), lower, both)
 	}
 	if header {
 		fmt.Fprintln(w)
 	}
+}
+
+// MinIntervalSamples is the fewest samples a series needs for the report
+// to give its intervals: with fewer, a bootstrap interval is little more
+// than the samples' range, and the report prints "–" instead.
+const MinIntervalSamples = 10
+
+// ratioInterval formats ci, or "–" when there were too few samples.
+func ratioInterval(ci Interval, few bool) string {
+	if few {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f–%.2f", ci.Lo, ci.Hi)
 }
 
 // AtMostOne says what a confidence interval of a ratio says of "at most

@@ -149,7 +149,7 @@ func TestComparisonPoolsRoundsAndBuilds(t *testing.T) {
 		"| A | etcd | 6 | 17.5 ms (",
 		"| 15.0 ms, 20.0 ms |",
 		// postgres ran in round 2 only.
-		"| A | postgres | 1 | 5.00 ms (5.00–5.00) | 5.00 ms (5.00–5.00) | –, 5.00 ms |",
+		"| A | postgres | 1 | 5.00 ms (–) | 5.00 ms (–) | –, 5.00 ms |",
 		// Ratios to the election of the same build's runs, per round.
 		"| A | etcd | 1.50, 2.00 | 1.75 (",
 		"| B | etcd | 1.00, 3.00 | 2.00 (",
@@ -198,7 +198,26 @@ func TestComparisonPoolsIdleCPUPerMinute(t *testing.T) {
 		// Against the election's 40 ms a minute in each round.
 		"| A | postgres | 0.50, 0.60 | 0.55 (",
 		"### " + IdleScenario + ": CPU per minute of the follower's runner",
-		"| A | postgres | 0.10, 0.10 | 0.10 (0.10–0.10)",
+		"| A | postgres | 0.10, 0.10 | 0.10 (–) | 0.10 (–) | too few samples |",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestComparisonGivesIntervalsFromTenSamples(t *testing.T) {
+	rounds := []Round{{Build: "A", Round: 1, Report: report(map[string][]time.Duration{
+		EtcdElection: spread(MinIntervalSamples, 10*time.Millisecond),
+		"etcd":       spread(MinIntervalSamples, 20*time.Millisecond),
+	})}}
+	var buf bytes.Buffer
+	Pool(rounds).Markdown(&buf, "", 1)
+	out := buf.String()
+	for _, want := range []string{
+		"| A | etcd | 10 | 20.0 ms (18.", // a median interval, in ms
+		"| A | etcd | 2.00 | 2.00 (1.",   // the ratio's interval
+		"| over |",                       // twice as slow at the p99, beyond doubt
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

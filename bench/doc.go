@@ -3,7 +3,9 @@
 // operator's hand-off through the control API), disable and enable latency, the
 // SIGSTOP/SIGCONT stop time, store round trips per instance as the number of
 // locks grows, and the idle CPU and memory of a runner. The command
-// bench/cmd/masterjob-bench runs it; docs/benchmarks.md has the commands and
+// bench/cmd/masterjob-bench runs it; bench/cmd/masterjob-bench-rounds runs
+// it in rounds, builds in turn, and pools the rounds (Pool, with bootstrap
+// intervals: QuantileCI, RatioCI); docs/benchmarks.md has the commands and
 // the figures.
 //
 // The process scenarios run real `masterjob run` processes (the binary built
