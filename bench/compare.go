@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -92,11 +93,22 @@ type Comparison struct {
 	series map[seriesKey][]*pooled // in the order builds and stores appear
 	builds []string
 	rounds []int
+	// The traced hand-offs' marks (Result.Steps), by scenario and lease.
+	stepKeys []seriesKey // series unset
+	steps    map[seriesKey][]*pooledSteps
+}
+
+// pooledSteps is the traced marks of one build and store: each mark's
+// times since the signal, every round's pooled.
+type pooledSteps struct {
+	build, store string
+	marks        []string
+	samples      map[string][]time.Duration
 }
 
 // Pool gathers the samples of rounds by series, build and store.
 func Pool(rounds []Round) *Comparison {
-	c := &Comparison{series: map[seriesKey][]*pooled{}}
+	c := &Comparison{series: map[seriesKey][]*pooled{}, steps: map[seriesKey][]*pooledSteps{}}
 	for _, r := range rounds {
 		if !slices.Contains(c.builds, r.Build) {
 			c.builds = append(c.builds, r.Build)
@@ -108,6 +120,7 @@ func Pool(rounds []Round) *Comparison {
 			for _, s := range res.Series {
 				c.add(seriesKey{scenario: res.Scenario, lease: res.Lease, series: s.Name}, r, res.Store, s.Samples...)
 			}
+			c.addSteps(seriesKey{scenario: res.Scenario, lease: res.Lease}, r.Build, res.Store, res.Steps)
 		}
 		// An idle run gives one figure per role: its CPU, scaled to a
 		// minute, is a sample of that round.
@@ -142,6 +155,88 @@ func (c *Comparison) add(k seriesKey, r Round, store string, samples ...time.Dur
 	list[i].rounds[r.Round] = append(list[i].rounds[r.Round], samples...)
 }
 
+// addSteps pools the marks of a traced result.
+func (c *Comparison) addSteps(k seriesKey, build, store string, steps []StepSeries) {
+	if !slices.ContainsFunc(steps, func(s StepSeries) bool { return len(s.Samples) > 0 }) {
+		return
+	}
+	list, ok := c.steps[k]
+	if !ok {
+		c.stepKeys = append(c.stepKeys, k)
+	}
+	i := slices.IndexFunc(list, func(p *pooledSteps) bool { return p.build == build && p.store == store })
+	if i < 0 {
+		list = append(list, &pooledSteps{build: build, store: store, samples: map[string][]time.Duration{}})
+		i = len(list) - 1
+		c.steps[k] = list
+	}
+	ps := list[i]
+	for _, st := range steps {
+		if len(st.Samples) == 0 {
+			continue
+		}
+		if !slices.Contains(ps.marks, st.Step) {
+			ps.marks = append(ps.marks, st.Step)
+		}
+		ps.samples[st.Step] = append(ps.samples[st.Step], st.Samples...)
+	}
+}
+
+// stepsMarkdown writes, for each traced scenario, one table of every
+// mark's median time since the signal, pooled, a column per build and
+// store, in the order of the medians of the column with the most marks.
+func (c *Comparison) stepsMarkdown(w io.Writer) {
+	for _, k := range c.stepKeys {
+		cols := c.steps[k]
+		fmt.Fprintf(w, "### %s, lease %s, step by step\n\n", k.scenario, k.lease)
+		fmt.Fprintf(w, "Each mark's median time since the signal to the master's runner, pooled over the rounds (trials with the mark in parentheses).\n\n| mark |")
+		for _, col := range cols {
+			fmt.Fprintf(w, " %s %s |", col.build, col.store)
+		}
+		fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---|", len(cols)))
+		var marks []string
+		for _, col := range cols {
+			for _, m := range col.marks {
+				if !slices.Contains(marks, m) {
+					marks = append(marks, m)
+				}
+			}
+		}
+		// By the medians of the column with the most marks; a mark it
+		// lacks, by the first column that has it.
+		primary := cols[0]
+		for _, col := range cols {
+			if len(col.marks) > len(primary.marks) {
+				primary = col
+			}
+		}
+		at := func(m string) time.Duration {
+			if x := primary.samples[m]; len(x) > 0 {
+				return Summarize(x).Median
+			}
+			for _, col := range cols {
+				if x := col.samples[m]; len(x) > 0 {
+					return Summarize(x).Median
+				}
+			}
+			return 0
+		}
+		slices.SortStableFunc(marks, func(a, b string) int { return cmp.Compare(at(a), at(b)) })
+		for _, m := range marks {
+			fmt.Fprintf(w, "| %s |", m)
+			for _, col := range cols {
+				if x := col.samples[m]; len(x) > 0 {
+					fmt.Fprintf(w, " %s (%d) |", ms(Summarize(x).Median), len(x))
+				} else {
+					fmt.Fprintf(w, " – |")
+				}
+			}
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
 // Builds returns the builds of the comparison, in the order they appear
 // (by round, then name).
 func (c *Comparison) Builds() []string { return slices.Clone(c.builds) }
@@ -159,8 +254,9 @@ func (c *Comparison) find(k seriesKey, build, store string) *pooled {
 // Markdown writes the comparison: for every series, each build and store
 // pooled over the rounds (median and p99, each with a bootstrap confidence
 // interval); where the same runs measured etcd's election, the ratios to it,
-// round by round and pooled; and where there are several builds, each
-// build's ratios to ref (the first build when ref is empty). The bootstrap
+// round by round and pooled; where there are several builds, each
+// build's ratios to ref (the first build when ref is empty); and for traced
+// runs (-trace), each mark's pooled median, a column per build and store. The bootstrap
 // draws from a generator seeded with seed, so the same files give the same
 // report.
 func (c *Comparison) Markdown(w io.Writer, ref string, seed uint64) {
@@ -193,6 +289,7 @@ func (c *Comparison) Markdown(w io.Writer, ref string, seed uint64) {
 		c.electionRatios(w, k, rng)
 		c.buildRatios(w, k, ref, rng)
 	}
+	c.stepsMarkdown(w)
 }
 
 // perRound lists s's median in each round of the comparison ("–" where

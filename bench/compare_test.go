@@ -224,3 +224,34 @@ func TestComparisonGivesIntervalsFromTenSamples(t *testing.T) {
 		}
 	}
 }
+
+func TestComparisonPoolsTracedSteps(t *testing.T) {
+	traced := func(store string, steps map[string][]time.Duration) *Result {
+		res := &Result{Store: store, Scenario: "graceful handoff", Lease: 2 * time.Second}
+		for _, name := range []string{"child reaped", "release sent", "given lease read: sent"} {
+			res.Steps = append(res.Steps, StepSeries{Step: name, Samples: steps[name]})
+		}
+		return res
+	}
+	var rounds []Round
+	for r := 1; r <= 2; r++ {
+		rounds = append(rounds, Round{Build: "A", Round: r, Report: &Report{Results: []*Result{
+			// The election's marks in another order than etcd's, which has
+			// more marks and orders the table.
+			traced(EtcdElection, map[string][]time.Duration{"child reaped": ms1(2), "release sent": ms1(1.5)}),
+			traced("etcd", map[string][]time.Duration{"child reaped": ms1(2.5 + float64(r)), "release sent": ms1(4, 6), "given lease read: sent": ms1(7)}),
+		}}})
+	}
+	var buf bytes.Buffer
+	Pool(rounds).Markdown(&buf, "", 1)
+	out := buf.String()
+	want := "### graceful handoff, lease 2s, step by step\n\n" +
+		"Each mark's median time since the signal to the master's runner, pooled over the rounds (trials with the mark in parentheses).\n\n" +
+		"| mark | A etcd-election | A etcd |\n|---|---|---|\n" +
+		"| child reaped | 2.00 ms (2) | 4.00 ms (2) |\n" +
+		"| release sent | 1.50 ms (2) | 5.00 ms (4) |\n" +
+		"| given lease read: sent | – | 7.00 ms (2) |\n"
+	if !strings.Contains(out, want) {
+		t.Errorf("report lacks\n%s\nin\n%s", want, out)
+	}
+}
