@@ -9,7 +9,13 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+// No goroutine of a run (the runs' waits and signal handling) outlives
+// the tests.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // fakeBench is a masterjob-bench stand-in: it appends its build's name and
 // arguments to $FAKE_BENCH_CALLS, fails when its build and round are named
