@@ -269,6 +269,9 @@ func (c *Comparison) Markdown(w io.Writer, ref string, seed uint64) {
 		"intervals are %.0f %% percentile-bootstrap intervals (%d resamples, seed %d), given for series of %d samples or more.\n\n",
 		strings.Join(c.builds, ", "), ref, len(c.rounds), Confidence*100, Resamples, seed, MinIntervalSamples)
 	for _, k := range c.keys {
+		if !slices.ContainsFunc(c.series[k], func(s *pooled) bool { return len(s.all()) > 0 }) {
+			continue // a series the runs declared but did not measure
+		}
 		title := k.scenario
 		if k.lease > 0 {
 			title += ", lease " + k.lease.String()
@@ -277,6 +280,9 @@ func (c *Comparison) Markdown(w io.Writer, ref string, seed uint64) {
 		p("| build | store | trials | median (95 %% CI) | p99 (95 %% CI) | median per round |\n|---|---|---|---|---|---|\n")
 		for _, s := range c.series[k] {
 			all := s.all()
+			if len(all) == 0 {
+				continue
+			}
 			med, medCI := QuantileCI(all, 0.5, rng)
 			p99, p99CI := QuantileCI(all, 0.99, rng)
 			medS, p99S := "–", "–"
@@ -315,7 +321,7 @@ func (c *Comparison) electionRatios(w io.Writer, k seriesKey, rng *rand.Rand) {
 	header := false
 	for _, s := range c.series[k] {
 		el := c.find(k, s.build, EtcdElection)
-		if s.store == EtcdElection || el == nil {
+		if s.store == EtcdElection || el == nil || !ratioable(s.all(), el.all()) {
 			continue
 		}
 		if !header {
@@ -355,7 +361,7 @@ func (c *Comparison) buildRatios(w io.Writer, k seriesKey, ref string, rng *rand
 	header := false
 	for _, s := range c.series[k] {
 		base := c.find(k, ref, s.store)
-		if s.build == ref || base == nil {
+		if s.build == ref || base == nil || !ratioable(s.all(), base.all()) {
 			continue
 		}
 		if !header {
@@ -382,6 +388,16 @@ func (c *Comparison) buildRatios(w io.Writer, k seriesKey, ref string, rng *rand
 	if header {
 		fmt.Fprintln(w)
 	}
+}
+
+// ratioable reports whether the ratios of a's and b's quantiles mean
+// anything: both have samples, all of them positive (a series that can be
+// zero or negative, such as a failover less the lease, has no ratio).
+func ratioable(a, b []time.Duration) bool {
+	positive := func(s []time.Duration) bool {
+		return len(s) > 0 && !slices.ContainsFunc(s, func(d time.Duration) bool { return d <= 0 })
+	}
+	return positive(a) && positive(b)
 }
 
 // MinIntervalSamples is the fewest samples a series needs for the report

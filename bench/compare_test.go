@@ -255,3 +255,29 @@ func TestComparisonPoolsTracedSteps(t *testing.T) {
 		t.Errorf("report lacks\n%s\nin\n%s", want, out)
 	}
 }
+
+func TestComparisonLeavesOutWhatHasNoRatio(t *testing.T) {
+	res := func(store string, lessLease, floor []time.Duration) *Result {
+		r := &Result{Store: store, Scenario: "crash failover", Lease: 2 * time.Second}
+		r.add("failover − lease", lessLease)
+		r.add("never measured", nil)
+		r.add("failover", floor)
+		return r
+	}
+	rounds := []Round{{Build: "A", Round: 1, Report: &Report{Results: []*Result{
+		res(EtcdElection, ms1(-100, 300), ms1(1900, 2300)),
+		res("etcd", ms1(50, 250), ms1(2050, 2250)),
+	}}}}
+	var buf bytes.Buffer
+	Pool(rounds).Markdown(&buf, "", 1)
+	out := buf.String()
+	if !strings.Contains(out, "| A | etcd | 1.02 | 1.02 (–) | 0.98 (–) |") {
+		t.Errorf("no ratio for the positive series:\n%s", out)
+	}
+	if strings.Contains(out, "never measured") {
+		t.Errorf("a series with no sample is reported:\n%s", out)
+	}
+	if i := strings.Index(out, "failover − lease"); i < 0 || strings.Contains(out[i:strings.Index(out, "### crash failover, lease 2s: failover\n")], "election's") {
+		t.Errorf("a ratio of series that can be negative is reported:\n%s", out)
+	}
+}
