@@ -281,3 +281,62 @@ func TestComparisonLeavesOutWhatHasNoRatio(t *testing.T) {
 		t.Errorf("a ratio of series that can be negative is reported:\n%s", out)
 	}
 }
+
+func TestEtcdComparisonSaysWhatOneRunSettles(t *testing.T) {
+	// The series the run's report reads besides the compared one.
+	others := map[string][]string{
+		SeriesHandoff:  {SeriesHandoffStop, SeriesHandoffGap},
+		SeriesFailover: {SeriesAfterExpiry},
+	}
+	pair := func(scenario, series string, mj, el []time.Duration) []*Result {
+		var out []*Result
+		for _, x := range []struct {
+			store   string
+			samples []time.Duration
+		}{{Etcd, mj}, {EtcdElection, el}} {
+			r := &Result{Store: x.store, Scenario: scenario, Lease: 2 * time.Second}
+			r.add(series, x.samples)
+			for _, o := range others[series] {
+				r.add(o, x.samples)
+			}
+			out = append(out, r)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name     string
+		mj, el   []time.Duration
+		verdict  string
+		interval string
+	}{
+		{"faster and under 25 ms", spread(100, 10*time.Millisecond), spread(100, 16*time.Millisecond), "| met |", "0.62 (0.6"},
+		{"the same", spread(100, 15*time.Millisecond), spread(100, 15*time.Millisecond), "| not settled |", "1.00 (0.9"},
+		{"slower", spread(100, 20*time.Millisecond), spread(100, 10*time.Millisecond), "| **missed** |", "2.00 (1.9"},
+		{"over 25 ms, though faster", spread(100, 30*time.Millisecond), spread(100, 40*time.Millisecond), "| **missed** |", "0.75 (0.7"},
+		{"too few", spread(5, 10*time.Millisecond), spread(5, 16*time.Millisecond), "| not settled (too few samples) |", "(too few samples)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Report{Results: pair("graceful handoff", SeriesHandoff, tc.mj, tc.el)}
+			var buf bytes.Buffer
+			r.Markdown(&buf)
+			out := buf.String()
+			i := strings.Index(out, "| graceful handoff | lease |")
+			if i < 0 {
+				t.Fatalf("no comparison table:\n%s", out)
+			}
+			row := out[i:]
+			row = row[strings.Index(row, "| | 2s |"):]
+			row = row[:strings.Index(row, "\n")]
+			if !strings.HasSuffix(row, tc.verdict) || !strings.Contains(row, tc.interval) {
+				t.Errorf("row %q: want the verdict %q and %q", row, tc.verdict, tc.interval)
+			}
+		})
+	}
+	// The crash failover's ratio against 0.9.
+	r := &Report{Results: pair(ScenarioCrash, SeriesFailover, spread(40, 2000*time.Millisecond), spread(40, 2100*time.Millisecond))}
+	var buf bytes.Buffer
+	r.Markdown(&buf)
+	if !strings.Contains(buf.String(), "| **missed** |") || !strings.Contains(buf.String(), "0.952 (0.9") {
+		t.Errorf("a ratio of 0.95 with a narrow interval is not reported missed against 0.9:\n%s", buf.String())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -55,6 +56,62 @@ func ms(d time.Duration) string {
 // busy describes the host's load during a scenario.
 func busy(h HostLoad) string {
 	return fmt.Sprintf("%.0f %% (iowait %.0f %%, load %.1f)", h.BusyPct, h.IOWaitPct, h.Load1)
+}
+
+// p99Ratio returns the ratio of a's p99 to b's and its bootstrap interval;
+// ok is false when either has fewer than MinIntervalSamples samples (the
+// interval is then not worth printing). The resampling is seeded: the same
+// samples give the same interval.
+func p99Ratio(a, b []time.Duration) (ratio float64, ci Interval, ok bool) {
+	ratio, ci = RatioCI(a, b, 0.99, rand.New(rand.NewPCG(1, 1)))
+	return ratio, ci, min(len(a), len(b)) >= MinIntervalSamples
+}
+
+// interval formats a ratio's interval, or says there were too few samples.
+func interval(ci Interval, ok bool) string {
+	if !ok {
+		return "too few samples"
+	}
+	return fmt.Sprintf("%.2f–%.2f", ci.Lo, ci.Hi)
+}
+
+// msInterval formats an interval of durations held in float64s.
+func msInterval(ci Interval, ok bool) string {
+	if !ok {
+		return "too few samples"
+	}
+	return msf(ci.Lo) + "–" + msf(ci.Hi)
+}
+
+// settled judges "at most bound" from an interval: met when the whole
+// interval is at or under it, missed when the whole interval is above it,
+// and otherwise not settled by the run's samples.
+func settled(ci Interval, ok bool, bound float64) string {
+	switch {
+	case !ok:
+		return "not settled (too few samples)"
+	case ci.Hi <= bound:
+		return verdict(true)
+	case ci.Lo > bound:
+		return verdict(false)
+	default:
+		return "not settled"
+	}
+}
+
+// both combines two verdicts of settled: missed if either is, met if both
+// are, not settled otherwise.
+func both(a, b string) string {
+	switch {
+	case a == verdict(false) || b == verdict(false):
+		return verdict(false)
+	case a == verdict(true) && b == verdict(true):
+		return verdict(true)
+	case strings.HasSuffix(a, "(too few samples)"):
+		return a
+	default:
+		return "not settled"
+	}
 }
 
 func verdict(ok bool) string {
@@ -284,21 +341,26 @@ func (r *Report) etcdComparison(p func(string, ...any), by func(string) []*Resul
 		if len(f.pairs) == 0 {
 			continue
 		}
-		p("| %s | lease | masterjob p50 / p99 | etcd election p50 / p99 | p99 ratio masterjob / etcd | target ratio ≤ %.1f | masterjob p99 ≤ lease + 100 ms |\n|---|---|---|---|---|---|---|\n", f.name, EtcdFailoverRatio)
+		p("| %s | lease | masterjob p50 / p99 | etcd election p50 / p99 | p99 ratio masterjob / etcd (95 %% interval) | target ratio ≤ %.1f | masterjob p99 ≤ lease + 100 ms |\n|---|---|---|---|---|---|---|\n", f.name, EtcdFailoverRatio)
 		for _, x := range f.pairs {
-			m, e := x[0].Get(SeriesFailover).Summary, x[1].Get(SeriesFailover).Summary
-			ratio := float64(m.P99) / float64(e.P99)
-			p("| | %s | %s / %s | %s / %s | %.3f | %s | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), ms(e.Median), ms(e.P99),
-				ratio, verdict(ratio <= EtcdFailoverRatio), verdict(m.P99 <= x[0].Lease+FailoverSlack))
+			mjS, elS := x[0].Get(SeriesFailover), x[1].Get(SeriesFailover)
+			m, e := mjS.Summary, elS.Summary
+			ratio, ci, ok := p99Ratio(mjS.Samples, elS.Samples)
+			p("| | %s | %s / %s | %s / %s | %.3f (%s) | %s | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), ms(e.Median), ms(e.P99),
+				ratio, interval(ci, ok), settled(ci, ok, EtcdFailoverRatio), verdict(m.P99 <= x[0].Lease+FailoverSlack))
 		}
 		p("\n")
 	}
 	if len(ho) > 0 {
-		p("| graceful handoff | lease | masterjob p50 / p99 | etcd election p50 / p99 | p99 ratio | target: p99 ≤ 25 ms and ≤ etcd's |\n|---|---|---|---|---|---|\n")
+		p("| graceful handoff | lease | masterjob p50 / p99 (95 %% interval of the p99) | etcd election p50 / p99 | p99 ratio (95 %% interval) | target: p99 ≤ 25 ms and ≤ etcd's |\n|---|---|---|---|---|---|\n")
 		for _, x := range ho {
-			m, e := x[0].Get(SeriesHandoff).Summary, x[1].Get(SeriesHandoff).Summary
-			p("| | %s | %s / %s | %s / %s | %.2f | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), ms(e.Median), ms(e.P99),
-				float64(m.P99)/float64(e.P99), verdict(m.P99 <= HandoffEtcd && m.P99 <= e.P99))
+			mjS, elS := x[0].Get(SeriesHandoff), x[1].Get(SeriesHandoff)
+			m, e := mjS.Summary, elS.Summary
+			ratio, ci, ok := p99Ratio(mjS.Samples, elS.Samples)
+			_, own := QuantileCI(mjS.Samples, 0.99, rand.New(rand.NewPCG(1, 1)))
+			bound := Interval{Lo: own.Lo / float64(HandoffEtcd), Hi: own.Hi / float64(HandoffEtcd)}
+			p("| | %s | %s / %s (%s) | %s / %s | %.2f (%s) | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), msInterval(own, ok),
+				ms(e.Median), ms(e.P99), ratio, interval(ci, ok), both(settled(bound, ok, 1), settled(ci, ok, 1)))
 		}
 		p("\n")
 	}
