@@ -285,11 +285,8 @@ func (c *Comparison) Markdown(w io.Writer, ref string, seed uint64) {
 			}
 			med, medCI := QuantileCI(all, 0.5, rng)
 			p99, p99CI := QuantileCI(all, 0.99, rng)
-			medS, p99S := "–", "–"
-			if len(all) >= MinIntervalSamples {
-				medS, p99S = msf(medCI.Lo)+"–"+msf(medCI.Hi), msf(p99CI.Lo)+"–"+msf(p99CI.Hi)
-			}
-			p("| %s | %s | %d | %s (%s) | %s (%s) | %s |\n", s.build, s.store, len(all), ms(med), medS, ms(p99), p99S, c.perRound(s))
+			p("| %s | %s | %d | %s (%s) | %s (%s) | %s |\n", s.build, s.store, len(all), ms(med), formatInterval(medCI, enough(all), msf),
+				ms(p99), formatInterval(p99CI, enough(all), msf), c.perRound(s))
 		}
 		p("\n")
 		c.electionRatios(w, k, rng)
@@ -340,15 +337,12 @@ func (c *Comparison) electionRatios(w io.Writer, k seriesKey, rng *rand.Rand) {
 			}
 			per += fmt.Sprintf("%.2f", float64(Summarize(a).Median)/float64(Summarize(b).Median))
 		}
-		mr, mci := RatioCI(s.all(), el.all(), 0.5, rng)
-		pr, pci := RatioCI(s.all(), el.all(), 0.99, rng)
-		few := min(len(s.all()), len(el.all())) < MinIntervalSamples
-		verdict := AtMostOne(pci)
-		if few {
-			verdict = "too few samples"
+		cells, pci, ok := pooledRatios(s.all(), el.all(), rng)
+		verdict := "too few samples"
+		if ok {
+			verdict = AtMostOne(pci)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.2f (%s) | %.2f (%s) | %s |\n",
-			s.build, s.store, per, mr, ratioInterval(mci, few), pr, ratioInterval(pci, few), verdict)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", s.build, s.store, per, cells, verdict)
 	}
 	if header {
 		fmt.Fprintln(w)
@@ -379,11 +373,8 @@ func (c *Comparison) buildRatios(w io.Writer, k seriesKey, ref string, rng *rand
 				lower++
 			}
 		}
-		mr, mci := RatioCI(s.all(), base.all(), 0.5, rng)
-		pr, pci := RatioCI(s.all(), base.all(), 0.99, rng)
-		few := min(len(s.all()), len(base.all())) < MinIntervalSamples
-		fmt.Fprintf(w, "| %s | %s | %.2f (%s) | %.2f (%s) | %d of %d |\n",
-			s.build, s.store, mr, ratioInterval(mci, few), pr, ratioInterval(pci, few), lower, both)
+		cells, _, _ := pooledRatios(s.all(), base.all(), rng)
+		fmt.Fprintf(w, "| %s | %s | %s | %d of %d |\n", s.build, s.store, cells, lower, both)
 	}
 	if header {
 		fmt.Fprintln(w)
@@ -400,31 +391,28 @@ func ratioable(a, b []time.Duration) bool {
 	return positive(a) && positive(b)
 }
 
-// MinIntervalSamples is the fewest samples a series needs for the report
-// to give its intervals: with fewer, a bootstrap interval is little more
-// than the samples' range, and the report prints "–" instead.
-const MinIntervalSamples = 10
-
-// ratioInterval formats ci, or "–" when there were too few samples.
-func ratioInterval(ci Interval, few bool) string {
-	if few {
-		return "–"
-	}
-	return fmt.Sprintf("%.2f–%.2f", ci.Lo, ci.Hi)
-}
-
 // AtMostOne says what a confidence interval of a ratio says of "at most
 // 1": "at or under" when the whole interval is, "over" when it lies
 // entirely above 1, and "not settled" (by the samples) otherwise.
 func AtMostOne(ci Interval) string {
-	switch {
-	case ci.Hi <= 1:
+	switch Against(ci, 1) {
+	case AtOrUnder:
 		return "at or under"
-	case ci.Lo > 1:
+	case Over:
 		return "over"
 	default:
 		return "not settled"
 	}
+}
+
+// pooledRatios returns the cells "median ratio (interval) | p99 ratio
+// (interval)" of a's figures over b's, and the p99 ratio's interval, and
+// whether there were enough samples for intervals.
+func pooledRatios(a, b []time.Duration, rng *rand.Rand) (cells string, p99CI Interval, ok bool) {
+	mr, mci := RatioCI(a, b, 0.5, rng)
+	pr, pci := RatioCI(a, b, 0.99, rng)
+	ok = enough(a, b)
+	return fmt.Sprintf("%.2f (%s) | %.2f (%s)", mr, formatInterval(mci, ok, ratio2), pr, formatInterval(pci, ok, ratio2)), pci, ok
 }
 
 // msf formats nanoseconds held in a float64 as ms does, without the unit.

@@ -59,56 +59,25 @@ func busy(h HostLoad) string {
 }
 
 // p99Ratio returns the ratio of a's p99 to b's and its bootstrap interval;
-// ok is false when either has fewer than MinIntervalSamples samples (the
-// interval is then not worth printing). The resampling is seeded: the same
-// samples give the same interval.
+// ok is false without enough samples for the interval to mean much. The
+// resampling is seeded: the same samples give the same interval.
 func p99Ratio(a, b []time.Duration) (ratio float64, ci Interval, ok bool) {
 	ratio, ci = RatioCI(a, b, 0.99, rand.New(rand.NewPCG(1, 1)))
-	return ratio, ci, min(len(a), len(b)) >= MinIntervalSamples
+	return ratio, ci, enough(a, b)
 }
 
-// interval formats a ratio's interval, or says there were too few samples.
-func interval(ci Interval, ok bool) string {
-	if !ok {
-		return "too few samples"
-	}
-	return fmt.Sprintf("%.2f–%.2f", ci.Lo, ci.Hi)
-}
-
-// msInterval formats an interval of durations held in float64s.
-func msInterval(ci Interval, ok bool) string {
-	if !ok {
-		return "too few samples"
-	}
-	return msf(ci.Lo) + "–" + msf(ci.Hi)
-}
-
-// settled judges "at most bound" from an interval: met when the whole
-// interval is at or under it, missed when the whole interval is above it,
-// and otherwise not settled by the run's samples.
-func settled(ci Interval, ok bool, bound float64) string {
+// settled reads a target (at most a bound, for each interval: see
+// Against) from where its intervals lie: missed if any lies over its
+// bound, met if all lie at or under, not settled otherwise, or when there
+// were too few samples (!ok) for intervals.
+func settled(ok bool, sides ...Side) string {
 	switch {
 	case !ok:
 		return "not settled (too few samples)"
-	case ci.Hi <= bound:
-		return verdict(true)
-	case ci.Lo > bound:
+	case slices.Contains(sides, Over):
 		return verdict(false)
-	default:
-		return "not settled"
-	}
-}
-
-// both combines two verdicts of settled: missed if either is, met if both
-// are, not settled otherwise.
-func both(a, b string) string {
-	switch {
-	case a == verdict(false) || b == verdict(false):
-		return verdict(false)
-	case a == verdict(true) && b == verdict(true):
+	case !slices.Contains(sides, Across):
 		return verdict(true)
-	case strings.HasSuffix(a, "(too few samples)"):
-		return a
 	default:
 		return "not settled"
 	}
@@ -347,7 +316,7 @@ func (r *Report) etcdComparison(p func(string, ...any), by func(string) []*Resul
 			m, e := mjS.Summary, elS.Summary
 			ratio, ci, ok := p99Ratio(mjS.Samples, elS.Samples)
 			p("| | %s | %s / %s | %s / %s | %.3f (%s) | %s | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), ms(e.Median), ms(e.P99),
-				ratio, interval(ci, ok), settled(ci, ok, EtcdFailoverRatio), verdict(m.P99 <= x[0].Lease+FailoverSlack))
+				ratio, formatInterval(ci, ok, ratio2), settled(ok, Against(ci, EtcdFailoverRatio)), verdict(m.P99 <= x[0].Lease+FailoverSlack))
 		}
 		p("\n")
 	}
@@ -358,9 +327,8 @@ func (r *Report) etcdComparison(p func(string, ...any), by func(string) []*Resul
 			m, e := mjS.Summary, elS.Summary
 			ratio, ci, ok := p99Ratio(mjS.Samples, elS.Samples)
 			_, own := QuantileCI(mjS.Samples, 0.99, rand.New(rand.NewPCG(1, 1)))
-			bound := Interval{Lo: own.Lo / float64(HandoffEtcd), Hi: own.Hi / float64(HandoffEtcd)}
-			p("| | %s | %s / %s (%s) | %s / %s | %.2f (%s) | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), msInterval(own, ok),
-				ms(e.Median), ms(e.P99), ratio, interval(ci, ok), both(settled(bound, ok, 1), settled(ci, ok, 1)))
+			p("| | %s | %s / %s (%s) | %s / %s | %.2f (%s) | %s |\n", x[0].Lease, ms(m.Median), ms(m.P99), formatInterval(own, ok, msf),
+				ms(e.Median), ms(e.P99), ratio, formatInterval(ci, ok, ratio2), settled(ok, Against(own, float64(HandoffEtcd)), Against(ci, 1)))
 		}
 		p("\n")
 	}

@@ -3,6 +3,7 @@
 package bench
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -102,14 +103,11 @@ func QuantileCI(samples []time.Duration, q float64, rng *rand.Rand) (time.Durati
 		return 0, Interval{}
 	}
 	s := slices.Sorted(slices.Values(samples))
-	est := quantile(s, q)
-	stats := make([]float64, Resamples)
 	buf := make([]time.Duration, len(s))
-	for i := range stats {
+	return quantile(s, q), bootstrap(func() float64 {
 		resample(buf, s, rng)
-		stats[i] = float64(quantile(buf, q))
-	}
-	return est, percentiles(stats)
+		return float64(quantile(buf, q))
+	})
 }
 
 // RatioCI returns the ratio of the q-quantiles of num and den (num's over
@@ -123,17 +121,68 @@ func RatioCI(num, den []time.Duration, q float64, rng *rand.Rand) (float64, Inte
 	}
 	a := slices.Sorted(slices.Values(num))
 	b := slices.Sorted(slices.Values(den))
-	est := float64(quantile(a, q)) / float64(quantile(b, q))
-	stats := make([]float64, Resamples)
 	bufA := make([]time.Duration, len(a))
 	bufB := make([]time.Duration, len(b))
-	for i := range stats {
+	return float64(quantile(a, q)) / float64(quantile(b, q)), bootstrap(func() float64 {
 		resample(bufA, a, rng)
 		resample(bufB, b, rng)
-		stats[i] = float64(quantile(bufA, q)) / float64(quantile(bufB, q))
-	}
-	return est, percentiles(stats)
+		return float64(quantile(bufA, q)) / float64(quantile(bufB, q))
+	})
 }
+
+// bootstrap returns the Confidence interval of stat over Resamples calls,
+// each of which computes it on a new resample.
+func bootstrap(stat func() float64) Interval {
+	stats := make([]float64, Resamples)
+	for i := range stats {
+		stats[i] = stat()
+	}
+	return percentiles(stats)
+}
+
+// Side is where an interval lies against a bound.
+type Side int
+
+// Sides of a bound.
+const (
+	Across Side = iota // the interval contains the bound: not settled
+	AtOrUnder
+	Over
+)
+
+// Against returns where ci lies against bound: AtOrUnder when all of it is
+// at or under bound, Over when all of it is above, Across otherwise.
+func Against(ci Interval, bound float64) Side {
+	switch {
+	case ci.Hi <= bound:
+		return AtOrUnder
+	case ci.Lo > bound:
+		return Over
+	default:
+		return Across
+	}
+}
+
+// MinIntervalSamples is the fewest samples a series needs for a report to
+// give its intervals: with fewer, a bootstrap interval is little more than
+// the samples' range, and the reports print "–" instead.
+const MinIntervalSamples = 10
+
+// enough reports whether every one of samples has MinIntervalSamples.
+func enough(samples ...[]time.Duration) bool {
+	return !slices.ContainsFunc(samples, func(s []time.Duration) bool { return len(s) < MinIntervalSamples })
+}
+
+// formatInterval formats ci with f ("lo–hi"), or "–" without enough samples.
+func formatInterval(ci Interval, ok bool, f func(float64) string) string {
+	if !ok {
+		return "–"
+	}
+	return f(ci.Lo) + "–" + f(ci.Hi)
+}
+
+// ratio2 formats a ratio with two decimals.
+func ratio2(x float64) string { return fmt.Sprintf("%.2f", x) }
 
 // resample fills buf with len(buf) draws from s, with replacement, and
 // sorts it.

@@ -72,9 +72,6 @@ func (b *buildsFlag) Set(v string) error {
 	return nil
 }
 
-// ownFlags are the masterjob-bench flags this command sets itself.
-var ownFlags = []string{"json", "md", "workdir", "keep", "masterjob", "child", "election", "instance"}
-
 // programs are the programs of a build directory passed to masterjob-bench,
 // by flag.
 var programs = []struct{ flag, file string }{
@@ -157,14 +154,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return writeReport(*out, *ref, *md, *seed, stdout, stderr)
 }
 
-// setByCaller returns the first of ownFlags that args set, or "".
+// setByCaller returns the first masterjob-bench flag in args that this
+// command sets itself (its outputs, and the programs of a build), or "".
 func setByCaller(args []string) string {
+	own := []string{"json", "md", "workdir", "keep"}
+	for _, p := range programs {
+		own = append(own, p.flag)
+	}
 	for _, a := range args {
 		if a == "--" {
 			break
 		}
 		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if strings.HasPrefix(a, "-") && slices.Contains(ownFlags, name) {
+		if strings.HasPrefix(a, "-") && slices.Contains(own, name) {
 			return name
 		}
 	}
