@@ -40,6 +40,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+
+	"github.com/masterjob/masterjob/storeurl"
 )
 
 // Exit codes of Main. A run whose command exited by itself exits with the
@@ -171,8 +173,10 @@ const usageFooter = `
 Store URLs (--store, else $MASTERJOB_STORE, else sqlite:masterjob.db):
   sqlite:PATH[?prefix=P&busy_timeout=D]
       A SQLite file. Instances must share one host: not for network filesystems.
-  postgres://USER@HOST:PORT/DB?sslmode=disable[&masterjob_schema=S&masterjob_prefix=P]
+  postgres://USER@HOST:PORT/DB?sslmode=disable[&schema=S&prefix=P]
       PostgreSQL (also postgresql://). Other parameters go to the driver.
+{{engines}}  Every engine takes prefix=P (tables or keys of their own) and
+  history_limit=N (history entries kept); README.md gives the rest.
 
 Where status, disable, enable, history, instances, handoff and watch work,
 first match wins:
@@ -212,7 +216,11 @@ func printUsage(w io.Writer) {
 		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.synopsis)
 	}
 	fmt.Fprintf(w, "  %-9s %s\n", "help", "show this help, or the help of a command")
-	fmt.Fprint(w, usageFooter)
+	var engines strings.Builder
+	for _, form := range storeurl.EngineUsages() {
+		fmt.Fprintf(&engines, "  %s\n", form)
+	}
+	fmt.Fprint(w, strings.Replace(usageFooter, "{{engines}}", engines.String(), 1))
 }
 
 func printCommandUsage(w io.Writer, c *command) {

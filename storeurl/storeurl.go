@@ -10,8 +10,9 @@
 //
 // A SQLite URL takes these query parameters:
 //
-//	prefix=P           table name prefix, [a-z0-9_]{0,40} (alias: masterjob_prefix)
+//	prefix=P           table name prefix, [a-z0-9_]{0,40}
 //	busy_timeout=D     SQLite busy timeout, a Go duration or milliseconds
+//	history_limit=N    history entries kept (default store.DefaultHistoryLimit)
 //	migrate=false      do not create or upgrade the tables
 //	mode=ro            open read-only: create and change nothing (see
 //	                   sqlite.ReadOnly); mode=rw is the default
@@ -19,10 +20,15 @@
 // A PostgreSQL URL takes these parameters, removed before the rest of the URL
 // reaches the driver (pgx), which receives every other parameter unchanged:
 //
-//	masterjob_schema=S        schema of the masterjob tables
-//	masterjob_prefix=P        table name prefix
-//	masterjob_call_timeout=D  bound on each store call (Go duration or ms)
-//	masterjob_migrate=false   do not create or upgrade the tables
+//	schema=S           schema of the masterjob tables
+//	prefix=P           table name prefix, [a-z0-9_]{0,40}
+//	call_timeout=D     bound on each store call (Go duration or ms)
+//	history_limit=N    history entries kept (default store.DefaultHistoryLimit)
+//	migrate=false      do not create or upgrade the tables
+//
+// Each may also be written with a masterjob_ prefix (masterjob_prefix=P),
+// as the other engines' URLs allow; a parameter given twice, in either
+// form, is refused.
 //
 // Other engines live in modules of their own, so that their dependencies
 // reach only the programs that use them, and register their schemes here
@@ -94,6 +100,10 @@ type URL struct {
 	// Timeout is the SQLite busy timeout or the PostgreSQL call timeout; zero
 	// for the backend's default.
 	Timeout time.Duration
+	// HistoryLimit is how many history entries the store keeps (set by
+	// history_limit=N); zero for the backend's default
+	// (store.DefaultHistoryLimit).
+	HistoryLimit int
 	// NoMigrate is set by migrate=false (masterjob_migrate=false), or by
 	// WithoutMigrate for any scheme: Open then creates and upgrades nothing.
 	NoMigrate bool
@@ -221,6 +231,9 @@ func (u URL) Open(ctx context.Context) (store.Store, error) {
 		if u.Timeout > 0 {
 			opts = append(opts, sqlite.WithBusyTimeout(u.Timeout))
 		}
+		if u.HistoryLimit > 0 {
+			opts = append(opts, sqlite.WithHistoryLimit(u.HistoryLimit))
+		}
 		if u.NoMigrate {
 			opts = append(opts, sqlite.WithoutMigrate())
 		}
@@ -245,6 +258,9 @@ func (u URL) Open(ctx context.Context) (store.Store, error) {
 		}
 		if u.Timeout > 0 {
 			opts = append(opts, postgres.WithCallTimeout(u.Timeout))
+		}
+		if u.HistoryLimit > 0 {
+			opts = append(opts, postgres.WithHistoryLimit(u.HistoryLimit))
 		}
 		if u.NoMigrate {
 			opts = append(opts, postgres.WithoutMigrate())
@@ -284,20 +300,26 @@ func (u URL) Unredacted() string { return u.raw }
 
 func supported() string {
 	forms := []string{"sqlite:PATH", "postgres://...", "postgresql://..."}
+	return strings.Join(append(forms, EngineUsages()...), ", ")
+}
+
+// EngineUsages returns the URL forms of the engines registered with
+// Register (Engine.Usage, else SCHEME://...), sorted, each once: engines
+// that register several schemes (mysql and mariadb, redis and rediss) give
+// each the same form.
+func EngineUsages() []string {
 	enginesMu.RLock()
 	defer enginesMu.RUnlock()
-	var more []string
+	var forms []string
 	for scheme, e := range engines {
 		if e.Usage != "" {
-			more = append(more, e.Usage)
+			forms = append(forms, e.Usage)
 		} else {
-			more = append(more, scheme+"://...")
+			forms = append(forms, scheme+"://...")
 		}
 	}
-	// Engines that register several schemes (mysql and mariadb, redis
-	// and rediss) give each the same form: name it once.
-	sort.Strings(more)
-	return strings.Join(append(forms, slices.Compact(more)...), ", ")
+	sort.Strings(forms)
+	return slices.Compact(forms)
 }
 
 // Schemes returns the URL schemes this program can open: the built-in
@@ -344,21 +366,29 @@ func parseSQLite(raw, rest string) (URL, error) {
 	if err != nil {
 		return URL{}, fmt.Errorf("%w %q: query: %w", ErrInvalidURL, redact(raw), err)
 	}
+	seen := map[string]string{}
 	for _, k := range sortedKeys(q) {
-		v := q.Get(k)
-		switch k {
-		case "prefix", "masterjob_prefix":
+		name, v, err := param(raw, q, k, seen)
+		if err != nil {
+			return URL{}, err
+		}
+		switch name {
+		case "prefix":
 			if err := checkPrefix(v); err != nil {
 				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
 			}
 			u.TablePrefix = &v
 		case "busy_timeout":
 			if u.Timeout, err = parseDuration(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: busy_timeout: %w", ErrInvalidURL, redact(raw), err)
+				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
+			}
+		case "history_limit":
+			if u.HistoryLimit, err = parseHistoryLimit(v); err != nil {
+				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
 			}
 		case "migrate":
 			if u.NoMigrate, err = parseNoMigrate(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: migrate: %w", ErrInvalidURL, redact(raw), err)
+				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
 			}
 		case "mode":
 			switch v {
@@ -366,14 +396,39 @@ func parseSQLite(raw, rest string) (URL, error) {
 				u.ReadOnly = true
 			case "rw":
 			default:
-				return URL{}, fmt.Errorf("%w %q: mode: want ro or rw, got %q", ErrInvalidURL, redact(raw), v)
+				return URL{}, fmt.Errorf("%w %q: %s: want ro or rw, got %q", ErrInvalidURL, redact(raw), k, v)
 			}
 		default:
-			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: prefix, busy_timeout, migrate, mode)",
-				ErrInvalidURL, redact(raw), k)
+			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: %s, each also with a masterjob_ prefix)",
+				ErrInvalidURL, redact(raw), k, strings.Join(sqliteParams, ", "))
 		}
 	}
 	return u, nil
+}
+
+// sqliteParams are the parameters of a SQLite URL.
+var sqliteParams = []string{"prefix", "busy_timeout", "history_limit", "migrate", "mode"}
+
+// postgresParams are the parameters of a PostgreSQL URL that are
+// masterjob's, not the driver's. The names other engines' URLs use
+// (prefix=, call_timeout=, ...) work here too: no PostgreSQL setting has
+// one of them, and the server would refuse the connection over one.
+var postgresParams = []string{"schema", "prefix", "call_timeout", "history_limit", "migrate"}
+
+// param returns the name of URL parameter k without its optional
+// masterjob_ prefix, and its value. It refuses a parameter given twice,
+// also once in each form (prefix= and masterjob_prefix=); seen holds the
+// names met so far.
+func param(raw string, q url.Values, k string, seen map[string]string) (name, v string, err error) {
+	name = strings.TrimPrefix(k, "masterjob_")
+	if len(q[k]) > 1 {
+		return "", "", fmt.Errorf("%w %q: parameter %s given %d times", ErrInvalidURL, redact(raw), k, len(q[k]))
+	}
+	if other, ok := seen[name]; ok {
+		return "", "", fmt.Errorf("%w %q: parameters %s and %s are the same: give one", ErrInvalidURL, redact(raw), other, k)
+	}
+	seen[name] = k
+	return name, q.Get(k), nil
 }
 
 func parsePostgres(raw, scheme string) (URL, error) {
@@ -391,33 +446,41 @@ func parsePostgres(raw, scheme string) (URL, error) {
 	if err != nil {
 		return URL{}, fmt.Errorf("%w %q: query: %w", ErrInvalidURL, redact(raw), err)
 	}
+	seen := map[string]string{}
 	for _, k := range sortedKeys(q) {
-		if !strings.HasPrefix(k, "masterjob_") {
-			continue
+		if !strings.HasPrefix(k, "masterjob_") && !slices.Contains(postgresParams, k) {
+			continue // the driver's
 		}
-		v := q.Get(k)
-		switch k {
-		case "masterjob_schema":
+		name, v, err := param(raw, q, k, seen)
+		if err != nil {
+			return URL{}, err
+		}
+		switch name {
+		case "schema":
 			if err := checkSchema(v); err != nil {
 				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
 			}
 			u.Schema = v
-		case "masterjob_prefix":
+		case "prefix":
 			if err := checkPrefix(v); err != nil {
 				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
 			}
 			u.TablePrefix = &v
-		case "masterjob_call_timeout":
+		case "call_timeout":
 			if u.Timeout, err = parseDuration(v); err != nil {
 				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
 			}
-		case "masterjob_migrate":
+		case "history_limit":
+			if u.HistoryLimit, err = parseHistoryLimit(v); err != nil {
+				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
+			}
+		case "migrate":
 			if u.NoMigrate, err = parseNoMigrate(v); err != nil {
 				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
 			}
 		default:
-			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: masterjob_schema, "+
-				"masterjob_prefix, masterjob_call_timeout, masterjob_migrate)", ErrInvalidURL, redact(raw), k)
+			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: %s, each also with a masterjob_ prefix)",
+				ErrInvalidURL, redact(raw), k, strings.Join(postgresParams, ", "))
 		}
 		q.Del(k)
 	}
@@ -492,6 +555,15 @@ func parseDuration(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is less than a millisecond", v)
 	}
 	return d, nil
+}
+
+// parseHistoryLimit parses how many history entries the store keeps.
+func parseHistoryLimit(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("want a whole number of at least 1, got %q", v)
+	}
+	return n, nil
 }
 
 func parseNoMigrate(v string) (bool, error) {

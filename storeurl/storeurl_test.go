@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,14 @@ func TestParse(t *testing.T) {
 			URL{Scheme: "postgres", DSN: "postgres://u@h/db?application_name=x&sslmode=disable",
 				Schema: "Jobs", TablePrefix: ptr("p_"), Timeout: 3 * time.Second, NoMigrate: true},
 		},
+		// The names every other engine's URL takes mean the same here, and
+		// do not reach the server (which refuses "prefix" as a setting).
+		{
+			"postgres://u@h/db?sslmode=disable&schema=Jobs&prefix=p_&call_timeout=3s&history_limit=50&migrate=false&application_name=x",
+			URL{Scheme: "postgres", DSN: "postgres://u@h/db?application_name=x&sslmode=disable",
+				Schema: "Jobs", TablePrefix: ptr("p_"), Timeout: 3 * time.Second, HistoryLimit: 50, NoMigrate: true},
+		},
+		{"sqlite:mj.db?history_limit=7&masterjob_mode=ro", URL{Scheme: "sqlite", Path: "mj.db", HistoryLimit: 7, ReadOnly: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {
@@ -49,6 +58,7 @@ func TestParse(t *testing.T) {
 			tt.want.raw = tt.raw
 			if fmt.Sprint(got) != fmt.Sprint(tt.want) || got.Path != tt.want.Path || got.DSN != tt.want.DSN ||
 				got.Schema != tt.want.Schema || got.Timeout != tt.want.Timeout || got.NoMigrate != tt.want.NoMigrate ||
+				got.HistoryLimit != tt.want.HistoryLimit || got.ReadOnly != tt.want.ReadOnly ||
 				got.Scheme != tt.want.Scheme || (got.TablePrefix == nil) != (tt.want.TablePrefix == nil) ||
 				got.TablePrefix != nil && *got.TablePrefix != *tt.want.TablePrefix {
 				t.Fatalf("Parse = %+v, want %+v", got, tt.want)
@@ -76,7 +86,14 @@ func TestParseErrors(t *testing.T) {
 		{"sqlite:x.db?busy_timeout=0", ErrInvalidURL, []string{"busy_timeout", "less than a millisecond"}},
 		{"sqlite:x.db?migrate=maybe", ErrInvalidURL, []string{"migrate", "maybe"}},
 		{"sqlite:x.db?%zz", ErrInvalidURL, []string{"query"}},
-		{"postgres://u@h/db?masterjob_scheme=x", ErrInvalidURL, []string{`"masterjob_scheme"`, "masterjob_schema"}},
+		{"postgres://u@h/db?masterjob_scheme=x", ErrInvalidURL, []string{`"masterjob_scheme"`, "known: schema,", "masterjob_ prefix"}},
+		{"postgres://u@h/db?prefix=a_&masterjob_prefix=b_", ErrInvalidURL, []string{"masterjob_prefix and prefix", "give one"}},
+		{"postgres://u@h/db?prefix=a_&prefix=b_", ErrInvalidURL, []string{"prefix given 2 times"}},
+		{"postgres://u@h/db?prefix=A", ErrInvalidURL, []string{"prefix", "[a-z0-9_]"}},
+		{"postgres://u@h/db?history_limit=0", ErrInvalidURL, []string{"history_limit", "at least 1"}},
+		{"postgres://u@h/db?call_timeout=soon", ErrInvalidURL, []string{"call_timeout", "soon"}},
+		{"sqlite:x.db?history_limit=many", ErrInvalidURL, []string{"history_limit", "many"}},
+		{"sqlite:x.db?busy_timeout=1s&masterjob_busy_timeout=2s", ErrInvalidURL, []string{"give one"}},
 		{"postgres://u@h/db?masterjob_schema=", ErrInvalidURL, []string{"empty schema"}},
 		{"postgres://u@h/db?masterjob_schema=" + strings.Repeat("s", 64), ErrInvalidURL, []string{"longer than 63"}},
 		{"postgres://u@h/db?masterjob_prefix=A", ErrInvalidURL, []string{"masterjob_prefix"}},
@@ -119,7 +136,7 @@ func TestStringRedactsPassword(t *testing.T) {
 func TestOpenSQLite(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "mj.db")
-	st, err := Open(ctx, "sqlite:"+path+"?prefix=t_&busy_timeout=1s")
+	st, err := Open(ctx, "sqlite:"+path+"?prefix=t_&busy_timeout=1s&history_limit=2")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +144,7 @@ func TestOpenSQLite(t *testing.T) {
 	if _, err := st.Disable(ctx, "L", "test", "storeurl_test"); err != nil {
 		t.Fatal(err)
 	}
+	historyKeeps(t, st, 2)
 	// Another prefix in the same file is another namespace.
 	other, err := Open(ctx, "sqlite://"+path)
 	if err != nil {
@@ -186,47 +204,75 @@ func postgresURL(t *testing.T) string {
 	return u
 }
 
+// Both spellings of the parameters reach the store: the schema and the
+// prefix of its tables, and the history's retention.
 func TestOpenPostgres(t *testing.T) {
 	base := postgresURL(t)
-	schema := fmt.Sprintf("storeurl_test_%d_%d", os.Getpid(), rand.IntN(1e6))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Logf("drop schema: %v", err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
-			t.Logf("drop schema: %v", err)
-		}
-	})
 	sep := "?"
 	if strings.Contains(base, "?") {
 		sep = "&"
 	}
+	for _, form := range []string{"masterjob_", ""} {
+		t.Run("params="+form+"prefix", func(t *testing.T) {
+			schema := fmt.Sprintf("storeurl_test_%d_%d", os.Getpid(), rand.IntN(1e6))
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				conn, err := pgx.Connect(ctx, base)
+				if err != nil {
+					t.Logf("drop schema: %v", err)
+					return
+				}
+				defer conn.Close(ctx)
+				if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE"); err != nil {
+					t.Logf("drop schema: %v", err)
+				}
+			})
+			ctx := context.Background()
+			st, err := Open(ctx, base+sep+form+"schema="+schema+"&"+form+"prefix=u_&"+form+"call_timeout=5s&"+
+				form+"history_limit=2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if _, err := st.Disable(ctx, "L", "test", "storeurl_test"); err != nil {
+				t.Fatal(err)
+			}
+			// The table is where the URL said.
+			conn, err := pgx.Connect(ctx, base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			var n int
+			if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, "u_locks"}.Sanitize()).Scan(&n); err != nil {
+				t.Fatalf("table %s.u_locks: %v", schema, err)
+			}
+			if n != 1 {
+				t.Fatalf("%s.u_locks has %d rows, want 1", schema, n)
+			}
+			historyKeeps(t, st, 2)
+		})
+	}
+}
+
+// historyKeeps fails t unless st's history keeps its last n entries only.
+func historyKeeps(t *testing.T, st store.Store, n int) {
+	t.Helper()
 	ctx := context.Background()
-	st, err := Open(ctx, base+sep+"masterjob_schema="+schema+"&masterjob_prefix=u_&masterjob_call_timeout=5s")
+	h := st.(store.History)
+	for i := range n + 1 {
+		ev := store.Event{Lock: "L", Kind: store.EventDisabled, Instance: "storeurl_test", Reason: strconv.Itoa(i)}
+		if err := h.AppendEvents(ctx, []store.Event{ev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, err := h.Events(ctx, store.EventFilter{Lock: "L"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	if _, err := st.Disable(ctx, "L", "test", "storeurl_test"); err != nil {
-		t.Fatal(err)
-	}
-	// The table is where the URL said.
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{schema, "u_locks"}.Sanitize()).Scan(&n); err != nil {
-		t.Fatalf("table %s.u_locks: %v", schema, err)
-	}
-	if n != 1 {
-		t.Fatalf("%s.u_locks has %d rows, want 1", schema, n)
+	if len(evs) != n || evs[0].Reason != strconv.Itoa(n) {
+		t.Fatalf("history after %d appends with history_limit=%d: %+v, want the last %d", n+1, n, evs, n)
 	}
 }
 

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/masterjob/masterjob/cli"
 	"github.com/masterjob/masterjob/storeurl"
 )
 
@@ -50,5 +52,27 @@ func TestGoModInstallable(t *testing.T) {
 	}
 	if regexp.MustCompile(`(?m)^\s*replace\b`).Match(b) {
 		t.Error("cmd/masterjob/go.mod has a replace directive: go install ...@VERSION would refuse the module; put it in go.work")
+	}
+}
+
+// TestHelpNamesEveryEngine: `masterjob help` shows the URL form of every
+// engine this build links, not only the built-in ones.
+func TestHelpNamesEveryEngine(t *testing.T) {
+	var out, errOut strings.Builder
+	cli.Main(context.Background(), []string{"help"}, &out, &errOut, func(string) (string, bool) { return "", false })
+	help := out.String() + errOut.String()
+	for _, want := range []string{"sqlite:PATH", "postgres://"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help does not show %q:\n%s", want, help)
+		}
+	}
+	forms := map[string]string{"etcd": "etcd://HOST:PORT", "mysql": "mysql://USER", "redis": "redis://"}
+	for engine, form := range forms {
+		if got := strings.Contains(help, form); got != builtWith[engine] {
+			t.Errorf("help shows %s's form %q: %v, want %v (linked: %v):\n%s", engine, form, got, builtWith[engine], builtWith[engine], help)
+		}
+	}
+	if strings.Contains(help, "{{") {
+		t.Errorf("help has an unfilled placeholder:\n%s", help)
 	}
 }

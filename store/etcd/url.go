@@ -44,10 +44,13 @@ const (
 	EnvInsecure = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY"
 )
 
+// URLUsage is the form of this engine's URLs, for messages and help texts.
+const URLUsage = "etcd://HOST:PORT[,HOST:PORT...]/?prefix=P (etcds:// for TLS)"
+
 func init() {
 	for _, scheme := range []string{SchemeEtcd, SchemeEtcdTLS} {
 		storeurl.Register(scheme, storeurl.Engine{
-			Usage: scheme + "://HOST:PORT[,HOST:PORT...]",
+			Usage: URLUsage,
 			Check: func(raw string) error {
 				_, err := ParseURL(raw, noEnv)
 				return err
