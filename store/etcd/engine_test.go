@@ -400,10 +400,25 @@ func TestOpenURL(t *testing.T) {
 	if got := st.(*etcd.Store).Prefix(); got != prefix {
 		t.Errorf("prefix %q, want %q", got, prefix)
 	}
-	// A store URL that cannot be reached.
-	_, err = storeurl.Open(ctx, "etcd://u:s3cret@127.0.0.1:1/?dial_timeout=300ms")
-	if err == nil || strings.Contains(err.Error(), "s3cret") || !errors.Is(err, store.ErrUnavailable) {
-		t.Errorf("open of an unreachable URL: %v; want ErrUnavailable, no password", err)
+	// A store URL that cannot be reached, opened with no deadline of the
+	// caller's (as the CLI's status does): dial_timeout ends the wait,
+	// with credentials (the client's authentication waits) and without
+	// (the store's first read waits).
+	for _, raw := range []string{"etcd://u:s3cret@127.0.0.1:1/?dial_timeout=300ms", "etcd://127.0.0.1:1/?dial_timeout=300ms"} {
+		done := make(chan error, 1)
+		go func() {
+			_, err := storeurl.Open(context.Background(), raw)
+			done <- err
+		}()
+		select {
+		case err = <-done:
+		case <-time.After(time.Minute):
+			t.Fatalf("open of %s with no deadline: no answer after a minute", raw)
+		}
+		if err == nil || strings.Contains(err.Error(), "s3cret") || !errors.Is(err, store.ErrUnavailable) ||
+			!errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "dial timeout of 300ms") {
+			t.Errorf("open of %s: %v; want ErrUnavailable and the dial timeout named, no password", raw, err)
+		}
 	}
 }
 

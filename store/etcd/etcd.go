@@ -144,7 +144,9 @@ func checkPrefix(p string) error {
 }
 
 // Open connects to etcd with cfg and returns a store that owns the client:
-// Close closes it. It checks that the cluster answers within ctx. The
+// Close closes it. It checks that the cluster answers within ctx and
+// cfg.DialTimeout, if set; else, for an etcd that is down, only ctx ends
+// the wait. The
 // client reconnects as ReconnectOption says, unless cfg.DialOptions says
 // otherwise.
 func Open(ctx context.Context, cfg clientv3.Config, opts ...Option) (*Store, error) {
@@ -156,13 +158,16 @@ func Open(ctx context.Context, cfg clientv3.Config, opts ...Option) (*Store, err
 	if cfg.Context == nil {
 		cfg.Context = context.Background()
 	}
+	op := "connect to " + strings.Join(cfg.Endpoints, ",")
 	cli, err := clientv3.New(cfg)
 	if err != nil {
-		// A refused password is not an outage: retrying would not help.
-		if permanent(err) {
-			return nil, fmt.Errorf("etcd: connect to %s: %w", strings.Join(cfg.Endpoints, ","), err)
+		switch {
+		case permanent(err): // a refused password: retrying would not help
+			return nil, fmt.Errorf("etcd: %s: %w", op, err)
+		case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) && cfg.DialTimeout > 0:
+			return nil, noAnswer(op, cfg.DialTimeout)
 		}
-		return nil, fmt.Errorf("etcd: connect to %s: %w: %w", strings.Join(cfg.Endpoints, ","), store.ErrUnavailable, err)
+		return nil, fmt.Errorf("etcd: %s: %w: %w", op, store.ErrUnavailable, err)
 	}
 	s, err := New(cli, opts...)
 	if err != nil {
@@ -170,12 +175,33 @@ func Open(ctx context.Context, cfg clientv3.Config, opts ...Option) (*Store, err
 		return nil, err
 	}
 	s.ownClient = true
-	// One read proves the endpoints, the credentials and a leader.
-	if _, err := cli.Get(ctx, s.prefix+"k/", clientv3.WithCountOnly(), clientv3.WithPrefix()); err != nil {
+	// One read proves the endpoints, the credentials and a leader. The
+	// client dials in the background (without grpc.WithBlock it does not
+	// wait for DialTimeout), and its calls wait for a connection: the read
+	// is what DialTimeout bounds, or a caller without a deadline waits as
+	// long as etcd is down, and says nothing.
+	rctx, cancel := ctx, context.CancelFunc(func() {})
+	if cfg.DialTimeout > 0 {
+		rctx, cancel = context.WithTimeout(ctx, cfg.DialTimeout)
+	}
+	defer cancel()
+	if _, err := cli.Get(rctx, s.prefix+"k/", clientv3.WithCountOnly(), clientv3.WithPrefix()); err != nil {
 		_ = cli.Close()
-		return nil, s.fail(ctx, "connect to "+strings.Join(cfg.Endpoints, ","), err)
+		// gRPC may end the call on the deadline a moment before rctx
+		// itself is done.
+		if ctx.Err() == nil && (rctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded) {
+			return nil, noAnswer(op, cfg.DialTimeout)
+		}
+		return nil, s.fail(ctx, op, err)
 	}
 	return s, nil
+}
+
+// noAnswer is the error of an Open that etcd did not answer within the
+// dial timeout d.
+func noAnswer(op string, d time.Duration) error {
+	return fmt.Errorf("etcd: %s: %w: no answer within the dial timeout of %v: %w",
+		op, store.ErrUnavailable, d, context.DeadlineExceeded)
 }
 
 // ReconnectOption is the gRPC dial option with which a client reconnects
