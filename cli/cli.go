@@ -41,6 +41,7 @@ import (
 	"runtime/debug"
 	"strings"
 
+	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/storeurl"
 )
 
@@ -68,6 +69,29 @@ var errUsage = errors.New("usage")
 // fmt.Errorf, it wraps the operands of %w verbs.
 func usageError(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{errUsage}, args...)...)
+}
+
+// unexpectedArg is the usage error of a command that takes no arguments
+// and got fs.Arg(0). A lock's name given where --lock is wanted says so:
+// 'masterjob disable nightly' is a natural first try.
+func unexpectedArg(fs *flag.FlagSet) error {
+	return usageError("unexpected argument %q%s", fs.Arg(0), lockHint(fs))
+}
+
+// lockHint suggests --lock ARG when fs has a --lock flag that is not set
+// and its first argument could be a lock's name; else "".
+func lockHint(fs *flag.FlagSet) string {
+	arg := fs.Arg(0)
+	if fs.Lookup("lock") == nil || flagSet(fs, "lock") || arg == "" || store.ValidateLockName(arg) != nil {
+		return ""
+	}
+	hint := " (to name the lock: --lock " + quoteIfNeeded(arg)
+	if fs.NArg() > 1 {
+		// The flag package stops at the first argument: flags after it
+		// were not read.
+		hint += ", before any other argument"
+	}
+	return hint + ")"
 }
 
 // cmdEnv is what a command gets from Main.
@@ -306,7 +330,7 @@ uncommitted changes). The revision line shows the commit, its time, and
 			return code
 		}
 		if fs.NArg() > 0 {
-			return reportUsage(e, c, usageError("unexpected argument %q", fs.Arg(0)))
+			return reportUsage(e, c, unexpectedArg(fs))
 		}
 		bi, _ := debug.ReadBuildInfo()
 		fmt.Fprint(e.stdout, versionText(bi, Version, runtime.GOOS+"/"+runtime.GOARCH))

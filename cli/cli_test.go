@@ -250,7 +250,15 @@ func TestBadInput(t *testing.T) {
 		{"history: --limit too large", nil, args("history", "--limit", "1001"), []string{"--limit", "1 to 1000"}},
 		{"history: --limit not a number", nil, args("history", "--limit", "ten"), []string{"-limit", `"ten"`}},
 		{"history: empty --lock", nil, args("history", "--lock", ""), []string{"--lock", "empty"}},
-		{"history: stray argument", nil, args("history", "L"), []string{`unexpected argument "L"`}},
+		{"history: stray argument", nil, args("history", "L"), []string{`unexpected argument "L"`, "(to name the lock: --lock L)"}},
+		// A lock's name where --lock is wanted gets a hint; other
+		// arguments do not.
+		{"disable: the lock as an argument", nil, args("disable", "nightly", "--reason", "r"),
+			[]string{`unexpected argument "nightly"`, "(to name the lock: --lock nightly, before any other argument)"}},
+		{"enable: the lock as an argument", nil, args("enable", "nightly"), []string{"(to name the lock: --lock nightly)"}},
+		{"instances: a lock with a space as an argument", nil, args("instances", "a b"), []string{`--lock "a b"`}},
+		{"run: the lock as an argument", nil, args("run", "nightly", "--", "true"),
+			[]string{"missing --lock NAME (to name the lock: --lock nightly, before any other argument)"}},
 		{"history: --server and --store", nil, args("history", "--server", "h:1", "--store", "sqlite:x.db"),
 			[]string{"exclude each other"}},
 	}

@@ -138,7 +138,7 @@ func instancesMain(e *cmdEnv, c *command, args []string) int {
 		return code
 	}
 	if f.fs.NArg() > 0 {
-		return reportUsage(e, c, usageError("unexpected argument %q", f.fs.Arg(0)))
+		return reportUsage(e, c, unexpectedArg(f.fs))
 	}
 	if flagSet(f.fs, "lock") {
 		if err := store.ValidateLockName(f.lock); err != nil {
@@ -280,7 +280,7 @@ func handoffMain(e *cmdEnv, c *command, args []string) int {
 		return code
 	}
 	if f.fs.NArg() > 0 {
-		return reportUsage(e, c, usageError("unexpected argument %q", f.fs.Arg(0)))
+		return reportUsage(e, c, unexpectedArg(f.fs))
 	}
 	if !flagSet(f.fs, "lock") {
 		return reportUsage(e, c, usageError("missing --lock NAME"))
@@ -378,7 +378,7 @@ func watchMain(e *cmdEnv, c *command, args []string) int {
 		return code
 	}
 	if f.fs.NArg() > 0 {
-		return reportUsage(e, c, usageError("unexpected argument %q", f.fs.Arg(0)))
+		return reportUsage(e, c, unexpectedArg(f.fs))
 	}
 	if flagSet(f.fs, "lock") {
 		if err := store.ValidateLockName(f.lock); err != nil {

@@ -338,7 +338,7 @@ func controlMain(e *cmdEnv, c *command, args []string, disable bool) int {
 		return code
 	}
 	if f.fs.NArg() > 0 {
-		return reportUsage(e, c, usageError("unexpected argument %q", f.fs.Arg(0)))
+		return reportUsage(e, c, unexpectedArg(f.fs))
 	}
 	if !flagSet(f.fs, "lock") {
 		return reportUsage(e, c, usageError("missing --lock NAME"))

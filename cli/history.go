@@ -64,7 +64,7 @@ func historyMain(e *cmdEnv, c *command, args []string) int {
 		return code
 	}
 	if f.fs.NArg() > 0 {
-		return reportUsage(e, c, usageError("unexpected argument %q", f.fs.Arg(0)))
+		return reportUsage(e, c, unexpectedArg(f.fs))
 	}
 	if flagSet(f.fs, "lock") {
 		if err := store.ValidateLockName(f.lock); err != nil {

@@ -301,7 +301,11 @@ var (
 // errUsage or masterjob.ErrInvalidConfig for bad input.
 func newRunner(e *cmdEnv, f *runFlags) (*runner, error) {
 	if !flagSet(f.fs, "lock") {
-		return nil, usageError("missing --lock NAME")
+		hint := ""
+		if f.fs.NArg() > 1 && f.fs.Arg(1) == "--" { // run NAME -- COMMAND
+			hint = lockHint(f.fs)
+		}
+		return nil, usageError("missing --lock NAME%s", hint)
 	}
 	if err := store.ValidateLockName(f.lock); err != nil {
 		return nil, usageError("--lock: %w", err)

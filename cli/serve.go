@@ -74,7 +74,7 @@ func serveMain(e *cmdEnv, c *command, args []string) int {
 		return code
 	}
 	if f.fs.NArg() > 0 {
-		return reportUsage(e, c, usageError("unexpected argument %q", f.fs.Arg(0)))
+		return reportUsage(e, c, unexpectedArg(f.fs))
 	}
 	hc, err := f.http.resolve(e, f.fs, true)
 	if err != nil {
