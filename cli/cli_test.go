@@ -359,12 +359,19 @@ func TestControlCommandsPostgres(t *testing.T) { testControlCommands(t, postgres
 
 func testControlCommands(t *testing.T, store string) {
 	env := map[string]string{EnvStore: store}
-	if strings.HasPrefix(store, "sqlite:") {
-		// status opens SQLite read-only, creating nothing: a write creates
-		// the file (sqlite_test.go tests status on a missing file).
-		if r := mainEnv(env, "enable", "--lock", "JOB-SCHEDULER"); r.code != ExitOK {
-			t.Fatalf("enable: exit %d, stderr %q", r.code, r.stderr)
+	// The read commands create nothing (no file, no table, no migration):
+	// on a store nothing has used they fail, saying so, twice in a row.
+	for _, cmd := range [][]string{{"status"}, {"history"}, {"status"}} {
+		r := mainEnv(env, cmd...)
+		if r.code != ExitFailure || !strings.Contains(r.stderr, "store: not initialized") ||
+			!strings.Contains(r.stderr, "this command creates nothing") {
+			t.Fatalf("%s on a store nothing has used: exit %d, stdout %q, stderr %q", cmd[0], r.code, r.stdout, r.stderr)
 		}
+	}
+	// A write creates the store; an Enable of a lock nobody used records
+	// no lock.
+	if r := mainEnv(env, "enable", "--lock", "JOB-SCHEDULER"); r.code != ExitOK {
+		t.Fatalf("enable: exit %d, stderr %q", r.code, r.stderr)
 	}
 	r := mainEnv(env, "status")
 	if r.code != ExitOK || !strings.Contains(r.stdout, "no locks") {

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -41,8 +42,10 @@ lock.
 A lock the store has no record of (no instance has been its master and it
 was never disabled) is unknown: status says so on stderr instead of showing
 a row (--json marks it "unknown": true), and exits with status 1 when every
-lock named is unknown. A SQLite store is opened read-only: status creates
-and changes nothing, and reads a file its user cannot write.
+lock named is unknown. Status creates and changes nothing: on a store
+nothing has used yet (no file, no tables: another prefix, schema or path
+than the runners'), it fails and says so. A SQLite store is opened
+read-only, so status reads a file its user cannot write.
 ` + targetHelp
 
 const disableUsage = `usage: masterjob disable --lock NAME --reason TEXT [--store URL | --server URL [--token TOKEN]]
@@ -192,14 +195,21 @@ func writeMasterships(w io.Writer, ms []controlapi.Masterships) error {
 	return tw.Flush()
 }
 
-// openForReading opens the store for a command that only reads: SQLite
-// read-only, so that the command never writes (no file, no migration) and
+// openForReading opens the store for a command that only reads: it never
+// writes, so it creates no file, table or schema and migrates none (a
+// status with a mistyped prefix would otherwise create a new set of
+// tables and show "no locks"), and SQLite opens read-only, so that it
 // works on a file its user cannot write.
 func openForReading(ctx context.Context, u storeurl.URL) (store.Store, error) {
 	if u.Scheme == storeurl.SchemeSQLite {
 		u.ReadOnly = true
 	}
-	return u.Open(ctx)
+	st, err := u.WithoutMigrate().Open(ctx)
+	if errors.Is(err, store.ErrNotInitialized) {
+		return nil, fmt.Errorf("%w (this command creates nothing: has a runner used this store? "+
+			"Check the URL's prefix, schema or path)", err)
+	}
+	return st, err
 }
 
 // writeStatusJSON prints locks as a JSON array of controlapi.Lock: the

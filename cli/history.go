@@ -27,7 +27,7 @@ Prints the most recent entries of the audit history the store keeps, newest
 first: control changes (disabled, enabled: who, why, from which address)
 and mastership transitions (acquired, released, lost, demoted: which
 instance, which fencing token, why). --json prints the same as a JSON array.
-A SQLite store is opened read-only, as by status.
+It creates nothing, and opens a SQLite store read-only, as status does.
 ` + targetHelp
 
 type historyFlags struct {

@@ -43,6 +43,12 @@ var (
 	// ErrUnavailable wraps failures to reach the store (network, server down,
 	// timeouts). Callers retry with backoff.
 	ErrUnavailable = errors.New("store: unavailable")
+	// ErrNotInitialized is returned (wrapped) by an open that was asked to
+	// create nothing (no migration, or read-only) when none of the store's
+	// tables, or not its file, exist: nothing has used the store yet, or
+	// the caller named another one (another prefix, schema or path).
+	// Engines that create nothing to open never return it.
+	ErrNotInitialized = errors.New("store: not initialized")
 )
 
 // Holder identifies the instance that asks for leases.

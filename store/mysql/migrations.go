@@ -86,9 +86,12 @@ type schemaState struct {
 	missing []string
 }
 
+// none reports that none of the store's tables exist.
+func (st schemaState) none() bool { return len(st.missing) == len(tableNames) }
+
 func (st schemaState) describe(latest int) string {
 	switch {
-	case len(st.missing) == len(tableNames):
+	case st.none():
 		return "no masterjob tables (" + strings.Join(st.missing, ", ") + " do not exist)"
 	case len(st.missing) > 0 && st.version > 0:
 		return fmt.Sprintf("schema version %d recorded, but %s missing", st.version, strings.Join(st.missing, ", "))

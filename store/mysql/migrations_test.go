@@ -137,8 +137,9 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := Open(t.Context(), testDSN(), WithTablePrefix(prefix), WithoutMigrate())
-	if err == nil || !strings.Contains(err.Error(), "schema version 1 recorded, but table "+prefix+"history missing") {
-		t.Fatalf("Open WithoutMigrate without the history table = %v", err)
+	if err == nil || !strings.Contains(err.Error(), "schema version 1 recorded, but table "+prefix+"history missing") ||
+		errors.Is(err, store.ErrNotInitialized) {
+		t.Fatalf("Open WithoutMigrate without the history table = %v (not store.ErrNotInitialized: some tables exist)", err)
 	}
 	s = openStore(t, WithTablePrefix(prefix))
 	if err := s.AppendEvents(t.Context(), []store.Event{{Lock: "JOB", Kind: store.EventEnabled}}); err != nil {
@@ -211,8 +212,9 @@ func TestMigrateFutureVersion(t *testing.T) {
 func TestWithoutMigrate(t *testing.T) {
 	prefix := newPrefix(t)
 	_, err := Open(t.Context(), testDSN(), WithTablePrefix(prefix), WithoutMigrate())
-	if err == nil || !strings.Contains(err.Error(), "no masterjob tables") || !strings.Contains(err.Error(), "apply schema.sql") {
-		t.Fatalf("Open WithoutMigrate on an empty database = %v, want an error pointing to schema.sql", err)
+	if err == nil || !strings.Contains(err.Error(), "no masterjob tables") || !strings.Contains(err.Error(), "apply schema.sql") ||
+		!errors.Is(err, store.ErrNotInitialized) {
+		t.Fatalf("Open WithoutMigrate on an empty database = %v, want store.ErrNotInitialized pointing to schema.sql", err)
 	}
 	if n := tableCount(t, prefix); n != 0 {
 		t.Fatalf("Open WithoutMigrate created %d tables", n)

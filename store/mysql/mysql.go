@@ -276,7 +276,11 @@ func (s *Store) prepare(ctx context.Context) error {
 		if st.version > 0 && len(st.missing) == 0 {
 			apply = fmt.Sprintf("the sections of schema.sql after version %d", st.version)
 		}
-		return fmt.Errorf("store/mysql: %s: %s; apply %s or open without WithoutMigrate", op, st.describe(latest), apply)
+		err := fmt.Errorf("store/mysql: %s: %s; apply %s or open without WithoutMigrate", op, st.describe(latest), apply)
+		if st.none() {
+			err = fmt.Errorf("%w: %w", store.ErrNotInitialized, err)
+		}
+		return err
 	}
 	// DDL waits for the GET_LOCK (another process may be migrating) and
 	// for metadata locks: the call timeout, sized for renewals, is too

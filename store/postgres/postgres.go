@@ -397,7 +397,11 @@ func (s *Store) prepare(ctx context.Context) error {
 		if st.version > 0 && len(st.missing) == 0 {
 			apply = fmt.Sprintf("the sections of schema.sql after version %d", st.version)
 		}
-		return fmt.Errorf("store/postgres: %s: %s; apply %s or open without WithoutMigrate", op, st.describe(latest), apply)
+		err := fmt.Errorf("store/postgres: %s: %s; apply %s or open without WithoutMigrate", op, st.describe(latest), apply)
+		if st.none() {
+			err = fmt.Errorf("%w: %w", store.ErrNotInitialized, err)
+		}
+		return err
 	}
 	// DDL waits for the advisory lock (another process may be migrating)
 	// and for the table locks it takes: the call timeout, sized for
@@ -435,9 +439,12 @@ type schemaState struct {
 	missing []string
 }
 
+// none reports that none of the store's objects exist.
+func (st schemaState) none() bool { return len(st.missing) == 3 && st.recorded < 0 }
+
 func (st schemaState) describe(latest int) string {
 	switch {
-	case len(st.missing) == 3 && st.recorded < 0:
+	case st.none():
 		return "no masterjob tables (" + strings.Join(st.missing, ", ") + " do not exist)"
 	case len(st.missing) > 0 && st.recorded >= 0:
 		return fmt.Sprintf("schema version %d recorded, but %s missing", st.recorded, strings.Join(st.missing, ", "))

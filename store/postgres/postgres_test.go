@@ -349,6 +349,9 @@ func TestMigrateAddsHistory(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "schema.sql") || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Open WithoutMigrate without %s = %v, want an error pointing to schema.sql and containing %q", tc.drop, err, tc.want)
 			}
+			if errors.Is(err, store.ErrNotInitialized) {
+				t.Fatalf("Open WithoutMigrate without %s = %v: a store missing some objects is not uninitialized", tc.drop, err)
+			}
 			s = openStore(t, WithSchema(schema))
 			if err := s.AppendEvents(t.Context(), []store.Event{{Lock: "JOB", Kind: store.EventEnabled}}); err != nil {
 				t.Fatalf("AppendEvents after migration: %v", err)
@@ -400,8 +403,8 @@ func TestHistoryPruneIsBounded(t *testing.T) {
 func TestWithoutMigrate(t *testing.T) {
 	schema := newSchema(t)
 	_, err := Open(t.Context(), testDSN(), WithSchema(schema), WithoutMigrate())
-	if err == nil || !strings.Contains(err.Error(), "schema.sql") {
-		t.Fatalf("Open WithoutMigrate on an empty schema = %v, want an error pointing to schema.sql", err)
+	if err == nil || !strings.Contains(err.Error(), "schema.sql") || !errors.Is(err, store.ErrNotInitialized) {
+		t.Fatalf("Open WithoutMigrate on an empty schema = %v, want store.ErrNotInitialized pointing to schema.sql", err)
 	}
 	var exists bool
 	if err := adminPool(t).QueryRow(t.Context(), `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&exists); err != nil {

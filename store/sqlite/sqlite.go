@@ -576,13 +576,16 @@ func prepareFile(path string, readOnly, existing bool) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		dir := filepath.Dir(path)
 		if _, derr := os.Stat(dir); errors.Is(derr, fs.ErrNotExist) {
+			if readOnly || existing {
+				return fmt.Errorf("%w: directory %s does not exist", store.ErrNotInitialized, dir)
+			}
 			return fmt.Errorf("directory %s does not exist (create it first)", dir)
 		}
 		if readOnly {
-			return errors.New("no database file there (opened read-only: nothing is created)")
+			return fmt.Errorf("%w: no database file there (opened read-only: nothing is created)", store.ErrNotInitialized)
 		}
 		if existing {
-			return errors.New("no database file there (opened without migrating: nothing is created)")
+			return fmt.Errorf("%w: no database file there (opened without migrating: nothing is created)", store.ErrNotInitialized)
 		}
 	}
 	var pe *fs.PathError
@@ -682,7 +685,8 @@ func (s *Store) checkReadable(ctx context.Context, prefix string) error {
 	}
 	var v int64
 	if err := s.db.QueryRowContext(ctx, s.q.checkLocks).Scan(&v); err != nil {
-		return fmt.Errorf("schema not found (no masterjob tables with prefix %q in the file): %w", prefix, s.wrap(ctx, "open", err))
+		return fmt.Errorf("%w: schema not found (no masterjob tables with prefix %q in the file): %w",
+			store.ErrNotInitialized, prefix, s.wrap(ctx, "open", err))
 	}
 	return nil
 }
@@ -697,7 +701,12 @@ func (s *Store) checkSchema(ctx context.Context) error {
 		return fmt.Errorf("schema version %d, this version needs %d (open once without WithoutMigrate, which migrates it; "+
 			"or apply Schema's SQL and the ALTER TABLE its version 5 section names): %w", v, schemaVersion, err)
 	}
-	return fmt.Errorf("schema not found (apply Schema's SQL or open without WithoutMigrate): %w", err)
+	err = fmt.Errorf("schema not found (apply Schema's SQL or open without WithoutMigrate): %w", err)
+	var v int64
+	if s.db.QueryRowContext(ctx, s.q.checkLocks).Scan(&v) != nil { // not even the locks table
+		err = fmt.Errorf("%w: %w", store.ErrNotInitialized, err)
+	}
+	return err
 }
 
 // queries holds the SQL for one table prefix.

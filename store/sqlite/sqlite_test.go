@@ -363,13 +363,14 @@ func TestWithoutMigrate(t *testing.T) {
 	if err != nil || !got[0].Acquired {
 		t.Fatalf("Acquire: %v %+v", err, got)
 	}
-	if _, err := sqlite.Open(path, sqlite.WithoutMigrate()); err == nil {
-		t.Error("WithoutMigrate with the default prefix, whose tables are missing: Open succeeded")
+	if _, err := sqlite.Open(path, sqlite.WithoutMigrate()); !errors.Is(err, store.ErrNotInitialized) {
+		t.Errorf("WithoutMigrate with the default prefix, whose tables are missing: %v, want store.ErrNotInitialized", err)
 	}
 	// A missing file is an error, and stays missing: a last will whose
 	// database was removed must not leave an empty one behind.
 	missing := filepath.Join(t.TempDir(), "gone.db")
-	if s, err := sqlite.Open(missing, sqlite.WithoutMigrate()); err == nil || !strings.Contains(err.Error(), "no database file there") {
+	if s, err := sqlite.Open(missing, sqlite.WithoutMigrate()); err == nil || !strings.Contains(err.Error(), "no database file there") ||
+		!errors.Is(err, store.ErrNotInitialized) {
 		if s != nil {
 			_ = s.Close()
 		}
