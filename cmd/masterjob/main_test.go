@@ -2,13 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/masterjob/masterjob/cli"
+	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/storeurl"
 )
 
@@ -74,5 +80,80 @@ func TestHelpNamesEveryEngine(t *testing.T) {
 	}
 	if strings.Contains(help, "{{") {
 		t.Errorf("help has an unfilled placeholder:\n%s", help)
+	}
+}
+
+// TestOpenGivesUpWithoutADeadline: opening a store whose server is down
+// (a closed port) or does not answer (a listener that accepts and says
+// nothing) fails with store.ErrUnavailable by the engine's own bounds,
+// even for a caller without a deadline, as the read commands are. etcd's
+// open once waited for ever on a closed port.
+func TestOpenGivesUpWithoutADeadline(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups, not defers: the parallel subtests run after this
+	// function returns.
+	t.Cleanup(func() { silent.Close() })
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+
+	forms := map[string]string{
+		"postgres": "postgres://u@%s/db?sslmode=disable",
+		"etcd":     "etcd://%s/?dial_timeout=2s",
+		"mysql":    "mysql://u@%s/db",
+		"redis":    "redis://%s/0",
+	}
+	for engine, form := range forms {
+		if engine != "postgres" && !builtWith[engine] {
+			continue
+		}
+		for name, addr := range map[string]string{"closed": closedAddr, "silent": silent.Addr().String()} {
+			t.Run(engine+"/"+name, func(t *testing.T) {
+				t.Parallel()
+				raw := fmt.Sprintf(form, addr)
+				done := make(chan error, 1)
+				go func() {
+					st, err := storeurl.Open(context.Background(), raw)
+					if err == nil {
+						st.Close()
+					}
+					done <- err
+				}()
+				select {
+				case err := <-done:
+					if !errors.Is(err, store.ErrUnavailable) {
+						t.Errorf("open %s: %v, want store.ErrUnavailable", raw, err)
+					}
+				case <-time.After(time.Minute):
+					t.Errorf("open %s with no deadline: no answer after a minute", raw)
+				}
+			})
+		}
 	}
 }
