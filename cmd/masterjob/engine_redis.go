@@ -8,4 +8,9 @@ package main
 // this one out of the command (a smaller binary that starts faster and
 // keeps less resident; its URLs are then refused with a message that
 // says so).
-import _ "github.com/masterjob/masterjob/store/redis" // redis:// and rediss://
+import "github.com/masterjob/masterjob/store/redis" // redis:// and rediss://
+
+// The Redis client library's own lines (a pool's failed dials, written to
+// standard error in the log package's format) would break the runner's
+// structured logs while Redis is down; the store's errors say the same.
+func init() { redis.SetClientLogger(nil) }
