@@ -1,36 +1,82 @@
-//go:build linux && !masterjob_noredis
+//go:build linux
 
 package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/masterjob/masterjob/cli"
 )
 
-// TestNoClientLinesOnStderr: a command whose Redis is down says so in
-// one line of its own, with none of the Redis client library's lines
-// (which it writes to the process's standard error, not to the writers
-// cli.Main is given) around it: they would break --log-format json.
+// TestNoClientLinesOnStderr: a command whose store is down (a closed
+// port) or silent (a listener that accepts and says nothing) says so in a
+// line of its own, with nothing from the engines' client libraries on the
+// process's standard error (where go-redis and the MySQL driver write by
+// default, not to the writers cli.Main is given): such lines break a
+// runner's --log-format json.
 func TestNoClientLinesOnStderr(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	closedL, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	closed := l.Addr().String()
-	l.Close()
+	closed := closedL.Addr().String()
+	closedL.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		silent.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
 
-	// The process's standard error, descriptor 2, into a pipe for the call.
+	forms := map[string]string{
+		"postgres": "postgres://u@%s/db?sslmode=disable",
+		"etcd":     "etcd://%s/?dial_timeout=2s",
+		"mysql":    "mysql://u@%s/db",
+		"redis":    "redis://%s/0",
+	}
+	type result struct {
+		url, stderr string
+		code        int
+	}
+	var results []result
+
+	// The process's standard error, descriptor 2, into a pipe meanwhile.
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
+	leaked := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		leaked <- b
+	}()
 	saved, err := syscall.Dup(2)
 	if err != nil {
 		t.Fatal(err)
@@ -38,21 +84,39 @@ func TestNoClientLinesOnStderr(t *testing.T) {
 	if err := syscall.Dup3(int(w.Fd()), 2, 0); err != nil {
 		t.Fatal(err)
 	}
-	var out, errOut strings.Builder
-	code := cli.Main(context.Background(), []string{"status", "--store", "redis://" + closed + "/0"}, &out, &errOut,
-		func(string) (string, bool) { return "", false })
+	var wg sync.WaitGroup
+	for engine, form := range forms {
+		if engine != "postgres" && !builtWith[engine] {
+			continue
+		}
+		for _, addr := range []string{closed, silent.Addr().String()} {
+			url := fmt.Sprintf(form, addr)
+			wg.Go(func() {
+				var out, errOut strings.Builder
+				code := cli.Main(context.Background(), []string{"status", "--store", url}, &out, &errOut,
+					func(string) (string, bool) { return "", false })
+				mu.Lock()
+				results = append(results, result{url, errOut.String(), code})
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
 	if err := syscall.Dup3(saved, 2, 0); err != nil {
 		t.Fatal(err)
 	}
 	syscall.Close(saved)
 	w.Close()
-	leaked, _ := io.ReadAll(r)
-	r.Close()
-
-	if code != cli.ExitFailure || !strings.Contains(errOut.String(), "store: unavailable") {
-		t.Errorf("status with Redis down: exit %d, stderr %q", code, errOut.String())
+	if b := <-leaked; len(b) > 0 {
+		t.Errorf("the process's standard error got lines the commands did not write:\n%s", b)
 	}
-	if len(leaked) > 0 {
-		t.Errorf("the process's standard error got lines the command did not write:\n%s", leaked)
+	r.Close()
+	for _, res := range results {
+		if res.code != cli.ExitFailure || !strings.Contains(res.stderr, "store: unavailable") {
+			t.Errorf("status --store %s: exit %d, stderr %q", res.url, res.code, res.stderr)
+		}
+	}
+	if len(results) < 2 {
+		t.Fatalf("%d commands ran", len(results))
 	}
 }
