@@ -372,6 +372,16 @@ func unwrapExecError(err error) error {
 	return err
 }
 
+// InstallDefaultLogger makes the commands that log (run, serve, and a
+// supervisor's last will) install their logger as slog's default
+// (slog.SetDefault), so that what libraries log to slog.Default() or with
+// the log package (the Redis store's warning about a server that keeps
+// nothing on disk, say) comes out in the same format, at the same level,
+// to the same place: a runner with --log-format json writes only JSON.
+// The masterjob command sets it before Main. It is off by default, for
+// programs and tests that run Main more than once in one process.
+var InstallDefaultLogger bool
+
 func newLogger(w io.Writer, format, level string) *slog.Logger {
 	var lv slog.Level
 	_ = lv.UnmarshalText([]byte(level)) // validated by the flag
@@ -380,7 +390,11 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	if format == "json" {
 		h = slog.NewJSONHandler(w, o)
 	}
-	return slog.New(throttleLog(h)) // cli/http.go
+	l := slog.New(throttleLog(h)) // cli/http.go
+	if InstallDefaultLogger {
+		slog.SetDefault(l)
+	}
+	return l
 }
 
 // durationsAsText logs a time.Duration as a Go duration string ("1.5s"):

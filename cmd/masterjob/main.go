@@ -16,6 +16,10 @@ func main() {
 	// lease, a second kills the command), `masterjob serve` too (a graceful
 	// shutdown of its HTTP server), and the other commands are short and
 	// keep the default disposition.
+	// One process, one Main: the logger of run and serve becomes slog's
+	// default, so that what the store libraries log comes out in its
+	// format (--log-format json).
+	cli.InstallDefaultLogger = true
 	code := cli.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv)
 	// Everything is released and closed: only the exit is left, whose
 	// teardown of a Go process takes milliseconds of CPU that a successor

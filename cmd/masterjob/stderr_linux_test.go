@@ -67,50 +67,29 @@ func TestNoClientLinesOnStderr(t *testing.T) {
 	}
 	var results []result
 
-	// The process's standard error, descriptor 2, into a pipe meanwhile.
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaked := make(chan []byte, 1)
-	go func() {
-		b, _ := io.ReadAll(r)
-		leaked <- b
-	}()
-	saved, err := syscall.Dup(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Dup3(int(w.Fd()), 2, 0); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for engine, form := range forms {
-		if engine != "postgres" && !builtWith[engine] {
-			continue
+	leaked := captureStderr(t, func() {
+		var wg sync.WaitGroup
+		for engine, form := range forms {
+			if engine != "postgres" && !builtWith[engine] {
+				continue
+			}
+			for _, addr := range []string{closed, silent.Addr().String()} {
+				url := fmt.Sprintf(form, addr)
+				wg.Go(func() {
+					var out, errOut strings.Builder
+					code := cli.Main(context.Background(), []string{"status", "--store", url}, &out, &errOut,
+						func(string) (string, bool) { return "", false })
+					mu.Lock()
+					results = append(results, result{url, errOut.String(), code})
+					mu.Unlock()
+				})
+			}
 		}
-		for _, addr := range []string{closed, silent.Addr().String()} {
-			url := fmt.Sprintf(form, addr)
-			wg.Go(func() {
-				var out, errOut strings.Builder
-				code := cli.Main(context.Background(), []string{"status", "--store", url}, &out, &errOut,
-					func(string) (string, bool) { return "", false })
-				mu.Lock()
-				results = append(results, result{url, errOut.String(), code})
-				mu.Unlock()
-			})
-		}
+		wg.Wait()
+	})
+	if len(leaked) > 0 {
+		t.Errorf("the process's standard error got lines the commands did not write:\n%s", leaked)
 	}
-	wg.Wait()
-	if err := syscall.Dup3(saved, 2, 0); err != nil {
-		t.Fatal(err)
-	}
-	syscall.Close(saved)
-	w.Close()
-	if b := <-leaked; len(b) > 0 {
-		t.Errorf("the process's standard error got lines the commands did not write:\n%s", b)
-	}
-	r.Close()
 	for _, res := range results {
 		if res.code != cli.ExitFailure || !strings.Contains(res.stderr, "store: unavailable") {
 			t.Errorf("status --store %s: exit %d, stderr %q", res.url, res.code, res.stderr)
@@ -119,4 +98,42 @@ func TestNoClientLinesOnStderr(t *testing.T) {
 	if len(results) < 2 {
 		t.Fatalf("%d commands ran", len(results))
 	}
+}
+
+// captureStderr runs f with the process's standard error, descriptor 2,
+// going into a pipe, and returns what was written there.
+func captureStderr(t *testing.T, f func()) []byte {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	saved, err := syscall.Dup(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(saved)
+	if err := syscall.Dup3(int(w.Fd()), 2, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := syscall.Dup3(saved, 2, 0); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	func() {
+		defer w.Close()
+		f()
+	}()
+	// Descriptor 2 still holds the pipe: put it back before reading.
+	if err := syscall.Dup3(saved, 2, 0); err != nil {
+		t.Fatal(err)
+	}
+	return <-got
 }
