@@ -366,42 +366,8 @@ func parseSQLite(raw, rest string) (URL, error) {
 	if err != nil {
 		return URL{}, fmt.Errorf("%w %q: query: %w", ErrInvalidURL, redact(raw), err)
 	}
-	seen := map[string]string{}
-	for _, k := range sortedKeys(q) {
-		name, v, err := param(raw, q, k, seen)
-		if err != nil {
-			return URL{}, err
-		}
-		switch name {
-		case "prefix":
-			if err := checkPrefix(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
-			}
-			u.TablePrefix = &v
-		case "busy_timeout":
-			if u.Timeout, err = parseDuration(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
-			}
-		case "history_limit":
-			if u.HistoryLimit, err = parseHistoryLimit(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
-			}
-		case "migrate":
-			if u.NoMigrate, err = parseNoMigrate(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
-			}
-		case "mode":
-			switch v {
-			case "ro":
-				u.ReadOnly = true
-			case "rw":
-			default:
-				return URL{}, fmt.Errorf("%w %q: %s: want ro or rw, got %q", ErrInvalidURL, redact(raw), k, v)
-			}
-		default:
-			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: %s, each also with a masterjob_ prefix)",
-				ErrInvalidURL, redact(raw), k, strings.Join(sqliteParams, ", "))
-		}
+	if err := u.setParams(q, sqliteParams, true); err != nil {
+		return URL{}, err
 	}
 	return u, nil
 }
@@ -415,20 +381,65 @@ var sqliteParams = []string{"prefix", "busy_timeout", "history_limit", "migrate"
 // one of them, and the server would refuse the connection over one.
 var postgresParams = []string{"schema", "prefix", "call_timeout", "history_limit", "migrate"}
 
-// param returns the name of URL parameter k without its optional
-// masterjob_ prefix, and its value. It refuses a parameter given twice,
-// also once in each form (prefix= and masterjob_prefix=); seen holds the
-// names met so far.
-func param(raw string, q url.Values, k string, seen map[string]string) (name, v string, err error) {
-	name = strings.TrimPrefix(k, "masterjob_")
-	if len(q[k]) > 1 {
-		return "", "", fmt.Errorf("%w %q: parameter %s given %d times", ErrInvalidURL, redact(raw), k, len(q[k]))
+// setParams sets u's fields from the parameters of q named in known, each
+// also with a masterjob_ prefix, and removes them from q. It refuses a
+// parameter given twice, also once in each form (prefix= and
+// masterjob_prefix=), and any other parameter with the masterjob_ prefix;
+// the others too when refuseOthers, else it leaves them in q.
+func (u *URL) setParams(q url.Values, known []string, refuseOthers bool) error {
+	seen := map[string]string{}
+	for _, k := range sortedKeys(q) {
+		name := strings.TrimPrefix(k, "masterjob_")
+		switch other, dup := seen[name]; {
+		case !slices.Contains(known, name) && !refuseOthers && name == k:
+			continue // the driver's
+		case !slices.Contains(known, name):
+			return fmt.Errorf("%w %q: unknown parameter %q (known: %s, each also with a masterjob_ prefix)",
+				ErrInvalidURL, redact(u.raw), k, strings.Join(known, ", "))
+		case len(q[k]) > 1:
+			return fmt.Errorf("%w %q: parameter %s given %d times", ErrInvalidURL, redact(u.raw), k, len(q[k]))
+		case dup:
+			return fmt.Errorf("%w %q: parameters %s and %s are the same: give one", ErrInvalidURL, redact(u.raw), other, k)
+		}
+		seen[name] = k
+		if err := u.set(name, q.Get(k)); err != nil {
+			return fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(u.raw), k, err)
+		}
+		q.Del(k)
 	}
-	if other, ok := seen[name]; ok {
-		return "", "", fmt.Errorf("%w %q: parameters %s and %s are the same: give one", ErrInvalidURL, redact(raw), other, k)
+	return nil
+}
+
+// set sets the field of u that parameter name (without its masterjob_
+// prefix) names to v.
+func (u *URL) set(name, v string) (err error) {
+	switch name {
+	case "prefix":
+		if err = checkPrefix(v); err == nil {
+			u.TablePrefix = &v
+		}
+	case "schema":
+		if err = checkSchema(v); err == nil {
+			u.Schema = v
+		}
+	case "busy_timeout", "call_timeout":
+		u.Timeout, err = parseDuration(v)
+	case "history_limit":
+		u.HistoryLimit, err = parseHistoryLimit(v)
+	case "migrate":
+		u.NoMigrate, err = parseNoMigrate(v)
+	case "mode":
+		switch v {
+		case "ro":
+			u.ReadOnly = true
+		case "rw":
+		default:
+			err = fmt.Errorf("want ro or rw, got %q", v)
+		}
+	default:
+		err = fmt.Errorf("not a parameter of %s URLs", u.Scheme)
 	}
-	seen[name] = k
-	return name, q.Get(k), nil
+	return err
 }
 
 func parsePostgres(raw, scheme string) (URL, error) {
@@ -446,43 +457,8 @@ func parsePostgres(raw, scheme string) (URL, error) {
 	if err != nil {
 		return URL{}, fmt.Errorf("%w %q: query: %w", ErrInvalidURL, redact(raw), err)
 	}
-	seen := map[string]string{}
-	for _, k := range sortedKeys(q) {
-		if !strings.HasPrefix(k, "masterjob_") && !slices.Contains(postgresParams, k) {
-			continue // the driver's
-		}
-		name, v, err := param(raw, q, k, seen)
-		if err != nil {
-			return URL{}, err
-		}
-		switch name {
-		case "schema":
-			if err := checkSchema(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
-			}
-			u.Schema = v
-		case "prefix":
-			if err := checkPrefix(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
-			}
-			u.TablePrefix = &v
-		case "call_timeout":
-			if u.Timeout, err = parseDuration(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
-			}
-		case "history_limit":
-			if u.HistoryLimit, err = parseHistoryLimit(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
-			}
-		case "migrate":
-			if u.NoMigrate, err = parseNoMigrate(v); err != nil {
-				return URL{}, fmt.Errorf("%w %q: %s: %w", ErrInvalidURL, redact(raw), k, err)
-			}
-		default:
-			return URL{}, fmt.Errorf("%w %q: unknown parameter %q (known: %s, each also with a masterjob_ prefix)",
-				ErrInvalidURL, redact(raw), k, strings.Join(postgresParams, ", "))
-		}
-		q.Del(k)
+	if err := u.setParams(q, postgresParams, false); err != nil {
+		return URL{}, err
 	}
 	pu.RawQuery = q.Encode()
 	u.DSN = pu.String()

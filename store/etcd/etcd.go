@@ -146,9 +146,8 @@ func checkPrefix(p string) error {
 // Open connects to etcd with cfg and returns a store that owns the client:
 // Close closes it. It checks that the cluster answers within ctx and
 // cfg.DialTimeout, if set; else, for an etcd that is down, only ctx ends
-// the wait. The
-// client reconnects as ReconnectOption says, unless cfg.DialOptions says
-// otherwise.
+// the wait. The client reconnects as ReconnectOption says, unless
+// cfg.DialOptions says otherwise.
 func Open(ctx context.Context, cfg clientv3.Config, opts ...Option) (*Store, error) {
 	// First, so that the caller's own options win.
 	cfg.DialOptions = append([]grpc.DialOption{ReconnectOption()}, cfg.DialOptions...)
@@ -189,7 +188,7 @@ func Open(ctx context.Context, cfg clientv3.Config, opts ...Option) (*Store, err
 		_ = cli.Close()
 		// gRPC may end the call on the deadline a moment before rctx
 		// itself is done.
-		if ctx.Err() == nil && (rctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded) {
+		if cfg.DialTimeout > 0 && ctx.Err() == nil && (rctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded) {
 			return nil, noAnswer(op, cfg.DialTimeout)
 		}
 		return nil, s.fail(ctx, op, err)
