@@ -1,38 +1,19 @@
 package masterjob_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/masterjob/masterjob"
 	"github.com/masterjob/masterjob/audit"
+	"github.com/masterjob/masterjob/internal/syncbuf"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/store/memstore"
 )
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A follower names the master when it changes, and says when it stands by
 // (issue 8, item 15): before, it logged "following lock" once and never
@@ -44,7 +25,7 @@ func TestFollowerLogsTheMaster(t *testing.T) {
 		_ = a.StartMaster("JOB", idle())
 		stopA := startRun(a)
 		synctest.Wait()
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		w := newExec(t, st, "w", masterjob.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 		_ = w.StartMaster("JOB", idle())
 		stopW := startRun(w)

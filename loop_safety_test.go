@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/internal/syncbuf"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/store/memstore"
 )
@@ -557,7 +558,7 @@ func TestLateAcquisitionsLoggedOnce(t *testing.T) {
 		// A store that commits and answers after the trust window
 		// (tolerance − margin), past the call's deadline.
 		view := &lateAcquire{Store: st, delay: tolerance}
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		a := newExec(t, view, "a", masterjob.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 		times := newStopTimes()
 		for i := range 20 {

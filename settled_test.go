@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/masterjob/masterjob"
+	"github.com/masterjob/masterjob/internal/syncbuf"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/store/memstore"
 )
@@ -192,7 +193,7 @@ func TestLateAdoptionLogged(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const lock = "L"
 		st := &lateFirst{Store: memstore.New(), held: true}
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		rec := newRecorder(t)
 		a := newExec(t, st, "a", masterjob.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 		if err := a.StartMaster(lock, rec.job()); err != nil {

@@ -1,7 +1,6 @@
 package audit_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/masterjob/masterjob"
 	"github.com/masterjob/masterjob/audit"
+	"github.com/masterjob/masterjob/internal/syncbuf"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/store/memstore"
 )
@@ -25,24 +25,6 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func history(t *testing.T, h store.History) []store.Event {
 	t.Helper()
@@ -188,7 +170,7 @@ func TestBatches(t *testing.T) {
 func TestOutageDropsOldest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ms := memstore.New()
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		r := newRecorder(t, ms, slog.New(slog.NewTextHandler(&logs, nil)),
 			audit.WithQueueSize(10), audit.WithRetryBackoff(time.Second, 4*time.Second))
 		ms.SetFailure(errors.New("connection refused"))

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/masterjob/masterjob/controlapi"
+	"github.com/masterjob/masterjob/internal/syncbuf"
 )
 
 // testClient is the HTTP client of the tests: no keep-alive, so that no
@@ -149,7 +150,7 @@ func findHTTPAddr(log string) string {
 type bgMain struct {
 	cancel         context.CancelFunc
 	done           chan int
-	stdout, stderr *syncBuffer
+	stdout, stderr *syncbuf.Buffer
 }
 
 // startMain runs Main with env and args in the background; the test's
@@ -157,7 +158,7 @@ type bgMain struct {
 func startMain(t *testing.T, env map[string]string, args ...string) *bgMain {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &bgMain{cancel: cancel, done: make(chan int, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	m := &bgMain{cancel: cancel, done: make(chan int, 1), stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}}
 	go func() { m.done <- Main(ctx, args, m.stdout, m.stderr, envFunc(env)) }()
 	t.Cleanup(func() {
 		cancel()

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/masterjob/masterjob"
 	"github.com/masterjob/masterjob/internal/childproc"
+	"github.com/masterjob/masterjob/internal/syncbuf"
 	"github.com/masterjob/masterjob/store"
 	"github.com/masterjob/masterjob/store/sqlite"
 	"github.com/masterjob/masterjob/storeurl"
@@ -74,7 +75,7 @@ func TestRunLastWill(t *testing.T) {
 	will := func(lock string, token int64) (int, string) {
 		env := map[string]string{EnvStore: "sqlite:" + path, childproc.EnvLock: lock,
 			childproc.EnvInstance: "dead", childproc.EnvToken: strconv.FormatInt(token, 10), childproc.EnvRunnerPID: "4242"}
-		var stderr syncBuffer
+		var stderr syncbuf.Buffer
 		code := runLastWill(ctx, envFunc(env), &stderr)
 		return code, stderr.String()
 	}
@@ -105,7 +106,7 @@ func TestRunLastWill(t *testing.T) {
 	}
 
 	// Without the lease's variables it refuses, as a usage error.
-	if code := runLastWill(ctx, envFunc(map[string]string{EnvStore: "sqlite:" + path}), &syncBuffer{}); code != ExitUsage {
+	if code := runLastWill(ctx, envFunc(map[string]string{EnvStore: "sqlite:" + path}), &syncbuf.Buffer{}); code != ExitUsage {
 		t.Errorf("incomplete will: exit %d, want %d", code, ExitUsage)
 	}
 }
@@ -120,7 +121,7 @@ func TestLastWillCreatesNothing(t *testing.T) {
 	will := func(storeURL string) (int, string) {
 		env := map[string]string{EnvStore: storeURL, childproc.EnvLock: "L",
 			childproc.EnvInstance: "dead", childproc.EnvToken: "1", childproc.EnvRunnerPID: "4242"}
-		var stderr syncBuffer
+		var stderr syncbuf.Buffer
 		code := runLastWill(ctx, envFunc(env), &stderr)
 		return code, stderr.String()
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
+
+	"github.com/masterjob/masterjob/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) {
@@ -35,25 +37,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers (the logger and
-// the copy of a child's output).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // envFunc returns a lookupEnv over m.
 func envFunc(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) {
@@ -70,7 +53,7 @@ type result struct {
 
 // mainCtx runs Main with ctx, env and args.
 func mainCtx(ctx context.Context, env map[string]string, args ...string) result {
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	code := Main(ctx, args, &stdout, &stderr, envFunc(env))
 	return result{code, stdout.String(), stderr.String()}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/masterjob/masterjob/controlapi"
+	"github.com/masterjob/masterjob/internal/syncbuf"
 )
 
 // These tests run the masterjob binary as separate processes, several
@@ -500,7 +501,7 @@ func TestProcessUnreachablePostgres(t *testing.T) {
 	bin := buildBinary(t)
 	cmd := exec.Command(bin, "run", "--lock", "L",
 		"--store", "postgres://u@127.0.0.1:1/db?sslmode=disable&connect_timeout=1", "--init-delay", "0", "--", "true")
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -930,7 +931,7 @@ func TestProcessServeSIGTERM(t *testing.T) {
 	bin := buildBinary(t)
 	cmd := exec.Command(bin, "serve", "--http", "127.0.0.1:0", "--store", "sqlite:"+filepath.Join(t.TempDir(), "mj.db"))
 	cmd.Env = append(os.Environ(), EnvHTTPToken+"=serve-token")
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/masterjob/masterjob/internal/syncbuf"
 )
 
 // These tests check what `masterjob run` does with its command's process
@@ -106,7 +108,7 @@ func sigkillTrial(t *testing.T, bin string, trial int) time.Duration {
 	cmd := exec.Command(bin, "run", "--lock", "L", "--store", sqliteURL(t), "--init-delay", "0", "--",
 		"sh", "-c", "sleep 1000 & sleep 1000 & setsid sleep 1000 & wait")
 	cmd.Env = cleanEnv()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = time.Second // survivors would hold the output pipe
 	if err := cmd.Start(); err != nil {
@@ -204,7 +206,7 @@ func TestProcessPID1NoZombies(t *testing.T) {
 		"--on-exit", "restart", "--restart-delay", "20ms", "--",
 		"sh", "-c", "sleep 0.01 & setsid sleep 0.01 & (sleep 0.01 &); exit 0")
 	cmd.Env = cleanEnv()
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
@@ -468,7 +470,7 @@ func TestProcessKillLatencyUnderLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		cmd.Stderr = &logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

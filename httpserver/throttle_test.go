@@ -1,38 +1,19 @@
 package httpserver_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/masterjob/masterjob/controlapi"
 	"github.com/masterjob/masterjob/httpserver"
+	"github.com/masterjob/masterjob/internal/syncbuf"
 	"github.com/masterjob/masterjob/store/memstore"
 )
-
-// lockedBuffer is a bytes.Buffer safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // clientFrom returns a client whose connections come from the local
 // address ip (any of 127.0.0.0/8 on Linux).
@@ -57,7 +38,7 @@ func TestAuthThrottle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	s := serveT(t, httpserver.ServerConfig{Handler: httpserver.New(httpserver.Config{
 		API:          api,
 		AuthThrottle: httpserver.AuthThrottle{Burst: burst, Interval: interval},

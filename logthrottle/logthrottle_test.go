@@ -1,7 +1,6 @@
 package logthrottle_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,30 +13,20 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/masterjob/masterjob/internal/syncbuf"
 	"github.com/masterjob/masterjob/logthrottle"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // sink is a JSON log in memory.
-type sink struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *sink) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
+type sink struct{ syncbuf.Buffer }
 
 // lines returns the records logged, decoded.
 func (s *sink) lines(t *testing.T) []map[string]any {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(s.b.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(s.String()), "\n") {
 		if l == "" {
 			continue
 		}

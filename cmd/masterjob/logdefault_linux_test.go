@@ -3,7 +3,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,32 +10,14 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/masterjob/masterjob/cli"
+	"github.com/masterjob/masterjob/internal/syncbuf"
 )
-
-// lockedBuffer is a bytes.Buffer for a runner's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestRunLogsOnlyJSON: a runner with --log-format json on Redis writes
 // JSON lines only, to its own stderr, the Redis store's warnings (logged
@@ -86,7 +67,7 @@ func TestRunLogsOnlyJSON(t *testing.T) {
 		log.SetFlags(oldFlags)
 	}()
 
-	var out, errOut lockedBuffer
+	var out, errOut syncbuf.Buffer
 	var code int
 	leaked := captureStderr(t, func() {
 		code = cli.Main(ctx, []string{"run", "--log-format", "json", "--store", url + sep + "prefix=" + prefix,

@@ -1,37 +1,19 @@
 package childproc
 
 import (
-	"bytes"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/masterjob/masterjob/internal/syncbuf"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the copy goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A standby supervisor starts the command with the environment given at
 // Start, added to the one it was prepared with, and otherwise behaves as a
 // command started with Start.
 func TestStandbyStartsTheCommand(t *testing.T) {
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	sb, err := Prepare(Spec{Path: "sh", Args: []string{"-c", `echo "$PREPARED $LEASE"; exit 7`}, Env: []string{"PREPARED=yes"}, Stdout: out})
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +63,7 @@ func TestStandbyClose(t *testing.T) {
 // master's command (MASTERJOB_LOCK set) must not pass its own lease on.
 func TestStandbyStartOverridesTheRunnersEnv(t *testing.T) {
 	t.Setenv(EnvLock, "OUTER")
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	// env(1) prints the environment as it came: a shell would keep one
 	// entry of each name (dash the last, where C's getenv and Go take the
 	// first).

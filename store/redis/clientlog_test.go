@@ -1,35 +1,17 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/masterjob/masterjob/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for the pool's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestSetClientLogger: go-redis's own lines (a pool's failed dials) go to
 // the logger given, at the debug level, and nowhere with nil.
@@ -49,7 +31,7 @@ func TestSetClientLogger(t *testing.T) {
 	}
 	t.Cleanup(func() { SetClientLogger(nil) })
 
-	var debug, info syncBuffer
+	var debug, info syncbuf.Buffer
 	SetClientLogger(slog.New(slog.NewJSONHandler(&debug, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	for range 6 { // the pool logs after repeated failed dials
 		dial()
