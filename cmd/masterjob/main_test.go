@@ -89,13 +89,39 @@ func TestHelpNamesEveryEngine(t *testing.T) {
 // even for a caller without a deadline, as the read commands are. etcd's
 // open once waited for ever on a closed port.
 func TestOpenGivesUpWithoutADeadline(t *testing.T) {
+	for _, raw := range unreachableURLs(t) {
+		t.Run(raw, func(t *testing.T) {
+			t.Parallel()
+			done := make(chan error, 1)
+			go func() {
+				st, err := storeurl.Open(context.Background(), raw)
+				if err == nil {
+					st.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, store.ErrUnavailable) {
+					t.Errorf("open %s: %v, want store.ErrUnavailable", raw, err)
+				}
+			case <-time.After(time.Minute):
+				t.Errorf("open %s with no deadline: no answer after a minute", raw)
+			}
+		})
+	}
+}
+
+// unreachableURLs returns, for every engine this build links, a URL of a
+// closed port and one of a listener that accepts connections and never
+// answers. The listener lives until t's cleanups (after its parallel
+// subtests).
+func unreachableURLs(t *testing.T) []string {
+	t.Helper()
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Cleanups, not defers: the parallel subtests run after this
-	// function returns.
-	t.Cleanup(func() { silent.Close() })
 	var held []net.Conn
 	var mu sync.Mutex
 	go func() {
@@ -110,6 +136,7 @@ func TestOpenGivesUpWithoutADeadline(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() {
+		silent.Close()
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range held {
@@ -129,31 +156,12 @@ func TestOpenGivesUpWithoutADeadline(t *testing.T) {
 		"mysql":    "mysql://u@%s/db",
 		"redis":    "redis://%s/0",
 	}
+	var urls []string
 	for engine, form := range forms {
-		if engine != "postgres" && !builtWith[engine] {
-			continue
-		}
-		for name, addr := range map[string]string{"closed": closedAddr, "silent": silent.Addr().String()} {
-			t.Run(engine+"/"+name, func(t *testing.T) {
-				t.Parallel()
-				raw := fmt.Sprintf(form, addr)
-				done := make(chan error, 1)
-				go func() {
-					st, err := storeurl.Open(context.Background(), raw)
-					if err == nil {
-						st.Close()
-					}
-					done <- err
-				}()
-				select {
-				case err := <-done:
-					if !errors.Is(err, store.ErrUnavailable) {
-						t.Errorf("open %s: %v, want store.ErrUnavailable", raw, err)
-					}
-				case <-time.After(time.Minute):
-					t.Errorf("open %s with no deadline: no answer after a minute", raw)
-				}
-			})
+		if engine == "postgres" || builtWith[engine] {
+			urls = append(urls, fmt.Sprintf(form, closedAddr), fmt.Sprintf(form, silent.Addr().String()))
 		}
 	}
+	slices.Sort(urls)
+	return urls
 }
