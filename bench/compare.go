@@ -142,35 +142,40 @@ const IdleScenario = "idle, default timings"
 
 // add appends samples of store to the series k of round r.
 func (c *Comparison) add(k seriesKey, r Round, store string, samples ...time.Duration) {
-	list, ok := c.series[k]
-	if !ok {
-		c.keys = append(c.keys, k)
-	}
-	i := slices.IndexFunc(list, func(p *pooled) bool { return p.build == r.Build && p.store == store })
-	if i < 0 {
-		list = append(list, &pooled{build: r.Build, store: store, rounds: map[int][]time.Duration{}})
-		i = len(list) - 1
-		c.series[k] = list
-	}
-	list[i].rounds[r.Round] = append(list[i].rounds[r.Round], samples...)
+	p := column(c.series, &c.keys, k, r.Build, store, func() *pooled {
+		return &pooled{build: r.Build, store: store, rounds: map[int][]time.Duration{}}
+	})
+	p.rounds[r.Round] = append(p.rounds[r.Round], samples...)
 }
+
+// column returns the entry of build and store under k in byKey, made by
+// newEntry (and k added to keys, in order of appearance) when missing.
+func column[T interface{ of() (build, store string) }](byKey map[seriesKey][]T, keys *[]seriesKey, k seriesKey,
+	build, store string, newEntry func() T) T {
+	list, ok := byKey[k]
+	if !ok {
+		*keys = append(*keys, k)
+	}
+	i := slices.IndexFunc(list, func(e T) bool { b, s := e.of(); return b == build && s == store })
+	if i < 0 {
+		list = append(list, newEntry())
+		i = len(list) - 1
+		byKey[k] = list
+	}
+	return list[i]
+}
+
+func (p *pooled) of() (build, store string)      { return p.build, p.store }
+func (p *pooledSteps) of() (build, store string) { return p.build, p.store }
 
 // addSteps pools the marks of a traced result.
 func (c *Comparison) addSteps(k seriesKey, build, store string, steps []StepSeries) {
 	if !slices.ContainsFunc(steps, func(s StepSeries) bool { return len(s.Samples) > 0 }) {
 		return
 	}
-	list, ok := c.steps[k]
-	if !ok {
-		c.stepKeys = append(c.stepKeys, k)
-	}
-	i := slices.IndexFunc(list, func(p *pooledSteps) bool { return p.build == build && p.store == store })
-	if i < 0 {
-		list = append(list, &pooledSteps{build: build, store: store, samples: map[string][]time.Duration{}})
-		i = len(list) - 1
-		c.steps[k] = list
-	}
-	ps := list[i]
+	ps := column(c.steps, &c.stepKeys, k, build, store, func() *pooledSteps {
+		return &pooledSteps{build: build, store: store, samples: map[string][]time.Duration{}}
+	})
 	for _, st := range steps {
 		if len(st.Samples) == 0 {
 			continue
