@@ -42,10 +42,11 @@ lock.
 A lock the store has no record of (no instance has been its master and it
 was never disabled) is unknown: status says so on stderr instead of showing
 a row (--json marks it "unknown": true), and exits with status 1 when every
-lock named is unknown. Status creates and changes nothing: on a store
-nothing has used yet (no file, no tables: another prefix, schema or path
-than the runners'), it fails and says so. A SQLite store is opened
-read-only, so status reads a file its user cannot write.
+lock named is unknown. Status creates and changes nothing: on a SQLite,
+PostgreSQL or MySQL store nothing has used yet (no file, no tables:
+another prefix, schema or path than the runners'), it fails and says so.
+A SQLite store is opened read-only, so status reads a file its user
+cannot write.
 ` + targetHelp
 
 const disableUsage = `usage: masterjob disable --lock NAME --reason TEXT [--store URL | --server URL [--token TOKEN]]
